@@ -1,0 +1,57 @@
+# after: the commands a newcomer needs. Everything installs itself from nothing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+AFTER  := $(BIN)/after
+PORT   ?= 5984
+export AFTER_HOME ?= $(CURDIR)/var
+
+.PHONY: install test unit integration acceptance server server-stop run stop lint bench clean
+
+install: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: setup.cfg setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+unit: install
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: install
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+acceptance: install
+	$(BIN)/python -m pytest tests/acceptance $(PYTEST_ARGS)
+
+server: install
+	$(AFTER) server start --port $(PORT) --data $(AFTER_HOME)/data
+
+server-stop:
+	-$(AFTER) server stop
+
+run: install
+	@bash scripts/run-demo.sh
+
+stop:
+	-$(AFTER) stop demo
+	-$(AFTER) server stop
+
+lint: install
+	$(BIN)/ruff check after tests bench jobs
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	-$(AFTER) server stop 2>/dev/null
+	rm -rf $(VENV) node_modules var build dist *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

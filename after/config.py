@@ -1,0 +1,125 @@
+"""Configuration: After's ``config.json`` plus environment overrides.
+
+``config.json`` keeps the shape of the original After (``login``, ``password``, ``host``,
+``port``, ``db``) and adds ``jobs`` (the jobs folder) and ``home`` (where pid and log files
+go). Every setting can be overridden by an environment variable:
+
+========================  ==========================================================
+``AFTER_CONFIG``          the config file (default ``./config.json`` when it exists)
+``AFTER_COUCHDB_URL``     the full server URL, credentials allowed
+``AFTER_DB``              the tasks database
+``AFTER_JOBS``            the jobs folder
+``AFTER_HOME``            pid and log files
+========================  ==========================================================
+
+Relative paths in the config file are relative to the file's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+DEFAULTS = {
+    "host": "127.0.0.1",
+    "port": 5984,
+    "login": "",
+    "password": "",
+    "db": "tasks",
+    "jobs": "jobs",
+    "home": "var",
+}
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class Config:
+    url: str = "http://127.0.0.1:5984"
+    db: str = "tasks"
+    jobs: Path = field(default_factory=lambda: Path("jobs").resolve())
+    home: Path = field(default_factory=lambda: Path("var").resolve())
+
+    @property
+    def safe_url(self) -> str:
+        return mask_url(self.url)
+
+    @property
+    def runs_db(self) -> str:
+        return f"{self.db}_runs"
+
+    @property
+    def workers_db(self) -> str:
+        return f"{self.db}_workers"
+
+    def with_overrides(self, **changes) -> Config:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``, for output and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def url_from_file(values: dict) -> str:
+    login = values.get("login") or ""
+    password = values.get("password") or ""
+    credentials = ""
+    if login:
+        credentials = quote(str(login), safe="")
+        if password:
+            credentials += ":" + quote(str(password), safe="")
+        credentials += "@"
+    return f"http://{credentials}{values['host']}:{int(values['port'])}"
+
+
+def load(path: str | os.PathLike | None = None, environ: dict | None = None) -> Config:
+    """Read the config file (if any) and apply the environment overrides."""
+    env = os.environ if environ is None else environ
+    explicit = path or env.get("AFTER_CONFIG")
+    config_path = Path(explicit) if explicit else Path("config.json")
+    values = dict(DEFAULTS)
+    base = Path.cwd()
+    if config_path.exists():
+        try:
+            loaded = json.loads(config_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{config_path}: not valid JSON ({exc})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{config_path}: expected a JSON object")
+        values.update({k: v for k, v in loaded.items() if v is not None})
+        base = config_path.resolve().parent
+    elif explicit:
+        raise ConfigError(f"config file {config_path} does not exist")
+    try:
+        url = env.get("AFTER_COUCHDB_URL") or values.get("url") or url_from_file(values)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{config_path}: 'port' must be a number") from None
+    check_url(url)
+    return Config(
+        url=url.rstrip("/"),
+        db=env.get("AFTER_DB") or str(values["db"]),
+        jobs=(base / (env.get("AFTER_JOBS") or values["jobs"])).resolve(),
+        home=(base / (env.get("AFTER_HOME") or values["home"])).resolve(),
+    )
+
+
+def check_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"not a CouchDB URL: {mask_url(url)!r} (expected http://host:port)")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ConfigError(f"not a CouchDB URL: {mask_url(url)!r} (bad port)") from None

@@ -1,0 +1,536 @@
+"""The one module that speaks HTTP to CouchDB.
+
+Everything else in ``after`` talks to the database through :class:`Store` (documents,
+``_bulk_docs``, ``_find``, views, indexes, design documents) and :class:`ChangesFollower`
+(the ``_changes`` feed). Failures come out as the typed errors below, never as raw HTTP
+errors, and nothing here logs a URL with its password.
+
+couchdb3 serves the database-level calls (creating databases, ``_find``, ``_bulk_docs``,
+Mango indexes). Single documents go through the same httpx session directly, because
+couchdb3 does not percent-encode document ids in paths (``a/b`` or ``x?y`` would address
+another resource), hides the 201/202 distinction a cluster-aware claim needs, and its
+``get`` turns every failure, an unreachable server included, into ``None``.
+
+The headers follow what both CouchDB 3 and pouchdb-server do right: ``Accept-Encoding:
+identity`` (pouchdb-server delivers nothing on a gzip-encoded continuous feed) and JSON
+``Accept``/``Content-Type``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import couchdb3
+import couchdb3.exceptions
+import httpx
+
+from .config import mask_url
+
+log = logging.getLogger("after.store")
+
+HEADERS = {
+    "Accept": "application/json",
+    "Content-Type": "application/json",
+    "Accept-Encoding": "identity",
+}
+
+
+class StoreError(Exception):
+    """A request to the database failed."""
+
+    status: int | None = None
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+class Conflict(StoreError):
+    """409: the document changed since the ``_rev`` we wrote against."""
+
+    status = 409
+
+
+class NotFound(StoreError):
+    status = 404
+
+
+class Unauthorized(StoreError):
+    status = 401
+
+
+class Forbidden(StoreError):
+    """403: refused, e.g. by the ``validate_doc_update`` function; the message says why."""
+
+    status = 403
+
+
+class BadRequest(StoreError):
+    status = 400
+
+
+class Unavailable(StoreError):
+    """The server could not be reached, or answered with a 5xx, after the retries."""
+
+
+_BY_STATUS = {409: Conflict, 404: NotFound, 401: Unauthorized, 403: Forbidden, 400: BadRequest}
+_COUCHDB3_ERRORS = {
+    couchdb3.exceptions.ConflictError: Conflict,
+    couchdb3.exceptions.NotFoundError: NotFound,
+    couchdb3.exceptions.UnauthorizedError: Unauthorized,
+    couchdb3.exceptions.ForbiddenError: Forbidden,
+    couchdb3.exceptions.BadRequestError: BadRequest,
+}
+_RETRYABLE = (httpx.TransportError,)
+
+
+def error_for(status: int, body: str) -> StoreError:
+    try:
+        data = json.loads(body)
+        message = data.get("reason") or data.get("error") or body
+    except (ValueError, AttributeError):
+        message = body.strip() or f"HTTP {status}"
+    if status >= 500:
+        return Unavailable(f"server error {status}: {message}", status)
+    return _BY_STATUS.get(status, StoreError)(str(message), status)
+
+
+def split_credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
+    """The URL without userinfo, and basic auth built from it."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url.rstrip("/"), None
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    bare = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    auth = httpx.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
+    return bare.rstrip("/"), auth
+
+
+def doc_path(db: str, docid: str) -> str:
+    """``db/id`` with the id percent-encoded; ``_design/x`` and ``_local/x`` keep their slash."""
+    for prefix in ("_design/", "_local/"):
+        if docid.startswith(prefix):
+            return f"{quote(db, safe='')}/{prefix}{quote(docid[len(prefix):], safe='')}"
+    return f"{quote(db, safe='')}/{quote(docid, safe='')}"
+
+
+class Store:
+    """A CouchDB server and one default database on it.
+
+    Requests that fail to reach the server are retried ``retries`` times with exponential
+    backoff and jitter, then raise :class:`Unavailable`.
+    """
+
+    def __init__(self, url: str, db: str = "tasks", *, timeout: float = 30.0, retries: int = 4):
+        self.url, self.auth = split_credentials(url)
+        self.safe_url = mask_url(url)
+        self.db = db
+        self.retries = retries
+        self.timeout = timeout
+        self.client = httpx.Client(
+            base_url=self.url + "/",
+            auth=self.auth,
+            headers=HEADERS,
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+        )
+        self._databases: dict[str, couchdb3.Database] = {}
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Store {self.safe_url}/{self.db}>"
+
+    # -- the two ways requests go out ------------------------------------------------------
+
+    def _retrying(self, call: Callable[[], object]) -> object:
+        delay = 0.1
+        for attempt in range(self.retries + 1):
+            try:
+                return call()
+            except _RETRYABLE as exc:
+                failure = exc
+            except Unavailable as exc:
+                failure = exc
+            if attempt < self.retries:
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 5.0)
+        if isinstance(failure, StoreError):
+            raise failure
+        raise Unavailable(f"cannot reach {self.safe_url}: {type(failure).__name__}") from None
+
+    def request(self, method: str, path: str, *, body=None, params=None) -> httpx.Response:
+        """One HTTP request, retried while the server is unreachable; raises typed errors."""
+
+        def call() -> httpx.Response:
+            response = self.client.request(
+                method,
+                path,
+                content=None if body is None else json.dumps(body),
+                params=params,
+            )
+            if response.status_code >= 400:
+                raise error_for(response.status_code, response.text)
+            return response
+
+        return self._retrying(call)
+
+    def _couchdb3(self, call: Callable[[], object]) -> object:
+        def translated() -> object:
+            try:
+                return call()
+            except couchdb3.exceptions.CouchDBError as exc:
+                kind = _COUCHDB3_ERRORS.get(type(exc))
+                if kind is None:
+                    text = str(exc)
+                    if isinstance(exc, couchdb3.exceptions.InternalServerError):
+                        raise Unavailable(f"server error: {text}") from None
+                    raise StoreError(text) from None
+                raise error_for(kind.status, str(exc)) from None
+
+        return self._retrying(translated)
+
+    def _database(self, db: str | None) -> couchdb3.Database:
+        name = db or self.db
+        database = self._databases.get(name)
+        if database is None:
+            database = couchdb3.Database(
+                name, url=self.url, session=self.client, auth_method="basic",
+                timeout=self.timeout,
+            )
+            # couchdb3 passes its own auth on each request: give it ours (None means none).
+            database._auth = self.auth
+            self._databases[name] = database
+        return database
+
+    # -- server and databases --------------------------------------------------------------
+
+    def info(self) -> dict:
+        return self.request("GET", "").json()
+
+    def ping(self) -> bool:
+        try:
+            self.client.get("", timeout=2.0)
+            return True
+        except httpx.TransportError:
+            return False
+
+    def database_exists(self, db: str | None = None) -> bool:
+        try:
+            self.request("HEAD", quote(db or self.db, safe=""))
+            return True
+        except NotFound:
+            return False
+
+    def create_database(self, db: str | None = None) -> bool:
+        """Create the database; False when it already existed."""
+        try:
+            self.request("PUT", quote(db or self.db, safe=""))
+            return True
+        except StoreError as exc:
+            if exc.status == 412:
+                return False
+            raise
+
+    def delete_database(self, db: str | None = None) -> None:
+        self.request("DELETE", quote(db or self.db, safe=""))
+
+    def database_info(self, db: str | None = None) -> dict:
+        return self.request("GET", quote(db or self.db, safe="")).json()
+
+    # -- documents -------------------------------------------------------------------------
+
+    def get(self, docid: str, *, db: str | None = None, **params) -> dict:
+        """The document; raises :class:`NotFound`."""
+        query = {k: json.dumps(v) if isinstance(v, bool) else v for k, v in params.items()}
+        return self.request("GET", doc_path(db or self.db, docid), params=query or None).json()
+
+    def get_or_none(self, docid: str, *, db: str | None = None) -> dict | None:
+        try:
+            return self.get(docid, db=db)
+        except NotFound:
+            return None
+
+    def put(self, doc: dict, *, db: str | None = None) -> dict:
+        """Create or update ``doc`` (its ``_rev`` is checked by the server).
+
+        Sets the new ``_rev`` on ``doc`` and returns the server's answer with ``status``
+        (201 confirmed by a quorum, 202 accepted but not yet confirmed on a cluster).
+        Raises :class:`Conflict` when ``_rev`` is stale.
+        """
+        response = self.request("PUT", doc_path(db or self.db, doc["_id"]), body=doc)
+        answer = response.json()
+        doc["_rev"] = answer["rev"]
+        answer["status"] = response.status_code
+        return answer
+
+    def post(self, doc: dict, *, db: str | None = None) -> dict:
+        """Create a document with a server-chosen id; sets ``_id`` and ``_rev`` on ``doc``."""
+        response = self.request("POST", quote(db or self.db, safe=""), body=doc)
+        answer = response.json()
+        doc["_id"], doc["_rev"] = answer["id"], answer["rev"]
+        answer["status"] = response.status_code
+        return answer
+
+    def delete(self, docid: str, rev: str, *, db: str | None = None) -> None:
+        self.request("DELETE", doc_path(db or self.db, docid), params={"rev": rev})
+
+    def bulk_docs(self, docs: list[dict], *, db: str | None = None) -> list[dict]:
+        """Write many documents in one request; one result per document, in order.
+
+        A result with ``error`` (``conflict``, ``forbidden``) is a per-document failure;
+        successful results carry the new ``rev``, which is also set on the document.
+        """
+        if not docs:
+            return []
+        results = self._couchdb3(lambda: self._database(db).bulk_docs(docs))
+        if all("_id" in doc for doc in docs):
+            # CouchDB answers in request order; pouchdb-server puts failures first. Match by id.
+            by_id = {result.get("id"): result for result in results}
+            results = [by_id.get(doc["_id"], {"id": doc["_id"], "error": "missing"})
+                       for doc in docs]
+        for doc, result in zip(docs, results, strict=False):
+            if "rev" in result and "error" not in result:
+                doc["_rev"] = result["rev"]
+                doc.setdefault("_id", result["id"])
+        return results
+
+    def bulk_get(self, ids: Iterable[str], *, db: str | None = None) -> dict[str, dict]:
+        """The current documents for ``ids`` (missing ones left out), by id."""
+        ids = list(ids)
+        if not ids:
+            return {}
+        body = {"keys": ids}
+        rows = self.request(
+            "POST", f"{quote(db or self.db, safe='')}/_all_docs",
+            body=body, params={"include_docs": "true"},
+        ).json()["rows"]
+        return {row["id"]: row["doc"] for row in rows if row.get("doc")}
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def find(
+        self,
+        selector: dict,
+        *,
+        db: str | None = None,
+        limit: int = 100,
+        sort: list | None = None,
+        fields: list[str] | None = None,
+        bookmark: str | None = None,
+        skip: int = 0,
+        use_index: str | list[str] | None = None,
+    ) -> tuple[list[dict], str | None]:
+        """One page of a Mango query: (documents, bookmark for the next page or None)."""
+        answer = self._couchdb3(
+            lambda: self._database(db).find(
+                selector, limit=limit, skip=skip, sort=sort, fields=fields,
+                bookmark=bookmark, use_index=use_index,
+            )
+        )
+        return answer["docs"], answer.get("bookmark")
+
+    def find_all(self, selector: dict, *, db: str | None = None, page: int = 500,
+                 sort: list | None = None) -> Iterator[dict]:
+        """Every document matching ``selector``, a page at a time (memory stays bounded)."""
+        bookmark, skip = None, 0
+        while True:
+            docs, bookmark = self.find(selector, db=db, limit=page, sort=sort,
+                                       bookmark=bookmark, skip=0 if bookmark else skip)
+            yield from docs
+            if len(docs) < page:
+                return
+            # CouchDB pages with bookmarks; pouchdb-server returns none, so page with skip.
+            skip += len(docs)
+
+    def view(self, ddoc: str, view: str, *, db: str | None = None, **params) -> list[dict]:
+        """Rows of a map/reduce view; ``params`` are JSON-encoded as CouchDB expects."""
+        query = {k: json.dumps(v) for k, v in params.items() if v is not None}
+        path = f"{quote(db or self.db, safe='')}/_design/{quote(ddoc, safe='')}/_view/{view}"
+        return self.request("GET", path, params=query).json()["rows"]
+
+    def save_index(self, fields: list[str], name: str, *, ddoc: str = "after-indexes",
+                   db: str | None = None, partial: dict | None = None) -> str:
+        """Create a Mango index (no-op when it exists); returns ``created`` or ``exists``."""
+        index: dict = {"fields": fields}
+        if partial:
+            index["partial_filter_selector"] = partial
+        result, _, _ = self._couchdb3(
+            lambda: self._database(db).save_index(index, ddoc=ddoc, name=name)
+        )
+        return result
+
+    def update_seq(self, db: str | None = None) -> str:
+        """The database's current sequence (opaque): follow ``_changes`` from here."""
+        answer = self.request(
+            "GET", f"{quote(db or self.db, safe='')}/_changes",
+            params={"since": "now", "limit": "0"},
+        ).json()
+        return answer["last_seq"]
+
+    def changes(self, *, since="0", selector: dict | None = None, db: str | None = None,
+                limit: int | None = None, include_docs: bool = True) -> dict:
+        """One normal (non-continuous) ``_changes`` request."""
+        params, body = changes_params(since, selector, include_docs)
+        params["feed"] = "normal"
+        if limit:
+            params["limit"] = str(limit)
+        path = f"{quote(db or self.db, safe='')}/_changes"
+        return self.request("POST", path, body=body, params=params).json()
+
+
+def changes_params(since, selector: dict | None, include_docs: bool) -> tuple[dict, dict]:
+    params = {"since": str(since), "include_docs": "true" if include_docs else "false"}
+    body: dict = {}
+    if selector is not None:
+        # pouchdb-server reads the selector from the query string, CouchDB from the body.
+        params["filter"] = "_selector"
+        params["selector"] = json.dumps(selector, separators=(",", ":"))
+        body["selector"] = selector
+    return params, body
+
+
+class ChangesFollower:
+    """Follows a continuous ``_changes`` feed in a thread of its own.
+
+    Calls ``on_change(change)`` for each change, in order, on the follower thread, and
+    remembers the last sequence it delivered; when the connection drops, the server stops
+    answering, or nothing (not even a heartbeat) arrives for ``idle`` seconds, it reconnects
+    with backoff and resumes from that sequence. ``on_state(connected: bool)`` is told when
+    the feed connects and when it is lost. ``stop()`` ends it cleanly.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        on_change: Callable[[dict], None],
+        *,
+        since="now",
+        selector: dict | None = None,
+        db: str | None = None,
+        heartbeat: float = 5.0,
+        idle: float | None = None,
+        include_docs: bool = True,
+        on_state: Callable[[bool], None] | None = None,
+        max_backoff: float = 5.0,
+    ):
+        self.store = store
+        self.on_change = on_change
+        self.on_state = on_state or (lambda connected: None)
+        self.since = since
+        self.selector = selector
+        self.db = db or store.db
+        self.heartbeat = heartbeat
+        self.idle = idle or heartbeat * 3
+        self.include_docs = include_docs
+        self.max_backoff = max_backoff
+        self.connected = False
+        self.reconnects = 0
+        self._stopping = threading.Event()
+        self._response: httpx.Response | None = None
+        self._thread: threading.Thread | None = None
+        # A client of its own: a long-lived stream must not hold one of the store's slots.
+        self._client = httpx.Client(
+            base_url=store.url + "/",
+            auth=store.auth,
+            headers=HEADERS,
+            timeout=httpx.Timeout(10.0, read=self.idle),
+        )
+
+    def start(self) -> ChangesFollower:
+        self._thread = threading.Thread(target=self.run, name="after-changes", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        response = self._response
+        if response is not None:
+            try:
+                response.close()
+            except Exception:  # closing from another thread may race the reader
+                pass
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        self._client.close()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def _set_connected(self, connected: bool) -> None:
+        if connected != self.connected:
+            self.connected = connected
+            self.on_state(connected)
+
+    def run(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                self._follow_once()
+                backoff = 0.1
+            except Exception as exc:  # any failure: reconnect, never die
+                if self._stopping.is_set():
+                    break
+                self._set_connected(False)
+                log.warning("changes feed lost (%s); reconnecting from %s in %.1fs",
+                            describe_error(exc), self.since, backoff)
+                self._stopping.wait(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, self.max_backoff)
+                self.reconnects += 1
+        self._set_connected(False)
+
+    def _follow_once(self) -> None:
+        params, body = changes_params(self.since, self.selector, self.include_docs)
+        params.update(feed="continuous", heartbeat=str(int(self.heartbeat * 1000)))
+        path = f"{quote(self.db, safe='')}/_changes"
+        request = self._client.build_request("POST", path, params=params,
+                                             content=json.dumps(body))
+        response = self._client.send(request, stream=True)
+        self._response = response
+        try:
+            if response.status_code >= 400:
+                response.read()
+                raise error_for(response.status_code, response.text)
+            self._set_connected(True)
+            for line in response.iter_lines():
+                if self._stopping.is_set():
+                    return
+                if not line.strip():
+                    continue  # heartbeat
+                change = json.loads(line)
+                if "last_seq" in change and "id" not in change:
+                    self.since = change["last_seq"]
+                    return  # the server ended the feed; reconnect from there
+                self.on_change(change)
+                self.since = change["seq"]
+            if not self._stopping.is_set():
+                raise Unavailable("feed closed by the server")
+        finally:
+            self._response = None
+            response.close()
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short description of a failure, with no URL (and so no credentials) in it."""
+    if isinstance(exc, StoreError):
+        return str(exc)
+    if isinstance(exc, httpx.ReadTimeout):
+        return "no data or heartbeat in time"
+    return type(exc).__name__

@@ -1,0 +1,230 @@
+"""The store contract, against a real server."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from after import schema
+from after.store import (
+    ChangesFollower,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Store,
+    Unavailable,
+)
+
+
+def task(**fields):
+    doc = {
+        "worker": "w",
+        "date": "2026-12-01T09:00:00Z",
+        "job": {"name": "hello", "arguments": []},
+        "status": "waiting",
+    }
+    doc.update(fields)
+    return doc
+
+
+def test_put_get_and_conflict_on_stale_rev(store):
+    doc = task(_id="a")
+    answer = store.put(doc)
+    assert answer["status"] in (201, 202)
+    first_rev = doc["_rev"]
+    doc["status"] = "cancel"
+    store.put(doc)
+    stale = task(_id="a", _rev=first_rev, status="done")
+    with pytest.raises(Conflict):
+        store.put(stale)
+    assert store.get("a")["status"] == "cancel"
+
+
+def test_ids_are_percent_encoded(store):
+    for docid in ("a/b", "x?y=1", "hash#tag", "sp ace", "per%cent"):
+        store.put(task(_id=docid))
+        assert store.get(docid)["_id"] == docid
+
+
+def test_not_found_is_typed(store):
+    with pytest.raises(NotFound):
+        store.get("nope")
+    assert store.get_or_none("nope") is None
+
+
+def test_bulk_docs_reports_partial_failures(store):
+    existing = task(_id="b")
+    store.put(existing)
+    docs = [task(_id="new1"), task(_id="b"), task(_id="new2"), {"_id": "bad", "worker": "x"}]
+    results = store.bulk_docs(docs)
+    assert [r.get("error") for r in results] == [None, "conflict", None, "forbidden"]
+    assert "date" in results[3]["reason"]
+    assert docs[0]["_rev"] == store.get("new1")["_rev"]
+    assert store.get_or_none("bad") is None
+
+
+def test_find_pages_with_bookmark(store):
+    store.bulk_docs([task(_id=f"t{i:03}", date=f"2026-12-01T09:00:{i:02}Z") for i in range(25)])
+    seen = list(store.find_all({"worker": "w", "status": "waiting"}, page=10,
+                               sort=[{"worker": "asc"}, {"status": "asc"}, {"date": "asc"}]))
+    assert [d["_id"] for d in seen] == [f"t{i:03}" for i in range(25)]
+
+
+def test_due_view_normalises_offsets_and_fractions(store):
+    store.bulk_docs([
+        task(_id="paris", date="2026-12-01T10:00:00+01:00"),
+        task(_id="utc-ms", date="2026-12-01T09:00:00.250Z"),
+        task(_id="naive", date="2026-12-01T08:59:59"),
+        task(_id="day", date="2026-12-01"),
+    ])
+    rows = store.view("after", "due", startkey=["w", "waiting", 0],
+                      endkey=["w", "waiting", {}])
+    assert [(r["id"], r["key"][2]) for r in rows] == [
+        ("day", 1796083200000),
+        ("naive", 1796115599000),
+        ("paris", 1796115600000),
+        ("utc-ms", 1796115600250),
+    ]
+
+
+@pytest.mark.parametrize(
+    "doc, field",
+    [
+        ({"worker": "x"}, "date"),
+        ({"worker": "x", "date": "2026-12-01", "status": "waiting"}, "job"),
+        ({"date": "2026-12-01", "status": "waiting", "job": {"name": "a"}}, "worker"),
+        ({"worker": "x", "date": "tomorrow", "status": "waiting", "job": {"name": "a"}}, "date"),
+        ({"worker": "x", "date": "2026-12-01", "status": "waiting", "job": {}}, "job.name"),
+        ({"worker": "x", "date": "2026-12-01", "status": "waiting",
+          "job": {"name": "os.system"}}, "job.name"),
+        ({"worker": "x", "date": "2026-12-01", "job": {"name": "a"}}, "status"),
+        ({"worker": "x", "date": "2026-12-01", "status": "later", "job": {"name": "a"}},
+         "status"),
+    ],
+)
+def test_validation_refuses_unrunnable_tasks_over_plain_http(store, doc, field):
+    response = httpx.post(f"{store.url}/{store.db}", json=doc,
+                          headers={"Accept-Encoding": "identity"}, auth=store.auth)
+    assert response.status_code == 403
+    assert response.json()["reason"].startswith(f"{field}:")
+    with pytest.raises(Forbidden, match=f"^{field}:"):
+        store.post(dict(doc))
+
+
+def test_validation_lets_finished_tasks_through(store):
+    store.put({"_id": "broken", "status": "error", "after": {"error": "date: required"}})
+    assert store.get("broken")["status"] == "error"
+
+
+def test_setup_is_idempotent(store):
+    assert schema.setup(store) == []
+    assert schema.is_set_up(store)
+
+
+def test_unreachable_server_raises_unavailable():
+    with Store("http://127.0.0.1:9", "x", retries=1) as dead:
+        with pytest.raises(Unavailable, match="cannot reach"):
+            dead.get("a")
+
+
+def test_errors_and_repr_never_show_the_password(couch_url):
+    url = couch_url.replace("http://", "http://admin:s3cret@")
+    with Store(url, "x") as s:
+        assert "s3cret" not in repr(s)
+    with Store("http://admin:s3cret@127.0.0.1:9", "x", retries=0) as dead:
+        with pytest.raises(Unavailable) as info:
+            dead.info()
+        assert "s3cret" not in str(info.value)
+
+
+class Collector:
+    def __init__(self):
+        self.changes = []
+        self.states = []
+        self.event = threading.Event()
+
+    def on_change(self, change):
+        self.changes.append(change)
+        self.event.set()
+
+    def wait_for(self, predicate, timeout=15.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self.changes):
+                return True
+            self.event.wait(0.05)
+            self.event.clear()
+        return False
+
+
+def test_follower_delivers_changes_in_milliseconds(store):
+    seen = Collector()
+    follower = ChangesFollower(store, seen.on_change, since=store.update_seq(),
+                               selector={"worker": "w"}, heartbeat=1.0,
+                               on_state=seen.states.append).start()
+    try:
+        assert seen.wait_for(lambda c: False, timeout=0.3) is False  # connected, idle
+        latencies = []
+        for i in range(5):
+            start = time.perf_counter()
+            store.put(task(_id=f"fast{i}"))
+            assert seen.wait_for(lambda c, i=i: any(x["id"] == f"fast{i}" for x in c))
+            latencies.append(time.perf_counter() - start)
+        store.put(task(_id="other", worker="someone-else"))
+        store.put(task(_id="after-other"))
+        assert seen.wait_for(lambda c: any(x["id"] == "after-other" for x in c))
+        assert "other" not in [c["id"] for c in seen.changes]
+        assert seen.changes[0]["doc"]["worker"] == "w"
+        assert max(latencies) < 0.5, latencies
+        assert seen.states == [True]
+    finally:
+        follower.stop()
+    assert seen.states == [True, False]
+
+
+def test_follower_heartbeats_keep_an_idle_feed_open(store):
+    seen = Collector()
+    follower = ChangesFollower(store, seen.on_change, since=store.update_seq(),
+                               heartbeat=0.2, idle=1.0).start()
+    try:
+        time.sleep(2.5)  # much longer than the idle deadline: only heartbeats arrive
+        assert follower.reconnects == 0
+        assert follower.connected
+        store.put(task(_id="late"))
+        assert seen.wait_for(lambda c: [x["id"] for x in c] == ["late"])
+    finally:
+        follower.stop()
+
+
+def test_follower_resumes_from_since(store):
+    store.put(task(_id="before"))
+    since = store.update_seq()
+    store.put(task(_id="after1"))
+    seen = Collector()
+    follower = ChangesFollower(store, seen.on_change, since=since).start()
+    try:
+        assert seen.wait_for(lambda c: [x["id"] for x in c] == ["after1"])
+    finally:
+        follower.stop()
+
+
+def test_follower_survives_a_server_restart(disk_server):
+    with Store(disk_server.url, "restart") as s:
+        schema.setup(s)
+        seen = Collector()
+        follower = ChangesFollower(s, seen.on_change, since=s.update_seq(),
+                                   heartbeat=0.5, max_backoff=0.5).start()
+        try:
+            s.put(task(_id="one"))
+            assert seen.wait_for(lambda c: [x["id"] for x in c] == ["one"])
+            disk_server.stop()
+            time.sleep(1.0)
+            disk_server.start()
+            s.put(task(_id="two"))
+            assert seen.wait_for(lambda c: [x["id"] for x in c] == ["one", "two"], 20)
+            assert follower.reconnects >= 1
+        finally:
+            follower.stop()
