@@ -1,0 +1,422 @@
+"""The jobs folder: find, load, describe and call jobs.
+
+A job ``X`` is, in this order of precedence:
+
+1. a *registered* job: a function decorated with ``@job`` (or ``@job("X")``) in code the
+   process imported normally. The built-in jobs ``http`` and ``webhook`` are registered
+   this way by ``after.builtin_jobs``. Registered jobs win: a jobs-folder module cannot
+   shadow them (``list()`` shows such a module with an error saying so);
+2. the function ``X`` of the module ``X.py`` of the jobs folder;
+3. a function decorated with ``@job("X")`` in any module of the jobs folder.
+
+Security: a task document names a job, and a document must never make the worker import
+anything outside the jobs folder. So a name is checked against ``JOB_NAME`` before the
+filesystem is touched, the module file must resolve (symlinks followed) inside the
+folder, and it is loaded from that file under a private module name (``after_jobs.X``),
+never through ``sys.path``. Modules are loaded once and cached; ``reload()`` forgets them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import copy
+import importlib.util
+import inspect
+import json
+import re
+import sys
+import threading
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from after.redact import redact, redact_text
+
+#: A job name: a Python identifier in ASCII. Names starting with ``__`` are refused too.
+JOB_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_NAME_LENGTH = 100
+#: Prefix of the private module names job modules are loaded under.
+MODULE_PREFIX = "after_jobs"
+BUILTIN = "built-in"
+
+
+class JobError(Exception):
+    """A job cannot be found, loaded or called as the task asks. The message is meant for
+    the task's error field and says exactly what is wrong."""
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """One line of ``after jobs``."""
+
+    name: str
+    source: str  # "built-in", or the file (or module) that defines it
+    signature: str  # e.g. "hello(task, name='world')"
+    doc: str  # first line of the docstring, or ""
+    error: str | None = None  # set when the module fails to load or is shadowed
+
+
+# --- registration -------------------------------------------------------------------------
+
+_registered: dict[str, Callable] = {}
+_registered_lock = threading.Lock()
+# While a jobs-folder module executes, the registrations it makes go to its own list
+# instead of the process-wide table, so that two registries (two folders) stay apart.
+_collector: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "after_jobs_collector", default=None
+)
+
+
+def check_name(name: Any) -> str:
+    """``name`` if it is a valid job name, else raise JobError. Touches nothing."""
+    if not isinstance(name, str):
+        raise JobError(f"job.name: expected a string, got {type(name).__name__}")
+    shown = repr(name) if len(name) <= 60 else repr(name[:60]) + "..."
+    if not JOB_NAME.fullmatch(name):
+        raise JobError(f"job.name: {shown} is not a job name (letters, digits and _ only)")
+    if name.startswith("__"):
+        raise JobError(f"job.name: {shown} is not a job name (names starting with __ are "
+                       "reserved)")
+    if len(name) > MAX_NAME_LENGTH:
+        raise JobError(f"job.name: {shown} is not a job name (longer than "
+                       f"{MAX_NAME_LENGTH} characters)")
+    return name
+
+
+def job(name_or_func: str | Callable | None = None) -> Callable:
+    """Register a function as a job: ``@job`` (under its own name) or ``@job("name")``.
+
+    In a jobs-folder module the registration belongs to that folder's registry; anywhere
+    else (an imported package) it is process-wide. Registering a name already taken by
+    another function raises ValueError.
+    """
+    def register(func: Callable, name: str) -> Callable:
+        try:
+            check_name(name)
+        except JobError as exc:
+            raise ValueError(str(exc)) from None
+        collected = _collector.get()
+        if collected is not None:
+            collected.append((name, func))
+            return func
+        with _registered_lock:
+            other = _registered.get(name)
+            if other is not None and _qualname(other) != _qualname(func):
+                raise ValueError(f"job {name!r} is already registered by {_qualname(other)}")
+            _registered[name] = func
+        return func
+
+    if callable(name_or_func):
+        return register(name_or_func, name_or_func.__name__)
+    if name_or_func is not None and not isinstance(name_or_func, str):
+        raise TypeError("use @job or @job('name')")
+    return lambda func: register(func, name_or_func or func.__name__)
+
+
+def _qualname(func: Callable) -> str:
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', func)!s}"
+
+
+def _ensure_builtins() -> None:
+    import after.builtin_jobs  # noqa: F401  (registers http and webhook)
+
+
+# --- the registry -------------------------------------------------------------------------
+
+
+class _Loaded:
+    """A jobs-folder module and the jobs it registered with ``@job``."""
+
+    def __init__(self, module: types.ModuleType, registered: list[tuple[str, Callable]]):
+        self.module = module
+        self.registered = dict(registered)
+
+
+class JobRegistry:
+    """Resolve job names to functions for one jobs folder. Safe to share between threads."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self._lock = threading.RLock()
+        self._modules: dict[str, _Loaded] = {}
+        self._scanned = False
+
+    def __repr__(self) -> str:
+        return f"JobRegistry({str(self.folder)!r})"
+
+    @property
+    def root(self) -> Path:
+        """The jobs folder with symlinks resolved: every job file must be inside it."""
+        return self.folder.resolve()
+
+    def reload(self) -> None:
+        """Forget loaded modules: the next resolve() reads the files again."""
+        with self._lock:
+            for stem in self._modules:
+                sys.modules.pop(f"{MODULE_PREFIX}.{stem}", None)
+            self._modules.clear()
+            self._scanned = False
+
+    def resolve(self, name: Any) -> Callable:
+        """The function for job ``name``, or JobError saying why there is none."""
+        name = check_name(name)
+        _ensure_builtins()
+        with _registered_lock:
+            func = _registered.get(name)
+        if func is not None:
+            return func
+        with self._lock:
+            path = self._path(name)
+            if path is not None:
+                loaded = self._load(name, path)
+                func = loaded.registered.get(name)
+                if func is None:
+                    func = getattr(loaded.module, name, None)
+                    if not callable(func) or isinstance(func, types.ModuleType):
+                        func = None
+                if func is not None:
+                    return func
+            func = self._scan_registered().get(name)
+            if func is not None:
+                return func
+        if path is None:
+            raise JobError(f"job {name!r} not found in jobs folder {self.root} "
+                           f"(no {name}.py)")
+        raise JobError(f"{self._display(name)} defines no function {name!r}")
+
+    def list(self) -> list[JobInfo]:
+        """Every job: registered ones and those of the jobs folder, sorted by name.
+
+        Imports every module of the folder. A module that fails to import, or that a
+        registered job shadows, is listed with ``error`` set.
+        """
+        _ensure_builtins()
+        with _registered_lock:
+            registered = dict(_registered)
+        infos = {name: _info(name, func, _source(func)) for name, func in registered.items()}
+        extra: list[JobInfo] = []
+        with self._lock:
+            for stem in self._stems():
+                display = self._display(stem)
+                try:
+                    path = self._path(stem)
+                    loaded = self._load(stem, path) if path is not None else None
+                except JobError as exc:
+                    extra.append(JobInfo(stem, display, "", "", str(exc)))
+                    continue
+                if loaded is None:
+                    continue
+                own = getattr(loaded.module, stem, None)
+                found = dict(loaded.registered)
+                if stem not in found and callable(own) and not isinstance(own,
+                                                                          types.ModuleType):
+                    found[stem] = own
+                for name, func in found.items():
+                    info = _info(name, func, display)
+                    if name in infos:
+                        where = infos[name].source
+                        shadow = "the built-in job" if where == BUILTIN else f"{where}:"
+                        info = JobInfo(name, display, info.signature, info.doc,
+                                       f"ignored: {shadow} {name!r} takes precedence")
+                        extra.append(info)
+                    else:
+                        infos[name] = info
+        return sorted([*infos.values(), *extra], key=lambda i: (i.name, i.error is not None))
+
+    # --- internals ---
+
+    def _display(self, stem: str) -> str:
+        return str(self.folder / f"{stem}.py")
+
+    def _stems(self) -> list[str]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(
+            p.stem for p in self.folder.glob("*.py")
+            if JOB_NAME.fullmatch(p.stem) and not p.stem.startswith("__")
+        )
+
+    def _path(self, name: str) -> Path | None:
+        """The real path of ``name``.py if it exists; JobError if it leaves the folder."""
+        candidate = self.folder / f"{name}.py"
+        if not candidate.is_file():
+            return None
+        real = candidate.resolve()
+        if not real.is_relative_to(self.root):
+            raise JobError(f"{self._display(name)} resolves outside the jobs folder "
+                           f"{self.root}; refused")
+        return real
+
+    def _load(self, stem: str, path: Path) -> _Loaded:
+        loaded = self._modules.get(stem)
+        if loaded is not None:
+            return loaded
+        module_name = f"{MODULE_PREFIX}.{stem}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise JobError(f"{self._display(stem)} cannot be loaded")
+        module = importlib.util.module_from_spec(spec)
+        collected: list[tuple[str, Callable]] = []
+        token = _collector.set(collected)
+        sys.modules[module_name] = module  # dataclasses and pickle look modules up there
+        try:
+            spec.loader.exec_module(module)
+        except (Exception, SystemExit) as exc:
+            sys.modules.pop(module_name, None)
+            detail = redact_text(f"{type(exc).__name__}: {exc}")
+            raise JobError(f"{self._display(stem)} failed to import: {detail}") from exc
+        finally:
+            _collector.reset(token)
+        loaded = self._modules[stem] = _Loaded(module, collected)
+        return loaded
+
+    def _scan_registered(self) -> dict[str, Callable]:
+        """``@job`` registrations of every folder module, loading them all once."""
+        if not self._scanned:
+            for stem in self._stems():
+                try:
+                    path = self._path(stem)
+                    if path is not None:
+                        self._load(stem, path)
+                except JobError:
+                    continue  # reported when that job itself is resolved or listed
+            self._scanned = True
+        found: dict[str, Callable] = {}
+        for loaded in self._modules.values():
+            for name, func in loaded.registered.items():
+                found.setdefault(name, func)
+        return found
+
+
+def _source(func: Callable) -> str:
+    module = getattr(func, "__module__", "") or ""
+    if module == "after.builtin_jobs":
+        return BUILTIN
+    return getattr(sys.modules.get(module), "__file__", None) or module or "?"
+
+
+def _signature(name: str, func: Callable) -> str:
+    try:
+        return f"{name}{inspect.signature(func)}"
+    except (TypeError, ValueError):
+        return f"{name}(...)"
+
+
+def _info(name: str, func: Callable, source: str) -> JobInfo:
+    doc = (inspect.getdoc(func) or "").strip().splitlines()
+    return JobInfo(name, source, _signature(name, func), doc[0] if doc else "")
+
+
+# --- calling a job ------------------------------------------------------------------------
+
+
+def _readonly(value: Any) -> Any:
+    return types.MappingProxyType(value) if isinstance(value, dict) else value
+
+
+class TaskContext:
+    """What a job receives as ``task``: a read-only view of the task being run.
+
+    ``doc`` is a deep copy of the task document behind a read-only mapping: the job can
+    read anything, and nothing it does reaches the worker's copy.
+    """
+
+    __slots__ = ("id", "worker", "date", "job", "arguments", "attempt", "doc")
+
+    id: str | None
+    worker: str | None
+    date: datetime
+    job: str | None
+    arguments: Any
+    attempt: int
+    doc: Mapping[str, Any]
+
+    def __init__(self, doc: dict, date: datetime, attempt: int):
+        doc = copy.deepcopy(dict(doc))
+        spec = doc.get("job") if isinstance(doc.get("job"), dict) else {}
+        values = {
+            "id": doc.get("_id"),
+            "worker": doc.get("worker"),
+            "date": date,
+            "job": spec.get("name"),
+            "arguments": _readonly(copy.deepcopy(spec.get("arguments"))),
+            "attempt": int(attempt),
+            "doc": types.MappingProxyType(doc),
+        }
+        for key, value in values.items():
+            object.__setattr__(self, key, value)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError(f"TaskContext is read-only (cannot set {key!r})")
+
+    def __delattr__(self, key: str) -> None:
+        raise AttributeError(f"TaskContext is read-only (cannot delete {key!r})")
+
+    def __repr__(self) -> str:
+        return (f"TaskContext(id={self.id!r}, job={self.job!r}, date={self.date.isoformat()}, "
+                f"attempt={self.attempt})")
+
+
+def run_job(func: Callable, task: Any, arguments: Any) -> Any:
+    """Call ``func`` for ``task`` and return what it returns.
+
+    ``arguments``: a list (or tuple) is passed as positional arguments after ``task``, a
+    dict as keyword arguments, None as nothing. The binding is checked first, so a
+    TypeError raised inside the job is never mistaken for a bad task. ``async def`` jobs
+    run to completion in this thread with ``asyncio.run``.
+    """
+    name = getattr(task, "job", None) or getattr(func, "__name__", "job")
+    if arguments is None:
+        args, kwargs = [], {}
+    elif isinstance(arguments, (list, tuple)):
+        args, kwargs = list(arguments), {}
+    elif isinstance(arguments, Mapping):
+        args, kwargs = [], dict(arguments)
+        bad = [key for key in kwargs if not isinstance(key, str)]
+        if bad:
+            raise JobError(f"job {name!r} arguments: keyword names must be strings, "
+                           f"got {bad[0]!r}")
+    else:
+        raise JobError(f"job.arguments: expected a list, an object or nothing, got "
+                       f"{type(arguments).__name__}")
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        signature = None  # some C callables have none: let the call itself decide
+    if signature is not None:
+        try:
+            signature.bind(task, *args, **kwargs)
+        except TypeError as exc:
+            raise JobError(f"job {name!r} arguments do not match {name}{signature}: "
+                           f"{exc}") from None
+    result = func(task, *args, **kwargs)
+    if inspect.iscoroutine(result):
+        result = asyncio.run(result)
+    return result
+
+
+def to_result(value: Any, limit: int = 10_000) -> Any:
+    """``value`` as it may be stored in a run record: JSON-able, redacted, bounded.
+
+    A JSON-serialisable value whose JSON takes at most ``limit`` characters comes back as
+    its JSON round trip (tuples become lists). Anything else becomes
+    ``{"truncated": bool, "repr": str}``: the JSON text (or, for non-JSON values, the
+    ``repr``) cut to ``limit`` characters, with ``"length"`` the full length.
+    Secrets are masked first (see ``after.redact``).
+    """
+    value = redact(value)
+    try:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        try:
+            text = redact_text(repr(value))
+        except Exception as exc:  # a broken __repr__ must not lose the run record
+            text = f"<{type(value).__name__} object, repr failed: {type(exc).__name__}>"
+    else:
+        if len(text) <= limit:
+            return json.loads(text)
+    return {"truncated": len(text) > limit, "repr": text[:limit], "length": len(text)}
