@@ -1,0 +1,362 @@
+"""Repeat rules: parse a task's ``repeat`` field and compute its next occurrence.
+
+Accepted forms (DESIGN.md):
+
+- an object of units, ``{"months": 1, "days": 7}``, with shorthands ``y M w d h m s ms``
+  (case matters: ``M`` is months, ``m`` minutes), plus optional ``limit`` and ``until``;
+- an ISO 8601 duration string, ``"P1M7D"``, or ``{"every": "P1M7D", "limit": 3}``;
+- ``{"cron": "0 9 * * 1-5", "tz": "Europe/Paris"}`` with optional ``limit`` and ``until``.
+
+Decisions:
+
+- Unit values and ``limit`` are non-negative integers (``limit`` positive); a float is
+  accepted only when integral (``7.0``, as some JSON encoders write it); booleans and
+  strings are refused. At least one unit must be above zero. A unit given twice (``d`` and
+  ``days``) is an error.
+- Interval arithmetic is in UTC: a day is 24 hours, months and years are calendar-correct
+  (``relativedelta``: Jan 31 + 1 month is Feb 28, and Feb 29 + 1 year is Feb 28). Occurrence
+  ``k`` is always ``anchor + k * interval`` computed from the anchor, so month ends do not
+  drift. A wall-clock schedule in a time zone ("09:00 in Paris") is a cron rule.
+- ISO durations: ``PnYnMnWnDTnHnMnS``; ``W`` may be combined with other units; only the last
+  component may have a fraction (``.`` or ``,``), never years or months; fractions finer than
+  a microsecond are truncated. Zero, negative and empty durations (``P``, ``PT``) are errors.
+- Cron: 5 fields, or 6 where the 6th is seconds (croniter's default); ``@daily``-style
+  aliases are allowed; croniter's hashed/random ``H``/``R`` and the 7-field year form are
+  refused (an occurrence must be the same on every worker). ``tz`` is an IANA name (default
+  UTC). Across DST changes we follow croniter, which we checked to be sane: a local time
+  that does not exist (02:30 on a spring-forward day) runs once, at the first wall-clock
+  time after the gap (03:00 local), and the day is not skipped; an ambiguous local time
+  (02:30 on a fall-back day) runs once, at its first (summer-time) instance, whatever ``now``
+  is (croniter alone would also return the second instance when asked from between the two,
+  so we skip it). Expressions whose hour field is ``*`` (``*/30 * * * *``, ``@hourly``) are
+  periodic, not wall-clock appointments: they fire at every distinct instant, through the
+  repeated hour too.
+- ``next_date`` returns the first occurrence strictly after both ``scheduled`` and ``now``:
+  after downtime, missed periods are skipped, not replayed. ``limit`` counts runs; ``until``
+  is inclusive.
+- The anchor is an occurrence itself: when it is later than the time asked about, it is the
+  next occurrence (for cron too, since a task first runs at its ``date``).
+- Every datetime returned is aware UTC.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import CroniterBadDateError, CroniterError, croniter
+from dateutil.relativedelta import relativedelta
+
+from after.dates import DateError, format_date, parse_date
+
+__all__ = [
+    "ISO_DURATION_RE", "CronRule", "IntervalRule", "RepeatError", "Rule", "parse_duration",
+    "parse_repeat",
+]
+
+
+UNITS = ("years", "months", "weeks", "days", "hours", "minutes", "seconds", "milliseconds")
+SHORTHANDS = {
+    "y": "years", "M": "months", "w": "weeks", "d": "days",
+    "h": "hours", "m": "minutes", "s": "seconds", "ms": "milliseconds",
+}
+_UNIT_HELP = f"use {', '.join(UNITS)} or {', '.join(SHORTHANDS)}"
+
+_NUM = r"[0-9]+(?:[.,][0-9]+)?"
+ISO_DURATION_RE = re.compile(
+    rf"P(?:(?P<years>{_NUM})Y)?(?:(?P<months>{_NUM})M)?(?:(?P<weeks>{_NUM})W)?"
+    rf"(?:(?P<days>{_NUM})D)?"
+    rf"(?:T(?=[0-9])(?:(?P<hours>{_NUM})H)?(?:(?P<minutes>{_NUM})M)?(?:(?P<seconds>{_NUM})S)?)?"
+)
+
+_US = {  # microseconds per fixed-length unit
+    "weeks": 7 * 86_400_000_000, "days": 86_400_000_000, "hours": 3_600_000_000,
+    "minutes": 60_000_000, "seconds": 1_000_000, "microseconds": 1,
+}
+# Mean lengths, only to estimate k before stepping to the exact occurrence.
+_MEAN_YEAR_US = 31_556_952_000_000  # 365.2425 days
+_MEAN_MONTH_US = _MEAN_YEAR_US // 12
+
+_CRON_RANDOM_RE = re.compile(r"(?<![A-Za-z])[HR](?![A-Za-z])")
+
+
+class RepeatError(ValueError):
+    """A ``repeat`` value After cannot use; the message names the field and says why."""
+
+
+def _utc(dt: datetime) -> datetime:
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rule:
+    """What every rule has: ``limit`` (total runs) and ``until`` (inclusive, aware UTC)."""
+
+    limit: int | None = None
+    until: datetime | None = None
+
+    def _first_after(self, anchor: datetime, after: datetime) -> datetime | None:
+        raise NotImplementedError
+
+    def _describe(self) -> str:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """Human text, e.g. ``every 7 days, 5 runs at most``."""
+        text = self._describe()
+        if self.limit is not None:
+            text += f", {self.limit} run{'s' if self.limit != 1 else ''} at most"
+        if self.until is not None:
+            text += f", until {format_date(self.until)}"
+        return text
+
+    def next_date(
+        self, anchor: datetime, scheduled: datetime, now: datetime, runs: int
+    ) -> datetime | None:
+        """The first occurrence strictly after ``scheduled`` and ``now``, or None when
+        ``runs`` (runs done, including the one just finished) reached ``limit`` or the
+        occurrence is past ``until``."""
+        if self.limit is not None and runs >= self.limit:
+            return None
+        found = self._first_after(_utc(anchor), max(_utc(scheduled), _utc(now)))
+        if found is None or (self.until is not None and found > self.until):
+            return None
+        return found
+
+    def upcoming(self, anchor: datetime, after: datetime, count: int) -> list[datetime]:
+        """The next ``count`` occurrences strictly after ``after`` (ignores limit/until)."""
+        anchor, cursor = _utc(anchor), _utc(after)
+        found: list[datetime] = []
+        while len(found) < count:
+            nxt = self._first_after(anchor, cursor)
+            if nxt is None:
+                break
+            found.append(nxt)
+            cursor = nxt
+        return found
+
+
+@dataclass(frozen=True, kw_only=True)
+class IntervalRule(Rule):
+    """Every fixed calendar interval from the anchor (object of units or ISO duration)."""
+
+    years: int = 0
+    months: int = 0
+    weeks: int = 0
+    days: int = 0
+    hours: int = 0
+    minutes: int = 0
+    seconds: int = 0
+    microseconds: int = 0
+
+    def occurrence(self, anchor: datetime, k: int) -> datetime:
+        """``anchor + k * interval``, months and years first (clipped to month end)."""
+        return anchor + relativedelta(years=k * self.years, months=k * self.months) + timedelta(
+            weeks=k * self.weeks, days=k * self.days, hours=k * self.hours,
+            minutes=k * self.minutes, seconds=k * self.seconds,
+            microseconds=k * self.microseconds,
+        )
+
+    def _mean_us(self) -> int:
+        fixed = sum(getattr(self, unit) * us for unit, us in _US.items())
+        return self.years * _MEAN_YEAR_US + self.months * _MEAN_MONTH_US + fixed
+
+    def _first_after(self, anchor: datetime, after: datetime) -> datetime | None:
+        if anchor > after:
+            return anchor
+        k = max(1, (after - anchor) // timedelta(microseconds=1) // self._mean_us())
+        try:
+            while k > 1 and self.occurrence(anchor, k - 1) > after:
+                k -= 1
+            while (found := self.occurrence(anchor, k)) <= after:
+                k += 1
+        except (OverflowError, ValueError):  # past year 9999: no more occurrences
+            return None
+        return found
+
+    def _describe(self) -> str:
+        amounts = [(unit, getattr(self, unit)) for unit in UNITS[:-1]]
+        if self.microseconds % 1000 == 0:
+            amounts.append(("milliseconds", self.microseconds // 1000))
+        else:
+            amounts.append(("microseconds", self.microseconds))
+        parts = [f"{n} {unit[:-1] if n == 1 else unit}" for unit, n in amounts if n]
+        joined = parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+        return f"every {joined}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CronRule(Rule):
+    """Occurrences of a cron expression in an IANA time zone (see the module docstring)."""
+
+    expr: str
+    tz: str = "UTC"
+
+    def _first_after(self, anchor: datetime, after: datetime) -> datetime | None:
+        if anchor > after:
+            return anchor
+        zone = ZoneInfo(self.tz)
+        cursor = after.astimezone(zone)
+        try:
+            while True:
+                it = croniter(self.expr, cursor)
+                found = it.get_next(datetime)
+                if it.expanded[1] == ["*"] or not _repeated_wall_time(found):
+                    return _utc(found)
+                cursor = found  # second instance of a fixed-hour time: it ran at the first
+        except CroniterBadDateError:
+            return None
+
+    def _describe(self) -> str:
+        return f"cron {self.expr} ({self.tz})"
+
+
+def _repeated_wall_time(local: datetime) -> bool:
+    """Whether ``local`` is the second instance of a wall-clock time (a fall-back hour)."""
+    return local.fold == 1 and local.replace(fold=0).utcoffset() != local.utcoffset()
+
+
+def _whole(field: str, value: object, minimum: int) -> int:
+    """An int (or integral float) >= minimum, else RepeatError."""
+    kind = "a positive" if minimum > 0 else "a non-negative"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise RepeatError(f"repeat: {field} must be {kind} integer, got {value!r}")
+    return value
+
+
+def _limits(raw: dict) -> dict:
+    """The optional ``limit`` and ``until`` of an object form."""
+    out: dict = {}
+    if "limit" in raw:
+        out["limit"] = _whole("limit", raw["limit"], 1)
+    if "until" in raw:
+        try:
+            out["until"] = parse_date(raw["until"], field="repeat.until")
+        except DateError as exc:
+            raise RepeatError(str(exc)) from None
+    return out
+
+
+def _check_keys(raw: dict, allowed: set[str], form: str) -> None:
+    extra = sorted(set(raw) - allowed)
+    if extra:
+        raise RepeatError(
+            f"repeat: unknown key {extra[0]!r} in a {form} rule "
+            f"(allowed: {', '.join(sorted(allowed))})"
+        )
+
+
+def _checked(rule: IntervalRule) -> IntervalRule:
+    if not any(getattr(rule, unit) for unit in (*UNITS[:-1], "microseconds")):
+        raise RepeatError("repeat: the interval is zero; at least one unit must be above 0")
+    try:
+        rule.occurrence(datetime(2000, 1, 1, tzinfo=UTC), 1)
+    except (OverflowError, ValueError):
+        raise RepeatError("repeat: the interval is too large") from None
+    return rule
+
+
+def parse_duration(text: str, limits: dict | None = None) -> IntervalRule:
+    """Parse an ISO 8601 duration (``P1M7D``, ``PT0.5S``, ``P1W``) into an IntervalRule."""
+    match = ISO_DURATION_RE.fullmatch(text)
+    given = {k: v for k, v in match.groupdict().items() if v is not None} if match else {}
+    if not given:
+        raise RepeatError(
+            f"repeat: {text!r} is not an ISO 8601 duration (like P1D, PT30M, P1M7D or PT0.5S)"
+        )
+    last = list(given)[-1]
+    fields: dict[str, int] = {}
+    for unit, number in given.items():
+        whole, _, fraction = number.replace(",", ".").partition(".")
+        fields[unit] = int(whole)
+        if not fraction:
+            continue
+        if unit != last or unit in ("years", "months"):
+            raise RepeatError(
+                f"repeat: {text!r}: only the last component may have a fraction, "
+                "and not years or months"
+            )
+        extra_us = int(Decimal("0." + fraction) * _US[unit])
+        for name in ("days", "hours", "minutes", "seconds", "microseconds"):
+            share, extra_us = divmod(extra_us, _US[name])
+            fields[name] = fields.get(name, 0) + share
+    return _checked(IntervalRule(**fields, **(limits or {})))
+
+
+def _parse_units(raw: dict) -> IntervalRule:
+    values: dict[str, int] = {}
+    given_as: dict[str, str] = {}
+    for key, value in raw.items():
+        if key in ("limit", "until"):
+            continue
+        unit = SHORTHANDS.get(key, key)
+        if unit not in UNITS:
+            raise RepeatError(f"repeat: unknown unit {key!r} ({_UNIT_HELP})")
+        if unit in values:
+            raise RepeatError(f"repeat: {given_as[unit]!r} and {key!r} are the same unit")
+        values[unit] = _whole(key, value, 0)
+        given_as[unit] = key
+    if not values:
+        raise RepeatError(
+            'repeat: no units given (e.g. {"days": 1}, {"every": "P1D"} or {"cron": "0 9 * * *"})'
+        )
+    values["microseconds"] = values.pop("milliseconds", 0) * 1000
+    return _checked(IntervalRule(**values, **_limits(raw)))
+
+
+def _parse_cron(raw: dict) -> CronRule:
+    _check_keys(raw, {"cron", "tz", "limit", "until"}, "cron")
+    expr, tz = raw["cron"], raw.get("tz", "UTC")
+    if not isinstance(expr, str) or not expr.strip():
+        raise RepeatError(f"repeat: cron must be a cron expression string, got {expr!r}")
+    expr = " ".join(expr.split())
+    if not expr.startswith("@") and len(expr.split()) not in (5, 6):
+        raise RepeatError(
+            f"repeat: cron {expr!r} must have 5 fields (minute hour day month weekday), "
+            "or 6 with seconds last"
+        )
+    if _CRON_RANDOM_RE.search(expr):
+        raise RepeatError(f"repeat: cron {expr!r} uses H or R (hashed or random), not supported")
+    if not isinstance(tz, str) or not tz:
+        raise RepeatError(f"repeat: tz must be an IANA time zone name, got {tz!r}")
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise RepeatError(
+            f"repeat: unknown time zone {tz!r} (use an IANA name like Europe/Paris or UTC)"
+        ) from None
+    try:
+        croniter(expr, datetime(2000, 1, 1, tzinfo=zone)).get_next(datetime)
+    except CroniterBadDateError:
+        raise RepeatError(f"repeat: cron {expr!r} never matches a date") from None
+    except (CroniterError, ValueError, KeyError, TypeError) as exc:
+        raise RepeatError(f"repeat: invalid cron expression {expr!r} ({exc})") from None
+    return CronRule(expr=expr, tz=tz, **_limits(raw))
+
+
+def parse_repeat(value: object) -> Rule | None:
+    """Parse the raw JSON ``repeat`` value; None means no repeat."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return parse_duration(value)
+    if not isinstance(value, dict):
+        raise RepeatError(
+            "repeat: expected an object of units, an ISO 8601 duration string or a cron "
+            f"object, got {type(value).__name__} {value!r}"
+        )
+    if "cron" in value:
+        return _parse_cron(value)
+    if "every" in value:
+        _check_keys(value, {"every", "limit", "until"}, "every")
+        if not isinstance(value["every"], str):
+            raise RepeatError(
+                f"repeat: every must be an ISO 8601 duration string, got {value['every']!r}"
+            )
+        return parse_duration(value["every"], _limits(value))
+    return _parse_units(value)
