@@ -80,7 +80,7 @@ _US = {  # microseconds per fixed-length unit
 _MEAN_YEAR_US = 31_556_952_000_000  # 365.2425 days
 _MEAN_MONTH_US = _MEAN_YEAR_US // 12
 
-_CRON_RANDOM_RE = re.compile(r"(?<![A-Za-z])[HR](?![A-Za-z])")
+_CRON_RANDOM_RE = re.compile(r"(?<![A-Za-z])[HR](?![A-Za-z])", re.IGNORECASE)
 
 
 class RepeatError(ValueError):
