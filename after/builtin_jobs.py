@@ -55,10 +55,16 @@ def _check_expected(expected: Any) -> tuple[int, ...] | None:
     return tuple(values)
 
 
-def _read_body(response: httpx.Response) -> tuple[bytes, bool]:
-    """At most BODY_LIMIT bytes of the body, and whether there was more."""
+def _read_body(response: httpx.Response, deadline: float) -> tuple[bytes, bool]:
+    """At most BODY_LIMIT bytes of the body, and whether there was more.
+
+    httpx's timeout bounds each read; ``deadline`` bounds the whole call, so a server that
+    trickles bytes cannot hold the job forever.
+    """
     data = bytearray()
     for chunk in response.iter_bytes():
+        if time.perf_counter() > deadline:
+            raise httpx.ReadTimeout("deadline passed while reading the body")
         data += chunk
         if len(data) > BODY_LIMIT:
             return bytes(data[:BODY_LIMIT]), True
@@ -66,7 +72,10 @@ def _read_body(response: httpx.Response) -> tuple[bytes, bool]:
 
 
 def _decode_body(response: httpx.Response, data: bytes, truncated: bool) -> Any:
-    text = data.decode(response.encoding or "utf-8", errors="replace")
+    try:
+        text = data.decode(response.encoding or "utf-8", errors="replace")
+    except LookupError:  # an unknown charset in Content-Type
+        text = data.decode("utf-8", errors="replace")
     if not truncated and "json" in response.headers.get("content-type", "").lower() and text:
         try:
             return redact(_json.loads(text))
@@ -96,7 +105,7 @@ def http(task, url, method="GET", headers=None, body=None, json=None, expected_s
         raise HttpArgumentError(f"http: timeout must be a positive number of seconds, "
                                 f"got {timeout!r}")
     shown_url = redact_url(url)
-    send_headers = {str(k): str(v) for k, v in (headers or {}).items()}
+    send_headers = {str(k): str(v) for k, v in (headers or {}).items() if v is not None}
     started = time.perf_counter()
     try:
         with httpx.Client(timeout=timeout, follow_redirects=bool(follow_redirects)) as client:
@@ -108,7 +117,7 @@ def http(task, url, method="GET", headers=None, body=None, json=None, expected_s
                                         f"{type(exc).__name__}") from None
             response = client.send(request, stream=True)
             try:
-                data, truncated = _read_body(response)
+                data, truncated = _read_body(response, started + timeout)
             finally:
                 response.close()
     except httpx.TimeoutException:

@@ -94,11 +94,14 @@ def job(name_or_func: str | Callable | None = None) -> Callable:
     else (an imported package) it is process-wide. Registering a name already taken by
     another function raises ValueError.
     """
-    def register(func: Callable, name: str) -> Callable:
+    def checked(name: str) -> str:
         try:
-            check_name(name)
+            return check_name(name)
         except JobError as exc:
             raise ValueError(str(exc)) from None
+
+    def register(func: Callable, name: str) -> Callable:
+        checked(name)
         collected = _collector.get()
         if collected is not None:
             collected.append((name, func))
@@ -112,8 +115,10 @@ def job(name_or_func: str | Callable | None = None) -> Callable:
 
     if callable(name_or_func):
         return register(name_or_func, name_or_func.__name__)
-    if name_or_func is not None and not isinstance(name_or_func, str):
-        raise TypeError("use @job or @job('name')")
+    if name_or_func is not None:
+        if not isinstance(name_or_func, str):
+            raise TypeError("use @job or @job('name')")
+        checked(name_or_func)
     return lambda func: register(func, name_or_func or func.__name__)
 
 
