@@ -323,6 +323,15 @@ class Store:
         ).json()["rows"]
         return {row["id"]: row["doc"] for row in rows if row.get("doc")}
 
+    def prefixed(self, prefix: str, *, db: str | None = None) -> list[dict]:
+        """The documents whose id starts with ``prefix``, in id order."""
+        rows = self.request(
+            "GET", f"{quote(db or self.db, safe='')}/_all_docs",
+            params={"startkey": json.dumps(prefix), "endkey": json.dumps(prefix + "\ufff0"),
+                    "include_docs": "true"},
+        ).json()["rows"]
+        return [row["doc"] for row in rows if row.get("doc")]
+
     # -- queries ---------------------------------------------------------------------------
 
     def find(

@@ -1,0 +1,1 @@
+"""Task management commands of the ``after`` command line (add, show, tasks, cancel, ...)."""

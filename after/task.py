@@ -1,0 +1,347 @@
+"""The task document: validation, and the pure rules of its state machine.
+
+Nothing here does I/O or reads the clock: ``now`` is passed in, so every transition is
+tested without a server.
+
+States (DESIGN.md)::
+
+    waiting --claim--> scheduled --start--> running --finish--> done | error
+       ^                                        |
+       +------ repeat: next date / retry -------+
+    cancel --> canceled      reschedule --> (re-read date) waiting/scheduled
+
+What the worker writes lives under the ``after`` key of the document, so it never collides
+with the user's fields:
+
+``owner``       the process that holds or runs the task (``name@host:pid:token``)
+``due``         when the held occurrence fires (the ``date``, or a retry's later instant)
+``anchor``      the first date of a repeating series (months stay on the 31st, no drift)
+``attempt``     attempts made at the current occurrence
+``runs`` ``successes`` ``failures`` ``missed``   counters over the task's life
+``last_run``    the last run: number, attempt, outcome, started, ended, duration, result/error
+``next_run``    the next date, while there is one
+``error``       why the task is in ``error``
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from .dates import DateError, format_date, parse_date
+from .repeat import RepeatError, Rule, parse_repeat
+
+NS = "after"
+
+WAITING, SCHEDULED, RUNNING = "waiting", "scheduled", "running"
+DONE, ERROR, CANCELED = "done", "error", "canceled"
+CANCEL, RESCHEDULE = "cancel", "reschedule"
+
+RUNNABLE = (WAITING, SCHEDULED, RUNNING, RESCHEDULE)
+FINISHED = (DONE, ERROR, CANCELED)
+STATUSES = RUNNABLE + (CANCEL,) + FINISHED
+
+# Run outcomes, as recorded in run records and ``last_run``.
+OK, FAILED, TIMEOUT, MISSED, INTERRUPTED = "done", "error", "timeout", "missed", "interrupted"
+INTERRUPTED_RERUNS = 3
+
+
+class TaskError(ValueError):
+    """The document cannot run; the message says exactly what is wrong."""
+
+
+@dataclass(frozen=True)
+class Retry:
+    limit: int = 0
+    delay: float = 0.0
+    backoff: str = "fixed"  # or "exponential"
+    jitter: float = 0.1  # fraction of the delay, spread both ways
+
+    def delay_for(self, attempt: int, rand: float = 0.5) -> float:
+        """Seconds to wait after failed ``attempt`` (1-based); ``rand`` in [0, 1)."""
+        base = self.delay * (2 ** (attempt - 1) if self.backoff == "exponential" else 1)
+        return max(0.0, base * (1 + self.jitter * (2 * rand - 1)))
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A task document, checked and parsed."""
+
+    id: str
+    worker: str
+    date: datetime
+    job: str
+    arguments: list | dict | None
+    repeat: Rule | None = None
+    retry: Retry = field(default_factory=Retry)
+    timeout: float | None = None
+    max_delay: float | None = None
+
+
+def _number(doc: dict, name: str) -> float | None:
+    value = doc.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise TaskError(f"{name}: must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+def parse_retry(value: Any) -> Retry:
+    if value is None:
+        return Retry()
+    if isinstance(value, bool):
+        raise TaskError(f"retry: must be a number of attempts or an object, not {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise TaskError(f"retry: must be 0 or more attempts, not {value}")
+        return Retry(limit=value)
+    if not isinstance(value, dict):
+        raise TaskError(f"retry: must be a number of attempts or an object, not {value!r}")
+    unknown = sorted(set(value) - {"limit", "delay", "backoff", "jitter"})
+    if unknown:
+        raise TaskError(f"retry: unknown field {unknown[0]!r} (use limit, delay, backoff)")
+    limit = value.get("limit", 1)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise TaskError(f"retry.limit: must be 0 or more attempts, not {limit!r}")
+    delay = value.get("delay", 0)
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
+        raise TaskError(f"retry.delay: must be 0 or more seconds, not {delay!r}")
+    backoff = value.get("backoff", "fixed")
+    if backoff not in ("fixed", "exponential"):
+        raise TaskError(f"retry.backoff: must be 'fixed' or 'exponential', not {backoff!r}")
+    jitter = value.get("jitter", 0.1)
+    if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not 0 <= jitter <= 1:
+        raise TaskError(f"retry.jitter: must be a fraction from 0 to 1, not {jitter!r}")
+    return Retry(limit=limit, delay=float(delay), backoff=backoff, jitter=float(jitter))
+
+
+def parse(doc: dict) -> Spec:
+    """Check a task document; raises :class:`TaskError` naming the field that is wrong."""
+    worker = doc.get("worker")
+    if not isinstance(worker, str) or not worker:
+        raise TaskError("worker: required (the name of the worker that runs the task)")
+    if "date" not in doc:
+        raise TaskError("date: required (ISO 8601, e.g. 2026-12-01T09:00:00Z)")
+    try:
+        date = parse_date(doc["date"], "date")
+    except DateError as exc:
+        raise TaskError(str(exc)) from None
+    job = doc.get("job")
+    if not isinstance(job, dict):
+        raise TaskError('job: required ({"name": ..., "arguments": [...]})')
+    name = job.get("name")
+    if not isinstance(name, str) or not name:
+        raise TaskError("job.name: required")
+    arguments = job.get("arguments")
+    if arguments is not None and not isinstance(arguments, list | dict):
+        raise TaskError("job.arguments: must be a list or an object")
+    status = doc.get("status")
+    if status not in STATUSES:
+        raise TaskError(f"status: {status!r} is not one of {', '.join(STATUSES)}")
+    try:
+        repeat = parse_repeat(doc.get("repeat"))
+    except (RepeatError, DateError) as exc:
+        message = str(exc)
+        raise TaskError(message if message.startswith("repeat") else f"repeat: {message}") \
+            from None
+    return Spec(
+        id=doc["_id"],
+        worker=worker,
+        date=date,
+        job=name,
+        arguments=arguments,
+        repeat=repeat,
+        retry=parse_retry(doc.get("retry")),
+        timeout=_number(doc, "timeout"),
+        max_delay=_number(doc, "max_delay"),
+    )
+
+
+def meta(doc: dict) -> dict:
+    """The worker's namespace of ``doc`` (created when missing)."""
+    value = doc.get(NS)
+    if not isinstance(value, dict):
+        value = doc[NS] = {}
+    return value
+
+
+def rev_number(rev: str | None) -> int:
+    try:
+        return int(str(rev).split("-", 1)[0])
+    except ValueError:
+        return 0
+
+
+# -- transitions: each takes the current document and returns the one to write ---------------
+
+
+def claim(doc: dict, owner: str, due: datetime, now: datetime) -> dict:
+    """``waiting``/``reschedule`` (or a dead owner's task) -> ``scheduled`` held by ``owner``."""
+    new = dict(doc)
+    info = dict(meta(doc))
+    new[NS] = info
+    new["status"] = SCHEDULED
+    info.update(owner=owner, due=format_date(due), claimed=format_date(now))
+    info.pop("error", None)
+    return new
+
+
+def hand_back(doc: dict) -> dict:
+    """A held task returned to the pool on a graceful stop: ``waiting``, no owner."""
+    new = dict(doc)
+    info = dict(meta(doc))
+    new[NS] = info
+    new["status"] = WAITING
+    for key in ("owner", "claimed"):
+        info.pop(key, None)
+    return new
+
+
+def start(doc: dict, owner: str, now: datetime, number: int) -> dict:
+    """``scheduled`` -> ``running``: counts the attempt."""
+    new = dict(doc)
+    info = dict(meta(doc))
+    new[NS] = info
+    new["status"] = RUNNING
+    info.update(owner=owner, attempt=int(info.get("attempt", 0)) + 1,
+                started=format_date(now), run=number)
+    return new
+
+
+def mark_error(doc: dict, message: str, now: datetime) -> dict:
+    """A document that cannot run ends ``error`` with the reason."""
+    new = dict(doc)
+    info = dict(meta(doc))
+    new[NS] = info
+    new["status"] = ERROR
+    info.update(error=message, updated=format_date(now))
+    for key in ("owner", "claimed", "due"):
+        info.pop(key, None)
+    return new
+
+
+def cancel(doc: dict, now: datetime) -> dict:
+    new = dict(doc)
+    info = dict(meta(doc))
+    new[NS] = info
+    new["status"] = CANCELED
+    info.update(canceled=format_date(now))
+    for key in ("owner", "claimed", "due", "next_run"):
+        info.pop(key, None)
+    return new
+
+
+def missed(spec: Spec, due: datetime, now: datetime) -> bool:
+    """True when the run would start later than ``date + max_delay``."""
+    if spec.max_delay is None:
+        return False
+    return now > due + timedelta(seconds=spec.max_delay)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one run ended."""
+
+    outcome: str  # OK, FAILED, TIMEOUT, MISSED, INTERRUPTED
+    started: datetime
+    ended: datetime
+    result: Any = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == OK
+
+    @property
+    def duration_ms(self) -> float:
+        return round((self.ended - self.started).total_seconds() * 1000, 3)
+
+
+def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
+           rand: float | None = None) -> dict:
+    """The document after a run: counters, ``last_run``, and the next state.
+
+    - success or missed: the next date of a repeating task (``waiting``), else ``done``
+      (``error`` for a missed one-off run: it never ran);
+    - failure with attempts left (``retry``): stays ``scheduled`` by the same owner, due
+      after the retry delay;
+    - failure on the last attempt: ``error``, or the next date of a repeating task.
+    A task the user asked to ``cancel`` meanwhile ends ``canceled``; a ``reschedule``
+    written meanwhile is honoured (its ``date`` is kept and it is ``waiting`` again).
+    """
+    new = dict(doc)
+    info = dict(meta(doc))
+    new[NS] = info
+    attempt = int(info.get("attempt", 0)) or 1
+    if outcome.outcome != MISSED:
+        info["runs"] = int(info.get("runs", 0)) + 1
+    counter = {OK: "successes", MISSED: "missed"}.get(outcome.outcome, "failures")
+    info[counter] = int(info.get(counter, 0)) + 1
+    last = {
+        "number": info.get("run", info.get("runs", 0)),
+        "attempt": attempt,
+        "outcome": outcome.outcome,
+        "started": format_date(outcome.started),
+        "ended": format_date(outcome.ended),
+        "duration_ms": outcome.duration_ms,
+    }
+    if outcome.ok:
+        last["result"] = outcome.result
+    elif outcome.error is not None:
+        last["error"] = outcome.error
+    info["last_run"] = last
+    for key in ("started", "run"):
+        info.pop(key, None)
+
+    user_status = doc.get("status")
+    if user_status == CANCEL:
+        return cancel(new, now)
+    if user_status == RESCHEDULE:
+        info["attempt"] = 0
+        return hand_back(new) | {"status": RESCHEDULE}
+
+    failed = outcome.outcome in (FAILED, TIMEOUT, INTERRUPTED)
+    limit = spec.retry.limit if spec is not None else 0
+    if outcome.outcome == INTERRUPTED:
+        # A run cut short by a dead worker is run again (at least once), a few times at most
+        # beyond ``retry`` so that a job that kills its worker cannot loop forever.
+        limit += INTERRUPTED_RERUNS
+    if failed and spec is not None and attempt <= limit:
+        delay = spec.retry.delay_for(attempt, random.random() if rand is None else rand)
+        if outcome.outcome == INTERRUPTED:
+            delay = 0.0
+        due = now + timedelta(seconds=delay)
+        new["status"] = SCHEDULED
+        info["due"] = format_date(due)
+        info["next_run"] = format_date(due)
+        info["retry_at"] = format_date(due)
+        return new
+
+    info.pop("retry_at", None)
+    info["attempt"] = 0
+    for key in ("owner", "claimed", "due"):
+        info.pop(key, None)
+    next_date = None
+    if spec is not None and spec.repeat is not None:
+        anchor = parse_date(info.get("anchor", doc["date"]), "after.anchor")
+        info.setdefault("anchor", format_date(anchor))
+        runs = int(info.get("occurrences", 0)) + 1
+        info["occurrences"] = runs
+        next_date = spec.repeat.next_date(anchor, spec.date, now, runs)
+    if next_date is not None:
+        new["status"] = WAITING
+        new["date"] = format_date(next_date)
+        info["next_run"] = new["date"]
+        info.pop("error", None)
+        return new
+    info.pop("next_run", None)
+    if outcome.ok:
+        new["status"] = DONE
+        info.pop("error", None)
+    else:
+        new["status"] = ERROR
+        info["error"] = outcome.error or outcome.outcome
+    return new
