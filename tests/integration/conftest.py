@@ -1,0 +1,102 @@
+"""A worker running in a thread of the test process, against the real test server."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from after.dates import format_date, utcnow
+from after.jobs import JobRegistry
+from after.store import Store
+from after.worker import Settings, Worker
+
+FAST = dict(horizon=60, poll=0.5, heartbeat=0.5, lease=3, grace=5, pool=4)
+
+
+class Harness:
+    """Starts workers on a database and waits for task states."""
+
+    def __init__(self, store: Store, jobs: Path, tmp: Path):
+        self.store = store
+        self.jobs = jobs
+        self.tmp = tmp
+        self.workers: list[tuple[Worker, threading.Thread, Store]] = []
+        self.exit_codes: list[int] = []
+
+    def start(self, name: str = "w", **settings) -> Worker:
+        store = Store(self.store.url, self.store.db)
+        worker = Worker(store, name, JobRegistry(self.jobs), Settings(**{**FAST, **settings}))
+        thread = threading.Thread(target=lambda: self.exit_codes.append(worker.run()),
+                                  daemon=True)
+        thread.start()
+        assert worker.ready.wait(15), "the worker did not start"
+        self.workers.append((worker, thread, store))
+        return worker
+
+    def stop(self, worker: Worker | None = None, timeout: float = 15) -> None:
+        for w, thread, store in list(self.workers):
+            if worker is None or w is worker:
+                w.request_stop()
+                thread.join(timeout)
+                assert not thread.is_alive(), "the worker did not stop"
+                store.close()
+                self.workers.remove((w, thread, store))
+
+    def put(self, docid: str, *, job: str = "record", arguments=None, delay: float = 0.0,
+            worker: str = "w", **fields) -> dict:
+        if arguments is None and job == "record":
+            arguments = [str(self.record_file)]
+        doc = {
+            "_id": docid,
+            "worker": worker,
+            "date": format_date(utcnow() + timedelta(seconds=delay)),
+            "job": {"name": job, "arguments": arguments if arguments is not None else []},
+            "status": "waiting",
+            **fields,
+        }
+        self.store.put(doc)
+        return doc
+
+    @property
+    def record_file(self) -> Path:
+        return self.tmp / "runs.jsonl"
+
+    def recorded(self) -> list[dict]:
+        if not self.record_file.exists():
+            return []
+        return [json.loads(line) for line in self.record_file.read_text().splitlines()]
+
+    def wait_status(self, docid: str, *statuses: str, timeout: float = 15) -> dict:
+        deadline = time.monotonic() + timeout
+        doc = None
+        while time.monotonic() < deadline:
+            doc = self.store.get_or_none(docid)
+            if doc and doc.get("status") in statuses:
+                return doc
+            time.sleep(0.05)
+        raise AssertionError(f"{docid} never reached {statuses}: {doc}")
+
+    def wait(self, predicate, timeout: float = 15, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def runs(self, docid: str) -> list[dict]:
+        docs = list(self.store.find_all({"task": docid}, db=f"{self.store.db}_runs"))
+        return sorted(docs, key=lambda d: (d["number"], d["started"]))
+
+
+@pytest.fixture
+def harness(store, jobs_dir, tmp_path):
+    h = Harness(store, jobs_dir, tmp_path)
+    yield h
+    h.stop()

@@ -1,0 +1,205 @@
+"""The worker against the real server, through every state."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from after.dates import format_date, parse_date, utcnow
+from after.store import ChangesFollower
+
+
+def test_a_task_runs_at_its_date_to_the_millisecond(harness):
+    harness.start()
+    due = utcnow() + timedelta(seconds=1.25)
+    harness.put("precise", date=format_date(due))
+    doc = harness.wait_status("precise", "done")
+    started = parse_date(doc["after"]["last_run"]["started"])
+    lateness = (started - due).total_seconds()
+    assert 0 <= lateness < 0.1, lateness
+    [record] = harness.recorded()
+    assert record["id"] == "precise" and record["attempt"] == 1
+
+
+def test_every_state_is_written_back(harness, store):
+    statuses = []
+    follower = ChangesFollower(store, lambda c: statuses.append(c["doc"]["status"]),
+                               since=store.update_seq(), selector={"_id": "states"},
+                               heartbeat=0.5).start()
+    try:
+        harness.start()
+        harness.put("states", job="sleep", arguments=[0.5], delay=0.5)
+        doc = harness.wait_status("states", "done")
+        harness.wait(lambda: statuses[-1:] == ["done"], what="the last change")
+    finally:
+        follower.stop()
+    assert statuses == ["waiting", "scheduled", "running", "done"]
+    info = doc["after"]
+    assert info["runs"] == 1 and info["successes"] == 1
+    assert info["last_run"]["outcome"] == "done"
+    assert "owner" not in info
+
+
+def test_result_and_run_record(harness):
+    harness.start()
+    harness.put("hello", job="hello", arguments={"name": "after"})
+    doc = harness.wait_status("hello", "done")
+    assert doc["after"]["last_run"]["result"] == "Hello, after!"
+    [run] = harness.wait(lambda: harness.runs("hello"), what="the run record")
+    assert run["outcome"] == "done" and run["result"] == "Hello, after!"
+    assert run["number"] == 1 and run["attempt"] == 1 and run["worker"] == "w"
+
+
+def test_cancel_a_held_task_never_runs_it(harness, store):
+    worker = harness.start()
+    harness.put("c", delay=2)
+    harness.wait(lambda: "c" in worker.held, what="the task to be held")
+    doc = harness.wait_status("c", "scheduled")
+    doc["status"] = "cancel"
+    store.put(doc)
+    harness.wait_status("c", "canceled")
+    assert "c" not in worker.held
+    time.sleep(2.2)
+    assert harness.recorded() == []
+
+
+def test_reschedule_takes_the_new_date(harness, store):
+    worker = harness.start()
+    harness.put("r", delay=1)
+    doc = harness.wait_status("r", "scheduled")
+    new_date = utcnow() + timedelta(seconds=2.5)
+    doc.update(status="reschedule", date=format_date(new_date))
+    store.put(doc)
+    harness.wait(lambda: worker.held.get("r") and worker.held["r"].due_ms
+                 == int(new_date.timestamp() * 1000), what="the new date on the timer")
+    time.sleep(1.0)
+    assert harness.recorded() == []  # not at the old date
+    harness.wait_status("r", "done", timeout=10)
+    [record] = harness.recorded()
+    assert parse_date(record["at"]) >= new_date
+
+
+def test_waiting_again_on_a_finished_task_runs_it_again(harness, store):
+    harness.start()
+    harness.put("again")
+    doc = harness.wait_status("again", "done")
+    doc["status"] = "waiting"
+    store.put(doc)
+    harness.wait(lambda: len(harness.recorded()) == 2, what="the second run")
+    doc = harness.wait_status("again", "done")
+    assert doc["after"]["runs"] == 2
+
+
+def test_malformed_documents_end_in_error_and_the_worker_goes_on(harness):
+    harness.start()
+    harness.put("no-job", job="does_not_exist")
+    harness.put("bad-repeat", repeat={"dayz": 1})
+    harness.put("bad-cron", repeat={"cron": "61 * * * *"})
+    harness.put("bad-retry", retry={"limit": -1})
+    harness.put("good")
+    errors = {d: harness.wait_status(d, "error")["after"]["error"]
+              for d in ("no-job", "bad-repeat", "bad-cron", "bad-retry")}
+    assert errors["no-job"].startswith("job 'does_not_exist' not found")
+    assert errors["bad-repeat"].startswith("repeat: unknown unit 'dayz'")
+    assert errors["bad-cron"].startswith("repeat")
+    assert errors["bad-retry"].startswith("retry.limit:")
+    harness.wait_status("good", "done")
+
+
+def test_repeat_with_limit_runs_that_many_times(harness):
+    harness.start()
+    harness.put("rep", repeat={"s": 1, "limit": 3})
+    doc = harness.wait_status("rep", "done", timeout=10)
+    records = harness.recorded()
+    assert len(records) == 3
+    dates = [parse_date(r["date"]) for r in records]
+    assert [(b - a).total_seconds() for a, b in zip(dates, dates[1:])] == [1.0, 1.0]
+    assert doc["after"]["occurrences"] == 3
+
+
+def test_startup_catch_up_runs_an_overdue_repeating_task_once(harness):
+    past = parse_date(format_date(utcnow() - timedelta(hours=5, minutes=30)))
+    harness.put("daily", date=format_date(past), repeat={"hours": 1})
+    harness.put("once", date=format_date(past))
+    harness.start()
+    harness.wait_status("once", "done")
+    doc = harness.wait(lambda: (d := harness.store.get("daily"))["after"].get("runs") and d,
+                       what="the overdue run")
+    assert doc["status"] in ("waiting", "scheduled")
+    time.sleep(1)
+    assert sorted(r["id"] for r in harness.recorded()) == ["daily", "once"]
+    next_date = parse_date(harness.store.get("daily")["date"])
+    assert utcnow() < next_date <= utcnow() + timedelta(hours=1)
+    assert next_date == past + timedelta(hours=6)
+
+
+def test_only_tasks_within_the_horizon_are_held(harness):
+    worker = harness.start(horizon=2, poll=0.3)
+    harness.put("far", delay=3.5)
+    harness.put("near", delay=1)
+    harness.wait(lambda: "near" in worker.held, what="near to be held")
+    assert "far" not in worker.held
+    doc = harness.wait_status("far", "done", timeout=10)
+    started = parse_date(doc["after"]["last_run"]["started"])
+    assert (started - parse_date(doc["date"])).total_seconds() < 0.1
+
+
+def test_retry_then_error_after_exactly_one_plus_limit_runs(harness):
+    harness.start()
+    harness.put("flaky", job="fail", arguments=["boom"], retry={"limit": 2, "delay": 0.2})
+    doc = harness.wait_status("flaky", "error", timeout=10)
+    runs = harness.wait(lambda: len(r := harness.runs("flaky")) == 3 and r, what="3 runs")
+    assert [r["attempt"] for r in runs] == [1, 2, 3]
+    assert all(r["outcome"] == "error" for r in runs)
+    assert "RuntimeError: boom" in runs[0]["error"]["message"]
+    assert "Traceback" in runs[0]["error"]["traceback"]
+    assert doc["after"]["failures"] == 3 and "boom" in doc["after"]["error"]
+
+
+def test_timeout_fails_the_run(harness):
+    harness.start()
+    harness.put("slow", job="sleep", arguments=[3], timeout=0.3)
+    doc = harness.wait_status("slow", "error", timeout=10)
+    assert doc["after"]["last_run"]["outcome"] == "timeout"
+    assert doc["after"]["error"].startswith("timeout")
+
+
+def test_a_run_later_than_max_delay_is_recorded_as_missed(harness):
+    harness.put("late", date=format_date(utcnow() - timedelta(seconds=30)), max_delay=5)
+    harness.put("late-rep", date=format_date(utcnow() - timedelta(seconds=30)), max_delay=5,
+                repeat={"minutes": 10})
+    harness.start()
+    doc = harness.wait_status("late", "error")
+    assert doc["after"]["last_run"]["outcome"] == "missed"
+    assert doc["after"]["missed"] == 1
+    rep = harness.wait(lambda: (d := harness.store.get("late-rep"))["after"].get("missed") and d,
+                       what="the missed repeating run")
+    assert rep["status"] in ("waiting", "scheduled")
+    assert parse_date(rep["date"]) > utcnow()
+    assert harness.recorded() == []
+    [run] = harness.wait(lambda: harness.runs("late"), what="the missed run record")
+    assert run["outcome"] == "missed"
+
+
+def test_graceful_stop_hands_back_held_tasks_and_finishes_running_ones(harness):
+    worker = harness.start()
+    harness.put("long", job="sleep", arguments=[1.0])
+    harness.put("later", delay=30)
+    harness.wait_status("long", "running")
+    harness.wait_status("later", "scheduled")
+    harness.stop(worker)
+    assert harness.exit_codes == [0]
+    assert harness.store.get("long")["status"] == "done"
+    later = harness.store.get("later")
+    assert later["status"] == "waiting" and "owner" not in later["after"]
+    beats = harness.store.prefixed("w@", db=f"{harness.store.db}_workers")
+    assert beats == []
+
+
+def test_ids_with_odd_characters_run(harness):
+    harness.start()
+    for docid in ("a/b", "x?y", "sp ace#1"):
+        harness.put(docid)
+    for docid in ("a/b", "x?y", "sp ace#1"):
+        harness.wait_status(docid, "done")
+    assert sorted(r["id"] for r in harness.recorded()) == ["a/b", "sp ace#1", "x?y"]
