@@ -178,33 +178,39 @@ def rev_number(rev: str | None) -> int:
 # -- transitions: each takes the current document and returns the one to write ---------------
 
 
+def _copy(doc: dict) -> tuple[dict, dict]:
+    """A copy of ``doc`` and of its namespace, to change without touching ``doc`` itself."""
+    info = doc.get(NS)
+    new = dict(doc)
+    new[NS] = info = dict(info) if isinstance(info, dict) else {}
+    return new, info
+
+
 def claim(doc: dict, owner: str, due: datetime, now: datetime) -> dict:
     """``waiting``/``reschedule`` (or a dead owner's task) -> ``scheduled`` held by ``owner``."""
-    new = dict(doc)
-    info = dict(meta(doc))
-    new[NS] = info
+    new, info = _copy(doc)
     new["status"] = SCHEDULED
     info.update(owner=owner, due=format_date(due), claimed=format_date(now))
     info.pop("error", None)
+    if doc.get("status") == RESCHEDULE:  # the user's new date starts the series anew
+        info.pop("anchor", None)
     return new
 
 
 def hand_back(doc: dict) -> dict:
     """A held task returned to the pool on a graceful stop: ``waiting``, no owner."""
-    new = dict(doc)
-    info = dict(meta(doc))
-    new[NS] = info
+    new, info = _copy(doc)
     new["status"] = WAITING
     for key in ("owner", "claimed"):
         info.pop(key, None)
+    if doc.get("status") == RESCHEDULE:
+        info.pop("anchor", None)
     return new
 
 
 def start(doc: dict, owner: str, now: datetime, number: int) -> dict:
     """``scheduled`` -> ``running``: counts the attempt."""
-    new = dict(doc)
-    info = dict(meta(doc))
-    new[NS] = info
+    new, info = _copy(doc)
     new["status"] = RUNNING
     info.update(owner=owner, attempt=int(info.get("attempt", 0)) + 1,
                 started=format_date(now), run=number)
@@ -213,9 +219,7 @@ def start(doc: dict, owner: str, now: datetime, number: int) -> dict:
 
 def mark_error(doc: dict, message: str, now: datetime) -> dict:
     """A document that cannot run ends ``error`` with the reason."""
-    new = dict(doc)
-    info = dict(meta(doc))
-    new[NS] = info
+    new, info = _copy(doc)
     new["status"] = ERROR
     info.update(error=message, updated=format_date(now))
     for key in ("owner", "claimed", "due"):
@@ -224,9 +228,7 @@ def mark_error(doc: dict, message: str, now: datetime) -> dict:
 
 
 def cancel(doc: dict, now: datetime) -> dict:
-    new = dict(doc)
-    info = dict(meta(doc))
-    new[NS] = info
+    new, info = _copy(doc)
     new["status"] = CANCELED
     info.update(canceled=format_date(now))
     for key in ("owner", "claimed", "due", "next_run"):
@@ -272,9 +274,7 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
     A task the user asked to ``cancel`` meanwhile ends ``canceled``; a ``reschedule``
     written meanwhile is honoured (its ``date`` is kept and it is ``waiting`` again).
     """
-    new = dict(doc)
-    info = dict(meta(doc))
-    new[NS] = info
+    new, info = _copy(doc)
     attempt = int(info.get("attempt", 0)) or 1
     if outcome.outcome != MISSED:
         info["runs"] = int(info.get("runs", 0)) + 1
@@ -337,7 +337,8 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
         info["next_run"] = new["date"]
         info.pop("error", None)
         return new
-    info.pop("next_run", None)
+    for key in ("next_run", "anchor", "occurrences"):  # the series is over; run anew, it restarts
+        info.pop(key, None)
     if outcome.ok:
         new["status"] = DONE
         info.pop("error", None)
