@@ -1,1 +1,400 @@
-"""Task management commands of the ``after`` command line (add, show, tasks, cancel, ...)."""
+"""Task management commands of the ``after`` command line (add, show, tasks, cancel, ...).
+
+They are thin: each builds a :class:`after.client.Client` from the configuration and prints
+what it returns, as a table for people or ``--json`` for scripts. Bad input is refused with
+exit code 2 and a message naming the option; an unknown task exits 4; an operation the
+task's status does not allow exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import task as rules
+from .cli import EXIT_FAILED, Failure, echo_table, main, short
+from .client import Client, StateError, TaskError, describe_repeat
+from .dates import format_date
+from .jobs import JobRegistry
+from .process import ProcessError
+from .process import check_name as check_worker_name
+
+#: Which option a validation message is about, by the field it starts with.
+FIELD_OPTIONS = {
+    "worker": "--worker", "at": "--at", "date": "--at", "every": "--every", "cron": "--cron",
+    "tz": "--tz", "limit": "--limit", "until": "--until", "retry": "--retry",
+    "retry.limit": "--retry", "retry.delay": "--retry", "retry.backoff": "--retry",
+    "retry.jitter": "--retry", "timeout": "--timeout", "max_delay": "--max-delay",
+    "id": "--id", "job.name": "JOB", "before": "--before", "after": "--after",
+    "status": "--status",
+}
+
+
+def option_for(message: str, *, cron: bool = False, kwargs: bool = False) -> tuple[str, str]:
+    """(the option a validation message is about, the message without its field prefix)."""
+    field, _, rest = message.partition(": ")
+    if field == "job.arguments":
+        return ("--kwargs" if kwargs else "ARGS"), rest
+    if field in ("repeat", "repeat.until"):
+        if field == "repeat.until":
+            return "--until", rest
+        if "time zone" in rest or rest.startswith("tz"):
+            return "--tz", rest
+        if rest.startswith("limit"):
+            return "--limit", rest
+        return ("--cron" if cron else "--every"), rest
+    if field in FIELD_OPTIONS:
+        return FIELD_OPTIONS[field], rest
+    return "", message
+
+
+@contextmanager
+def refused(*, cron: bool = False, kwargs: bool = False):
+    """Turn the client's errors into one-line CLI errors with the right exit code."""
+    try:
+        yield
+    except StateError as exc:
+        raise Failure(str(exc), EXIT_FAILED) from None
+    except TaskError as exc:
+        option, message = option_for(str(exc), cron=cron, kwargs=kwargs)
+        if not option:
+            raise Failure(message, EXIT_FAILED) from None
+        raise click.BadParameter(message, param_hint=f"'{option}'") from None
+
+
+def open_client(cfg) -> Client:
+    return Client(cfg.url, cfg.db, retries=2)
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def json_or_text(text: str) -> Any:
+    """An argument as JSON when it parses as JSON, else the string itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def json_option(value: str | None, option: str, kinds: tuple = (dict,)) -> Any:
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not JSON ({exc})",
+                                 param_hint=f"'{option}'") from None
+    if not isinstance(parsed, kinds) or isinstance(parsed, bool):
+        raise click.BadParameter(f"{value!r} is not a JSON object", param_hint=f"'{option}'")
+    return parsed
+
+
+def seconds(value: float | None) -> int | float | None:
+    return int(value) if value is not None and float(value).is_integer() else value
+
+
+def call_text(job: Any) -> str:
+    """``hello("Ada", 3)`` or ``hello(name="Ada")``."""
+    if not isinstance(job, dict):
+        return repr(job)
+    arguments = job.get("arguments")
+    if isinstance(arguments, dict):
+        inner = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}"
+                          for k, v in arguments.items())
+    elif isinstance(arguments, list):
+        inner = ", ".join(json.dumps(v, ensure_ascii=False) for v in arguments)
+    else:
+        inner = ""
+    return f"{job.get('name')}({inner})"
+
+
+def clip(text: Any, width: int = 60) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def duration(ms: Any) -> str:
+    if not isinstance(ms, int | float) or isinstance(ms, bool):
+        return "-"
+    return f"{ms:.0f}ms" if ms < 1000 else f"{ms / 1000:.1f}s"
+
+
+def retry_text(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value} attempt{'s' if value != 1 else ''} after the first"
+    if isinstance(value, dict):
+        limit = value.get("limit", 1)
+        text = f"{limit} attempt{'s' if limit != 1 else ''} after the first"
+        if value.get("delay"):
+            text += f", {value['delay']}s apart ({value.get('backoff', 'fixed')})"
+        return text
+    return json.dumps(value)
+
+
+def run_outcome(run: dict) -> str:
+    if "error" in run:
+        error = run["error"]
+        return clip(error.get("message") if isinstance(error, dict) else error)
+    if "result" in run:
+        return clip(json.dumps(run["result"], ensure_ascii=False))
+    return ""
+
+
+def runs_table(runs: list[dict], indent: str = "") -> None:
+    rows = [(f"{indent}RUN", "ATTEMPT", "OUTCOME", "STARTED", "DURATION", "RESULT/ERROR")]
+    for run in runs:
+        rows.append((f"{indent}{run.get('number', '-')}", str(run.get("attempt", "-")),
+                     str(run.get("outcome", "-")), short(run.get("started")),
+                     duration(run.get("duration_ms")), run_outcome(run)))
+    echo_table(rows)
+
+
+# -- add -----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("job")
+@click.argument("args", nargs=-1)
+@click.option("-w", "--worker", envvar="AFTER_WORKER", required=True,
+              help="the worker name that runs it [env AFTER_WORKER]")
+@click.option("--at", metavar="WHEN",
+              help="now, +30s, +15m, +6h, +2d, or ISO 8601 (UTC unless it has an offset) "
+                   "[default: now; with --cron the first cron time]")
+@click.option("--every", metavar="INTERVAL",
+              help="repeat: 30s, 15m, 6h, 7d, 1w, 1M (month), 1y, 1h30m; an ISO 8601 "
+                   "duration (P1M7D); or a JSON object of units ('{\"days\": 7}')")
+@click.option("--cron", metavar="EXPR", help="repeat on a cron schedule ('0 9 * * 1-5')")
+@click.option("--tz", metavar="ZONE", help="the --cron time zone (IANA) [default: UTC]")
+@click.option("--limit", type=click.IntRange(1), help="a repeating task's number of runs")
+@click.option("--until", metavar="WHEN", help="a repeating task's last date (inclusive)")
+@click.option("--retry", metavar="N|JSON",
+              help="attempts after the first, or '{\"limit\": 3, \"delay\": 30, "
+                   "\"backoff\": \"exponential\"}'")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True),
+              help="seconds a run may take")
+@click.option("--max-delay", type=click.FloatRange(0, min_open=True),
+              help="seconds late after which a run is recorded as missed")
+@click.option("--id", "task_id", metavar="ID",
+              help="the task's id: creates it, or updates it when it exists (safe to run "
+                   "on every deploy)")
+@click.option("--kwargs", metavar="JSON", help="keyword arguments, a JSON object")
+@click.option("--json", "as_json", is_flag=True, help="print the task document")
+@click.pass_obj
+def add(cfg, job, args, worker, at, every, cron, tz, limit, until, retry, timeout, max_delay,
+        task_id, kwargs, as_json):
+    """Schedule JOB(task, ARGS...) on a worker; prints the task's id.
+
+    Each ARG is JSON when it parses as JSON (42, true, null, '"42"', '[1, 2]'), else a
+    string. Put -- before ARGS that start with a dash.
+    """
+    try:
+        check_worker_name(worker)
+    except ProcessError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--worker'") from None
+    if every is not None and every.lstrip().startswith("{"):
+        every = json_option(every, "--every")
+    if retry is not None:
+        try:
+            retry = int(retry)
+        except ValueError:
+            try:
+                parsed = json.loads(retry)
+            except ValueError:
+                parsed = None
+            if not isinstance(parsed, dict):
+                raise click.BadParameter(f"{retry!r} is not a number of attempts or a JSON "
+                                         "object", param_hint="'--retry'") from None
+            retry = parsed
+    kwargs_value = json_option(kwargs, "--kwargs")
+    if kwargs_value is not None and args:
+        raise click.BadParameter("cannot be combined with ARGS (a task passes a list or an "
+                                 "object)", param_hint="'--kwargs'")
+    with open_client(cfg) as client, refused(cron=cron is not None,
+                                            kwargs=kwargs is not None):
+        new_id = client.schedule(
+            job, *[json_or_text(a) for a in args], worker=worker, at=at, every=every,
+            cron=cron, tz=tz, limit=limit, until=until, retry=retry,
+            timeout=seconds(timeout), max_delay=seconds(max_delay), id=task_id,
+            kwargs=kwargs_value)
+        if as_json:
+            echo_json(client.get(new_id))
+        else:
+            click.echo(new_id)
+
+
+# -- show, tasks, runs ---------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("task_id", metavar="ID")
+@click.option("-n", "--runs", "count", type=click.IntRange(0, 1000), default=5,
+              show_default=True, help="last runs shown")
+@click.option("--json", "as_json", is_flag=True, help="one JSON document for scripts")
+@click.pass_obj
+def show(cfg, task_id, count, as_json):
+    """Show a task: its definition, status, next run times and last runs."""
+    with open_client(cfg) as client:
+        doc = client.get(task_id)
+        runs = client.runs(task_id, count) if count else []
+    upcoming = [format_date(d) for d in Client.next_runs(doc, 5)]
+    if as_json:
+        echo_json({"task": doc, "next_runs": upcoming, "runs": runs})
+        return
+    info = doc.get(rules.NS) if isinstance(doc.get(rules.NS), dict) else {}
+    rows: list[tuple] = [
+        ("task", doc["_id"]),
+        ("status", doc.get("status", "-")),
+        ("worker", doc.get("worker", "-")),
+        ("job", call_text(doc.get("job"))),
+        ("date", doc.get("date", "-")),
+    ]
+    if doc.get("repeat") is not None:
+        rows.append(("repeat", describe_repeat(doc["repeat"])))
+    if doc.get("retry") is not None:
+        rows.append(("retry", retry_text(doc["retry"])))
+    for key, label in (("timeout", "timeout"), ("max_delay", "max delay")):
+        if doc.get(key) is not None:
+            rows.append((label, f"{doc[key]}s"))
+    if info.get("owner"):
+        rows.append(("held by", info["owner"]))
+    if info.get("runs") or info.get("missed"):
+        rows.append(("runs", f"{info.get('runs', 0)} ({info.get('successes', 0)} done, "
+                             f"{info.get('failures', 0)} failed, {info.get('missed', 0)} "
+                             "missed)"))
+    if info.get("error"):
+        rows.append(("error", clip(info["error"], 200)))
+    for index, when in enumerate(upcoming):
+        rows.append(("next runs" if index == 0 else "", when))
+    echo_table(rows)
+    if runs:
+        click.echo("last runs:")
+        runs_table(runs, indent="  ")
+
+
+def _status_list(statuses: tuple[str, ...]) -> list[str] | None:
+    return list(statuses) or None
+
+
+@main.command()
+@click.option("-w", "--worker", help="only this worker's tasks")
+@click.option("-s", "--status", "statuses", multiple=True, type=click.Choice(rules.STATUSES),
+              help="only tasks in this status (repeatable)")
+@click.option("--job", help="only tasks of this job")
+@click.option("--before", metavar="WHEN", help="due before (now, +1d, ISO 8601)")
+@click.option("--after", metavar="WHEN", help="due at or after (now, +1d, ISO 8601)")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True,
+              help="tasks per page")
+@click.option("--page", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="the documents, as a JSON list")
+@click.pass_obj
+def tasks(cfg, worker, statuses, job, before, after, limit, page, as_json):
+    """List tasks, sorted by date."""
+    with open_client(cfg) as client, refused():
+        found = client.tasks(worker=worker, status=_status_list(statuses), job=job,
+                             before=before, after=after, limit=limit,
+                             skip=(page - 1) * limit)
+    if as_json:
+        echo_json(found)
+        return
+    if not found:
+        click.echo("no tasks" if page == 1 else f"no tasks on page {page}")
+        return
+    rows = [("ID", "STATUS", "WORKER", "DATE", "JOB", "REPEAT")]
+    for doc in found:
+        rows.append((doc["_id"], str(doc.get("status")), str(doc.get("worker")),
+                     str(doc.get("date")), clip(call_text(doc.get("job")), 40),
+                     describe_repeat(doc.get("repeat"))))
+    echo_table(rows)
+
+
+@main.command()
+@click.argument("task_id", metavar="ID")
+@click.option("-n", "--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="how many (the newest)")
+@click.option("--json", "as_json", is_flag=True, help="the run records, as a JSON list")
+@click.pass_obj
+def runs(cfg, task_id, limit, as_json):
+    """List a task's runs, newest first."""
+    with open_client(cfg) as client:
+        client.get(task_id)  # an unknown task is an error, not an empty list
+        found = client.runs(task_id, limit)
+    if as_json:
+        echo_json(found)
+        return
+    if not found:
+        click.echo(f"{task_id} has not run yet")
+        return
+    runs_table(found)
+
+
+# -- cancel, reschedule --------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("task_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="print the task document")
+@click.pass_obj
+def cancel(cfg, task_id, as_json):
+    """Cancel a task (a worker holding it drops it; a running job finishes first)."""
+    with open_client(cfg) as client, refused():
+        doc = client.cancel(task_id)
+    if as_json:
+        echo_json(doc)
+    elif doc["status"] == rules.CANCELED:
+        click.echo(f"{task_id} canceled")
+    else:
+        click.echo(f"{task_id}: cancel requested (a worker holds it and will cancel it)")
+
+
+@main.command()
+@click.argument("task_id", metavar="ID")
+@click.option("--at", metavar="WHEN", help="now, +15m, ISO 8601 [default: now]")
+@click.option("--all", "any_status", is_flag=True,
+              help="whatever its status (by default only a task in error)")
+@click.option("--json", "as_json", is_flag=True, help="print the task document")
+@click.pass_obj
+def reschedule(cfg, task_id, at, any_status, as_json):
+    """Run a failed task again (at WHEN); --all for a task in any status."""
+    with open_client(cfg) as client, refused():
+        doc = client.reschedule(task_id, at=at, all=any_status)
+    if as_json:
+        echo_json(doc)
+    else:
+        click.echo(f"{task_id} rescheduled for {doc['date']} ({doc['status']})")
+
+
+# -- jobs ----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="one JSON list for scripts")
+@click.pass_obj
+def jobs(cfg, as_json):
+    """List the jobs: built-in ones and those found in the jobs folder."""
+    if not cfg.jobs.is_dir():
+        raise Failure(f"the jobs folder {cfg.jobs} does not exist (set AFTER_JOBS or 'jobs' "
+                      "in config.json)")
+    infos = JobRegistry(cfg.jobs).list()
+    if as_json:
+        echo_json([{"name": i.name, "source": i.source, "signature": i.signature,
+                    "doc": i.doc, "error": i.error} for i in infos])
+        return
+    rows = [("NAME", "SOURCE", "SIGNATURE", "DESCRIPTION")]
+    for info in infos:
+        rows.append((info.name, relative(info.source), info.signature,
+                     f"error: {info.error}" if info.error else info.doc))
+    echo_table(rows)
+
+
+def relative(source: str) -> str:
+    try:
+        return str(Path(source).relative_to(Path.cwd()))
+    except ValueError:
+        return source
+

@@ -1,0 +1,504 @@
+"""A small Python client for tasks: schedule, inspect, cancel and reschedule them.
+
+::
+
+    from after.client import Client
+
+    with Client("http://127.0.0.1:5984", "tasks") as client:
+        task_id = client.schedule("hello", "Ada", worker="billing", at="+15m")
+        client.get(task_id)["status"]          # 'waiting'
+
+A task is the JSON document of DESIGN.md; the client only builds it, checks it with
+:func:`after.task.parse` (the validator the worker uses, so a task the client accepts is one
+the worker can run and a bad one is refused before it is written, with the same message),
+and writes it with ``_rev``. A write that conflicts (409) is re-read and decided again,
+never forced.
+
+Errors: :class:`~after.task.TaskError` (a ``ValueError``) for a task or an argument that
+cannot be used, the message naming the field; :class:`StateError` (a ``ValueError``) for an
+operation the task's status does not allow; :class:`TaskNotFound` (a
+:class:`~after.store.NotFound`) for an unknown id; the store's other typed errors
+(:class:`~after.store.Unavailable`, ...) as they come.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import re
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
+from itertools import islice
+from typing import Any
+
+from . import config as config_module
+from . import task as rules
+from .dates import DateError, format_date, parse_date, parse_when, utcnow
+from .jobs import JobError, check_name
+from .process import ProcessError
+from .process import check_name as check_worker_name
+from .repeat import CronRule, RepeatError, parse_repeat
+from .store import Conflict, Forbidden, NotFound, Store, StoreError
+from .task import TaskError
+
+__all__ = ["Client", "StateError", "TaskError", "TaskNotFound", "every_units"]
+
+#: The top-level fields a task's definition consists of; ``schedule`` owns them.
+DEFINITION = ("worker", "date", "job", "repeat", "retry", "timeout", "max_delay")
+#: How many times a write that conflicts is re-read and retried before giving up.
+MAX_CONFLICTS = 20
+
+_SHORTHAND_RE = re.compile(r"(?:[0-9]+(?:ms|[yMwdhms]))+")
+_SHORTHAND_PART_RE = re.compile(r"([0-9]+)(ms|[yMwdhms])")
+_SHORTHAND_UNITS = {
+    "y": "years", "M": "months", "w": "weeks", "d": "days",
+    "h": "hours", "m": "minutes", "s": "seconds", "ms": "milliseconds",
+}
+
+
+class StateError(ValueError):
+    """The task's status does not allow the operation; the message says why."""
+
+
+class TaskNotFound(NotFound):
+    """No task has that id."""
+
+
+def every_units(text: str) -> dict:
+    """``"7d"``, ``"1h30m"``, ``"1M"`` (months; ``m`` is minutes) as After's object of units.
+
+    Raises TaskError for anything else. A unit may appear once.
+    """
+    if not isinstance(text, str) or not _SHORTHAND_RE.fullmatch(text):
+        raise TaskError(f"every: {text!r} is not an interval like 30s, 15m, 6h, 7d, 1M, 1y, "
+                        "1h30m or an ISO 8601 duration like P1D")
+    units: dict[str, int] = {}
+    for number, unit in _SHORTHAND_PART_RE.findall(text):
+        name = _SHORTHAND_UNITS[unit]
+        if name in units:
+            raise TaskError(f"every: {text!r} gives {unit!r} twice")
+        units[name] = int(number)
+    return units
+
+
+def _when(value: Any, field: str, now: datetime) -> datetime | None:
+    """``value`` (None, an aware or naive-UTC datetime, ``now``, ``+15m`` or ISO 8601)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return parse_date(format_date(value))
+    try:
+        return parse_when(value, now, field)
+    except DateError as exc:
+        raise TaskError(str(exc)) from None
+
+
+def _every(every: Any, cron: str | None, tz: str | None, limit: Any, until: Any,
+           now: datetime) -> Any:
+    """The ``repeat`` field for the keyword arguments of :meth:`Client.schedule`."""
+    if every is not None and cron is not None:
+        raise TaskError("every: give every or cron, not both")
+    if tz is not None and cron is None:
+        raise TaskError("tz: applies to cron only")
+    if every is None and cron is None:
+        if limit is not None:
+            raise TaskError("limit: applies to a repeating task only (every or cron)")
+        if until is not None:
+            raise TaskError("until: applies to a repeating task only (every or cron)")
+        return None
+    extra: dict = {}
+    if limit is not None:
+        extra["limit"] = limit
+    if until is not None:
+        extra["until"] = format_date(_when(until, "until", now))
+    if cron is not None:
+        return {"cron": cron, **({"tz": tz} if tz is not None else {}), **extra}
+    if isinstance(every, timedelta):
+        if every % timedelta(milliseconds=1):
+            raise TaskError(f"every: {every} is not a whole number of milliseconds")
+        every = {"milliseconds": every // timedelta(milliseconds=1)}
+    elif isinstance(every, int) and not isinstance(every, bool):
+        every = {"seconds": every}
+    elif isinstance(every, str):
+        if every.startswith("P"):
+            return {"every": every, **extra} if extra else every
+        every = every_units(every)
+    elif not isinstance(every, dict):
+        raise TaskError("every: expected an object of units, an ISO 8601 duration, a "
+                        f"shorthand like 7d, seconds or a timedelta, not {every!r}")
+    return {**every, **extra}
+
+
+def _held(doc: dict) -> bool:
+    """True when a worker process holds (or runs) the task: it must apply a change itself."""
+    status = doc.get("status")
+    info = doc.get(rules.NS) if isinstance(doc.get(rules.NS), dict) else {}
+    return status in (rules.SCHEDULED, rules.RUNNING) or (
+        status in (rules.RESCHEDULE, rules.CANCEL) and bool(info.get("owner")))
+
+
+def _instant(value: Any) -> datetime | None:
+    try:
+        return parse_date(value)
+    except DateError:
+        return None
+
+
+def _order(doc: dict) -> tuple:
+    instant = _instant(doc.get("date"))
+    return (instant is None, instant or datetime.min, doc.get("_id", ""))
+
+
+def check(doc: dict) -> rules.Spec:
+    """What the worker checks, plus the names it would refuse later (raises TaskError)."""
+    spec = rules.parse(doc)
+    try:
+        check_worker_name(doc["worker"])
+    except ProcessError as exc:
+        raise TaskError(f"worker: {exc}") from None
+    try:
+        check_name(spec.job)
+    except JobError as exc:
+        raise TaskError(str(exc)) from None
+    return spec
+
+
+class Client:
+    """Tasks in one database: ``Client(url, db)``, or the configuration's defaults
+    (``config.json`` and ``AFTER_*`` variables, see :mod:`after.config`)."""
+
+    def __init__(self, url: str | None = None, db: str | None = None, *,
+                 config: config_module.Config | None = None, retries: int = 4):
+        if url is None or db is None:
+            config = config or config_module.load()
+        self.url = url or config.url
+        self.db = db or config.db
+        self.runs_db = f"{self.db}_runs"
+        self.store = Store(self.url, self.db, retries=retries)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Client {self.store.safe_url}/{self.db}>"
+
+    # -- creating and updating ---------------------------------------------------------------
+
+    def schedule(self, job: str, *args: Any, worker: str, at: datetime | str | None = None,
+                 every: Any = None, cron: str | None = None, tz: str | None = None,
+                 limit: int | None = None, until: datetime | str | None = None,
+                 retry: int | dict | None = None, timeout: float | None = None,
+                 max_delay: float | None = None, id: str | None = None,
+                 kwargs: dict | None = None) -> str:
+        """Schedule ``job(task, *args, **kwargs)`` on ``worker``; returns the task's id.
+
+        ``at``: a datetime (naive means UTC), ``"now"``, ``"+15m"`` (``s m h d w ms``) or
+        ISO 8601; default now. With ``cron`` the first run is the first cron time at or
+        after ``at``. ``every``: an object of After units (``{"days": 7}``), an ISO 8601
+        duration (``"P7D"``), a shorthand (``"7d"``, ``"1h30m"``, ``"1M"`` is a month),
+        seconds (int) or a timedelta. ``cron`` with ``tz`` (IANA, default UTC). ``limit``
+        (runs) and ``until`` end a repeating task. ``retry``: attempts after the first, or
+        ``{"limit", "delay", "backoff"}``. ``timeout`` and ``max_delay`` in seconds.
+        Positional ``args`` or ``kwargs``, not both (a task passes a list or an object).
+
+        With ``id`` it is an upsert, safe to run on every deploy:
+
+        - no task has that id: it is created;
+        - the task exists: its definition (``worker date job repeat retry timeout
+          max_delay``) is replaced and everything else kept: other user fields and the
+          worker's ``after`` counters (runs, successes, failures, last run). When nothing in
+          the definition changes, nothing is written.
+        - its ``date`` is kept when ``at`` is not given, and for a repeating task whose rule
+          is unchanged when ``at`` is its series' first date (``after.anchor``): a deploy
+          does not restart a series nor rerun a finished task. A new date or rule starts a
+          new series (the anchor and the count toward ``limit`` restart).
+        - status: when a worker process holds or runs the task (``scheduled``, ``running``,
+          or a ``cancel``/``reschedule`` not yet applied), ``reschedule``, so the worker
+          re-reads it (a running job finishes first); otherwise (``waiting``, ``done``,
+          ``error``, ``canceled``) ``waiting``, so it runs under its new definition.
+
+        Raises TaskError (a ValueError naming the field) before writing anything when the
+        task could not run.
+        """
+        now = utcnow()
+        if args and kwargs is not None:
+            raise TaskError("job.arguments: give positional arguments or kwargs, not both "
+                            "(a task passes a list or an object)")
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise TaskError(f"job.arguments: kwargs must be a dict, not {kwargs!r}")
+        if id is not None and (not isinstance(id, str) or not id or id.startswith("_")):
+            raise TaskError(f"id: {id!r} is not a task id (a non-empty string not starting "
+                            "with _)")
+        repeat = _every(every, cron, tz, limit, until, now)
+        start = _when(at, "at", now)
+        doc: dict = {
+            "_id": id or uuid.uuid4().hex,
+            "worker": worker,
+            "date": None,
+            "job": {"name": job, "arguments": kwargs if kwargs is not None else list(args)},
+            "status": rules.WAITING,
+        }
+        optional = {"repeat": repeat, "retry": retry, "timeout": timeout,
+                    "max_delay": max_delay}
+        doc.update({k: v for k, v in optional.items() if v is not None})
+        doc["date"] = format_date(start or now)
+        spec = check(doc)
+        if isinstance(spec.repeat, CronRule):
+            first = (start or now) - timedelta(microseconds=1)
+            found = spec.repeat.upcoming(first, first, 1)
+            if not found:
+                raise TaskError(f"repeat: cron {spec.repeat.expr!r} has no time after "
+                                f"{doc['date']}")
+            doc["date"] = format_date(found[0])
+        try:
+            json.dumps(doc, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise TaskError(f"job.arguments: not JSON ({exc})") from None
+        if id is None:
+            self._write(doc)
+            return doc["_id"]
+        for _ in range(MAX_CONFLICTS):
+            current = self.store.get_or_none(id)
+            try:
+                if current is None:
+                    self._write(doc)
+                else:
+                    new = self._upsert(current, doc, date_given=start is not None)
+                    if new is not None:
+                        self._write(new)
+                return id
+            except Conflict:
+                continue  # changed meanwhile: read it again and decide again
+        raise StoreError(f"task {id}: gave up after {MAX_CONFLICTS} conflicting writes")
+
+    def _upsert(self, current: dict, wanted: dict, *, date_given: bool) -> dict | None:
+        """The document to write over ``current`` for ``schedule(id=...)``, or None when the
+        definition is unchanged (see :meth:`schedule`)."""
+        new = {k: v for k, v in current.items() if k not in DEFINITION}
+        new.update({k: v for k, v in wanted.items() if k in DEFINITION})
+        info = dict(current[rules.NS]) if isinstance(current.get(rules.NS), dict) else {}
+        old_date = _instant(current.get("date"))
+        same_rule = current.get("repeat") == wanted.get("repeat")
+        if old_date is not None:
+            if not date_given:
+                new["date"] = current["date"]
+            elif same_rule and wanted.get("repeat") is not None:
+                first = _instant(info.get("anchor")) or old_date
+                if first == _instant(wanted["date"]):
+                    new["date"] = current["date"]
+        if all(new.get(k) == current.get(k) for k in DEFINITION):
+            return None
+        if not same_rule or new["date"] != current.get("date"):
+            for key in ("anchor", "occurrences", "next_run"):
+                info.pop(key, None)
+        if _held(current):
+            new["status"] = rules.RESCHEDULE
+        else:
+            new["status"] = rules.WAITING
+            info["attempt"] = 0
+            for key in ("error", "canceled", "retry_at", "owner", "claimed", "due"):
+                info.pop(key, None)
+        if info or rules.NS in current:
+            new[rules.NS] = info
+        check(new)
+        return new
+
+    def _write(self, doc: dict) -> None:
+        try:
+            self.store.put(doc)
+        except Forbidden as exc:  # the database's validate_doc_update said no
+            raise TaskError(str(exc)) from None
+        except NotFound:
+            raise NotFound(f"the database {self.db} does not exist at {self.store.safe_url} "
+                           "(run `after setup`)") from None
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def get(self, id: str) -> dict:
+        """The task document; raises TaskNotFound."""
+        try:
+            return self.store.get(id)
+        except NotFound:
+            if not self.store.database_exists():
+                raise NotFound(f"the database {self.db} does not exist at "
+                               f"{self.store.safe_url} (run `after setup`)") from None
+            raise TaskNotFound(f"no task {id!r} in {self.db}") from None
+
+    def runs(self, id: str, limit: int = 20) -> list[dict]:
+        """The task's last ``limit`` run records, newest first."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise TaskError(f"limit: must be a positive integer, not {limit!r}")
+        docs, _ = self.store.find({"task": id, "number": {"$gt": None}}, db=self.runs_db,
+                                  sort=[{"task": "desc"}, {"number": "desc"}], limit=limit)
+        docs.sort(key=lambda r: (r.get("number", 0), r.get("started") or ""), reverse=True)
+        return docs
+
+    def tasks(self, worker: str | None = None, status: str | Iterable[str] | None = None,
+              job: str | None = None, before: datetime | str | None = None,
+              after: datetime | str | None = None, limit: int = 50,
+              skip: int = 0) -> list[dict]:
+        """Tasks sorted by ``date`` (then id): due at or after ``after`` and before
+        ``before`` (datetimes, ``now``, ``+1d`` or ISO 8601), filtered by worker, status (one
+        or several) and job name; ``limit`` of them after skipping ``skip``.
+
+        Uses the ``[worker, status, date]`` and ``[status, date]`` indexes, one query per
+        status merged in date order, so the cost grows with ``skip + limit``, not with the
+        database. Dates are compared as instants (whatever their offset).
+        """
+        now = utcnow()
+        if isinstance(status, str) or status is None:
+            statuses = list(rules.STATUSES) if status is None else [status]
+        else:
+            statuses = list(status)
+        for value in statuses:
+            if value not in rules.STATUSES:
+                raise TaskError(f"status: {value!r} is not one of {', '.join(rules.STATUSES)}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise TaskError(f"limit: must be a positive integer, not {limit!r}")
+        if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+            raise TaskError(f"skip: must be 0 or a positive integer, not {skip!r}")
+        low, high = _when(after, "after", now), _when(before, "before", now)
+        # Strings sort as instants only in one offset: widen by a day, then compare exactly.
+        dates: dict = {"$gt": None}
+        if low is not None:
+            dates["$gte"] = format_date(low - timedelta(days=1))[:10]
+        if high is not None:
+            dates["$lt"] = format_date(high + timedelta(days=1))[:10] + "~"
+        page = min(500, skip + limit)
+        streams = []
+        for value in dict.fromkeys(statuses):
+            selector: dict = {"status": value, "date": dates}
+            sort = [{"status": "asc"}, {"date": "asc"}]
+            if worker is not None:
+                selector = {"worker": worker, **selector}
+                sort.insert(0, {"worker": "asc"})
+            if job is not None:
+                selector["job.name"] = job
+            streams.append(self.store.find_all(selector, sort=sort, page=page))
+
+        def within(doc: dict) -> bool:
+            instant = _instant(doc.get("date"))
+            if instant is None:
+                return low is None and high is None
+            return (low is None or instant >= low) and (high is None or instant < high)
+
+        found: Iterator[dict] = filter(within, heapq.merge(*streams, key=_order))
+        return list(islice(found, skip, skip + limit))
+
+    # -- changing the state ------------------------------------------------------------------
+
+    def cancel(self, id: str) -> dict:
+        """Cancel the task; returns the document written.
+
+        ``waiting`` (no worker holds it): ``canceled`` at once. Held or running: ``cancel``,
+        which the worker holding it turns into ``canceled`` (a running job finishes first).
+        Already ``cancel``: unchanged. ``done``, ``error`` or ``canceled``: StateError.
+        """
+        for _ in range(MAX_CONFLICTS):
+            doc = self.get(id)
+            status = doc.get("status")
+            if status in rules.FINISHED:
+                raise StateError(f"task {id} is {status}: there is nothing to cancel")
+            if status == rules.CANCEL:
+                return doc
+            if _held(doc):
+                new = {**doc, "status": rules.CANCEL}
+            else:
+                new = rules.cancel(doc, utcnow())
+            try:
+                self.store.put(new)
+                return new
+            except Conflict:
+                continue
+        raise StoreError(f"task {id}: gave up after {MAX_CONFLICTS} conflicting writes")
+
+    def reschedule(self, id: str, at: datetime | str | None = None, all: bool = False) -> dict:
+        """Run the task again at ``at`` (default now); returns the document written.
+
+        Only a task in ``error``, unless ``all`` (then any status, a ``done`` or ``canceled``
+        one included). Writes the new ``date`` and ``waiting``, or ``reschedule`` when a
+        worker process holds or runs it (it re-reads the date; a running job finishes
+        first). The attempt count and the error are cleared; a repeating task that already
+        ran keeps its series (``after.anchor``): only its next run moves.
+        """
+        now = utcnow()
+        date = _when(at, "at", now) or now
+        for _ in range(MAX_CONFLICTS):
+            doc = self.get(id)
+            status = doc.get("status")
+            if not all and status != rules.ERROR:
+                raise StateError(f"task {id} is {status}, not error: reschedule it with "
+                                 "--all (all=True) to run it again anyway")
+            new = dict(doc)
+            info = dict(doc[rules.NS]) if isinstance(doc.get(rules.NS), dict) else {}
+            new["date"] = format_date(date)
+            if _held(doc):
+                new["status"] = rules.RESCHEDULE
+            else:
+                new["status"] = rules.WAITING
+                info["attempt"] = 0
+                for key in ("error", "canceled", "retry_at", "owner", "claimed", "due",
+                            "next_run"):
+                    info.pop(key, None)
+            if info or rules.NS in doc:
+                new[rules.NS] = info
+            check(new)
+            try:
+                self.store.put(new)
+                return new
+            except Forbidden as exc:
+                raise TaskError(str(exc)) from None
+            except Conflict:
+                continue
+        raise StoreError(f"task {id}: gave up after {MAX_CONFLICTS} conflicting writes")
+
+    # -- helpers for display ----------------------------------------------------------------
+
+    @staticmethod
+    def next_runs(doc: dict, count: int = 5) -> list[datetime]:
+        """The task's next ``count`` run times (empty when it will not run again).
+
+        The first is its ``date`` (or, while a retry waits, ``after.due``); a repeating task's
+        further ones follow its rule from its series' anchor, within ``limit`` and ``until``.
+        """
+        status = doc.get("status")
+        if status not in rules.RUNNABLE:
+            return []
+        try:
+            spec = rules.parse(doc)
+        except TaskError:
+            return []
+        info = doc.get(rules.NS) if isinstance(doc.get(rules.NS), dict) else {}
+        first = spec.date
+        if status == rules.SCHEDULED and _instant(info.get("due")) is not None:
+            first = _instant(info["due"])
+        runs = [first]
+        rule = spec.repeat
+        if rule is None:
+            return runs
+        left = None
+        if rule.limit is not None:
+            left = rule.limit - int(info.get("occurrences", 0) or 0)
+        anchor = _instant(info.get("anchor")) or spec.date
+        runs += rule.upcoming(anchor, spec.date, count - 1)
+        if rule.until is not None:
+            runs = [r for r in runs if r <= rule.until]
+        if left is not None:
+            runs = runs[:max(left, 0)]
+        return runs[:count]
+
+
+def describe_repeat(value: Any) -> str:
+    """Human text for a ``repeat`` field ("" for none, the error for a bad one)."""
+    try:
+        rule = parse_repeat(value)
+    except (RepeatError, DateError) as exc:
+        return f"invalid ({exc})"
+    return rule.describe() if rule is not None else ""
