@@ -239,7 +239,18 @@ def start(cfg, name, background, metrics_port, **settings):
         code = run_worker(cfg, name, options, metrics_port)
     finally:
         pidfile.release()
-    sys.exit(code)
+    exit_now(code)
+
+
+def exit_now(code: int) -> None:
+    """Exit without waiting for job threads: a job still running after the grace period (or
+    a second Ctrl+C) has been recorded as interrupted and handed back already."""
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def run_worker(cfg, name, options, metrics_port, on_ready=None) -> int:
@@ -297,7 +308,7 @@ def start_background(cfg, name, options, pidpath: Path, logfile: Path, metrics_p
             except OSError:
                 pass
             raise
-        os._exit(code)
+        exit_now(code)
 
     import logging
 

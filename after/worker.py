@@ -20,6 +20,7 @@ running one is recorded as ``interrupted`` and run again (at least once).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import queue
@@ -43,6 +44,7 @@ from .timer import Timer
 log = logging.getLogger("after.worker")
 
 SEEN_LIMIT = 100_000  # task revisions remembered to ignore stale feed events
+DEFER = "\x00claim:"  # timer keys of deferred claims (task ids cannot hold a NUL... in practice)
 
 
 @dataclass
@@ -57,6 +59,7 @@ class Settings:
     grace: float = 30.0  # on stop, how long running jobs may take to finish
     keep_runs: int = 100  # run records kept per task
     batch: int = 500  # most documents written in one request
+    claim_delay: float = 1.0  # a task's non-preferred processes wait this long to claim it
     feed_heartbeat: float = 5.0
 
 
@@ -110,9 +113,10 @@ class Worker:
         self.stop_now = threading.Event()
         self.pending: list[Write] = []
         self.seen: OrderedDict[str, int] = OrderedDict()
+        self.deferred: dict[str, tuple[dict, rules.Spec, datetime]] = {}
         self.pending_runs: list[dict] = []
         self.live: dict[str, float] = {}  # other processes of this name: id -> expires (ms)
-        self.live_checked = 0.0
+        self.dead_checked: dict[str, float] = {}  # owners found dead: id -> when (time.time)
         self.heartbeat_rev: str | None = None
         self.lease_until_ms = 0
         self.next_heartbeat = 0.0
@@ -268,8 +272,7 @@ class Worker:
         if status in (rules.WAITING, rules.RESCHEDULE):
             self._drop(docid)
             if to_ms(spec.date) <= to_ms(now) + self.settings.horizon * 1000:
-                return [Write("claim", rules.claim(doc, self.id, spec.date, now),
-                              extra={"spec": spec})]
+                return self._claim_or_defer(doc, spec, spec.date, now)
             if status == rules.RESCHEDULE:
                 return [Write("park", rules.hand_back(doc))]
             return []
@@ -284,8 +287,7 @@ class Worker:
             self._drop(docid)
             if not self._alive(owner):
                 log.info("taking over %s from %s (lease expired)", docid, owner)
-                return [Write("claim", rules.claim(doc, self.id, due, now),
-                              extra={"spec": spec})]
+                return self._claim_or_defer(doc, spec, due, now)
             return []
 
         if status == rules.RUNNING:
@@ -346,8 +348,46 @@ class Worker:
         if held is not None and not held.running:
             del self.held[docid]
             self.timer.remove(docid)
+        if self.deferred.pop(docid, None) is not None:
+            self.timer.remove(DEFER + docid)
+
+    # Sharing: every process of a name computes the same preferred process for each task
+    # (rendezvous hashing over the live processes), which claims it at once; the others wait
+    # ``claim_delay`` and claim it only if nobody has (it died, or is not known yet). Claims
+    # stay exact through ``_rev`` either way; this only spreads the work and saves conflicts.
+
+    def _preferred(self, docid: str) -> bool:
+        now_ms = to_ms(utcnow())
+        live = [p for p, expires in self.live.items() if expires > now_ms] + [self.id]
+        if len(live) == 1:
+            return True
+
+        def weight(process: str) -> bytes:
+            return hashlib.blake2b(f"{process}|{docid}".encode(), digest_size=8).digest()
+
+        return max(set(live), key=weight) == self.id
+
+    def _claim_or_defer(self, doc: dict, spec: rules.Spec, due: datetime,
+                        now: datetime) -> list[Write]:
+        if self._preferred(doc["_id"]):
+            return [Write("claim", rules.claim(doc, self.id, due, now), extra={"spec": spec})]
+        self.deferred[doc["_id"]] = (doc, spec, due)
+        self.timer.add(DEFER + doc["_id"], to_ms(now) + int(self.settings.claim_delay * 1000),
+                       None)
+        return []
+
+    def _on_deferred(self, docid: str) -> list[Write]:
+        entry = self.deferred.pop(docid, None)
+        if entry is None:
+            return []
+        doc, spec, due = entry
+        if self.seen.get(docid, 0) > rules.rev_number(doc.get("_rev")):
+            return []  # it changed meanwhile (claimed elsewhere, most likely): nothing to do
+        return [Write("claim", rules.claim(doc, self.id, due, utcnow()), extra={"spec": spec})]
 
     def on_fire(self, docid: str) -> list[Write]:
+        if docid.startswith(DEFER):
+            return self._on_deferred(docid[len(DEFER):])
         held = self.held.get(docid)
         if held is None or held.running:
             return []
@@ -662,9 +702,16 @@ class Worker:
             except ValueError:
                 continue
         self.live = live
-        self.live_checked = time.time()
+        self.dead_checked.clear()
 
     def _alive(self, owner: str | None) -> bool:
+        """Is the process ``owner`` alive (its heartbeat not expired)?
+
+        The registry cache answers "alive"; "dead" is only ever concluded from a fresh read of
+        that process's own heartbeat document (a process started a moment ago is not in the
+        cache yet), and remembered for a second so a dead process's many tasks cost one read.
+        When the registry cannot be read, the answer is "alive": never take over on a guess.
+        """
         if not owner:
             return False
         if owner == self.id:
@@ -672,9 +719,24 @@ class Worker:
         now_ms = to_ms(utcnow())
         if self.live.get(owner, 0) > now_ms:
             return True
-        if time.time() - self.live_checked > 1.0:
-            self._refresh_live()  # it may be a process we have not heard of yet
-        return self.live.get(owner, 0) > now_ms
+        checked = self.dead_checked.get(owner)
+        if checked is not None and time.time() - checked < 1.0:
+            return False
+        try:
+            beat = self.store.get_or_none(owner, db=self.workers_db)
+        except StoreError:
+            return True
+        expires = 0
+        if beat is not None:
+            try:
+                expires = to_ms(parse_date(beat.get("expires"), "expires"))
+            except ValueError:
+                expires = 0
+            self.live[owner] = expires
+        if expires > now_ms:
+            return True
+        self.dead_checked[owner] = time.time()
+        return False
 
     # -- polling the due view ----------------------------------------------------------------
 
@@ -762,7 +824,7 @@ class Worker:
             log.error("%d task update(s) could not be written before exit; their leases "
                       "will expire and another process will take them", len(self.pending))
         log.info("worker %s stopped", self.name)
-        return 0
+        return 130 if self.stop_now.is_set() else 0
 
 
 __all__ = ["Settings", "Worker", "Unavailable"]

@@ -1,0 +1,126 @@
+"""The CLI in subprocesses, against the session's real server.
+
+Every process a test starts is recorded and killed by pid when the test ends, whatever
+happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from after import schema
+from after.dates import format_date, utcnow
+from after.process import pid_files
+from after.store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Cli:
+    def __init__(self, url: str, db: str, home: Path, cwd: Path):
+        self.url, self.db, self.home, self.cwd = url, db, home, cwd
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("AFTER_")},
+            "AFTER_COUCHDB_URL": url,
+            "AFTER_DB": db,
+            "AFTER_HOME": str(home),
+            "AFTER_JOBS": str(ROOT / "jobs"),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.spawned: list[subprocess.Popen] = []
+
+    def run(self, *args: str, timeout: float = 60, **env) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "after", *args], cwd=self.cwd, env={**self.env, **env},
+            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        )
+
+    def spawn(self, *args: str, **env) -> subprocess.Popen:
+        """A long-running command (a foreground worker) whose output goes to a file."""
+        out = open(self.home / f"spawn-{len(self.spawned)}.out", "w")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "after", *args], cwd=self.cwd, env={**self.env, **env},
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        self.spawned.append(process)
+        return process
+
+    def kill_all(self) -> None:
+        for process in self.spawned:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+        for pidfile in pid_files(self.home):  # background workers started with -b
+            if pidfile.running and pidfile.pid:
+                try:
+                    os.kill(pidfile.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+@pytest.fixture
+def cli(couch_url, db_name, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    c = Cli(couch_url, db_name, home, tmp_path)
+    with Store(couch_url, db_name) as store:
+        schema.setup(store)
+    yield c
+    c.kill_all()
+    with Store(couch_url, db_name) as store:
+        for db in (db_name, f"{db_name}_runs", f"{db_name}_workers"):
+            try:
+                store.delete_database(db)
+            except Exception:
+                pass
+
+
+@pytest.fixture
+def tasks(couch_url, db_name, cli):
+    with Store(couch_url, db_name) as store:
+        yield store
+
+
+def task_doc(docid, worker, path, delay=0.0, **fields):
+    return {
+        "_id": docid,
+        "worker": worker,
+        "date": format_date(utcnow() + timedelta(seconds=delay)),
+        "job": {"name": "record", "arguments": [str(path)]},
+        "status": "waiting",
+        **fields,
+    }
+
+
+def recorded(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def wait_for(predicate, timeout: float = 30, what: str = "condition", interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """Asserts the failure is one line on stderr, no traceback; returns it."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]

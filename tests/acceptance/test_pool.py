@@ -1,0 +1,164 @@
+"""Many processes per worker name: exactly-once claims, crash recovery, server restarts.
+
+Every process is started by the test and killed by pid. Figures (tasks, duplicates, recovery
+delays) are printed: run with ``-s`` to see them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+
+from after import schema
+from after.dates import format_date, parse_date, utcnow
+from after.process import pid_files
+from after.store import Store
+
+from .conftest import Cli, recorded, task_doc, wait_for
+
+POOL = ("--poll", "1", "--heartbeat", "0.5", "--lease", "3")
+
+SLOW_RECORD = '''
+import json, os, time
+from datetime import UTC, datetime
+
+
+def slow_record(task, path, seconds):
+    """Record the run, then take a while."""
+    line = json.dumps({"id": task.id, "attempt": task.attempt, "pid": os.getpid(),
+                       "at": datetime.now(UTC).isoformat()}) + "\\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.write(fd, line.encode())
+    os.close(fd)
+    time.sleep(seconds)
+    return "slept"
+'''
+
+
+def start_pool(cli, name, count, *extra):
+    processes = [cli.spawn("start", name, *POOL, *extra) for _ in range(count)]
+    wait_for(lambda: sum(f.running for f in pid_files(cli.home, name)) == count,
+             what=f"{count} processes")
+    wait_for(lambda: all(f"worker {name} ready" in p.read_text()
+                         for p in cli.home.glob("spawn-*.out")), what="ready")
+    time.sleep(1)  # one heartbeat (0.5s) and more: every process knows the others
+    return processes
+
+
+def test_three_processes_share_hundreds_of_tasks_exactly_once(cli, tasks, tmp_path):
+    out = tmp_path / "runs.jsonl"
+    start_pool(cli, "pool", 3)
+    docs = [task_doc(f"t{i:03}", "pool", out, delay=1 + (i % 20) / 10) for i in range(300)]
+    for start in range(0, 300, 100):
+        tasks.bulk_docs(docs[start:start + 100])
+    wait_for(lambda: len(recorded(out)) >= 300, timeout=60, what="300 runs")
+    time.sleep(2)  # a duplicate would show up now
+    runs = recorded(out)
+    per_task = Counter(r["id"] for r in runs)
+    per_process = Counter(r["pid"] for r in runs)
+    duplicates = sum(n - 1 for n in per_task.values())
+    print(f"\n[pool] tasks=300 runs={len(runs)} duplicates={duplicates} "
+          f"per process={sorted(per_process.values())}")
+    assert duplicates == 0
+    assert len(per_task) == 300
+    assert len(per_process) == 3 and min(per_process.values()) >= 30  # the work is shared
+    done = list(tasks.find_all({"status": "done"}))
+    assert len(done) == 300
+
+
+def test_tasks_held_by_a_killed_process_run_on_another(cli, tasks, tmp_path):
+    out = tmp_path / "runs.jsonl"
+    [holder] = start_pool(cli, "crash", 1)
+    due = utcnow() + timedelta(seconds=3)
+    for i in range(20):
+        tasks.put({**task_doc(f"h{i}", "crash", out), "date": format_date(due)})
+    wait_for(lambda: all(tasks.get(f"h{i}")["status"] == "scheduled" for i in range(20)),
+             what="all held")
+    owners = {tasks.get(f"h{i}")["after"]["owner"] for i in range(20)}
+    assert len(owners) == 1 and f":{holder.pid}:" in owners.pop()
+    [survivor] = [cli.spawn("start", "crash", *POOL)]
+    wait_for(lambda: sum(f.running for f in pid_files(cli.home, "crash")) == 2, what="two")
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(10)
+    wait_for(lambda: len(recorded(out)) >= 20, timeout=30, what="20 runs")
+    time.sleep(1)
+    runs = recorded(out)
+    assert sorted(r["id"] for r in runs) == sorted(f"h{i}" for i in range(20))
+    assert {r["pid"] for r in runs} == {survivor.pid}
+    delays = [(parse_date(r["at"]) - due).total_seconds() for r in runs]
+    print(f"\n[takeover] tasks=20 duplicates=0 recovery delay after due: "
+          f"max {max(delays):.2f}s (lease 3s)")
+    assert max(delays) < 3 + 1 + 3  # lease + poll + margin
+
+
+def test_a_process_killed_mid_job_has_the_task_run_again(cli, tasks, tmp_path):
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "slow_record.py").write_text(SLOW_RECORD)
+    out = tmp_path / "runs.jsonl"
+    first = cli.spawn("start", "mid", *POOL, AFTER_JOBS=str(jobs))
+    wait_for(lambda: any(f.running for f in pid_files(cli.home, "mid")), what="start")
+    doc = task_doc("m", "mid", out)
+    doc["job"] = {"name": "slow_record", "arguments": [str(out), 2]}
+    tasks.put(doc)
+    wait_for(lambda: tasks.get("m")["status"] == "running", what="running")
+    second = cli.spawn("start", "mid", *POOL, AFTER_JOBS=str(jobs))
+    wait_for(lambda: sum(f.running for f in pid_files(cli.home, "mid")) == 2, what="two")
+    killed_at = utcnow()
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    final = wait_for(lambda: (d := tasks.get("m"))["status"] == "done" and d, timeout=30,
+                     what="done")
+    runs = recorded(out)
+    assert [(r["pid"], r["attempt"]) for r in runs] == [(first.pid, 1), (second.pid, 2)]
+    assert final["after"]["last_run"]["outcome"] == "done"
+    assert final["after"]["last_run"]["attempt"] == 2
+    history = wait_for(lambda: len(h := list(tasks.find_all({"task": "m"},
+                                                            db=f"{cli.db}_runs"))) == 2 and h,
+                       what="two run records")
+    assert sorted(r["outcome"] for r in history) == ["done", "interrupted"]
+    rerun = (parse_date(runs[1]["at"]) - killed_at).total_seconds()
+    print(f"\n[mid-job] re-run {rerun:.2f}s after SIGKILL (lease 3s)")
+
+
+@pytest.fixture
+def disk_cli(disk_server, db_name, tmp_path):
+    home = tmp_path / "home-disk"
+    home.mkdir()
+    c = Cli(disk_server.url, db_name, home, tmp_path)
+    with Store(disk_server.url, db_name) as store:
+        schema.setup(store)
+    yield c
+    c.kill_all()
+
+
+def test_workers_survive_a_server_restart_and_run_tasks_posted_after(disk_cli, disk_server,
+                                                                     tmp_path):
+    cli = disk_cli
+    out = tmp_path / "runs.jsonl"
+    worker = cli.spawn("start", "phoenix", *POOL)
+    wait_for(lambda: any(f.running for f in pid_files(cli.home, "phoenix")), what="start")
+    with Store(disk_server.url, cli.db) as store:
+        store.put(task_doc("before", "phoenix", out))
+        store.put(task_doc("across", "phoenix", out, delay=6))
+        wait_for(lambda: store.get("before")["status"] == "done", what="before")
+        wait_for(lambda: store.get("across")["status"] == "scheduled", what="across held")
+    disk_server.stop()
+    time.sleep(3)
+    assert worker.poll() is None, "the worker died with the server"
+    disk_server.start()
+    with Store(disk_server.url, cli.db) as store:
+        store.put(task_doc("after", "phoenix", out))
+        wait_for(lambda: store.get("after")["status"] == "done", timeout=30, what="after")
+        wait_for(lambda: store.get("across")["status"] == "done", timeout=30, what="across")
+    assert sorted(r["id"] for r in recorded(out)) == ["across", "after", "before"]
+    log = (cli.home / "phoenix.log").read_text()
+    assert "changes feed lost" in log
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert os.path.exists(cli.home / "phoenix.log")

@@ -1,0 +1,132 @@
+"""After's five commands, in subprocesses: start -b, list, log, stop, clean."""
+
+from __future__ import annotations
+
+import json
+import signal
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from after.dates import format_date, parse_date, utcnow
+from after.process import pid_files
+
+from .conftest import one_line_error, recorded, task_doc, wait_for
+
+
+def test_the_original_after_example_runs_as_written(cli, tasks):
+    """README: a worker `manobi`, and the After task PUT with plain HTTP."""
+    started = cli.run("start", "manobi", "-b", "--poll", "1")
+    assert started.returncode == 0, started.stderr
+    assert "started in the background" in started.stdout
+    assert str(cli.home / "manobi.log") in started.stdout
+
+    date = format_date(utcnow() + timedelta(seconds=1.5))
+    response = httpx.put(
+        f"{cli.url}/{cli.db}/replication",
+        json={"worker": "manobi", "date": date,
+              "job": {"name": "start_replication", "arguments": [2, 3, "test"]},
+              "status": "waiting"},
+        headers={"Accept-Encoding": "identity"},
+    )
+    assert response.status_code == 201
+    doc = wait_for(lambda: (d := tasks.get("replication"))["status"] == "done" and d,
+                   what="the task to be done")
+    last = doc["after"]["last_run"]
+    assert last["result"] == {"source": 2, "target": 3, "label": "test"}
+    lateness = (parse_date(last["started"]) - parse_date(date)).total_seconds()
+    assert 0 <= lateness < 0.2
+
+    listing = cli.run("list", "--json")
+    assert listing.returncode == 0
+    [entry] = json.loads(listing.stdout)
+    assert entry["name"] == "manobi" and entry["state"] == "live"
+    assert entry["runs"] >= 0 and entry["pid"] == pid_files(cli.home, "manobi")[0].pid
+    table = cli.run("list")
+    assert table.stdout.splitlines()[0].split()[:4] == ["NAME", "HOST", "PID", "STATE"]
+    assert "manobi" in table.stdout
+
+    log = cli.run("log", "manobi", "-n", "200")
+    assert log.returncode == 0
+    assert "running replication (job start_replication" in log.stdout
+    assert "done replication" in log.stdout
+
+    stopped = cli.run("stop", "manobi")
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.startswith("stopped manobi (pid ")
+    assert not any(f.running for f in pid_files(cli.home, "manobi"))
+    assert json.loads(cli.run("list", "--json").stdout) == []
+
+    cleaned = cli.run("clean", "manobi")
+    assert cleaned.returncode == 0
+    assert not (cli.home / "manobi.log").exists()
+    assert pid_files(cli.home, "manobi") == []
+
+
+def test_foreground_start_logs_to_stderr_and_file_and_stops_on_sigterm(cli, tasks, tmp_path):
+    out = tmp_path / "runs.jsonl"
+    worker = cli.spawn("start", "fg", "--poll", "1")
+    wait_for(lambda: any(f.running for f in pid_files(cli.home, "fg")), what="the pid file")
+    tasks.put(task_doc("t1", "fg", out))
+    tasks.put(task_doc("later", "fg", out, delay=60))
+    wait_for(lambda: tasks.get("t1")["status"] == "done", what="t1 done")
+    wait_for(lambda: tasks.get("later")["status"] == "scheduled", what="later held")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    later = tasks.get("later")
+    assert later["status"] == "waiting" and "owner" not in later["after"]
+    printed = (cli.home / "spawn-0.out").read_text()
+    logged = (cli.home / "fg.log").read_text()
+    assert "worker fg ready" in printed and "worker fg ready" in logged
+    assert "worker fg stopped" in logged
+    assert pid_files(cli.home, "fg") == []  # removed at exit
+    assert [r["id"] for r in recorded(out)] == ["t1"]
+
+
+def test_a_second_ctrl_c_stops_at_once(cli, tasks, tmp_path):
+    worker = cli.spawn("start", "impatient", "--poll", "1", "--grace", "60")
+    wait_for(lambda: any(f.running for f in pid_files(cli.home, "impatient")), what="start")
+    doc = task_doc("long", "impatient", tmp_path / "x")
+    doc["job"] = {"name": "sleep", "arguments": [60]}
+    tasks.put(doc)
+    wait_for(lambda: tasks.get("long")["status"] == "running", what="the job to run")
+    worker.send_signal(signal.SIGINT)
+    wait_for(lambda: "stopping" in (cli.home / "impatient.log").read_text(), what="stopping")
+    worker.send_signal(signal.SIGINT)
+    assert worker.wait(10) == 130
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["start"], "Missing argument 'NAME'"),
+        (["start", "bad name"], "is not a worker name"),
+        (["start", "w", "--pool", "0"], "--pool"),
+        (["start", "w", "--horizon", "soon"], "--horizon"),
+        (["start", "w", "--heartbeat", "60", "--lease", "30"], "--heartbeat"),
+        (["stop", "nobody"], "no worker named nobody"),
+        (["log", "nobody"], "no log for nobody"),
+        (["log", "x", "-n", "-3"], "-n"),
+        (["frobnicate"], "No such command"),
+    ],
+)
+def test_wrong_arguments_get_a_one_line_error(cli, args, needle):
+    result = cli.run(*args)
+    line = one_line_error(result)
+    assert needle in line
+    assert result.returncode in (2, 4)
+
+
+def test_an_unreachable_database_is_one_line_and_exit_3(cli):
+    result = cli.run("start", "w", AFTER_COUCHDB_URL="http://admin:s3cret@127.0.0.1:9")
+    line = one_line_error(result)
+    assert result.returncode == 3
+    assert "cannot reach http://admin:***@127.0.0.1:9" in line
+    assert "s3cret" not in result.stderr + result.stdout
+
+
+def test_setup_is_idempotent_from_the_cli(cli):
+    first = cli.run("setup")
+    assert first.returncode == 0
+    assert first.stdout.strip().endswith(f"{cli.db} was already set up at {cli.url}")
