@@ -425,8 +425,9 @@ class Client:
         Only a task in ``error``, unless ``all`` (then any status, a ``done`` or ``canceled``
         one included). Writes the new ``date`` and ``waiting``, or ``reschedule`` when a
         worker process holds or runs it (it re-reads the date; a running job finishes
-        first). The attempt count and the error are cleared; a repeating task that already
-        ran keeps its series (``after.anchor``): only its next run moves.
+        first). The attempt count and the error are cleared. A repeating task's series
+        starts anew from the new date (its anchor is dropped, as the worker does for a
+        ``reschedule``); runs already counted toward ``limit`` still count.
         """
         now = utcnow()
         date = _when(at, "at", now) or now
@@ -439,6 +440,7 @@ class Client:
             new = dict(doc)
             info = dict(doc[rules.NS]) if isinstance(doc.get(rules.NS), dict) else {}
             new["date"] = format_date(date)
+            info.pop("anchor", None)
             if _held(doc):
                 new["status"] = rules.RESCHEDULE
             else:

@@ -1,0 +1,385 @@
+"""The task commands, each run as ``python -m after ...`` in a subprocess, against the real
+(session) server: add, show, tasks, runs, cancel, reschedule, jobs; bad input for every
+option; and the examples of docs/tasks.rst, run as written."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from after.client import Client
+from after.store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs" / "tasks.rst"
+
+
+@pytest.fixture
+def env(couch_url, store, tmp_path) -> dict:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AFTER_")}
+    environ.update(AFTER_COUCHDB_URL=couch_url, AFTER_DB=store.db,
+                   AFTER_HOME=str(tmp_path / "home"), AFTER_JOBS=str(ROOT / "jobs"),
+                   AFTER_CONFIG=str(tmp_path / "none.json"))
+    (tmp_path / "none.json").write_text("{}")
+    return environ
+
+
+def after(env: dict, *args: str, code: int = 0) -> subprocess.CompletedProcess:
+    """Run ``after ARGS``; check the exit code and that no traceback ever shows."""
+    done = subprocess.run([sys.executable, "-m", "after", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in done.stderr
+    assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
+    if code:
+        assert done.stderr.count("\n") == 1, done.stderr  # one line
+        assert done.stderr.startswith("after: error: ")
+    return done
+
+
+# -- add -----------------------------------------------------------------------------------
+
+
+def test_add_prints_the_id_and_writes_the_task(env, store):
+    done = after(env, "add", "hello", "Ada", "42", '{"x": [1]}', "true", "007", "--worker",
+                 "billing", "--at", "2027-01-04T10:00:00+01:00", "--retry", "2",
+                 "--timeout", "30", "--max-delay", "1.5", "--id", "greet")
+    assert done.stdout == "greet\n"
+    doc = store.get("greet")
+    assert {k: v for k, v in doc.items() if k != "_rev"} == {
+        "_id": "greet", "worker": "billing", "date": "2027-01-04T09:00:00.000Z",
+        "job": {"name": "hello", "arguments": ["Ada", 42, {"x": [1]}, True, "007"]},
+        "status": "waiting", "retry": 2, "timeout": 30, "max_delay": 1.5,
+    }
+
+
+def test_add_without_id_makes_one_and_json_prints_the_document(env, store):
+    env = {**env, "AFTER_WORKER": "reports"}
+    done = after(env, "add", "hello", "--kwargs", '{"name": "Bo"}', "--every", "1M",
+                 "--until", "2027-12-31", "--at", "2027-01-31", "--json")
+    doc = json.loads(done.stdout)
+    assert re.fullmatch(r"[0-9a-f]{32}", doc["_id"])
+    assert doc["worker"] == "reports"
+    assert doc["job"] == {"name": "hello", "arguments": {"name": "Bo"}}
+    assert doc["repeat"] == {"months": 1, "until": "2027-12-31T00:00:00.000Z"}
+    assert doc["date"] == "2027-01-31T00:00:00.000Z"
+    assert store.get(doc["_id"])["_rev"] == doc["_rev"]
+
+
+@pytest.mark.parametrize("every, repeat", [
+    ("P1M7D", "P1M7D"),
+    ('{"w": 2}', {"w": 2}),
+    ("1h30m", {"hours": 1, "minutes": 30}),
+])
+def test_add_every_forms(env, store, every, repeat):
+    after(env, "add", "noop", "-w", "x", "--every", every, "--id", "t")
+    assert store.get("t")["repeat"] == repeat
+
+
+def test_add_every_iso_with_limit(env, store):
+    after(env, "add", "noop", "-w", "x", "--every", "PT15M", "--limit", "3", "--id", "t")
+    assert store.get("t")["repeat"] == {"every": "PT15M", "limit": 3}
+
+
+def test_add_with_the_same_id_twice_leaves_one_task_unchanged(env, store):
+    args = ("add", "hello", "Ada", "-w", "billing", "--every", "1d", "--id", "deploy")
+    assert after(env, *args).stdout == "deploy\n"
+    first = store.get("deploy")
+    assert after(env, *args).stdout == "deploy\n"
+    docs = list(store.find_all({"_id": {"$gt": None}}))
+    assert [d["_id"] for d in docs if not d["_id"].startswith("_design/")] == ["deploy"]
+    assert store.get("deploy")["_rev"] == first["_rev"]  # nothing changed: nothing written
+    # a changed definition updates the same task, keeping the worker's counters
+    doc = store.get("deploy")
+    doc["after"] = {"runs": 4, "successes": 4}
+    store.put(doc)
+    after(env, "add", "hello", "Bo", "-w", "billing", "--every", "1d", "--id", "deploy")
+    updated = store.get("deploy")
+    assert updated["job"]["arguments"] == ["Bo"]
+    assert updated["date"] == first["date"]
+    assert updated["after"]["runs"] == 4
+    assert updated["status"] == "waiting"
+
+
+def test_cron_next_runs_across_the_paris_dst_change(env, store):
+    after(env, "add", "hello", "-w", "billing", "--cron", "0 9 * * 1-5", "--tz",
+          "Europe/Paris", "--at", "2027-03-24", "--id", "paris")
+    shown = after(env, "show", "paris", "--json")
+    assert json.loads(shown.stdout)["next_runs"] == [
+        "2027-03-24T08:00:00.000Z", "2027-03-25T08:00:00.000Z", "2027-03-26T08:00:00.000Z",
+        "2027-03-29T07:00:00.000Z", "2027-03-30T07:00:00.000Z",
+    ]
+    text = after(env, "show", "paris").stdout
+    assert text.splitlines()[-5:] == [
+        "next runs  2027-03-24T08:00:00.000Z",
+        "           2027-03-25T08:00:00.000Z",
+        "           2027-03-26T08:00:00.000Z",
+        "           2027-03-29T07:00:00.000Z",
+        "           2027-03-30T07:00:00.000Z",
+    ]
+    assert "repeat     cron 0 9 * * 1-5 (Europe/Paris)" in text.splitlines()
+
+
+# -- tasks ---------------------------------------------------------------------------------
+
+
+def test_tasks_filters_sorts_and_pages(env, store):
+    with Client(store.url, store.db) as client:
+        for task_id, worker, at, job in [("c", "w1", "2027-01-03", "hello"),
+                                         ("a", "w1", "2027-01-01", "noop"),
+                                         ("b", "w2", "2027-01-02T01:00:00+02:00", "hello"),
+                                         ("d", "w1", "2027-01-04", "hello")]:
+            client.schedule(job, worker=worker, at=at, id=task_id)
+        client.cancel("d")
+
+    def ids(*args):
+        return [d["_id"] for d in json.loads(after(env, "tasks", "--json", *args).stdout)]
+
+    assert ids() == ["a", "b", "c", "d"]
+    assert ids("--worker", "w1") == ["a", "c", "d"]
+    assert ids("--status", "waiting") == ["a", "b", "c"]
+    assert ids("--status", "canceled", "--status", "waiting", "--job", "hello") == \
+        ["b", "c", "d"]
+    assert ids("--after", "2027-01-01T23:00:00Z", "--before", "2027-01-03T00:00:01Z") == \
+        ["b", "c"]
+    assert ids("--limit", "2", "--page", "2") == ["c", "d"]
+    assert ids("--limit", "2", "--page", "3") == []
+    table = after(env, "tasks", "--worker", "w2").stdout.splitlines()
+    assert table == [
+        "ID  STATUS   WORKER  DATE                      JOB      REPEAT",
+        "b   waiting  w2      2027-01-01T23:00:00.000Z  hello()",
+    ]
+    assert after(env, "tasks", "--worker", "nobody").stdout == "no tasks\n"
+
+
+# -- cancel and reschedule -----------------------------------------------------------------
+
+
+def test_cancel_and_reschedule(env, store):
+    after(env, "add", "hello", "-w", "billing", "--at", "2027-01-04", "--id", "t")
+    assert after(env, "cancel", "t").stdout == "t canceled\n"
+    assert store.get("t")["status"] == "canceled"
+    failed = after(env, "cancel", "t", code=1)
+    assert failed.stderr == "after: error: task t is canceled: there is nothing to cancel\n"
+    refused = after(env, "reschedule", "t", code=1)
+    assert "--all" in refused.stderr
+    done = after(env, "reschedule", "t", "--all", "--at", "2027-02-01T08:00:00Z")
+    assert done.stdout == "t rescheduled for 2027-02-01T08:00:00.000Z (waiting)\n"
+    doc = store.get("t")
+    assert (doc["status"], doc["date"]) == ("waiting", "2027-02-01T08:00:00.000Z")
+    # a task a worker holds is asked to cancel; the worker writes canceled
+    doc["status"] = "scheduled"
+    doc["after"] = {"owner": "billing@h:1:x", "due": doc["date"]}
+    store.put(doc)
+    out = json.loads(after(env, "cancel", "t", "--json").stdout)
+    assert out["status"] == "cancel"
+    assert store.get("t")["status"] == "cancel"
+
+
+# -- with a worker: runs, show, reschedule of a failed task ---------------------------------
+
+
+@pytest.fixture
+def worker(env):
+    process = subprocess.Popen([sys.executable, "-m", "after", "start", "billing", "--poll",
+                                "1"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    yield process
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def wait_for(store: Store, task_id: str, status: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        doc = store.get_or_none(task_id)
+        if doc is not None and doc.get("status") == status:
+            return doc
+        time.sleep(0.1)
+    raise AssertionError(f"{task_id} is {doc and doc.get('status')}, not {status}")
+
+
+def test_runs_show_and_reschedule_with_a_worker(env, store, worker):
+    after(env, "add", "hello", "Ada", "-w", "billing", "--id", "ok")
+    after(env, "add", "fail", "boom", "-w", "billing", "--id", "ko")
+    wait_for(store, "ok", "done")
+    wait_for(store, "ko", "error")
+    runs = json.loads(after(env, "runs", "ok", "--json").stdout)
+    assert [(r["task"], r["number"], r["outcome"], r["result"]) for r in runs] == \
+        [("ok", 1, "done", "Hello, Ada!")]
+    table = after(env, "runs", "ko").stdout.splitlines()
+    assert table[0].split() == ["RUN", "ATTEMPT", "OUTCOME", "STARTED", "DURATION",
+                                "RESULT/ERROR"]
+    assert table[1].split()[:3] == ["1", "1", "error"]
+    assert table[1].endswith("RuntimeError: boom")
+    shown = after(env, "show", "ko").stdout.splitlines()
+    assert "status  error" in shown
+    assert "error   RuntimeError: boom" in shown
+    assert "runs    1 (0 done, 1 failed, 0 missed)" in shown
+    assert shown[-2].split()[:3] == ["RUN", "ATTEMPT", "OUTCOME"]
+    assert after(env, "reschedule", "ko").stdout.startswith("ko rescheduled for ")
+    doc = wait_for(store, "ko", "error")
+    assert doc["after"]["runs"] == 2
+    assert len(json.loads(after(env, "runs", "ko", "-n", "1", "--json").stdout)) == 1
+    assert len(json.loads(after(env, "runs", "ko", "--json").stdout)) == 2
+
+
+# -- jobs ----------------------------------------------------------------------------------
+
+
+def test_jobs_lists_the_folder_and_the_built_ins(env):
+    infos = json.loads(after(env, "jobs", "--json").stdout)
+    by_name = {info["name"]: info for info in infos}
+    assert by_name["hello"] == {"name": "hello", "source": str(ROOT / "jobs" / "hello.py"),
+                                "signature": "hello(task, name='world')",
+                                "doc": 'Greet someone: returns (and logs) "Hello, <name>!".',
+                                "error": None}
+    assert by_name["http"]["source"] == "built-in"
+    lines = after(env, "jobs").stdout.splitlines()
+    assert lines[0].split() == ["NAME", "SOURCE", "SIGNATURE", "DESCRIPTION"]
+    hello = next(line for line in lines if line.startswith("hello "))
+    assert hello.split(None, 2)[:2] == ["hello", "jobs/hello.py"]
+
+
+# -- bad input: exit code and one line naming the option -----------------------------------
+
+
+ADD = ("add", "hello", "-w", "billing")
+
+
+BAD_INPUT = [
+    (("add", "hello"), 2, "Missing option '-w' / '--worker'"),
+    (("add", "hello", "-w", "a b"), 2, "Invalid value for '--worker': 'a b' is not a worker"),
+    (("add", "bad-name", "-w", "x"), 2, "Invalid value for 'JOB': 'bad-name' is not a job"),
+    ((*ADD, "--at", "tomorrow"), 2, "Invalid value for '--at': 'tomorrow' is not 'now'"),
+    ((*ADD, "--every", "7x"), 2, "Invalid value for '--every': '7x' is not an interval"),
+    ((*ADD, "--every", "P0D"), 2, "Invalid value for '--every': the interval is zero"),
+    ((*ADD, "--every", "{bad"), 2, "Invalid value for '--every': '{bad' is not JSON"),
+    ((*ADD, "--every", '{"days": -1}'), 2, "Invalid value for '--every': days must be"),
+    ((*ADD, "--every", "1d", "--cron", "* * * * *"), 2, "'--every': give every or cron"),
+    ((*ADD, "--cron", "bad"), 2, "Invalid value for '--cron': cron 'bad' must have 5"),
+    ((*ADD, "--cron", "0 9 * * *", "--tz", "Mars/Base"), 2,
+     "Invalid value for '--tz': unknown time zone 'Mars/Base'"),
+    ((*ADD, "--tz", "UTC"), 2, "Invalid value for '--tz': applies to cron only"),
+    ((*ADD, "--every", "1d", "--limit", "0"), 2, "Invalid value for '--limit': 0 is not"),
+    ((*ADD, "--limit", "3"), 2, "Invalid value for '--limit': applies to a repeating task"),
+    ((*ADD, "--every", "1d", "--until", "never"), 2, "Invalid value for '--until': 'never'"),
+    ((*ADD, "--until", "2027-01-01"), 2, "Invalid value for '--until': applies to a"),
+    ((*ADD, "--retry", "abc"), 2, "Invalid value for '--retry': 'abc' is not a number"),
+    ((*ADD, "--retry", "-1"), 2, "Invalid value for '--retry': must be 0 or more attempts"),
+    ((*ADD, "--retry", '{"backoff": "linear"}'), 2,
+     "Invalid value for '--retry': must be 'fixed' or 'exponential'"),
+    ((*ADD, "--timeout", "0"), 2, "Invalid value for '--timeout': 0.0 is not in the range"),
+    ((*ADD, "--timeout", "soon"), 2, "Invalid value for '--timeout': 'soon'"),
+    ((*ADD, "--max-delay", "-5"), 2, "Invalid value for '--max-delay': -5.0 is not in the"),
+    ((*ADD, "--id", "_x"), 2, "Invalid value for '--id': '_x' is not a task id"),
+    ((*ADD, "--kwargs", "[1]"), 2, "Invalid value for '--kwargs': '[1]' is not a JSON object"),
+    ((*ADD, "--kwargs", "{"), 2, "Invalid value for '--kwargs': '{' is not JSON"),
+    ((*ADD, "a", "--kwargs", "{}"), 2, "Invalid value for '--kwargs': cannot be combined"),
+    ((*ADD, "--nope"), 2, "No such option '--nope'"),
+    (("show", "nope"), 4, "no task 'nope' in"),
+    (("show", "nope", "-n", "-1"), 2, "Invalid value for '-n' / '--runs': -1 is not"),
+    (("tasks", "--status", "nope"), 2, "Invalid value for '-s' / '--status': 'nope' is not"),
+    (("tasks", "--before", "xx"), 2, "Invalid value for '--before': 'xx' is not 'now'"),
+    (("tasks", "--after", "xx"), 2, "Invalid value for '--after': 'xx' is not 'now'"),
+    (("tasks", "--limit", "0"), 2, "Invalid value for '--limit': 0 is not in the range"),
+    (("tasks", "--page", "0"), 2, "Invalid value for '--page': 0 is not in the range"),
+    (("runs", "nope"), 4, "no task 'nope' in"),
+    (("runs", "x", "-n", "0"), 2, "Invalid value for '-n' / '--limit': 0 is not"),
+    (("cancel", "nope"), 4, "no task 'nope' in"),
+    (("cancel",), 2, "Missing argument 'ID'"),
+    (("reschedule", "nope"), 4, "no task 'nope' in"),
+    (("reschedule", "nope", "--at", "xx"), 2, "Invalid value for '--at': 'xx' is not"),
+]
+
+
+def test_bad_input_is_one_line_naming_the_option(env):
+    def check(case):
+        args, code, needle = case
+        done = subprocess.run([sys.executable, "-m", "after", *args], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        ok = (done.returncode == code and done.stdout == "" and needle in done.stderr
+              and done.stderr.startswith("after: error: ") and done.stderr.count("\n") == 1
+              and "Traceback" not in done.stderr)
+        return None if ok else f"after {shlex.join(args)}: exit {done.returncode}, " \
+                               f"stderr {done.stderr!r}, expected {code} and {needle!r}"
+
+    with ThreadPoolExecutor(4) as pool:  # one process each; run a few at a time
+        failures = [f for f in pool.map(check, BAD_INPUT) if f]
+    assert failures == []
+    assert len(BAD_INPUT) == 40
+
+
+def test_unreachable_server_and_missing_database_and_jobs_folder(env):
+    down = after({**env, "AFTER_COUCHDB_URL": "http://127.0.0.1:1"}, "tasks", code=3)
+    assert down.stderr.startswith("after: error: cannot reach http://127.0.0.1:1")
+    missing = after({**env, "AFTER_DB": "no_such_db"}, "add", "hello", "-w", "x", code=4)
+    assert "the database no_such_db does not exist" in missing.stderr
+    assert "after setup" in missing.stderr
+    nojobs = after({**env, "AFTER_JOBS": str(ROOT / "no-such-folder")}, "jobs", code=1)
+    assert "the jobs folder" in nojobs.stderr
+
+
+# -- the documentation's examples, run as written --------------------------------------------
+
+
+def console_examples(text: str) -> list[tuple[str, str, int]]:
+    """(command, expected output, exit code) of each ``$`` line of the console blocks."""
+    examples: list[tuple[str, str, int]] = []
+    for block in re.findall(r"\.\. code-block:: console\n\n((?:   .*\n|\n)+)", text):
+        command = None
+        for line in block.splitlines():
+            line = line[3:]
+            if line.startswith("$ "):
+                command = line[2:]
+                examples.append((command, "", 0))
+            elif command is not None and line.startswith("[exit "):
+                cmd, out, _ = examples[-1]
+                examples[-1] = (cmd, out, int(line[6:-1]))
+            elif command is not None and line:
+                cmd, out, code = examples[-1]
+                examples[-1] = (cmd, out + line + "\n", code)
+    return examples
+
+
+def test_docs_console_examples(env):
+    examples = console_examples(DOCS.read_text())
+    assert len(examples) >= 15
+    checker = doctest.OutputChecker()
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    for command, want, code in examples:
+        argv = shlex.split(command)
+        assert argv[0] == "after"
+        done = subprocess.run([sys.executable, "-m", "after", *argv[1:]], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        got = done.stdout + done.stderr
+        assert "Traceback" not in got
+        assert done.returncode == code, (command, got)
+        assert checker.check_output(want, got, flags), \
+            f"$ {command}\nexpected:\n{want}got:\n{got}"
+
+
+def test_docs_python_examples(env, monkeypatch):
+    for key in ("AFTER_COUCHDB_URL", "AFTER_DB", "AFTER_CONFIG"):
+        monkeypatch.setenv(key, env[key])
+    parser = doctest.DocTestParser()
+    test = parser.get_doctest(DOCS.read_text(), {}, "tasks.rst", str(DOCS), 0)
+    assert len(test.examples) >= 15
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    runner.run(test)
+    result = runner.summarize(verbose=False)
+    assert (result.failed, result.attempted) == (0, len(test.examples))
