@@ -291,16 +291,26 @@ class Store:
     def delete(self, docid: str, rev: str, *, db: str | None = None) -> None:
         self.request("DELETE", doc_path(db or self.db, docid), params={"rev": rev})
 
-    def bulk_docs(self, docs: list[dict], *, db: str | None = None) -> list[dict]:
+    def bulk_docs(self, docs: list[dict], *, db: str | None = None,
+                  new_edits: bool = True) -> list[dict]:
         """Write many documents in one request; one result per document, in order.
 
         A result with ``error`` (``conflict``, ``forbidden``) is a per-document failure;
-        successful results carry the new ``rev``, which is also set on the document.
+        successful results carry the new ``rev``, which is also set on the document. When
+        the server answered 202 (a CouchDB cluster that could not confirm the writes with a
+        quorum), successful results carry ``"accepted": True``: such a write may still lose
+        to a concurrent one, so check it before acting on it. (couchdb3's ``bulk_docs``
+        hides that status, so this goes through the session directly.)
         """
         if not docs:
             return []
-        results = self._couchdb3(lambda: self._database(db).bulk_docs(docs))
-        if all("_id" in doc for doc in docs):
+        body: dict = {"docs": docs}
+        if not new_edits:
+            body["new_edits"] = False
+        response = self.request("POST", f"{quote(db or self.db, safe='')}/_bulk_docs",
+                                body=body)
+        results = response.json()
+        if all("_id" in doc for doc in docs) and new_edits:
             # CouchDB answers in request order; pouchdb-server puts failures first. Match by id.
             by_id = {result.get("id"): result for result in results}
             results = [by_id.get(doc["_id"], {"id": doc["_id"], "error": "missing"})
@@ -309,6 +319,8 @@ class Store:
             if "rev" in result and "error" not in result:
                 doc["_rev"] = result["rev"]
                 doc.setdefault("_id", result["id"])
+                if response.status_code == 202:
+                    result["accepted"] = True
         return results
 
     def bulk_get(self, ids: Iterable[str], *, db: str | None = None) -> dict[str, dict]:
@@ -406,6 +418,8 @@ class Store:
 
 def changes_params(since, selector: dict | None, include_docs: bool) -> tuple[dict, dict]:
     params = {"since": str(since), "include_docs": "true" if include_docs else "false"}
+    if include_docs:
+        params["conflicts"] = "true"  # a replicated or clustered task may have several
     body: dict = {}
     if selector is not None:
         # pouchdb-server reads the selector from the query string, CouchDB from the body.

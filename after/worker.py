@@ -80,7 +80,7 @@ class Held:
 class Write:
     """A document to write, and why (decides what happens on success or conflict)."""
 
-    kind: str  # claim | start | finish | error | cancel | handback | park
+    kind: str  # claim | start | finish | error | cancel | handback | park | resolve
     doc: dict
     outcome: rules.Outcome | None = None
     run: dict | None = None
@@ -229,6 +229,9 @@ class Worker:
         docid = doc.get("_id", "")
         if docid.startswith("_design/"):
             return []
+        resolutions = self._resolve_revisions(doc)
+        if resolutions:
+            return resolutions + self.on_change(doc, recheck)
         if doc.get("_deleted"):
             self._drop(docid)
             return []
@@ -312,6 +315,18 @@ class Worker:
             return [Write("finish", finished, outcome=outcome, run=run,
                           extra={"spec": spec, "takeover": True})]
         return []
+
+    def _resolve_revisions(self, doc: dict) -> list[Write]:
+        """Concurrent writes on a cluster (or replication) left conflicting revisions: keep
+        the revision CouchDB picked as the winner (every node picks the same) and delete the
+        others, so every process decides on the same version."""
+        losers = doc.pop("_conflicts", None)
+        if not losers:
+            return []
+        log.warning("task %s had %d conflicting revision(s): keeping %s", doc["_id"],
+                    len(losers), doc.get("_rev"))
+        return [Write("resolve", {"_id": doc["_id"], "_rev": rev, "_deleted": True})
+                for rev in losers]
 
     def _newer(self, doc: dict) -> bool:
         """Remember the newest revision seen of each task (a bounded LRU); False for one
@@ -544,7 +559,11 @@ class Worker:
                 continue
             for write, result in zip(chunk, results, strict=True):
                 error = result.get("error")
+                if write.kind == "resolve":
+                    continue  # done, or someone else resolved it first
                 if error is None:
+                    if result.get("accepted"):
+                        write.extra["accepted"] = True
                     self._written(write)
                 elif error == "conflict":
                     conflicted.append(write)
@@ -578,6 +597,9 @@ class Worker:
             if held is None or held.token != write.extra["token"]:
                 return
             held.doc = doc
+            if write.extra.get("accepted") and not self._confirmed(doc):
+                held.running, held.token = False, None
+                return
             self._launch(held)
         elif write.kind == "finish":
             if write.run is not None:
@@ -595,6 +617,28 @@ class Worker:
                 self.inbox.put(("change", doc))
         elif write.kind == "handback":
             self.held.pop(docid, None)
+
+    def _confirmed(self, doc: dict) -> bool:
+        """A 202 (no quorum on a cluster): read the task back before running it. Run only if
+        our revision is the one the cluster serves and nothing conflicts with it; otherwise
+        decide again on what it serves."""
+        try:
+            current = self.store.get(doc["_id"], conflicts=True)
+        except StoreError as exc:
+            log.warning("cannot confirm the start of %s yet: %s", doc["_id"],
+                        describe_error(exc))
+            current = None
+        if current is not None and current.get("_rev") == doc["_rev"] \
+                and not current.get("_conflicts"):
+            return True
+        log.warning("the start of %s was not confirmed by the cluster: deciding again",
+                    doc["_id"])
+        self.seen.pop(doc["_id"], None)
+        if current is not None:
+            self.inbox.put(("change", current))
+        else:
+            self.next_poll = 0
+        return False
 
     def _count(self, outcome: rules.Outcome) -> None:
         self.counts["runs"] += outcome.outcome != rules.MISSED
@@ -695,12 +739,24 @@ class Worker:
         except StoreError as exc:
             log.warning("cannot read the worker registry: %s", describe_error(exc))
             return
-        live = {}
+        live, dead = {}, []
+        prune_before = to_ms(utcnow()) - int(max(10 * self.settings.lease, 300) * 1000)
         for doc in docs:
             try:
-                live[doc["_id"]] = to_ms(parse_date(doc.get("expires"), "expires"))
+                expires = to_ms(parse_date(doc.get("expires"), "expires"))
             except ValueError:
-                continue
+                expires = 0
+            if expires < prune_before and doc["_id"] != self.id:
+                dead.append({"_id": doc["_id"], "_rev": doc["_rev"], "_deleted": True})
+            else:
+                live[doc["_id"]] = expires
+        if dead:  # processes long gone (killed, machine lost): drop them from the registry
+            try:
+                self.store.bulk_docs(dead, db=self.workers_db)
+                log.info("pruned %d dead process(es) of %s from the registry", len(dead),
+                         self.name)
+            except StoreError:
+                pass
         self.live = live
         self.dead_checked.clear()
 
@@ -759,7 +815,7 @@ class Worker:
             for status, low, high in ranges:
                 rows = self.store.view(
                     "after", "due", startkey=[self.name, status, low],
-                    endkey=[self.name, status, high], include_docs=True,
+                    endkey=[self.name, status, high], include_docs=True, conflicts=True,
                     limit=self.settings.batch * 4,
                 )
                 if len(rows) >= self.settings.batch * 4:

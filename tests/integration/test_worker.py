@@ -114,7 +114,7 @@ def test_repeat_with_limit_runs_that_many_times(harness):
     assert len(records) == 3
     dates = [parse_date(r["date"]) for r in records]
     assert [(b - a).total_seconds() for a, b in zip(dates, dates[1:])] == [1.0, 1.0]
-    assert doc["after"]["occurrences"] == 3
+    assert doc["after"]["runs"] == 3 and "occurrences" not in doc["after"]  # series over
 
 
 def test_startup_catch_up_runs_an_overdue_repeating_task_once(harness):
@@ -203,3 +203,29 @@ def test_ids_with_odd_characters_run(harness):
     for docid in ("a/b", "x?y", "sp ace#1"):
         harness.wait_status(docid, "done")
     assert sorted(r["id"] for r in harness.recorded()) == ["a/b", "sp ace#1", "x?y"]
+
+
+def test_conflicting_revisions_are_resolved_and_the_task_runs_once(harness, store):
+    base = harness.put("split", delay=1)
+    store.delete("split", base["_rev"])
+    branches = [{**base, "_rev": f"1-{c * 32}", "branch": c} for c in "ab"]
+    store.bulk_docs(branches, new_edits=False)  # as replication or a partition leaves them
+    assert store.get("split", conflicts=True)["_conflicts"]
+    harness.start()
+    harness.wait_status("split", "done")
+    time.sleep(1)
+    assert [r["id"] for r in harness.recorded()] == ["split"]
+    final = store.get("split", conflicts=True)
+    assert "_conflicts" not in final
+    assert final["branch"] == "b"  # CouchDB's deterministic winner: the highest revision
+
+
+def test_an_unconfirmed_start_is_checked_against_what_the_server_serves(harness, store):
+    worker = harness.start()
+    harness.put("confirm", delay=60)
+    doc = harness.wait_status("confirm", "scheduled")
+    assert worker._confirmed(dict(doc)) is True
+    stale = dict(doc)
+    doc["note"] = "changed by someone else"
+    store.put(doc)
+    assert worker._confirmed(stale) is False
