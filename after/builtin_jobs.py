@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json as _json
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import httpx
 
 from after.jobs import JobError, job
-from after.redact import redact, redact_headers, redact_text, redact_url
+from after.redact import RedactingFilter, redact, redact_headers, redact_text, redact_url
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 #: Bytes of a response body kept in the result.
@@ -83,6 +84,11 @@ def _decode_body(response: httpx.Response, data: bytes, truncated: bool) -> Any:
             pass
     return redact_text(text)
 
+
+# httpx logs each request's URL at INFO: never let it log a credential. httpcore's DEBUG
+# traces print raw headers (Authorization, cookies): they are never wanted in our logs.
+logging.getLogger("httpx").addFilter(RedactingFilter())
+logging.getLogger("httpcore").setLevel(logging.INFO)
 
 @job
 def http(task, url, method="GET", headers=None, body=None, json=None, expected_status=None,

@@ -121,3 +121,19 @@ def redact(obj: Any) -> Any:
     if isinstance(obj, str):
         return redact_text(obj)
     return obj
+
+
+class RedactingFilter:
+    """A logging filter that redacts URLs (credentials, secret query parameters) in records.
+
+    Attached to the ``httpx`` logger, whose INFO lines name every URL it requests."""
+
+    def filter(self, record) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: leave it to logging to report
+            return True
+        cleaned = redact_text(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        return True

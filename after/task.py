@@ -190,7 +190,8 @@ def claim(doc: dict, owner: str, due: datetime, now: datetime) -> dict:
     """``waiting``/``reschedule`` (or a dead owner's task) -> ``scheduled`` held by ``owner``."""
     new, info = _copy(doc)
     new["status"] = SCHEDULED
-    info.update(owner=owner, due=format_date(due), claimed=format_date(now))
+    info.update(owner=owner, due=format_date(due), claimed=format_date(now),
+                next_run=format_date(due))
     info.pop("error", None)
     if doc.get("status") == RESCHEDULE:  # the user's new date starts the series anew
         info.pop("anchor", None)

@@ -44,6 +44,8 @@ from .timer import Timer
 log = logging.getLogger("after.worker")
 
 SEEN_LIMIT = 100_000  # task revisions remembered to ignore stale feed events
+HTTP_JOBS = ("http", "webhook")
+PRUNE_EVERY = 10
 DEFER = "\x00claim:"  # timer keys of deferred claims (task ids cannot hold a NUL... in practice)
 
 
@@ -445,7 +447,12 @@ class Worker:
         try:
             func = self.registry.resolve(spec.job)
             value = run_job(func, context, spec.arguments)
-            outcome = rules.Outcome(rules.OK, started, utcnow(), result=redact(to_result(value)))
+            ended = utcnow()
+            if spec.job in HTTP_JOBS and isinstance(value, dict) and "status" in value:
+                # the whole response goes to the run record; the task keeps a summary
+                response = redact(value)
+                value = {k: value.get(k) for k in ("status", "duration_ms", "url")}
+            outcome = rules.Outcome(rules.OK, started, ended, result=redact(to_result(value)))
         except BaseException as exc:  # a job may raise anything; the worker carries on
             response = getattr(exc, "response", None)
             message = redact_text(f"{type(exc).__name__}: {exc}")
@@ -454,7 +461,7 @@ class Worker:
             trace = redact_text(traceback.format_exc(limit=20))
             self.inbox.put(("finished", (docid, token, outcome, trace, response)))
             return
-        self.inbox.put(("finished", (docid, token, outcome, None, None)))
+        self.inbox.put(("finished", (docid, token, outcome, None, response)))
 
     def on_finished(self, docid: str, token: str, outcome: rules.Outcome,
                     trace: str | None, response: dict | None) -> list[Write]:
@@ -543,6 +550,21 @@ class Worker:
             except StoreError as exc:
                 log.warning("cannot record %d run(s) yet: %s", len(runs), describe_error(exc))
                 self.pending_runs = runs
+                return
+            for run in runs:
+                if run["number"] > self.settings.keep_runs and run["number"] % PRUNE_EVERY == 0:
+                    self._prune_runs(run["task"], run["number"] - self.settings.keep_runs)
+
+    def _prune_runs(self, docid: str, up_to: int) -> None:
+        """Keep the newest ``keep_runs`` run records of a task: delete those numbered up to
+        ``up_to`` (checked every PRUNE_EVERY runs, so a task has at most that many extra)."""
+        try:
+            old, _ = self.store.find({"task": docid, "number": {"$lte": up_to}},
+                                     db=self.runs_db, limit=1000, fields=["_id", "_rev"])
+            if old:
+                self.store.bulk_docs([{**d, "_deleted": True} for d in old], db=self.runs_db)
+        except StoreError as exc:
+            log.warning("cannot prune the runs of %s: %s", docid, describe_error(exc))
 
     def _write_batch(self, writes: list[Write]) -> list[Write]:
         """Write; returns the writes to try again (re-decided after conflicts)."""
@@ -605,7 +627,8 @@ class Worker:
             if write.run is not None:
                 self.pending_runs.append(write.run)
             if write.outcome is not None:
-                self._count(write.outcome)
+                spec = write.extra.get("spec")
+                self._count(write.outcome, spec.job if spec else None)
             held = self.held.pop(docid, None)
             if held is not None:
                 self.timer.remove(docid)
@@ -640,11 +663,12 @@ class Worker:
             self.next_poll = 0
         return False
 
-    def _count(self, outcome: rules.Outcome) -> None:
+    def _count(self, outcome: rules.Outcome, job: str | None) -> None:
         self.counts["runs"] += outcome.outcome != rules.MISSED
         key = {rules.OK: "done", rules.MISSED: "missed"}.get(outcome.outcome, "failed")
         self.counts[key] += 1
-        self.emit("finish", outcome=outcome.outcome, duration=outcome.duration_ms / 1000)
+        self.emit("finish", job=job, outcome=outcome.outcome,
+                  duration=outcome.duration_ms / 1000)
 
     def _resolve_conflicts(self, writes: list[Write]) -> list[Write]:
         try:

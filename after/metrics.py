@@ -1,0 +1,107 @@
+"""Prometheus metrics and a health endpoint for a worker process.
+
+``after start NAME --metrics-port P`` serves, on 127.0.0.1:P,
+
+- ``/metrics``: runs by job and outcome, lateness and duration histograms, tasks held and
+  running, feed reconnects and whether the feed is connected (prometheus-client's format);
+- ``/health``: ``200 {"status": "ok", ...}`` while the changes feed is connected, ``503``
+  with ``"status": "degraded"`` while it is not.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+                    30, 60, 300)
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+
+
+class WorkerMetrics:
+    """The metrics of one worker, fed by its events (``worker.listeners``)."""
+
+    def __init__(self, worker, registry: CollectorRegistry | None = None):
+        self.worker = worker
+        self.registry = registry or CollectorRegistry()
+        labels = {"worker": worker.name}
+        self.runs = Counter("after_runs", "Runs finished, by job and outcome",
+                            ["worker", "job", "outcome"], registry=self.registry)
+        self.lateness = Histogram("after_lateness_seconds",
+                                  "Actual start minus the scheduled date",
+                                  ["worker"], buckets=LATENESS_BUCKETS, registry=self.registry)
+        self.duration = Histogram("after_run_duration_seconds", "How long runs took",
+                                  ["worker", "job"], buckets=DURATION_BUCKETS,
+                                  registry=self.registry)
+        self.reconnects = Counter("after_feed_reconnects", "Times the changes feed was lost",
+                                  ["worker"], registry=self.registry)
+        held = Gauge("after_tasks_held", "Tasks held on the timer", ["worker"],
+                     registry=self.registry)
+        running = Gauge("after_tasks_running", "Tasks running", ["worker"],
+                        registry=self.registry)
+        connected = Gauge("after_feed_connected", "1 while the changes feed is connected",
+                          ["worker"], registry=self.registry)
+        held.labels(**labels).set_function(
+            lambda: sum(1 for h in list(worker.held.values()) if not h.running))
+        running.labels(**labels).set_function(
+            lambda: sum(1 for h in list(worker.held.values()) if h.running))
+        connected.labels(**labels).set_function(lambda: 1.0 if self.feed_connected else 0.0)
+        self.reconnects.labels(**labels)
+        self.feed_connected = False
+        worker.listeners.append(self.on_event)
+
+    def on_event(self, event: str, **info) -> None:
+        name = self.worker.name
+        if event == "start":
+            self.lateness.labels(name).observe(max(0.0, info["lateness"]))
+        elif event == "finish":
+            job = info.get("job") or "?"
+            self.runs.labels(name, job, info["outcome"]).inc()
+            self.duration.labels(name, job).observe(max(0.0, info["duration"]))
+        elif event == "feed":
+            if self.feed_connected and not info["connected"]:
+                self.reconnects.labels(name).inc()
+            self.feed_connected = info["connected"]
+
+    def health(self) -> tuple[int, dict]:
+        worker = self.worker
+        ok = self.feed_connected
+        return (200 if ok else 503), {
+            "status": "ok" if ok else "degraded",
+            "feed": "connected" if ok else "disconnected",
+            "worker": worker.name,
+            "process": worker.id,
+            "held": sum(1 for h in list(worker.held.values()) if not h.running),
+            "running": sum(1 for h in list(worker.held.values()) if h.running),
+            "counts": dict(worker.counts),
+        }
+
+    def wsgi(self):
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ, start_response):
+            if environ.get("PATH_INFO") == "/health":
+                status, body = self.health()
+                start_response(f"{status} {'OK' if status == 200 else 'Service Unavailable'}",
+                               [("Content-Type", "application/json")])
+                return [json.dumps(body).encode()]
+            return metrics_app(environ, start_response)
+
+        return app
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
+        pass
+
+
+def serve_metrics(worker, port: int, host: str = "127.0.0.1") -> WSGIServer:
+    """Serve the worker's metrics in a daemon thread; returns the server (``server_port``)."""
+    metrics = WorkerMetrics(worker)
+    server = make_server(host, port, metrics.wsgi(), handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="after-metrics", daemon=True).start()
+    worker.metrics_server = server
+    return server
