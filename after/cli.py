@@ -71,10 +71,11 @@ class Group(click.Group):
             return super().invoke(ctx)
         except Unavailable as exc:
             obj = ctx.obj if isinstance(ctx.obj, config_module.Config) else None
-            where = obj.safe_url if obj else "the database"
-            raise Failure(f"cannot reach {where} ({exc}); is it running? "
-                          "(`after server start` runs the embedded one)",
-                          EXIT_UNAVAILABLE) from None
+            message = str(exc)
+            if not message.startswith("cannot reach"):
+                message = f"{obj.safe_url if obj else 'the database'}: {message}"
+            raise Failure(f"{message}; is it running? (`after server start` runs the "
+                          "embedded one)", EXIT_UNAVAILABLE) from None
         except NotFound as exc:
             raise Failure(str(exc), EXIT_NOT_FOUND) from None
         except (StoreError, ServerError, process.ProcessError,

@@ -193,7 +193,7 @@ def claim(doc: dict, owner: str, due: datetime, now: datetime) -> dict:
     info.update(owner=owner, due=format_date(due), claimed=format_date(now),
                 next_run=format_date(due))
     info.pop("error", None)
-    if doc.get("status") == RESCHEDULE:  # the user's new date starts the series anew
+    if _new_date(doc):  # the user's new date starts the series anew
         info.pop("anchor", None)
     return new
 
@@ -202,11 +202,26 @@ def hand_back(doc: dict) -> dict:
     """A held task returned to the pool on a graceful stop: ``waiting``, no owner."""
     new, info = _copy(doc)
     new["status"] = WAITING
-    for key in ("owner", "claimed"):
+    for key in ("owner", "claimed", "due"):
         info.pop(key, None)
-    if doc.get("status") == RESCHEDULE:
+    if _new_date(doc):
         info.pop("anchor", None)
+    try:
+        info["next_run"] = format_date(parse_date(doc.get("date"), "date"))
+    except DateError:
+        info.pop("next_run", None)
     return new
+
+
+def _new_date(doc: dict) -> bool:
+    """A ``reschedule`` that moved the date (not one that only changed, say, ``retry``)."""
+    if doc.get("status") != RESCHEDULE:
+        return False
+    info = doc.get(NS) if isinstance(doc.get(NS), dict) else {}
+    try:
+        return parse_date(doc.get("date"), "date") != parse_date(info.get("next_run"), "next")
+    except DateError:
+        return True
 
 
 def start(doc: dict, owner: str, now: datetime, number: int) -> dict:
@@ -223,7 +238,7 @@ def mark_error(doc: dict, message: str, now: datetime) -> dict:
     new, info = _copy(doc)
     new["status"] = ERROR
     info.update(error=message, updated=format_date(now))
-    for key in ("owner", "claimed", "due"):
+    for key in ("owner", "claimed", "due", "next_run"):
         info.pop(key, None)
     return new
 

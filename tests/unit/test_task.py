@@ -285,6 +285,7 @@ def test_claim_holds_the_task_and_leaves_user_fields_alone():
         "owner": OWNER,
         "due": "2026-12-01T09:00:05.000Z",
         "claimed": "2026-12-01T09:00:00.250Z",
+        "next_run": "2026-12-01T09:00:05.000Z",
     }
     assert {k: v for k, v in new.items() if k not in ("status", NS)} == {
         k: v for k, v in before.items() if k not in ("status", NS)
@@ -318,7 +319,7 @@ def test_hand_back_returns_to_the_pool():
     held = task.claim(make(**{NS: {"runs": 1}}), OWNER, DATE, NOW)
     new = task.hand_back(held)
     assert new["status"] == "waiting"
-    assert new[NS] == {"runs": 1, "due": "2026-12-01T09:00:00.000Z"}
+    assert new[NS] == {"runs": 1, "next_run": "2026-12-01T09:00:00.000Z"}
     assert new["date"] == "2026-12-01T09:00:00Z"
 
 
@@ -669,3 +670,13 @@ def test_a_finished_series_run_anew_starts_a_new_series():
     assert first["date"] == "2026-12-11T15:00:00.000Z"
     assert first[NS]["occurrences"] == 1
     assert first[NS]["runs"] == 2
+
+
+def test_a_reschedule_that_keeps_the_date_keeps_the_series_anchor():
+    held = task.claim(make(repeat={"months": 1}, **{NS: {"anchor": "2026-01-31T09:00:00.000Z"}}),
+                      OWNER, DATE, NOW)
+    same_date = held | {"status": "reschedule", "retry": 2}
+    assert task.claim(same_date, OWNER, DATE, NOW)[NS]["anchor"] == "2026-01-31T09:00:00.000Z"
+    moved = held | {"status": "reschedule", "date": "2026-12-05T18:00:00Z"}
+    assert "anchor" not in task.claim(moved, OWNER, DATE, NOW)[NS]
+    assert "anchor" not in task.hand_back(moved)[NS]
