@@ -174,7 +174,11 @@ class Worker:
         log.info("worker %s ready: holding %d task(s)", self.name, len(self.held))
         try:
             while not self.stop_requested.is_set():
-                self._turn()
+                try:
+                    self._turn()
+                except Exception:  # a bug must not take the process (and its leases) down
+                    log.exception("unexpected error in the worker loop; carrying on")
+                    self.stop_requested.wait(1.0)
         finally:
             code = self._shutdown()
         return code
@@ -187,7 +191,10 @@ class Worker:
         events = self._drain(wait)
         writes: list[Write] = []
         for kind, value in events:
-            writes.extend(self._handle_event(kind, value))
+            try:
+                writes.extend(self._handle_event(kind, value))
+            except Exception as exc:  # never crash on a document
+                writes.extend(self._unexpected(kind, value, exc))
         writes.extend(self._check_deadlines())
         self._flush(writes)
         now = time.time()
@@ -220,6 +227,16 @@ class Worker:
             if value:
                 self.next_poll = 0  # re-check everything after a reconnect
         return []
+
+    def _unexpected(self, kind: str, value, exc: Exception) -> list[Write]:
+        docid = value.get("_id") if isinstance(value, dict) else value
+        log.exception("unexpected error handling %s of %r", kind, docid)
+        if kind != "change" or not isinstance(value, dict) or "_id" not in value:
+            return []
+        self._drop(value["_id"])
+        message = redact_text(f"the worker could not process this task: "
+                              f"{type(exc).__name__}: {exc}")
+        return [Write("error", rules.mark_error(value, message, utcnow()))]
 
     # -- deciding ----------------------------------------------------------------------------
 

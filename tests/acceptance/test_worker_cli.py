@@ -130,3 +130,20 @@ def test_setup_is_idempotent_from_the_cli(cli):
     first = cli.run("setup")
     assert first.returncode == 0
     assert first.stdout.strip().endswith(f"{cli.db} was already set up at {cli.url}")
+
+
+def test_metrics_port_serves_metrics_and_health(cli, tasks, tmp_path):
+    from after.server import free_port
+
+    port = free_port()
+    started = cli.run("start", "metered", "-b", "--poll", "1", "--metrics-port", str(port))
+    assert started.returncode == 0, started.stderr
+    base = f"http://127.0.0.1:{port}"
+    health = wait_for(lambda: (r := httpx.get(f"{base}/health")).status_code == 200 and r,
+                      what="health")
+    assert health.json()["feed"] == "connected"
+    tasks.put(task_doc("m", "metered", tmp_path / "runs.jsonl"))
+    text = wait_for(lambda: 'job="record",outcome="done"' in (t := httpx.get(f"{base}/metrics")
+                                                             .text) and t, what="a counted run")
+    assert 'after_runs_total{job="record",outcome="done",worker="metered"} 1.0' in text
+    assert cli.run("stop", "metered").returncode == 0
