@@ -1,0 +1,400 @@
+// app.js: the dashboard's state, how it is loaded and kept live from the _changes feeds, and
+// the actions (each a normal document update with _rev).
+
+import { database, follow, locate, login } from './couch.js';
+import { $ } from './dom.js';
+import * as model from './model.js';
+import * as render from './render.js';
+
+const TASK_LIMIT = 500;
+const RUN_LIMIT = 300;
+const DAY = 24 * 3600000;
+const OVERDUE_SLACK = 60000; // a task this late without a run is "overdue"
+
+const where = locate(window.location.pathname);
+const db = {
+  tasks: database(where.root, where.db),
+  runs: database(where.root, where.runs),
+  workers: database(where.root, where.workers),
+};
+
+const state = {
+  tasks: new Map(),
+  runs: new Map(),
+  workers: new Map(),
+  counts: {},
+  facets: { workers: [], jobs: [] },
+  upcoming: [],
+  upcomingTruncated: false,
+  overdue: 0,
+  filters: { worker: '', status: '', job: '', search: '' },
+  tasksTruncated: false,
+  loadingTasks: true,
+  live: { tasks: false, runs: false, workers: false },
+  busy: new Set(),
+  allRuns: false,
+};
+
+const stops = [];
+
+// -- drawing, at most once a frame ---------------------------------------------------------
+
+const dirty = new Set();
+let frame = null;
+
+function redraw(...parts) {
+  parts.forEach((p) => dirty.add(p));
+  if (frame === null) frame = requestAnimationFrame(draw);
+}
+
+function draw() {
+  frame = null;
+  const now = Date.now();
+  const parts = new Set(dirty);
+  dirty.clear();
+  if (parts.has('workers')) render.workers(state, now);
+  if (parts.has('schedule')) render.schedule(state, now);
+  if (parts.has('counts')) {
+    render.counts(state, pickStatus);
+    render.filters(state);
+  }
+  if (parts.has('tasks')) render.tasks(state, now, act);
+  if (parts.has('runs')) render.runs(state, now, showTask);
+  if (parts.has('live')) render.liveness(state);
+}
+
+// -- loading -------------------------------------------------------------------------------
+
+function revNumber(doc) {
+  return parseInt(String(doc && doc._rev).split('-')[0], 10) || 0;
+}
+
+// Keep the newest revision of a task (our own PUT and the feed may arrive in any order).
+function putTask(doc) {
+  const known = state.tasks.get(doc._id);
+  if (known && revNumber(known) > revNumber(doc)) return;
+  if (model.isTask(doc) && model.matches(doc, state.filters)) state.tasks.set(doc._id, doc);
+  else state.tasks.delete(doc._id);
+}
+
+let tasksGeneration = 0;
+
+async function loadTasks() {
+  const generation = ++tasksGeneration;
+  state.loadingTasks = true;
+  const { search } = state.filters;
+  let docs;
+  if (search) {
+    // search by id: the ids that start with it, in id order
+    const answer = await db.tasks.allDocs({ startkey: JSON.stringify(search),
+      endkey: JSON.stringify(`${search}\ufff0`), include_docs: 'true', limit: TASK_LIMIT });
+    docs = answer.rows.map((row) => row.doc).filter(Boolean);
+  } else {
+    const answer = await db.tasks.find({ selector: model.selector(state.filters),
+      limit: TASK_LIMIT });
+    docs = answer.docs;
+  }
+  if (generation !== tasksGeneration) return; // the filters changed meanwhile
+  state.tasksTruncated = docs.length >= TASK_LIMIT;
+  // Keep what the feed delivered while the query ran, when it is newer.
+  const known = state.tasks;
+  state.tasks = new Map();
+  for (const doc of docs) {
+    const seen = known.get(doc._id);
+    putTask(seen && revNumber(seen) > revNumber(doc) ? seen : doc);
+  }
+  state.loadingTasks = false;
+  redraw('tasks');
+}
+
+async function loadSummary() {
+  const now = Date.now();
+  const [byStatus, facets, upcoming, overdue] = await Promise.all([
+    db.tasks.view('dashboard', 'status', { group_level: 1 }),
+    db.tasks.view('dashboard', 'status', { group_level: 3 }),
+    db.tasks.view('dashboard', 'upcoming', { startkey: now, endkey: now + DAY,
+      reduce: false, limit: 2000 }),
+    db.tasks.view('dashboard', 'upcoming', { endkey: now - OVERDUE_SLACK, reduce: true }),
+  ]);
+  state.counts = Object.fromEntries(byStatus.rows.map((row) => [row.key[0], row.value]));
+  const workers = new Set();
+  const jobs = new Set();
+  for (const { key } of facets.rows) {
+    if (key[1]) workers.add(key[1]);
+    if (key[2]) jobs.add(key[2]);
+  }
+  state.facets = { workers: [...workers], jobs: [...jobs] };
+  state.upcoming = upcoming.rows.map((row) => ({ id: row.id, due: row.key, ...row.value }));
+  state.upcomingTruncated = upcoming.rows.length >= 2000;
+  state.overdue = overdue.rows.length ? overdue.rows[0].value : 0;
+  redraw('counts', 'schedule');
+}
+
+// The latest runs: the tail of the runs database's changes (runs are written once).
+async function loadRuns() {
+  const answer = await db.runs.changes({ descending: 'true', limit: RUN_LIMIT,
+    include_docs: 'true' });
+  state.runs.clear();
+  answer.results.forEach((change) => putRun(change.doc));
+  redraw('runs');
+}
+
+function putRun(doc) {
+  if (!model.isRun(doc)) return;
+  state.runs.set(doc._id, doc);
+  if (state.runs.size > RUN_LIMIT) {
+    const oldest = [...state.runs.values()].sort((a, b) => model.runTime(a) - model.runTime(b));
+    oldest.slice(0, state.runs.size - RUN_LIMIT).forEach((run) => state.runs.delete(run._id));
+  }
+}
+
+async function loadWorkers() {
+  const answer = await db.workers.allDocs({ include_docs: 'true' });
+  state.workers.clear();
+  answer.rows.forEach((row) => { if (model.isWorker(row.doc)) state.workers.set(row.id, row.doc); });
+  redraw('workers');
+}
+
+// -- live updates --------------------------------------------------------------------------
+
+let summaryTimer = null;
+
+function refreshSummarySoon() {
+  clearTimeout(summaryTimer);
+  summaryTimer = setTimeout(() => loadSummary().catch(failed), 800);
+}
+
+const onChanges = {
+  tasks(results) {
+    let touched = false;
+    for (const change of results) {
+      if (change.id.startsWith('_design/')) continue;
+      touched = true;
+      if (change.deleted) state.tasks.delete(change.id);
+      else if (change.doc) putTask(change.doc);
+    }
+    if (touched) {
+      redraw('tasks');
+      refreshSummarySoon();
+    }
+  },
+  runs(results) {
+    results.forEach((change) => {
+      if (change.deleted) state.runs.delete(change.id);
+      else putRun(change.doc);
+    });
+    redraw('runs');
+  },
+  workers(results) {
+    results.forEach((change) => {
+      if (change.deleted || !model.isWorker(change.doc)) state.workers.delete(change.id);
+      else state.workers.set(change.id, change.doc);
+    });
+    redraw('workers');
+  },
+};
+
+async function start() {
+  stops.splice(0).forEach((stop) => stop());
+  // Follow each feed from the sequence before its first load: nothing falls in between.
+  const seqs = {};
+  for (const name of ['tasks', 'runs', 'workers']) {
+    try {
+      seqs[name] = (await db[name].info()).update_seq;
+    } catch (error) {
+      if (error.status === 404 && name !== 'tasks') {
+        render.message(`The database ${db[name].name} does not exist: run \`after setup\`.`,
+          'warn');
+        delete state.live[name];
+        continue;
+      }
+      throw error;
+    }
+  }
+  await Promise.all([
+    loadTasks(), loadSummary(),
+    'runs' in seqs ? loadRuns() : null,
+    'workers' in seqs ? loadWorkers() : null,
+  ]);
+  for (const name of Object.keys(seqs)) {
+    stops.push(follow(db[name], seqs[name], {
+      onChanges: onChanges[name],
+      onState: (on) => { state.live[name] = on; redraw('live'); },
+      onError: (error) => { if (error.status === 401) askLogin(); },
+    }));
+  }
+  redraw('workers', 'schedule', 'counts', 'tasks', 'runs', 'live');
+}
+
+function failed(error) {
+  if (error.status === 401) {
+    askLogin();
+    return;
+  }
+  if (error.status === 403) {
+    render.message(`CouchDB refused: ${error.message}`, 'error');
+    return;
+  }
+  render.message(`Cannot load the dashboard's data: ${error.message}`, 'error');
+}
+
+// -- actions -------------------------------------------------------------------------------
+
+const DONE_WORDS = { cancel: 'Cancel requested for', run: 'Will run now:',
+  rerun: 'Will run again:', reschedule: 'Rescheduled' };
+
+async function act(id, kind) {
+  if (kind === 'reschedule') {
+    askDate(id);
+    return;
+  }
+  await update(id, kind);
+}
+
+async function update(id, kind, iso) {
+  const doc = state.tasks.get(id);
+  if (!doc) return;
+  const now = Date.now();
+  let next;
+  try {
+    if (kind === 'cancel') next = model.cancel(doc);
+    else if (kind === 'run') next = model.runNow(doc, now);
+    else if (kind === 'rerun') next = model.rerun(doc, now);
+    else next = model.reschedule(doc, iso);
+  } catch (error) {
+    render.message(error.message, 'warn');
+    return;
+  }
+  state.busy.add(id);
+  redraw('tasks');
+  try {
+    const answer = await db.tasks.put(next);
+    next._rev = answer.rev;
+    putTask(next);
+    const extra = kind === 'reschedule' ? ` to ${iso.replace('T', ' ')}` : '';
+    render.message(`${DONE_WORDS[kind]} ${id}${extra}.`, 'ok');
+  } catch (error) {
+    if (error.status === 409) {
+      render.message(`${id} changed meanwhile, reloaded: check it and try again.`, 'warn');
+      try {
+        putTask(await db.tasks.get(id));
+      } catch (reload) {
+        if (reload.status === 404) state.tasks.delete(id);
+      }
+    } else if (error.status === 401) {
+      askLogin();
+    } else {
+      render.message(`Could not update ${id}: ${error.message}`, 'error');
+    }
+  } finally {
+    state.busy.delete(id);
+    redraw('tasks');
+  }
+}
+
+function askDate(id) {
+  const doc = state.tasks.get(id);
+  if (!doc) return;
+  const dialog = $('#reschedule-dialog');
+  $('#reschedule-id').textContent = id;
+  const due = model.dueOf(doc);
+  $('#reschedule-date').value = model.toUtcInput(Math.max(due ?? 0, Date.now() + 3600000));
+  dialog.dataset.id = id;
+  dialog.showModal();
+}
+
+function setupDialogs() {
+  const dialog = $('#reschedule-dialog');
+  $('#reschedule-cancel').addEventListener('click', () => dialog.close());
+  $('#reschedule-form').addEventListener('submit', (event) => {
+    const iso = model.utcInput($('#reschedule-date').value);
+    if (!iso) {
+      event.preventDefault();
+      $('#reschedule-date').setCustomValidity('a date and time, e.g. 2026-12-01 09:00');
+      $('#reschedule-date').reportValidity();
+      return;
+    }
+    update(dialog.dataset.id, 'reschedule', iso);
+  });
+  $('#reschedule-date').addEventListener('input', (e) => e.target.setCustomValidity(''));
+
+  $('#login-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const error = $('#login-error');
+    try {
+      await login(where.root, $('#login-name').value, $('#login-password').value);
+      $('#login-dialog').close();
+      error.hidden = true;
+      start().catch(failed);
+    } catch (e) {
+      error.textContent = e.status === 401 ? 'Wrong name or password.' : e.message;
+      error.hidden = false;
+    }
+  });
+  $('#message-close').addEventListener('click', () => { $('#message').hidden = true; });
+  $('#runs-more').addEventListener('click', () => {
+    state.allRuns = !state.allRuns;
+    redraw('runs');
+  });
+}
+
+function askLogin() {
+  const dialog = $('#login-dialog');
+  if (!dialog.open) dialog.showModal();
+}
+
+// -- filters -------------------------------------------------------------------------------
+
+let searchTimer = null;
+
+function setFilters(changes) {
+  Object.assign(state.filters, changes);
+  redraw('counts');
+  loadTasks().catch(failed);
+}
+
+function pickStatus(status) {
+  $('#filter-status').value = status;
+  setFilters({ status });
+}
+
+function showTask(id) {
+  $('#search').value = id;
+  setFilters({ search: id, status: '', worker: '', job: '' });
+  $('#filter-worker').value = '';
+  $('#filter-job').value = '';
+  $('#tasks').scrollIntoView({ behavior: 'smooth' });
+}
+
+function setupFilters() {
+  for (const name of ['worker', 'status', 'job']) {
+    $(`#filter-${name}`).addEventListener('change', (e) => setFilters({ [name]: e.target.value }));
+  }
+  $('#search').addEventListener('input', (e) => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => setFilters({ search: e.target.value.trim() }), 250);
+  });
+  $('#filters').addEventListener('submit', (e) => e.preventDefault());
+}
+
+// -- start ---------------------------------------------------------------------------------
+
+function main() {
+  $('#db-name').textContent = where.db;
+  document.title = `after · ${where.db}`;
+  setupDialogs();
+  setupFilters();
+  render.clock(Date.now());
+  redraw('counts', 'live');
+  // Ages and "in 5m" move with time; heartbeats go stale without a change.
+  setInterval(() => {
+    render.clock(Date.now());
+    redraw('workers');
+  }, 1000);
+  setInterval(() => redraw('tasks', 'runs', 'schedule'), 15000);
+  window.addEventListener('resize', () => redraw('schedule', 'runs'));
+  setInterval(() => loadSummary().catch(() => {}), 30000);
+  start().catch(failed);
+}
+
+main();

@@ -1,0 +1,124 @@
+// couch.js: CouchDB's HTTP API from the page, with relative URLs (the user's own session).
+//
+// The page is served at <root><db>/_design/dashboard/index.html, so the database names come
+// from its own address: the segment before `_design` is the tasks database; its runs and
+// workers live in <db>_runs and <db>_workers.
+
+export class HttpError extends Error {
+  constructor(status, error, reason) {
+    super(reason || error || `HTTP ${status}`);
+    this.status = status;
+    this.error = error;
+  }
+}
+
+export function locate(pathname) {
+  const parts = pathname.split('/');
+  const at = parts.indexOf('_design');
+  if (at < 1) throw new Error(`cannot tell the database from ${pathname}`);
+  const db = decodeURIComponent(parts[at - 1]);
+  return {
+    root: parts.slice(0, at - 1).join('/') + '/',
+    db,
+    runs: `${db}_runs`,
+    workers: `${db}_workers`,
+  };
+}
+
+export function docPath(root, db, id) {
+  const name = id.startsWith('_design/') ? `_design/${encodeURIComponent(id.slice(8))}`
+    : encodeURIComponent(id);
+  return `${root}${encodeURIComponent(db)}/${name}`;
+}
+
+function query(params) {
+  const pairs = Object.entries(params || {}).filter(([, v]) => v !== undefined);
+  if (!pairs.length) return '';
+  return '?' + pairs.map(([k, v]) => `${k}=${encodeURIComponent(v)}`).join('&');
+}
+
+export async function request(method, url, { body, params, signal } = {}) {
+  const response = await fetch(url + query(params), {
+    method,
+    signal,
+    credentials: 'same-origin',
+    headers: { Accept: 'application/json', 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  let data = null;
+  try { data = text.trim() ? JSON.parse(text) : null; } catch { data = { reason: text }; }
+  if (!response.ok) {
+    throw new HttpError(response.status, data && data.error, data && data.reason);
+  }
+  return data;
+}
+
+// A database on the server at `root`, with the calls the dashboard needs.
+export function database(root, name) {
+  const base = `${root}${encodeURIComponent(name)}`;
+  return {
+    name,
+    info: () => request('GET', base),
+    get: (id) => request('GET', docPath(root, name, id)),
+    put: (doc) => request('PUT', docPath(root, name, doc._id), { body: doc }),
+    allDocs: (params) => request('GET', `${base}/_all_docs`, { params }),
+    find: (body) => request('POST', `${base}/_find`, { body }),
+    view: (ddoc, view, params) =>
+      request('GET', `${base}/_design/${ddoc}/_view/${view}`, { params: jsonParams(params) }),
+    changes: (params, signal) => request('GET', `${base}/_changes`, { params, signal }),
+  };
+}
+
+// View parameters are JSON values (keys), except the plain flags.
+function jsonParams(params) {
+  const out = {};
+  for (const [k, v] of Object.entries(params || {})) {
+    if (v === undefined) continue;
+    out[k] = ['startkey', 'endkey', 'key'].includes(k) ? JSON.stringify(v) : String(v);
+  }
+  return out;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// Follow a database's _changes feed from `since` with longpoll requests (what both CouchDB
+// and pouchdb-server serve right, gzip included), calling onChanges(results) for each
+// batch; reconnects with backoff. onState(true|false) reports the connection: a browser
+// may hold a waiting response's headers back (it sniffs text/plain), so "connected" means
+// the last request did not fail. Returns a stop function.
+export function follow(db, since, { onChanges, onState, onError }) {
+  const controller = new AbortController();
+  let backoff = 500;
+  let healthy = true;
+  (async () => {
+    while (!controller.signal.aborted) {
+      if (healthy) onState(true);
+      try {
+        const answer = await db.changes({
+          feed: 'longpoll', since, include_docs: 'true', heartbeat: '10000', timeout: '30000',
+        }, controller.signal);
+        healthy = true;
+        backoff = 500;
+        since = answer.last_seq;
+        if (answer.results.length) onChanges(answer.results);
+      } catch (error) {
+        if (controller.signal.aborted) return;
+        healthy = false;
+        onState(false);
+        if (onError) onError(error);
+        await sleep(backoff * (0.5 + Math.random()));
+        backoff = Math.min(backoff * 2, 10000);
+      }
+    }
+  })();
+  return () => controller.abort();
+}
+
+export function login(root, name, password) {
+  return request('POST', `${root}_session`, { body: { name, password } });
+}
+
+export function logout(root) {
+  return request('DELETE', `${root}_session`);
+}

@@ -1,0 +1,231 @@
+// model.js: pure functions over task, run and worker documents. No DOM, no HTTP, and the
+// time is always passed in (`now`, epoch milliseconds).
+
+export const STATUSES = ['waiting', 'scheduled', 'running', 'reschedule', 'cancel',
+  'done', 'error', 'canceled'];
+export const HELD = ['scheduled', 'running'];
+export const RUNNABLE = ['waiting', 'scheduled', 'running', 'reschedule'];
+export const FAILED_OUTCOMES = ['error', 'timeout', 'interrupted', 'missed'];
+
+// -- dates ---------------------------------------------------------------------------------
+
+// The task date grammar (after.dates.ISO_DATE_RE): a date alone is midnight UTC, a date-time
+// without an offset is UTC. Returns epoch milliseconds or null.
+const ISO = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(Z|[+-]\d{2}(?::?\d{2})?)?)?$/;
+
+export function parseDate(value) {
+  if (typeof value !== 'string') return null;
+  const m = ISO.exec(value);
+  if (!m) return null;
+  const [y, mo, d, hh, mi, ss] = [1, 2, 3, 4, 5, 6].map((i) => +(m[i] || 0));
+  if (mo < 1 || mo > 12 || d < 1 || hh > 23 || mi > 59 || ss > 59) return null;
+  const ms = m[7] ? +(m[7] + '00').slice(0, 3) : 0;
+  let t = Date.UTC(y, mo - 1, d, hh, mi, ss, ms);
+  if (new Date(t).getUTCDate() !== d) return null; // February 30th and the like
+  const tz = m[8];
+  if (tz && tz !== 'Z') {
+    const sign = tz[0] === '-' ? -1 : 1;
+    const digits = tz.slice(1).replace(':', '');
+    t -= sign * (+digits.slice(0, 2) * 60 + +(digits.slice(2, 4) || 0)) * 60000;
+  }
+  return Number.isNaN(t) ? null : t;
+}
+
+export function isoDate(ms) {
+  return new Date(ms).toISOString();
+}
+
+// A datetime-local input's value ("2026-12-01T09:30" or with seconds), read as UTC.
+export function utcInput(value) {
+  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?$/.test(value || '')) return null;
+  const iso = value.length === 16 ? `${value}:00Z` : `${value}Z`;
+  return parseDate(iso) === null ? null : iso;
+}
+
+// The value for a datetime-local input showing `ms` in UTC.
+export function toUtcInput(ms) {
+  return isoDate(ms).slice(0, 16);
+}
+
+export function formatUtc(ms) {
+  if (ms === null || ms === undefined) return '–';
+  return isoDate(ms).replace('T', ' ').slice(0, 19);
+}
+
+export function formatDuration(ms) {
+  if (ms === null || ms === undefined || Number.isNaN(ms)) return '–';
+  const sign = ms < 0 ? '-' : '';
+  const a = Math.abs(ms);
+  if (a < 1000) return `${sign}${Math.round(a)} ms`;
+  if (a < 60000) return `${sign}${(a / 1000).toFixed(a < 10000 ? 2 : 1)} s`;
+  if (a < 3600000) return `${sign}${Math.floor(a / 60000)}m ${Math.round((a % 60000) / 1000)}s`;
+  if (a < 86400000) return `${sign}${Math.floor(a / 3600000)}h ${Math.round((a % 3600000) / 60000)}m`;
+  return `${sign}${Math.floor(a / 86400000)}d ${Math.round((a % 86400000) / 3600000)}h`;
+}
+
+// "in 5m" / "3s ago", coarse on purpose.
+export function relative(ms, now) {
+  if (ms === null || ms === undefined) return '';
+  const d = ms - now;
+  const a = Math.abs(d);
+  let text;
+  if (a < 1500) return 'now';
+  if (a < 60000) text = `${Math.round(a / 1000)}s`;
+  else if (a < 3600000) text = `${Math.round(a / 60000)}m`;
+  else if (a < 172800000) text = `${Math.round(a / 3600000)}h`;
+  else text = `${Math.round(a / 86400000)}d`;
+  return d > 0 ? `in ${text}` : `${text} ago`;
+}
+
+// -- tasks ---------------------------------------------------------------------------------
+
+export function isTask(doc) {
+  return !!doc && typeof doc._id === 'string' && !doc._id.startsWith('_design/') && !doc._deleted;
+}
+
+export function meta(doc) {
+  return doc.after && typeof doc.after === 'object' ? doc.after : {};
+}
+
+// When the task's next occurrence fires: the held occurrence's due, else its date.
+export function dueOf(doc) {
+  const info = meta(doc);
+  if (HELD.includes(doc.status) && info.due) return parseDate(info.due);
+  return parseDate(doc.date);
+}
+
+export function jobName(doc) {
+  return doc.job && typeof doc.job.name === 'string' ? doc.job.name : '';
+}
+
+export function matches(doc, filters) {
+  if (filters.status && doc.status !== filters.status) return false;
+  if (filters.worker && doc.worker !== filters.worker) return false;
+  if (filters.job && jobName(doc) !== filters.job) return false;
+  if (filters.search && !doc._id.startsWith(filters.search)) return false;
+  return true;
+}
+
+// The Mango selector for the filters (the id search is applied on the page).
+export function selector(filters) {
+  const s = {};
+  if (filters.status) s.status = filters.status;
+  if (filters.worker) s.worker = filters.worker;
+  if (filters.job) s['job.name'] = filters.job;
+  if (!Object.keys(s).length) s._id = { $gt: null };
+  return s;
+}
+
+const ORDER = { running: 0, scheduled: 1, reschedule: 2, cancel: 3, waiting: 4, error: 5,
+  done: 6, canceled: 7 };
+
+// Active first, then by when they are due (soonest first).
+export function sortTasks(docs) {
+  return [...docs].sort((a, b) =>
+    (ORDER[a.status] ?? 9) - (ORDER[b.status] ?? 9)
+    || (dueOf(a) ?? Infinity) - (dueOf(b) ?? Infinity)
+    || a._id.localeCompare(b._id));
+}
+
+// -- actions: each returns the document to PUT back (with its _rev), or throws -------------
+
+export function actionsFor(doc) {
+  switch (doc.status) {
+    case 'waiting':
+    case 'scheduled':
+      return ['run', 'reschedule', 'cancel'];
+    case 'running':
+    case 'reschedule':
+      return ['reschedule', 'cancel'];
+    case 'error':
+      return ['rerun', 'reschedule'];
+    case 'done':
+    case 'canceled':
+      return ['run', 'reschedule'];
+    default:
+      return []; // `cancel`: the worker has yet to apply it
+  }
+}
+
+export const ACTION_LABELS = { run: 'Run now', reschedule: 'Reschedule…', cancel: 'Cancel',
+  rerun: 'Re-run' };
+
+function copy(doc) {
+  return JSON.parse(JSON.stringify(doc));
+}
+
+// Cancel: a worker holds or runs it, so ask it (`cancel`); otherwise it is simply canceled.
+export function cancel(doc) {
+  if (!['waiting', 'scheduled', 'running', 'reschedule'].includes(doc.status)) {
+    throw new Error(`${doc._id} is ${doc.status}: nothing to cancel`);
+  }
+  const next = copy(doc);
+  next.status = doc.status === 'waiting' ? 'canceled' : 'cancel';
+  return next;
+}
+
+// A new date: a worker that holds the task must take it into account (`reschedule`);
+// otherwise the task waits for its new date (finished ones run again).
+export function reschedule(doc, iso) {
+  if (parseDate(iso) === null) throw new Error(`not a date: ${iso}`);
+  if (doc.status === 'cancel') throw new Error(`${doc._id} is being canceled`);
+  const next = copy(doc);
+  next.date = iso;
+  next.status = HELD.includes(doc.status) || doc.status === 'reschedule' ? 'reschedule' : 'waiting';
+  return next;
+}
+
+export function runNow(doc, now) {
+  return reschedule(doc, isoDate(now));
+}
+
+// Re-run a failed task: waiting again, due now.
+export function rerun(doc, now) {
+  if (doc.status !== 'error') throw new Error(`${doc._id} is ${doc.status}, not error`);
+  const next = copy(doc);
+  next.status = 'waiting';
+  next.date = isoDate(now);
+  return next;
+}
+
+// -- runs ----------------------------------------------------------------------------------
+
+export function isRun(doc) {
+  return !!doc && !doc._deleted && typeof doc.task === 'string' && !doc._id.startsWith('_design/');
+}
+
+export function lateness(run) {
+  const started = parseDate(run.started);
+  const scheduled = parseDate(run.scheduled);
+  return started === null || scheduled === null ? null : started - scheduled;
+}
+
+export function runTime(run) {
+  return parseDate(run.started) ?? parseDate(run.ended) ?? parseDate(run.scheduled) ?? 0;
+}
+
+export function failed(run) {
+  return FAILED_OUTCOMES.includes(run.outcome);
+}
+
+// Failures first, each group newest first.
+export function sortRuns(runs) {
+  return [...runs].sort((a, b) => (failed(b) - failed(a)) || runTime(b) - runTime(a));
+}
+
+// -- workers -------------------------------------------------------------------------------
+
+export function isWorker(doc) {
+  return !!doc && !doc._deleted && doc.type === 'worker';
+}
+
+export function workerState(doc, now) {
+  const expires = parseDate(doc.expires);
+  if (expires === null || expires < now) return 'stale';
+  return doc.stopping ? 'stopping' : 'live';
+}
+
+export function sortWorkers(docs) {
+  return [...docs].sort((a, b) => String(a.name).localeCompare(String(b.name))
+    || String(a.host).localeCompare(String(b.host)) || (a.pid || 0) - (b.pid || 0));
+}

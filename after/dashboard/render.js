@@ -1,0 +1,207 @@
+// render.js: the page's sections, drawn from the state. Each function replaces the content
+// of its own elements; none of them changes the state.
+
+import { $, h, replace } from './dom.js';
+import { runsChart, timeline } from './chart.js';
+import {
+  ACTION_LABELS, STATUSES, actionsFor, dueOf, failed, formatDuration, formatUtc, jobName,
+  lateness, meta, parseDate, relative, sortRuns, sortTasks, sortWorkers, workerState,
+} from './model.js';
+
+const HOUR = 3600000;
+const DAY = 24 * HOUR;
+const MAX_TASK_ROWS = 300;
+const MAX_RUN_ROWS = 25;
+
+function when(ms, now) {
+  if (ms === null || ms === undefined) return '–';
+  return h('span', { title: `${formatUtc(ms)}Z` }, formatUtc(ms).slice(5, 16).replace(' ', ' · '),
+    h('span', { class: 'rel' }, ` ${relative(ms, now)}`));
+}
+
+// Fill a table body, and label each cell with its column's heading (for the narrow layout,
+// where rows become cards).
+function fill(tbody, rows) {
+  replace(tbody, rows);
+  const headings = [...tbody.closest('table').querySelectorAll('thead th')]
+    .map((th) => th.textContent);
+  for (const row of tbody.rows) {
+    [...row.cells].forEach((cell, i) => {
+      if (!cell.colSpan || cell.colSpan === 1) cell.dataset.label = headings[i] || '';
+    });
+  }
+}
+
+function badge(kind, value) {
+  return h('span', { class: `badge ${kind}-${value}` }, value || '?');
+}
+
+export function workers(state, now) {
+  const docs = sortWorkers([...state.workers.values()]);
+  const live = docs.filter((d) => workerState(d, now) !== 'stale').length;
+  $('#workers-count').textContent = docs.length ? `${live} live of ${docs.length}` : '';
+  const rows = docs.map((doc) => {
+    const st = workerState(doc, now);
+    const counts = doc.counts || {};
+    return h('tr', { class: `worker state-${st}`, 'data-id': doc._id },
+      h('td', { class: 'id' }, h('strong', {}, doc.name)),
+      h('td', {}, doc.host),
+      h('td', {}, doc.pid),
+      h('td', {}, badge('worker', st)),
+      h('td', { title: doc.last_seen || '' }, relative(parseDate(doc.last_seen), now) || '–'),
+      h('td', { class: 'num' }, doc.held ?? 0),
+      h('td', { class: 'num' }, doc.running ?? 0),
+      h('td', { class: 'num' }, counts.runs ?? 0),
+      h('td', { class: 'num' }, (counts.failed ?? 0) + (counts.missed ?? 0)));
+  });
+  fill($('#workers-body'), rows.length ? rows
+    : h('tr', {}, h('td', { colspan: 9, class: 'empty' },
+      'No worker process has a heartbeat here. Start one with `after start NAME`.')));
+}
+
+export function schedule(state, now) {
+  const items = state.upcoming.filter((item) => item.due >= now);
+  const hour = items.filter((item) => item.due <= now + HOUR);
+  const width = $('#timeline-hour').clientWidth || 600;
+  const dayTicks = width < 500 ? 6 * HOUR : 3 * HOUR;
+  replace($('#timeline-hour'), timeline(hour, now, HOUR, 10 * 60000, 'next hour', width),
+    h('p', { class: 'caption' }, `${hour.length} due in the next hour`));
+  replace($('#timeline-day'), timeline(items, now, DAY, dayTicks, 'next day', width),
+    h('p', { class: 'caption' }, `${items.length} due in the next 24 hours`
+      + (state.upcomingTruncated ? ' (first ones shown)' : '')));
+  const overdue = $('#overdue');
+  overdue.textContent = state.overdue ? `${state.overdue} overdue` : '';
+  overdue.classList.toggle('warn', state.overdue > 0);
+}
+
+export function counts(state, onPick) {
+  const chips = STATUSES.filter((st) => state.counts[st]).map((st) => h('button', {
+    type: 'button',
+    class: `chip status-${st}${state.filters.status === st ? ' active' : ''}`,
+    'aria-pressed': state.filters.status === st ? 'true' : 'false',
+    onclick: () => onPick(state.filters.status === st ? '' : st),
+  }, st, h('span', { class: 'n' }, state.counts[st])));
+  const total = Object.values(state.counts).reduce((a, b) => a + b, 0);
+  replace($('#status-counts'), h('span', { class: 'total' }, `${total} tasks`), chips);
+}
+
+// Keep a <select>'s choice while its options change.
+function options(select, values, labels = {}) {
+  const chosen = select.value;
+  const all = [...new Set(values.concat(chosen ? [chosen] : []))].sort();
+  replace(select, h('option', { value: '' }, 'all'),
+    all.map((v) => h('option', { value: v }, labels[v] ?? v)));
+  select.value = chosen;
+}
+
+export function filters(state) {
+  options($('#filter-worker'), state.facets.workers);
+  options($('#filter-job'), state.facets.jobs);
+  options($('#filter-status'), STATUSES);
+  $('#filter-status').value = state.filters.status;
+}
+
+function lastRun(doc, now) {
+  const info = meta(doc);
+  const run = info.last_run;
+  const parts = [];
+  if (run && run.outcome) {
+    parts.push(badge('outcome', run.outcome), ' ',
+      h('span', { class: 'muted', title: run.ended || '' },
+        `${formatDuration(run.duration_ms)} · ${relative(parseDate(run.ended), now)}`));
+    const message = run.error && (run.error.message || run.error);
+    if (message && typeof message === 'string') {
+      parts.push(h('div', { class: 'error-text', title: message }, message));
+    }
+  }
+  if (doc.status === 'error' && info.error && !(run && run.error)) {
+    parts.push(h('div', { class: 'error-text', title: info.error }, String(info.error)));
+  }
+  return parts.length ? parts : h('span', { class: 'muted' }, 'never run');
+}
+
+export function tasks(state, now, onAction) {
+  const docs = sortTasks([...state.tasks.values()]);
+  const shown = docs.slice(0, MAX_TASK_ROWS);
+  $('#tasks-shown').textContent = docs.length > shown.length
+    ? `${shown.length} of ${docs.length}${state.tasksTruncated ? '+' : ''} shown`
+    : `${docs.length}${state.tasksTruncated ? '+' : ''} shown`;
+  const rows = shown.map((doc) => {
+    const busy = state.busy.has(doc._id);
+    const info = meta(doc);
+    return h('tr', { 'data-id': doc._id, class: `task status-${doc.status}` },
+      h('td', { class: 'id' }, h('code', { title: doc._id }, doc._id)),
+      h('td', {}, badge('status', doc.status)),
+      h('td', {}, doc.worker || '–'),
+      h('td', {}, jobName(doc) || '–'),
+      h('td', {}, when(dueOf(doc), now)),
+      h('td', { class: 'last' }, lastRun(doc, now)),
+      h('td', { class: 'num' }, info.runs ?? 0),
+      h('td', { class: 'actions' }, actionsFor(doc).map((kind) => h('button', {
+        type: 'button',
+        class: `action ${kind}`,
+        'data-action': kind,
+        disabled: busy,
+        onclick: () => onAction(doc._id, kind),
+      }, ACTION_LABELS[kind]))));
+  });
+  const empty = state.loadingTasks ? 'Loading…' : 'No task matches.';
+  fill($('#tasks-body'), rows.length ? rows
+    : h('tr', {}, h('td', { colspan: 8, class: 'empty' }, empty)));
+}
+
+export function runs(state, now, onTask) {
+  const all = [...state.runs.values()];
+  const failures = all.filter(failed).length;
+  $('#runs-count').textContent = all.length
+    ? `${all.length} latest · ${failures} failed` : '';
+  const width = $('#runs-chart').clientWidth || 1000;
+  replace($('#runs-chart'), all.length ? runsChart(all, now, width)
+    : h('p', { class: 'empty' }, 'No run yet.'));
+  const sorted = sortRuns(all);
+  const limit = state.allRuns ? sorted.length : MAX_RUN_ROWS;
+  const rows = sorted.slice(0, limit).map((run) => {
+    const message = run.error && (run.error.message || String(run.error));
+    return h('tr', { class: `run outcome-${run.outcome}`, 'data-id': run._id },
+      h('td', { class: 'id' }, h('button', { type: 'button', class: 'link',
+        title: `show task ${run.task}`, onclick: () => onTask(run.task) }, run.task)),
+      h('td', {}, `#${run.number}`, run.attempt > 1 ? h('span', { class: 'muted' },
+        ` try ${run.attempt}`) : ''),
+      h('td', {}, badge('outcome', run.outcome)),
+      h('td', {}, when(parseDate(run.started), now)),
+      h('td', { class: 'num' }, formatDuration(run.duration_ms)),
+      h('td', { class: 'num' }, formatDuration(lateness(run))),
+      h('td', { class: 'muted' }, `${run.worker || ''}@${run.host || ''}`),
+      h('td', { class: 'error-cell' }, message
+        ? h('div', { class: 'error-text', title: message }, message) : ''));
+  });
+  fill($('#runs-body'), rows.length ? rows
+    : h('tr', {}, h('td', { colspan: 8, class: 'empty' }, 'No run recorded yet.')));
+  const more = $('#runs-more');
+  more.hidden = sorted.length <= MAX_RUN_ROWS;
+  more.textContent = state.allRuns ? `Show the first ${MAX_RUN_ROWS}` : `Show all ${sorted.length}`;
+}
+
+export function clock(now) {
+  $('#clock').textContent = `${formatUtc(now)} UTC`;
+}
+
+export function liveness(state) {
+  const el = $('#live');
+  const feeds = Object.values(state.live);
+  const on = feeds.length && feeds.every(Boolean);
+  el.textContent = on ? 'live' : 'reconnecting…';
+  el.classList.toggle('off', !on);
+}
+
+let hideTimer = null;
+
+// A message at the top: kind is ok, warn or error. `ok` ones go away by themselves.
+export function message(text, kind = 'ok') {
+  const box = $('#message');
+  $('#message-text').textContent = text;
+  box.className = `message ${kind}`;
+  box.hidden = false;
+  clearTimeout(hideTimer);
+  if (kind === 'ok') hideTimer = setTimeout(() => { box.hidden = true; }, 5000);
+}

@@ -1,0 +1,297 @@
+"""The dashboard in headless Chromium, served by the test server from ``_design/dashboard``."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from playwright.sync_api import expect
+
+from after.dates import parse_date, utcnow
+
+from .conftest import SCREENSHOTS
+from .factories import run_doc, task_doc, worker_doc
+
+
+def row(page, docid: str):
+    return page.locator(f'#tasks-body tr[data-id="{docid}"]')
+
+
+def test_page_loads_without_errors_and_shows_what_the_test_created(store, open_page):
+    store.put(worker_doc("billing", "host-a", 101), db=f"{store.db}_workers")
+    store.put(worker_doc("mail", "host-b", 202, expires_in=-60), db=f"{store.db}_workers")
+    store.put(task_doc("invoice-1", job="generate_billing"))
+    store.put(task_doc("invoice-2", status="scheduled", due=timedelta(minutes=5)))
+    store.put(task_doc("mailing", worker="mail", status="error", job="send_mail",
+                       after={"error": "job failed: SMTP refused"}))
+    store.put(run_doc("invoice-0", 1, late_ms=2500), db=f"{store.db}_runs")
+    store.put(run_doc("mailing", 3, outcome="error", error="SMTPException: refused"),
+              db=f"{store.db}_runs")
+
+    watched = open_page()
+    page = watched.page
+
+    expect(page.locator("#db-name")).to_have_text(store.db)
+    workers = page.locator("#workers-body tr")
+    expect(workers).to_have_count(2)
+    expect(workers.nth(0)).to_contain_text("billing")
+    expect(workers.nth(0)).to_contain_text("host-a")
+    expect(workers.nth(0)).to_contain_text("live")
+    expect(workers.nth(1)).to_contain_text("mail")
+    expect(workers.nth(1)).to_contain_text("stale")
+
+    expect(page.locator("#tasks-body tr")).to_have_count(3)
+    expect(row(page, "invoice-1")).to_contain_text("waiting")
+    expect(row(page, "invoice-1")).to_contain_text("generate_billing")
+    expect(row(page, "invoice-2")).to_contain_text("scheduled")
+    expect(row(page, "mailing")).to_contain_text("SMTP refused")
+    expect(page.locator("#status-counts")).to_contain_text("3 tasks")
+    expect(page.locator("#status-counts .status-waiting")).to_contain_text("1")
+
+    # the schedule: both runnable tasks are due within the hour
+    expect(page.locator("#timeline-hour")).to_contain_text("2 due in the next hour")
+    expect(page.locator("#timeline-hour circle")).to_have_count(2)
+
+    # runs: the failure first, with its message; lateness = started - scheduled
+    runs = page.locator("#runs-body tr")
+    expect(runs).to_have_count(2)
+    expect(runs.nth(0)).to_contain_text("SMTPException: refused")
+    expect(runs.nth(1)).to_contain_text("2.50 s")
+    expect(page.locator("#runs-chart svg circle")).to_have_count(2)
+
+    assert watched.errors == []
+
+
+def test_the_page_follows_changes_without_reloading(store, open_page):
+    doc = task_doc("report")
+    store.put(doc)
+    watched = open_page()
+    page = watched.page
+    expect(row(page, "report")).to_contain_text("waiting")
+    page.evaluate("window.__sameDocument = true")
+
+    doc["status"] = "done"
+    doc["after"] = {"runs": 1, "last_run": {"number": 1, "attempt": 1, "outcome": "done",
+                                            "duration_ms": 42, "started": doc["date"],
+                                            "ended": doc["date"]}}
+    store.put(doc)
+    store.put(task_doc("late-comer", job="noop"))
+    store.put(worker_doc("billing"), db=f"{store.db}_workers")
+    store.put(run_doc("report", 1, outcome="timeout", error="timeout: took longer than 5s"),
+              db=f"{store.db}_runs")
+
+    expect(row(page, "report")).to_contain_text("done")
+    expect(row(page, "report")).to_contain_text("42 ms")
+    expect(row(page, "late-comer")).to_be_visible()
+    expect(page.locator("#workers-body tr")).to_contain_text("billing")
+    expect(page.locator("#runs-body tr").first).to_contain_text("took longer than 5s")
+    expect(page.locator("#status-counts .status-done")).to_contain_text("1")  # the view, later
+    assert page.evaluate("window.__sameDocument") is True  # no reload happened
+
+    store.delete("late-comer", store.get("late-comer")["_rev"])
+    expect(row(page, "late-comer")).to_have_count(0)
+    assert watched.errors == []
+
+
+def test_cancel_a_waiting_task_cancels_it(store, open_page):
+    store.put(task_doc("cleanup"))
+    page = open_page().page
+    row(page, "cleanup").get_by_role("button", name="Cancel").click()
+    expect(row(page, "cleanup")).to_contain_text("canceled")
+    expect(page.locator("#message")).to_contain_text("Cancel requested for cleanup")
+    assert store.get("cleanup")["status"] == "canceled"
+
+
+def test_cancel_a_held_task_asks_its_worker(store, open_page):
+    store.put(task_doc("nightly", status="scheduled"))
+    page = open_page().page
+    row(page, "nightly").get_by_role("button", name="Cancel").click()
+    expect(row(page, "nightly").locator(".badge").first).to_have_text("cancel")
+    doc = store.get("nightly")
+    assert doc["status"] == "cancel"
+    assert doc["after"]["owner"] == "billing@test-host:4242:abc"  # the rest is kept
+
+
+def test_reschedule_reads_the_input_as_utc(store, open_page):
+    store.put(task_doc("backup"))
+    page = open_page().page
+    row(page, "backup").get_by_role("button", name="Reschedule…").click()
+    dialog = page.locator("#reschedule-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("UTC")
+    dialog.locator("input[type=datetime-local]").fill("2030-01-02T03:04")
+    dialog.get_by_role("button", name="Reschedule").click()
+    expect(row(page, "backup")).to_contain_text("01-02 · 03:04")
+    doc = store.get("backup")
+    assert (doc["date"], doc["status"]) == ("2030-01-02T03:04:00Z", "waiting")
+
+
+def test_run_now_on_a_held_task_asks_for_a_reschedule(store, open_page):
+    store.put(task_doc("digest", status="scheduled", due=timedelta(hours=5)))
+    page = open_page().page
+    before = utcnow()
+    row(page, "digest").get_by_role("button", name="Run now").click()
+    expect(row(page, "digest")).to_contain_text("reschedule")
+    doc = store.get("digest")
+    assert doc["status"] == "reschedule"
+    assert abs((parse_date(doc["date"]) - before).total_seconds()) < 10
+
+
+def test_rerun_a_failed_task(store, open_page):
+    store.put(task_doc("sync", status="error", due=timedelta(hours=-1),
+                       after={"error": "boom", "runs": 1}))
+    page = open_page().page
+    row(page, "sync").get_by_role("button", name="Re-run").click()
+    expect(row(page, "sync")).to_contain_text("waiting")
+    doc = store.get("sync")
+    assert doc["status"] == "waiting"
+    assert abs((parse_date(doc["date"]) - utcnow()).total_seconds()) < 10
+
+
+def test_a_conflict_says_so_and_reloads_the_task(store, open_page, db_name):
+    doc = task_doc("contested")
+    store.put(doc)
+    # The page does not hear of the tasks database's changes: its copy goes stale.
+    feed = re.compile(rf"/{db_name}/_changes\?feed=longpoll")
+    watched = open_page(before=lambda page: page.route(feed, lambda route: None))
+    page = watched.page
+    doc["worker"] = "mail"
+    store.put(doc)
+
+    row(page, "contested").get_by_role("button", name="Cancel").click()
+    expect(page.locator("#message")).to_contain_text("contested changed meanwhile, reloaded")
+    expect(row(page, "contested")).to_contain_text("mail")
+    assert store.get("contested")["status"] == "waiting"  # nothing was overwritten
+    row(page, "contested").get_by_role("button", name="Cancel").click()
+    expect(row(page, "contested")).to_contain_text("canceled")
+    assert store.get("contested")["status"] == "canceled"
+
+
+def test_filters_and_search(store, open_page):
+    store.put(task_doc("bill-1", worker="billing", job="generate_billing"))
+    store.put(task_doc("bill-2", worker="billing", job="generate_billing", status="done"))
+    store.put(task_doc("mail-1", worker="mail", job="send_mail"))
+    page = open_page().page
+    expect(page.locator("#tasks-body tr")).to_have_count(3)
+
+    page.locator("#filter-worker").select_option("mail")
+    expect(page.locator("#tasks-body tr")).to_have_count(1)
+    expect(row(page, "mail-1")).to_be_visible()
+    page.locator("#filter-worker").select_option("")
+
+    page.locator("#status-counts .status-done").click()
+    expect(page.locator("#tasks-body tr")).to_have_count(1)
+    expect(row(page, "bill-2")).to_be_visible()
+    expect(page.locator("#filter-status")).to_have_value("done")
+    page.locator("#filter-status").select_option("")
+
+    page.locator("#filter-job").select_option("generate_billing")
+    expect(page.locator("#tasks-body tr")).to_have_count(2)
+    page.locator("#filter-job").select_option("")
+
+    page.locator("#search").fill("bill-")
+    expect(page.locator("#tasks-body tr")).to_have_count(2)
+    page.locator("#search").fill("mail-1")
+    expect(page.locator("#tasks-body tr")).to_have_count(1)
+    # a change to a task the filters hide does not show it
+    store.put(task_doc("bill-3"))
+    store.put(task_doc("mail-10", worker="mail"))
+    expect(page.locator("#tasks-body tr")).to_have_count(2)
+
+
+def test_screenshots(store, open_page):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    store.put(worker_doc("billing", "host-a", 101), db=f"{store.db}_workers")
+    store.put(worker_doc("billing", "host-b", 202, held=0, running=0), db=f"{store.db}_workers")
+    for i, (status, minutes) in enumerate([("running", -1), ("scheduled", 3), ("scheduled", 12),
+                                           ("waiting", 40), ("waiting", 200), ("waiting", 900),
+                                           ("done", -30), ("error", -60)]):
+        extra = {"after": {"error": "job failed: ValueError('no invoice 42')"}} \
+            if status == "error" else {}
+        store.put(task_doc(f"task-{i}", status=status, due=timedelta(minutes=minutes),
+                           job=["hello", "generate_billing", "send_mail"][i % 3], **extra))
+    for n in range(30):
+        outcome = "error" if n % 9 == 4 else "timeout" if n == 20 else "done"
+        store.put(run_doc(f"task-{n % 6}", n, outcome=outcome, late_ms=40 + (n * 37) % 900,
+                          ago=timedelta(minutes=60 - 2 * n),
+                          error=None if outcome == "done" else f"{outcome}: invoice {n}"),
+                  db=f"{store.db}_runs")
+    for width, name in ((1280, "dashboard-1280.png"), (420, "dashboard-narrow.png")):
+        watched = open_page(width=width)
+        page = watched.page
+        expect(page.locator("#runs-body tr")).to_have_count(25)
+        path = SCREENSHOTS / name
+        page.screenshot(path=str(path), full_page=True)
+        assert path.stat().st_size > 10_000
+        assert watched.errors == []
+
+
+def test_a_401_asks_for_a_couchdb_login(store, open_page, db_name):
+    store.put(task_doc("private"))
+    refused = []
+    sessions = []
+
+    def refuse_once(route):
+        if refused:
+            route.continue_()
+            return
+        refused.append(route.request.url)
+        route.fulfill(status=401, content_type="application/json",
+                      body='{"error":"unauthorized","reason":"You are not a member"}')
+
+    def session(route):
+        sessions.append(route.request.post_data_json)
+        route.fulfill(status=200, content_type="application/json",
+                      body='{"ok":true,"name":"ann","roles":[]}')
+
+    def routes(page):
+        page.route(re.compile(rf"/{db_name}$"), refuse_once)
+        page.route(re.compile(r"/_session$"), session)
+
+    # the feeds never connect before the login: do not wait for "live"
+    page = open_page(before=routes, wait_live=False).page
+    dialog = page.locator("#login-dialog")
+    expect(dialog).to_be_visible()
+    dialog.locator("#login-name").fill("ann")
+    dialog.locator("#login-password").fill("secret")
+    dialog.get_by_role("button", name="Sign in").click()
+    expect(dialog).to_be_hidden()
+    expect(row(page, "private")).to_be_visible()
+    assert sessions == [{"name": "ann", "password": "secret"}]
+
+
+def test_the_action_rules(store, open_page):
+    """model.js, in the browser: what each action writes, for each status."""
+    page = open_page().page
+    result = page.evaluate("""async () => {
+      const m = await import('./model.js');
+      const doc = (status) => ({_id: 't', _rev: '3-x', status, worker: 'w',
+                                date: '2026-01-01T00:00:00Z', job: {name: 'j'}});
+      const now = Date.UTC(2026, 5, 1, 12, 0, 0);
+      const out = {};
+      for (const st of m.STATUSES) {
+        const r = {actions: m.actionsFor(doc(st))};
+        try { r.cancel = m.cancel(doc(st)).status; } catch (e) { r.cancel = null; }
+        try { r.reschedule = m.reschedule(doc(st), '2030-01-01T00:00:00Z').status; }
+        catch (e) { r.reschedule = null; }
+        try { r.rerun = m.rerun(doc(st), now).date; } catch (e) { r.rerun = null; }
+        out[st] = r;
+      }
+      out.utc = [m.utcInput('2030-01-02T03:04'), m.utcInput('2030-01-02T03:04:05'),
+                 m.utcInput(''), m.utcInput('2030-02-30T00:00')];
+      out.keepsRev = m.cancel(doc('waiting'))._rev;
+      return out;
+    }""")
+    assert result["waiting"] == {"actions": ["run", "reschedule", "cancel"],
+                                 "cancel": "canceled", "reschedule": "waiting", "rerun": None}
+    assert result["scheduled"]["cancel"] == "cancel"
+    assert result["scheduled"]["reschedule"] == "reschedule"
+    assert result["running"] == {"actions": ["reschedule", "cancel"], "cancel": "cancel",
+                                 "reschedule": "reschedule", "rerun": None}
+    assert result["error"] == {"actions": ["rerun", "reschedule"], "cancel": None,
+                               "reschedule": "waiting", "rerun": "2026-06-01T12:00:00.000Z"}
+    assert result["done"]["actions"] == ["run", "reschedule"]
+    assert result["cancel"] == {"actions": [], "cancel": None, "reschedule": None,
+                                "rerun": None}
+    assert result["utc"] == ["2030-01-02T03:04:00Z", "2030-01-02T03:04:05Z", None, None]
+    assert result["keepsRev"] == "3-x"
