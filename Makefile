@@ -6,9 +6,13 @@ AFTER  := $(BIN)/after
 PORT   ?= 5984
 export AFTER_HOME ?= $(CURDIR)/var
 
-.PHONY: install test unit integration acceptance server server-stop run stop lint bench clean
+.PHONY: install browser test unit integration acceptance server server-stop run stop lint bench clean
 
-install: $(VENV)/.installed node_modules/.installed
+install: $(VENV)/.installed node_modules/.installed browser
+
+# Debian's chromium, for the dashboard's browser tests (installed only where missing)
+browser:
+	@sh scripts/install-browser.sh
 
 $(VENV)/.installed: setup.cfg setup.py
 	$(PYTHON) -m venv $(VENV)

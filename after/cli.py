@@ -27,7 +27,7 @@ from pathlib import Path
 import click
 
 from . import config as config_module
-from . import process, schema
+from . import dashboard, process, schema
 from .dates import parse_date, utcnow
 from .jobs import JobRegistry
 from .server import EmbeddedServer, ServerError
@@ -186,6 +186,8 @@ def setup(cfg):
     """Create the databases, indexes and validation the scheduler needs (idempotent)."""
     with open_store(cfg) as store:
         changes = schema.setup(store)
+        if dashboard.install(store):
+            changes.append(f"installed the dashboard: {dashboard.url(cfg)}")
     for line in changes:
         click.echo(line)
     click.echo(f"{cfg.db} is set up at {cfg.safe_url}" if changes else
@@ -510,4 +512,5 @@ def run():  # pragma: no cover - the console script
     main(prog_name="after")
 
 
-from . import cli_tasks  # noqa: E402,F401  (registers the task management commands)
+# The other commands register themselves on `main`.
+from . import cli_dashboard, cli_tasks  # noqa: E402,F401
