@@ -21,7 +21,7 @@ $(VENV)/.installed: setup.cfg setup.py
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
 
 test: install
