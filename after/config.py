@@ -21,7 +21,7 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 DEFAULTS = {
     "host": "127.0.0.1",
@@ -62,14 +62,10 @@ class Config:
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***``, for output and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """The URL with its password (and any secret query parameter) masked, for output."""
+    from .redact import redact_url
+
+    return redact_url(url)
 
 
 def url_from_file(values: dict) -> str:

@@ -1,0 +1,77 @@
+"""Configuration: After's config.json, environment overrides, masked URLs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from after.config import ConfigError, load, mask_url
+
+
+def write(tmp_path, **values):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(values))
+    return path
+
+
+def test_after_shape_builds_the_url_with_credentials(tmp_path):
+    path = write(tmp_path, host="db.local", port=6984, login="admin", password="p@ss:w/rd",
+                 db="jobs_db", jobs="myjobs", home="run")
+    cfg = load(path, environ={})
+    assert cfg.url == "http://admin:p%40ss%3Aw%2Frd@db.local:6984"
+    assert cfg.db == "jobs_db"
+    assert cfg.jobs == tmp_path / "myjobs"
+    assert cfg.home == tmp_path / "run"
+    assert cfg.safe_url == "http://admin:***@db.local:6984"
+    assert (cfg.runs_db, cfg.workers_db) == ("jobs_db_runs", "jobs_db_workers")
+
+
+def test_environment_overrides_every_setting(tmp_path):
+    path = write(tmp_path, host="db.local", db="from_file")
+    env = {"AFTER_COUCHDB_URL": "https://u:secret@couch.example:443/", "AFTER_DB": "envdb",
+           "AFTER_JOBS": "/srv/jobs", "AFTER_HOME": "/srv/home"}
+    cfg = load(path, environ=env)
+    assert cfg.url == "https://u:secret@couch.example:443"
+    assert cfg.db == "envdb"
+    assert str(cfg.jobs) == "/srv/jobs" and str(cfg.home) == "/srv/home"
+    assert "secret" not in cfg.safe_url
+
+
+def test_after_config_names_the_file(tmp_path):
+    path = write(tmp_path, db="named")
+    assert load(environ={"AFTER_CONFIG": str(path)}).db == "named"
+
+
+def test_defaults_without_a_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load(environ={})
+    assert (cfg.url, cfg.db) == ("http://127.0.0.1:5984", "tasks")
+    assert cfg.jobs == tmp_path / "jobs"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"port": "abc"}', "'port' must be a number"),
+    ],
+)
+def test_a_bad_file_is_a_clear_error(tmp_path, content, message):
+    path = tmp_path / "config.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load(path, environ={})
+
+
+def test_a_missing_named_file_and_a_bad_url_are_clear_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load(tmp_path / "nope.json", environ={})
+    with pytest.raises(ConfigError, match=r"not a CouchDB URL: 'ftp://u:\*\*\*@x'"):
+        load(environ={"AFTER_COUCHDB_URL": "ftp://u:pw@x"}, path=write(tmp_path))
+
+
+def test_mask_url():
+    assert mask_url("http://admin:s3cret@127.0.0.1:5984") == "http://admin:***@127.0.0.1:5984"
+    assert mask_url("http://127.0.0.1:5984") == "http://127.0.0.1:5984"
