@@ -216,6 +216,8 @@ class Worker:
     def _handle_event(self, kind: str, value) -> list[Write]:
         if kind == "change":
             return self.on_change(value)
+        if kind == "recheck":
+            return self.on_change(value, recheck=True)
         if kind == "fire":
             return self.on_fire(value)
         if kind == "finished":
@@ -653,8 +655,9 @@ class Worker:
                 self._hold(doc, write.extra["spec"], parse_date(doc[rules.NS]["due"],
                                                                 "after.due"))
             elif doc["status"] in (rules.WAITING, rules.RESCHEDULE):
-                # The next occurrence: claim it now if it is near (saves waiting for the feed).
-                self.inbox.put(("change", doc))
+                # The next occurrence: claim it now if it is near (the feed's echo of this
+                # write is a revision already seen, so it would be ignored).
+                self.inbox.put(("recheck", doc))
         elif write.kind == "handback":
             self.held.pop(docid, None)
 
