@@ -76,6 +76,7 @@ class Held:
     token: str | None = None  # identifies the current run
     started: datetime | None = None
     deadline_ms: int | None = None
+    lateness: float = 0.0  # seconds from the due instant to the job's start
 
 
 @dataclass
@@ -122,7 +123,9 @@ class Worker:
         self.heartbeat_rev: str | None = None
         self.lease_until_ms = 0
         self.next_heartbeat = 0.0
-        self.next_poll = 0.0
+        self.poll_now = threading.Event()  # wakes the poller before its interval is over
+        self.feed_lost = False
+        self.jobs: dict[str, object] = {}  # resolved job functions, by name
         self.counts = {"runs": 0, "done": 0, "failed": 0, "missed": 0, "claimed": 0}
         self.ready = threading.Event()
         self.listeners: list = []  # callables(event, **info), e.g. metrics
@@ -147,6 +150,7 @@ class Worker:
         if self.stop_requested.is_set():
             self.stop_now.set()
         self.stop_requested.set()
+        self.poll_now.set()
         self.inbox.put(("wake", None))
 
     def emit(self, event: str, **info) -> None:
@@ -165,13 +169,16 @@ class Worker:
         self._heartbeat(force=True)
         since = self.store.update_seq()
         self.timer.start()
-        self._poll()
+        # The first poll runs at once on the poller's thread: on a large database the server
+        # may take a while to index it, and what the feed brings meanwhile runs on time.
+        self.poll_now.set()
+        threading.Thread(target=self._poller, name="after-poll", daemon=True).start()
         self.follower = ChangesFollower(
             self.store, self._on_change, since=since, selector={"worker": self.name},
             heartbeat=self.settings.feed_heartbeat, on_state=self._on_feed_state,
         ).start()
         self.ready.set()
-        log.info("worker %s ready: holding %d task(s)", self.name, len(self.held))
+        log.info("worker %s ready", self.name)
         try:
             while not self.stop_requested.is_set():
                 try:
@@ -185,7 +192,7 @@ class Worker:
 
     def _turn(self) -> None:
         now = time.time()
-        wait = max(0.0, min(self.next_heartbeat, self.next_poll, self._next_deadline()) - now)
+        wait = max(0.0, min(self.next_heartbeat, self._next_deadline()) - now)
         if self.pending or self.pending_runs:
             wait = min(wait, 1.0)
         events = self._drain(wait)
@@ -197,11 +204,8 @@ class Worker:
                 writes.extend(self._unexpected(kind, value, exc))
         writes.extend(self._check_deadlines())
         self._flush(writes)
-        now = time.time()
-        if now >= self.next_heartbeat:
+        if time.time() >= self.next_heartbeat:
             self._heartbeat()
-        if now >= self.next_poll:
-            self._poll()
 
     def _drain(self, wait: float, most: int = 2000) -> list:
         events = []
@@ -226,8 +230,10 @@ class Worker:
             self._drop(value)
         elif kind == "feed":
             self.emit("feed", connected=value)
-            if value:
-                self.next_poll = 0  # re-check everything after a reconnect
+            if not value:
+                self.feed_lost = True
+            elif self.feed_lost:
+                self.poll_now.set()  # re-check everything after a reconnect
         return []
 
     def _unexpected(self, kind: str, value, exc: Exception) -> list[Write]:
@@ -286,7 +292,7 @@ class Worker:
 
         try:
             spec = rules.parse(doc)
-            self.registry.resolve(spec.job)
+            self._job(spec.job)
         except (rules.TaskError, JobError) as exc:
             self._drop(docid)
             message = redact_text(str(exc))
@@ -447,24 +453,38 @@ class Worker:
         return [Write("start", rules.start(held.doc, self.id, now, number),
                       extra={"spec": held.spec, "token": held.token})]
 
+    def _job(self, name: str):
+        """The job's function (resolved once per process: the registry's lock and file checks
+        are not paid per run); raises JobError."""
+        func = self.jobs.get(name)
+        if func is None:
+            func = self.jobs[name] = self.registry.resolve(name)
+        return func
+
     def _launch(self, held: Held) -> None:
         held.started = utcnow()
         if held.spec.timeout:
             held.deadline_ms = to_ms(held.started) + int(held.spec.timeout * 1000)
         attempt = int(rules.meta(held.doc).get("attempt", 1))
         context = TaskContext(held.doc, held.spec.date, attempt)
-        lateness = (held.started - from_ms(held.due_ms)).total_seconds()
-        log.info("running %s (job %s, attempt %d, %.1f ms late)", held.doc["_id"],
-                 held.spec.job, attempt, lateness * 1000)
-        self.emit("start", job=held.spec.job, lateness=lateness)
-        self.pool.submit(self._execute, held.doc["_id"], held.token, held.spec, context)
+        held.lateness = (held.started - from_ms(held.due_ms)).total_seconds()
+        log.debug("running %s (job %s, attempt %d, %.1f ms late)", held.doc["_id"],
+                  held.spec.job, attempt, held.lateness * 1000)
+        self.emit("start", job=held.spec.job, lateness=held.lateness)
+        try:
+            func = self._job(held.spec.job)
+        except JobError as exc:  # the module went away since the claim
+            func = exc
+        self.pool.submit(self._execute, held.doc["_id"], held.token, held.spec, context, func)
 
-    def _execute(self, docid: str, token: str, spec: rules.Spec, context: TaskContext) -> None:
+    def _execute(self, docid: str, token: str, spec: rules.Spec, context: TaskContext,
+                 func) -> None:
         """On a pool thread: run the job, post how it ended."""
         started = utcnow()
         response = None
         try:
-            func = self.registry.resolve(spec.job)
+            if isinstance(func, Exception):
+                raise func
             value = run_job(func, context, spec.arguments)
             ended = utcnow()
             if spec.job in HTTP_JOBS and isinstance(value, dict) and "status" in value:
@@ -496,9 +516,12 @@ class Worker:
         held.token = None
         docid = held.doc["_id"]
         if outcome.ok:
-            log.info("done %s in %.1f ms", docid, outcome.duration_ms)
+            log.info("done %s (job %s, attempt %d) in %.1f ms, started %.1f ms late", docid,
+                     held.spec.job, int(rules.meta(dict(held.doc)).get("attempt", 1)),
+                     outcome.duration_ms, held.lateness * 1000)
         else:
-            log.warning("%s %s: %s", outcome.outcome, docid, outcome.error)
+            log.warning("%s %s (job %s): %s", outcome.outcome, docid, held.spec.job,
+                        outcome.error)
         new = rules.finish(held.doc, held.spec, outcome, now)
         run = self._run_record(held.doc, held.spec, outcome, trace=trace, response=response)
         return [Write("finish", new, outcome=outcome, run=run, extra={"spec": held.spec})]
@@ -680,7 +703,7 @@ class Worker:
         if current is not None:
             self.inbox.put(("change", current))
         else:
-            self.next_poll = 0
+            self.poll_now.set()
         return False
 
     def _count(self, outcome: rules.Outcome, job: str | None) -> None:
@@ -840,11 +863,9 @@ class Worker:
 
     # -- polling the due view ----------------------------------------------------------------
 
-    def _poll(self) -> None:
-        """Ask the database for this name's tasks due within the horizon, and for tasks whose
-        holder may be gone. The feed brings changes; this is the safety net, and the way
-        tasks created long ago come into the horizon."""
-        self.next_poll = time.time() + self.settings.poll
+    def _query_due(self) -> tuple[list[dict], bool]:
+        """This name's tasks due within the horizon, and those whose holder may be gone
+        (raises StoreError); and whether a page came back full (a backlog)."""
         now_ms = to_ms(utcnow())
         horizon_ms = now_ms + int(self.settings.horizon * 1000)
         ranges = [
@@ -854,25 +875,39 @@ class Worker:
             (rules.SCHEDULED, 0, {}),
             (rules.RUNNING, 0, {}),
         ]
-        writes: list[Write] = []
-        try:
-            for status, low, high in ranges:
-                rows = self.store.view(
-                    "after", "due", startkey=[self.name, status, low],
-                    endkey=[self.name, status, high], include_docs=True, conflicts=True,
-                    limit=self.settings.batch * 4,
-                )
-                if len(rows) >= self.settings.batch * 4:
-                    self.next_poll = time.time() + 0.5  # a backlog: come back for more soon
-                for row in rows:
-                    doc = row.get("doc")
-                    if not doc:
-                        continue
-                    writes.extend(self.on_change(doc, recheck=True))
-        except StoreError as exc:
-            log.warning("cannot query due tasks: %s", describe_error(exc))
-            self.next_poll = time.time() + min(5.0, self.settings.poll)
-        self._flush(writes)
+        docs, backlog = [], False
+        for status, low, high in ranges:
+            rows = self.store.view(
+                "after", "due", startkey=[self.name, status, low],
+                endkey=[self.name, status, high], include_docs=True, conflicts=True,
+                limit=self.settings.batch * 4,
+            )
+            backlog = backlog or len(rows) >= self.settings.batch * 4
+            docs.extend(row["doc"] for row in rows if row.get("doc"))
+        return docs, backlog
+
+    def _poller(self) -> None:
+        """Polls, on a thread of their own: the view query can be slow (the server indexes
+        what changed since the last one), and must never hold up the worker's loop. What it
+        finds goes to the inbox, to be decided on the loop.
+
+        The feed brings changes; polling is the safety net, and the way tasks created long
+        ago come into the horizon."""
+        interval = self.settings.poll
+        while not self.stop_requested.is_set():
+            self.poll_now.wait(interval)
+            self.poll_now.clear()
+            if self.stop_requested.is_set():
+                return
+            try:
+                docs, backlog = self._query_due()
+            except StoreError as exc:
+                log.warning("cannot query due tasks: %s", describe_error(exc))
+                interval = min(5.0, self.settings.poll)
+                continue
+            for doc in docs:
+                self.inbox.put(("recheck", doc))
+            interval = 0.5 if backlog else self.settings.poll  # a backlog: come back soon
 
     # -- stopping ----------------------------------------------------------------------------
 

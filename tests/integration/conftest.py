@@ -12,7 +12,7 @@ import pytest
 
 from after.dates import format_date, utcnow
 from after.jobs import JobRegistry
-from after.store import Store
+from after.store import Store, StoreError
 from after.worker import Settings, Worker
 
 FAST = dict(horizon=60, poll=0.5, heartbeat=0.5, lease=3, grace=5, pool=4)
@@ -91,7 +91,16 @@ class Harness:
         raise AssertionError(f"timed out waiting for {what}")
 
     def runs(self, docid: str) -> list[dict]:
-        docs = list(self.store.find_all({"task": docid}, db=f"{self.store.db}_runs"))
+        for attempt in range(3):
+            try:
+                docs = list(self.store.find_all({"task": docid}, db=f"{self.store.db}_runs"))
+                break
+            except StoreError:
+                # pouchdb-server's _find can fail on a document deleted while it reads
+                # ("Cannot read properties of undefined"): the worker prunes run records.
+                if attempt == 2:
+                    raise
+                time.sleep(0.1)
         return sorted(docs, key=lambda d: (d["number"], d["started"]))
 
 
