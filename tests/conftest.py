@@ -45,11 +45,16 @@ def store(couch_url, db_name):
     with Store(couch_url, db_name) as store:
         schema.setup(store)
         yield store
-        for db in (db_name, f"{db_name}_runs", f"{db_name}_workers"):
-            try:
-                store.delete_database(db)
-            except Exception:
-                pass
+        drop_databases(store, db_name)
+
+
+def drop_databases(store: Store, db_name: str) -> None:
+    """Delete a test's tasks database and the runs and workers databases beside it."""
+    for db in (db_name, f"{db_name}_runs", f"{db_name}_workers"):
+        try:
+            store.delete_database(db)
+        except Exception:  # already gone, or the server is: nothing left to clean
+            pass
 
 
 @pytest.fixture

@@ -22,6 +22,8 @@ from after.dates import format_date, utcnow
 from after.process import pid_files
 from after.store import Store
 
+from ..conftest import drop_databases
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -77,11 +79,7 @@ def cli(couch_url, db_name, tmp_path):
     yield c
     c.kill_all()
     with Store(couch_url, db_name) as store:
-        for db in (db_name, f"{db_name}_runs", f"{db_name}_workers"):
-            try:
-                store.delete_database(db)
-            except Exception:
-                pass
+        drop_databases(store, db_name)
 
 
 @pytest.fixture
