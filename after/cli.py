@@ -311,6 +311,7 @@ def start_background(cfg, name, options, pidpath: Path, logfile: Path, metrics_p
             except OSError:
                 pass
             raise
+        pidpath.unlink(missing_ok=True)  # daemonize removes it in an atexit we skip
         exit_now(code)
 
     import logging

@@ -54,7 +54,7 @@ def test_the_original_after_example_runs_as_written(cli, tasks):
     stopped = cli.run("stop", "manobi")
     assert stopped.returncode == 0, stopped.stderr
     assert stopped.stdout.startswith("stopped manobi (pid ")
-    assert not any(f.running for f in pid_files(cli.home, "manobi"))
+    assert pid_files(cli.home, "manobi") == []  # removed at exit
     assert json.loads(cli.run("list", "--json").stdout) == []
 
     cleaned = cli.run("clean", "manobi")
