@@ -239,3 +239,19 @@ def test_each_occurrence_of_a_repeating_task_runs_on_time_without_polling(harnes
     lateness = [(parse_date(r["started"]) - parse_date(r["scheduled"])).total_seconds()
                 for r in runs]
     assert max(lateness) < 0.1, lateness
+
+
+def test_a_task_already_due_is_claimed_and_started_in_one_write(harness, store):
+    statuses = []
+    follower = ChangesFollower(store, lambda c: statuses.append(c["doc"]["status"]),
+                               since=store.update_seq(), selector={"_id": "now"},
+                               heartbeat=0.5).start()
+    try:
+        harness.start()
+        harness.put("now", job="sleep", arguments=[0.3])
+        doc = harness.wait_status("now", "done")
+        harness.wait(lambda: statuses[-1:] == ["done"], what="the last change")
+    finally:
+        follower.stop()
+    assert statuses == ["waiting", "running", "done"]
+    assert doc["after"]["last_run"]["attempt"] == 1 and doc["after"]["runs"] == 1
