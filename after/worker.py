@@ -20,11 +20,8 @@ running one is recorded as ``interrupted`` and run again (at least once).
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import queue
-import socket
 import threading
 import time
 import traceback
@@ -32,13 +29,14 @@ import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from . import task as rules
 from .dates import format_date, from_ms, parse_date, to_ms, utcnow
 from .jobs import JobError, JobRegistry, TaskContext, run_job, to_result
+from .peers import Peers
 from .redact import redact, redact_text
-from .store import ChangesFollower, Conflict, StoreError, Unavailable, describe_error
+from .store import ChangesFollower, StoreError, Unavailable, describe_error
 from .timer import Timer
 
 log = logging.getLogger("after.worker")
@@ -90,10 +88,6 @@ class Write:
     extra: dict = field(default_factory=dict)
 
 
-def process_id(name: str) -> str:
-    return f"{name}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
 class Worker:
     def __init__(self, store, name: str, registry: JobRegistry,
                  settings: Settings | None = None):
@@ -101,10 +95,8 @@ class Worker:
         self.name = name
         self.registry = registry
         self.settings = settings or Settings()
-        self.id = process_id(name)
-        self.host = socket.gethostname()
-        self.pid = os.getpid()
-        self.started_at = utcnow()
+        self.peers = Peers(store, name, lease=self.settings.lease)
+        self.id, self.host, self.pid = self.peers.id, self.peers.host, self.peers.pid
         self.runs_db = f"{store.db}_runs"
         self.workers_db = f"{store.db}_workers"
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -118,10 +110,6 @@ class Worker:
         self.seen: OrderedDict[str, int] = OrderedDict()
         self.deferred: dict[str, tuple[dict, rules.Spec, datetime]] = {}
         self.pending_runs: list[dict] = []
-        self.live: dict[str, float] = {}  # other processes of this name: id -> expires (ms)
-        self.dead_checked: dict[str, float] = {}  # owners found dead: id -> when (time.time)
-        self.heartbeat_rev: str | None = None
-        self.lease_until_ms = 0
         self.next_heartbeat = 0.0
         self.poll_now = threading.Event()  # wakes the poller before its interval is over
         self.feed_lost = False
@@ -282,7 +270,7 @@ class Worker:
             return []
         if status in (rules.CANCEL, rules.RESCHEDULE) and info.get("started") and owner:
             # It is running somewhere: the process running it applies this when it finishes.
-            if owner == self.id or self._alive(owner):
+            if owner == self.id or self.peers.alive(owner):
                 if held is not None:
                     held.doc = doc
                 return []
@@ -315,7 +303,7 @@ class Worker:
                 self._hold(doc, spec, due)
                 return []
             self._drop(docid)
-            if not self._alive(owner):
+            if not self.peers.alive(owner):
                 log.info("taking over %s from %s (lease expired)", docid, owner)
                 return self._claim_or_defer(doc, spec, due, now)
             return []
@@ -328,7 +316,7 @@ class Worker:
                 elif held is not None:
                     held.doc = doc
                 return []  # ours: it ends when its run does
-            if owner != self.id and self._alive(owner):
+            if owner != self.id and self.peers.alive(owner):
                 self._drop(docid)
                 return []
             # The process running it is gone: the run was interrupted; run it again.
@@ -396,25 +384,13 @@ class Worker:
         if self.deferred.pop(docid, None) is not None:
             self.timer.remove(DEFER + docid)
 
-    # Sharing: every process of a name computes the same preferred process for each task
-    # (rendezvous hashing over the live processes), which claims it at once; the others wait
-    # ``claim_delay`` and claim it only if nobody has (it died, or is not known yet). Claims
-    # stay exact through ``_rev`` either way; this only spreads the work and saves conflicts.
-
-    def _preferred(self, docid: str) -> bool:
-        now_ms = to_ms(utcnow())
-        live = [p for p, expires in self.live.items() if expires > now_ms] + [self.id]
-        if len(live) == 1:
-            return True
-
-        def weight(process: str) -> bytes:
-            return hashlib.blake2b(f"{process}|{docid}".encode(), digest_size=8).digest()
-
-        return max(set(live), key=weight) == self.id
+    # Sharing: the preferred process of a task (see Peers.preferred) claims it at once; the
+    # others wait ``claim_delay`` and claim it only if nobody has (it died, or is not known
+    # yet). Claims stay exact through ``_rev`` either way; this only spreads the work.
 
     def _claim_or_defer(self, doc: dict, spec: rules.Spec, due: datetime,
                         now: datetime) -> list[Write]:
-        if self._preferred(doc["_id"]):
+        if self.peers.preferred(doc["_id"]):
             return [self._claim(doc, spec, due, now)]
         self.deferred[doc["_id"]] = (doc, spec, due)
         self.timer.add(DEFER + doc["_id"], to_ms(now) + int(self.settings.claim_delay * 1000),
@@ -781,104 +757,16 @@ class Worker:
             new[rules.NS]["due"] = format_date(now)
         return [Write("finish", new, outcome=write.outcome, run=write.run, extra=write.extra)]
 
-    # -- leases and the registry -------------------------------------------------------------
+    # -- the heartbeat (the lease on what this process holds) ----------------------------------
 
     def _heartbeat(self, force: bool = False) -> None:
-        now = utcnow()
-        expires = now + timedelta(seconds=self.settings.lease)
-        doc = {
-            "_id": self.id,
-            "type": "worker",
-            "name": self.name,
-            "host": self.host,
-            "pid": self.pid,
-            "started": format_date(self.started_at),
-            "last_seen": format_date(now),
-            "expires": format_date(expires),
+        self.next_heartbeat = time.time() + self.settings.heartbeat
+        self.peers.beat({
             "held": sum(1 for h in self.held.values() if not h.running),
             "running": sum(1 for h in self.held.values() if h.running),
             "counts": dict(self.counts),
             "stopping": self.stop_requested.is_set(),
-        }
-        if self.heartbeat_rev:
-            doc["_rev"] = self.heartbeat_rev
-        self.next_heartbeat = time.time() + self.settings.heartbeat
-        try:
-            try:
-                self.store.put(doc, db=self.workers_db)
-            except Conflict:
-                current = self.store.get_or_none(self.id, db=self.workers_db) or {}
-                doc["_rev"] = current.get("_rev")
-                self.store.put(doc, db=self.workers_db)
-        except StoreError as exc:
-            if force:
-                raise
-            log.warning("heartbeat failed: %s", describe_error(exc))
-            return
-        self.heartbeat_rev = doc["_rev"]
-        self.lease_until_ms = to_ms(expires)
-        self._refresh_live()
-
-    def _refresh_live(self) -> None:
-        try:
-            docs = self.store.prefixed(f"{self.name}@", db=self.workers_db)
-        except StoreError as exc:
-            log.warning("cannot read the worker registry: %s", describe_error(exc))
-            return
-        live, dead = {}, []
-        prune_before = to_ms(utcnow()) - int(max(10 * self.settings.lease, 300) * 1000)
-        for doc in docs:
-            try:
-                expires = to_ms(parse_date(doc.get("expires"), "expires"))
-            except ValueError:
-                expires = 0
-            if expires < prune_before and doc["_id"] != self.id:
-                dead.append({"_id": doc["_id"], "_rev": doc["_rev"], "_deleted": True})
-            else:
-                live[doc["_id"]] = expires
-        if dead:  # processes long gone (killed, machine lost): drop them from the registry
-            try:
-                self.store.bulk_docs(dead, db=self.workers_db)
-                log.info("pruned %d dead process(es) of %s from the registry", len(dead),
-                         self.name)
-            except StoreError:
-                pass
-        self.live = live
-        self.dead_checked.clear()
-
-    def _alive(self, owner: str | None) -> bool:
-        """Is the process ``owner`` alive (its heartbeat not expired)?
-
-        The registry cache answers "alive"; "dead" is only ever concluded from a fresh read of
-        that process's own heartbeat document (a process started a moment ago is not in the
-        cache yet), and remembered for a second so a dead process's many tasks cost one read.
-        When the registry cannot be read, the answer is "alive": never take over on a guess.
-        """
-        if not owner:
-            return False
-        if owner == self.id:
-            return True
-        now_ms = to_ms(utcnow())
-        if self.live.get(owner, 0) > now_ms:
-            return True
-        checked = self.dead_checked.get(owner)
-        if checked is not None and time.time() - checked < 1.0:
-            return False
-        try:
-            beat = self.store.get_or_none(owner, db=self.workers_db)
-        except StoreError:
-            return True
-        expires = 0
-        if beat is not None:
-            try:
-                expires = to_ms(parse_date(beat.get("expires"), "expires"))
-            except ValueError:
-                expires = 0
-            self.live[owner] = expires
-        if expires > now_ms:
-            return True
-        self.dead_checked[owner] = time.time()
-        return False
+        }, force=force)
 
     # -- polling the due view ----------------------------------------------------------------
 
@@ -969,11 +857,7 @@ class Worker:
                 leftovers.append(Write("handback", rules.hand_back(held.doc)))
         self._flush(leftovers)
         self.pool.shutdown(wait=False, cancel_futures=True)
-        try:
-            if self.heartbeat_rev:
-                self.store.delete(self.id, self.heartbeat_rev, db=self.workers_db)
-        except StoreError as exc:
-            log.warning("cannot remove the heartbeat: %s", describe_error(exc))
+        self.peers.leave()
         if self.pending:
             log.error("%d task update(s) could not be written before exit; their leases "
                       "will expire and another process will take them", len(self.pending))
