@@ -602,6 +602,12 @@ class Worker:
         """Write; returns the writes to try again (re-decided after conflicts)."""
         again: list[Write] = []
         conflicted: list[Write] = []
+        writes, later = unique_ids(writes)
+        for write in later:
+            # Two decisions on one task in the same turn (its feed change and a poll's copy):
+            # one request must not carry both (pouchdb-server would branch the document).
+            # The later one is decided again once the first has landed.
+            (again if write.kind == "resolve" else conflicted).append(write)
         for start in range(0, len(writes), self.settings.batch):
             chunk = writes[start:start + self.settings.batch]
             try:
@@ -729,7 +735,7 @@ class Worker:
                 again.extend(self._refinish(write, fresh, now))
                 continue
             held = self.held.get(docid)
-            if held is not None and write.kind == "start":
+            if held is not None and write.kind == "start" and held.token == write.extra["token"]:
                 held.running = False
                 held.token = None
             self.seen.pop(docid, None)  # decide again on the version just read
@@ -863,6 +869,15 @@ class Worker:
                       "will expire and another process will take them", len(self.pending))
         log.info("worker %s stopped", self.name)
         return 130 if self.stop_now.is_set() else 0
+
+
+def unique_ids(writes: list[Write]) -> tuple[list[Write], list[Write]]:
+    """The writes with the first of each document id, and the others."""
+    first, later, ids = [], [], set()
+    for write in writes:
+        (later if write.doc["_id"] in ids else first).append(write)
+        ids.add(write.doc["_id"])
+    return first, later
 
 
 __all__ = ["Settings", "Worker", "Unavailable"]

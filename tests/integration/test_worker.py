@@ -5,8 +5,14 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+import pytest
+
 from after.dates import format_date, parse_date, utcnow
-from after.store import ChangesFollower
+from after.jobs import JobRegistry
+from after.store import ChangesFollower, Store
+from after.worker import Settings, Worker
+
+from .conftest import FAST
 
 
 def test_a_task_runs_at_its_date_to_the_millisecond(harness):
@@ -255,3 +261,27 @@ def test_a_task_already_due_is_claimed_and_started_in_one_write(harness, store):
         follower.stop()
     assert statuses == ["waiting", "running", "done"]
     assert doc["after"]["last_run"]["attempt"] == 1 and doc["after"]["runs"] == 1
+
+
+def test_two_decisions_on_one_task_in_a_turn_do_not_branch_it(harness, store):
+    """The feed's change and a poll's copy of the same task can arrive in one turn."""
+    # a worker driven by hand, without its loop
+    worker = Worker(Store(store.url, store.db), "w", JobRegistry(harness.jobs),
+                    Settings(**FAST))
+    for delay, docid in ((30, "later"), (0, "now")):
+        doc = harness.put(docid, delay=delay)
+        writes = worker.on_change(dict(doc)) + worker.on_change(dict(doc), recheck=True)
+        assert len(writes) == 2
+        worker._flush(writes)
+        current = store.get(docid, conflicts=True)
+        assert "_conflicts" not in current
+        assert current["after"]["owner"] == worker.id
+    assert worker.held["later"].running is False and worker.held["now"].running is True
+    worker.pool.shutdown(wait=True)
+    worker.store.close()
+    assert [r["id"] for r in harness.recorded()] == ["now"]
+
+
+def test_bulk_docs_refuses_the_same_document_twice(store):
+    with pytest.raises(ValueError, match="the same document twice"):
+        store.bulk_docs([{"_id": "x", "worker": "w"}, {"_id": "x", "worker": "w"}])
