@@ -305,7 +305,7 @@ class Store:
         if not docs:
             return []
         ids = [doc["_id"] for doc in docs if "_id" in doc]
-        if len(ids) != len(set(ids)):
+        if new_edits and len(ids) != len(set(ids)):
             # pouchdb-server answers "conflict" for the second copy yet stores it as a
             # conflicting branch of the document: never send one.
             raise ValueError("bulk_docs: the same document twice in one request")
