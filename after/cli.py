@@ -21,15 +21,16 @@ import signal
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import click
 
 from . import config as config_module
 from . import dashboard, process, schema
-from .dates import parse_date, utcnow
+from .dates import parse_date, to_ms, utcnow
 from .jobs import JobRegistry
+from .peers import expiry
 from .server import EmbeddedServer, ServerError
 from .store import NotFound, Store, StoreError, Unavailable
 
@@ -416,10 +417,7 @@ def list_workers(cfg, as_json):
     for doc in registry_entries(cfg):
         if doc.get("type") != "worker":
             continue
-        try:
-            stale = parse_date(doc["expires"]) < now
-        except (KeyError, ValueError):
-            stale = True
+        stale = expiry(doc) < to_ms(now)
         entries.append({
             "name": doc.get("name"), "host": doc.get("host"), "pid": doc.get("pid"),
             "started": doc.get("started"), "last_seen": doc.get("last_seen"),
@@ -487,7 +485,7 @@ def clean(cfg, name):
 
 
 def prune_registry(cfg, name: str | None) -> int:
-    now = datetime.now(UTC)
+    now_ms = to_ms(utcnow())
     pruned = 0
     with open_store(cfg) as store:
         prefix = f"{name}@" if name else ""
@@ -497,20 +495,12 @@ def prune_registry(cfg, name: str | None) -> int:
             return 0
         dead = []
         for doc in docs:
-            try:
-                expired = parse_date(doc["expires"]) < now
-            except (KeyError, ValueError):
-                expired = True
-            if expired:
+            if expiry(doc) < now_ms:
                 dead.append({"_id": doc["_id"], "_rev": doc["_rev"], "_deleted": True})
         if dead:
             results = store.bulk_docs(dead, db=cfg.workers_db)
             pruned = sum(1 for r in results if "error" not in r)
     return pruned
-
-
-def run():  # pragma: no cover - the console script
-    main(prog_name="after")
 
 
 # The other commands register themselves on `main`.

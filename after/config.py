@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -57,8 +57,6 @@ class Config:
     def workers_db(self) -> str:
         return f"{self.db}_workers"
 
-    def with_overrides(self, **changes) -> Config:
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 def mask_url(url: str) -> str:

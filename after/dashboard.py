@@ -30,7 +30,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from .config import Config, mask_url
-from .schema import _JS_PARSE_DATE  # one date grammar for every view
+from .schema import JS_PARSE_DATE  # one date grammar for every view
 from .store import Conflict, Store
 
 DESIGN_ID = "_design/dashboard"
@@ -54,7 +54,7 @@ STATUS_MAP = r"""function (doc) {
 
 UPCOMING_MAP = (
     "function (doc) {\n"
-    + _JS_PARSE_DATE
+    + JS_PARSE_DATE
     + r"""
   var PENDING = ['waiting', 'scheduled', 'reschedule'];
   if (PENDING.indexOf(doc.status) < 0) return;

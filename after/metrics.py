@@ -44,10 +44,8 @@ class WorkerMetrics:
                         registry=self.registry)
         connected = Gauge("after_feed_connected", "1 while the changes feed is connected",
                           ["worker"], registry=self.registry)
-        held.labels(**labels).set_function(
-            lambda: sum(1 for h in list(worker.held.values()) if not h.running))
-        running.labels(**labels).set_function(
-            lambda: sum(1 for h in list(worker.held.values()) if h.running))
+        held.labels(**labels).set_function(lambda: worker.load()[0])
+        running.labels(**labels).set_function(lambda: worker.load()[1])
         connected.labels(**labels).set_function(lambda: 1.0 if self.feed_connected else 0.0)
         self.reconnects.labels(**labels)
         self.feed_connected = False
@@ -69,13 +67,14 @@ class WorkerMetrics:
     def health(self) -> tuple[int, dict]:
         worker = self.worker
         ok = self.feed_connected
+        held, running = worker.load()
         return (200 if ok else 503), {
             "status": "ok" if ok else "degraded",
             "feed": "connected" if ok else "disconnected",
             "worker": worker.name,
             "process": worker.id,
-            "held": sum(1 for h in list(worker.held.values()) if not h.running),
-            "running": sum(1 for h in list(worker.held.values()) if h.running),
+            "held": held,
+            "running": running,
             "counts": dict(worker.counts),
         }
 

@@ -27,7 +27,7 @@ from .store import Store
 DESIGN_ID = "_design/after"
 
 # Mirrors after.dates.ISO_DATE_RE: keep them the same grammar.
-_JS_PARSE_DATE = r"""
+JS_PARSE_DATE = r"""
 function parseDate(value) {
   if (typeof value !== 'string') return null;
   var m = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(Z|[+-]\d{2}(?::?\d{2})?)?)?$/.exec(value);
@@ -52,7 +52,7 @@ function parseDate(value) {
 
 VALIDATE = (
     "function (newDoc, oldDoc, userCtx, secObj) {\n"
-    + _JS_PARSE_DATE
+    + JS_PARSE_DATE
     + r"""
   if (newDoc._deleted || newDoc._id.indexOf('_design/') === 0) return;
   var RUNNABLE = ['waiting', 'scheduled', 'running', 'reschedule'];
@@ -80,7 +80,7 @@ VALIDATE = (
 
 DUE_MAP = (
     "function (doc) {\n"
-    + _JS_PARSE_DATE
+    + JS_PARSE_DATE
     + r"""
   if (typeof doc.worker !== 'string' || typeof doc.status !== 'string') return;
   var due = parseDate(doc.date);

@@ -5,11 +5,11 @@ Everything else in ``after`` talks to the database through :class:`Store` (docum
 (the ``_changes`` feed). Failures come out as the typed errors below, never as raw HTTP
 errors, and nothing here logs a URL with its password.
 
-couchdb3 serves the database-level calls (creating databases, ``_find``, ``_bulk_docs``,
-Mango indexes). Single documents go through the same httpx session directly, because
-couchdb3 does not percent-encode document ids in paths (``a/b`` or ``x?y`` would address
-another resource), hides the 201/202 distinction a cluster-aware claim needs, and its
-``get`` turns every failure, an unreachable server included, into ``None``.
+couchdb3 serves ``_find`` and Mango index creation. Everything else goes through the same
+httpx session directly, because couchdb3 does not percent-encode document ids in paths
+(``a/b`` or ``x?y`` would address another resource), hides the 201/202 distinction a
+cluster-aware claim needs (on ``_bulk_docs`` too), and its ``get`` turns every failure, an
+unreachable server included, into ``None``.
 
 The headers follow what both CouchDB 3 and pouchdb-server do right: ``Accept-Encoding:
 identity`` (pouchdb-server delivers nothing on a gzip-encoded continuous feed) and JSON
@@ -251,9 +251,6 @@ class Store:
     def delete_database(self, db: str | None = None) -> None:
         self.request("DELETE", quote(db or self.db, safe=""))
 
-    def database_info(self, db: str | None = None) -> dict:
-        return self.request("GET", quote(db or self.db, safe="")).json()
-
     # -- documents -------------------------------------------------------------------------
 
     def get(self, docid: str, *, db: str | None = None, **params) -> dict:
@@ -409,16 +406,6 @@ class Store:
             params={"since": "now", "limit": "0"},
         ).json()
         return answer["last_seq"]
-
-    def changes(self, *, since="0", selector: dict | None = None, db: str | None = None,
-                limit: int | None = None, include_docs: bool = True) -> dict:
-        """One normal (non-continuous) ``_changes`` request."""
-        params, body = changes_params(since, selector, include_docs)
-        params["feed"] = "normal"
-        if limit:
-            params["limit"] = str(limit)
-        path = f"{quote(db or self.db, safe='')}/_changes"
-        return self.request("POST", path, body=body, params=params).json()
 
 
 def changes_params(since, selector: dict | None, include_docs: bool) -> tuple[dict, dict]:

@@ -98,7 +98,6 @@ class Worker:
         self.peers = Peers(store, name, lease=self.settings.lease)
         self.id, self.host, self.pid = self.peers.id, self.peers.host, self.peers.pid
         self.runs_db = f"{store.db}_runs"
-        self.workers_db = f"{store.db}_workers"
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.held: dict[str, Held] = {}
         self.timer: Timer = Timer(self._on_timer)
@@ -117,6 +116,11 @@ class Worker:
         self.counts = {"runs": 0, "done": 0, "failed": 0, "missed": 0, "claimed": 0}
         self.ready = threading.Event()
         self.listeners: list = []  # callables(event, **info), e.g. metrics
+
+    def load(self) -> tuple[int, int]:
+        """(tasks held on the timer, tasks running); safe to call from another thread."""
+        running = sum(1 for h in list(self.held.values()) if h.running)
+        return len(self.held) - running, running
 
     # -- events from other threads -----------------------------------------------------------
 
@@ -250,11 +254,7 @@ class Worker:
         if doc.get("_deleted"):
             self._drop(docid)
             return []
-        if recheck:
-            if rules.rev_number(doc.get("_rev")) < self.seen.get(docid, 0):
-                return []
-            self._saw(docid, rules.rev_number(doc.get("_rev")))
-        elif not self._newer(doc):
+        if not self._newer(doc, recheck):
             return []  # an echo of our own write, or older than what we know
         held = self.held.get(docid)
         if doc.get("worker") != self.name:
@@ -316,7 +316,7 @@ class Worker:
                 elif held is not None:
                     held.doc = doc
                 return []  # ours: it ends when its run does
-            if owner != self.id and self.peers.alive(owner):
+            if self.peers.alive(owner):
                 self._drop(docid)
                 return []
             # The process running it is gone: the run was interrupted; run it again.
@@ -346,12 +346,13 @@ class Worker:
         return [Write("resolve", {"_id": doc["_id"], "_rev": rev, "_deleted": True})
                 for rev in losers]
 
-    def _newer(self, doc: dict) -> bool:
+    def _newer(self, doc: dict, recheck: bool = False) -> bool:
         """Remember the newest revision seen of each task (a bounded LRU); False for one
-        that is not newer than what this process already saw or wrote."""
+        that is older than what this process already saw or wrote, or the same one unless
+        ``recheck``."""
         docid, number = doc["_id"], rules.rev_number(doc.get("_rev"))
         known = self.seen.get(docid, 0)
-        if number <= known:
+        if number < known or (number == known and not recheck):
             return False
         self._saw(docid, number)
         return True
@@ -767,9 +768,10 @@ class Worker:
 
     def _heartbeat(self, force: bool = False) -> None:
         self.next_heartbeat = time.time() + self.settings.heartbeat
+        held, running = self.load()
         self.peers.beat({
-            "held": sum(1 for h in self.held.values() if not h.running),
-            "running": sum(1 for h in self.held.values() if h.running),
+            "held": held,
+            "running": running,
             "counts": dict(self.counts),
             "stopping": self.stop_requested.is_set(),
         }, force=force)
