@@ -9,6 +9,7 @@ from datetime import timedelta
 import httpx
 import pytest
 
+from after.config import mask_url
 from after.dates import format_date, parse_date, utcnow
 from after.process import pid_files
 
@@ -131,7 +132,7 @@ def test_setup_is_idempotent_from_the_cli(cli):
     assert "installed the dashboard: " in first.stdout
     second = cli.run("setup")
     assert second.returncode == 0
-    assert second.stdout.strip() == f"{cli.db} was already set up at {cli.url}"
+    assert second.stdout.strip() == f"{cli.db} was already set up at {mask_url(cli.url)}"
 
 
 def test_metrics_port_serves_metrics_and_health(cli, tasks, tmp_path):
