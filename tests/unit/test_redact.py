@@ -5,7 +5,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from after.config import mask_url
-
 from after.redact import (
     MASK,
     SECRET_NAME,
