@@ -67,11 +67,13 @@ def prepare(cfg, store) -> None:
                 click.echo(line)
         if dashboard.install(store):
             click.echo(f"installed the dashboard's views in {cfg.db}")
-    except Unauthorized as exc:
+    except (Unauthorized, Forbidden) as exc:
+        # CouchDB answers a member's design-document write with a 401 "not a db admin"
+        if "admin" in str(exc):
+            raise Failure(f"{cfg.safe_url}/{cfg.db}: {exc} (the dashboard needs the "
+                          "database set up once by a database admin: `after setup`)") \
+                from None
         raise Failure(f"{cfg.safe_url} refused the credentials: {exc}") from None
-    except Forbidden as exc:
-        raise Failure(f"{cfg.safe_url}/{cfg.db}: {exc} (the dashboard needs the database "
-                      "set up once by a database admin: `after setup`)") from None
 
 
 def open_browser(address: str) -> bool:
