@@ -247,7 +247,13 @@ class Handler(BaseHTTPRequestHandler):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.refuse(411, "length_required", "send a Content-Length")
             return
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.refuse(400, "bad_request", "a bad Content-Length")
+            return
         if length > MAX_BODY:
             self.refuse(413, "too_large", f"bodies over {MAX_BODY} bytes are not relayed")
             return
