@@ -244,11 +244,11 @@ def test_a_refused_request_says_why(store, open_page):
     assert store.get("orphan")["status"] == "waiting"
 
 
+@pytest.mark.auth_server
 def test_credentials_couchdb_refuses_are_reported(browser, store, couch_url):
     """The page has no sign-in: a 401 from CouchDB names the credentials of the command."""
     bare, auth = split_credentials(couch_url)
-    if httpx.get(f"{bare}/{store.db}").status_code != 401:
-        pytest.skip("this server lets anyone read (pouchdb-server's admin party)")
+    assert httpx.get(f"{bare}/{store.db}").status_code == 401, "this server checks no credentials"
     wrong = bare.replace("://", "://admin:wrong-password@", 1)
     with Store(wrong, store.db) as proxied:
         server = DashboardServer(proxied).start()

@@ -268,10 +268,10 @@ def test_credentials_stay_on_this_side(served, client, store, couch_url):
     assert foreign.status_code == 200
 
 
+@pytest.mark.auth_server
 def test_a_member_who_is_not_an_admin_can_use_it(store, couch_url):
     """On CouchDB: a user in ``_users``, member of the three databases, no admin rights."""
-    if not requires_auth(couch_url):
-        pytest.skip("this server lets anyone in (pouchdb-server's admin party)")
+    assert requires_auth(couch_url), "this server checks no credentials"
     name, password = f"member-{uuid.uuid4().hex[:8]}", "member-pass"
     store.create_database("_users")
     user = {"_id": f"org.couchdb.user:{name}", "name": name, "password": password,
