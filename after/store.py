@@ -31,6 +31,7 @@ import couchdb3.exceptions
 import httpx
 
 from .config import mask_url
+from .jsonsafe import loads
 
 log = logging.getLogger("after.store")
 
@@ -89,6 +90,15 @@ _COUCHDB3_ERRORS = {
     couchdb3.exceptions.BadRequestError: BadRequest,
 }
 _RETRYABLE = (httpx.TransportError,)
+
+
+def encode(body) -> str:
+    """JSON for a request body; a value JSON cannot carry (``inf``, nesting too deep for
+    Python) raises :class:`BadRequest` before anything is sent."""
+    try:
+        return json.dumps(body, allow_nan=False)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"cannot send as JSON: {type(exc).__name__}: {exc}") from None
 
 
 def error_for(status: int, body: str) -> StoreError:
@@ -182,7 +192,7 @@ class Store:
             response = self.client.request(
                 method,
                 path,
-                content=None if body is None else json.dumps(body),
+                content=None if body is None else encode(body),
                 params=params,
             )
             if response.status_code >= 400:
@@ -256,7 +266,8 @@ class Store:
     def get(self, docid: str, *, db: str | None = None, **params) -> dict:
         """The document; raises :class:`NotFound`."""
         query = {k: json.dumps(v) if isinstance(v, bool) else v for k, v in params.items()}
-        return self.request("GET", doc_path(db or self.db, docid), params=query or None).json()
+        return loads(self.request("GET", doc_path(db or self.db, docid),
+                                  params=query or None).content)
 
     def get_or_none(self, docid: str, *, db: str | None = None) -> dict | None:
         try:
@@ -331,10 +342,10 @@ class Store:
         if not ids:
             return {}
         body = {"keys": ids}
-        rows = self.request(
+        rows = loads(self.request(
             "POST", f"{quote(db or self.db, safe='')}/_all_docs",
             body=body, params={"include_docs": "true"},
-        ).json()["rows"]
+        ).content)["rows"]
         return {row["id"]: row["doc"] for row in rows if row.get("doc")}
 
     def prefixed(self, prefix: str, *, db: str | None = None) -> list[dict]:
@@ -386,7 +397,7 @@ class Store:
         """Rows of a map/reduce view; ``params`` are JSON-encoded as CouchDB expects."""
         query = {k: json.dumps(v) for k, v in params.items() if v is not None}
         path = f"{quote(db or self.db, safe='')}/_design/{quote(ddoc, safe='')}/_view/{view}"
-        return self.request("GET", path, params=query).json()["rows"]
+        return loads(self.request("GET", path, params=query).content)["rows"]
 
     def save_index(self, fields: list[str], name: str, *, ddoc: str = "after-indexes",
                    db: str | None = None, partial: dict | None = None) -> str:
@@ -529,7 +540,7 @@ class ChangesFollower:
                     return
                 if not line.strip():
                     continue  # heartbeat
-                change = json.loads(line)
+                change = loads(line)  # a document too deep or odd for json: still read
                 if "last_seq" in change and "id" not in change:
                     self.since = change["last_seq"]
                     return  # the server ended the feed; reconnect from there

@@ -44,7 +44,10 @@ log = logging.getLogger("after.worker")
 SEEN_LIMIT = 100_000  # task revisions remembered to ignore stale feed events
 HTTP_JOBS = ("http", "webhook")
 PRUNE_EVERY = 10
-DEFER = "\x00claim:"  # timer keys of deferred claims (task ids cannot hold a NUL... in practice)
+# Timer keys: (RUN, id) fires a held task, (CLAIM, id) a deferred claim. Tuples, so that no
+# task id, whatever characters it holds, can collide with another kind of key.
+RUN, CLAIM = "run", "claim"
+RUNS_KEPT = 10_000  # run records kept in memory while the database cannot be reached
 
 
 @dataclass
@@ -61,6 +64,9 @@ class Settings:
     batch: int = 500  # most documents written in one request
     claim_delay: float = 1.0  # a task's non-preferred processes wait this long to claim it
     feed_heartbeat: float = 5.0
+    write_attempts: int = 6  # a write failing (not a conflict) this many times is given up
+    write_backoff: float = 0.5  # first wait before trying a failed write again, doubling...
+    write_backoff_max: float = 30.0  # ... up to this, in seconds
 
 
 @dataclass
@@ -86,6 +92,8 @@ class Write:
     outcome: rules.Outcome | None = None
     run: dict | None = None
     extra: dict = field(default_factory=dict)
+    attempts: int = 0  # failed tries (not conflicts) so far
+    not_before: float = 0.0  # time.monotonic() before which it is not tried again
 
 
 class Worker:
@@ -113,7 +121,8 @@ class Worker:
         self.poll_now = threading.Event()  # wakes the poller before its interval is over
         self.feed_lost = False
         self.jobs: dict[str, object] = {}  # resolved job functions, by name
-        self.counts = {"runs": 0, "done": 0, "failed": 0, "missed": 0, "claimed": 0}
+        self.counts = {"runs": 0, "done": 0, "failed": 0, "missed": 0, "claimed": 0,
+                       "faults": 0}
         self.ready = threading.Event()
         self.listeners: list = []  # callables(event, **info), e.g. metrics
 
@@ -229,14 +238,44 @@ class Worker:
         return []
 
     def _unexpected(self, kind: str, value, exc: Exception) -> list[Write]:
-        docid = value.get("_id") if isinstance(value, dict) else value
-        log.exception("unexpected error handling %s of %r", kind, docid)
-        if kind != "change" or not isinstance(value, dict) or "_id" not in value:
+        """An exception while handling one event is that event's task's fault alone."""
+        doc = value if kind in ("change", "recheck") and isinstance(value, dict) else None
+        if doc is not None:
+            docid = doc.get("_id")
+        elif kind == "fire":
+            docid = value[1]
+        elif kind == "finished":
+            docid = value[0]
+        else:
+            docid = None
+        if not isinstance(docid, str):
+            log.exception("unexpected error handling %s", kind)
             return []
-        self._drop(value["_id"])
-        message = redact_text(f"the worker could not process this task: "
-                              f"{type(exc).__name__}: {exc}")
-        return [Write("error", rules.mark_error(value, message, utcnow()))]
+        return self._fault(docid, exc, "process", doc)
+
+    def _fault(self, docid: str, exc: BaseException, stage: str,
+               doc: dict | None = None) -> list[Write]:
+        """Confine a failure to its task: forget the task, log why once, and end it ``error``
+        with a one-line reason (unless it is finished already, or not this worker's)."""
+        held = self.held.get(docid)
+        self._forget(docid)
+        if doc is None and held is not None:
+            doc = held.doc
+        self.counts["faults"] += 1
+        detail = (str(exc).strip().splitlines() or [""])[0][:300]
+        message = redact_text(f"the worker could not {stage} this task: "
+                              f"{type(exc).__name__}: {detail}".rstrip(": "))
+        log.error("task %s: %s", docid, message, exc_info=exc)
+        if doc is None or doc.get("worker") != self.name or doc.get("status") in rules.FINISHED:
+            return []
+        return [Write("error", rules.mark_error(doc, message, utcnow()))]
+
+    def _forget(self, docid: str) -> None:
+        """Nothing of ``docid`` stays in memory: not held, not timed, not deferred."""
+        self.held.pop(docid, None)
+        self.timer.remove((RUN, docid))
+        if self.deferred.pop(docid, None) is not None:
+            self.timer.remove((CLAIM, docid))
 
     # -- deciding ----------------------------------------------------------------------------
 
@@ -310,10 +349,16 @@ class Worker:
 
         if status == rules.RUNNING:
             if owner == self.id:
-                if held is not None and not held.running:  # a start the cluster did not
-                    held.doc = doc                          # confirm: start it again
-                    self.timer.add(docid, to_ms(now), None)
-                elif held is not None:
+                if held is None:
+                    # Ours, yet nothing runs it: the answer to our start was lost (we wrote it
+                    # again, got a conflict with ourselves, and read it back). Start it again.
+                    log.warning("task %s is running under this process with no run behind "
+                                "it (a lost answer): starting it again", docid)
+                    held = self.held[docid] = Held(doc=doc, spec=spec, due_ms=to_ms(due))
+                if not held.running:  # a start the cluster did not confirm, or lost
+                    held.doc = doc
+                    self.timer.add((RUN, docid), to_ms(now), None)
+                else:
                     held.doc = doc
                 return []  # ours: it ends when its run does
             if self.peers.alive(owner):
@@ -375,15 +420,15 @@ class Worker:
             held.doc = doc
             return
         self.held[doc["_id"]] = Held(doc=doc, spec=spec, due_ms=due_ms)
-        self.timer.add(doc["_id"], due_ms, None)
+        self.timer.add((RUN, doc["_id"]), due_ms, None)
 
     def _drop(self, docid: str) -> None:
         held = self.held.get(docid)
         if held is not None and not held.running:
             del self.held[docid]
-            self.timer.remove(docid)
+            self.timer.remove((RUN, docid))
         if self.deferred.pop(docid, None) is not None:
-            self.timer.remove(DEFER + docid)
+            self.timer.remove((CLAIM, docid))
 
     # Sharing: the preferred process of a task (see Peers.preferred) claims it at once; the
     # others wait ``claim_delay`` and claim it only if nobody has (it died, or is not known
@@ -394,7 +439,7 @@ class Worker:
         if self.peers.preferred(doc["_id"]):
             return [self._claim(doc, spec, due, now)]
         self.deferred[doc["_id"]] = (doc, spec, due)
-        self.timer.add(DEFER + doc["_id"], to_ms(now) + int(self.settings.claim_delay * 1000),
+        self.timer.add((CLAIM, doc["_id"]), to_ms(now) + int(self.settings.claim_delay * 1000),
                        None)
         return []
 
@@ -413,14 +458,15 @@ class Worker:
         claimed = rules.claim(doc, self.id, due, now)
         if due > now or rules.missed(spec, due, now):
             return Write("claim", claimed, extra={"spec": spec})
-        number = int(rules.meta(dict(doc)).get("runs", 0)) + 1
+        number = rules.counter(rules.meta(dict(doc)), "runs") + 1
         token = uuid.uuid4().hex[:8]
         return Write("claimstart", rules.start(claimed, self.id, now, number),
                      extra={"spec": spec, "token": token, "due": due})
 
-    def on_fire(self, docid: str) -> list[Write]:
-        if docid.startswith(DEFER):
-            return self._on_deferred(docid[len(DEFER):])
+    def on_fire(self, key: tuple[str, str]) -> list[Write]:
+        kind, docid = key
+        if kind == CLAIM:
+            return self._on_deferred(docid)
         held = self.held.get(docid)
         if held is None or held.running:
             return []
@@ -438,7 +484,7 @@ class Worker:
                           outcome=outcome, run=self._run_record(held.doc, held.spec, outcome),
                           extra={"spec": held.spec})]
         info = rules.meta(dict(held.doc))
-        number = int(info.get("runs", 0)) + 1
+        number = rules.counter(info, "runs") + 1
         held.running = True
         held.token = uuid.uuid4().hex[:8]
         return [Write("start", rules.start(held.doc, self.id, now, number),
@@ -456,7 +502,7 @@ class Worker:
         held.started = utcnow()
         if held.spec.timeout:
             held.deadline_ms = to_ms(held.started) + int(held.spec.timeout * 1000)
-        attempt = int(rules.meta(held.doc).get("attempt", 1))
+        attempt = rules.counter(rules.meta(dict(held.doc)), "attempt") or 1
         context = TaskContext(held.doc, held.spec.date, attempt)
         held.lateness = (held.started - from_ms(held.due_ms)).total_seconds()
         log.debug("running %s (job %s, attempt %d, %.1f ms late)", held.doc["_id"],
@@ -508,7 +554,7 @@ class Worker:
         docid = held.doc["_id"]
         if outcome.ok:
             log.info("done %s (job %s, attempt %d) in %.1f ms, started %.1f ms late", docid,
-                     held.spec.job, int(rules.meta(dict(held.doc)).get("attempt", 1)),
+                     held.spec.job, rules.counter(rules.meta(dict(held.doc)), "attempt") or 1,
                      outcome.duration_ms, held.lateness * 1000)
         else:
             log.warning("%s %s (job %s): %s", outcome.outcome, docid, held.spec.job,
@@ -527,22 +573,25 @@ class Worker:
         for held in list(self.held.values()):
             if held.running and held.token and held.deadline_ms and now_ms >= held.deadline_ms:
                 held.deadline_ms = None
-                outcome = rules.Outcome(
-                    rules.TIMEOUT, held.started, utcnow(),
-                    error=f"timeout: the run took longer than {held.spec.timeout:g}s")
-                writes.extend(self._finish(held, outcome))
+                try:
+                    outcome = rules.Outcome(
+                        rules.TIMEOUT, held.started, utcnow(),
+                        error=f"timeout: the run took longer than {held.spec.timeout:g}s")
+                    writes.extend(self._finish(held, outcome))
+                except Exception as exc:
+                    writes.extend(self._fault(held.doc["_id"], exc, "finish"))
         return writes
 
     def _run_record(self, doc, spec, outcome: rules.Outcome, *, owner: str | None = None,
                     trace: str | None = None, response: dict | None = None) -> dict:
         info = rules.meta(dict(doc))
-        number = int(info.get("run") or info.get("runs", 0) + 1)
+        number = rules.counter(info, "run") or rules.counter(info, "runs") + 1
         record = {
             "_id": f"{doc['_id']}#{number:08d}#{uuid.uuid4().hex[:6]}",
             "type": "run",
             "task": doc["_id"],
             "number": number,
-            "attempt": int(info.get("attempt", 1)) or 1,
+            "attempt": rules.counter(info, "attempt") or 1,
             "worker": self.name,
             "process": owner or self.id,
             "host": self.host,
@@ -567,8 +616,10 @@ class Worker:
     # -- writing -----------------------------------------------------------------------------
 
     def _flush(self, writes: list[Write], rounds: int = 5) -> None:
-        writes = self.pending + writes
-        self.pending = []
+        now = time.monotonic()
+        ready = [w for w in self.pending if w.not_before <= now]
+        self.pending = [w for w in self.pending if w.not_before > now]
+        writes = ready + writes
         for _ in range(rounds):
             if not writes:
                 break
@@ -580,9 +631,13 @@ class Worker:
                 for start in range(0, len(runs), self.settings.batch):
                     self.store.bulk_docs(runs[start:start + self.settings.batch],
                                          db=self.runs_db)
-            except StoreError as exc:
+            except Unavailable as exc:
                 log.warning("cannot record %d run(s) yet: %s", len(runs), describe_error(exc))
-                self.pending_runs = runs
+                self.pending_runs = runs[-RUNS_KEPT:]  # bounded: the oldest go first
+                return
+            except (StoreError, ValueError, RecursionError) as exc:  # refused, not unreachable
+                log.error("%d run record(s) refused by the database, dropped: %s", len(runs),
+                          describe_error(exc))
                 return
             for run in runs:
                 if run["number"] > self.settings.keep_runs and run["number"] % PRUNE_EVERY == 0:
@@ -600,7 +655,8 @@ class Worker:
             log.warning("cannot prune the runs of %s: %s", docid, describe_error(exc))
 
     def _write_batch(self, writes: list[Write]) -> list[Write]:
-        """Write; returns the writes to try again (re-decided after conflicts)."""
+        """Write; returns the writes to try again (re-decided after conflicts). A failure
+        of one write is that write's task's alone: the others of the batch go on."""
         again: list[Write] = []
         conflicted: list[Write] = []
         writes, later = unique_ids(writes)
@@ -609,14 +665,28 @@ class Worker:
             # one request must not carry both (pouchdb-server would branch the document).
             # The later one is decided again once the first has landed.
             (again if write.kind == "resolve" else conflicted).append(write)
-        for start in range(0, len(writes), self.settings.batch):
-            chunk = writes[start:start + self.settings.batch]
+        size = self.settings.batch
+        chunks = [writes[i:i + size] for i in range(0, len(writes), size)]
+        while chunks:
+            chunk = chunks.pop(0)
             try:
                 results = self.store.bulk_docs([w.doc for w in chunk])
-            except StoreError as exc:
+            except Unavailable as exc:
                 log.warning("cannot write %d task update(s) yet: %s", len(chunk),
                             describe_error(exc))
-                self.pending.extend(chunk)
+                for write in chunk:
+                    again.extend(self._retry_later(write, describe_error(exc), server=True))
+                continue
+            except (StoreError, ValueError, RecursionError) as exc:
+                # The request itself was refused (too large, not JSON...): find the write at
+                # fault by sending them one at a time.
+                if len(chunk) > 1:
+                    chunks[:0] = [[write] for write in chunk]
+                    continue
+                reason = describe_error(exc) if isinstance(exc, StoreError) \
+                    else f"{type(exc).__name__}: {exc}"
+                again.extend(self._refused(chunk[0], f"the database refused the update: "
+                                                     f"{reason}"))
                 continue
             for write, result in zip(chunk, results, strict=True):
                 error = result.get("error")
@@ -625,25 +695,56 @@ class Worker:
                 if error is None:
                     if result.get("accepted"):
                         write.extra["accepted"] = True
-                    self._written(write)
+                    try:
+                        self._written(write)
+                    except Exception as exc:  # e.g. a job that cannot be launched
+                        again.extend(self._fault(write.doc["_id"], exc, "start", write.doc))
                 elif error == "conflict":
                     conflicted.append(write)
                 elif error == "forbidden":
-                    reason = result.get("reason", "refused by the database")
-                    if write.kind == "error":
-                        log.error("task %s: even its error was refused: %s",
-                                  write.doc["_id"], reason)
-                        self._drop(write.doc["_id"])
-                        continue
-                    again.append(Write("error", rules.mark_error(write.doc, reason,
-                                                                 utcnow())))
+                    again.extend(self._refused(write, result.get("reason")
+                                               or "refused by the database"))
                 else:
-                    log.warning("task %s: write failed (%s), retrying", write.doc["_id"],
-                                error)
-                    self.pending.append(write)
+                    again.extend(self._retry_later(write, f"{error}: {result.get('reason')}"))
         if conflicted:
             again.extend(self._resolve_conflicts(conflicted))
         return again
+
+    def _refused(self, write: Write, reason: str) -> list[Write]:
+        """The database will not take this write: the task ends ``error`` saying why (or,
+        when even that is refused, it is left alone and forgotten)."""
+        docid = write.doc["_id"]
+        self._forget(docid)
+        reason = redact_text(str(reason))[:500]
+        if write.kind == "error":
+            log.error("task %s: even its error was refused: %s", docid, reason)
+            return []
+        log.warning("task %s: %s write refused: %s", docid, write.kind, reason)
+        return [Write("error", rules.mark_error(write.doc, reason, utcnow()))]
+
+    def _retry_later(self, write: Write, why: str, server: bool = False) -> list[Write]:
+        """A write that failed for another reason than a conflict: tried again with backoff
+        a few times, then given up (never requeued for ever). Given up because the server
+        is unreachable, the task is forgotten and decided again from what the database
+        holds on the next poll; refused for its own sake, it ends ``error``."""
+        write.attempts += 1
+        docid = write.doc["_id"]
+        settings = self.settings
+        if write.attempts < settings.write_attempts:
+            write.not_before = time.monotonic() + min(
+                settings.write_backoff_max, settings.write_backoff * 2 ** (write.attempts - 1))
+            self.pending.append(write)
+            return []
+        self.counts["faults"] += 1
+        if server or write.kind in ("error", "resolve"):
+            log.error("task %s: giving up on its %s write after %d failures (%s); it will be "
+                      "decided again from the database", docid, write.kind, write.attempts, why)
+            self._forget(docid)
+            self.seen.pop(docid, None)
+            self.poll_now.set()
+            return []
+        return self._refused(write, f"the database failed this task's update "
+                                    f"{write.attempts} times: {why}")
 
     def _written(self, write: Write) -> None:
         doc = write.doc
@@ -675,7 +776,7 @@ class Worker:
                 self._count(write.outcome, spec.job if spec else None)
             held = self.held.pop(docid, None)
             if held is not None:
-                self.timer.remove(docid)
+                self.timer.remove((RUN, docid))
             if doc["status"] == rules.SCHEDULED and doc[rules.NS].get("owner") == self.id:
                 self._hold(doc, write.extra["spec"], parse_date(doc[rules.NS]["due"],
                                                                 "after.due"))
@@ -718,30 +819,37 @@ class Worker:
     def _resolve_conflicts(self, writes: list[Write]) -> list[Write]:
         try:
             current = self.store.bulk_get([w.doc["_id"] for w in writes])
-        except StoreError as exc:
+        except (StoreError, ValueError) as exc:
             log.warning("cannot re-read %d conflicting task(s) yet: %s", len(writes),
                         describe_error(exc))
-            self.pending.extend(writes)
-            return []
+            again = []
+            for write in writes:
+                again.extend(self._retry_later(write, describe_error(exc), server=True))
+            return again
         again: list[Write] = []
         now = utcnow()
         for write in writes:
-            docid = write.doc["_id"]
-            fresh = current.get(docid)
-            if fresh is None:  # deleted meanwhile
-                self.held.pop(docid, None)
-                self.timer.remove(docid)
-                continue
-            if write.kind == "finish":
-                again.extend(self._refinish(write, fresh, now))
-                continue
-            held = self.held.get(docid)
-            if held is not None and write.kind == "start" and held.token == write.extra["token"]:
-                held.running = False
-                held.token = None
-            self.seen.pop(docid, None)  # decide again on the version just read
-            again.extend(self.on_change(fresh))
+            try:
+                again.extend(self._redecide(write, current.get(write.doc["_id"]), now))
+            except Exception as exc:
+                again.extend(self._fault(write.doc["_id"], exc, "process",
+                                         current.get(write.doc["_id"])))
         return again
+
+    def _redecide(self, write: Write, fresh: dict | None, now: datetime) -> list[Write]:
+        """Decide again on the current version of a task after a conflicting write."""
+        docid = write.doc["_id"]
+        if fresh is None:  # deleted meanwhile
+            self._forget(docid)
+            return []
+        if write.kind == "finish":
+            return self._refinish(write, fresh, now)
+        held = self.held.get(docid)
+        if held is not None and write.kind == "start" and held.token == write.extra["token"]:
+            held.running = False
+            held.token = None
+        self.seen.pop(docid, None)  # decide again on the version just read
+        return self.on_change(fresh)
 
     def _refinish(self, write: Write, fresh: dict, now: datetime) -> list[Write]:
         """Our run ended but the task changed meanwhile: apply the outcome to the new version,
@@ -816,8 +924,12 @@ class Worker:
                 return
             try:
                 docs, backlog = self._query_due()
-            except StoreError as exc:
+            except (StoreError, ValueError) as exc:
                 log.warning("cannot query due tasks: %s", describe_error(exc))
+                interval = min(5.0, self.settings.poll)
+                continue
+            except Exception:  # the safety net must not die of a bug
+                log.exception("unexpected error polling due tasks")
                 interval = min(5.0, self.settings.poll)
                 continue
             for doc in docs:
