@@ -67,6 +67,7 @@ class Settings:
     write_attempts: int = 6  # a write failing (not a conflict) this many times is given up
     write_backoff: float = 0.5  # first wait before trying a failed write again, doubling...
     write_backoff_max: float = 30.0  # ... up to this, in seconds
+    self_check: float = 2.0  # seconds between checks that nothing of ours is stuck
 
 
 @dataclass
@@ -122,9 +123,14 @@ class Worker:
         self.feed_lost = False
         self.jobs: dict[str, object] = {}  # resolved job functions, by name
         self.counts = {"runs": 0, "done": 0, "failed": 0, "missed": 0, "claimed": 0,
-                       "faults": 0}
+                       "faults": 0, "corrected": 0}
         self.ready = threading.Event()
         self.listeners: list = []  # callables(event, **info), e.g. metrics
+        # What this process last wrote or saw as ``scheduled``/``running`` under its own name,
+        # and the runs its job threads are on: the self-check holds them against ``held``.
+        self.owned: dict[str, str] = {}
+        self.active: set[str] = set()
+        self.next_check = 0.0
 
     def load(self) -> tuple[int, int]:
         """(tasks held on the timer, tasks running); safe to call from another thread."""
@@ -205,8 +211,49 @@ class Worker:
                 writes.extend(self._unexpected(kind, value, exc))
         writes.extend(self._check_deadlines())
         self._flush(writes)
+        if time.monotonic() >= self.next_check:
+            self.next_check = time.monotonic() + self.settings.self_check
+            self._self_check()
         if time.time() >= self.next_heartbeat:
             self._heartbeat()
+
+    def _self_check(self) -> int:
+        """Find what this process holds in the database with nothing behind it in memory (a
+        task ``scheduled`` by us with no timer entry, ``running`` by us with no job thread),
+        forget it and decide it again from what the database holds (the next poll, at
+        once). Returns how many were corrected; they are counted, logged and emitted."""
+        waiting = {w.doc["_id"] for w in self.pending}
+        broken = []
+        for docid in set(self.owned) | set(self.held):
+            if docid in waiting:
+                continue  # a write of it is on its way
+            held = self.held.get(docid)
+            if held is None:
+                broken.append((docid, self.owned[docid], "nothing in memory"))
+            elif not held.running and (RUN, docid) not in self.timer:
+                broken.append((docid, "scheduled", "no timer entry"))
+            elif held.running and held.token not in self.active:
+                broken.append((docid, "running", "no job thread"))
+        for docid, status, why in broken:
+            log.warning("self-check: task %s is %s under this process with %s: deciding "
+                        "again", docid, status, why)
+            self._forget(docid)
+            self.owned.pop(docid, None)
+            self.seen.pop(docid, None)
+        if broken:
+            self.counts["corrected"] += len(broken)
+            self.emit("corrected", count=len(broken))
+            self.poll_now.set()
+        return len(broken)
+
+    def _track(self, doc: dict) -> None:
+        """Remember whether ``doc`` (a version we wrote or read) is ours to run."""
+        info = doc.get(rules.NS) if isinstance(doc.get(rules.NS), dict) else {}
+        if doc.get("status") in (rules.SCHEDULED, rules.RUNNING) \
+                and info.get("owner") == self.id:
+            self.owned[doc["_id"]] = doc["status"]
+        else:
+            self.owned.pop(doc["_id"], None)
 
     def _drain(self, wait: float, most: int = 2000) -> list:
         events = []
@@ -262,6 +309,7 @@ class Worker:
         if doc is None and held is not None:
             doc = held.doc
         self.counts["faults"] += 1
+        self.emit("fault")
         detail = (str(exc).strip().splitlines() or [""])[0][:300]
         message = redact_text(f"the worker could not {stage} this task: "
                               f"{type(exc).__name__}: {detail}".rstrip(": "))
@@ -295,6 +343,7 @@ class Worker:
             return []
         if not self._newer(doc, recheck):
             return []  # an echo of our own write, or older than what we know
+        self._track(doc)
         held = self.held.get(docid)
         if doc.get("worker") != self.name:
             self._drop(docid)
@@ -513,6 +562,7 @@ class Worker:
         except JobError as exc:  # the module went away since the claim
             func = exc
         self.pool.submit(self._execute, held.doc["_id"], held.token, held.spec, context, func)
+        self.active.add(held.token)
 
     def _execute(self, docid: str, token: str, spec: rules.Spec, context: TaskContext,
                  func) -> None:
@@ -541,6 +591,7 @@ class Worker:
 
     def on_finished(self, docid: str, token: str, outcome: rules.Outcome,
                     trace: str | None, response: dict | None) -> list[Write]:
+        self.active.discard(token)
         held = self.held.get(docid)
         if held is None or held.token != token:
             log.warning("task %s: a run that had timed out or was taken over ended (%s)",
@@ -736,6 +787,7 @@ class Worker:
             self.pending.append(write)
             return []
         self.counts["faults"] += 1
+        self.emit("fault")
         if server or write.kind in ("error", "resolve"):
             log.error("task %s: giving up on its %s write after %d failures (%s); it will be "
                       "decided again from the database", docid, write.kind, write.attempts, why)
@@ -750,6 +802,7 @@ class Worker:
         doc = write.doc
         docid = doc["_id"]
         self._saw(docid, rules.rev_number(doc["_rev"]))
+        self._track(doc)
         if write.kind == "claim":
             self.counts["claimed"] += 1
             spec = write.extra["spec"]

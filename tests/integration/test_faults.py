@@ -211,3 +211,37 @@ def test_bad_values_under_after_do_not_stick_a_repeating_task(harness, store):
     assert doc["after"]["runs"] == 3
     assert [line["id"] for line in harness.recorded()] == ["series"] * 3
     assert format_date(utcnow() - timedelta(seconds=30)) < doc["after"]["last_run"]["ended"]
+
+
+def test_the_self_check_finds_a_held_task_with_no_timer_entry(harness, store, worker_log):
+    worker = harness.start(self_check=0.5, poll=60)
+    harness.put("untimed", delay=2.5)
+    harness.wait(lambda: ("run", "untimed") in worker.timer, what="the task on the timer")
+    worker.timer.remove(("run", "untimed"))  # break the invariant: scheduled, never fires
+    harness.wait(lambda: worker.counts["corrected"] >= 1, timeout=5, what="the self-check")
+    harness.wait_status("untimed", "done", timeout=10)
+    assert [line["id"] for line in harness.recorded()] == ["untimed"]
+    assert "self-check: task untimed is scheduled under this process with no timer entry" \
+        in worker_log.text
+
+
+def test_the_self_check_finds_a_running_task_with_no_job_thread(harness, store):
+    worker = harness.start(self_check=0.5, poll=60)
+    harness.put("orphan", job="sleep", arguments=[1.5])
+    harness.wait(lambda: worker.active, what="the job to start")
+    worker.active.clear()  # break the invariant: running, and nothing known to run it
+    harness.wait(lambda: worker.counts["corrected"] >= 1, timeout=5, what="the self-check")
+    doc = harness.wait_status("orphan", "done", timeout=15)
+    assert doc["after"]["runs"] == 1  # the orphaned run's end is ignored; the rerun counts
+    assert worker.owned == {} and worker.held == {}
+
+
+def test_the_self_check_corrects_nothing_in_a_healthy_worker(harness, store):
+    worker = harness.start(self_check=0.2)
+    for i in range(10):
+        harness.put(f"h{i}", delay=0.1 * i)
+    harness.put("slow", job="sleep", arguments=[1])
+    for i in range(10):
+        harness.wait_status(f"h{i}", "done")
+    harness.wait_status("slow", "done")
+    assert worker.counts["corrected"] == 0
