@@ -123,11 +123,9 @@ def parse_retry(value: Any) -> Retry:
         return Retry()
     if isinstance(value, bool):
         raise TaskError(f"retry: must be a number of attempts or an object, not {value!r}")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
     if isinstance(value, int):
         if value < 0:
-            raise TaskError(f"retry: must be 0 or more attempts, not {value}")
+            raise TaskError(f"retry: must be 0 or more attempts, not {_show(value)}")
         if value > MAX_RETRIES:
             raise TaskError(f"retry: at most {MAX_RETRIES} attempts, not {_show(value)}")
         return Retry(limit=value)
@@ -159,7 +157,18 @@ def parse_retry(value: Any) -> Retry:
 
 
 def parse(doc: dict) -> Spec:
-    """Check a task document; raises :class:`TaskError` naming the field that is wrong."""
+    """Check a task document; raises :class:`TaskError` naming the field that is wrong, in
+    one line of at most 300 characters."""
+    try:
+        return _parse(doc)
+    except TaskError as exc:
+        message = " ".join(str(exc).split())
+        if len(message) > 300:
+            raise TaskError(message[:297] + "...") from None
+        raise
+
+
+def _parse(doc: dict) -> Spec:
     wrong = problem(doc)
     if wrong is not None:
         raise TaskError(wrong)
