@@ -17,7 +17,7 @@ import pytest
 
 from after import schema
 from after.dates import format_date, utcnow
-from after.store import Store, Unavailable
+from after.store import ChangesFollower, Store, Unavailable
 
 STUCK = ("waiting", "scheduled", "running", "reschedule")
 
@@ -245,3 +245,19 @@ def test_the_self_check_corrects_nothing_in_a_healthy_worker(harness, store):
         harness.wait_status(f"h{i}", "done")
     harness.wait_status("slow", "done")
     assert worker.counts["corrected"] == 0
+
+
+def test_unicode_line_breaks_in_a_document_do_not_stop_the_feed(store):
+    got = []
+    follower = ChangesFollower(store, got.append, since=store.update_seq(), heartbeat=0.5)
+    follower.start()
+    try:
+        for docid in ("nel\u0085x", "ls\u2028x", "ps\u2029x", "plain"):
+            store.put({"_id": docid, "status": "done", "note": docid + "\x85\u2028"})
+        deadline = time.monotonic() + 10
+        while len(got) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        follower.stop()
+    assert [c["id"] for c in got] == ["nel\u0085x", "ls\u2028x", "ps\u2029x", "plain"]
+    assert got[0]["doc"]["note"] == "nel\u0085x\x85\u2028"
