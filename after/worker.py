@@ -130,6 +130,7 @@ class Worker:
         # and the runs its job threads are on: the self-check holds them against ``held``.
         self.owned: dict[str, str] = {}
         self.active: set[str] = set()
+        self.suspects: dict[str, tuple] = {}  # what the last self-check found wrong
         self.next_check = 0.0
 
     def load(self) -> tuple[int, int]:
@@ -221,19 +222,28 @@ class Worker:
         """Find what this process holds in the database with nothing behind it in memory (a
         task ``scheduled`` by us with no timer entry, ``running`` by us with no job thread),
         forget it and decide it again from what the database holds (the next poll, at
-        once). Returns how many were corrected; they are counted, logged and emitted."""
+        once). Only what two checks in a row find is corrected: a timer entry that has just
+        fired, or a start being confirmed, is on its way through the inbox. Returns how many
+        were corrected; they are counted, logged and emitted."""
         waiting = {w.doc["_id"] for w in self.pending}
+        suspects, self.suspects = self.suspects, {}
         broken = []
         for docid in set(self.owned) | set(self.held):
             if docid in waiting:
                 continue  # a write of it is on its way
             held = self.held.get(docid)
             if held is None:
-                broken.append((docid, self.owned[docid], "nothing in memory"))
+                found = (self.owned[docid], "nothing in memory")
             elif not held.running and (RUN, docid) not in self.timer:
-                broken.append((docid, "scheduled", "no timer entry"))
+                found = ("scheduled", "no timer entry")
             elif held.running and held.token not in self.active:
-                broken.append((docid, "running", "no job thread"))
+                found = ("running", "no job thread")
+            else:
+                continue
+            if suspects.get(docid) == (found, id(held)):
+                broken.append((docid, *found))
+            else:
+                self.suspects[docid] = (found, id(held))
         for docid, status, why in broken:
             log.warning("self-check: task %s is %s under this process with %s: deciding "
                         "again", docid, status, why)
