@@ -28,8 +28,9 @@ import traceback
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 
 from . import task as rules
 from .dates import format_date, from_ms, parse_date, to_ms, utcnow
@@ -84,15 +85,33 @@ class Held:
     lateness: float = 0.0  # seconds from the due instant to the job's start
 
 
+class Kind(Enum):
+    """Why a document is written: decides what happens once it is written, or conflicts."""
+
+    CLAIM = "claim"  # waiting -> scheduled by us, held on the timer
+    START = "start"  # scheduled -> running: launch the job
+    CLAIMSTART = "claimstart"  # waiting -> running in one write (a task already due)
+    FINISH = "finish"  # a run ended (or was missed, or interrupted elsewhere)
+    ERROR = "error"  # the task cannot run
+    CANCEL = "cancel"  # the user's cancel, applied
+    HANDBACK = "handback"  # held -> waiting again (a graceful stop)
+    PARK = "park"  # a reschedule beyond the horizon -> waiting
+    RESOLVE = "resolve"  # delete a losing revision
+
+
 @dataclass
 class Write:
-    """A document to write, and why (decides what happens on success or conflict)."""
+    """A document to write, and why."""
 
-    kind: str  # claim | start | claimstart | finish | error | cancel | handback | park | resolve
+    kind: Kind
     doc: dict
+    spec: rules.Spec | None = None
     outcome: rules.Outcome | None = None
     run: dict | None = None
-    extra: dict = field(default_factory=dict)
+    token: str | None = None  # the run a START or CLAIMSTART begins
+    due: datetime | None = None  # the occurrence a CLAIMSTART runs
+    takeover: bool = False  # a FINISH of another (dead) process's run
+    accepted: bool = False  # written, but not confirmed by a quorum (202)
     attempts: int = 0  # failed tries (not conflicts) so far
     not_before: float = 0.0  # time.monotonic() before which it is not tried again
 
@@ -326,7 +345,7 @@ class Worker:
         log.error("task %s: %s", docid, message, exc_info=exc)
         if doc is None or doc.get("worker") != self.name or doc.get("status") in rules.FINISHED:
             return []
-        return [Write("error", rules.mark_error(doc, message, utcnow()))]
+        return [Write(Kind.ERROR, rules.mark_error(doc, message, utcnow()))]
 
     def _forget(self, docid: str) -> None:
         """Nothing of ``docid`` stays in memory: not held, not timed, not deferred."""
@@ -374,7 +393,7 @@ class Worker:
                 return []
         if status == rules.CANCEL:
             self._drop(docid)
-            return [Write("cancel", rules.cancel(doc, now))]
+            return [Write(Kind.CANCEL, rules.cancel(doc, now))]
 
         try:
             spec = rules.parse(doc)
@@ -383,14 +402,14 @@ class Worker:
             self._drop(docid)
             message = redact_text(str(exc))
             log.warning("task %s cannot run: %s", docid, message)
-            return [Write("error", rules.mark_error(doc, message, now))]
+            return [Write(Kind.ERROR, rules.mark_error(doc, message, now))]
 
         if status in (rules.WAITING, rules.RESCHEDULE):
             self._drop(docid)
             if to_ms(spec.date) <= to_ms(now) + self.settings.horizon * 1000:
                 return self._claim_or_defer(doc, spec, spec.date, now)
             if status == rules.RESCHEDULE:
-                return [Write("park", rules.hand_back(doc))]
+                return [Write(Kind.PARK, rules.hand_back(doc))]
             return []
 
         due = self._due_of(info, spec)
@@ -434,8 +453,8 @@ class Worker:
             if finished["status"] == rules.SCHEDULED:  # run again, here, now
                 finished[rules.NS].update(owner=self.id, due=format_date(now))
             run = self._run_record(doc, spec, outcome, owner=owner)
-            return [Write("finish", finished, outcome=outcome, run=run,
-                          extra={"spec": spec, "takeover": True})]
+            return [Write(Kind.FINISH, finished, outcome=outcome, run=run,
+                          spec=spec, takeover=True)]
         return []
 
     def _resolve_revisions(self, doc: dict) -> list[Write]:
@@ -447,7 +466,7 @@ class Worker:
             return []
         log.warning("task %s had %d conflicting revision(s): keeping %s", doc["_id"],
                     len(losers), doc.get("_rev"))
-        return [Write("resolve", {"_id": doc["_id"], "_rev": rev, "_deleted": True})
+        return [Write(Kind.RESOLVE, {"_id": doc["_id"], "_rev": rev, "_deleted": True})
                 for rev in losers]
 
     def _newer(self, doc: dict, recheck: bool = False) -> bool:
@@ -516,11 +535,11 @@ class Worker:
         (``running`` at once: one revision, one round trip and one feed event fewer)."""
         claimed = rules.claim(doc, self.id, due, now)
         if due > now or rules.missed(spec, due, now):
-            return Write("claim", claimed, extra={"spec": spec})
+            return Write(Kind.CLAIM, claimed, spec=spec)
         number = rules.counter(rules.meta(dict(doc)), "runs") + 1
         token = uuid.uuid4().hex[:8]
-        return Write("claimstart", rules.start(claimed, self.id, now, number),
-                     extra={"spec": spec, "token": token, "due": due})
+        return Write(Kind.CLAIMSTART, rules.start(claimed, self.id, now, number),
+                     spec=spec, token=token, due=due)
 
     def on_fire(self, key: tuple[str, str]) -> list[Write]:
         kind, docid = key
@@ -539,15 +558,15 @@ class Worker:
                       f"(max_delay {held.spec.max_delay:g}s)")
             log.warning("task %s missed its run due %s", docid, format_date(due))
             held.running = True  # until the write lands
-            return [Write("finish", rules.finish(held.doc, held.spec, outcome, now),
+            return [Write(Kind.FINISH, rules.finish(held.doc, held.spec, outcome, now),
                           outcome=outcome, run=self._run_record(held.doc, held.spec, outcome),
-                          extra={"spec": held.spec})]
+                          spec=held.spec)]
         info = rules.meta(dict(held.doc))
         number = rules.counter(info, "runs") + 1
         held.running = True
         held.token = uuid.uuid4().hex[:8]
-        return [Write("start", rules.start(held.doc, self.id, now, number),
-                      extra={"spec": held.spec, "token": held.token})]
+        return [Write(Kind.START, rules.start(held.doc, self.id, now, number),
+                      spec=held.spec, token=held.token)]
 
     def _job(self, name: str):
         """The job's function (resolved once per process: the registry's lock and file checks
@@ -622,7 +641,7 @@ class Worker:
                         outcome.error)
         new = rules.finish(held.doc, held.spec, outcome, now)
         run = self._run_record(held.doc, held.spec, outcome, trace=trace, response=response)
-        return [Write("finish", new, outcome=outcome, run=run, extra={"spec": held.spec})]
+        return [Write(Kind.FINISH, new, outcome=outcome, run=run, spec=held.spec)]
 
     def _next_deadline(self) -> float:
         deadlines = [h.deadline_ms for h in self.held.values() if h.deadline_ms and h.token]
@@ -725,7 +744,7 @@ class Worker:
             # Two decisions on one task in the same turn (its feed change and a poll's copy):
             # one request must not carry both (pouchdb-server would branch the document).
             # The later one is decided again once the first has landed.
-            (again if write.kind == "resolve" else conflicted).append(write)
+            (again if write.kind is Kind.RESOLVE else conflicted).append(write)
         size = self.settings.batch
         chunks = [writes[i:i + size] for i in range(0, len(writes), size)]
         while chunks:
@@ -751,11 +770,11 @@ class Worker:
                 continue
             for write, result in zip(chunk, results, strict=True):
                 error = result.get("error")
-                if write.kind == "resolve":
+                if write.kind is Kind.RESOLVE:
                     continue  # done, or someone else resolved it first
                 if error is None:
                     if result.get("accepted"):
-                        write.extra["accepted"] = True
+                        write.accepted = True
                     try:
                         self._written(write)
                     except Exception as exc:  # e.g. a job that cannot be launched
@@ -777,11 +796,11 @@ class Worker:
         docid = write.doc["_id"]
         self._forget(docid)
         reason = redact_text(str(reason))[:500]
-        if write.kind == "error":
+        if write.kind is Kind.ERROR:
             log.error("task %s: even its error was refused: %s", docid, reason)
             return []
-        log.warning("task %s: %s write refused: %s", docid, write.kind, reason)
-        return [Write("error", rules.mark_error(write.doc, reason, utcnow()))]
+        log.warning("task %s: %s write refused: %s", docid, write.kind.value, reason)
+        return [Write(Kind.ERROR, rules.mark_error(write.doc, reason, utcnow()))]
 
     def _retry_later(self, write: Write, why: str, server: bool = False) -> list[Write]:
         """A write that failed for another reason than a conflict: tried again with backoff
@@ -798,9 +817,10 @@ class Worker:
             return []
         self.counts["faults"] += 1
         self.emit("fault")
-        if server or write.kind in ("error", "resolve"):
+        if server or write.kind in (Kind.ERROR, Kind.RESOLVE):
             log.error("task %s: giving up on its %s write after %d failures (%s); it will be "
-                      "decided again from the database", docid, write.kind, write.attempts, why)
+                      "decided again from the database", docid, write.kind.value, write.attempts,
+                      why)
             self._forget(docid)
             self.seen.pop(docid, None)
             self.poll_now.set()
@@ -813,41 +833,38 @@ class Worker:
         docid = doc["_id"]
         self._saw(docid, rules.rev_number(doc["_rev"]))
         self._track(doc)
-        if write.kind == "claim":
+        if write.kind is Kind.CLAIM:
             self.counts["claimed"] += 1
-            spec = write.extra["spec"]
-            self._hold(doc, spec, parse_date(doc[rules.NS]["due"], "after.due"))
-        elif write.kind in ("start", "claimstart"):
-            if write.kind == "claimstart":
+            self._hold(doc, write.spec, parse_date(doc[rules.NS]["due"], "after.due"))
+        elif write.kind in (Kind.START, Kind.CLAIMSTART):
+            if write.kind is Kind.CLAIMSTART:
                 self.counts["claimed"] += 1
-                self.held[docid] = Held(doc=doc, spec=write.extra["spec"],
-                                        due_ms=to_ms(write.extra["due"]), running=True,
-                                        token=write.extra["token"])
+                self.held[docid] = Held(doc=doc, spec=write.spec, due_ms=to_ms(write.due),
+                                        running=True, token=write.token)
             held = self.held.get(docid)
-            if held is None or held.token != write.extra["token"]:
+            if held is None or held.token != write.token:
                 return
             held.doc = doc
-            if write.extra.get("accepted") and not self._confirmed(doc):
+            if write.accepted and not self._confirmed(doc):
                 held.running, held.token = False, None
                 return
             self._launch(held)
-        elif write.kind == "finish":
+        elif write.kind is Kind.FINISH:
             if write.run is not None:
                 self.pending_runs.append(write.run)
             if write.outcome is not None:
-                spec = write.extra.get("spec")
-                self._count(write.outcome, spec.job if spec else None)
+                self._count(write.outcome, write.spec.job if write.spec else None)
             held = self.held.pop(docid, None)
             if held is not None:
                 self.timer.remove((RUN, docid))
             if doc["status"] == rules.SCHEDULED and doc[rules.NS].get("owner") == self.id:
-                self._hold(doc, write.extra["spec"], parse_date(doc[rules.NS]["due"],
+                self._hold(doc, write.spec, parse_date(doc[rules.NS]["due"],
                                                                 "after.due"))
             elif doc["status"] in (rules.WAITING, rules.RESCHEDULE):
                 # The next occurrence: claim it now if it is near (the feed's echo of this
                 # write is a revision already seen, so it would be ignored).
                 self.inbox.put(("recheck", doc))
-        elif write.kind == "handback":
+        elif write.kind is Kind.HANDBACK:
             self.held.pop(docid, None)
 
     def _confirmed(self, doc: dict) -> bool:
@@ -905,10 +922,10 @@ class Worker:
         if fresh is None:  # deleted meanwhile
             self._forget(docid)
             return []
-        if write.kind == "finish":
+        if write.kind is Kind.FINISH:
             return self._refinish(write, fresh, now)
         held = self.held.get(docid)
-        if held is not None and write.kind == "start" and held.token == write.extra["token"]:
+        if held is not None and write.kind is Kind.START and held.token == write.token:
             held.running = False
             held.token = None
         self.seen.pop(docid, None)  # decide again on the version just read
@@ -918,7 +935,7 @@ class Worker:
         """Our run ended but the task changed meanwhile: apply the outcome to the new version,
         unless another process has taken the task over (then only the run is recorded)."""
         info = fresh.get(rules.NS) if isinstance(fresh.get(rules.NS), dict) else {}
-        takeover = write.extra.get("takeover")
+        takeover = write.takeover
         expected_owner = None if takeover else self.id
         if takeover and fresh.get("status") != rules.RUNNING:
             self.seen.pop(fresh["_id"], None)
@@ -928,12 +945,12 @@ class Worker:
                 self.pending_runs.append(write.run)
             self.held.pop(fresh["_id"], None)
             return []
-        spec = write.extra["spec"]
-        new = rules.finish(fresh, spec, write.outcome, now)
+        new = rules.finish(fresh, write.spec, write.outcome, now)
         if takeover and new["status"] == rules.SCHEDULED:
             new[rules.NS]["owner"] = self.id
             new[rules.NS]["due"] = format_date(now)
-        return [Write("finish", new, outcome=write.outcome, run=write.run, extra=write.extra)]
+        return [Write(Kind.FINISH, new, outcome=write.outcome, run=write.run, spec=write.spec,
+                      takeover=takeover)]
 
     # -- the heartbeat (the lease on what this process holds) ----------------------------------
 
@@ -1012,7 +1029,7 @@ class Worker:
                         "(%gs) runs out", self.settings.lease)
             return 130
         # hand back what is held but not running
-        back = [Write("handback", rules.hand_back(h.doc))
+        back = [Write(Kind.HANDBACK, rules.hand_back(h.doc))
                 for h in self.held.values() if not h.running]
         self._flush(back)
         deadline = time.time() + self.settings.grace
@@ -1037,7 +1054,7 @@ class Worker:
                                         error="interrupted: the worker stopped before the run "
                                               "ended (grace period over)")
                 self.pending_runs.append(self._run_record(held.doc, held.spec, outcome))
-                leftovers.append(Write("handback", rules.hand_back(held.doc)))
+                leftovers.append(Write(Kind.HANDBACK, rules.hand_back(held.doc)))
         self._flush(leftovers)
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.peers.leave()
