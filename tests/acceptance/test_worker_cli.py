@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 from datetime import timedelta
 
 import httpx
 import pytest
 
+from after.config import mask_url
 from after.dates import format_date, parse_date, utcnow
 from after.process import pid_files
 
@@ -131,7 +134,7 @@ def test_setup_is_idempotent_from_the_cli(cli):
     assert "installed the dashboard: " in first.stdout
     second = cli.run("setup")
     assert second.returncode == 0
-    assert second.stdout.strip() == f"{cli.db} was already set up at {cli.url}"
+    assert second.stdout.strip() == f"{cli.db} was already set up at {mask_url(cli.url)}"
 
 
 def test_metrics_port_serves_metrics_and_health(cli, tasks, tmp_path):
@@ -149,3 +152,43 @@ def test_metrics_port_serves_metrics_and_health(cli, tasks, tmp_path):
                                                              .text) and t, what="a counted run")
     assert 'after_runs_total{job="record",outcome="done",worker="metered"} 1.0' in text
     assert cli.run("stop", "metered").returncode == 0
+
+
+@pytest.mark.parametrize("background", [False, True], ids=["foreground", "background"])
+def test_a_taken_metrics_port_is_a_one_line_error(cli, background):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        flags = ["-b"] if background else []
+        result = cli.run("start", "metered", *flags, "--metrics-port", str(port))
+    line = one_line_error(result)
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in line
+    assert not [f for f in pid_files(cli.home, "metered") if f.running]
+
+
+def test_a_password_given_with_url_never_shows_in_ps(cli, tasks, tmp_path):
+    """``after --url http://user:pw@... start -b``: the daemon's command line has no password
+    (the URL moves to its environment, which only its user can read)."""
+    from urllib.parse import urlsplit
+
+    env = {**cli.env}
+    env.pop("AFTER_COUCHDB_URL")
+    result = subprocess.run(
+        [sys.executable, "-m", "after", "--url", cli.url, "start", "hidden", "-b", "--poll", "1"],
+        cwd=cli.cwd, env=env, capture_output=True, text=True, timeout=60,
+        stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    [pidfile] = [f for f in pid_files(cli.home, "hidden") if f.running]
+    cmdline = open(f"/proc/{pidfile.pid}/cmdline", "rb").read().decode().split("\0")
+    password = urlsplit(cli.url).password
+    if password:  # CouchDB: the credentials left the command line
+        assert not any(password in arg for arg in cmdline), cmdline
+        assert "--url" not in cmdline
+    else:  # pouchdb-server has no admin: a URL without a password stays where it was given
+        assert cmdline[cmdline.index("--url") + 1] == cli.url
+    tasks.put(task_doc("h", "hidden", tmp_path / "runs.jsonl"))
+    wait_for(lambda: tasks.get("h")["status"] == "done", what="the task run")
+    assert cli.run("stop", "hidden").returncode == 0

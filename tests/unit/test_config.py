@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from after.config import ConfigError, load, mask_url
+from after.config import ConfigError, credentials_out_of_argv, load, mask_url
 
 
 def write(tmp_path, **values):
@@ -75,3 +75,17 @@ def test_a_missing_named_file_and_a_bad_url_are_clear_errors(tmp_path):
 def test_mask_url():
     assert mask_url("http://admin:s3cret@127.0.0.1:5984") == "http://admin:***@127.0.0.1:5984"
     assert mask_url("http://127.0.0.1:5984") == "http://127.0.0.1:5984"
+
+
+@pytest.mark.parametrize("args, kept, url", [
+    (["--url", "http://a:pw@h:1", "start", "x"], ["start", "x"], "http://a:pw@h:1"),
+    (["--url=http://a:pw@h:1", "start", "x", "-b"], ["start", "x", "-b"], "http://a:pw@h:1"),
+    (["--url", "http://h:1", "list"], ["--url", "http://h:1", "list"], None),
+    (["--url", "a:pw@h:1", "list"], ["list"], "a:pw@h:1"),
+    (["--url", "http://h1:1,http://a:pw@h2:1", "list"], ["list"],
+     "http://h1:1,http://a:pw@h2:1"),
+    (["add", "--", "--url", "http://a:pw@h"], ["add", "--", "--url", "http://a:pw@h"], None),
+    (["list", "--url"], ["list", "--url"], None),
+])
+def test_credentials_leave_the_command_line(args, kept, url):
+    assert credentials_out_of_argv(args) == (kept, url)
