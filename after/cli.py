@@ -211,7 +211,8 @@ def setup(cfg):
     with open_store(cfg) as store:
         changes = schema.setup(store)
         if dashboard.install(store):
-            changes.append(f"installed the dashboard: {dashboard.url(cfg)}")
+            changes.append(f"installed the dashboard's views in {cfg.db} (`after dashboard` "
+                           "serves the page)")
     for line in changes:
         click.echo(line)
     click.echo(f"{cfg.db} is set up at {cfg.safe_url}" if changes else

@@ -131,7 +131,7 @@ def test_an_unreachable_database_is_one_line_and_exit_3(cli):
 def test_setup_is_idempotent_from_the_cli(cli):
     first = cli.run("setup")
     assert first.returncode == 0
-    assert "installed the dashboard: " in first.stdout
+    assert "installed the dashboard's views in " in first.stdout
     second = cli.run("setup")
     assert second.returncode == 0
     assert second.stdout.strip() == f"{cli.db} was already set up at {mask_url(cli.url)}"
