@@ -433,6 +433,12 @@ class Store:
         except httpx.TransportError as exc:
             raise Unavailable(f"cannot reach {self.safe_url}: {type(exc).__name__}") from None
 
+    def follow(self, on_change: Callable[[dict], None], **options) -> ChangesFollower:
+        """A follower of this database's ``_changes`` (see :class:`ChangesFollower`; not
+        started). The in-memory store has the same method, so the worker asks for its feed
+        here rather than naming the class."""
+        return ChangesFollower(self, on_change, **options)
+
     def update_seq(self, db: str | None = None) -> str:
         """The database's current sequence (opaque): follow ``_changes`` from here."""
         answer = self.request(
