@@ -68,6 +68,9 @@ class MemStore:
     def close(self) -> None:
         pass
 
+    def with_timeout(self, timeout: float, retries: int = 1) -> MemStore:
+        return self
+
     def __enter__(self) -> MemStore:
         return self
 

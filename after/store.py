@@ -18,6 +18,7 @@ identity`` (pouchdb-server delivers nothing on a gzip-encoded continuous feed) a
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import random
@@ -158,6 +159,13 @@ class Store:
     def close(self) -> None:
         self.client.close()
 
+    def with_timeout(self, timeout: float, retries: int = 1) -> Store:
+        """This store, on the same connections, with a shorter ``timeout`` and fewer
+        ``retries`` per request: for the worker's loop, which must never wait long."""
+        quick = copy.copy(self)
+        quick.timeout, quick.retries = timeout, retries
+        return quick
+
     def __enter__(self) -> Store:
         return self
 
@@ -194,6 +202,7 @@ class Store:
                 path,
                 content=None if body is None else encode(body),
                 params=params,
+                timeout=self.timeout,
             )
             if response.status_code >= 400:
                 raise error_for(response.status_code, response.text)
