@@ -225,10 +225,12 @@ def _repeated_wall_time(local: datetime) -> bool:
 def _whole(field: str, value: object, minimum: int) -> int:
     """An int (or integral float) >= minimum, else RepeatError."""
     kind = "a positive" if minimum > 0 else "a non-negative"
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 53:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise RepeatError(f"repeat: {field} must be {kind} integer, got {value!r}")
+        shown = repr(value) if not isinstance(value, int) or abs(value) < 10 ** 40 \
+            else "a number that large"
+        raise RepeatError(f"repeat: {field} must be {kind} integer, got {shown[:60]}")
     return value
 
 
@@ -279,6 +281,8 @@ def parse_duration(text: str, limits: dict | None = None) -> IntervalRule:
     fields: dict[str, int] = {}
     for unit, number in given.items():
         whole, _, fraction = number.replace(",", ".").partition(".")
+        if len(whole) > 12 or len(fraction) > 12:
+            raise RepeatError(f"repeat: {text[:40]!r}: a number too long in an ISO 8601 duration")
         fields[unit] = int(whole)
         if not fraction:
             continue

@@ -18,6 +18,7 @@ identity`` (pouchdb-server delivers nothing on a gzip-encoded continuous feed) a
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import random
@@ -31,6 +32,7 @@ import couchdb3.exceptions
 import httpx
 
 from .config import mask_url
+from .jsonsafe import loads
 
 log = logging.getLogger("after.store")
 
@@ -91,6 +93,15 @@ _COUCHDB3_ERRORS = {
 _RETRYABLE = (httpx.TransportError,)
 
 
+def encode(body) -> str:
+    """JSON for a request body; a value JSON cannot carry (``inf``, nesting too deep for
+    Python) raises :class:`BadRequest` before anything is sent."""
+    try:
+        return json.dumps(body, allow_nan=False)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"cannot send as JSON: {type(exc).__name__}: {exc}") from None
+
+
 def error_for(status: int, body: str) -> StoreError:
     try:
         data = json.loads(body)
@@ -148,6 +159,13 @@ class Store:
     def close(self) -> None:
         self.client.close()
 
+    def with_timeout(self, timeout: float, retries: int = 1) -> Store:
+        """This store, on the same connections, with a shorter ``timeout`` and fewer
+        ``retries`` per request: for the worker's loop, which must never wait long."""
+        quick = copy.copy(self)
+        quick.timeout, quick.retries = timeout, retries
+        return quick
+
     def __enter__(self) -> Store:
         return self
 
@@ -182,8 +200,9 @@ class Store:
             response = self.client.request(
                 method,
                 path,
-                content=None if body is None else json.dumps(body),
+                content=None if body is None else encode(body),
                 params=params,
+                timeout=self.timeout,
             )
             if response.status_code >= 400:
                 raise error_for(response.status_code, response.text)
@@ -256,7 +275,8 @@ class Store:
     def get(self, docid: str, *, db: str | None = None, **params) -> dict:
         """The document; raises :class:`NotFound`."""
         query = {k: json.dumps(v) if isinstance(v, bool) else v for k, v in params.items()}
-        return self.request("GET", doc_path(db or self.db, docid), params=query or None).json()
+        return loads(self.request("GET", doc_path(db or self.db, docid),
+                                  params=query or None).content)
 
     def get_or_none(self, docid: str, *, db: str | None = None) -> dict | None:
         try:
@@ -331,10 +351,10 @@ class Store:
         if not ids:
             return {}
         body = {"keys": ids}
-        rows = self.request(
+        rows = loads(self.request(
             "POST", f"{quote(db or self.db, safe='')}/_all_docs",
             body=body, params={"include_docs": "true"},
-        ).json()["rows"]
+        ).content)["rows"]
         return {row["id"]: row["doc"] for row in rows if row.get("doc")}
 
     def prefixed(self, prefix: str, *, db: str | None = None) -> list[dict]:
@@ -386,7 +406,7 @@ class Store:
         """Rows of a map/reduce view; ``params`` are JSON-encoded as CouchDB expects."""
         query = {k: json.dumps(v) for k, v in params.items() if v is not None}
         path = f"{quote(db or self.db, safe='')}/_design/{quote(ddoc, safe='')}/_view/{view}"
-        return self.request("GET", path, params=query).json()["rows"]
+        return loads(self.request("GET", path, params=query).content)["rows"]
 
     def save_index(self, fields: list[str], name: str, *, ddoc: str = "after-indexes",
                    db: str | None = None, partial: dict | None = None) -> str:
@@ -421,6 +441,12 @@ class Store:
             return self.client.send(request, stream=True)
         except httpx.TransportError as exc:
             raise Unavailable(f"cannot reach {self.safe_url}: {type(exc).__name__}") from None
+
+    def follow(self, on_change: Callable[[dict], None], **options) -> ChangesFollower:
+        """A follower of this database's ``_changes`` (see :class:`ChangesFollower`; not
+        started). The in-memory store has the same method, so the worker asks for its feed
+        here rather than naming the class."""
+        return ChangesFollower(self, on_change, **options)
 
     def update_seq(self, db: str | None = None) -> str:
         """The database's current sequence (opaque): follow ``_changes`` from here."""
@@ -547,12 +573,17 @@ class ChangesFollower:
                 response.read()
                 raise error_for(response.status_code, response.text)
             self._set_connected(True)
-            for line in response.iter_lines():
+            for line in feed_lines(response):
                 if self._stopping.is_set():
                     return
                 if not line.strip():
                     continue  # heartbeat
-                change = json.loads(line)
+                try:
+                    change = loads(line)  # a document too deep or odd for json: still read
+                except ValueError as exc:  # skipped, not retried for ever: polls catch up
+                    log.warning("unreadable line of the changes feed skipped (%s)",
+                                type(exc).__name__)
+                    continue
                 if "last_seq" in change and "id" not in change:
                     self.since = change["last_seq"]
                     return  # the server ended the feed; reconnect from there
@@ -563,6 +594,19 @@ class ChangesFollower:
         finally:
             self._response = None
             response.close()
+
+
+def feed_lines(response: httpx.Response) -> Iterator[bytes]:
+    """The lines of a continuous feed, split on ``\n`` only. (httpx's ``iter_lines`` also
+    splits on U+0085, U+2028 and other Unicode line breaks, which JSON carries unescaped
+    inside strings: one task with such a character in a field would stop the feed.)"""
+    buffer = b""
+    for chunk in response.iter_bytes():
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        yield from lines
+    if buffer:
+        yield buffer
 
 
 def describe_error(exc: BaseException) -> str:
