@@ -136,8 +136,9 @@ def is_installed(store: Store, folder: Path = STATIC) -> bool:
 
 
 def page_url(cfg: Config) -> str:
-    """The page's address, with the configured credentials in it (do not print this)."""
-    return f"{cfg.url.rstrip('/')}/{quote(cfg.db, safe='')}/{DESIGN_ID}/{INDEX}"
+    """The page's address (on the first node), with the configured credentials in it (do not
+    print this)."""
+    return f"{cfg.urls[0]}/{quote(cfg.db, safe='')}/{DESIGN_ID}/{INDEX}"
 
 
 def url(cfg: Config) -> str:
