@@ -328,8 +328,15 @@ class Store:
         through two nodes were both accepted, a plain ``GET ?conflicts=true`` still misses
         the other branch about one time in five (measured), ``open_revs=all`` did not."""
         response = self.request("GET", doc_path(db or self.db, docid),
-                                params={"open_revs": "all"})
-        return [row["ok"] for row in response.json() if "ok" in row]
+                                params={"open_revs": "all", "revs": "true"})
+        leaves = [row["ok"] for row in response.json() if "ok" in row]
+        # Copies that lag may answer with an ancestor of another leaf: not a branch.
+        ancestors = set()
+        for doc in leaves:
+            history = doc.pop("_revisions", None) or {}
+            start, ids = history.get("start", 0), history.get("ids", [])
+            ancestors.update(f"{start - n}-{rev}" for n, rev in enumerate(ids) if n)
+        return [doc for doc in leaves if doc.get("_rev") not in ancestors]
 
     def get_or_none(self, docid: str, *, db: str | None = None) -> dict | None:
         try:
