@@ -65,6 +65,12 @@ class Group(click.Group):
         except click.Abort:
             click.echo("after: aborted", err=True)
             sys.exit(EXIT_FAILED)
+        except Exception as exc:  # a bug of ours: still one line, the traceback on demand
+            if os.environ.get("AFTER_DEBUG"):
+                raise
+            click.echo(f"after: error: unexpected {type(exc).__name__}: {exc} (set "
+                       "AFTER_DEBUG=1 for the traceback)", err=True)
+            sys.exit(EXIT_FAILED)
         sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx):
@@ -82,6 +88,9 @@ class Group(click.Group):
         except (StoreError, ServerError, process.ProcessError,
                 config_module.ConfigError) as exc:
             raise Failure(str(exc)) from None
+        except OSError as exc:  # a folder, a file or a port of this machine
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise Failure(f"{exc.strerror or exc}{where}") from None
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -272,7 +281,11 @@ def run_worker(cfg, name, options, metrics_port, on_ready=None) -> int:
     if metrics_port is not None:
         from .metrics import serve_metrics
 
-        serve_metrics(worker, metrics_port)
+        try:
+            serve_metrics(worker, metrics_port)
+        except OSError as exc:
+            raise Failure(f"cannot serve metrics on 127.0.0.1:{metrics_port}: "
+                          f"{exc.strerror or exc}") from None
     if on_ready is not None:
         threading.Thread(target=lambda: on_ready(worker), daemon=True).start()
     try:

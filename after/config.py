@@ -76,7 +76,7 @@ def mask_url(url: str) -> str:
     masked, for output."""
     from .redact import redact_url
 
-    return ",".join(redact_url(part) for part in url.split(","))
+    return redact_url(url)  # a list of nodes is masked URL by URL
 
 
 def split_urls(url: str | list | tuple) -> list[str]:

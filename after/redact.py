@@ -39,8 +39,11 @@ _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 #: Where a comma-separated list of URLs (the nodes of a cluster) starts its next URL.
 _NEXT_URL = re.compile(r",(?=\s*[A-Za-z][A-Za-z0-9+.-]*://)")
-#: Fallback for strings urlsplit cannot parse: ``scheme://user:password@``.
-_USERINFO = re.compile(r"(//[^/@:\s]*):[^/@\s]*@")
+#: Anything shaped like ``user:password@`` after a start, a space or a slash, in a string
+#: that is no well-formed URL (``admin:pw@host``, ``http//admin:pw@host``, ``http:/a:pw@h``).
+#: The password may hold anything but a space or an ``@`` (and does not start with ``//``,
+#: which is ``scheme://``): over-masking beats a leak.
+_USERINFO = re.compile(r"(^|[\s/])([^\s/@:]*):(?!//)[^\s@]*@")
 
 
 def _normalise(name: str) -> str:
@@ -83,19 +86,29 @@ def redact_url(url: str) -> str:
             userinfo, _, hostport = netloc.rpartition("@")
             user, colon, _password = userinfo.partition(":")
             netloc = f"{user}:{MASK}@{hostport}" if colon else netloc
-        return urlunsplit((
+        url = urlunsplit((
             parts.scheme, netloc, parts.path,
             _redact_params(parts.query), _redact_params(parts.fragment),
         ))
     except ValueError:
-        return _USERINFO.sub(rf"\1:{MASK}@", url)
+        pass
+    return _mask_userinfo(url)
+
+
+def _mask_userinfo(text: str) -> str:
+    """Whatever still looks like ``user:password@`` loses the password (a mistyped URL)."""
+    if "@" not in text:
+        return text
+    return _USERINFO.sub(rf"\1\2:{MASK}@", text)
 
 
 def redact_text(text: str) -> str:
     """Free text (an error message) with every URL in it passed through ``redact_url``."""
-    if not isinstance(text, str) or "://" not in text:
+    if not isinstance(text, str):
         return text
-    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+    if "://" in text:
+        text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+    return _mask_userinfo(text)
 
 
 def redact_headers(headers: Mapping[str, Any] | Iterable[tuple[str, Any]] | None) -> dict:

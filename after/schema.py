@@ -22,7 +22,10 @@ Running it again changes nothing that is already right (idempotent).
 
 from __future__ import annotations
 
-from .store import Store
+import random
+import time
+
+from .store import Conflict, Store
 
 DESIGN_ID = "_design/after"
 
@@ -96,9 +99,26 @@ DESIGN = {
 }
 
 
-def setup(store: Store) -> list[str]:
-    """Create or update everything; returns what changed (empty when nothing had to)."""
-    changed = []
+def setup(store: Store, attempts: int = 8) -> list[str]:
+    """Create or update everything; returns what changed (empty when nothing had to).
+
+    Safe when many processes run it at once on a fresh database (a deploy starts them
+    together): a write that loses a race to another process's identical write is a
+    conflict, and the whole set-up is read and decided again, a bounded number of times.
+    """
+    changed: list[str] = []  # kept across passes: what a lost pass did is done
+    for attempt in range(attempts):
+        try:
+            _setup_once(store, changed)
+            return changed
+        except Conflict:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
+    return changed
+
+
+def _setup_once(store: Store, changed: list[str]) -> None:
     for db in (store.db, f"{store.db}_runs", f"{store.db}_workers"):
         # Ask first: creating one, even one that exists, takes a server admin.
         if not store.database_exists(db) and store.create_database(db):
@@ -119,7 +139,6 @@ def setup(store: Store) -> list[str]:
     for db, fields, name in indexes:
         if store.save_index(fields, name, db=db) == "created":
             changed.append(f"created index {name} on {db}")
-    return changed
 
 
 def is_set_up(store: Store) -> bool:

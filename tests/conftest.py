@@ -1,37 +1,76 @@
-"""Fixtures shared by the integration and acceptance tests.
+"""Fixtures shared by the integration, acceptance and browser tests.
 
-The suite starts its own pouchdb-server (in memory, 127.0.0.1, a free port) once per session
-and stops it by pid at the end. ``AFTER_TEST_COUCHDB_URL`` points it at an external CouchDB
-instead. There is no skip for want of a server: if it cannot start, the tests fail.
+Every test that needs a server runs once on each server of :func:`servers.server_kinds`:
+the embedded pouchdb-server, and Apache CouchDB 3 (a single node with an admin password)
+wherever its release is present (``../shared/couchdb``, or ``AFTER_TEST_COUCHDB_HOME``). The
+suite starts each server once per session on a free port of 127.0.0.1 and stops it by pid
+at the end; a test's id names its server (``[pouchdb]``, ``[couchdb]``). The report's header
+and summary say which servers ran. ``AFTER_TEST_COUCHDB_URL`` points the suite at a server of
+your own instead. There is no skip for want of a server: if one cannot start, tests fail.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from after import schema
-from after.server import EmbeddedServer, free_port
 from after.store import Store
 
+from . import servers
+
 ROOT = Path(__file__).resolve().parent.parent
+KINDS = servers.server_kinds()
+RAN: Counter = Counter()  # server kind -> tests that used it
+DESCRIBED: dict[str, str] = {}
+
+
+def pytest_report_header(config):
+    where = servers.couchdb_home()
+    return [f"after: servers {', '.join(KINDS)}"
+            + (f" (CouchDB release: {where})" if where and "couchdb" in KINDS else "")]
+
+
+@pytest.fixture(scope="session", params=KINDS)
+def server_kind(request) -> str:
+    return request.param
 
 
 @pytest.fixture(scope="session")
-def couch_url(tmp_path_factory) -> str:
-    external = os.environ.get("AFTER_TEST_COUCHDB_URL")
-    if external:
-        yield external.rstrip("/")
+def couch_url(server_kind, tmp_path_factory) -> str:
+    """The URL of the session's server of this kind, with its credentials."""
+    if server_kind == "external":
+        url = os.environ["AFTER_TEST_COUCHDB_URL"].rstrip("/")
+        DESCRIBED[server_kind] = f"{servers.server_version(url)} (AFTER_TEST_COUCHDB_URL)"
+        yield url
         return
-    server = EmbeddedServer(workdir=tmp_path_factory.mktemp("pouchdb"), port=free_port())
+    server = servers.make_server(server_kind, tmp_path_factory.mktemp(server_kind))
     server.start()
+    DESCRIBED[server_kind] = f"{servers.server_version(server.url)}: {server.describe()}"
     try:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _count_server(request):
+    if "couch_url" in request.fixturenames or "server_kind" in request.fixturenames:
+        RAN[request.getfixturevalue("server_kind")] += 1
+    yield
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not RAN:
+        return
+    terminalreporter.write_sep("-", "servers")
+    for kind in KINDS:
+        terminalreporter.write_line(
+            f"{kind}: {RAN[kind]} tests ({DESCRIBED.get(kind, 'not started')})")
 
 
 @pytest.fixture
@@ -58,10 +97,12 @@ def drop_databases(store: Store, db_name: str) -> None:
 
 
 @pytest.fixture
-def disk_server(tmp_path):
-    """A server of the test's own, on disk, so it can be stopped and restarted."""
-    server = EmbeddedServer(workdir=tmp_path / "pouchdb", port=free_port(),
-                            data=tmp_path / "pouchdb" / "data")
+def disk_server(server_kind, tmp_path):
+    """A server of the test's own, of the session's kind, on disk, so it can be restarted."""
+    if server_kind == "external":
+        pytest.fail("this test stops and restarts its server: it needs one the suite starts "
+                    "(unset AFTER_TEST_COUCHDB_URL)")
+    server = servers.make_server(server_kind, tmp_path / server_kind, disk=True)
     server.start()
     try:
         yield server

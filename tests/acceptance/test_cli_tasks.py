@@ -133,8 +133,8 @@ def test_cron_next_runs_across_the_paris_dst_change(env, store):
 # -- tasks ---------------------------------------------------------------------------------
 
 
-def test_tasks_filters_sorts_and_pages(env, store):
-    with Client(store.url, store.db) as client:
+def test_tasks_filters_sorts_and_pages(env, store, couch_url):
+    with Client(couch_url, store.db) as client:
         for task_id, worker, at, job in [("c", "w1", "2027-01-03", "hello"),
                                          ("a", "w1", "2027-01-01", "noop"),
                                          ("b", "w2", "2027-01-02T01:00:00+02:00", "hello"),

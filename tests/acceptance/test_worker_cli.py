@@ -9,6 +9,7 @@ from datetime import timedelta
 import httpx
 import pytest
 
+from after.config import mask_url
 from after.dates import format_date, parse_date, utcnow
 from after.process import pid_files
 
@@ -131,7 +132,7 @@ def test_setup_is_idempotent_from_the_cli(cli):
     assert "installed the dashboard: " in first.stdout
     second = cli.run("setup")
     assert second.returncode == 0
-    assert second.stdout.strip() == f"{cli.db} was already set up at {cli.url}"
+    assert second.stdout.strip() == f"{cli.db} was already set up at {mask_url(cli.url)}"
 
 
 def test_metrics_port_serves_metrics_and_health(cli, tasks, tmp_path):
@@ -149,3 +150,18 @@ def test_metrics_port_serves_metrics_and_health(cli, tasks, tmp_path):
                                                              .text) and t, what="a counted run")
     assert 'after_runs_total{job="record",outcome="done",worker="metered"} 1.0' in text
     assert cli.run("stop", "metered").returncode == 0
+
+
+@pytest.mark.parametrize("background", [False, True], ids=["foreground", "background"])
+def test_a_taken_metrics_port_is_a_one_line_error(cli, background):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        flags = ["-b"] if background else []
+        result = cli.run("start", "metered", *flags, "--metrics-port", str(port))
+    line = one_line_error(result)
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in line
+    assert not [f for f in pid_files(cli.home, "metered") if f.running]

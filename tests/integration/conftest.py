@@ -21,7 +21,8 @@ FAST = dict(horizon=60, poll=0.5, heartbeat=0.5, lease=3, grace=5, pool=4)
 class Harness:
     """Starts workers on a database and waits for task states."""
 
-    def __init__(self, store: Store, jobs: Path, tmp: Path):
+    def __init__(self, url: str, store: Store, jobs: Path, tmp: Path):
+        self.url = url  # with its credentials: the store's own URL has them apart
         self.store = store
         self.jobs = jobs
         self.tmp = tmp
@@ -29,7 +30,7 @@ class Harness:
         self.exit_codes: list[int] = []
 
     def start(self, name: str = "w", **settings) -> Worker:
-        store = Store(self.store.url, self.store.db)
+        store = Store(self.url, self.store.db)
         worker = Worker(store, name, JobRegistry(self.jobs), Settings(**{**FAST, **settings}))
         thread = threading.Thread(target=lambda: self.exit_codes.append(worker.run()),
                                   daemon=True)
@@ -105,7 +106,7 @@ class Harness:
 
 
 @pytest.fixture
-def harness(store, jobs_dir, tmp_path):
-    h = Harness(store, jobs_dir, tmp_path)
+def harness(couch_url, store, jobs_dir, tmp_path):
+    h = Harness(couch_url, store, jobs_dir, tmp_path)
     yield h
     h.stop()

@@ -14,8 +14,8 @@ from after.store import NotFound, Store
 
 
 @pytest.fixture
-def client(store):
-    with Client(store.url, store.db) as client:
+def client(store, couch_url):
+    with Client(couch_url, store.db) as client:
         yield client
 
 
@@ -338,12 +338,13 @@ def test_tasks_pages_beyond_one_query_page(client, store):
     assert [t["_id"] for t in found] == [f"t{i:03d}" for i in range(90, 120)]
 
 
-def test_client_defaults_come_from_the_configuration(store, monkeypatch, tmp_path):
-    monkeypatch.setenv("AFTER_COUCHDB_URL", store.url)
+def test_client_defaults_come_from_the_configuration(store, couch_url, monkeypatch,
+                                                    tmp_path):
+    monkeypatch.setenv("AFTER_COUCHDB_URL", couch_url)
     monkeypatch.setenv("AFTER_DB", store.db)
     monkeypatch.setenv("AFTER_CONFIG", str(tmp_path / "c.json"))
     (tmp_path / "c.json").write_text("{}")
     with Client() as client:
-        assert (client.url, client.db, client.runs_db) == (store.url, store.db,
+        assert (client.url, client.db, client.runs_db) == (couch_url, store.db,
                                                            f"{store.db}_runs")
         assert client.get(client.schedule("noop", worker="w"))["worker"] == "w"

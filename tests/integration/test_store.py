@@ -16,6 +16,7 @@ from after.store import (
     NotFound,
     Store,
     Unavailable,
+    split_credentials,
     winner,
 )
 
@@ -132,7 +133,8 @@ def test_unreachable_server_raises_unavailable():
 
 
 def test_errors_and_repr_never_show_the_password(couch_url):
-    url = couch_url.replace("http://", "http://admin:s3cret@")
+    bare, _ = split_credentials(couch_url)
+    url = bare.replace("http://", "http://admin:s3cret@")
     with Store(url, "x") as s:
         assert "s3cret" not in repr(s)
     with Store("http://admin:s3cret@127.0.0.1:9", "x", retries=0) as dead:

@@ -263,10 +263,10 @@ def test_a_task_already_due_is_claimed_and_started_in_one_write(harness, store):
     assert doc["after"]["last_run"]["attempt"] == 1 and doc["after"]["runs"] == 1
 
 
-def test_two_decisions_on_one_task_in_a_turn_do_not_branch_it(harness, store):
+def test_two_decisions_on_one_task_in_a_turn_do_not_branch_it(harness, store, couch_url):
     """The feed's change and a poll's copy of the same task can arrive in one turn."""
     # a worker driven by hand, without its loop
-    worker = Worker(Store(store.url, store.db), "w", JobRegistry(harness.jobs),
+    worker = Worker(Store(couch_url, store.db), "w", JobRegistry(harness.jobs),
                     Settings(**FAST))
     for delay, docid in ((30, "later"), (0, "now")):
         doc = harness.put(docid, delay=delay)

@@ -1,7 +1,10 @@
 """after.redact: secrets never reach a record or a log."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from after.config import mask_url
 from after.redact import (
     MASK,
     SECRET_NAME,
@@ -143,3 +146,29 @@ def test_redact_url_and_text_mask_every_url_of_a_node_list():
     assert redact_text(f"cannot reach {nodes} (ConnectError)") == (
         "cannot reach http://admin:***@n1:5984,http://admin:***@n2:5984/x?token=*** "
         "(ConnectError)")
+
+
+MISTYPED = [
+    "{u}:{p}@127.0.0.1:5984",
+    "http//{u}:{p}@127.0.0.1:5984",
+    "http:/{u}:{p}@127.0.0.1:5984",
+    "http:{u}:{p}@127.0.0.1:5984",
+    "htp://{u}:{p}@127.0.0.1:5984/tasks",
+    "http://{u}:{p}@[::1/broken",
+    "http://{u}:{p}@127.0.0.1:notaport",
+    " {u}:{p}@host",
+    "http://{u}:{p}@host1:5984,http://{u}:{p}@host2:5984",
+]
+
+
+@given(
+    template=st.sampled_from(MISTYPED),
+    user=st.from_regex(r"[a-z]{1,8}", fullmatch=True),
+    password=st.text(st.characters(blacklist_categories=("Cs", "Zs", "Cc"),
+                                   blacklist_characters="@"), min_size=6, max_size=20),
+)
+def test_a_mistyped_url_never_shows_its_password(template, user, password):
+    password = "Zq" + password  # never a piece of the template's own text
+    url = template.format(u=user, p=password)
+    for shown in (redact_url(url), redact_text(f"bad URL {url!r} given"), mask_url(url)):
+        assert password not in shown, shown
