@@ -176,7 +176,9 @@ def failover(bench: ClusterBench, only_own_node: bool) -> dict:
                         and len(docs_now) == 300:
                     break
                 if time.monotonic() > deadline:
-                    raise TimeoutError("the tasks were not all done")
+                    stuck = sorted((d.get("status"), i) for i, d in docs_now.items()
+                                   if d.get("status") != "done")
+                    raise TimeoutError(f"{len(stuck)} tasks not done: {stuck[:10]}")
                 time.sleep(0.2)
         late = {i: (parse_date(d["after"]["last_run"]["ended"])
                     - parse_date(d["date"])).total_seconds() for i, d in docs_now.items()}
