@@ -309,6 +309,11 @@ class Worker:
             return []
 
         if status == rules.RUNNING:
+            if owner == self.id and held is None:
+                # Ours, yet nothing runs it here (a job that runs keeps its hold): a start
+                # the cluster did not confirm, dropped meanwhile on another branch's change.
+                self._hold(doc, spec, due)
+                return []
             if owner == self.id:
                 if held is not None and not held.running:  # a start the cluster did not
                     held.doc = doc                          # confirm: start it again
@@ -705,8 +710,8 @@ class Worker:
         log.warning("the start of %s was not confirmed by the cluster: deciding again",
                     doc["_id"])
         self.seen.pop(doc["_id"], None)
-        if current is not None:
-            self.inbox.put(("change", current))
+        if current is not None:  # a recheck: another branch with our revision's number
+            self.inbox.put(("recheck", current))  # may be seen first
         else:
             self.poll_now.set()
         return False
