@@ -51,10 +51,12 @@ class Failure(click.ClickException):
 class Group(click.Group):
     """Turns the package's typed errors into one-line messages, never tracebacks."""
 
-    def main(self, *args, **kwargs):
+    def main(self, args=None, *rest, **kwargs):
+        if args is None:  # this process's own command line (not a test's CliRunner)
+            hide_credentials(sys.argv[1:])
         kwargs["standalone_mode"] = False
         try:
-            result = super().main(*args, **kwargs)
+            result = super().main(args, *rest, **kwargs)
         except click.UsageError as exc:
             hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
             click.echo(f"after: error: {exc.format_message()}{hint}", err=True)
@@ -91,6 +93,18 @@ class Group(click.Group):
         except OSError as exc:  # a folder, a file or a port of this machine
             where = f" ({exc.filename})" if exc.filename else ""
             raise Failure(f"{exc.strerror or exc}{where}") from None
+
+
+def hide_credentials(args: list[str]) -> None:
+    """Run this command again without a password on its command line, where ``ps`` shows it
+    to every user for the process's whole life: the URL moves to ``AFTER_COUCHDB_URL``."""
+    kept, url = config_module.credentials_out_of_argv(args)
+    if url is None:
+        return
+    environ = {**os.environ, "AFTER_COUCHDB_URL": url}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "after", *kept], environ)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -197,7 +211,8 @@ def setup(cfg):
     with open_store(cfg) as store:
         changes = schema.setup(store)
         if dashboard.install(store):
-            changes.append(f"installed the dashboard: {dashboard.url(cfg)}")
+            changes.append(f"installed the dashboard's views in {cfg.db} (`after dashboard` "
+                           "serves the page)")
     for line in changes:
         click.echo(line)
     click.echo(f"{cfg.db} is set up at {cfg.safe_url}" if changes else
@@ -316,6 +331,7 @@ def start_background(cfg, name, options, pidpath: Path, logfile: Path, metrics_p
         os.close(write_end)
 
     def action():
+        pidpath.write_text(process.pid_line(os.getpid()))  # daemonize wrote the pid alone
         process.setup_logging(logfile, stderr=False)
         try:
             code = run_worker(cfg, name, options, metrics_port, on_ready=report)
@@ -356,9 +372,9 @@ def wait_for_ready(fd: int, timeout: float) -> str:
 def read_pid(path: Path) -> str:
     for _ in range(50):
         try:
-            text = path.read_text().strip()
-            if text:
-                return text
+            words = path.read_text().split()
+            if len(words) > 1:  # the pid and its start time: the daemon has rewritten it
+                return words[0]
         except OSError:
             pass
         time.sleep(0.05)

@@ -162,3 +162,40 @@ def check_url(url: str) -> None:
         _ = parts.port
     except ValueError:
         raise ConfigError(f"not a CouchDB URL: {mask_url(url)!r} (bad port)") from None
+
+
+def credentials_out_of_argv(args: list[str]) -> tuple[list[str], str | None]:
+    """``args`` without a ``--url`` that carries a password, and that URL (else None).
+
+    A command line is visible to every user of the machine (``ps``) for the whole life of
+    the process; the environment is not. The caller moves the URL to ``AFTER_COUCHDB_URL``
+    and runs itself again without it.
+    """
+    kept: list[str] = []
+    found = None
+    items = iter(enumerate(args))
+    for index, arg in items:
+        if arg == "--":
+            kept.extend(args[index:])
+            break
+        value = None
+        if arg == "--url" and index + 1 < len(args):
+            value = args[index + 1]
+            next(items)
+        elif arg.startswith("--url="):
+            value = arg[len("--url="):]
+        if value is None:
+            kept.append(arg)
+        elif has_password(value):
+            found = value
+        else:
+            kept.extend(["--url", value])
+    return kept, found
+
+
+def has_password(url: str) -> bool:
+    """True when some part of ``url`` (one URL, or several comma separated) has userinfo
+    with a password, or looks like it (a mistyped URL)."""
+    from .redact import redact_text
+
+    return redact_text(url) != url

@@ -1,15 +1,16 @@
-"""The web dashboard: a page CouchDB serves itself, from a design document's attachments.
+"""The web dashboard's parts in the database and in the package.
 
-``install(store)`` puts ``_design/dashboard`` in the tasks database: the static files of
-``after/dashboard/`` as inline attachments, and two views the page queries. The page is then
-at ``<server>/<db>/_design/dashboard/index.html`` and talks to CouchDB from the browser with
-relative URLs, so the user's own CouchDB session (cookie or basic auth) is the dashboard's
-authentication, and there is no other server.
+The page itself is static files in ``after/dashboard/`` that ``after dashboard`` serves on
+127.0.0.1, proxying the database requests the page makes (:mod:`after.dashboard_server`,
+which says why it is not served by CouchDB). What the page needs in the database is two
+views, which ``install(store)`` puts in ``_design/dashboard`` of the tasks database
+(``after setup`` and ``after dashboard`` call it).
 
-The dashboard lives in a design document of its own, apart from ``_design/after`` (the
-validation and the workers' ``due`` view), so updating the page never rebuilds the workers'
-index. A hash of everything ``install`` writes is kept in the document: running it again with
-unchanged files writes nothing and makes no new revision.
+The views live in a design document of their own, apart from ``_design/after`` (the
+validation and the workers' ``due`` view), so changing them never rebuilds the workers'
+index. A hash of the views is kept in the document: installing them again unchanged writes
+nothing and makes no new revision. (Earlier versions also kept the page there, as
+attachments; the first install of this version drops them.)
 
 Views (for the page; the workers never query them):
 
@@ -23,13 +24,10 @@ Views (for the page; the workers never query them):
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
 
-from .config import Config, mask_url
 from .schema import JS_PARSE_DATE  # one date grammar for every view
 from .store import Conflict, Store
 
@@ -84,38 +82,27 @@ def static_files(folder: Path = STATIC) -> dict[str, bytes]:
     return files
 
 
-def fingerprint(files: dict[str, bytes], views: dict = VIEWS) -> str:
-    """A hash of everything the design document holds: the files and the views."""
-    digest = hashlib.sha256()
-    for name, data in sorted(files.items()):
-        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
-    digest.update(json.dumps(views, sort_keys=True).encode())
-    return digest.hexdigest()
+def fingerprint(views: dict = VIEWS) -> str:
+    """A hash of what the design document holds: the views."""
+    return hashlib.sha256(json.dumps(views, sort_keys=True).encode()).hexdigest()
 
 
-def design_doc(files: dict[str, bytes]) -> dict:
-    attachments = {
-        name: {
-            "content_type": CONTENT_TYPES[Path(name).suffix],
-            "data": base64.b64encode(data).decode("ascii"),
-        }
-        for name, data in files.items()
-    }
+def design_doc(views: dict = VIEWS) -> dict:
     return {
         "_id": DESIGN_ID,
         "language": "javascript",
-        "views": VIEWS,
-        "dashboard": {"hash": fingerprint(files), "files": sorted(files)},
-        "_attachments": attachments,
+        "views": views,
+        "dashboard": {"hash": fingerprint(views)},
     }
 
 
-def install(store: Store, folder: Path = STATIC) -> bool:
+def install(store: Store, views: dict = VIEWS) -> bool:
     """Put or update ``_design/dashboard`` in the tasks database; False when it was current.
 
-    The tasks database must exist (``after setup`` creates it).
+    The tasks database must exist (``after setup`` creates it). Writing a design document
+    takes a database admin; reading whether it is current does not.
     """
-    wanted = design_doc(static_files(folder))
+    wanted = design_doc(views)
     for _ in range(3):
         current = store.get_or_none(DESIGN_ID)
         if current is not None:
@@ -130,28 +117,6 @@ def install(store: Store, folder: Path = STATIC) -> bool:
     raise Conflict(f"{DESIGN_ID} keeps changing; try again")
 
 
-def is_installed(store: Store, folder: Path = STATIC) -> bool:
+def is_installed(store: Store, views: dict = VIEWS) -> bool:
     current = store.get_or_none(DESIGN_ID) or {}
-    return (current.get("dashboard") or {}).get("hash") == fingerprint(static_files(folder))
-
-
-def page_url(cfg: Config) -> str:
-    """The page's address (on the first node), with the configured credentials in it (do not
-    print this)."""
-    return f"{cfg.urls[0]}/{quote(cfg.db, safe='')}/{DESIGN_ID}/{INDEX}"
-
-
-def url(cfg: Config) -> str:
-    """The page's address to show: the password masked."""
-    return mask_url(page_url(cfg))
-
-
-def browser_url(cfg: Config) -> str:
-    """The page's address to open in a browser: no credentials at all (the page asks)."""
-    parts = urlsplit(page_url(cfg))
-    netloc = parts.hostname or ""
-    if ":" in netloc:  # IPv6
-        netloc = f"[{netloc}]"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return (current.get("dashboard") or {}).get("hash") == fingerprint(views)

@@ -1,8 +1,13 @@
 """Worker processes on this machine: pid files, log files, starting in the background, stopping.
 
 Each worker process has a pid file ``AFTER_HOME/NAME.TOKEN.pid`` that it holds locked
-(``flock``) while it runs, so a pid file nobody locks is stale, whatever pid it names. All the
-processes of a name append to one log, ``AFTER_HOME/NAME.log``.
+(``flock``) while it runs, so a pid file nobody locks is stale, whatever pid it names. The
+file holds the pid and the process's start time (``/proc/PID/stat``, in clock ticks since
+boot): a lock is not enough on its own, since a child a job forked inherits the locked
+descriptor and outlives the worker, and a pid is reused by an unrelated process once its
+owner is gone. A pid file counts as running only while it is locked *and* its pid is the
+same process that wrote it; nothing is ever signalled otherwise. All the processes of a
+name append to one log, ``AFTER_HOME/NAME.log``.
 """
 
 from __future__ import annotations
@@ -39,15 +44,44 @@ def log_path(home: Path, name: str) -> Path:
     return home / f"{name}.log"
 
 
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot), or None if there is none.
+
+    Where ``/proc`` does not exist, a live pid gives ``"?"``: the lock alone decides there.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return "?"
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # the name may hold spaces and parentheses
+    return fields[19] if len(fields) > 19 else None  # field 22, starttime
+
+
+def pid_line(pid: int) -> str:
+    """What a pid file holds: the pid and the process's start time."""
+    return f"{pid} {process_start(pid) or '?'}\n"
+
+
 @dataclass(frozen=True)
 class PidFile:
     path: Path
     name: str
     pid: int | None
+    start: str | None = None  # None in a file written by daemonize before we rewrote it
 
     @property
-    def running(self) -> bool:
-        """True while the process that wrote it holds its lock."""
+    def locked(self) -> bool:
+        """True while some process holds the file's lock."""
         try:
             with open(self.path) as handle:
                 try:
@@ -58,6 +92,21 @@ class PidFile:
                 return False
         except OSError:
             return False
+
+    @property
+    def same_process(self) -> bool:
+        """True while the pid names the very process that wrote the file."""
+        if not self.pid:
+            return False
+        now = process_start(self.pid)
+        if now is None:
+            return False
+        return self.start in (None, "?") or now == "?" or now == self.start
+
+    @property
+    def running(self) -> bool:
+        """True while the process that wrote it is alive and holds its lock."""
+        return self.locked and self.same_process
 
     @property
     def started(self) -> float | None:
@@ -77,10 +126,12 @@ def pid_files(home: Path, name: str | None = None) -> list[PidFile]:
         if match is None or (name is not None and match["name"] != name):
             continue
         try:
-            pid = int(path.read_text().strip() or 0) or None
+            words = path.read_text().split()
+            pid = int(words[0]) if words else None
         except (OSError, ValueError):
-            pid = None
-        found.append(PidFile(path, match["name"], pid))
+            words, pid = [], None
+        start = words[1] if len(words) > 1 else None
+        found.append(PidFile(path, match["name"], pid, start))
     return found
 
 
@@ -94,9 +145,9 @@ class LockedPidFile:
 
     def __init__(self, path: Path):
         self.path = path
-        self.handle = open(path, "w")
+        self.handle = open(path, "w")  # not inherited across exec (PEP 446)
         fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self.handle.write(str(os.getpid()))
+        self.handle.write(pid_line(os.getpid()))
         self.handle.flush()
 
     def release(self) -> None:
@@ -126,11 +177,14 @@ def setup_logging(logfile: Path | None, *, stderr: bool, level: int = logging.IN
 
 
 def stop_processes(files: list[PidFile], timeout: float) -> tuple[list[int], list[int]]:
-    """SIGTERM each running process and wait; returns (stopped, still running) pids."""
+    """SIGTERM each running process and wait; returns (stopped, still running) pids.
+
+    A pid is signalled only when it is still the process that wrote its pid file."""
     targets = [f for f in files if f.running and f.pid]
     for pidfile in targets:
         try:
-            os.kill(pidfile.pid, signal.SIGTERM)
+            if pidfile.same_process:  # checked again right before the signal
+                os.kill(pidfile.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + timeout

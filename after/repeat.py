@@ -63,6 +63,9 @@ SHORTHANDS = {
     "y": "years", "M": "months", "w": "weeks", "d": "days",
     "h": "hours", "m": "minutes", "s": "seconds", "ms": "milliseconds",
 }
+#: The shortest interval a task may repeat at. Ten tasks at 1 ms ran 163 times a second and
+#: made every other task of their worker late; a second is what cron's seconds field allows.
+MIN_INTERVAL_US = 1_000_000
 _UNIT_HELP = f"use {', '.join(UNITS)} or {', '.join(SHORTHANDS)}"
 
 _NUM = r"[0-9]+(?:[.,][0-9]+)?"
@@ -254,6 +257,9 @@ def _check_keys(raw: dict, allowed: set[str], form: str) -> None:
 def _checked(rule: IntervalRule) -> IntervalRule:
     if not any(getattr(rule, unit) for unit in (*UNITS[:-1], "microseconds")):
         raise RepeatError("repeat: the interval is zero; at least one unit must be above 0")
+    if not (rule.years or rule.months) and rule._mean_us() < MIN_INTERVAL_US:
+        raise RepeatError(f"repeat: {rule._describe()} is shorter than the minimum interval "
+                          f"of {MIN_INTERVAL_US // 1_000_000} second")
     try:
         rule.occurrence(datetime(2000, 1, 1, tzinfo=UTC), 1)
     except (OverflowError, ValueError):

@@ -480,6 +480,29 @@ class Store:
         )
         return result
 
+    def passthrough(self, method: str, path: str, *, body: bytes | None = None,
+                    content_type: str | None = None, read_timeout: float | None = None
+                    ) -> httpx.Response:
+        """Send one request as given and return the response unread, for relaying.
+
+        For the dashboard's proxy (:mod:`after.dashboard_server`), which decides what may
+        pass: ``path`` is relative to the server and already percent-encoded (it may carry
+        a query string), and is sent as it is. The store's credentials are added; the
+        caller must ``close()`` the response, and reads it as it arrives
+        (``iter_raw()``), so a ``_changes`` feed streams. Any status comes back as it is,
+        not as a typed error: the page makes its own sense of CouchDB's answers. Nothing is
+        retried (a write must not be sent twice); an unreachable server raises
+        :class:`Unavailable`.
+        """
+        headers = {"Content-Type": content_type} if content_type else {}
+        timeout = httpx.Timeout(self.timeout, read=read_timeout or self.timeout)
+        request = self.client.build_request(method, path.lstrip("/"), content=body,
+                                            headers=headers, timeout=timeout)
+        try:
+            return self.client.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise Unavailable(f"cannot reach {self.safe_url}: {type(exc).__name__}") from None
+
     def update_seq(self, db: str | None = None) -> str:
         """The database's current sequence (opaque): follow ``_changes`` from here."""
         answer = self.request(

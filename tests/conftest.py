@@ -35,9 +35,20 @@ def pytest_report_header(config):
             + (f" (CouchDB release: {where})" if where and "couchdb" in KINDS else "")]
 
 
-@pytest.fixture(scope="session", params=KINDS)
-def server_kind(request) -> str:
-    return request.param
+AUTH_KINDS = [k for k in KINDS if k != "pouchdb"]  # servers that check credentials
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "auth_server: only on servers that check credentials (CouchDB, not "
+        "pouchdb-server's admin party); never generated, so never skipped, for the others")
+
+
+def pytest_generate_tests(metafunc):
+    """Every test that needs a server runs once per server (``[pouchdb]``, ``[couchdb]``)."""
+    if "server_kind" in metafunc.fixturenames:
+        auth = metafunc.definition.get_closest_marker("auth_server") is not None
+        metafunc.parametrize("server_kind", AUTH_KINDS if auth else KINDS, scope="session")
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 // app.js: the dashboard's state, how it is loaded and kept live from the _changes feeds, and
 // the actions (each a normal document update with _rev).
 
-import { database, follow, locate, login } from './couch.js';
+import { database, follow, locate } from './couch.js';
 import { $ } from './dom.js';
 import * as model from './model.js';
 import * as render from './render.js';
@@ -11,7 +11,7 @@ const RUN_LIMIT = 300;
 const DAY = 24 * 3600000;
 const OVERDUE_SLACK = 60000; // a task this late without a run is "overdue"
 
-const where = locate(window.location.pathname);
+const where = locate(document);
 const db = {
   tasks: database(where.root, where.db),
   runs: database(where.root, where.runs),
@@ -220,19 +220,22 @@ async function start() {
     stops.push(follow(db[name], seqs[name], {
       onChanges: onChanges[name],
       onState: (on) => { state.live[name] = on; redraw('live'); },
-      onError: (error) => { if (error.status === 401) askLogin(); },
+      onError: (error) => { if (error.status === 401 || error.status === 403) failed(error); },
     }));
   }
   redraw('workers', 'schedule', 'counts', 'tasks', 'runs', 'live');
 }
 
+// The page has no credentials of its own: `after dashboard` holds them. A 401 is CouchDB
+// refusing those; a 403 is CouchDB's (or the dashboard server's) refusal, with its reason.
 function failed(error) {
   if (error.status === 401) {
-    askLogin();
+    render.message('CouchDB refused the credentials `after dashboard` uses: '
+      + `${error.message}. Check its URL and start it again.`, 'error');
     return;
   }
   if (error.status === 403) {
-    render.message(`CouchDB refused: ${error.message}`, 'error');
+    render.message(`Refused: ${error.message}`, 'error');
     return;
   }
   render.message(`Cannot load the dashboard's data: ${error.message}`, 'error');
@@ -282,7 +285,7 @@ async function update(id, kind, iso) {
         if (reload.status === 404) state.tasks.delete(id);
       }
     } else if (error.status === 401) {
-      askLogin();
+      failed(error);
     } else {
       render.message(`Could not update ${id}: ${error.message}`, 'error');
     }
@@ -318,29 +321,11 @@ function setupDialogs() {
   });
   $('#reschedule-date').addEventListener('input', (e) => e.target.setCustomValidity(''));
 
-  $('#login-form').addEventListener('submit', async (event) => {
-    event.preventDefault();
-    const error = $('#login-error');
-    try {
-      await login(where.root, $('#login-name').value, $('#login-password').value);
-      $('#login-dialog').close();
-      error.hidden = true;
-      start().catch(failed);
-    } catch (e) {
-      error.textContent = e.status === 401 ? 'Wrong name or password.' : e.message;
-      error.hidden = false;
-    }
-  });
   $('#message-close').addEventListener('click', () => { $('#message').hidden = true; });
   $('#runs-more').addEventListener('click', () => {
     state.allRuns = !state.allRuns;
     redraw('runs');
   });
-}
-
-function askLogin() {
-  const dialog = $('#login-dialog');
-  if (!dialog.open) dialog.showModal();
 }
 
 // -- filters -------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-// couch.js: CouchDB's HTTP API from the page, with relative URLs (the user's own session).
+// couch.js: CouchDB's HTTP API from the page. `after dashboard` serves the page and relays
+// the requests for its three databases to CouchDB (with its own credentials), so the paths
+// are CouchDB's, from the page's own origin: /<db>/_changes and so on.
 //
-// The page is served at <root><db>/_design/dashboard/index.html, so the database names come
-// from its own address: the segment before `_design` is the tasks database; its runs and
-// workers live in <db>_runs and <db>_workers.
+// The server names the tasks database in <meta name="after-db">; its runs and workers live
+// in <db>_runs and <db>_workers.
 
 export class HttpError extends Error {
   constructor(status, error, reason) {
@@ -12,17 +13,11 @@ export class HttpError extends Error {
   }
 }
 
-export function locate(pathname) {
-  const parts = pathname.split('/');
-  const at = parts.indexOf('_design');
-  if (at < 1) throw new Error(`cannot tell the database from ${pathname}`);
-  const db = decodeURIComponent(parts[at - 1]);
-  return {
-    root: parts.slice(0, at - 1).join('/') + '/',
-    db,
-    runs: `${db}_runs`,
-    workers: `${db}_workers`,
-  };
+export function locate(doc) {
+  const meta = doc.querySelector('meta[name="after-db"]');
+  const db = meta && meta.content;
+  if (!db) throw new Error('the page does not name its database: open it with `after dashboard`');
+  return { root: '/', db, runs: `${db}_runs`, workers: `${db}_workers` };
 }
 
 export function docPath(root, db, id) {
@@ -113,12 +108,4 @@ export function follow(db, since, { onChanges, onState, onError }) {
     }
   })();
   return () => controller.abort();
-}
-
-export function login(root, name, password) {
-  return request('POST', `${root}_session`, { body: { name, password } });
-}
-
-export function logout(root) {
-  return request('DELETE', `${root}_session`);
 }

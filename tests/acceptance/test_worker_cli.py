@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 from datetime import timedelta
 
 import httpx
@@ -129,7 +131,7 @@ def test_an_unreachable_database_is_one_line_and_exit_3(cli):
 def test_setup_is_idempotent_from_the_cli(cli):
     first = cli.run("setup")
     assert first.returncode == 0
-    assert "installed the dashboard: " in first.stdout
+    assert "installed the dashboard's views in " in first.stdout
     second = cli.run("setup")
     assert second.returncode == 0
     assert second.stdout.strip() == f"{cli.db} was already set up at {mask_url(cli.url)}"
@@ -165,3 +167,28 @@ def test_a_taken_metrics_port_is_a_one_line_error(cli, background):
     line = one_line_error(result)
     assert f"cannot serve metrics on 127.0.0.1:{port}" in line
     assert not [f for f in pid_files(cli.home, "metered") if f.running]
+
+
+def test_a_password_given_with_url_never_shows_in_ps(cli, tasks, tmp_path):
+    """``after --url http://user:pw@... start -b``: the daemon's command line has no password
+    (the URL moves to its environment, which only its user can read)."""
+    from urllib.parse import urlsplit
+
+    env = {**cli.env}
+    env.pop("AFTER_COUCHDB_URL")
+    result = subprocess.run(
+        [sys.executable, "-m", "after", "--url", cli.url, "start", "hidden", "-b", "--poll", "1"],
+        cwd=cli.cwd, env=env, capture_output=True, text=True, timeout=60,
+        stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    [pidfile] = [f for f in pid_files(cli.home, "hidden") if f.running]
+    cmdline = open(f"/proc/{pidfile.pid}/cmdline", "rb").read().decode().split("\0")
+    password = urlsplit(cli.url).password
+    if password:  # CouchDB: the credentials left the command line
+        assert not any(password in arg for arg in cmdline), cmdline
+        assert "--url" not in cmdline
+    else:  # pouchdb-server has no admin: a URL without a password stays where it was given
+        assert cmdline[cmdline.index("--url") + 1] == cli.url
+    tasks.put(task_doc("h", "hidden", tmp_path / "runs.jsonl"))
+    wait_for(lambda: tasks.get("h")["status"] == "done", what="the task run")
+    assert cli.run("stop", "hidden").returncode == 0

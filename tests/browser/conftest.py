@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from after import dashboard
+from after.dashboard_server import DashboardServer
+from after.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "tests" / "screenshots"  # git-ignored
@@ -62,10 +64,22 @@ class Page:
 
 
 @pytest.fixture
-def open_page(browser, store, couch_url):
+def dashboard_server(store, couch_url):
+    """``after dashboard``'s server for the test's database, on a free port, with the
+    suite's credentials (a store of its own, as the command has)."""
+    dashboard.install(store)  # the page's views, as `after dashboard` does
+    with Store(couch_url, store.db) as proxied:
+        server = DashboardServer(proxied).start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def open_page(browser, dashboard_server):
     """``open_page(width=1280)``: the dashboard of the test's database, loaded and live."""
-    dashboard.install(store)
-    address = f"{couch_url}/{store.db}/_design/dashboard/index.html"
+    address = dashboard_server.url
     contexts = []
 
     def open_(width: int = 1280, height: int = 900, before=None, wait_live=True) -> Page:

@@ -1,13 +1,18 @@
-"""The dashboard in headless Chromium, served by the test server from ``_design/dashboard``."""
+"""The dashboard in headless Chromium, served by ``after dashboard``'s server, which relays
+the page's requests to the test's real server (pouchdb-server or CouchDB 3)."""
 
 from __future__ import annotations
 
 import re
 from datetime import timedelta
 
+import httpx
+import pytest
 from playwright.sync_api import expect
 
+from after.dashboard_server import DashboardServer
 from after.dates import parse_date, utcnow
+from after.store import Store, split_credentials
 
 from .conftest import SCREENSHOTS
 from .factories import run_doc, task_doc, worker_doc
@@ -226,38 +231,37 @@ def test_screenshots(store, open_page):
         assert watched.errors == []
 
 
-def test_a_401_asks_for_a_couchdb_login(store, open_page, db_name):
-    store.put(task_doc("private"))
-    refused = []
-    sessions = []
+def test_a_refused_request_says_why(store, open_page):
+    """Without its token (a restarted `after dashboard`), the page says what to do."""
+    store.put(task_doc("orphan"))
+    watched = open_page()
+    page = watched.page
+    expect(row(page, "orphan")).to_be_visible()
+    page.context.clear_cookies()
+    row(page, "orphan").get_by_role("button", name="Cancel").click()
+    expect(page.locator("#message")).to_contain_text("open the address `after dashboard` "
+                                                     "printed")
+    assert store.get("orphan")["status"] == "waiting"
 
-    def refuse_once(route):
-        if refused:
-            route.continue_()
-            return
-        refused.append(route.request.url)
-        route.fulfill(status=401, content_type="application/json",
-                      body='{"error":"unauthorized","reason":"You are not a member"}')
 
-    def session(route):
-        sessions.append(route.request.post_data_json)
-        route.fulfill(status=200, content_type="application/json",
-                      body='{"ok":true,"name":"ann","roles":[]}')
-
-    def routes(page):
-        page.route(re.compile(rf"/{db_name}$"), refuse_once)
-        page.route(re.compile(r"/_session$"), session)
-
-    # the feeds never connect before the login: do not wait for "live"
-    page = open_page(before=routes, wait_live=False).page
-    dialog = page.locator("#login-dialog")
-    expect(dialog).to_be_visible()
-    dialog.locator("#login-name").fill("ann")
-    dialog.locator("#login-password").fill("secret")
-    dialog.get_by_role("button", name="Sign in").click()
-    expect(dialog).to_be_hidden()
-    expect(row(page, "private")).to_be_visible()
-    assert sessions == [{"name": "ann", "password": "secret"}]
+@pytest.mark.auth_server
+def test_credentials_couchdb_refuses_are_reported(browser, store, couch_url):
+    """The page has no sign-in: a 401 from CouchDB names the credentials of the command."""
+    bare, auth = split_credentials(couch_url)
+    assert httpx.get(f"{bare}/{store.db}").status_code == 401, "this server checks no credentials"
+    wrong = bare.replace("://", "://admin:wrong-password@", 1)
+    with Store(wrong, store.db) as proxied:
+        server = DashboardServer(proxied).start()
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            page.goto(server.url)
+            expect(page.locator("#message")).to_contain_text(
+                "CouchDB refused the credentials `after dashboard` uses")
+            assert "wrong-password" not in page.content()
+        finally:
+            context.close()
+            server.stop()
 
 
 def test_the_action_rules(store, open_page):

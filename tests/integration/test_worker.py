@@ -239,9 +239,9 @@ def test_an_unconfirmed_start_is_checked_against_what_the_server_serves(harness,
 
 def test_each_occurrence_of_a_repeating_task_runs_on_time_without_polling(harness):
     harness.start(poll=60)  # the feed and the worker's own writes only: no safety-net poll
-    harness.put("tick", delay=0.5, repeat={"ms": 700, "limit": 4})
+    harness.put("tick", delay=0.5, repeat={"s": 1, "limit": 3})
     harness.wait_status("tick", "done", timeout=10)
-    runs = harness.wait(lambda: len(r := harness.runs("tick")) == 4 and r, what="4 runs")
+    runs = harness.wait(lambda: len(r := harness.runs("tick")) == 3 and r, what="3 runs")
     lateness = [(parse_date(r["started"]) - parse_date(r["scheduled"])).total_seconds()
                 for r in runs]
     assert max(lateness) < 0.1, lateness

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from after.config import ConfigError, load, mask_url, split_urls
+from after.config import ConfigError, credentials_out_of_argv, load, mask_url, split_urls
 
 
 def write(tmp_path, **values):
@@ -124,3 +124,17 @@ def test_an_empty_url_list_and_a_url_of_the_wrong_type_are_clear_errors(tmp_path
 
 def test_mask_url_masks_every_node():
     assert mask_url("http://a:s1@n1:1,http://b:s2@n2:2") == "http://a:***@n1:1,http://b:***@n2:2"
+
+
+@pytest.mark.parametrize("args, kept, url", [
+    (["--url", "http://a:pw@h:1", "start", "x"], ["start", "x"], "http://a:pw@h:1"),
+    (["--url=http://a:pw@h:1", "start", "x", "-b"], ["start", "x", "-b"], "http://a:pw@h:1"),
+    (["--url", "http://h:1", "list"], ["--url", "http://h:1", "list"], None),
+    (["--url", "a:pw@h:1", "list"], ["list"], "a:pw@h:1"),
+    (["--url", "http://h1:1,http://a:pw@h2:1", "list"], ["list"],
+     "http://h1:1,http://a:pw@h2:1"),
+    (["add", "--", "--url", "http://a:pw@h"], ["add", "--", "--url", "http://a:pw@h"], None),
+    (["list", "--url"], ["list", "--url"], None),
+])
+def test_credentials_leave_the_command_line(args, kept, url):
+    assert credentials_out_of_argv(args) == (kept, url)

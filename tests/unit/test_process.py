@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import subprocess
+import sys
+import time
+
 import pytest
 
-from after.process import LockedPidFile, ProcessError, check_name, new_pid_path, pid_files, tail
+from after.process import (
+    LockedPidFile,
+    ProcessError,
+    check_name,
+    new_pid_path,
+    pid_files,
+    pid_line,
+    process_start,
+    stop_processes,
+    tail,
+)
 
 
 def test_a_locked_pid_file_is_running_and_an_unlocked_one_is_stale(tmp_path):
@@ -42,3 +58,49 @@ def test_good_names(name):
 def test_bad_names(name):
     with pytest.raises(ProcessError, match="is not a worker name"):
         check_name(name)
+
+
+def test_a_reused_pid_is_never_signalled(tmp_path):
+    """The pid file names a live process that is not the one that wrote it."""
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        path = new_pid_path(tmp_path, "billing")
+        path.write_text(f"{stranger.pid} 12345\n")  # another start time: another process
+        with open(path) as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # and someone holds the lock
+            [found] = pid_files(tmp_path, "billing")
+            assert found.locked and not found.same_process and not found.running
+            assert stop_processes([found], timeout=0.5) == ([], [])
+        time.sleep(0.2)
+        assert stranger.poll() is None, "an unrelated process was signalled"
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_forked_child_holding_the_lock_does_not_keep_a_dead_worker_running(tmp_path):
+    path = new_pid_path(tmp_path, "billing")
+    read, write = os.pipe()
+    worker = os.fork()
+    if worker == 0:  # the "worker": locks its pid file, forks a long-lived child, exits
+        try:
+            held = LockedPidFile(path)  # noqa: F841  (kept open across the fork)
+            if os.fork() == 0:
+                time.sleep(5)
+                os._exit(0)
+            os.write(write, b"x")
+        finally:
+            os._exit(0)
+    os.waitpid(worker, 0)
+    os.read(read, 1)
+    [found] = pid_files(tmp_path, "billing")
+    assert found.pid == worker and found.start is not None
+    assert found.locked, "the forked child inherited the lock"
+    assert not found.running
+    assert stop_processes([found], timeout=0.5) == ([], [])
+
+
+def test_the_pid_line_names_this_process():
+    pid, start = pid_line(os.getpid()).split()
+    assert int(pid) == os.getpid() and start == process_start(os.getpid()) != "?"
+    assert process_start(2**22 + 12345) is None

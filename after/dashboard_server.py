@@ -1,0 +1,311 @@
+"""``after dashboard``'s web server: the page from the package, the database through a proxy.
+
+The server listens on 127.0.0.1 only. It serves the static files of ``after/dashboard/`` and
+relays the page's requests for the tasks database and its ``_runs`` and ``_workers``
+siblings to CouchDB through :meth:`Store.passthrough <after.store.Store.passthrough>`, with
+the configured credentials. The browser never sees them: it talks to this server only.
+
+Why a local server, not a page CouchDB serves from ``_design/dashboard`` attachments (what
+earlier versions did): on a default CouchDB 3, attachments are served with
+``Content-Security-Policy: sandbox``, so a browser runs none of their scripts, and the
+databases are admin-only, so the page would need a sign-in of its own. Turning the sandbox
+off is a server-wide setting (every attachment of every database, server admins only), and
+a sign-in means the user's password in a browser form and a session cookie on CouchDB's
+origin. Serving the page here changes nothing on the server, works the same for a server
+admin, for a mere member of the databases and on pouchdb-server and clusters, and keeps the
+credentials in this process.
+
+What passes (everything else gets a 403 from here and never reaches CouchDB), see
+:func:`refusal`:
+
+- the three databases only: no ``_session``, ``_config``, ``_users``, ``_node``, other
+  databases, ``_security``, ``_design`` writes, ``_local`` documents or deletions;
+- on each: its info, ``_all_docs``, ``_find``, ``_changes``, the dashboard's views, and
+  reading and writing (PUT) documents.
+
+A browser on this machine could be made to call 127.0.0.1 by any web page it visits, and
+other users of the machine can connect to it too, so every request must carry a token:
+``after dashboard`` prints and opens ``/?token=...``, which sets it as an ``HttpOnly``,
+``SameSite=Strict`` cookie and redirects to the page. A request with the wrong ``Host``
+(DNS rebinding) is refused as well. Responses are relayed as they arrive, so ``_changes``
+feeds (longpoll or continuous, with heartbeats) stay live; upstream cookies and
+``WWW-Authenticate`` are not relayed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import http.cookies
+import json
+import logging
+import secrets
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, unquote
+
+import httpx
+
+from .dashboard import CONTENT_TYPES, INDEX, STATIC, static_files
+from .store import Store, Unavailable
+
+log = logging.getLogger("after.dashboard")
+
+MAX_BODY = 8 * 1024 * 1024  # a task document is far smaller
+FEED_READ_TIMEOUT = 120.0  # seconds without a byte (not even a heartbeat) on a feed
+DB_META = '<meta name="after-db" content="">'
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+RELAYED = ("content-type", "content-length", "content-encoding", "etag", "location")
+
+# What the page may do on each of the three databases: (first path segment after the
+# database, or "" for the database itself) -> methods. Other ids starting with "_" are
+# refused; any other segment is a document id.
+ENDPOINTS = {
+    "": {"GET", "HEAD"},
+    "_all_docs": {"GET", "HEAD", "POST"},
+    "_find": {"POST"},
+    "_changes": {"GET", "POST"},
+}
+DOCUMENT_METHODS = {"GET", "HEAD", "PUT"}
+VIEW_METHODS = {"GET", "HEAD"}
+
+
+def refusal(method: str, path: str, databases: set[str]) -> str | None:
+    """Why the proxy refuses ``method path`` (the path as sent, percent-encoded, without its
+    query), or None when it may pass to CouchDB."""
+    segments = path.split("/")[1:]
+    decoded = [unquote(segment) for segment in segments]
+    if any(part in (".", "..") for part in decoded):
+        return "dot segments are not allowed"
+    if not decoded or decoded[0] not in databases:
+        return "only the dashboard's databases are reachable through it"
+    rest = decoded[1:]
+    if rest == [""]:
+        rest = []
+    if not rest:
+        allowed = ENDPOINTS[""]
+    elif rest[0] in ENDPOINTS and len(rest) == 1:
+        allowed = ENDPOINTS[rest[0]]
+    elif rest[:2] == ["_design", "dashboard"] and len(rest) == 4 and rest[2] == "_view":
+        allowed = VIEW_METHODS
+    elif len(rest) == 1 and rest[0] and not rest[0].startswith("_"):
+        allowed = DOCUMENT_METHODS
+    else:
+        return f"{'/'.join(segments[1:])} is not something the dashboard uses"
+    if method not in allowed:
+        return f"{method} is not allowed there"
+    return None
+
+
+class DashboardServer:
+    """The page and the proxy on ``host:port`` (port 0: a free one), in threads of its own.
+
+    ``start()`` serves in the background (tests), ``serve_forever()`` in this thread (the
+    CLI); ``stop()`` ends either. Raises ``OSError`` when the port cannot be bound.
+    """
+
+    def __init__(self, store: Store, *, port: int = 0, host: str = "127.0.0.1",
+                 folder: Path = STATIC, token: str | None = None):
+        self.store = store
+        self.databases = {store.db, f"{store.db}_runs", f"{store.db}_workers"}
+        self.files = static_files(folder)
+        db_meta = f'<meta name="after-db" content="{html.escape(store.db, quote=True)}">'
+        index = self.files[INDEX].decode()
+        if DB_META not in index:
+            raise FileNotFoundError(f"the dashboard's {INDEX} has no {DB_META}")
+        self.files[INDEX] = index.replace(DB_META, db_meta).encode()
+        self.token = token or secrets.token_urlsafe(24)
+        self.httpd = _Server((host, port), Handler)
+        self.httpd.dashboard = self
+        self.host, self.port = self.httpd.server_address[:2]
+        self.cookie = f"after_dashboard_{self.port}"  # cookies are shared across ports
+        self.hosts = {f"{name}:{self.port}" for name in (host, "127.0.0.1", "localhost")}
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The address to open: it carries the token."""
+        return f"{self.base_url}/?token={self.token}"
+
+    def start(self) -> DashboardServer:
+        self._thread = threading.Thread(target=self.serve_forever, name="after-dashboard",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self.httpd.serve_forever(poll_interval=0.2)
+
+    def stop(self) -> None:
+        """Stop serving (from another thread than ``serve_forever``'s) and close the port.
+
+        Relays still running (open feeds) end when their connection does: their threads are
+        daemons."""
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def has_token(self, cookie_header: str | None) -> bool:
+        cookies = http.cookies.SimpleCookie()
+        try:
+            cookies.load(cookie_header or "")
+        except http.cookies.CookieError:
+            return False
+        morsel = cookies.get(self.cookie)
+        return morsel is not None and hmac.compare_digest(morsel.value, self.token)
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "after-dashboard"
+    sys_version = ""
+    protocol_version = "HTTP/1.0"  # one request per connection; a body ends with it
+
+    @property
+    def dashboard(self) -> DashboardServer:
+        return self.server.dashboard
+
+    def do_GET(self):
+        self.handle_request()
+
+    do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_COPY = do_OPTIONS = do_GET
+
+    def handle_request(self) -> None:
+        dashboard = self.dashboard
+        if self.headers.get("Host") not in dashboard.hosts:
+            self.refuse(403, "forbidden", "unexpected Host header")
+            return
+        if not self.path.startswith("/"):
+            self.refuse(400, "bad_request", "expected a path")
+            return
+        path, _, query = self.path.partition("?")
+        if path == "/" and self.command == "GET" and "token" in parse_qs(query):
+            self.sign_in(parse_qs(query)["token"][0])
+            return
+        if not dashboard.has_token(self.headers.get("Cookie")):
+            self.refuse(403, "forbidden", "open the address `after dashboard` printed, "
+                        "with its token")
+            return
+        first = unquote(path.split("/")[1])
+        if first in dashboard.databases:
+            self.relay(path, query)
+        else:
+            self.serve_file(path)
+
+    def sign_in(self, token: str) -> None:
+        dashboard = self.dashboard
+        if not hmac.compare_digest(token, dashboard.token):
+            self.refuse(403, "forbidden", "wrong token: open the address `after dashboard` "
+                        "printed")
+            return
+        self.send_response(303)
+        self.send_header("Location", "/")
+        self.send_header("Set-Cookie", f"{dashboard.cookie}={dashboard.token}; Path=/; "
+                         "HttpOnly; SameSite=Strict")
+        self.send_common_headers()
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def serve_file(self, path: str) -> None:
+        name = INDEX if path == "/" else unquote(path[1:])
+        data = self.dashboard.files.get(name)
+        if data is None:
+            self.refuse(404, "not_found", "neither a file of the page nor one of its "
+                        "databases: " + ", ".join(sorted(self.dashboard.databases)))
+            return
+        if self.command not in ("GET", "HEAD"):
+            self.refuse(405, "method_not_allowed", "only GET")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPES[Path(name).suffix])
+        self.send_header("Content-Length", str(len(data)))
+        self.send_common_headers()
+        self.end_headers()
+        if self.command == "GET":
+            self.wfile.write(data)
+
+    def relay(self, path: str, query: str) -> None:
+        dashboard = self.dashboard
+        reason = refusal(self.command, path, dashboard.databases)
+        if reason:
+            self.refuse(403, "forbidden", f"the dashboard does not relay this: {reason}")
+            return
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.refuse(411, "length_required", "send a Content-Length")
+            return
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.refuse(400, "bad_request", "a bad Content-Length")
+            return
+        if length > MAX_BODY:
+            self.refuse(413, "too_large", f"bodies over {MAX_BODY} bytes are not relayed")
+            return
+        body = self.rfile.read(length) if length else None
+        feed = path.rstrip("/").endswith("/_changes")
+        target = f"{path}?{query}" if query else path
+        try:
+            upstream = dashboard.store.passthrough(
+                self.command, target, body=body,
+                content_type=self.headers.get("Content-Type"),
+                read_timeout=FEED_READ_TIMEOUT if feed else None)
+        except Unavailable as exc:
+            self.refuse(502, "unavailable", str(exc))
+            return
+        try:
+            self.send_response(upstream.status_code)
+            for name in RELAYED:
+                if name in upstream.headers:
+                    self.send_header(name, upstream.headers[name])
+            self.send_common_headers()
+            self.end_headers()
+            for chunk in upstream.iter_raw():
+                self.wfile.write(chunk)  # unbuffered: a feed line goes out as it comes in
+        except (httpx.TransportError, OSError):
+            pass  # the server or the browser went away: the page reconnects
+        finally:
+            upstream.close()
+
+    def refuse(self, status: int, error: str, reason: str) -> None:
+        body = json.dumps({"error": error, "reason": reason}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_common_headers()
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def send_common_headers(self) -> None:
+        for name, value in SECURITY_HEADERS.items():
+            self.send_header(name, value)
+
+    def log_message(self, format, *args) -> None:  # noqa: A002 (the base class's name)
+        pass  # request lines carry the token: log_request below leaves the query out
+
+    def log_request(self, code="-", size="-") -> None:
+        log.debug("%s %s %s", self.command, self.path.partition("?")[0], code)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # an open feed never holds up the exit
+
+    def handle_error(self, request, client_address) -> None:
+        # not the default traceback on stderr: a browser closing a tab is not an error
+        log.debug("dashboard request from %s failed", client_address[0], exc_info=True)

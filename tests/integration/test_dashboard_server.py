@@ -1,0 +1,320 @@
+"""``after dashboard``'s server against the real server: the views it needs, the token, what
+its proxy relays and refuses, feeds that stream, and credentials that stay on this side."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import threading
+import time
+import uuid
+from urllib.parse import quote, unquote, urlsplit
+
+import httpx
+import pytest
+
+from after import dashboard, schema
+from after.cli import Failure
+from after.cli_dashboard import prepare
+from after.config import Config
+from after.dashboard_server import DashboardServer
+from after.store import Store, StoreError, split_credentials
+
+
+def requires_auth(couch_url: str) -> bool:
+    """False on a server that lets anyone read (pouchdb-server's admin party)."""
+    bare, _ = split_credentials(couch_url)
+    return httpx.get(f"{bare}/_all_dbs").status_code == 401
+
+
+def basic_auth_of(couch_url: str) -> str | None:
+    """The Basic credentials of the URL as they would appear in a header."""
+    parts = urlsplit(couch_url)
+    if parts.username is None:
+        return None
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return base64.b64encode(pair.encode()).decode()
+
+
+@pytest.fixture
+def served(store, couch_url):
+    dashboard.install(store)
+    with Store(couch_url, store.db) as proxied:
+        server = DashboardServer(proxied).start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def client(served):
+    """An HTTP client of the page, signed in with the token as the browser is."""
+    with httpx.Client(base_url=served.base_url, timeout=30) as http:
+        answer = http.get(f"/?token={served.token}")  # follows nothing: 303 + cookie
+        assert answer.status_code == 303
+        yield http
+
+
+# -- the views -----------------------------------------------------------------------------
+
+
+def test_install_is_idempotent_and_drops_the_old_pages_attachments(store):
+    old = {"_id": dashboard.DESIGN_ID, "views": {},
+           "_attachments": {"index.html": {"content_type": "text/html",
+                                           "data": "PGgxPm9sZDwvaDE+"}}}
+    store.put(old)
+    assert dashboard.install(store) is True
+    first = store.get(dashboard.DESIGN_ID)
+    assert "_attachments" not in first
+    assert set(first["views"]) == {"status", "upcoming"}
+    assert dashboard.install(store) is False
+    assert store.get(dashboard.DESIGN_ID)["_rev"] == first["_rev"]
+    assert dashboard.is_installed(store)
+    assert store.view("dashboard", "status", group_level=1) == []
+
+
+def test_the_workers_design_document_is_left_alone(store):
+    before = store.get(schema.DESIGN_ID)
+    dashboard.install(store)
+    assert store.get(schema.DESIGN_ID) == before
+
+
+# -- the page and its token ----------------------------------------------------------------
+
+
+def test_the_page_names_its_database_and_needs_the_token(served, store):
+    base = served.base_url
+    assert httpx.get(f"{base}/").status_code == 403
+    assert httpx.get(f"{base}/{store.db}").status_code == 403
+    assert httpx.get(f"{base}/?token=wrong").status_code == 403
+    assert httpx.get(f"{base}/", cookies={served.cookie: "wrong"}).status_code == 403
+
+    signed = httpx.get(f"{base}/?token={served.token}")
+    assert signed.status_code == 303
+    cookie = signed.headers["set-cookie"]
+    assert f"{served.cookie}={served.token}" in cookie
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+
+    page = httpx.get(f"{base}/", cookies={served.cookie: served.token})
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert f'<meta name="after-db" content="{store.db}">' in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    script = httpx.get(f"{base}/app.js", cookies={served.cookie: served.token})
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert script.text == (dashboard.STATIC / "app.js").read_text()
+
+
+def test_a_request_with_another_host_is_refused(served, client):
+    # what a DNS-rebinding page would send: the right port, another name
+    answer = client.get("/", headers={"Host": f"evil.example:{served.port}"})
+    assert answer.status_code == 403
+    assert "Host" in answer.json()["reason"]
+
+
+# -- what is relayed -----------------------------------------------------------------------
+
+
+def test_the_three_databases_are_relayed(client, store):
+    for db in (store.db, f"{store.db}_runs", f"{store.db}_workers"):
+        answer = client.get(f"/{db}")
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["db_name"] == db
+    store.put({"_id": "t1", "worker": "w", "date": "2030-01-01T00:00:00Z",
+               "job": {"name": "hello"}, "status": "waiting"})
+    rows = client.get(f"/{store.db}/_design/dashboard/_view/status",
+                      params={"group_level": "1"}).json()["rows"]
+    assert rows == [{"key": ["waiting"], "value": 1}]
+    found = client.post(f"/{store.db}/_find", json={"selector": {"status": "waiting"}})
+    assert [doc["_id"] for doc in found.json()["docs"]] == ["t1"]
+
+
+def test_writes_keep_couchdbs_answers(client, store):
+    doc = {"_id": "odd/id?x y é", "worker": "w", "date": "2030-01-01T00:00:00Z",
+           "job": {"name": "hello"}, "status": "waiting"}
+    path = f"/{store.db}/{quote(doc['_id'], safe='')}"  # as the page's encodeURIComponent
+    created = client.put(path, json=doc)
+    assert created.status_code in (201, 202), created.text
+    assert store.get(doc["_id"])["status"] == "waiting"  # the id arrived as it is
+    assert client.get(path).json()["_id"] == doc["_id"]
+
+    stale = client.put(path, json=doc)  # no _rev: a conflict, as CouchDB says
+    assert stale.status_code == 409
+    assert stale.json()["error"] == "conflict"
+    refused = client.put(f"/{store.db}/broken", json={"worker": "w", "status": "waiting"})
+    assert refused.status_code == 403
+    assert refused.json()["reason"].startswith("date: required")
+
+
+def test_other_databases_and_server_endpoints_are_refused(client, store, couch_url):
+    other = f"{store.db}_other"
+    store.create_database(other)
+    try:
+        store.put({"_id": "secret-doc", "x": 1}, db=other)
+        security = store.request("GET", f"{store.db}/_security").json()
+        design = store.get(schema.DESIGN_ID)
+        for method, path in [
+            ("GET", f"/{other}/secret-doc"), ("GET", f"/{other}/_all_docs"),
+            ("GET", "/_config"), ("GET", "/_node/_local/_config"), ("GET", "/_all_dbs"),
+            ("GET", "/_users/_all_docs"), ("POST", "/_session"),
+            ("GET", f"/{store.db}/_security"), ("PUT", f"/{store.db}/_security"),
+            ("PUT", f"/{store.db}/_design/after"), ("DELETE", f"/{store.db}"),
+            ("POST", f"/{store.db}/_bulk_docs"),
+        ]:
+            answer = client.request(method, path, json={"members": {"names": ["x"]},
+                                                        "docs": [{"_id": "y"}]})
+            assert answer.status_code in (403, 404), (method, path, answer.status_code)
+            assert "secret-doc" not in answer.text
+        # nothing reached the server: the database, its security and design are as they were
+        assert store.database_exists()
+        assert store.request("GET", f"{store.db}/_security").json() == security
+        assert store.get(schema.DESIGN_ID) == design
+        assert store.get_or_none("y") is None
+    finally:
+        store.delete_database(other)
+
+
+def test_dot_segments_never_leave_the_database(served, store):
+    """httpx and browsers resolve ``..`` before sending; a raw client need not."""
+    for raw in (f"/{store.db}/../_config", f"/{store.db}/%2e%2e/_all_dbs",
+                f"/{store.db}/%2E%2E/_users/_all_docs"):
+        connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+        try:
+            connection.request("GET", raw, headers={
+                "Cookie": f"{served.cookie}={served.token}"})
+            answer = connection.getresponse()
+            body = answer.read().decode()
+        finally:
+            connection.close()
+        assert answer.status == 403, (raw, body)
+        assert "dot segments" in json.loads(body)["reason"]
+
+
+# -- feeds ---------------------------------------------------------------------------------
+
+
+def test_a_continuous_feed_streams_through(client, store):
+    """Heartbeats and changes arrive while the feed is still open, as they happen."""
+    since = store.update_seq()
+    lines: list[tuple[float, str]] = []
+    opened = threading.Event()
+
+    def follow():
+        with client.stream("GET", f"/{store.db}/_changes", params={
+                "feed": "continuous", "heartbeat": "300", "since": since,
+                "timeout": "20000"}, timeout=30) as feed:
+            assert feed.status_code == 200
+            opened.set()
+            for line in feed.iter_lines():
+                lines.append((time.monotonic(), line))
+                if '"late-write"' in line:
+                    return
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    assert opened.wait(10)
+    time.sleep(1.0)
+    assert any(line == "" for _, line in lines), "no heartbeat came through while open"
+    written = time.monotonic()
+    store.put({"_id": "late-write", "worker": "w", "date": "2030-01-01T00:00:00Z",
+               "job": {"name": "hello"}, "status": "waiting"})
+    reader.join(10)
+    assert not reader.is_alive(), "the change never came through"
+    arrived = next(at for at, line in lines if '"late-write"' in line)
+    assert arrived - written < 2.0  # as it happened, not when the feed ended (20 s)
+
+
+def test_a_longpoll_answers_when_a_change_comes(client, store):
+    since = store.update_seq(f"{store.db}_workers")
+    answers = []
+    reader = threading.Thread(target=lambda: answers.append(client.get(
+        f"/{store.db}_workers/_changes",
+        params={"feed": "longpoll", "since": since, "heartbeat": "1000",
+                "timeout": "20000", "include_docs": "true"}, timeout=30)), daemon=True)
+    reader.start()
+    time.sleep(1.5)
+    assert answers == []  # still waiting, through a heartbeat or more
+    store.put({"_id": "w@h:1:x", "type": "worker", "name": "w"}, db=f"{store.db}_workers")
+    reader.join(10)
+    assert answers, "the longpoll did not answer the change"
+    results = answers[0].json()["results"]
+    assert [change["id"] for change in results] == ["w@h:1:x"]
+
+
+# -- credentials ---------------------------------------------------------------------------
+
+
+def test_credentials_stay_on_this_side(served, client, store, couch_url):
+    header = basic_auth_of(couch_url)
+    password = urlsplit(couch_url).password
+    exchanges = [client.get("/"), client.get("/app.js"), client.get("/couch.js"),
+                 client.get(f"/{store.db}"),
+                 client.get(f"/{store.db}/_changes", params={"limit": "5"}),
+                 client.get(f"/{store.db}/missing"),
+                 client.get("/_session")]
+    for answer in exchanges:
+        headers = {k.lower() for k in answer.headers}
+        assert not headers & {"www-authenticate", "set-cookie", "authorization"}, answer.url
+        text = answer.text + json.dumps(dict(answer.headers))
+        if header:
+            assert header not in text
+            assert password not in text
+    # whatever the browser sends as credentials, the proxy uses its own
+    foreign = client.get(f"/{store.db}", headers={"Authorization": "Basic bm9ib2R5Om5vcGU=",
+                                                  "Cookie": f"AuthSession=forged; "
+                                                            f"{served.cookie}={served.token}"})
+    assert foreign.status_code == 200
+
+
+@pytest.mark.auth_server
+def test_a_member_who_is_not_an_admin_can_use_it(store, couch_url):
+    """On CouchDB: a user in ``_users``, member of the three databases, no admin rights."""
+    assert requires_auth(couch_url), "this server checks no credentials"
+    name, password = f"member-{uuid.uuid4().hex[:8]}", "member-pass"
+    store.create_database("_users")
+    user = {"_id": f"org.couchdb.user:{name}", "name": name, "password": password,
+            "type": "user", "roles": []}
+    store.put(user, db="_users")
+    dbs = (store.db, f"{store.db}_runs", f"{store.db}_workers")
+    for db in dbs:
+        store.request("PUT", f"{db}/_security",
+                      body={"admins": {"names": [], "roles": []},
+                            "members": {"names": [name], "roles": []}})
+    dashboard.install(store)  # by the admin (a member cannot write design documents)
+    bare, _ = split_credentials(couch_url)
+    member_url = bare.replace("://", f"://{name}:{password}@", 1)
+    try:
+        with Store(member_url, store.db) as member:
+            assert not dashboard.install(member)  # current: nothing to write
+            with pytest.raises(StoreError, match="admin"):
+                member.request("GET", "_all_dbs")  # no server admin rights
+            server = DashboardServer(member).start()
+            try:
+                with httpx.Client(base_url=server.base_url, timeout=30) as http:
+                    http.get(f"/?token={server.token}")
+                    for db in dbs:
+                        assert http.get(f"/{db}").status_code == 200
+                    task = {"_id": "by-member", "worker": "w", "status": "waiting",
+                            "date": "2030-01-01T00:00:00Z", "job": {"name": "hello"}}
+                    assert http.put(f"/{store.db}/by-member", json=task).status_code == 201
+                    view = http.get(f"/{store.db}/_design/dashboard/_view/status")
+                    assert view.status_code == 200
+            finally:
+                server.stop()
+        assert store.get("by-member")["status"] == "waiting"
+        # views an admin has not installed (yet): the member is told who must set them up
+        store.delete(dashboard.DESIGN_ID, store.get(dashboard.DESIGN_ID)["_rev"])
+        cfg = Config(url=member_url, db=store.db)
+        with Store(member_url, store.db) as member, pytest.raises(Failure) as refused:
+            prepare(cfg, member)
+        assert "`after setup`" in refused.value.message
+        assert password not in refused.value.message
+    finally:
+        store.delete(user["_id"], store.get(user["_id"], db="_users")["_rev"], db="_users")
+
+
+def test_a_taken_port_is_an_oserror(served, store):
+    with pytest.raises(OSError):
+        DashboardServer(store, port=served.port)
