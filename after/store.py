@@ -496,12 +496,14 @@ class Store:
         """
         headers = {"Content-Type": content_type} if content_type else {}
         timeout = httpx.Timeout(self.timeout, read=read_timeout or self.timeout)
-        request = self.client.build_request(method, path.lstrip("/"), content=body,
+        node = self.node
+        request = node.client.build_request(method, path.lstrip("/"), content=body,
                                             headers=headers, timeout=timeout)
         try:
-            return self.client.send(request, stream=True)
+            return node.client.send(request, stream=True)
         except httpx.TransportError as exc:
-            raise Unavailable(f"cannot reach {self.safe_url}: {type(exc).__name__}") from None
+            self.failed(node, describe_error(exc))  # the next request goes to the next node
+            raise Unavailable(f"cannot reach {node.safe_url}: {type(exc).__name__}") from None
 
     def update_seq(self, db: str | None = None) -> str:
         """The database's current sequence (opaque): follow ``_changes`` from here."""
