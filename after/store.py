@@ -321,14 +321,16 @@ class Store:
         query = {k: json.dumps(v) if isinstance(v, bool) else v for k, v in params.items()}
         return self.request("GET", doc_path(db or self.db, docid), params=query or None).json()
 
-    def leaves(self, docid: str, *, db: str | None = None) -> list[dict]:
-        """Every leaf revision of the document (``open_revs=all``), deleted ones included.
+    def leaves(self, docid: str, *, db: str | None = None, r: int = 3) -> list[dict]:
+        """Every leaf revision of the document (``open_revs=all``), deleted ones included,
+        from ``r`` copies on a cluster (3: every copy of the default n=3; a node that is down
+        does not answer and is not waited for; a single server ignores ``r``).
 
         On a cluster this is the read that sees a concurrent branch: right after two writes
         through two nodes were both accepted, a plain ``GET ?conflicts=true`` still misses
         the other branch about one time in five (measured), ``open_revs=all`` did not."""
         response = self.request("GET", doc_path(db or self.db, docid),
-                                params={"open_revs": "all", "revs": "true"})
+                                params={"open_revs": "all", "revs": "true", "r": str(r)})
         leaves = [row["ok"] for row in response.json() if "ok" in row]
         # Copies that lag may answer with an ancestor of another leaf: not a branch.
         ancestors = set()
