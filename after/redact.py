@@ -82,6 +82,8 @@ def redact_url(url: str) -> str:
     try:
         parts = urlsplit(url)
         netloc = parts.netloc
+        if not netloc:  # no //host: rebuilding could turn "ws:pw@h" into "ws:///pw@h"
+            return _mask_userinfo(url)
         if "@" in netloc:
             userinfo, _, hostport = netloc.rpartition("@")
             user, colon, _password = userinfo.partition(":")
