@@ -155,7 +155,8 @@ def setup(store: Store, attempts: int = 8) -> list[str]:
 
 def _setup_once(store: Store, changed: list[str]) -> None:
     for db in (store.db, f"{store.db}_runs", f"{store.db}_workers"):
-        if store.create_database(db):
+        # Ask first: creating one, even one that exists, takes a server admin.
+        if not store.database_exists(db) and store.create_database(db):
             changed.append(f"created database {db}")
     current = store.get_or_none(DESIGN_ID)
     wanted = dict(DESIGN)

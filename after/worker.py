@@ -39,7 +39,7 @@ from .peers import Peers
 from .polling import Poller
 from .redact import redact_text
 from .runner import Held, Recorder, Runner, next_deadline, timed_out
-from .store import StoreError, Unavailable, describe_error
+from .store import StoreError, Unavailable, describe_error, winner
 from .timer import Timer
 from .writes import Sent, Writer
 
@@ -381,22 +381,26 @@ class Worker:
             self.held.pop(docid, None)
 
     def _confirmed(self, doc: dict) -> bool:
-        """A 202 (no quorum on a cluster): read the task back before running it. Run only if
-        our revision is the one the cluster serves and nothing conflicts with it."""
+        """A 202 (no quorum on a cluster): read every leaf of the task back before running
+        it. Run only if our revision is the only live one; otherwise decide again on the
+        cluster's winner (with the other leaves as its conflicts, resolved first): we run it
+        again only if our revision won, and a process whose revision lost leaves it alone."""
         try:
-            current = self.store.get(doc["_id"], conflicts=True)
+            current = winner(self.store.leaves(doc["_id"]))
         except StoreError as exc:
             log.warning("cannot confirm the start of %s yet: %s", doc["_id"],
                         describe_error(exc))
             current = None
         if current is not None and current.get("_rev") == doc["_rev"] \
                 and not current.get("_conflicts"):
+            log.info("the start of %s was accepted (202) and confirmed by reading it back",
+                     doc["_id"])
             return True
         log.warning("the start of %s was not confirmed by the cluster: deciding again",
                     doc["_id"])
         self.seen.pop(doc["_id"], None)
-        if current is not None:
-            self.inbox.put(("change", current))
+        if current is not None:  # a recheck: another branch with our revision's number
+            self.inbox.put(("recheck", current))  # may be seen first
         else:
             self.poll_now.set()
         return False
