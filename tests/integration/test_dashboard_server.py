@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from after import dashboard, schema
-from after.cli import Failure
-from after.cli_dashboard import prepare
+from after.cli.common import Failure
+from after.cli.dashboard import prepare
 from after.config import Config
 from after.dashboard_server import DashboardServer
 from after.store import Store, StoreError, split_credentials
