@@ -242,7 +242,7 @@ def show(cfg, task_id, count, as_json):
     if as_json:
         echo_json({"task": doc, "next_runs": upcoming, "runs": runs})
         return
-    info = doc.get(rules.NS) if isinstance(doc.get(rules.NS), dict) else {}
+    info = rules.info(doc)
     rows: list[tuple] = [
         ("task", doc["_id"]),
         ("status", doc.get("status", "-")),
