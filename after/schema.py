@@ -30,7 +30,7 @@ import time
 
 from .config import databases, runs_db
 from .dates import ISO_DATE_RE
-from .jobs import JOB_NAME
+from .jobnames import JOB_NAME
 from .jsonsafe import MAX_DEPTH, MAX_STRING
 from .store import Conflict, Store
 from .task import RUNNABLE, STATUSES
