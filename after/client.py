@@ -175,6 +175,7 @@ class Client:
 
     # -- creating and updating ---------------------------------------------------------------
 
+    # Over 60 lines, half of them the docstring that documents every keyword and the upsert.
     def schedule(self, job: str, *args: Any, worker: str, at: datetime | str | None = None,
                  every: Any = None, cron: str | None = None, tz: str | None = None,
                  limit: int | None = None, until: datetime | str | None = None,
