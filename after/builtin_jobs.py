@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from after.jobs import JobError, job
+from after.jobnames import JobError
 from after.redact import RedactingFilter, redact, redact_headers, redact_text, redact_url
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -90,7 +90,6 @@ def _decode_body(response: httpx.Response, data: bytes, truncated: bool) -> Any:
 logging.getLogger("httpx").addFilter(RedactingFilter())
 logging.getLogger("httpcore").setLevel(logging.INFO)
 
-@job
 def http(task, url, method="GET", headers=None, body=None, json=None, expected_status=None,
          timeout=30, follow_redirects=False):
     """Call an HTTP endpoint; fail unless the status is expected (default: any 2xx)."""
@@ -149,7 +148,6 @@ def http(task, url, method="GET", headers=None, body=None, json=None, expected_s
     return result
 
 
-@job
 def webhook(task, url, data=None, headers=None, expected_status=None, timeout=30):
     """POST data as JSON to url, with basic auth from headers user/pass (After's webhook)."""
     if headers is not None and not isinstance(headers, Mapping):
@@ -162,3 +160,8 @@ def webhook(task, url, data=None, headers=None, expected_status=None, timeout=30
         send["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
     return http(task, url, method="POST", headers=send, json=data,
                 expected_status=expected_status, timeout=timeout)
+
+
+#: The built-in jobs, by name; :mod:`after.jobs` registers them (this module imports nothing
+#: of it).
+JOBS = {"http": http, "webhook": webhook}

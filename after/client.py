@@ -40,12 +40,10 @@ from .process import ProcessError
 from .process import check_name as check_worker_name
 from .repeat import CronRule, RepeatError, parse_repeat
 from .store import Conflict, Forbidden, NotFound, Store, StoreError
-from .task import TaskError
+from .task import StateError, TaskError
 
 __all__ = ["Client", "StateError", "TaskError", "TaskNotFound", "every_units"]
 
-#: The top-level fields a task's definition consists of; ``schedule`` owns them.
-DEFINITION = ("worker", "date", "job", "repeat", "retry", "timeout", "max_delay")
 #: How many times a write that conflicts is re-read and retried before giving up.
 MAX_CONFLICTS = 20
 
@@ -55,10 +53,6 @@ _SHORTHAND_UNITS = {
     "y": "years", "M": "months", "w": "weeks", "d": "days",
     "h": "hours", "m": "minutes", "s": "seconds", "ms": "milliseconds",
 }
-
-
-class StateError(ValueError):
-    """The task's status does not allow the operation; the message says why."""
 
 
 class TaskNotFound(NotFound):
@@ -130,23 +124,10 @@ def _every(every: Any, cron: str | None, tz: str | None, limit: Any, until: Any,
     return {**every, **extra}
 
 
-def _held(doc: dict) -> bool:
-    """True when a worker process holds (or runs) the task: it must apply a change itself."""
-    status = doc.get("status")
-    info = doc.get(rules.NS) if isinstance(doc.get(rules.NS), dict) else {}
-    return status in (rules.SCHEDULED, rules.RUNNING) or (
-        status in (rules.RESCHEDULE, rules.CANCEL) and bool(info.get("owner")))
-
-
-def _instant(value: Any) -> datetime | None:
-    try:
-        return parse_date(value)
-    except DateError:
-        return None
 
 
 def _order(doc: dict) -> tuple:
-    instant = _instant(doc.get("date"))
+    instant = rules.instant(doc.get("date"))
     return (instant is None, instant or datetime.min, doc.get("_id", ""))
 
 
@@ -169,13 +150,16 @@ class Client:
     (``config.json`` and ``AFTER_*`` variables, see :mod:`after.config`)."""
 
     def __init__(self, url: str | None = None, db: str | None = None, *,
-                 config: config_module.Config | None = None, retries: int = 4):
-        if url is None or db is None:
+                 config: config_module.Config | None = None, retries: int = 4,
+                 store: Store | None = None):
+        if store is not None:  # an open store (the dashboard's): closing it is its owner's
+            url, db = store.safe_url, store.db
+        elif url is None or db is None:
             config = config or config_module.load()
         self.url = url or config.url
         self.db = db or config.db
-        self.runs_db = f"{self.db}_runs"
-        self.store = Store(self.url, self.db, retries=retries)
+        self.runs_db = config_module.runs_db(self.db)
+        self.store = store or Store(self.url, self.db, retries=retries)
 
     def close(self) -> None:
         self.store.close()
@@ -191,6 +175,7 @@ class Client:
 
     # -- creating and updating ---------------------------------------------------------------
 
+    # Over 60 lines, half of them the docstring that documents every keyword and the upsert.
     def schedule(self, job: str, *args: Any, worker: str, at: datetime | str | None = None,
                  every: Any = None, cron: str | None = None, tz: str | None = None,
                  limit: int | None = None, until: datetime | str | None = None,
@@ -280,34 +265,10 @@ class Client:
 
     def _upsert(self, current: dict, wanted: dict, *, date_given: bool) -> dict | None:
         """The document to write over ``current`` for ``schedule(id=...)``, or None when the
-        definition is unchanged (see :meth:`schedule`)."""
-        new = {k: v for k, v in current.items() if k not in DEFINITION}
-        new.update({k: v for k, v in wanted.items() if k in DEFINITION})
-        info = dict(current[rules.NS]) if isinstance(current.get(rules.NS), dict) else {}
-        old_date = _instant(current.get("date"))
-        same_rule = current.get("repeat") == wanted.get("repeat")
-        if old_date is not None:
-            if not date_given:
-                new["date"] = current["date"]
-            elif same_rule and wanted.get("repeat") is not None:
-                first = _instant(info.get("anchor")) or old_date
-                if first == _instant(wanted["date"]):
-                    new["date"] = current["date"]
-        if all(new.get(k) == current.get(k) for k in DEFINITION):
-            return None
-        if not same_rule or new["date"] != current.get("date"):
-            for key in ("anchor", "occurrences", "next_run"):
-                info.pop(key, None)
-        if _held(current):
-            new["status"] = rules.RESCHEDULE
-        else:
-            new["status"] = rules.WAITING
-            info["attempt"] = 0
-            for key in ("error", "canceled", "retry_at", "owner", "claimed", "due"):
-                info.pop(key, None)
-        if info or rules.NS in current:
-            new[rules.NS] = info
-        check(new)
+        definition is unchanged (:func:`after.task.redefine`)."""
+        new = rules.redefine(current, wanted, date_given=date_given)
+        if new is not None:
+            check(new)
         return new
 
     def _write(self, doc: dict) -> None:
@@ -384,7 +345,7 @@ class Client:
             streams.append(self.store.find_all(selector, sort=sort, page=page))
 
         def within(doc: dict) -> bool:
-            instant = _instant(doc.get("date"))
+            instant = rules.instant(doc.get("date"))
             if instant is None:
                 return low is None and high is None
             return (low is None or instant >= low) and (high is None or instant < high)
@@ -403,15 +364,9 @@ class Client:
         """
         for _ in range(MAX_CONFLICTS):
             doc = self.get(id)
-            status = doc.get("status")
-            if status in rules.FINISHED:
-                raise StateError(f"task {id} is {status}: there is nothing to cancel")
-            if status == rules.CANCEL:
+            new = rules.request_cancel(doc, utcnow())
+            if new is None:
                 return doc
-            if _held(doc):
-                new = {**doc, "status": rules.CANCEL}
-            else:
-                new = rules.cancel(doc, utcnow())
             try:
                 self.store.put(new)
                 return new
@@ -432,25 +387,7 @@ class Client:
         now = utcnow()
         date = _when(at, "at", now) or now
         for _ in range(MAX_CONFLICTS):
-            doc = self.get(id)
-            status = doc.get("status")
-            if not all and status != rules.ERROR:
-                raise StateError(f"task {id} is {status}, not error: reschedule it with "
-                                 "--all (all=True) to run it again anyway")
-            new = dict(doc)
-            info = dict(doc[rules.NS]) if isinstance(doc.get(rules.NS), dict) else {}
-            new["date"] = format_date(date)
-            info.pop("anchor", None)
-            if _held(doc):
-                new["status"] = rules.RESCHEDULE
-            else:
-                new["status"] = rules.WAITING
-                info["attempt"] = 0
-                for key in ("error", "canceled", "retry_at", "owner", "claimed", "due",
-                            "next_run"):
-                    info.pop(key, None)
-            if info or rules.NS in doc:
-                new[rules.NS] = info
+            new = rules.request_reschedule(self.get(id), date, any_status=all)
             check(new)
             try:
                 self.store.put(new)
@@ -477,10 +414,10 @@ class Client:
             spec = rules.parse(doc)
         except TaskError:
             return []
-        info = doc.get(rules.NS) if isinstance(doc.get(rules.NS), dict) else {}
+        info = rules.info(doc)
         first = spec.date
-        if status == rules.SCHEDULED and _instant(info.get("due")) is not None:
-            first = _instant(info["due"])
+        if status == rules.SCHEDULED and rules.instant(info.get("due")) is not None:
+            first = rules.instant(info["due"])
         runs = [first]
         rule = spec.repeat
         if rule is None:
@@ -488,7 +425,7 @@ class Client:
         left = None
         if rule.limit is not None:
             left = rule.limit - int(info.get("occurrences", 0) or 0)
-        anchor = _instant(info.get("anchor")) or spec.date
+        anchor = rules.instant(info.get("anchor")) or spec.date
         runs += rule.upcoming(anchor, spec.date, count - 1)
         if rule.until is not None:
             runs = [r for r in runs if r <= rule.until]

@@ -11,9 +11,18 @@ go). Every setting can be overridden by an environment variable:
 ``AFTER_DB``              the tasks database
 ``AFTER_JOBS``            the jobs folder
 ``AFTER_HOME``            pid and log files
+``AFTER_WORKER_<FIELD>``  a worker setting (``AFTER_WORKER_POOL=16``), see below
 ========================  ==========================================================
 
 Relative paths in the config file are relative to the file's folder.
+
+A worker process's settings (:class:`Settings`: ``horizon``, ``poll``, ``pool``, ``lease``,
+``heartbeat``, ``grace``, ``keep_runs``...) come from, in this order: ``after start``'s options,
+the ``AFTER_WORKER_<FIELD>`` variables, the ``worker`` object of ``config.json``
+(``{"worker": {"pool": 16, "lease": 60}}``), and the defaults typed once, in :class:`Settings`.
+
+The runs and workers databases are named after the tasks database (:func:`runs_db`,
+:func:`workers_db`); nothing else builds those names.
 
 The URL (``AFTER_COUCHDB_URL``, ``--url``, or ``url`` in the file: a string, or a list of
 strings) may name several nodes of one CouchDB cluster, comma separated:
@@ -26,7 +35,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -45,12 +54,117 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message says why."""
 
 
+def runs_db(db: str) -> str:
+    """The database of the run records of the tasks database ``db``."""
+    return f"{db}_runs"
+
+
+def workers_db(db: str) -> str:
+    """The database of the worker processes' heartbeats of the tasks database ``db``."""
+    return f"{db}_workers"
+
+
+def databases(db: str) -> tuple[str, str, str]:
+    """The tasks database and the two named after it."""
+    return db, runs_db(db), workers_db(db)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How a worker process behaves; every field has a sensible default, typed here only."""
+
+    horizon: float = 300.0  # hold tasks due within this many seconds
+    poll: float = 30.0  # re-query the due view this often (the feed's safety net)
+    pool: int = 8  # job threads
+    heartbeat: float = 5.0  # seconds between heartbeats
+    lease: float = 30.0  # a process silent this long has lost what it held
+    grace: float = 30.0  # on stop, how long running jobs may take to finish
+    keep_runs: int = 100  # run records kept per task
+    batch: int = 500  # most documents written in one request
+    claim_delay: float = 1.0  # a task's non-preferred processes wait this long to claim it
+    feed_heartbeat: float = 5.0
+    write_attempts: int = 6  # a write failing (not a conflict) this many times is given up
+    write_backoff: float = 0.5  # first wait before trying a failed write again, doubling...
+    write_backoff_max: float = 30.0  # ... up to this, in seconds
+    self_check: float = 2.0  # seconds between checks that nothing of ours is stuck
+
+
+#: The range of each setting a user is likely to set: (least, most); None is unbounded.
+SETTING_RANGES: dict[str, tuple[float, float | None]] = {
+    "horizon": (1, None), "poll": (0.1, None), "pool": (1, 512), "lease": (1, None),
+    "heartbeat": (0.1, None), "grace": (0, None), "keep_runs": (1, None),
+    "batch": (1, 10000), "claim_delay": (0, None), "feed_heartbeat": (0.1, None),
+    "write_attempts": (1, None), "write_backoff": (0, None), "write_backoff_max": (0, None),
+    "self_check": (0.1, None),
+}
+
+
+def settings(values: dict, where: str = "worker") -> Settings:
+    """:class:`Settings` from ``values`` (names to numbers, or to strings of numbers as the
+    environment gives them), each checked against its type and range; raises ConfigError
+    naming ``where.field``."""
+    kinds = {f.name: f.type for f in fields(Settings)}
+    checked: dict = {}
+    for name, value in values.items():
+        if name not in kinds:
+            raise ConfigError(f"{where}.{name}: not a worker setting (one of "
+                              f"{', '.join(kinds)})")
+        checked[name] = _setting(name, value, kinds[name], f"{where}.{name}")
+    result = Settings(**checked)
+    if result.heartbeat >= result.lease:
+        raise ConfigError(f"{where}.heartbeat: must be shorter than the lease "
+                          f"({result.heartbeat:g} >= {result.lease:g})")
+    return result
+
+
+def _setting(name: str, value, kind: str, label: str) -> int | float:
+    number = value
+    if isinstance(value, str):
+        try:
+            number = int(value) if kind == "int" else float(value)
+        except ValueError:
+            number = None
+    if isinstance(number, bool) or not isinstance(number, int | float) or (
+            kind == "int" and not isinstance(number, int)):
+        raise ConfigError(f"{label}: expected {'an integer' if kind == 'int' else 'a number'}"
+                          f", not {value!r}")
+    low, high = SETTING_RANGES[name]
+    if number != number or number < low or (high is not None and number > high):
+        bound = f"from {low:g} to {high:g}" if high is not None else f"at least {low:g}"
+        raise ConfigError(f"{label}: must be {bound}, not {value!r}")
+    return int(number) if kind == "int" else float(number)
+
+
+def settings_from(section, environ: dict, where: str = "worker") -> Settings:
+    """The ``worker`` section of config.json with the ``AFTER_WORKER_<FIELD>`` overrides."""
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where}: expected an object of worker settings")
+    values = dict(section)
+    for f in fields(Settings):
+        variable = f"AFTER_WORKER_{f.name.upper()}"
+        if environ.get(variable):  # checked here, to name the variable when it is wrong
+            values[f.name] = _setting(f.name, environ[variable], f.type, variable)
+    return settings(values, where)
+
+
 @dataclass(frozen=True)
 class Config:
     url: str = "http://127.0.0.1:5984"
     db: str = "tasks"
     jobs: Path = field(default_factory=lambda: Path("jobs").resolve())
     home: Path = field(default_factory=lambda: Path("var").resolve())
+    worker: Settings = field(default_factory=Settings)
+
+    def with_worker(self, **overrides) -> Config:
+        """This configuration with some worker settings replaced (``after start``'s
+        options), checked like the others."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if not given:
+            return self
+        values = {f.name: getattr(self.worker, f.name) for f in fields(Settings)}
+        return replace(self, worker=settings({**values, **given}, "option"))
 
     @property
     def safe_url(self) -> str:
@@ -63,12 +177,11 @@ class Config:
 
     @property
     def runs_db(self) -> str:
-        return f"{self.db}_runs"
+        return runs_db(self.db)
 
     @property
     def workers_db(self) -> str:
-        return f"{self.db}_workers"
-
+        return workers_db(self.db)
 
 
 def mask_url(url: str) -> str:
@@ -151,6 +264,7 @@ def load(path: str | os.PathLike | None = None, environ: dict | None = None) -> 
         db=env.get("AFTER_DB") or str(values["db"]),
         jobs=(base / (env.get("AFTER_JOBS") or values["jobs"])).resolve(),
         home=(base / (env.get("AFTER_HOME") or values["home"])).resolve(),
+        worker=settings_from(values.get("worker"), env, f"{config_path}: worker"),
     )
 
 

@@ -15,13 +15,19 @@ origin. Serving the page here changes nothing on the server, works the same for 
 admin, for a mere member of the databases and on pouchdb-server and clusters, and keeps the
 credentials in this process.
 
-What passes (everything else gets a 403 from here and never reaches CouchDB), see
+The page changes a task only through this server's actions, ``POST
+/_after/tasks/<id>/<action>`` (``cancel``, ``reschedule`` with ``{"date": ...}``, ``run``,
+``rerun``), which call :class:`after.client.Client`: the rules of each transition live once,
+in :mod:`after.task`, and a write that conflicts is re-read and decided again there. An
+action the task's status does not offer (:data:`after.task.ACTIONS`) is refused with a 409.
+
+What passes to CouchDB (everything else gets a 403 from here and never reaches it), see
 :func:`refusal`:
 
 - the three databases only: no ``_session``, ``_config``, ``_users``, ``_node``, other
   databases, ``_security``, ``_design`` writes, ``_local`` documents or deletions;
 - on each: its info, ``_all_docs``, ``_find``, ``_changes``, the dashboard's views, and
-  reading and writing (PUT) documents.
+  reading documents (never writing them: the actions above do that).
 
 A browser on this machine could be made to call 127.0.0.1 by any web page it visits, and
 other users of the machine can connect to it too, so every request must carry a token:
@@ -39,6 +45,7 @@ import html
 import http.cookies
 import json
 import logging
+import re
 import secrets
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,8 +54,11 @@ from urllib.parse import parse_qs, unquote
 
 import httpx
 
+from . import task as rules
+from .client import Client, TaskNotFound
+from .config import databases
 from .dashboard import CONTENT_TYPES, INDEX, STATIC, static_files
-from .store import Store, Unavailable
+from .store import Store, StoreError, Unavailable
 
 log = logging.getLogger("after.dashboard")
 
@@ -76,7 +86,9 @@ ENDPOINTS = {
     "_find": {"POST"},
     "_changes": {"GET", "POST"},
 }
-DOCUMENT_METHODS = {"GET", "HEAD", "PUT"}
+DOCUMENT_METHODS = {"GET", "HEAD"}  # writes go through the actions
+ACTION_RE = re.compile(r"/_after/tasks/([^/]+)/(cancel|reschedule|run|rerun)")
+MAX_ACTION_BODY = 4096
 VIEW_METHODS = {"GET", "HEAD"}
 
 
@@ -117,9 +129,12 @@ class DashboardServer:
     def __init__(self, store: Store, *, port: int = 0, host: str = "127.0.0.1",
                  folder: Path = STATIC, token: str | None = None):
         self.store = store
-        self.databases = {store.db, f"{store.db}_runs", f"{store.db}_workers"}
+        self.databases = set(databases(store.db))
         self.files = static_files(folder)
-        db_meta = f'<meta name="after-db" content="{html.escape(store.db, quote=True)}">'
+        db_meta = "".join(  # the page learns the names from here, never builds them
+            f'<meta name="{name}" content="{html.escape(db, quote=True)}">'
+            for name, db in zip(("after-db", "after-runs-db", "after-workers-db"),
+                                databases(store.db), strict=True))
         index = self.files[INDEX].decode()
         if DB_META not in index:
             raise FileNotFoundError(f"the dashboard's {INDEX} has no {DB_META}")
@@ -131,6 +146,21 @@ class DashboardServer:
         self.cookie = f"after_dashboard_{self.port}"  # cookies are shared across ports
         self.hosts = {f"{name}:{self.port}" for name in (host, "127.0.0.1", "localhost")}
         self._thread: threading.Thread | None = None
+        self.client = Client(store=store)
+
+    def act(self, task_id: str, action: str, date: str | None = None) -> dict:
+        """Apply a dashboard action to a task; returns the document written. Raises
+        TaskNotFound, StateError (the status does not offer it) or TaskError."""
+        status = self.client.get(task_id).get("status")
+        if action not in rules.ACTIONS.get(status, ()):
+            raise rules.StateError(f"{task_id} is {status}: {action} is not possible")
+        if action == "cancel":
+            return self.client.cancel(task_id)
+        if action == "reschedule":
+            if not isinstance(date, str):
+                raise rules.TaskError("date: required (ISO 8601)")
+            return self.client.reschedule(task_id, at=date, all=True)
+        return self.client.reschedule(task_id, all=action == "run")  # rerun: error only
 
     @property
     def base_url(self) -> str:
@@ -201,10 +231,39 @@ class Handler(BaseHTTPRequestHandler):
                         "with its token")
             return
         first = unquote(path.split("/")[1])
-        if first in dashboard.databases:
+        if first == "_after":
+            self.action(path)
+        elif first in dashboard.databases:
             self.relay(path, query)
         else:
             self.serve_file(path)
+
+    def action(self, path: str) -> None:
+        match = ACTION_RE.fullmatch(path)
+        if match is None or self.command != "POST":
+            self.refuse(404 if match is None else 405, "not_found" if match is None else
+                        "method_not_allowed", "expected POST /_after/tasks/ID/ACTION")
+            return
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length)) if 0 < length <= MAX_ACTION_BODY else {}
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            self.refuse(400, "bad_request", "expected a JSON object of at most 4 KiB")
+            return
+        try:
+            doc = self.dashboard.act(unquote(match[1]), match[2], body.get("date"))
+        except TaskNotFound as exc:
+            self.refuse(404, "not_found", str(exc))
+        except rules.StateError as exc:
+            self.refuse(409, "conflict", str(exc))
+        except rules.TaskError as exc:
+            self.refuse(400, "bad_request", str(exc))
+        except StoreError as exc:
+            self.refuse(502, "unavailable", str(exc))
+        else:
+            self.send_json(200, doc)
 
     def sign_in(self, token: str) -> None:
         dashboard = self.dashboard
@@ -283,7 +342,10 @@ class Handler(BaseHTTPRequestHandler):
             upstream.close()
 
     def refuse(self, status: int, error: str, reason: str) -> None:
-        body = json.dumps({"error": error, "reason": reason}).encode()
+        self.send_json(status, {"error": error, "reason": reason})
+
+    def send_json(self, status: int, value: dict) -> None:
+        body = json.dumps(value).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

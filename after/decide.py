@@ -21,7 +21,7 @@ from enum import Enum
 
 from . import task as rules
 from .dates import format_date, from_ms, parse_date, to_ms
-from .jobs import JobError
+from .jobnames import JobError
 from .redact import redact_text
 
 log = logging.getLogger("after.worker")

@@ -24,7 +24,6 @@ import copy
 import importlib.util
 import inspect
 import json
-import re
 import sys
 import threading
 import types
@@ -34,23 +33,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from after import builtin_jobs
+from after.jobnames import JOB_NAME, MAX_NAME_LENGTH, JobError, check_name
 from after.jsonsafe import MAX_DEPTH, problem
 from after.redact import redact, redact_text
 
-#: A job name: a Python identifier in ASCII. Names starting with ``__`` are refused too.
-JOB_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-MAX_NAME_LENGTH = 100
+__all__ = ["JOB_NAME", "MAX_NAME_LENGTH", "JobError", "JobInfo", "JobRegistry", "check_name",
+           "job"]
+
 #: Deepest result kept as is: it is stored under ``after.last_run.result`` of the task, which
 #: must stay within the depth a task document may have.
 RESULT_DEPTH = MAX_DEPTH - 8
 #: Prefix of the private module names job modules are loaded under.
 MODULE_PREFIX = "after_jobs"
 BUILTIN = "built-in"
-
-
-class JobError(Exception):
-    """A job cannot be found, loaded or called as the task asks. The message is meant for
-    the task's error field and says exactly what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -73,22 +69,6 @@ _registered_lock = threading.Lock()
 _collector: contextvars.ContextVar[list | None] = contextvars.ContextVar(
     "after_jobs_collector", default=None
 )
-
-
-def check_name(name: Any) -> str:
-    """``name`` if it is a valid job name, else raise JobError. Touches nothing."""
-    if not isinstance(name, str):
-        raise JobError(f"job.name: expected a string, got {type(name).__name__}")
-    shown = repr(name) if len(name) <= 60 else repr(name[:60]) + "..."
-    if not JOB_NAME.fullmatch(name):
-        raise JobError(f"job.name: {shown} is not a job name (letters, digits and _ only)")
-    if name.startswith("__"):
-        raise JobError(f"job.name: {shown} is not a job name (names starting with __ are "
-                       "reserved)")
-    if len(name) > MAX_NAME_LENGTH:
-        raise JobError(f"job.name: {shown} is not a job name (longer than "
-                       f"{MAX_NAME_LENGTH} characters)")
-    return name
 
 
 def job(name_or_func: str | Callable | None = None) -> Callable:
@@ -131,7 +111,10 @@ def _qualname(func: Callable) -> str:
 
 
 def _ensure_builtins() -> None:
-    import after.builtin_jobs  # noqa: F401  (registers http and webhook)
+    """Register ``http`` and ``webhook`` (plain functions of :mod:`after.builtin_jobs`,
+    which imports nothing of this module: no import circle)."""
+    for name, func in builtin_jobs.JOBS.items():
+        job(name)(func)
 
 
 # --- the registry -------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable
 
+from .config import databases
 from .dates import DateError, parse_date, to_ms
 from .store import BadRequest, Conflict, NotFound
 
@@ -60,7 +61,7 @@ class MemStore:
         self._total: dict[str, int] = {}  # db -> its update sequence
         self._lock = threading.RLock()
         self._followers: list[MemFollower] = []
-        for name in (db, f"{db}_runs", f"{db}_workers"):
+        for name in databases(db):
             self.create_database(name)
 
     # -- databases --------------------------------------------------------------------------

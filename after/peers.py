@@ -23,9 +23,10 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from .config import workers_db
 from .dates import format_date, parse_date, to_ms, utcnow
 from .decide import Liveness
-from .store import Conflict, Store, StoreError, describe_error
+from .store import Conflict, NotFound, Store, StoreError, describe_error
 
 log = logging.getLogger("after.peers")
 
@@ -39,7 +40,7 @@ class Peers:
         self.store = store
         self.name = name
         self.lease = lease
-        self.db = db or f"{store.db}_workers"
+        self.db = db or workers_db(store.db)
         self.id = process_id(name)
         self.host = socket.gethostname()
         self.pid = os.getpid()
@@ -100,14 +101,10 @@ class Peers:
         except StoreError as exc:
             log.warning("cannot read the worker registry: %s", describe_error(exc))
             return
-        live, dead = {}, []
-        prune_before = to_ms(utcnow()) - int(max(10 * self.lease, 300) * 1000)
-        for doc in docs:
-            expires = expiry(doc)
-            if expires < prune_before and doc["_id"] != self.id:
-                dead.append({"_id": doc["_id"], "_rev": doc["_rev"], "_deleted": True})
-            else:
-                live[doc["_id"]] = expires
+        dead = dead_entries(docs, to_ms(utcnow()), grace=max(10 * self.lease, 300),
+                            keep=(self.id,))
+        gone = {d["_id"] for d in dead}
+        live = {doc["_id"]: expiry(doc) for doc in docs if doc["_id"] not in gone}
         if dead:  # processes long gone (killed, machine lost): drop them from the registry
             try:
                 self.store.bulk_docs(dead, db=self.db)
@@ -205,3 +202,41 @@ def expiry(doc: dict) -> int:
         return to_ms(parse_date(doc.get("expires"), "expires"))
     except ValueError:
         return 0
+
+
+# -- the registry, as `after list` and `after clean` see it -----------------------------------
+
+
+def dead_entries(docs: list[dict], now_ms: int, *, grace: float = 0.0,
+                 keep: tuple[str, ...] = ()) -> list[dict]:
+    """The deletions that prune the heartbeats of ``docs`` expired more than ``grace``
+    seconds before ``now_ms`` (never those in ``keep``). The one pruning rule: a worker
+    prunes its name's entries after a long grace, ``after clean`` at once."""
+    before = now_ms - int(grace * 1000)
+    return [{"_id": doc["_id"], "_rev": doc["_rev"], "_deleted": True} for doc in docs
+            if expiry(doc) < before and doc["_id"] not in keep]
+
+
+def registry(store: Store, db: str, name: str | None = None) -> list[dict]:
+    """The heartbeat documents of the processes named ``name`` (of every name by default);
+    an empty list when the registry does not exist yet."""
+    try:
+        docs = store.prefixed(f"{name}@" if name else "", db=db)
+    except NotFound:
+        return []
+    return [doc for doc in docs if doc.get("type") == "worker"]
+
+
+def prune(store: Store, db: str, name: str | None, now_ms: int, grace: float = 0.0) -> int:
+    """Delete the expired heartbeats of ``name`` (every name by default); how many went."""
+    dead = dead_entries(registry(store, db, name), now_ms, grace=grace)
+    if not dead:
+        return 0
+    return sum(1 for result in store.bulk_docs(dead, db=db) if "error" not in result)
+
+
+def state(doc: dict, now_ms: int) -> str:
+    """``live``, ``stopping`` or ``stale`` (expired: dead, or too slow to beat)."""
+    if expiry(doc) < now_ms:
+        return "stale"
+    return "stopping" if doc.get("stopping") else "live"

@@ -16,10 +16,12 @@ import fcntl
 import logging
 import os
 import re
+import select
 import signal
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from logging.handlers import WatchedFileHandler
 from pathlib import Path
@@ -210,3 +212,88 @@ def tail(path: Path, lines: int) -> list[str]:
             handle.seek(size)
             data = handle.read(step) + data
     return data.decode("utf-8", "replace").splitlines()[-lines:]
+
+
+# -- starting in the background ---------------------------------------------------------------
+
+
+def exit_now(code: int) -> None:
+    """Exit without waiting for job threads: a job still running after the grace period (or
+    a second Ctrl+C) has been recorded as interrupted and handed back already."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def start_background(app: str, pidpath: Path, logfile: Path,
+                     run: Callable[[Callable[[], None]], int], timeout: float = 60) -> str:
+    """Run ``run(ready)`` in a daemon and return its pid once it has called ``ready()``.
+
+    The daemon logs to ``logfile`` and holds ``pidpath``; it reports through a pipe, so the
+    caller learns that it runs, or why it did not start (``ProcessError``), instead of
+    returning before the daemon knows. Never returns in the daemon: it exits with
+    ``run``'s code.
+    """
+    from daemonize import Daemonize
+
+    read_end, write_end = os.pipe()
+    if os.fork():
+        os.close(write_end)
+        message = _wait_for_ready(read_end, timeout)
+        if message != "ready":
+            raise ProcessError(f"the worker did not start: {message} (see {logfile})")
+        return _written_pid(pidpath)
+    os.close(read_end)
+
+    def ready() -> None:
+        os.write(write_end, b"ready")
+        os.close(write_end)
+
+    def action() -> None:
+        pidpath.write_text(pid_line(os.getpid()))  # daemonize wrote the pid alone
+        setup_logging(logfile, stderr=False)
+        try:
+            code = run(ready)
+        except BaseException as exc:
+            try:
+                os.write(write_end, f"{type(exc).__name__}: {exc}".encode()[:500])
+            except OSError:
+                pass
+            raise
+        pidpath.unlink(missing_ok=True)  # daemonize removes it in an atexit we skip
+        exit_now(code)
+
+    Daemonize(app=app, pid=str(pidpath), action=action, keep_fds=[write_end],
+              logger=logging.getLogger("after.daemon"), chdir=str(Path.cwd())).start()
+    raise AssertionError("unreachable: the daemon exits")  # pragma: no cover
+
+
+def _wait_for_ready(fd: int, timeout: float) -> str:
+    chunks = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            chunk = os.read(fd, 1024)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if b"ready" in chunk:
+                break
+    os.close(fd)
+    text = b"".join(chunks).decode("utf-8", "replace").strip()
+    return text or "it exited before it was ready"
+
+
+def _written_pid(path: Path) -> str:
+    """The daemon's pid, once it has rewritten its pid file with its start time."""
+    for _ in range(50):
+        try:
+            words = path.read_text().split()
+            if len(words) > 1:
+                return words[0]
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return "?"

@@ -24,26 +24,34 @@ Running it again changes nothing that is already right (idempotent).
 
 from __future__ import annotations
 
+import json
 import random
 import time
 
+from .config import databases, runs_db
+from .dates import ISO_DATE_RE
+from .jobnames import JOB_NAME
 from .jsonsafe import MAX_DEPTH, MAX_STRING
 from .store import Conflict, Store
+from .task import RUNNABLE, STATUSES
 
 DESIGN_ID = "_design/after"
 
-# Mirrors after.dates.ISO_DATE_RE: keep them the same grammar.
+# The grammar of after.dates, from its very regex (written to be valid JavaScript too);
+# tested with the Python parser and the dashboard's against tests/cases/dates.json.
 JS_PARSE_DATE = r"""
 function parseDate(value) {
   if (typeof value !== 'string') return null;
-  var m = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(Z|[+-]\d{2}(?::?\d{2})?)?)?$/.exec(value);
+  var m = /ISO_DATE_RE/.exec(value);
   if (!m) return null;
   var y = +m[1], mo = +m[2], d = +m[3], h = +(m[4] || 0), mi = +(m[5] || 0), s = +(m[6] || 0);
   var ms = m[7] ? +((m[7] + '00').substr(0, 3)) : 0;
   if (mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || s > 59) return null;
-  var t = Date.UTC(y, mo - 1, d, h, mi, s, ms);
-  var check = new Date(t);
+  var check = new Date(0);
+  check.setUTCFullYear(y, mo - 1, d);  // not Date.UTC: it reads years 0-99 as 1900-1999
+  check.setUTCHours(h, mi, s, ms);
   if (check.getUTCDate() !== d || check.getUTCMonth() !== mo - 1) return null;
+  var t = check.getTime();
   var tz = m[8];
   if (tz && tz !== 'Z') {
     var sign = tz.charAt(0) === '-' ? -1 : 1;
@@ -54,7 +62,7 @@ function parseDate(value) {
   }
   return t;
 }
-"""
+""".replace("ISO_DATE_RE", ISO_DATE_RE.pattern)
 
 # Walks the document with a stack of its own (no recursion): the first thing wrong, or null.
 JS_SHAPE = r"""
@@ -91,8 +99,8 @@ VALIDATE = (
     + JS_SHAPE
     + r"""
   if (newDoc._deleted || newDoc._id.indexOf('_design/') === 0) return;
-  var RUNNABLE = ['waiting', 'scheduled', 'running', 'reschedule'];
-  var KNOWN = RUNNABLE.concat(['done', 'error', 'cancel', 'canceled']);
+  var RUNNABLE = TASK_RUNNABLE;
+  var KNOWN = TASK_STATUSES;
   function refuse(message) { throw({forbidden: message}); }
   var status = newDoc.status;
   if (status !== undefined && KNOWN.indexOf(status) < 0)
@@ -107,7 +115,7 @@ VALIDATE = (
     refuse('date: ' + JSON.stringify(newDoc.date) + ' is not an ISO 8601 date or date-time');
   if (!newDoc.job || typeof newDoc.job !== 'object') refuse('job: required ({"name": ..., "arguments": [...]})');
   if (typeof newDoc.job.name !== 'string' || !newDoc.job.name) refuse('job.name: required');
-  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(newDoc.job.name))
+  if (!/^JOB_NAME$/.test(newDoc.job.name))
     refuse('job.name: ' + JSON.stringify(newDoc.job.name) + ' is not a job name (letters, digits and _ only)');
   var args = newDoc.job.arguments;
   if (args !== undefined && args !== null && typeof args !== 'object')
@@ -115,6 +123,11 @@ VALIDATE = (
   if (status === undefined) refuse('status: required ("waiting" to run the task)');
 }"""
 )
+
+# The statuses and the job-name grammar come from after.task and after.jobs: one source.
+VALIDATE = (VALIDATE.replace("TASK_RUNNABLE", json.dumps(list(RUNNABLE)))
+            .replace("TASK_STATUSES", json.dumps(list(STATUSES)))
+            .replace("JOB_NAME", JOB_NAME.pattern))
 
 DUE_MAP = (
     "function (doc) {\n"
@@ -154,7 +167,7 @@ def setup(store: Store, attempts: int = 8) -> list[str]:
 
 
 def _setup_once(store: Store, changed: list[str]) -> None:
-    for db in (store.db, f"{store.db}_runs", f"{store.db}_workers"):
+    for db in databases(store.db):
         # Ask first: creating one, even one that exists, takes a server admin.
         if not store.database_exists(db) and store.create_database(db):
             changed.append(f"created database {db}")
@@ -169,7 +182,7 @@ def _setup_once(store: Store, changed: list[str]) -> None:
     indexes = [
         (store.db, ["worker", "status", "date"], "by-worker-status-date"),
         (store.db, ["status", "date"], "by-status-date"),
-        (f"{store.db}_runs", ["task", "number"], "by-task-number"),
+        (runs_db(store.db), ["task", "number"], "by-task-number"),
     ]
     for db, fields, name in indexes:
         if store.save_index(fields, name, db=db) == "created":

@@ -3,6 +3,11 @@
 Nothing here does I/O or reads the clock: ``now`` is passed in, so every transition is
 tested without a server.
 
+This module is the one home of the task's rules: what a document must hold (:func:`parse`),
+the worker's transitions (:func:`claim`, :func:`start`, :func:`finish`...) and the user's
+(:func:`request_cancel`, :func:`request_reschedule`, :func:`redefine`), which the Client,
+the command line and the dashboard (through its relay) all call.
+
 States (DESIGN.md)::
 
     waiting --claim--> scheduled --start--> running --finish--> done | error
@@ -23,6 +28,8 @@ with the user's fields:
 ``error``       why the task is in ``error``
 """
 
+# Longer than 500 lines on purpose: the whole state machine, the worker's transitions and the
+# user's, is here so that each rule has this one home (issue 15).
 from __future__ import annotations
 
 import random
@@ -54,8 +61,32 @@ MAX_SECONDS = 10 * 366 * 86400
 MAX_RETRIES = 1000
 
 
+#: What a worker writes under ``after`` while it holds a task: gone once none holds it.
+HOLD = ("owner", "claimed", "due")
+#: What a task that runs anew starts without: the hold, the error, a pending retry.
+RESET = HOLD + ("error", "canceled", "retry_at")
+
+#: What the dashboard offers for a task in each status (its relay refuses the rest): ``run``
+#: now, ``reschedule`` to a date, ``cancel``, ``rerun`` a failed task. A ``cancel`` request
+#: waits for its worker.
+ACTIONS = {
+    WAITING: ("run", "reschedule", "cancel"),
+    SCHEDULED: ("run", "reschedule", "cancel"),
+    RUNNING: ("reschedule", "cancel"),
+    RESCHEDULE: ("reschedule", "cancel"),
+    ERROR: ("rerun", "reschedule"),
+    DONE: ("run", "reschedule"),
+    CANCELED: ("run", "reschedule"),
+    CANCEL: (),
+}
+
+
 class TaskError(ValueError):
     """The document cannot run; the message says exactly what is wrong."""
+
+
+class StateError(ValueError):
+    """The task's status does not allow the operation; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -212,8 +243,15 @@ def _parse(doc: dict) -> Spec:
     )
 
 
+def info(doc: dict) -> dict:
+    """The worker's namespace of ``doc``, to read: ``{}`` when missing or not an object (a
+    user may write anything there)."""
+    value = doc.get(NS)
+    return value if isinstance(value, dict) else {}
+
+
 def meta(doc: dict) -> dict:
-    """The worker's namespace of ``doc`` (created when missing)."""
+    """The worker's namespace of ``doc``, to write (created when missing)."""
     value = doc.get(NS)
     if not isinstance(value, dict):
         value = doc[NS] = {}
@@ -254,8 +292,7 @@ def hand_back(doc: dict) -> dict:
     """A held task returned to the pool on a graceful stop: ``waiting``, no owner."""
     new, info = _copy(doc)
     new["status"] = WAITING
-    for key in ("owner", "claimed", "due"):
-        info.pop(key, None)
+    _drop(info, HOLD)
     if _new_date(doc):
         info.pop("anchor", None)
     try:
@@ -269,9 +306,9 @@ def _new_date(doc: dict) -> bool:
     """A ``reschedule`` that moved the date (not one that only changed, say, ``retry``)."""
     if doc.get("status") != RESCHEDULE:
         return False
-    info = doc.get(NS) if isinstance(doc.get(NS), dict) else {}
     try:
-        return parse_date(doc.get("date"), "date") != parse_date(info.get("next_run"), "next")
+        return parse_date(doc.get("date"), "date") != parse_date(info(doc).get("next_run"),
+                                                                  "next")
     except DateError:
         return True
 
@@ -290,18 +327,121 @@ def mark_error(doc: dict, message: str, now: datetime) -> dict:
     new, info = _copy(doc)
     new["status"] = ERROR
     info.update(error=message, updated=format_date(now))
-    for key in ("owner", "claimed", "due", "next_run"):
-        info.pop(key, None)
+    _drop(info, HOLD + ("next_run",))
     return new
 
 
 def cancel(doc: dict, now: datetime) -> dict:
+    """-> ``canceled``, stamped with when, no longer held."""
     new, info = _copy(doc)
     new["status"] = CANCELED
     info.update(canceled=format_date(now))
-    for key in ("owner", "claimed", "due", "next_run"):
-        info.pop(key, None)
+    _drop(info, HOLD + ("next_run",))
     return new
+
+
+def _drop(info: dict, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        info.pop(key, None)
+
+
+# -- the user's transitions: each returns the document to write, or raises StateError ----------
+
+#: The top-level fields of a task's definition; ``Client.schedule`` owns them.
+DEFINITION = ("worker", "date", "job", "repeat", "retry", "timeout", "max_delay")
+
+
+def held(doc: dict) -> bool:
+    """True when a worker process holds (or runs) the task: it must apply a change itself,
+    so the user writes a request (``cancel``, ``reschedule``) instead of the result."""
+    status = doc.get("status")
+    return status in (SCHEDULED, RUNNING) or (
+        status in (RESCHEDULE, CANCEL) and bool(info(doc).get("owner")))
+
+
+def request_cancel(doc: dict, now: datetime) -> dict | None:
+    """Cancel: ``canceled`` at once when no worker holds the task, else the ``cancel``
+    request its worker applies (a running job finishes first). None when already asked;
+    StateError when the task is finished."""
+    status = doc.get("status")
+    if status in FINISHED:
+        raise StateError(f"task {doc.get('_id')} is {status}: there is nothing to cancel")
+    if status == CANCEL:
+        return None
+    if held(doc):
+        return {**doc, "status": CANCEL}
+    return cancel(doc, now)
+
+
+def request_reschedule(doc: dict, date: datetime, *, any_status: bool = False) -> dict:
+    """Run the task again at ``date``: ``waiting``, or ``reschedule`` when a worker holds it
+    (it re-reads the date; a running job finishes first). Only a task in ``error`` unless
+    ``any_status``. The attempt count and the error are cleared, and a repeating task's
+    series starts anew from ``date`` (runs counted toward ``limit`` still count)."""
+    status = doc.get("status")
+    if not any_status and status != ERROR:
+        raise StateError(f"task {doc.get('_id')} is {status}, not error: reschedule it with "
+                         "--all (all=True) to run it again anyway")
+    new = dict(doc)
+    ns = dict(info(doc))
+    new["date"] = format_date(date)
+    ns.pop("anchor", None)
+    if held(doc):
+        new["status"] = RESCHEDULE
+    else:
+        _release(new, ns)
+        ns.pop("next_run", None)
+    return _with_info(new, doc, ns)
+
+
+def redefine(current: dict, wanted: dict, *, date_given: bool) -> dict | None:
+    """The document that gives ``current`` the definition (:data:`DEFINITION`) of
+    ``wanted``, keeping everything else, or None when nothing in it changes.
+
+    The date is kept when none was given, and for a repeating task whose rule is unchanged
+    when ``wanted`` names its series' first date: a deploy restarts no series. A new date or
+    rule starts a new series. The status becomes ``reschedule`` when a worker holds the
+    task, else ``waiting`` (it runs under its new definition)."""
+    new = {k: v for k, v in current.items() if k not in DEFINITION}
+    new.update({k: v for k, v in wanted.items() if k in DEFINITION})
+    ns = dict(info(current))
+    old_date = instant(current.get("date"))
+    same_rule = current.get("repeat") == wanted.get("repeat")
+    if old_date is not None:
+        if not date_given:
+            new["date"] = current["date"]
+        elif same_rule and wanted.get("repeat") is not None:
+            if (instant(ns.get("anchor")) or old_date) == instant(wanted["date"]):
+                new["date"] = current["date"]
+    if all(new.get(k) == current.get(k) for k in DEFINITION):
+        return None
+    if not same_rule or new["date"] != current.get("date"):
+        _drop(ns, ("anchor", "occurrences", "next_run"))
+    if held(current):
+        new["status"] = RESCHEDULE
+    else:
+        _release(new, ns)
+    return _with_info(new, current, ns)
+
+
+def _release(new: dict, ns: dict) -> None:
+    """``waiting`` afresh: no hold, no error, no pending retry, no attempt made."""
+    new["status"] = WAITING
+    ns["attempt"] = 0
+    _drop(ns, RESET)
+
+
+def _with_info(new: dict, doc: dict, ns: dict) -> dict:
+    if ns or NS in doc:  # a task that never had the namespace does not get an empty one
+        new[NS] = ns
+    return new
+
+
+def instant(value: Any) -> datetime | None:
+    try:
+        return parse_date(value)
+    except DateError:
+        return None
 
 
 def missed(spec: Spec, due: datetime, now: datetime) -> bool:
@@ -330,6 +470,8 @@ class Outcome:
         return round((self.ended - self.started).total_seconds() * 1000, 3)
 
 
+# Over 60 lines: the end of a run is one decision (counters, retry, repeat, done or error)
+# read top to bottom; split, its order of precedence would be harder to follow.
 def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
            rand: float | None = None) -> dict:
     """The document after a run: counters, ``last_run``, and the next state.
@@ -390,8 +532,7 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
 
     info.pop("retry_at", None)
     info["attempt"] = 0
-    for key in ("owner", "claimed", "due"):
-        info.pop(key, None)
+    _drop(info, HOLD)
     next_date = None
     if spec is not None and spec.repeat is not None:
         try:

@@ -26,11 +26,11 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from dataclasses import dataclass
 from datetime import datetime
 
 from . import decide as d
 from . import task as rules
+from .config import Settings, runs_db
 from .dates import from_ms, to_ms, utcnow
 from .decide import Kind, Write
 from .holding import CLAIM, RUN, Holding
@@ -48,24 +48,6 @@ log = logging.getLogger("after.worker")
 LOOP_TIMEOUT = 5.0  # seconds the loop's own requests may take
 
 
-@dataclass
-class Settings:
-    """How a worker process behaves; every field has a sensible default."""
-
-    horizon: float = 300.0  # hold tasks due within this many seconds
-    poll: float = 30.0  # re-query the due view this often (the feed's safety net)
-    pool: int = 8  # job threads
-    heartbeat: float = 5.0  # seconds between heartbeats
-    lease: float = 30.0  # a process silent this long has lost what it held
-    grace: float = 30.0  # on stop, how long running jobs may take to finish
-    keep_runs: int = 100  # run records kept per task
-    batch: int = 500  # most documents written in one request
-    claim_delay: float = 1.0  # a task's non-preferred processes wait this long to claim it
-    feed_heartbeat: float = 5.0
-    write_attempts: int = 6  # a write failing (not a conflict) this many times is given up
-    write_backoff: float = 0.5  # first wait before trying a failed write again, doubling...
-    write_backoff_max: float = 30.0  # ... up to this, in seconds
-    self_check: float = 2.0  # seconds between checks that nothing of ours is stuck
 
 
 class Worker:
@@ -81,7 +63,7 @@ class Worker:
         self.timer: Timer = Timer(lambda key, due_ms, item: self.inbox.put(("fire", key)))
         self.runner = Runner(settings.pool, self.inbox.put)
         self.pool, self.active = self.runner.pool, self.runner.active
-        self.recorder = Recorder(store, f"{store.db}_runs", keep=settings.keep_runs,
+        self.recorder = Recorder(store, runs_db(store.db), keep=settings.keep_runs,
                                  batch=settings.batch)
         self.writer = Writer(self.store, settings)
         self.follower = None

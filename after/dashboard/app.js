@@ -1,7 +1,7 @@
 // app.js: the dashboard's state, how it is loaded and kept live from the _changes feeds, and
 // the actions (each a normal document update with _rev).
 
-import { database, follow, locate } from './couch.js';
+import { database, follow, locate, taskAction } from './couch.js';
 import { $ } from './dom.js';
 import * as model from './model.js';
 import * as render from './render.js';
@@ -255,30 +255,16 @@ async function act(id, kind) {
 }
 
 async function update(id, kind, iso) {
-  const doc = state.tasks.get(id);
-  if (!doc) return;
-  const now = Date.now();
-  let next;
-  try {
-    if (kind === 'cancel') next = model.cancel(doc);
-    else if (kind === 'run') next = model.runNow(doc, now);
-    else if (kind === 'rerun') next = model.rerun(doc, now);
-    else next = model.reschedule(doc, iso);
-  } catch (error) {
-    render.message(error.message, 'warn');
-    return;
-  }
+  if (!state.tasks.get(id)) return;
   state.busy.add(id);
   redraw('tasks');
   try {
-    const answer = await db.tasks.put(next);
-    next._rev = answer.rev;
-    putTask(next);
+    putTask(await taskAction(where.root, id, kind, iso ? { date: iso } : {}));
     const extra = kind === 'reschedule' ? ` to ${iso.replace('T', ' ')}` : '';
     render.message(`${DONE_WORDS[kind]} ${id}${extra}.`, 'ok');
   } catch (error) {
-    if (error.status === 409) {
-      render.message(`${id} changed meanwhile, reloaded: check it and try again.`, 'warn');
+    if (error.status === 409 || error.status === 404) {
+      render.message(`${id} changed meanwhile, reloaded: ${error.message}`, 'warn');
       try {
         putTask(await db.tasks.get(id));
       } catch (reload) {

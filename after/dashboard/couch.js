@@ -2,8 +2,8 @@
 // the requests for its three databases to CouchDB (with its own credentials), so the paths
 // are CouchDB's, from the page's own origin: /<db>/_changes and so on.
 //
-// The server names the tasks database in <meta name="after-db">; its runs and workers live
-// in <db>_runs and <db>_workers.
+// The server names the three databases in <meta name="after-db">, "after-runs-db" and
+// "after-workers-db" (after.config derives the names; the page never builds them).
 
 export class HttpError extends Error {
   constructor(status, error, reason) {
@@ -14,10 +14,15 @@ export class HttpError extends Error {
 }
 
 export function locate(doc) {
-  const meta = doc.querySelector('meta[name="after-db"]');
-  const db = meta && meta.content;
-  if (!db) throw new Error('the page does not name its database: open it with `after dashboard`');
-  return { root: '/', db, runs: `${db}_runs`, workers: `${db}_workers` };
+  const named = (name) => {
+    const meta = doc.querySelector(`meta[name="${name}"]`);
+    if (!meta || !meta.content) {
+      throw new Error('the page does not name its databases: open it with `after dashboard`');
+    }
+    return meta.content;
+  };
+  return { root: '/', db: named('after-db'), runs: named('after-runs-db'),
+    workers: named('after-workers-db') };
 }
 
 export function docPath(root, db, id) {
@@ -49,6 +54,13 @@ export async function request(method, url, { body, params, signal } = {}) {
   return data;
 }
 
+// Ask `after dashboard` to apply an action to a task (cancel, reschedule, run, rerun): it
+// decides and writes with after.task's rules; the answer is the document written.
+export function taskAction(root, id, action, body) {
+  return request('POST', `${root}_after/tasks/${encodeURIComponent(id)}/${action}`,
+    { body: body || {} });
+}
+
 // A database on the server at `root`, with the calls the dashboard needs.
 export function database(root, name) {
   const base = `${root}${encodeURIComponent(name)}`;
@@ -56,7 +68,6 @@ export function database(root, name) {
     name,
     info: () => request('GET', base),
     get: (id) => request('GET', docPath(root, name, id)),
-    put: (doc) => request('PUT', docPath(root, name, doc._id), { body: doc }),
     allDocs: (params) => request('GET', `${base}/_all_docs`, { params }),
     find: (body) => request('POST', `${base}/_find`, { body }),
     view: (ddoc, view, params) =>

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from after import schema
-from after.dates import format_date, utcnow
+from after import peers, schema
+from after.config import workers_db
+from after.dates import format_date, parse_date, to_ms, utcnow
 from after.process import pid_files
 from after.store import Store
 
@@ -113,6 +114,25 @@ def wait_for(predicate, timeout: float = 30, what: str = "condition", interval=0
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_for_peers(cli: Cli, name: str, count: int, timeout: float = 30) -> None:
+    """Wait until ``count`` processes of ``name`` are in the registry and each has beaten
+    since they all were: each has then read the registry with every other one in it (a
+    heartbeat refreshes the cache), so they agree who claims what."""
+    with Store(cli.url, cli.db) as store:
+        since: list = []
+
+        def known() -> bool:
+            now = utcnow()
+            docs = peers.registry(store, workers_db(cli.db), name)
+            if not since:
+                if sum(peers.state(d, to_ms(now)) == "live" for d in docs) >= count:
+                    since.append(now)
+                return False
+            return all(parse_date(d["last_seen"]) > since[0] for d in docs)
+
+        wait_for(known, timeout, f"{count} processes of {name} to know each other", 0.05)
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:

@@ -19,7 +19,7 @@ from after.dates import format_date, parse_date, utcnow
 from after.process import pid_files
 from after.store import Store
 
-from .conftest import Cli, recorded, task_doc, wait_for
+from .conftest import Cli, recorded, task_doc, wait_for, wait_for_peers
 
 POOL = ("--poll", "1", "--heartbeat", "0.5", "--lease", "3")
 
@@ -46,7 +46,7 @@ def start_pool(cli, name, count, *extra):
              what=f"{count} processes")
     wait_for(lambda: all(f"worker {name} ready" in p.read_text()
                          for p in cli.home.glob("spawn-*.out")), what="ready")
-    time.sleep(1)  # one heartbeat (0.5s) and more: every process knows the others
+    wait_for_peers(cli, name, count)
     return processes
 
 
@@ -57,7 +57,10 @@ def test_three_processes_share_hundreds_of_tasks_exactly_once(cli, tasks, tmp_pa
     for start in range(0, 300, 100):
         tasks.bulk_docs(docs[start:start + 100])
     wait_for(lambda: len(recorded(out)) >= 300, timeout=60, what="300 runs")
-    time.sleep(2)  # a duplicate would show up now
+    # Every run is recorded before its task is written done; once all are done no process
+    # holds one, so no duplicate can come after this.
+    wait_for(lambda: len(list(tasks.find_all({"status": "done"}))) == 300, timeout=30,
+             what="300 done")
     runs = recorded(out)
     per_task = Counter(r["id"] for r in runs)
     per_process = Counter(r["pid"] for r in runs)
@@ -86,7 +89,8 @@ def test_tasks_held_by_a_killed_process_run_on_another(cli, tasks, tmp_path):
     holder.send_signal(signal.SIGKILL)
     holder.wait(10)
     wait_for(lambda: len(recorded(out)) >= 20, timeout=30, what="20 runs")
-    time.sleep(1)
+    wait_for(lambda: all(tasks.get(f"h{i}")["status"] == "done" for i in range(20)),
+             what="20 done")  # nothing holds them: no run can follow
     runs = recorded(out)
     assert sorted(r["id"] for r in runs) == sorted(f"h{i}" for i in range(20))
     assert {r["pid"] for r in runs} == {survivor.pid}

@@ -14,6 +14,7 @@ from after.dashboard_server import DashboardServer
 from after.dates import parse_date, utcnow
 from after.store import Store, split_credentials
 
+from ..js import cases
 from .conftest import SCREENSHOTS
 from .factories import run_doc, task_doc, worker_doc
 
@@ -104,7 +105,9 @@ def test_cancel_a_waiting_task_cancels_it(store, open_page):
     row(page, "cleanup").get_by_role("button", name="Cancel").click()
     expect(row(page, "cleanup")).to_contain_text("canceled")
     expect(page.locator("#message")).to_contain_text("Cancel requested for cleanup")
-    assert store.get("cleanup")["status"] == "canceled"
+    doc = store.get("cleanup")
+    assert doc["status"] == "canceled"
+    assert "canceled" in doc["after"]  # stamped by after.task.cancel, like `after cancel`
 
 
 def test_cancel_a_held_task_asks_its_worker(store, open_page):
@@ -128,7 +131,7 @@ def test_reschedule_reads_the_input_as_utc(store, open_page):
     dialog.get_by_role("button", name="Reschedule").click()
     expect(row(page, "backup")).to_contain_text("01-02 · 03:04")
     doc = store.get("backup")
-    assert (doc["date"], doc["status"]) == ("2030-01-02T03:04:00Z", "waiting")
+    assert (doc["date"], doc["status"]) == ("2030-01-02T03:04:00.000Z", "waiting")
 
 
 def test_run_now_on_a_held_task_asks_for_a_reschedule(store, open_page):
@@ -153,23 +156,24 @@ def test_rerun_a_failed_task(store, open_page):
     assert abs((parse_date(doc["date"]) - utcnow()).total_seconds()) < 10
 
 
-def test_a_conflict_says_so_and_reloads_the_task(store, open_page, db_name):
-    doc = task_doc("contested")
+def test_an_action_the_task_no_longer_offers_says_so_and_reloads_it(store, open_page,
+                                                                    db_name):
+    doc = task_doc("contested", status="error", after={"error": "boom"})
     store.put(doc)
     # The page does not hear of the tasks database's changes: its copy goes stale.
     feed = re.compile(rf"/{db_name}/_changes\?feed=longpoll")
     watched = open_page(before=lambda page: page.route(feed, lambda route: None))
     page = watched.page
-    doc["worker"] = "mail"
+    doc.update(status="done", worker="mail")
     store.put(doc)
 
-    row(page, "contested").get_by_role("button", name="Cancel").click()
+    row(page, "contested").get_by_role("button", name="Re-run").click()
     expect(page.locator("#message")).to_contain_text("contested changed meanwhile, reloaded")
     expect(row(page, "contested")).to_contain_text("mail")
-    assert store.get("contested")["status"] == "waiting"  # nothing was overwritten
-    row(page, "contested").get_by_role("button", name="Cancel").click()
-    expect(row(page, "contested")).to_contain_text("canceled")
-    assert store.get("contested")["status"] == "canceled"
+    assert store.get("contested")["status"] == "done"  # nothing was written
+    row(page, "contested").get_by_role("button", name="Run now").click()
+    expect(row(page, "contested")).to_contain_text("waiting")
+    assert store.get("contested")["status"] == "waiting"
 
 
 def test_filters_and_search(store, open_page):
@@ -264,38 +268,17 @@ def test_credentials_couchdb_refuses_are_reported(browser, store, couch_url):
             server.stop()
 
 
-def test_the_action_rules(store, open_page):
-    """model.js, in the browser: what each action writes, for each status."""
+def test_the_shared_tables_in_the_browser(store, open_page):
+    """model.js in Chromium against tests/cases (as test_shared_rules does under Node.js)."""
+    dates, actions = cases("dates")["cases"], cases("actions")["actions"]
     page = open_page().page
-    result = page.evaluate("""async () => {
+    result = page.evaluate("""async ([values, statuses]) => {
       const m = await import('./model.js');
-      const doc = (status) => ({_id: 't', _rev: '3-x', status, worker: 'w',
-                                date: '2026-01-01T00:00:00Z', job: {name: 'j'}});
-      const now = Date.UTC(2026, 5, 1, 12, 0, 0);
-      const out = {};
-      for (const st of m.STATUSES) {
-        const r = {actions: m.actionsFor(doc(st))};
-        try { r.cancel = m.cancel(doc(st)).status; } catch (e) { r.cancel = null; }
-        try { r.reschedule = m.reschedule(doc(st), '2030-01-01T00:00:00Z').status; }
-        catch (e) { r.reschedule = null; }
-        try { r.rerun = m.rerun(doc(st), now).date; } catch (e) { r.rerun = null; }
-        out[st] = r;
-      }
-      out.utc = [m.utcInput('2030-01-02T03:04'), m.utcInput('2030-01-02T03:04:05'),
-                 m.utcInput(''), m.utcInput('2030-02-30T00:00')];
-      out.keepsRev = m.cancel(doc('waiting'))._rev;
-      return out;
-    }""")
-    assert result["waiting"] == {"actions": ["run", "reschedule", "cancel"],
-                                 "cancel": "canceled", "reschedule": "waiting", "rerun": None}
-    assert result["scheduled"]["cancel"] == "cancel"
-    assert result["scheduled"]["reschedule"] == "reschedule"
-    assert result["running"] == {"actions": ["reschedule", "cancel"], "cancel": "cancel",
-                                 "reschedule": "reschedule", "rerun": None}
-    assert result["error"] == {"actions": ["rerun", "reschedule"], "cancel": None,
-                               "reschedule": "waiting", "rerun": "2026-06-01T12:00:00.000Z"}
-    assert result["done"]["actions"] == ["run", "reschedule"]
-    assert result["cancel"] == {"actions": [], "cancel": None, "reschedule": None,
-                                "rerun": None}
+      return {dates: values.map(m.parseDate),
+              actions: Object.fromEntries(statuses.map((s) => [s, m.actionsFor({status: s})])),
+              utc: [m.utcInput('2030-01-02T03:04'), m.utcInput('2030-01-02T03:04:05'),
+                    m.utcInput(''), m.utcInput('2030-02-30T00:00')]};
+    }""", [[c["value"] for c in dates], list(actions)])
+    assert result["dates"] == [c["ms"] for c in dates]
+    assert result["actions"] == actions
     assert result["utc"] == ["2030-01-02T03:04:00Z", "2030-01-02T03:04:05Z", None, None]
-    assert result["keepsRev"] == "3-x"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from after.dates import format_date, utcnow
+from after.dates import format_date, parse_date, utcnow
 from after.jobs import JobRegistry
 from after.store import Store, StoreError
 from after.worker import Settings, Worker
@@ -90,6 +90,19 @@ class Harness:
                 return value
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {what}")
+
+    def settled(self, worker: Worker, *docids: str, timeout: float = 15) -> None:
+        """Wait until ``worker`` holds none of ``docids`` and has no write pending: nothing
+        can run them again now (what a fixed sleep before "nothing else ran" used to mean)."""
+        self.wait(lambda: not worker.pending and not any(i in worker.held for i in docids),
+                  timeout, f"{', '.join(docids)} to be settled")
+
+    def past(self, date: str, margin: float = 0.2) -> None:
+        """Wait until ``date`` (a task's) is ``margin`` seconds past: a run due then would
+        have started. Bounded by the date, not a fixed sleep."""
+        left = (parse_date(date) - utcnow()).total_seconds() + margin
+        if left > 0:
+            time.sleep(left)
 
     def runs(self, docid: str) -> list[dict]:
         for attempt in range(3):

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from after import dashboard, schema
-from after.cli import Failure
-from after.cli_dashboard import prepare
+from after.cli.common import Failure
+from after.cli.dashboard import prepare
 from after.config import Config
 from after.dashboard_server import DashboardServer
 from after.store import Store, StoreError, split_credentials
@@ -131,21 +131,31 @@ def test_the_three_databases_are_relayed(client, store):
     assert [doc["_id"] for doc in found.json()["docs"]] == ["t1"]
 
 
-def test_writes_keep_couchdbs_answers(client, store):
+def test_actions_apply_the_tasks_rules_through_the_client(client, store):
     doc = {"_id": "odd/id?x y é", "worker": "w", "date": "2030-01-01T00:00:00Z",
            "job": {"name": "hello"}, "status": "waiting"}
-    path = f"/{store.db}/{quote(doc['_id'], safe='')}"  # as the page's encodeURIComponent
-    created = client.put(path, json=doc)
-    assert created.status_code in (201, 202), created.text
-    assert store.get(doc["_id"])["status"] == "waiting"  # the id arrived as it is
-    assert client.get(path).json()["_id"] == doc["_id"]
+    store.put(doc)
+    path = f"/_after/tasks/{quote(doc['_id'], safe='')}"  # as the page's encodeURIComponent
+    canceled = client.post(f"{path}/cancel", json={})
+    assert canceled.status_code == 200, canceled.text
+    assert canceled.json()["status"] == "canceled"
+    written = store.get(doc["_id"])
+    assert written["status"] == "canceled" and "canceled" in written["after"]  # stamped
+    assert canceled.json()["_rev"] == written["_rev"]
 
-    stale = client.put(path, json=doc)  # no _rev: a conflict, as CouchDB says
-    assert stale.status_code == 409
-    assert stale.json()["error"] == "conflict"
-    refused = client.put(f"/{store.db}/broken", json={"worker": "w", "status": "waiting"})
-    assert refused.status_code == 403
-    assert refused.json()["reason"].startswith("date: required")
+    again = client.post(f"{path}/cancel", json={})  # a canceled task offers no cancel
+    assert again.status_code == 409
+    assert "canceled: cancel is not possible" in again.json()["reason"]
+    moved = client.post(f"{path}/reschedule", json={"date": "2031-02-03T04:05:00Z"})
+    assert moved.status_code == 200, moved.text
+    assert (store.get(doc["_id"])["date"], store.get(doc["_id"])["status"]) == (
+        "2031-02-03T04:05:00.000Z", "waiting")
+    bad = client.post(f"{path}/reschedule", json={"date": "tomorrow"})
+    assert bad.status_code == 400 and bad.json()["reason"].startswith("at:")
+    assert client.post("/_after/tasks/nope/run", json={}).status_code == 404
+    assert client.get(f"{path}/run").status_code == 405
+    assert client.post(f"{path}/explode", json={}).status_code == 404
+    assert client.put(f"/{store.db}/x", json=doc).status_code == 403  # no write but these
 
 
 def test_other_databases_and_server_endpoints_are_refused(client, store, couch_url):
@@ -298,12 +308,14 @@ def test_a_member_who_is_not_an_admin_can_use_it(store, couch_url):
                         assert http.get(f"/{db}").status_code == 200
                     task = {"_id": "by-member", "worker": "w", "status": "waiting",
                             "date": "2030-01-01T00:00:00Z", "job": {"name": "hello"}}
-                    assert http.put(f"/{store.db}/by-member", json=task).status_code == 201
+                    store.put(task)
+                    answer = http.post("/_after/tasks/by-member/cancel", json={})
+                    assert answer.status_code == 200, answer.text
                     view = http.get(f"/{store.db}/_design/dashboard/_view/status")
                     assert view.status_code == 200
             finally:
                 server.stop()
-        assert store.get("by-member")["status"] == "waiting"
+        assert store.get("by-member")["status"] == "canceled"
         # views an admin has not installed (yet): the member is told who must set them up
         store.delete(dashboard.DESIGN_ID, store.get(dashboard.DESIGN_ID)["_rev"])
         cfg = Config(url=member_url, db=store.db)

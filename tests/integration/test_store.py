@@ -244,3 +244,21 @@ def test_leaves_list_every_branch_and_winner_picks_the_servers_choice(store):
     assert best["_rev"] == served["_rev"] == f"1-{'b' * 32}"
     assert best["_conflicts"] == served["_conflicts"] == [f"1-{'a' * 32}"]
     assert best["v"] == "b"
+
+
+def test_the_server_validates_the_corpus_as_the_vdu_does(store):
+    """tests/cases/documents.json PUT to the real server: what it refuses, with its message
+    (the same cases run under Node.js and through the Client's validator in the unit tests)."""
+    from ..js import cases
+    from ..unit.test_validation_corpus import build
+
+    said, wanted = {}, {}
+    for number, case in enumerate(cases("documents")["cases"]):
+        doc = {**build(case), "_id": f"corpus-{number}"}
+        try:
+            store.put(doc)
+            said[case["name"]] = None
+        except Forbidden as exc:
+            said[case["name"]] = str(exc)
+        wanted[case["name"]] = case["vdu"]
+    assert said == wanted

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import pytest
@@ -61,27 +60,27 @@ def test_result_and_run_record(harness):
 
 def test_cancel_a_held_task_never_runs_it(harness, store):
     worker = harness.start()
-    harness.put("c", delay=2)
+    put = harness.put("c", delay=2)
     harness.wait(lambda: "c" in worker.held, what="the task to be held")
     doc = harness.wait_status("c", "scheduled")
     doc["status"] = "cancel"
     store.put(doc)
     harness.wait_status("c", "canceled")
     assert "c" not in worker.held
-    time.sleep(2.2)
+    harness.past(put["date"])
     assert harness.recorded() == []
 
 
 def test_reschedule_takes_the_new_date(harness, store):
     worker = harness.start()
-    harness.put("r", delay=1)
+    old = harness.put("r", delay=1)
     doc = harness.wait_status("r", "scheduled")
     new_date = utcnow() + timedelta(seconds=2.5)
     doc.update(status="reschedule", date=format_date(new_date))
     store.put(doc)
     harness.wait(lambda: worker.held.get("r") and worker.held["r"].due_ms
                  == int(new_date.timestamp() * 1000), what="the new date on the timer")
-    time.sleep(1.0)
+    harness.past(old["date"])
     assert harness.recorded() == []  # not at the old date
     harness.wait_status("r", "done", timeout=10)
     [record] = harness.recorded()
@@ -130,12 +129,12 @@ def test_startup_catch_up_runs_an_overdue_repeating_task_once(harness):
     past = parse_date(format_date(utcnow() - timedelta(hours=5, minutes=30)))
     harness.put("daily", date=format_date(past), repeat={"hours": 1})
     harness.put("once", date=format_date(past))
-    harness.start()
+    worker = harness.start()
     harness.wait_status("once", "done")
     doc = harness.wait(lambda: (d := harness.store.get("daily"))["after"].get("runs") and d,
                        what="the overdue run")
     assert doc["status"] in ("waiting", "scheduled")
-    time.sleep(1)
+    harness.settled(worker, "daily", "once")
     assert sorted(r["id"] for r in harness.recorded()) == ["daily", "once"]
     next_date = parse_date(harness.store.get("daily")["date"])
     assert utcnow() < next_date <= utcnow() + timedelta(hours=1)
@@ -220,9 +219,9 @@ def test_conflicting_revisions_are_resolved_and_the_task_runs_once(harness, stor
     branches = [{**base, "_rev": f"1-{c * 32}", "branch": c} for c in "ab"]
     store.bulk_docs(branches, new_edits=False)  # as replication or a partition leaves them
     assert store.get("split", conflicts=True)["_conflicts"]
-    harness.start()
+    worker = harness.start()
     harness.wait_status("split", "done")
-    time.sleep(1)
+    harness.settled(worker, "split")
     assert [r["id"] for r in harness.recorded()] == ["split"]
     final = store.get("split", conflicts=True)
     assert "_conflicts" not in final
@@ -299,6 +298,6 @@ def test_a_task_running_under_this_process_that_it_does_not_run_is_started_again
                              "started": format_date(utcnow()), "run": 1, "attempt": 1})
     assert doc["status"] == "running"
     final = harness.wait_status("orphan", "done")
-    time.sleep(0.5)
+    harness.settled(worker, "orphan")
     assert [r["id"] for r in harness.recorded()] == ["orphan"]
     assert final["after"]["last_run"]["outcome"] == "done"

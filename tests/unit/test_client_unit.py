@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from after.cli_tasks import call_text, duration, json_or_text, option_for, retry_text
+from after.cli.tasks import call_text, duration, json_or_text, option_for, retry_text
 from after.client import Client, TaskError, _every, describe_repeat, every_units
 
 NOW = datetime(2027, 1, 1, tzinfo=UTC)

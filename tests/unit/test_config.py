@@ -138,3 +138,38 @@ def test_mask_url_masks_every_node():
 ])
 def test_credentials_leave_the_command_line(args, kept, url):
     assert credentials_out_of_argv(args) == (kept, url)
+
+
+def test_worker_settings_come_from_the_file_then_the_environment(tmp_path):
+    from after.config import Settings
+
+    path = write(tmp_path, worker={"pool": 16, "lease": 60, "horizon": 120})
+    cfg = load(path, environ={"AFTER_WORKER_POOL": "4", "AFTER_WORKER_GRACE": "2.5"})
+    assert cfg.worker == Settings(pool=4, lease=60.0, horizon=120.0, grace=2.5)
+    assert cfg.with_worker(pool=2, grace=None).worker.pool == 2  # an option wins
+    assert cfg.with_worker(pool=None) is cfg
+
+
+@pytest.mark.parametrize("worker, env, message", [
+    ({"pool": "many"}, {}, "worker.pool: expected an integer, not 'many'"),
+    ({"pool": 2.5}, {}, "worker.pool: expected an integer"),
+    ({"pool": 0}, {}, "worker.pool: must be from 1 to 512, not 0"),
+    ({"horizon": True}, {}, "worker.horizon: expected a number"),
+    ({"speed": 3}, {}, "worker.speed: not a worker setting"),
+    ({"heartbeat": 40}, {}, "worker.heartbeat: must be shorter than the lease"),
+    ([], {}, "worker: expected an object of worker settings"),
+    ({}, {"AFTER_WORKER_LEASE": "soon"}, "AFTER_WORKER_LEASE: expected a number, not 'soon'"),
+    ({}, {"AFTER_WORKER_LEASE": "nan"}, "AFTER_WORKER_LEASE: must be at least 1"),
+])
+def test_a_bad_worker_setting_names_where_it_comes_from(tmp_path, worker, env, message):
+    path = write(tmp_path, worker=worker)
+    with pytest.raises(ConfigError) as caught:
+        load(path, environ=env)
+    assert message in str(caught.value)
+
+
+def test_derived_database_names_have_one_home():
+    from after.config import databases, runs_db, workers_db
+
+    assert databases("jobs") == ("jobs", runs_db("jobs"), workers_db("jobs"))
+    assert databases("jobs") == ("jobs", "jobs_runs", "jobs_workers")

@@ -15,13 +15,13 @@ from typing import Any
 
 import click
 
-from . import task as rules
-from .cli import EXIT_FAILED, Failure, echo_table, main, short
-from .client import Client, StateError, TaskError, describe_repeat
-from .dates import format_date
-from .jobs import JobRegistry
-from .process import ProcessError
-from .process import check_name as check_worker_name
+from .. import task as rules
+from ..client import Client, StateError, TaskError, describe_repeat
+from ..dates import format_date
+from ..jobs import JobRegistry
+from ..process import ProcessError
+from ..process import check_name as check_worker_name
+from .common import EXIT_FAILED, Failure, echo_json, echo_table, jobs_folder, short
 
 #: Which option a validation message is about, by the field it starts with.
 FIELD_OPTIONS = {
@@ -68,10 +68,6 @@ def refused(*, cron: bool = False, kwargs: bool = False):
 
 def open_client(cfg) -> Client:
     return Client(cfg.url, cfg.db, retries=2)
-
-
-def echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
 def json_or_text(text: str) -> Any:
@@ -158,7 +154,7 @@ def runs_table(runs: list[dict], indent: str = "") -> None:
 # -- add -----------------------------------------------------------------------------------
 
 
-@main.command()
+@click.command()
 @click.argument("job")
 @click.argument("args", nargs=-1)
 @click.option("-w", "--worker", envvar="AFTER_WORKER", required=True,
@@ -231,7 +227,7 @@ def add(cfg, job, args, worker, at, every, cron, tz, limit, until, retry, timeou
 # -- show, tasks, runs ---------------------------------------------------------------------
 
 
-@main.command()
+@click.command()
 @click.argument("task_id", metavar="ID")
 @click.option("-n", "--runs", "count", type=click.IntRange(0, 1000), default=5,
               show_default=True, help="last runs shown")
@@ -246,7 +242,7 @@ def show(cfg, task_id, count, as_json):
     if as_json:
         echo_json({"task": doc, "next_runs": upcoming, "runs": runs})
         return
-    info = doc.get(rules.NS) if isinstance(doc.get(rules.NS), dict) else {}
+    info = rules.info(doc)
     rows: list[tuple] = [
         ("task", doc["_id"]),
         ("status", doc.get("status", "-")),
@@ -281,7 +277,7 @@ def _status_list(statuses: tuple[str, ...]) -> list[str] | None:
     return list(statuses) or None
 
 
-@main.command()
+@click.command()
 @click.option("-w", "--worker", help="only this worker's tasks")
 @click.option("-s", "--status", "statuses", multiple=True, type=click.Choice(rules.STATUSES),
               help="only tasks in this status (repeatable)")
@@ -313,7 +309,7 @@ def tasks(cfg, worker, statuses, job, before, after, limit, page, as_json):
     echo_table(rows)
 
 
-@main.command()
+@click.command()
 @click.argument("task_id", metavar="ID")
 @click.option("-n", "--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
               help="how many (the newest)")
@@ -336,7 +332,7 @@ def runs(cfg, task_id, limit, as_json):
 # -- cancel, reschedule --------------------------------------------------------------------
 
 
-@main.command()
+@click.command()
 @click.argument("task_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="print the task document")
 @click.pass_obj
@@ -352,7 +348,7 @@ def cancel(cfg, task_id, as_json):
         click.echo(f"{task_id}: cancel requested (a worker holds it and will cancel it)")
 
 
-@main.command()
+@click.command()
 @click.argument("task_id", metavar="ID")
 @click.option("--at", metavar="WHEN", help="now, +15m, ISO 8601 [default: now]")
 @click.option("--all", "any_status", is_flag=True,
@@ -372,15 +368,12 @@ def reschedule(cfg, task_id, at, any_status, as_json):
 # -- jobs ----------------------------------------------------------------------------------
 
 
-@main.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="one JSON list for scripts")
 @click.pass_obj
 def jobs(cfg, as_json):
     """List the jobs: built-in ones and those found in the jobs folder."""
-    if not cfg.jobs.is_dir():
-        raise Failure(f"the jobs folder {cfg.jobs} does not exist (set AFTER_JOBS or 'jobs' "
-                      "in config.json)")
-    infos = JobRegistry(cfg.jobs).list()
+    infos = JobRegistry(jobs_folder(cfg)).list()
     if as_json:
         echo_json([{"name": i.name, "source": i.source, "signature": i.signature,
                     "doc": i.doc, "error": i.error} for i in infos])
@@ -398,3 +391,6 @@ def relative(source: str) -> str:
     except ValueError:
         return source
 
+
+
+COMMANDS = (add, show, tasks, runs, cancel, reschedule, jobs)

@@ -15,13 +15,13 @@ import webbrowser
 
 import click
 
-from . import dashboard, schema
-from .cli import Failure, main, open_store
-from .dashboard_server import DashboardServer
-from .store import Forbidden, Unauthorized
+from .. import dashboard, schema
+from ..dashboard_server import DashboardServer
+from ..store import Forbidden, Unauthorized
+from .common import Failure, open_store
 
 
-@main.command("dashboard")
+@click.command("dashboard")
 @click.option("--port", type=click.IntRange(0, 65535), default=0,
               help="port on 127.0.0.1 to serve the page on  [default: a free one]")
 @click.option("--no-open", is_flag=True, help="only print the address, do not open a browser")
@@ -92,3 +92,6 @@ def open_browser(address: str) -> bool:
         return bool(browser.open(address, new=2))
     except (webbrowser.Error, OSError):
         return False
+
+
+COMMANDS = (dashboard_command,)

@@ -1,0 +1,119 @@
+"""The ``after`` command line: the group, and the mapping of errors to one line and an exit
+code.
+
+The commands live in modules of this package, each importing only
+:mod:`after.cli.common` (never this module): :mod:`~after.cli.workers` (After's five
+commands), :mod:`~after.cli.server` (``setup``, the embedded server), :mod:`~after.cli.tasks`
+(add, show, tasks, runs, cancel, reschedule, jobs) and :mod:`~after.cli.dashboard`. Every
+failure is one line on stderr and a meaningful exit code:
+
+==  =====================================================
+0   done
+1   failed (the message says why)
+2   bad usage (a wrong argument or option)
+3   the database cannot be reached
+4   not found (a task, a worker)
+==  =====================================================
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from .. import config as config_module
+from ..process import ProcessError
+from ..server import ServerError
+from ..store import NotFound, StoreError, Unavailable
+from . import dashboard, server, tasks, workers
+from .common import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_USAGE, Failure
+
+
+class Group(click.Group):
+    """Turns the package's typed errors into one-line messages, never tracebacks."""
+
+    def main(self, args=None, *rest, **kwargs):
+        if args is None:  # this process's own command line (not a test's CliRunner)
+            hide_credentials(sys.argv[1:])
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(args, *rest, **kwargs)
+        except click.UsageError as exc:
+            hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+            click.echo(f"after: error: {exc.format_message()}{hint}", err=True)
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("after: aborted", err=True)
+            sys.exit(EXIT_FAILED)
+        except Exception as exc:  # a bug of ours: still one line, the traceback on demand
+            if os.environ.get("AFTER_DEBUG"):
+                raise
+            click.echo(f"after: error: unexpected {type(exc).__name__}: {exc} (set "
+                       "AFTER_DEBUG=1 for the traceback)", err=True)
+            sys.exit(EXIT_FAILED)
+        sys.exit(result if isinstance(result, int) else 0)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except Unavailable as exc:
+            obj = ctx.obj if isinstance(ctx.obj, config_module.Config) else None
+            message = str(exc)
+            if not message.startswith("cannot reach"):
+                message = f"{obj.safe_url if obj else 'the database'}: {message}"
+            raise Failure(f"{message}; is it running? (`after server start` runs the "
+                          "embedded one)", EXIT_UNAVAILABLE) from None
+        except NotFound as exc:
+            raise Failure(str(exc), EXIT_NOT_FOUND) from None
+        except (StoreError, ServerError, ProcessError, config_module.ConfigError) as exc:
+            raise Failure(str(exc)) from None
+        except OSError as exc:  # a folder, a file or a port of this machine
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise Failure(f"{exc.strerror or exc}{where}") from None
+
+
+def hide_credentials(args: list[str]) -> None:
+    """Run this command again without a password on its command line, where ``ps`` shows it
+    to every user for the process's whole life: the URL moves to ``AFTER_COUCHDB_URL``."""
+    kept, url = config_module.credentials_out_of_argv(args)
+    if url is None:
+        return
+    environ = {**os.environ, "AFTER_COUCHDB_URL": url}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "after", *kept], environ)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", envvar="AFTER_CONFIG", metavar="FILE",
+              help="config.json to read [env AFTER_CONFIG]")
+@click.option("--url", envvar="AFTER_COUCHDB_URL", metavar="URL",
+              help="CouchDB URL, credentials allowed [env AFTER_COUCHDB_URL]")
+@click.option("--db", envvar="AFTER_DB", help="tasks database [env AFTER_DB]")
+@click.option("--jobs", envvar="AFTER_JOBS", metavar="DIR",
+              help="jobs folder [env AFTER_JOBS]")
+@click.option("--home", envvar="AFTER_HOME", metavar="DIR",
+              help="where pid and log files go [env AFTER_HOME]")
+@click.version_option(package_name="after", prog_name="after")
+@click.pass_context
+def main(ctx, config_path, url, db, jobs, home):
+    """Schedule work for later, with CouchDB as the only server."""
+    environ = dict(os.environ)
+    for key, value in (("AFTER_COUCHDB_URL", url), ("AFTER_DB", db), ("AFTER_JOBS", jobs),
+                       ("AFTER_HOME", home)):
+        if value:
+            environ[key] = value
+    try:
+        ctx.obj = config_module.load(config_path, environ)
+    except config_module.ConfigError as exc:
+        raise Failure(str(exc)) from None
+
+
+for module in (server, workers, tasks, dashboard):
+    for command in module.COMMANDS:
+        main.add_command(command)

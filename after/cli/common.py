@@ -1,0 +1,75 @@
+"""What every command module of the command line shares: exit codes, the one-line
+:class:`Failure`, opening the store, and printing tables.
+
+The command modules (:mod:`~after.cli.workers`, :mod:`~after.cli.server`,
+:mod:`~after.cli.tasks`, :mod:`~after.cli.dashboard`) import this module only; the group in
+:mod:`after.cli` imports them, never the other way round.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import click
+
+from ..config import Config
+from ..dates import parse_date
+from ..process import ProcessError, check_name
+from ..store import Store
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
+
+
+class Failure(click.ClickException):
+    """A one-line error with an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.exit_code = code
+
+    def show(self, file=None) -> None:
+        click.echo(f"after: error: {self.format_message()}", err=True)
+
+
+def open_store(cfg: Config, retries: int = 2) -> Store:
+    return Store(cfg.url, cfg.db, retries=retries)
+
+
+def worker_name(value: str) -> str:
+    """A worker name argument, checked (a bad one is a usage error)."""
+    try:
+        return check_name(value)
+    except ProcessError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def jobs_folder(cfg: Config):
+    if not cfg.jobs.is_dir():
+        raise Failure(f"the jobs folder {cfg.jobs} does not exist (set AFTER_JOBS or 'jobs' "
+                      "in config.json)")
+    return cfg.jobs
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def echo_table(rows: list[tuple]) -> None:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(str(cell).ljust(width) for cell, width in
+                             zip(row, widths, strict=True)).rstrip())
+
+
+def short(stamp: str | None) -> str:
+    return (stamp or "-").replace("T", " ")[:19]
+
+
+def ago(stamp: str | None, now: datetime) -> str:
+    try:
+        seconds = (now - parse_date(stamp)).total_seconds()
+    except (TypeError, ValueError):
+        return "-"
+    return f"{seconds:.0f}s ago"

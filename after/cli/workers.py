@@ -1,0 +1,229 @@
+"""After's five commands: ``start``, ``stop``, ``log``, ``list`` and ``clean``.
+
+``start`` takes its settings from the configuration (:class:`after.config.Settings`: the
+``worker`` section of config.json and the ``AFTER_WORKER_*`` variables); an option given here
+overrides them. Daemonizing is :func:`after.process.start_background`; the registry of
+processes is read and pruned by :mod:`after.peers`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import fields
+
+import click
+
+from .. import peers, process, schema
+from ..config import SETTING_RANGES, Config, ConfigError, Settings
+from ..dates import to_ms, utcnow
+from ..jobs import JobRegistry
+from ..store import Store
+from .common import (
+    EXIT_NOT_FOUND,
+    Failure,
+    ago,
+    echo_table,
+    jobs_folder,
+    open_store,
+    short,
+    worker_name,
+)
+
+#: ``after start``'s options: the settings a user is likely to set, with their help.
+START_OPTIONS = {
+    "horizon": "hold tasks due within this many seconds",
+    "poll": "seconds between queries of the due view (the feed's safety net)",
+    "pool": "job threads",
+    "lease": "seconds after which a silent process's tasks are taken over",
+    "heartbeat": "seconds between heartbeats (keep well under --lease)",
+    "grace": "on stop, seconds running jobs get to finish",
+    "keep_runs": "run records kept per task",
+}
+
+
+def settings_options(command):
+    """One option per :data:`START_OPTIONS` setting, its type and default from Settings."""
+    kinds = {f.name: f.type for f in fields(Settings)}
+    for name in reversed(START_OPTIONS):
+        low, high = SETTING_RANGES[name]
+        kind = click.IntRange(low, high) if kinds[name] == "int" else click.FloatRange(low, high)
+        default = getattr(Settings, name)
+        command = click.option(
+            f"--{name.replace('_', '-')}", name, type=kind, default=None,
+            help=f"{START_OPTIONS[name]} [default: {default:g}; config.json worker.{name}, "
+                 f"env AFTER_WORKER_{name.upper()}]")(command)
+    return command
+
+
+@click.command()
+@click.argument("name")
+@click.option("-b", "--background", is_flag=True, help="run as a daemon; log to the log file")
+@settings_options
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="serve Prometheus metrics and /health on 127.0.0.1:PORT")
+@click.pass_obj
+def start(cfg: Config, name, background, metrics_port, **options):
+    """Start a worker process named NAME."""
+    name = worker_name(name)
+    try:
+        cfg = cfg.with_worker(**options)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc).replace("option.", "--")) from None
+    jobs_folder(cfg)
+    with open_store(cfg) as store:
+        if not schema.is_set_up(store):
+            schema.setup(store)
+    logfile = process.log_path(cfg.home, name)
+    pidpath = process.new_pid_path(cfg.home, name)
+    if background:
+        def run(ready):
+            return run_worker(cfg, name, metrics_port,
+                              on_ready=lambda worker: (worker.ready.wait(), ready()))
+
+        pid = process.start_background(f"after-{name}", pidpath, logfile, run)
+        click.echo(f"worker {name} started in the background (pid {pid}); log: {logfile}")
+        return
+    process.setup_logging(logfile, stderr=True)
+    pidfile = process.LockedPidFile(pidpath)
+    try:
+        code = run_worker(cfg, name, metrics_port)
+    finally:
+        pidfile.release()
+    process.exit_now(code)
+
+
+def run_worker(cfg: Config, name: str, metrics_port: int | None, on_ready=None) -> int:
+    """Run a worker in this process until SIGTERM/SIGINT; returns the exit code."""
+    from ..worker import Worker
+
+    store = Store(cfg.url, cfg.db)
+    worker = Worker(store, name, JobRegistry(cfg.jobs), cfg.worker)
+
+    def on_signal(signum, frame):  # only sets flags; the loop does the work
+        worker.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if metrics_port is not None:
+        from ..metrics import serve_metrics
+
+        try:
+            serve_metrics(worker, metrics_port)
+        except OSError as exc:
+            raise Failure(f"cannot serve metrics on 127.0.0.1:{metrics_port}: "
+                          f"{exc.strerror or exc}") from None
+    if on_ready is not None:
+        threading.Thread(target=lambda: on_ready(worker), daemon=True).start()
+    try:
+        return worker.run()
+    finally:
+        store.close()
+
+
+@click.command()
+@click.argument("name")
+@click.option("--timeout", type=click.FloatRange(0), default=60, show_default=True,
+              help="seconds to wait for the processes to exit")
+@click.pass_obj
+def stop(cfg: Config, name, timeout):
+    """Stop the worker processes named NAME on this machine (gracefully)."""
+    name = worker_name(name)
+    files = [f for f in process.pid_files(cfg.home, name) if f.running]
+    if not files:
+        raise Failure(f"no worker named {name} runs here (pid files in {cfg.home})",
+                      EXIT_NOT_FOUND)
+    stopped, left = process.stop_processes(files, timeout)
+    for pid in stopped:
+        click.echo(f"stopped {name} (pid {pid})")
+    if left:
+        raise Failure(f"still running after {timeout:g}s: pid {', '.join(map(str, left))}")
+
+
+@click.command()
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True, help="keep printing new lines")
+@click.option("-n", "--lines", type=click.IntRange(0), default=50, show_default=True)
+@click.pass_obj
+def log(cfg: Config, name, follow, lines):
+    """Print the log of the workers named NAME."""
+    name = worker_name(name)
+    path = process.log_path(cfg.home, name)
+    if not path.exists():
+        raise Failure(f"no log for {name} at {path}", EXIT_NOT_FOUND)
+    for line in process.tail(path, lines):
+        click.echo(line)
+    if not follow:
+        return
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        try:
+            while True:
+                line = handle.readline()
+                if line:
+                    click.echo(line.decode("utf-8", "replace"), nl=False)
+                else:
+                    time.sleep(0.2)
+        except KeyboardInterrupt:
+            return
+
+
+@click.command("list")
+@click.option("--json", "as_json", is_flag=True, help="one JSON document for scripts")
+@click.pass_obj
+def list_workers(cfg: Config, as_json):
+    """List the worker processes running, on every machine (from their heartbeats)."""
+    now = utcnow()
+    with open_store(cfg) as store:
+        docs = peers.registry(store, cfg.workers_db)
+    entries = [{
+        "name": doc.get("name"), "host": doc.get("host"), "pid": doc.get("pid"),
+        "started": doc.get("started"), "last_seen": doc.get("last_seen"),
+        "held": doc.get("held", 0), "running": doc.get("running", 0),
+        "runs": (doc.get("counts") or {}).get("runs", 0),
+        "state": peers.state(doc, to_ms(now)), "id": doc["_id"],
+    } for doc in docs]
+    entries.sort(key=lambda e: (e["name"] or "", e["host"] or "", e["pid"] or 0))
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    if not entries:
+        click.echo("no worker is running")
+        return
+    rows = [("NAME", "HOST", "PID", "STATE", "STARTED", "LAST SEEN", "HELD", "RUNNING", "RUNS")]
+    for e in entries:
+        rows.append((e["name"], e["host"], str(e["pid"]), e["state"], short(e["started"]),
+                     ago(e["last_seen"], now), str(e["held"]), str(e["running"]),
+                     str(e["runs"])))
+    echo_table(rows)
+
+
+@click.command()
+@click.argument("name")
+@click.pass_obj
+def clean(cfg: Config, name):
+    """Remove the log and stale pid files of NAME, and its dead registry entries."""
+    name = worker_name(name)
+    removed = 0
+    for pidfile in process.pid_files(cfg.home, name):
+        if not pidfile.running:
+            pidfile.path.unlink(missing_ok=True)
+            removed += 1
+    path = process.log_path(cfg.home, name)
+    running = any(f.running for f in process.pid_files(cfg.home, name))
+    log_note = ""
+    if path.exists() and not running:
+        path.unlink()
+        log_note = ", its log"
+    elif running:
+        log_note = " (log kept: the worker runs)"
+    with open_store(cfg) as store:
+        pruned = peers.prune(store, cfg.workers_db, name, to_ms(utcnow()))
+    click.echo(f"cleaned {name}: {removed} stale pid file(s){log_note}, {pruned} dead "
+               "registry entr(ies)")
+
+
+COMMANDS = (start, stop, log, list_workers, clean)

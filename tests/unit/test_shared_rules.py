@@ -1,0 +1,74 @@
+"""The rules written in two languages, each tested against one table (``tests/cases/``):
+
+- the date grammar: :func:`after.dates.parse_date`, the design document's ``parseDate``
+  (built from the same regex, in :mod:`after.schema`) and ``parseDate`` of the dashboard's
+  ``model.js``, against ``dates.json``;
+- what the dashboard offers for each status: :data:`after.task.ACTIONS` and ``ACTIONS`` of
+  ``model.js``, against ``actions.json``.
+
+The browser tests run ``model.js`` against the same tables in Chromium.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from after import schema, task
+from after.dates import ISO_DATE_RE, DateError, parse_date, to_ms
+
+from ..js import cases, model_url, node
+
+DATES = cases("dates")["cases"]
+ACTIONS = cases("actions")["actions"]
+
+
+def python_ms(value):
+    try:
+        return to_ms(parse_date(value))
+    except DateError:
+        return None
+
+
+@pytest.mark.parametrize("case", DATES, ids=lambda c: repr(c["value"]))
+def test_python_reads_each_date_as_the_table_says(case):
+    assert python_ms(case["value"]) == case["ms"]
+
+
+def test_the_design_documents_parser_is_built_from_the_python_regex():
+    assert f"/{ISO_DATE_RE.pattern}/.exec(value)" in schema.JS_PARSE_DATE
+
+
+def test_the_design_documents_parser_reads_each_date_as_the_table_says():
+    values = json.dumps([c["value"] for c in DATES])
+    got = node(f"{schema.JS_PARSE_DATE}\nconsole.log(JSON.stringify({values}.map(parseDate)));")
+    assert dict(zip(map(repr, (c["value"] for c in DATES)), got, strict=True)) == {
+        repr(c["value"]): c["ms"] for c in DATES}
+
+
+def test_the_dashboard_reads_each_date_as_the_table_says():
+    values = json.dumps([c["value"] for c in DATES])
+    got = node(f"import * as m from '{model_url()}';\n"
+               f"console.log(JSON.stringify({values}.map(m.parseDate)));")
+    assert dict(zip(map(repr, (c["value"] for c in DATES)), got, strict=True)) == {
+        repr(c["value"]): c["ms"] for c in DATES}
+
+
+def test_the_actions_of_each_status_are_the_tables():
+    assert {k: list(v) for k, v in task.ACTIONS.items()} == ACTIONS
+    assert set(ACTIONS) == set(task.STATUSES)
+    got = node(f"import * as m from '{model_url()}';\n"
+               "console.log(JSON.stringify(Object.fromEntries(m.STATUSES.map("
+               "(s) => [s, m.actionsFor({status: s})]))));")
+    assert got == ACTIONS
+
+
+def test_the_dashboard_writes_the_python_regex_too():
+    assert f"const ISO = /{ISO_DATE_RE.pattern}/;" in (model_url_path()).read_text()
+
+
+def model_url_path():
+    from ..js import DASHBOARD
+
+    return DASHBOARD / "model.js"
