@@ -48,8 +48,6 @@ log = logging.getLogger("after.worker")
 LOOP_TIMEOUT = 5.0  # seconds the loop's own requests may take
 
 
-
-
 class Worker:
     def __init__(self, store, name: str, registry: JobRegistry,
                  settings: Settings | None = None):
