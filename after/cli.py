@@ -231,10 +231,10 @@ def setup(cfg):
               help="seconds between queries of the due view (the feed's safety net)")
 @click.option("--pool", type=click.IntRange(1, 512), default=8, show_default=True,
               help="job threads")
-@click.option("--lease", type=click.FloatRange(1), default=30, show_default=True,
+@click.option("--lease", type=click.FloatRange(1), default=6, show_default=True,
               help="seconds after which a silent process's tasks are taken over")
-@click.option("--heartbeat", type=click.FloatRange(0.1), default=5, show_default=True,
-              help="seconds between heartbeats (keep well under --lease)")
+@click.option("--heartbeat", type=click.FloatRange(0.1), default=1, show_default=True,
+              help="seconds between heartbeats (under half of --lease)")
 @click.option("--grace", type=click.FloatRange(0), default=30, show_default=True,
               help="on stop, seconds running jobs get to finish")
 @click.option("--keep-runs", type=click.IntRange(1), default=100, show_default=True,
@@ -247,8 +247,8 @@ def start(cfg, name, background, metrics_port, **settings):
     from .worker import Settings
 
     name = worker_name(name)
-    if settings["heartbeat"] >= settings["lease"]:
-        raise click.BadParameter("must be shorter than --lease", param_hint="--heartbeat")
+    if settings["heartbeat"] * 2 >= settings["lease"]:
+        raise click.BadParameter("must be under half of --lease", param_hint="--heartbeat")
     options = Settings(**settings)
     if not cfg.jobs.is_dir():
         raise Failure(f"the jobs folder {cfg.jobs} does not exist (set AFTER_JOBS or 'jobs' "
