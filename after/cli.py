@@ -28,6 +28,7 @@ import click
 
 from . import config as config_module
 from . import dashboard, process, schema
+from .clock import WARN_OFFSET
 from .dates import parse_date, to_ms, utcnow
 from .jobs import JobRegistry
 from .peers import expiry
@@ -453,6 +454,7 @@ def list_workers(cfg, as_json):
             "held": doc.get("held", 0), "running": doc.get("running", 0),
             "runs": (doc.get("counts") or {}).get("runs", 0),
             "state": "stale" if stale else ("stopping" if doc.get("stopping") else "live"),
+            "clock_offset": doc.get("clock_offset"),
             "id": doc["_id"],
         })
     entries.sort(key=lambda e: (e["name"] or "", e["host"] or "", e["pid"] or 0))
@@ -468,6 +470,11 @@ def list_workers(cfg, as_json):
                      ago(e["last_seen"], now), str(e["held"]), str(e["running"]),
                      str(e["runs"])))
     echo_table(rows)
+    for e in entries:
+        offset = e["clock_offset"]
+        if isinstance(offset, int | float) and abs(offset) > WARN_OFFSET:
+            click.echo(f"warning: the clock of {e['host']} (pid {e['pid']}) is {offset:+.1f} s "
+                       "off the database server's; keep clocks in sync (NTP)")
 
 
 def short(stamp: str | None) -> str:
