@@ -151,8 +151,10 @@ def decide(doc: dict, view: View, now: datetime) -> list[Action]:
     held = view.held.get(docid)
     if status in rules.FINISHED:
         return [Drop(docid)]
-    if status in (rules.CANCEL, rules.RESCHEDULE) and info.get("started") and owner:
-        # It is running somewhere: the process running it applies this when it finishes.
+    if status in (rules.CANCEL, rules.RESCHEDULE, rules.WAITING) and info.get("started") \
+            and owner:
+        # It is running somewhere: the process running it applies this when it finishes
+        # (``waiting`` then means: run it again, at its date, after this run).
         life = Liveness.ALIVE if owner == view.me.process else view.liveness(owner)
         if life is Liveness.UNKNOWN:
             return [Confirm(owner, doc)]
@@ -173,8 +175,18 @@ def decide(doc: dict, view: View, now: datetime) -> list[Action]:
         if status == rules.RESCHEDULE:
             return [Drop(docid), Write(Kind.PARK, rules.hand_back(doc))]
         return [Drop(docid)]
-    due = due_of(info, spec)
+    moved = rules.date_moved(doc)
+    due = spec.date if moved else due_of(info, spec)
+    if owner and not owner.startswith(f"{view.me.name}@") and status == rules.SCHEDULED:
+        # moved here from another worker name: that name's process no longer holds it (its
+        # writes conflict with the move, and its feed no longer shows it): claim it
+        log.info("task %s moved to %s from %s: claiming it", docid, view.me.name, owner)
+        return [Drop(docid), *claim_or_defer(doc, spec, due, view, now)]
     if owner == view.me.process:
+        if status == rules.SCHEDULED and moved:  # a new date on a task we hold
+            if to_ms(due) > to_ms(now) + view.horizon_ms:
+                return [Drop(docid), Write(Kind.PARK, rules.hand_back(doc))]
+            return [Drop(docid), claim(doc, spec, due, view.me.process, now)]
         if status == rules.SCHEDULED:
             return [] if held is True else [Hold(doc, spec, due)]
         # running, ours: it ends when its run does, unless nothing runs it

@@ -46,7 +46,13 @@ STATUSES = RUNNABLE + (CANCEL,) + FINISHED
 
 # Run outcomes, as recorded in run records and ``last_run``.
 OK, FAILED, TIMEOUT, MISSED, INTERRUPTED = "done", "error", "timeout", "missed", "interrupted"
-INTERRUPTED_RERUNS = 3
+#: A run cut short by the death of its process is run again (no task is lost), but an
+#: occurrence interrupted this many times in a row ends ``error``: its job most likely ends
+#: the process that runs it (``os._exit``, a crash in C code), and running it again would take
+#: down one process of the name after another.
+INTERRUPTED_RERUNS = 1
+ENDED_ITS_PROCESS = ("the job ended its process: the run was interrupted {n} times in a row by "
+                     "the death of the process running it (last: {why})")
 #: Longest ``timeout``, ``max_delay`` and ``retry.delay``: ten years, in seconds. Beyond it a
 #: date computed from them could leave the calendar (year 9999) and every run would fail.
 MAX_SECONDS = 10 * 366 * 86400
@@ -243,20 +249,33 @@ def claim(doc: dict, owner: str, due: datetime, now: datetime) -> dict:
     new, info = _copy(doc)
     new["status"] = SCHEDULED
     info.update(owner=owner, due=format_date(due), claimed=format_date(now),
-                next_run=format_date(due))
+                next_run=format_date(due), date=doc.get("date"))
     info.pop("error", None)
-    if _new_date(doc):  # the user's new date starts the series anew
+    if _new_date(doc) or date_moved(doc):  # the user's new date starts the series anew
         info.pop("anchor", None)
+        info["attempt"] = 0
     return new
+
+
+def date_moved(doc: dict) -> bool:
+    """A ``scheduled`` or ``running`` task whose ``date`` the user changed since it was
+    claimed (``after.date`` keeps the date the claim was for)."""
+    info = doc.get(NS) if isinstance(doc.get(NS), dict) else {}
+    if doc.get("status") not in (SCHEDULED, RUNNING) or info.get("date") is None:
+        return False
+    try:
+        return parse_date(doc.get("date"), "date") != parse_date(info.get("date"), "claimed")
+    except DateError:
+        return True
 
 
 def hand_back(doc: dict) -> dict:
     """A held task returned to the pool on a graceful stop: ``waiting``, no owner."""
     new, info = _copy(doc)
     new["status"] = WAITING
-    for key in ("owner", "claimed", "due"):
+    for key in ("owner", "claimed", "due", "date", "interrupted"):
         info.pop(key, None)
-    if _new_date(doc):
+    if _new_date(doc) or date_moved(doc):
         info.pop("anchor", None)
     try:
         info["next_run"] = format_date(parse_date(doc.get("date"), "date"))
@@ -290,7 +309,7 @@ def mark_error(doc: dict, message: str, now: datetime) -> dict:
     new, info = _copy(doc)
     new["status"] = ERROR
     info.update(error=message, updated=format_date(now))
-    for key in ("owner", "claimed", "due", "next_run"):
+    for key in ("owner", "claimed", "due", "next_run", "date", "interrupted"):
         info.pop(key, None)
     return new
 
@@ -299,7 +318,7 @@ def cancel(doc: dict, now: datetime) -> dict:
     new, info = _copy(doc)
     new["status"] = CANCELED
     info.update(canceled=format_date(now))
-    for key in ("owner", "claimed", "due", "next_run"):
+    for key in ("owner", "claimed", "due", "next_run", "date", "interrupted"):
         info.pop(key, None)
     return new
 
@@ -370,13 +389,27 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
     if user_status == RESCHEDULE:
         info["attempt"] = 0
         return hand_back(new) | {"status": RESCHEDULE}
+    if user_status == WAITING or date_moved(doc):
+        # ``waiting`` or a new ``date`` written while it ran: once this run is over, the task
+        # is waiting at the date the user wrote (never a second run alongside this one)
+        info["attempt"] = 0
+        return hand_back(new)
 
     failed = outcome.outcome in (FAILED, TIMEOUT, INTERRUPTED)
     limit = spec.retry.limit if spec is not None else 0
     if outcome.outcome == INTERRUPTED:
-        # A run cut short by a dead worker is run again (at least once), a few times at most
-        # beyond ``retry`` so that a job that kills its worker cannot loop forever.
-        limit += INTERRUPTED_RERUNS
+        # A run cut short by a dead worker is run again (at least once), beyond ``retry``;
+        # but not once more than INTERRUPTED_RERUNS in a row (see there).
+        streak = info["interrupted"] = counter(info, "interrupted") + 1
+        if streak > INTERRUPTED_RERUNS:
+            outcome = Outcome(INTERRUPTED, outcome.started, outcome.ended, error=
+                              ENDED_ITS_PROCESS.format(n=streak, why=outcome.error))
+            info["last_run"]["error"] = outcome.error
+            limit = -1
+        else:
+            limit = max(limit, attempt)
+    else:
+        info.pop("interrupted", None)
     if failed and spec is not None and attempt <= limit:
         delay = spec.retry.delay_for(attempt, random.random() if rand is None else rand)
         if outcome.outcome == INTERRUPTED:
@@ -390,7 +423,7 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
 
     info.pop("retry_at", None)
     info["attempt"] = 0
-    for key in ("owner", "claimed", "due"):
+    for key in ("owner", "claimed", "due", "date", "interrupted"):
         info.pop(key, None)
     next_date = None
     if spec is not None and spec.repeat is not None:
