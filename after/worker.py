@@ -105,6 +105,9 @@ class Worker:
         self.ready = threading.Event()
         self.listeners: list = []  # callables(event, **info), e.g. metrics
         self.next_check = 0.0
+        self.busy = 0  # job threads taken at the start of the turn
+        self.reserved = 0  # starts decided this turn, not written yet
+        self.slot_wait: dict[str, None] = {}  # held tasks due, waiting for a free job thread
 
     @property
     def pending(self) -> list[Write]:
@@ -185,6 +188,7 @@ class Worker:
             wait = min(wait, 0.2) if self.writer.pending else wait
         events = self._drain(wait)
         now = self.peers.now()  # the one clock read of the turn
+        self._count_busy()
         writes: list[Write] = []
         for kind, value in events:
             try:
@@ -192,7 +196,9 @@ class Worker:
             except Exception as exc:  # never crash on a document
                 writes.extend(self._unexpected(kind, value, exc, now))
         writes.extend(self._deadlines(now))
+        writes.extend(self._fill_slots(now))
         self._flush(writes, now)
+        self.reserved = 0
         if now.timestamp() >= self.next_check:
             self.next_check = now.timestamp() + self.settings.self_check
             self._self_check()
@@ -268,7 +274,32 @@ class Worker:
         return d.View(me=self.me, horizon_ms=int(self.settings.horizon * 1000),
                       held={k: h.running for k, h in self.held.items()},
                       liveness=self.peers.liveness, preferred=self.peers.preferred,
-                      check_job=self._job)
+                      check_job=self._job, can_start=self._can_start)
+
+    # -- job threads: start only what the pool can start now ----------------------------------
+
+    def _count_busy(self) -> None:
+        """Job threads taken, counted once a turn (``reserved`` counts this turn's starts):
+        runs going (a timed-out run's thread too, until its job returns) and starts being
+        written."""
+        starting = {h.token for h in self.held.values() if h.running and h.token}
+        self.busy = len(starting | self.runner.active)
+
+    def _can_start(self) -> bool:
+        if self.busy + self.reserved >= self.settings.pool:
+            return False
+        self.reserved += 1
+        return True
+
+    def _fill_slots(self, now: datetime) -> list[Write]:
+        """Start held tasks that fell due while every job thread was taken, oldest first."""
+        writes: list[Write] = []
+        self._count_busy()
+        while self.slot_wait and self.busy + self.reserved < self.settings.pool:
+            docid = next(iter(self.slot_wait))
+            del self.slot_wait[docid]
+            writes.extend(self.on_fire((RUN, docid), now))
+        return writes
 
     def on_change(self, doc: dict, recheck: bool = False, now: datetime | None = None
                   ) -> list[Write]:
@@ -295,10 +326,14 @@ class Worker:
             entry = self.deferred.pop(docid, None)
             if entry is None or self.seen.get(docid, 0) > rules.rev_number(entry.doc["_rev"]):
                 return []  # it changed meanwhile (claimed elsewhere, most likely)
-            return [d.claim(entry.doc, entry.spec, entry.due, self.id, now)]
+            return [d.claim(entry.doc, entry.spec, entry.due, self.id, now, self._can_start)]
         held = self.held.get(docid)
         if held is None or held.running:
             return []
+        if self.busy + self.reserved >= self.settings.pool:
+            self.slot_wait[docid] = None  # stays scheduled; started when a thread is free
+            return []
+        self.busy += 1  # (counted by _count_busy from now on: held.running below)
         write = d.fire(held.doc, held.spec, held.due_ms, self.me, now)
         held.running, held.token = True, write.token  # until the write lands
         return [write]

@@ -56,3 +56,27 @@ def test_a_new_date_on_a_running_task_applies_after_the_run(harness, store):
     harness.wait(lambda: len(harness.runs("moving")) == 2, timeout=20, what="two runs")
     runs = sorted(harness.runs("moving"), key=lambda r: r["number"])
     assert 0 <= (parse_date(runs[1]["started"]) - new_date).total_seconds() < 0.5
+
+
+def test_hung_jobs_hold_their_threads_and_nothing_is_marked_running_without_one(harness,
+                                                                                 store):
+    """Issue 13, item 5: --pool 2, two hung jobs (past their timeout, their threads still
+    busy): later tasks stay ``scheduled`` until a thread is free, then run; a timeout counts
+    from the start of the run."""
+    harness.start("w", pool=2)
+    for i in range(2):
+        harness.put(f"hung{i}", job="sleep", arguments=[6], timeout=1)
+    harness.wait(lambda: all(store.get(f"hung{i}")["status"] == "error" for i in range(2)),
+                 what="both timed out")
+    for i in range(3):
+        harness.put(f"later{i}", job="sleep", arguments=[0], delay=0.5, timeout=1)
+    time.sleep(2)
+    assert [store.get(f"later{i}")["status"] for i in range(3)] == ["scheduled"] * 3
+    for i in range(3):
+        harness.wait_status(f"later{i}", "done", timeout=15)
+    for i in range(3):
+        [run] = harness.runs(f"later{i}")
+        assert run["outcome"] == "done" and run["duration_ms"] < 1000
+    hung = [harness.runs(f"hung{i}")[0] for i in range(2)]
+    assert [r["outcome"] for r in hung] == ["timeout", "timeout"]
+    assert all(900 <= r["duration_ms"] < 2000 for r in hung)
