@@ -352,8 +352,10 @@ class Worker:
              response=None) -> Write:
         held.token = None
         if outcome.ok:
-            log.info("done %s (job %s) in %.1f ms, started %.1f ms late", held.doc["_id"],
-                     held.spec.job, outcome.duration_ms, held.lateness * 1000)
+            log.info("done %s (job %s, attempt %d) in %.1f ms, started %.1f ms late",
+                     held.doc["_id"], held.spec.job,
+                     max(1, rules.counter(held.doc.get(rules.NS), "attempt")),
+                     outcome.duration_ms, held.lateness * 1000)
         else:
             log.warning("%s %s (job %s): %s", outcome.outcome, held.doc["_id"], held.spec.job,
                         outcome.error)
