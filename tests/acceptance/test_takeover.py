@@ -180,3 +180,34 @@ def test_a_frozen_process_loses_its_tasks_and_carries_on_when_it_thaws(cli, task
     assert sorted(r["id"] for r in runs) == [f"f{i}" for i in range(10)]
     assert {r["pid"] for r in runs} == {other.pid}
     assert frozen.poll() is None  # still running, and part of the pool again
+
+
+EXITS = '''
+import os
+
+
+def exits(task):
+    """End the process that runs it, as a crash in C code would."""
+    os._exit(1)
+'''
+
+
+def test_a_job_that_ends_its_process_takes_down_two_processes_at_most(cli, tasks, tmp_path,
+                                                                     jobs):
+    (jobs / "exits.py").write_text(EXITS)
+    processes = [cli.spawn("start", "ex", "--poll", "30", AFTER_JOBS=str(jobs))
+                 for _ in range(4)]
+    for process in processes:
+        ready(cli, process, "ex")
+    time.sleep(1.5)
+    doc = task_doc("boom", "ex", tmp_path / "unused")
+    doc["job"] = {"name": "exits", "arguments": []}
+    tasks.put(doc)
+    final = wait_for(lambda: (d := tasks.get("boom"))["status"] == "error" and d, timeout=40,
+                     what="the task ends error")
+    time.sleep(8)  # more than a lease: a third victim would be dead now
+    dead = [p for p in processes if p.poll() is not None]
+    print(f"\n[os._exit] processes ended by the job: {len(dead)} of 4; "
+          f"error: {final['after']['error']}")
+    assert 1 <= len(dead) <= 2
+    assert final["after"]["error"].startswith("the job ended its process")
