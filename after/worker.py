@@ -264,10 +264,11 @@ class Worker:
 
     def _count_busy(self) -> None:
         """Job threads taken, counted once a turn (``reserved`` counts this turn's starts):
-        runs going (a timed-out run's thread too, until its job returns) and starts being
-        written."""
-        starting = {h.token for h in self.held.values() if h.running and h.token}
-        self.busy = len(starting | self.runner.active)
+        runs going, a timed-out run's thread too until its job returns. A start still being
+        written holds no thread: counting those made the write latency the limit (8 starts
+        per round trip; on a loaded cluster, tasks 18 s late), while hung jobs, which do
+        hold threads, are what must stop new starts."""
+        self.busy = len(self.runner.active)
 
     def _can_start(self) -> bool:
         if self.busy + self.reserved >= self.settings.pool:
@@ -502,7 +503,9 @@ class Worker:
     # -- keeping honest ----------------------------------------------------------------------
 
     def _self_check(self) -> int:
-        broken = self.mem.check(self.runner.active, {w.doc["_id"] for w in self.pending})
+        # a task waiting for a free job thread is held, on purpose, with no timer entry
+        broken = self.mem.check(self.runner.active,
+                                {w.doc["_id"] for w in self.pending} | set(self.slot_wait))
         if broken:
             self.counts["corrected"] += len(broken)
             self.emit("corrected", count=len(broken))
