@@ -6,13 +6,17 @@ AFTER  := $(BIN)/after
 PORT   ?= 5984
 export AFTER_HOME ?= $(CURDIR)/var
 
-.PHONY: install browser test unit integration acceptance cluster server server-stop run stop lint bench bench-cluster clean
+.PHONY: install browser faketime test unit integration acceptance cluster server server-stop run stop lint bench bench-cluster clean
 
-install: $(VENV)/.installed node_modules/.installed browser
+install: $(VENV)/.installed node_modules/.installed browser faketime
 
 # Debian's chromium, for the dashboard's browser tests (installed only where missing)
 browser:
 	@sh scripts/install-browser.sh
+
+# Debian's faketime, for the clock-skew tests (installed only where missing)
+faketime:
+	@sh scripts/install-faketime.sh
 
 $(VENV)/.installed: setup.cfg setup.py
 	$(PYTHON) -m venv $(VENV)

@@ -76,8 +76,8 @@ class Settings:
     horizon: float = 300.0  # hold tasks due within this many seconds
     poll: float = 30.0  # re-query the due view this often (the feed's safety net)
     pool: int = 8  # job threads
-    heartbeat: float = 5.0  # seconds between heartbeats
-    lease: float = 30.0  # a process silent this long has lost what it held
+    heartbeat: float = 1.0  # seconds between heartbeats (under half the lease)
+    lease: float = 6.0  # a heartbeat unchanged this long: its process has lost what it held
     grace: float = 30.0  # on stop, how long running jobs may take to finish
     keep_runs: int = 100  # run records kept per task
     batch: int = 500  # most documents written in one request
@@ -111,9 +111,9 @@ def settings(values: dict, where: str = "worker") -> Settings:
                               f"{', '.join(kinds)})")
         checked[name] = _setting(name, value, kinds[name], f"{where}.{name}")
     result = Settings(**checked)
-    if result.heartbeat >= result.lease:
-        raise ConfigError(f"{where}.heartbeat: must be shorter than the lease "
-                          f"({result.heartbeat:g} >= {result.lease:g})")
+    if result.heartbeat * 2 >= result.lease:
+        raise ConfigError(f"{where}.heartbeat: must be under half of the lease "
+                          f"({result.heartbeat:g} >= {result.lease:g} / 2)")
     return result
 
 

@@ -136,6 +136,9 @@ class View:
     liveness: Callable[[str], Liveness]
     preferred: Callable[[str], bool]  # does this process claim the task first?
     check_job: Callable[[str], object]  # raises JobError for a job the folder lacks
+    # may a run start now (a free job thread, reserved by a True answer)? If not, a task
+    # already due is claimed and held, and started when a thread is free
+    can_start: Callable[[], bool] = lambda: True
 
 
 def decide(doc: dict, view: View, now: datetime) -> list[Action]:
@@ -151,8 +154,10 @@ def decide(doc: dict, view: View, now: datetime) -> list[Action]:
     held = view.held.get(docid)
     if status in rules.FINISHED:
         return [Drop(docid)]
-    if status in (rules.CANCEL, rules.RESCHEDULE) and info.get("started") and owner:
-        # It is running somewhere: the process running it applies this when it finishes.
+    if status in (rules.CANCEL, rules.RESCHEDULE, rules.WAITING) and info.get("started") \
+            and owner:
+        # It is running somewhere: the process running it applies this when it finishes
+        # (``waiting`` then means: run it again, at its date, after this run).
         life = Liveness.ALIVE if owner == view.me.process else view.liveness(owner)
         if life is Liveness.UNKNOWN:
             return [Confirm(owner, doc)]
@@ -173,8 +178,18 @@ def decide(doc: dict, view: View, now: datetime) -> list[Action]:
         if status == rules.RESCHEDULE:
             return [Drop(docid), Write(Kind.PARK, rules.hand_back(doc))]
         return [Drop(docid)]
-    due = due_of(info, spec)
+    moved = rules.date_moved(doc)
+    due = spec.date if moved else due_of(info, spec)
+    if owner and not owner.startswith(f"{view.me.name}@") and status == rules.SCHEDULED:
+        # moved here from another worker name: that name's process no longer holds it (its
+        # writes conflict with the move, and its feed no longer shows it): claim it
+        log.info("task %s moved to %s from %s: claiming it", docid, view.me.name, owner)
+        return [Drop(docid), *claim_or_defer(doc, spec, due, view, now)]
     if owner == view.me.process:
+        if status == rules.SCHEDULED and moved:  # a new date on a task we hold
+            if to_ms(due) > to_ms(now) + view.horizon_ms:
+                return [Drop(docid), Write(Kind.PARK, rules.hand_back(doc))]
+            return [Drop(docid), claim(doc, spec, due, view.me.process, now, view.can_start)]
         if status == rules.SCHEDULED:
             return [] if held is True else [Hold(doc, spec, due)]
         # running, ours: it ends when its run does, unless nothing runs it
@@ -234,15 +249,17 @@ def due_of(info: dict, spec: rules.Spec) -> datetime:
 def claim_or_defer(doc: dict, spec: rules.Spec, due: datetime, view: View,
                    now: datetime) -> list[Action]:
     if view.preferred(doc["_id"]):
-        return [claim(doc, spec, due, view.me.process, now)]
+        return [claim(doc, spec, due, view.me.process, now, view.can_start)]
     return [Defer(doc, spec, due)]
 
 
-def claim(doc: dict, spec: rules.Spec, due: datetime, me: str, now: datetime) -> Write:
+def claim(doc: dict, spec: rules.Spec, due: datetime, me: str, now: datetime,
+          can_start: Callable[[], bool] = lambda: True) -> Write:
     """The claim of a task; one already due is claimed and started in the same write
-    (``running`` at once: one revision, one round trip and one feed event fewer)."""
+    (``running`` at once: one revision, one round trip and one feed event fewer) when a job
+    thread is free for it."""
     claimed = rules.claim(doc, me, due, now)
-    if due > now or rules.missed(spec, due, now):
+    if due > now or rules.missed(spec, due, now) or not can_start():
         return Write(Kind.CLAIM, claimed, spec=spec)
     number = rules.counter(rules.meta(dict(doc)), "runs") + 1
     return Write(Kind.CLAIMSTART, rules.start(claimed, me, now, number), spec=spec,

@@ -1,14 +1,24 @@
 """The processes of one worker name: heartbeats, leases, and who claims what.
 
 Each process writes a heartbeat document (``<db>_workers``, id ``name@host:pid:token``) every
-few seconds, valid until its ``expires``: that is the lease on everything the process holds
-or runs. :class:`Peers` writes this process's heartbeat, keeps a cache of the other processes
-of its name, says whether a task's owner is still alive, and which process should claim a
-task first.
+``--heartbeat`` seconds: that is the lease on everything the process holds or runs.
+:class:`Peers` writes this process's heartbeat, keeps a cache of the other processes of its
+name, says whether a task's owner is still alive, and which process should claim a task
+first.
 
-The worker's loop never waits on this: :meth:`Peers.start` runs the heartbeats and the reads
-of a possibly dead owner's heartbeat on a thread of their own, which posts each answer to the
-loop's inbox; the loop asks :meth:`Peers.liveness`, which answers from the cache alone.
+Liveness never compares clocks across machines. A heartbeat changes its ``_rev`` at every
+beat; a peer is dead when this process has read its heartbeat and found the same revision
+it first saw at least ``lease`` seconds before, on this process's own monotonic clock (or
+found no heartbeat at all: a graceful stop removes it). A clock minutes ahead or behind makes
+no difference, nor does a step of the wall clock. A peer seen for the first time gets a full
+lease from that moment. (The ``expires`` field a heartbeat still carries is for people:
+``after list`` and the dashboard show it.)
+
+The worker's loop never waits on this: :meth:`Peers.start` runs the heartbeats, the reads of
+the other heartbeats and of a possibly dead owner's on a thread of their own, which posts to
+the loop's inbox ``("peer", owner)`` once a possibly dead owner is known, and ``("dead",
+owner)`` the moment a peer's lease runs out, so its tasks are taken over without waiting for
+a poll. The same thread samples the server's clock (:mod:`after.clock`).
 """
 
 from __future__ import annotations
@@ -19,16 +29,23 @@ import os
 import queue
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
+from .clock import WARN_OFFSET, Offset, date_header
 from .config import workers_db
-from .dates import format_date, parse_date, to_ms, utcnow
+from .dates import format_date, parse_date, to_ms
 from .decide import Liveness
 from .store import Conflict, NotFound, Store, StoreError, describe_error
 
 log = logging.getLogger("after.peers")
+
+CALIBRATION = 16  # samples of the server's clock taken at start...
+CALIBRATION_GAP = 0.07  # ... this many seconds apart (phases across the server's second)
+SAMPLE_EVERY = 10.0  # then one every this many seconds
+PRUNE_AFTER = 300.0  # heartbeats unchanged this long (and 10 leases) are removed
 
 
 def process_id(name: str) -> str:
@@ -36,7 +53,8 @@ def process_id(name: str) -> str:
 
 
 class Peers:
-    def __init__(self, store: Store, name: str, *, lease: float, db: str | None = None):
+    def __init__(self, store: Store, name: str, *, lease: float, db: str | None = None,
+                 monotonic: Callable[[], float] = time.monotonic):
         self.store = store
         self.name = name
         self.lease = lease
@@ -44,19 +62,57 @@ class Peers:
         self.id = process_id(name)
         self.host = socket.gethostname()
         self.pid = os.getpid()
-        self.started = utcnow()
-        self.live: dict[str, int] = {}  # processes of this name: id -> expires (epoch ms)
-        self.dead_checked: dict[str, int] = {}  # owners read and found dead: id -> when (ms)
-        self.unreadable: dict[str, int] = {}  # owners whose heartbeat could not be read
+        self.mono = monotonic
+        self.offset = Offset()
+        self.started = self.now()
+        # what this process read of the others: id -> (revision, when it first saw it, on
+        # its monotonic clock); alive ones: id -> until when (monotonic); dead ones: since
+        self.observed: dict[str, tuple[str, float]] = {}
+        self.live: dict[str, float] = {}
+        self.dead: dict[str, float] = {}
+        self.unreadable: dict[str, float] = {}  # owners whose heartbeat could not be read
         self.rev: str | None = None
+        self.warned_offset = False
         self._asks: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def beat(self, status: dict, *, force: bool = False) -> bool:
+    # -- the clock ---------------------------------------------------------------------------
+
+    def clock(self) -> float:
+        """Epoch seconds on the server's clock as far as this process can tell: the local
+        clock, corrected when it is known to be off (:meth:`after.clock.Offset.correction`)."""
+        return time.time() + self.offset.correction()
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    def sample_clock(self) -> None:
+        """One sample of the server's clock (blocking: on the peers' thread)."""
+        try:
+            sent, received, date = self.store.clock_sample()
+        except StoreError as exc:
+            log.debug("cannot sample the server's clock: %s", describe_error(exc))
+            return
+        server = date_header(date)
+        if server is None:
+            return
+        self.offset.add(sent, received, server)
+        estimate = self.offset.estimate()
+        off = estimate is not None and abs(estimate) > WARN_OFFSET \
+            and len(self.offset.samples) >= CALIBRATION
+        if off and not self.warned_offset:
+            log.warning("this machine's clock is %+.3f s off the database server's: tasks "
+                        "fire on the server's time; keep the clocks in sync (NTP)", -estimate)
+        self.warned_offset = off
+
+    # -- heartbeats --------------------------------------------------------------------------
+
+    def beat(self, status: dict, *, force: bool = False) -> list[str]:
         """Write this process's heartbeat (``status``: held, running, counts...) and refresh
-        the cache of the others. Returns False when the write failed (``force``: raise)."""
-        now = utcnow()
+        the cache of the others; returns the peers found dead by that read. When the write
+        fails, logs it (``force``: raises)."""
+        now = self.now()
         doc = {
             "_id": self.id,
             "type": "worker",
@@ -68,6 +124,9 @@ class Peers:
             "expires": format_date(now + timedelta(seconds=self.lease)),
             **status,
         }
+        estimate = self.offset.estimate()
+        if estimate is not None:  # local - server, as people think of it: + is ahead
+            doc["clock_offset"] = -estimate
         if self.rev:
             doc["_rev"] = self.rev
         try:
@@ -81,10 +140,9 @@ class Peers:
             if force:
                 raise
             log.warning("heartbeat failed: %s", describe_error(exc))
-            return False
+            return self.refresh()
         self.rev = doc["_rev"]
-        self.refresh()
-        return True
+        return self.refresh()
 
     def leave(self) -> None:
         """Remove this process's heartbeat (a graceful stop: it holds nothing any more)."""
@@ -94,55 +152,92 @@ class Peers:
         except StoreError as exc:
             log.warning("cannot remove the heartbeat: %s", describe_error(exc))
 
-    def refresh(self) -> None:
-        """Re-read the processes of this name; prune the ones gone for long."""
+    def observe(self, doc: dict | None, owner: str, at: float) -> bool:
+        """Take in one read of ``owner``'s heartbeat (None: there is none) at monotonic
+        ``at``; returns True when it makes ``owner`` newly dead."""
+        if owner == self.id:
+            return False
+        if doc is None:
+            self.observed.pop(owner, None)
+            self.live.pop(owner, None)
+            newly = owner not in self.dead
+            self.dead.setdefault(owner, at)
+            return newly
+        rev = doc.get("_rev", "")
+        seen = self.observed.get(owner)
+        if seen is None or seen[0] != rev:
+            seen = self.observed[owner] = (rev, at)
+            self.dead.pop(owner, None)
+        if at - seen[1] >= self.lease:
+            self.live.pop(owner, None)
+            newly = owner not in self.dead
+            self.dead.setdefault(owner, at)
+            return newly
+        self.live[owner] = seen[1] + self.lease
+        return False
+
+    def refresh(self) -> list[str]:
+        """Re-read the processes of this name; returns those found dead by this read (their
+        heartbeat unchanged for a lease); removes the ones gone for long."""
         try:
             docs = self.store.prefixed(f"{self.name}@", db=self.db)
         except StoreError as exc:
             log.warning("cannot read the worker registry: %s", describe_error(exc))
-            return
-        dead = dead_entries(docs, to_ms(utcnow()), grace=max(10 * self.lease, 300),
-                            keep=(self.id,))
-        gone = {d["_id"] for d in dead}
-        live = {doc["_id"]: expiry(doc) for doc in docs if doc["_id"] not in gone}
-        if dead:  # processes long gone (killed, machine lost): drop them from the registry
+            return []
+        at = self.mono()
+        newly, stale, present = [], [], set()
+        for doc in docs:
+            present.add(doc["_id"])
+            if self.observe(doc, doc["_id"], at):
+                newly.append(doc["_id"])
+            seen = self.observed.get(doc["_id"])
+            if seen and at - seen[1] >= max(10 * self.lease, PRUNE_AFTER):
+                stale.append({"_id": doc["_id"], "_rev": doc["_rev"], "_deleted": True})
+        for gone in [p for p in self.observed if p not in present]:  # left gracefully
+            self.observe(None, gone, at)
+        for owner, since in list(self.dead.items()):  # forget the long dead
+            if at - since > 3600:
+                del self.dead[owner]
+        if stale:  # processes long gone (killed, machine lost): drop them from the registry
             try:
-                self.store.bulk_docs(dead, db=self.db)
-                log.info("pruned %d dead process(es) of %s from the registry", len(dead),
+                self.store.bulk_docs(stale, db=self.db)
+                log.info("pruned %d dead process(es) of %s from the registry", len(stale),
                          self.name)
             except StoreError:
                 pass
-        self.live = live
+        if newly:
+            log.info("process(es) %s stopped heartbeating for %g s: taking over their tasks",
+                     ", ".join(newly), self.lease)
+        return newly
 
-    def liveness(self, owner: str, now_ms: int) -> Liveness:
+    def liveness(self, owner: str) -> Liveness:
         """Is the process ``owner`` alive? From the cache alone (no I/O).
 
-        The cache answers "alive"; "dead" is only ever concluded from a fresh read of that
-        process's own heartbeat document (a process started a moment ago is not in the cache
-        yet), remembered for a second so a dead process's many tasks cost one read; anything
-        else is UNKNOWN: ask :meth:`confirm`. A heartbeat that could not be read counts as
-        alive for a second: never take over on a guess."""
-        if owner == self.id or self.live.get(owner, 0) > now_ms:
+        Dead only when a read of its heartbeat found it so (see the module); alive while
+        its heartbeat last changed less than a lease ago; a heartbeat that could not be read
+        counts as alive for a second (never take over on a guess); anything else is UNKNOWN:
+        ask :meth:`confirm`."""
+        if owner == self.id:
             return Liveness.ALIVE
-        if now_ms - self.unreadable.get(owner, -10 ** 15) < 1000:
-            return Liveness.ALIVE
-        if now_ms - self.dead_checked.get(owner, -10 ** 15) < 1000:
+        if owner in self.dead:
             return Liveness.DEAD
+        at = self.mono()
+        if self.live.get(owner, float("-inf")) > at:
+            return Liveness.ALIVE
+        if at - self.unreadable.get(owner, float("-inf")) < 1.0:
+            return Liveness.ALIVE
         return Liveness.UNKNOWN
 
-    def confirm(self, owner: str, now_ms: int) -> None:
-        """Read ``owner``'s heartbeat into the cache (blocking: on the peers' thread)."""
+    def confirm(self, owner: str) -> bool:
+        """Read ``owner``'s heartbeat into the cache (blocking: on the peers' thread);
+        True when that finds it newly dead."""
         try:
             beat = self.store.get_or_none(owner, db=self.db)
         except StoreError as exc:
             log.warning("cannot read the heartbeat of %s: %s", owner, describe_error(exc))
-            self.unreadable[owner] = now_ms
-            return
-        expires = expiry(beat) if beat is not None else 0
-        if expires > now_ms:
-            self.live = {**self.live, owner: expires}
-        else:
-            self.dead_checked[owner] = now_ms
+            self.unreadable[owner] = self.mono()
+            return False
+        return self.observe(beat, owner, self.mono())
 
     def ask(self, owner: str) -> None:
         """Have the peers' thread :meth:`confirm` ``owner`` (the answer goes to the inbox)."""
@@ -150,8 +245,9 @@ class Peers:
 
     def start(self, every: float, status: Callable[[], dict],
               post: Callable[[tuple], None]) -> None:
-        """Beat every ``every`` seconds with ``status()``, and answer :meth:`ask`, on a
-        thread of their own; each answer is posted as ``("peer", owner)``."""
+        """Beat every ``every`` seconds with ``status()``, answer :meth:`ask` and sample the
+        server's clock, on a thread of their own; posts ``("peer", owner)`` for each answer
+        and ``("dead", owner)`` for each peer found dead."""
         self._thread = threading.Thread(target=self._run, args=(every, status, post),
                                         name="after-peers", daemon=True)
         self._thread.start()
@@ -163,30 +259,40 @@ class Peers:
             self._thread.join(timeout)
 
     def _run(self, every: float, status, post) -> None:
-        next_beat = 0.0
+        next_beat = next_sample = 0.0
         while not self._stop.is_set():
-            now = utcnow()
-            if now.timestamp() >= next_beat:
-                next_beat = now.timestamp() + every
+            now = self.mono()
+            if now >= next_sample:
+                calibrating = len(self.offset.samples) < CALIBRATION
+                next_sample = now + (CALIBRATION_GAP if calibrating else SAMPLE_EVERY)
                 try:
-                    self.beat(status())
+                    self.sample_clock()
+                except Exception:
+                    log.exception("unexpected error sampling the server's clock")
+                continue
+            if now >= next_beat:
+                next_beat = now + every
+                try:
+                    for owner in self.beat(status()):
+                        post(("dead", owner))
                 except Exception:  # the lease must not die of a bug
                     log.exception("unexpected error writing the heartbeat")
                 continue
             try:
-                owner = self._asks.get(timeout=max(0.0, next_beat - now.timestamp()))
+                owner = self._asks.get(timeout=max(0.0, min(next_beat, next_sample) - now))
             except queue.Empty:
                 continue
             if owner is not None:
-                self.confirm(owner, to_ms(utcnow()))
+                if self.confirm(owner):
+                    post(("dead", owner))
                 post(("peer", owner))
 
-    def preferred(self, docid: str, now: datetime | None = None) -> bool:
+    def preferred(self, docid: str) -> bool:
         """Should this process claim ``docid`` first? Every process of the name computes the
         same answer (rendezvous hashing over the live processes it knows), so each task has
         one first claimant and the work spreads without a storm of conflicts."""
-        now_ms = to_ms(now or utcnow())
-        live = {p for p, expires in self.live.items() if expires > now_ms} | {self.id}
+        at = self.mono()
+        live = {p for p, until in dict(self.live).items() if until > at} | {self.id}
         if len(live) == 1:
             return True
 

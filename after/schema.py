@@ -32,6 +32,7 @@ from .config import databases, runs_db
 from .dates import ISO_DATE_RE
 from .jobnames import JOB_NAME
 from .jsonsafe import MAX_DEPTH, MAX_STRING
+from .repeat import MIN_INTERVAL_US
 from .store import Conflict, Store
 from .task import RUNNABLE, STATUSES
 
@@ -93,10 +94,89 @@ function shape(doc) {
 }
 """.replace("MAX_DEPTH", str(MAX_DEPTH)).replace("MAX_STRING", str(MAX_STRING))
 
+# Mirrors after.repeat's interval checks (zero, shorter than MIN_INTERVAL_US), with the same
+# messages: refused here, a plain-HTTP write gets the 403 that after.task.parse would raise.
+# Anything else about ``repeat`` is left to the worker (it marks such a task ``error``).
+JS_REPEAT = r"""
+function repeatTooShort(r) {
+  var UNITS = ['years', 'months', 'weeks', 'days', 'hours', 'minutes', 'seconds', 'milliseconds'];
+  var SHORT = {y: 'years', M: 'months', w: 'weeks', d: 'days', h: 'hours', m: 'minutes',
+               s: 'seconds', ms: 'milliseconds'};
+  var US = {weeks: 604800, days: 86400, hours: 3600, minutes: 60, seconds: 1};
+  function whole(v, min) { return typeof v === 'number' && isFinite(v) && Math.floor(v) === v && v >= min; }
+  function limitsOk(o) {
+    if (o.limit !== undefined && !(whole(o.limit, 1) && o.limit < 9007199254740992)) return false;
+    if (o.until !== undefined && parseDate(o.until) === null) return false;
+    return true;
+  }
+  function judge(f) {  // f: {years, months, weeks, days, hours, minutes, seconds, us}
+    if (!(f.years || f.months || f.weeks || f.days || f.hours || f.minutes || f.seconds || f.us))
+      return 'repeat: the interval is zero; at least one unit must be above 0';
+    if (f.years || f.months || f.weeks || f.days || f.hours || f.minutes || f.seconds
+        || f.us >= MIN_US) return null;
+    var n = f.us % 1000 === 0 ? f.us / 1000 : f.us;
+    var unit = f.us % 1000 === 0 ? 'millisecond' : 'microsecond';
+    return 'repeat: every ' + n + ' ' + unit + (n === 1 ? '' : 's') +
+      ' is shorter than the minimum interval of ' + (MIN_US / 1000000) + ' second';
+  }
+  function duration(text) {
+    var m = /^P(?:([0-9]+(?:[.,][0-9]+)?)Y)?(?:([0-9]+(?:[.,][0-9]+)?)M)?(?:([0-9]+(?:[.,][0-9]+)?)W)?(?:([0-9]+(?:[.,][0-9]+)?)D)?(?:T(?=[0-9])(?:([0-9]+(?:[.,][0-9]+)?)H)?(?:([0-9]+(?:[.,][0-9]+)?)M)?(?:([0-9]+(?:[.,][0-9]+)?)S)?)?$/.exec(text);
+    if (!m) return null;
+    var names = ['years', 'months', 'weeks', 'days', 'hours', 'minutes', 'seconds'];
+    var f = {years: 0, months: 0, weeks: 0, days: 0, hours: 0, minutes: 0, seconds: 0, us: 0};
+    var last = -1, i;
+    for (i = 0; i < 7; i++) if (m[i + 1] !== undefined) last = i;
+    if (last < 0) return null;
+    for (i = 0; i < 7; i++) {
+      if (m[i + 1] === undefined) continue;
+      var parts = m[i + 1].replace(',', '.').split('.');
+      var w = parts[0], frac = parts[1] || '';
+      if (w.length > 12 || frac.length > 12) return null;
+      f[names[i]] = +w;
+      if (!frac) continue;
+      if (i !== last || i < 2) return null;
+      // int(0.frac * unit in microseconds), exactly: only a total under a second matters
+      var c = US[names[i]], L = frac.length, us;
+      if (+('0.' + frac) * c >= 2) { f.seconds += 2; continue; }  // long enough
+      if (L <= 6) us = +frac * c * Math.pow(10, 6 - L);
+      else {
+        var hi = +frac.substr(0, 6), lo = +frac.substr(6), scale = Math.pow(10, L - 6);
+        us = hi * c + Math.floor(lo * c / scale);
+      }
+      while (us >= 1000000) { us -= 1000000; f.seconds += 1; }
+      f.us += us;
+    }
+    return f;
+  }
+  if (typeof r === 'string') { var d = duration(r); return d ? judge(d) : null; }
+  if (!r || typeof r !== 'object' || Array.isArray(r) || r.cron !== undefined) return null;
+  var k;
+  if (r.every !== undefined) {
+    for (k in r) if (['every', 'limit', 'until'].indexOf(k) < 0) return null;
+    if (typeof r.every !== 'string' || !limitsOk(r)) return null;
+    var e = duration(r.every);
+    return e ? judge(e) : null;
+  }
+  var g = {years: 0, months: 0, weeks: 0, days: 0, hours: 0, minutes: 0, seconds: 0, us: 0};
+  var given = 0, seen = {};
+  for (k in r) {
+    if (k === 'limit' || k === 'until') continue;
+    var unit = SHORT[k] || k;
+    if (UNITS.indexOf(unit) < 0 || seen[unit] || !whole(r[k], 0)) return null;
+    seen[unit] = true;
+    given++;
+    if (unit === 'milliseconds') g.us = r[k] * 1000; else g[unit] = r[k];
+  }
+  if (!given || !limitsOk(r)) return null;
+  return judge(g);
+}
+""".replace("MIN_US", str(MIN_INTERVAL_US))
+
 VALIDATE = (
     "function (newDoc, oldDoc, userCtx, secObj) {\n"
     + JS_PARSE_DATE
     + JS_SHAPE
+    + JS_REPEAT
     + r"""
   if (newDoc._deleted || newDoc._id.indexOf('_design/') === 0) return;
   var RUNNABLE = TASK_RUNNABLE;
@@ -121,6 +201,8 @@ VALIDATE = (
   if (args !== undefined && args !== null && typeof args !== 'object')
     refuse('job.arguments: must be a list or an object');
   if (status === undefined) refuse('status: required ("waiting" to run the task)');
+  var tooShort = repeatTooShort(newDoc.repeat);
+  if (tooShort) refuse(tooShort);
 }"""
 )
 

@@ -318,6 +318,13 @@ class Store:
     def info(self) -> dict:
         return self.request("GET", "").json()
 
+    def clock_sample(self) -> tuple[float, float, str | None]:
+        """(local epoch seconds when sent, when answered, the answer's ``Date`` header): a
+        sample of the server's clock for :class:`after.clock.Offset`."""
+        sent = time.time()
+        response = self.request("GET", "")
+        return sent, time.time(), response.headers.get("date")
+
     def cluster_size(self) -> int:
         """How many nodes serve this database's server (1 for a single node, and for a
         server with no ``_membership``, such as pouchdb-server)."""

@@ -53,7 +53,13 @@ STATUSES = RUNNABLE + (CANCEL,) + FINISHED
 
 # Run outcomes, as recorded in run records and ``last_run``.
 OK, FAILED, TIMEOUT, MISSED, INTERRUPTED = "done", "error", "timeout", "missed", "interrupted"
-INTERRUPTED_RERUNS = 3
+#: A run cut short by the death of its process is run again (no task is lost), but an
+#: occurrence interrupted this many times in a row ends ``error``: its job most likely ends
+#: the process that runs it (``os._exit``, a crash in C code), and running it again would take
+#: down one process of the name after another.
+INTERRUPTED_RERUNS = 1
+ENDED_ITS_PROCESS = ("the job ended its process: the run was interrupted {n} times in a row by "
+                     "the death of the process running it (last: {why})")
 #: Longest ``timeout``, ``max_delay`` and ``retry.delay``: ten years, in seconds. Beyond it a
 #: date computed from them could leave the calendar (year 9999) and every run would fail.
 MAX_SECONDS = 10 * 366 * 86400
@@ -61,8 +67,10 @@ MAX_SECONDS = 10 * 366 * 86400
 MAX_RETRIES = 1000
 
 
-#: What a worker writes under ``after`` while it holds a task: gone once none holds it.
-HOLD = ("owner", "claimed", "due")
+#: What a worker writes under ``after`` while it holds a task (``date``: the date its claim
+#: was for; ``interrupted``: runs of this occurrence cut short by a dead process): gone once
+#: none holds it.
+HOLD = ("owner", "claimed", "due", "date", "interrupted")
 #: What a task that runs anew starts without: the hold, the error, a pending retry.
 RESET = HOLD + ("error", "canceled", "retry_at")
 
@@ -281,11 +289,24 @@ def claim(doc: dict, owner: str, due: datetime, now: datetime) -> dict:
     new, info = _copy(doc)
     new["status"] = SCHEDULED
     info.update(owner=owner, due=format_date(due), claimed=format_date(now),
-                next_run=format_date(due))
+                next_run=format_date(due), date=doc.get("date"))
     info.pop("error", None)
-    if _new_date(doc):  # the user's new date starts the series anew
+    if _new_date(doc) or date_moved(doc):  # the user's new date starts the series anew
         info.pop("anchor", None)
+        info["attempt"] = 0
     return new
+
+
+def date_moved(doc: dict) -> bool:
+    """A ``scheduled`` or ``running`` task whose ``date`` the user changed since it was
+    claimed (``after.date`` keeps the date the claim was for)."""
+    info = doc.get(NS) if isinstance(doc.get(NS), dict) else {}
+    if doc.get("status") not in (SCHEDULED, RUNNING) or info.get("date") is None:
+        return False
+    try:
+        return parse_date(doc.get("date"), "date") != parse_date(info.get("date"), "claimed")
+    except DateError:
+        return True
 
 
 def hand_back(doc: dict) -> dict:
@@ -293,7 +314,7 @@ def hand_back(doc: dict) -> dict:
     new, info = _copy(doc)
     new["status"] = WAITING
     _drop(info, HOLD)
-    if _new_date(doc):
+    if _new_date(doc) or date_moved(doc):
         info.pop("anchor", None)
     try:
         info["next_run"] = format_date(parse_date(doc.get("date"), "date"))
@@ -512,13 +533,27 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
     if user_status == RESCHEDULE:
         info["attempt"] = 0
         return hand_back(new) | {"status": RESCHEDULE}
+    if user_status == WAITING or date_moved(doc):
+        # ``waiting`` or a new ``date`` written while it ran: once this run is over, the task
+        # is waiting at the date the user wrote (never a second run alongside this one)
+        info["attempt"] = 0
+        return hand_back(new)
 
     failed = outcome.outcome in (FAILED, TIMEOUT, INTERRUPTED)
     limit = spec.retry.limit if spec is not None else 0
     if outcome.outcome == INTERRUPTED:
-        # A run cut short by a dead worker is run again (at least once), a few times at most
-        # beyond ``retry`` so that a job that kills its worker cannot loop forever.
-        limit += INTERRUPTED_RERUNS
+        # A run cut short by a dead worker is run again (at least once), beyond ``retry``;
+        # but not once more than INTERRUPTED_RERUNS in a row (see there).
+        streak = info["interrupted"] = counter(info, "interrupted") + 1
+        if streak > INTERRUPTED_RERUNS:
+            outcome = Outcome(INTERRUPTED, outcome.started, outcome.ended, error=
+                              ENDED_ITS_PROCESS.format(n=streak, why=outcome.error))
+            info["last_run"]["error"] = outcome.error
+            limit = -1
+        else:
+            limit = max(limit, attempt)
+    else:
+        info.pop("interrupted", None)
     if failed and spec is not None and attempt <= limit:
         delay = spec.retry.delay_for(attempt, random.random() if rand is None else rand)
         if outcome.outcome == INTERRUPTED:

@@ -31,7 +31,7 @@ from datetime import datetime
 from . import decide as d
 from . import task as rules
 from .config import Settings, runs_db
-from .dates import from_ms, to_ms, utcnow
+from .dates import to_ms
 from .decide import Kind, Write
 from .holding import CLAIM, RUN, Holding
 from .jobs import JobError, JobRegistry
@@ -54,11 +54,14 @@ class Worker:
         self.store = store.with_timeout(LOOP_TIMEOUT)  # the loop must never wait long
         self.name, self.registry = name, registry
         self.settings = settings = settings or Settings()
-        self.peers = Peers(store, name, lease=settings.lease)
+        self.peers = Peers(store.with_timeout(min(LOOP_TIMEOUT, settings.lease / 2)), name,
+                           lease=settings.lease)
         self.id, self.host, self.pid = self.peers.id, self.peers.host, self.peers.pid
         self.me = d.Identity(name, self.id, self.host, self.pid)
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self.timer: Timer = Timer(lambda key, due_ms, item: self.inbox.put(("fire", key)))
+        self.clock = self.peers.clock  # the server's time, as well as this process knows it
+        self.timer: Timer = Timer(lambda key, due_ms, item: self.inbox.put(("fire", key)),
+                                  clock=self.clock)
         self.runner = Runner(settings.pool, self.inbox.put)
         self.pool, self.active = self.runner.pool, self.runner.active
         self.recorder = Recorder(store, runs_db(store.db), keep=settings.keep_runs,
@@ -80,6 +83,9 @@ class Worker:
         self.ready = threading.Event()
         self.listeners: list = []  # callables(event, **info), e.g. metrics
         self.next_check = 0.0
+        self.busy = 0  # job threads taken at the start of the turn
+        self.reserved = 0  # starts decided this turn, not written yet
+        self.slot_wait: dict[str, None] = {}  # held tasks due, waiting for a free job thread
 
     @property
     def pending(self) -> list[Write]:
@@ -163,10 +169,11 @@ class Worker:
         ``now`` replaces the turn's clock read (a test driving the loop by hand)."""
         if wait is None:
             wake = min(next_deadline(self.held), self.next_check)
-            wait = max(0.0, min(wake - utcnow().timestamp(), 1.0))
+            wait = max(0.0, min(wake - self.peers.now().timestamp(), 1.0))
             wait = min(wait, 0.2) if self.writer.pending else wait
         events = self._drain(wait)
-        now = now or utcnow()  # the one clock read of the turn
+        now = now or self.peers.now()  # the one clock read of the turn
+        self._count_busy()
         writes: list[Write] = []
         for kind, value in events:
             try:
@@ -174,7 +181,9 @@ class Worker:
             except Exception as exc:  # never crash on a document
                 writes.extend(self._unexpected(kind, value, exc, now))
         writes.extend(self._deadlines(now))
+        writes.extend(self._fill_slots(now))
         self._flush(writes, now)
+        self.reserved = 0
         if now.timestamp() >= self.next_check:
             self.next_check = now.timestamp() + self.settings.self_check
             self._self_check()
@@ -205,6 +214,9 @@ class Worker:
         if kind == "peer":  # whether an owner is dead is known: decide its tasks again
             docs = self.awaiting.pop(value, [])
             return [w for doc in docs for w in self.on_change(doc, recheck=True, now=now)]
+        if kind == "dead":  # a peer's lease ran out: find its tasks now, not at the next poll
+            self.poll_now.set()
+            return []
         if kind == "deleted":
             self.mem.apply([d.Drop(value)], now)
         elif kind == "feed":
@@ -246,22 +258,45 @@ class Worker:
     def view(self) -> d.View:
         return d.View(me=self.me, horizon_ms=int(self.settings.horizon * 1000),
                       held={k: h.running for k, h in self.held.items()},
-                      liveness=lambda owner: self.peers.liveness(owner, self._now_ms),
-                      preferred=lambda docid: self.peers.preferred(docid, from_ms(
-                          self._now_ms)), check_job=self._job)
+                      liveness=self.peers.liveness, preferred=self.peers.preferred,
+                      check_job=self._job, can_start=self._can_start)
+
+    # -- job threads: start only what the pool can start now ----------------------------------
+
+    def _count_busy(self) -> None:
+        """Job threads taken, counted once a turn (``reserved`` counts this turn's starts):
+        runs going (a timed-out run's thread too, until its job returns) and starts being
+        written."""
+        starting = {h.token for h in self.held.values() if h.running and h.token}
+        self.busy = len(starting | self.runner.active)
+
+    def _can_start(self) -> bool:
+        if self.busy + self.reserved >= self.settings.pool:
+            return False
+        self.reserved += 1
+        return True
+
+    def _fill_slots(self, now: datetime) -> list[Write]:
+        """Start held tasks that fell due while every job thread was taken, oldest first."""
+        writes: list[Write] = []
+        self._count_busy()
+        while self.slot_wait and self.busy + self.reserved < self.settings.pool:
+            docid = next(iter(self.slot_wait))
+            del self.slot_wait[docid]
+            writes.extend(self.on_fire((RUN, docid), now))
+        return writes
 
     def on_change(self, doc: dict, recheck: bool = False, now: datetime | None = None
                   ) -> list[Write]:
         """Decide about the current version of a task document. ``recheck`` (a poll) decides
         again on a version already seen: a task may have come near, a holder may have died."""
-        now = now or utcnow()
+        now = now or self.peers.now()
         if doc.get("_id", "").startswith("_design/"):
             return []
         resolutions = d.resolutions(doc)
         if not doc.get("_deleted") and not self.seen.newer(doc, recheck):
             return resolutions  # an echo of our own write, or older than what we know
         self.mem.track(doc)
-        self._now_ms = to_ms(now)
         return resolutions + self.mem.apply(d.decide(doc, self.view(), now), now)
 
     def _job(self, name: str):
@@ -278,10 +313,14 @@ class Worker:
                 return []  # it changed meanwhile (claimed elsewhere, most likely)
             if self.cluster and not self._still_unclaimed(entry.doc):
                 return []
-            return [d.claim(entry.doc, entry.spec, entry.due, self.id, now)]
+            return [d.claim(entry.doc, entry.spec, entry.due, self.id, now, self._can_start)]
         held = self.held.get(docid)
         if held is None or held.running:
             return []
+        if self.busy + self.reserved >= self.settings.pool:
+            self.slot_wait[docid] = None  # stays scheduled; started when a thread is free
+            return []
+        self.busy += 1  # (counted by _count_busy from now on: held.running below)
         write = d.fire(held.doc, held.spec, held.due_ms, self.me, now)
         held.running, held.token = True, write.token  # until the write lands
         return [write]
@@ -294,7 +333,7 @@ class Worker:
             log.warning("task %s: a run that had timed out or was taken over ended (%s)",
                         docid, outcome.outcome)
             return []
-        return [self._end(held, outcome, now or utcnow(), trace, response)]
+        return [self._end(held, outcome, now or self.peers.now(), trace, response)]
 
     def _end(self, held: Held, outcome: rules.Outcome, now: datetime, trace=None,
              response=None) -> Write:
@@ -322,7 +361,7 @@ class Worker:
 
     def _flush(self, writes: list[Write], now: datetime | None = None, rounds: int = 5) -> None:
         """Write, then act on what was written; conflicts are re-read and decided again."""
-        now = now or utcnow()
+        now = now or self.peers.now()
         writes = self.writer.ready(now.timestamp()) + writes
         for _ in range(rounds):
             if not writes:
@@ -483,9 +522,9 @@ class Worker:
                                       f"the lease ({self.settings.lease:g}s) runs out")
         self._flush([Write(Kind.HANDBACK, rules.hand_back(h.doc))
                      for h in self.held.values() if not h.running])
-        deadline = utcnow().timestamp() + self.settings.grace
+        deadline = self.peers.now().timestamp() + self.settings.grace
         while any(h.running for h in self.held.values()) and not self.stop_now.is_set():
-            now = utcnow()
+            now = self.peers.now()
             if now.timestamp() >= deadline:
                 break
             writes = []
@@ -497,7 +536,7 @@ class Worker:
                     if rules.rev_number(value.get("_rev")) > rules.rev_number(held.doc["_rev"]):
                         held.doc = value
             self._flush(writes + self._deadlines(now), now)
-        now, leftovers = utcnow(), []
+        now, leftovers = self.peers.now(), []
         for held in self.held.values():
             if held.running and held.token:
                 outcome = rules.Outcome(rules.INTERRUPTED, held.started or now, now,

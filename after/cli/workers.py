@@ -18,6 +18,7 @@ from dataclasses import fields
 import click
 
 from .. import peers, process, schema
+from ..clock import WARN_OFFSET
 from ..config import SETTING_RANGES, Config, ConfigError, Settings
 from ..dates import to_ms, utcnow
 from ..jobs import JobRegistry
@@ -39,7 +40,7 @@ START_OPTIONS = {
     "poll": "seconds between queries of the due view (the feed's safety net)",
     "pool": "job threads",
     "lease": "seconds after which a silent process's tasks are taken over",
-    "heartbeat": "seconds between heartbeats (keep well under --lease)",
+    "heartbeat": "seconds between heartbeats (under half of --lease)",
     "grace": "on stop, seconds running jobs get to finish",
     "keep_runs": "run records kept per task",
 }
@@ -184,7 +185,8 @@ def list_workers(cfg: Config, as_json):
         "started": doc.get("started"), "last_seen": doc.get("last_seen"),
         "held": doc.get("held", 0), "running": doc.get("running", 0),
         "runs": (doc.get("counts") or {}).get("runs", 0),
-        "state": peers.state(doc, to_ms(now)), "id": doc["_id"],
+        "state": peers.state(doc, to_ms(now)), "clock_offset": doc.get("clock_offset"),
+        "id": doc["_id"],
     } for doc in docs]
     entries.sort(key=lambda e: (e["name"] or "", e["host"] or "", e["pid"] or 0))
     if as_json:
@@ -199,6 +201,11 @@ def list_workers(cfg: Config, as_json):
                      ago(e["last_seen"], now), str(e["held"]), str(e["running"]),
                      str(e["runs"])))
     echo_table(rows)
+    for e in entries:
+        offset = e["clock_offset"]
+        if isinstance(offset, int | float) and abs(offset) > WARN_OFFSET:
+            click.echo(f"warning: the clock of {e['host']} (pid {e['pid']}) is {offset:+.1f} s "
+                       "off the database server's; keep clocks in sync (NTP)")
 
 
 @click.command()

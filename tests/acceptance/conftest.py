@@ -47,11 +47,12 @@ class Cli:
             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
         )
 
-    def spawn(self, *args: str, **env) -> subprocess.Popen:
-        """A long-running command (a foreground worker) whose output goes to a file."""
+    def spawn(self, *args: str, wrap: tuple[str, ...] = (), **env) -> subprocess.Popen:
+        """A long-running command (a foreground worker) whose output goes to a file;
+        ``wrap``: a command to run it under (``faketime +5s``)."""
         out = open(self.home / f"spawn-{len(self.spawned)}.out", "w")
         process = subprocess.Popen(
-            [sys.executable, "-m", "after", *args], cwd=self.cwd, env={**self.env, **env},
+            [*wrap, sys.executable, "-m", "after", *args], cwd=self.cwd, env={**self.env, **env},
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         self.spawned.append(process)

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from after import schema
+from after import task as rules
 from after.store import (
     ChangesFollower,
     Conflict,
@@ -114,6 +115,30 @@ def test_validation_refuses_unrunnable_tasks_over_plain_http(store, doc, field):
     assert response.json()["reason"].startswith(f"{field}:")
     with pytest.raises(Forbidden, match=f"^{field}:"):
         store.post(dict(doc))
+
+
+@pytest.mark.parametrize("repeat", [
+    {"ms": 1}, {"milliseconds": 500}, {"ms": 999, "limit": 2}, "PT0.5S", "PT0,25S",
+    "PT0.0005S", "PT0.0001H", {"every": "PT0.001S", "limit": 3}, {"s": 0}, {"ms": 0.0},
+    "PT0.0000001S",
+])
+def test_validation_refuses_short_repeats_with_the_workers_message(store, repeat):
+    doc = task(_id="short", repeat=repeat)
+    with pytest.raises(rules.TaskError) as parsed:
+        rules.parse(doc)
+    response = httpx.put(f"{store.url}/{store.db}/short", json=doc,
+                         headers={"Accept-Encoding": "identity"}, auth=store.auth)
+    assert response.status_code == 403, response.text
+    assert response.json()["reason"] == str(parsed.value)
+
+
+@pytest.mark.parametrize("repeat", [
+    {"s": 1}, {"ms": 1000}, "PT1S", "PT0.5M", {"every": "PT1S"}, {"cron": "* * * * * *"},
+    {"M": 1}, {"ms": 1, "bogus": 2},  # the last: left to the worker, which says what is wrong
+])
+def test_validation_lets_a_second_or_more_through(store, repeat):
+    store.put(task(_id="ok", repeat=repeat))
+    assert store.get("ok")["repeat"] == repeat
 
 
 def test_validation_lets_finished_tasks_through(store):

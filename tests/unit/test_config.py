@@ -156,7 +156,7 @@ def test_worker_settings_come_from_the_file_then_the_environment(tmp_path):
     ({"pool": 0}, {}, "worker.pool: must be from 1 to 512, not 0"),
     ({"horizon": True}, {}, "worker.horizon: expected a number"),
     ({"speed": 3}, {}, "worker.speed: not a worker setting"),
-    ({"heartbeat": 40}, {}, "worker.heartbeat: must be shorter than the lease"),
+    ({"heartbeat": 40}, {}, "worker.heartbeat: must be under half of the lease"),
     ([], {}, "worker: expected an object of worker settings"),
     ({}, {"AFTER_WORKER_LEASE": "soon"}, "AFTER_WORKER_LEASE: expected a number, not 'soon'"),
     ({}, {"AFTER_WORKER_LEASE": "nan"}, "AFTER_WORKER_LEASE: must be at least 1"),

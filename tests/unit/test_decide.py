@@ -46,6 +46,15 @@ def shape(actions):
             else type(a).__name__ for a in actions]
 
 
+def moved(status, in_s, owner=ME.process, started=False):
+    """A task claimed for a date 60 s from NOW, whose date the user then moved."""
+    doc = task(status, in_s, owner=owner, started=started)
+    doc["after"]["date"] = (NOW + timedelta(seconds=60)).isoformat().replace("+00:00", "Z")
+    return doc
+
+
+OTHER_NAME = "v@there:5:eeeeee"
+LIVENESS[OTHER_NAME] = Liveness.ALIVE
 CLAIM = ("Write", Kind.CLAIM, "scheduled")
 CLAIMSTART = ("Write", Kind.CLAIMSTART, "running")
 
@@ -92,6 +101,25 @@ TABLE = [
     ("running by a dead peer: interrupted, run again here", task("running", -5, owner=GONE,
                                                                started=True), {}, True,
      ["Drop", ("Write", Kind.FINISH, "scheduled")]),
+    # edits to a held or running task (README, "Editing a task that is held or running")
+    ("moved here from another name, scheduled: claimed", task("scheduled", owner=OTHER_NAME),
+     {}, True, ["Drop", CLAIM]),
+    ("moved here from another name, running: the old process ends it",
+     task("running", owner=OTHER_NAME, started=True), {}, True, ["Drop"]),
+    ("waiting written while we run it: kept for the end",
+     task("waiting", owner=ME.process, started=True), {"t": True}, True, ["Keep"]),
+    ("waiting written while a live peer runs it: its business",
+     task("waiting", owner=PEER, started=True), {}, True, []),
+    ("a new date on a task we hold: claimed again for it", moved("scheduled", 30), {"t": False},
+     True, ["Drop", CLAIM]),
+    ("a new date, now due, on a task we hold: started", moved("scheduled", -1), {"t": False},
+     True, ["Drop", CLAIMSTART]),
+    ("a new date beyond the horizon: parked", moved("scheduled", 3600), {"t": False}, True,
+     ["Drop", ("Write", Kind.PARK, "waiting")]),
+    ("a new date while we run it: kept for the end", moved("running", 30, started=True),
+     {"t": True}, True, ["Keep"]),
+    ("a new date on a task a live peer holds: its business", moved("scheduled", 30, PEER), {},
+     True, ["Drop"]),
 ]
 
 
@@ -171,3 +199,9 @@ def test_keep_and_restart_carry_the_document():
     assert d.decide(doc, view({"t": True}), NOW) == [Keep(doc)]
     [restart] = d.decide(doc, view({"t": False}), NOW)
     assert isinstance(restart, Restart) and restart.doc is doc
+
+
+def test_a_new_date_on_a_held_task_is_the_occurrence_claimed():
+    [_, write] = d.decide(moved("scheduled", 30), view({"t": False}), NOW)
+    assert write.doc["after"]["due"] == "2026-12-01T09:00:30.250Z"
+    assert write.doc["after"]["date"] == write.doc["date"]

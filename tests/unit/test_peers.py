@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
+from after.clock import Offset
 from after.dates import to_ms
+from after.decide import Liveness
 from after.peers import Peers, expiry
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -17,8 +19,8 @@ def pool(names, dead=()):
     for p, name in zip(peers, names):
         p.id = name
     for p in peers:
-        p.live = {q.id: ALIVE for q in peers}
-        p.live.update({d: to_ms(NOW) - 1 for d in dead})
+        p.live = {q.id: float("inf") for q in peers}
+        p.live.update({d: -1.0 for d in dead})
     return peers
 
 
@@ -26,7 +28,7 @@ def test_every_process_agrees_on_one_claimant_and_the_work_spreads():
     peers = pool(["w@a:1:x", "w@b:2:y", "w@c:3:z"])
     owners = Counter()
     for i in range(3000):
-        claimants = [p.id for p in peers if p.preferred(f"task-{i}", NOW)]
+        claimants = [p.id for p in peers if p.preferred(f"task-{i}")]
         assert len(claimants) == 1
         owners[claimants[0]] += 1
     assert set(owners) == {"w@a:1:x", "w@b:2:y", "w@c:3:z"}
@@ -35,15 +37,90 @@ def test_every_process_agrees_on_one_claimant_and_the_work_spreads():
 
 def test_expired_processes_are_not_preferred():
     [alone] = pool(["w@a:1:x"], dead=["w@gone:9:q"])
-    assert all(alone.preferred(f"task-{i}", NOW) for i in range(200))
+    assert all(alone.preferred(f"task-{i}") for i in range(200))
 
 
 def test_a_process_alone_claims_everything():
     [alone] = pool(["w@a:1:x"])
-    assert alone.preferred("anything", NOW)
+    assert alone.preferred("anything")
 
 
 def test_expiry_reads_the_heartbeat_or_treats_it_as_expired():
     assert expiry({"expires": "2026-12-01T09:00:30.000Z"}) == ALIVE
     assert expiry({"expires": "soon"}) == 0
     assert expiry({}) == 0
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def watcher(lease=6.0):
+    clock = Clock()
+    peers = Peers(store=None, name="w", lease=lease, db="w_workers", monotonic=clock)
+    return peers, clock
+
+
+def test_a_peer_is_dead_when_its_heartbeat_has_not_changed_for_a_lease_on_our_clock():
+    peers, clock = watcher()
+    beat = {"_id": "w@b:2:y", "_rev": "1-a", "expires": "1970-01-01T00:00:00Z"}
+    assert peers.liveness("w@b:2:y") is Liveness.UNKNOWN  # never read: ask
+    # first sight: a full lease from now, whatever its ``expires`` (another machine's clock)
+    assert not peers.observe(beat, "w@b:2:y", clock())
+    assert peers.liveness("w@b:2:y") is Liveness.ALIVE
+    for _ in range(10):  # it beats: alive however long, whatever the clocks say
+        clock.t += 2.0
+        beat = {**beat, "_rev": f"{int(beat['_rev'][0]) + 1}-a"}
+        assert not peers.observe(beat, "w@b:2:y", clock())
+        assert peers.liveness("w@b:2:y") is Liveness.ALIVE
+    clock.t += 5.9
+    assert not peers.observe(beat, "w@b:2:y", clock())  # unchanged, but for less than a lease
+    clock.t += 0.2
+    assert peers.liveness("w@b:2:y") is Liveness.UNKNOWN  # past the lease: only a read says
+    assert peers.observe(beat, "w@b:2:y", clock())  # the read: dead, newly
+    assert not peers.observe(beat, "w@b:2:y", clock())  # (said once)
+    assert peers.liveness("w@b:2:y") is Liveness.DEAD
+    assert peers.preferred("t") and "w@b:2:y" not in peers.live
+    clock.t += 30  # it comes back (it was frozen): alive again at its next beat
+    assert not peers.observe({**beat, "_rev": "99-b"}, "w@b:2:y", clock())
+    assert peers.liveness("w@b:2:y") is Liveness.ALIVE
+
+
+def test_a_missing_heartbeat_is_a_dead_process():
+    peers, clock = watcher()
+    assert peers.observe(None, "w@gone:1:q", clock())
+    assert peers.liveness("w@gone:1:q") is Liveness.DEAD
+
+
+def test_the_offset_narrows_to_the_round_trip_and_never_corrects_a_clock_ahead():
+    offset = Offset()
+    assert offset.correction() == 0.0 and offset.estimate() is None
+    server_minus_local = -5.2371  # this machine is 5.237 s ahead
+    local = 2_000_000.0
+    for i in range(16):  # samples 70 ms apart, 4 ms round trips
+        sent = local + i * 0.07
+        server = sent + 0.002 + server_minus_local
+        offset.add(sent, sent + 0.004, float(int(server)))
+    lo, hi = offset.bounds()
+    assert lo <= server_minus_local <= hi and server_minus_local - lo < 0.08
+    assert offset.correction() == lo <= server_minus_local  # never ahead of the server
+    assert abs(offset.estimate() - server_minus_local) < 0.08
+
+
+def test_a_clock_in_sync_is_not_corrected_and_a_step_starts_again():
+    offset = Offset()
+    for i in range(16):
+        sent = 3_000_000.0 + i * 0.07
+        offset.add(sent, sent + 0.004, float(int(sent + 0.002)))
+    assert offset.correction() == 0.0
+    lagging = Offset()  # a server whose Date header lags up to a second (CouchDB's cache)
+    for i in range(16):
+        sent = 3_000_000.0 + i * 0.07
+        lagging.add(sent, sent + 0.004, float(int(sent + 0.002 - 0.9)))
+    assert lagging.correction() == 0.0
+    offset.add(4_000_000.0, 4_000_000.004, 4_000_010.0)  # the clock stepped 10 s back
+    assert len(offset.samples) == 1 and offset.correction() > 9

@@ -286,6 +286,7 @@ def test_claim_holds_the_task_and_leaves_user_fields_alone():
         "due": "2026-12-01T09:00:05.000Z",
         "claimed": "2026-12-01T09:00:00.250Z",
         "next_run": "2026-12-01T09:00:05.000Z",
+        "date": doc["date"],  # the date the claim is for: a new one written later is seen
     }
     assert {k: v for k, v in new.items() if k not in ("status", NS)} == {
         k: v for k, v in before.items() if k not in ("status", NS)
@@ -576,7 +577,7 @@ def test_interrupted_run_is_rerun_now_even_with_retry_zero():
     assert new[NS]["failures"] == 1
 
 
-def test_interrupted_reruns_are_bounded_then_error():
+def test_an_occurrence_interrupted_twice_in_a_row_ends_error_the_job_ended_its_process():
     doc = make()
     spec = parse(doc)
     current = task.claim(doc, OWNER, DATE, NOW)
@@ -586,25 +587,53 @@ def test_interrupted_reruns_are_bounded_then_error():
         outcome = Outcome(task.INTERRUPTED, NOW, NOW, error=f"interrupted #{number}")
         current = task.finish(current, spec, outcome, NOW)
         statuses.append(current["status"])
-    assert INTERRUPTED_RERUNS == 3
-    assert statuses == ["scheduled"] * INTERRUPTED_RERUNS + ["error"]
-    assert current[NS]["error"] == "interrupted #4"
-    assert current[NS]["last_run"]["attempt"] == INTERRUPTED_RERUNS + 1
-    assert current[NS]["failures"] == INTERRUPTED_RERUNS + 1
+    assert INTERRUPTED_RERUNS == 1
+    assert statuses == ["scheduled", "error"]
+    assert current[NS]["error"] == ("the job ended its process: the run was interrupted 2 "
+                                    "times in a row by the death of the process running it "
+                                    "(last: interrupted #2)")
+    assert current[NS]["last_run"]["error"] == current[NS]["error"]
+    assert "interrupted" not in current[NS] and "owner" not in current[NS]
 
 
-def test_interrupted_reruns_come_on_top_of_retry():
-    doc = make(retry=1)
-    live = task.start(running(doc, NOW) | {"status": "scheduled"}, OWNER, NOW, 2)
-    live = task.start(live | {"status": "scheduled"}, OWNER, NOW, 3)
-    live = task.start(live | {"status": "scheduled"}, OWNER, NOW, 4)
-    assert live[NS]["attempt"] == 4  # retry 1 + 3 reruns
-    outcome = Outcome(task.INTERRUPTED, NOW, NOW)
-    assert task.finish(live, parse(doc), outcome, NOW)["status"] == "scheduled"
-    live = task.start(live | {"status": "scheduled"}, OWNER, NOW, 5)
-    gone = task.finish(live, parse(doc), outcome, NOW)
-    assert gone["status"] == "error"
-    assert gone[NS]["error"] == "interrupted"
+def test_a_run_that_ends_resets_the_streak_of_interruptions():
+    doc = make(retry=2)
+    spec = parse(doc)
+    current = task.start(task.claim(doc, OWNER, DATE, NOW), OWNER, NOW, 1)
+    current = task.finish(current, spec, Outcome(task.INTERRUPTED, NOW, NOW), NOW)
+    assert current["status"] == "scheduled" and current[NS]["interrupted"] == 1
+    current = task.start(current, OWNER, NOW, 2)
+    current = task.finish(current, spec, Outcome(task.FAILED, NOW, NOW, error="x"), NOW,
+                          rand=0.5)
+    assert current["status"] == "scheduled" and "interrupted" not in current[NS]  # retry
+    current = task.start(current, OWNER, NOW, 3)
+    current = task.finish(current, spec, Outcome(task.INTERRUPTED, NOW, NOW), NOW)
+    assert current["status"] == "scheduled"  # a first interruption again: run again
+
+
+# --- finish: edits written while it was held or ran -------------------------------------
+
+
+def test_waiting_written_during_a_run_means_run_it_again_after_this_run():
+    doc = make()
+    live = running(doc, NOW)
+    edited = {**live, "status": "waiting"}
+    new = task.finish(edited, parse(doc), Outcome(task.OK, NOW, NOW), NOW)
+    assert new["status"] == "waiting" and new["date"] == doc["date"]
+    assert "owner" not in new[NS] and new[NS]["runs"] == 1 and new[NS]["attempt"] == 0
+
+
+def test_a_new_date_written_during_a_run_applies_after_it():
+    doc = make(repeat={"days": 1})
+    live = running(doc, NOW)
+    assert not task.date_moved(live)
+    edited = {**live, "date": "2026-12-24T10:00:00Z"}
+    assert task.date_moved(edited)
+    new = task.finish(edited, parse(doc), Outcome(task.OK, NOW, NOW), NOW)
+    assert new["status"] == "waiting" and new["date"] == "2026-12-24T10:00:00Z"
+    assert "anchor" not in new[NS] and "date" not in new[NS]
+    reclaimed = task.claim(new, OWNER, parse(new).date, NOW)
+    assert not task.date_moved(reclaimed)
 
 
 # --- finish: what the user wrote during the run --------------------------------------------

@@ -1,0 +1,213 @@
+"""Takeover with the default lease and heartbeat, and a pool member whose clock is wrong.
+
+Processes are killed (SIGKILL) or frozen (SIGSTOP) by pid; the skewed member runs under
+libfaketime (``faketime``, installed by ``make install``). Figures are printed: run with ``-s``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import signal
+import time
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+
+from after.dates import format_date, parse_date, utcnow
+from after.process import pid_files
+
+from .conftest import recorded, task_doc, wait_for
+
+SLOW_RECORD = '''
+import json, os, time
+from datetime import UTC, datetime
+
+
+def slow_record(task, path, seconds):
+    """Record the run (wall and monotonic clocks: the monotonic one is never faked), then
+    take a while."""
+    line = json.dumps({"id": task.id, "attempt": task.attempt, "pid": os.getpid(),
+                       "at": datetime.now(UTC).isoformat(), "mono": time.monotonic()}) + "\\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.write(fd, line.encode())
+    os.close(fd)
+    time.sleep(seconds)
+    return "slept"
+'''
+
+
+@pytest.fixture
+def jobs(tmp_path):
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    (folder / "slow_record.py").write_text(SLOW_RECORD)
+    return folder
+
+
+def slow(docid, worker, out, seconds, delay):
+    doc = task_doc(docid, worker, out, delay=delay)
+    doc["job"] = {"name": "slow_record", "arguments": [str(out), seconds]}
+    return doc
+
+
+def ready(cli, process, name):
+    wait_for(lambda: any(f.pid == process.pid and f.running for f in pid_files(cli.home, name)),
+             what="the process")
+    out = cli.home / f"spawn-{cli.spawned.index(process)}.out"
+    wait_for(lambda: f"worker {name} ready" in out.read_text(), what="ready")
+    return out
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
+def test_with_defaults_a_dead_or_frozen_holders_tasks_run_within_10s(cli, tasks, tmp_path,
+                                                                      jobs, how):
+    """Default --lease and --heartbeat, and --poll 30: takeover must not wait for a poll."""
+    out = tmp_path / "runs.jsonl"
+    holder = cli.spawn("start", "tk", "--poll", "30", AFTER_JOBS=str(jobs))
+    ready(cli, holder, "tk")
+    tasks.put(slow("long", "tk", out, 120, 0))  # running on the holder when it dies
+    wait_for(lambda: tasks.get("long")["status"] == "running", what="running")
+    for i in range(10):  # held by the holder, due 3 s after it dies
+        tasks.put(slow(f"h{i}", "tk", out, 0, 6 + i / 10))
+    for i in range(5):  # due well after: taken over first, then on time
+        tasks.put(slow(f"later{i}", "tk", out, 0, 20 + i / 10))
+    wait_for(lambda: all(tasks.get(f"h{i}")["status"] == "scheduled" for i in range(10)),
+             what="all held")
+    survivor = cli.spawn("start", "tk", "--poll", "30", AFTER_JOBS=str(jobs))
+    ready(cli, survivor, "tk")
+    time.sleep(1.5)
+    killed_at = utcnow()
+    holder.send_signal(getattr(signal, how))
+    wait_for(lambda: len(recorded(out)) >= 17, timeout=40, what="16 runs and the re-run")
+    time.sleep(1)
+    runs = recorded(out)
+    dates = {d["_id"]: parse_date(d["date"]) for d in tasks.find_all({"worker": "tk"})}
+    after_kill = [r for r in runs if r["pid"] == survivor.pid]
+    assert sorted(r["id"] for r in after_kill) == sorted(
+        ["long"] + [f"h{i}" for i in range(10)] + [f"later{i}" for i in range(5)])
+    late = {r["id"]: (parse_date(r["at"]) - max(dates.get(r["id"], killed_at), killed_at))
+            .total_seconds() for r in after_kill if r["id"] != "long"}
+    long_rerun = [r for r in after_kill if r["id"] == "long"][0]
+    late["long"] = (parse_date(long_rerun["at"]) - killed_at).total_seconds()
+    held = max(v for k, v in late.items() if k.startswith("h") or k == "long")
+    print(f"\n[takeover {how}, defaults, --poll 30] re-run of the running task "
+          f"{late['long']:.2f}s after the {how}; held tasks at most {held:.2f}s after "
+          f"max(date, {how}); later tasks at most "
+          f"{max(v for k, v in late.items() if k.startswith('later')):.3f}s late")
+    assert held <= 10.0
+    assert max(v for k, v in late.items() if k.startswith("later")) < 1.0
+    assert Counter(r["id"] for r in runs)["long"] == 2  # once on each, never more
+    if how == "SIGSTOP":
+        holder.send_signal(signal.SIGKILL)
+
+
+def faketime_env(offset: str) -> dict:
+    """libfaketime preloaded into the worker itself (the ``faketime`` command would fork, and
+    the pid files would not be the pid the test started)."""
+    assert shutil.which("faketime"), \
+        "faketime is missing: run `make install` (scripts/install-faketime.sh)"
+    libs = sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1")
+                  + glob.glob("/usr/lib*/faketime/libfaketimeMT.so.1"))
+    assert libs, "libfaketimeMT.so.1 is missing: run `make install`"
+    return {"LD_PRELOAD": libs[0], "FAKETIME": offset, "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            "FAKETIME_NO_CACHE": "1"}
+
+
+def test_a_member_with_a_clock_5s_ahead_never_runs_early_nor_takes_over(cli, tasks, tmp_path,
+                                                                         jobs):
+    out = tmp_path / "runs.jsonl"
+    options = ("--poll", "1", "--lease", "5", "--heartbeat", "1")
+    healthy = cli.spawn("start", "sk", *options, AFTER_JOBS=str(jobs))
+    ahead = cli.spawn("start", "sk", *options, AFTER_JOBS=str(jobs), **faketime_env("+5"))
+    logs = [ready(cli, healthy, "sk"), ready(cli, ahead, "sk")]
+    time.sleep(2.5)  # each has read the other's heartbeat, and sampled the server's clock
+    listing = json.loads(cli.run("list", "--json").stdout)
+    offsets = {e["pid"]: e["clock_offset"] for e in listing if e["name"] == "sk"}
+    assert abs(offsets[healthy.pid]) < 1.0 and 4.0 < offsets[ahead.pid] < 6.1, offsets
+    assert "is +5" in cli.run("list").stdout  # the warning
+    # the test's wall clock against the monotonic one, which every process shares
+    base_wall, base_mono = utcnow(), time.monotonic()
+    count = 40
+    dates = {}
+    for i in range(count):  # due 2-12 s from now; each runs 3 s, so runs overlap
+        doc = slow(f"s{i:02}", "sk", out, 3, 2 + i / 4)
+        dates[doc["_id"]] = parse_date(doc["date"])
+        tasks.put(doc)
+    wait_for(lambda: len(recorded(out)) >= count, timeout=40, what=f"{count} runs")
+    time.sleep(4)  # a duplicate would show up now
+    runs = recorded(out)
+    early = {r["id"]: round((dates[r["id"]] - base_wall).total_seconds()
+                            - (r["mono"] - base_mono), 3) for r in runs}
+    by_pid = Counter(r["pid"] for r in runs)
+    worst = max(early.values())
+    print(f"\n[skew +5s] runs={len(runs)} per process {dict(by_pid)}; earliest start "
+          f"{worst:+.3f}s before its date (negative: late); offsets seen {offsets}")
+    assert Counter(r["id"] for r in runs).most_common(1)[0][1] == 1  # none twice
+    assert len(runs) == count
+    assert worst < 0.05  # never early (50 ms: the test's own clock readings)
+    assert by_pid[ahead.pid] > 0 and by_pid[healthy.pid] > 0
+    for log in logs:
+        text = log.read_text()
+        assert "stopped heartbeating" not in text and "interrupted" not in text, text[-2000:]
+    assert "off the database server's" in logs[1].read_text()
+    assert os.path.exists(out)
+
+
+def test_a_frozen_process_loses_its_tasks_and_carries_on_when_it_thaws(cli, tasks, tmp_path,
+                                                                       jobs):
+    """SIGSTOP longer than the lease, then SIGCONT: its held tasks ran elsewhere, once."""
+    out = tmp_path / "runs.jsonl"
+    options = ("--poll", "30")
+    frozen = cli.spawn("start", "fz", *options, AFTER_JOBS=str(jobs))
+    ready(cli, frozen, "fz")
+    due = utcnow() + timedelta(seconds=4)
+    for i in range(10):
+        tasks.put({**slow(f"f{i}", "fz", out, 0, 0), "date": format_date(due)})
+    wait_for(lambda: all(tasks.get(f"f{i}")["status"] == "scheduled" for i in range(10)),
+             what="all held")
+    other = cli.spawn("start", "fz", *options, AFTER_JOBS=str(jobs))
+    ready(cli, other, "fz")
+    time.sleep(1.5)
+    frozen.send_signal(signal.SIGSTOP)
+    wait_for(lambda: len(recorded(out)) >= 10, timeout=30, what="10 runs")
+    frozen.send_signal(signal.SIGCONT)
+    time.sleep(4)  # it thaws: its timer fires, its writes conflict, nothing runs twice
+    runs = recorded(out)
+    assert sorted(r["id"] for r in runs) == [f"f{i}" for i in range(10)]
+    assert {r["pid"] for r in runs} == {other.pid}
+    assert frozen.poll() is None  # still running, and part of the pool again
+
+
+EXITS = '''
+import os
+
+
+def exits(task):
+    """End the process that runs it, as a crash in C code would."""
+    os._exit(1)
+'''
+
+
+def test_a_job_that_ends_its_process_takes_down_two_processes_at_most(cli, tasks, tmp_path,
+                                                                     jobs):
+    (jobs / "exits.py").write_text(EXITS)
+    processes = [cli.spawn("start", "ex", "--poll", "30", AFTER_JOBS=str(jobs))
+                 for _ in range(4)]
+    for process in processes:
+        ready(cli, process, "ex")
+    time.sleep(1.5)
+    doc = task_doc("boom", "ex", tmp_path / "unused")
+    doc["job"] = {"name": "exits", "arguments": []}
+    tasks.put(doc)
+    final = wait_for(lambda: (d := tasks.get("boom"))["status"] == "error" and d, timeout=40,
+                     what="the task ends error")
+    time.sleep(8)  # more than a lease: a third victim would be dead now
+    dead = [p for p in processes if p.poll() is not None]
+    print(f"\n[os._exit] processes ended by the job: {len(dead)} of 4; "
+          f"error: {final['after']['error']}")
+    assert 1 <= len(dead) <= 2
+    assert final["after"]["error"].startswith("the job ended its process")
