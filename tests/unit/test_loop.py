@@ -178,8 +178,7 @@ def test_a_claim_that_loses_to_another_process_is_decided_again_not_run(tmp_path
     store = Racing("tasks")
     loop = Loop(store, tmp_path, now)
     # the other process started a moment ago: its heartbeat is written, not yet in the cache
-    store.put({"_id": OTHER, "type": "worker", "name": "w",
-               "expires": format_date(later(utcnow(), 600))}, db=f"{store.db}_workers")
+    store.put({"_id": OTHER, "type": "worker", "name": "w"}, db=f"{store.db}_workers")
     loop.put("t", now)
     store.race["t"] = lambda doc: rules.claim(doc, OTHER, now, now)
     loop.feed.deliver()
@@ -188,7 +187,7 @@ def test_a_claim_that_loses_to_another_process_is_decided_again_not_run(tmp_path
     assert doc["status"] == "scheduled" and doc[rules.NS]["owner"] == OTHER, doc
     assert [d["_rev"] for d in loop.worker.awaiting[OTHER]] == [doc["_rev"]]
     assert loop.ran() == [] and "t" not in loop.worker.held
-    loop.worker.peers.confirm(OTHER, to_ms(now))  # what the peers' thread does when asked
+    loop.worker.peers.confirm(OTHER)  # what the peers' thread does when asked
     loop.worker.inbox.put(("peer", OTHER))
     loop.step()
     assert loop.worker.awaiting == {}
