@@ -164,14 +164,15 @@ class Worker:
             self.inbox.put(("recheck", current))
         return False
 
-    def turn(self, wait: float | None = None) -> None:
-        """One turn: wait for events (at most ``wait`` seconds), decide, write, launch."""
+    def turn(self, wait: float | None = None, now: datetime | None = None) -> None:
+        """One turn: wait for events (at most ``wait`` seconds), decide, write, launch.
+        ``now`` replaces the turn's clock read (a test driving the loop by hand)."""
         if wait is None:
             wake = min(next_deadline(self.held), self.next_check)
             wait = max(0.0, min(wake - self.peers.now().timestamp(), 1.0))
             wait = min(wait, 0.2) if self.writer.pending else wait
         events = self._drain(wait)
-        now = self.peers.now()  # the one clock read of the turn
+        now = now or self.peers.now()  # the one clock read of the turn
         self._count_busy()
         writes: list[Write] = []
         for kind, value in events:

@@ -12,10 +12,13 @@ import time
 from collections import Counter
 from datetime import timedelta
 
+from after import peers
+from after.config import workers_db
 from after.dates import format_date, parse_date, utcnow
 from after.process import pid_files
+from after.store import Store
 
-from ..acceptance.conftest import recorded, task_doc
+from ..acceptance.conftest import recorded, task_doc, wait_for_peers
 from .conftest import wait_until
 
 # No process dies in these tests: a lease (10 s) a loaded 2-core machine cannot outlast by
@@ -31,7 +34,7 @@ def start_pool(ccli, name: str, nodes=(1, 2, 3), *extra) -> list:
                30, f"{len(nodes)} processes")
     wait_until(lambda: all(f"worker {name} ready" in p.read_text()
                            for p in ccli.home.glob("spawn-*.out")), 30, "ready")
-    time.sleep(1)  # a heartbeat and more: every process knows the others
+    wait_for_peers(ccli, name, len(nodes))  # every process knows the others
     return processes
 
 
@@ -54,6 +57,24 @@ def all_done(ccli, ids, timeout: float = 30) -> dict[str, dict]:
         if time.monotonic() > deadline:
             raise AssertionError(f"not done: {len(stuck)}: {sorted(stuck.items())[:10]}")
         time.sleep(0.3)
+
+
+def settled(ccli, name: str, ids, count: int, timeout: float = 30) -> dict[str, dict]:
+    """Every task ``done``, then a heartbeat of each of the ``count`` processes of ``name``,
+    written since, saying it holds and runs nothing: no run can come after this (what a fixed
+    "a duplicate would show up now" sleep stood for). Returns the tasks."""
+    docs = all_done(ccli, ids, timeout)
+    since = utcnow()
+
+    def idle(store) -> bool:
+        beats = peers.registry(store, workers_db(ccli.db), name)
+        return len(beats) >= count and all(
+            parse_date(b["last_seen"]) > since and b.get("held") == 0 and b.get("running") == 0
+            for b in beats)
+
+    with Store(ccli.url, ccli.db) as store:
+        wait_until(lambda: idle(store), timeout, f"every process of {name} to be idle")
+    return docs
 
 
 def no_conflicts_left(ccli, ids, timeout: float = 20) -> None:
@@ -101,7 +122,7 @@ def test_three_processes_on_three_nodes_share_300_tasks_exactly_once(ccli, tmp_p
     docs = [task_doc(f"t{i:03}", "pool", out, delay=2 + (i % 20) / 10) for i in range(300)]
     post(ccli, docs)
     wait_until(lambda: len(recorded(out)) >= 300, 90, "300 runs")
-    time.sleep(3)  # a duplicate would show up now
+    settled(ccli, "pool", [d["_id"] for d in docs], len(processes))
     runs = recorded(out)
     per_task = Counter(r["id"] for r in runs)
     per_process = Counter(r["pid"] for r in runs)
@@ -113,7 +134,6 @@ def test_three_processes_on_three_nodes_share_300_tasks_exactly_once(ccli, tmp_p
     assert duplicates == 0
     assert len(per_task) == 300
     assert set(per_process) == {p.pid for p in processes}  # every node's process took some
-    all_done(ccli, per_task)
     no_conflicts_left(ccli, per_task)
 
 
@@ -137,11 +157,9 @@ def test_a_node_killed_mid_run_loses_nothing_and_its_process_fails_over(ccli, tm
     on_two = {i for i, d in held.items() if d["status"] in ("scheduled", "running")
               and f":{processes[1].pid}:" in d.get("after", {}).get("owner", "")}
     ccli.cluster.kill(2)
-    killed = time.monotonic()
-    time.sleep(max(0.0, 6 - (time.monotonic() - killed)))
+    time.sleep(6)  # the subject: node 2 stays down while tasks come due
     ccli.cluster.revive(2)
-    final = all_done(ccli, ids, timeout=60)
-    time.sleep(2)  # a duplicate would show up now
+    final = settled(ccli, "crash", ids, len(processes), timeout=60)
     runs = recorded(out)
     per_task = Counter(r["id"] for r in runs)
     twice = sorted(i for i, n in per_task.items() if n > 1)
@@ -182,7 +200,7 @@ def test_writes_answered_202_are_confirmed_before_the_job_runs(ccli, tmp_path):
                 answers.append(store.put(task_doc(f"a{i}", "lonely", out, delay=1))["status"])
         assert answers == [202] * 10
         wait_until(lambda: len(recorded(out)) >= 10, 30, "10 runs")
-        time.sleep(1.5)
+        settled(ccli, "lonely", [f"a{i}" for i in range(10)], 1)
         assert sorted(r["id"] for r in recorded(out)) == [f"a{i}" for i in range(10)]
         log = spawn_log(0, ccli)
         assert log.count("accepted (202) and confirmed") == 10, log[-2000:]
@@ -248,7 +266,7 @@ def test_conflicting_revisions_are_resolved_to_the_winner_which_runs_once(ccli, 
     winners = {i: d["job"]["arguments"][1] for i, d in split.items()}
     start_pool(ccli, "race", nodes=(1, 3))
     wait_until(lambda: len(recorded(out)) >= 100, 60, "100 runs")
-    time.sleep(2)
+    settled(ccli, "race", ids, 2)
     runs = recorded(out)
     per_task = Counter(r["id"] for r in runs)
     assert sorted(per_task) == ids and set(per_task.values()) == {1}
@@ -271,12 +289,12 @@ def test_a_repeating_task_keeps_one_occurrence_at_a_time_across_a_node_restart(c
     holder = next((i for i, p in enumerate(processes) if f":{p.pid}:" in owner), 0)
     node = holder + 1  # the holder's own node dies under it
     ccli.cluster.kill(node)
-    time.sleep(3)
+    time.sleep(3)  # the subject: the holder's node stays down for three occurrences
     ccli.cluster.revive(node)
     with ccli.node_store(1) as store:
         final = wait_until(lambda: (d := store.get("tick", conflicts=True))["status"] == "done"
                            and d, 40, "the last occurrence")
-    time.sleep(1.5)
+    settled(ccli, "rep", ["tick"], len(processes))
     runs = recorded(out)
     dates = [r["date"] for r in runs]
     print(f"\n[cluster repeat] runs={len(runs)} distinct occurrences={len(set(dates))} "

@@ -219,14 +219,16 @@ def test_a_continuous_feed_streams_through(client, store):
             opened.set()
             for line in feed.iter_lines():
                 lines.append((time.monotonic(), line))
+                if line == "":
+                    beat.set()
                 if '"late-write"' in line:
                     return
 
+    beat = threading.Event()
     reader = threading.Thread(target=follow, daemon=True)
     reader.start()
     assert opened.wait(10)
-    time.sleep(1.0)
-    assert any(line == "" for _, line in lines), "no heartbeat came through while open"
+    assert beat.wait(10), "no heartbeat came through while open"
     written = time.monotonic()
     store.put({"_id": "late-write", "worker": "w", "date": "2030-01-01T00:00:00Z",
                "job": {"name": "hello"}, "status": "waiting"})
@@ -238,18 +240,27 @@ def test_a_continuous_feed_streams_through(client, store):
 
 def test_a_longpoll_answers_when_a_change_comes(client, store):
     since = store.update_seq(f"{store.db}_workers")
-    answers = []
-    reader = threading.Thread(target=lambda: answers.append(client.get(
-        f"/{store.db}_workers/_changes",
-        params={"feed": "longpoll", "since": since, "heartbeat": "1000",
-                "timeout": "20000", "include_docs": "true"}, timeout=30)), daemon=True)
+    answers, chunks = [], []
+    beat = threading.Event()
+
+    def poll():
+        with client.stream("GET", f"/{store.db}_workers/_changes", params={
+                "feed": "longpoll", "since": since, "heartbeat": "300", "timeout": "20000",
+                "include_docs": "true"}, timeout=30) as answer:
+            for chunk in answer.iter_bytes():
+                chunks.append(chunk)
+                if not chunk.strip():
+                    beat.set()  # a heartbeat came through, nothing else yet
+            answers.append(json.loads(b"".join(chunks)))
+
+    reader = threading.Thread(target=poll, daemon=True)
     reader.start()
-    time.sleep(1.5)
+    assert beat.wait(10), f"no heartbeat came through the open longpoll: {chunks}"
     assert answers == []  # still waiting, through a heartbeat or more
     store.put({"_id": "w@h:1:x", "type": "worker", "name": "w"}, db=f"{store.db}_workers")
     reader.join(10)
     assert answers, "the longpoll did not answer the change"
-    results = answers[0].json()["results"]
+    results = answers[0]["results"]
     assert [change["id"] for change in results] == ["w@h:1:x"]
 
 

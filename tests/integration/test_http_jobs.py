@@ -29,7 +29,7 @@ class Endpoint:
                 body = self.rfile.read(length) if length else b""
                 endpoint.calls.append((self.command, self.path, dict(self.headers), body))
                 if self.path.startswith("/slow"):
-                    time.sleep(2)
+                    time.sleep(2)  # the subject: slower than the job's timeout
                 statuses = endpoint.script.get(self.path.split("?")[0], [200])
                 status = statuses.pop(0) if len(statuses) > 1 else statuses[0]
                 payload = json.dumps({"path": self.path.split("?")[0], "status": status}).encode()
@@ -88,11 +88,11 @@ def test_an_expected_204_that_first_gets_500_succeeds_on_the_retry(harness, endp
 def test_an_endpoint_that_always_fails_ends_error_after_one_plus_limit_calls(harness,
                                                                              endpoint):
     endpoint.script["/down"] = [503]
-    harness.start()
+    worker = harness.start()
     harness.put("down", job="http", arguments={"url": f"{endpoint.url}/down"},
                 retry={"limit": 3, "delay": 0.1, "backoff": "exponential"})
     doc = harness.wait_status("down", "error", timeout=20)
-    time.sleep(0.5)
+    harness.settled(worker, "down")  # nothing can call the endpoint again now
     assert endpoint.calls_to("/down") == 4
     assert doc["after"]["failures"] == 4
     assert "HTTP 503" in doc["after"]["error"]

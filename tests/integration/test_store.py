@@ -249,7 +249,7 @@ def test_follower_survives_a_server_restart(disk_server):
             s.put(task(_id="one"))
             assert seen.wait_for(lambda c: [x["id"] for x in c] == ["one"])
             disk_server.stop()
-            time.sleep(1.0)
+            assert seen.wait_for(lambda c: not follower.connected), "the outage went unseen"
             disk_server.start()
             s.put(task(_id="two"))
             assert seen.wait_for(lambda c: [x["id"] for x in c] == ["one", "two"], 20)

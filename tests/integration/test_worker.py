@@ -13,6 +13,8 @@ from after.worker import Settings, Worker
 
 from .conftest import FAST
 
+ON_TIME_UNDER_LOAD = 1.0  # seconds: late, but not waiting for a poll (60 s below)
+
 
 def test_a_task_runs_at_its_date_to_the_millisecond(harness):
     harness.start()
@@ -240,13 +242,22 @@ def test_an_unconfirmed_start_is_checked_against_what_the_server_serves(harness,
 
 
 def test_each_occurrence_of_a_repeating_task_runs_on_time_without_polling(harness):
+    """Each occurrence is started by the timer, never by a poll: the worker polls once at
+    start, then not for 60 s, so an occurrence that waited for a poll would be tens of seconds
+    late (or the wait below would time out). "On time" is bounded by ON_TIME_UNDER_LOAD, far
+    below that and far above what a loaded machine adds (0.1-0.2 s measured on 2 cores at load
+    20); the millisecond itself is the business of test_a_task_runs_at_its_date_to_the_
+    millisecond. Measured from the run record's scheduled instant to the job's own stamp."""
     harness.start(poll=60)  # the feed and the worker's own writes only: no safety-net poll
     harness.put("tick", delay=0.5, repeat={"s": 1, "limit": 3})
-    harness.wait_status("tick", "done", timeout=10)
+    harness.wait_status("tick", "done", timeout=30)  # < 60 s: no poll can have helped
     runs = harness.wait(lambda: len(r := harness.runs("tick")) == 3 and r, what="3 runs")
-    lateness = [(parse_date(r["started"]) - parse_date(r["scheduled"])).total_seconds()
-                for r in runs]
-    assert max(lateness) < 0.1, lateness
+    stamps = harness.recorded()  # one line per run, written by the job as it starts
+    assert [parse_date(s["date"]) for s in stamps] == [parse_date(r["scheduled"]) for r in runs]
+    lateness = [round((parse_date(s["at"]) - parse_date(r["scheduled"])).total_seconds(), 3)
+                for s, r in zip(stamps, runs, strict=True)]
+    print(f"lateness of each occurrence: {lateness} s (bound {ON_TIME_UNDER_LOAD} s)")
+    assert all(0 <= late < ON_TIME_UNDER_LOAD for late in lateness), lateness
 
 
 def test_a_task_already_due_is_claimed_and_started_in_one_write(harness, store):

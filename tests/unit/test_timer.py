@@ -347,3 +347,18 @@ def test_stopped_timer_cannot_restart() -> None:
     with pytest.raises(RuntimeError):
         timer.start()
     assert not timer.is_alive()
+
+
+def test_fire_due_fires_what_is_due_on_the_calling_thread() -> None:
+    """A timer driven by hand (its thread never started), as tests/unit/test_loop.py does."""
+    fired: list[tuple[str, int, object, threading.Thread]] = []
+    timer: Timer[str] = Timer(lambda key, due, item: fired.append(
+        (key, due, item, threading.current_thread())))
+    timer.add("b", 200, "B")
+    timer.add("a", 100, "A")
+    timer.add("c", 300, "C")
+    assert timer.fire_due(99) == 0 and fired == []
+    assert timer.fire_due(200) == 2
+    assert [(k, d, i) for k, d, i, _ in fired] == [("a", 100, "A"), ("b", 200, "B")]
+    assert {t for *_, t in fired} == {threading.current_thread()}
+    assert "c" in timer and "a" not in timer and not timer.is_alive()

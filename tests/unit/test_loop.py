@@ -1,0 +1,262 @@
+"""The worker's loop, driven by hand against the in-memory store (:mod:`after.memstore`).
+
+No server, no threads, no sleeps: each step sets the instant, fires the timer entries due
+then (:meth:`Timer.fire_due`), delivers the feed's changes (:meth:`MemFollower.deliver`) and
+turns the loop (:meth:`Worker.turn` with ``now``) until nothing is left to do; jobs run at
+once on the loop's thread (:class:`Inline`). What the store does is held to CouchDB's by
+``tests/integration/test_store_contract.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from after import schema
+from after import task as rules
+from after.config import Settings, runs_db
+from after.dates import format_date, parse_date, to_ms, utcnow
+from after.holding import RUN
+from after.jobs import JobRegistry
+from after.memstore import MemStore
+from after.polling import query_due
+from after.worker import Worker
+
+JOBS = Path(__file__).resolve().parents[2] / "jobs"
+OTHER = "w@elsewhere:4242:abcdef"  # another process of the same worker name
+
+
+class Inline:
+    """A job pool that runs each job at once, on the caller's thread: its end is in the
+    loop's inbox before the launch returns."""
+
+    def submit(self, fn, *args):
+        fn(*args)
+
+    def shutdown(self, **ignored):
+        pass
+
+
+class Vanishing(Inline):
+    """A job pool whose threads die at once without a word: no run, no end posted."""
+
+    def __init__(self, runner):
+        self.runner = runner
+
+    def submit(self, fn, docid, token, *args):
+        self.runner.ended(token)
+
+
+class Refusing(MemStore):
+    """A store whose validation refuses any write of a task to ``running``."""
+
+    def bulk_docs(self, docs, *, db=None, new_edits=True):
+        if (db or self.db) != self.db:
+            return super().bulk_docs(docs, db=db, new_edits=new_edits)
+        allowed = [d for d in docs if d.get("status") != "running"]
+        answers = iter(super().bulk_docs(allowed, db=db, new_edits=new_edits))
+        return [{"id": d["_id"], "error": "forbidden", "reason": "running: not on this test"}
+                if d.get("status") == "running" else next(answers) for d in docs]
+
+
+class Racing(MemStore):
+    """A store where another process's write lands just before the worker's next write of
+    the same task (``race[docid]``: a function of the current document)."""
+
+    def __init__(self, db):
+        super().__init__(db)
+        self.race: dict = {}
+
+    def bulk_docs(self, docs, *, db=None, new_edits=True):
+        for doc in docs:
+            theirs = self.race.pop(doc.get("_id"), None)
+            if theirs is not None:
+                self.put(theirs(self.get(doc["_id"])))
+        return super().bulk_docs(docs, db=db, new_edits=new_edits)
+
+
+class Loop:
+    """One worker process, its store and its clock, turned by hand."""
+
+    def __init__(self, store: MemStore, tmp: Path, now: datetime):
+        schema.setup(store)
+        self.store, self.now, self.trace = store, now, tmp / "runs.jsonl"
+        self.worker = Worker(store, "w", JobRegistry(JOBS), Settings(horizon=60, pool=2))
+        self.worker.runner.pool = Inline()
+        self.feed = store.follow(self.worker._on_change, since=store.update_seq(),
+                                 selector={"worker": "w"})
+
+    def put(self, docid: str, at: datetime, **fields) -> dict:
+        doc = {"_id": docid, "worker": "w", "date": format_date(at), "status": "waiting",
+               "job": {"name": "record", "arguments": [str(self.trace)]}, **fields}
+        self.store.put(doc)
+        return doc
+
+    def step(self, at: datetime | None = None) -> None:
+        """Move the clock to ``at``, then turn until the loop has nothing left to do."""
+        self.now = at or self.now
+        for turns in range(50):
+            fired = self.worker.timer.fire_due(to_ms(self.now))
+            delivered = self.feed.deliver()
+            if turns and not fired and not delivered and self.worker.inbox.empty():
+                return
+            self.worker.turn(wait=0, now=self.now)  # the first even with nothing to do
+        raise AssertionError("the loop never settled")
+
+    def poll(self) -> None:
+        """What the poller's thread would post: every task the ``due`` view holds."""
+        for doc in query_due(self.store, "w", self.worker.settings, self.now)[0]:
+            self.worker.inbox.put(("recheck", doc))
+        self.step()
+
+    def doc(self, docid: str) -> dict:
+        return self.store.get(docid)
+
+    def ran(self) -> list[dict]:
+        """The job's own trace: one line per time it ran."""
+        if not self.trace.exists():
+            return []
+        return [json.loads(line) for line in self.trace.read_text().splitlines()]
+
+    def runs(self, docid: str) -> list[dict]:
+        """The task's run records, once the recorder (never started) has written them."""
+        self.worker.recorder.stop()
+        docs, _ = self.store.find({"task": docid}, db=runs_db(self.store.db), limit=100)
+        return sorted(docs, key=lambda r: r["number"])
+
+
+@pytest.fixture
+def now() -> datetime:
+    return utcnow().replace(microsecond=0)
+
+
+@pytest.fixture
+def loop(tmp_path, now) -> Loop:
+    return Loop(MemStore("tasks"), tmp_path, now)
+
+
+def later(now: datetime, seconds: float) -> datetime:
+    return now + timedelta(seconds=seconds)
+
+
+def test_a_task_due_now_is_claimed_run_once_and_ends_done_with_a_run_record(loop, now):
+    loop.put("t", now)
+    loop.step()
+    doc = loop.doc("t")
+    assert doc["status"] == "done", doc
+    assert doc[rules.NS]["runs"] == 1 and doc[rules.NS]["last_run"]["outcome"] == rules.OK
+    assert [r["id"] for r in loop.ran()] == ["t"]
+    [run] = loop.runs("t")
+    assert run["outcome"] == rules.OK and run["number"] == 1 and run["worker"] == "w"
+    assert run["process"] == loop.worker.id
+    assert parse_date(run["scheduled"]) == now
+    assert loop.worker.held == {} and loop.worker.counts["claimed"] == 1
+    loop.step(later(now, 5))
+    loop.poll()  # the safety net finds nothing more to do
+    assert len(loop.ran()) == 1 and loop.doc("t")["_rev"] == doc["_rev"]
+
+
+def test_a_future_task_is_held_and_fires_at_its_date(loop, now):
+    due = later(now, 30.25)
+    loop.put("t", due)
+    loop.step()
+    doc = loop.doc("t")
+    assert doc["status"] == "scheduled" and doc[rules.NS]["owner"] == loop.worker.id
+    assert loop.worker.timer.snapshot() == [((RUN, "t"), to_ms(due), None)]
+    loop.step(due - timedelta(milliseconds=1))
+    assert loop.ran() == [] and loop.doc("t")["status"] == "scheduled"
+    loop.step(due)
+    assert loop.doc("t")["status"] == "done" and len(loop.ran()) == 1
+    [run] = loop.runs("t")
+    assert parse_date(run["scheduled"]) == due and parse_date(run["started"]) >= now
+
+
+def test_a_claim_that_loses_to_another_process_is_decided_again_not_run(tmp_path, now):
+    store = Racing("tasks")
+    loop = Loop(store, tmp_path, now)
+    # the other process started a moment ago: its heartbeat is written, not yet in the cache
+    store.put({"_id": OTHER, "type": "worker", "name": "w"}, db=f"{store.db}_workers")
+    loop.put("t", now)
+    store.race["t"] = lambda doc: rules.claim(doc, OTHER, now, now)
+    loop.feed.deliver()
+    loop.worker.turn(wait=0, now=now)  # one turn: the claim conflicts, is re-read, decided
+    doc = loop.doc("t")
+    assert doc["status"] == "scheduled" and doc[rules.NS]["owner"] == OTHER, doc
+    assert [d["_rev"] for d in loop.worker.awaiting[OTHER]] == [doc["_rev"]]
+    assert loop.ran() == [] and "t" not in loop.worker.held
+    loop.worker.peers.confirm(OTHER)  # what the peers' thread does when asked
+    loop.worker.inbox.put(("peer", OTHER))
+    loop.step()
+    assert loop.worker.awaiting == {}
+    assert loop.ran() == [] and loop.runs("t") == []
+    assert "t" not in loop.worker.held and (RUN, "t") not in loop.worker.timer
+    assert loop.worker.counts["claimed"] == 0
+    loop.step(later(now, 5))
+    loop.poll()
+    assert loop.ran() == [] and loop.doc("t")["_rev"] == doc["_rev"]
+
+
+def test_a_write_the_database_refuses_ends_the_task_in_error(tmp_path, now):
+    loop = Loop(Refusing("tasks"), tmp_path, now)
+    loop.put("t", now)
+    loop.step()
+    doc = loop.doc("t")
+    assert doc["status"] == "error", doc
+    assert "running: not on this test" in doc[rules.NS]["error"]
+    assert loop.ran() == [] and loop.worker.held == {}
+    loop.step(later(now, 5))
+    loop.poll()
+    assert loop.ran() == [] and loop.doc("t")["_rev"] == doc["_rev"]
+
+
+def test_the_self_check_corrects_a_task_running_with_nothing_behind_it(loop, now):
+    loop.worker.runner.pool = Vanishing(loop.worker.runner)
+    loop.put("t", now)
+    loop.step()
+    assert loop.doc("t")["status"] == "running" and loop.ran() == []
+    every = loop.worker.settings.self_check
+    loop.step(later(now, every / 2))  # not checked again yet
+    assert "t" in loop.worker.held and loop.worker.counts["corrected"] == 0
+    loop.step(later(now, every))  # found by two checks in a row
+    assert loop.worker.counts["corrected"] == 1
+    assert "t" not in loop.worker.held and loop.worker.poll_now.is_set()
+    loop.worker.runner.pool = Inline()
+    loop.poll()  # the poll the self-check asked for: the task is decided again, and runs
+    doc = loop.doc("t")
+    assert doc["status"] == "done" and len(loop.ran()) == 1, doc
+    assert [r["outcome"] for r in loop.runs("t")] == [rules.OK]
+
+
+def test_a_held_task_canceled_is_dropped_and_never_runs(loop, now):
+    due = later(now, 30)
+    loop.put("t", due)
+    loop.step()
+    assert (RUN, "t") in loop.worker.timer
+    doc = loop.doc("t")
+    loop.store.put({**doc, "status": "cancel"})  # the user's write, as curl would
+    loop.step(later(now, 1))
+    doc = loop.doc("t")
+    assert doc["status"] == "canceled" and "owner" not in doc[rules.NS], doc
+    assert loop.worker.held == {} and (RUN, "t") not in loop.worker.timer
+    loop.step(due)
+    loop.poll()
+    assert loop.ran() == [] and loop.doc("t")["_rev"] == doc["_rev"]
+
+
+def test_a_repeating_task_runs_each_occurrence_at_its_date_until_its_limit(loop, now):
+    loop.put("t", now, repeat={"seconds": 10, "limit": 2})
+    loop.step()
+    doc = loop.doc("t")
+    second = later(now, 10)
+    assert doc["status"] == "scheduled" and parse_date(doc["date"]) == second, doc
+    assert loop.worker.timer.snapshot() == [((RUN, "t"), to_ms(second), None)]
+    assert len(loop.ran()) == 1
+    loop.step(second - timedelta(milliseconds=1))
+    assert len(loop.ran()) == 1
+    loop.step(second)
+    assert loop.doc("t")["status"] == "done" and len(loop.ran()) == 2
+    assert [parse_date(r["scheduled"]) for r in loop.runs("t")] == [now, second]
+    assert loop.worker.held == {} and len(loop.worker.timer) == 0
