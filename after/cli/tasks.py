@@ -287,14 +287,20 @@ def _status_list(statuses: tuple[str, ...]) -> list[str] | None:
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True,
               help="tasks per page")
 @click.option("--page", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="the documents, as a JSON list")
+@click.option("--json", "as_json", is_flag=True,
+              help="the page's documents, as a plain JSON list (an empty list past the "
+                   "last page)")
 @click.pass_obj
 def tasks(cfg, worker, statuses, job, before, after, limit, page, as_json):
-    """List tasks, sorted by date."""
+    """List tasks, sorted by date, a page at a time; the table ends with a line saying
+    when there are more (--page N+1 for the next)."""
     with open_client(cfg) as client, refused():
+        # one more than the page: whether a next page exists, without counting them all
         found = client.tasks(worker=worker, status=_status_list(statuses), job=job,
-                             before=before, after=after, limit=limit,
+                             before=before, after=after, limit=limit + 1,
                              skip=(page - 1) * limit)
+    more = len(found) > limit
+    found = found[:limit]
     if as_json:
         echo_json(found)
         return
@@ -307,6 +313,10 @@ def tasks(cfg, worker, statuses, job, before, after, limit, page, as_json):
                      str(doc.get("date")), clip(call_text(doc.get("job")), 40),
                      describe_repeat(doc.get("repeat"))))
     echo_table(rows)
+    if more:
+        first = (page - 1) * limit + 1
+        click.echo(f"tasks {first}-{first + len(found) - 1} shown, there are more: "
+                   f"--page {page + 1} for the next")
 
 
 @click.command()

@@ -162,6 +162,24 @@ def test_tasks_filters_sorts_and_pages(env, store, couch_url):
     assert after(env, "tasks", "--worker", "nobody").stdout == "no tasks\n"
 
 
+def test_tasks_says_when_a_page_leaves_tasks_out(env, store, couch_url):
+    with Client(couch_url, store.db) as client:
+        for day in range(1, 6):
+            client.schedule("noop", worker="w", at=f"2027-01-0{day}", id=f"t{day}")
+    first = after(env, "tasks", "--limit", "2").stdout.splitlines()
+    assert [line.split()[0] for line in first[1:3]] == ["t1", "t2"]
+    assert first[3:] == ["tasks 1-2 shown, there are more: --page 2 for the next"]
+    second = after(env, "tasks", "--limit", "2", "--page", "2").stdout.splitlines()
+    assert second[3:] == ["tasks 3-4 shown, there are more: --page 3 for the next"]
+    last = after(env, "tasks", "--limit", "2", "--page", "3").stdout.splitlines()
+    assert [line.split()[0] for line in last] == ["ID", "t5"]  # no line: nothing more
+    exact = after(env, "tasks", "--limit", "5").stdout.splitlines()
+    assert len(exact) == 6 and "more" not in exact[-1]
+    # --json stays a plain list of the page's documents
+    page = json.loads(after(env, "tasks", "--limit", "2", "--json").stdout)
+    assert [d["_id"] for d in page] == ["t1", "t2"]
+
+
 # -- cancel and reschedule -----------------------------------------------------------------
 
 
