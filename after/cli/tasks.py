@@ -21,6 +21,7 @@ from ..dates import format_date
 from ..jobs import JobRegistry
 from ..process import ProcessError
 from ..process import check_name as check_worker_name
+from ..redact import redact
 from .common import EXIT_FAILED, Failure, echo_json, echo_table, jobs_folder, short
 
 #: Which option a validation message is about, by the field it starts with.
@@ -89,6 +90,15 @@ def json_option(value: str | None, option: str, kinds: tuple = (dict,)) -> Any:
     if not isinstance(parsed, kinds) or isinstance(parsed, bool):
         raise click.BadParameter(f"{value!r} is not a JSON object", param_hint=f"'{option}'")
     return parsed
+
+
+def masked(doc: dict) -> dict:
+    """``doc`` as the commands print it: its job's arguments through the one redaction rule
+    (:func:`after.redact.redact`: secret-named keys and headers, URL passwords and secret
+    query parameters), as run records and logs are. The stored document is unchanged."""
+    if isinstance(doc, dict) and "job" in doc:
+        return {**doc, "job": redact(doc["job"])}
+    return doc
 
 
 def seconds(value: float | None) -> int | float | None:
@@ -219,7 +229,7 @@ def add(cfg, job, args, worker, at, every, cron, tz, limit, until, retry, timeou
             timeout=seconds(timeout), max_delay=seconds(max_delay), id=task_id,
             kwargs=kwargs_value)
         if as_json:
-            echo_json(client.get(new_id))
+            echo_json(masked(client.get(new_id)))
         else:
             click.echo(new_id)
 
@@ -236,7 +246,7 @@ def add(cfg, job, args, worker, at, every, cron, tz, limit, until, retry, timeou
 def show(cfg, task_id, count, as_json):
     """Show a task: its definition, status, next run times and last runs."""
     with open_client(cfg) as client:
-        doc = client.get(task_id)
+        doc = masked(client.get(task_id))
         runs = client.runs(task_id, count) if count else []
     upcoming = [format_date(d) for d in Client.next_runs(doc, 5)]
     if as_json:
@@ -300,7 +310,7 @@ def tasks(cfg, worker, statuses, job, before, after, limit, page, as_json):
                              before=before, after=after, limit=limit + 1,
                              skip=(page - 1) * limit)
     more = len(found) > limit
-    found = found[:limit]
+    found = [masked(doc) for doc in found[:limit]]
     if as_json:
         echo_json(found)
         return
@@ -351,7 +361,7 @@ def cancel(cfg, task_id, as_json):
     with open_client(cfg) as client, refused():
         doc = client.cancel(task_id)
     if as_json:
-        echo_json(doc)
+        echo_json(masked(doc))
     elif doc["status"] == rules.CANCELED:
         click.echo(f"{task_id} canceled")
     else:
@@ -370,7 +380,7 @@ def reschedule(cfg, task_id, at, any_status, as_json):
     with open_client(cfg) as client, refused():
         doc = client.reschedule(task_id, at=at, all=any_status)
     if as_json:
-        echo_json(doc)
+        echo_json(masked(doc))
     else:
         click.echo(f"{task_id} rescheduled for {doc['date']} ({doc['status']})")
 

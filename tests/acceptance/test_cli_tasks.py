@@ -130,6 +130,30 @@ def test_cron_next_runs_across_the_paris_dst_change(env, store):
     assert "repeat     cron 0 9 * * 1-5 (Europe/Paris)" in text.splitlines()
 
 
+def test_commands_print_job_arguments_with_secrets_masked(env, store):
+    secret_kwargs = json.dumps({"url": "http://user:pw123@example.com/hook?token=T0K&page=2",
+                                "headers": {"Authorization": "Bearer SEKRET",
+                                            "X-Api-Key": "K3Y", "Accept": "text/plain"}})
+    added = after(env, "add", "http", "-w", "billing", "--at", "2027-01-04",
+                  "--kwargs", secret_kwargs, "--id", "hook", "--json").stdout
+    outputs = [added, after(env, "show", "hook").stdout,
+               after(env, "show", "hook", "--json").stdout,
+               after(env, "tasks").stdout, after(env, "tasks", "--json").stdout,
+               after(env, "reschedule", "hook", "--all", "--json").stdout,
+               after(env, "cancel", "hook", "--json").stdout]
+    for out in outputs:
+        for secret in ("pw123", "SEKRET", "K3Y", "T0K"):
+            assert secret not in out, (secret, out)
+    shown = outputs[1]
+    assert ('job        http(url="http://user:***@example.com/hook?token=***&page=2", '
+            'headers={"Authorization": "***", "X-Api-Key": "***", "Accept": "text/plain"})'
+            in shown.splitlines())
+    assert json.loads(outputs[2])["task"]["job"]["arguments"]["headers"]["Accept"] == \
+        "text/plain"
+    # what is stored is what was given: only the printing masks
+    assert store.get("hook")["job"]["arguments"]["headers"]["X-Api-Key"] == "K3Y"
+
+
 # -- tasks ---------------------------------------------------------------------------------
 
 
