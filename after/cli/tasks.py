@@ -8,6 +8,7 @@ task's status does not allow exits 1.
 
 from __future__ import annotations
 
+import inspect
 import json
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,11 +19,12 @@ import click
 from .. import task as rules
 from ..client import Client, StateError, TaskError, describe_repeat
 from ..dates import format_date
-from ..jobs import JobRegistry
+from ..jobs import JobError, JobRegistry
+from ..jobs import check_name as check_job_name
 from ..process import ProcessError
 from ..process import check_name as check_worker_name
 from ..redact import redact
-from .common import EXIT_FAILED, Failure, echo_json, echo_table, jobs_folder, short
+from .common import EXIT_FAILED, EXIT_USAGE, Failure, echo_json, echo_table, jobs_folder, short
 
 #: Which option a validation message is about, by the field it starts with.
 FIELD_OPTIONS = {
@@ -164,6 +166,37 @@ def runs_table(runs: list[dict], indent: str = "") -> None:
 # -- add -----------------------------------------------------------------------------------
 
 
+def check_job(folder: Path, name: str, args: list, kwargs: dict | None) -> None:
+    """Refuse (exit 2) a job the jobs folder does not define, or arguments its function
+    cannot take, before anything is written: the worker would only mark the task ``error``.
+
+    Resolved through :class:`~after.jobs.JobRegistry` (built-in jobs, then ``NAME.py`` of the
+    folder; nothing outside it is imported). A name that is not a job name at all is left to
+    the task validator, which says so in the words the worker uses.
+    """
+    try:
+        check_job_name(name)
+    except JobError:
+        return
+    hint = "; --no-check adds it anyway, for a job only the workers' machines have"
+    try:
+        func = JobRegistry(folder).resolve(name)
+    except JobError as exc:
+        if not folder.is_dir():
+            raise Failure(f"job {name!r} is not a built-in job and the jobs folder {folder} "
+                          f"does not exist (set AFTER_JOBS){hint}", EXIT_USAGE) from None
+        raise Failure(f"{exc}{hint}", EXIT_USAGE) from None
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return  # some callables have none: the worker's call decides
+    try:
+        signature.bind(None, *args, **(kwargs or {}))  # None stands for the task
+    except TypeError as exc:
+        raise Failure(f"job {name!r} cannot take these arguments, {name}{signature}: {exc}",
+                      EXIT_USAGE) from None
+
+
 @click.command()
 @click.argument("job")
 @click.argument("args", nargs=-1)
@@ -190,14 +223,18 @@ def runs_table(runs: list[dict], indent: str = "") -> None:
               help="the task's id: creates it, or updates it when it exists (safe to run "
                    "on every deploy)")
 @click.option("--kwargs", metavar="JSON", help="keyword arguments, a JSON object")
+@click.option("--no-check", "no_check", is_flag=True,
+              help="do not check JOB and its arguments against the jobs folder (a job only "
+                   "the workers' machines have)")
 @click.option("--json", "as_json", is_flag=True, help="print the task document")
 @click.pass_obj
 def add(cfg, job, args, worker, at, every, cron, tz, limit, until, retry, timeout, max_delay,
-        task_id, kwargs, as_json):
+        task_id, kwargs, no_check, as_json):
     """Schedule JOB(task, ARGS...) on a worker; prints the task's id.
 
     Each ARG is JSON when it parses as JSON (42, true, null, '"42"', '[1, 2]'), else a
-    string. Put -- before ARGS that start with a dash.
+    string. Put -- before ARGS that start with a dash. JOB must be a built-in job or one of
+    the jobs folder, and the arguments must fit its function (--no-check skips this).
     """
     try:
         check_worker_name(worker)
@@ -221,10 +258,13 @@ def add(cfg, job, args, worker, at, every, cron, tz, limit, until, retry, timeou
     if kwargs_value is not None and args:
         raise click.BadParameter("cannot be combined with ARGS (a task passes a list or an "
                                  "object)", param_hint="'--kwargs'")
+    arguments = [json_or_text(a) for a in args]
+    if not no_check:
+        check_job(cfg.jobs, job, arguments, kwargs_value)
     with open_client(cfg) as client, refused(cron=cron is not None,
                                             kwargs=kwargs is not None):
         new_id = client.schedule(
-            job, *[json_or_text(a) for a in args], worker=worker, at=at, every=every,
+            job, *arguments, worker=worker, at=at, every=every,
             cron=cron, tz=tz, limit=limit, until=until, retry=retry,
             timeout=seconds(timeout), max_delay=seconds(max_delay), id=task_id,
             kwargs=kwargs_value)

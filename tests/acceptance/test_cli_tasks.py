@@ -51,14 +51,14 @@ def after(env: dict, *args: str, code: int = 0) -> subprocess.CompletedProcess:
 
 
 def test_add_prints_the_id_and_writes_the_task(env, store):
-    done = after(env, "add", "hello", "Ada", "42", '{"x": [1]}', "true", "007", "--worker",
+    done = after(env, "add", "noop", "Ada", "42", '{"x": [1]}', "true", "007", "--worker",
                  "billing", "--at", "2027-01-04T10:00:00+01:00", "--retry", "2",
                  "--timeout", "30", "--max-delay", "1.5", "--id", "greet")
     assert done.stdout == "greet\n"
     doc = store.get("greet")
     assert {k: v for k, v in doc.items() if k != "_rev"} == {
         "_id": "greet", "worker": "billing", "date": "2027-01-04T09:00:00.000Z",
-        "job": {"name": "hello", "arguments": ["Ada", 42, {"x": [1]}, True, "007"]},
+        "job": {"name": "noop", "arguments": ["Ada", 42, {"x": [1]}, True, "007"]},
         "status": "waiting", "retry": 2, "timeout": 30, "max_delay": 1.5,
     }
 
@@ -333,6 +333,16 @@ BAD_INPUT = [
     ((*ADD, "--kwargs", "{"), 2, "Invalid value for '--kwargs': '{' is not JSON"),
     ((*ADD, "a", "--kwargs", "{}"), 2, "Invalid value for '--kwargs': cannot be combined"),
     ((*ADD, "--nope"), 2, "No such option '--nope'"),
+    (("add", "http", "-w", "demo"), 2,
+     "job 'http' cannot take these arguments, http(task, url, method='GET'"),
+    (("add", "http", "-w", "demo"), 2, "missing a required argument: 'url'"),
+    (("add", "hello", "a", "b", "c", "-w", "x"), 2,
+     "job 'hello' cannot take these arguments, hello(task, name='world'): too many "
+     "positional arguments"),
+    (("add", "hello", "-w", "x", "--kwargs", '{"nme": 1}'), 2,
+     "got an unexpected keyword argument 'nme'"),
+    (("add", "nosuchjob", "-w", "x"), 2, "job 'nosuchjob' not found in jobs folder"),
+    (("add", "nosuchjob", "-w", "x"), 2, "--no-check adds it anyway"),
     (("show", "nope"), 4, "no task 'nope' in"),
     (("show", "nope", "-n", "-1"), 2, "Invalid value for '-n' / '--runs': -1 is not"),
     (("tasks", "--status", "nope"), 2, "Invalid value for '-s' / '--status': 'nope' is not"),
@@ -363,7 +373,7 @@ def test_bad_input_is_one_line_naming_the_option(env):
     with ThreadPoolExecutor(4) as pool:  # one process each; run a few at a time
         failures = [f for f in pool.map(check, BAD_INPUT) if f]
     assert failures == []
-    assert len(BAD_INPUT) == 40
+    assert len(BAD_INPUT) == 46
 
 
 def test_unreachable_server_and_missing_database_and_jobs_folder(env):
@@ -374,6 +384,26 @@ def test_unreachable_server_and_missing_database_and_jobs_folder(env):
     assert "after setup" in missing.stderr
     nojobs = after({**env, "AFTER_JOBS": str(ROOT / "no-such-folder")}, "jobs", code=1)
     assert "the jobs folder" in nojobs.stderr
+
+
+def test_add_checks_the_job_against_the_folder_unless_told_not_to(env, store, tmp_path):
+    nowhere = {**env, "AFTER_JOBS": str(tmp_path / "no-such-folder")}
+    refused = after(nowhere, "add", "remote_only", "-w", "x", "--id", "r", code=2)
+    assert "job 'remote_only' is not a built-in job and the jobs folder" in refused.stderr
+    # the built-in jobs are known whatever the folder
+    after(nowhere, "add", "http", "-w", "x", code=2)
+    after(nowhere, "add", "http", "-w", "x", "--kwargs", '{"url": "https://e.com"}')
+    assert store.find({"_id": "r"})[0] == []  # nothing was written when refused
+    after(nowhere, "add", "remote_only", "1", "-w", "x", "--id", "r", "--no-check")
+    assert store.get("r")["job"] == {"name": "remote_only", "arguments": [1]}
+    after(env, "add", "hello", "a", "b", "-w", "x", "--id", "h", "--no-check")
+    assert store.get("h")["job"]["arguments"] == ["a", "b"]
+    # a module the folder has but that defines no such function
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "other.py").write_text("def something(task):\n    pass\n")
+    folder = {**env, "AFTER_JOBS": str(tmp_path / "jobs")}
+    missing = after(folder, "add", "other", "-w", "x", code=2)
+    assert "defines no function 'other'" in missing.stderr
 
 
 # -- the documentation's examples, run as written --------------------------------------------
