@@ -418,7 +418,11 @@ def cancel(cfg, task_id, as_json):
 def reschedule(cfg, task_id, at, any_status, as_json):
     """Run a failed task again (at WHEN); --all for a task in any status."""
     with open_client(cfg) as client, refused():
-        doc = client.reschedule(task_id, at=at, all=any_status)
+        try:
+            doc = client.reschedule(task_id, at=at, all=any_status)
+        except rules.NotInError as exc:  # its message names the Python option
+            raise Failure(f"task {exc.task_id} is {exc.status}, not error: --all reschedules "
+                          "it anyway", EXIT_FAILED) from None
     if as_json:
         echo_json(masked(doc))
     else:

@@ -214,7 +214,8 @@ def test_cancel_and_reschedule(env, store):
     failed = after(env, "cancel", "t", code=1)
     assert failed.stderr == "after: error: task t is canceled: there is nothing to cancel\n"
     refused = after(env, "reschedule", "t", code=1)
-    assert "--all" in refused.stderr
+    assert refused.stderr == \
+        "after: error: task t is canceled, not error: --all reschedules it anyway\n"
     done = after(env, "reschedule", "t", "--all", "--at", "2027-02-01T08:00:00Z")
     assert done.stdout == "t rescheduled for 2027-02-01T08:00:00.000Z (waiting)\n"
     doc = store.get("t")
@@ -343,6 +344,12 @@ BAD_INPUT = [
      "got an unexpected keyword argument 'nme'"),
     (("add", "nosuchjob", "-w", "x"), 2, "job 'nosuchjob' not found in jobs folder"),
     (("add", "nosuchjob", "-w", "x"), 2, "--no-check adds it anyway"),
+    (("--url", "htp://127.0.0.1:5984", "tasks"), 2,
+     "not a CouchDB URL: 'htp://127.0.0.1:5984' (expected http://host:port)"),
+    (("--url", "http://127.0.0.1:99999", "tasks"), 2,
+     "not a CouchDB URL: 'http://127.0.0.1:99999' (bad port)"),
+    (("--url", "http://admin:x@[::1:25984", "tasks"), 2,
+     "after: error: not a CouchDB URL: 'http://admin:***@[::1:25984' (Invalid IPv6 URL)\n"),
     (("show", "nope"), 4, "no task 'nope' in"),
     (("show", "nope", "-n", "-1"), 2, "Invalid value for '-n' / '--runs': -1 is not"),
     (("tasks", "--status", "nope"), 2, "Invalid value for '-s' / '--status': 'nope' is not"),
@@ -373,7 +380,7 @@ def test_bad_input_is_one_line_naming_the_option(env):
     with ThreadPoolExecutor(4) as pool:  # one process each; run a few at a time
         failures = [f for f in pool.map(check, BAD_INPUT) if f]
     assert failures == []
-    assert len(BAD_INPUT) == 46
+    assert len(BAD_INPUT) == 49
 
 
 def test_unreachable_server_and_missing_database_and_jobs_folder(env):
