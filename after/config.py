@@ -54,6 +54,10 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message says why."""
 
 
+class BadURL(ConfigError):
+    """The CouchDB URL given is no http(s)://host[:port] URL (a usage error)."""
+
+
 def runs_db(db: str) -> str:
     """The database of the run records of the tasks database ``db``."""
     return f"{db}_runs"
@@ -254,6 +258,9 @@ def load(path: str | os.PathLike | None = None, environ: dict | None = None) -> 
         raise ConfigError(f"{config_path}: 'port' must be a number") from None
     if not isinstance(url, (str, list, tuple)):
         raise ConfigError(f"{config_path}: 'url' must be a URL or a list of URLs")
+    for node in (url if isinstance(url, (list, tuple)) else str(url).split(",")):
+        if str(node).strip():
+            check_url(str(node).strip().rstrip("/"))  # before split_urls parses them
     urls = split_urls(url)
     if not urls:
         raise ConfigError("no CouchDB URL given (expected http://host:port)")
@@ -269,13 +276,18 @@ def load(path: str | os.PathLike | None = None, environ: dict | None = None) -> 
 
 
 def check_url(url: str) -> None:
-    parts = urlsplit(url)
+    """BadURL unless ``url`` is ``http(s)://[user:password@]host[:port][/...]``; the
+    message shows the URL with its password masked."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL": an unclosed [
+        raise BadURL(f"not a CouchDB URL: {mask_url(url)!r} ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"not a CouchDB URL: {mask_url(url)!r} (expected http://host:port)")
+        raise BadURL(f"not a CouchDB URL: {mask_url(url)!r} (expected http://host:port)")
     try:
         _ = parts.port
     except ValueError:
-        raise ConfigError(f"not a CouchDB URL: {mask_url(url)!r} (bad port)") from None
+        raise BadURL(f"not a CouchDB URL: {mask_url(url)!r} (bad port)") from None
 
 
 def credentials_out_of_argv(args: list[str]) -> tuple[list[str], str | None]:

@@ -97,6 +97,18 @@ class StateError(ValueError):
     """The task's status does not allow the operation; the message says why."""
 
 
+class NotInError(StateError):
+    """Reschedule asked of a task that is not in ``error``, without asking for any status.
+
+    The message names the Python option (``all=True``); a command line names its own from
+    ``task_id`` and ``status``."""
+
+    def __init__(self, task_id: Any, status: Any):
+        super().__init__(f"task {task_id} is {status}, not error: reschedule it with "
+                         "all=True to run it again anyway")
+        self.task_id, self.status = task_id, status
+
+
 @dataclass(frozen=True)
 class Retry:
     limit: int = 0
@@ -401,8 +413,7 @@ def request_reschedule(doc: dict, date: datetime, *, any_status: bool = False) -
     series starts anew from ``date`` (runs counted toward ``limit`` still count)."""
     status = doc.get("status")
     if not any_status and status != ERROR:
-        raise StateError(f"task {doc.get('_id')} is {status}, not error: reschedule it with "
-                         "--all (all=True) to run it again anyway")
+        raise NotInError(doc.get("_id"), status)
     new = dict(doc)
     ns = dict(info(doc))
     new["date"] = format_date(date)

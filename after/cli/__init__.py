@@ -110,6 +110,8 @@ def main(ctx, config_path, url, db, jobs, home):
             environ[key] = value
     try:
         ctx.obj = config_module.load(config_path, environ)
+    except config_module.BadURL as exc:  # --url or AFTER_COUCHDB_URL: bad usage
+        raise Failure(str(exc), EXIT_USAGE) from None
     except config_module.ConfigError as exc:
         raise Failure(str(exc)) from None
 

@@ -68,8 +68,15 @@ def short(stamp: str | None) -> str:
 
 
 def ago(stamp: str | None, now: datetime) -> str:
+    """``12s ago``; a stamp a little ahead of ``now`` (another machine's clock) is ``0s ago``,
+    never ``-0s ago``."""
     try:
         seconds = (now - parse_date(stamp)).total_seconds()
     except (TypeError, ValueError):
         return "-"
-    return f"{seconds:.0f}s ago"
+    return f"{max(0, round(seconds))}s ago"
+
+
+def plural(count: int, one: str, many: str | None = None) -> str:
+    """``1 dead registry entry``, ``2 dead registry entries``, ``0 stale pid files``."""
+    return f"{count} {one if count == 1 else (many or one + 's')}"

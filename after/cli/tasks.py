@@ -8,6 +8,7 @@ task's status does not allow exits 1.
 
 from __future__ import annotations
 
+import inspect
 import json
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,10 +19,12 @@ import click
 from .. import task as rules
 from ..client import Client, StateError, TaskError, describe_repeat
 from ..dates import format_date
-from ..jobs import JobRegistry
+from ..jobs import JobError, JobRegistry
+from ..jobs import check_name as check_job_name
 from ..process import ProcessError
 from ..process import check_name as check_worker_name
-from .common import EXIT_FAILED, Failure, echo_json, echo_table, jobs_folder, short
+from ..redact import redact
+from .common import EXIT_FAILED, EXIT_USAGE, Failure, echo_json, echo_table, jobs_folder, short
 
 #: Which option a validation message is about, by the field it starts with.
 FIELD_OPTIONS = {
@@ -91,6 +94,15 @@ def json_option(value: str | None, option: str, kinds: tuple = (dict,)) -> Any:
     return parsed
 
 
+def masked(doc: dict) -> dict:
+    """``doc`` as the commands print it: its job's arguments through the one redaction rule
+    (:func:`after.redact.redact`: secret-named keys and headers, URL passwords and secret
+    query parameters), as run records and logs are. The stored document is unchanged."""
+    if isinstance(doc, dict) and "job" in doc:
+        return {**doc, "job": redact(doc["job"])}
+    return doc
+
+
 def seconds(value: float | None) -> int | float | None:
     return int(value) if value is not None and float(value).is_integer() else value
 
@@ -154,6 +166,37 @@ def runs_table(runs: list[dict], indent: str = "") -> None:
 # -- add -----------------------------------------------------------------------------------
 
 
+def check_job(folder: Path, name: str, args: list, kwargs: dict | None) -> None:
+    """Refuse (exit 2) a job the jobs folder does not define, or arguments its function
+    cannot take, before anything is written: the worker would only mark the task ``error``.
+
+    Resolved through :class:`~after.jobs.JobRegistry` (built-in jobs, then ``NAME.py`` of the
+    folder; nothing outside it is imported). A name that is not a job name at all is left to
+    the task validator, which says so in the words the worker uses.
+    """
+    try:
+        check_job_name(name)
+    except JobError:
+        return
+    hint = "; --no-check adds it anyway, for a job only the workers' machines have"
+    try:
+        func = JobRegistry(folder).resolve(name)
+    except JobError as exc:
+        if not folder.is_dir():
+            raise Failure(f"job {name!r} is not a built-in job and the jobs folder {folder} "
+                          f"does not exist (set AFTER_JOBS){hint}", EXIT_USAGE) from None
+        raise Failure(f"{exc}{hint}", EXIT_USAGE) from None
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return  # some callables have none: the worker's call decides
+    try:
+        signature.bind(None, *args, **(kwargs or {}))  # None stands for the task
+    except TypeError as exc:
+        raise Failure(f"job {name!r} cannot take these arguments, {name}{signature}: {exc}",
+                      EXIT_USAGE) from None
+
+
 @click.command()
 @click.argument("job")
 @click.argument("args", nargs=-1)
@@ -180,14 +223,18 @@ def runs_table(runs: list[dict], indent: str = "") -> None:
               help="the task's id: creates it, or updates it when it exists (safe to run "
                    "on every deploy)")
 @click.option("--kwargs", metavar="JSON", help="keyword arguments, a JSON object")
+@click.option("--no-check", "no_check", is_flag=True,
+              help="do not check JOB and its arguments against the jobs folder (a job only "
+                   "the workers' machines have)")
 @click.option("--json", "as_json", is_flag=True, help="print the task document")
 @click.pass_obj
 def add(cfg, job, args, worker, at, every, cron, tz, limit, until, retry, timeout, max_delay,
-        task_id, kwargs, as_json):
+        task_id, kwargs, no_check, as_json):
     """Schedule JOB(task, ARGS...) on a worker; prints the task's id.
 
     Each ARG is JSON when it parses as JSON (42, true, null, '"42"', '[1, 2]'), else a
-    string. Put -- before ARGS that start with a dash.
+    string. Put -- before ARGS that start with a dash. JOB must be a built-in job or one of
+    the jobs folder, and the arguments must fit its function (--no-check skips this).
     """
     try:
         check_worker_name(worker)
@@ -211,15 +258,18 @@ def add(cfg, job, args, worker, at, every, cron, tz, limit, until, retry, timeou
     if kwargs_value is not None and args:
         raise click.BadParameter("cannot be combined with ARGS (a task passes a list or an "
                                  "object)", param_hint="'--kwargs'")
+    arguments = [json_or_text(a) for a in args]
+    if not no_check:
+        check_job(cfg.jobs, job, arguments, kwargs_value)
     with open_client(cfg) as client, refused(cron=cron is not None,
                                             kwargs=kwargs is not None):
         new_id = client.schedule(
-            job, *[json_or_text(a) for a in args], worker=worker, at=at, every=every,
+            job, *arguments, worker=worker, at=at, every=every,
             cron=cron, tz=tz, limit=limit, until=until, retry=retry,
             timeout=seconds(timeout), max_delay=seconds(max_delay), id=task_id,
             kwargs=kwargs_value)
         if as_json:
-            echo_json(client.get(new_id))
+            echo_json(masked(client.get(new_id)))
         else:
             click.echo(new_id)
 
@@ -236,7 +286,7 @@ def add(cfg, job, args, worker, at, every, cron, tz, limit, until, retry, timeou
 def show(cfg, task_id, count, as_json):
     """Show a task: its definition, status, next run times and last runs."""
     with open_client(cfg) as client:
-        doc = client.get(task_id)
+        doc = masked(client.get(task_id))
         runs = client.runs(task_id, count) if count else []
     upcoming = [format_date(d) for d in Client.next_runs(doc, 5)]
     if as_json:
@@ -287,14 +337,20 @@ def _status_list(statuses: tuple[str, ...]) -> list[str] | None:
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True,
               help="tasks per page")
 @click.option("--page", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="the documents, as a JSON list")
+@click.option("--json", "as_json", is_flag=True,
+              help="the page's documents, as a plain JSON list (an empty list past the "
+                   "last page)")
 @click.pass_obj
 def tasks(cfg, worker, statuses, job, before, after, limit, page, as_json):
-    """List tasks, sorted by date."""
+    """List tasks, sorted by date, a page at a time; the table ends with a line saying
+    when there are more (--page N+1 for the next)."""
     with open_client(cfg) as client, refused():
+        # one more than the page: whether a next page exists, without counting them all
         found = client.tasks(worker=worker, status=_status_list(statuses), job=job,
-                             before=before, after=after, limit=limit,
+                             before=before, after=after, limit=limit + 1,
                              skip=(page - 1) * limit)
+    more = len(found) > limit
+    found = [masked(doc) for doc in found[:limit]]
     if as_json:
         echo_json(found)
         return
@@ -307,6 +363,10 @@ def tasks(cfg, worker, statuses, job, before, after, limit, page, as_json):
                      str(doc.get("date")), clip(call_text(doc.get("job")), 40),
                      describe_repeat(doc.get("repeat"))))
     echo_table(rows)
+    if more:
+        first = (page - 1) * limit + 1
+        click.echo(f"tasks {first}-{first + len(found) - 1} shown, there are more: "
+                   f"--page {page + 1} for the next")
 
 
 @click.command()
@@ -341,7 +401,7 @@ def cancel(cfg, task_id, as_json):
     with open_client(cfg) as client, refused():
         doc = client.cancel(task_id)
     if as_json:
-        echo_json(doc)
+        echo_json(masked(doc))
     elif doc["status"] == rules.CANCELED:
         click.echo(f"{task_id} canceled")
     else:
@@ -358,9 +418,13 @@ def cancel(cfg, task_id, as_json):
 def reschedule(cfg, task_id, at, any_status, as_json):
     """Run a failed task again (at WHEN); --all for a task in any status."""
     with open_client(cfg) as client, refused():
-        doc = client.reschedule(task_id, at=at, all=any_status)
+        try:
+            doc = client.reschedule(task_id, at=at, all=any_status)
+        except rules.NotInError as exc:  # its message names the Python option
+            raise Failure(f"task {exc.task_id} is {exc.status}, not error: --all reschedules "
+                          "it anyway", EXIT_FAILED) from None
     if as_json:
-        echo_json(doc)
+        echo_json(masked(doc))
     else:
         click.echo(f"{task_id} rescheduled for {doc['date']} ({doc['status']})")
 

@@ -30,6 +30,7 @@ from .common import (
     echo_table,
     jobs_folder,
     open_store,
+    plural,
     short,
     worker_name,
 )
@@ -229,8 +230,8 @@ def clean(cfg: Config, name):
         log_note = " (log kept: the worker runs)"
     with open_store(cfg) as store:
         pruned = peers.prune(store, cfg.workers_db, name, to_ms(utcnow()))
-    click.echo(f"cleaned {name}: {removed} stale pid file(s){log_note}, {pruned} dead "
-               "registry entr(ies)")
+    click.echo(f"cleaned {name}: {plural(removed, 'stale pid file')}{log_note}, "
+               f"{plural(pruned, 'dead registry entry', 'dead registry entries')}")
 
 
 COMMANDS = (start, stop, log, list_workers, clean)

@@ -31,6 +31,7 @@ const state = {
   tasksTruncated: false,
   loadingTasks: true,
   live: { tasks: false, runs: false, workers: false },
+  everLive: false, // every feed has been connected once: a loss now is a reconnection
   busy: new Set(),
   allRuns: false,
 };
@@ -219,7 +220,11 @@ async function start() {
   for (const name of Object.keys(seqs)) {
     stops.push(follow(db[name], seqs[name], {
       onChanges: onChanges[name],
-      onState: (on) => { state.live[name] = on; redraw('live'); },
+      onState: (on) => {
+        state.live[name] = on;
+        if (Object.values(state.live).every(Boolean)) state.everLive = true;
+        redraw('live');
+      },
       onError: (error) => { if (error.status === 401 || error.status === 403) failed(error); },
     }));
   }

@@ -133,7 +133,7 @@ export function tasks(state, now, onAction) {
       h('td', { class: 'id' }, h('code', { title: doc._id }, doc._id)),
       h('td', {}, badge('status', doc.status)),
       h('td', {}, doc.worker || '–'),
-      h('td', {}, jobName(doc) || '–'),
+      h('td', { class: 'job' }, jobName(doc) || '–'),
       h('td', {}, when(dueOf(doc), now)),
       h('td', { class: 'last' }, lastRun(doc, now)),
       h('td', { class: 'num' }, info.runs ?? 0),
@@ -190,7 +190,8 @@ export function liveness(state) {
   const el = $('#live');
   const feeds = Object.values(state.live);
   const on = feeds.length && feeds.every(Boolean);
-  el.textContent = on ? 'live' : 'reconnecting…';
+  // "connecting…" (as the page starts) until the first connection, "reconnecting…" after.
+  el.textContent = on ? 'live' : state.everLive ? 'reconnecting…' : 'connecting…';
   el.classList.toggle('off', !on);
 }
 

@@ -51,14 +51,14 @@ def after(env: dict, *args: str, code: int = 0) -> subprocess.CompletedProcess:
 
 
 def test_add_prints_the_id_and_writes_the_task(env, store):
-    done = after(env, "add", "hello", "Ada", "42", '{"x": [1]}', "true", "007", "--worker",
+    done = after(env, "add", "noop", "Ada", "42", '{"x": [1]}', "true", "007", "--worker",
                  "billing", "--at", "2027-01-04T10:00:00+01:00", "--retry", "2",
                  "--timeout", "30", "--max-delay", "1.5", "--id", "greet")
     assert done.stdout == "greet\n"
     doc = store.get("greet")
     assert {k: v for k, v in doc.items() if k != "_rev"} == {
         "_id": "greet", "worker": "billing", "date": "2027-01-04T09:00:00.000Z",
-        "job": {"name": "hello", "arguments": ["Ada", 42, {"x": [1]}, True, "007"]},
+        "job": {"name": "noop", "arguments": ["Ada", 42, {"x": [1]}, True, "007"]},
         "status": "waiting", "retry": 2, "timeout": 30, "max_delay": 1.5,
     }
 
@@ -130,6 +130,30 @@ def test_cron_next_runs_across_the_paris_dst_change(env, store):
     assert "repeat     cron 0 9 * * 1-5 (Europe/Paris)" in text.splitlines()
 
 
+def test_commands_print_job_arguments_with_secrets_masked(env, store):
+    secret_kwargs = json.dumps({"url": "http://user:pw123@example.com/hook?token=T0K&page=2",
+                                "headers": {"Authorization": "Bearer SEKRET",
+                                            "X-Api-Key": "K3Y", "Accept": "text/plain"}})
+    added = after(env, "add", "http", "-w", "billing", "--at", "2027-01-04",
+                  "--kwargs", secret_kwargs, "--id", "hook", "--json").stdout
+    outputs = [added, after(env, "show", "hook").stdout,
+               after(env, "show", "hook", "--json").stdout,
+               after(env, "tasks").stdout, after(env, "tasks", "--json").stdout,
+               after(env, "reschedule", "hook", "--all", "--json").stdout,
+               after(env, "cancel", "hook", "--json").stdout]
+    for out in outputs:
+        for secret in ("pw123", "SEKRET", "K3Y", "T0K"):
+            assert secret not in out, (secret, out)
+    shown = outputs[1]
+    assert ('job        http(url="http://user:***@example.com/hook?token=***&page=2", '
+            'headers={"Authorization": "***", "X-Api-Key": "***", "Accept": "text/plain"})'
+            in shown.splitlines())
+    assert json.loads(outputs[2])["task"]["job"]["arguments"]["headers"]["Accept"] == \
+        "text/plain"
+    # what is stored is what was given: only the printing masks
+    assert store.get("hook")["job"]["arguments"]["headers"]["X-Api-Key"] == "K3Y"
+
+
 # -- tasks ---------------------------------------------------------------------------------
 
 
@@ -162,6 +186,24 @@ def test_tasks_filters_sorts_and_pages(env, store, couch_url):
     assert after(env, "tasks", "--worker", "nobody").stdout == "no tasks\n"
 
 
+def test_tasks_says_when_a_page_leaves_tasks_out(env, store, couch_url):
+    with Client(couch_url, store.db) as client:
+        for day in range(1, 6):
+            client.schedule("noop", worker="w", at=f"2027-01-0{day}", id=f"t{day}")
+    first = after(env, "tasks", "--limit", "2").stdout.splitlines()
+    assert [line.split()[0] for line in first[1:3]] == ["t1", "t2"]
+    assert first[3:] == ["tasks 1-2 shown, there are more: --page 2 for the next"]
+    second = after(env, "tasks", "--limit", "2", "--page", "2").stdout.splitlines()
+    assert second[3:] == ["tasks 3-4 shown, there are more: --page 3 for the next"]
+    last = after(env, "tasks", "--limit", "2", "--page", "3").stdout.splitlines()
+    assert [line.split()[0] for line in last] == ["ID", "t5"]  # no line: nothing more
+    exact = after(env, "tasks", "--limit", "5").stdout.splitlines()
+    assert len(exact) == 6 and "more" not in exact[-1]
+    # --json stays a plain list of the page's documents
+    page = json.loads(after(env, "tasks", "--limit", "2", "--json").stdout)
+    assert [d["_id"] for d in page] == ["t1", "t2"]
+
+
 # -- cancel and reschedule -----------------------------------------------------------------
 
 
@@ -172,7 +214,8 @@ def test_cancel_and_reschedule(env, store):
     failed = after(env, "cancel", "t", code=1)
     assert failed.stderr == "after: error: task t is canceled: there is nothing to cancel\n"
     refused = after(env, "reschedule", "t", code=1)
-    assert "--all" in refused.stderr
+    assert refused.stderr == \
+        "after: error: task t is canceled, not error: --all reschedules it anyway\n"
     done = after(env, "reschedule", "t", "--all", "--at", "2027-02-01T08:00:00Z")
     assert done.stdout == "t rescheduled for 2027-02-01T08:00:00.000Z (waiting)\n"
     doc = store.get("t")
@@ -291,6 +334,22 @@ BAD_INPUT = [
     ((*ADD, "--kwargs", "{"), 2, "Invalid value for '--kwargs': '{' is not JSON"),
     ((*ADD, "a", "--kwargs", "{}"), 2, "Invalid value for '--kwargs': cannot be combined"),
     ((*ADD, "--nope"), 2, "No such option '--nope'"),
+    (("add", "http", "-w", "demo"), 2,
+     "job 'http' cannot take these arguments, http(task, url, method='GET'"),
+    (("add", "http", "-w", "demo"), 2, "missing a required argument: 'url'"),
+    (("add", "hello", "a", "b", "c", "-w", "x"), 2,
+     "job 'hello' cannot take these arguments, hello(task, name='world'): too many "
+     "positional arguments"),
+    (("add", "hello", "-w", "x", "--kwargs", '{"nme": 1}'), 2,
+     "got an unexpected keyword argument 'nme'"),
+    (("add", "nosuchjob", "-w", "x"), 2, "job 'nosuchjob' not found in jobs folder"),
+    (("add", "nosuchjob", "-w", "x"), 2, "--no-check adds it anyway"),
+    (("--url", "htp://127.0.0.1:5984", "tasks"), 2,
+     "not a CouchDB URL: 'htp://127.0.0.1:5984' (expected http://host:port)"),
+    (("--url", "http://127.0.0.1:99999", "tasks"), 2,
+     "not a CouchDB URL: 'http://127.0.0.1:99999' (bad port)"),
+    (("--url", "http://admin:x@[::1:25984", "tasks"), 2,
+     "after: error: not a CouchDB URL: 'http://admin:***@[::1:25984' (Invalid IPv6 URL)\n"),
     (("show", "nope"), 4, "no task 'nope' in"),
     (("show", "nope", "-n", "-1"), 2, "Invalid value for '-n' / '--runs': -1 is not"),
     (("tasks", "--status", "nope"), 2, "Invalid value for '-s' / '--status': 'nope' is not"),
@@ -321,7 +380,7 @@ def test_bad_input_is_one_line_naming_the_option(env):
     with ThreadPoolExecutor(4) as pool:  # one process each; run a few at a time
         failures = [f for f in pool.map(check, BAD_INPUT) if f]
     assert failures == []
-    assert len(BAD_INPUT) == 40
+    assert len(BAD_INPUT) == 49
 
 
 def test_unreachable_server_and_missing_database_and_jobs_folder(env):
@@ -332,6 +391,26 @@ def test_unreachable_server_and_missing_database_and_jobs_folder(env):
     assert "after setup" in missing.stderr
     nojobs = after({**env, "AFTER_JOBS": str(ROOT / "no-such-folder")}, "jobs", code=1)
     assert "the jobs folder" in nojobs.stderr
+
+
+def test_add_checks_the_job_against_the_folder_unless_told_not_to(env, store, tmp_path):
+    nowhere = {**env, "AFTER_JOBS": str(tmp_path / "no-such-folder")}
+    refused = after(nowhere, "add", "remote_only", "-w", "x", "--id", "r", code=2)
+    assert "job 'remote_only' is not a built-in job and the jobs folder" in refused.stderr
+    # the built-in jobs are known whatever the folder
+    after(nowhere, "add", "http", "-w", "x", code=2)
+    after(nowhere, "add", "http", "-w", "x", "--kwargs", '{"url": "https://e.com"}')
+    assert store.find({"_id": "r"})[0] == []  # nothing was written when refused
+    after(nowhere, "add", "remote_only", "1", "-w", "x", "--id", "r", "--no-check")
+    assert store.get("r")["job"] == {"name": "remote_only", "arguments": [1]}
+    after(env, "add", "hello", "a", "b", "-w", "x", "--id", "h", "--no-check")
+    assert store.get("h")["job"]["arguments"] == ["a", "b"]
+    # a module the folder has but that defines no such function
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "other.py").write_text("def something(task):\n    pass\n")
+    folder = {**env, "AFTER_JOBS": str(tmp_path / "jobs")}
+    missing = after(folder, "add", "other", "-w", "x", code=2)
+    assert "defines no function 'other'" in missing.stderr
 
 
 # -- the documentation's examples, run as written --------------------------------------------

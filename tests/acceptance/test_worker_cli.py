@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -62,6 +63,8 @@ def test_the_original_after_example_runs_as_written(cli, tasks):
 
     cleaned = cli.run("clean", "manobi")
     assert cleaned.returncode == 0
+    assert re.fullmatch(r"cleaned manobi: 0 stale pid files, its log, "
+                        r"(1 dead registry entry|\d+ dead registry entries)\n", cleaned.stdout)
     assert not (cli.home / "manobi.log").exists()
     assert pid_files(cli.home, "manobi") == []
 

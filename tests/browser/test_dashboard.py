@@ -282,3 +282,58 @@ def test_the_shared_tables_in_the_browser(store, open_page):
     assert result["dates"] == [c["ms"] for c in dates]
     assert result["actions"] == actions
     assert result["utc"] == ["2030-01-02T03:04:00Z", "2030-01-02T03:04:05Z", None, None]
+
+
+def test_the_badge_says_connecting_until_the_first_connection_then_reconnecting(store,
+                                                                                 open_page,
+                                                                                 db_name):
+    store.put(task_doc("first"))
+    # The tasks database's info never answers: the page cannot connect yet.
+    info = re.compile(rf"/{db_name}$")
+    watched = open_page(before=lambda page: page.route(info, lambda route: None),
+                        wait_live=False)
+    page = watched.page
+    page.wait_for_timeout(1500)  # the page has drawn its state more than once meanwhile
+    expect(page.locator("#live")).to_have_text("connecting…")
+    page.unroute(info)
+    page.reload()
+    expect(page.locator("#live")).to_have_text("live")
+    # A loss after the first connection: the tasks feed answers a change, then fails.
+    page.route(re.compile(rf"/{db_name}/_changes\?"), lambda route: route.abort())
+    store.put(task_doc("second"))
+    expect(page.locator("#live")).to_have_text("reconnecting…", timeout=15_000)
+    expect(row(page, "second")).to_have_count(1)
+
+
+def test_at_1280_px_the_tasks_table_fits_and_its_actions_show(store, open_page):
+    # the widest cells there are: a long id, a job name, a long error, every action
+    store.put(task_doc("invoice-2027-01-monthly-billing-run-for-customer-1234567890",
+                       status="error", job="generate_monthly_billing_report",
+                       after={"error": "job failed: ConnectError: the billing service at "
+                              "https://billing.example.com/api/v2 refused the connection "
+                              "after 3 attempts"}))
+    store.put(task_doc("waiting-one", job="send_reminder_emails_to_customers"))
+    watched = open_page(width=1280, height=900)
+    page = watched.page
+    expect(page.locator("#tasks-body tr")).to_have_count(2)
+    scroll = page.evaluate("""() => {
+        const box = document.querySelector('#tasks .scroll');
+        return {client: box.clientWidth, scroll: box.scrollWidth,
+                page: document.documentElement.scrollWidth, view: window.innerWidth};
+    }""")
+    assert scroll["scroll"] <= scroll["client"], scroll  # no horizontal scrolling in its box
+    assert scroll["page"] <= scroll["view"], scroll  # nor of the page
+    for docid in ("invoice-2027-01-monthly-billing-run-for-customer-1234567890",
+                  "waiting-one"):
+        button = row(page, docid).get_by_role("button", name="Cancel")
+        if docid == "waiting-one":
+            expect(button).to_be_visible()
+        if button.count():
+            box = button.bounding_box()
+            assert box is not None and 0 <= box["x"] and box["x"] + box["width"] <= 1280, box
+    error_row = row(page, "invoice-2027-01-monthly-billing-run-for-customer-1234567890")
+    last = error_row.locator("button").last.bounding_box()
+    assert last["x"] + last["width"] <= 1280, last
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#tasks").screenshot(path=str(SCREENSHOTS / "tasks-1280-long-cells.png"))
+    assert watched.errors == []

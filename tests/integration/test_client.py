@@ -251,7 +251,7 @@ def test_cancel_by_status(client, store):
 def test_reschedule_by_status(client, store):
     client.schedule("hello", worker="w", every="1d", at="2027-01-01", id="t")
     with pytest.raises(StateError, match="^task t is waiting, not error: reschedule it "
-                                         r"with --all \(all=True\)"):
+                                         r"with all=True to run it again anyway$"):
         client.reschedule("t")
     doc = store.get("t")
     doc.update(status="error", after={"error": "boom", "attempt": 2, "runs": 2,
