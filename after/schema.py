@@ -4,7 +4,9 @@
   - ``validate_doc_update``, which refuses with a 403 naming the field a task that is meant to
     run (status ``waiting``, ``scheduled``, ``running`` or ``reschedule``) but cannot: no
     ``worker``, no ``date`` or one that is not ISO 8601, no ``job.name`` or one that is not a
-    job name, an unknown ``status``, or a shape no task needs and a worker cannot afford: nesting
+    job name, an unknown ``status``, a ``repeat``, ``retry``, ``timeout`` or ``max_delay`` that
+    :func:`after.task.parse` refuses (with its message; see ``JS_DEFINITION`` for what is left
+    to the worker), or a shape no task needs and a worker cannot afford: nesting
     deeper than ``MAX_DEPTH`` levels, a string longer than ``MAX_STRING`` characters, a number
     that is not finite (``1e400``, an integer of hundreds of digits). Finished tasks (``done``, ``error``, ``canceled``) and
     ``cancel`` requests are let through, so a worker can always record an error on a task that
@@ -26,17 +28,22 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 
 from .config import databases, runs_db
 from .dates import ISO_DATE_RE
 from .jobnames import JOB_NAME
 from .jsonsafe import MAX_DEPTH, MAX_STRING
-from .repeat import MIN_INTERVAL_US
+from .repeat import _UNIT_HELP as UNIT_HELP
+from .repeat import ISO_DURATION_RE, MIN_INTERVAL_US, SHORTHANDS, UNITS
 from .store import Conflict, Store
-from .task import RUNNABLE, STATUSES
+from .task import MAX_RETRIES, MAX_SECONDS, RUNNABLE, STATUSES
 
 DESIGN_ID = "_design/after"
+
+#: repeat.py's ISO 8601 duration grammar as a JavaScript regex: its named groups unnamed.
+DURATION_JS = re.sub(r"\?P<[a-z]+>", "", ISO_DURATION_RE.pattern)
 
 # The grammar of after.dates, from its very regex (written to be valid JavaScript too);
 # tested with the Python parser and the dashboard's against tests/cases/dates.json.
@@ -94,89 +101,356 @@ function shape(doc) {
 }
 """.replace("MAX_DEPTH", str(MAX_DEPTH)).replace("MAX_STRING", str(MAX_STRING))
 
-# Mirrors after.repeat's interval checks (zero, shorter than MIN_INTERVAL_US), with the same
-# messages: refused here, a plain-HTTP write gets the 403 that after.task.parse would raise.
-# Anything else about ``repeat`` is left to the worker (it marks such a task ``error``).
-JS_REPEAT = r"""
-function repeatTooShort(r) {
-  var UNITS = ['years', 'months', 'weeks', 'days', 'hours', 'minutes', 'seconds', 'milliseconds'];
-  var SHORT = {y: 'years', M: 'months', w: 'weeks', d: 'days', h: 'hours', m: 'minutes',
-               s: 'seconds', ms: 'milliseconds'};
-  var US = {weeks: 604800, days: 86400, hours: 3600, minutes: 60, seconds: 1};
-  function whole(v, min) { return typeof v === 'number' && isFinite(v) && Math.floor(v) === v && v >= min; }
-  function limitsOk(o) {
-    if (o.limit !== undefined && !(whole(o.limit, 1) && o.limit < 9007199254740992)) return false;
-    if (o.until !== undefined && parseDate(o.until) === null) return false;
-    return true;
+# The definition of a task a user writes, checked as after.task.parse checks it and with its
+# messages: ``repeat`` (after.repeat.parse_repeat), ``retry`` (after.task.parse_retry),
+# ``timeout`` and ``max_delay``, in parse's order. Values are shown as Python's repr shows them
+# (pyrepr, iterative and cut short); JavaScript cannot tell 5.0 from 5, so an integral float
+# is taken as the integer it equals. Left to the worker: a cron expression's fields and
+# croniter's H/R, whether ``tz`` names a zone, and what only the Python types tell apart.
+JS_DEFINITION = r"""
+function definitionProblem(doc) {
+  var UNITS = REPEAT_UNITS, SHORT = REPEAT_SHORTHANDS, UNIT_HELP = REPEAT_UNIT_HELP;
+  var US = {weeks: 604800000000, days: 86400000000, hours: 3600000000, minutes: 60000000,
+            seconds: 1000000, microseconds: 1};
+  var WS = /[\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+/;
+  var MAX_SECONDS = TASK_MAX_SECONDS, MAX_RETRIES = TASK_MAX_RETRIES;
+  function has(o, k) { return Object.prototype.hasOwnProperty.call(o, k); }
+  function isObject(v) { return v !== null && typeof v === 'object' && !Array.isArray(v); }
+  function integral(v) { return typeof v === 'number' && isFinite(v) && Math.floor(v) === v; }
+  // An int for Python, as far as JavaScript can tell: JSON writes 5.0 for a float that
+  // Python refuses where it wants an int, but JavaScript reads 5. From 1e21 JSON writers
+  // use an exponent, a float for Python.
+  function pyint(v) { return integral(v) && Math.abs(v) < 1e21; }
+  function words(text) {  // Python's str.split()
+    var parts = text.split(WS), out = [];
+    for (var i = 0; i < parts.length; i++) if (parts[i]) out.push(parts[i]);
+    return out;
   }
-  function judge(f) {  // f: {years, months, weeks, days, hours, minutes, seconds, us}
-    if (!(f.years || f.months || f.weeks || f.days || f.hours || f.minutes || f.seconds || f.us))
-      return 'repeat: the interval is zero; at least one unit must be above 0';
-    if (f.years || f.months || f.weeks || f.days || f.hours || f.minutes || f.seconds
-        || f.us >= MIN_US) return null;
-    var n = f.us % 1000 === 0 ? f.us / 1000 : f.us;
-    var unit = f.us % 1000 === 0 ? 'millisecond' : 'microsecond';
-    return 'repeat: every ' + n + ' ' + unit + (n === 1 ? '' : 's') +
-      ' is shorter than the minimum interval of ' + (MIN_US / 1000000) + ' second';
+  function hex(c, n) { var h = c.toString(16); while (h.length < n) h = '0' + h; return h; }
+  function printable(c) {
+    return !(c < 0x20 || (c >= 0x7f && c <= 0xa0) || c === 0xad || c === 0x1680
+      || (c >= 0x600 && c <= 0x605) || c === 0x61c || c === 0x6dd || c === 0x70f
+      || c === 0x180e || (c >= 0x2000 && c <= 0x200f) || (c >= 0x2028 && c <= 0x202f)
+      || (c >= 0x205f && c <= 0x2064) || (c >= 0x2066 && c <= 0x206f) || c === 0x3000
+      || (c >= 0xd800 && c <= 0xf8ff) || c === 0xfeff || (c >= 0xfff9 && c <= 0xfffb)
+      || c === 0xfffe || c === 0xffff);
   }
-  function duration(text) {
-    var m = /^P(?:([0-9]+(?:[.,][0-9]+)?)Y)?(?:([0-9]+(?:[.,][0-9]+)?)M)?(?:([0-9]+(?:[.,][0-9]+)?)W)?(?:([0-9]+(?:[.,][0-9]+)?)D)?(?:T(?=[0-9])(?:([0-9]+(?:[.,][0-9]+)?)H)?(?:([0-9]+(?:[.,][0-9]+)?)M)?(?:([0-9]+(?:[.,][0-9]+)?)S)?)?$/.exec(text);
-    if (!m) return null;
-    var names = ['years', 'months', 'weeks', 'days', 'hours', 'minutes', 'seconds'];
-    var f = {years: 0, months: 0, weeks: 0, days: 0, hours: 0, minutes: 0, seconds: 0, us: 0};
-    var last = -1, i;
-    for (i = 0; i < 7; i++) if (m[i + 1] !== undefined) last = i;
-    if (last < 0) return null;
-    for (i = 0; i < 7; i++) {
-      if (m[i + 1] === undefined) continue;
-      var parts = m[i + 1].replace(',', '.').split('.');
-      var w = parts[0], frac = parts[1] || '';
-      if (w.length > 12 || frac.length > 12) return null;
-      f[names[i]] = +w;
-      if (!frac) continue;
-      if (i !== last || i < 2) return null;
-      // int(0.frac * unit in microseconds), exactly: only a total under a second matters
-      var c = US[names[i]], L = frac.length, us;
-      if (+('0.' + frac) * c >= 2) { f.seconds += 2; continue; }  // long enough
-      if (L <= 6) us = +frac * c * Math.pow(10, 6 - L);
-      else {
-        var hi = +frac.substr(0, 6), lo = +frac.substr(6), scale = Math.pow(10, L - 6);
-        us = hi * c + Math.floor(lo * c / scale);
-      }
-      while (us >= 1000000) { us -= 1000000; f.seconds += 1; }
-      f.us += us;
+  // repr(str), cut after about budget characters. squeeze: one space for a run of spaces, as
+  // the message's final " ".join(split()) leaves it (a repr's only whitespace is the space)
+  function pystr(s, budget, squeeze) {
+    var q = s.indexOf("'") >= 0 && s.indexOf('"') < 0 ? '"' : "'";
+    var out = q, i, c, ch, lo;
+    for (i = 0; i < s.length && out.length <= budget; i++) {
+      ch = s.charAt(i); c = s.charCodeAt(i);
+      if (ch === q || ch === '\\') out += '\\' + ch;
+      else if (ch === '\t') out += '\\t';
+      else if (ch === '\n') out += '\\n';
+      else if (ch === '\r') out += '\\r';
+      else if (ch === ' ' && squeeze && out.charAt(out.length - 1) === ' ') continue;
+      else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length
+               && (lo = s.charCodeAt(i + 1)) >= 0xdc00 && lo <= 0xdfff) { out += ch + s.charAt(i + 1); i++; }
+      else if (printable(c)) out += ch;
+      else if (c < 0x100) out += '\\x' + hex(c, 2);
+      else out += '\\u' + hex(c, 4);
     }
-    return f;
+    return i < s.length ? out : out + q;
   }
-  if (typeof r === 'string') { var d = duration(r); return d ? judge(d) : null; }
-  if (!r || typeof r !== 'object' || Array.isArray(r) || r.cron !== undefined) return null;
-  var k;
-  if (r.every !== undefined) {
-    for (k in r) if (['every', 'limit', 'until'].indexOf(k) < 0) return null;
-    if (typeof r.every !== 'string' || !limitsOk(r)) return null;
-    var e = duration(r.every);
-    return e ? judge(e) : null;
+  function pynum(v) {  // repr(float) writes 1e-05 where JavaScript writes 0.00001
+    if (!integral(v) && Math.abs(v) < 1e-4) return v.toExponential().replace(/e-([0-9])$/, 'e-0$1');
+    return String(v);
   }
-  var g = {years: 0, months: 0, weeks: 0, days: 0, hours: 0, minutes: 0, seconds: 0, us: 0};
-  var given = 0, seen = {};
-  for (k in r) {
-    if (k === 'limit' || k === 'until') continue;
-    var unit = SHORT[k] || k;
-    if (UNITS.indexOf(unit) < 0 || seen[unit] || !whole(r[k], 0)) return null;
-    seen[unit] = true;
-    given++;
-    if (unit === 'milliseconds') g.us = r[k] * 1000; else g[unit] = r[k];
+  // repr of a JSON value, with a stack (no recursion), cut after about budget characters
+  function pyrepr(value, budget, squeeze) {
+    var out = '', stack = [{v: value}], e, v, i, keys, k;
+    while (stack.length && out.length <= budget) {
+      e = stack.pop();
+      if (has(e, 't')) { out += e.t; continue; }
+      v = e.v;
+      if (v === null || v === undefined) out += 'None';
+      else if (v === true) out += 'True';
+      else if (v === false) out += 'False';
+      else if (typeof v === 'number') out += pynum(v);
+      else if (typeof v === 'string') out += pystr(v, budget - out.length + 2, squeeze);
+      else if (Array.isArray(v)) {
+        stack.push({t: ']'});
+        for (i = Math.min(v.length, budget) - 1; i >= 0; i--) {
+          stack.push({v: v[i]});
+          if (i) stack.push({t: ', '});
+        }
+        out += '[';
+      } else {
+        keys = [];
+        for (k in v) if (has(v, k) && keys.length <= budget) keys.push(k);
+        stack.push({t: '}'});
+        for (i = keys.length - 1; i >= 0; i--) {
+          stack.push({v: v[keys[i]]});
+          stack.push({t: pystr(keys[i], budget, squeeze) + ': '});
+          if (i) stack.push({t: ', '});
+        }
+        out += '{';
+      }
+    }
+    return out;
   }
-  if (!given || !limitsOk(r)) return null;
-  return judge(g);
+  function pytype(v) {
+    if (v === null || v === undefined) return 'NoneType';
+    if (typeof v === 'boolean') return 'bool';
+    if (typeof v === 'number') return pyint(v) ? 'int' : 'float';
+    if (typeof v === 'string') return 'str';
+    return Array.isArray(v) ? 'list' : 'dict';
+  }
+  function show(v) {  // after.task._show
+    var n = 0, k;
+    if (Array.isArray(v) && v.length > 10) return 'a list of ' + v.length + ' items';
+    if (isObject(v)) {
+      for (k in v) if (has(v, k)) n++;
+      if (n > 10) return 'a dict of ' + n + ' items';
+    }
+    var text = pyrepr(v, 80, false);
+    return text.length <= 60 ? text : text.substr(0, 57) + '...';
+  }
+  function extraKey(o, allowed) {  // sorted(set(o) - allowed)[0]
+    var extra = [], k;
+    for (k in o) if (has(o, k) && allowed.indexOf(k) < 0) extra.push(k);
+    extra.sort();
+    return extra.length ? extra[0] : null;
+  }
+
+  // -- after.dates.parse_date's messages, for repeat.until
+  function dateProblem(value, field) {
+    if (typeof value !== 'string')
+      return field + ': expected an ISO 8601 date or date-time string, got ' + pytype(value)
+        + ' ' + rep(value);
+    var m = /ISO_DATE_RE/.exec(value), why = null;
+    var head = field + ': ' + str(value) + ' is not an ISO 8601 date or date-time';
+    if (!m) return head;
+    var y = +m[1], mo = +m[2], d = +m[3], h = +(m[4] || 0), mi = +(m[5] || 0), s = +(m[6] || 0);
+    var tz = m[8], days = new Date(0);
+    days.setUTCFullYear(y, mo, 0);
+    if (tz && tz !== 'Z') {
+      var digits = tz.substr(1).replace(':', '');
+      if (+digits.substr(0, 2) > 23 || +(digits.substr(2, 2) || 0) > 59)
+        why = 'offset must be within -23:59..+23:59';
+    }
+    if (why) { /* the offset is read first */ }
+    else if (y < 1) why = 'year ' + y + ' is out of range';
+    else if (mo < 1 || mo > 12) why = 'month must be in 1..12';
+    else if (d < 1 || d > days.getUTCDate()) why = 'day is out of range for month';
+    else if (h > 23) why = 'hour must be in 0..23';
+    else if (mi > 59) why = 'minute must be in 0..59';
+    else if (s > 59) why = 'second must be in 0..59';
+    else {
+      var t = parseDate(value);
+      if (t === null || t < -62135596800000 || t > 253402300799999) why = 'date value out of range';
+    }
+    return why ? head + ' (' + why + ')' : null;
+  }
+
+  // -- after.repeat
+  function wholeProblem(field, v, min) {  // after.repeat._whole
+    // any integral limit: Python takes an int of any size
+    if ((pyint(v) || (integral(v) && field === 'limit')) && v >= min) return null;
+    var shown = pyrepr(v, 80, false);
+    return 'repeat: ' + field + ' must be ' + (min > 0 ? 'a positive' : 'a non-negative')
+      + ' integer, got ' + shown.substr(0, 60);
+  }
+  function limitsProblem(r) {
+    if (has(r, 'limit')) { var bad = wholeProblem('limit', r.limit, 1); if (bad) return bad; }
+    if (has(r, 'until')) return dateProblem(r.until, 'repeat.until');
+    return null;
+  }
+  function describe(f) {
+    var names = UNITS.slice(0, 7), parts = [], i, n, unit;
+    var amounts = [];
+    for (i = 0; i < names.length; i++) amounts.push([names[i], f[names[i]]]);
+    if (f.microseconds % 1000 === 0) amounts.push(['milliseconds', f.microseconds / 1000]);
+    else amounts.push(['microseconds', f.microseconds]);
+    for (i = 0; i < amounts.length; i++) {
+      unit = amounts[i][0]; n = amounts[i][1];
+      if (n) parts.push(n + ' ' + (n === 1 ? unit.substr(0, unit.length - 1) : unit));
+    }
+    return 'every ' + (parts.length === 1 ? parts[0]
+      : parts.slice(0, -1).join(', ') + ' and ' + parts[parts.length - 1]);
+  }
+  function checkedProblem(f) {  // after.repeat._checked
+    var fixed = f.weeks * 604800 + f.days * 86400 + f.hours * 3600 + f.minutes * 60 + f.seconds;
+    if (!(f.years || f.months || fixed || f.microseconds))
+      return 'repeat: the interval is zero; at least one unit must be above 0';
+    if (!(f.years || f.months) && fixed * 1000000 + f.microseconds < MIN_US)
+      return 'repeat: ' + describe(f) + ' is shorter than the minimum interval of '
+        + Math.floor(MIN_US / 1000000) + ' second';
+    // one interval from 2000-01-01 must stay within year 9999, as in Python
+    var year = 2000 + f.years + Math.floor(f.months / 12), large = year > 9999;
+    if (!large) {
+      var base = new Date(0);
+      base.setUTCFullYear(year, f.months % 12, 1);
+      large = base.getTime() / 1000 + fixed + Math.floor(f.microseconds / 1000000) > 253402300799;
+    }
+    return large ? 'repeat: the interval is too large' : null;
+  }
+  function zero() {
+    return {years: 0, months: 0, weeks: 0, days: 0, hours: 0, minutes: 0, seconds: 0,
+            microseconds: 0};
+  }
+  function durationProblem(text) {  // after.repeat.parse_duration
+    var m = /^ISO_DURATION_RE$/.exec(text), names = UNITS.slice(0, 7), last = -1, i;
+    if (m) for (i = 0; i < 7; i++) if (m[i + 1]) last = i;
+    if (last < 0)
+      return 'repeat: ' + str(text) + ' is not an ISO 8601 duration (like P1D, PT30M, P1M7D or PT0.5S)';
+    var f = zero();
+    for (i = 0; i <= last; i++) {
+      if (!m[i + 1]) continue;
+      var parts = m[i + 1].replace(',', '.').split('.'), whole = parts[0], frac = parts[1] || '';
+      if (whole.length > 12 || frac.length > 12)
+        return 'repeat: ' + str(text.substr(0, 40)) + ': a number too long in an ISO 8601 duration';
+      f[names[i]] = +whole;
+      if (!frac) continue;
+      if (i !== last || i < 2)
+        return 'repeat: ' + str(text) + ': only the last component may have a fraction, and not years or months';
+      // int(Decimal('0.' + frac) * microseconds of the unit), exactly: frac has 12 digits at
+      // most, so split it to keep every product below 2 ** 53
+      var c = US[names[i]] / 1000000, L = frac.length, extra;
+      if (L <= 6) extra = +frac * c * Math.pow(10, 6 - L);
+      else {
+        var p = Math.pow(10, L - 6), hi = +frac.substr(0, 6), lo = +frac.substr(6) * c;
+        var q = Math.floor(lo / p);
+        if (q * p > lo) q--;
+        if ((q + 1) * p <= lo) q++;
+        extra = hi * c + q;
+      }
+      var spread = ['days', 'hours', 'minutes', 'seconds', 'microseconds'];
+      for (var j = 0; j < spread.length; j++) {
+        var share = Math.floor(extra / US[spread[j]]);
+        f[spread[j]] += share;
+        extra -= share * US[spread[j]];
+      }
+    }
+    return checkedProblem(f);
+  }
+  function unitsProblem(r) {  // after.repeat._parse_units
+    var f = zero(), givenAs = {}, given = 0, k, unit, bad;
+    for (k in r) {
+      if (!has(r, k) || k === 'limit' || k === 'until') continue;
+      unit = has(SHORT, k) ? SHORT[k] : k;
+      if (UNITS.indexOf(unit) < 0) return 'repeat: unknown unit ' + str(k) + ' (' + UNIT_HELP + ')';
+      if (has(givenAs, unit)) return 'repeat: ' + str(givenAs[unit]) + ' and ' + str(k) + ' are the same unit';
+      bad = wholeProblem(k, r[k], 0);
+      if (bad) return bad;
+      givenAs[unit] = k;
+      given++;
+      if (unit === 'milliseconds') f.microseconds = r[k] * 1000; else f[unit] = r[k];
+    }
+    if (!given)
+      return 'repeat: no units given (e.g. {"days": 1}, {"every": "P1D"} or {"cron": "0 9 * * *"})';
+    return limitsProblem(r) || checkedProblem(f);
+  }
+  function cronProblem(r) {  // after.repeat._parse_cron, its shape only
+    var extra = extraKey(r, ['cron', 'limit', 'tz', 'until']);
+    if (extra !== null)
+      return 'repeat: unknown key ' + str(extra) + ' in a cron rule (allowed: cron, limit, tz, until)';
+    var expr = r.cron;
+    if (typeof expr !== 'string' || !words(expr).length)
+      return 'repeat: cron must be a cron expression string, got ' + rep(expr);
+    var fields = words(expr);
+    expr = fields.join(' ');
+    if (expr.charAt(0) !== '@' && fields.length !== 5 && fields.length !== 6)
+      return 'repeat: cron ' + str(expr) + ' must have 5 fields (minute hour day month weekday), or 6 with seconds last';
+    if (has(r, 'tz') && (typeof r.tz !== 'string' || !r.tz))
+      return 'repeat: tz must be an IANA time zone name, got ' + rep(r.tz);
+    return limitsProblem(r);
+  }
+  function repeatProblem(r) {  // after.repeat.parse_repeat
+    if (r === null || r === undefined) return null;
+    if (typeof r === 'string') return durationProblem(r);
+    if (!isObject(r))
+      return 'repeat: expected an object of units, an ISO 8601 duration string or a cron object, got '
+        + pytype(r) + ' ' + rep(r);
+    if (has(r, 'cron')) return cronProblem(r);
+    if (!has(r, 'every')) return unitsProblem(r);
+    var extra = extraKey(r, ['every', 'limit', 'until']);
+    if (extra !== null)
+      return 'repeat: unknown key ' + str(extra) + ' in a every rule (allowed: every, limit, until)';
+    if (typeof r.every !== 'string')
+      return 'repeat: every must be an ISO 8601 duration string, got ' + rep(r.every);
+    return limitsProblem(r) || durationProblem(r.every);
+  }
+
+  // -- after.task
+  function retryProblem(v) {  // after.task.parse_retry
+    if (v === null || v === undefined) return null;
+    if (typeof v === 'boolean')
+      return 'retry: must be a number of attempts or an object, not ' + (v ? 'True' : 'False');
+    if (pyint(v)) {
+      if (v < 0) return 'retry: must be 0 or more attempts, not ' + show(v);
+      if (v > MAX_RETRIES) return 'retry: at most ' + MAX_RETRIES + ' attempts, not ' + show(v);
+      return null;
+    }
+    if (!isObject(v)) return 'retry: must be a number of attempts or an object, not ' + show(v);
+    var extra = extraKey(v, ['limit', 'delay', 'backoff', 'jitter']);
+    if (extra !== null) return 'retry: unknown field ' + str(extra) + ' (use limit, delay, backoff)';
+    var limit = has(v, 'limit') ? v.limit : 1;
+    if (!pyint(limit) || limit < 0)
+      return 'retry.limit: must be 0 or more attempts, not ' + show(limit);
+    if (limit > MAX_RETRIES)
+      return 'retry.limit: at most ' + MAX_RETRIES + ' attempts, not ' + show(limit);
+    var delay = has(v, 'delay') ? v.delay : 0;
+    if (typeof delay !== 'number' || !(delay >= 0))
+      return 'retry.delay: must be 0 or more seconds, not ' + show(delay);
+    if (!(delay <= MAX_SECONDS))
+      return 'retry.delay: at most ' + MAX_SECONDS + ' seconds (ten years), not ' + show(delay);
+    var backoff = has(v, 'backoff') ? v.backoff : 'fixed';
+    if (backoff !== 'fixed' && backoff !== 'exponential')
+      return "retry.backoff: must be 'fixed' or 'exponential', not " + show(backoff);
+    var jitter = has(v, 'jitter') ? v.jitter : 0.1;
+    if (typeof jitter !== 'number' || !(jitter >= 0 && jitter <= 1))
+      return 'retry.jitter: must be a fraction from 0 to 1, not ' + show(jitter);
+    return null;
+  }
+  function secondsProblem(name) {  // after.task._number
+    var v = doc[name];
+    if (v === null || v === undefined) return null;
+    if (typeof v !== 'number' || !(v > 0))
+      return name + ': must be a positive number of seconds, not ' + show(v);
+    if (!(v <= MAX_SECONDS))
+      return name + ': at most ' + MAX_SECONDS + ' seconds (ten years), not ' + show(v);
+    return null;
+  }
+
+  // after.task.parse gives a message of at most 300 characters as written, or, past that,
+  // with its whitespace collapsed, cut at 297 characters and '...'. Values are first shown
+  // collapsed and cut (cheap, whatever their size), then in full if the message is short.
+  var squeeze = true, budget = 400;
+  function rep(v) { return pyrepr(v, budget, squeeze); }
+  function str(s) { return pystr(s, budget, squeeze); }
+  function first() {
+    return repeatProblem(doc.repeat) || retryProblem(doc.retry) || secondsProblem('timeout')
+      || secondsProblem('max_delay');
+  }
+  var wrong = first();
+  if (!wrong) return null;
+  wrong = words(wrong).join(' ');
+  if (wrong.length > 300) return wrong.substr(0, 297) + '...';
+  squeeze = false;
+  budget = Infinity;
+  return first();
 }
-""".replace("MIN_US", str(MIN_INTERVAL_US))
+"""
+for _name, _value in (
+        ("REPEAT_UNITS", json.dumps(list(UNITS))),
+        ("REPEAT_SHORTHANDS", json.dumps(SHORTHANDS)),
+        ("REPEAT_UNIT_HELP", json.dumps(UNIT_HELP)),
+        ("TASK_MAX_SECONDS", str(MAX_SECONDS)),
+        ("TASK_MAX_RETRIES", str(MAX_RETRIES)),
+        ("MIN_US", str(MIN_INTERVAL_US)),
+        ("ISO_DATE_RE", ISO_DATE_RE.pattern),
+        ("ISO_DURATION_RE", DURATION_JS)):
+    JS_DEFINITION = JS_DEFINITION.replace(_name, _value)
 
 VALIDATE = (
     "function (newDoc, oldDoc, userCtx, secObj) {\n"
     + JS_PARSE_DATE
     + JS_SHAPE
-    + JS_REPEAT
+    + JS_DEFINITION
     + r"""
   if (newDoc._deleted || newDoc._id.indexOf('_design/') === 0) return;
   var RUNNABLE = TASK_RUNNABLE;
@@ -201,8 +475,8 @@ VALIDATE = (
   if (args !== undefined && args !== null && typeof args !== 'object')
     refuse('job.arguments: must be a list or an object');
   if (status === undefined) refuse('status: required ("waiting" to run the task)');
-  var tooShort = repeatTooShort(newDoc.repeat);
-  if (tooShort) refuse(tooShort);
+  var bad = definitionProblem(newDoc);
+  if (bad) refuse(bad);
 }"""
 )
 

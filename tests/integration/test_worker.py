@@ -12,6 +12,7 @@ from after.store import ChangesFollower, Store
 from after.worker import Settings, Worker
 
 from .conftest import FAST
+from .test_faults import without_validation
 
 ON_TIME_UNDER_LOAD = 1.0  # seconds: late, but not waiting for a poll (60 s below)
 
@@ -103,9 +104,13 @@ def test_waiting_again_on_a_finished_task_runs_it_again(harness, store):
 def test_malformed_documents_end_in_error_and_the_worker_goes_on(harness):
     harness.start()
     harness.put("no-job", job="does_not_exist")
-    harness.put("bad-repeat", repeat={"dayz": 1})
-    harness.put("bad-cron", repeat={"cron": "61 * * * *"})
-    harness.put("bad-retry", retry={"limit": -1})
+    harness.put("bad-cron", repeat={"cron": "61 * * * *"})  # the VDU checks only its shape
+
+    def refused_by_the_vdu():  # as written before the database was set up
+        harness.put("bad-repeat", repeat={"dayz": 1})
+        harness.put("bad-retry", retry={"limit": -1})
+
+    without_validation(harness.store, refused_by_the_vdu)
     harness.put("good")
     errors = {d: harness.wait_status(d, "error")["after"]["error"]
               for d in ("no-job", "bad-repeat", "bad-cron", "bad-retry")}
