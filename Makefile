@@ -6,7 +6,7 @@ AFTER  := $(BIN)/after
 PORT   ?= 5984
 export AFTER_HOME ?= $(CURDIR)/var
 
-.PHONY: install browser test unit integration acceptance server server-stop run stop lint bench clean
+.PHONY: install browser test unit integration acceptance cluster server server-stop run stop lint bench bench-cluster clean
 
 install: $(VENV)/.installed node_modules/.installed browser
 
@@ -36,6 +36,10 @@ integration: install
 acceptance: install
 	$(BIN)/python -m pytest tests/acceptance $(PYTEST_ARGS)
 
+# a 3-node CouchDB 3 cluster from ../shared/couchdb (AFTER_TEST_COUCHDB_HOME), started and stopped by the tests
+cluster: install
+	$(BIN)/python -m pytest tests/cluster $(PYTEST_ARGS)
+
 server: install
 	$(AFTER) server start --port $(PORT) --data $(AFTER_HOME)/data
 
@@ -59,6 +63,9 @@ $(VENV)/.bench-installed: $(VENV)/.installed setup.cfg
 
 bench: install $(VENV)/.bench-installed
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-cluster: install
+	$(BIN)/python -m bench.cluster
 
 clean:
 	-$(AFTER) server stop 2>/dev/null

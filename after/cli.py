@@ -155,9 +155,9 @@ def embedded(cfg: config_module.Config, port: int | None, data: str | None,
              memory: bool) -> EmbeddedServer:
     from urllib.parse import urlsplit
 
-    parts = urlsplit(cfg.url)
-    if parts.hostname not in ("127.0.0.1", "localhost"):
-        raise Failure(f"the embedded server runs on 127.0.0.1; the configured URL is "
+    parts = urlsplit(cfg.urls[0])
+    if len(cfg.urls) > 1 or parts.hostname not in ("127.0.0.1", "localhost"):
+        raise Failure(f"the embedded server is one server on 127.0.0.1; the configured URL is "
                       f"{cfg.safe_url}")
     data_dir = None if memory else Path(data).resolve() if data else cfg.home / "data"
     return EmbeddedServer(workdir=cfg.home / "server", port=port or parts.port or 5984,

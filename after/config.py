@@ -6,13 +6,20 @@ go). Every setting can be overridden by an environment variable:
 
 ========================  ==========================================================
 ``AFTER_CONFIG``          the config file (default ``./config.json`` when it exists)
-``AFTER_COUCHDB_URL``     the full server URL, credentials allowed
+``AFTER_COUCHDB_URL``     the full server URL, credentials allowed; several node URLs
+                          of one cluster, comma separated, for failover
 ``AFTER_DB``              the tasks database
 ``AFTER_JOBS``            the jobs folder
 ``AFTER_HOME``            pid and log files
 ========================  ==========================================================
 
 Relative paths in the config file are relative to the file's folder.
+
+The URL (``AFTER_COUCHDB_URL``, ``--url``, or ``url`` in the file: a string, or a list of
+strings) may name several nodes of one CouchDB cluster, comma separated:
+``http://admin:secret@db1:5984,http://db2:5984``. The store uses the first that answers and
+moves to the next when its node stops answering (see :mod:`after.store`). A URL without
+credentials uses those of the first URL that has some.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 DEFAULTS = {
     "host": "127.0.0.1",
@@ -50,6 +57,11 @@ class Config:
         return mask_url(self.url)
 
     @property
+    def urls(self) -> list[str]:
+        """The node URLs, in order (one for a single server)."""
+        return split_urls(self.url)
+
+    @property
     def runs_db(self) -> str:
         return f"{self.db}_runs"
 
@@ -60,10 +72,37 @@ class Config:
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password (and any secret query parameter) masked, for output."""
+    """The URL (or comma-separated URLs) with passwords and secret query parameters
+    masked, for output."""
     from .redact import redact_url
 
-    return redact_url(url)
+    return redact_url(url)  # a list of nodes is masked URL by URL
+
+
+def split_urls(url: str | list | tuple) -> list[str]:
+    """The node URLs of ``url``: one URL, several comma separated, or a list of them.
+
+    Blank entries are dropped and trailing slashes removed. A URL without credentials takes
+    those of the first URL that has some (the nodes of one cluster share their admins)."""
+    parts = url if isinstance(url, (list, tuple)) else str(url).split(",")
+    urls = [str(part).strip().rstrip("/") for part in parts]
+    urls = [u for u in urls if u]
+    userinfo = next((_userinfo(u) for u in urls if _userinfo(u)), "")
+    if userinfo:
+        urls = [u if _userinfo(u) or not urlsplit(u).netloc else _with_userinfo(u, userinfo)
+                for u in urls]
+    return urls
+
+
+def _userinfo(url: str) -> str:
+    netloc = urlsplit(url).netloc
+    return netloc.rpartition("@")[0] if "@" in netloc else ""
+
+
+def _with_userinfo(url: str, userinfo: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, f"{userinfo}@{parts.netloc}", parts.path, parts.query,
+                       parts.fragment))
 
 
 def url_from_file(values: dict) -> str:
@@ -100,9 +139,15 @@ def load(path: str | os.PathLike | None = None, environ: dict | None = None) -> 
         url = env.get("AFTER_COUCHDB_URL") or values.get("url") or url_from_file(values)
     except (TypeError, ValueError):
         raise ConfigError(f"{config_path}: 'port' must be a number") from None
-    check_url(url)
+    if not isinstance(url, (str, list, tuple)):
+        raise ConfigError(f"{config_path}: 'url' must be a URL or a list of URLs")
+    urls = split_urls(url)
+    if not urls:
+        raise ConfigError("no CouchDB URL given (expected http://host:port)")
+    for node in urls:
+        check_url(node)
     return Config(
-        url=url.rstrip("/"),
+        url=",".join(urls),
         db=env.get("AFTER_DB") or str(values["db"]),
         jobs=(base / (env.get("AFTER_JOBS") or values["jobs"])).resolve(),
         home=(base / (env.get("AFTER_HOME") or values["home"])).resolve(),

@@ -34,11 +34,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from after.jsonsafe import MAX_DEPTH, problem
 from after.redact import redact, redact_text
 
 #: A job name: a Python identifier in ASCII. Names starting with ``__`` are refused too.
 JOB_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_NAME_LENGTH = 100
+#: Deepest result kept as is: it is stored under ``after.last_run.result`` of the task, which
+#: must stay within the depth a task document may have.
+RESULT_DEPTH = MAX_DEPTH - 8
 #: Prefix of the private module names job modules are loaded under.
 MODULE_PREFIX = "after_jobs"
 BUILTIN = "built-in"
@@ -413,8 +417,10 @@ def to_result(value: Any, limit: int = 10_000) -> Any:
     ``repr``) cut to ``limit`` characters, with ``"length"`` the full length.
     Secrets are masked first (see ``after.redact``).
     """
-    value = redact(value)
     try:
+        value = redact(value)
+        if problem(value, max_depth=RESULT_DEPTH, max_string=limit) is not None:
+            raise ValueError("too deep, too long or not finite for a task document")
         text = json.dumps(value, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError, RecursionError):
         try:

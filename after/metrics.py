@@ -38,6 +38,12 @@ class WorkerMetrics:
                                   registry=self.registry)
         self.reconnects = Counter("after_feed_reconnects", "Times the changes feed was lost",
                                   ["worker"], registry=self.registry)
+        self.corrected = Counter("after_self_check_corrections",
+                                 "Tasks found held in the database with nothing behind them "
+                                 "in memory, and decided again", ["worker"],
+                                 registry=self.registry)
+        self.faults = Counter("after_task_faults", "Tasks a failure of the worker's own "
+                              "ended in error or gave up on", ["worker"], registry=self.registry)
         held = Gauge("after_tasks_held", "Tasks held on the timer", ["worker"],
                      registry=self.registry)
         running = Gauge("after_tasks_running", "Tasks running", ["worker"],
@@ -48,6 +54,8 @@ class WorkerMetrics:
         running.labels(**labels).set_function(lambda: worker.load()[1])
         connected.labels(**labels).set_function(lambda: 1.0 if self.feed_connected else 0.0)
         self.reconnects.labels(**labels)
+        self.corrected.labels(**labels)
+        self.faults.labels(**labels)
         self.feed_connected = False
         worker.listeners.append(self.on_event)
 
@@ -59,6 +67,10 @@ class WorkerMetrics:
             job = info.get("job") or "?"
             self.runs.labels(name, job, info["outcome"]).inc()
             self.duration.labels(name, job).observe(max(0.0, info["duration"]))
+        elif event == "corrected":
+            self.corrected.labels(name).inc(info["count"])
+        elif event == "fault":
+            self.faults.labels(name).inc()
         elif event == "feed":
             if self.feed_connected and not info["connected"]:
                 self.reconnects.labels(name).inc()

@@ -5,6 +5,10 @@ few seconds, valid until its ``expires``: that is the lease on everything the pr
 or runs. :class:`Peers` writes this process's heartbeat, keeps a cache of the other processes
 of its name, says whether a task's owner is still alive, and which process should claim a
 task first.
+
+The worker's loop never waits on this: :meth:`Peers.start` runs the heartbeats and the reads
+of a possibly dead owner's heartbeat on a thread of their own, which posts each answer to the
+loop's inbox; the loop asks :meth:`Peers.liveness`, which answers from the cache alone.
 """
 
 from __future__ import annotations
@@ -12,12 +16,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import queue
 import socket
-import time
+import threading
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from .dates import format_date, parse_date, to_ms, utcnow
+from .decide import Liveness
 from .store import Conflict, Store, StoreError, describe_error
 
 log = logging.getLogger("after.peers")
@@ -38,8 +45,12 @@ class Peers:
         self.pid = os.getpid()
         self.started = utcnow()
         self.live: dict[str, int] = {}  # processes of this name: id -> expires (epoch ms)
-        self.dead_checked: dict[str, float] = {}  # owners found dead: id -> when (time.time)
+        self.dead_checked: dict[str, int] = {}  # owners read and found dead: id -> when (ms)
+        self.unreadable: dict[str, int] = {}  # owners whose heartbeat could not be read
         self.rev: str | None = None
+        self._asks: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def beat(self, status: dict, *, force: bool = False) -> bool:
         """Write this process's heartbeat (``status``: held, running, counts...) and refresh
@@ -105,37 +116,73 @@ class Peers:
             except StoreError:
                 pass
         self.live = live
-        self.dead_checked.clear()
 
-    def alive(self, owner: str | None) -> bool:
-        """Is the process ``owner`` alive (its heartbeat not expired)?
+    def liveness(self, owner: str, now_ms: int) -> Liveness:
+        """Is the process ``owner`` alive? From the cache alone (no I/O).
 
         The cache answers "alive"; "dead" is only ever concluded from a fresh read of that
         process's own heartbeat document (a process started a moment ago is not in the cache
-        yet), and remembered for a second so a dead process's many tasks cost one read.
-        When the registry cannot be read, the answer is "alive": never take over on a guess.
-        """
-        if not owner:
-            return False
-        if owner == self.id:
-            return True
-        now_ms = to_ms(utcnow())
-        if self.live.get(owner, 0) > now_ms:
-            return True
-        checked = self.dead_checked.get(owner)
-        if checked is not None and time.time() - checked < 1.0:
-            return False
+        yet), remembered for a second so a dead process's many tasks cost one read; anything
+        else is UNKNOWN: ask :meth:`confirm`. A heartbeat that could not be read counts as
+        alive for a second: never take over on a guess."""
+        if owner == self.id or self.live.get(owner, 0) > now_ms:
+            return Liveness.ALIVE
+        if now_ms - self.unreadable.get(owner, -10 ** 15) < 1000:
+            return Liveness.ALIVE
+        if now_ms - self.dead_checked.get(owner, -10 ** 15) < 1000:
+            return Liveness.DEAD
+        return Liveness.UNKNOWN
+
+    def confirm(self, owner: str, now_ms: int) -> None:
+        """Read ``owner``'s heartbeat into the cache (blocking: on the peers' thread)."""
         try:
             beat = self.store.get_or_none(owner, db=self.db)
-        except StoreError:
-            return True
-        expires = 0
-        if beat is not None:
-            expires = self.live[owner] = expiry(beat)
+        except StoreError as exc:
+            log.warning("cannot read the heartbeat of %s: %s", owner, describe_error(exc))
+            self.unreadable[owner] = now_ms
+            return
+        expires = expiry(beat) if beat is not None else 0
         if expires > now_ms:
-            return True
-        self.dead_checked[owner] = time.time()
-        return False
+            self.live = {**self.live, owner: expires}
+        else:
+            self.dead_checked[owner] = now_ms
+
+    def ask(self, owner: str) -> None:
+        """Have the peers' thread :meth:`confirm` ``owner`` (the answer goes to the inbox)."""
+        self._asks.put(owner)
+
+    def start(self, every: float, status: Callable[[], dict],
+              post: Callable[[tuple], None]) -> None:
+        """Beat every ``every`` seconds with ``status()``, and answer :meth:`ask`, on a
+        thread of their own; each answer is posted as ``("peer", owner)``."""
+        self._thread = threading.Thread(target=self._run, args=(every, status, post),
+                                        name="after-peers", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._asks.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self, every: float, status, post) -> None:
+        next_beat = 0.0
+        while not self._stop.is_set():
+            now = utcnow()
+            if now.timestamp() >= next_beat:
+                next_beat = now.timestamp() + every
+                try:
+                    self.beat(status())
+                except Exception:  # the lease must not die of a bug
+                    log.exception("unexpected error writing the heartbeat")
+                continue
+            try:
+                owner = self._asks.get(timeout=max(0.0, next_beat - now.timestamp()))
+            except queue.Empty:
+                continue
+            if owner is not None:
+                self.confirm(owner, to_ms(utcnow()))
+                post(("peer", owner))
 
     def preferred(self, docid: str, now: datetime | None = None) -> bool:
         """Should this process claim ``docid`` first? Every process of the name computes the

@@ -37,6 +37,8 @@ SECRET_NAME = re.compile(
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 #: A URL inside free text (an exception message, a log line).
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+#: Where a comma-separated list of URLs (the nodes of a cluster) starts its next URL.
+_NEXT_URL = re.compile(r",(?=\s*[A-Za-z][A-Za-z0-9+.-]*://)")
 #: Anything shaped like ``user:password@`` after a start, a space or a slash, in a string
 #: that is no well-formed URL (``admin:pw@host``, ``http//admin:pw@host``, ``http:/a:pw@h``).
 #: The password may hold anything but a space or an ``@`` (and does not start with ``//``,
@@ -74,9 +76,14 @@ def redact_url(url: str) -> str:
     """
     if not isinstance(url, str):
         return url
+    several = _NEXT_URL.split(url)
+    if len(several) > 1:  # a comma-separated list of node URLs
+        return ",".join(redact_url(part) for part in several)
     try:
         parts = urlsplit(url)
         netloc = parts.netloc
+        if not netloc:  # no //host: rebuilding could turn "ws:pw@h" into "ws:///pw@h"
+            return _mask_userinfo(url)
         if "@" in netloc:
             userinfo, _, hostport = netloc.rpartition("@")
             user, colon, _password = userinfo.partition(":")

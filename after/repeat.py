@@ -63,6 +63,9 @@ SHORTHANDS = {
     "y": "years", "M": "months", "w": "weeks", "d": "days",
     "h": "hours", "m": "minutes", "s": "seconds", "ms": "milliseconds",
 }
+#: The shortest interval a task may repeat at. Ten tasks at 1 ms ran 163 times a second and
+#: made every other task of their worker late; a second is what cron's seconds field allows.
+MIN_INTERVAL_US = 1_000_000
 _UNIT_HELP = f"use {', '.join(UNITS)} or {', '.join(SHORTHANDS)}"
 
 _NUM = r"[0-9]+(?:[.,][0-9]+)?"
@@ -222,10 +225,12 @@ def _repeated_wall_time(local: datetime) -> bool:
 def _whole(field: str, value: object, minimum: int) -> int:
     """An int (or integral float) >= minimum, else RepeatError."""
     kind = "a positive" if minimum > 0 else "a non-negative"
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 53:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise RepeatError(f"repeat: {field} must be {kind} integer, got {value!r}")
+        shown = repr(value) if not isinstance(value, int) or abs(value) < 10 ** 40 \
+            else "a number that large"
+        raise RepeatError(f"repeat: {field} must be {kind} integer, got {shown[:60]}")
     return value
 
 
@@ -254,6 +259,9 @@ def _check_keys(raw: dict, allowed: set[str], form: str) -> None:
 def _checked(rule: IntervalRule) -> IntervalRule:
     if not any(getattr(rule, unit) for unit in (*UNITS[:-1], "microseconds")):
         raise RepeatError("repeat: the interval is zero; at least one unit must be above 0")
+    if not (rule.years or rule.months) and rule._mean_us() < MIN_INTERVAL_US:
+        raise RepeatError(f"repeat: {rule._describe()} is shorter than the minimum interval "
+                          f"of {MIN_INTERVAL_US // 1_000_000} second")
     try:
         rule.occurrence(datetime(2000, 1, 1, tzinfo=UTC), 1)
     except (OverflowError, ValueError):
@@ -273,6 +281,8 @@ def parse_duration(text: str, limits: dict | None = None) -> IntervalRule:
     fields: dict[str, int] = {}
     for unit, number in given.items():
         whole, _, fraction = number.replace(",", ".").partition(".")
+        if len(whole) > 12 or len(fraction) > 12:
+            raise RepeatError(f"repeat: {text[:40]!r}: a number too long in an ISO 8601 duration")
         fields[unit] = int(whole)
         if not fraction:
             continue

@@ -4,7 +4,9 @@
   - ``validate_doc_update``, which refuses with a 403 naming the field a task that is meant to
     run (status ``waiting``, ``scheduled``, ``running`` or ``reschedule``) but cannot: no
     ``worker``, no ``date`` or one that is not ISO 8601, no ``job.name`` or one that is not a
-    job name, an unknown ``status``. Finished tasks (``done``, ``error``, ``canceled``) and
+    job name, an unknown ``status``, or a shape no task needs and a worker cannot afford: nesting
+    deeper than ``MAX_DEPTH`` levels, a string longer than ``MAX_STRING`` characters, a number
+    that is not finite (``1e400``, an integer of hundreds of digits). Finished tasks (``done``, ``error``, ``canceled``) and
     ``cancel`` requests are let through, so a worker can always record an error on a task that
     was broken before the database was set up.
   - the view ``due``, keyed ``[worker, status, due_ms]``: the date normalised to epoch
@@ -25,6 +27,7 @@ from __future__ import annotations
 import random
 import time
 
+from .jsonsafe import MAX_DEPTH, MAX_STRING
 from .store import Conflict, Store
 
 DESIGN_ID = "_design/after"
@@ -53,9 +56,39 @@ function parseDate(value) {
 }
 """
 
+# Walks the document with a stack of its own (no recursion): the first thing wrong, or null.
+JS_SHAPE = r"""
+function shape(doc) {
+  var stack = [[doc, '', 1]];
+  while (stack.length) {
+    var top = stack.pop(), v = top[0], path = top[1], depth = top[2];
+    var name = path || 'the document';
+    if (name.length > 60) name = name.substr(0, 57) + '...';
+    if (typeof v === 'number') {
+      if (!isFinite(v)) return name + ': not a finite number';
+    } else if (typeof v === 'string') {
+      if (v.length > MAX_STRING)
+        return name + ': a string of ' + v.length + ' characters (at most ' + MAX_STRING + ')';
+    } else if (v !== null && typeof v === 'object') {
+      if (depth > MAX_DEPTH) return name + ': nested deeper than ' + MAX_DEPTH + ' levels';
+      if (Array.isArray(v)) {
+        for (var i = 0; i < v.length; i++) stack.push([v[i], path + '[' + i + ']', depth + 1]);
+      } else {
+        for (var k in v) {
+          if (Object.prototype.hasOwnProperty.call(v, k))
+            stack.push([v[k], path ? path + '.' + k : k, depth + 1]);
+        }
+      }
+    }
+  }
+  return null;
+}
+""".replace("MAX_DEPTH", str(MAX_DEPTH)).replace("MAX_STRING", str(MAX_STRING))
+
 VALIDATE = (
     "function (newDoc, oldDoc, userCtx, secObj) {\n"
     + JS_PARSE_DATE
+    + JS_SHAPE
     + r"""
   if (newDoc._deleted || newDoc._id.indexOf('_design/') === 0) return;
   var RUNNABLE = ['waiting', 'scheduled', 'running', 'reschedule'];
@@ -65,6 +98,8 @@ VALIDATE = (
   if (status !== undefined && KNOWN.indexOf(status) < 0)
     refuse('status: ' + JSON.stringify(status) + ' is not one of ' + KNOWN.join(', '));
   if (status !== undefined && RUNNABLE.indexOf(status) < 0) return;
+  var wrong = shape(newDoc);
+  if (wrong) refuse(wrong);
   if (typeof newDoc.worker !== 'string' || !newDoc.worker)
     refuse('worker: required (the name of the worker that runs the task)');
   if (newDoc.date === undefined) refuse('date: required (ISO 8601, e.g. 2026-12-01T09:00:00Z)');
@@ -120,7 +155,8 @@ def setup(store: Store, attempts: int = 8) -> list[str]:
 
 def _setup_once(store: Store, changed: list[str]) -> None:
     for db in (store.db, f"{store.db}_runs", f"{store.db}_workers"):
-        if store.create_database(db):
+        # Ask first: creating one, even one that exists, takes a server admin.
+        if not store.database_exists(db) and store.create_database(db):
             changed.append(f"created database {db}")
     current = store.get_or_none(DESIGN_ID)
     wanted = dict(DESIGN)

@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .dates import DateError, format_date, parse_date
+from .jsonsafe import problem
 from .repeat import RepeatError, Rule, parse_repeat
 
 NS = "after"
@@ -46,6 +47,11 @@ STATUSES = RUNNABLE + (CANCEL,) + FINISHED
 # Run outcomes, as recorded in run records and ``last_run``.
 OK, FAILED, TIMEOUT, MISSED, INTERRUPTED = "done", "error", "timeout", "missed", "interrupted"
 INTERRUPTED_RERUNS = 3
+#: Longest ``timeout``, ``max_delay`` and ``retry.delay``: ten years, in seconds. Beyond it a
+#: date computed from them could leave the calendar (year 9999) and every run would fail.
+MAX_SECONDS = 10 * 366 * 86400
+#: Most retries of one occurrence.
+MAX_RETRIES = 1000
 
 
 class TaskError(ValueError):
@@ -61,7 +67,8 @@ class Retry:
 
     def delay_for(self, attempt: int, rand: float = 0.5) -> float:
         """Seconds to wait after failed ``attempt`` (1-based); ``rand`` in [0, 1)."""
-        base = self.delay * (2 ** (attempt - 1) if self.backoff == "exponential" else 1)
+        doublings = min(max(attempt - 1, 0), 64) if self.backoff == "exponential" else 0
+        base = min(self.delay * 2 ** doublings, MAX_SECONDS)
         return max(0.0, base * (1 + self.jitter * (2 * rand - 1)))
 
 
@@ -84,9 +91,31 @@ def _number(doc: dict, name: str) -> float | None:
     value = doc.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise TaskError(f"{name}: must be a positive number of seconds, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value:
+        raise TaskError(f"{name}: must be a positive number of seconds, not {_show(value)}")
+    if not value <= MAX_SECONDS:
+        raise TaskError(f"{name}: at most {MAX_SECONDS} seconds (ten years), not {_show(value)}")
     return float(value)
+
+
+def _show(value: Any) -> str:
+    """``repr`` of a user's value, cut short: a message stays one short line."""
+    if isinstance(value, dict | list) and len(value) > 10:
+        return f"a {type(value).__name__} of {len(value)} items"
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # deeply nested, or an integer too long to print
+        return f"a {type(value).__name__}"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def counter(info: dict, key: str) -> int:
+    """A count the worker keeps under ``after`` (``runs``, ``attempt``...): 0 when missing or
+    not a count (a user may write anything there)."""
+    value = info.get(key) if isinstance(info, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2 ** 53:
+        return 0
+    return value
 
 
 def parse_retry(value: Any) -> Retry:
@@ -96,30 +125,53 @@ def parse_retry(value: Any) -> Retry:
         raise TaskError(f"retry: must be a number of attempts or an object, not {value!r}")
     if isinstance(value, int):
         if value < 0:
-            raise TaskError(f"retry: must be 0 or more attempts, not {value}")
+            raise TaskError(f"retry: must be 0 or more attempts, not {_show(value)}")
+        if value > MAX_RETRIES:
+            raise TaskError(f"retry: at most {MAX_RETRIES} attempts, not {_show(value)}")
         return Retry(limit=value)
     if not isinstance(value, dict):
-        raise TaskError(f"retry: must be a number of attempts or an object, not {value!r}")
+        raise TaskError(f"retry: must be a number of attempts or an object, not "
+                        f"{_show(value)}")
     unknown = sorted(set(value) - {"limit", "delay", "backoff", "jitter"})
     if unknown:
         raise TaskError(f"retry: unknown field {unknown[0]!r} (use limit, delay, backoff)")
     limit = value.get("limit", 1)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise TaskError(f"retry.limit: must be 0 or more attempts, not {limit!r}")
+        raise TaskError(f"retry.limit: must be 0 or more attempts, not {_show(limit)}")
+    if limit > MAX_RETRIES:
+        raise TaskError(f"retry.limit: at most {MAX_RETRIES} attempts, not {_show(limit)}")
     delay = value.get("delay", 0)
-    if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
-        raise TaskError(f"retry.delay: must be 0 or more seconds, not {delay!r}")
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay:
+        raise TaskError(f"retry.delay: must be 0 or more seconds, not {_show(delay)}")
+    if not delay <= MAX_SECONDS:
+        raise TaskError(f"retry.delay: at most {MAX_SECONDS} seconds (ten years), not "
+                        f"{_show(delay)}")
     backoff = value.get("backoff", "fixed")
     if backoff not in ("fixed", "exponential"):
-        raise TaskError(f"retry.backoff: must be 'fixed' or 'exponential', not {backoff!r}")
+        raise TaskError(f"retry.backoff: must be 'fixed' or 'exponential', not "
+                        f"{_show(backoff)}")
     jitter = value.get("jitter", 0.1)
     if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not 0 <= jitter <= 1:
-        raise TaskError(f"retry.jitter: must be a fraction from 0 to 1, not {jitter!r}")
+        raise TaskError(f"retry.jitter: must be a fraction from 0 to 1, not {_show(jitter)}")
     return Retry(limit=limit, delay=float(delay), backoff=backoff, jitter=float(jitter))
 
 
 def parse(doc: dict) -> Spec:
-    """Check a task document; raises :class:`TaskError` naming the field that is wrong."""
+    """Check a task document; raises :class:`TaskError` naming the field that is wrong, in
+    one line of at most 300 characters."""
+    try:
+        return _parse(doc)
+    except TaskError as exc:
+        message = " ".join(str(exc).split())
+        if len(message) > 300:
+            raise TaskError(message[:297] + "...") from None
+        raise
+
+
+def _parse(doc: dict) -> Spec:
+    wrong = problem(doc)
+    if wrong is not None:
+        raise TaskError(wrong)
     worker = doc.get("worker")
     if not isinstance(worker, str) or not worker:
         raise TaskError("worker: required (the name of the worker that runs the task)")
@@ -140,7 +192,7 @@ def parse(doc: dict) -> Spec:
         raise TaskError("job.arguments: must be a list or an object")
     status = doc.get("status")
     if status not in STATUSES:
-        raise TaskError(f"status: {status!r} is not one of {', '.join(STATUSES)}")
+        raise TaskError(f"status: {_show(status)} is not one of {', '.join(STATUSES)}")
     try:
         repeat = parse_repeat(doc.get("repeat"))
     except (RepeatError, DateError) as exc:
@@ -228,7 +280,7 @@ def start(doc: dict, owner: str, now: datetime, number: int) -> dict:
     """``scheduled`` -> ``running``: counts the attempt."""
     new, info = _copy(doc)
     new["status"] = RUNNING
-    info.update(owner=owner, attempt=int(info.get("attempt", 0)) + 1,
+    info.update(owner=owner, attempt=counter(info, "attempt") + 1,
                 started=format_date(now), run=number)
     return new
 
@@ -291,13 +343,13 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
     written meanwhile is honoured (its ``date`` is kept and it is ``waiting`` again).
     """
     new, info = _copy(doc)
-    attempt = int(info.get("attempt", 0)) or 1
+    attempt = counter(info, "attempt") or 1
     if outcome.outcome != MISSED:
-        info["runs"] = int(info.get("runs", 0)) + 1
-    counter = {OK: "successes", MISSED: "missed"}.get(outcome.outcome, "failures")
-    info[counter] = int(info.get(counter, 0)) + 1
+        info["runs"] = counter(info, "runs") + 1
+    kind = {OK: "successes", MISSED: "missed"}.get(outcome.outcome, "failures")
+    info[kind] = counter(info, kind) + 1
     last = {
-        "number": info.get("run", info.get("runs", 0)),
+        "number": counter(info, "run") or counter(info, "runs"),
         "attempt": attempt,
         "outcome": outcome.outcome,
         "started": format_date(outcome.started),
@@ -342,11 +394,17 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
         info.pop(key, None)
     next_date = None
     if spec is not None and spec.repeat is not None:
-        anchor = parse_date(info.get("anchor", doc["date"]), "after.anchor")
-        info.setdefault("anchor", format_date(anchor))
-        runs = int(info.get("occurrences", 0)) + 1
+        try:
+            anchor = parse_date(info.get("anchor"), "after.anchor")
+        except DateError:  # missing, or not a date (a user may write anything there)
+            anchor = spec.date
+        info["anchor"] = format_date(anchor)
+        runs = counter(info, "occurrences") + 1
         info["occurrences"] = runs
-        next_date = spec.repeat.next_date(anchor, spec.date, now, runs)
+        try:
+            next_date = spec.repeat.next_date(anchor, spec.date, now, runs)
+        except OverflowError:  # the next occurrence would be past year 9999: none
+            next_date = None
     if next_date is not None:
         new["status"] = WAITING
         new["date"] = format_date(next_date)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from after import schema
+from after.memstore import MemStore
 from after.store import Store
 
 from . import servers
@@ -46,7 +47,10 @@ def pytest_configure(config):
 
 def pytest_generate_tests(metafunc):
     """Every test that needs a server runs once per server (``[pouchdb]``, ``[couchdb]``)."""
-    if "server_kind" in metafunc.fixturenames:
+    if "contract_store" in metafunc.fixturenames:
+        # the store contract: the in-memory fake ([memory]) and every real server
+        metafunc.parametrize("server_kind", ["memory", *KINDS], scope="session")
+    elif "server_kind" in metafunc.fixturenames:
         auth = metafunc.definition.get_closest_marker("auth_server") is not None
         metafunc.parametrize("server_kind", AUTH_KINDS if auth else KINDS, scope="session")
 
@@ -79,6 +83,8 @@ def pytest_terminal_summary(terminalreporter):
     if not RAN:
         return
     terminalreporter.write_sep("-", "servers")
+    if RAN["memory"]:
+        terminalreporter.write_line(f"memory: {RAN['memory']} tests (after.memstore)")
     for kind in KINDS:
         terminalreporter.write_line(
             f"{kind}: {RAN[kind]} tests ({DESCRIBED.get(kind, 'not started')})")
@@ -96,6 +102,18 @@ def store(couch_url, db_name):
         schema.setup(store)
         yield store
         drop_databases(store, db_name)
+
+
+@pytest.fixture
+def contract_store(request, server_kind):
+    """The store of the contract suite: the in-memory fake, or a set-up database on a real
+    server (the fake's tests start no server)."""
+    if server_kind == "memory":
+        store = MemStore(f"t{uuid.uuid4().hex[:12]}")
+        schema.setup(store)
+        yield store
+        return
+    yield request.getfixturevalue("store")
 
 
 def drop_databases(store: Store, db_name: str) -> None:

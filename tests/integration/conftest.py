@@ -29,8 +29,8 @@ class Harness:
         self.workers: list[tuple[Worker, threading.Thread, Store]] = []
         self.exit_codes: list[int] = []
 
-    def start(self, name: str = "w", **settings) -> Worker:
-        store = Store(self.url, self.store.db)
+    def start(self, name: str = "w", store_class: type[Store] = Store, **settings) -> Worker:
+        store = store_class(self.url, self.store.db)
         worker = Worker(store, name, JobRegistry(self.jobs), Settings(**{**FAST, **settings}))
         thread = threading.Thread(target=lambda: self.exit_codes.append(worker.run()),
                                   daemon=True)

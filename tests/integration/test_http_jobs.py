@@ -133,15 +133,17 @@ def test_no_secret_reaches_a_run_record_the_task_status_or_a_log(harness, endpoi
     assert headers["X-Api-Key"] == "key777"
 
 
-def test_run_history_is_pruned_to_keep_runs(harness):
+def test_run_history_is_pruned_to_keep_runs(harness, store):
+    """A task with nine runs behind it runs once more: its tenth run prunes the oldest."""
+    runs_db = f"{store.db}_runs"
+    store.bulk_docs([{"_id": f"old-{n}", "task": "many", "number": n, "outcome": "done",
+                      "started": f"2026-01-01T00:00:0{n}Z"} for n in range(1, 10)], db=runs_db)
     harness.start(keep_runs=5)
-    harness.put("many", job="noop", repeat={"ms": 100, "limit": 20})
+    harness.put("many", job="noop", after={"runs": 9})
     harness.wait_status("many", "done", timeout=30)
-    runs = harness.wait(lambda: len(r := harness.runs("many")) <= 15 and r, what="pruning")
+    runs = harness.wait(lambda: len(r := harness.runs("many")) <= 5 and r, what="pruning")
     numbers = [r["number"] for r in runs]
-    assert numbers[-1] == 20
-    assert 5 <= len(numbers) <= 5 + 10  # pruned every 10 runs down to the newest 5
-    assert numbers == sorted(set(numbers))
+    assert numbers == [6, 7, 8, 9, 10]  # pruned at the 10th run down to the newest 5
 
 
 def test_metrics_and_health_answer_with_counters_moving(harness):

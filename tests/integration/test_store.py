@@ -17,6 +17,7 @@ from after.store import (
     Store,
     Unavailable,
     split_credentials,
+    winner,
 )
 
 
@@ -230,3 +231,16 @@ def test_follower_survives_a_server_restart(disk_server):
             assert follower.reconnects >= 1
         finally:
             follower.stop()
+
+
+def test_leaves_list_every_branch_and_winner_picks_the_servers_choice(store):
+    branches = [{"_id": "forked", "_rev": f"1-{c * 32}", "status": "done", "v": c}
+                for c in "ab"]
+    store.bulk_docs(branches, new_edits=False)  # as replication or a partition leaves them
+    leaves = store.leaves("forked")
+    assert sorted(d["_rev"] for d in leaves) == [f"1-{'a' * 32}", f"1-{'b' * 32}"]
+    served = store.get("forked", conflicts=True)
+    best = winner(leaves)
+    assert best["_rev"] == served["_rev"] == f"1-{'b' * 32}"
+    assert best["_conflicts"] == served["_conflicts"] == [f"1-{'a' * 32}"]
+    assert best["v"] == "b"

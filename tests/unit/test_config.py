@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from after.config import ConfigError, credentials_out_of_argv, load, mask_url
+from after.config import ConfigError, credentials_out_of_argv, load, mask_url, split_urls
 
 
 def write(tmp_path, **values):
@@ -75,6 +75,55 @@ def test_a_missing_named_file_and_a_bad_url_are_clear_errors(tmp_path):
 def test_mask_url():
     assert mask_url("http://admin:s3cret@127.0.0.1:5984") == "http://admin:***@127.0.0.1:5984"
     assert mask_url("http://127.0.0.1:5984") == "http://127.0.0.1:5984"
+
+
+# -- several node URLs (a cluster, for failover) ------------------------------------------
+
+
+def test_several_node_urls_are_comma_separated_and_credentials_carry_over():
+    assert split_urls("http://admin:pw@db1:5984, http://db2:5984/ ,https://u:x@db3:6984,") == [
+        "http://admin:pw@db1:5984", "http://admin:pw@db2:5984", "https://u:x@db3:6984"]
+    assert split_urls("http://db1:5984,http://db2:5984") == ["http://db1:5984",
+                                                               "http://db2:5984"]
+    assert split_urls(["http://a:b@n1:1", "http://n2:2"]) == ["http://a:b@n1:1",
+                                                              "http://a:b@n2:2"]
+    assert split_urls("http://127.0.0.1:5984") == ["http://127.0.0.1:5984"]
+    assert split_urls(" , ") == []
+
+
+def test_the_environment_and_the_file_take_several_urls(tmp_path):
+    env = {"AFTER_COUCHDB_URL": "http://admin:s3cret@10.0.0.1:5984,http://10.0.0.2:5984/"}
+    cfg = load(write(tmp_path), environ=env)
+    assert cfg.urls == ["http://admin:s3cret@10.0.0.1:5984", "http://admin:s3cret@10.0.0.2:5984"]
+    assert cfg.url == ",".join(cfg.urls)
+    assert cfg.safe_url == "http://admin:***@10.0.0.1:5984,http://admin:***@10.0.0.2:5984"
+    listed = load(write(tmp_path, url=["http://n1:5984", "http://n2:5984"]), environ={})
+    assert listed.urls == ["http://n1:5984", "http://n2:5984"]
+    joined = load(write(tmp_path, url="http://n1:5984,http://n2:5984"), environ={})
+    assert joined.urls == listed.urls
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("http://admin:s3cret@n1:5984,ftp://admin:s3cret@n2", "'ftp://admin:***@n2'"),
+    ("http://admin:s3cret@n1:5984,http://admin:s3cret@n2:x", "'http://admin:***@n2:x'"),
+    ("http://admin:s3cret@n1:5984,n2:5984", "'n2:5984'"),
+])
+def test_a_bad_node_url_is_named_alone_and_masked(tmp_path, url, shown):
+    with pytest.raises(ConfigError) as error:
+        load(write(tmp_path), environ={"AFTER_COUCHDB_URL": url})
+    assert shown in str(error.value)
+    assert "s3cret" not in str(error.value)
+
+
+def test_an_empty_url_list_and_a_url_of_the_wrong_type_are_clear_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no CouchDB URL"):
+        load(write(tmp_path), environ={"AFTER_COUCHDB_URL": ","})
+    with pytest.raises(ConfigError, match="'url' must be a URL or a list of URLs"):
+        load(write(tmp_path, url=5984), environ={})
+
+
+def test_mask_url_masks_every_node():
+    assert mask_url("http://a:s1@n1:1,http://b:s2@n2:2") == "http://a:***@n1:1,http://b:***@n2:2"
 
 
 @pytest.mark.parametrize("args, kept, url", [

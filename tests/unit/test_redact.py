@@ -140,6 +140,14 @@ def test_redact_leaves_non_containers_alone():
     assert redact(("a", {"secret": "x"})) == ["a", {"secret": MASK}]
 
 
+def test_redact_url_and_text_mask_every_url_of_a_node_list():
+    nodes = "http://admin:s1@n1:5984,http://admin:s2@n2:5984/x?token=t"
+    assert redact_url(nodes) == "http://admin:***@n1:5984,http://admin:***@n2:5984/x?token=***"
+    assert redact_text(f"cannot reach {nodes} (ConnectError)") == (
+        "cannot reach http://admin:***@n1:5984,http://admin:***@n2:5984/x?token=*** "
+        "(ConnectError)")
+
+
 MISTYPED = [
     "{u}:{p}@127.0.0.1:5984",
     "http//{u}:{p}@127.0.0.1:5984",

@@ -42,8 +42,8 @@ def first_next(value: object, anchor: datetime) -> datetime | None:
         ({"m": 90}, utc(2026, 1, 31, 11, 30)),
         ({"seconds": 45}, utc(2026, 1, 31, 10, 0, 45)),
         ({"s": 45}, utc(2026, 1, 31, 10, 0, 45)),
-        ({"milliseconds": 250}, utc(2026, 1, 31, 10, 0, 0, 250000)),
-        ({"ms": 250}, utc(2026, 1, 31, 10, 0, 0, 250000)),
+        ({"milliseconds": 1250}, utc(2026, 1, 31, 10, 0, 1, 250000)),
+        ({"ms": 1250}, utc(2026, 1, 31, 10, 0, 1, 250000)),
         ({"months": 1, "days": 7}, utc(2026, 3, 7, 10)),
         ({"d": 1, "h": 1, "m": 1, "s": 1, "ms": 1}, utc(2026, 2, 1, 11, 1, 1, 1000)),
         ({"days": 0, "hours": 1}, utc(2026, 1, 31, 11)),
@@ -80,8 +80,8 @@ def test_parse_none_is_no_rule() -> None:
         ("P1M7D", {"months": 1, "days": 7}),
         ("PT30S", {"seconds": 30}),
         ("P1W", {"weeks": 1}),
-        ("PT0.5S", {"microseconds": 500000}),
-        ("PT0,25S", {"microseconds": 250000}),
+        ("PT1.5S", {"seconds": 1, "microseconds": 500000}),
+        ("PT1,25S", {"seconds": 1, "microseconds": 250000}),
         ("PT1.0000019S", {"seconds": 1, "microseconds": 1}),
         ("P1Y2M3DT4H5M6S", {"years": 1, "months": 2, "days": 3, "hours": 4, "minutes": 5,
                             "seconds": 6}),
@@ -104,7 +104,7 @@ def test_iso_durations(text: str, fields: dict) -> None:
 
 def test_iso_duration_next_dates() -> None:
     assert first_next("P1M7D", JAN31) == utc(2026, 3, 7, 10)
-    assert first_next("PT0.5S", JAN31) == utc(2026, 1, 31, 10, 0, 0, 500000)
+    assert first_next("PT1.5S", JAN31) == utc(2026, 1, 31, 10, 0, 1, 500000)
     assert first_next("P1Y2M3DT4H5M6S", JAN31) == utc(2027, 4, 3, 14, 5, 6)
 
 
@@ -228,9 +228,12 @@ def test_now_before_scheduled_uses_scheduled() -> None:
 
 def test_downtime_with_millisecond_interval_is_computed_not_iterated() -> None:
     anchor = utc(2026, 1, 1)
-    rule = parse_repeat({"ms": 1})
+    rule = parse_repeat({"s": 1, "ms": 1})
     now = utc(2027, 1, 1, 0, 0, 0, 500)
-    assert rule.next_date(anchor, anchor, now, runs=1) == utc(2027, 1, 1, 0, 0, 0, 1000)
+    # 365 days = 31,536,000 s; the occurrence k = 31,504,496 falls at k * 1.001 s
+    k = -(-int((now - anchor).total_seconds() * 1_000_000) // 1_001_000)
+    expected = anchor + timedelta(microseconds=k * 1_001_000)
+    assert rule.next_date(anchor, anchor, now, runs=1) == expected > now
 
 
 def test_downtime_with_monthly_interval_over_decades() -> None:
@@ -301,8 +304,8 @@ def test_upcoming_ignores_limit_and_until() -> None:
         ("P1M7D", "every 1 month and 7 days"),
         ("P1Y2M3DT4H5M6S", "every 1 year, 2 months, 3 days, 4 hours, 5 minutes and 6 seconds"),
         ("P2W", "every 2 weeks"),
-        ({"ms": 500}, "every 500 milliseconds"),
-        ("PT0.000001S", "every 1 microsecond"),
+        ({"ms": 1500}, "every 1500 milliseconds"),
+        ("PT1.000001S", "every 1 second and 1 microsecond"),
         ({"days": 1, "limit": 5}, "every 1 day, 5 runs at most"),
         ({"days": 1, "limit": 1}, "every 1 day, 1 run at most"),
         ({"every": "PT1H", "until": "2027-01-01"}, "every 1 hour, until 2027-01-01T00:00:00.000Z"),
@@ -599,3 +602,15 @@ def test_cron_month_and_day_names_are_not_mistaken_for_hash() -> None:
     assert rule.upcoming(utc(2026, 1, 1), utc(2026, 1, 1), 1) == [utc(2026, 3, 5, 9)]
     rule = cron("0 9 * mar fri")
     assert rule.upcoming(utc(2026, 1, 1), utc(2026, 1, 1), 1) == [utc(2026, 3, 6, 9)]
+
+
+@pytest.mark.parametrize("value", [{"ms": 1}, {"ms": 999}, "PT0.5S", {"every": "PT0.999S"},
+                                   {"s": 0, "ms": 500, "limit": 3}])
+def test_an_interval_under_a_second_is_refused(value) -> None:
+    with pytest.raises(RepeatError, match="is shorter than the minimum interval of 1 second"):
+        parse_repeat(value)
+
+
+@pytest.mark.parametrize("value", [{"s": 1}, {"ms": 1000}, "PT1S", {"M": 1}, {"y": 1}])
+def test_an_interval_of_a_second_or_more_is_accepted(value) -> None:
+    assert parse_repeat(value) is not None

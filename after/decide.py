@@ -1,0 +1,324 @@
+"""What a worker process does about a task: pure decisions, with ``now`` passed in.
+
+:func:`decide` takes the current version of a task document, a :class:`View` of what this
+process knows (what it holds and runs, which peers are alive, from the cache of
+:mod:`after.peers`) and ``now``, and returns the actions that follow: :class:`Write` (a
+document to write, and why) and what to do in memory (:class:`Hold`, :class:`Defer`,
+:class:`Drop`, :class:`Keep`, :class:`Restart`), or :class:`Confirm` when the answer hangs on
+whether another process is dead, which only a fresh read of its heartbeat can say (done off
+the loop; the task is decided again once it is known). Nothing here does I/O or reads the
+clock; the transitions themselves are those of :mod:`after.task`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+
+from . import task as rules
+from .dates import format_date, from_ms, parse_date, to_ms
+from .jobs import JobError
+from .redact import redact_text
+
+log = logging.getLogger("after.worker")
+
+
+class Kind(Enum):
+    """Why a document is written: decides what happens once it is written, or conflicts."""
+
+    CLAIM = "claim"  # waiting -> scheduled by us, held on the timer
+    START = "start"  # scheduled -> running: launch the job
+    CLAIMSTART = "claimstart"  # waiting -> running in one write (a task already due)
+    FINISH = "finish"  # a run ended (or was missed, or interrupted elsewhere)
+    ERROR = "error"  # the task cannot run
+    CANCEL = "cancel"  # the user's cancel, applied
+    HANDBACK = "handback"  # held -> waiting again (a graceful stop)
+    PARK = "park"  # a reschedule beyond the horizon -> waiting
+    RESOLVE = "resolve"  # delete a losing revision
+
+
+@dataclass
+class Write:
+    """A document to write, and why."""
+
+    kind: Kind
+    doc: dict
+    spec: rules.Spec | None = None
+    outcome: rules.Outcome | None = None
+    run: dict | None = None
+    token: str | None = None  # the run a START or CLAIMSTART begins
+    due: datetime | None = None  # the occurrence a CLAIMSTART runs
+    takeover: bool = False  # a FINISH of another (dead) process's run
+    accepted: bool = False  # written, but not confirmed by a quorum (202)
+    attempts: int = 0  # failed tries (not conflicts) so far
+    not_before: float = 0.0  # epoch seconds before which it is not tried again
+
+
+@dataclass
+class Hold:
+    """Hold the task on the timer until ``due`` (a task already running stays as it is)."""
+
+    doc: dict
+    spec: rules.Spec
+    due: datetime
+
+
+@dataclass
+class Defer:
+    """Claim the task after the claim delay, unless it changes meanwhile."""
+
+    doc: dict
+    spec: rules.Spec
+    due: datetime
+
+
+@dataclass
+class Drop:
+    """Forget a task held (not running) or deferred."""
+
+    docid: str
+
+
+@dataclass
+class Keep:
+    """A newer version of a task this process runs: keep it for when the run ends."""
+
+    doc: dict
+
+
+@dataclass
+class Restart:
+    """Ours and ``running``, with no run behind it (a lost answer): run it now."""
+
+    doc: dict
+    spec: rules.Spec
+    due: datetime
+
+
+@dataclass
+class Confirm:
+    """Whether ``owner`` is dead decides this task: read its heartbeat, then decide again."""
+
+    owner: str
+    doc: dict
+
+
+Action = Write | Hold | Defer | Drop | Keep | Restart | Confirm
+
+
+class Liveness(Enum):
+    ALIVE = "alive"
+    DEAD = "dead"  # its heartbeat was read and has expired
+    UNKNOWN = "unknown"  # not in the cache: only a read of its heartbeat can tell
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who records a run: the worker name, and this process."""
+
+    name: str
+    process: str
+    host: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class View:
+    """What :func:`decide` may know besides the document."""
+
+    me: Identity
+    horizon_ms: int  # hold what is due within this many milliseconds
+    held: Mapping[str, bool]  # tasks this process holds: id -> running
+    liveness: Callable[[str], Liveness]
+    preferred: Callable[[str], bool]  # does this process claim the task first?
+    check_job: Callable[[str], object]  # raises JobError for a job the folder lacks
+
+
+def decide(doc: dict, view: View, now: datetime) -> list[Action]:
+    """The actions that follow from the current version of a task document."""
+    docid = doc.get("_id", "")
+    if docid.startswith("_design/"):
+        return []
+    if doc.get("_deleted") or doc.get("worker") != view.me.name:
+        return [Drop(docid)]
+    status = doc.get("status")
+    info = doc.get(rules.NS) if isinstance(doc.get(rules.NS), dict) else {}
+    owner = info.get("owner")
+    held = view.held.get(docid)
+    if status in rules.FINISHED:
+        return [Drop(docid)]
+    if status in (rules.CANCEL, rules.RESCHEDULE) and info.get("started") and owner:
+        # It is running somewhere: the process running it applies this when it finishes.
+        life = Liveness.ALIVE if owner == view.me.process else view.liveness(owner)
+        if life is Liveness.UNKNOWN:
+            return [Confirm(owner, doc)]
+        if life is Liveness.ALIVE:
+            return [Keep(doc)] if held is not None else []
+    if status == rules.CANCEL:
+        return [Drop(docid), Write(Kind.CANCEL, rules.cancel(doc, now))]
+    try:
+        spec = rules.parse(doc)
+        view.check_job(spec.job)
+    except (rules.TaskError, JobError) as exc:
+        message = redact_text(str(exc))
+        log.warning("task %s cannot run: %s", docid, message)
+        return [Drop(docid), Write(Kind.ERROR, rules.mark_error(doc, message, now))]
+    if status in (rules.WAITING, rules.RESCHEDULE):
+        if to_ms(spec.date) <= to_ms(now) + view.horizon_ms:
+            return [Drop(docid), *claim_or_defer(doc, spec, spec.date, view, now)]
+        if status == rules.RESCHEDULE:
+            return [Drop(docid), Write(Kind.PARK, rules.hand_back(doc))]
+        return [Drop(docid)]
+    due = due_of(info, spec)
+    if owner == view.me.process:
+        if status == rules.SCHEDULED:
+            return [] if held is True else [Hold(doc, spec, due)]
+        # running, ours: it ends when its run does, unless nothing runs it
+        return [Keep(doc)] if held is True else [Restart(doc, spec, due)]
+    life = view.liveness(owner) if owner else Liveness.DEAD
+    if life is Liveness.UNKNOWN:
+        return [Drop(docid), Confirm(owner, doc)]
+    if life is Liveness.ALIVE:
+        return [Drop(docid)]
+    if status == rules.SCHEDULED:
+        log.info("taking over %s from %s (lease expired)", docid, owner)
+        return [Drop(docid), *claim_or_defer(doc, spec, due, view, now)]
+    return [Drop(docid), take_over(doc, spec, owner, info, view.me, now)]
+
+
+def take_over(doc: dict, spec: rules.Spec, owner: str | None, info: dict, me: Identity,
+              now: datetime) -> Write:
+    """The process running ``doc`` is gone: its run was interrupted; run it again here."""
+    log.warning("task %s was running on %s, which stopped: running it again", doc["_id"], owner)
+    try:
+        started = parse_date(info.get("started", format_date(now)), "after.started")
+    except ValueError:
+        started = now
+    outcome = rules.Outcome(rules.INTERRUPTED, started, now,
+                            error=f"interrupted: worker process {owner} stopped")
+    finished = rules.finish(doc, spec, outcome, now)
+    if finished["status"] == rules.SCHEDULED:  # run again, here, now
+        finished[rules.NS].update(owner=me.process, due=format_date(now))
+    run = run_record(doc, spec, outcome, me, owner=owner)
+    return Write(Kind.FINISH, finished, outcome=outcome, run=run, spec=spec, takeover=True)
+
+
+def resolutions(doc: dict) -> list[Write]:
+    """Concurrent writes on a cluster (or replication) left conflicting revisions: keep the
+    revision CouchDB picked as the winner (every node picks the same) and delete the others,
+    so every process decides on the same version. Takes ``_conflicts`` off ``doc``."""
+    losers = doc.pop("_conflicts", None)
+    if not losers:
+        return []
+    log.warning("task %s had %d conflicting revision(s): keeping %s", doc["_id"], len(losers),
+                doc.get("_rev"))
+    return [Write(Kind.RESOLVE, {"_id": doc["_id"], "_rev": rev, "_deleted": True})
+            for rev in losers]
+
+
+def due_of(info: dict, spec: rules.Spec) -> datetime:
+    try:
+        return parse_date(info["due"], "after.due")
+    except (KeyError, ValueError):
+        return spec.date
+
+
+# Sharing: the preferred process of a task (see Peers.preferred) claims it at once; the
+# others wait ``claim_delay`` and claim it only if nobody has (it died, or is not known yet).
+# Claims stay exact through ``_rev`` either way; this only spreads the work.
+
+def claim_or_defer(doc: dict, spec: rules.Spec, due: datetime, view: View,
+                   now: datetime) -> list[Action]:
+    if view.preferred(doc["_id"]):
+        return [claim(doc, spec, due, view.me.process, now)]
+    return [Defer(doc, spec, due)]
+
+
+def claim(doc: dict, spec: rules.Spec, due: datetime, me: str, now: datetime) -> Write:
+    """The claim of a task; one already due is claimed and started in the same write
+    (``running`` at once: one revision, one round trip and one feed event fewer)."""
+    claimed = rules.claim(doc, me, due, now)
+    if due > now or rules.missed(spec, due, now):
+        return Write(Kind.CLAIM, claimed, spec=spec)
+    number = rules.counter(rules.meta(dict(doc)), "runs") + 1
+    return Write(Kind.CLAIMSTART, rules.start(claimed, me, now, number), spec=spec,
+                 token=uuid.uuid4().hex[:8], due=due)
+
+
+def fire(doc: dict, spec: rules.Spec, due_ms: int, me: Identity, now: datetime) -> Write:
+    """A held occurrence fell due: start it, or record it missed (past ``max_delay``)."""
+    due = from_ms(due_ms)
+    if rules.missed(spec, due, now):
+        late = (now - due).total_seconds()
+        outcome = rules.Outcome(rules.MISSED, now, now,
+                                error=f"missed: would have started {late:.1f}s late "
+                                      f"(max_delay {spec.max_delay:g}s)")
+        log.warning("task %s missed its run due %s", doc["_id"], format_date(due))
+        return Write(Kind.FINISH, rules.finish(doc, spec, outcome, now), outcome=outcome,
+                     run=run_record(doc, spec, outcome, me), spec=spec)
+    number = rules.counter(rules.meta(dict(doc)), "runs") + 1
+    return Write(Kind.START, rules.start(doc, me.process, now, number), spec=spec,
+                 token=uuid.uuid4().hex[:8])
+
+
+def end(doc: dict, spec: rules.Spec, outcome: rules.Outcome, me: Identity, now: datetime, *,
+        trace: str | None = None, response: dict | None = None) -> Write:
+    """A run of ours ended (or timed out): its transition and its run record."""
+    return Write(Kind.FINISH, rules.finish(doc, spec, outcome, now), outcome=outcome,
+                 run=run_record(doc, spec, outcome, me, trace=trace, response=response),
+                 spec=spec)
+
+
+def refinish(write: Write, fresh: dict, me: Identity, now: datetime) -> list[Write] | None:
+    """Our FINISH conflicted: apply the outcome to the current version ``fresh``, unless
+    another process has taken the task over (then only the run is recorded: the write comes
+    back with no document). None: decide on ``fresh`` again."""
+    info = fresh.get(rules.NS) if isinstance(fresh.get(rules.NS), dict) else {}
+    if write.takeover and fresh.get("status") != rules.RUNNING:
+        return None
+    if not write.takeover and info.get("owner") != me.process:
+        return []
+    new = rules.finish(fresh, write.spec, write.outcome, now)
+    if write.takeover and new["status"] == rules.SCHEDULED:
+        new[rules.NS]["owner"] = me.process
+        new[rules.NS]["due"] = format_date(now)
+    return [Write(Kind.FINISH, new, outcome=write.outcome, run=write.run, spec=write.spec,
+                  takeover=write.takeover)]
+
+
+def run_record(doc: dict, spec: rules.Spec | None, outcome: rules.Outcome, me: Identity, *,
+               owner: str | None = None, trace: str | None = None,
+               response: dict | None = None) -> dict:
+    """The run record of one run (``<db>_runs``), for ``after runs ID``."""
+    info = rules.meta(dict(doc))
+    number = rules.counter(info, "run") or rules.counter(info, "runs") + 1
+    record = {
+        "_id": f"{doc['_id']}#{number:08d}#{uuid.uuid4().hex[:6]}",
+        "type": "run",
+        "task": doc["_id"],
+        "number": number,
+        "attempt": rules.counter(info, "attempt") or 1,
+        "worker": me.name,
+        "process": owner or me.process,
+        "host": me.host,
+        "pid": me.pid,
+        "job": spec.job if spec else None,
+        "scheduled": info.get("due") or doc.get("date"),
+        "started": format_date(outcome.started),
+        "ended": format_date(outcome.ended),
+        "duration_ms": outcome.duration_ms,
+        "outcome": outcome.outcome,
+    }
+    if outcome.ok:
+        record["result"] = outcome.result
+    else:
+        record["error"] = {"message": outcome.error}
+        if trace:
+            record["error"]["traceback"] = trace
+    if response is not None:
+        record["response"] = response
+    return record

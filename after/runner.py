@@ -1,0 +1,206 @@
+"""Running jobs and recording runs, off the worker's loop.
+
+- :class:`Runner`: the pool of job threads. The loop launches a run; its thread calls the
+  job and posts ``("finished", (docid, token, outcome, trace, response))`` to the inbox.
+- :class:`Recorder`: writes run records to ``<db>_runs`` and prunes the old ones, on a
+  thread of its own, so a slow or unreachable database never holds up a decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+
+from . import task as rules
+from .dates import from_ms, to_ms, utcnow
+from .jobs import TaskContext, run_job, to_result
+from .redact import redact, redact_text
+from .store import StoreError, Unavailable, describe_error
+
+log = logging.getLogger("after.worker")
+
+HTTP_JOBS = ("http", "webhook")
+PRUNE_EVERY = 10
+SEEN_LIMIT = 100_000  # task revisions remembered to ignore stale feed events
+RUNS_KEPT = 10_000  # run records kept in memory while the database cannot be reached
+
+
+@dataclass
+class Held:
+    """A task this process holds on its timer or runs."""
+
+    doc: dict
+    spec: rules.Spec
+    due_ms: int
+    running: bool = False
+    token: str | None = None  # identifies the current run
+    started: datetime | None = None
+    deadline_ms: int | None = None
+    lateness: float = 0.0  # seconds from the due instant to the job's start
+
+
+class Seen(OrderedDict):
+    """The newest revision number seen or written of each task (a bounded LRU)."""
+
+    def newer(self, doc: dict, recheck: bool = False) -> bool:
+        """Remember ``doc``'s revision; False for one older than what this process saw or
+        wrote, or the same one unless ``recheck``."""
+        docid, number = doc["_id"], rules.rev_number(doc.get("_rev"))
+        known = self.get(docid, 0)
+        if number < known or (number == known and not recheck):
+            return False
+        self.saw(docid, number)
+        return True
+
+    def saw(self, docid: str, number: int) -> None:
+        self[docid] = max(number, self.pop(docid, 0))
+        if len(self) > SEEN_LIMIT:
+            self.popitem(last=False)
+
+
+class Runner:
+    """Job threads; ``active`` holds the tokens of the runs they are on."""
+
+    def __init__(self, size: int, post: Callable[[tuple], None]):
+        self.pool = ThreadPoolExecutor(size, thread_name_prefix="after-job")
+        self.post = post
+        self.active: set[str] = set()
+
+    def launch(self, held: Held, func, now: datetime) -> float:
+        """Run ``held``'s job (``func``, or the JobError resolving it raised); returns how
+        late it starts, in seconds."""
+        held.started = now
+        if held.spec.timeout:
+            held.deadline_ms = to_ms(now) + int(held.spec.timeout * 1000)
+        attempt = rules.counter(rules.meta(dict(held.doc)), "attempt") or 1
+        context = TaskContext(held.doc, held.spec.date, attempt)
+        held.lateness = (now - from_ms(held.due_ms)).total_seconds()
+        log.debug("running %s (job %s, attempt %d, %.1f ms late)", held.doc["_id"],
+                  held.spec.job, attempt, held.lateness * 1000)
+        self.active.add(held.token)
+        self.pool.submit(self._execute, held.doc["_id"], held.token, held.spec, context, func)
+        return held.lateness
+
+    def ended(self, token: str) -> None:
+        self.active.discard(token)
+
+    def _execute(self, docid: str, token: str, spec: rules.Spec, context: TaskContext,
+                 func) -> None:
+        """On a pool thread: run the job, post how it ended."""
+        started = utcnow()
+        response = trace = None
+        try:
+            if isinstance(func, Exception):
+                raise func
+            value = run_job(func, context, spec.arguments)
+            ended = utcnow()
+            if spec.job in HTTP_JOBS and isinstance(value, dict) and "status" in value:
+                # the whole response goes to the run record; the task keeps a summary
+                response = redact(value)
+                value = {k: value.get(k) for k in ("status", "duration_ms", "url")}
+            outcome = rules.Outcome(rules.OK, started, ended, result=redact(to_result(value)))
+        except BaseException as exc:  # a job may raise anything; the worker carries on
+            response = getattr(exc, "response", None)
+            message = redact_text(f"{type(exc).__name__}: {exc}")
+            outcome = rules.Outcome(rules.FAILED, started, utcnow(), error=message)
+            response = redact(response) if isinstance(response, dict) else None
+            trace = redact_text(traceback.format_exc(limit=20))
+        self.post(("finished", (docid, token, outcome, trace, response)))
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def timed_out(held: dict[str, Held], now_ms: int) -> list[Held]:
+    """The runs past their ``timeout`` at ``now_ms`` (each is reported once)."""
+    late = [h for h in held.values()
+            if h.running and h.token and h.deadline_ms and now_ms >= h.deadline_ms]
+    for h in late:
+        h.deadline_ms = None
+    return late
+
+
+def next_deadline(held: dict[str, Held]) -> float:
+    """The earliest run deadline, in epoch seconds (inf when none)."""
+    deadlines = [h.deadline_ms for h in held.values() if h.deadline_ms and h.token]
+    return min(deadlines) / 1000 if deadlines else float("inf")
+
+
+class Recorder:
+    """Writes run records and prunes each task's old ones, on its own thread."""
+
+    def __init__(self, store, db: str, *, keep: int, batch: int):
+        self.store, self.db, self.keep, self.batch = store, db, keep, batch
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._backlog: list[dict] = []
+        self._thread = threading.Thread(target=self._run, name="after-runs", daemon=True)
+
+    def start(self) -> Recorder:
+        self._thread.start()
+        return self
+
+    def record(self, run: dict) -> None:
+        self._queue.put(run)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Write what is queued (within ``timeout``), then stop."""
+        self._queue.put(None)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        else:
+            self._drain()
+            self._write()
+
+    def _drain(self, wait: float | None = None) -> bool:
+        """Move what is queued to the backlog; False once told to stop."""
+        try:
+            item = self._queue.get(timeout=wait) if wait else self._queue.get_nowait()
+            while True:
+                if item is None:
+                    return False
+                self._backlog.append(item)
+                item = self._queue.get_nowait()
+        except queue.Empty:
+            return True
+
+    def _run(self) -> None:
+        going = True
+        while going:
+            going = self._drain(1.0 if not self._backlog else 2.0)
+            if self._backlog:
+                self._write()
+
+    def _write(self) -> None:
+        runs, self._backlog = self._backlog, []
+        try:
+            for start in range(0, len(runs), self.batch):
+                self.store.bulk_docs(runs[start:start + self.batch], db=self.db)
+        except Unavailable as exc:
+            log.warning("cannot record %d run(s) yet: %s", len(runs), describe_error(exc))
+            self._backlog = runs[-RUNS_KEPT:]  # bounded: the oldest go first
+            return
+        except (StoreError, ValueError, RecursionError) as exc:  # refused, not unreachable
+            log.error("%d run record(s) refused by the database, dropped: %s", len(runs),
+                      describe_error(exc))
+            return
+        for run in runs:
+            if run["number"] > self.keep and run["number"] % PRUNE_EVERY == 0:
+                self._prune(run["task"], run["number"] - self.keep)
+
+    def _prune(self, docid: str, up_to: int) -> None:
+        """Keep the newest ``keep`` run records of a task: delete those numbered up to
+        ``up_to`` (checked every PRUNE_EVERY runs, so a task has at most that many extra)."""
+        try:
+            old, _ = self.store.find({"task": docid, "number": {"$lte": up_to}}, db=self.db,
+                                     limit=1000, fields=["_id", "_rev"])
+            if old:
+                self.store.bulk_docs([{**d, "_deleted": True} for d in old], db=self.db)
+        except StoreError as exc:
+            log.warning("cannot prune the runs of %s: %s", docid, describe_error(exc))

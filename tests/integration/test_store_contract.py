@@ -1,0 +1,168 @@
+"""The store contract: what the worker relies on from its database, held against the
+in-memory fake (:mod:`after.memstore`, ``[memory]``), pouchdb-server and CouchDB alike, in the
+way huey's storage tests run one suite against every backend. A behaviour the fake gets wrong
+shows here first, not as a worker test that passes on the fake and fails on a server."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from after.store import Conflict, NotFound
+
+BRANCH_A, BRANCH_B = "1-" + "a" * 32, "1-" + "b" * 32
+
+
+@pytest.fixture
+def runs(contract_store):
+    """The runs database: it takes any document (the tasks database validates them)."""
+    return f"{contract_store.db}_runs"
+
+
+def task(docid: str, *, worker: str = "w", status: str = "waiting",
+         date: str = "2026-12-01T09:00:00Z") -> dict:
+    return {"_id": docid, "worker": worker, "date": date, "status": status,
+            "job": {"name": "hello", "arguments": []}}
+
+
+class TestDocuments:
+    def test_put_sets_the_revision_and_get_reads_it_back(self, contract_store, runs):
+        doc = {"_id": "a/b?c", "n": 1}
+        answer = contract_store.put(doc, db=runs)
+        assert doc["_rev"] == answer["rev"] and doc["_rev"].startswith("1-")
+        assert answer["status"] in (201, 202)
+        assert contract_store.get("a/b?c", db=runs) == doc
+
+    def test_a_stale_or_missing_revision_is_a_conflict(self, contract_store, runs):
+        doc = {"_id": "x", "n": 1}
+        contract_store.put(doc, db=runs)
+        stale = dict(doc)
+        contract_store.put(doc, db=runs)
+        assert doc["_rev"].startswith("2-")
+        with pytest.raises(Conflict):
+            contract_store.put(stale, db=runs)
+        with pytest.raises(Conflict):
+            contract_store.put({"_id": "x", "n": 3}, db=runs)
+        assert contract_store.get("x", db=runs)["_rev"] == doc["_rev"]
+
+    def test_missing_documents(self, contract_store, runs):
+        with pytest.raises(NotFound):
+            contract_store.get("nothing", db=runs)
+        assert contract_store.get_or_none("nothing", db=runs) is None
+        assert contract_store.bulk_get(["nothing"], db=runs) == {}
+
+    def test_a_deleted_document_is_gone_and_can_be_created_again(self, contract_store, runs):
+        doc = {"_id": "d"}
+        contract_store.put(doc, db=runs)
+        contract_store.delete("d", doc["_rev"], db=runs)
+        assert contract_store.get_or_none("d", db=runs) is None
+        again = {"_id": "d", "n": 2}
+        contract_store.put(again, db=runs)
+        assert contract_store.get("d", db=runs)["n"] == 2
+
+    def test_prefixed_lists_by_id(self, contract_store, runs):
+        contract_store.bulk_docs([{"_id": i} for i in ("w@b", "w@a", "v@a", "w@c")], db=runs)
+        assert [d["_id"] for d in contract_store.prefixed("w@", db=runs)] == \
+            ["w@a", "w@b", "w@c"]
+
+
+class TestBulk:
+    def test_each_document_succeeds_or_conflicts_on_its_own(self, contract_store, runs):
+        old, other = {"_id": "old"}, {"_id": "other"}
+        contract_store.bulk_docs([old, other], db=runs)
+        stale = {"_id": "other", "_rev": "1-" + "0" * 32}
+        fresh = {"_id": "new"}
+        results = contract_store.bulk_docs([stale, fresh, dict(old)], db=runs)
+        assert [r.get("error") for r in results] == ["conflict", None, None]
+        assert fresh["_rev"].startswith("1-")
+        assert contract_store.get("old", db=runs)["_rev"].startswith("2-")
+        found = contract_store.bulk_get(["new", "old", "gone"], db=runs)
+        assert sorted(found) == ["new", "old"] and found["new"]["_rev"] == fresh["_rev"]
+
+    def test_the_same_document_twice_in_one_request_is_refused(self, contract_store, runs):
+        with pytest.raises(ValueError, match="the same document twice"):
+            contract_store.bulk_docs([{"_id": "x"}, {"_id": "x"}], db=runs)
+        assert contract_store.get_or_none("x", db=runs) is None
+
+    def test_conflicting_branches_are_reported_and_resolved(self, contract_store, runs):
+        branches = [{"_id": "split", "_rev": rev, "branch": rev[2]}
+                    for rev in (BRANCH_A, BRANCH_B)]
+        contract_store.bulk_docs(branches, db=runs, new_edits=False)
+        current = contract_store.get("split", db=runs, conflicts=True)
+        assert current["branch"] == "b" and current["_conflicts"] == [BRANCH_A]
+        contract_store.bulk_docs([{"_id": "split", "_rev": BRANCH_A, "_deleted": True}],
+                                 db=runs)
+        assert "_conflicts" not in contract_store.get("split", db=runs, conflicts=True)
+
+
+class TestQueries:
+    def test_the_due_view_ranges_by_worker_status_and_date(self, contract_store):
+        contract_store.bulk_docs([
+            task("early", date="2026-12-01T09:00:00Z"),
+            task("late", date="2026-12-01T10:00:00Z"),
+            task("held", status="scheduled"),
+            task("other", worker="v"),
+        ])
+        low = 1796115600000  # 2026-12-01T09:00:00Z
+        rows = contract_store.view("after", "due", startkey=["w", "waiting", 0],
+                                   endkey=["w", "waiting", low + 1000], include_docs=True)
+        assert [(r["id"], r["key"]) for r in rows] == [("early", ["w", "waiting", low])]
+        assert rows[0]["doc"]["worker"] == "w"
+        rows = contract_store.view("after", "due", startkey=["w", "scheduled", 0],
+                                   endkey=["w", "scheduled", {}])
+        assert [r["id"] for r in rows] == ["held"]
+        rows = contract_store.view("after", "due", startkey=["w", "waiting", 0],
+                                   endkey=["w", "waiting", {}], limit=1)
+        assert [r["id"] for r in rows] == ["early"]
+
+    def test_find_with_a_range_fields_and_a_limit(self, contract_store, runs):
+        contract_store.bulk_docs([{"_id": f"t#{n}", "task": "t", "number": n}
+                                  for n in range(1, 6)] + [{"_id": "u#1", "task": "u",
+                                                            "number": 1}], db=runs)
+        docs, _ = contract_store.find({"task": "t", "number": {"$lte": 3}}, db=runs,
+                                      fields=["_id", "_rev"], limit=100)
+        assert sorted(d["_id"] for d in docs) == ["t#1", "t#2", "t#3"]
+        assert all(set(d) == {"_id", "_rev"} for d in docs)
+        docs, _ = contract_store.find({"task": "t"}, db=runs, limit=2)
+        assert len(docs) == 2
+
+
+class TestChanges:
+    def test_a_follower_gets_each_later_change_with_its_document(self, contract_store):
+        contract_store.put(task("before"))
+        since = contract_store.update_seq()
+        seen: list[dict] = []
+        arrived = threading.Event()
+
+        def on_change(change):
+            seen.append(change)
+            if change["id"] == "last":
+                arrived.set()
+
+        follower = contract_store.follow(on_change, since=since, selector={"worker": "w"},
+                                         heartbeat=0.5).start()
+        try:
+            mine = task("mine")
+            contract_store.put(mine)
+            contract_store.put(task("theirs", worker="v"))
+            mine["status"] = "scheduled"
+            contract_store.put(mine)
+            contract_store.put(task("last"))
+            assert arrived.wait(10), seen
+        finally:
+            follower.stop()
+        ids = [c["id"] for c in seen]
+        assert "before" not in ids and "theirs" not in ids
+        assert ids[-1] == "last"
+        latest = [c for c in seen if c["id"] == "mine"][-1]
+        assert latest["doc"]["status"] == "scheduled" and latest["doc"]["_rev"] == mine["_rev"]
+
+    def test_update_seq_moves_on_with_each_write(self, contract_store, runs):
+        first = contract_store.update_seq()
+        contract_store.put(task("x"))
+        deadline = time.monotonic() + 5
+        while contract_store.update_seq() == first and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert contract_store.update_seq() != first

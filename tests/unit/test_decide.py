@@ -1,0 +1,173 @@
+"""after.decide: what a process does about a task, as a table at a fixed ``NOW``.
+
+No server, no clock, no threads: the view says what this process holds and which peers
+are alive, as the worker's loop would from its memory and the peers' cache."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from after import decide as d
+from after.decide import Confirm, Defer, Drop, Hold, Keep, Kind, Liveness, Restart, View, Write
+from after.jobs import JobError
+
+NOW = datetime(2026, 12, 1, 9, 0, 0, 250000, tzinfo=UTC)
+ME = d.Identity(name="w", process="w@here:1:aaaaaa", host="here", pid=1)
+PEER, GONE, STRANGER = "w@there:2:bbbbbb", "w@lost:3:cccccc", "w@new:4:dddddd"
+LIVENESS = {PEER: Liveness.ALIVE, GONE: Liveness.DEAD}
+
+
+def view(held=None, preferred=True, horizon=300):
+    def check_job(name):
+        if name == "missing":
+            raise JobError("job.name: no job 'missing' in the jobs folder")
+
+    return View(me=ME, horizon_ms=horizon * 1000, held=held or {},
+                liveness=lambda owner: LIVENESS.get(owner, Liveness.UNKNOWN),
+                preferred=lambda docid: preferred, check_job=check_job)
+
+
+def task(status="waiting", in_s=60.0, owner=None, started=False, **fields):
+    doc = {"_id": "t", "_rev": "3-x", "worker": "w", "status": status,
+           "date": (NOW + timedelta(seconds=in_s)).isoformat().replace("+00:00", "Z"),
+           "job": {"name": "hello", "arguments": []}, **fields}
+    if owner:
+        doc["after"] = {"owner": owner, "due": doc["date"]}
+        if started:
+            doc["after"]["started"] = "2026-12-01T08:59:00Z"
+    return doc
+
+
+def shape(actions):
+    """Each action as (its class name, and the kind and status for a write)."""
+    return [(type(a).__name__, a.kind, a.doc["status"]) if isinstance(a, Write)
+            else type(a).__name__ for a in actions]
+
+
+CLAIM = ("Write", Kind.CLAIM, "scheduled")
+CLAIMSTART = ("Write", Kind.CLAIMSTART, "running")
+
+TABLE = [
+    # (what, document, held, preferred, expected)
+    ("waiting, due soon: claimed", task(), {}, True, ["Drop", CLAIM]),
+    ("waiting, due now: claimed and started", task(in_s=-0.1), {}, True, ["Drop", CLAIMSTART]),
+    ("waiting, another process first", task(), {}, False, ["Drop", "Defer"]),
+    ("waiting, beyond the horizon: left", task(in_s=3600), {}, True, ["Drop"]),
+    ("reschedule beyond the horizon: parked", task("reschedule", 3600), {}, True,
+     ["Drop", ("Write", Kind.PARK, "waiting")]),
+    ("reschedule near: claimed", task("reschedule"), {}, True, ["Drop", CLAIM]),
+    ("cancel: applied", task("cancel"), {"t": False}, True,
+     ["Drop", ("Write", Kind.CANCEL, "canceled")]),
+    ("cancel while a live peer runs it: its business", task("cancel", owner=PEER,
+                                                          started=True), {}, True, []),
+    ("cancel while we run it: kept for the end", task("cancel", owner=ME.process,
+                                                     started=True), {"t": True}, True, ["Keep"]),
+    ("cancel run by an unknown process: confirm first", task("cancel", owner=STRANGER,
+                                                            started=True), {}, True,
+     ["Confirm"]),
+    ("done: dropped", task("done"), {"t": False}, True, ["Drop"]),
+    ("another worker's: dropped", task(worker="v"), {}, True, ["Drop"]),
+    ("deleted: dropped", {"_id": "t", "_deleted": True}, {}, True, ["Drop"]),
+    ("design document: ignored", {"_id": "_design/after"}, {}, True, []),
+    ("bad date: error", task(date="soon"), {}, True, ["Drop", ("Write", Kind.ERROR, "error")]),
+    ("unknown job: error", task(job={"name": "missing"}), {}, True,
+     ["Drop", ("Write", Kind.ERROR, "error")]),
+    ("scheduled by us, not held: held", task("scheduled", owner=ME.process), {}, True,
+     ["Hold"]),
+    ("scheduled by us, running: nothing", task("scheduled", owner=ME.process), {"t": True},
+     True, []),
+    ("scheduled by a live peer: dropped", task("scheduled", owner=PEER), {}, True, ["Drop"]),
+    ("scheduled by a dead peer: claimed", task("scheduled", owner=GONE), {}, True,
+     ["Drop", CLAIM]),
+    ("scheduled by an unknown process: confirm", task("scheduled", owner=STRANGER), {}, True,
+     ["Drop", "Confirm"]),
+    ("running by us: kept", task("running", owner=ME.process, started=True), {"t": True},
+     True, ["Keep"]),
+    ("running by us with no run: restarted", task("running", owner=ME.process, started=True),
+     {}, True, ["Restart"]),
+    ("running by a live peer: dropped", task("running", owner=PEER, started=True), {}, True,
+     ["Drop"]),
+    ("running by a dead peer: interrupted, run again here", task("running", -5, owner=GONE,
+                                                               started=True), {}, True,
+     ["Drop", ("Write", Kind.FINISH, "scheduled")]),
+]
+
+
+@pytest.mark.parametrize("what, doc, held, preferred, expected", TABLE,
+                         ids=[row[0] for row in TABLE])
+def test_decide(what, doc, held, preferred, expected):
+    assert shape(d.decide(doc, view(held, preferred), NOW)) == expected
+
+
+def test_a_claim_names_this_process_and_the_occurrence():
+    [_, write] = d.decide(task(), view(), NOW)
+    assert write.doc["after"]["owner"] == ME.process
+    assert write.doc["after"]["due"] == "2026-12-01T09:01:00.250Z"
+
+
+def test_a_takeover_records_the_interrupted_run_under_the_dead_process():
+    [_, write] = d.decide(task("running", -5, owner=GONE, started=True), view(), NOW)
+    assert write.takeover and write.outcome.outcome == "interrupted"
+    assert write.run["process"] == GONE and write.run["outcome"] == "interrupted"
+    assert write.doc["after"]["owner"] == ME.process
+
+
+def test_confirm_names_the_owner_and_carries_the_document():
+    doc = task("scheduled", owner=STRANGER)
+    [_, confirm] = d.decide(doc, view(), NOW)
+    assert confirm == Confirm(STRANGER, doc)
+
+
+def test_deferred_and_held_occurrences_carry_their_due_instant():
+    [_, defer] = d.decide(task(), view(preferred=False), NOW)
+    assert isinstance(defer, Defer) and defer.due == NOW + timedelta(seconds=60)
+    [hold] = d.decide(task("scheduled", owner=ME.process), view(), NOW)
+    assert isinstance(hold, Hold) and hold.due == NOW + timedelta(seconds=60)
+
+
+def test_an_error_message_is_one_line_naming_the_field():
+    [drop, write] = d.decide(task(date="soon"), view(), NOW)
+    assert drop == Drop("t")
+    assert write.doc["after"]["error"].startswith("date:")
+
+
+def test_resolutions_delete_the_losing_revisions_and_keep_the_winner():
+    doc = {"_id": "t", "_rev": "2-b", "_conflicts": ["2-a", "1-c"]}
+    writes = d.resolutions(doc)
+    assert [(w.kind, w.doc) for w in writes] == [
+        (Kind.RESOLVE, {"_id": "t", "_rev": "2-a", "_deleted": True}),
+        (Kind.RESOLVE, {"_id": "t", "_rev": "1-c", "_deleted": True})]
+    assert "_conflicts" not in doc and d.resolutions(doc) == []
+
+
+def test_fire_starts_or_records_a_miss():
+    doc = task("scheduled", owner=ME.process, max_delay=1)
+    spec = d.rules.parse(doc)
+    due_ms = int((NOW - timedelta(seconds=0.5)).timestamp() * 1000)
+    start = d.fire(doc, spec, due_ms, ME, NOW)
+    assert start.kind is Kind.START and start.token and start.doc["status"] == "running"
+    missed = d.fire(doc, spec, due_ms - 5000, ME, NOW)
+    assert missed.kind is Kind.FINISH and missed.outcome.outcome == "missed"
+    assert missed.run["outcome"] == "missed"
+
+
+def test_refinish_applies_the_outcome_to_the_current_version():
+    doc = task("running", owner=ME.process, started=True)
+    spec = d.rules.parse(doc)
+    outcome = d.rules.Outcome(d.rules.OK, NOW, NOW, result=1)
+    write = d.end(doc, spec, outcome, ME, NOW)
+    fresh = dict(doc, _rev="4-y", note="changed")
+    [again] = d.refinish(write, fresh, ME, NOW)
+    assert again.doc["_rev"] == "4-y" and again.doc["note"] == "changed"
+    assert again.doc["status"] == "done"
+    taken = dict(fresh, after={"owner": PEER})
+    assert d.refinish(write, taken, ME, NOW) == []  # taken over: only the run is recorded
+
+
+def test_keep_and_restart_carry_the_document():
+    doc = task("running", owner=ME.process, started=True)
+    assert d.decide(doc, view({"t": True}), NOW) == [Keep(doc)]
+    [restart] = d.decide(doc, view({"t": False}), NOW)
+    assert isinstance(restart, Restart) and restart.doc is doc
