@@ -2,17 +2,24 @@
 
 The feed brings changes; polling is how tasks created long ago come into the horizon, and
 how a worker finds the tasks of a holder that may be gone.
+
+At start, before its first view query, a worker scans the newest changes for its tasks that
+are due soon (:func:`scan_recent`): that needs no index, so the tasks written since the view
+was last queried (a bulk import, a backlog, the tasks of a first start) run while the
+server builds the view, which on a large database never queried takes seconds (CouchDB 3) to
+minutes (pouchdb-server, which indexes on query). The view query that follows is complete.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from . import task as rules
-from .dates import to_ms, utcnow
+from .dates import format_date, to_ms, utcnow
 from .store import describe_error
 
 log = logging.getLogger("after.worker")
@@ -39,6 +46,23 @@ def query_due(store, name: str, settings, now: datetime) -> tuple[list[dict], bo
     return docs, backlog
 
 
+def soon_selector(name: str, horizon: float, now: datetime) -> dict:
+    """A ``_selector`` for ``name``'s ``waiting``/``reschedule`` tasks that may be due
+    within ``horizon`` seconds, without parsing dates: a date string that sorts before the
+    day after ``now + horizon + 2 days`` (any offset is less than a day, and a date-only or
+    space-separated form sorts before its ``T`` form). Loose on purpose: the worker decides
+    on each exactly; a date it cannot match this way is found by the view."""
+    bound = format_date(now + timedelta(seconds=horizon, days=2))[:10]
+    return {"worker": name, "status": {"$in": [rules.WAITING, rules.RESCHEDULE]},
+            "date": {"$lt": bound}}
+
+
+def scan_recent(store, name: str, settings, now: datetime) -> list[dict]:
+    """The newest of ``name``'s tasks that may be due soon, from a backwards ``_changes``
+    scan (no index needed; raises StoreError)."""
+    return store.recent(soon_selector(name, settings.horizon, now), settings.batch * 4)
+
+
 class Poller:
     """Polls the due view on a thread of its own (the server may take a while to index what
     changed since the last query) and posts each task found as ``("recheck", doc)``."""
@@ -55,17 +79,29 @@ class Poller:
 
     def _run(self) -> None:
         interval = self.settings.poll
+        first = True
         while not self.stopping.is_set():
             self.now.wait(interval)
             self.now.clear()
             if self.stopping.is_set():
                 return
+            if first:  # what is due among the newest writes, before the view is indexed
+                first = False
+                try:
+                    for doc in scan_recent(self.store, self.name, self.settings, utcnow()):
+                        self.post(("recheck", doc))
+                except Exception as exc:  # the view query below still runs
+                    log.warning("cannot scan recent tasks: %s", describe_error(exc))
+            took = time.monotonic()
             try:
                 docs, backlog = query_due(self.store, self.name, self.settings, utcnow())
             except Exception as exc:  # the safety net must not die
                 log.warning("cannot query due tasks: %s", describe_error(exc))
                 interval = min(5.0, self.settings.poll)
                 continue
+            took = time.monotonic() - took
             for doc in docs:
                 self.post(("recheck", doc))
-            interval = 0.5 if backlog else self.settings.poll  # a backlog: come back soon
+            # A backlog: come back soon, but leave the server at least twice the time the
+            # query took (each one indexes every revision written since the last).
+            interval = max(0.5, 2 * took) if backlog else self.settings.poll

@@ -44,6 +44,14 @@ class Held:
     started: datetime | None = None
     deadline_ms: int | None = None
     lateness: float = 0.0  # seconds from the due instant to the job's start
+    # A start written ahead of the due instant (the lead window): the job begins when the
+    # timer fires, with no write in between.
+    fenced: bool = False
+
+    @property
+    def waiting_to_launch(self) -> bool:
+        """Fenced (its start is written) and its job not begun."""
+        return self.fenced and self.started is None
 
 
 class Seen(OrderedDict):

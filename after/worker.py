@@ -33,7 +33,7 @@ from . import decide as d
 from . import task as rules
 from .dates import from_ms, to_ms, utcnow
 from .decide import Kind, Write
-from .holding import CLAIM, RUN, Holding
+from .holding import CLAIM, FENCE, RUN, Holding
 from .jobs import JobError, JobRegistry
 from .peers import Peers
 from .polling import Poller
@@ -66,6 +66,10 @@ class Settings:
     write_backoff: float = 0.5  # first wait before trying a failed write again, doubling...
     write_backoff_max: float = 30.0  # ... up to this, in seconds
     self_check: float = 2.0  # seconds between checks that nothing of ours is stuck
+    # The lead window: a held task's start is written this many seconds ahead of its due
+    # instant (a fence), so that nothing is written between the timer and the job. 0: at
+    # the due instant, as a write the job waits for.
+    lead: float = 2.0
 
 
 class Worker:
@@ -88,7 +92,8 @@ class Worker:
         self.stop_requested, self.stop_now = threading.Event(), threading.Event()
         self.poller = Poller(self.store, name, settings, self.inbox.put, self.stop_requested)
         self.poll_now = self.poller.now  # set: poll at once
-        self.mem = Holding(self.timer, self.id, settings.claim_delay, self.peers.ask)
+        self.mem = Holding(self.timer, self.id, settings.claim_delay, self.peers.ask,
+                           lead=settings.lead)
         # what it holds, the newest revision seen of each task, what it owns in the database
         self.held, self.seen, self.owned = self.mem.held, self.mem.seen, self.mem.owned
         self.deferred, self.awaiting = self.mem.deferred, self.mem.awaiting
@@ -247,7 +252,8 @@ class Worker:
                       held={k: h.running for k, h in self.held.items()},
                       liveness=lambda owner: self.peers.liveness(owner, self._now_ms),
                       preferred=lambda docid: self.peers.preferred(docid, from_ms(
-                          self._now_ms)), check_job=self._job)
+                          self._now_ms)), check_job=self._job,
+                      lead_ms=int(self.settings.lead * 1000))
 
     def on_change(self, doc: dict, recheck: bool = False, now: datetime | None = None
                   ) -> list[Write]:
@@ -259,6 +265,14 @@ class Worker:
         resolutions = d.resolutions(doc)
         if not doc.get("_deleted") and not self.seen.newer(doc, recheck):
             return resolutions  # an echo of our own write, or older than what we know
+        held = self.held.get(doc.get("_id"))
+        if held is not None and held.waiting_to_launch and doc.get("status") in (
+                rules.CANCEL, rules.RESCHEDULE):
+            # Inside the lead window, before the job began: the user's word wins at once.
+            log.info("task %s: %s before its run began: its start is undone", doc["_id"],
+                     doc["status"])
+            self.mem.forget(doc["_id"])
+            doc = rules.unfence(doc)
         self.mem.track(doc)
         self._now_ms = to_ms(now)
         return resolutions + self.mem.apply(d.decide(doc, self.view(), now), now)
@@ -275,13 +289,32 @@ class Worker:
             entry = self.deferred.pop(docid, None)
             if entry is None or self.seen.get(docid, 0) > rules.rev_number(entry.doc["_rev"]):
                 return []  # it changed meanwhile (claimed elsewhere, most likely)
-            return [d.claim(entry.doc, entry.spec, entry.due, self.id, now)]
+            return [d.claim(entry.doc, entry.spec, entry.due, self.id, now,
+                            int(self.settings.lead * 1000))]
         held = self.held.get(docid)
-        if held is None or held.running:
+        if held is None:
+            return []
+        if kind == FENCE:
+            if held.running or rules.missed(held.spec, from_ms(held.due_ms), now):
+                return []
+            write = d.fence(held.doc, held.spec, held.due_ms, self.me)
+            held.running, held.token = True, write.token  # until the write lands
+            return [write]
+        if held.waiting_to_launch:  # its start is written: begin, with no write
+            self._launch(held, now)
+            return []
+        if held.running:
             return []
         write = d.fire(held.doc, held.spec, held.due_ms, self.me, now)
         held.running, held.token = True, write.token  # until the write lands
         return [write]
+
+    def _launch(self, held: Held, now: datetime) -> None:
+        try:
+            func = self._job(held.spec.job)
+        except JobError as exc:  # the module went away since the claim
+            func = exc
+        self.emit("start", job=held.spec.job, lateness=self.runner.launch(held, func, now))
 
     def on_finished(self, docid: str, token: str, outcome: rules.Outcome, trace: str | None,
                     response: dict | None, now: datetime | None = None) -> list[Write]:
@@ -359,11 +392,12 @@ class Worker:
             if write.accepted and not self._confirmed(doc):
                 held.running, held.token = False, None
                 return
-            try:
-                func = self._job(held.spec.job)
-            except JobError as exc:  # the module went away since the claim
-                func = exc
-            self.emit("start", job=held.spec.job, lateness=self.runner.launch(held, func, now))
+            if write.fence and to_ms(now) < held.due_ms:
+                # Started ahead: the job begins when the timer fires (see on_fire).
+                held.fenced = True
+                self.timer.add((RUN, docid), held.due_ms, None)
+                return
+            self._launch(held, now)
         elif write.kind is Kind.FINISH:
             if write.run is not None:
                 self.recorder.record(write.run)
@@ -476,10 +510,12 @@ class Worker:
         if self.stop_now.is_set():
             return self._stopped(130, "stopped at once: held and running tasks return when "
                                       f"the lease ({self.settings.lease:g}s) runs out")
-        self._flush([Write(Kind.HANDBACK, rules.hand_back(h.doc))
-                     for h in self.held.values() if not h.running])
+        self._flush([Write(Kind.HANDBACK, rules.hand_back(
+            rules.unfence(h.doc) if h.waiting_to_launch else h.doc))
+                     for h in self.held.values() if not h.running or h.waiting_to_launch])
         deadline = utcnow().timestamp() + self.settings.grace
-        while any(h.running for h in self.held.values()) and not self.stop_now.is_set():
+        while any(h.running and not h.waiting_to_launch for h in self.held.values()) \
+                and not self.stop_now.is_set():
             now = utcnow()
             if now.timestamp() >= deadline:
                 break
@@ -494,7 +530,7 @@ class Worker:
             self._flush(writes + self._deadlines(now), now)
         now, leftovers = utcnow(), []
         for held in self.held.values():
-            if held.running and held.token:
+            if held.running and held.token and not held.waiting_to_launch:
                 outcome = rules.Outcome(rules.INTERRUPTED, held.started or now, now,
                                         error="interrupted: the worker stopped before the run "
                                               "ended (grace period over)")
