@@ -239,6 +239,9 @@ def setup(cfg):
               help="on stop, seconds running jobs get to finish")
 @click.option("--keep-runs", type=click.IntRange(1), default=100, show_default=True,
               help="run records kept per task")
+@click.option("--lead", type=click.FloatRange(0, 60), default=2, show_default=True,
+              help="seconds ahead of its date a task's start is written, so that nothing is "
+                   "written between the timer and the job (0: at its date)")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="serve Prometheus metrics and /health on 127.0.0.1:PORT")
 @click.pass_obj
