@@ -8,7 +8,10 @@
     deeper than ``MAX_DEPTH`` levels, a string longer than ``MAX_STRING`` characters, a number
     that is not finite (``1e400``, an integer of hundreds of digits). Finished tasks (``done``, ``error``, ``canceled``) and
     ``cancel`` requests are let through, so a worker can always record an error on a task that
-    was broken before the database was set up.
+    was broken before the database was set up. A write that moves a runnable task to another
+    runnable status and keeps its ``worker``, ``date`` and ``job`` as they were (the worker's
+    claims and starts) is let through at once: those were validated when they were written,
+    so only a write that changes them (a user's) is checked in full.
   - the view ``due``, keyed ``[worker, status, due_ms]``: the date normalised to epoch
     milliseconds at index time, so a worker asks for exactly "my waiting tasks due before T"
     whatever offset or precision each document wrote its date with. (A Mango index on the raw
@@ -98,6 +101,12 @@ VALIDATE = (
   if (status !== undefined && KNOWN.indexOf(status) < 0)
     refuse('status: ' + JSON.stringify(status) + ' is not one of ' + KNOWN.join(', '));
   if (status !== undefined && RUNNABLE.indexOf(status) < 0) return;
+  // The cheap path: a transition (the worker's, mostly) that keeps what was validated when
+  // the task was written, worker, date and job as they were, needs no second look.
+  if (oldDoc && !oldDoc._deleted && oldDoc.status !== undefined
+      && RUNNABLE.indexOf(oldDoc.status) >= 0 && newDoc.worker === oldDoc.worker
+      && newDoc.date === oldDoc.date && typeof newDoc.worker === 'string'
+      && JSON.stringify(newDoc.job) === JSON.stringify(oldDoc.job)) return;
   var wrong = shape(newDoc);
   if (wrong) refuse(wrong);
   if (typeof newDoc.worker !== 'string' || !newDoc.worker)

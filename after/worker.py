@@ -170,6 +170,8 @@ class Worker:
             wait = max(0.0, min(wake - utcnow().timestamp(), 1.0))
             wait = min(wait, 0.2) if self.writer.pending else wait
         events = self._drain(wait)
+        # Timers first: a fenced run starts as its timer fires, before this turn's writes.
+        events.sort(key=lambda event: event[0] != "fire")
         now = utcnow()  # the one clock read of the turn
         writes: list[Write] = []
         for kind, value in events:
@@ -395,6 +397,7 @@ class Worker:
             if write.fence and to_ms(now) < held.due_ms:
                 # Started ahead: the job begins when the timer fires (see on_fire).
                 held.fenced = True
+                self.runner.prepare(held)  # the job's copy of the task, made ahead too
                 self.timer.add((RUN, docid), held.due_ms, None)
                 return
             self._launch(held, now)

@@ -244,3 +244,19 @@ def test_leaves_list_every_branch_and_winner_picks_the_servers_choice(store):
     assert best["_rev"] == served["_rev"] == f"1-{'b' * 32}"
     assert best["_conflicts"] == served["_conflicts"] == [f"1-{'a' * 32}"]
     assert best["v"] == "b"
+
+
+def test_validation_cheap_path_only_for_writes_that_keep_worker_date_and_job(store):
+    """A transition that keeps ``worker``, ``date`` and ``job`` passes at once; a write that
+    changes one of them is validated in full, whoever writes it."""
+    from after.store import Forbidden
+
+    doc = {"_id": "v", "worker": "w", "date": "2026-12-01T09:00:00Z",
+           "job": {"name": "hello", "arguments": []}, "status": "waiting"}
+    store.put(doc)
+    doc.update(status="scheduled", after={"owner": "w@here:1:abc"})
+    store.put(doc)  # the cheap path
+    for change in ({"date": "tomorrow"}, {"job": {"name": "os.system"}}, {"worker": ""}):
+        with pytest.raises(Forbidden):
+            store.put({**doc, **change})
+    assert store.get("v")["_rev"] == doc["_rev"]
