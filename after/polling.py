@@ -68,9 +68,9 @@ class Poller:
     changed since the last query) and posts each task found as ``("recheck", doc)``."""
 
     def __init__(self, store, name: str, settings, post: Callable[[tuple], None],
-                 stopping: threading.Event):
+                 stopping: threading.Event, idle: Callable[[], bool] = lambda: True):
         self.store, self.name, self.settings = store, name, settings
-        self.post, self.stopping = post, stopping
+        self.post, self.stopping, self.idle = post, stopping, idle
         self.now = threading.Event()  # set: poll at once
 
     def start(self) -> None:
@@ -88,10 +88,14 @@ class Poller:
             if first:  # what is due among the newest writes, before the view is indexed
                 first = False
                 try:
-                    for doc in scan_recent(self.store, self.name, self.settings, utcnow()):
-                        self.post(("recheck", doc))
+                    found = scan_recent(self.store, self.name, self.settings, utcnow())
                 except Exception as exc:  # the view query below still runs
                     log.warning("cannot scan recent tasks: %s", describe_error(exc))
+                    found = []
+                for doc in found:
+                    self.post(("recheck", doc))
+                if found:  # let their writes go first: on a server that indexes on query
+                    self._settle()  # (pouchdb-server), the view query holds it up
             took = time.monotonic()
             try:
                 docs, backlog = query_due(self.store, self.name, self.settings, utcnow())
@@ -105,3 +109,11 @@ class Poller:
             # A backlog: come back soon, but leave the server at least twice the time the
             # query took (each one indexes every revision written since the last).
             interval = max(0.5, 2 * took) if backlog else self.settings.poll
+
+    def _settle(self) -> None:
+        """Wait (at most one poll interval) until the worker is idle: nothing in its inbox,
+        no write pending, no job running."""
+        deadline = time.monotonic() + self.settings.poll
+        time.sleep(0.05)  # what was just posted reaches the loop
+        while not self.stopping.is_set() and time.monotonic() < deadline and not self.idle():
+            self.stopping.wait(0.05)

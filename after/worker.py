@@ -90,7 +90,8 @@ class Worker:
         self.writer = Writer(self.store, settings)
         self.follower = None
         self.stop_requested, self.stop_now = threading.Event(), threading.Event()
-        self.poller = Poller(self.store, name, settings, self.inbox.put, self.stop_requested)
+        self.poller = Poller(self.store, name, settings, self.inbox.put, self.stop_requested,
+                             idle=self._idle)
         self.poll_now = self.poller.now  # set: poll at once
         self.mem = Holding(self.timer, self.id, settings.claim_delay, self.peers.ask,
                            lead=settings.lead)
@@ -118,6 +119,12 @@ class Worker:
         held, running = self.load()
         return {"held": held, "running": running, "counts": dict(self.counts),
                 "stopping": self.stop_requested.is_set()}
+
+    def _idle(self) -> bool:
+        """Nothing to decide, write or wait for (read from the poller's thread)."""
+        return self.inbox.empty() and not self.writer.pending and not self.runner.active \
+            and not any(h.running and not h.waiting_to_launch
+                        for h in list(self.held.values()))
 
     def request_stop(self) -> None:
         """Graceful stop; a second call stops at once. Safe in a signal handler."""
