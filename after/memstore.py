@@ -287,18 +287,12 @@ class MemStore:
         return MemFollower(self, on_change, since=since, selector=selector, db=db or self.db,
                            on_state=on_state)
 
-    def recent(self, selector: dict, limit: int, *, db: str | None = None) -> list[dict]:
-        """The newest ``limit`` documents matching ``selector``, newest change first."""
+    def recent(self, limit: int, *, db: str | None = None) -> list[dict]:
+        """The documents of the newest ``limit`` changes, newest first (deleted left out)."""
         with self._lock:
             order = sorted(self._seqs[db or self.db].items(), key=lambda item: -item[1])
-            found = []
-            for docid, _seq in order:
-                doc = self._current(self._db(db), docid)
-                if doc is not None and not doc.get("_deleted") and matches(doc, selector):
-                    found.append(doc)
-                    if len(found) >= limit:
-                        break
-            return found
+            docs = (self._current(self._db(db), docid, True) for docid, _ in order[:limit])
+            return [doc for doc in docs if doc is not None]
 
     def changes(self, db: str | None = None, since: int = 0) -> list[dict]:
         """The changes after sequence ``since``, each with its document (the newest change

@@ -3,11 +3,11 @@
 The feed brings changes; polling is how tasks created long ago come into the horizon, and
 how a worker finds the tasks of a holder that may be gone.
 
-At start, before its first view query, a worker scans the newest changes for its tasks that
-are due soon (:func:`scan_recent`): that needs no index, so the tasks written since the view
-was last queried (a bulk import, a backlog, the tasks of a first start) run while the
-server builds the view, which on a large database never queried takes seconds (CouchDB 3) to
-minutes (pouchdb-server, which indexes on query). The view query that follows is complete.
+At start, before its first view query, a worker reads the newest changes (a bounded scan,
+:func:`scan_recent`) for its tasks: that needs no index, so the tasks written last (a bulk
+import, a backlog, the tasks of a first start) run while the server builds the view, which
+on a large database never queried takes seconds (CouchDB 3) to minutes (pouchdb-server,
+which indexes on query). The view query that follows is complete.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from . import task as rules
-from .dates import format_date, to_ms, utcnow
+from .dates import to_ms, utcnow
 from .store import describe_error
 
 log = logging.getLogger("after.worker")
@@ -46,21 +46,11 @@ def query_due(store, name: str, settings, now: datetime) -> tuple[list[dict], bo
     return docs, backlog
 
 
-def soon_selector(name: str, horizon: float, now: datetime) -> dict:
-    """A ``_selector`` for ``name``'s ``waiting``/``reschedule`` tasks that may be due
-    within ``horizon`` seconds, without parsing dates: a date string that sorts before the
-    day after ``now + horizon + 2 days`` (any offset is less than a day, and a date-only or
-    space-separated form sorts before its ``T`` form). Loose on purpose: the worker decides
-    on each exactly; a date it cannot match this way is found by the view."""
-    bound = format_date(now + timedelta(seconds=horizon, days=2))[:10]
-    return {"worker": name, "status": {"$in": [rules.WAITING, rules.RESCHEDULE]},
-            "date": {"$lt": bound}}
-
-
-def scan_recent(store, name: str, settings, now: datetime) -> list[dict]:
-    """The newest of ``name``'s tasks that may be due soon, from a backwards ``_changes``
-    scan (no index needed; raises StoreError)."""
-    return store.recent(soon_selector(name, settings.horizon, now), settings.batch * 4)
+def scan_recent(store, name: str, settings) -> list[dict]:
+    """``name``'s unfinished tasks among the documents of the newest ``4 * batch`` changes
+    (raises StoreError). Decided like a poll's: what is not due soon is left alone."""
+    return [doc for doc in store.recent(settings.batch * 4)
+            if doc.get("worker") == name and doc.get("status") not in rules.FINISHED]
 
 
 class Poller:
@@ -88,7 +78,7 @@ class Poller:
             if first:  # what is due among the newest writes, before the view is indexed
                 first = False
                 try:
-                    found = scan_recent(self.store, self.name, self.settings, utcnow())
+                    found = scan_recent(self.store, self.name, self.settings)
                 except Exception as exc:  # the view query below still runs
                     log.warning("cannot scan recent tasks: %s", describe_error(exc))
                     found = []

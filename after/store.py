@@ -546,16 +546,16 @@ class Store:
         here rather than naming the class."""
         return ChangesFollower(self, on_change, **options)
 
-    def recent(self, selector: dict, limit: int, *, db: str | None = None) -> list[dict]:
-        """The newest ``limit`` documents matching ``selector``, newest change first: a
-        ``_changes`` scan backwards with a ``_selector`` filter, which needs no index (so it
-        answers at once on a database whose views were never queried; measured on 50,000
-        documents: 0.25 s on pouchdb-server, 0.9 s on CouchDB 3 for 500 matches)."""
-        params, body = changes_params(None, selector, include_docs=True)
-        params.pop("since")
-        params.update(descending="true", limit=str(limit))
-        answer = self.request("POST", f"{quote(db or self.db, safe='')}/_changes",
-                              body=body, params=params).json()
+    def recent(self, limit: int, *, db: str | None = None) -> list[dict]:
+        """The documents of the newest ``limit`` changes, newest first (deleted ones left
+        out): a bounded ``_changes`` scan backwards, which needs no index, so it answers at
+        once on a database whose views were never queried. (Not filtered on the server: a
+        ``_selector`` filter makes the server walk every change until ``limit`` match,
+        measured 3.6 to 9.7 s on CouchDB 3 for 52,000 changes and no match.)"""
+        params = {"descending": "true", "limit": str(limit), "include_docs": "true",
+                  "conflicts": "true"}
+        answer = self.request("GET", f"{quote(db or self.db, safe='')}/_changes",
+                              params=params).json()
         return [row["doc"] for row in answer.get("results", [])
                 if row.get("doc") and not row.get("deleted")]
 
