@@ -316,6 +316,15 @@ class Store:
     def info(self) -> dict:
         return self.request("GET", "").json()
 
+    def cluster_size(self) -> int:
+        """How many nodes serve this database's server (1 for a single node, and for a
+        server with no ``_membership``, such as pouchdb-server)."""
+        try:
+            nodes = self.request("GET", "_membership").json().get("cluster_nodes")
+        except (StoreError, ValueError, AttributeError):
+            return 1
+        return len(nodes) if isinstance(nodes, list) and nodes else 1
+
     def ping(self) -> bool:
         """True when some node answers (the current one first)."""
         for node in self.nodes:

@@ -72,6 +72,9 @@ class Settings:
     lead: float = 2.0
 
 
+CLUSTER_CLAIM_DELAY = 5.0  # see Worker._on_a_cluster
+
+
 class Worker:
     def __init__(self, store, name: str, registry: JobRegistry,
                  settings: Settings | None = None):
@@ -148,6 +151,7 @@ class Worker:
         log.info("worker %s starting (process %s, jobs in %s)", self.name, self.id,
                  self.registry.root)
         self.peers.beat(self.status(), force=True)
+        self._on_a_cluster()
         since = self.store.update_seq()
         self.timer.start()
         self.recorder.start()
@@ -169,6 +173,18 @@ class Worker:
         finally:
             code = self._shutdown()
         return code
+
+    def _on_a_cluster(self) -> None:
+        """On a cluster, a process sees another's claim only once it reaches its own node
+        (about 12 ms, seconds under load): a non-preferred process that waited only 1 s
+        could claim a task its preferred process had claimed through another node, and
+        both branches would run. There it waits longer (a task whose preferred process
+        died is claimed once its lease runs out, whatever this delay)."""
+        nodes = self.store.cluster_size()
+        if nodes > 1 and self.mem.claim_delay < CLUSTER_CLAIM_DELAY:
+            self.mem.claim_delay = CLUSTER_CLAIM_DELAY
+            log.info("on a cluster of %d nodes: a task's other processes wait %.0f s before "
+                     "claiming it", nodes, CLUSTER_CLAIM_DELAY)
 
     def turn(self, wait: float | None = None) -> None:
         """One turn: wait for events (at most ``wait`` seconds), decide, write, launch."""

@@ -24,16 +24,30 @@ from after.store import Store
 
 from . import servers
 
-ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 KINDS = servers.server_kinds()
 RAN: Counter = Counter()  # server kind -> tests that used it
 DESCRIBED: dict[str, str] = {}
 
 
+CLUSTER = "couchdb" in KINDS  # the 3-node cluster tests run wherever CouchDB does
+
+
 def pytest_report_header(config):
     where = servers.couchdb_home()
     return [f"after: servers {', '.join(KINDS)}"
+            + (", and a 3-node CouchDB cluster for tests/cluster" if CLUSTER else
+               "; tests/cluster not collected (CouchDB is not among this run's servers)")
             + (f" (CouchDB release: {where})" if where and "couchdb" in KINDS else "")]
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Without a CouchDB release (a newcomer's machine; never CI, see servers.py) the
+    cluster tests are not collected at all, and the header says so: not a silent skip."""
+    if not CLUSTER and collection_path.name == "cluster" and collection_path.parent == HERE:
+        return True
+    return None
 
 
 AUTH_KINDS = [k for k in KINDS if k != "pouchdb"]  # servers that check credentials
@@ -76,6 +90,9 @@ def couch_url(server_kind, tmp_path_factory) -> str:
 def _count_server(request):
     if "couch_url" in request.fixturenames or "server_kind" in request.fixturenames:
         RAN[request.getfixturevalue("server_kind")] += 1
+    elif "cluster" in request.fixturenames:
+        RAN["cluster"] += 1
+        DESCRIBED["cluster"] = "Apache CouchDB 3-node cluster, n=3, from ../shared/couchdb"
     yield
 
 
@@ -85,7 +102,7 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_sep("-", "servers")
     if RAN["memory"]:
         terminalreporter.write_line(f"memory: {RAN['memory']} tests (after.memstore)")
-    for kind in KINDS:
+    for kind in KINDS + (["cluster"] if CLUSTER else []):
         terminalreporter.write_line(
             f"{kind}: {RAN[kind]} tests ({DESCRIBED.get(kind, 'not started')})")
 
