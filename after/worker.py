@@ -60,6 +60,7 @@ class Settings:
     grace: float = 30.0  # on stop, how long running jobs may take to finish
     keep_runs: int = 100  # run records kept per task
     batch: int = 500  # most documents written in one request
+    write_concurrency: int = 2  # requests of one turn's writes in flight at once
     claim_delay: float = 1.0  # a task's non-preferred processes wait this long to claim it
     feed_heartbeat: float = 5.0
     write_attempts: int = 6  # a write failing (not a conflict) this many times is given up

@@ -38,8 +38,13 @@ def drain(bench: Bench, processes: int, total: int, *options: str) -> dict:
         worker_cpu = sum(cpu_seconds(w.pid) for w in workers)
         server_cpu = bench.server_cpu_seconds() - server_before
         docs = all_docs(store)
-        first = min(parse_date(d["after"]["last_run"]["started"]).timestamp() for d in docs)
+        starts = [parse_date(d["after"]["last_run"]["started"]).timestamp() for d in docs
+                  if ((d.get("after") or {}).get("last_run") or {}).get("started")]
+        odd = [f"{d['_id']} {d.get('status')}" for d in docs
+               if not ((d.get("after") or {}).get("last_run") or {}).get("started")]
+        first = min(starts) if starts else float("nan")
         return {
+            "odd": odd,
             "rate": total / elapsed, "elapsed": elapsed, "first": first - spawned_at,
             "worker_cpu": worker_cpu / elapsed, "server_cpu": server_cpu / elapsed,
         }
@@ -60,6 +65,9 @@ def run(bench: Bench) -> Measurement:
                   f"started; {result['elapsed']:.2f} s from the spawn to all done; CPU: "
                   f"workers {result['worker_cpu']:.2f} cores, server "
                   f"{result['server_cpu']:.2f} cores")
+        if result["odd"]:
+            detail += (f"; {len(result['odd'])} task(s) read back with no last run, e.g. "
+                       f"{result['odd'][0]}")
         m.add(f"drain, {processes} process{plural}", result["rate"], "tasks/s", detail=detail)
         if raw:
             ratio = result["rate"] / raw
