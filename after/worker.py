@@ -73,9 +73,6 @@ class Settings:
     lead: float = 2.0
 
 
-CLUSTER_CLAIM_DELAY = 5.0  # see Worker._on_a_cluster
-
-
 class Worker:
     def __init__(self, store, name: str, registry: JobRegistry,
                  settings: Settings | None = None):
@@ -103,6 +100,7 @@ class Worker:
         self.held, self.seen, self.owned = self.mem.held, self.mem.seen, self.mem.owned
         self.deferred, self.awaiting = self.mem.deferred, self.mem.awaiting
         self.feed_lost = False
+        self.cluster = False  # several nodes, known once run() asked
         self.jobs: dict[str, object] = {}  # resolved job functions, by name
         self.counts = {"runs": 0, "done": 0, "failed": 0, "missed": 0, "claimed": 0,
                        "faults": 0, "corrected": 0}
@@ -152,7 +150,7 @@ class Worker:
         log.info("worker %s starting (process %s, jobs in %s)", self.name, self.id,
                  self.registry.root)
         self.peers.beat(self.status(), force=True)
-        self._on_a_cluster()
+        self.cluster = self.store.cluster_size() > 1  # see _still_unclaimed
         since = self.store.update_seq()
         self.timer.start()
         self.recorder.start()
@@ -175,17 +173,23 @@ class Worker:
             code = self._shutdown()
         return code
 
-    def _on_a_cluster(self) -> None:
-        """On a cluster, a process sees another's claim only once it reaches its own node
-        (about 12 ms, seconds under load): a non-preferred process that waited only 1 s
-        could claim a task its preferred process had claimed through another node, and
-        both branches would run. There it waits longer (a task whose preferred process
-        died is claimed once its lease runs out, whatever this delay)."""
-        nodes = self.store.cluster_size()
-        if nodes > 1 and self.mem.claim_delay < CLUSTER_CLAIM_DELAY:
-            self.mem.claim_delay = CLUSTER_CLAIM_DELAY
-            log.info("on a cluster of %d nodes: a task's other processes wait %.0f s before "
-                     "claiming it", nodes, CLUSTER_CLAIM_DELAY)
+    def _still_unclaimed(self, doc: dict) -> bool:
+        """Before a deferred claim on a cluster: is ``doc`` still the only live revision on
+        every copy? Another process's claim reaches this process's node late under load
+        (seconds): claiming on a stale copy made a second branch, and 6 of 300 tasks ran
+        twice. Otherwise the fresh revision is decided again instead."""
+        try:
+            current = winner(self.store.leaves(doc["_id"]))
+        except StoreError as exc:
+            log.warning("cannot read %s back before claiming it: %s", doc["_id"],
+                        describe_error(exc))
+            return False  # the next poll decides it again
+        if current is not None and current["_rev"] == doc["_rev"] \
+                and not current.get("_conflicts"):
+            return True
+        if current is not None:
+            self.inbox.put(("recheck", current))
+        return False
 
     def turn(self, wait: float | None = None) -> None:
         """One turn: wait for events (at most ``wait`` seconds), decide, write, launch."""
@@ -315,6 +319,8 @@ class Worker:
             entry = self.deferred.pop(docid, None)
             if entry is None or self.seen.get(docid, 0) > rules.rev_number(entry.doc["_rev"]):
                 return []  # it changed meanwhile (claimed elsewhere, most likely)
+            if self.cluster and not self._still_unclaimed(entry.doc):
+                return []
             return [d.claim(entry.doc, entry.spec, entry.due, self.id, now,
                             int(self.settings.lead * 1000))]
         held = self.held.get(docid)
@@ -356,8 +362,10 @@ class Worker:
              response=None) -> Write:
         held.token = None
         if outcome.ok:
-            log.info("done %s (job %s) in %.1f ms, started %.1f ms late", held.doc["_id"],
-                     held.spec.job, outcome.duration_ms, held.lateness * 1000)
+            log.info("done %s (job %s, attempt %d) in %.1f ms, started %.1f ms late",
+                     held.doc["_id"], held.spec.job,
+                     max(1, rules.counter(held.doc.get(rules.NS), "attempt")),
+                     outcome.duration_ms, held.lateness * 1000)
         else:
             log.warning("%s %s (job %s): %s", outcome.outcome, held.doc["_id"], held.spec.job,
                         outcome.error)

@@ -39,7 +39,10 @@ def test_every_state_is_written_back(harness, store):
         harness.wait(lambda: statuses[-1:] == ["done"], what="the last change")
     finally:
         follower.stop()
-    assert statuses == ["waiting", "scheduled", "running", "done"]
+    # a continuous feed shows a document's newest revision: under load the worker's claim
+    # can land before the feed reads the user's write, which then never shows as waiting
+    assert statuses in (["waiting", "scheduled", "running", "done"],
+                        ["scheduled", "running", "done"])
     info = doc["after"]
     assert info["runs"] == 1 and info["successes"] == 1
     assert info["last_run"]["outcome"] == "done"
