@@ -47,6 +47,7 @@ class Held:
     # A start written ahead of the due instant (the lead window): the job begins when the
     # timer fires, with no write in between.
     fenced: bool = False
+    unconfirmed: bool = False  # its start was accepted (202), not yet read back
     context: TaskContext | None = None  # what the job receives, made ahead of the launch
 
     @property

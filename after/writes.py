@@ -42,6 +42,12 @@ class Writer:
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="after-write") \
             if self.concurrency > 1 else None
 
+    def single(self) -> None:
+        """One request at a time from now on (on a cluster: see Worker.run)."""
+        self.concurrency, pool, self._pool = 1, self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
     def _post_all(self, chunks: list[list[Write]]) -> list:
         """Send each chunk; for each, its results or the exception it raised."""
         def post(chunk):
