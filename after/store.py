@@ -560,7 +560,9 @@ class Store:
         out): a bounded ``_changes`` scan backwards, which needs no index, so it answers at
         once on a database whose views were never queried. (Not filtered on the server: a
         ``_selector`` filter makes the server walk every change until ``limit`` match,
-        measured 3.6 to 9.7 s on CouchDB 3 for 52,000 changes and no match.)"""
+        measured 3.6 to 9.7 s on CouchDB 3 for 52,000 changes and no match.) On a sharded
+        CouchDB database the shards' feeds are merged, so these are the newest per shard:
+        nearly, not strictly, the newest of all."""
         params = {"descending": "true", "limit": str(limit), "include_docs": "true",
                   "conflicts": "true"}
         answer = self.request("GET", f"{quote(db or self.db, safe='')}/_changes",
