@@ -60,8 +60,13 @@ stop:
 lint: install
 	$(BIN)/ruff check after tests bench jobs
 
-bench: install
-	$(BIN)/python -m bench
+# APScheduler 3 (and SQLAlchemy for its sqlite job store): the bench's comparison only
+$(VENV)/.bench-installed: $(VENV)/.installed setup.cfg
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+bench: install $(VENV)/.bench-installed
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 bench-cluster: install
 	$(BIN)/python -m bench.cluster

@@ -91,6 +91,11 @@ class Settings:
     write_backoff: float = 0.5  # first wait before trying a failed write again, doubling...
     write_backoff_max: float = 30.0  # ... up to this, in seconds
     self_check: float = 2.0  # seconds between checks that nothing of ours is stuck
+    write_concurrency: int = 2  # requests of one turn's writes in flight at once
+    # The lead window: a held task's start is written this many seconds ahead of its due
+    # instant (a fence), so that nothing is written between the timer and the job. 0: at
+    # the due instant, as a write the job waits for.
+    lead: float = 2.0
 
 
 #: The range of each setting a user is likely to set: (least, most); None is unbounded.
@@ -98,6 +103,7 @@ SETTING_RANGES: dict[str, tuple[float, float | None]] = {
     "horizon": (1, None), "poll": (0.1, None), "pool": (1, 512), "lease": (1, None),
     "heartbeat": (0.1, None), "grace": (0, None), "keep_runs": (1, None),
     "batch": (1, 10000), "claim_delay": (0, None), "feed_heartbeat": (0.1, None),
+    "write_concurrency": (1, 16), "lead": (0, 60),
     "write_attempts": (1, None), "write_backoff": (0, None), "write_backoff_max": (0, None),
     "self_check": (0.1, None),
 }

@@ -53,6 +53,7 @@ class Write:
     token: str | None = None  # the run a START or CLAIMSTART begins
     due: datetime | None = None  # the occurrence a CLAIMSTART runs
     takeover: bool = False  # a FINISH of another (dead) process's run
+    fence: bool = False  # a START or CLAIMSTART written ahead of ``due`` (the lead window)
     accepted: bool = False  # written, but not confirmed by a quorum (202)
     attempts: int = 0  # failed tries (not conflicts) so far
     not_before: float = 0.0  # epoch seconds before which it is not tried again
@@ -139,6 +140,7 @@ class View:
     # may a run start now (a free job thread, reserved by a True answer)? If not, a task
     # already due is claimed and held, and started when a thread is free
     can_start: Callable[[], bool] = lambda: True
+    lead_ms: int = 0  # the lead window: start writes go this far ahead of the due instant
 
 
 def decide(doc: dict, view: View, now: datetime) -> list[Action]:
@@ -189,7 +191,8 @@ def decide(doc: dict, view: View, now: datetime) -> list[Action]:
         if status == rules.SCHEDULED and moved:  # a new date on a task we hold
             if to_ms(due) > to_ms(now) + view.horizon_ms:
                 return [Drop(docid), Write(Kind.PARK, rules.hand_back(doc))]
-            return [Drop(docid), claim(doc, spec, due, view.me.process, now, view.can_start)]
+            return [Drop(docid), claim(doc, spec, due, view.me.process, now, view.lead_ms,
+                                       view.can_start)]
         if status == rules.SCHEDULED:
             return [] if held is True else [Hold(doc, spec, due)]
         # running, ours: it ends when its run does, unless nothing runs it
@@ -249,21 +252,39 @@ def due_of(info: dict, spec: rules.Spec) -> datetime:
 def claim_or_defer(doc: dict, spec: rules.Spec, due: datetime, view: View,
                    now: datetime) -> list[Action]:
     if view.preferred(doc["_id"]):
-        return [claim(doc, spec, due, view.me.process, now, view.can_start)]
+        return [claim(doc, spec, due, view.me.process, now, view.lead_ms, view.can_start)]
     return [Defer(doc, spec, due)]
 
 
 def claim(doc: dict, spec: rules.Spec, due: datetime, me: str, now: datetime,
-          can_start: Callable[[], bool] = lambda: True) -> Write:
-    """The claim of a task; one already due is claimed and started in the same write
-    (``running`` at once: one revision, one round trip and one feed event fewer) when a job
-    thread is free for it."""
+          lead_ms: int = 0, can_start: Callable[[], bool] = lambda: True) -> Write:
+    """The claim of a task. One already due, or due within the lead window, is claimed and
+    started in the same write (``running`` at once: one revision, one round trip and one
+    feed event fewer) when a job thread is free for it; ahead of its due instant, that write
+    is a fence (see :func:`fence`)."""
     claimed = rules.claim(doc, me, due, now)
-    if due > now or rules.missed(spec, due, now) or not can_start():
+    if rules.missed(spec, due, now) or to_ms(due) - to_ms(now) > lead_ms or not can_start():
         return Write(Kind.CLAIM, claimed, spec=spec)
     number = rules.counter(rules.meta(dict(doc)), "runs") + 1
-    return Write(Kind.CLAIMSTART, rules.start(claimed, me, now, number), spec=spec,
-                 token=uuid.uuid4().hex[:8], due=due)
+    early = due > now
+    return Write(Kind.CLAIMSTART, rules.start(claimed, me, due if early else now, number),
+                 spec=spec, token=uuid.uuid4().hex[:8], due=due, fence=early)
+
+
+def fence(doc: dict, spec: rules.Spec, due_ms: int, me: Identity) -> Write:
+    """The start of a held occurrence, written ahead of its due instant (within the lead
+    window): ``running`` under this process, ``after.started`` the due instant. The job
+    begins when the timer fires, with no write between the timer and the job; the run's own
+    start is recorded when it ends (``last_run.started``).
+
+    Safe under the lease rules as any start is: the task is this process's, ``running``,
+    covered by its heartbeat; if the process dies before or during the run, another takes it
+    over as ``interrupted`` and runs it (at least once). A ``cancel`` or ``reschedule`` that
+    reaches the owner before the due instant is applied at once (the fence is undone in
+    memory, :func:`after.task.unfence`); one that comes later is applied when the run ends."""
+    number = rules.counter(rules.meta(dict(doc)), "runs") + 1
+    return Write(Kind.START, rules.start(doc, me.process, from_ms(due_ms), number), spec=spec,
+                 token=uuid.uuid4().hex[:8], due=from_ms(due_ms), fence=True)
 
 
 def fire(doc: dict, spec: rules.Spec, due_ms: int, me: Identity, now: datetime) -> Write:

@@ -22,15 +22,17 @@ from .timer import Timer
 
 log = logging.getLogger("after.worker")
 
-# Timer keys: (RUN, id) fires a held task, (CLAIM, id) a deferred claim. Tuples, so that no
+# Timer keys: (RUN, id) fires a held task, (CLAIM, id) a deferred claim, (FENCE, id) the
+# write of a held task's start ahead of its due instant (the lead window). Tuples, so that no
 # task id, whatever characters it holds, can collide with another kind of key.
-RUN, CLAIM = "run", "claim"
+RUN, CLAIM, FENCE = "run", "claim", "fence"
 
 
 class Holding:
     def __init__(self, timer: Timer, me: str, claim_delay: float,
-                 ask: Callable[[str], None]):
+                 ask: Callable[[str], None], lead: float = 0.0):
         self.timer, self.me, self.claim_delay, self.ask = timer, me, claim_delay, ask
+        self.lead_ms = int(lead * 1000)
         self.held: dict[str, Held] = {}
         self.deferred: dict[str, d.Defer] = {}
         self.seen = Seen()  # the newest revision seen or written of each task
@@ -84,6 +86,8 @@ class Holding:
             return
         self.held[doc["_id"]] = Held(doc=doc, spec=spec, due_ms=to_ms(due))
         self.timer.add((RUN, doc["_id"]), to_ms(due), None)
+        if self.lead_ms:
+            self.timer.add((FENCE, doc["_id"]), to_ms(due) - self.lead_ms, None)
 
     def drop(self, docid: str) -> None:
         """Forget a task held (not running) or deferred."""
@@ -91,6 +95,7 @@ class Holding:
         if held is not None and not held.running:
             del self.held[docid]
             self.timer.remove((RUN, docid))
+            self.timer.remove((FENCE, docid))
         if self.deferred.pop(docid, None) is not None:
             self.timer.remove((CLAIM, docid))
 
@@ -98,6 +103,7 @@ class Holding:
         """Nothing of ``docid`` stays in memory: not held, not timed, not deferred."""
         self.held.pop(docid, None)
         self.timer.remove((RUN, docid))
+        self.timer.remove((FENCE, docid))
         if self.deferred.pop(docid, None) is not None:
             self.timer.remove((CLAIM, docid))
 

@@ -375,10 +375,7 @@ def run_job(func: Callable, task: Any, arguments: Any) -> Any:
     else:
         raise JobError(f"job.arguments: expected a list, an object or nothing, got "
                        f"{type(arguments).__name__}")
-    try:
-        signature = inspect.signature(func)
-    except (TypeError, ValueError):
-        signature = None  # some C callables have none: let the call itself decide
+    signature = _bound_signature(func)
     if signature is not None:
         try:
             signature.bind(task, *args, **kwargs)
@@ -391,6 +388,25 @@ def run_job(func: Callable, task: Any, arguments: Any) -> Any:
     return result
 
 
+_SIGNATURES: dict = {}  # job function -> its signature (read once: a run is on the clock)
+
+
+def _bound_signature(func: Callable) -> inspect.Signature | None:
+    try:
+        return _SIGNATURES[func]
+    except (KeyError, TypeError):
+        pass
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        signature = None  # some C callables have none: let the call itself decide
+    try:
+        _SIGNATURES[func] = signature
+    except TypeError:  # an unhashable callable: read each time
+        pass
+    return signature
+
+
 def to_result(value: Any, limit: int = 10_000) -> Any:
     """``value`` as it may be stored in a run record: JSON-able, redacted, bounded.
 
@@ -400,6 +416,8 @@ def to_result(value: Any, limit: int = 10_000) -> Any:
     ``repr``) cut to ``limit`` characters, with ``"length"`` the full length.
     Secrets are masked first (see ``after.redact``).
     """
+    if value is None or isinstance(value, (bool, int)) and abs(value) < 2 ** 53:
+        return value  # as its JSON round trip would give it, without the round trip
     try:
         value = redact(value)
         if problem(value, max_depth=RESULT_DEPTH, max_string=limit) is not None:

@@ -44,6 +44,16 @@ class Held:
     started: datetime | None = None
     deadline_ms: int | None = None
     lateness: float = 0.0  # seconds from the due instant to the job's start
+    # A start written ahead of the due instant (the lead window): the job begins when the
+    # timer fires, with no write in between.
+    fenced: bool = False
+    unconfirmed: bool = False  # its start was accepted (202), not yet read back
+    context: TaskContext | None = None  # what the job receives, made ahead of the launch
+
+    @property
+    def waiting_to_launch(self) -> bool:
+        """Fenced (its start is written) and its job not begun."""
+        return self.fenced and self.started is None
 
 
 class Seen(OrderedDict):
@@ -73,17 +83,25 @@ class Runner:
         self.post = post
         self.active: set[str] = set()
 
+    @staticmethod
+    def prepare(held: Held) -> None:
+        """Make what the job receives now (a deep copy of the document), not at launch."""
+        attempt = rules.counter(rules.meta(dict(held.doc)), "attempt") or 1
+        held.context = TaskContext(held.doc, held.spec.date, attempt)
+
     def launch(self, held: Held, func, now: datetime) -> float:
         """Run ``held``'s job (``func``, or the JobError resolving it raised); returns how
         late it starts, in seconds."""
         held.started = now
         if held.spec.timeout:
             held.deadline_ms = to_ms(now) + int(held.spec.timeout * 1000)
-        attempt = rules.counter(rules.meta(dict(held.doc)), "attempt") or 1
-        context = TaskContext(held.doc, held.spec.date, attempt)
+        if held.context is None:
+            self.prepare(held)
+        context, held.context = held.context, None
         held.lateness = (now - from_ms(held.due_ms)).total_seconds()
-        log.debug("running %s (job %s, attempt %d, %.1f ms late)", held.doc["_id"],
-                  held.spec.job, attempt, held.lateness * 1000)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("running %s (job %s, attempt %d, %.1f ms late)", held.doc["_id"],
+                      held.spec.job, context.attempt, held.lateness * 1000)
         self.active.add(held.token)
         self.pool.submit(self._execute, held.doc["_id"], held.token, held.spec, context, func)
         return held.lateness

@@ -10,7 +10,11 @@
     deeper than ``MAX_DEPTH`` levels, a string longer than ``MAX_STRING`` characters, a number
     that is not finite (``1e400``, an integer of hundreds of digits). Finished tasks (``done``, ``error``, ``canceled``) and
     ``cancel`` requests are let through, so a worker can always record an error on a task that
-    was broken before the database was set up.
+    was broken before the database was set up. A write that moves a runnable task to another
+    runnable status and keeps its definition (``worker``, ``date``, ``job``, ``repeat``,
+    ``retry``, ``timeout``, ``max_delay``: :data:`after.task.DEFINITION`) as it was (the
+    worker's claims and starts) is let through at once: that was validated when it was
+    written, so only a write that changes it (a user's) is checked in full.
   - the view ``due``, keyed ``[worker, status, due_ms]``: the date normalised to epoch
     milliseconds at index time, so a worker asks for exactly "my waiting tasks due before T"
     whatever offset or precision each document wrote its date with. (A Mango index on the raw
@@ -38,7 +42,7 @@ from .jsonsafe import MAX_DEPTH, MAX_STRING
 from .repeat import _UNIT_HELP as UNIT_HELP
 from .repeat import ISO_DURATION_RE, MIN_INTERVAL_US, SHORTHANDS, UNITS
 from .store import Conflict, Store
-from .task import MAX_RETRIES, MAX_SECONDS, RUNNABLE, STATUSES
+from .task import DEFINITION, MAX_RETRIES, MAX_SECONDS, RUNNABLE, STATUSES
 
 DESIGN_ID = "_design/after"
 
@@ -460,6 +464,35 @@ VALIDATE = (
   if (status !== undefined && KNOWN.indexOf(status) < 0)
     refuse('status: ' + JSON.stringify(status) + ' is not one of ' + KNOWN.join(', '));
   if (status !== undefined && RUNNABLE.indexOf(status) < 0) return;
+  // The cheap path: a transition (the worker's, mostly) that keeps what was validated when
+  // the task was written (its whole definition: worker, date, job, repeat, retry, timeout,
+  // max_delay) needs no second look.
+  function same(a, b) {  // deep equality, iterative and bounded (a document may be deep)
+    var stack = [[a, b]], seen = 0;
+    while (stack.length) {
+      var pair = stack.pop(), x = pair[0], y = pair[1];
+      if (++seen > 10000) return false;
+      if (x === y) continue;
+      if (typeof x !== 'object' || typeof y !== 'object' || x === null || y === null
+          || Array.isArray(x) !== Array.isArray(y)) return false;
+      var keys = Object.keys(x);
+      if (keys.length !== Object.keys(y).length) return false;
+      for (var k = 0; k < keys.length; k++) {
+        if (!Object.prototype.hasOwnProperty.call(y, keys[k])) return false;
+        stack.push([x[keys[k]], y[keys[k]]]);
+      }
+    }
+    return true;
+  }
+  function kept() {
+    var fields = TASK_DEFINITION;
+    for (var f = 0; f < fields.length; f++)
+      if (!same(newDoc[fields[f]], oldDoc[fields[f]])) return false;
+    return true;
+  }
+  if (oldDoc && !oldDoc._deleted && oldDoc.status !== undefined
+      && RUNNABLE.indexOf(oldDoc.status) >= 0 && typeof newDoc.worker === 'string'
+      && kept()) return;
   var wrong = shape(newDoc);
   if (wrong) refuse(wrong);
   if (typeof newDoc.worker !== 'string' || !newDoc.worker)
@@ -482,6 +515,7 @@ VALIDATE = (
 
 # The statuses and the job-name grammar come from after.task and after.jobs: one source.
 VALIDATE = (VALIDATE.replace("TASK_RUNNABLE", json.dumps(list(RUNNABLE)))
+            .replace("TASK_DEFINITION", json.dumps(list(DEFINITION)))
             .replace("TASK_STATUSES", json.dumps(list(STATUSES)))
             .replace("JOB_NAME", JOB_NAME.pattern))
 

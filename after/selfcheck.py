@@ -1,9 +1,11 @@
 """The self-check: what a worker process claims in the database with nothing behind it.
 
 A task ``scheduled`` under this process with no timer entry, or ``running`` under it with no
-job thread, would stay stuck until the process dies. :func:`stuck` finds such tasks; only
-what two checks in a row find counts (a timer entry that has just fired, or a start being
-confirmed, is on its way through the loop's inbox). Pure: the worker passes what it holds.
+job thread (and no timer entry to launch it: a start written ahead of its due instant is
+``running`` on the timer until then), would stay stuck until the process dies.
+:func:`stuck` finds such tasks; only what two checks in a row find counts (a timer entry
+that has just fired, or a start being confirmed, is on its way through the loop's inbox).
+Pure: the worker passes what it holds.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ def stuck(owned: Mapping[str, str], held: Mapping, timed: Callable[[str], bool],
             found = (owned[docid], "nothing in memory")
         elif not entry.running and not timed(docid):
             found = ("scheduled", "no timer entry")
-        elif entry.running and entry.token not in active:
+        elif entry.running and entry.token not in active and not (
+                getattr(entry, "waiting_to_launch", False) and timed(docid)):
             found = ("running", "no job thread")
         else:
             continue

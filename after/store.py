@@ -564,6 +564,21 @@ class Store:
         here rather than naming the class."""
         return ChangesFollower(self, on_change, **options)
 
+    def recent(self, limit: int, *, db: str | None = None) -> list[dict]:
+        """The documents of the newest ``limit`` changes, newest first (deleted ones left
+        out): a bounded ``_changes`` scan backwards, which needs no index, so it answers at
+        once on a database whose views were never queried. (Not filtered on the server: a
+        ``_selector`` filter makes the server walk every change until ``limit`` match,
+        measured 3.6 to 9.7 s on CouchDB 3 for 52,000 changes and no match.) On a sharded
+        CouchDB database the shards' feeds are merged, so these are the newest per shard:
+        nearly, not strictly, the newest of all."""
+        params = {"descending": "true", "limit": str(limit), "include_docs": "true",
+                  "conflicts": "true"}
+        answer = self.request("GET", f"{quote(db or self.db, safe='')}/_changes",
+                              params=params).json()
+        return [row["doc"] for row in answer.get("results", [])
+                if row.get("doc") and not row.get("deleted")]
+
     def update_seq(self, db: str | None = None) -> str:
         """The database's current sequence (opaque): follow ``_changes`` from here."""
         answer = self.request(

@@ -355,6 +355,26 @@ def start(doc: dict, owner: str, now: datetime, number: int) -> dict:
     return new
 
 
+def unfence(doc: dict) -> dict:
+    """A start written ahead of its due instant (a fence) whose job has not begun, undone
+    (the inverse of :func:`start`): ``running`` -> ``scheduled``, the attempt counted back,
+    no ``started`` or run number. Used in memory only, to decide on a ``cancel`` or
+    ``reschedule`` that reached the fence's owner before the job began, and to hand the
+    task back on a graceful stop; the revision stays the fence's, so the write that follows
+    is checked against it."""
+    new, info = _copy(doc)
+    if new.get("status") == RUNNING:
+        new["status"] = SCHEDULED
+    attempt = counter(info, "attempt") - 1
+    if attempt > 0:
+        info["attempt"] = attempt
+    else:
+        info.pop("attempt", None)
+    for key in ("started", "run"):
+        info.pop(key, None)
+    return new
+
+
 def mark_error(doc: dict, message: str, now: datetime) -> dict:
     """A document that cannot run ends ``error`` with the reason."""
     new, info = _copy(doc)

@@ -10,6 +10,7 @@ is that write's task's alone: the others of the batch go on.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import task as rules
@@ -35,6 +36,29 @@ class Writer:
         self.store = store
         self.settings = settings
         self.pending: list[Write] = []  # to try again, each after its ``not_before``
+        # Batches of one turn go out together: CouchDB validates each request's documents
+        # in a JavaScript process of its own, so two requests use two cores.
+        self.concurrency = max(1, int(getattr(settings, "write_concurrency", 1)))
+        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="after-write") \
+            if self.concurrency > 1 else None
+
+    def single(self) -> None:
+        """One request at a time from now on (on a cluster: see Worker.run)."""
+        self.concurrency, pool, self._pool = 1, self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+    def _post_all(self, chunks: list[list[Write]]) -> list:
+        """Send each chunk; for each, its results or the exception it raised."""
+        def post(chunk):
+            try:
+                return self.store.bulk_docs([w.doc for w in chunk])
+            except (StoreError, ValueError, RecursionError) as exc:
+                return exc
+
+        if self._pool is None or len(chunks) < 2:
+            return [post(chunk) for chunk in chunks]
+        return list(self._pool.map(post, chunks))
 
     def ready(self, now: float) -> list[Write]:
         """Take the pending writes whose backoff is over (``now`` in epoch seconds)."""
@@ -54,11 +78,20 @@ class Writer:
             else:
                 self.pending.append(write)
         size = self.settings.batch
+        if self._pool is not None and len(writes) > size // 2:
+            # at least as many chunks as requests in flight, so that they go together
+            size = min(size, max(50, -(-len(writes) // self.concurrency)))
         chunks = [writes[i:i + size] for i in range(0, len(writes), size)]
+        answers = self._post_all(chunks)
         while chunks:
             chunk = chunks.pop(0)
+            answer = answers.pop(0) if answers else None
             try:
-                results = self.store.bulk_docs([w.doc for w in chunk])
+                if answer is None:  # a chunk split below: sent on its own
+                    answer = self._post_all([chunk])[0]
+                if isinstance(answer, BaseException):
+                    raise answer
+                results = answer
             except Unavailable as exc:
                 log.warning("cannot write %d task update(s) yet: %s", len(chunk),
                             describe_error(exc))
@@ -69,6 +102,7 @@ class Writer:
                 # fault by sending them one at a time.
                 if len(chunk) > 1:
                     chunks[:0] = [[write] for write in chunk]
+                    answers[:0] = [None] * len(chunk)
                     continue
                 reason = describe_error(exc) if isinstance(exc, StoreError) \
                     else f"{type(exc).__name__}: {exc}"

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from after import schema
 from after.dates import format_date, parse_date, utcnow
-from after.server import EmbeddedServer, free_port, stop_pid
 from after.store import Store
+
+from . import servers
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = ROOT / "jobs"
@@ -99,13 +100,13 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
 class Worker:
     """An ``after start NAME`` subprocess; killed by its pid by :meth:`kill`."""
 
-    def __init__(self, bench: Bench, db: str, name: str, *options: str):
+    def __init__(self, bench: Bench, db: str, name: str, *options: str, url: str | None = None):
         self.name = name
         self.home = bench.tmp / f"home-{db}"
         self.home.mkdir(exist_ok=True)
         self.output = self.home / f"{name}-{uuid.uuid4().hex[:6]}.out"
         env = {k: v for k, v in os.environ.items() if not k.startswith("AFTER_")}
-        env.update(AFTER_COUCHDB_URL=bench.url, AFTER_DB=db, AFTER_HOME=str(self.home),
+        env.update(AFTER_COUCHDB_URL=url or bench.url, AFTER_DB=db, AFTER_HOME=str(self.home),
                    AFTER_JOBS=str(JOBS), PYTHONUNBUFFERED="1")
         self.spawned_at = time.time()
         self.spawned_mono = time.monotonic()
@@ -161,33 +162,48 @@ class Worker:
 
 
 class Bench:
-    """The run's server (in memory, a free port), its databases and its worker processes."""
+    """One run's server (started on free ports, stopped by pid), its databases and its worker
+    processes. ``kind`` is ``pouchdb``, ``couchdb`` or ``cluster`` (see :mod:`bench.servers`)."""
 
-    def __init__(self, quick: bool = False):
+    def __init__(self, kind: str = "pouchdb", quick: bool = False):
+        self.kind = kind
         self.quick = quick
-        self._tmp = tempfile.TemporaryDirectory(prefix="after-bench-")
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"after-bench-{kind}-")
         self.tmp = Path(self._tmp.name)
-        self.server = EmbeddedServer(workdir=self.tmp / "server", port=free_port())
+        self.server = servers.make(kind, self.tmp / "server")
         self.workers: list[Worker] = []
-        self.server_pid: int | None = None
         self.store: Store | None = None
+        self.raw_rate: float | None = None
+        self.label = kind
 
     @property
     def url(self) -> str:
         return self.server.url
 
+    def urls(self) -> list[str]:
+        return self.server.urls()
+
     def __enter__(self) -> Bench:
-        self.server_pid = self.server.start()
+        try:
+            self.server.start()
+        except BaseException:
+            self.server.stop()
+            self._tmp.cleanup()
+            raise
         self.store = Store(self.url, "unused", timeout=120)
+        self.label = servers.describe(self.server)
         return self
 
     def __exit__(self, *exc) -> None:
-        self.kill_workers()
-        if self.store is not None:
-            self.store.close()
-        if self.server_pid is not None:
-            stop_pid(self.server_pid)
-        self._tmp.cleanup()
+        try:
+            self.kill_workers()
+            if self.store is not None:
+                self.store.close()
+        finally:
+            try:
+                self.server.stop()
+            finally:
+                self._tmp.cleanup()
 
     def kill_workers(self) -> None:
         for worker in self.workers:
@@ -204,7 +220,7 @@ class Bench:
         return store
 
     def drop(self, store: Store) -> None:
-        """Delete a measurement's databases (the server keeps them in memory)."""
+        """Delete a measurement's databases."""
         for db in (store.db, f"{store.db}_runs", f"{store.db}_workers"):
             try:
                 store.delete_database(db)
@@ -212,12 +228,20 @@ class Bench:
                 pass
         store.close()
 
-    def worker(self, store: Store, name: str, *options: str) -> Worker:
-        return Worker(self, store.db, name, *options)
+    def worker(self, store: Store, name: str, *options: str, node: int = 0) -> Worker:
+        """An ``after start`` process; on a cluster, ``node`` picks the node it talks to."""
+        urls = self.urls()
+        return Worker(self, store.db, name, *options, url=urls[node % len(urls)])
 
     def server_cpu_seconds(self) -> float:
-        """CPU time (user + system) the server process has used so far."""
-        return cpu_seconds(self.server_pid)
+        """CPU time (user + system) the server's processes have used so far."""
+        total = 0.0
+        for pid in self.server.pids:
+            try:
+                total += cpu_seconds(pid)
+            except OSError:
+                pass
+        return total
 
 
 def cpu_seconds(pid: int) -> float:
@@ -238,20 +262,34 @@ def all_docs(store: Store, prefix: str = "") -> list[dict]:
     return [row["doc"] for row in rows if not row["id"].startswith("_design/")]
 
 
+def runs_recorded(store: Store) -> int:
+    """How many run records the workers wrote (a cheap database info request)."""
+    try:
+        return int(store.request("GET", f"{store.db}_runs").json().get("doc_count", 0))
+    except Exception:
+        return 0
+
+
 def wait_done(store: Store, workers: list[Worker], name: str, total: int,
               timeout: float) -> float:
-    """Wait until ``total`` tasks of ``name`` are ``done`` in the database; returns
-    time.perf_counter() then. The workers' logs are watched first (no load on the server),
-    then the database is asked until it agrees."""
-    wait_until(lambda: sum(w.done_logged() for w in workers) >= total, timeout,
-               f"{total} runs logged", interval=0.02)
+    """Wait until ``total`` tasks of ``name`` are ``done``; returns time.perf_counter() then.
 
-    def done() -> bool:  # _all_docs: a view query would index every revision first
+    The end is when the workers have logged every run and the run records are all written
+    (a worker records a run once the task's ``done`` is written): both cheap to watch, so
+    the watching does not load the server. The tasks are then read to check (not timed:
+    ``_all_docs`` of thousands of documents waits behind whatever the server is doing)."""
+    wait_until(lambda: sum(w.done_logged() for w in workers) >= total, timeout,
+               f"{total} runs logged", interval=0.01)
+    wait_until(lambda: runs_recorded(store) >= total, timeout, f"{total} run records",
+               interval=0.02)
+    at = time.perf_counter()
+
+    def done() -> bool:
         return sum(d.get("status") == "done" and d.get("worker") == name
                    for d in all_docs(store)) >= total
 
     wait_until(done, timeout, f"{total} tasks done", interval=0.05)
-    return time.perf_counter()
+    return at
 
 
 def bulk_insert(store: Store, docs: list[dict], batch: int = 500) -> None:

@@ -1,7 +1,11 @@
-"""Memory and start-up: a worker process started on a database of 50,000 future tasks."""
+"""Start-up and memory: a worker process started on a database of 50,000 future tasks and 10
+due ones, whose ``due`` view was never queried (the first worker on new data). Also: a task
+posted while that worker's first poll waits for the index runs on time."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 from after.dates import parse_date
@@ -11,65 +15,78 @@ from .harness import (
     Measurement,
     bulk_insert,
     in_seconds,
+    lateness_ms,
     rss_mb,
     task_doc,
     utcnow,
     wait_until,
 )
 
-GOAL_RSS_MB = 100.0
-GOAL_FIRST_RUN_S = 3.0
+GOAL_RSS_MB = 50.0
+GOAL_FIRST_RUN_S = 1.0
+DUE = 10
 
 
-def start_worker(bench: Bench, store, name: str, docid: str = "now") -> dict:
-    """Put one task due at once, start a worker process, time it to that task's run."""
-    store.put(task_doc(docid, name, utcnow()))
-    worker = bench.worker(store, name)
-    ready = worker.wait_ready(300)
-    rss_ready = rss_mb(worker.pid)
-    doc = wait_until(lambda: (d := store.get(docid)).get("status") == "done" and d, 300,
-                     "the due task done", interval=0.02)
-    started = parse_date(doc["after"]["last_run"]["started"]).timestamp() - worker.spawned_at
-    time.sleep(2.0)
-    result = {"ready": ready, "rss_ready": rss_ready, "rss_settled": rss_mb(worker.pid),
-              "first_run": started}
-    bench.kill_workers()
-    return result
+def interpreter_start() -> float:
+    """Seconds for a Python process that imports the CLI and exits: the interpreter's
+    start, which the goal leaves out (median of 3)."""
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import after.cli, after.worker"], check=True,
+                       stdin=subprocess.DEVNULL)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[1]
+
+
+def done_docs(store, ids: list[str]) -> list[dict]:
+    docs = store.bulk_get(ids)
+    return [d for d in docs.values() if d.get("status") == "done"]
 
 
 def run(bench: Bench) -> Measurement:
-    m = Measurement("memory and start-up")
+    m = Measurement("start-up and memory")
     total = 10_000 if bench.quick else 50_000
-    empty = bench.database("empty")
+    store = bench.database("start")
+    name = "start"
     try:
-        base = start_worker(bench, empty, "mem")
-    finally:
-        bench.drop(empty)
-    store = bench.database("mem")
-    try:
-        started = time.perf_counter()
-        bulk_insert(store, [task_doc(f"future-{i:06d}", "mem", in_seconds(86400 * (1 + i % 30)))
+        t0 = time.perf_counter()
+        bulk_insert(store, [task_doc(f"future-{i:06d}", name, in_seconds(86400 * (1 + i % 30)))
                             for i in range(total)])
-        insert_s = time.perf_counter() - started
-        # The first worker on the new data builds the due view (its first poll asks it)...
-        cold = start_worker(bench, store, "mem", "now-cold")
-        # ... the next one finds it built, as in a system that runs.
-        result = start_worker(bench, store, "mem", "now-warm")
+        insert_s = time.perf_counter() - t0
+        due_ids = [f"due-{i:02d}" for i in range(DUE)]
+        now = utcnow()
+        bulk_insert(store, [task_doc(docid, name, now) for docid in due_ids])
+        worker = bench.worker(store, name)
+        ready = worker.wait_ready(300)
+        # A task posted now, due 1 s ahead: the worker's first poll may still be indexing.
+        fresh = task_doc("fresh", name, in_seconds(1.0))
+        store.put(fresh)
+        docs = wait_until(lambda: len(d := done_docs(store, due_ids)) == DUE and d, 300,
+                          f"the {DUE} due tasks done", interval=0.02)
+        starts = sorted(parse_date(d["after"]["last_run"]["started"]).timestamp()
+                        for d in docs)
+        fresh_done = wait_until(lambda: (d := store.get("fresh")).get("status") == "done" and d,
+                                300, "the fresh task done", interval=0.02)
+        time.sleep(2.0)
+        rss = rss_mb(worker.pid)
     finally:
+        bench.kill_workers()
         bench.drop(store)
+    first = starts[0] - worker.spawned_at
+    python = interpreter_start()
     m.notes.append(f"{total} future tasks bulk-inserted in {insert_s:.1f}s")
-    m.add(f"worker RSS when ready, {total} future tasks", result["rss_ready"], "MB",
-          goal=f"<= {GOAL_RSS_MB:g}", met=result["rss_ready"] <= GOAL_RSS_MB,
-          detail=f"empty database: {base['rss_ready']:.1f} MB")
-    m.add(f"worker RSS 2 s after its first run, {total} future tasks", result["rss_settled"],
-          "MB", goal=f"<= {GOAL_RSS_MB:g}", met=result["rss_settled"] <= GOAL_RSS_MB,
-          detail=f"empty database: {base['rss_settled']:.1f} MB")
-    m.add("process start -> worker ready", result["ready"], "s",
-          detail=f"empty database: {base['ready']:.2f} s")
-    m.add("process start -> first due run started", result["first_run"], "s",
-          goal=f"<= {GOAL_FIRST_RUN_S:g}", met=result["first_run"] <= GOAL_FIRST_RUN_S,
-          detail=f"empty database: {base['first_run']:.2f} s; due view already built")
-    m.add("  the same, first worker on the data (due view not yet built)", cold["first_run"], "s",
-          goal=f"<= {GOAL_FIRST_RUN_S:g}", met=cold["first_run"] <= GOAL_FIRST_RUN_S,
-          detail=f"ready after {cold['ready']:.2f} s, RSS {cold['rss_settled']:.1f} MB")
+    m.add(f"start -> first due run ({total} future + {DUE} due, view never queried)", first,
+          "s", detail=f"from the spawn of `after start` (worker ready after {ready:.2f} s); all "
+                      f"{DUE} started {starts[-1] - worker.spawned_at:.2f} s after the spawn")
+    m.add("  the interpreter's start (python -c 'import after.cli, after.worker')", python,
+          "s", detail="median of 3, measured right after")
+    m.add("  first due run after start, less the interpreter's start", first - python, "s",
+          goal=f"<= {GOAL_FIRST_RUN_S:g}", met=first - python <= GOAL_FIRST_RUN_S)
+    late = lateness_ms(fresh_done)
+    m.add("  a task posted once ready, due 1 s later: lateness", late, "ms",
+          goal="<= 10", met=late <= 10.0,
+          detail="posted while the first poll may still wait for the index")
+    m.add(f"worker RSS with {total} future tasks", rss, "MB", goal=f"<= {GOAL_RSS_MB:g}",
+          met=rss <= GOAL_RSS_MB, detail="2 s after its runs")
     return m

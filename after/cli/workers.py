@@ -44,6 +44,8 @@ START_OPTIONS = {
     "heartbeat": "seconds between heartbeats (under half of --lease)",
     "grace": "on stop, seconds running jobs get to finish",
     "keep_runs": "run records kept per task",
+    "lead": "seconds ahead of its date a task's start is written, so that nothing is written "
+            "between the timer and the job (0: at its date)",
 }
 
 

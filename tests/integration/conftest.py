@@ -15,7 +15,9 @@ from after.jobs import JobRegistry
 from after.store import Store, StoreError
 from after.worker import Settings, Worker
 
-FAST = dict(horizon=60, poll=0.5, heartbeat=0.5, lease=3, grace=5, pool=4)
+# lead 0.2: tasks due 0.5 s ahead or more pass through `scheduled` (the lead window has its
+# own tests)
+FAST = dict(horizon=60, poll=0.5, heartbeat=0.5, lease=3, grace=5, pool=4, lead=0.2)
 
 
 class Harness:

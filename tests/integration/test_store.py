@@ -287,3 +287,21 @@ def test_the_server_validates_the_corpus_as_the_vdu_does(store):
             said[case["name"]] = str(exc)
         wanted[case["name"]] = case["vdu"]
     assert said == wanted
+
+
+def test_validation_cheap_path_only_for_writes_that_keep_worker_date_and_job(store):
+    """A transition that keeps ``worker``, ``date`` and ``job`` passes at once; a write that
+    changes one of them is validated in full, whoever writes it."""
+    from after.store import Forbidden
+
+    doc = {"_id": "v", "worker": "w", "date": "2026-12-01T09:00:00Z",
+           "job": {"name": "hello", "arguments": []}, "status": "waiting"}
+    store.put(doc)
+    doc.update(status="scheduled", after={"owner": "w@here:1:abc"})
+    store.put(doc)  # the cheap path
+    for change in ({"date": "tomorrow"}, {"job": {"name": "os.system"}}, {"worker": ""},
+                   {"repeat": {"ms": 10}}, {"retry": "lots"}, {"timeout": -5},
+                   {"max_delay": "soon"}):
+        with pytest.raises(Forbidden):
+            store.put({**doc, **change})
+    assert store.get("v")["_rev"] == doc["_rev"]

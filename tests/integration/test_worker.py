@@ -19,7 +19,7 @@ ON_TIME_UNDER_LOAD = 1.0  # seconds: late, but not waiting for a poll (60 s belo
 
 def test_a_task_runs_at_its_date_to_the_millisecond(harness):
     harness.start()
-    due = utcnow() + timedelta(seconds=1.25)
+    due = parse_date(format_date(utcnow() + timedelta(seconds=1.25)))  # as the task says it
     harness.put("precise", date=format_date(due))
     doc = harness.wait_status("precise", "done")
     started = parse_date(doc["after"]["last_run"]["started"])
@@ -88,6 +88,79 @@ def test_reschedule_takes_the_new_date(harness, store):
     harness.wait_status("r", "done", timeout=10)
     [record] = harness.recorded()
     assert parse_date(record["at"]) >= new_date
+
+
+# -- the lead window: a start written ahead of the due instant (a fence) ----------------------
+
+def test_a_start_is_written_ahead_within_the_lead_window_and_the_job_waits_for_its_date(
+        harness, store):
+    worker = harness.start(lead=2.0)
+    due = parse_date(format_date(utcnow() + timedelta(seconds=1.2)))  # to the millisecond
+    harness.put("early", date=format_date(due))
+    doc = harness.wait_status("early", "running")  # claimed and started in one early write
+    assert utcnow() < due
+    assert doc["after"]["owner"] == worker.id and parse_date(doc["after"]["started"]) == due
+    assert harness.recorded() == []
+    done = harness.wait_status("early", "done")
+    [record] = harness.recorded()
+    assert parse_date(record["at"]) >= due  # never before its date
+    assert parse_date(done["after"]["last_run"]["started"]) >= due
+    assert int(done["_rev"].split("-")[0]) == 3  # insert, claim+start, finish
+
+
+def test_a_task_held_beyond_the_window_is_fenced_when_it_comes_within_it(harness, store):
+    worker = harness.start(lead=1.0)
+    harness.put("later", delay=2.0)
+    harness.wait_status("later", "scheduled")
+    doc = harness.wait_status("later", "running", timeout=5)
+    assert harness.recorded() == [] and worker.held["later"].waiting_to_launch
+    assert int(doc["_rev"].split("-")[0]) == 3  # insert, claim, start (the fence)
+    harness.wait_status("later", "done")
+    assert len(harness.recorded()) == 1
+
+
+def test_cancel_inside_the_lead_window_before_the_date_never_runs_it(harness, store):
+    worker = harness.start(lead=3.0)
+    harness.put("c", delay=2.0)
+    doc = harness.wait_status("c", "running")  # the fence
+    doc["status"] = "cancel"
+    store.put(doc)
+    done = harness.wait_status("c", "canceled")
+    assert "c" not in worker.held
+    assert "started" not in done["after"] and not done["after"].get("attempt")
+    harness.past(doc["date"])  # its old date has passed: it would have run by now
+    harness.settled(worker, "c")
+    assert harness.recorded() == []
+    assert store.get("c")["status"] == "canceled"
+
+
+def test_reschedule_inside_the_lead_window_takes_the_new_date(harness, store):
+    harness.start(lead=3.0)
+    harness.put("r", delay=2.0)
+    doc = harness.wait_status("r", "running")
+    old_date = doc["date"]
+    new_date = parse_date(format_date(utcnow() + timedelta(seconds=4)))  # to the millisecond
+    doc.update(status="reschedule", date=format_date(new_date))
+    store.put(doc)
+    harness.past(old_date)
+    assert harness.recorded() == []  # not at the old date
+    harness.wait_status("r", "done", timeout=10)
+    [record] = harness.recorded()
+    assert parse_date(record["at"]) >= new_date
+
+
+def test_graceful_stop_hands_back_a_fenced_task_unrun(harness, store):
+    worker = harness.start(lead=3.0)
+    harness.put("f", delay=2.5)
+    harness.wait_status("f", "running")
+    worker.request_stop()
+    doc = harness.wait_status("f", "waiting", timeout=5)
+    assert "owner" not in doc["after"] and "started" not in doc["after"]
+    harness.wait(lambda: harness.exit_codes == [0], what="a graceful exit (0)")
+    assert harness.recorded() == []
+    harness.start(lead=3.0)  # another process runs it, once
+    harness.wait_status("f", "done")
+    assert len(harness.recorded()) == 1
 
 
 def test_waiting_again_on_a_finished_task_runs_it_again(harness, store):

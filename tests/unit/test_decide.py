@@ -205,3 +205,48 @@ def test_a_new_date_on_a_held_task_is_the_occurrence_claimed():
     [_, write] = d.decide(moved("scheduled", 30), view({"t": False}), NOW)
     assert write.doc["after"]["due"] == "2026-12-01T09:00:30.250Z"
     assert write.doc["after"]["date"] == write.doc["date"]
+
+
+# -- the lead window ----------------------------------------------------------------------------
+
+def test_a_task_due_within_the_lead_window_is_claimed_and_started_ahead_in_one_write():
+    doc = task(in_s=1.5)
+    lead = View(**{**view().__dict__, "lead_ms": 2000})
+    [drop, write] = d.decide(doc, lead, NOW)
+    assert write.kind is Kind.CLAIMSTART and write.fence and write.token
+    assert write.doc["status"] == "running" and write.doc["after"]["owner"] == ME.process
+    assert write.doc["after"]["started"] == "2026-12-01T09:00:01.750Z" and write.due > NOW
+
+
+def test_beyond_the_lead_window_a_task_is_only_claimed():
+    lead = View(**{**view().__dict__, "lead_ms": 2000})
+    assert shape(d.decide(task(in_s=2.5), lead, NOW)) == ["Drop", CLAIM]
+    assert shape(d.decide(task(in_s=1.5), view(), NOW)) == ["Drop", CLAIM]  # no window
+
+
+def test_a_due_task_is_started_now_not_fenced():
+    lead = View(**{**view().__dict__, "lead_ms": 2000})
+    [_, write] = d.decide(task(in_s=-1), lead, NOW)
+    assert write.kind is Kind.CLAIMSTART and not write.fence
+    assert write.doc["after"]["started"] == "2026-12-01T09:00:00.250Z"
+
+
+def test_a_fence_starts_the_held_occurrence_at_its_due_instant():
+    held = task("scheduled", in_s=1.0, owner=ME.process)
+    due_ms = int((NOW + timedelta(seconds=1)).timestamp() * 1000)
+    write = d.fence(held, d.rules.parse(held), due_ms, ME)
+    assert write.kind is Kind.START and write.fence and write.token
+    assert write.doc["status"] == "running" and write.doc["after"]["attempt"] == 1
+    assert write.doc["after"]["started"] == "2026-12-01T09:00:01.250Z"
+    assert write.doc["after"]["run"] == 1
+
+
+def test_unfence_undoes_a_start_in_memory():
+    held = task("scheduled", in_s=1.0, owner=ME.process)
+    fenced = d.fence(held, d.rules.parse(held), 0, ME).doc
+    back = d.rules.unfence(fenced)
+    assert back["status"] == "scheduled" and back["after"] == held["after"]
+    canceled = d.rules.unfence({**fenced, "status": "cancel"})
+    assert canceled["status"] == "cancel" and "started" not in canceled["after"]
+    assert shape(d.decide(canceled, view({"t": False}), NOW)) == [
+        "Drop", ("Write", Kind.CANCEL, "canceled")]

@@ -84,7 +84,7 @@ class Loop:
     def __init__(self, store: MemStore, tmp: Path, now: datetime):
         schema.setup(store)
         self.store, self.now, self.trace = store, now, tmp / "runs.jsonl"
-        self.worker = Worker(store, "w", JobRegistry(JOBS), Settings(horizon=60, pool=2))
+        self.worker = Worker(store, "w", JobRegistry(JOBS), Settings(horizon=60, pool=2, lead=0))
         self.worker.runner.pool = Inline()
         self.feed = store.follow(self.worker._on_change, since=store.update_seq(),
                                  selector={"worker": "w"})
