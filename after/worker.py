@@ -346,8 +346,9 @@ class Worker:
         held = self.held.get(docid)
         if held is None:
             return []
-        if kind == FENCE:
-            if held.running or rules.missed(held.spec, from_ms(held.due_ms), now):
+        if kind == FENCE:  # no fence without a free job thread: the due instant decides
+            if held.running or rules.missed(held.spec, from_ms(held.due_ms), now) \
+                    or not self._can_start():
                 return []
             write = d.fence(held.doc, held.spec, held.due_ms, self.me)
             held.running, held.token = True, write.token  # until the write lands

@@ -196,7 +196,8 @@ def test_a_write_that_keeps_failing_is_given_up_and_the_task_ends_in_error(harne
     doc = harness.wait_status("cursed", "error", timeout=20)
     assert "failed this task's update 4 times: unknown_error" in doc["after"]["error"]
     tries = FailsOneTask.tries
-    assert 4 <= tries <= 8  # a poll may have decided it again while a write waited
+    # bounded: the feed, the start scan and a poll may each have decided it once (4 each)
+    assert 4 <= tries <= 12, tries
     time.sleep(1.5)  # three polls: nothing tries it again
     assert FailsOneTask.tries == tries
     harness.wait_status("fine", "done")
