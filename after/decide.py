@@ -143,6 +143,8 @@ class View:
     lead_ms: int = 0  # the lead window: start writes go this far ahead of the due instant
 
 
+# Over 60 lines on purpose: one status after another, so that every decision about a task's
+# current version reads in one place, in the order of the state machine.
 def decide(doc: dict, view: View, now: datetime) -> list[Action]:
     """The actions that follow from the current version of a task document."""
     docid = doc.get("_id", "")
@@ -151,7 +153,7 @@ def decide(doc: dict, view: View, now: datetime) -> list[Action]:
     if doc.get("_deleted") or doc.get("worker") != view.me.name:
         return [Drop(docid)]
     status = doc.get("status")
-    info = doc.get(rules.NS) if isinstance(doc.get(rules.NS), dict) else {}
+    info = rules.info(doc)
     owner = info.get("owner")
     held = view.held.get(docid)
     if status in rules.FINISHED:
@@ -315,7 +317,7 @@ def refinish(write: Write, fresh: dict, me: Identity, now: datetime) -> list[Wri
     """Our FINISH conflicted: apply the outcome to the current version ``fresh``, unless
     another process has taken the task over (then only the run is recorded: the write comes
     back with no document). None: decide on ``fresh`` again."""
-    info = fresh.get(rules.NS) if isinstance(fresh.get(rules.NS), dict) else {}
+    info = rules.info(fresh)
     if write.takeover and fresh.get("status") != rules.RUNNING:
         return None
     if not write.takeover and info.get("owner") != me.process:

@@ -72,7 +72,7 @@ class Holding:
 
     def track(self, doc: dict) -> None:
         """Remember whether ``doc`` (a version we wrote or read) is ours to run."""
-        info = doc.get(rules.NS) if isinstance(doc.get(rules.NS), dict) else {}
+        info = rules.info(doc)
         if doc.get("status") in (rules.SCHEDULED, rules.RUNNING) \
                 and info.get("owner") == self.me:
             self.owned[doc["_id"]] = doc["status"]

@@ -21,6 +21,10 @@ same name: a held task is simply claimed, a running one is recorded as ``interru
 again (at least once).
 """
 
+# Longer than 500 lines, for now: the loop, the flush and what each event does to what this
+# process holds (the lead window's fences, job-thread reservation, a cluster's read-backs).
+# The pure decisions are in decide.py, memory in holding.py, threads in runner.py; moving
+# the cluster confirmations and the shutdown out is the next step (issue 12).
 from __future__ import annotations
 
 import logging
