@@ -127,7 +127,8 @@ def test_a_member_with_a_clock_5s_ahead_never_runs_early_nor_takes_over(cli, tas
     time.sleep(2.5)  # each has read the other's heartbeat, and sampled the server's clock
     listing = json.loads(cli.run("list", "--json").stdout)
     offsets = {e["pid"]: e["clock_offset"] for e in listing if e["name"] == "sk"}
-    assert abs(offsets[healthy.pid]) < 1.0 and 4.0 < offsets[ahead.pid] < 6.1, offsets
+    # CouchDB's Date header counts whole seconds: an estimate is good to about a second
+    assert abs(offsets[healthy.pid]) <= 1.5 and 4.0 < offsets[ahead.pid] < 6.1, offsets
     assert "is +5" in cli.run("list").stdout  # the warning
     # the test's wall clock against the monotonic one, which every process shares
     base_wall, base_mono = utcnow(), time.monotonic()

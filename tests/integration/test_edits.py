@@ -51,7 +51,7 @@ def test_a_new_date_on_a_running_task_applies_after_the_run(harness, store):
     harness.start("w")
     harness.put("moving", job="sleep", arguments=[1.5])
     doc = harness.wait_status("moving", "running")
-    new_date = utcnow() + timedelta(seconds=4)
+    new_date = parse_date(format_date(utcnow() + timedelta(seconds=4)))  # as written
     store.put({**doc, "date": format_date(new_date)})
     harness.wait(lambda: len(harness.runs("moving")) == 2, timeout=20, what="two runs")
     runs = sorted(harness.runs("moving"), key=lambda r: r["number"])
