@@ -129,6 +129,21 @@ class Rule:
             return None
         return found
 
+    def between(self, anchor: datetime, after: datetime, end: datetime,
+                most: int) -> list[datetime]:
+        """The occurrences strictly after ``after`` and at or before ``end`` (and ``until``),
+        the first ``most`` of them (ignores limit)."""
+        last = _utc(end) if self.until is None else min(_utc(end), self.until)
+        anchor, cursor = _utc(anchor), _utc(after)
+        found: list[datetime] = []
+        while len(found) < most:
+            nxt = self._first_after(anchor, cursor)
+            if nxt is None or nxt > last:
+                break
+            found.append(nxt)
+            cursor = nxt
+        return found
+
     def upcoming(self, anchor: datetime, after: datetime, count: int) -> list[datetime]:
         """The next ``count`` occurrences strictly after ``after`` (ignores limit/until)."""
         anchor, cursor = _utc(anchor), _utc(after)

@@ -45,7 +45,8 @@ from .jsonsafe import MAX_DEPTH, MAX_STRING
 from .repeat import _UNIT_HELP as UNIT_HELP
 from .repeat import ISO_DURATION_RE, MIN_INTERVAL_US, SHORTHANDS, UNITS
 from .store import Conflict, Store
-from .task import DEFINITION, MAX_RETRIES, MAX_SECONDS, RUNNABLE, STATUSES
+from .task import (CHECKED, DEFINITION, MAX_PRIORITY, MAX_RETRIES, MAX_SECONDS, OVERLAPS,
+                   RUNNABLE, STATUSES)
 
 DESIGN_ID = "_design/after"
 
@@ -121,6 +122,7 @@ function definitionProblem(doc) {
             seconds: 1000000, microseconds: 1};
   var WS = /[\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+/;
   var MAX_SECONDS = TASK_MAX_SECONDS, MAX_RETRIES = TASK_MAX_RETRIES;
+  var OVERLAPS = TASK_OVERLAPS, MAX_PRIORITY = TASK_MAX_PRIORITY;
   function has(o, k) { return Object.prototype.hasOwnProperty.call(o, k); }
   function isObject(v) { return v !== null && typeof v === 'object' && !Array.isArray(v); }
   function integral(v) { return typeof v === 'number' && isFinite(v) && Math.floor(v) === v; }
@@ -429,9 +431,29 @@ function definitionProblem(doc) {
   var squeeze = true, budget = 400;
   function rep(v) { return pyrepr(v, budget, squeeze); }
   function str(s) { return pystr(s, budget, squeeze); }
+  function overlapProblem() {  // after.task._parse
+    var v = has(doc, 'overlap') ? doc.overlap : 'skip';
+    if (OVERLAPS.indexOf(v) < 0)
+      return "overlap: must be 'skip', 'buffer_one' or 'allow', not " + show(v);
+    var retry = doc.retry;
+    if (v === 'allow' && retry !== null && retry !== undefined
+        && (typeof retry === 'number' ? retry !== 0
+            : !has(retry, 'limit') || retry.limit !== 0))
+      return "overlap: 'allow' runs each occurrence once, alongside the others: it takes no "
+        + 'retry';
+    return null;
+  }
+  function priorityProblem() {
+    var v = has(doc, 'priority') ? doc.priority : 0;
+    if (!pyint(v))
+      return 'priority: must be an integer (higher first), not ' + show(v);
+    if (!(v >= -MAX_PRIORITY && v <= MAX_PRIORITY))
+      return 'priority: from -' + MAX_PRIORITY + ' to ' + MAX_PRIORITY + ', not ' + show(v);
+    return null;
+  }
   function first() {
     return repeatProblem(doc.repeat) || retryProblem(doc.retry) || secondsProblem('timeout')
-      || secondsProblem('max_delay');
+      || secondsProblem('max_delay') || overlapProblem() || priorityProblem();
   }
   var wrong = first();
   if (!wrong) return null;
@@ -448,6 +470,8 @@ for _name, _value in (
         ("REPEAT_UNIT_HELP", json.dumps(UNIT_HELP)),
         ("TASK_MAX_SECONDS", str(MAX_SECONDS)),
         ("TASK_MAX_RETRIES", str(MAX_RETRIES)),
+        ("TASK_OVERLAPS", json.dumps(list(OVERLAPS))),
+        ("TASK_MAX_PRIORITY", str(MAX_PRIORITY)),
         ("MIN_US", str(MIN_INTERVAL_US)),
         ("ISO_DATE_RE", ISO_DATE_RE.pattern),
         ("ISO_DURATION_RE", DURATION_JS)):
@@ -460,13 +484,13 @@ VALIDATE = (
     + JS_DEFINITION
     + r"""
   if (newDoc._deleted || newDoc._id.indexOf('_design/') === 0) return;
-  var RUNNABLE = TASK_RUNNABLE;
+  var RUNNABLE = TASK_RUNNABLE, CHECKED = TASK_CHECKED;
   var KNOWN = TASK_STATUSES;
   function refuse(message) { throw({forbidden: message}); }
   var status = newDoc.status;
   if (status !== undefined && KNOWN.indexOf(status) < 0)
     refuse('status: ' + JSON.stringify(status) + ' is not one of ' + KNOWN.join(', '));
-  if (status !== undefined && RUNNABLE.indexOf(status) < 0) return;
+  if (status !== undefined && CHECKED.indexOf(status) < 0) return;
   // The cheap path: a transition (the worker's, mostly) that keeps what was validated when
   // the task was written (its whole definition: worker, date, job, repeat, retry, timeout,
   // max_delay) needs no second look.
@@ -518,6 +542,7 @@ VALIDATE = (
 
 # The statuses and the job-name grammar come from after.task and after.jobs: one source.
 VALIDATE = (VALIDATE.replace("TASK_RUNNABLE", json.dumps(list(RUNNABLE)))
+            .replace("TASK_CHECKED", json.dumps(list(CHECKED)))
             .replace("TASK_DEFINITION", json.dumps(list(DEFINITION)))
             .replace("TASK_STATUSES", json.dumps(list(STATUSES)))
             .replace("JOB_NAME", JOB_NAME.pattern))

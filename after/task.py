@@ -46,13 +46,32 @@ NS = "after"
 WAITING, SCHEDULED, RUNNING = "waiting", "scheduled", "running"
 DONE, ERROR, CANCELED = "done", "error", "canceled"
 CANCEL, RESCHEDULE = "cancel", "reschedule"
+#: The user's: the worker drops the task and writes nothing (a run going finishes and is
+#: recorded; the task stays paused); ``waiting`` resumes it (see :func:`resume`).
+PAUSED = "paused"
 
 RUNNABLE = (WAITING, SCHEDULED, RUNNING, RESCHEDULE)
 FINISHED = (DONE, ERROR, CANCELED)
-STATUSES = RUNNABLE + (CANCEL,) + FINISHED
+STATUSES = RUNNABLE + (CANCEL,) + FINISHED + (PAUSED,)
+#: The statuses whose definition the validate_doc_update checks in full: a paused task is
+#: one meant to run again.
+CHECKED = RUNNABLE + (PAUSED,)
 
-# Run outcomes, as recorded in run records and ``last_run``.
+# Run outcomes, as recorded in run records and ``last_run``. ``skipped``: an occurrence of a
+# repeating task that fell due while a run of it was going (``overlap``), not run.
 OK, FAILED, TIMEOUT, MISSED, INTERRUPTED = "done", "error", "timeout", "missed", "interrupted"
+SKIPPED = "skipped"
+#: ``overlap``: what happens to the occurrences of a repeating task that fall due while a run
+#: of it is going: recorded ``skipped`` (``skip``), the latest of them run right after and
+#: the others skipped (``buffer_one``), or each run as it falls due, alongside (``allow``).
+SKIP, BUFFER_ONE, ALLOW = "skip", "buffer_one", "allow"
+OVERLAPS = (SKIP, BUFFER_ONE, ALLOW)
+#: Most ``skipped`` run records written for one run (the ``after.skipped`` count has them all
+#: up to :data:`MAX_SKIPPED_COUNT`): a task every second whose run hung for a day writes 100.
+MAX_SKIPPED = 100
+MAX_SKIPPED_COUNT = 10000
+#: ``priority``: an integer in this range, 0 by default; higher first.
+MAX_PRIORITY = 1000000
 #: A run cut short by the death of its process is run again (no task is lost), but an
 #: occurrence interrupted this many times in a row ends ``error``: its job most likely ends
 #: the process that runs it (``os._exit``, a crash in C code), and running it again would take
@@ -78,14 +97,15 @@ RESET = HOLD + ("error", "canceled", "retry_at")
 #: now, ``reschedule`` to a date, ``cancel``, ``rerun`` a failed task. A ``cancel`` request
 #: waits for its worker.
 ACTIONS = {
-    WAITING: ("run", "reschedule", "cancel"),
-    SCHEDULED: ("run", "reschedule", "cancel"),
-    RUNNING: ("reschedule", "cancel"),
-    RESCHEDULE: ("reschedule", "cancel"),
+    WAITING: ("run", "reschedule", "pause", "cancel"),
+    SCHEDULED: ("run", "reschedule", "pause", "cancel"),
+    RUNNING: ("reschedule", "pause", "cancel"),
+    RESCHEDULE: ("reschedule", "pause", "cancel"),
     ERROR: ("rerun", "reschedule"),
     DONE: ("run", "reschedule"),
     CANCELED: ("run", "reschedule"),
     CANCEL: (),
+    PAUSED: ("resume", "cancel"),
 }
 
 
@@ -136,6 +156,8 @@ class Spec:
     retry: Retry = field(default_factory=Retry)
     timeout: float | None = None
     max_delay: float | None = None
+    overlap: str = SKIP
+    priority: int = 0
 
 
 def _number(doc: dict, name: str) -> float | None:
@@ -250,6 +272,20 @@ def _parse(doc: dict) -> Spec:
         message = str(exc)
         raise TaskError(message if message.startswith("repeat") else f"repeat: {message}") \
             from None
+    retry = parse_retry(doc.get("retry"))
+    timeout, max_delay = _number(doc, "timeout"), _number(doc, "max_delay")
+    overlap = doc.get("overlap", SKIP)
+    if overlap not in OVERLAPS:
+        raise TaskError(f"overlap: must be 'skip', 'buffer_one' or 'allow', not {_show(overlap)}")
+    if overlap == ALLOW and retry.limit:
+        raise TaskError("overlap: 'allow' runs each occurrence once, alongside the others: it "
+                        "takes no retry")
+    priority = doc.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TaskError(f"priority: must be an integer (higher first), not {_show(priority)}")
+    if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
+        raise TaskError(f"priority: from -{MAX_PRIORITY} to {MAX_PRIORITY}, not "
+                        f"{_show(priority)}")
     return Spec(
         id=doc["_id"],
         worker=worker,
@@ -257,10 +293,21 @@ def _parse(doc: dict) -> Spec:
         job=name,
         arguments=arguments,
         repeat=repeat,
-        retry=parse_retry(doc.get("retry")),
-        timeout=_number(doc, "timeout"),
-        max_delay=_number(doc, "max_delay"),
+        retry=retry,
+        timeout=timeout,
+        max_delay=max_delay,
+        overlap=overlap,
+        priority=priority,
     )
+
+
+def priority_of(doc: dict) -> int:
+    """A document's ``priority`` as the worker orders by it: 0 when missing or not valid."""
+    value = doc.get("priority", 0)
+    if isinstance(value, bool) or not isinstance(value, int) \
+            or not -MAX_PRIORITY <= value <= MAX_PRIORITY:
+        return 0
+    return value
 
 
 def info(doc: dict) -> dict:
@@ -401,7 +448,8 @@ def _drop(info: dict, keys: tuple[str, ...]) -> None:
 # -- the user's transitions: each returns the document to write, or raises StateError ----------
 
 #: The top-level fields of a task's definition; ``Client.schedule`` owns them.
-DEFINITION = ("worker", "date", "job", "repeat", "retry", "timeout", "max_delay")
+DEFINITION = ("worker", "date", "job", "repeat", "retry", "timeout", "max_delay", "overlap",
+              "priority")
 
 
 def held(doc: dict) -> bool:
@@ -409,7 +457,14 @@ def held(doc: dict) -> bool:
     so the user writes a request (``cancel``, ``reschedule``) instead of the result."""
     status = doc.get("status")
     return status in (SCHEDULED, RUNNING) or (
-        status in (RESCHEDULE, CANCEL) and bool(info(doc).get("owner")))
+        status in (RESCHEDULE, CANCEL) and bool(info(doc).get("owner"))) or (
+        status == PAUSED and running(doc))
+
+
+def running(doc: dict) -> bool:
+    """A run of the task is going somewhere (its start is written, its end is not)."""
+    ns = info(doc)
+    return bool(ns.get("started")) and bool(ns.get("owner"))
 
 
 def request_cancel(doc: dict, now: datetime) -> dict | None:
@@ -444,6 +499,70 @@ def request_reschedule(doc: dict, date: datetime, *, any_status: bool = False) -
         _release(new, ns)
         ns.pop("next_run", None)
     return _with_info(new, doc, ns)
+
+
+def request_pause(doc: dict, now: datetime) -> dict | None:
+    """Pause: ``paused``, stamped ``after.paused`` (so that a plain ``waiting`` written later
+    resumes it, :func:`resume`). A process holding it lets it go; a run going finishes and
+    is recorded, and the task stays paused. None when already paused; StateError when the
+    task is finished or being canceled."""
+    status = doc.get("status")
+    if status in FINISHED or status == CANCEL:
+        raise StateError(f"task {doc.get('_id')} is {status}: there is nothing to pause")
+    if status == PAUSED:
+        return None
+    new, ns = _copy(doc)
+    new["status"] = PAUSED
+    ns["paused"] = format_date(now)
+    if not running(doc):
+        _drop(ns, HOLD + ("retry_at",))
+    return new
+
+
+def request_resume(doc: dict, now: datetime) -> dict | None:
+    """Resume a paused task (:func:`resume`); a run still going keeps going (``running``
+    again, as if never paused). None when it is not paused and not stamped; StateError when
+    it is finished."""
+    status = doc.get("status")
+    if status in FINISHED or status == CANCEL:
+        raise StateError(f"task {doc.get('_id')} is {status}: there is nothing to resume")
+    if status != PAUSED and "paused" not in info(doc):
+        return None
+    if running(doc):
+        new, ns = _copy(doc)
+        new["status"] = RUNNING
+        ns.pop("paused", None)
+        return new
+    return resume(doc, parse(doc), now)
+
+
+def resume(doc: dict, spec: Spec, now: datetime) -> dict:
+    """A paused task, ``waiting`` again from its next occurrence after ``now``: the
+    occurrences that fell during the pause are not run, nor counted. A task whose date is
+    still ahead keeps it. A one-off task whose date passed runs at once (subject to
+    ``max_delay``): skipping it would lose it. A repeating task with no occurrence left
+    (``until`` passed, ``limit`` reached) ends ``done``."""
+    new, ns = _copy(doc)
+    ns.pop("paused", None)
+    _release(new, ns)
+    ns.pop("started", None)
+    ns.pop("run", None)
+    if spec.repeat is None or spec.date > now:
+        ns["next_run"] = format_date(spec.date)
+        return new
+    anchor = instant(ns.get("anchor")) or spec.date
+    try:
+        following = spec.repeat.next_date(anchor, spec.date, now,
+                                          counter(ns, "occurrences"))
+    except OverflowError:
+        following = None
+    if following is None:
+        new["status"] = DONE
+        _drop(ns, ("next_run", "anchor", "occurrences"))
+        return new
+    ns["anchor"] = format_date(anchor)
+    new["date"] = ns["next_run"] = format_date(following)
+    return new
 
 
 def redefine(current: dict, wanted: dict, *, date_given: bool) -> dict | None:
@@ -536,6 +655,14 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
     A task the user asked to ``cancel`` meanwhile ends ``canceled``; a ``reschedule``
     written meanwhile is honoured (its ``date`` is kept and it is ``waiting`` again).
     """
+    if doc.get("status") == PAUSED:
+        # paused while it ran: the run is recorded, the task stays paused (its next date, if
+        # any, computed as usual: a resume starts from the next occurrence after now anyway)
+        after = finish({**doc, "status": RUNNING}, spec, outcome, now, rand)
+        if after["status"] in (WAITING, SCHEDULED):
+            after["status"] = PAUSED
+            _drop(after[NS], HOLD + ("retry_at",))
+        return after
     new, info = _copy(doc)
     attempt = counter(info, "attempt") or 1
     if outcome.outcome != MISSED:
@@ -605,11 +732,14 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
             anchor = parse_date(info.get("anchor"), "after.anchor")
         except DateError:  # missing, or not a date (a user may write anything there)
             anchor = spec.date
+        skipped, buffered = overlapped(doc, spec, outcome)
         info["anchor"] = format_date(anchor)
         runs = counter(info, "occurrences") + 1
         info["occurrences"] = runs
+        if skipped:
+            info["skipped"] = counter(info, "skipped") + len(skipped)
         try:
-            next_date = spec.repeat.next_date(anchor, spec.date, now, runs)
+            next_date = buffered or spec.repeat.next_date(anchor, spec.date, now, runs)
         except OverflowError:  # the next occurrence would be past year 9999: none
             next_date = None
     if next_date is not None:
@@ -627,3 +757,24 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
         new["status"] = ERROR
         info["error"] = outcome.error or outcome.outcome
     return new
+
+
+def overlapped(doc: dict, spec: Spec | None, outcome: Outcome) -> tuple[list[datetime],
+                                                                        datetime | None]:
+    """The occurrences of a repeating task that fell due while this run of ``doc`` went
+    (after its date and its start, up to its end; at most :data:`MAX_SKIPPED`): those
+    recorded ``skipped``, and the one run right after (``buffer_one``: the latest, when
+    ``limit`` leaves room), or None. Nothing for ``allow`` (each ran alongside), a missed
+    or interrupted run, or a run that will be retried."""
+    if spec is None or spec.repeat is None or spec.overlap == ALLOW \
+            or outcome.outcome in (MISSED, INTERRUPTED):
+        return [], None
+    ns = info(doc)
+    anchor = instant(ns.get("anchor")) or spec.date
+    fell = spec.repeat.between(anchor, max(spec.date, outcome.started), outcome.ended,
+                               MAX_SKIPPED + 1)
+    limit = spec.repeat.limit
+    if spec.overlap == BUFFER_ONE and fell and (
+            limit is None or counter(ns, "occurrences") + 1 < limit):
+        return fell[:-1][:MAX_SKIPPED], fell[-1]
+    return fell[:MAX_SKIPPED], None

@@ -2,7 +2,7 @@
 // time is always passed in (`now`, epoch milliseconds).
 
 export const STATUSES = ['waiting', 'scheduled', 'running', 'reschedule', 'cancel',
-  'done', 'error', 'canceled'];
+  'done', 'error', 'canceled', 'paused'];
 export const HELD = ['scheduled', 'running'];
 export const RUNNABLE = ['waiting', 'scheduled', 'running', 'reschedule'];
 export const FAILED_OUTCOMES = ['error', 'timeout', 'interrupted', 'missed'];
@@ -122,8 +122,8 @@ export function selector(filters) {
   return s;
 }
 
-const ORDER = { running: 0, scheduled: 1, reschedule: 2, cancel: 3, waiting: 4, error: 5,
-  done: 6, canceled: 7 };
+const ORDER = { running: 0, scheduled: 1, reschedule: 2, cancel: 3, waiting: 4, paused: 5,
+  error: 6, done: 7, canceled: 8 };
 
 // Active first, then by when they are due (soonest first).
 export function sortTasks(docs) {
@@ -139,14 +139,15 @@ export function sortTasks(docs) {
 // What the page offers for each status; the same table as after.task.ACTIONS (both are
 // tested against tests/cases/dashboard.json).
 export const ACTIONS = {
-  waiting: ['run', 'reschedule', 'cancel'],
-  scheduled: ['run', 'reschedule', 'cancel'],
-  running: ['reschedule', 'cancel'],
-  reschedule: ['reschedule', 'cancel'],
+  waiting: ['run', 'reschedule', 'pause', 'cancel'],
+  scheduled: ['run', 'reschedule', 'pause', 'cancel'],
+  running: ['reschedule', 'pause', 'cancel'],
+  reschedule: ['reschedule', 'pause', 'cancel'],
   error: ['rerun', 'reschedule'],
   done: ['run', 'reschedule'],
   canceled: ['run', 'reschedule'],
   cancel: [], // the worker has yet to apply it
+  paused: ['resume', 'cancel'],
 };
 
 export function actionsFor(doc) {
@@ -154,7 +155,7 @@ export function actionsFor(doc) {
 }
 
 export const ACTION_LABELS = { run: 'Run now', reschedule: 'Reschedule…', cancel: 'Cancel',
-  rerun: 'Re-run' };
+  rerun: 'Re-run', pause: 'Pause', resume: 'Resume' };
 
 // -- runs ----------------------------------------------------------------------------------
 
@@ -185,6 +186,16 @@ export function sortRuns(runs) {
 
 export function isWorker(doc) {
   return !!doc && !doc._deleted && doc.type === 'worker';
+}
+
+// A worker name paused by `after pause NAME` (its document in <db>_workers, after.pausing).
+export function isPause(doc) {
+  return !!doc && !doc._deleted && doc.type === 'pause' && typeof doc.name === 'string';
+}
+
+// The names paused, sorted, from the documents of <db>_workers.
+export function pausedNames(docs) {
+  return docs.filter(isPause).map((doc) => doc.name).sort();
 }
 
 export function workerState(doc, now) {

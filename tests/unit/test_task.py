@@ -126,7 +126,7 @@ def test_parse_accepts_every_status(status):
 # --- parse: bad input, exact messages -------------------------------------------------------
 
 WORKER_REQUIRED = "worker: required (the name of the worker that runs the task)"
-STATUS_LIST = "waiting, scheduled, running, reschedule, cancel, done, error, canceled"
+STATUS_LIST = "waiting, scheduled, running, reschedule, cancel, done, error, canceled, paused"
 
 
 @pytest.mark.parametrize(
@@ -153,7 +153,7 @@ STATUS_LIST = "waiting, scheduled, running, reschedule, cancel, done, error, can
         ({"job": {"name": 3}}, "job.name: required"),
         ({"job": {"name": "x", "arguments": "a b"}}, "job.arguments: must be a list or an object"),
         ({"job": {"name": "x", "arguments": 1}}, "job.arguments: must be a list or an object"),
-        ({"status": "paused"}, f"status: 'paused' is not one of {STATUS_LIST}"),
+        ({"status": "pausing"}, f"status: 'pausing' is not one of {STATUS_LIST}"),
         ({"status": ...}, f"status: None is not one of {STATUS_LIST}"),
         ({"status": "Waiting"}, f"status: 'Waiting' is not one of {STATUS_LIST}"),
         (
