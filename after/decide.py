@@ -38,6 +38,7 @@ class Kind(Enum):
     CANCEL = "cancel"  # the user's cancel, applied
     HANDBACK = "handback"  # held -> waiting again (a graceful stop)
     PARK = "park"  # a reschedule beyond the horizon -> waiting
+    RESUME = "resume"  # a paused task the user set waiting -> from its next occurrence
     RESOLVE = "resolve"  # delete a losing revision
 
 
@@ -50,6 +51,7 @@ class Write:
     spec: rules.Spec | None = None
     outcome: rules.Outcome | None = None
     run: dict | None = None
+    skipped: list[dict] | None = None  # run records of occurrences skipped (``overlap``)
     token: str | None = None  # the run a START or CLAIMSTART begins
     due: datetime | None = None  # the occurrence a CLAIMSTART runs
     takeover: bool = False  # a FINISH of another (dead) process's run
@@ -141,6 +143,7 @@ class View:
     # already due is claimed and held, and started when a thread is free
     can_start: Callable[[], bool] = lambda: True
     lead_ms: int = 0  # the lead window: start writes go this far ahead of the due instant
+    paused: bool = False  # the worker name is paused (after pause NAME): claim nothing
 
 
 # Over 60 lines on purpose: one status after another, so that every decision about a task's
@@ -158,8 +161,8 @@ def decide(doc: dict, view: View, now: datetime) -> list[Action]:
     held = view.held.get(docid)
     if status in rules.FINISHED:
         return [Drop(docid)]
-    if status in (rules.CANCEL, rules.RESCHEDULE, rules.WAITING) and info.get("started") \
-            and owner:
+    if status in (rules.CANCEL, rules.RESCHEDULE, rules.WAITING, rules.PAUSED) \
+            and info.get("started") and owner:
         # It is running somewhere: the process running it applies this when it finishes
         # (``waiting`` then means: run it again, at its date, after this run).
         life = Liveness.ALIVE if owner == view.me.process else view.liveness(owner)
@@ -169,6 +172,8 @@ def decide(doc: dict, view: View, now: datetime) -> list[Action]:
             return [Keep(doc)] if held is not None else []
     if status == rules.CANCEL:
         return [Drop(docid), Write(Kind.CANCEL, rules.cancel(doc, now))]
+    if status == rules.PAUSED:  # a process holding it lets it go, and writes nothing
+        return [Drop(docid)]
     try:
         spec = rules.parse(doc)
         view.check_job(spec.job)
@@ -176,6 +181,10 @@ def decide(doc: dict, view: View, now: datetime) -> list[Action]:
         message = redact_text(str(exc))
         log.warning("task %s cannot run: %s", docid, message)
         return [Drop(docid), Write(Kind.ERROR, rules.mark_error(doc, message, now))]
+    if status == rules.WAITING and "paused" in info:  # resumed by a plain write
+        return [Drop(docid), Write(Kind.RESUME, rules.resume(doc, spec, now))]
+    if view.paused and not (owner == view.me.process and status == rules.RUNNING):
+        return paused_name(doc, owner, held, view)
     if status in (rules.WAITING, rules.RESCHEDULE):
         if to_ms(spec.date) <= to_ms(now) + view.horizon_ms:
             return [Drop(docid), *claim_or_defer(doc, spec, spec.date, view, now)]
@@ -208,6 +217,16 @@ def decide(doc: dict, view: View, now: datetime) -> list[Action]:
         log.info("taking over %s from %s (lease expired)", docid, owner)
         return [Drop(docid), *claim_or_defer(doc, spec, due, view, now)]
     return [Drop(docid), take_over(doc, spec, owner, info, view.me, now)]
+
+
+def paused_name(doc: dict, owner: str | None, held: bool | None, view: View) -> list[Action]:
+    """The worker name is paused: claim nothing, start nothing; a task this process holds
+    (not running) is handed back, ``waiting``, for when the name resumes."""
+    docid = doc["_id"]
+    if owner == view.me.process and doc.get("status") in (rules.SCHEDULED, rules.RESCHEDULE) \
+            and held is not True:
+        return [Drop(docid), Write(Kind.HANDBACK, rules.hand_back(doc))]
+    return [Drop(docid)]
 
 
 def take_over(doc: dict, spec: rules.Spec, owner: str | None, info: dict, me: Identity,
@@ -307,10 +326,43 @@ def fire(doc: dict, spec: rules.Spec, due_ms: int, me: Identity, now: datetime) 
 
 def end(doc: dict, spec: rules.Spec, outcome: rules.Outcome, me: Identity, now: datetime, *,
         trace: str | None = None, response: dict | None = None) -> Write:
-    """A run of ours ended (or timed out): its transition and its run record."""
-    return Write(Kind.FINISH, rules.finish(doc, spec, outcome, now), outcome=outcome,
+    """A run of ours ended (or timed out): its transition, its run record, and one
+    ``skipped`` record for each occurrence that fell due while it went (``overlap``)."""
+    finished = rules.finish(doc, spec, outcome, now)
+    return Write(Kind.FINISH, finished, outcome=outcome,
                  run=run_record(doc, spec, outcome, me, trace=trace, response=response),
-                 spec=spec)
+                 spec=spec, skipped=skipped_records(doc, finished, spec, outcome, me))
+
+
+def skipped_records(doc: dict, finished: dict, spec: rules.Spec, outcome: rules.Outcome,
+                    me: Identity) -> list[dict]:
+    """The ``skipped`` run records of the occurrences :func:`after.task.overlapped` found,
+    when ``finished`` counted them (not when the run is retried, or the user's word won)."""
+    counted = rules.counter(rules.info(finished), "skipped") - rules.counter(
+        rules.info(doc), "skipped")
+    if counted <= 0:
+        return []
+    skipped, _buffered = rules.overlapped(doc, spec, outcome)
+    info = rules.meta(dict(doc))
+    number = rules.counter(info, "run") or rules.counter(info, "runs") + 1
+    return [{
+        "_id": f"{doc['_id']}#{number:08d}#s{to_ms(when)}",
+        "type": "run",
+        "task": doc["_id"],
+        "number": number,
+        "worker": me.name,
+        "process": me.process,
+        "host": me.host,
+        "pid": me.pid,
+        "job": spec.job,
+        "scheduled": format_date(when),
+        "started": format_date(when),
+        "ended": format_date(when),
+        "duration_ms": 0,
+        "outcome": rules.SKIPPED,
+        "error": {"message": f"skipped: run {number} of this task was still going "
+                             f"(overlap {spec.overlap})"},
+    } for when in skipped[:counted]]
 
 
 def refinish(write: Write, fresh: dict, me: Identity, now: datetime) -> list[Write] | None:

@@ -107,6 +107,21 @@ class Holding:
         if self.deferred.pop(docid, None) is not None:
             self.timer.remove((CLAIM, docid))
 
+    def let_go(self) -> list[d.Write]:
+        """The worker name was paused: forget what is deferred, and hand back, ``waiting``,
+        every task held on the timer (a fenced start whose job has not begun is undone);
+        runs going carry on."""
+        for docid in list(self.deferred):
+            self.drop(docid)
+        writes = []
+        for docid, held in list(self.held.items()):
+            if held.running and not held.waiting_to_launch:
+                continue
+            doc = rules.unfence(held.doc) if held.waiting_to_launch else held.doc
+            self.forget(docid)
+            writes.append(d.Write(d.Kind.HANDBACK, rules.hand_back(doc)))
+        return writes
+
     def check(self, active: set[str], writing: set[str]) -> list[tuple[str, str, str]]:
         """The self-check (:func:`after.selfcheck.stuck`): forget what it finds, so that it
         is decided again from the database; returns it."""

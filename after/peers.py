@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from . import pausing
 from .clock import WARN_OFFSET, Offset, date_header
 from .config import workers_db
 from .dates import format_date, parse_date, to_ms
@@ -72,6 +73,7 @@ class Peers:
         self.dead: dict[str, float] = {}
         self.unreadable: dict[str, float] = {}  # owners whose heartbeat could not be read
         self.rev: str | None = None
+        self.paused = False  # the name is paused (its document, after.pausing), as last read
         self.warned_offset = False
         self._asks: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -186,7 +188,10 @@ class Peers:
             return []
         at = self.mono()
         newly, stale, present = [], [], set()
+        self.paused = any(pausing.is_pause(doc, self.name) for doc in docs)
         for doc in docs:
+            if doc.get("type") != "worker":  # the name's pause document
+                continue
             present.add(doc["_id"])
             if self.observe(doc, doc["_id"], at):
                 newly.append(doc["_id"])
@@ -272,11 +277,14 @@ class Peers:
                 continue
             if now >= next_beat:
                 next_beat = now + every
+                was = self.paused
                 try:
                     for owner in self.beat(status()):
                         post(("dead", owner))
                 except Exception:  # the lease must not die of a bug
                     log.exception("unexpected error writing the heartbeat")
+                if self.paused != was:
+                    post(("paused", self.paused))
                 continue
             try:
                 owner = self._asks.get(timeout=max(0.0, min(next_beat, next_sample) - now))

@@ -45,8 +45,16 @@ from .jsonsafe import MAX_DEPTH, MAX_STRING
 from .repeat import _UNIT_HELP as UNIT_HELP
 from .repeat import ISO_DURATION_RE, MIN_INTERVAL_US, SHORTHANDS, UNITS
 from .store import Conflict, Store
-from .task import (CHECKED, DEFINITION, MAX_PRIORITY, MAX_RETRIES, MAX_SECONDS, OVERLAPS,
-                   RUNNABLE, STATUSES)
+from .task import (
+    CHECKED,
+    DEFINITION,
+    MAX_PRIORITY,
+    MAX_RETRIES,
+    MAX_SECONDS,
+    OVERLAPS,
+    RUNNABLE,
+    STATUSES,
+)
 
 DESIGN_ID = "_design/after"
 

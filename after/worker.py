@@ -33,6 +33,7 @@ import threading
 from datetime import datetime
 
 from . import decide as d
+from . import priorities
 from . import task as rules
 from .config import Settings, runs_db
 from .dates import from_ms, to_ms
@@ -106,7 +107,7 @@ class Worker:
     def status(self) -> dict:
         held, running = self.load()
         return {"held": held, "running": running, "counts": dict(self.counts),
-                "stopping": self.stop_requested.is_set()}
+                "stopping": self.stop_requested.is_set(), "paused": self.peers.paused}
 
     def _idle(self) -> bool:
         """Nothing to decide, write or wait for (read from the poller's thread)."""
@@ -193,8 +194,9 @@ class Worker:
             wait = max(0.0, min(wake - self.peers.now().timestamp(), 1.0))
             wait = min(wait, 0.2) if self.writer.pending else wait
         events = self._drain(wait)
-        # Timers first: a fenced run starts as its timer fires, before this turn's writes.
-        events.sort(key=lambda event: event[0] != "fire")
+        # Timers first: a fenced run starts as its timer fires, before this turn's writes;
+        # then the tasks to decide, higher priority and earlier date first (claimed first).
+        events.sort(key=priorities.event_order)
         now = now or self.peers.now()  # the one clock read of the turn
         self._count_busy()
         writes: list[Write] = []
@@ -240,6 +242,14 @@ class Worker:
         if kind == "dead":  # a peer's lease ran out: find its tasks now, not at the next poll
             self.poll_now.set()
             return []
+        if kind == "paused":  # the name was paused or resumed (after.pausing)
+            log.warning("worker %s %s", self.name, "paused: claiming nothing" if value
+                        else "resumed")
+            self.poll_now.set()
+            if not value:
+                return []
+            self.slot_wait.clear()
+            return self.mem.let_go()
         if kind == "deleted":
             self.mem.apply([d.Drop(value)], now)
         elif kind == "feed":
@@ -282,7 +292,8 @@ class Worker:
         return d.View(me=self.me, horizon_ms=int(self.settings.horizon * 1000),
                       held={k: h.running for k, h in self.held.items()},
                       liveness=self.peers.liveness, preferred=self.peers.preferred,
-                      check_job=self._job, can_start=self._can_start, lead_ms=self.lead_ms)
+                      check_job=self._job, can_start=self._can_start, lead_ms=self.lead_ms,
+                      paused=self.peers.paused)
 
     # -- job threads: start only what the pool can start now ----------------------------------
 
@@ -305,7 +316,7 @@ class Worker:
         writes: list[Write] = []
         self._count_busy()
         while self.slot_wait and self.busy + self.reserved < self.settings.pool:
-            docid = next(iter(self.slot_wait))
+            docid = priorities.first(self.slot_wait, self.held)
             del self.slot_wait[docid]
             writes.extend(self.on_fire((RUN, docid), now))
         return writes
@@ -343,7 +354,7 @@ class Worker:
             entry = self.deferred.pop(docid, None)
             if entry is None or self.seen.get(docid, 0) > rules.rev_number(entry.doc["_rev"]):
                 return []  # it changed meanwhile (claimed elsewhere, most likely)
-            if self.cluster and not self._still_unclaimed(entry.doc):
+            if self.peers.paused or self.cluster and not self._still_unclaimed(entry.doc):
                 return []
             return [d.claim(entry.doc, entry.spec, entry.due, self.id, now, self.lead_ms,
                             self._can_start)]
@@ -366,7 +377,7 @@ class Worker:
                     return []
             self._launch(held, now)
             return []
-        if held.running:
+        if held.running or self.peers.paused:
             return []
         if self.busy + self.reserved >= self.settings.pool:
             self.slot_wait[docid] = None  # stays scheduled; started when a thread is free
@@ -471,8 +482,8 @@ class Worker:
                 return
             self._launch(held, now)
         elif write.kind is Kind.FINISH:
-            if write.run is not None:
-                self.recorder.record(write.run)
+            for run in ([write.run] if write.run is not None else []) + (write.skipped or []):
+                self.recorder.record(run)
             if write.outcome is not None:
                 self._count(write.outcome, write.spec.job if write.spec else None)
             if self.held.pop(docid, None) is not None:
@@ -485,6 +496,8 @@ class Worker:
                 self.inbox.put(("recheck", doc))
         elif write.kind is Kind.HANDBACK:
             self.held.pop(docid, None)
+        elif write.kind is Kind.RESUME:
+            self.inbox.put(("recheck", doc))  # claimed now if its next occurrence is near
 
     def _confirmed(self, doc: dict) -> bool:
         """A 202 (no quorum on a cluster): read every leaf of the task back before running

@@ -1,0 +1,76 @@
+"""A whole worker name paused (``after pause NAME``, ``after resume NAME``).
+
+The pause is one document in ``<db>_workers``, ``NAME@paused``, beside the heartbeats of the
+name's processes (``NAME@host:pid:token``): each process reads it with its heartbeats, every
+``--heartbeat`` second (:meth:`after.peers.Peers.refresh`), so a pause or a resume takes
+effect within about a second on every running process, on every machine, and holds across
+restarts (a process that starts while its name is paused claims nothing). Resuming deletes
+the document.
+
+While its name is paused, a process claims nothing and starts nothing (:func:`after.decide.
+paused_name`); the tasks it held on its timer are handed back, ``waiting``, and the runs going
+finish and are recorded. On resume, the tasks are claimed as after a worker restart: a task
+whose date passed meanwhile runs once (subject to ``max_delay``), not once per missed period.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from .dates import format_date
+from .store import Conflict, NotFound, Store
+
+PAUSE = "pause"  # the document's type
+SUFFIX = "@paused"
+
+
+def pause_id(name: str) -> str:
+    return f"{name}{SUFFIX}"
+
+
+def is_pause(doc: dict | None, name: str | None = None) -> bool:
+    """``doc`` is the pause document of a name (of ``name``, when given)."""
+    if not isinstance(doc, dict) or doc.get("_deleted") or doc.get("type") != PAUSE:
+        return False
+    who = doc.get("name")
+    return isinstance(who, str) and doc.get("_id") == pause_id(who) and (
+        name is None or who == name)
+
+
+def pause(store: Store, db: str, name: str, now: datetime, by: str | None = None) -> dict:
+    """Pause ``name``; returns its pause document (the one there already, if paused)."""
+    doc = {"_id": pause_id(name), "type": PAUSE, "name": name, "since": format_date(now)}
+    if by:
+        doc["by"] = by
+    try:
+        store.put(doc, db=db)
+        return doc
+    except Conflict:
+        current = store.get_or_none(pause_id(name), db=db)
+        if is_pause(current, name):
+            return current
+        raise
+
+
+def resume(store: Store, db: str, name: str, attempts: int = 5) -> bool:
+    """Resume ``name``; False when it was not paused."""
+    for _ in range(attempts):
+        current = store.get_or_none(pause_id(name), db=db)
+        if current is None:
+            return False
+        try:
+            store.delete(current["_id"], current["_rev"], db=db)
+            return True
+        except (Conflict, NotFound):
+            continue
+    raise Conflict(f"{pause_id(name)}: changed {attempts} times while being removed")
+
+
+def paused(store: Store, db: str) -> dict[str, dict]:
+    """The names paused: name -> its pause document (empty when the registry does not
+    exist yet)."""
+    try:
+        docs = store.prefixed("", db=db)
+    except NotFound:
+        return {}
+    return {doc["name"]: doc for doc in docs if is_pause(doc)}

@@ -1,0 +1,48 @@
+"""``priority``: when more tasks are due than a worker process can start, higher first.
+
+Two places order by it, both pure (``priority``, then the date: earlier first):
+
+- :func:`event_order`, the order in which one turn of the worker's loop decides the tasks
+  that changed or were polled: the first decided are the first claimed, and take the job
+  threads free this turn (a task already due is claimed and started in one write);
+- :func:`first`, which held task waiting for a free job thread starts next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from . import task as rules
+from .dates import DateError, parse_date, to_ms
+
+NEVER = 2 ** 63  # a date that cannot be read sorts last (the worker marks it error)
+
+
+def date_ms(doc: dict) -> int:
+    try:
+        return to_ms(parse_date(doc.get("date"), "date"))
+    except DateError:
+        return NEVER
+
+
+def event_order(event: tuple) -> tuple:
+    """Sort key of the loop's events: timers first (a fenced run starts as its timer
+    fires), then the others as they came, then the task documents to decide, higher
+    ``priority`` first, then earlier ``date``."""
+    kind, value = event
+    if kind == "fire":
+        return (0, 0, 0)
+    if kind in ("change", "recheck") and isinstance(value, dict):
+        return (2, -rules.priority_of(value), date_ms(value))
+    return (1, 0, 0)
+
+
+def first(waiting: Iterable[str], held: Mapping) -> str:
+    """Of the held tasks ``waiting`` for a job thread, the one to start next: the highest
+    ``priority``, then the earliest due; one no longer held first (it is simply dropped)."""
+    def key(docid: str) -> tuple:
+        entry = held.get(docid)
+        if entry is None:
+            return (0, 0, 0)
+        return (1, -rules.priority_of(entry.doc), entry.due_ms)
+    return min(waiting, key=key)
