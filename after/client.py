@@ -33,6 +33,7 @@ from itertools import islice
 from typing import Any
 
 from . import config as config_module
+from . import pausing
 from . import task as rules
 from .dates import DateError, format_date, parse_date, parse_when, utcnow
 from .jobs import JobError, check_name
@@ -145,6 +146,15 @@ def check(doc: dict) -> rules.Spec:
     return spec
 
 
+def _check_worker(name: Any) -> None:
+    if not isinstance(name, str):
+        raise TaskError(f"worker: {name!r} is not a worker name")
+    try:
+        check_worker_name(name)
+    except (ProcessError, TypeError) as exc:
+        raise TaskError(f"worker: {exc}") from None
+
+
 class Client:
     """Tasks in one database: ``Client(url, db)``, or the configuration's defaults
     (``config.json`` and ``AFTER_*`` variables, see :mod:`after.config`)."""
@@ -181,7 +191,8 @@ class Client:
                  limit: int | None = None, until: datetime | str | None = None,
                  retry: int | dict | None = None, timeout: float | None = None,
                  max_delay: float | None = None, id: str | None = None,
-                 kwargs: dict | None = None) -> str:
+                 kwargs: dict | None = None, overlap: str | None = None,
+                 priority: int | None = None) -> str:
         """Schedule ``job(task, *args, **kwargs)`` on ``worker``; returns the task's id.
 
         ``at``: a datetime (naive means UTC), ``"now"``, ``"+15m"`` (``s m h d w ms``) or
@@ -191,6 +202,10 @@ class Client:
         seconds (int) or a timedelta. ``cron`` with ``tz`` (IANA, default UTC). ``limit``
         (runs) and ``until`` end a repeating task. ``retry``: attempts after the first, or
         ``{"limit", "delay", "backoff"}``. ``timeout`` and ``max_delay`` in seconds.
+        ``overlap``: ``"skip"`` (default), ``"buffer_one"`` or ``"allow"``: what becomes of
+        the occurrences of a repeating task that fall due while a run of it goes.
+        ``priority``: an integer, default 0; when more tasks are due than a worker can
+        start, higher first.
         Positional ``args`` or ``kwargs``, not both (a task passes a list or an object).
 
         With ``id`` it is an upsert, safe to run on every deploy:
@@ -231,7 +246,7 @@ class Client:
             "status": rules.WAITING,
         }
         optional = {"repeat": repeat, "retry": retry, "timeout": timeout,
-                    "max_delay": max_delay}
+                    "max_delay": max_delay, "overlap": overlap, "priority": priority}
         doc.update({k: v for k, v in optional.items() if v is not None})
         doc["date"] = format_date(start or now)
         spec = check(doc)
@@ -373,6 +388,53 @@ class Client:
             except Conflict:
                 continue
         raise StoreError(f"task {id}: gave up after {MAX_CONFLICTS} conflicting writes")
+
+    def pause(self, id: str) -> dict:
+        """Pause the task; returns the document written (or the task, already paused).
+
+        ``paused``: the worker drops it and writes nothing. A run going finishes and is
+        recorded, and the task stays paused. ``done``, ``error``, ``canceled`` or ``cancel``:
+        StateError."""
+        return self._change(id, rules.request_pause)
+
+    def resume(self, id: str) -> dict:
+        """Resume a paused task; returns the document written (or the task, when it was not
+        paused). It runs from its next occurrence after now: no catch-up run of the
+        occurrences that fell during the pause. A one-off task whose date passed meanwhile
+        runs at once (subject to ``max_delay``)."""
+        return self._change(id, rules.request_resume)
+
+    def _change(self, id: str, transition) -> dict:
+        for _ in range(MAX_CONFLICTS):
+            doc = self.get(id)
+            new = transition(doc, utcnow())
+            if new is None:
+                return doc
+            try:
+                self._write(new)
+                return new
+            except Conflict:
+                continue
+        raise StoreError(f"task {id}: gave up after {MAX_CONFLICTS} conflicting writes")
+
+    # -- worker names --------------------------------------------------------------------------
+
+    def pause_worker(self, name: str) -> dict:
+        """Pause the worker name ``name`` on every machine (within about a second): its
+        processes stay up but claim nothing; the tasks they held are handed back and runs
+        going finish. Kept in the database (``<db>_workers``): it holds across restarts.
+        Returns the pause document."""
+        _check_worker(name)
+        return pausing.pause(self.store, config_module.workers_db(self.db), name, utcnow())
+
+    def resume_worker(self, name: str) -> bool:
+        """Resume the worker name ``name``; False when it was not paused."""
+        _check_worker(name)
+        return pausing.resume(self.store, config_module.workers_db(self.db), name)
+
+    def paused_workers(self) -> dict[str, dict]:
+        """The worker names paused: name -> its pause document (``since``: when)."""
+        return pausing.paused(self.store, config_module.workers_db(self.db))
 
     def reschedule(self, id: str, at: datetime | str | None = None, all: bool = False) -> dict:
         """Run the task again at ``at`` (default now); returns the document written.

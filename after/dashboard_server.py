@@ -17,9 +17,11 @@ credentials in this process.
 
 The page changes a task only through this server's actions, ``POST
 /_after/tasks/<id>/<action>`` (``cancel``, ``reschedule`` with ``{"date": ...}``, ``run``,
-``rerun``), which call :class:`after.client.Client`: the rules of each transition live once,
-in :mod:`after.task`, and a write that conflicts is re-read and decided again there. An
-action the task's status does not offer (:data:`after.task.ACTIONS`) is refused with a 409.
+``rerun``, ``pause``, ``resume``), which call :class:`after.client.Client`: the rules of each
+transition live once, in :mod:`after.task`, and a write that conflicts is re-read and decided
+again there. An action the task's status does not offer (:data:`after.task.ACTIONS`) is
+refused with a 409. A worker name is paused or resumed with ``POST
+/_after/workers/<name>/pause`` or ``.../resume`` (:mod:`after.pausing`).
 
 What passes to CouchDB (everything else gets a 403 from here and never reaches it), see
 :func:`refusal`:
@@ -87,7 +89,8 @@ ENDPOINTS = {
     "_changes": {"GET", "POST"},
 }
 DOCUMENT_METHODS = {"GET", "HEAD"}  # writes go through the actions
-ACTION_RE = re.compile(r"/_after/tasks/([^/]+)/(cancel|reschedule|run|rerun)")
+ACTION_RE = re.compile(r"/_after/tasks/([^/]+)/(cancel|reschedule|run|rerun|pause|resume)")
+WORKER_ACTION_RE = re.compile(r"/_after/workers/([^/]+)/(pause|resume)")
 MAX_ACTION_BODY = 4096
 VIEW_METHODS = {"GET", "HEAD"}
 
@@ -156,11 +159,22 @@ class DashboardServer:
             raise rules.StateError(f"{task_id} is {status}: {action} is not possible")
         if action == "cancel":
             return self.client.cancel(task_id)
+        if action in ("pause", "resume"):
+            return getattr(self.client, action)(task_id)
         if action == "reschedule":
             if not isinstance(date, str):
                 raise rules.TaskError("date: required (ISO 8601)")
             return self.client.reschedule(task_id, at=date, all=True)
         return self.client.reschedule(task_id, all=action == "run")  # rerun: error only
+
+    def act_on_worker(self, name: str, action: str) -> dict:
+        """Pause or resume a worker name; returns ``{"name", "paused"}``. Raises TaskError
+        for a name that is not a worker name."""
+        if action == "pause":
+            self.client.pause_worker(name)
+            return {"name": name, "paused": True}
+        self.client.resume_worker(name)
+        return {"name": name, "paused": False}
 
     @property
     def base_url(self) -> str:
@@ -239,7 +253,7 @@ class Handler(BaseHTTPRequestHandler):
             self.serve_file(path)
 
     def action(self, path: str) -> None:
-        match = ACTION_RE.fullmatch(path)
+        match = ACTION_RE.fullmatch(path) or WORKER_ACTION_RE.fullmatch(path)
         if match is None or self.command != "POST":
             self.refuse(404 if match is None else 405, "not_found" if match is None else
                         "method_not_allowed", "expected POST /_after/tasks/ID/ACTION")
@@ -253,7 +267,10 @@ class Handler(BaseHTTPRequestHandler):
             self.refuse(400, "bad_request", "expected a JSON object of at most 4 KiB")
             return
         try:
-            doc = self.dashboard.act(unquote(match[1]), match[2], body.get("date"))
+            if match.re is WORKER_ACTION_RE:
+                doc = self.dashboard.act_on_worker(unquote(match[1]), match[2])
+            else:
+                doc = self.dashboard.act(unquote(match[1]), match[2], body.get("date"))
         except TaskNotFound as exc:
             self.refuse(404, "not_found", str(exc))
         except rules.StateError as exc:

@@ -588,7 +588,9 @@ def redefine(current: dict, wanted: dict, *, date_given: bool) -> dict | None:
         return None
     if not same_rule or new["date"] != current.get("date"):
         _drop(ns, ("anchor", "occurrences", "next_run"))
-    if held(current):
+    if current.get("status") == PAUSED:  # a deploy resumes nothing
+        new["status"] = PAUSED
+    elif held(current):
         new["status"] = RESCHEDULE
     else:
         _release(new, ns)

@@ -33,7 +33,7 @@ FIELD_OPTIONS = {
     "retry.limit": "--retry", "retry.delay": "--retry", "retry.backoff": "--retry",
     "retry.jitter": "--retry", "timeout": "--timeout", "max_delay": "--max-delay",
     "id": "--id", "job.name": "JOB", "before": "--before", "after": "--after",
-    "status": "--status",
+    "status": "--status", "overlap": "--overlap", "priority": "--priority",
 }
 
 
@@ -226,10 +226,15 @@ def check_job(folder: Path, name: str, args: list, kwargs: dict | None) -> None:
 @click.option("--no-check", "no_check", is_flag=True,
               help="do not check JOB and its arguments against the jobs folder (a job only "
                    "the workers' machines have)")
+@click.option("--overlap", type=click.Choice(rules.OVERLAPS),
+              help="a run outlasting its period: skip the occurrences meanwhile (default), "
+                   "buffer_one (run one right after) or allow (run them alongside)")
+@click.option("--priority", type=click.IntRange(-rules.MAX_PRIORITY, rules.MAX_PRIORITY),
+              help="higher first when more tasks are due than a worker can start [default: 0]")
 @click.option("--json", "as_json", is_flag=True, help="print the task document")
 @click.pass_obj
 def add(cfg, job, args, worker, at, every, cron, tz, limit, until, retry, timeout, max_delay,
-        task_id, kwargs, no_check, as_json):
+        task_id, kwargs, no_check, overlap, priority, as_json):
     """Schedule JOB(task, ARGS...) on a worker; prints the task's id.
 
     Each ARG is JSON when it parses as JSON (42, true, null, '"42"', '[1, 2]'), else a
@@ -267,7 +272,7 @@ def add(cfg, job, args, worker, at, every, cron, tz, limit, until, retry, timeou
             job, *arguments, worker=worker, at=at, every=every,
             cron=cron, tz=tz, limit=limit, until=until, retry=retry,
             timeout=seconds(timeout), max_delay=seconds(max_delay), id=task_id,
-            kwargs=kwargs_value)
+            kwargs=kwargs_value, overlap=overlap, priority=priority)
         if as_json:
             echo_json(masked(client.get(new_id)))
         else:
@@ -307,12 +312,18 @@ def show(cfg, task_id, count, as_json):
     for key, label in (("timeout", "timeout"), ("max_delay", "max delay")):
         if doc.get(key) is not None:
             rows.append((label, f"{doc[key]}s"))
+    for key in ("overlap", "priority"):
+        if doc.get(key) is not None:
+            rows.append((key, str(doc[key])))
+    if doc.get("status") == rules.PAUSED and info.get("paused"):
+        rows.append(("paused since", str(info["paused"])))
     if info.get("owner"):
         rows.append(("held by", info["owner"]))
     if info.get("runs") or info.get("missed"):
+        skipped = f", {info['skipped']} skipped" if info.get("skipped") else ""
         rows.append(("runs", f"{info.get('runs', 0)} ({info.get('successes', 0)} done, "
                              f"{info.get('failures', 0)} failed, {info.get('missed', 0)} "
-                             "missed)"))
+                             f"missed{skipped})"))
     if info.get("error"):
         rows.append(("error", clip(info["error"], 200)))
     for index, when in enumerate(upcoming):

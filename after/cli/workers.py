@@ -1,4 +1,6 @@
-"""After's five commands: ``start``, ``stop``, ``log``, ``list`` and ``clean``.
+"""After's five commands: ``start``, ``stop``, ``log``, ``list`` and ``clean``; and ``pause``
+and ``resume`` (a whole worker name, kept in the database, :mod:`after.pausing`; or one task
+with ``--task``).
 
 ``start`` takes its settings from the configuration (:class:`after.config.Settings`: the
 ``worker`` section of config.json and the ``AFTER_WORKER_*`` variables); an option given here
@@ -13,11 +15,13 @@ import os
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import fields
 
 import click
 
-from .. import peers, process, schema
+from .. import pausing, peers, process, schema
+from .. import task as rules
 from ..clock import WARN_OFFSET
 from ..config import SETTING_RANGES, Config, ConfigError, Settings
 from ..dates import to_ms, utcnow
@@ -34,6 +38,7 @@ from .common import (
     short,
     worker_name,
 )
+from .tasks import open_client, refused
 
 #: ``after start``'s options: the settings a user is likely to set, with their help.
 START_OPTIONS = {
@@ -183,24 +188,32 @@ def list_workers(cfg: Config, as_json):
     now = utcnow()
     with open_store(cfg) as store:
         docs = peers.registry(store, cfg.workers_db)
+        paused = pausing.paused(store, cfg.workers_db)
     entries = [{
         "name": doc.get("name"), "host": doc.get("host"), "pid": doc.get("pid"),
         "started": doc.get("started"), "last_seen": doc.get("last_seen"),
         "held": doc.get("held", 0), "running": doc.get("running", 0),
         "runs": (doc.get("counts") or {}).get("runs", 0),
         "state": peers.state(doc, to_ms(now)), "clock_offset": doc.get("clock_offset"),
-        "id": doc["_id"],
+        "id": doc["_id"], "paused": doc.get("name") in paused,
     } for doc in docs]
     entries.sort(key=lambda e: (e["name"] or "", e["host"] or "", e["pid"] or 0))
     if as_json:
-        click.echo(json.dumps(entries, indent=2))
+        # a paused name is one entry more, state "paused" (whether its processes run or not)
+        click.echo(json.dumps(entries + [
+            {"name": name, "state": "paused", "since": doc.get("since"), "id": doc["_id"]}
+            for name, doc in sorted(paused.items())], indent=2))
         return
+    for name, doc in sorted(paused.items()):
+        click.echo(f"{name} is paused (since {short(doc.get('since'))}): its processes claim "
+                   f"nothing; `after resume {name}` resumes it")
     if not entries:
         click.echo("no worker is running")
         return
     rows = [("NAME", "HOST", "PID", "STATE", "STARTED", "LAST SEEN", "HELD", "RUNNING", "RUNS")]
     for e in entries:
-        rows.append((e["name"], e["host"], str(e["pid"]), e["state"], short(e["started"]),
+        state = f"{e['state']} (paused)" if e["paused"] else e["state"]
+        rows.append((e["name"], e["host"], str(e["pid"]), state, short(e["started"]),
                      ago(e["last_seen"], now), str(e["held"]), str(e["running"]),
                      str(e["runs"])))
     echo_table(rows)
@@ -236,4 +249,57 @@ def clean(cfg: Config, name):
                f"{plural(pruned, 'dead registry entry', 'dead registry entries')}")
 
 
-COMMANDS = (start, stop, log, list_workers, clean)
+@click.command()
+@click.argument("name", required=False)
+@click.option("--task", "task_id", metavar="ID", help="pause this one task instead")
+@click.pass_obj
+def pause(cfg: Config, name, task_id):
+    """Pause the worker name NAME on every machine: its processes stay up but claim
+    nothing (held tasks are handed back; running jobs finish). Kept in the database until
+    `after resume NAME`. With --task ID, pause that task (a run going finishes)."""
+    with _one_of(name, task_id) as client:
+        if task_id is not None:
+            doc = client.pause(task_id)
+            click.echo(f"{task_id} paused" + (" (its run going finishes first)"
+                                               if rules.running(doc) else ""))
+            return
+        doc = client.pause_worker(name)
+        click.echo(f"{name} paused (since {short(doc.get('since'))}): its processes claim "
+                   "nothing new")
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.option("--task", "task_id", metavar="ID", help="resume this one task instead")
+@click.pass_obj
+def resume(cfg: Config, name, task_id):
+    """Resume the worker name NAME (or, with --task ID, a paused task: from its next
+    occurrence after now, with no catch-up run)."""
+    with _one_of(name, task_id) as client:
+        if task_id is not None:
+            doc = client.resume(task_id)
+            click.echo(f"{task_id} resumed: {doc['status']}"
+                       + (f", next run {doc['date']}" if doc["status"] == rules.WAITING else ""))
+            return
+        if client.resume_worker(name):
+            click.echo(f"{name} resumed")
+        else:
+            click.echo(f"{name} was not paused")
+
+
+@contextmanager
+def _one_of(name, task_id):
+    """A client, once exactly one of NAME and --task is given (a usage error otherwise)."""
+    if (name is None) == (task_id is None):
+        raise click.UsageError("give a worker NAME or --task ID (one of them)")
+    if name is not None:
+        worker_name(name)
+    with open_client(cfg_of()) as client, refused():
+        yield client
+
+
+def cfg_of() -> Config:
+    return click.get_current_context().obj
+
+
+COMMANDS = (start, stop, log, list_workers, clean, pause, resume)

@@ -1,7 +1,7 @@
 // app.js: the dashboard's state, how it is loaded and kept live from the _changes feeds, and
 // the actions (each a normal document update with _rev).
 
-import { database, follow, locate, taskAction } from './couch.js';
+import { database, follow, locate, taskAction, workerAction } from './couch.js';
 import { $ } from './dom.js';
 import * as model from './model.js';
 import * as render from './render.js';
@@ -22,6 +22,7 @@ const state = {
   tasks: new Map(),
   runs: new Map(),
   workers: new Map(),
+  pauses: new Map(), // paused worker names: id NAME@paused -> its document
   counts: {},
   facets: { workers: [], jobs: [] },
   upcoming: [],
@@ -53,7 +54,7 @@ function draw() {
   const now = Date.now();
   const parts = new Set(dirty);
   dirty.clear();
-  if (parts.has('workers')) render.workers(state, now);
+  if (parts.has('workers')) render.workers(state, now, actOnWorker);
   if (parts.has('schedule')) render.schedule(state, now);
   if (parts.has('counts')) {
     render.counts(state, pickStatus);
@@ -152,7 +153,11 @@ function putRun(doc) {
 async function loadWorkers() {
   const answer = await db.workers.allDocs({ include_docs: 'true' });
   state.workers.clear();
-  answer.rows.forEach((row) => { if (model.isWorker(row.doc)) state.workers.set(row.id, row.doc); });
+  state.pauses.clear();
+  answer.rows.forEach((row) => {
+    if (model.isWorker(row.doc)) state.workers.set(row.id, row.doc);
+    else if (model.isPause(row.doc)) state.pauses.set(row.id, row.doc);
+  });
   redraw('workers');
 }
 
@@ -190,6 +195,8 @@ const onChanges = {
     results.forEach((change) => {
       if (change.deleted || !model.isWorker(change.doc)) state.workers.delete(change.id);
       else state.workers.set(change.id, change.doc);
+      if (change.deleted || !model.isPause(change.doc)) state.pauses.delete(change.id);
+      else state.pauses.set(change.id, change.doc);
     });
     redraw('workers');
   },
@@ -249,7 +256,18 @@ function failed(error) {
 // -- actions -------------------------------------------------------------------------------
 
 const DONE_WORDS = { cancel: 'Cancel requested for', run: 'Will run now:',
-  rerun: 'Will run again:', reschedule: 'Rescheduled' };
+  rerun: 'Will run again:', reschedule: 'Rescheduled', pause: 'Paused', resume: 'Resumed' };
+
+// Pause or resume a worker name: its pause document comes back through the workers feed.
+async function actOnWorker(name, kind) {
+  try {
+    await workerAction(where.root, name, kind);
+    render.message(`${kind === 'pause' ? 'Paused' : 'Resumed'} the worker name ${name}.`, 'ok');
+  } catch (error) {
+    if (error.status === 401) failed(error);
+    else render.message(`Could not ${kind} ${name}: ${error.message}`, 'error');
+  }
+}
 
 async function act(id, kind) {
   if (kind === 'reschedule') {

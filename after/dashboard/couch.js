@@ -56,6 +56,12 @@ export async function request(method, url, { body, params, signal } = {}) {
 
 // Ask `after dashboard` to apply an action to a task (cancel, reschedule, run, rerun): it
 // decides and writes with after.task's rules; the answer is the document written.
+// Pause or resume a worker name (POST /_after/workers/<name>/<pause|resume>).
+export function workerAction(root, name, action) {
+  return request('POST', `${root}_after/workers/${encodeURIComponent(name)}/${action}`,
+    { body: {} });
+}
+
 export function taskAction(root, id, action, body) {
   return request('POST', `${root}_after/tasks/${encodeURIComponent(id)}/${action}`,
     { body: body || {} });

@@ -5,7 +5,8 @@ import { $, h, replace } from './dom.js';
 import { runsChart, timeline } from './chart.js';
 import {
   ACTION_LABELS, STATUSES, actionsFor, dueOf, failed, formatDuration, formatUtc, jobName,
-  lateness, meta, parseDate, relative, sortRuns, sortTasks, sortWorkers, workerState,
+  lateness, meta, parseDate, pausedNames, relative, sortRuns, sortTasks, sortWorkers,
+  workerState,
 } from './model.js';
 
 const HOUR = 3600000;
@@ -36,25 +37,50 @@ function badge(kind, value) {
   return h('span', { class: `badge ${kind}-${value}` }, value || '?');
 }
 
-export function workers(state, now) {
+// A worker name's pause or resume button.
+function nameButton(name, kind, onAction) {
+  return h('button', { type: 'button', class: `action ${kind}-name`, 'data-action': kind,
+    'data-name': name, title: kind === 'pause' ? `pause every process named ${name}`
+      : `resume every process named ${name}`,
+    onclick: () => onAction(name, kind) }, kind === 'pause' ? 'Pause' : 'Resume');
+}
+
+export function workers(state, now, onAction = () => {}) {
   const docs = sortWorkers([...state.workers.values()]);
+  const pauses = [...state.pauses.values()];
+  const paused = new Set(pausedNames(pauses));
   const live = docs.filter((d) => workerState(d, now) !== 'stale').length;
-  $('#workers-count').textContent = docs.length ? `${live} live of ${docs.length}` : '';
+  $('#workers-count').textContent = (docs.length ? `${live} live of ${docs.length}` : '')
+    + (paused.size ? ` · ${paused.size} paused` : '');
+  const named = new Set();
+  const pauseRows = pauses.filter((doc) => paused.has(doc.name))
+    .sort((a, b) => a.name.localeCompare(b.name)).map((doc) =>
+      h('tr', { class: 'worker paused-name', 'data-name': doc.name },
+        h('td', { class: 'id' }, h('strong', {}, doc.name)),
+        h('td', { colspan: 2, class: 'muted' }, 'every process of the name'),
+        h('td', {}, badge('worker', 'paused')),
+        h('td', { colspan: 4, title: doc.since || '' },
+          `claims nothing since ${relative(parseDate(doc.since), now) || doc.since || '?'}`),
+        h('td', {}, nameButton(doc.name, 'resume', onAction))));
   const rows = docs.map((doc) => {
     const st = workerState(doc, now);
     const counts = doc.counts || {};
+    const first = !named.has(doc.name);
+    named.add(doc.name);
     return h('tr', { class: `worker state-${st}`, 'data-id': doc._id },
-      h('td', { class: 'id' }, h('strong', {}, doc.name)),
+      h('td', { class: 'id' }, h('strong', {}, doc.name),
+        first && !paused.has(doc.name) && st !== 'stale'
+          ? [' ', nameButton(doc.name, 'pause', onAction)] : ''),
       h('td', {}, doc.host),
       h('td', {}, doc.pid),
-      h('td', {}, badge('worker', st)),
+      h('td', {}, badge('worker', paused.has(doc.name) ? 'paused' : st)),
       h('td', { title: doc.last_seen || '' }, relative(parseDate(doc.last_seen), now) || '–'),
       h('td', { class: 'num' }, doc.held ?? 0),
       h('td', { class: 'num' }, doc.running ?? 0),
       h('td', { class: 'num' }, counts.runs ?? 0),
       h('td', { class: 'num' }, (counts.failed ?? 0) + (counts.missed ?? 0)));
   });
-  fill($('#workers-body'), rows.length ? rows
+  fill($('#workers-body'), rows.length || pauseRows.length ? [...pauseRows, ...rows]
     : h('tr', {}, h('td', { colspan: 9, class: 'empty' },
       'No worker process has a heartbeat here. Start one with `after start NAME`.')));
 }
