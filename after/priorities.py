@@ -25,13 +25,17 @@ def date_ms(doc: dict) -> int:
         return NEVER
 
 
-def event_order(event: tuple) -> tuple:
+def event_order(event: tuple, held: Mapping | None = None) -> tuple:
     """Sort key of the loop's events: timers first (a fenced run starts as its timer
-    fires), then the others as they came, then the task documents to decide, higher
-    ``priority`` first, then earlier ``date``."""
+    fires), those of ``held`` tasks by priority then due instant; then the other events as
+    they came; then the task documents to decide, higher ``priority`` first, then earlier
+    ``date``."""
     kind, value = event
     if kind == "fire":
-        return (0, 0, 0)
+        entry = (held or {}).get(value[1]) if isinstance(value, tuple) else None
+        if entry is None:
+            return (0, 0, 0)
+        return (0, -rules.priority_of(entry.doc), entry.due_ms)
     if kind in ("change", "recheck") and isinstance(value, dict):
         return (2, -rules.priority_of(value), date_ms(value))
     return (1, 0, 0)

@@ -765,18 +765,20 @@ def overlapped(doc: dict, spec: Spec | None, outcome: Outcome) -> tuple[list[dat
                                                                         datetime | None]:
     """The occurrences of a repeating task that fell due while this run of ``doc`` went
     (after its date and its start, up to its end; at most :data:`MAX_SKIPPED`): those
-    recorded ``skipped``, and the one run right after (``buffer_one``: the latest, when
-    ``limit`` leaves room), or None. Nothing for ``allow`` (each ran alongside), a missed
-    or interrupted run, or a run that will be retried."""
+    recorded ``skipped``, and the one run right after (``buffer_one``: the latest), or None.
+    Skipped occurrences count nothing toward ``limit`` (runs); after the series' last run
+    none falls due. Nothing for ``allow`` (each ran alongside), a missed or interrupted run,
+    or a run that will be retried."""
     if spec is None or spec.repeat is None or spec.overlap == ALLOW \
             or outcome.outcome in (MISSED, INTERRUPTED):
         return [], None
     ns = info(doc)
+    limit = spec.repeat.limit
+    if limit is not None and counter(ns, "occurrences") + 1 >= limit:
+        return [], None  # the series' last run: nothing falls due after it
     anchor = instant(ns.get("anchor")) or spec.date
     fell = spec.repeat.between(anchor, max(spec.date, outcome.started), outcome.ended,
                                MAX_SKIPPED + 1)
-    limit = spec.repeat.limit
-    if spec.overlap == BUFFER_ONE and fell and (
-            limit is None or counter(ns, "occurrences") + 1 < limit):
+    if spec.overlap == BUFFER_ONE and fell:
         return fell[:-1][:MAX_SKIPPED], fell[-1]
     return fell[:MAX_SKIPPED], None

@@ -196,7 +196,7 @@ class Worker:
         events = self._drain(wait)
         # Timers first: a fenced run starts as its timer fires, before this turn's writes;
         # then the tasks to decide, higher priority and earlier date first (claimed first).
-        events.sort(key=priorities.event_order)
+        events.sort(key=lambda event: priorities.event_order(event, self.held))
         now = now or self.peers.now()  # the one clock read of the turn
         self._count_busy()
         writes: list[Write] = []

@@ -250,7 +250,7 @@ def test_buffer_one_keeps_to_the_limit():
     series = doc(repeat={"seconds": 10, "limit": 1}, overlap="buffer_one")
     done = d.end(started(series, NOW), parse(series), Outcome(rules.OK, NOW, at(35)), ME,
                  at(35))
-    assert done.doc["status"] == "done"
+    assert done.doc["status"] == "done" and done.skipped == []  # nothing after the last run
 
 
 def test_skipped_records_are_bounded():
@@ -311,6 +311,16 @@ def test_the_loop_decides_higher_priorities_then_earlier_dates_first():
     order = [e[1]["_id"] if isinstance(e[1], dict) else e[0]
              for e in sorted(events, key=priorities.event_order)]
     assert order == ["fire", "finished", "high-early", "high-late", "low", "negative"]
+
+
+def test_timers_of_held_tasks_fire_by_priority_then_due_instant():
+    def held(priority, due):
+        return Held(doc=doc(priority=priority), spec=parse(doc()), due_ms=to_ms(at(due)))
+    table = {"a": held(0, 1), "b": held(2, 3), "c": held(2, 2)}
+    events = [("fire", ("run", "a")), ("fire", ("run", "b")), ("fire", ("claim", "x")),
+              ("fire", ("run", "c"))]
+    order = [e[1][1] for e in sorted(events, key=lambda e: priorities.event_order(e, table))]
+    assert order == ["c", "b", "x", "a"]  # a claim timer as priority 0, at no instant
 
 
 def test_the_first_task_waiting_for_a_thread_is_the_highest_priority_then_the_earliest():

@@ -1,0 +1,173 @@
+"""Pause and resume (of a task, of a worker name), overlap and priority, with a worker in a
+thread against each real test server."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from after import pausing
+from after.client import Client
+from after.dates import format_date, parse_date, utcnow
+
+
+def client_of(harness) -> Client:
+    return Client(harness.url, harness.store.db)
+
+
+def dates_run(harness, docid: str) -> list:
+    return [parse_date(r["date"]) for r in harness.recorded() if r["id"] == docid]
+
+
+# -- a task -----------------------------------------------------------------------------------
+
+
+def test_a_paused_task_is_let_go_and_a_plain_resume_runs_no_catch_up(harness, store):
+    worker = harness.start()
+    harness.put("tick", delay=0.3, repeat={"seconds": 1})
+    harness.wait(lambda: len(dates_run(harness, "tick")) >= 1, what="a first run")
+    with client_of(harness) as client:
+        client.pause("tick")
+    harness.wait(lambda: "tick" not in worker.held, what="the task let go")
+    time.sleep(0.3)  # a run whose start was already written when the pause came may end
+    ran = len(dates_run(harness, "tick"))
+    time.sleep(3)  # three occurrences fall in the pause
+    assert len(dates_run(harness, "tick")) == ran  # nothing ran while paused
+    paused = store.get("tick")
+    assert paused["status"] == "paused" and "owner" not in paused["after"]
+
+    paused["status"] = "waiting"  # a resume with plain HTTP
+    resumed_at = utcnow()
+    store.put(paused)
+    harness.wait(lambda: len(dates_run(harness, "tick")) > ran, what="a run after the resume")
+    after_resume = dates_run(harness, "tick")[ran]
+    # its next occurrence after now: none of those that fell in the pause ran late
+    assert after_resume > resumed_at - timedelta(seconds=0.05), (after_resume, resumed_at)
+    assert after_resume - resumed_at <= timedelta(seconds=1.05)
+    assert "paused" not in store.get("tick")["after"]
+
+
+def test_a_task_paused_while_it_runs_finishes_and_stays_paused(harness, store):
+    harness.start()
+    harness.put("long", job="record_slowly", arguments=[str(harness.record_file), 1.5],
+                delay=0.2, repeat={"minutes": 1})
+    harness.wait(lambda: dates_run(harness, "long"), what="the run to begin")
+    with client_of(harness) as client:
+        doc = client.pause("long")
+    assert doc["status"] == "paused" and doc["after"].get("started")
+    done = harness.wait(lambda: (d := store.get("long"))["after"].get("runs") == 1 and d,
+                        what="the run recorded")
+    assert done["status"] == "paused"
+    assert done["after"]["last_run"]["outcome"] == "done" and "owner" not in done["after"]
+    [run] = harness.wait(lambda: harness.runs("long"), what="the run record")
+    assert run["outcome"] == "done"
+    with client_of(harness) as client:
+        resumed = client.resume("long")
+    assert resumed["status"] == "waiting" and parse_date(resumed["date"]) > utcnow()
+
+
+def test_a_one_off_task_whose_date_passed_in_the_pause_runs_on_resume(harness, store):
+    harness.start()
+    harness.put("once", delay=1.0)
+    with client_of(harness) as client:
+        client.pause("once")
+        harness.past(store.get("once")["date"], margin=0.5)
+        assert harness.recorded() == []
+        client.resume("once")
+    harness.wait_status("once", "done")
+    assert len(dates_run(harness, "once")) == 1
+
+
+# -- a worker name --------------------------------------------------------------------------
+
+
+def test_a_paused_name_claims_nothing_hands_back_what_it_held_and_resumes(harness, store):
+    worker = harness.start()
+    harness.put("held", delay=3)
+    harness.wait(lambda: "held" in worker.held, what="the task held")
+    with client_of(harness) as client:
+        client.pause_worker("w")
+        assert list(client.paused_workers()) == ["w"]
+        harness.wait(lambda: worker.peers.paused, timeout=3, what="the pause seen")
+        harness.wait_status("held", "waiting")
+        assert "held" not in worker.held
+        new = harness.put("new", delay=0)
+        time.sleep(1.5)
+        assert store.get("new")["status"] == "waiting" and harness.recorded() == []
+        assert worker.status()["paused"] is True
+        harness.past(store.get("held")["date"])
+        assert harness.recorded() == []
+        assert client.resume_worker("w") is True
+        assert client.resume_worker("w") is False
+    harness.wait_status("new", "done")
+    harness.wait_status("held", "done")
+    assert sorted(r["id"] for r in harness.recorded()) == ["held", "new"]
+    assert new["_id"] == "new"
+
+
+def test_a_process_started_while_its_name_is_paused_claims_nothing(harness, store):
+    pausing.pause(store, f"{store.db}_workers", "w", utcnow())
+    worker = harness.start()
+    assert worker.peers.paused
+    harness.put("early", delay=0)
+    time.sleep(1.5)
+    assert store.get("early")["status"] == "waiting"
+    pausing.resume(store, f"{store.db}_workers", "w")
+    harness.wait_status("early", "done")
+
+
+# -- overlap --------------------------------------------------------------------------------
+
+
+def outcomes(harness, docid: str) -> list[tuple[str, str]]:
+    return [(r["outcome"], r["scheduled"]) for r in
+            sorted(harness.runs(docid), key=lambda r: parse_date(r["scheduled"]))]
+
+
+def test_skip_records_the_occurrences_that_fell_during_a_run(harness, store):
+    harness.start(lead=0)
+    first = parse_date(format_date(utcnow() + timedelta(seconds=0.5)))
+    harness.put("slow", job="record_slowly", arguments=[str(harness.record_file), 2.4],
+                date=format_date(first), repeat={"seconds": 1, "limit": 2})
+    harness.wait_status("slow", "done", timeout=20)
+    runs = harness.wait(lambda: len(harness.runs("slow")) == 4 and harness.runs("slow"),
+                        what="four run records")
+    at = [format_date(first + timedelta(seconds=k)) for k in range(4)]
+    got = sorted((parse_date(r["scheduled"]), r["outcome"]) for r in runs)
+    assert [o for _, o in got] == ["done", "skipped", "skipped", "done"], got
+    assert [format_date(s) for s, _ in got] == at
+    assert store.get("slow")["after"]["skipped"] == 2
+    assert len(dates_run(harness, "slow")) == 2
+
+
+def test_buffer_one_runs_one_of_them_right_after(harness, store):
+    harness.start(lead=0)
+    first = parse_date(format_date(utcnow() + timedelta(seconds=0.5)))
+    harness.put("buffered", job="record_slowly", arguments=[str(harness.record_file), 2.4],
+                date=format_date(first), repeat={"seconds": 1, "limit": 2},
+                overlap="buffer_one")
+    harness.wait_status("buffered", "done", timeout=20)
+    runs = harness.wait(lambda: len(harness.runs("buffered")) == 3
+                        and harness.runs("buffered"), what="three run records")
+    got = sorted((parse_date(r["scheduled"]), r["outcome"], r["started"]) for r in runs)
+    assert [o for _, o, _ in got] == ["done", "skipped", "done"], got
+    assert got[2][0] == first + timedelta(seconds=2)  # the latest of those that fell due
+    started = parse_date(got[2][2])
+    assert started - (first + timedelta(seconds=2.4)) < timedelta(seconds=1)  # right after
+
+
+# -- priority -------------------------------------------------------------------------------
+
+
+def test_higher_priorities_start_first_when_the_pool_is_full(harness):
+    harness.start(pool=1, lead=0)
+    path = str(harness.record_file)
+    harness.put("blocker", job="record_slowly", arguments=[path, 1.5], delay=0.2)
+    harness.wait(lambda: dates_run(harness, "blocker"), what="the blocker to start")
+    for docid, priority in (("low", -5), ("plain", 0), ("urgent", 9), ("high", 3)):
+        harness.put(docid, job="record_slowly", arguments=[path, 0.05], delay=0.2,
+                    priority=priority)
+    for docid in ("low", "plain", "urgent", "high"):
+        harness.wait_status(docid, "done", timeout=20)
+    order = [r["id"] for r in harness.recorded()]
+    assert order == ["blocker", "urgent", "high", "plain", "low"]
