@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
+from . import overlap
 from . import task as rules
 from .dates import format_date, from_ms, parse_date, to_ms
 from .jobnames import JobError
@@ -52,6 +53,7 @@ class Write:
     outcome: rules.Outcome | None = None
     run: dict | None = None
     skipped: list[dict] | None = None  # run records of occurrences skipped (``overlap``)
+    detached: str | None = None  # the token of a run detached from the task (after.overlap)
     token: str | None = None  # the run a START or CLAIMSTART begins
     due: datetime | None = None  # the occurrence a CLAIMSTART runs
     takeover: bool = False  # a FINISH of another (dead) process's run
@@ -284,12 +286,25 @@ def claim(doc: dict, spec: rules.Spec, due: datetime, me: str, now: datetime,
     feed event fewer) when a job thread is free for it; ahead of its due instant, that write
     is a fence (see :func:`fence`)."""
     claimed = rules.claim(doc, me, due, now)
+    if overlap.detaches(spec):
+        lead_ms = 0  # its run is detached as it starts: no start written ahead
     if rules.missed(spec, due, now) or to_ms(due) - to_ms(now) > lead_ms or not can_start():
         return Write(Kind.CLAIM, claimed, spec=spec)
     number = rules.counter(rules.meta(dict(doc)), "runs") + 1
     early = due > now
-    return Write(Kind.CLAIMSTART, rules.start(claimed, me, due if early else now, number),
-                 spec=spec, token=uuid.uuid4().hex[:8], due=due, fence=early)
+    return detached(Write(Kind.CLAIMSTART, rules.start(claimed, me, due if early else now,
+                                                       number),
+                          spec=spec, token=uuid.uuid4().hex[:8], due=due, fence=early), now)
+
+
+def detached(write: Write, now: datetime) -> Write:
+    """The start of an ``overlap: allow`` task's run, detached from the task (its next
+    occurrence scheduled at once, :func:`after.overlap.detach`), when there is a next one."""
+    if overlap.detaches(write.spec) and write.due is not None:
+        doc = overlap.detach(write.doc, write.spec, write.token, write.due, now)
+        if doc is not None:
+            write.doc, write.detached = doc, write.token
+    return write
 
 
 def fence(doc: dict, spec: rules.Spec, due_ms: int, me: Identity) -> Write:
@@ -320,8 +335,8 @@ def fire(doc: dict, spec: rules.Spec, due_ms: int, me: Identity, now: datetime) 
         return Write(Kind.FINISH, rules.finish(doc, spec, outcome, now), outcome=outcome,
                      run=run_record(doc, spec, outcome, me), spec=spec)
     number = rules.counter(rules.meta(dict(doc)), "runs") + 1
-    return Write(Kind.START, rules.start(doc, me.process, now, number), spec=spec,
-                 token=uuid.uuid4().hex[:8])
+    return detached(Write(Kind.START, rules.start(doc, me.process, now, number), spec=spec,
+                          token=uuid.uuid4().hex[:8], due=due), now)
 
 
 def end(doc: dict, spec: rules.Spec, outcome: rules.Outcome, me: Identity, now: datetime, *,
@@ -332,6 +347,30 @@ def end(doc: dict, spec: rules.Spec, outcome: rules.Outcome, me: Identity, now: 
     return Write(Kind.FINISH, finished, outcome=outcome,
                  run=run_record(doc, spec, outcome, me, trace=trace, response=response),
                  spec=spec, skipped=skipped_records(doc, finished, spec, outcome, me))
+
+
+def end_detached(doc: dict, spec: rules.Spec, token: str, outcome: rules.Outcome,
+                 me: Identity, now: datetime, dead: Callable[[str], bool], *,
+                 trace: str | None = None, response: dict | None = None) -> Write:
+    """A detached run of ours ended (``doc``: the task as its start wrote it): its outcome
+    into the task, its run record; and the detached runs of processes found dead, recorded
+    ``interrupted`` and taken off the task."""
+    new = overlap.end(doc, token, outcome) or doc
+    lost = overlap.orphans(new, dead)
+    records = []
+    for other, entry in lost:
+        started = rules.instant(entry.get("started")) or now
+        cut = rules.Outcome(rules.INTERRUPTED, started, now, error="interrupted: worker "
+                            f"process {entry.get('owner')} stopped (not run again: overlap "
+                            "allow)")
+        records.append(run_record(overlap.as_run(doc, other), spec, cut, me,
+                                  owner=entry.get("owner")))
+    if lost:
+        new = overlap.drop(new, [other for other, _ in lost])
+    run = run_record(overlap.as_run(doc, token), spec, outcome, me, trace=trace,
+                     response=response)
+    return Write(Kind.FINISH, new, outcome=outcome, run=run, spec=spec, skipped=records,
+                 detached=token)
 
 
 def skipped_records(doc: dict, finished: dict, spec: rules.Spec, outcome: rules.Outcome,
@@ -369,6 +408,12 @@ def refinish(write: Write, fresh: dict, me: Identity, now: datetime) -> list[Wri
     """Our FINISH conflicted: apply the outcome to the current version ``fresh``, unless
     another process has taken the task over (then only the run is recorded: the write comes
     back with no document). None: decide on ``fresh`` again."""
+    if write.detached:  # into whatever the task has become
+        new = overlap.end(fresh, write.detached, write.outcome)
+        if new is None:
+            return []
+        return [Write(Kind.FINISH, new, outcome=write.outcome, run=write.run, spec=write.spec,
+                      skipped=write.skipped, detached=write.detached)]
     info = rules.info(fresh)
     if write.takeover and fresh.get("status") != rules.RUNNING:
         return None

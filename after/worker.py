@@ -33,7 +33,7 @@ import threading
 from datetime import datetime
 
 from . import decide as d
-from . import priorities
+from . import overlap, priorities
 from . import task as rules
 from .config import Settings, runs_db
 from .dates import from_ms, to_ms
@@ -94,6 +94,7 @@ class Worker:
         self.busy = 0  # job threads taken at the start of the turn
         self.reserved = 0  # starts decided this turn, not written yet
         self.slot_wait: dict[str, None] = {}  # held tasks due, waiting for a free job thread
+        self.detached: dict[str, Held] = {}  # runs of overlap-allow tasks, by token
 
     @property
     def pending(self) -> list[Write]:
@@ -363,7 +364,7 @@ class Worker:
             return []
         if kind == FENCE:  # no fence without a free job thread: the due instant decides
             if held.running or rules.missed(held.spec, from_ms(held.due_ms), now) \
-                    or not self._can_start():
+                    or overlap.detaches(held.spec) or not self._can_start():
                 return []
             write = d.fence(held.doc, held.spec, held.due_ms, self.me)
             held.running, held.token = True, write.token  # until the write lands
@@ -397,6 +398,11 @@ class Worker:
     def on_finished(self, docid: str, token: str, outcome: rules.Outcome, trace: str | None,
                     response: dict | None, now: datetime | None = None) -> list[Write]:
         self.runner.ended(token)
+        held = self.detached.get(token)
+        if held is not None and held.token == token:  # a run of an overlap-allow task
+            return [d.end_detached(held.doc, held.spec, token, outcome, self.me,
+                                   now or self.peers.now(), self._dead, trace=trace,
+                                   response=response)]
         held = self.held.get(docid)
         if held is None or held.token != token:
             log.warning("task %s: a run that had timed out or was taken over ended (%s)",
@@ -424,6 +430,12 @@ class Worker:
             outcome = rules.Outcome(rules.TIMEOUT, held.started, now, error=f"timeout: the "
                                     f"run took longer than {held.spec.timeout:g}s")
             writes.append(self._end(held, outcome, now))
+        for held in timed_out(self.detached, to_ms(now)):
+            outcome = rules.Outcome(rules.TIMEOUT, held.started, now, error=f"timeout: the "
+                                    f"run took longer than {held.spec.timeout:g}s")
+            writes.append(d.end_detached(held.doc, held.spec, held.token, outcome, self.me,
+                                         now, self._dead))
+            held.token = None
         return writes
 
     # -- writing -----------------------------------------------------------------------------
@@ -469,6 +481,9 @@ class Worker:
             if held is None or held.token != write.token:
                 return
             held.doc = doc
+            if write.detached:  # an overlap-allow run: out of what is held, launched now
+                self._detach(held, doc, now)
+                return
             if write.fence and to_ms(now) < held.due_ms:
                 # Started ahead: the job begins when the timer fires (see on_fire). A 202
                 # is confirmed then, one task at a time as each comes due, rather than here
@@ -481,6 +496,11 @@ class Worker:
                 held.running, held.token = False, None
                 return
             self._launch(held, now)
+        elif write.kind is Kind.FINISH and write.detached:
+            for run in [write.run, *(write.skipped or [])]:
+                self.recorder.record(run)
+            self._count(write.outcome, write.spec.job)
+            self.detached.pop(write.detached, None)
         elif write.kind is Kind.FINISH:
             for run in ([write.run] if write.run is not None else []) + (write.skipped or []):
                 self.recorder.record(run)
@@ -498,6 +518,22 @@ class Worker:
             self.held.pop(docid, None)
         elif write.kind is Kind.RESUME:
             self.inbox.put(("recheck", doc))  # claimed now if its next occurrence is near
+
+    def _detach(self, held: Held, doc: dict, now: datetime) -> None:
+        """The start of an overlap-allow run is written: the task waits for its next
+        occurrence (claimed anew, see after.overlap), the run goes on apart."""
+        del self.held[doc["_id"]]
+        self.timer.remove((RUN, doc["_id"]))
+        self.timer.remove((FENCE, doc["_id"]))
+        self.detached[held.token] = held
+        held.doc = overlap.as_run(doc, held.token)  # what the job sees
+        self.runner.prepare(held)
+        held.doc = doc
+        self._launch(held, now)
+        self.inbox.put(("recheck", doc))
+
+    def _dead(self, owner: str | None) -> bool:
+        return bool(owner) and self.peers.liveness(owner) is d.Liveness.DEAD
 
     def _confirmed(self, doc: dict) -> bool:
         """A 202 (no quorum on a cluster): read every leaf of the task back before running
@@ -566,6 +602,9 @@ class Worker:
             writes = d.refinish(write, fresh, self.me, now)
             if writes == [] and write.run is not None:
                 self.recorder.record(write.run)  # taken over: only the run is recorded
+                if write.detached:
+                    self.detached.pop(write.detached, None)
+                    return []
                 self.held.pop(docid, None)
             if writes is not None:
                 return writes
@@ -601,7 +640,8 @@ class Worker:
             rules.unfence(h.doc) if h.waiting_to_launch else h.doc))
                      for h in self.held.values() if not h.running or h.waiting_to_launch])
         deadline = self.peers.now().timestamp() + self.settings.grace
-        while any(h.running and not h.waiting_to_launch for h in self.held.values()) \
+        while (self.detached or any(h.running and not h.waiting_to_launch
+                                    for h in self.held.values())) \
                 and not self.stop_now.is_set():
             now = self.peers.now()
             if now.timestamp() >= deadline:

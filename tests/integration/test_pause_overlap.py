@@ -171,3 +171,25 @@ def test_higher_priorities_start_first_when_the_pool_is_full(harness):
         harness.wait_status(docid, "done", timeout=20)
     order = [r["id"] for r in harness.recorded()]
     assert order == ["blocker", "urgent", "high", "plain", "low"]
+
+
+def test_allow_runs_the_occurrences_alongside_each_once(harness, store):
+    harness.start(lead=0)
+    first = parse_date(format_date(utcnow() + timedelta(seconds=0.5)))
+    harness.put("wide", job="record_slowly", arguments=[str(harness.record_file), 2.2],
+                date=format_date(first), repeat={"seconds": 1, "limit": 4}, overlap="allow")
+    harness.wait_status("wide", "done", timeout=20)
+    runs = harness.wait(lambda: len(r := harness.runs("wide")) == 4 and r,
+                        what="four run records")
+    assert sorted(r["number"] for r in runs) == [1, 2, 3, 4]
+    assert {r["outcome"] for r in runs} == {"done"}
+    assert sorted(parse_date(r["scheduled"]) for r in runs) == [
+        first + timedelta(seconds=k) for k in range(4)]
+    ran = sorted(dates_run(harness, "wide"))
+    assert ran == [first + timedelta(seconds=k) for k in range(4)]  # each once, as its own
+    starts = sorted(parse_date(r["started"]) for r in runs)
+    ends = sorted(parse_date(r["ended"]) for r in runs)
+    assert starts[1] < ends[0] and starts[2] < ends[0]  # side by side
+    assert all(s - w < timedelta(seconds=0.5) for s, w in zip(starts, ran, strict=True))
+    final = store.get("wide")["after"]
+    assert final["runs"] == 4 and final["successes"] == 4 and "going" not in final

@@ -333,3 +333,99 @@ def test_the_first_task_waiting_for_a_thread_is_the_highest_priority_then_the_ea
     assert priorities.first(waiting, table) == "c"
     del waiting["c"]
     assert priorities.first(waiting, table) == "b"
+
+
+# -- overlap allow: runs detached from the task -------------------------------------------------
+
+
+def allow_start(series: dict, due: datetime, token="tok1", now=None) -> Write:
+    """The start of ``series`` at ``due`` as the worker writes it (a fired held occurrence)."""
+    spec = parse(series)
+    held = rules.claim(series, ME.process, due, now or due)
+    number = rules.counter(rules.info(held), "runs") + 1  # as decide.fire numbers it
+    return d.detached(Write(Kind.START, rules.start(held, ME.process, now or due, number),
+                            spec=spec, token=token, due=due), now or due)
+
+
+def test_allow_schedules_the_next_occurrence_as_a_run_starts():
+    series = doc(repeat={"seconds": 10}, overlap="allow")
+    write = allow_start(series, NOW)
+    assert write.detached == "tok1"
+    assert write.doc["status"] == "waiting" and write.doc["date"] == iso(at(10))
+    ns = write.doc["after"]
+    assert ns["going"] == {"tok1": {"owner": ME.process, "started": iso(NOW), "due": iso(NOW),
+                                    "number": 1}}
+    assert ns["runs"] == 1 and ns["occurrences"] == 1 and "owner" not in ns
+    # the next occurrence is claimed as any waiting task, while the run goes on
+    assert shape(d.decide(write.doc, view(), at(9.5))) == [
+        "Drop", ("Write", Kind.CLAIM, "scheduled")]
+
+
+def test_allow_runs_side_by_side_have_their_own_numbers_and_end_into_the_task():
+    series = doc(repeat={"seconds": 10}, overlap="allow")
+    first = allow_start(series, NOW).doc
+    second = allow_start({**first, "_rev": "5-y"}, at(10), token="tok2").doc
+    assert set(second["after"]["going"]) == {"tok1", "tok2"}
+    assert second["after"]["going"]["tok2"]["number"] == 2 and second["after"]["runs"] == 2
+    assert second["date"] == iso(at(20))
+    spec = parse(series)
+    ended = d.end_detached(first, spec, "tok1", Outcome(rules.OK, NOW, at(15)), ME, at(15),
+                           dead=lambda owner: False)
+    assert ended.run["number"] == 1 and ended.run["scheduled"] == iso(NOW)
+    assert ended.run["outcome"] == "done"
+    # written over the newer version (a conflict): only its own run leaves the task
+    [again] = d.refinish(ended, second, ME, at(15))
+    assert set(again.doc["after"]["going"]) == {"tok2"}
+    assert again.doc["after"]["successes"] == 1 and again.doc["after"]["runs"] == 2
+    assert again.doc["date"] == iso(at(20)) and again.doc["status"] == "waiting"
+    assert again.doc["after"]["last_run"]["number"] == 1
+
+
+def test_allow_a_run_already_recorded_elsewhere_only_records_itself():
+    series = doc(repeat={"seconds": 10}, overlap="allow")
+    first = allow_start(series, NOW).doc
+    spec = parse(series)
+    ended = d.end_detached(first, spec, "tok1", Outcome(rules.OK, NOW, at(15)), ME, at(15),
+                           dead=lambda owner: False)
+    gone = {**first, "after": {**first["after"], "going": {}}}
+    assert d.refinish(ended, gone, ME, at(15)) == []
+
+
+def test_allow_the_runs_of_a_dead_process_are_recorded_interrupted_when_one_ends():
+    series = doc(repeat={"seconds": 10}, overlap="allow")
+    theirs = allow_start(series, NOW, token="lost").doc
+    theirs["after"]["going"]["lost"]["owner"] = "w@gone:9:zzzzzz"
+    mine = allow_start({**theirs, "_rev": "5-y"}, at(10), token="tok2").doc
+    ended = d.end_detached(mine, parse(series), "tok2", Outcome(rules.OK, at(10), at(12)), ME,
+                           at(12), dead=lambda owner: owner == "w@gone:9:zzzzzz")
+    assert "going" not in ended.doc["after"]
+    [lost] = ended.skipped
+    assert lost["outcome"] == "interrupted" and lost["process"] == "w@gone:9:zzzzzz"
+    assert lost["number"] == 1 and ended.doc["after"]["failures"] == 1
+
+
+def test_allow_the_last_occurrence_runs_in_place():
+    series = doc(repeat={"seconds": 10, "limit": 1}, overlap="allow")
+    write = allow_start(series, NOW)
+    assert write.detached is None and write.doc["status"] == "running"
+
+
+def test_allow_the_job_sees_its_own_occurrence():
+    series = doc(repeat={"seconds": 10}, overlap="allow")
+    written = allow_start(series, NOW).doc
+    from after import overlap
+
+    seen = overlap.as_run(written, "tok1")
+    assert seen["date"] == iso(NOW) and seen["status"] == "running"
+    assert seen["after"]["run"] == 1 and seen["after"]["attempt"] == 1
+
+
+def test_allow_is_never_started_ahead_of_its_date():
+    series = doc(date=1, repeat={"seconds": 10}, overlap="allow")
+    write = d.claim(series, parse(series), at(1), ME.process, NOW, lead_ms=2000)
+    assert write.kind is Kind.CLAIM  # held, started at its due instant
+
+
+def test_allow_takes_no_retry():
+    with pytest.raises(rules.TaskError, match="^overlap: 'allow' runs each occurrence once"):
+        parse(doc(repeat={"seconds": 10}, overlap="allow", retry=2))
