@@ -2,10 +2,12 @@
 
 - ``<db>``: the tasks. Its design document ``_design/after`` holds
   - ``validate_doc_update``, which refuses with a 403 naming the field a task that is meant to
-    run (status ``waiting``, ``scheduled``, ``running`` or ``reschedule``) but cannot: no
+    run (status ``waiting``, ``scheduled``, ``running``, ``reschedule`` or ``paused``) but
+    cannot: no
     ``worker``, no ``date`` or one that is not ISO 8601, no ``job.name`` or one that is not a
-    job name, an unknown ``status``, a ``repeat``, ``retry``, ``timeout`` or ``max_delay`` that
-    :func:`after.task.parse` refuses (with its message; see ``JS_DEFINITION`` for what is left
+    job name, an unknown ``status``, a ``repeat``, ``retry``, ``timeout``, ``max_delay``,
+    ``overlap`` or ``priority`` that :func:`after.task.parse` refuses (with its message; see
+    ``JS_DEFINITION`` for what is left
     to the worker), or a shape no task needs and a worker cannot afford: nesting
     deeper than ``MAX_DEPTH`` levels, a string longer than ``MAX_STRING`` characters, a number
     that is not finite (``1e400``, an integer of hundreds of digits). Finished tasks (``done``, ``error``, ``canceled``) and

@@ -14,6 +14,7 @@ States (DESIGN.md)::
        ^                                        |
        +------ repeat: next date / retry -------+
     cancel --> canceled      reschedule --> (re-read date) waiting/scheduled
+    paused (the user's: dropped, nothing written) --waiting--> from the next occurrence after now
 
 What the worker writes lives under the ``after`` key of the document, so it never collides
 with the user's fields:
@@ -26,6 +27,10 @@ with the user's fields:
 ``last_run``    the last run: number, attempt, outcome, started, ended, duration, result/error
 ``next_run``    the next date, while there is one
 ``error``       why the task is in ``error``
+``skipped``     occurrences recorded ``skipped`` (``overlap``: they fell due while a run went)
+``going``       runs of an ``overlap: allow`` task going apart from it (:mod:`after.overlap`)
+``paused``      when the task was paused (by :func:`request_pause`): a plain ``waiting``
+                written over it later is a resume (:func:`resume`)
 """
 
 # Longer than 500 lines on purpose: the whole state machine, the worker's transitions and the
