@@ -3,8 +3,8 @@
 A task that falls due while every job thread is taken stays ``scheduled`` (held, on purpose
 with no timer entry) in :attr:`Slots.waiting` and starts when a thread frees up: higher
 ``priority`` first, then oldest (:mod:`after.priorities`). Hung jobs hold their threads, so
-they stop new starts instead of leaving later tasks
-marked ``running`` with nothing behind them (issue 13).
+they stop new starts instead of leaving later tasks marked ``running`` with nothing behind
+them (issue 13).
 
 Counted once a turn: :meth:`Slots.count` takes the runs going (a timed-out run's thread too,
 until its job returns); :meth:`Slots.take` reserves one for a start decided this turn. A
