@@ -95,8 +95,8 @@ MAX_RETRIES = 1000
 #: was for; ``interrupted``: runs of this occurrence cut short by a dead process): gone once
 #: none holds it.
 HOLD = ("owner", "claimed", "due", "date", "interrupted")
-#: What a task that runs anew starts without: the hold, the error, a pending retry.
-RESET = HOLD + ("error", "canceled", "retry_at")
+#: What a task that runs anew starts without: the hold, the error, a pending retry, a pause.
+RESET = HOLD + ("error", "canceled", "retry_at", "paused")
 
 #: What the dashboard offers for a task in each status (its relay refuses the rest): ``run``
 #: now, ``reschedule`` to a date, ``cancel``, ``rerun`` a failed task. A ``cancel`` request

@@ -170,6 +170,16 @@ def test_a_plain_waiting_on_a_paused_task_is_resumed_by_the_worker():
         "Drop", ("Write", Kind.CLAIM, "scheduled")]
 
 
+def test_a_task_rescheduled_after_a_pause_keeps_the_date_given():
+    """A paused task canceled, then rescheduled to a date: no stamp left to read it as a
+    resume (which would move it to its next occurrence after now)."""
+    paused = rules.request_pause(doc(repeat={"minutes": 1}), NOW)
+    again = rules.request_reschedule(rules.request_cancel(paused, at(1)), at(3600),
+                                     any_status=True)
+    assert "paused" not in again["after"] and again["date"] == iso(at(3600))
+    assert shape(d.decide(again, view(), at(2))) == ["Drop"]  # beyond the horizon: left
+
+
 # -- a paused worker name -------------------------------------------------------------------
 
 
