@@ -124,3 +124,26 @@ def test_a_clock_in_sync_is_not_corrected_and_a_step_starts_again():
     assert lagging.correction() == 0.0
     offset.add(4_000_000.0, 4_000_000.004, 4_000_010.0)  # the clock stepped 10 s back
     assert len(offset.samples) == 1 and offset.correction() > 9
+
+
+def test_a_paused_name_is_read_with_the_heartbeats_and_is_no_peer():
+    """after.pausing's NAME@paused lives among the name's heartbeats: read with them, never
+    taken for a process (no liveness, never pruned), and gone once resumed."""
+    from after import pausing
+    from after.memstore import MemStore
+
+    store = MemStore()
+    store.create_database("t_workers")
+    ticks = iter(range(0, 10**6, 1000))  # each read 1000 s after the last: far past pruning
+    peers = Peers(store=store, name="w", lease=3, db="t_workers", monotonic=lambda: next(ticks))
+    pausing.pause(store, "t_workers", "w", NOW)
+    pausing.pause(store, "t_workers", "other", NOW)
+    for _ in range(3):
+        assert peers.refresh() == []
+        assert peers.paused is True
+    assert "w@paused" not in peers.observed and "w@paused" not in peers.dead
+    assert set(pausing.paused(store, "t_workers")) == {"w", "other"}
+    assert pausing.resume(store, "t_workers", "w") is True
+    peers.refresh()
+    assert peers.paused is False
+    assert pausing.resume(store, "t_workers", "w") is False
