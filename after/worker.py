@@ -108,7 +108,7 @@ class Worker(Reactions):
     def load(self) -> tuple[int, int]:
         """(tasks held on the timer, tasks running); safe to call from another thread."""
         running = sum(1 for h in list(self.held.values()) if h.running)
-        return len(self.held) - running, running
+        return len(self.held) - running, running + len(self.detached)  # overlap-allow runs
 
     def status(self) -> dict:
         held, running = self.load()
