@@ -97,3 +97,33 @@ def test_overlap_skip_runs_each_occurrence_it_does_not_skip_once_across_3_proces
     print(f"\n[overlap] 3 series of 4 runs and 3 skips each, 12 runs: per process "
           f"{sorted(pids.values())}")
     assert sum(pids.values()) == 12
+
+
+def test_overlap_allow_runs_each_occurrence_once_alongside_across_3_processes(cli, tasks,
+                                                                              tmp_path):
+    out = tmp_path / "runs.jsonl"
+    start_pool(cli, "wide", 3)
+    first = parse_date(format_date(utcnow() + timedelta(seconds=3)))
+    docs = []
+    for i in range(2):
+        doc = task_doc(f"a{i}", "wide", out, repeat={"seconds": 1, "limit": 5},
+                       overlap="allow")
+        doc["date"] = format_date(first)
+        doc["job"] = {"name": "record_slowly", "arguments": [str(out), 2.5]}
+        docs.append(doc)
+    tasks.bulk_docs(docs)
+    wait_for(lambda: all(tasks.get(d["_id"])["status"] == "done" for d in docs), timeout=40,
+             what="2 series done")
+    wait_for(lambda: all("going" not in tasks.get(d["_id"])["after"] for d in docs),
+             timeout=20, what="every run ended")
+    ran = recorded(out)
+    for doc in docs:
+        dates = sorted(parse_date(r["date"]) for r in ran if r["id"] == doc["_id"])
+        assert dates == [first + timedelta(seconds=k) for k in range(5)]  # each once
+        final = tasks.get(doc["_id"])["after"]
+        assert final["runs"] == 5 and final["successes"] == 5
+    starts = sorted(parse_date(r["at"]) for r in ran if r["id"] == "a0")
+    assert starts[2] - starts[0] < timedelta(seconds=2.5)  # side by side, not one by one
+    pids = Counter(r["pid"] for r in ran)
+    print(f"\n[allow] 2 series of 5 runs of 2.5 s every second, 10 runs each once: per "
+          f"process {sorted(pids.values())}")
