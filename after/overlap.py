@@ -12,9 +12,10 @@ the job and, when it ends, writes its outcome into whatever the document has bec
 Runs are numbered as they start (``after.runs`` counts them then), so runs going side by side
 have their own numbers. The series' last occurrence (no next one: ``limit``, ``until``) runs
 in place, as any run. No ``retry`` (refused by :func:`after.task.parse`): an occurrence runs
-once. A run cut short by the death of its process is not run again (the next occurrences are
-under way): it stays listed until a run of the task ends in another process, which records it
-``interrupted`` (:func:`orphans`).
+once. A run cut short is not run again (the next occurrences are under way): by a graceful
+stop past its grace period, it is recorded ``interrupted`` as the process exits; by the death
+of its process, it stays listed until a run of the task ends in another process, which records
+it ``interrupted`` (:func:`orphans`).
 """
 
 from __future__ import annotations

@@ -53,6 +53,14 @@ def shutdown(worker) -> int:
                                           "ended (grace period over)")
             worker.recorder.record(d.run_record(entry.doc, entry.spec, outcome, worker.me))
             leftovers.append(Write(Kind.HANDBACK, rules.hand_back(entry.doc)))
+    for entry in list(worker.detached.values()):  # overlap-allow runs: recorded, not rerun
+        if entry.token:
+            outcome = rules.Outcome(rules.INTERRUPTED, entry.started or now, now,
+                                    error="interrupted: the worker stopped before the run "
+                                          "ended (grace period over; overlap allow: not run "
+                                          "again)")
+            leftovers.append(d.end_detached(entry.doc, entry.spec, entry.token, outcome,
+                                            worker.me, now, lambda owner: False))
     worker._flush(leftovers, now)
     return stopped(worker, 130 if worker.stop_now.is_set() else 0)
 

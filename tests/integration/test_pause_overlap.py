@@ -193,3 +193,17 @@ def test_allow_runs_the_occurrences_alongside_each_once(harness, store):
     assert all(s - w < timedelta(seconds=0.5) for s, w in zip(starts, ran, strict=True))
     final = store.get("wide")["after"]
     assert final["runs"] == 4 and final["successes"] == 4 and "going" not in final
+
+
+def test_allow_a_run_cut_by_a_stop_is_recorded_interrupted_and_taken_off_the_task(harness,
+                                                                                  store):
+    worker = harness.start(lead=0, grace=0.5)
+    harness.put("cut", job="record_slowly", arguments=[str(harness.record_file), 4],
+                delay=0.2, repeat={"hours": 1}, overlap="allow")
+    harness.wait(lambda: worker.detached, what="the run detached")
+    harness.stop(worker)
+    doc = store.get("cut")
+    assert doc["status"] == "waiting" and "going" not in doc["after"]
+    assert doc["after"]["last_run"]["outcome"] == "interrupted"
+    [run] = harness.wait(lambda: harness.runs("cut"), what="the run record")
+    assert run["outcome"] == "interrupted" and run["number"] == 1
