@@ -66,7 +66,7 @@ class Worker:
         self.clock = self.peers.clock  # the server's time, as well as this process knows it
         self.timer: Timer = Timer(lambda key, due_ms, item: self.inbox.put(("fire", key)),
                                   clock=self.clock)
-        self.runner = Runner(settings.pool, self.inbox.put)
+        self.runner = Runner(settings.pool, self.inbox.put, registry)
         self.pool, self.active = self.runner.pool, self.runner.active
         self.recorder = Recorder(store, runs_db(store.db), keep=settings.keep_runs,
                                  batch=settings.batch)
@@ -410,8 +410,9 @@ class Worker:
     def _deadlines(self, now: datetime) -> list[Write]:
         writes = []
         for held in timed_out(self.held, to_ms(now)):
-            outcome = rules.Outcome(rules.TIMEOUT, held.started, now, error=f"timeout: the "
-                                    f"run took longer than {held.spec.timeout:g}s")
+            self.runner.kill(held.token, "timeout")  # an isolated run's process: its thread is free
+            outcome = rules.Outcome(rules.TIMEOUT, held.started, now, error=rules.timeout_error(
+                held.spec.timeout, held.token in self.runner.children))
             writes.append(self._end(held, outcome, now))
         return writes
 
