@@ -142,6 +142,19 @@ def test_a_takeover_records_the_interrupted_run_under_the_dead_process():
     assert write.doc["after"]["owner"] == ME.process
 
 
+def test_a_takeover_reruns_the_occurrence_in_a_child_process_whatever_its_isolation():
+    """Issue 13.4: the job may be what ended the dead process; its re-run here is isolated,
+    so it takes down no second process."""
+    from after import task as rules
+
+    doc = task("running", -5, owner=GONE, started=True, isolation="thread")
+    [_, write] = d.decide(doc, view(), NOW)
+    assert write.doc["status"] == "scheduled" and write.doc["after"]["due"] == \
+        "2026-12-01T09:00:00.250Z"
+    assert write.doc["after"]["isolated"] == "2026-12-01T09:00:00.250Z"
+    assert rules.isolated(write.doc, write.spec) and not rules.isolated(doc, write.spec)
+
+
 def test_confirm_names_the_owner_and_carries_the_document():
     doc = task("scheduled", owner=STRANGER)
     [_, confirm] = d.decide(doc, view(), NOW)
