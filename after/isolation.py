@@ -44,10 +44,12 @@ from collections.abc import Callable
 from datetime import datetime
 from multiprocessing import spawn
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any
 
 from . import task as rules
 from .jobs import MODULE_PREFIX, JobRegistry, Reply, TaskContext, call
+from .process import setup_logging  # loaded in the fork server, not in each child
 
 log = logging.getLogger("after.worker")
 
@@ -220,8 +222,5 @@ def _orphaned(parent) -> None:
 
 def _setup_logging(level: int, files: list[str], stderr: bool) -> None:
     """Log as the worker does: to its log file, to stderr if it does."""
-    from pathlib import Path
-
-    from .process import setup_logging
-
     setup_logging(Path(files[0]) if files else None, stderr=stderr, level=level)
+
