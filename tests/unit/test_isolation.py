@@ -234,3 +234,29 @@ def test_the_main_module_is_not_run_again_in_a_child():
     isolation._prepare(other, prepare=prepared.append)
     assert prepared[-1] == other  # another library's children are left as they are
     assert json.dumps(prepared)  # (plain data)
+
+
+def test_a_registered_job_is_imported_in_the_child_from_its_module_a_folder_job_is_not(
+        registry):
+    from after import builtin_jobs
+
+    assert isolation._module_of(registry.resolve("seen")) is None  # the registry loads it
+    assert isolation._module_of(builtin_jobs.JOBS["http"]) == "after.builtin_jobs"
+
+    def in_main(task):
+        pass
+
+    in_main.__module__ = "__main__"
+    assert isolation._module_of(in_main) is None  # never the worker's script again
+
+
+def test_after_show_says_how_runs_are_isolated_and_why():
+    from after.cli.tasks import isolation_text
+
+    assert isolation_text({}, {}) == "thread"
+    assert isolation_text({"isolation": "process"}, {}) == "process"
+    assert isolation_text({"isolation": "process"}, {"isolated": "2026-12-01T09:00:00Z"}) == \
+        "process"
+    assert isolation_text({"isolation": "thread"}, {"isolated": "2026-12-01T09:00:00Z"}) == (
+        "process (since 2026-12-01T09:00:00Z: a run was interrupted by the death of its "
+        "process)")
