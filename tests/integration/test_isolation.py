@@ -150,3 +150,21 @@ def test_a_graceful_stop_lets_an_isolated_run_finish_within_the_grace(harness):
     assert harness.exit_codes == [0]
     doc = harness.store.get("long")
     assert doc["status"] == "done" and doc["after"]["last_run"]["result"] == 1.5
+
+
+def test_past_the_grace_an_isolated_run_is_killed_and_its_task_handed_back(harness,
+                                                                          tmp_path):
+    """A thread past the grace runs on, unrecorded, until the process exits; a child is
+    killed, so it cannot run beside the re-run another process makes."""
+    worker = harness.start(grace=1)
+    pidfile = tmp_path / "hung.pid"
+    harness.put("hung", job="hangs", arguments=[str(pidfile)], isolation="process")
+    harness.wait_status("hung", "running")
+    harness.wait(lambda: pidfile.exists() and pidfile.read_text(), what="the child's pid")
+    pid = int(pidfile.read_text())
+    harness.stop(worker)
+    harness.wait(lambda: not alive(pid), timeout=5, what="the child killed")
+    doc = harness.store.get("hung")
+    assert doc["status"] == "waiting" and "owner" not in doc["after"]
+    [run] = harness.wait(lambda: harness.runs("hung"), what="the run record")
+    assert run["outcome"] == "interrupted"
