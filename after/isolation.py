@@ -16,8 +16,10 @@ worker's signal handlers. ``spawn`` is safe but starts an interpreter and import
 scheduler for each run. The fork server is started once per worker process, at its first
 isolated run, as a fresh interpreter (an exec, with none of the worker's descriptors but
 its own pipes, and the default signal handlers) that imports this module ahead
-(:data:`PRELOAD`); each run is a ``fork`` of that single-threaded server: a few
-milliseconds (docs/performance.rst has the figure).
+(:data:`PRELOAD`); each run is a ``fork`` of that single-threaded server: about 10 ms, 10
+to 35 ms in a worker on a loaded 2-core machine, against 0.1 ms in a thread
+(docs/performance.rst). ``set_forkserver_preload`` is process-wide: a program that embeds a
+worker and uses the fork server itself gets this module preloaded in its children too.
 
 In the child, which first makes itself a session (and process group) of its own: a Ctrl+C in
 the worker's terminal and the SIGTERM of ``after stop`` do not reach it (a graceful stop
