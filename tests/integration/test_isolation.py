@@ -73,6 +73,9 @@ def test_an_isolated_run_is_recorded_as_a_thread_run_is(harness):
     assert result == {"pid": result["pid"], "tag": "child", "attempt": 1, "id": "iso"}
     [run] = harness.wait(lambda: harness.runs("iso"), what="the run record")
     assert run["outcome"] == "done" and run["result"] == result
+    assert run["isolation"] == "process"
+    [thread_run] = harness.wait(lambda: harness.runs("thr"), what="the thread's run record")
+    assert "isolation" not in thread_run
     assert not alive(result["pid"])
 
 
