@@ -190,9 +190,9 @@ class Client:
                  every: Any = None, cron: str | None = None, tz: str | None = None,
                  limit: int | None = None, until: datetime | str | None = None,
                  retry: int | dict | None = None, timeout: float | None = None,
-                 max_delay: float | None = None, id: str | None = None,
-                 kwargs: dict | None = None, overlap: str | None = None,
-                 priority: int | None = None) -> str:
+                 max_delay: float | None = None, isolation: str | None = None,
+                 id: str | None = None, kwargs: dict | None = None,
+                 overlap: str | None = None, priority: int | None = None) -> str:
         """Schedule ``job(task, *args, **kwargs)`` on ``worker``; returns the task's id.
 
         ``at``: a datetime (naive means UTC), ``"now"``, ``"+15m"`` (``s m h d w ms``) or
@@ -202,6 +202,8 @@ class Client:
         seconds (int) or a timedelta. ``cron`` with ``tz`` (IANA, default UTC). ``limit``
         (runs) and ``until`` end a repeating task. ``retry``: attempts after the first, or
         ``{"limit", "delay", "backoff"}``. ``timeout`` and ``max_delay`` in seconds.
+        ``isolation``: ``"thread"`` (the default) or ``"process"``, a run in a child process
+        of its own, killed when it passes ``timeout``.
         ``overlap``: ``"skip"`` (default), ``"buffer_one"`` or ``"allow"``: what becomes of
         the occurrences of a repeating task that fall due while a run of it goes.
         ``priority``: an integer, default 0; when more tasks are due than a worker can
@@ -212,7 +214,7 @@ class Client:
 
         - no task has that id: it is created;
         - the task exists: its definition (``worker date job repeat retry timeout
-          max_delay``) is replaced and everything else kept: other user fields and the
+          max_delay isolation``) is replaced and everything else kept: other user fields and the
           worker's ``after`` counters (runs, successes, failures, last run). When nothing in
           the definition changes, nothing is written.
         - its ``date`` is kept when ``at`` is not given, and for a repeating task whose rule
@@ -246,7 +248,8 @@ class Client:
             "status": rules.WAITING,
         }
         optional = {"repeat": repeat, "retry": retry, "timeout": timeout,
-                    "max_delay": max_delay, "overlap": overlap, "priority": priority}
+                    "max_delay": max_delay, "isolation": isolation, "overlap": overlap,
+                    "priority": priority}
         doc.update({k: v for k, v in optional.items() if v is not None})
         doc["date"] = format_date(start or now)
         spec = check(doc)

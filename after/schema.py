@@ -6,15 +6,15 @@
     cannot: no
     ``worker``, no ``date`` or one that is not ISO 8601, no ``job.name`` or one that is not a
     job name, an unknown ``status``, a ``repeat``, ``retry``, ``timeout``, ``max_delay``,
-    ``overlap`` or ``priority`` that :func:`after.task.parse` refuses (with its message; see
-    ``JS_DEFINITION`` for what is left
+    ``isolation``, ``overlap`` or ``priority`` that :func:`after.task.parse` refuses (with its
+    message; see ``JS_DEFINITION`` for what is left
     to the worker), or a shape no task needs and a worker cannot afford: nesting
     deeper than ``MAX_DEPTH`` levels, a string longer than ``MAX_STRING`` characters, a number
     that is not finite (``1e400``, an integer of hundreds of digits). Finished tasks (``done``, ``error``, ``canceled``) and
     ``cancel`` requests are let through, so a worker can always record an error on a task that
     was broken before the database was set up. A write that moves a runnable task to another
     runnable status and keeps its definition (``worker``, ``date``, ``job``, ``repeat``,
-    ``retry``, ``timeout``, ``max_delay``: :data:`after.task.DEFINITION`) as it was (the
+    ``retry``, ``timeout``, ``max_delay``, ``isolation``: :data:`after.task.DEFINITION`) as it was (the
     worker's claims and starts) is let through at once: that was validated when it was
     written, so only a write that changes it (a user's) is checked in full.
   - the view ``due``, keyed ``[worker, status, due_ms]``: the date normalised to epoch
@@ -50,6 +50,7 @@ from .store import Conflict, Store
 from .task import (
     CHECKED,
     DEFINITION,
+    ISOLATIONS,
     MAX_PRIORITY,
     MAX_RETRIES,
     MAX_SECONDS,
@@ -435,6 +436,13 @@ function definitionProblem(doc) {
     return null;
   }
 
+  function isolationProblem(v) {  // after.task.parse_isolation
+    if (v === null || v === undefined) return null;
+    if (ISOLATIONS.indexOf(v) < 0)
+      return "isolation: must be 'thread' or 'process', not " + show(v);
+    return null;
+  }
+
   // after.task.parse gives a message of at most 300 characters as written, or, past that,
   // with its whitespace collapsed, cut at 297 characters and '...'. Values are first shown
   // collapsed and cut (cheap, whatever their size), then in full if the message is short.
@@ -463,7 +471,8 @@ function definitionProblem(doc) {
   }
   function first() {
     return repeatProblem(doc.repeat) || retryProblem(doc.retry) || secondsProblem('timeout')
-      || secondsProblem('max_delay') || overlapProblem() || priorityProblem();
+      || secondsProblem('max_delay') || isolationProblem(doc.isolation) || overlapProblem()
+      || priorityProblem();
   }
   var wrong = first();
   if (!wrong) return null;
@@ -482,6 +491,7 @@ for _name, _value in (
         ("TASK_MAX_RETRIES", str(MAX_RETRIES)),
         ("TASK_OVERLAPS", json.dumps(list(OVERLAPS))),
         ("TASK_MAX_PRIORITY", str(MAX_PRIORITY)),
+        ("ISOLATIONS", json.dumps(list(ISOLATIONS))),
         ("MIN_US", str(MIN_INTERVAL_US)),
         ("ISO_DATE_RE", ISO_DATE_RE.pattern),
         ("ISO_DURATION_RE", DURATION_JS)):
@@ -503,7 +513,7 @@ VALIDATE = (
   if (status !== undefined && CHECKED.indexOf(status) < 0) return;
   // The cheap path: a transition (the worker's, mostly) that keeps what was validated when
   // the task was written (its whole definition: worker, date, job, repeat, retry, timeout,
-  // max_delay) needs no second look.
+  // max_delay, isolation) needs no second look.
   function same(a, b) {  // deep equality, iterative and bounded (a document may be deep)
     var stack = [[a, b]], seen = 0;
     while (stack.length) {
