@@ -212,9 +212,10 @@ class Reactions:
             outcome = rules.Outcome(rules.TIMEOUT, held.started, now, error=rules.timeout_error(
                 held.spec.timeout, held.token in self.runner.children))
             writes.append(self._end(held, outcome, now))
-        for held in timed_out(self.detached, to_ms(now)):
-            outcome = rules.Outcome(rules.TIMEOUT, held.started, now, error=f"timeout: the "
-                                    f"run took longer than {held.spec.timeout:g}s")
+        for held in timed_out(self.detached, to_ms(now)):  # overlap-allow runs
+            self.runner.kill(held.token, "timeout")
+            outcome = rules.Outcome(rules.TIMEOUT, held.started, now, error=rules.timeout_error(
+                held.spec.timeout, held.token in self.runner.children))
             writes.append(d.end_detached(held.doc, held.spec, held.token, outcome, self.me,
                                          now, self._dead))
             held.token = None
