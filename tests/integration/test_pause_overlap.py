@@ -207,3 +207,14 @@ def test_allow_a_run_cut_by_a_stop_is_recorded_interrupted_and_taken_off_the_tas
     assert doc["after"]["last_run"]["outcome"] == "interrupted"
     [run] = harness.wait(lambda: harness.runs("cut"), what="the run record")
     assert run["outcome"] == "interrupted" and run["number"] == 1
+
+
+def test_allow_a_detached_run_past_its_timeout_is_recorded_timeout(harness, store):
+    harness.start(lead=0)
+    harness.put("hung", job="record_slowly", arguments=[str(harness.record_file), 3],
+                delay=0.2, repeat={"hours": 1}, overlap="allow", timeout=0.5)
+    [run] = harness.wait(lambda: harness.runs("hung"), what="the run record")
+    assert run["outcome"] == "timeout" and "0.5s" in run["error"]["message"]
+    doc = store.get("hung")
+    assert "going" not in doc["after"] and doc["after"]["failures"] == 1
+    assert doc["status"] in ("waiting", "scheduled")  # its next occurrence, an hour on
