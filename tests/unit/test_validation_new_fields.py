@@ -26,8 +26,11 @@ TEXT = st.text(st.characters(categories=("L", "M", "N", "P", "S", "Zs", "Cc"),
 SCALARS = (st.none() | st.booleans() | st.integers(-2 * 10**6, 2 * 10**6)
            | st.integers(-2**53, 2**53) | FRACTIONS
            | TEXT | st.sampled_from(["skip", "buffer_one", "allow", "Skip"]))
+# And a third: JavaScript lists the keys of an object that look like array indices ("2")
+# first, Python in the order written; so keys here start with a letter.
+KEYS = TEXT.map(lambda text: "k" + text)
 VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
-                      | st.dictionaries(TEXT, inner, max_size=3), max_leaves=6)
+                      | st.dictionaries(KEYS, inner, max_size=3), max_leaves=6)
 RETRIES = st.sampled_from([None, 0, 2, {"limit": 0}, {"delay": 1}])
 STATUSES = st.sampled_from(["waiting", "paused", "scheduled", "reschedule"])
 
