@@ -34,6 +34,8 @@ from typing import Any
 
 from . import config as config_module
 from . import task as rules
+from .calendar import PREFIX as CALENDAR_PREFIX
+from .calendar import CalendarError, Exclusion, calendar_name, parse_calendar
 from .dates import DateError, format_date, parse_date, parse_when, utcnow
 from .jobs import JobError, check_name
 from .process import ProcessError
@@ -131,8 +133,11 @@ def _order(doc: dict) -> tuple:
     return (instant is None, instant or datetime.min, doc.get("_id", ""))
 
 
-def check(doc: dict) -> rules.Spec:
-    """What the worker checks, plus the names it would refuse later (raises TaskError)."""
+def check(doc: dict) -> rules.Spec | Exclusion:
+    """What the worker checks, plus the names it would refuse later (raises TaskError). A
+    calendar document (``calendar:NAME``) is checked as one (:func:`check_calendar`)."""
+    if calendar_name(doc.get("_id")) is not None:
+        return check_calendar(doc)
     spec = rules.parse(doc)
     try:
         check_worker_name(doc["worker"])
@@ -143,6 +148,15 @@ def check(doc: dict) -> rules.Spec:
     except JobError as exc:
         raise TaskError(str(exc)) from None
     return spec
+
+
+def check_calendar(doc: dict) -> Exclusion:
+    """A calendar document as the database's validate_doc_update checks it (TaskError)."""
+    try:
+        return parse_calendar(doc)
+    except CalendarError as exc:
+        message = " ".join(str(exc).split())
+        raise TaskError(message if len(message) <= 300 else message[:297] + "...") from None
 
 
 class Client:

@@ -33,12 +33,14 @@ with the user's fields:
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from .dates import DateError, format_date, parse_date
 from .jsonsafe import problem
+from .jsonsafe import show as _show
 from .repeat import RepeatError, Rule, parse_repeat
 
 NS = "after"
@@ -53,6 +55,8 @@ STATUSES = RUNNABLE + (CANCEL,) + FINISHED
 
 # Run outcomes, as recorded in run records and ``last_run``.
 OK, FAILED, TIMEOUT, MISSED, INTERRUPTED = "done", "error", "timeout", "missed", "interrupted"
+#: An occurrence not run on purpose (an excluded date, ``repeat.exclude``): recorded, no run.
+SKIPPED = "skipped"
 #: A run cut short by the death of its process is run again (no task is lost), but an
 #: occurrence interrupted this many times in a row ends ``error``: its job most likely ends
 #: the process that runs it (``os._exit``, a crash in C code), and running it again would take
@@ -65,6 +69,11 @@ ENDED_ITS_PROCESS = ("the job ended its process: the run was interrupted {n} tim
 MAX_SECONDS = 10 * 366 * 86400
 #: Most retries of one occurrence.
 MAX_RETRIES = 1000
+#: Highest ``concurrency.limit``, and the grammar of ``concurrency.key`` (a slot document's id
+#: is ``slot:<key>#<n>``, see :mod:`after.caps`).
+MAX_CONCURRENCY = 1000
+CAP_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
+CAP_KEY_HELP = "letters, digits, _ . : - and at most 100 characters"
 
 
 #: What a worker writes under ``after`` while it holds a task (``date``: the date its claim
@@ -124,6 +133,14 @@ class Retry:
 
 
 @dataclass(frozen=True)
+class Cap:
+    """``concurrency``: at most ``limit`` runs with ``key`` at once, everywhere."""
+
+    key: str
+    limit: int
+
+
+@dataclass(frozen=True)
 class Spec:
     """A task document, checked and parsed."""
 
@@ -136,6 +153,7 @@ class Spec:
     retry: Retry = field(default_factory=Retry)
     timeout: float | None = None
     max_delay: float | None = None
+    concurrency: Cap | None = None
 
 
 def _number(doc: dict, name: str) -> float | None:
@@ -147,17 +165,6 @@ def _number(doc: dict, name: str) -> float | None:
     if not value <= MAX_SECONDS:
         raise TaskError(f"{name}: at most {MAX_SECONDS} seconds (ten years), not {_show(value)}")
     return float(value)
-
-
-def _show(value: Any) -> str:
-    """``repr`` of a user's value, cut short: a message stays one short line."""
-    if isinstance(value, dict | list) and len(value) > 10:
-        return f"a {type(value).__name__} of {len(value)} items"
-    try:
-        text = repr(value)
-    except (RecursionError, ValueError):  # deeply nested, or an integer too long to print
-        return f"a {type(value).__name__}"
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def counter(info: dict, key: str) -> int:
@@ -205,6 +212,25 @@ def parse_retry(value: Any) -> Retry:
     if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not 0 <= jitter <= 1:
         raise TaskError(f"retry.jitter: must be a fraction from 0 to 1, not {_show(jitter)}")
     return Retry(limit=limit, delay=float(delay), backoff=backoff, jitter=float(jitter))
+
+
+def parse_concurrency(value: Any) -> Cap | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TaskError(f'concurrency: must be {{"key": NAME, "limit": N}}, not {_show(value)}')
+    unknown = sorted(set(value) - {"key", "limit"})
+    if unknown:
+        raise TaskError(f"concurrency: unknown field {unknown[0]!r} (use key, limit)")
+    key = value.get("key")
+    if not isinstance(key, str) or not CAP_KEY_RE.fullmatch(key):
+        raise TaskError(f"concurrency.key: {_show(key)} is not a key ({CAP_KEY_HELP})")
+    limit = value.get("limit")
+    if isinstance(limit, bool) or not isinstance(limit, int) \
+            or not 1 <= limit <= MAX_CONCURRENCY:
+        raise TaskError(f"concurrency.limit: must be a whole number from 1 to "
+                        f"{MAX_CONCURRENCY}, not {_show(limit)}")
+    return Cap(key, limit)
 
 
 def parse(doc: dict) -> Spec:
@@ -260,6 +286,7 @@ def _parse(doc: dict) -> Spec:
         retry=parse_retry(doc.get("retry")),
         timeout=_number(doc, "timeout"),
         max_delay=_number(doc, "max_delay"),
+        concurrency=parse_concurrency(doc.get("concurrency")),
     )
 
 
@@ -401,7 +428,8 @@ def _drop(info: dict, keys: tuple[str, ...]) -> None:
 # -- the user's transitions: each returns the document to write, or raises StateError ----------
 
 #: The top-level fields of a task's definition; ``Client.schedule`` owns them.
-DEFINITION = ("worker", "date", "job", "repeat", "retry", "timeout", "max_delay")
+DEFINITION = ("worker", "date", "job", "repeat", "retry", "timeout", "max_delay",
+              "concurrency")
 
 
 def held(doc: dict) -> bool:
@@ -507,7 +535,7 @@ def missed(spec: Spec, due: datetime, now: datetime) -> bool:
 class Outcome:
     """How one run ended."""
 
-    outcome: str  # OK, FAILED, TIMEOUT, MISSED, INTERRUPTED
+    outcome: str  # OK, FAILED, TIMEOUT, MISSED, INTERRUPTED, SKIPPED
     started: datetime
     ended: datetime
     result: Any = None
@@ -538,9 +566,10 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
     """
     new, info = _copy(doc)
     attempt = counter(info, "attempt") or 1
-    if outcome.outcome != MISSED:
+    if outcome.outcome not in (MISSED, SKIPPED):
         info["runs"] = counter(info, "runs") + 1
-    kind = {OK: "successes", MISSED: "missed"}.get(outcome.outcome, "failures")
+    kind = {OK: "successes", MISSED: "missed", SKIPPED: "skipped"}.get(outcome.outcome,
+                                                                       "failures")
     info[kind] = counter(info, kind) + 1
     last = {
         "number": counter(info, "run") or counter(info, "runs"),
@@ -620,7 +649,7 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
         return new
     for key in ("next_run", "anchor", "occurrences"):  # the series is over; run anew, it restarts
         info.pop(key, None)
-    if outcome.ok:
+    if outcome.ok or outcome.outcome == SKIPPED:
         new["status"] = DONE
         info.pop("error", None)
     else:

@@ -34,9 +34,10 @@ from datetime import datetime
 
 from . import decide as d
 from . import task as rules
-from .config import Settings, runs_db
+from .config import Settings, runs_db, workers_db
 from .dates import from_ms, to_ms
 from .decide import Kind, Write
+from .gates import Calendars, Slots
 from .holding import CLAIM, FENCE, RUN, Holding
 from .jobs import JobError, JobRegistry
 from .peers import Peers
@@ -93,6 +94,9 @@ class Worker:
         self.busy = 0  # job threads taken at the start of the turn
         self.reserved = 0  # starts decided this turn, not written yet
         self.slot_wait: dict[str, None] = {}  # held tasks due, waiting for a free job thread
+        # calendars and concurrency caps, asked when a gated occurrence falls due
+        self.calendars = Calendars(self.store)
+        self.slots = Slots(self.store, workers_db(store.db), self.id, settings.lease)
 
     @property
     def pending(self) -> list[Write]:
@@ -192,6 +196,7 @@ class Worker:
             wake = min(next_deadline(self.held), self.next_check)
             wait = max(0.0, min(wake - self.peers.now().timestamp(), 1.0))
             wait = min(wait, 0.2) if self.writer.pending else wait
+            wait = min(wait, self.slots.wait() if self.slots.waiting else wait)
         events = self._drain(wait)
         # Timers first: a fenced run starts as its timer fires, before this turn's writes.
         events.sort(key=lambda event: event[0] != "fire")
@@ -205,7 +210,9 @@ class Worker:
                 writes.extend(self._unexpected(kind, value, exc, now))
         writes.extend(self._deadlines(now))
         writes.extend(self._fill_slots(now))
+        writes.extend(self._fill_gates(now))
         self._flush(writes, now)
+        self.slots.settle(lambda docid: docid in self.held and self.held[docid].running)
         self.reserved = 0
         if now.timestamp() >= self.next_check:
             self.next_check = now.timestamp() + self.settings.self_check
@@ -352,7 +359,7 @@ class Worker:
             return []
         if kind == FENCE:  # no fence without a free job thread: the due instant decides
             if held.running or rules.missed(held.spec, from_ms(held.due_ms), now) \
-                    or not self._can_start():
+                    or d.gated(held.spec) or not self._can_start():
                 return []
             write = d.fence(held.doc, held.spec, held.due_ms, self.me)
             held.running, held.token = True, write.token  # until the write lands
@@ -368,13 +375,37 @@ class Worker:
             return []
         if held.running:
             return []
+        if d.gated(held.spec) and (skip := self._screen(held, now)) is not None:
+            return skip  # an excluded day (skipped), or a calendar that does not exist
         if self.busy + self.reserved >= self.settings.pool:
             self.slot_wait[docid] = None  # stays scheduled; started when a thread is free
             return []
+        if held.spec.concurrency is not None and not self.slots.take(
+                docid, held.spec.concurrency.key, held.spec.concurrency.limit, held.due_ms,
+                now):
+            return []  # stays scheduled; tried again by _fill_gates (after.gates)
         self.busy += 1  # (counted by _count_busy from now on: held.running below)
         write = d.fire(held.doc, held.spec, held.due_ms, self.me, now)
         held.running, held.token = True, write.token  # until the write lands
         return [write]
+
+    def _screen(self, held: Held, now: datetime) -> list[Write] | None:
+        """The calendars of a held occurrence that fell due (see :func:`after.decide.screen`)."""
+        exclusion = held.spec.repeat.exclude if held.spec.repeat is not None else None
+        names = exclusion.calendars if exclusion is not None else ()
+        write = d.screen(held.doc, held.spec, self.calendars.get(names), self.me, now)
+        if write is None:
+            return None
+        if write.kind is Kind.ERROR:
+            self.mem.drop(held.doc["_id"])
+        return [write]
+
+    def _fill_gates(self, now: datetime) -> list[Write]:
+        """Try again the occurrences waiting for a concurrency slot, earliest due first."""
+        writes: list[Write] = []
+        for docid in self.slots.due(lambda t: t in self.held and not self.held[t].running):
+            writes.extend(self.on_fire((RUN, docid), now))
+        return writes
 
     def _launch(self, held: Held, now: datetime) -> None:
         try:
@@ -567,7 +598,8 @@ class Worker:
     def _self_check(self) -> int:
         # a task waiting for a free job thread is held, on purpose, with no timer entry
         broken = self.mem.check(self.runner.active,
-                                {w.doc["_id"] for w in self.pending} | set(self.slot_wait))
+                                {w.doc["_id"] for w in self.pending} | set(self.slot_wait)
+                                | set(self.slots.waiting))
         if broken:
             self.counts["corrected"] += len(broken)
             self.emit("corrected", count=len(broken))
@@ -615,6 +647,7 @@ class Worker:
 
     def _stopped(self, code: int, why: str | None = None) -> int:
         self.runner.shutdown()
+        self.slots.release_all()  # its runs are over or handed back: their slots are free
         self.peers.stop(timeout=2)
         if why:
             log.warning("%s", why)

@@ -1,0 +1,259 @@
+"""What must hold before an occurrence starts: its day not excluded, a concurrency slot.
+
+The worker asks its :class:`Gates` when a held occurrence falls due (``Worker.on_fire``):
+
+- **Calendars** (``repeat.exclude``, :mod:`after.calendar`): an occurrence on an excluded
+  day is not run but recorded ``skipped`` (:func:`after.decide.skip`); a task naming a
+  calendar document that does not exist ends ``error``. Shared calendars are read from the
+  tasks database and kept :data:`CALENDAR_TTL` seconds, so an edit takes effect within that
+  long, without a restart.
+- **Concurrency caps** (``"concurrency": {"key": K, "limit": N}``): at most N runs with the
+  key K at once, across every process of every machine and every worker name. A run holds
+  one of N slot documents, ``slot:K#0`` .. ``slot:K#<N-1>`` in ``<db>_workers``, taken like
+  a claim: written with ``_rev`` (or created), so of two processes taking the same slot one
+  gets a conflict. A slot names its holder (a process id, as a task's ``after.owner``); the
+  holder frees it when its run ends in any way (done, error, timeout, a graceful stop). A
+  holder that dies (kill -9) frees nothing: its slot is taken over once the holder is dead,
+  judged as :mod:`after.peers` judges a peer, on this process's monotonic clock: its
+  heartbeat document gone, or unchanged for a lease. On a cluster a slot written with a 202
+  is read back (every leaf) before the run starts, as the worker confirms a 202 start.
+
+A due occurrence with no free slot stays ``scheduled`` (held by its process, shown by
+``after show`` as waiting for a slot) and is tried again every :data:`SLOT_RETRY` seconds
+and at once when a run of this process frees a slot, earliest due first; its run record's
+lateness counts from the occurrence's date. Order across processes is not strict: a freed
+slot goes to the first process that asks, which starts its earliest waiting occurrence.
+
+Slot I/O is done on the worker's loop, with its short timeout: a few small requests per
+capped run (read the key's slots, write one, write it free), none for tasks without a cap.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from . import calendar as cal
+from .dates import format_date
+from .store import Conflict, NotFound, StoreError, describe_error, winner
+
+log = logging.getLogger("after.worker")
+
+#: Seconds a shared calendar document is kept before it is read again.
+CALENDAR_TTL = 2.0
+#: Seconds between two tries at a slot while occurrences wait for one.
+SLOT_RETRY = 0.25
+SLOT_PREFIX = "slot:"
+
+
+def slot_id(key: str, n: int) -> str:
+    return f"{SLOT_PREFIX}{key}#{n}"
+
+
+class Calendars:
+    """Shared calendar documents, read through a short cache."""
+
+    def __init__(self, store, ttl: float = CALENDAR_TTL,
+                 monotonic: Callable[[], float] = time.monotonic):
+        self.store, self.ttl, self.mono = store, ttl, monotonic
+        self.cache: dict[str, tuple[float, cal.Exclusion | None]] = {}
+
+    def get(self, names: tuple[str, ...]) -> dict[str, cal.Exclusion]:
+        """The calendars of ``names`` that exist (a bad one counts as empty, logged). When
+        the database cannot be read, the last copy is used, or none (the occurrence runs)."""
+        found = {}
+        for name in names:
+            at, value = self.cache.get(name, (float("-inf"), None))
+            if self.mono() - at >= self.ttl:
+                value = self._read(name, value)
+                self.cache[name] = (self.mono(), value)
+            if value is not None:
+                found[name] = value
+        return found
+
+    def _read(self, name: str, last: cal.Exclusion | None) -> cal.Exclusion | None:
+        try:
+            doc = self.store.get(cal.PREFIX + name)
+        except NotFound:
+            return None
+        except StoreError as exc:
+            log.warning("cannot read calendar %s: %s", name, describe_error(exc))
+            return last if last is not None else cal.Exclusion()
+        try:
+            return cal.parse_calendar(doc)
+        except cal.CalendarError as exc:
+            log.warning("calendar %s cannot be used (it excludes nothing): %s", name, exc)
+            return cal.Exclusion()
+
+
+class Slots:
+    """The concurrency slots this process holds, and the occurrences waiting for one."""
+
+    def __init__(self, store, db: str, me: str, lease: float,
+                 monotonic: Callable[[], float] = time.monotonic):
+        self.store, self.db, self.me, self.lease, self.mono = store, db, me, lease, monotonic
+        self.held: dict[str, dict] = {}  # task id -> the slot document it holds
+        self.waiting: dict[str, tuple[int, str]] = {}  # task id -> (due ms, key)
+        self.observed: dict[str, tuple[str, float]] = {}  # holder -> (heartbeat rev, since)
+        self.next_try: dict[str, float] = {}  # key -> when to try its slots again
+
+    # -- liveness of a slot's holder, as after.peers judges a peer -------------------------
+
+    def observe(self, holder: str, beat: dict | None, at: float) -> bool:
+        """Take in one read of ``holder``'s heartbeat at monotonic ``at``; True when it is
+        dead: no heartbeat, or one unchanged for a lease since this process first saw it."""
+        if holder == self.me:
+            return False
+        if beat is None:
+            self.observed.pop(holder, None)
+            return True
+        rev = beat.get("_rev", "")
+        seen = self.observed.get(holder)
+        if seen is None or seen[0] != rev:
+            self.observed[holder] = seen = (rev, at)
+        return at - seen[1] >= self.lease
+
+    def _dead(self, holder: str) -> bool:
+        try:
+            beat = self.store.get_or_none(holder, db=self.db)
+        except StoreError as exc:
+            log.warning("cannot read the heartbeat of slot holder %s: %s", holder,
+                        describe_error(exc))
+            return False  # never take a slot on a guess
+        return self.observe(holder, beat, self.mono())
+
+    # -- taking and freeing -----------------------------------------------------------------
+
+    def take(self, docid: str, key: str, limit: int, due_ms: int, now: datetime) -> bool:
+        """A slot of ``key`` for the run of ``docid``: True when this process holds one
+        (taken now or before); otherwise the occurrence waits (:meth:`due`)."""
+        if docid in self.held:
+            return True
+        if self.mono() >= self.next_try.get(key, 0.0):
+            if self._acquire(docid, key, limit, now):
+                self.waiting.pop(docid, None)
+                return True
+            self.next_try[key] = self.mono() + SLOT_RETRY
+        self.waiting.setdefault(docid, (due_ms, key))
+        return False
+
+    def _acquire(self, docid: str, key: str, limit: int, now: datetime) -> bool:
+        try:
+            slots = {doc["_id"]: doc for doc in
+                     self.store.prefixed(f"{SLOT_PREFIX}{key}#", db=self.db)}
+        except StoreError as exc:
+            log.warning("cannot read the slots of %s: %s", key, describe_error(exc))
+            return False
+        ours = {doc["_id"] for doc in self.held.values()}
+        for doc in slots.values():  # ours, for a run that is over (a lost write): free it
+            if doc.get("holder") == self.me and doc["_id"] not in ours:
+                self._free(dict(doc))
+                doc["holder"] = None
+        for n in range(limit):
+            current = slots.get(slot_id(key, n))
+            holder = current.get("holder") if current else None
+            if holder and (holder == self.me or not self._dead(holder)):
+                continue
+            doc = {"_id": slot_id(key, n), "type": "slot", "key": key, "holder": self.me,
+                   "task": docid, "since": format_date(now)}
+            if current is not None:
+                doc["_rev"] = current["_rev"]
+            if holder:
+                log.info("slot %s: its holder %s is dead: taking it over", doc["_id"], holder)
+            try:
+                answer = self.store.put(doc, db=self.db)
+            except Conflict:
+                continue  # another process took it first
+            except StoreError as exc:
+                log.warning("cannot take slot %s: %s", doc["_id"], describe_error(exc))
+                return False
+            if answer.get("status") == 202 and not self._confirmed(doc):
+                continue
+            self.held[docid] = doc
+            return True
+        return False
+
+    def _confirmed(self, doc: dict) -> bool:
+        """A slot written with a 202 (a cluster without quorum): ours only if our revision
+        is the only live one; otherwise our branch is freed and the slot counts as taken."""
+        try:
+            leaves = self.store.leaves(doc["_id"], db=self.db)
+        except StoreError:
+            leaves = []
+        current = winner(list(leaves))
+        if current is not None and current.get("_rev") == doc["_rev"] \
+                and not current.get("_conflicts"):
+            return True
+        for leaf in leaves:
+            if leaf.get("holder") == self.me and not leaf.get("_deleted"):
+                self._free(leaf)
+        return False
+
+    def release(self, docid: str) -> None:
+        """The run of ``docid`` is over: free its slot (if it holds one)."""
+        self.waiting.pop(docid, None)
+        doc = self.held.pop(docid, None)
+        if doc is not None:
+            self._free(doc)
+            self.next_try.pop(doc["key"], None)  # a waiting occurrence may take it at once
+
+    def _free(self, doc: dict) -> None:
+        for _ in range(3):
+            free = {**doc, "holder": None, "task": None, "freed": format_date(datetime.now(UTC))}
+            try:
+                self.store.put(free, db=self.db)
+                return
+            except Conflict:
+                try:
+                    current = self.store.get(doc["_id"], db=self.db)
+                except StoreError:
+                    return
+                if current.get("holder") != self.me:
+                    return  # taken over meanwhile (this process was thought dead)
+                doc = current
+            except StoreError as exc:
+                log.warning("cannot free slot %s (it comes back when this process's lease "
+                            "runs out, if it stops): %s", doc["_id"], describe_error(exc))
+                return
+
+    def settle(self, running: Callable[[str], bool]) -> None:
+        """Free the slots whose run is over (or never began: its start lost a conflict),
+        and forget waiting occurrences this process no longer holds."""
+        for docid in [t for t in self.held if not running(t)]:
+            self.release(docid)
+
+    def due(self, held: Callable[[str], bool]) -> list[str]:
+        """The waiting occurrences whose key may be tried again now, earliest due first."""
+        for docid in [t for t in self.waiting if not held(t)]:
+            del self.waiting[docid]
+        at = self.mono()
+        ready = [t for t, (_, key) in self.waiting.items() if at >= self.next_try.get(key, 0.0)]
+        return sorted(ready, key=lambda t: self.waiting[t])
+
+    def wait(self) -> float | None:
+        """Seconds until a waiting occurrence's key may be tried again (None: none waits)."""
+        if not self.waiting:
+            return None
+        keys = {key for _, key in self.waiting.values()}
+        return max(0.0, min(self.next_try.get(k, 0.0) for k in keys) - self.mono())
+
+    def release_all(self) -> None:
+        for docid in list(self.held):
+            self.release(docid)
+        self.waiting.clear()
+
+
+def in_use(store, db: str) -> list[dict]:
+    """Every slot document (``after caps``, the dashboard): key, n, holder, task, since."""
+    try:
+        docs = store.prefixed(SLOT_PREFIX, db=db)
+    except NotFound:
+        return []
+    out = []
+    for doc in docs:
+        key, _, n = doc["_id"][len(SLOT_PREFIX):].rpartition("#")
+        out.append({"key": key, "n": int(n) if n.isdigit() else n, "holder": doc.get("holder"),
+                    "task": doc.get("task"), "since": doc.get("since")})
+    return out
