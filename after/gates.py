@@ -147,10 +147,9 @@ class Slots:
             log.warning("cannot read the slots of %s: %s", key, describe_error(exc))
             return False
         ours = {doc["_id"] for doc in self.held.values()}
-        for doc in slots.values():  # ours, for a run that is over (a lost write): free it
-            if doc.get("holder") == self.me and doc["_id"] not in ours:
-                self._free(dict(doc))
-                doc["holder"] = None
+        for slot, doc in list(slots.items()):  # ours, for a run that is over: free it
+            if doc.get("holder") == self.me and slot not in ours:
+                slots[slot] = self._free(doc) or doc
         for n in range(limit):
             current = slots.get(slot_id(key, n))
             holder = current.get("holder") if current else None
@@ -199,24 +198,26 @@ class Slots:
             self._free(doc)
             self.next_try.pop(doc["key"], None)  # a waiting occurrence may take it at once
 
-    def _free(self, doc: dict) -> None:
+    def _free(self, doc: dict) -> dict | None:
+        """Write ``doc`` free (unless another process holds it now); the document written."""
         for _ in range(3):
             free = {**doc, "holder": None, "task": None, "freed": format_date(datetime.now(UTC))}
             try:
                 self.store.put(free, db=self.db)
-                return
+                return free
             except Conflict:
                 try:
                     current = self.store.get(doc["_id"], db=self.db)
                 except StoreError:
-                    return
+                    return None
                 if current.get("holder") != self.me:
-                    return  # taken over meanwhile (this process was thought dead)
+                    return None  # taken over meanwhile (this process was thought dead)
                 doc = current
             except StoreError as exc:
                 log.warning("cannot free slot %s (it comes back when this process's lease "
                             "runs out, if it stops): %s", doc["_id"], describe_error(exc))
-                return
+                return None
+        return None
 
     def settle(self, running: Callable[[str], bool]) -> None:
         """Free the slots whose run is over (or never began: its start lost a conflict),

@@ -1,0 +1,92 @@
+"""Concurrency caps across processes: slot documents with leases (after.gates).
+
+Figures (total time, overlap, per process) are printed: run with ``-s`` to see them.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from datetime import timedelta
+
+from after.config import workers_db
+from after.dates import format_date, parse_date, utcnow
+from after.gates import in_use
+
+from .conftest import task_doc, wait_for
+from .test_pool import POOL, start_pool
+
+LEASE = 3.0  # POOL's --lease
+
+
+def overlap(runs: list[dict]) -> int:
+    """The most runs going at once, from the run records' starts and ends."""
+    edges = sorted([(parse_date(r["started"]), 1) for r in runs]
+                   + [(parse_date(r["ended"]), -1) for r in runs])
+    most = going = 0
+    for _, step in edges:
+        going += step
+        most = max(most, going)
+    return most
+
+
+def capped(docid: str, worker: str, seconds: float, limit: int, delay: float = 0.0,
+           key: str = "reports") -> dict:
+    doc = task_doc(docid, worker, "unused", delay=delay,
+                   concurrency={"key": key, "limit": limit})
+    doc["job"] = {"name": "sleep", "arguments": [seconds]}
+    return doc
+
+
+def test_three_processes_never_run_more_than_the_cap(cli, tasks):
+    start_pool(cli, "capped", 3)
+    due = utcnow() + timedelta(seconds=2)
+    docs = [{**capped(f"r{i:02}", "capped", 1, 2), "date": format_date(due)}
+            for i in range(30)]
+    tasks.bulk_docs(docs)
+    wait_for(lambda: len(list(tasks.find_all({"status": "done"}))) == 30, timeout=90,
+             what="30 done")
+    runs = list(tasks.find_all({"type": "run"}, db=f"{cli.db}_runs"))
+    assert Counter(r["outcome"] for r in runs) == {"done": 30}
+    assert sorted(r["task"] for r in runs) == [f"r{i:02}" for i in range(30)]
+    most = overlap(runs)
+    took = (max(parse_date(r["ended"]) for r in runs) - due).total_seconds()
+    late = sorted(r["lateness_ms"] / 1000 for r in runs)
+    print(f"\n[caps] 30 tasks of 1 s, limit 2, 3 processes: most at once {most}, all done "
+          f"{took:.1f}s after due (15 s at best), lateness {late[0]:.2f}..{late[-1]:.2f}s, "
+          f"per process {sorted(Counter(r['pid'] for r in runs).values())}")
+    assert most == 2  # never more than the cap, and the cap is used
+    assert late[-1] >= 14 - 0.5  # the last waited for 14 runs of 1 s, counted from its date
+    slots = in_use(tasks, workers_db(cli.db))
+    assert sorted(s["n"] for s in slots) == [0, 1] and all(s["holder"] is None for s in slots)
+
+
+def test_the_slot_of_a_killed_holder_comes_back_after_the_lease(cli, tasks):
+    [holder] = start_pool(cli, "first", 1)
+    tasks.put(capped("long", "first", 60, 1, key="solo"))
+    wait_for(lambda: tasks.get("long")["status"] == "running", what="running")
+    [slot] = in_use(tasks, workers_db(cli.db))
+    assert f":{holder.pid}:" in slot["holder"] and slot["task"] == "long"
+    other = cli.spawn("start", "second", *POOL)  # another worker name: caps span names
+    wait_for(lambda: "worker second ready" in (cli.home / "spawn-1.out").read_text(),
+             what="second ready")
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(10)
+    killed = utcnow()
+    tasks.put(capped("next", "second", 0, 1, key="solo"))
+    time.sleep(1.5)
+    waiting = tasks.get("next")
+    assert waiting["status"] == "scheduled"  # the dead holder's slot is not free yet
+    shown = cli.run("show", "next")
+    assert "waiting for a slot of solo (limit 1" in shown.stdout, shown.stdout + shown.stderr
+    done = wait_for(lambda: (d := tasks.get("next"))["status"] == "done" and d, timeout=30,
+                    what="next done")
+    started = parse_date(done["after"]["last_run"]["started"])
+    back = (started - killed).total_seconds()
+    print(f"\n[caps] a killed holder's slot came back {back:.2f}s after SIGKILL (lease "
+          f"{LEASE:g}s)")
+    assert LEASE - 0.5 <= back <= LEASE + 5
+    [slot] = wait_for(lambda: (s := in_use(tasks, workers_db(cli.db)))[0]["holder"] is None
+                      and s, what="the slot freed")
+    assert other.poll() is None
