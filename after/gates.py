@@ -36,7 +36,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from . import calendar as cal
+from . import decide as d
 from .dates import format_date
+from .holding import RUN
 from .store import Conflict, NotFound, StoreError, describe_error, winner
 
 log = logging.getLogger("after.worker")
@@ -88,8 +90,9 @@ class Calendars:
             return cal.Exclusion()
 
 
-class Slots:
-    """The concurrency slots this process holds, and the occurrences waiting for one."""
+class Caps:
+    """The concurrency slots this process holds, and the occurrences waiting for one (not
+    :class:`after.slots.Slots`, which counts job threads)."""
 
     def __init__(self, store, db: str, me: str, lease: float,
                  monotonic: Callable[[], float] = time.monotonic):
@@ -244,6 +247,37 @@ class Slots:
         for docid in list(self.held):
             self.release(docid)
         self.waiting.clear()
+
+
+# -- the worker's hooks (after.reactions.on_fire, Worker.turn) ---------------------------------
+
+def screen(worker, held, now: datetime) -> list | None:
+    """The calendars of a held occurrence that fell due (:func:`after.decide.screen`): None
+    when it may run, else the write that records it skipped or ends the task ``error``."""
+    exclusion = held.spec.repeat.exclude if held.spec.repeat is not None else None
+    names = exclusion.calendars if exclusion is not None else ()
+    write = d.screen(held.doc, held.spec, worker.calendars.get(names), worker.me, now)
+    if write is None:
+        return None
+    if write.kind is d.Kind.ERROR:
+        worker.mem.drop(held.doc["_id"])
+    return [write]
+
+
+def take(worker, held, now: datetime) -> bool:
+    """A slot for a held occurrence that fell due, if it has a ``concurrency`` cap (True
+    when it has none); without one it waits in :attr:`Caps.waiting`."""
+    cap = held.spec.concurrency
+    return cap is None or worker.caps.take(held.doc["_id"], cap.key, cap.limit, held.due_ms,
+                                           now)
+
+
+def fill(worker, now: datetime) -> list:
+    """Try again the occurrences waiting for a concurrency slot, earliest due first."""
+    writes: list = []
+    for docid in worker.caps.due(lambda t: t in worker.held and not worker.held[t].running):
+        writes.extend(worker.on_fire((RUN, docid), now))
+    return writes
 
 
 def in_use(store, db: str) -> list[dict]:

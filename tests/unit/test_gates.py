@@ -1,4 +1,4 @@
-"""Concurrency slots (after.gates.Slots) on the in-memory store, with a monotonic clock
+"""Concurrency slots (after.gates.Caps) on the in-memory store, with a monotonic clock
 passed in; the concurrency field (after.task.parse_concurrency); the dashboard's caps."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from after import task as rules
 from after.client import concurrency_field
-from after.gates import SLOT_RETRY, Calendars, Slots, in_use, slot_id
+from after.gates import SLOT_RETRY, Calendars, Caps, in_use, slot_id
 from after.memstore import MemStore
 
 from ..js import model_url, node
@@ -29,7 +29,7 @@ class Clock:
 
 
 def slots_for(store, me, clock):
-    return Slots(store, WORKERS, me, LEASE, monotonic=clock)
+    return Caps(store, WORKERS, me, LEASE, monotonic=clock)
 
 
 def beat(store, process):
