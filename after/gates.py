@@ -37,7 +37,8 @@ from datetime import UTC, datetime
 
 from . import calendar as cal
 from . import decide as d
-from .dates import format_date
+from . import task as rules
+from .dates import format_date, from_ms
 from .holding import RUN
 from .store import Conflict, NotFound, StoreError, describe_error, winner
 
@@ -95,8 +96,11 @@ class Caps:
     :class:`after.slots.Slots`, which counts job threads)."""
 
     def __init__(self, store, db: str, me: str, lease: float,
-                 monotonic: Callable[[], float] = time.monotonic):
+                 monotonic: Callable[[], float] = time.monotonic,
+                 known_dead: Callable[[str], bool] = lambda holder: False):
         self.store, self.db, self.me, self.lease, self.mono = store, db, me, lease, monotonic
+        # a holder this process already knows dead (a peer of its name, after.peers)
+        self.known_dead = known_dead
         self.held: dict[str, dict] = {}  # task id -> the slot document it holds
         self.waiting: dict[str, tuple[int, str]] = {}  # task id -> (due ms, key)
         self.observed: dict[str, tuple[str, float]] = {}  # holder -> (heartbeat rev, since)
@@ -119,6 +123,8 @@ class Caps:
         return at - seen[1] >= self.lease
 
     def _dead(self, holder: str) -> bool:
+        if self.known_dead(holder):
+            return True
         try:
             beat = self.store.get_or_none(holder, db=self.db)
         except StoreError as exc:
@@ -268,8 +274,9 @@ def take(worker, held, now: datetime) -> bool:
     """A slot for a held occurrence that fell due, if it has a ``concurrency`` cap (True
     when it has none); without one it waits in :attr:`Caps.waiting`."""
     cap = held.spec.concurrency
-    return cap is None or worker.caps.take(held.doc["_id"], cap.key, cap.limit, held.due_ms,
-                                           now)
+    if cap is None or rules.missed(held.spec, from_ms(held.due_ms), now):
+        return True  # no cap, or it is recorded missed: no run, no slot
+    return worker.caps.take(held.doc["_id"], cap.key, cap.limit, held.due_ms, now)
 
 
 def fill(worker, now: datetime) -> list:

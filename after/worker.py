@@ -98,7 +98,8 @@ class Worker(Reactions):
         self.slots = Slots(settings.pool)  # job threads: start only what the pool can now
         # calendars and concurrency caps, asked when a gated occurrence falls due
         self.calendars = gates.Calendars(self.store)
-        self.caps = gates.Caps(self.store, workers_db(store.db), self.id, settings.lease)
+        self.caps = gates.Caps(self.store, workers_db(store.db), self.id, settings.lease,
+                               known_dead=lambda p: self.peers.liveness(p) is d.Liveness.DEAD)
         self.confirm = Confirm(self.store, lambda doc: self.inbox.put(("recheck", doc)),
                                self.poll_now.set)  # reading every copy back, on a cluster
 

@@ -151,3 +151,13 @@ def test_the_dashboard_counts_caps_in_use_and_lists_no_calendar_as_a_task():
     assert got == {"caps": [{"key": "a", "used": 1, "slots": 1, "tasks": ["t2"]},
                             {"key": "k", "used": 1, "slots": 2, "tasks": ["t1"]}],
                    "tasks": [False, True]}
+
+
+def test_a_holder_the_peers_know_dead_gives_its_slot_back_at_once():
+    store, clock = MemStore(), Clock()
+    dead = slots_for(store, "w@h:1:x", clock)
+    beat(store, "w@h:1:x")  # its heartbeat still there, unchanged: only a lease tells
+    assert dead.take("t1", "k", 1, 1, NOW)
+    taker = Caps(store, WORKERS, "w@h:2:y", LEASE, monotonic=clock,
+                 known_dead=lambda holder: holder == "w@h:1:x")
+    assert taker.take("t2", "k", 1, 2, NOW)
