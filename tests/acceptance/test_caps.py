@@ -90,3 +90,21 @@ def test_the_slot_of_a_killed_holder_comes_back_after_the_lease(cli, tasks):
     [slot] = wait_for(lambda: (s := in_use(tasks, workers_db(cli.db)))[0]["holder"] is None
                       and s, what="the slot freed")
     assert other.poll() is None
+
+
+def test_occurrences_waiting_in_three_processes_run_in_date_order(cli, tasks):
+    start_pool(cli, "ordered", 3)
+    base = utcnow() + timedelta(seconds=2)
+    docs = [{**capped(f"o{i}", "ordered", 0.4, 1, key="one"),
+             "date": format_date(base + timedelta(seconds=0.15 * i))} for i in range(9)]
+    tasks.bulk_docs(docs)
+    wait_for(lambda: len(list(tasks.find_all({"status": "done"}))) == 9, timeout=60,
+             what="9 done")
+    runs = sorted(tasks.find_all({"type": "run"}, db=f"{cli.db}_runs"),
+                  key=lambda r: r["started"])
+    order = [r["task"] for r in runs]
+    print(f"\n[caps] 9 tasks of 0.4 s 0.15 s apart, limit 1, 3 processes: run in order "
+          f"{' '.join(order)}, by {len({r['pid'] for r in runs})} processes")
+    assert overlap(runs) == 1
+    assert order == [f"o{i}" for i in range(9)]
+    assert len({r["pid"] for r in runs}) > 1  # the order held across processes
