@@ -227,20 +227,29 @@ class Caps:
         return False
 
     def _confirmed(self, doc: dict) -> bool:
-        """A slot written with a 202 (a cluster without quorum): ours only if our revision
-        is the only live one; otherwise our branch is freed and the slot counts as taken."""
+        """A slot written with a 202 (a cluster without quorum) is read back, every leaf: a
+        concurrent take through another node made a branch. The revision CouchDB serves (the
+        same on every node) is the slot's truth: the other live leaves are deleted, as the
+        worker resolves a task's conflicts, and the slot is ours only if ours won."""
         try:
             leaves = self.store.leaves(doc["_id"], db=self.db)
-        except StoreError:
+        except StoreError as exc:
+            log.warning("cannot confirm slot %s yet: %s", doc["_id"], describe_error(exc))
             leaves = []
         current = winner(list(leaves))
-        if current is not None and current.get("_rev") == doc["_rev"] \
-                and not current.get("_conflicts"):
-            return True
-        for leaf in leaves:
-            if leaf.get("holder") == self.me and not leaf.get("_deleted"):
-                self._free(leaf)
-        return False
+        if current is None:
+            return False
+        losers = [{"_id": doc["_id"], "_rev": leaf["_rev"], "_deleted": True}
+                  for leaf in leaves if leaf["_rev"] != current["_rev"]
+                  and not leaf.get("_deleted")]
+        if losers:
+            log.warning("slot %s had %d conflicting revision(s): keeping %s (held by %s)",
+                        doc["_id"], len(losers), current["_rev"], current.get("holder"))
+            try:
+                self.store.bulk_docs(losers, db=self.db)
+            except StoreError as exc:
+                log.warning("cannot resolve slot %s: %s", doc["_id"], describe_error(exc))
+        return current["_rev"] == doc["_rev"]
 
     def release(self, docid: str) -> None:
         """The run of ``docid`` is over: free its slot (if it holds one)."""

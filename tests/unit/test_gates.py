@@ -161,3 +161,31 @@ def test_a_holder_the_peers_know_dead_gives_its_slot_back_at_once():
     taker = Caps(store, WORKERS, "w@h:2:y", LEASE, monotonic=clock,
                  known_dead=lambda holder: holder == "w@h:1:x")
     assert taker.take("t2", "k", 1, 2, NOW)
+
+
+class Accepted(MemStore):
+    """A cluster without quorum: every slot write answers 202, and the first one also meets a
+    concurrent take of the same slot by ``rival`` through another node (a second branch)."""
+
+    def __init__(self, rival_rev: str):
+        super().__init__()
+        self.rival_rev, self.split = rival_rev, False
+
+    def put(self, doc, *, db=None):
+        answer = super().put(doc, db=db)
+        if doc["_id"].startswith("slot:") and doc.get("holder") and not self.split:
+            self.split = True
+            rival = {**doc, "holder": "r@h:9:z", "task": "theirs", "_rev": self.rival_rev}
+            self.bulk_docs([rival], db=db, new_edits=False)
+        return {**answer, "status": 202}
+
+
+@pytest.mark.parametrize("rival_rev, ours", [("1-" + "f" * 32, False), ("1-" + "0" * 32, True)])
+def test_a_202_slot_is_read_back_and_only_the_winning_branch_holds_it(rival_rev, ours):
+    store, clock = Accepted(rival_rev), Clock()
+    beat(store, "r@h:9:z")
+    a = slots_for(store, "a@h:1:x", clock)
+    assert a.take("mine", "k", 1, 1, NOW) is ours
+    live = [leaf for leaf in store.leaves(slot_id("k", 0), db=WORKERS)
+            if not leaf.get("_deleted")]
+    assert [leaf["task"] for leaf in live] == ["mine" if ours else "theirs"]  # resolved
