@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from after import calendar as cal
@@ -190,3 +190,41 @@ def test_next_runs_are_exactly_the_days_not_excluded(offsets):
     wanted = [day for day in ((NOW + timedelta(days=n)).date() for n in range(80))
               if day not in excluded_days][:5]
     assert got == wanted
+
+
+# -- the database's validate_doc_update says what task.parse says, on generated values -------
+
+_text = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=12)
+_day_like = st.one_of(
+    days.map(date.isoformat),
+    st.builds("{:04d}-{:02d}-{:02d}".format, st.integers(0, 9999), st.integers(0, 13),
+              st.integers(0, 32)),
+    _text)
+# Finite floats that JavaScript prints as Python does (no exponent above 1e16, no integral
+# float where an integer is allowed: JavaScript cannot tell 2.0 from 2, as for retry).
+_scalar = st.one_of(st.none(), st.booleans(), st.integers(-10 ** 6, 10 ** 6),
+                    st.floats(-1e6, 1e6).filter(lambda x: not x.is_integer()), _text)
+_item = st.one_of(
+    _day_like, _scalar,
+    st.fixed_dictionaries({"from": _day_like, "to": _day_like}),
+    st.dictionaries(st.sampled_from(["from", "to", "calendar", "x"]),
+                    st.one_of(_day_like, _scalar), max_size=3),
+    st.fixed_dictionaries({"calendar": st.one_of(_text, _scalar)}))
+_exclude = st.one_of(_scalar, _item, st.lists(_item, max_size=4))
+_concurrency = st.one_of(
+    _scalar, st.dictionaries(st.sampled_from(["key", "limit", "x"]),
+                             st.one_of(_scalar, _text), max_size=3))
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.data())
+def test_the_vdu_and_parse_agree_on_generated_excludes_calendars_and_caps(data):
+    from .test_validation_corpus import python_says, vdu_says
+
+    base = {"_id": "t", "worker": "w", "date": "2026-12-01T09:00:00Z", "status": "waiting",
+            "job": {"name": "hello", "arguments": []}}
+    docs = [{**base, "repeat": {"days": 1, "exclude": data.draw(_exclude)}} for _ in range(60)]
+    docs += [{**base, "concurrency": data.draw(_concurrency)} for _ in range(60)]
+    docs += [{"_id": "calendar:c", "dates": data.draw(_exclude)} for _ in range(60)]
+    said = vdu_says(docs)
+    assert [(doc, python_says(doc)) for doc in docs] == list(zip(docs, said, strict=True))
