@@ -167,7 +167,8 @@ class Caps:
     def _earlier_elsewhere(self, docid: str, key: str, due_ms: int) -> bool:
         """Whether another live process holds a due, earlier occurrence with the same key
         (``scheduled``, dated before ``due_ms``): a free slot is left to it, for at most
-        :data:`YIELD_MAX` seconds (it may wait for a job thread, not for a slot). Dates are
+        :data:`YIELD_MAX` seconds from the first time this occurrence saw a slot free (it may
+        wait for a job thread, not for a slot; counted anew once no slot is free). Dates are
         compared as written (an offset other than Z may blur the order by its hours)."""
         since = self.yielding.setdefault(docid, self.mono())
         if self.mono() - since >= YIELD_MAX:
@@ -224,6 +225,8 @@ class Caps:
                 continue
             self.held[docid] = doc
             return True
+        if yielded is None:  # no slot was free: the next one that frees starts a new wait
+            self.yielding.pop(docid, None)
         return False
 
     def _confirmed(self, doc: dict) -> bool:

@@ -189,3 +189,31 @@ def test_a_202_slot_is_read_back_and_only_the_winning_branch_holds_it(rival_rev,
     live = [leaf for leaf in store.leaves(slot_id("k", 0), db=WORKERS)
             if not leaf.get("_deleted")]
     assert [leaf["task"] for leaf in live] == ["mine" if ours else "theirs"]  # resolved
+
+
+def test_a_free_slot_is_left_to_an_earlier_occurrence_of_another_process_for_a_while():
+    store, clock = MemStore(), Clock()
+    beat(store, "b@h:2:y")
+    store.put({"_id": "early", "worker": "w", "status": "scheduled",
+               "date": "2026-12-01T08:59:00.000Z", "concurrency": {"key": "k", "limit": 1},
+               "job": {"name": "hello"}, "after": {"owner": "b@h:2:y",
+                                                   "due": "2026-12-01T08:59:00.000Z"}})
+    a = slots_for(store, "a@h:1:x", clock)
+    late = int(NOW.timestamp() * 1000)
+    assert not a.take("late", "k", 1, late, NOW)  # b's earlier occurrence goes first
+    clock.at += 1.0
+    assert not a.take("late", "k", 1, late, NOW)
+    clock.at += 1.0  # YIELD_MAX: b does not take it (no thread free, say): a takes it
+    assert a.take("late", "k", 1, late, NOW)
+    a.release("late")
+    assert not a.take("again", "k", 1, late, NOW)  # a new occurrence yields anew
+
+
+def test_an_earlier_occurrence_of_this_process_goes_first():
+    store, clock = MemStore(), Clock()
+    a = slots_for(store, "a@h:1:x", clock)
+    assert a.take("running", "k", 1, 1, NOW)
+    assert not a.take("first", "k", 1, 10, NOW)
+    a.release("running")
+    assert not a.take("second", "k", 1, 20, NOW)  # its timer fired as the slot freed
+    assert a.take("first", "k", 1, 10, NOW)
