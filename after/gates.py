@@ -199,13 +199,17 @@ class Caps:
             if doc.get("holder") == self.me and slot not in ours:
                 slots[slot] = self._free(doc) or doc
         yielded = None
+        # More than one slot free: taking one leaves another to any earlier occurrence, so
+        # the query for one is only made for the last free slot.
+        free = limit - sum(1 for n in range(limit)
+                           if (slots.get(slot_id(key, n)) or {}).get("holder"))
         for n in range(limit):
             current = slots.get(slot_id(key, n))
             holder = current.get("holder") if current else None
             if holder and (holder == self.me or not self._dead(holder)):
                 continue
             if yielded is None:
-                yielded = self._earlier_elsewhere(docid, key, due_ms)
+                yielded = free <= 1 and self._earlier_elsewhere(docid, key, due_ms)
             if yielded:
                 return False
             doc = {"_id": slot_id(key, n), "type": "slot", "key": key, "holder": self.me,
