@@ -355,9 +355,10 @@ def show(cfg, task_id, count, as_json):
     if waiting:
         rows.append(("waiting", waiting))
     if info.get("runs") or info.get("missed") or info.get("skipped"):
+        skipped = f", {info['skipped']} skipped" if info.get("skipped") else ""
         rows.append(("runs", f"{info.get('runs', 0)} ({info.get('successes', 0)} done, "
                              f"{info.get('failures', 0)} failed, {info.get('missed', 0)} "
-                             f"missed, {info.get('skipped', 0)} skipped)"))
+                             f"missed{skipped})"))
     if info.get("error"):
         rows.append(("error", clip(info["error"], 200)))
     for index, when in enumerate(upcoming):

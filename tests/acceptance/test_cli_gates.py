@@ -82,3 +82,11 @@ def test_caps_lists_the_slots(env, store):  # noqa: F811
         "reports  0     q1    w@h:1:x  2027-01-04 09:00:00",
         "reports  1     -     free     -"]
     assert json.loads(after(env, "caps", "other", "--json").stdout) == []
+
+
+def test_show_counts_skipped_occurrences(env, store):  # noqa: F811
+    store.put({"_id": "s", "worker": "r", "date": "2027-01-04T09:00:00Z", "status": "waiting",
+               "job": {"name": "hello", "arguments": []}, "repeat": {"days": 1},
+               "after": {"runs": 1, "successes": 1, "skipped": 2}})
+    assert "runs       1 (1 done, 0 failed, 0 missed, 2 skipped)" in after(
+        env, "show", "s").stdout.splitlines()
