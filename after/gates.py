@@ -89,7 +89,9 @@ class Calendars:
         except NotFound:
             return None
         except StoreError as exc:
-            log.warning("cannot read calendar %s: %s", name, describe_error(exc))
+            log.warning("cannot read calendar %s (%s): %s", name, "using the last copy" if
+                        last is not None else "no day of it is skipped for now",
+                        describe_error(exc))
             return last if last is not None else cal.Exclusion()
         try:
             return cal.parse_calendar(doc)
