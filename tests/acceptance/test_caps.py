@@ -108,3 +108,26 @@ def test_occurrences_waiting_in_three_processes_run_in_date_order(cli, tasks):
     assert overlap(runs) == 1
     assert order == [f"o{i}" for i in range(9)]
     assert len({r["pid"] for r in runs}) > 1  # the order held across processes
+
+
+def test_a_run_taken_over_from_a_killed_process_gets_its_slot_with_the_takeover(cli, tasks):
+    [first] = start_pool(cli, "taken", 1)
+    tasks.put(capped("job", "taken", 2, 1, key="single"))
+    wait_for(lambda: tasks.get("job")["status"] == "running", what="running")
+    second = cli.spawn("start", "taken", *POOL)
+    wait_for(lambda: "worker taken ready" in (cli.home / "spawn-1.out").read_text(),
+             what="second ready")
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    killed = utcnow()
+    done = wait_for(lambda: (d := tasks.get("job"))["status"] == "done" and d, timeout=30,
+                    what="done")
+    outcomes = sorted(r["outcome"] for r in tasks.find_all({"task": "job"},
+                                                            db=f"{cli.db}_runs"))
+    rerun = (parse_date(done["after"]["last_run"]["started"]) - killed).total_seconds()
+    print(f"\n[caps] a capped run taken over {rerun:.2f}s after SIGKILL (lease {LEASE:g}s): "
+          "the dead holder's slot came with it")
+    assert outcomes == ["done", "interrupted"]
+    # the peers found the process dead: its slot is not waited for a second lease
+    assert rerun < 2 * LEASE
+    assert second.poll() is None
