@@ -47,7 +47,9 @@ def test_three_processes_never_run_more_than_the_cap(cli, tasks):
     tasks.bulk_docs(docs)
     wait_for(lambda: len(list(tasks.find_all({"status": "done"}))) == 30, timeout=90,
              what="30 done")
-    runs = list(tasks.find_all({"type": "run"}, db=f"{cli.db}_runs"))
+    runs = wait_for(lambda: len(r := list(tasks.find_all({"type": "run"},
+                                                         db=f"{cli.db}_runs"))) >= 30 and r,
+                    what="30 run records")  # written by each process's recorder thread
     assert Counter(r["outcome"] for r in runs) == {"done": 30}
     assert sorted(r["task"] for r in runs) == [f"r{i:02}" for i in range(30)]
     most = overlap(runs)
@@ -100,8 +102,9 @@ def test_occurrences_waiting_in_three_processes_run_in_date_order(cli, tasks):
     tasks.bulk_docs(docs)
     wait_for(lambda: len(list(tasks.find_all({"status": "done"}))) == 9, timeout=60,
              what="9 done")
-    runs = sorted(tasks.find_all({"type": "run"}, db=f"{cli.db}_runs"),
-                  key=lambda r: r["started"])
+    runs = sorted(wait_for(lambda: len(r := list(tasks.find_all(
+        {"type": "run"}, db=f"{cli.db}_runs"))) >= 9 and r, what="9 run records"),
+        key=lambda r: r["started"])
     order = [r["task"] for r in runs]
     print(f"\n[caps] 9 tasks of 0.4 s 0.15 s apart, limit 1, 3 processes: run in order "
           f"{' '.join(order)}, by {len({r['pid'] for r in runs})} processes")

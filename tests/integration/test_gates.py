@@ -89,7 +89,8 @@ def test_a_cap_of_one_runs_its_tasks_one_at_a_time_in_date_order(harness, store)
                     concurrency={"key": "one", "limit": 1})
     for i in range(4):
         harness.wait_status(f"cap{i}", "done", timeout=20)
-    runs = [harness.runs(f"cap{i}")[0] for i in range(4)]
+    runs = [harness.wait(lambda i=i: harness.runs(f"cap{i}"), what="its run record")[0]
+            for i in range(4)]
     assert overlap(runs) == 1
     assert [r["task"] for r in sorted(runs, key=lambda r: r["started"])] == [
         "cap0", "cap1", "cap2", "cap3"]
@@ -140,8 +141,11 @@ def test_a_free_cap_costs_a_few_round_trips_of_lateness(harness):
     for i in range(10):
         harness.wait_status(f"c{i}", "done")
         harness.wait_status(f"p{i}", "done")
-    capped = sorted(harness.runs(f"c{i}")[0]["lateness_ms"] for i in range(10))
-    plain = sorted(harness.runs(f"p{i}")[0]["lateness_ms"] for i in range(10))
+    def lateness(docid: str) -> float:
+        return harness.wait(lambda: harness.runs(docid), what="its run")[0]["lateness_ms"]
+
+    capped = sorted(lateness(f"c{i}") for i in range(10))
+    plain = sorted(lateness(f"p{i}") for i in range(10))
     print(f"\n[caps] lateness of 10 runs under a free cap: median {capped[5]:.1f} ms, max "
           f"{capped[-1]:.1f} ms; without a cap: median {plain[5]:.1f} ms, max {plain[-1]:.1f} ms")
     assert capped[5] < 250  # its slot is taken as it falls due, not at a retry or a poll
