@@ -226,8 +226,8 @@ class Client:
                  every: Any = None, cron: str | None = None, tz: str | None = None,
                  limit: int | None = None, until: datetime | str | None = None,
                  retry: int | dict | None = None, timeout: float | None = None,
-                 max_delay: float | None = None, id: str | None = None,
-                 kwargs: dict | None = None, exclude: Any = None,
+                 max_delay: float | None = None, isolation: str | None = None,
+                 id: str | None = None, kwargs: dict | None = None, exclude: Any = None,
                  concurrency: Any = None) -> str:
         """Schedule ``job(task, *args, **kwargs)`` on ``worker``; returns the task's id.
 
@@ -238,6 +238,8 @@ class Client:
         seconds (int) or a timedelta. ``cron`` with ``tz`` (IANA, default UTC). ``limit``
         (runs) and ``until`` end a repeating task. ``retry``: attempts after the first, or
         ``{"limit", "delay", "backoff"}``. ``timeout`` and ``max_delay`` in seconds.
+        ``isolation``: ``"thread"`` (the default) or ``"process"``, a run in a child process
+        of its own, killed when it passes ``timeout``.
         ``exclude``: the days a repeating task skips (``repeat.exclude``): a list of dates
         (``"2026-12-25"``) and ranges (``{"from": ..., "to": ...}``), or a shared calendar's
         name (see :meth:`set_calendar`). ``concurrency``: ``"reports:2"`` (at most 2 runs
@@ -248,7 +250,7 @@ class Client:
 
         - no task has that id: it is created;
         - the task exists: its definition (``worker date job repeat retry timeout
-          max_delay``) is replaced and everything else kept: other user fields and the
+          max_delay isolation``) is replaced and everything else kept: other user fields and the
           worker's ``after`` counters (runs, successes, failures, last run). When nothing in
           the definition changes, nothing is written.
         - its ``date`` is kept when ``at`` is not given, and for a repeating task whose rule
@@ -282,7 +284,8 @@ class Client:
             "status": rules.WAITING,
         }
         optional = {"repeat": repeat, "retry": retry, "timeout": timeout,
-                    "max_delay": max_delay, "concurrency": concurrency_field(concurrency)}
+                    "max_delay": max_delay, "isolation": isolation,
+                    "concurrency": concurrency_field(concurrency)}
         doc.update({k: v for k, v in optional.items() if v is not None})
         doc["date"] = format_date(start or now)
         spec = check(doc)
