@@ -30,7 +30,8 @@ with the user's fields:
 ``interrupted`` runs of the held occurrence cut short, in a row, by the death of their process
 ``isolated``    when a run of the task was cut short by the death of its process: from then on
                 every run of it is in a child process of its own (see :func:`isolated`)
-``skipped``     occurrences recorded ``skipped`` (``overlap``: they fell due while a run went)
+``skipped``     occurrences recorded ``skipped`` (an excluded date; ``overlap``: they fell due
+                while a run went)
 ``going``       runs of an ``overlap: allow`` task going apart from it (:mod:`after.overlap`)
 ``paused``      when the task was paused (by :func:`request_pause`): a plain ``waiting``
                 written over it later is a resume (:func:`resume`)
@@ -41,6 +42,7 @@ with the user's fields:
 from __future__ import annotations
 
 import random
+import re
 import signal
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -48,6 +50,7 @@ from typing import Any
 
 from .dates import DateError, format_date, parse_date
 from .jsonsafe import problem
+from .jsonsafe import show as _show
 from .repeat import RepeatError, Rule, parse_repeat
 
 NS = "after"
@@ -69,6 +72,8 @@ CHECKED = RUNNABLE + (PAUSED,)
 # Run outcomes, as recorded in run records and ``last_run``. ``skipped``: an occurrence of a
 # repeating task that fell due while a run of it was going (``overlap``), not run.
 OK, FAILED, TIMEOUT, MISSED, INTERRUPTED = "done", "error", "timeout", "missed", "interrupted"
+#: An occurrence not run: an excluded date (``repeat.exclude``), or one that fell due while a
+#: run of its task was going (``overlap``). Recorded, no run.
 SKIPPED = "skipped"
 #: ``overlap``: what happens to the occurrences of a repeating task that fall due while a run
 #: of it is going: recorded ``skipped`` (``skip``), the latest of them run right after and
@@ -102,6 +107,11 @@ INTERRUPTED_TOO_OFTEN = ("interrupted {n} times in a row by the death of the pro
 MAX_SECONDS = 10 * 366 * 86400
 #: Most retries of one occurrence.
 MAX_RETRIES = 1000
+#: Highest ``concurrency.limit``, and the grammar of ``concurrency.key`` (a slot document's id
+#: is ``slot:<key>#<n>``, see :mod:`after.caps`).
+MAX_CONCURRENCY = 1000
+CAP_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
+CAP_KEY_HELP = "letters, digits, _ . : - and at most 100 characters"
 
 
 #: What a worker writes under ``after`` while it holds a task (``date``: the date its claim
@@ -162,6 +172,14 @@ class Retry:
 
 
 @dataclass(frozen=True)
+class Cap:
+    """``concurrency``: at most ``limit`` runs with ``key`` at once, everywhere."""
+
+    key: str
+    limit: int
+
+
+@dataclass(frozen=True)
 class Spec:
     """A task document, checked and parsed."""
 
@@ -175,6 +193,7 @@ class Spec:
     timeout: float | None = None
     max_delay: float | None = None
     isolation: str = THREAD
+    concurrency: Cap | None = None
     overlap: str = SKIP
     priority: int = 0
 
@@ -188,17 +207,6 @@ def _number(doc: dict, name: str) -> float | None:
     if not value <= MAX_SECONDS:
         raise TaskError(f"{name}: at most {MAX_SECONDS} seconds (ten years), not {_show(value)}")
     return float(value)
-
-
-def _show(value: Any) -> str:
-    """``repr`` of a user's value, cut short: a message stays one short line."""
-    if isinstance(value, dict | list) and len(value) > 10:
-        return f"a {type(value).__name__} of {len(value)} items"
-    try:
-        text = repr(value)
-    except (RecursionError, ValueError):  # deeply nested, or an integer too long to print
-        return f"a {type(value).__name__}"
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def counter(info: dict, key: str) -> int:
@@ -256,6 +264,25 @@ def parse_retry(value: Any) -> Retry:
     return Retry(limit=limit, delay=float(delay), backoff=backoff, jitter=float(jitter))
 
 
+def parse_concurrency(value: Any) -> Cap | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TaskError(f'concurrency: must be {{"key": NAME, "limit": N}}, not {_show(value)}')
+    unknown = sorted(set(value) - {"key", "limit"})
+    if unknown:
+        raise TaskError(f"concurrency: unknown field {unknown[0]!r} (use key, limit)")
+    key = value.get("key")
+    if not isinstance(key, str) or not CAP_KEY_RE.fullmatch(key):
+        raise TaskError(f"concurrency.key: {_show(key)} is not a key ({CAP_KEY_HELP})")
+    limit = value.get("limit")
+    if isinstance(limit, bool) or not isinstance(limit, int) \
+            or not 1 <= limit <= MAX_CONCURRENCY:
+        raise TaskError(f"concurrency.limit: must be a whole number from 1 to "
+                        f"{MAX_CONCURRENCY}, not {_show(limit)}")
+    return Cap(key, limit)
+
+
 def parse(doc: dict) -> Spec:
     """Check a task document; raises :class:`TaskError` naming the field that is wrong, in
     one line of at most 300 characters."""
@@ -302,6 +329,7 @@ def _parse(doc: dict) -> Spec:
     retry = parse_retry(doc.get("retry"))
     timeout, max_delay = _number(doc, "timeout"), _number(doc, "max_delay")
     isolation = parse_isolation(doc.get("isolation"))
+    concurrency = parse_concurrency(doc.get("concurrency"))
     overlap = doc.get("overlap", SKIP)
     if overlap not in OVERLAPS:
         raise TaskError(f"overlap: must be 'skip', 'buffer_one' or 'allow', not {_show(overlap)}")
@@ -325,6 +353,7 @@ def _parse(doc: dict) -> Spec:
         timeout=timeout,
         max_delay=max_delay,
         isolation=isolation,
+        concurrency=concurrency,
         overlap=overlap,
         priority=priority,
     )
@@ -478,7 +507,7 @@ def _drop(info: dict, keys: tuple[str, ...]) -> None:
 
 #: The top-level fields of a task's definition; ``Client.schedule`` owns them.
 DEFINITION = ("worker", "date", "job", "repeat", "retry", "timeout", "max_delay", "isolation",
-              "overlap", "priority")
+              "concurrency", "overlap", "priority")
 
 
 def held(doc: dict) -> bool:
@@ -686,7 +715,7 @@ def missed(spec: Spec, due: datetime, now: datetime) -> bool:
 class Outcome:
     """How one run ended."""
 
-    outcome: str  # OK, FAILED, TIMEOUT, MISSED, INTERRUPTED
+    outcome: str  # OK, FAILED, TIMEOUT, MISSED, INTERRUPTED, SKIPPED
     started: datetime
     ended: datetime
     result: Any = None
@@ -725,9 +754,10 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
         return after
     new, info = _copy(doc)
     attempt = counter(info, "attempt") or 1
-    if outcome.outcome != MISSED:
+    if outcome.outcome not in (MISSED, SKIPPED):
         info["runs"] = counter(info, "runs") + 1
-    kind = {OK: "successes", MISSED: "missed"}.get(outcome.outcome, "failures")
+    kind = {OK: "successes", MISSED: "missed", SKIPPED: "skipped"}.get(outcome.outcome,
+                                                                       "failures")
     info[kind] = counter(info, kind) + 1
     last = {
         "number": counter(info, "run") or counter(info, "runs"),
@@ -811,7 +841,7 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
         return new
     for key in ("next_run", "anchor", "occurrences"):  # the series is over; run anew, it restarts
         info.pop(key, None)
-    if outcome.ok:
+    if outcome.ok or outcome.outcome == SKIPPED:
         new["status"] = DONE
         info.pop("error", None)
     else:
@@ -829,7 +859,7 @@ def overlapped(doc: dict, spec: Spec | None, outcome: Outcome) -> tuple[list[dat
     none falls due. Nothing for ``allow`` (each ran alongside), a missed or interrupted run,
     or a run that will be retried."""
     if spec is None or spec.repeat is None or spec.overlap == ALLOW \
-            or outcome.outcome in (MISSED, INTERRUPTED):
+            or outcome.outcome in (MISSED, INTERRUPTED, SKIPPED):
         return [], None
     ns = info(doc)
     limit = spec.repeat.limit

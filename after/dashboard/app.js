@@ -23,6 +23,7 @@ const state = {
   runs: new Map(),
   workers: new Map(),
   pauses: new Map(), // paused worker names: id NAME@paused -> its document
+  slots: new Map(), // concurrency slots, from the workers database
   counts: {},
   facets: { workers: [], jobs: [] },
   upcoming: [],
@@ -154,9 +155,11 @@ async function loadWorkers() {
   const answer = await db.workers.allDocs({ include_docs: 'true' });
   state.workers.clear();
   state.pauses.clear();
+  state.slots.clear();
   answer.rows.forEach((row) => {
     if (model.isWorker(row.doc)) state.workers.set(row.id, row.doc);
     else if (model.isPause(row.doc)) state.pauses.set(row.id, row.doc);
+    else if (model.isSlot(row.doc)) state.slots.set(row.id, row.doc);
   });
   redraw('workers');
 }
@@ -197,6 +200,8 @@ const onChanges = {
       else state.workers.set(change.id, change.doc);
       if (change.deleted || !model.isPause(change.doc)) state.pauses.delete(change.id);
       else state.pauses.set(change.id, change.doc);
+      if (change.deleted || !model.isSlot(change.doc)) state.slots.delete(change.id);
+      else state.slots.set(change.id, change.doc);
     });
     redraw('workers');
   },

@@ -279,10 +279,15 @@ def test_the_server_validates_the_corpus_as_the_vdu_does(store):
 
     said, wanted = {}, {}
     for number, case in enumerate(cases("documents")["cases"]):
-        doc = {**build(case), "_id": f"corpus-{number}"}
+        doc = build(case)
+        calendar = doc["_id"].startswith("calendar:")  # its id is part of the case
+        if not calendar:
+            doc["_id"] = f"corpus-{number}"
         try:
             store.put(doc)
             said[case["name"]] = None
+            if calendar:  # the next calendar case may use the same id
+                store.delete(doc["_id"], doc["_rev"])
         except Forbidden as exc:
             said[case["name"]] = str(exc)
         wanted[case["name"]] = case["vdu"]
