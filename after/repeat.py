@@ -37,6 +37,10 @@ Decisions:
 - The anchor is an occurrence itself: when it is later than the time asked about, it is the
   next occurrence (for cron too, since a task first runs at its ``date``).
 - Every datetime returned is aware UTC.
+- ``jitter`` (object forms only, with ``limit`` and ``until``): seconds, 0 to ``MAX_JITTER``
+  (a year). The rule's occurrences stay where they are; each is *run* later by a
+  deterministic amount in [0, jitter) (:mod:`after.occurrence`), so ``next_date`` and
+  ``upcoming`` return nominal dates and :mod:`after.task` moves them.
 """
 
 from __future__ import annotations
@@ -66,6 +70,8 @@ SHORTHANDS = {
 #: The shortest interval a task may repeat at. Ten tasks at 1 ms ran 163 times a second and
 #: made every other task of their worker late; a second is what cron's seconds field allows.
 MIN_INTERVAL_US = 1_000_000
+#: The longest ``jitter``: a year, in seconds.
+MAX_JITTER = 366 * 86400
 _UNIT_HELP = f"use {', '.join(UNITS)} or {', '.join(SHORTHANDS)}"
 
 _NUM = r"[0-9]+(?:[.,][0-9]+)?"
@@ -100,6 +106,7 @@ class Rule:
 
     limit: int | None = None
     until: datetime | None = None
+    jitter: float = 0.0
 
     def _first_after(self, anchor: datetime, after: datetime) -> datetime | None:
         raise NotImplementedError
@@ -114,6 +121,8 @@ class Rule:
             text += f", {self.limit} run{'s' if self.limit != 1 else ''} at most"
         if self.until is not None:
             text += f", until {format_date(self.until)}"
+        if self.jitter:
+            text += f", jitter {self.jitter:g}s"
         return text
 
     def next_date(
@@ -235,7 +244,7 @@ def _whole(field: str, value: object, minimum: int) -> int:
 
 
 def _limits(raw: dict) -> dict:
-    """The optional ``limit`` and ``until`` of an object form."""
+    """The optional ``limit``, ``until`` and ``jitter`` of an object form."""
     out: dict = {}
     if "limit" in raw:
         out["limit"] = _whole("limit", raw["limit"], 1)
@@ -244,6 +253,15 @@ def _limits(raw: dict) -> dict:
             out["until"] = parse_date(raw["until"], field="repeat.until")
         except DateError as exc:
             raise RepeatError(str(exc)) from None
+    if "jitter" in raw:
+        value = raw["jitter"]
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not 0 <= value <= MAX_JITTER:
+            shown = repr(value) if not isinstance(value, int) or abs(value) < 10 ** 40 \
+                else "a number that large"
+            raise RepeatError(f"repeat: jitter must be a number of seconds from 0 to "
+                              f"{MAX_JITTER}, got {shown[:60]}")
+        out["jitter"] = float(value)
     return out
 
 
@@ -302,7 +320,7 @@ def _parse_units(raw: dict) -> IntervalRule:
     values: dict[str, int] = {}
     given_as: dict[str, str] = {}
     for key, value in raw.items():
-        if key in ("limit", "until"):
+        if key in ("limit", "until", "jitter"):
             continue
         unit = SHORTHANDS.get(key, key)
         if unit not in UNITS:
@@ -320,7 +338,7 @@ def _parse_units(raw: dict) -> IntervalRule:
 
 
 def _parse_cron(raw: dict) -> CronRule:
-    _check_keys(raw, {"cron", "tz", "limit", "until"}, "cron")
+    _check_keys(raw, {"cron", "tz", "limit", "until", "jitter"}, "cron")
     expr, tz = raw["cron"], raw.get("tz", "UTC")
     if not isinstance(expr, str) or not expr.strip():
         raise RepeatError(f"repeat: cron must be a cron expression string, got {expr!r}")
@@ -363,7 +381,7 @@ def parse_repeat(value: object) -> Rule | None:
     if "cron" in value:
         return _parse_cron(value)
     if "every" in value:
-        _check_keys(value, {"every", "limit", "until"}, "every")
+        _check_keys(value, {"every", "limit", "until", "jitter"}, "every")
         if not isinstance(value["every"], str):
             raise RepeatError(
                 f"repeat: every must be an ISO 8601 duration string, got {value['every']!r}"

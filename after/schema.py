@@ -43,7 +43,7 @@ from .dates import ISO_DATE_RE
 from .jobnames import JOB_NAME
 from .jsonsafe import MAX_DEPTH, MAX_STRING
 from .repeat import _UNIT_HELP as UNIT_HELP
-from .repeat import ISO_DURATION_RE, MIN_INTERVAL_US, SHORTHANDS, UNITS
+from .repeat import ISO_DURATION_RE, MAX_JITTER, MIN_INTERVAL_US, SHORTHANDS, UNITS
 from .store import Conflict, Store
 from .task import DEFINITION, MAX_RETRIES, MAX_SECONDS, RUNNABLE, STATUSES
 
@@ -262,8 +262,13 @@ function definitionProblem(doc) {
       + ' integer, got ' + shown.substr(0, 60);
   }
   function limitsProblem(r) {
-    if (has(r, 'limit')) { var bad = wholeProblem('limit', r.limit, 1); if (bad) return bad; }
-    if (has(r, 'until')) return dateProblem(r.until, 'repeat.until');
+    var bad;
+    if (has(r, 'limit') && (bad = wholeProblem('limit', r.limit, 1))) return bad;
+    if (has(r, 'until') && (bad = dateProblem(r.until, 'repeat.until'))) return bad;
+    if (has(r, 'jitter') && (typeof r.jitter !== 'number'
+                             || !(r.jitter >= 0 && r.jitter <= MAX_JITTER)))
+      return 'repeat: jitter must be a number of seconds from 0 to ' + MAX_JITTER + ', got '
+        + pyrepr(r.jitter, 80, false).substr(0, 60);
     return null;
   }
   function describe(f) {
@@ -337,7 +342,7 @@ function definitionProblem(doc) {
   function unitsProblem(r) {  // after.repeat._parse_units
     var f = zero(), givenAs = {}, given = 0, k, unit, bad;
     for (k in r) {
-      if (!has(r, k) || k === 'limit' || k === 'until') continue;
+      if (!has(r, k) || k === 'limit' || k === 'until' || k === 'jitter') continue;
       unit = has(SHORT, k) ? SHORT[k] : k;
       if (UNITS.indexOf(unit) < 0) return 'repeat: unknown unit ' + str(k) + ' (' + UNIT_HELP + ')';
       if (has(givenAs, unit)) return 'repeat: ' + str(givenAs[unit]) + ' and ' + str(k) + ' are the same unit';
@@ -352,9 +357,9 @@ function definitionProblem(doc) {
     return limitsProblem(r) || checkedProblem(f);
   }
   function cronProblem(r) {  // after.repeat._parse_cron, its shape only
-    var extra = extraKey(r, ['cron', 'limit', 'tz', 'until']);
+    var extra = extraKey(r, ['cron', 'jitter', 'limit', 'tz', 'until']);
     if (extra !== null)
-      return 'repeat: unknown key ' + str(extra) + ' in a cron rule (allowed: cron, limit, tz, until)';
+      return 'repeat: unknown key ' + str(extra) + ' in a cron rule (allowed: cron, jitter, limit, tz, until)';
     var expr = r.cron;
     if (typeof expr !== 'string' || !words(expr).length)
       return 'repeat: cron must be a cron expression string, got ' + rep(expr);
@@ -374,9 +379,9 @@ function definitionProblem(doc) {
         + pytype(r) + ' ' + rep(r);
     if (has(r, 'cron')) return cronProblem(r);
     if (!has(r, 'every')) return unitsProblem(r);
-    var extra = extraKey(r, ['every', 'limit', 'until']);
+    var extra = extraKey(r, ['every', 'jitter', 'limit', 'until']);
     if (extra !== null)
-      return 'repeat: unknown key ' + str(extra) + ' in a every rule (allowed: every, limit, until)';
+      return 'repeat: unknown key ' + str(extra) + ' in a every rule (allowed: every, jitter, limit, until)';
     if (typeof r.every !== 'string')
       return 'repeat: every must be an ISO 8601 duration string, got ' + rep(r.every);
     return limitsProblem(r) || durationProblem(r.every);
@@ -423,6 +428,24 @@ function definitionProblem(doc) {
     return null;
   }
 
+  function occurrenceProblem() {  // after.task.parse_occurrence
+    var o = doc.occurrence, bad;
+    if (o === null || o === undefined) return null;
+    if (!isObject(o)) return 'occurrence: must be an object {"task", "kind", "date"}, not ' + show(o);
+    var extra = extraKey(o, ['date', 'kind', 'task']);
+    if (extra !== null) return 'occurrence: unknown field ' + str(extra) + ' (use task, kind, date)';
+    if (typeof o.task !== 'string' || !o.task)
+      return 'occurrence.task: required (the id of the task this runs an occurrence of)';
+    if (o.kind !== 'manual' && o.kind !== 'backfill')
+      return "occurrence.kind: must be 'manual' or 'backfill', not " + show(o.kind);
+    if ((bad = dateProblem(o.date, 'occurrence.date'))) return bad;
+    if (doc.repeat !== null && doc.repeat !== undefined)
+      return 'occurrence: a manual or backfill run does not repeat (no repeat with occurrence)';
+    var id = o.task + ':' + o.kind + ':' + o.date;
+    if (doc._id !== id) return 'occurrence: the id must be ' + str(id) + ' (task:kind:date), not ' + rep(doc._id);
+    return null;
+  }
+
   // after.task.parse gives a message of at most 300 characters as written, or, past that,
   // with its whitespace collapsed, cut at 297 characters and '...'. Values are first shown
   // collapsed and cut (cheap, whatever their size), then in full if the message is short.
@@ -431,7 +454,7 @@ function definitionProblem(doc) {
   function str(s) { return pystr(s, budget, squeeze); }
   function first() {
     return repeatProblem(doc.repeat) || retryProblem(doc.retry) || secondsProblem('timeout')
-      || secondsProblem('max_delay');
+      || secondsProblem('max_delay') || occurrenceProblem();
   }
   var wrong = first();
   if (!wrong) return null;
@@ -449,6 +472,7 @@ for _name, _value in (
         ("TASK_MAX_SECONDS", str(MAX_SECONDS)),
         ("TASK_MAX_RETRIES", str(MAX_RETRIES)),
         ("MIN_US", str(MIN_INTERVAL_US)),
+        ("MAX_JITTER", str(MAX_JITTER)),
         ("ISO_DATE_RE", ISO_DATE_RE.pattern),
         ("ISO_DURATION_RE", DURATION_JS)):
     JS_DEFINITION = JS_DEFINITION.replace(_name, _value)

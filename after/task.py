@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from . import occurrence as occ
 from .dates import DateError, format_date, parse_date
 from .jsonsafe import problem
 from .repeat import RepeatError, Rule, parse_repeat
@@ -75,16 +76,18 @@ HOLD = ("owner", "claimed", "due", "date", "interrupted")
 RESET = HOLD + ("error", "canceled", "retry_at")
 
 #: What the dashboard offers for a task in each status (its relay refuses the rest): ``run``
-#: now, ``reschedule`` to a date, ``cancel``, ``rerun`` a failed task. A ``cancel`` request
-#: waits for its worker.
+#: now (one extra run, the schedule kept: :func:`after.occurrence.extra_doc`), ``backfill``
+#: a window of a repeating task's past occurrences (the relay refuses it for a task that
+#: does not repeat), ``reschedule`` to a date, ``cancel``, ``rerun`` a failed task. A
+#: ``cancel`` request waits for its worker.
 ACTIONS = {
-    WAITING: ("run", "reschedule", "cancel"),
-    SCHEDULED: ("run", "reschedule", "cancel"),
-    RUNNING: ("reschedule", "cancel"),
+    WAITING: ("run", "backfill", "reschedule", "cancel"),
+    SCHEDULED: ("run", "backfill", "reschedule", "cancel"),
+    RUNNING: ("run", "backfill", "reschedule", "cancel"),
     RESCHEDULE: ("reschedule", "cancel"),
-    ERROR: ("rerun", "reschedule"),
-    DONE: ("run", "reschedule"),
-    CANCELED: ("run", "reschedule"),
+    ERROR: ("rerun", "run", "backfill", "reschedule"),
+    DONE: ("run", "backfill", "reschedule"),
+    CANCELED: ("run", "backfill", "reschedule"),
     CANCEL: (),
 }
 
@@ -124,6 +127,15 @@ class Retry:
 
 
 @dataclass(frozen=True)
+class Occurrence:
+    """What a one-off task runs an occurrence of (its ``occurrence`` field)."""
+
+    task: str
+    kind: str  # occurrence.MANUAL or occurrence.BACKFILL
+    date: datetime
+
+
+@dataclass(frozen=True)
 class Spec:
     """A task document, checked and parsed."""
 
@@ -136,6 +148,22 @@ class Spec:
     retry: Retry = field(default_factory=Retry)
     timeout: float | None = None
     max_delay: float | None = None
+    occurrence: Occurrence | None = None
+
+    @property
+    def due(self) -> datetime:
+        """When the occurrence at ``date`` runs: ``date`` moved by the repeat's jitter."""
+        if self.repeat is None or not self.repeat.jitter:
+            return self.date
+        return occ.jittered(self.id, self.date, self.repeat.jitter)
+
+    @property
+    def occurrence_id(self) -> str:
+        """The id of the occurrence at ``date`` (:func:`after.occurrence.key`): the parent's
+        occurrence for a one-off ``manual`` or ``backfill`` task."""
+        if self.occurrence is not None:
+            return occ.key(self.occurrence.task, self.occurrence.date, self.occurrence.kind)
+        return occ.key(self.id, self.date)
 
 
 def _number(doc: dict, name: str) -> float | None:
@@ -167,6 +195,38 @@ def counter(info: dict, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2 ** 53:
         return 0
     return value
+
+
+def parse_occurrence(doc: dict, repeat: Rule | None) -> Occurrence | None:
+    """The ``occurrence`` of a one-off task that runs an extra occurrence of another."""
+    value = doc.get("occurrence")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TaskError('occurrence: must be an object {"task", "kind", "date"}, not '
+                        f"{_show(value)}")
+    unknown = sorted(set(value) - {"task", "kind", "date"})
+    if unknown:
+        raise TaskError(f"occurrence: unknown field {unknown[0]!r} (use task, kind, date)")
+    task = value.get("task")
+    if not isinstance(task, str) or not task:
+        raise TaskError("occurrence.task: required (the id of the task this runs an "
+                        "occurrence of)")
+    kind = value.get("kind")
+    if kind not in occ.KINDS:
+        raise TaskError(f"occurrence.kind: must be 'manual' or 'backfill', not {_show(kind)}")
+    try:
+        date = parse_date(value.get("date"), "occurrence.date")
+    except DateError as exc:
+        raise TaskError(str(exc)) from None
+    if repeat is not None:
+        raise TaskError("occurrence: a manual or backfill run does not repeat (no repeat "
+                        "with occurrence)")
+    wanted = occ.extra_id(task, kind, value["date"])
+    if doc.get("_id") != wanted:
+        raise TaskError(f"occurrence: the id must be {wanted!r} (task:kind:date), not "
+                        f"{doc.get('_id')!r}")
+    return Occurrence(task, kind, date)
 
 
 def parse_retry(value: Any) -> Retry:
@@ -250,6 +310,8 @@ def _parse(doc: dict) -> Spec:
         message = str(exc)
         raise TaskError(message if message.startswith("repeat") else f"repeat: {message}") \
             from None
+    retry = parse_retry(doc.get("retry"))
+    timeout, max_delay = _number(doc, "timeout"), _number(doc, "max_delay")
     return Spec(
         id=doc["_id"],
         worker=worker,
@@ -257,9 +319,10 @@ def _parse(doc: dict) -> Spec:
         job=name,
         arguments=arguments,
         repeat=repeat,
-        retry=parse_retry(doc.get("retry")),
-        timeout=_number(doc, "timeout"),
-        max_delay=_number(doc, "max_delay"),
+        retry=retry,
+        timeout=timeout,
+        max_delay=max_delay,
+        occurrence=parse_occurrence(doc, repeat),
     )
 
 
@@ -401,7 +464,8 @@ def _drop(info: dict, keys: tuple[str, ...]) -> None:
 # -- the user's transitions: each returns the document to write, or raises StateError ----------
 
 #: The top-level fields of a task's definition; ``Client.schedule`` owns them.
-DEFINITION = ("worker", "date", "job", "repeat", "retry", "timeout", "max_delay")
+DEFINITION = ("worker", "date", "job", "repeat", "retry", "timeout", "max_delay",
+              "occurrence")
 
 
 def held(doc: dict) -> bool:
@@ -494,6 +558,23 @@ def instant(value: Any) -> datetime | None:
         return parse_date(value)
     except DateError:
         return None
+
+
+def next_occurrence(spec: Spec, anchor: datetime, now: datetime, runs: int) -> datetime | None:
+    """The date after ``spec.date`` of a repeating task: the first occurrence that runs after
+    ``now`` (its jittered instant: :attr:`Spec.due`), so an occurrence whose nominal date
+    passed while the one before it ran late in its jitter still runs; past ones are skipped
+    as without jitter (:meth:`after.repeat.Rule.next_date`)."""
+    rule = spec.repeat
+    if not rule.jitter:
+        return rule.next_date(anchor, spec.date, now, runs)
+    low, scheduled = now - timedelta(seconds=rule.jitter), spec.date
+    for _ in range(1000):  # a jitter of many intervals: bounded, then as without jitter
+        found = rule.next_date(anchor, scheduled, low, runs)
+        if found is None or occ.jittered(spec.id, found, rule.jitter) > now:
+            return found
+        scheduled = found
+    return rule.next_date(anchor, spec.date, now, runs)
 
 
 def missed(spec: Spec, due: datetime, now: datetime) -> bool:
@@ -609,7 +690,7 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
         runs = counter(info, "occurrences") + 1
         info["occurrences"] = runs
         try:
-            next_date = spec.repeat.next_date(anchor, spec.date, now, runs)
+            next_date = next_occurrence(spec, anchor, now, runs)
         except OverflowError:  # the next occurrence would be past year 9999: none
             next_date = None
     if next_date is not None:
