@@ -139,22 +139,25 @@ export function sortTasks(docs) {
 // What the page offers for each status; the same table as after.task.ACTIONS (both are
 // tested against tests/cases/dashboard.json).
 export const ACTIONS = {
-  waiting: ['run', 'reschedule', 'cancel'],
-  scheduled: ['run', 'reschedule', 'cancel'],
-  running: ['reschedule', 'cancel'],
+  waiting: ['run', 'backfill', 'reschedule', 'cancel'],
+  scheduled: ['run', 'backfill', 'reschedule', 'cancel'],
+  running: ['run', 'backfill', 'reschedule', 'cancel'],
   reschedule: ['reschedule', 'cancel'],
-  error: ['rerun', 'reschedule'],
-  done: ['run', 'reschedule'],
-  canceled: ['run', 'reschedule'],
+  error: ['rerun', 'run', 'backfill', 'reschedule'],
+  done: ['run', 'backfill', 'reschedule'],
+  canceled: ['run', 'backfill', 'reschedule'],
   cancel: [], // the worker has yet to apply it
 };
 
+// Backfill is for a repeating task only (the relay refuses it for another).
 export function actionsFor(doc) {
-  return ACTIONS[doc.status] || [];
+  const offered = ACTIONS[doc.status] || [];
+  const repeats = doc.repeat !== undefined && doc.repeat !== null;
+  return repeats ? offered : offered.filter((kind) => kind !== 'backfill');
 }
 
-export const ACTION_LABELS = { run: 'Run now', reschedule: 'Reschedule…', cancel: 'Cancel',
-  rerun: 'Re-run' };
+export const ACTION_LABELS = { run: 'Run now', backfill: 'Backfill…',
+  reschedule: 'Reschedule…', cancel: 'Cancel', rerun: 'Re-run' };
 
 // -- runs ----------------------------------------------------------------------------------
 
