@@ -138,6 +138,22 @@ class Rule:
             return None
         return found
 
+    def between(self, anchor: datetime, start: datetime, end: datetime,
+                most: int) -> list[datetime]:
+        """The occurrences from ``start`` to ``end`` (both inclusive, and before the anchor
+        too: a backfill may reach back before a task was created), in order; at most
+        ``most + 1`` of them, so that a caller can tell a window holds more than ``most``.
+        ``until`` is honoured, ``limit`` is not (it counts the schedule's runs)."""
+        start, end = _utc(start), _utc(end)
+        if self.until is not None:
+            end = min(end, self.until)
+        found = self._between(_utc(anchor), start, end, most + 1) if start <= end else []
+        return found[:most + 1]
+
+    def _between(self, anchor: datetime, start: datetime, end: datetime,
+                 count: int) -> list[datetime]:
+        raise NotImplementedError
+
     def upcoming(self, anchor: datetime, after: datetime, count: int) -> list[datetime]:
         """The next ``count`` occurrences strictly after ``after`` (ignores limit/until)."""
         anchor, cursor = _utc(anchor), _utc(after)
@@ -175,6 +191,23 @@ class IntervalRule(Rule):
     def _mean_us(self) -> int:
         fixed = sum(getattr(self, unit) * us for unit, us in _US.items())
         return self.years * _MEAN_YEAR_US + self.months * _MEAN_MONTH_US + fixed
+
+    def _between(self, anchor: datetime, start: datetime, end: datetime,
+                 count: int) -> list[datetime]:
+        # k may be negative: occurrences before the anchor are anchor + k * interval too
+        k = (start - anchor) // timedelta(microseconds=1) // self._mean_us()
+        found: list[datetime] = []
+        try:
+            while self.occurrence(anchor, k) >= start:
+                k -= 1
+            while self.occurrence(anchor, k) < start:
+                k += 1
+            while len(found) < count and (at := self.occurrence(anchor, k)) <= end:
+                found.append(at)
+                k += 1
+        except (OverflowError, ValueError):  # the calendar's ends
+            pass
+        return found
 
     def _first_after(self, anchor: datetime, after: datetime) -> datetime | None:
         if anchor > after:
@@ -221,6 +254,19 @@ class CronRule(Rule):
                 cursor = found  # second instance of a fixed-hour time: it ran at the first
         except CroniterBadDateError:
             return None
+
+    def _between(self, anchor: datetime, start: datetime, end: datetime,
+                 count: int) -> list[datetime]:
+        # the cron times of the window, whatever the anchor; the anchor is an occurrence too
+        found = {anchor} if start <= anchor <= end else set()
+        cursor, before_all = start - timedelta(microseconds=1), datetime(1, 1, 2, tzinfo=UTC)
+        while len(found) < count + 1:
+            at = self._first_after(before_all, cursor)
+            if at is None or at > end:
+                break
+            found.add(at)
+            cursor = at
+        return sorted(found)[:count]
 
     def _describe(self) -> str:
         return f"cron {self.expr} ({self.tz})"

@@ -22,7 +22,8 @@
     A date the view cannot read is keyed 0, so the worker sees it at once and marks it
     ``error``.
 - Mango indexes on ``[worker, status, date]`` and ``[status, date]`` for listing tasks.
-- ``<db>_runs``: one record per run (history), indexed by ``[task, number]``.
+- ``<db>_runs``: one record per run (history), indexed by ``[task, number]``, and the runs
+  of extra occurrences (manual, backfill) by ``[parent, started]``.
 - ``<db>_workers``: one heartbeat document per worker process.
 
 Running it again changes nothing that is already right (idempotent).
@@ -600,6 +601,7 @@ def _setup_once(store: Store, changed: list[str]) -> None:
         (store.db, ["worker", "status", "date"], "by-worker-status-date"),
         (store.db, ["status", "date"], "by-status-date"),
         (runs_db(store.db), ["task", "number"], "by-task-number"),
+        (runs_db(store.db), ["parent", "started"], "by-parent-started"),
     ]
     for db, fields, name in indexes:
         if store.save_index(fields, name, db=db) == "created":
