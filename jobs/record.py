@@ -6,11 +6,13 @@ from datetime import UTC, datetime
 
 
 def record(task, path, *args):
-    """Append one JSON line {id, date, attempt, args, pid, at} to the file at path."""
+    """Append one JSON line {id, date, attempt, occurrence, args, pid, at} to the file at
+    path."""
     line = json.dumps({
         "id": task.id,
         "date": task.date.isoformat(),
         "attempt": task.attempt,
+        "occurrence": getattr(task, "occurrence", None),
         "args": list(args),
         "pid": os.getpid(),
         "at": datetime.now(UTC).isoformat(),
