@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -155,3 +157,18 @@ def test_show_and_the_task_document_keep_the_nominal_date(client, store):
     with pytest.raises(TaskError, match="^repeat: jitter must be a number of seconds"):
         client.schedule("hello", worker="w", every="1h", jitter=-5)
     assert rules.parse(doc).due == runs[0]
+
+
+def test_the_documented_plain_http_write_is_a_valid_extra_run(store):
+    """The run-now document of docs/tasks.rst, PUT as written to the real server."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "tasks.rst").read_text()
+    block = text.split(".. code-block:: http\n\n", 1)[1].split("\n\n", 1)[0]
+    request, body = block.strip().split("\n", 1)
+    method, path = request.split()
+    doc = {"_id": path.split("/", 2)[2], **json.loads(body)}
+    assert method == "PUT" and path.startswith("/tasks/")
+    spec = rules.parse(doc)
+    assert (spec.occurrence.task, spec.occurrence.kind) == ("nightly-sync", "manual")
+    store.put(dict(doc))
+    with pytest.raises(Conflict):  # the same occurrence asked twice: one document
+        store.put(dict(doc))
