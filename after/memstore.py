@@ -129,6 +129,14 @@ class MemStore:
             raise NotFound("not_found: missing", 404)
         return doc
 
+    def leaves(self, docid: str, *, db: str | None = None, r: int = 3) -> list[dict]:
+        """Every leaf revision of the document, deleted ones included (``open_revs=all``)."""
+        with self._lock:
+            entry = self._db(db).get(docid)
+            if entry is None:
+                raise NotFound("not_found: missing", 404)
+            return [copy.deepcopy(body) for body in entry.branches.values()]
+
     def get_or_none(self, docid: str, *, db: str | None = None) -> dict | None:
         try:
             return self.get(docid, db=db)

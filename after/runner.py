@@ -48,6 +48,7 @@ class Held:
     # timer fires, with no write in between.
     fenced: bool = False
     unconfirmed: bool = False  # its start was accepted (202), not yet read back
+    fenced_at: float = 0.0  # when the start written ahead landed (monotonic seconds)
     context: TaskContext | None = None  # what the job receives, made ahead of the launch
 
     @property

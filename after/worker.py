@@ -15,16 +15,17 @@ the inbox or set flags:
   dead owner is dead; run records are written by the recorder's thread;
 - signal handlers only set flags (and wake the loop).
 
+This module is the loop, the flush and the process's life; what each event does is in
+:mod:`after.reactions`, with its helpers: :mod:`after.slots` (job threads),
+:mod:`after.confirm` (a cluster's read-backs), :mod:`after.faults` (one task's failure
+confined to it); the stop is :mod:`after.stopping`.
+
 Leases: each process's heartbeat (in ``<db>_workers``) is valid for ``lease`` seconds. A task
 held or run by a process whose heartbeat has expired is taken over by another process of the
 same name: a held task is simply claimed, a running one is recorded as ``interrupted`` and run
 again (at least once).
 """
 
-# Longer than 500 lines, for now: the loop, the flush and what each event does to what this
-# process holds (the lead window's fences, job-thread reservation, a cluster's read-backs).
-# The pure decisions are in decide.py, memory in holding.py, threads in runner.py; moving
-# the cluster confirmations and the shutdown out is the next step (issue 12).
 from __future__ import annotations
 
 import logging
@@ -35,15 +36,18 @@ from datetime import datetime
 from . import decide as d
 from . import task as rules
 from .config import Settings, runs_db
-from .dates import from_ms, to_ms
+from .confirm import Confirm
+from .dates import to_ms
 from .decide import Kind, Write
-from .holding import CLAIM, FENCE, RUN, Holding
-from .jobs import JobError, JobRegistry
+from .holding import RUN, Holding
+from .jobs import JobRegistry
 from .peers import Peers
 from .polling import Poller
-from .redact import redact_text
-from .runner import Held, Recorder, Runner, next_deadline, timed_out
-from .store import StoreError, Unavailable, describe_error, winner
+from .reactions import Reactions
+from .runner import Held, Recorder, Runner, next_deadline
+from .slots import Slots
+from .stopping import shutdown
+from .store import StoreError, Unavailable, describe_error
 from .timer import Timer
 from .writes import Sent, Writer
 
@@ -52,7 +56,7 @@ log = logging.getLogger("after.worker")
 LOOP_TIMEOUT = 5.0  # seconds the loop's own requests may take
 
 
-class Worker:
+class Worker(Reactions):
     def __init__(self, store, name: str, registry: JobRegistry,
                  settings: Settings | None = None):
         self.store = store.with_timeout(LOOP_TIMEOUT)  # the loop must never wait long
@@ -90,9 +94,9 @@ class Worker:
         self.ready = threading.Event()
         self.listeners: list = []  # callables(event, **info), e.g. metrics
         self.next_check = 0.0
-        self.busy = 0  # job threads taken at the start of the turn
-        self.reserved = 0  # starts decided this turn, not written yet
-        self.slot_wait: dict[str, None] = {}  # held tasks due, waiting for a free job thread
+        self.slots = Slots(settings.pool)  # job threads: start only what the pool can now
+        self.confirm = Confirm(self.store, lambda doc: self.inbox.put(("recheck", doc)),
+                               self.poll_now.set)  # reading every copy back, on a cluster
 
     @property
     def pending(self) -> list[Write]:
@@ -136,7 +140,7 @@ class Worker:
         log.info("worker %s starting (process %s, jobs in %s)", self.name, self.id,
                  self.registry.root)
         self.peers.beat(self.status(), force=True)
-        self.cluster = self.store.cluster_size() > 1  # see _still_unclaimed
+        self.cluster = self.store.cluster_size() > 1  # see confirm.py
         if self.cluster:
             # Not on a cluster yet: with starts written ahead and two write requests in
             # flight, a node killed mid-burst left tasks done 6 to 16 s late in
@@ -164,26 +168,8 @@ class Worker:
                     log.exception("unexpected error in the worker loop; carrying on")
                     self.stop_requested.wait(1.0)
         finally:
-            code = self._shutdown()
+            code = shutdown(self)
         return code
-
-    def _still_unclaimed(self, doc: dict) -> bool:
-        """Before a deferred claim on a cluster: is ``doc`` still the only live revision on
-        every copy? Another process's claim reaches this process's node late under load
-        (seconds): claiming on a stale copy made a second branch, and 6 of 300 tasks ran
-        twice. Otherwise the fresh revision is decided again instead."""
-        try:
-            current = winner(self.store.leaves(doc["_id"]))
-        except StoreError as exc:
-            log.warning("cannot read %s back before claiming it: %s", doc["_id"],
-                        describe_error(exc))
-            return False  # the next poll decides it again
-        if current is not None and current["_rev"] == doc["_rev"] \
-                and not current.get("_conflicts"):
-            return True
-        if current is not None:
-            self.inbox.put(("recheck", current))
-        return False
 
     def turn(self, wait: float | None = None, now: datetime | None = None) -> None:
         """One turn: wait for events (at most ``wait`` seconds), decide, write, launch.
@@ -196,7 +182,7 @@ class Worker:
         # Timers first: a fenced run starts as its timer fires, before this turn's writes.
         events.sort(key=lambda event: event[0] != "fire")
         now = now or self.peers.now()  # the one clock read of the turn
-        self._count_busy()
+        self.slots.count(self.runner.active)
         writes: list[Write] = []
         for kind, value in events:
             try:
@@ -206,7 +192,7 @@ class Worker:
         writes.extend(self._deadlines(now))
         writes.extend(self._fill_slots(now))
         self._flush(writes, now)
-        self.reserved = 0
+        self.slots.end_turn()
         if now.timestamp() >= self.next_check:
             self.next_check = now.timestamp() + self.settings.self_check
             self._self_check()
@@ -226,194 +212,6 @@ class Worker:
             self.inbox.put(("change", change["doc"]))
         elif change.get("deleted"):
             self.inbox.put(("deleted", change["id"]))
-
-    def _handle(self, kind: str, value, now: datetime) -> list[Write]:
-        if kind in ("change", "recheck"):
-            return self.on_change(value, recheck=kind == "recheck", now=now)
-        if kind == "fire":
-            return self.on_fire(value, now)
-        if kind == "finished":
-            return self.on_finished(*value, now=now)
-        if kind == "peer":  # whether an owner is dead is known: decide its tasks again
-            docs = self.awaiting.pop(value, [])
-            return [w for doc in docs for w in self.on_change(doc, recheck=True, now=now)]
-        if kind == "dead":  # a peer's lease ran out: find its tasks now, not at the next poll
-            self.poll_now.set()
-            return []
-        if kind == "deleted":
-            self.mem.apply([d.Drop(value)], now)
-        elif kind == "feed":
-            self.emit("feed", connected=value)
-            self.feed_lost = self.feed_lost or not value
-            if value and self.feed_lost:
-                self.poll_now.set()  # re-check everything after a reconnect
-        return []
-
-    def _unexpected(self, kind: str, value, exc: Exception, now: datetime) -> list[Write]:
-        """An exception while handling one event is that event's task's fault alone."""
-        doc = value if kind in ("change", "recheck") and isinstance(value, dict) else None
-        docid = {"fire": lambda: value[1], "finished": lambda: value[0]}.get(
-            kind, lambda: doc.get("_id") if doc else None)()
-        if not isinstance(docid, str):
-            log.exception("unexpected error handling %s", kind)
-            return []
-        return self._fault(docid, exc, "process", now, doc)
-
-    def _fault(self, docid: str, exc: BaseException, stage: str, now: datetime,
-               doc: dict | None = None) -> list[Write]:
-        """Confine a failure to its task: forget the task, log why once, and end it ``error``
-        with a one-line reason (unless it is finished already, or not this worker's)."""
-        held = self.held.get(docid)
-        self.mem.forget(docid)
-        doc = doc if doc is not None or held is None else held.doc
-        self.counts["faults"] += 1
-        self.emit("fault")
-        detail = (str(exc).strip().splitlines() or [""])[0][:300]
-        message = redact_text(f"the worker could not {stage} this task: "
-                              f"{type(exc).__name__}: {detail}".rstrip(": "))
-        log.error("task %s: %s", docid, message, exc_info=exc)
-        if doc is None or doc.get("worker") != self.name or doc.get("status") in rules.FINISHED:
-            return []
-        return [Write(Kind.ERROR, rules.mark_error(doc, message, now))]
-
-    # -- deciding ----------------------------------------------------------------------------
-
-    def view(self) -> d.View:
-        return d.View(me=self.me, horizon_ms=int(self.settings.horizon * 1000),
-                      held={k: h.running for k, h in self.held.items()},
-                      liveness=self.peers.liveness, preferred=self.peers.preferred,
-                      check_job=self._job, can_start=self._can_start, lead_ms=self.lead_ms)
-
-    # -- job threads: start only what the pool can start now ----------------------------------
-
-    def _count_busy(self) -> None:
-        """Job threads taken, counted once a turn (``reserved`` counts this turn's starts):
-        runs going, a timed-out run's thread too until its job returns. A start still being
-        written holds no thread: counting those made the write latency the limit (8 starts
-        per round trip; on a loaded cluster, tasks 18 s late), while hung jobs, which do
-        hold threads, are what must stop new starts."""
-        self.busy = len(self.runner.active)
-
-    def _can_start(self) -> bool:
-        if self.busy + self.reserved >= self.settings.pool:
-            return False
-        self.reserved += 1
-        return True
-
-    def _fill_slots(self, now: datetime) -> list[Write]:
-        """Start held tasks that fell due while every job thread was taken, oldest first."""
-        writes: list[Write] = []
-        self._count_busy()
-        while self.slot_wait and self.busy + self.reserved < self.settings.pool:
-            docid = next(iter(self.slot_wait))
-            del self.slot_wait[docid]
-            writes.extend(self.on_fire((RUN, docid), now))
-        return writes
-
-    def on_change(self, doc: dict, recheck: bool = False, now: datetime | None = None
-                  ) -> list[Write]:
-        """Decide about the current version of a task document. ``recheck`` (a poll) decides
-        again on a version already seen: a task may have come near, a holder may have died."""
-        now = now or self.peers.now()
-        if doc.get("_id", "").startswith("_design/"):
-            return []
-        resolutions = d.resolutions(doc)
-        if not doc.get("_deleted") and not self.seen.newer(doc, recheck):
-            return resolutions  # an echo of our own write, or older than what we know
-        held = self.held.get(doc.get("_id"))
-        if held is not None and held.waiting_to_launch and doc.get("status") in (
-                rules.CANCEL, rules.RESCHEDULE):
-            # Inside the lead window, before the job began: the user's word wins at once.
-            log.info("task %s: %s before its run began: its start is undone", doc["_id"],
-                     doc["status"])
-            self.mem.forget(doc["_id"])
-            doc = rules.unfence(doc)
-        self.mem.track(doc)
-        return resolutions + self.mem.apply(d.decide(doc, self.view(), now), now)
-
-    def _job(self, name: str):
-        """The job's function, resolved once per process; raises JobError."""
-        if name not in self.jobs:
-            self.jobs[name] = self.registry.resolve(name)
-        return self.jobs[name]
-
-    def on_fire(self, key: tuple[str, str], now: datetime) -> list[Write]:
-        kind, docid = key
-        if kind == CLAIM:
-            entry = self.deferred.pop(docid, None)
-            if entry is None or self.seen.get(docid, 0) > rules.rev_number(entry.doc["_rev"]):
-                return []  # it changed meanwhile (claimed elsewhere, most likely)
-            if self.cluster and not self._still_unclaimed(entry.doc):
-                return []
-            return [d.claim(entry.doc, entry.spec, entry.due, self.id, now, self.lead_ms,
-                            self._can_start)]
-        held = self.held.get(docid)
-        if held is None:
-            return []
-        if kind == FENCE:  # no fence without a free job thread: the due instant decides
-            if held.running or rules.missed(held.spec, from_ms(held.due_ms), now) \
-                    or not self._can_start():
-                return []
-            write = d.fence(held.doc, held.spec, held.due_ms, self.me)
-            held.running, held.token = True, write.token  # until the write lands
-            return [write]
-        if held.waiting_to_launch:  # its start is written: begin, with no write
-            if held.unconfirmed:
-                held.unconfirmed = False
-                if not self._confirmed(held.doc):
-                    held.running, held.token, held.fenced, held.context = \
-                        False, None, False, None
-                    return []
-            self._launch(held, now)
-            return []
-        if held.running:
-            return []
-        if self.busy + self.reserved >= self.settings.pool:
-            self.slot_wait[docid] = None  # stays scheduled; started when a thread is free
-            return []
-        self.busy += 1  # (counted by _count_busy from now on: held.running below)
-        write = d.fire(held.doc, held.spec, held.due_ms, self.me, now)
-        held.running, held.token = True, write.token  # until the write lands
-        return [write]
-
-    def _launch(self, held: Held, now: datetime) -> None:
-        try:
-            func = self._job(held.spec.job)
-        except JobError as exc:  # the module went away since the claim
-            func = exc
-        self.emit("start", job=held.spec.job, lateness=self.runner.launch(held, func, now))
-
-    def on_finished(self, docid: str, token: str, outcome: rules.Outcome, trace: str | None,
-                    response: dict | None, now: datetime | None = None) -> list[Write]:
-        self.runner.ended(token)
-        held = self.held.get(docid)
-        if held is None or held.token != token:
-            log.warning("task %s: a run that had timed out or was taken over ended (%s)",
-                        docid, outcome.outcome)
-            return []
-        return [self._end(held, outcome, now or self.peers.now(), trace, response)]
-
-    def _end(self, held: Held, outcome: rules.Outcome, now: datetime, trace=None,
-             response=None) -> Write:
-        held.token = None
-        if outcome.ok:
-            log.info("done %s (job %s, attempt %d) in %.1f ms, started %.1f ms late",
-                     held.doc["_id"], held.spec.job,
-                     max(1, rules.counter(held.doc.get(rules.NS), "attempt")),
-                     outcome.duration_ms, held.lateness * 1000)
-        else:
-            log.warning("%s %s (job %s): %s", outcome.outcome, held.doc["_id"], held.spec.job,
-                        outcome.error)
-        return d.end(held.doc, held.spec, outcome, self.me, now, trace=trace,
-                     response=response)
-
-    def _deadlines(self, now: datetime) -> list[Write]:
-        writes = []
-        for held in timed_out(self.held, to_ms(now)):
-            outcome = rules.Outcome(rules.TIMEOUT, held.started, now, error=f"timeout: the "
-                                    f"run took longer than {held.spec.timeout:g}s")
-            writes.append(self._end(held, outcome, now))
-        return writes
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -463,6 +261,7 @@ class Worker:
                 # is confirmed then, one task at a time as each comes due, rather than here
                 # for a whole batch, which would hold the loop (and every launch) up.
                 held.fenced, held.unconfirmed = True, write.accepted
+                held.fenced_at = self.peers.mono()
                 self.runner.prepare(held)  # the job's copy of the task, made ahead too
                 self.timer.add((RUN, docid), held.due_ms, None)
                 return
@@ -485,38 +284,6 @@ class Worker:
                 self.inbox.put(("recheck", doc))
         elif write.kind is Kind.HANDBACK:
             self.held.pop(docid, None)
-
-    def _confirmed(self, doc: dict) -> bool:
-        """A 202 (no quorum on a cluster): read every leaf of the task back before running
-        it. Run only if our revision is the only live one; otherwise decide again on the
-        cluster's winner (with the other leaves as its conflicts, resolved first): we run it
-        again only if our revision won, and a process whose revision lost leaves it alone."""
-        try:
-            current = winner(self.store.leaves(doc["_id"]))
-        except StoreError as exc:
-            log.warning("cannot confirm the start of %s yet: %s", doc["_id"],
-                        describe_error(exc))
-            current = None
-        if current is not None and current.get("_rev") == doc["_rev"] \
-                and not current.get("_conflicts"):
-            log.info("the start of %s was accepted (202) and confirmed by reading it back",
-                     doc["_id"])
-            return True
-        log.warning("the start of %s was not confirmed by the cluster: deciding again",
-                    doc["_id"])
-        self.seen.pop(doc["_id"], None)
-        if current is not None:  # a recheck: another branch with our revision's number
-            self.inbox.put(("recheck", current))  # may be seen first
-        else:
-            self.poll_now.set()
-        return False
-
-    def _count(self, outcome: rules.Outcome, job: str | None) -> None:
-        self.counts["runs"] += outcome.outcome != rules.MISSED
-        key = {rules.OK: "done", rules.MISSED: "missed"}.get(outcome.outcome, "failed")
-        self.counts[key] += 1
-        self.emit("finish", job=job, outcome=outcome.outcome,
-                  duration=outcome.duration_ms / 1000)
 
     def _resolve_conflicts(self, writes: list[Write], now: datetime) -> list[Write]:
         """Re-read the tasks whose writes conflicted and decide on what they are now."""
@@ -567,66 +334,11 @@ class Worker:
     def _self_check(self) -> int:
         # a task waiting for a free job thread is held, on purpose, with no timer entry
         broken = self.mem.check(self.runner.active,
-                                {w.doc["_id"] for w in self.pending} | set(self.slot_wait))
+                                {w.doc["_id"] for w in self.pending} | set(self.slots.waiting))
         if broken:
             self.counts["corrected"] += len(broken)
             self.emit("corrected", count=len(broken))
             self.poll_now.set()
         return len(broken)
-
-    # -- stopping ----------------------------------------------------------------------------
-
-    def _shutdown(self) -> int:
-        log.info("worker %s stopping", self.name)
-        if self.follower is not None:
-            self.follower.stop(timeout=1.0)
-        self.timer.stop(timeout=2)
-        if self.stop_now.is_set():
-            return self._stopped(130, "stopped at once: held and running tasks return when "
-                                      f"the lease ({self.settings.lease:g}s) runs out")
-        self._flush([Write(Kind.HANDBACK, rules.hand_back(
-            rules.unfence(h.doc) if h.waiting_to_launch else h.doc))
-                     for h in self.held.values() if not h.running or h.waiting_to_launch])
-        deadline = self.peers.now().timestamp() + self.settings.grace
-        while any(h.running and not h.waiting_to_launch for h in self.held.values()) \
-                and not self.stop_now.is_set():
-            now = self.peers.now()
-            if now.timestamp() >= deadline:
-                break
-            writes = []
-            for kind, value in self._drain(min(0.5, deadline - now.timestamp())):
-                if kind == "finished":
-                    writes.extend(self.on_finished(*value, now=now))
-                elif kind == "change" and value.get("_id") in self.held:
-                    held = self.held[value["_id"]]
-                    if rules.rev_number(value.get("_rev")) > rules.rev_number(held.doc["_rev"]):
-                        held.doc = value
-            self._flush(writes + self._deadlines(now), now)
-        now, leftovers = self.peers.now(), []
-        for held in self.held.values():
-            if held.running and held.token and not held.waiting_to_launch:
-                outcome = rules.Outcome(rules.INTERRUPTED, held.started or now, now,
-                                        error="interrupted: the worker stopped before the run "
-                                              "ended (grace period over)")
-                self.recorder.record(d.run_record(held.doc, held.spec, outcome, self.me))
-                leftovers.append(Write(Kind.HANDBACK, rules.hand_back(held.doc)))
-        self._flush(leftovers, now)
-        return self._stopped(130 if self.stop_now.is_set() else 0)
-
-    def _stopped(self, code: int, why: str | None = None) -> int:
-        self.runner.shutdown()
-        self.peers.stop(timeout=2)
-        if why:
-            log.warning("%s", why)
-        else:
-            self.recorder.stop(timeout=5)
-            self.peers.leave()
-        if self.writer.pending and code == 0:
-            log.error("%d task update(s) could not be written before exit; their leases "
-                      "will expire and another process will take them",
-                      len(self.writer.pending))
-        log.info("worker %s stopped", self.name)
-        return code
-
 
 __all__ = ["Settings", "Worker", "Unavailable"]

@@ -96,6 +96,20 @@ class TestBulk:
                                  db=runs)
         assert "_conflicts" not in contract_store.get("split", db=runs, conflicts=True)
 
+    def test_leaves_are_every_branch_deleted_ones_included(self, contract_store, runs):
+        branches = [{"_id": "leafy", "_rev": rev, "branch": rev[2]}
+                    for rev in (BRANCH_A, BRANCH_B)]
+        contract_store.bulk_docs(branches, db=runs, new_edits=False)
+        contract_store.bulk_docs([{"_id": "leafy", "_rev": BRANCH_A, "_deleted": True}],
+                                 db=runs)
+        leaves = sorted(contract_store.leaves("leafy", db=runs),
+                        key=lambda d: d.get("_deleted", False))
+        assert [d.get("_deleted", False) for d in leaves] == [False, True]
+        assert leaves[0]["_rev"] == BRANCH_B and leaves[0]["branch"] == "b"
+        assert leaves[1]["_rev"].startswith("2-")
+        with pytest.raises(NotFound):
+            contract_store.leaves("no-such-document", db=runs)
+
 
 class TestQueries:
     def test_the_due_view_ranges_by_worker_status_and_date(self, contract_store):

@@ -81,10 +81,11 @@ class Racing(MemStore):
 class Loop:
     """One worker process, its store and its clock, turned by hand."""
 
-    def __init__(self, store: MemStore, tmp: Path, now: datetime):
+    def __init__(self, store: MemStore, tmp: Path, now: datetime, lead: float = 0):
         schema.setup(store)
         self.store, self.now, self.trace = store, now, tmp / "runs.jsonl"
-        self.worker = Worker(store, "w", JobRegistry(JOBS), Settings(horizon=60, pool=2, lead=0))
+        self.worker = Worker(store, "w", JobRegistry(JOBS),
+                             Settings(horizon=60, pool=2, lead=lead))
         self.worker.runner.pool = Inline()
         self.feed = store.follow(self.worker._on_change, since=store.update_seq(),
                                  selector={"worker": "w"})
@@ -197,6 +198,34 @@ def test_a_claim_that_loses_to_another_process_is_decided_again_not_run(tmp_path
     loop.step(later(now, 5))
     loop.poll()
     assert loop.ran() == [] and loop.doc("t")["_rev"] == doc["_rev"]
+
+
+def test_a_start_written_ahead_is_read_back_when_the_process_was_frozen_past_its_lease(
+        tmp_path, now):
+    """A start written in the lead window, then SIGSTOP for longer than the lease: another
+    process took the task over meanwhile. When the timer fires on thaw, the task is read
+    back first (the fence is stale) and not run here; a fresh fence runs with no read."""
+    loop = Loop(MemStore("tasks"), tmp_path, now, lead=2)
+    mono = [1000.0]
+    loop.worker.peers.mono = lambda: mono[0]
+    for docid in ("frozen", "fresh"):
+        loop.put(docid, later(now, 10))
+    loop.step()
+    loop.step(later(now, 8.5))  # inside the lead window: both starts are written
+    assert loop.doc("frozen")["status"] == "running" == loop.doc("fresh")["status"]
+    assert loop.worker.held["frozen"].waiting_to_launch
+    theirs = rules.start(rules.claim(loop.doc("frozen"), OTHER, later(now, 10), now), OTHER,
+                         later(now, 12), 1)
+    loop.store.put(theirs)  # taken over while this process was frozen
+    mono[0] += 30  # frozen for 30 s, past the lease (6 s)
+    loop.worker.held["fresh"].fenced_at = mono[0]  # as if written just now
+    loop.worker.timer.fire_due(to_ms(later(now, 10)))
+    loop.worker.turn(wait=0, now=later(now, 10))  # the timer first: before the feed's news
+    assert [r["id"] for r in loop.ran()] == ["fresh"]
+    loop.step(later(now, 10))
+    assert loop.doc("frozen")[rules.NS]["owner"] == OTHER
+    assert loop.doc("frozen")["_rev"] == theirs["_rev"]
+    assert [r["id"] for r in loop.ran()] == ["fresh"]
 
 
 def test_a_write_the_database_refuses_ends_the_task_in_error(tmp_path, now):

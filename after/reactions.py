@@ -1,0 +1,213 @@
+"""What each event of the worker's inbox does to what this process holds.
+
+:class:`Reactions` is the half of :class:`~after.worker.Worker` that answers events, one
+task at a time, with the writes to make: a changed task document is decided again
+(:meth:`on_change`, through the pure :func:`after.decide.decide`); a timer entry fires a
+held task, a deferred claim or a start written ahead (:meth:`on_fire`); a job thread's run
+ends (:meth:`on_finished`) or passes its timeout (:meth:`_deadlines`). The worker's loop
+(worker.py) collects those writes, flushes them and acts on what was written.
+
+An exception while handling one event is that event's task's fault alone (faults.py).
+Everything here runs on the loop's thread: no locks, and no I/O but a cluster's read-back
+(confirm.py) and a job module's first import.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from . import decide as d
+from . import faults
+from . import task as rules
+from .dates import from_ms, to_ms
+from .decide import Write
+from .holding import CLAIM, FENCE, RUN
+from .jobs import JobError
+from .runner import Held, timed_out
+
+log = logging.getLogger("after.worker")
+
+
+class Reactions:
+    """Mixed into :class:`~after.worker.Worker`, whose state it reads and changes."""
+
+    def _handle(self, kind: str, value, now: datetime) -> list[Write]:
+        if kind in ("change", "recheck"):
+            return self.on_change(value, recheck=kind == "recheck", now=now)
+        if kind == "fire":
+            return self.on_fire(value, now)
+        if kind == "finished":
+            return self.on_finished(*value, now=now)
+        if kind == "peer":  # whether an owner is dead is known: decide its tasks again
+            docs = self.awaiting.pop(value, [])
+            return [w for doc in docs for w in self.on_change(doc, recheck=True, now=now)]
+        if kind == "dead":  # a peer's lease ran out: find its tasks now, not at the next poll
+            self.poll_now.set()
+            return []
+        if kind == "deleted":
+            self.mem.apply([d.Drop(value)], now)
+        elif kind == "feed":
+            self.emit("feed", connected=value)
+            self.feed_lost = self.feed_lost or not value
+            if value and self.feed_lost:
+                self.poll_now.set()  # re-check everything after a reconnect
+        return []
+
+    def _unexpected(self, kind: str, value, exc: Exception, now: datetime) -> list[Write]:
+        docid, doc = faults.event_task(kind, value)
+        if docid is None:
+            log.exception("unexpected error handling %s", kind)
+            return []
+        return self._fault(docid, exc, "process", now, doc)
+
+    def _fault(self, docid: str, exc: BaseException, stage: str, now: datetime,
+               doc: dict | None = None) -> list[Write]:
+        """Confine a failure to its task (see faults.py)."""
+        held = self.held.get(docid)
+        self.mem.forget(docid)
+        self.counts["faults"] += 1
+        self.emit("fault")
+        doc = doc if doc is not None or held is None else held.doc
+        return faults.error_write(docid, exc, stage, doc, self.name, now)
+
+    # -- deciding ----------------------------------------------------------------------------
+
+    def view(self) -> d.View:
+        return d.View(me=self.me, horizon_ms=int(self.settings.horizon * 1000),
+                      held={k: h.running for k, h in self.held.items()},
+                      liveness=self.peers.liveness, preferred=self.peers.preferred,
+                      check_job=self._job, can_start=self.slots.take, lead_ms=self.lead_ms)
+
+    def _fill_slots(self, now: datetime) -> list[Write]:
+        """Start held tasks that fell due while every job thread was taken, oldest first."""
+        writes: list[Write] = []
+        self.slots.count(self.runner.active)
+        while (docid := self.slots.next_waiting()) is not None:
+            writes.extend(self.on_fire((RUN, docid), now))
+        return writes
+
+    def on_change(self, doc: dict, recheck: bool = False, now: datetime | None = None
+                  ) -> list[Write]:
+        """Decide about the current version of a task document. ``recheck`` (a poll) decides
+        again on a version already seen: a task may have come near, a holder may have died."""
+        now = now or self.peers.now()
+        if doc.get("_id", "").startswith("_design/"):
+            return []
+        resolutions = d.resolutions(doc)
+        if not doc.get("_deleted") and not self.seen.newer(doc, recheck):
+            return resolutions  # an echo of our own write, or older than what we know
+        held = self.held.get(doc.get("_id"))
+        if held is not None and held.waiting_to_launch and doc.get("status") in (
+                rules.CANCEL, rules.RESCHEDULE):
+            # Inside the lead window, before the job began: the user's word wins at once.
+            log.info("task %s: %s before its run began: its start is undone", doc["_id"],
+                     doc["status"])
+            self.mem.forget(doc["_id"])
+            doc = rules.unfence(doc)
+        self.mem.track(doc)
+        return resolutions + self.mem.apply(d.decide(doc, self.view(), now), now)
+
+    def _job(self, name: str):
+        """The job's function, resolved once per process; raises JobError."""
+        if name not in self.jobs:
+            self.jobs[name] = self.registry.resolve(name)
+        return self.jobs[name]
+
+    def on_fire(self, key: tuple[str, str], now: datetime) -> list[Write]:
+        kind, docid = key
+        if kind == CLAIM:
+            entry = self.deferred.pop(docid, None)
+            if entry is None or self.seen.get(docid, 0) > rules.rev_number(entry.doc["_rev"]):
+                return []  # it changed meanwhile (claimed elsewhere, most likely)
+            if self.cluster and not self.confirm.unclaimed(entry.doc):
+                return []
+            return [d.claim(entry.doc, entry.spec, entry.due, self.id, now, self.lead_ms,
+                            self.slots.take)]
+        held = self.held.get(docid)
+        if held is None:
+            return []
+        if kind == FENCE:  # no fence without a free job thread: the due instant decides
+            if held.running or rules.missed(held.spec, from_ms(held.due_ms), now) \
+                    or not self.slots.take():
+                return []
+            write = d.fence(held.doc, held.spec, held.due_ms, self.me)
+            held.running, held.token = True, write.token  # until the write lands
+            return [write]
+        if held.waiting_to_launch:  # its start is written: begin, with no write
+            if held.unconfirmed or self._fence_stale(held):
+                held.unconfirmed = False
+                if not self._confirmed(held.doc):
+                    held.running, held.token, held.fenced, held.context = \
+                        False, None, False, None
+                    return []
+            self._launch(held, now)
+            return []
+        if held.running:
+            return []
+        if not self.slots.take():
+            self.slots.wait(docid)  # stays scheduled; started when a thread is free
+            return []
+        write = d.fire(held.doc, held.spec, held.due_ms, self.me, now)
+        held.running, held.token = True, write.token  # until the write lands
+        return [write]
+
+    def _fence_stale(self, held: Held) -> bool:
+        """Was its start written so long ago that the lease may have lapsed meanwhile (this
+        process frozen by SIGSTOP, or starved)? Then another process may have taken it
+        over: read it back before running it (see _confirmed)."""
+        trusted = self.settings.lease - 2 * self.settings.heartbeat
+        return self.peers.mono() - held.fenced_at > trusted
+
+    def _launch(self, held: Held, now: datetime) -> None:
+        try:
+            func = self._job(held.spec.job)
+        except JobError as exc:  # the module went away since the claim
+            func = exc
+        self.emit("start", job=held.spec.job, lateness=self.runner.launch(held, func, now))
+
+    def on_finished(self, docid: str, token: str, outcome: rules.Outcome, trace: str | None,
+                    response: dict | None, now: datetime | None = None) -> list[Write]:
+        self.runner.ended(token)
+        held = self.held.get(docid)
+        if held is None or held.token != token:
+            log.warning("task %s: a run that had timed out or was taken over ended (%s)",
+                        docid, outcome.outcome)
+            return []
+        return [self._end(held, outcome, now or self.peers.now(), trace, response)]
+
+    def _end(self, held: Held, outcome: rules.Outcome, now: datetime, trace=None,
+             response=None) -> Write:
+        held.token = None
+        if outcome.ok:
+            log.info("done %s (job %s, attempt %d) in %.1f ms, started %.1f ms late",
+                     held.doc["_id"], held.spec.job,
+                     max(1, rules.counter(held.doc.get(rules.NS), "attempt")),
+                     outcome.duration_ms, held.lateness * 1000)
+        else:
+            log.warning("%s %s (job %s): %s", outcome.outcome, held.doc["_id"], held.spec.job,
+                        outcome.error)
+        return d.end(held.doc, held.spec, outcome, self.me, now, trace=trace,
+                     response=response)
+
+    def _deadlines(self, now: datetime) -> list[Write]:
+        writes = []
+        for held in timed_out(self.held, to_ms(now)):
+            outcome = rules.Outcome(rules.TIMEOUT, held.started, now, error=f"timeout: the "
+                                    f"run took longer than {held.spec.timeout:g}s")
+            writes.append(self._end(held, outcome, now))
+        return writes
+
+    def _confirmed(self, doc: dict) -> bool:
+        """A start answered 202: run it only once every copy says it is ours alone."""
+        if self.confirm.started(doc):
+            return True
+        self.seen.pop(doc["_id"], None)
+        return False
+
+    def _count(self, outcome: rules.Outcome, job: str | None) -> None:
+        self.counts["runs"] += outcome.outcome != rules.MISSED
+        key = {rules.OK: "done", rules.MISSED: "missed"}.get(outcome.outcome, "failed")
+        self.counts[key] += 1
+        self.emit("finish", job=job, outcome=outcome.outcome,
+                  duration=outcome.duration_ms / 1000)
