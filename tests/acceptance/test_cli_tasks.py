@@ -265,9 +265,10 @@ def test_runs_show_and_reschedule_with_a_worker(env, store, worker):
     assert [(r["task"], r["number"], r["outcome"], r["result"]) for r in runs] == \
         [("ok", 1, "done", "Hello, Ada!")]
     table = after(env, "runs", "ko").stdout.splitlines()
-    assert table[0].split() == ["RUN", "ATTEMPT", "OUTCOME", "STARTED", "DURATION",
-                                "RESULT/ERROR"]
+    assert table[0].split() == ["RUN", "ATTEMPT", "OUTCOME", "OCCURRENCE", "STARTED",
+                                "DURATION", "RESULT/ERROR"]
     assert table[1].split()[:3] == ["1", "1", "error"]
+    assert runs[0]["occurrence_date"] == store.get("ok")["date"]  # a one-off: its date
     assert table[1].endswith("RuntimeError: boom")
     shown = after(env, "show", "ko").stdout.splitlines()
     assert "status  error" in shown
