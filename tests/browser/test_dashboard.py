@@ -303,7 +303,8 @@ def test_the_shared_tables_in_the_browser(store, open_page):
     result = page.evaluate("""async ([values, statuses]) => {
       const m = await import('./model.js');
       return {dates: values.map(m.parseDate),
-              actions: Object.fromEntries(statuses.map((s) => [s, m.actionsFor({status: s})])),
+              actions: Object.fromEntries(statuses.map(
+                (s) => [s, m.actionsFor({status: s, repeat: {days: 1}})])),
               utc: [m.utcInput('2030-01-02T03:04'), m.utcInput('2030-01-02T03:04:05'),
                     m.utcInput(''), m.utcInput('2030-02-30T00:00')]};
     }""", [[c["value"] for c in dates], list(actions)])
