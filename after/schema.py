@@ -16,7 +16,8 @@
     worker's claims and starts) is let through at once: that was validated when it was
     written, so only a write that changes it (a user's) is checked in full.
   - the view ``due``, keyed ``[worker, status, due_ms]``: the date normalised to epoch
-    milliseconds at index time, so a worker asks for exactly "my waiting tasks due before T"
+    milliseconds at index time (and moved by ``repeat.jitter`` as the workers move it, so
+    a task whose date has passed but whose jittered instant has not stays out of a poll), so a worker asks for exactly "my waiting tasks due before T"
     whatever offset or precision each document wrote its date with. (A Mango index on the raw
     ``date`` string cannot do that: ``+02:00`` offsets and fractions do not sort as instants.)
     A date the view cannot read is keyed 0, so the worker sees it at once and marks it
@@ -43,6 +44,7 @@ from .config import databases, runs_db
 from .dates import ISO_DATE_RE
 from .jobnames import JOB_NAME
 from .jsonsafe import MAX_DEPTH, MAX_STRING
+from .occurrence import JS_JITTER
 from .repeat import _UNIT_HELP as UNIT_HELP
 from .repeat import ISO_DURATION_RE, MAX_JITTER, MIN_INTERVAL_US, SHORTHANDS, UNITS
 from .store import Conflict, Store
@@ -550,12 +552,16 @@ VALIDATE = (VALIDATE.replace("TASK_RUNNABLE", json.dumps(list(RUNNABLE)))
 DUE_MAP = (
     "function (doc) {\n"
     + JS_PARSE_DATE
+    + JS_JITTER
     + r"""
   if (typeof doc.worker !== 'string' || typeof doc.status !== 'string') return;
   var due = parseDate(doc.date);
+  var jitter = doc.repeat && typeof doc.repeat === 'object' ? doc.repeat.jitter : 0;
+  if (due !== null && typeof jitter === 'number' && jitter > 0 && jitter <= MAX_JITTER)
+    due += jitterMs(doc._id, due, jitter);
   emit([doc.worker, doc.status, due === null ? 0 : due], null);
 }"""
-)
+).replace("MAX_JITTER", str(MAX_JITTER))
 
 DESIGN = {
     "_id": DESIGN_ID,

@@ -39,7 +39,8 @@ def test_run_now_runs_once_more_and_keeps_the_schedule(harness, client, store):
     assert line["occurrence"] == occ.key("hourly", when, occ.MANUAL)
     after = store.get("hourly")
     assert (after["date"], after["status"]) == (parent["date"], "waiting")  # untouched
-    [run] = client.runs("hourly")
+    # run records are written by their own thread, after the task: wait for them
+    [run] = harness.wait(lambda: client.runs("hourly"), what="the run record")
     assert (run["kind"], run["parent"], run["outcome"]) == ("manual", "hourly", "done")
     assert run["occurrence"] == line["occurrence"]
     assert run["occurrence_date"] == asked["date"]
@@ -48,7 +49,8 @@ def test_run_now_runs_once_more_and_keeps_the_schedule(harness, client, store):
     assert second["_id"] != asked["_id"]
     harness.wait_status(second["_id"], "done")
     assert len(harness.recorded()) == 2
-    assert [r["kind"] for r in client.runs("hourly")] == ["manual", "manual"]
+    runs = harness.wait(lambda: len(r := client.runs("hourly")) == 2 and r, what="2 records")
+    assert [r["kind"] for r in runs] == ["manual", "manual"]
 
 
 def test_backfill_runs_each_occurrence_of_the_window_once(harness, client, store):
@@ -67,7 +69,7 @@ def test_backfill_runs_each_occurrence_of_the_window_once(harness, client, store
     # the job's task.date is the occurrence's, and its id that occurrence's
     assert sorted(parse_date(line["date"]) for line in lines) == wanted
     assert {line["occurrence"] for line in lines} == {occ.key("hourly", t) for t in wanted}
-    runs = client.runs("hourly")
+    runs = harness.wait(lambda: len(r := client.runs("hourly")) == 3 and r, what="3 records")
     assert sorted(r["occurrence_date"] for r in runs) == [format_date(t) for t in wanted]
     assert {r["kind"] for r in runs} == {"backfill"}
     # idempotent by occurrence: asked again (and for a wider window), none runs twice
@@ -124,7 +126,8 @@ def test_jitter_moves_each_run_to_its_jittered_instant(harness, client, store):
     doc = harness.put("jittery", delay=1.5, repeat={"seconds": 2, "jitter": 1.5, "limit": 3})
     harness.start()
     harness.wait_status("jittery", "done", timeout=30)
-    runs = sorted(client.runs("jittery"), key=lambda r: r["number"])
+    runs = harness.wait(lambda: len(r := client.runs("jittery")) == 3 and r, what="3 records")
+    runs.sort(key=lambda r: r["number"])
     assert len(runs) == 3
     nominal = [parse_date(doc["date"]) + timedelta(seconds=2 * k) for k in range(3)]
     for run, date in zip(runs, nominal, strict=True):
@@ -140,7 +143,7 @@ def test_every_retry_of_an_occurrence_keeps_its_id(harness, client):
     doc = harness.put("flaky", job="fail", arguments=["boom"], retry={"limit": 2, "delay": 0.2})
     harness.start()
     harness.wait_status("flaky", "error", timeout=20)
-    runs = client.runs("flaky")
+    runs = harness.wait(lambda: len(r := client.runs("flaky")) == 3 and r, what="3 records")
     assert [r["attempt"] for r in runs] == [3, 2, 1]
     assert {r["occurrence"] for r in runs} == {occ.key("flaky", parse_date(doc["date"]))}
 
@@ -172,3 +175,24 @@ def test_the_documented_plain_http_write_is_a_valid_extra_run(store):
     store.put(dict(doc))
     with pytest.raises(Conflict):  # the same occurrence asked twice: one document
         store.put(dict(doc))
+
+
+def test_the_views_key_a_jittered_task_by_its_jittered_instant(store):
+    """The workers' ``due`` view (what a poll finds) and the dashboard's ``upcoming`` view
+    (its timeline) run the jitter in the server's JavaScript and agree with Python."""
+    from after import dashboard
+    from after.dates import to_ms
+
+    dashboard.install(store)
+    docs = [{"_id": f"j{n}", "worker": "views", "date": "2027-01-04T00:00:00.000Z",
+             "job": {"name": "hello"}, "status": "waiting",
+             "repeat": {"hours": 1, "jitter": 3600}} for n in range(5)]
+    docs.append({**docs[0], "_id": "plain", "repeat": {"hours": 1}})
+    store.bulk_docs(docs)
+    wanted = sorted((to_ms(rules.parse(doc).due), doc["_id"]) for doc in docs)
+    assert len({ms for ms, _ in wanted}) == 6  # each moved differently, "plain" not at all
+    due = store.view("after", "due", startkey=["views", "waiting", 0],
+                     endkey=["views", "waiting", {}])
+    assert [(row["key"][2], row["id"]) for row in due] == wanted
+    upcoming = store.view("dashboard", "upcoming", reduce=False)
+    assert sorted((row["key"], row["id"]) for row in upcoming) == wanted
