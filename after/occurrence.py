@@ -18,6 +18,20 @@ Pure functions, no I/O, no clock.
 - :func:`extra_id`: the id of the one-off task document that runs an extra occurrence of a
   task (``<task>:manual:<date>``, ``<task>:backfill:<date>``): deterministic, so that a
   second request for the same occurrence is a 409 and nothing runs twice.
+
+Why an extra run is a task document of its own, rather than a field or a counter on the
+task: every guarantee of a task then holds for it with no new code in the worker. It is
+claimed through ``_rev`` by exactly one process of the name (a pool of any size), taken over
+and run again when its process dies (at least once, with the same occurrence id, which
+depends on the occurrence, not on the document's revision), retried by the task's ``retry``,
+refused by the validator when malformed. The task's own document, and so its schedule, is
+never written: a request for an extra run can never conflict with, delay or move the
+schedule, even while the task runs. Its deterministic id makes a backfill idempotent by
+construction (CouchDB's 409), including two backfills asked at once from two machines; it
+is one plain HTTP ``PUT`` for a user without the client; and it stays, ``done``, as the
+record that the occurrence was asked for. The cost: one small document per extra run (a
+backfill is bounded to ``MAX_BACKFILL`` occurrences at a time), and its run record names
+the task as ``parent`` (``after runs`` lists both).
 """
 
 from __future__ import annotations
