@@ -78,7 +78,8 @@ def test_a_backfill_run_killed_mid_job_runs_again_with_its_occurrence_id(cli, ta
     first = cli.spawn("start", "mid", *POOL, AFTER_JOBS=str(jobs))
     wait_for(lambda: any(f.running for f in pid_files(cli.home, "mid")), what="start")
     parent = task_doc("daily", "mid", out, delay=86400, repeat={"days": 1})
-    parent["job"] = {"name": "slow_record", "arguments": [str(out), 2]}
+    # long enough that the run is still going when the second process is up
+    parent["job"] = {"name": "slow_record", "arguments": [str(out), 8]}
     tasks.put(parent)
     day = parse_date(parent["date"]) - timedelta(days=1)
     done = cli.run("backfill", "daily", "--from", format_date(day), "--to", format_date(day),
@@ -88,9 +89,10 @@ def test_a_backfill_run_killed_mid_job_runs_again_with_its_occurrence_id(cli, ta
     wait_for(lambda: tasks.get(extra)["status"] == "running", what="running")
     second = cli.spawn("start", "mid", *POOL, AFTER_JOBS=str(jobs))
     wait_for(lambda: sum(f.running for f in pid_files(cli.home, "mid")) == 2, what="two")
+    assert tasks.get(extra)["status"] == "running"  # the first process is on it
     first.send_signal(signal.SIGKILL)
     first.wait(10)
-    wait_for(lambda: tasks.get(extra)["status"] == "done", timeout=30, what="done")
+    wait_for(lambda: tasks.get(extra)["status"] == "done", timeout=40, what="done")
     runs = recorded(out)
     assert [(r["pid"], r["attempt"]) for r in runs] == [(first.pid, 1), (second.pid, 2)]
     assert {r["occurrence"] for r in runs} == {occ.key("daily", day)}  # at least once, one id
