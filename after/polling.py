@@ -25,9 +25,15 @@ from .store import describe_error
 log = logging.getLogger("after.worker")
 
 
-def query_due(store, name: str, settings, now: datetime) -> tuple[list[dict], bool]:
+def query_due(store, name: str, settings, now: datetime, cursor: dict | None = None
+              ) -> tuple[list[dict], dict]:
     """``name``'s tasks due within the horizon, and those whose holder may be gone (raises
-    StoreError); and whether a page came back full (a backlog: poll again soon)."""
+    StoreError), a page of each status at most; and the cursor of a backlog: for each status
+    whose page came back full, the last row's key and how many rows with that key were read.
+
+    Given a ``cursor``, only those statuses are read, from where their pages ended, on the
+    index as it is (``stale=ok``: no wait while the server indexes the revisions written since
+    the last query; what changed since comes by the feed, and the next full query sees it)."""
     horizon_ms = to_ms(now) + int(settings.horizon * 1000)
     ranges = [
         (rules.WAITING, 0, horizon_ms),
@@ -36,14 +42,25 @@ def query_due(store, name: str, settings, now: datetime) -> tuple[list[dict], bo
         (rules.SCHEDULED, 0, {}),
         (rules.RUNNING, 0, {}),
     ]
-    docs, backlog = [], False
+    page = settings.batch * 4
+    docs, more = [], {}
     for status, low, high in ranges:
-        rows = store.view("after", "due", startkey=[name, status, low],
-                          endkey=[name, status, high], include_docs=True, conflicts=True,
-                          limit=settings.batch * 4)
-        backlog = backlog or len(rows) >= settings.batch * 4
+        params = dict(startkey=[name, status, low], endkey=[name, status, high],
+                      include_docs=True, conflicts=True, limit=page)
+        if cursor:
+            if status not in cursor:
+                continue
+            key, skip = cursor[status]
+            params.update(startkey=key, skip=skip, stale="ok")
+        rows = store.view("after", "due", **params)
+        if len(rows) >= page:  # where the next page starts: the last key, past the rows
+            last = rows[-1]["key"]  # read with it (pouchdb-server has no startkey_docid)
+            tail = next(n for n, row in enumerate(reversed(rows)) if row["key"] != last) \
+                if rows[0]["key"] != last else len(rows)
+            same = cursor[status][1] if cursor and rows[0]["key"] == cursor[status][0] else 0
+            more[status] = (last, same + tail)
         docs.extend(row["doc"] for row in rows if row.get("doc"))
-    return docs, backlog
+    return docs, more
 
 
 def scan_recent(store, name: str, settings) -> list[dict]:
@@ -69,7 +86,7 @@ class Poller:
 
     def _run(self) -> None:
         interval = self.settings.poll
-        first = True
+        first, cursor = True, {}
         while not self.stopping.is_set():
             self.now.wait(interval)
             self.now.clear()
@@ -86,19 +103,20 @@ class Poller:
                     self.post(("recheck", doc))
                 if found:  # let their writes go first: on a server that indexes on query
                     self._settle()  # (pouchdb-server), the view query holds it up
-            took = time.monotonic()
+            if cursor:  # the next page of a backlog once the last one is handled: a
+                self._settle()  # bounded window of due tasks in memory at any burst size
             try:
-                docs, backlog = query_due(self.store, self.name, self.settings, utcnow())
+                docs, cursor = query_due(self.store, self.name, self.settings, utcnow(),
+                                         cursor)
             except Exception as exc:  # the safety net must not die
                 log.warning("cannot query due tasks: %s", describe_error(exc))
-                interval = min(5.0, self.settings.poll)
+                interval, cursor = min(5.0, self.settings.poll), {}
                 continue
-            took = time.monotonic() - took
             for doc in docs:
                 self.post(("recheck", doc))
-            # A backlog: come back soon, but leave the server at least twice the time the
-            # query took (each one indexes every revision written since the last).
-            interval = max(0.5, 2 * took) if backlog else self.settings.poll
+            # A backlog: the next page at once (after _settle); then a full query at the
+            # poll interval.
+            interval = 0.0 if cursor else self.settings.poll
 
     def _settle(self) -> None:
         """Wait (at most one poll interval) until the worker is idle: nothing in its inbox,

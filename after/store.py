@@ -48,6 +48,8 @@ from .config import mask_url, split_urls
 from .jsonsafe import loads
 
 log = logging.getLogger("after.store")
+#: View parameters CouchDB reads as plain strings, not JSON.
+RAW_VIEW_PARAMS = frozenset({"stale", "update", "startkey_docid", "endkey_docid"})
 
 HEADERS = {
     "Accept": "application/json",
@@ -517,8 +519,10 @@ class Store:
             skip += len(docs)
 
     def view(self, ddoc: str, view: str, *, db: str | None = None, **params) -> list[dict]:
-        """Rows of a map/reduce view; ``params`` are JSON-encoded as CouchDB expects."""
-        query = {k: json.dumps(v) for k, v in params.items() if v is not None}
+        """Rows of a map/reduce view; ``params`` are JSON-encoded as CouchDB expects, but
+        for those it takes as they are (``stale``, ``update``...)."""
+        query = {k: v if k in RAW_VIEW_PARAMS else json.dumps(v) for k, v in params.items()
+                 if v is not None}
         path = f"{quote(db or self.db, safe='')}/_design/{quote(ddoc, safe='')}/_view/{view}"
         return loads(self.request("GET", path, params=query).content)["rows"]
 

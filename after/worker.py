@@ -54,6 +54,7 @@ from .writes import Sent, Writer
 log = logging.getLogger("after.worker")
 
 LOOP_TIMEOUT = 5.0  # seconds the loop's own requests may take
+POLL_TIMEOUT = 60.0  # the poller's (its thread waits while the server builds the index)
 
 
 class Worker(Reactions):
@@ -68,8 +69,8 @@ class Worker(Reactions):
         self.me = d.Identity(name, self.id, self.host, self.pid)
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.clock = self.peers.clock  # the server's time, as well as this process knows it
-        self.timer: Timer = Timer(lambda key, due_ms, item: self.inbox.put(("fire", key)),
-                                  clock=self.clock)
+        self.fired: queue.SimpleQueue = queue.SimpleQueue()  # the timer's: first each turn
+        self.timer: Timer = Timer(self._fired, clock=self.clock)
         self.runner = Runner(settings.pool, self.inbox.put)
         self.pool, self.active = self.runner.pool, self.runner.active
         self.recorder = Recorder(store, runs_db(store.db), keep=settings.keep_runs,
@@ -77,8 +78,8 @@ class Worker(Reactions):
         self.writer = Writer(self.store, settings)
         self.follower = None
         self.stop_requested, self.stop_now = threading.Event(), threading.Event()
-        self.poller = Poller(self.store, name, settings, self.inbox.put, self.stop_requested,
-                             idle=self._idle)
+        self.poller = Poller(store.with_timeout(POLL_TIMEOUT), name, settings, self.inbox.put,
+                             self.stop_requested, idle=self._idle)
         self.poll_now = self.poller.now  # set: poll at once
         self.mem = Holding(self.timer, self.id, settings.claim_delay, self.peers.ask,
                            lead=settings.lead)
@@ -114,9 +115,9 @@ class Worker(Reactions):
 
     def _idle(self) -> bool:
         """Nothing to decide, write or wait for (read from the poller's thread)."""
-        return self.inbox.empty() and not self.writer.pending and not self.runner.active \
-            and not any(h.running and not h.waiting_to_launch
-                        for h in list(self.held.values()))
+        return self.inbox.empty() and self.fired.empty() and not self.writer.pending \
+            and not self.runner.active \
+            and not any(h.running and not h.waiting_to_launch for h in list(self.held.values()))
 
     def request_stop(self) -> None:
         """Graceful stop; a second call stops at once. Safe in a signal handler."""
@@ -178,9 +179,7 @@ class Worker(Reactions):
             wake = min(next_deadline(self.held), self.next_check)
             wait = max(0.0, min(wake - self.peers.now().timestamp(), 1.0))
             wait = min(wait, 0.2) if self.writer.pending else wait
-        events = self._drain(wait)
-        # Timers first: a fenced run starts as its timer fires, before this turn's writes.
-        events.sort(key=lambda event: event[0] != "fire")
+        events = self._drain(wait)  # timers first: a fenced run starts as its timer fires
         now = now or self.peers.now()  # the one clock read of the turn
         self.slots.count(self.runner.active)
         writes: list[Write] = []
@@ -197,10 +196,23 @@ class Worker(Reactions):
             self.next_check = now.timestamp() + self.settings.self_check
             self._self_check()
 
+    def _fired(self, key: tuple[str, str], due_ms: int, item) -> None:
+        """The timer's thread: a timer entry fell due. It goes ahead of everything else in
+        the inbox (thousands of feed events in a burst), and wakes the loop."""
+        self.fired.put(("fire", key))
+        self.inbox.put(("wake", None))
+
     def _drain(self, wait: float, most: int = 2000) -> list:
         events = []
         try:
-            events.append(self.inbox.get(timeout=wait) if wait > 0 else self.inbox.get_nowait())
+            while True:
+                events.append(self.fired.get_nowait())
+        except queue.Empty:
+            pass
+        try:
+            if not events:
+                events.append(self.inbox.get(timeout=wait) if wait > 0
+                              else self.inbox.get_nowait())
             while len(events) < most:
                 events.append(self.inbox.get_nowait())
         except queue.Empty:

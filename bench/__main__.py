@@ -16,7 +16,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import feed, lateness, raw, servers, startup, throughput
+from . import feed, lateness, memory, raw, servers, startup, throughput
 from .harness import Bench, Measurement
 
 MEASUREMENTS = {
@@ -26,6 +26,7 @@ MEASUREMENTS = {
     "drain": throughput.run,
     "feed": feed.run,
     "startup": startup.run,
+    "memory": memory.run,
 }
 # What each server runs: the cluster gives throughput and burst lateness (the rows).
 PLAN = {

@@ -390,3 +390,18 @@ def test_a_task_running_under_this_process_that_it_does_not_run_is_started_again
     harness.settled(worker, "orphan")
     assert [r["id"] for r in harness.recorded()] == ["orphan"]
     assert final["after"]["last_run"]["outcome"] == "done"
+
+
+def test_a_backlog_larger_than_a_page_is_paged_through_at_once_not_poll_by_poll(harness,
+                                                                                 store):
+    """90 due tasks written before the worker starts, with pages of 12 (``batch`` 3) and a
+    poll every 120 s: the start scan and the first query find 12 each; the rest are read
+    page after page from the index as it is (``stale=ok``), each once the last is handled,
+    so all run now rather than 12 per poll (which would take an hour)."""
+    past = format_date(utcnow() - timedelta(seconds=1))
+    store.bulk_docs([{"_id": f"bl{i:03}", "worker": "w", "date": past, "status": "waiting",
+                      "job": {"name": "record", "arguments": [str(harness.record_file)]}}
+                     for i in range(90)])
+    harness.start(batch=3, poll=120)
+    harness.wait(lambda: len(harness.recorded()) >= 90, timeout=60, what="90 runs")
+    assert sorted(r["id"] for r in harness.recorded()) == [f"bl{i:03}" for i in range(90)]
