@@ -399,12 +399,15 @@ def hand_back(doc: dict) -> dict:
 
 
 def _new_date(doc: dict) -> bool:
-    """A ``reschedule`` that moved the date (not one that only changed, say, ``retry``)."""
+    """A ``reschedule`` that moved the date (not one that only changed, say, ``retry``).
+    Compared with the date a worker's claim was for when one holds it (``next_run`` is then
+    the held instant: a retry's, or the date moved by a repeat's jitter), else ``next_run``."""
     if doc.get("status") != RESCHEDULE:
         return False
+    ns = info(doc)
+    was = ns.get("date") if ns.get("owner") and ns.get("date") is not None else ns.get("next_run")
     try:
-        return parse_date(doc.get("date"), "date") != parse_date(info(doc).get("next_run"),
-                                                                  "next")
+        return parse_date(doc.get("date"), "date") != parse_date(was, "next")
     except DateError:
         return True
 

@@ -301,3 +301,20 @@ def test_parse_and_the_vdu_say_the_same_of_generated_jitters_and_occurrences(cas
         return None
 
     assert vdu_says(docs) == [python_says(doc) for doc in docs]
+
+
+def test_a_reschedule_that_keeps_the_date_of_a_held_jittered_task_keeps_its_series():
+    """A held jittered task's ``next_run`` is its jittered instant: a ``reschedule`` that
+    did not move the date (say, a new ``retry``) must not restart the series (on the 31st,
+    a restarted monthly series drifts to the 28th)."""
+    doc = task(date="2027-02-28T09:00:00.000Z", repeat={"months": 1, "jitter": 3600},
+               after={"anchor": "2027-01-31T09:00:00.000Z"})
+    spec = rules.parse(doc)
+    held = rules.claim(doc, ME.process, spec.due, NOW)
+    assert held["after"]["next_run"] != held["date"]  # the jittered instant
+    kept = rules.claim({**held, "status": rules.RESCHEDULE, "retry": 2}, ME.process, spec.due,
+                       NOW)
+    assert kept["after"]["anchor"] == "2027-01-31T09:00:00.000Z"
+    moved = rules.claim({**held, "status": rules.RESCHEDULE, "date": "2027-03-01T09:00:00Z"},
+                        ME.process, NOW, NOW)
+    assert "anchor" not in moved["after"]  # a new date starts a new series
