@@ -186,8 +186,8 @@ class Client:
                  limit: int | None = None, until: datetime | str | None = None,
                  jitter: float | None = None, retry: int | dict | None = None,
                  timeout: float | None = None,
-                 max_delay: float | None = None, id: str | None = None,
-                 kwargs: dict | None = None) -> str:
+                 max_delay: float | None = None, isolation: str | None = None,
+                 id: str | None = None, kwargs: dict | None = None) -> str:
         """Schedule ``job(task, *args, **kwargs)`` on ``worker``; returns the task's id.
 
         ``at``: a datetime (naive means UTC), ``"now"``, ``"+15m"`` (``s m h d w ms``) or
@@ -199,13 +199,15 @@ class Client:
         occurrences later by a deterministic amount in [0, jitter). ``retry``: attempts after
         the first, or
         ``{"limit", "delay", "backoff"}``. ``timeout`` and ``max_delay`` in seconds.
+        ``isolation``: ``"thread"`` (the default) or ``"process"``, a run in a child process
+        of its own, killed when it passes ``timeout``.
         Positional ``args`` or ``kwargs``, not both (a task passes a list or an object).
 
         With ``id`` it is an upsert, safe to run on every deploy:
 
         - no task has that id: it is created;
         - the task exists: its definition (``worker date job repeat retry timeout
-          max_delay``) is replaced and everything else kept: other user fields and the
+          max_delay isolation``) is replaced and everything else kept: other user fields and the
           worker's ``after`` counters (runs, successes, failures, last run). When nothing in
           the definition changes, nothing is written.
         - its ``date`` is kept when ``at`` is not given, and for a repeating task whose rule
@@ -239,7 +241,7 @@ class Client:
             "status": rules.WAITING,
         }
         optional = {"repeat": repeat, "retry": retry, "timeout": timeout,
-                    "max_delay": max_delay}
+                    "max_delay": max_delay, "isolation": isolation}
         doc.update({k: v for k, v in optional.items() if v is not None})
         doc["date"] = format_date(start or now)
         spec = check(doc)

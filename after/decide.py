@@ -375,4 +375,6 @@ def run_record(doc: dict, spec: rules.Spec | None, outcome: rules.Outcome, me: I
             record["error"]["traceback"] = trace
     if response is not None:
         record["response"] = response
+    if spec is not None and outcome.outcome != rules.MISSED and rules.isolated(doc, spec):
+        record["isolation"] = rules.PROCESS  # it ran in a child process of its own
     return record

@@ -26,6 +26,7 @@ import inspect
 import json
 import sys
 import threading
+import traceback
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -356,6 +357,42 @@ class TaskContext:
     def __repr__(self) -> str:
         return (f"TaskContext(id={self.id!r}, job={self.job!r}, date={self.date.isoformat()}, "
                 f"attempt={self.attempt})")
+
+
+#: Jobs whose result is an HTTP response: the run record keeps it whole, the task a summary.
+HTTP_JOBS = ("http", "webhook")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """How a call of a job ended, ready to record: JSON-safe, bounded, redacted (a child
+    process sends it back to its job thread as is)."""
+
+    ok: bool
+    result: Any = None  # what the job returned, as to_result keeps it
+    error: str | None = None  # one line: "ExceptionType: message"
+    trace: str | None = None
+    response: dict | None = None  # the HTTP response of an http or webhook job
+
+
+def call(func: Callable | Exception, task: Any, arguments: Any) -> Reply:
+    """Run ``func`` for ``task`` (see :func:`run_job`); ``func`` may be the JobError that
+    resolving the job raised. Whatever the job raises ends in the Reply."""
+    try:
+        if isinstance(func, Exception):
+            raise func
+        value = run_job(func, task, arguments)
+        response = None
+        if getattr(task, "job", None) in HTTP_JOBS and isinstance(value, dict) \
+                and "status" in value:
+            response = redact(value)
+            value = {k: value.get(k) for k in ("status", "duration_ms", "url")}
+        return Reply(True, result=redact(to_result(value)), response=response)
+    except BaseException as exc:  # a job may raise anything; the worker carries on
+        response = getattr(exc, "response", None)
+        return Reply(False, error=redact_text(f"{type(exc).__name__}: {exc}"),
+                     trace=redact_text(traceback.format_exc(limit=20)),
+                     response=redact(response) if isinstance(response, dict) else None)
 
 
 def run_job(func: Callable, task: Any, arguments: Any) -> Any:

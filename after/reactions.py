@@ -193,8 +193,9 @@ class Reactions:
     def _deadlines(self, now: datetime) -> list[Write]:
         writes = []
         for held in timed_out(self.held, to_ms(now)):
-            outcome = rules.Outcome(rules.TIMEOUT, held.started, now, error=f"timeout: the "
-                                    f"run took longer than {held.spec.timeout:g}s")
+            self.runner.kill(held.token, "timeout")  # an isolated run's child: its thread frees
+            outcome = rules.Outcome(rules.TIMEOUT, held.started, now, error=rules.timeout_error(
+                held.spec.timeout, held.token in self.runner.children))
             writes.append(self._end(held, outcome, now))
         return writes
 

@@ -1,7 +1,9 @@
 """Running jobs and recording runs, off the worker's loop.
 
 - :class:`Runner`: the pool of job threads. The loop launches a run; its thread calls the
-  job and posts ``("finished", (docid, token, outcome, trace, response))`` to the inbox.
+  job (or, for an isolated run, waits on the child process that calls it: see
+  :mod:`after.isolation`) and posts ``("finished", (docid, token, outcome, trace,
+  response))`` to the inbox.
 - :class:`Recorder`: writes run records to ``<db>_runs`` and prunes the old ones, on a
   thread of its own, so a slow or unreachable database never holds up a decision.
 """
@@ -11,22 +13,23 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import traceback
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
+from . import isolation
 from . import task as rules
 from .dates import from_ms, to_ms, utcnow
-from .jobs import TaskContext, run_job, to_result
-from .redact import redact, redact_text
+from .jobs import HTTP_JOBS, JobRegistry, TaskContext, call
 from .store import StoreError, Unavailable, describe_error
 
 log = logging.getLogger("after.worker")
 
-HTTP_JOBS = ("http", "webhook")
+__all__ = ["HTTP_JOBS", "Held", "Recorder", "Runner", "Seen", "next_deadline", "timed_out"]
+
 PRUNE_EVERY = 10
 SEEN_LIMIT = 100_000  # task revisions remembered to ignore stale feed events
 RUNS_KEPT = 10_000  # run records kept in memory while the database cannot be reached
@@ -77,12 +80,16 @@ class Seen(OrderedDict):
 
 
 class Runner:
-    """Job threads; ``active`` holds the tokens of the runs they are on."""
+    """Job threads; ``active`` holds the tokens of the runs they are on, ``children`` the
+    child processes of the isolated ones."""
 
-    def __init__(self, size: int, post: Callable[[tuple], None]):
+    def __init__(self, size: int, post: Callable[[tuple], None],
+                 registry: JobRegistry | None = None):
         self.pool = ThreadPoolExecutor(size, thread_name_prefix="after-job")
         self.post = post
+        self.registry = registry  # where an isolated run's child finds its job
         self.active: set[str] = set()
+        self.children: dict[str, isolation.Child] = {}
 
     @staticmethod
     def prepare(held: Held) -> None:
@@ -92,48 +99,70 @@ class Runner:
 
     def launch(self, held: Held, func, now: datetime) -> float:
         """Run ``held``'s job (``func``, or the JobError resolving it raised); returns how
-        late it starts, in seconds."""
+        late it starts, in seconds. In a child process when :func:`after.task.isolated`
+        says so."""
         held.started = now
+        deadline = None
         if held.spec.timeout:
             held.deadline_ms = to_ms(now) + int(held.spec.timeout * 1000)
+            deadline = time.monotonic() + held.spec.timeout
         if held.context is None:
             self.prepare(held)
         context, held.context = held.context, None
         held.lateness = (now - from_ms(held.due_ms)).total_seconds()
+        isolated = self.registry is not None and rules.isolated(held.doc, held.spec)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("running %s (job %s, attempt %d, %.1f ms late)", held.doc["_id"],
-                      held.spec.job, context.attempt, held.lateness * 1000)
+            log.debug("running %s (job %s, attempt %d%s, %.1f ms late)", held.doc["_id"],
+                      held.spec.job, context.attempt, ", isolated" if isolated else "",
+                      held.lateness * 1000)
         self.active.add(held.token)
-        self.pool.submit(self._execute, held.doc["_id"], held.token, held.spec, context, func)
+        child = isolation.Child() if isolated else None
+        if child is not None:
+            self.children[held.token] = child
+        self.pool.submit(self._execute, held.doc["_id"], held.token, held.spec, context, func,
+                         child, deadline)
         return held.lateness
 
     def ended(self, token: str) -> None:
         self.active.discard(token)
+        self.children.pop(token, None)
 
     def _execute(self, docid: str, token: str, spec: rules.Spec, context: TaskContext,
-                 func) -> None:
-        """On a pool thread: run the job, post how it ended."""
+                 func, child: isolation.Child | None = None,
+                 deadline: float | None = None) -> None:
+        """On a pool thread: run the job (in ``child`` if given), post how it ended."""
         started = utcnow()
-        response = trace = None
-        try:
-            if isinstance(func, Exception):
-                raise func
-            value = run_job(func, context, spec.arguments)
-            ended = utcnow()
-            if spec.job in HTTP_JOBS and isinstance(value, dict) and "status" in value:
-                # the whole response goes to the run record; the task keeps a summary
-                response = redact(value)
-                value = {k: value.get(k) for k in ("status", "duration_ms", "url")}
-            outcome = rules.Outcome(rules.OK, started, ended, result=redact(to_result(value)))
-        except BaseException as exc:  # a job may raise anything; the worker carries on
-            response = getattr(exc, "response", None)
-            message = redact_text(f"{type(exc).__name__}: {exc}")
-            outcome = rules.Outcome(rules.FAILED, started, utcnow(), error=message)
-            response = redact(response) if isinstance(response, dict) else None
-            trace = redact_text(traceback.format_exc(limit=20))
+        if child is None:
+            reply = call(func, context, spec.arguments)
+        else:
+            try:
+                reply = isolation.run(child, self.registry, func, context, spec.arguments,
+                                      deadline)
+            except Exception as exc:  # no child process could be started
+                reply = call(exc, context, spec.arguments)
+        ended = utcnow()
+        if reply is None:  # killed at its deadline
+            outcome = rules.Outcome(rules.TIMEOUT, started, ended,
+                                    error=rules.timeout_error(spec.timeout or 0, True))
+        elif reply.ok:
+            outcome = rules.Outcome(rules.OK, started, ended, result=reply.result)
+        else:
+            outcome = rules.Outcome(rules.FAILED, started, ended, error=reply.error)
+        trace, response = (reply.trace, reply.response) if reply is not None else (None, None)
         self.post(("finished", (docid, token, outcome, trace, response)))
 
+    def kill(self, token: str | None, why: str) -> None:
+        """Kill the child process of an isolated run (nothing for a thread run)."""
+        child = self.children.get(token) if token else None
+        if child is not None:
+            child.kill(why)
+
     def shutdown(self) -> None:
+        """No new runs; the children of isolated runs still going are killed (their runs
+        were recorded interrupted and handed back)."""
+        for child in list(self.children.values()):
+            if child is not None:
+                child.kill("the worker stopped")
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 

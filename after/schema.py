@@ -4,7 +4,8 @@
   - ``validate_doc_update``, which refuses with a 403 naming the field a task that is meant to
     run (status ``waiting``, ``scheduled``, ``running`` or ``reschedule``) but cannot: no
     ``worker``, no ``date`` or one that is not ISO 8601, no ``job.name`` or one that is not a
-    job name, an unknown ``status``, a ``repeat``, ``retry``, ``timeout`` or ``max_delay`` that
+    job name, an unknown ``status``, a ``repeat``, ``retry``, ``timeout``, ``max_delay`` or
+    ``isolation`` that
     :func:`after.task.parse` refuses (with its message; see ``JS_DEFINITION`` for what is left
     to the worker), or a shape no task needs and a worker cannot afford: nesting
     deeper than ``MAX_DEPTH`` levels, a string longer than ``MAX_STRING`` characters, a number
@@ -12,7 +13,7 @@
     ``cancel`` requests are let through, so a worker can always record an error on a task that
     was broken before the database was set up. A write that moves a runnable task to another
     runnable status and keeps its definition (``worker``, ``date``, ``job``, ``repeat``,
-    ``retry``, ``timeout``, ``max_delay``: :data:`after.task.DEFINITION`) as it was (the
+    ``retry``, ``timeout``, ``max_delay``, ``isolation``: :data:`after.task.DEFINITION`) as it was (the
     worker's claims and starts) is let through at once: that was validated when it was
     written, so only a write that changes it (a user's) is checked in full.
   - the view ``due``, keyed ``[worker, status, due_ms]``: the date normalised to epoch
@@ -48,7 +49,7 @@ from .occurrence import JS_JITTER
 from .repeat import _UNIT_HELP as UNIT_HELP
 from .repeat import ISO_DURATION_RE, MAX_JITTER, MIN_INTERVAL_US, SHORTHANDS, UNITS
 from .store import Conflict, Store
-from .task import DEFINITION, MAX_RETRIES, MAX_SECONDS, RUNNABLE, STATUSES
+from .task import DEFINITION, ISOLATIONS, MAX_RETRIES, MAX_SECONDS, RUNNABLE, STATUSES
 
 DESIGN_ID = "_design/after"
 
@@ -448,6 +449,12 @@ function definitionProblem(doc) {
     if (doc._id !== id) return 'occurrence: the id must be ' + str(id) + ' (task:kind:date), not ' + rep(doc._id);
     return null;
   }
+  function isolationProblem(v) {  // after.task.parse_isolation
+    if (v === null || v === undefined) return null;
+    if (ISOLATIONS.indexOf(v) < 0)
+      return "isolation: must be 'thread' or 'process', not " + show(v);
+    return null;
+  }
 
   // after.task.parse gives a message of at most 300 characters as written, or, past that,
   // with its whitespace collapsed, cut at 297 characters and '...'. Values are first shown
@@ -457,7 +464,7 @@ function definitionProblem(doc) {
   function str(s) { return pystr(s, budget, squeeze); }
   function first() {
     return repeatProblem(doc.repeat) || retryProblem(doc.retry) || secondsProblem('timeout')
-      || secondsProblem('max_delay') || occurrenceProblem();
+      || secondsProblem('max_delay') || isolationProblem(doc.isolation) || occurrenceProblem();
   }
   var wrong = first();
   if (!wrong) return null;
@@ -474,6 +481,7 @@ for _name, _value in (
         ("REPEAT_UNIT_HELP", json.dumps(UNIT_HELP)),
         ("TASK_MAX_SECONDS", str(MAX_SECONDS)),
         ("TASK_MAX_RETRIES", str(MAX_RETRIES)),
+        ("ISOLATIONS", json.dumps(list(ISOLATIONS))),
         ("MIN_US", str(MIN_INTERVAL_US)),
         ("MAX_JITTER", str(MAX_JITTER)),
         ("ISO_DATE_RE", ISO_DATE_RE.pattern),
@@ -496,7 +504,7 @@ VALIDATE = (
   if (status !== undefined && RUNNABLE.indexOf(status) < 0) return;
   // The cheap path: a transition (the worker's, mostly) that keeps what was validated when
   // the task was written (its whole definition: worker, date, job, repeat, retry, timeout,
-  // max_delay) needs no second look.
+  // max_delay, isolation) needs no second look.
   function same(a, b) {  // deep equality, iterative and bounded (a document may be deep)
     var stack = [[a, b]], seen = 0;
     while (stack.length) {

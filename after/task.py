@@ -26,6 +26,9 @@ with the user's fields:
 ``last_run``    the last run: number, attempt, outcome, started, ended, duration, result/error
 ``next_run``    the next date, while there is one
 ``error``       why the task is in ``error``
+``interrupted`` runs of the held occurrence cut short, in a row, by the death of their process
+``isolated``    when a run of the task was cut short by the death of its process: from then on
+                every run of it is in a child process of its own (see :func:`isolated`)
 """
 
 # Longer than 500 lines on purpose: the whole state machine, the worker's transitions and the
@@ -33,6 +36,7 @@ with the user's fields:
 from __future__ import annotations
 
 import random
+import signal
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -54,13 +58,23 @@ STATUSES = RUNNABLE + (CANCEL,) + FINISHED
 
 # Run outcomes, as recorded in run records and ``last_run``.
 OK, FAILED, TIMEOUT, MISSED, INTERRUPTED = "done", "error", "timeout", "missed", "interrupted"
-#: A run cut short by the death of its process is run again (no task is lost), but an
-#: occurrence interrupted this many times in a row ends ``error``: its job most likely ends
-#: the process that runs it (``os._exit``, a crash in C code), and running it again would take
-#: down one process of the name after another.
-INTERRUPTED_RERUNS = 1
-ENDED_ITS_PROCESS = ("the job ended its process: the run was interrupted {n} times in a row by "
-                     "the death of the process running it (last: {why})")
+#: Isolations of a run (the ``isolation`` field): in a job thread of the worker process
+#: (the default), or in a child process of its own, killed when it passes ``timeout``.
+THREAD, PROCESS = "thread", "process"
+ISOLATIONS = (THREAD, PROCESS)
+#: A run cut short by the death of its process is run again (no task is lost), and in a child
+#: process of its own, whatever the task's ``isolation``, as is every later run of the task
+#: (``after.isolated`` marks it): a job that ends the process running it (``os._exit``, a
+#: crash in C code) takes down at most that one process; its re-run's child dies instead, and
+#: the run fails with ENDED_ITS_PROCESS (``retry`` applies, as to any failure). The re-runs of
+#: an occurrence are bounded all the same: interrupted once more than this many times in a
+#: row (its process killed from outside each time, or a child that still brought its worker
+#: down, by memory say), the occurrence ends ``error`` with INTERRUPTED_TOO_OFTEN.
+INTERRUPTED_RERUNS = 2
+ENDED_ITS_PROCESS = "the job ended its process ({how})"
+INTERRUPTED_TOO_OFTEN = ("interrupted {n} times in a row by the death of the process running "
+                         "it, in a child process of its own since the first: not run again "
+                         "(last: {why})")
 #: Longest ``timeout``, ``max_delay`` and ``retry.delay``: ten years, in seconds. Beyond it a
 #: date computed from them could leave the calendar (year 9999) and every run would fail.
 MAX_SECONDS = 10 * 366 * 86400
@@ -148,6 +162,7 @@ class Spec:
     retry: Retry = field(default_factory=Retry)
     timeout: float | None = None
     max_delay: float | None = None
+    isolation: str = THREAD
     occurrence: Occurrence | None = None
 
     @property
@@ -227,6 +242,14 @@ def parse_occurrence(doc: dict, repeat: Rule | None) -> Occurrence | None:
         raise TaskError(f"occurrence: the id must be {wanted!r} (task:kind:date), not "
                         f"{doc.get('_id')!r}")
     return Occurrence(task, kind, date)
+
+
+def parse_isolation(value: Any) -> str:
+    if value is None:
+        return THREAD
+    if not isinstance(value, str) or value not in ISOLATIONS:
+        raise TaskError(f"isolation: must be 'thread' or 'process', not {_show(value)}")
+    return value
 
 
 def parse_retry(value: Any) -> Retry:
@@ -312,6 +335,7 @@ def _parse(doc: dict) -> Spec:
             from None
     retry = parse_retry(doc.get("retry"))
     timeout, max_delay = _number(doc, "timeout"), _number(doc, "max_delay")
+    isolation = parse_isolation(doc.get("isolation"))
     return Spec(
         id=doc["_id"],
         worker=worker,
@@ -322,6 +346,7 @@ def _parse(doc: dict) -> Spec:
         retry=retry,
         timeout=timeout,
         max_delay=max_delay,
+        isolation=isolation,
         occurrence=parse_occurrence(doc, repeat),
     )
 
@@ -467,7 +492,7 @@ def _drop(info: dict, keys: tuple[str, ...]) -> None:
 # -- the user's transitions: each returns the document to write, or raises StateError ----------
 
 #: The top-level fields of a task's definition; ``Client.schedule`` owns them.
-DEFINITION = ("worker", "date", "job", "repeat", "retry", "timeout", "max_delay",
+DEFINITION = ("worker", "date", "job", "repeat", "retry", "timeout", "max_delay", "isolation",
               "occurrence")
 
 
@@ -536,6 +561,8 @@ def redefine(current: dict, wanted: dict, *, date_given: bool) -> dict | None:
         return None
     if not same_rule or new["date"] != current.get("date"):
         _drop(ns, ("anchor", "occurrences", "next_run"))
+    if new.get("job") != current.get("job"):
+        ns.pop("isolated", None)  # another job: its runs go back to the task's isolation
     if held(current):
         new["status"] = RESCHEDULE
     else:
@@ -578,6 +605,33 @@ def next_occurrence(spec: Spec, anchor: datetime, now: datetime, runs: int) -> d
             return found
         scheduled = found
     return rule.next_date(anchor, spec.date, now, runs)
+
+
+def isolated(doc: dict, spec: Spec) -> bool:
+    """Does the run of ``doc`` go to a child process of its own? When the task asks for it
+    (``"isolation": "process"``), and for every run of a task once one of its runs was cut
+    short by the death of its process (``after.isolated``, see INTERRUPTED_RERUNS)."""
+    return spec.isolation == PROCESS or bool(info(doc).get("isolated"))
+
+
+def timeout_error(timeout: float, isolated: bool) -> str:
+    """Why a run that passed its ``timeout`` failed."""
+    killed = "; its process was killed" if isolated else ""
+    return f"timeout: the run took longer than {timeout:g}s{killed}"
+
+
+def ended_its_process(exitcode: int | None) -> str:
+    """Why a run failed whose child process ended without an answer: ``exitcode`` as
+    :attr:`multiprocessing.Process.exitcode` gives it (a negative number: the signal)."""
+    if exitcode is None:
+        return ENDED_ITS_PROCESS.format(how="it ended without an answer")
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "an unknown signal"
+        return ENDED_ITS_PROCESS.format(how=f"killed by signal {-exitcode}, {name}")
+    return ENDED_ITS_PROCESS.format(how=f"exit code {exitcode}")
 
 
 def missed(spec: Spec, due: datetime, now: datetime) -> bool:
@@ -657,12 +711,13 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
     failed = outcome.outcome in (FAILED, TIMEOUT, INTERRUPTED)
     limit = spec.retry.limit if spec is not None else 0
     if outcome.outcome == INTERRUPTED:
-        # A run cut short by a dead worker is run again (at least once), beyond ``retry``;
-        # but not once more than INTERRUPTED_RERUNS in a row (see there).
+        # A run cut short by a dead worker is run again (at least once), beyond ``retry``, in
+        # a child process from now on; but not once more than INTERRUPTED_RERUNS in a row.
+        info.setdefault("isolated", format_date(now))
         streak = info["interrupted"] = counter(info, "interrupted") + 1
         if streak > INTERRUPTED_RERUNS:
             outcome = Outcome(INTERRUPTED, outcome.started, outcome.ended, error=
-                              ENDED_ITS_PROCESS.format(n=streak, why=outcome.error))
+                              INTERRUPTED_TOO_OFTEN.format(n=streak, why=outcome.error))
             info["last_run"]["error"] = outcome.error
             limit = -1
         else:

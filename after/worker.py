@@ -71,7 +71,7 @@ class Worker(Reactions):
         self.clock = self.peers.clock  # the server's time, as well as this process knows it
         self.fired: queue.SimpleQueue = queue.SimpleQueue()  # the timer's: first each turn
         self.timer: Timer = Timer(self._fired, clock=self.clock)
-        self.runner = Runner(settings.pool, self.inbox.put)
+        self.runner = Runner(settings.pool, self.inbox.put, registry)
         self.pool, self.active = self.runner.pool, self.runner.active
         self.recorder = Recorder(store, runs_db(store.db), keep=settings.keep_runs,
                                  batch=settings.batch)

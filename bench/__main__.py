@@ -16,7 +16,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import feed, lateness, memory, raw, servers, startup, throughput
+from . import feed, isolation, lateness, memory, raw, servers, startup, throughput
 from .harness import Bench, Measurement
 
 MEASUREMENTS = {
@@ -27,6 +27,7 @@ MEASUREMENTS = {
     "feed": feed.run,
     "startup": startup.run,
     "memory": memory.run,
+    "isolation": isolation.run,
 }
 # What each server runs: the cluster gives throughput and burst lateness (the rows).
 PLAN = {

@@ -32,6 +32,7 @@ FIELD_OPTIONS = {
     "tz": "--tz", "limit": "--limit", "until": "--until", "retry": "--retry",
     "retry.limit": "--retry", "retry.delay": "--retry", "retry.backoff": "--retry",
     "retry.jitter": "--retry", "timeout": "--timeout", "max_delay": "--max-delay",
+    "isolation": "--isolation",
     "id": "--id", "job.name": "JOB", "before": "--before", "after": "--after",
     "status": "--status", "from": "--from", "to": "--to", "jitter": "--jitter",
 }
@@ -228,6 +229,9 @@ def check_job(folder: Path, name: str, args: list, kwargs: dict | None) -> None:
               help="seconds a run may take")
 @click.option("--max-delay", type=click.FloatRange(0, min_open=True),
               help="seconds late after which a run is recorded as missed")
+@click.option("--isolation", type=click.Choice(rules.ISOLATIONS),
+              help="process: run each run in a child process of its own, killed when it "
+                   "passes --timeout [default: thread]")
 @click.option("--id", "task_id", metavar="ID",
               help="the task's id: creates it, or updates it when it exists (safe to run "
                    "on every deploy)")
@@ -238,7 +242,7 @@ def check_job(folder: Path, name: str, args: list, kwargs: dict | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print the task document")
 @click.pass_obj
 def add(cfg, job, args, worker, at, every, cron, tz, limit, until, jitter, retry, timeout,
-        max_delay, task_id, kwargs, no_check, as_json):
+        max_delay, isolation, task_id, kwargs, no_check, as_json):
     """Schedule JOB(task, ARGS...) on a worker; prints the task's id.
 
     Each ARG is JSON when it parses as JSON (42, true, null, '"42"', '[1, 2]'), else a
@@ -275,8 +279,8 @@ def add(cfg, job, args, worker, at, every, cron, tz, limit, until, jitter, retry
         new_id = client.schedule(
             job, *arguments, worker=worker, at=at, every=every,
             cron=cron, tz=tz, limit=limit, until=until, jitter=seconds(jitter), retry=retry,
-            timeout=seconds(timeout), max_delay=seconds(max_delay), id=task_id,
-            kwargs=kwargs_value)
+            timeout=seconds(timeout), max_delay=seconds(max_delay), isolation=isolation,
+            id=task_id, kwargs=kwargs_value)
         if as_json:
             echo_json(masked(client.get(new_id)))
         else:
@@ -284,6 +288,15 @@ def add(cfg, job, args, worker, at, every, cron, tz, limit, until, jitter, retry
 
 
 # -- show, tasks, runs ---------------------------------------------------------------------
+
+
+def isolation_text(doc: dict, info: dict) -> str:
+    """How the task's runs are isolated, and why when the worker decided it."""
+    text = str(doc.get("isolation") or rules.THREAD)
+    if info.get("isolated") and text != rules.PROCESS:
+        text = (f"process (since {info['isolated']}: a run was interrupted by the death of "
+                "its process)")
+    return text
 
 
 @click.command()
@@ -316,6 +329,8 @@ def show(cfg, task_id, count, as_json):
     for key, label in (("timeout", "timeout"), ("max_delay", "max delay")):
         if doc.get(key) is not None:
             rows.append((label, f"{doc[key]}s"))
+    if doc.get("isolation") is not None or info.get("isolated"):
+        rows.append(("isolation", isolation_text(doc, info)))
     if info.get("owner"):
         rows.append(("held by", info["owner"]))
     if info.get("runs") or info.get("missed"):

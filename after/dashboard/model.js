@@ -104,6 +104,16 @@ export function jobName(doc) {
   return doc.job && typeof doc.job.name === 'string' ? doc.job.name : '';
 }
 
+// How the task's runs are isolated (after.task.isolated): 'process' when the task asks for
+// it, or once a run of it was cut short by the death of its process (after.isolated: a
+// value Python reads as true), else 'thread'.
+export function isolationOf(doc) {
+  const mark = meta(doc).isolated;
+  const marked = mark !== null && mark !== undefined && mark !== false && mark !== 0
+    && mark !== '' && !(typeof mark === 'object' && Object.keys(mark).length === 0);
+  return doc.isolation === 'process' || marked ? 'process' : 'thread';
+}
+
 export function matches(doc, filters) {
   if (filters.status && doc.status !== filters.status) return false;
   if (filters.worker && doc.worker !== filters.worker) return false;

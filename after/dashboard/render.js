@@ -4,8 +4,8 @@
 import { $, h, replace } from './dom.js';
 import { runsChart, timeline } from './chart.js';
 import {
-  ACTION_LABELS, STATUSES, actionsFor, dueOf, failed, formatDuration, formatUtc, jobName,
-  lateness, meta, parseDate, relative, sortRuns, sortTasks, sortWorkers, workerState,
+  ACTION_LABELS, STATUSES, actionsFor, dueOf, failed, formatDuration, formatUtc, isolationOf,
+  jobName, lateness, meta, parseDate, relative, sortRuns, sortTasks, sortWorkers, workerState,
 } from './model.js';
 
 const HOUR = 3600000;
@@ -101,6 +101,15 @@ export function filters(state) {
   $('#filter-status').value = state.filters.status;
 }
 
+// A task whose runs are in a child process of their own says so beside its job, and why.
+function isolated(doc) {
+  if (isolationOf(doc) !== 'process') return '';
+  const why = doc.isolation === 'process' ? 'isolation: process (each run in a child process)'
+    : `each run in a child process since ${meta(doc).isolated}: a run was interrupted by the `
+      + 'death of its process';
+  return h('span', { class: 'muted isolation', title: why }, ' · process');
+}
+
 function lastRun(doc, now) {
   const info = meta(doc);
   const run = info.last_run;
@@ -133,7 +142,7 @@ export function tasks(state, now, onAction) {
       h('td', { class: 'id' }, h('code', { title: doc._id }, doc._id)),
       h('td', {}, badge('status', doc.status)),
       h('td', {}, doc.worker || '–'),
-      h('td', { class: 'job' }, jobName(doc) || '–'),
+      h('td', { class: 'job' }, jobName(doc) || '–', isolated(doc)),
       h('td', {}, when(dueOf(doc), now)),
       h('td', { class: 'last' }, lastRun(doc, now)),
       h('td', { class: 'num' }, info.runs ?? 0),

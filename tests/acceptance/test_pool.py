@@ -24,13 +24,16 @@ from .conftest import Cli, recorded, task_doc, wait_for, wait_for_peers
 POOL = ("--poll", "1", "--heartbeat", "0.5", "--lease", "3")
 
 SLOW_RECORD = '''
-import json, os, time
+import json, multiprocessing, os, time
 from datetime import UTC, datetime
 
 
 def slow_record(task, path, seconds):
     """Record the run, then take a while."""
-    line = json.dumps({"id": task.id, "attempt": task.attempt, "pid": os.getpid(),
+    parent = multiprocessing.parent_process()  # the worker, for a run in a child process
+    line = json.dumps({"id": task.id, "attempt": task.attempt,
+                       "pid": parent.pid if parent else os.getpid(),
+                       "child": os.getpid() if parent else None,
                        "at": datetime.now(UTC).isoformat()}) + "\\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.write(fd, line.encode())
@@ -120,6 +123,9 @@ def test_a_process_killed_mid_job_has_the_task_run_again(cli, tasks, tmp_path):
                      what="done")
     runs = recorded(out)
     assert [(r["pid"], r["attempt"]) for r in runs] == [(first.pid, 1), (second.pid, 2)]
+    # the first run was in a job thread; the re-run of an interrupted run is isolated
+    assert runs[0]["child"] is None and runs[1]["child"] not in (None, second.pid)
+    assert final["after"]["isolated"]
     assert final["after"]["last_run"]["outcome"] == "done"
     assert final["after"]["last_run"]["attempt"] == 2
     history = wait_for(lambda: len(h := list(tasks.find_all({"task": "m"},

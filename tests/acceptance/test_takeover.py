@@ -23,14 +23,17 @@ from after.process import pid_files
 from .conftest import recorded, task_doc, wait_for
 
 SLOW_RECORD = '''
-import json, os, time
+import json, multiprocessing, os, time
 from datetime import UTC, datetime
 
 
 def slow_record(task, path, seconds):
     """Record the run (wall and monotonic clocks: the monotonic one is never faked), then
     take a while."""
-    line = json.dumps({"id": task.id, "attempt": task.attempt, "pid": os.getpid(),
+    parent = multiprocessing.parent_process()  # the worker, for a run in a child process
+    line = json.dumps({"id": task.id, "attempt": task.attempt,
+                       "pid": parent.pid if parent else os.getpid(),
+                       "child": os.getpid() if parent else None,
                        "at": datetime.now(UTC).isoformat(), "mono": time.monotonic()}) + "\\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.write(fd, line.encode())
@@ -193,22 +196,33 @@ def exits(task):
 '''
 
 
-def test_a_job_that_ends_its_process_takes_down_two_processes_at_most(cli, tasks, tmp_path,
-                                                                     jobs):
+def test_a_job_that_ends_its_process_takes_down_one_process_of_three(cli, tasks, tmp_path,
+                                                                    jobs):
+    """Issue 13.4: a thread-isolated job calling os._exit(1) ends the process running it;
+    another process of the name takes the run over once the lease is out and runs it again
+    in a child process, whose death fails the run: one process down, not one after another."""
     (jobs / "exits.py").write_text(EXITS)
-    processes = [cli.spawn("start", "ex", "--poll", "30", AFTER_JOBS=str(jobs))
-                 for _ in range(4)]
+    processes = [cli.spawn("start", "ex", "--poll", "30", "--heartbeat", "0.5", "--lease", "3",
+                           AFTER_JOBS=str(jobs)) for _ in range(3)]
     for process in processes:
         ready(cli, process, "ex")
     time.sleep(1.5)
     doc = task_doc("boom", "ex", tmp_path / "unused")
     doc["job"] = {"name": "exits", "arguments": []}
+    assert "isolation" not in doc  # threads, the default
     tasks.put(doc)
     final = wait_for(lambda: (d := tasks.get("boom"))["status"] == "error" and d, timeout=40,
                      what="the task ends error")
-    time.sleep(8)  # more than a lease: a third victim would be dead now
+    time.sleep(5)  # more than a lease: a second victim would be dead now
     dead = [p for p in processes if p.poll() is not None]
-    print(f"\n[os._exit] processes ended by the job: {len(dead)} of 4; "
+    print(f"\n[os._exit] processes ended by the job: {len(dead)} of 3; "
           f"error: {final['after']['error']}")
-    assert 1 <= len(dead) <= 2
-    assert final["after"]["error"].startswith("the job ended its process")
+    assert len(dead) == 1
+    assert final["after"]["error"] == "the job ended its process (exit code 1)"
+    assert final["after"]["isolated"]  # any later run of it goes to a child process too
+    history = wait_for(lambda: len(h := list(tasks.find_all({"task": "boom"},
+                                                            db=f"{cli.db}_runs"))) == 2 and h,
+                       what="two run records")
+    assert [r["outcome"] for r in sorted(history, key=lambda r: r["attempt"])] == [
+        "interrupted", "error"]
+    assert f":{dead[0].pid}:" in min(history, key=lambda r: r["attempt"])["process"]

@@ -366,3 +366,20 @@ def test_at_1280_px_the_tasks_table_fits_and_its_actions_show(store, open_page):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.locator("#tasks").screenshot(path=str(SCREENSHOTS / "tasks-1280-long-cells.png"))
     assert watched.errors == []
+
+
+def test_a_task_whose_runs_are_isolated_says_so_beside_its_job(store, open_page):
+    store.put(task_doc("in-thread", job="report"))
+    store.put(task_doc("asked", job="report", isolation="process"))
+    store.put(task_doc("marked", job="report",
+                       after={"isolated": "2026-12-01T09:00:00.000Z", "runs": 1}))
+    page = open_page().page
+    expect(page.locator("#tasks-body tr")).to_have_count(3)
+    expect(row(page, "asked").locator("td.job")).to_have_text("report · process")
+    expect(row(page, "marked").locator("td.job")).to_have_text("report · process")
+    expect(row(page, "in-thread").locator("td.job")).to_have_text("report")
+    expect(row(page, "asked").locator(".isolation")).to_have_attribute(
+        "title", "isolation: process (each run in a child process)")
+    expect(row(page, "marked").locator(".isolation")).to_have_attribute(
+        "title", "each run in a child process since 2026-12-01T09:00:00.000Z: a run was "
+                 "interrupted by the death of its process")

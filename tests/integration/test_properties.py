@@ -61,13 +61,14 @@ json_values = st.recursive(scalars, lambda inner: st.one_of(
 after_junk = st.dictionaries(
     st.sampled_from(["owner", "due", "anchor", "attempt", "runs", "run", "successes",
                      "failures", "missed", "occurrences", "started", "last_run", "next_run",
-                     "error", "claimed", "retry_at"]),
+                     "error", "claimed", "retry_at", "isolated"]),
     json_values, max_size=4)
 
 good_extras = st.fixed_dictionaries({}, optional={
     "retry": st.one_of(st.integers(0, 3), st.fixed_dictionaries(
         {"limit": st.integers(0, 3), "delay": st.floats(0, 5)})),
     "timeout": st.floats(30, 3600),
+    "isolation": st.sampled_from(["thread", "process", None]),
     "priority": st.integers(-10, 10),
     "note": json_values,
     "after": after_junk,
@@ -109,6 +110,9 @@ breakers = st.one_of(
               st.just('"' + "x" * 1_200_000 + '"'), st.just(True)),
     st.tuples(st.just("huge number"), st.just("note"),
               st.sampled_from(["1" + "0" * 5000, "-1e400", "1e999"]), st.just(True)),
+    st.tuples(st.just("isolation"), st.just("isolation"),
+              st.sampled_from(['"fork"', '"Process"', '""', "1", "true", '["process"]',
+                               '{"process": true}']), st.just(True)),
     st.tuples(st.just("status"), st.just("status"),
               st.sampled_from(['"running!"', "1", '{"s": "waiting"}']), st.just(True)),
 )

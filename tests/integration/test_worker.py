@@ -350,7 +350,10 @@ def test_a_task_already_due_is_claimed_and_started_in_one_write(harness, store):
         harness.wait(lambda: statuses[-1:] == ["done"], what="the last change")
     finally:
         follower.stop()
-    assert statuses == ["waiting", "running", "done"]
+    # The feed may skip a revision that was replaced at once (it gives the newest of each
+    # document), but not the count: created, claimed-and-started, done.
+    assert "scheduled" not in statuses and statuses[-2:] == ["running", "done"]
+    assert doc["_rev"].startswith("3-")
     assert doc["after"]["last_run"]["attempt"] == 1 and doc["after"]["runs"] == 1
 
 

@@ -142,6 +142,35 @@ def test_a_takeover_records_the_interrupted_run_under_the_dead_process():
     assert write.doc["after"]["owner"] == ME.process
 
 
+def test_a_takeover_reruns_the_occurrence_in_a_child_process_whatever_its_isolation():
+    """Issue 13.4: the job may be what ended the dead process; its re-run here is isolated,
+    so it takes down no second process."""
+    from after import task as rules
+
+    doc = task("running", -5, owner=GONE, started=True, isolation="thread")
+    [_, write] = d.decide(doc, view(), NOW)
+    assert write.doc["status"] == "scheduled" and write.doc["after"]["due"] == \
+        "2026-12-01T09:00:00.250Z"
+    assert write.doc["after"]["isolated"] == "2026-12-01T09:00:00.250Z"
+    assert rules.isolated(write.doc, write.spec) and not rules.isolated(doc, write.spec)
+
+
+def test_a_run_record_says_when_the_run_was_in_a_child_process():
+    from after import task as rules
+
+    doc = task("running", -5, owner=ME.process, started=True, isolation="process")
+    spec = rules.parse(doc)
+    ended = rules.Outcome(rules.OK, NOW, NOW, result=1)
+    assert d.run_record(doc, spec, ended, ME)["isolation"] == "process"
+    marked = task("running", -5, owner=ME.process, started=True)
+    marked["after"]["isolated"] = "2026-12-01T08:00:00Z"
+    assert d.run_record(marked, spec, ended, ME)["isolation"] == "process"
+    plain = task("running", -5, owner=ME.process, started=True)
+    assert "isolation" not in d.run_record(plain, rules.parse(plain), ended, ME)
+    missed = rules.Outcome(rules.MISSED, NOW, NOW, error="missed")
+    assert "isolation" not in d.run_record(doc, spec, missed, ME)  # it never ran
+
+
 def test_confirm_names_the_owner_and_carries_the_document():
     doc = task("scheduled", owner=STRANGER)
     [_, confirm] = d.decide(doc, view(), NOW)

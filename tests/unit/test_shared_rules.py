@@ -67,6 +67,20 @@ def test_the_actions_of_each_status_are_the_tables():
     assert got[1] == {s: [a for a in actions if a != "backfill"] for s, actions in ACTIONS.items()}
 
 
+def test_the_dashboard_tells_an_isolated_task_as_the_worker_does():
+    """model.js's isolationOf is after.task.isolated, on what a user may write there."""
+    base = {"_id": "t", "worker": "w", "date": "2026-12-01", "status": "waiting",
+            "job": {"name": "j"}}
+    marks = [None, "2026-12-01T09:00:00Z", "", 0, 1, False, True, [], [0], {}, {"a": 1}]
+    docs = [{**base, "isolation": iso, "after": {"isolated": mark}}
+            for iso in (None, "thread", "process") for mark in marks]
+    docs += [{**base, "after": "not an object"}, {**base, "isolation": "process"}, base]
+    got = node(f"import * as m from '{model_url()}';\n"
+               f"console.log(JSON.stringify({json.dumps(docs)}.map(m.isolationOf)));")
+    want = ["process" if task.isolated(doc, task.parse(doc)) else "thread" for doc in docs]
+    assert got == want and want.count("process") > 10 and want.count("thread") > 5
+
+
 def test_the_dashboard_writes_the_python_regex_too():
     assert f"const ISO = /{ISO_DATE_RE.pattern}/;" in (model_url_path()).read_text()
 

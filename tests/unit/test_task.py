@@ -577,7 +577,93 @@ def test_interrupted_run_is_rerun_now_even_with_retry_zero():
     assert new[NS]["failures"] == 1
 
 
-def test_an_occurrence_interrupted_twice_in_a_row_ends_error_the_job_ended_its_process():
+def test_an_interrupted_run_marks_the_task_isolated_from_then_on():
+    doc = make()  # isolation "thread" (the default)
+    spec = parse(doc)
+    assert spec.isolation == "thread" and not task.isolated(doc, spec)
+    live = task.start(task.claim(doc, OWNER, DATE, NOW), OWNER, NOW, 1)
+    later = NOW + timedelta(seconds=10)
+    current = task.finish(live, spec, Outcome(task.INTERRUPTED, NOW, later), later)
+    assert current["status"] == "scheduled"  # run again, now
+    assert current[NS]["isolated"] == "2026-12-01T09:00:10.250Z"
+    assert task.isolated(current, spec)  # the re-run goes to a child process
+
+
+def test_a_rerun_whose_child_dies_is_a_failure_and_retry_applies():
+    """Issue 13.4: the job that ended its process kills its isolated re-run's child, not a
+    second process; that is a failure like any other (retry applies, in child processes; the
+    interrupted run was an attempt: with 2 retries, attempt 2 dies, attempt 3 is the last)."""
+    doc = make(retry={"limit": 2, "delay": 30})
+    spec = parse(doc)
+    current = task.start(task.claim(doc, OWNER, DATE, NOW), OWNER, NOW, 1)
+    current = task.finish(current, spec, Outcome(task.INTERRUPTED, NOW, NOW), NOW)
+    died = Outcome(task.FAILED, NOW, NOW, error=task.ended_its_process(1))
+    current = task.finish(task.start(current, OWNER, NOW, 2), spec, died, NOW, rand=0.5)
+    assert current["status"] == "scheduled"
+    assert current[NS]["due"] == "2026-12-01T09:00:30.250Z"  # its retry delay
+    assert task.isolated(current, spec)  # the retry is isolated too
+    current = task.finish(task.start(current, OWNER, NOW, 3), spec, died, NOW, rand=0.5)
+    assert current["status"] == "error"
+    assert current[NS]["error"] == "the job ended its process (exit code 1)"
+    assert task.isolated(current, spec)  # and so is any later run of it
+
+
+def test_a_repeating_task_stays_isolated_over_its_next_occurrences():
+    doc = make(repeat={"days": 1})
+    spec = parse(doc)
+    current = task.start(task.claim(doc, OWNER, DATE, NOW), OWNER, NOW, 1)
+    current = task.finish(current, spec, Outcome(task.INTERRUPTED, NOW, NOW), NOW)
+    current = task.finish(task.start(current, OWNER, NOW, 2), spec, ok(NOW, NOW), NOW)
+    assert current["status"] == "waiting" and current["date"] == "2026-12-02T09:00:00.000Z"
+    assert task.isolated(current, spec) and "interrupted" not in current[NS]
+
+
+def test_a_new_job_takes_the_isolated_mark_off_and_a_new_date_does_not():
+    marked = {**make(), NS: {"isolated": "2026-12-01T09:00:00Z"}}
+    moved = task.redefine(marked, make(date="2026-12-05T09:00:00Z"), date_given=True)
+    assert moved[NS]["isolated"] == "2026-12-01T09:00:00Z"
+    other = task.redefine(marked, make(job={"name": "fixed", "arguments": []}),
+                          date_given=False)
+    assert "isolated" not in other[NS]
+    assert not task.isolated(other, parse(other))
+
+
+def test_isolation_process_is_isolated_without_any_mark():
+    doc = make(isolation="process")
+    assert parse(doc).isolation == "process" and task.isolated(doc, parse(doc))
+
+
+@pytest.mark.parametrize("value", ["fork", "", "THREAD", 1, 0, True, [], {}, ["process"]])
+def test_isolation_must_be_thread_or_process(value):
+    assert error_of(make(isolation=value)) == (
+        f"isolation: must be 'thread' or 'process', not {value!r}")
+
+
+def test_isolation_defaults_to_thread():
+    assert parse(make()).isolation == parse(make(isolation=None)).isolation == "thread"
+
+
+@pytest.mark.parametrize(("code", "message"), [
+    (1, "the job ended its process (exit code 1)"),
+    (0, "the job ended its process (exit code 0)"),
+    (-9, "the job ended its process (killed by signal 9, SIGKILL)"),
+    (-11, "the job ended its process (killed by signal 11, SIGSEGV)"),
+    (-200, "the job ended its process (killed by signal 200, an unknown signal)"),
+    (None, "the job ended its process (it ended without an answer)"),
+])
+def test_how_a_child_that_ended_without_an_answer_is_described(code, message):
+    assert task.ended_its_process(code) == message
+
+
+def test_timeout_errors_say_whether_the_process_was_killed():
+    assert task.timeout_error(1.5, False) == "timeout: the run took longer than 1.5s"
+    assert task.timeout_error(2, True) == ("timeout: the run took longer than 2s; its process "
+                                          "was killed")
+
+
+def test_an_occurrence_interrupted_too_often_in_a_row_ends_error():
+    """A safety net: re-runs are isolated, so each interruption after the first is a process
+    killed from outside (or a child that still brought its worker down)."""
     doc = make()
     spec = parse(doc)
     current = task.claim(doc, OWNER, DATE, NOW)
@@ -587,11 +673,11 @@ def test_an_occurrence_interrupted_twice_in_a_row_ends_error_the_job_ended_its_p
         outcome = Outcome(task.INTERRUPTED, NOW, NOW, error=f"interrupted #{number}")
         current = task.finish(current, spec, outcome, NOW)
         statuses.append(current["status"])
-    assert INTERRUPTED_RERUNS == 1
-    assert statuses == ["scheduled", "error"]
-    assert current[NS]["error"] == ("the job ended its process: the run was interrupted 2 "
-                                    "times in a row by the death of the process running it "
-                                    "(last: interrupted #2)")
+    assert INTERRUPTED_RERUNS == 2
+    assert statuses == ["scheduled", "scheduled", "error"]
+    assert current[NS]["error"] == ("interrupted 3 times in a row by the death of the process "
+                                    "running it, in a child process of its own since the "
+                                    "first: not run again (last: interrupted #3)")
     assert current[NS]["last_run"]["error"] == current[NS]["error"]
     assert "interrupted" not in current[NS] and "owner" not in current[NS]
 

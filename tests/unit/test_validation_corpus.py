@@ -6,6 +6,7 @@ integration tests PUT the same documents to pouchdb-server and CouchDB)."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -99,3 +100,44 @@ def test_the_vdu_is_es5():
     if parsed is None:
         pytest.skip("acorn is not installed")
     assert parsed is True
+
+
+def test_generated_isolation_values_get_the_same_message_from_both():
+    """Any JSON value as ``isolation``: the Client and the VDU accept the same ones and say
+    the same of the others (one Node.js run for the whole generated batch). Strings of
+    assigned characters of the Basic Multilingual Plane: the VDU's repr cannot tell which
+    code points are assigned without Unicode's tables (an unassigned one, U+0378 or
+    U+90F25, is escaped by Python and not by it), for every field's message alike; floats
+    that are not whole numbers; object keys that are not array indexes."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 53, 2 ** 53),
+                        st.floats(allow_nan=False, allow_infinity=False).filter(
+                            lambda f: not f.is_integer()),  # JSON's 5.0 is 5 to JavaScript
+                        st.text(st.characters(max_codepoint=0xFFFF,
+                                              exclude_categories=("Cn", "Co", "Cs")),
+                                max_size=80),
+                        st.sampled_from(["thread", "process"]))
+    values = st.recursive(scalars, lambda inner: st.one_of(
+        st.lists(inner, max_size=12),
+        st.dictionaries(st.text(st.characters(max_codepoint=0xFFFF,
+                                              exclude_categories=("Cn", "Co", "Cs")),
+                                max_size=8).filter(lambda k: not re.fullmatch(r"0|[1-9]\d*", k)),
+                        inner, max_size=12)),  # JavaScript lists "7" first of {"a", "7"}
+        max_leaves=20)
+    drawn: list = []
+
+    @settings(max_examples=300, database=None, deadline=None)
+    @given(values)
+    def collect(value):
+        drawn.append(value)
+
+    collect()
+    base = {"_id": "gen", "worker": "w", "date": "2026-12-01T09:00:00Z", "job": {"name": "j"},
+            "status": "waiting"}
+    docs = [{**base, "isolation": value} for value in drawn]
+    said = vdu_says(docs)
+    for doc, vdu in zip(docs, said, strict=True):
+        assert python_says(doc) == vdu, doc["isolation"]
+    assert said.count(None) >= 1 and len(set(said)) > 20

@@ -1,0 +1,262 @@
+"""after.isolation: a job run in a child process, without a server.
+
+Real child processes (of the fork server this test process starts), real signals: what a
+job sees, what comes back, and what is killed. Pids are checked gone with ``os.kill(pid,
+0)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from after import isolation
+from after.jobs import JobRegistry, TaskContext
+from after.process import LockedPidFile
+
+ROOT = Path(__file__).resolve().parents[2]
+DATE = datetime(2026, 12, 1, 9, tzinfo=UTC)
+
+JOBS = {
+    "seen": '''
+import os, signal
+
+def seen(task, *args, **kwargs):
+    """What the job sees of its task and its process."""
+    fds = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            pass
+    pid = os.getpid()
+    return {"pid": pid, "leads": [os.getsid(0) == pid, os.getpgid(0) == pid],
+            "id": task.id, "worker": task.worker, "job": task.job, "attempt": task.attempt,
+            "date": task.date.isoformat(), "arguments": [args, kwargs],
+            "doc_keys": sorted(task.doc), "fds": sorted(fds.values()),
+            "sigterm": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL}
+''',
+    "fails": '''
+def fails(task):
+    raise ValueError("no such invoice: 1234")
+''',
+    "ends": '''
+import os, signal
+
+def ends(task, how):
+    if how == "exit":
+        os._exit(3)
+    os.kill(os.getpid(), getattr(signal, how))
+''',
+    "hangs": '''
+import os, subprocess, sys, time
+
+def hangs(task, path):
+    """Start a grandchild, write both pids, then hang."""
+    grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    with open(path, "w") as out:
+        out.write(f"{os.getpid()} {grandchild.pid}")
+    time.sleep(60)
+''',
+}
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("jobs")
+    for name, source in JOBS.items():
+        (folder / f"{name}.py").write_text(source)
+    return JobRegistry(folder)
+
+
+def run(registry, name, arguments=None, deadline=None, child=None):
+    doc = {"_id": "inv-1", "worker": "billing", "status": "running",
+           "job": {"name": name, "arguments": arguments}}
+    context = TaskContext(doc, DATE, 2)
+    try:
+        func = registry.resolve(name)
+    except Exception as exc:
+        func = exc
+    return isolation.run(child or isolation.Child(), registry, func, context, arguments,
+                         deadline)
+
+
+def gone(pid: int, within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        if Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z"):
+            return True  # a zombie: dead, its parent has not reaped it yet
+        time.sleep(0.05)
+    return False
+
+
+def test_the_job_runs_in_a_child_of_its_own_and_sees_its_task(registry, tmp_path):
+    pidfile = LockedPidFile(tmp_path / "w.12345678.pid")  # the worker's, locked
+    try:
+        reply = run(registry, "seen", ["1234", "x"])
+    finally:
+        pidfile.release()
+    assert reply.ok, reply.error
+    seen = reply.result
+    assert seen["pid"] != os.getpid()
+    assert seen["leads"] == [True, True]  # a session and process group of its own
+    assert {k: seen[k] for k in ("id", "worker", "job", "attempt", "date", "arguments")} == {
+        "id": "inv-1", "worker": "billing", "job": "seen", "attempt": 2,
+        "date": "2026-12-01T09:00:00+00:00", "arguments": [["1234", "x"], {}]}
+    assert seen["doc_keys"] == ["_id", "job", "status", "worker"]
+    assert str(tmp_path / "w.12345678.pid") not in seen["fds"]  # no pid-file lock
+    assert seen["sigterm"]  # the default SIGTERM, not the worker's handler
+
+
+def test_keyword_arguments_pass_as_in_a_thread(registry):
+    reply = run(registry, "seen", {"customer": "acme"})
+    assert reply.result["arguments"] == [[], {"customer": "acme"}]
+
+
+def test_an_exception_comes_back_as_one_line_with_its_traceback(registry):
+    reply = run(registry, "fails")
+    assert not reply.ok
+    assert reply.error == "ValueError: no such invoice: 1234"
+    assert 'raise ValueError("no such invoice: 1234")' in reply.trace
+    assert reply.trace.splitlines()[0] == "Traceback (most recent call last):"
+
+
+@pytest.mark.parametrize(("how", "message"), [
+    ("exit", "the job ended its process (exit code 3)"),
+    ("SIGSEGV", "the job ended its process (killed by signal 11, SIGSEGV)"),
+    ("SIGKILL", "the job ended its process (killed by signal 9, SIGKILL)"),
+])
+def test_a_child_that_dies_fails_the_run_and_this_process_lives_on(registry, how, message):
+    reply = run(registry, "ends", [how])
+    assert (reply.ok, reply.error) == (False, message)
+
+
+def test_past_its_deadline_the_child_and_its_own_children_are_killed(registry, tmp_path):
+    pids = tmp_path / "pids"
+    began = time.monotonic()
+    reply = run(registry, "hangs", [str(pids)], deadline=time.monotonic() + 1.5)
+    took = time.monotonic() - began
+    assert reply is None  # timed out
+    assert 1.5 <= took < 3.0, took
+    child, grandchild = map(int, pids.read_text().split())
+    assert gone(child) and gone(grandchild)
+
+
+def test_kill_from_another_thread_frees_the_waiting_thread_at_once(registry, tmp_path):
+    pids = tmp_path / "pids"
+    child = isolation.Child()
+    answer = []
+    thread = threading.Thread(target=lambda: answer.append(
+        run(registry, "hangs", [str(pids)], child=child)))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not (pids.exists() and pids.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed_at = time.monotonic()
+    child.kill("timeout")  # what the loop does at the run's deadline
+    thread.join(5)
+    assert not thread.is_alive() and time.monotonic() - killed_at < 2
+    assert answer == [None]
+    assert all(gone(int(pid)) for pid in pids.read_text().split())
+
+
+def test_a_job_that_cannot_be_resolved_starts_no_child(registry):
+    reply = run(registry, "missing")
+    assert not reply.ok and reply.error.startswith("JobError: job 'missing' not found")
+
+
+def test_the_built_in_http_job_runs_isolated(registry):
+    reply = run(registry, "http", {"url": "http://127.0.0.1:9/", "timeout": 2})
+    assert not reply.ok
+    assert reply.error.startswith("HttpJobFailed: ConnectError calling GET http://127.0.0.1:9/")
+
+
+ORPHAN = '''
+import sys, time
+from datetime import UTC, datetime
+from after import isolation
+from after.jobs import JobRegistry, TaskContext
+
+# No `if __name__ == "__main__"` guard: a child that ran this script again would say so.
+registry = JobRegistry(sys.argv[1])
+doc = {"_id": "t", "worker": "w", "job": {"name": "hangs", "arguments": [sys.argv[2]]}}
+isolation.run(isolation.Child(), registry, registry.resolve("hangs"),
+              TaskContext(doc, datetime.now(UTC), 1), [sys.argv[2]])
+print("the run ended", flush=True)
+'''
+
+
+def test_a_child_whose_worker_is_killed_kills_itself_and_its_children(registry, tmp_path):
+    """kill -9 of the worker: its isolated run must not run on beside the re-run that
+    another process of the name makes once the lease is over."""
+    script, pids = tmp_path / "worker.py", tmp_path / "pids"
+    script.write_text(textwrap.dedent(ORPHAN))
+    worker = subprocess.Popen([sys.executable, str(script), str(registry.root), str(pids)],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while not (pids.exists() and pids.read_text()) and time.monotonic() < deadline:
+            assert worker.poll() is None, worker.stdout.read()
+            time.sleep(0.05)
+        child, grandchild = map(int, pids.read_text().split())
+        assert not gone(child, within=0.3)  # it runs while its worker lives
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        assert gone(child) and gone(grandchild)
+        output = worker.stdout.read().decode()
+        assert "the run ended" not in output and "Error" not in output, output
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+
+def test_the_main_module_is_not_run_again_in_a_child():
+    data = {"name": "after-job-x", "init_main_from_path": "/nonexistent/main.py",
+            "init_main_from_name": "nonexistent_module"}
+    prepared = []
+    isolation._prepare(data, prepare=prepared.append)
+    assert prepared == [{"name": "after-job-x"}]
+    other = {"name": "SpawnProcess-1", "init_main_from_path": "/app/main.py"}
+    isolation._prepare(other, prepare=prepared.append)
+    assert prepared[-1] == other  # another library's children are left as they are
+    assert json.dumps(prepared)  # (plain data)
+
+
+def test_a_registered_job_is_imported_in_the_child_from_its_module_a_folder_job_is_not(
+        registry):
+    from after import builtin_jobs
+
+    assert isolation._module_of(registry.resolve("seen")) is None  # the registry loads it
+    assert isolation._module_of(builtin_jobs.JOBS["http"]) == "after.builtin_jobs"
+
+    def in_main(task):
+        pass
+
+    in_main.__module__ = "__main__"
+    assert isolation._module_of(in_main) is None  # never the worker's script again
+
+
+def test_after_show_says_how_runs_are_isolated_and_why():
+    from after.cli.tasks import isolation_text
+
+    assert isolation_text({}, {}) == "thread"
+    assert isolation_text({"isolation": "process"}, {}) == "process"
+    assert isolation_text({"isolation": "process"}, {"isolated": "2026-12-01T09:00:00Z"}) == \
+        "process"
+    assert isolation_text({"isolation": "thread"}, {"isolated": "2026-12-01T09:00:00Z"}) == (
+        "process (since 2026-12-01T09:00:00Z: a run was interrupted by the death of its "
+        "process)")
