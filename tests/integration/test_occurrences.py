@@ -196,3 +196,12 @@ def test_the_views_key_a_jittered_task_by_its_jittered_instant(store):
     assert [(row["key"][2], row["id"]) for row in due] == wanted
     upcoming = store.view("dashboard", "upcoming", reduce=False)
     assert sorted((row["key"], row["id"]) for row in upcoming) == wanted
+
+
+def test_an_isolated_run_gets_its_occurrence_id_too(harness):
+    doc = harness.put("alone", isolation="process")
+    harness.start()
+    harness.wait_status("alone", "done", timeout=30)
+    [line] = harness.recorded()
+    assert line["child"] is not None  # it ran in a child process
+    assert line["occurrence"] == occ.key("alone", parse_date(doc["date"]))
