@@ -35,7 +35,10 @@ from typing import Any
 from . import config as config_module
 from . import occurrence as occ
 from . import task as rules
+from .calendar import PREFIX as CALENDAR_PREFIX
+from .calendar import CalendarError, Exclusion, calendar_name, excluded, parse_calendar
 from .dates import DateError, format_date, parse_date, parse_when, utcnow
+from .gates import in_use
 from .jobs import JobError, check_name
 from .process import ProcessError
 from .process import check_name as check_worker_name
@@ -131,13 +134,47 @@ def _every(every: Any, cron: str | None, tz: str | None, limit: Any, until: Any,
 
 
 
+def _with_exclude(repeat: Any, exclude: Any) -> Any:
+    """``repeat`` with ``exclude`` (dates, ranges, ``{"calendar": NAME}``) added."""
+    if exclude is None:
+        return repeat
+    if repeat is None:
+        raise TaskError("exclude: applies to a repeating task only (every or cron)")
+    if isinstance(exclude, str):  # a calendar's name
+        exclude = {"calendar": exclude}
+    elif isinstance(exclude, tuple | set | frozenset):
+        exclude = list(exclude)
+    if isinstance(repeat, str):
+        return {"every": repeat, "exclude": exclude}
+    return {**repeat, "exclude": exclude}
+
+
+def concurrency_field(value: Any) -> dict | None:
+    """``"reports:2"``, ``("reports", 2)`` or ``{"key": "reports", "limit": 2}`` as the
+    ``concurrency`` field (checked later by :func:`after.task.parse`)."""
+    if value is None or isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        key, colon, limit = value.rpartition(":")
+        if not colon or not limit.isdigit():
+            raise TaskError(f"concurrency: {value!r} is not KEY:LIMIT (like reports:2)")
+        return {"key": key, "limit": int(limit)}
+    if isinstance(value, tuple) and len(value) == 2:
+        return {"key": value[0], "limit": value[1]}
+    raise TaskError(f"concurrency: {value!r} is not KEY:LIMIT, (key, limit) or "
+                    '{"key": ..., "limit": ...}')
+
+
 def _order(doc: dict) -> tuple:
     instant = rules.instant(doc.get("date"))
     return (instant is None, instant or datetime.min, doc.get("_id", ""))
 
 
-def check(doc: dict) -> rules.Spec:
-    """What the worker checks, plus the names it would refuse later (raises TaskError)."""
+def check(doc: dict) -> rules.Spec | Exclusion:
+    """What the worker checks, plus the names it would refuse later (raises TaskError). A
+    calendar document (``calendar:NAME``) is checked as one (:func:`check_calendar`)."""
+    if calendar_name(doc.get("_id")) is not None:
+        return check_calendar(doc)
     spec = rules.parse(doc)
     try:
         check_worker_name(doc["worker"])
@@ -148,6 +185,15 @@ def check(doc: dict) -> rules.Spec:
     except JobError as exc:
         raise TaskError(str(exc)) from None
     return spec
+
+
+def check_calendar(doc: dict) -> Exclusion:
+    """A calendar document as the database's validate_doc_update checks it (TaskError)."""
+    try:
+        return parse_calendar(doc)
+    except CalendarError as exc:
+        message = " ".join(str(exc).split())
+        raise TaskError(message if len(message) <= 300 else message[:297] + "...") from None
 
 
 class Client:
@@ -187,7 +233,8 @@ class Client:
                  jitter: float | None = None, retry: int | dict | None = None,
                  timeout: float | None = None,
                  max_delay: float | None = None, isolation: str | None = None,
-                 id: str | None = None, kwargs: dict | None = None) -> str:
+                 id: str | None = None, kwargs: dict | None = None, exclude: Any = None,
+                 concurrency: Any = None) -> str:
         """Schedule ``job(task, *args, **kwargs)`` on ``worker``; returns the task's id.
 
         ``at``: a datetime (naive means UTC), ``"now"``, ``"+15m"`` (``s m h d w ms``) or
@@ -201,6 +248,10 @@ class Client:
         ``{"limit", "delay", "backoff"}``. ``timeout`` and ``max_delay`` in seconds.
         ``isolation``: ``"thread"`` (the default) or ``"process"``, a run in a child process
         of its own, killed when it passes ``timeout``.
+        ``exclude``: the days a repeating task skips (``repeat.exclude``): a list of dates
+        (``"2026-12-25"``) and ranges (``{"from": ..., "to": ...}``), or a shared calendar's
+        name (see :meth:`set_calendar`). ``concurrency``: ``"reports:2"`` (at most 2 runs
+        with the key ``reports`` at once, everywhere), or ``{"key": ..., "limit": ...}``.
         Positional ``args`` or ``kwargs``, not both (a task passes a list or an object).
 
         With ``id`` it is an upsert, safe to run on every deploy:
@@ -231,7 +282,7 @@ class Client:
         if id is not None and (not isinstance(id, str) or not id or id.startswith("_")):
             raise TaskError(f"id: {id!r} is not a task id (a non-empty string not starting "
                             "with _)")
-        repeat = _every(every, cron, tz, limit, until, now, jitter)
+        repeat = _with_exclude(_every(every, cron, tz, limit, until, now, jitter), exclude)
         start = _when(at, "at", now)
         doc: dict = {
             "_id": id or uuid.uuid4().hex,
@@ -241,7 +292,8 @@ class Client:
             "status": rules.WAITING,
         }
         optional = {"repeat": repeat, "retry": retry, "timeout": timeout,
-                    "max_delay": max_delay, "isolation": isolation}
+                    "max_delay": max_delay, "isolation": isolation,
+                    "concurrency": concurrency_field(concurrency)}
         doc.update({k: v for k, v in optional.items() if v is not None})
         doc["date"] = format_date(start or now)
         spec = check(doc)
@@ -488,14 +540,78 @@ class Client:
         return {"task": id, "occurrences": [format_date(d) for d in dates],
                 "created": created, "existing": existing}
 
+    # -- calendars and caps --------------------------------------------------------------
+
+    def set_calendar(self, name: str, dates: list, description: str | None = None) -> dict:
+        """Create or replace the shared calendar ``name`` (the document ``calendar:NAME``):
+        ``dates`` are days (``"2026-12-25"``) and inclusive ranges (``{"from": ..., "to":
+        ...}``). Tasks naming it (``exclude=NAME``) skip those days from their next
+        occurrence on, without a restart of any worker. Returns the document written."""
+        doc: dict = {"_id": f"{CALENDAR_PREFIX}{name}", "type": "calendar", "dates": dates}
+        if description is not None:
+            doc["description"] = description
+        if not isinstance(name, str):
+            raise TaskError(f"_id: {name!r} is not a calendar name")
+        check_calendar(doc)
+        for _ in range(MAX_CONFLICTS):
+            current = self.store.get_or_none(doc["_id"])
+            if current is not None:
+                doc["_rev"] = current["_rev"]
+            try:
+                self._write(doc)
+                return doc
+            except Conflict:
+                continue
+        raise StoreError(f"calendar {name}: gave up after {MAX_CONFLICTS} conflicting writes")
+
+    def calendar(self, name: str) -> dict:
+        """The calendar document ``calendar:NAME``; raises NotFound."""
+        try:
+            return self.store.get(f"{CALENDAR_PREFIX}{name}")
+        except NotFound:
+            raise NotFound(f"no calendar {name!r} in {self.db} (no document "
+                           f"{CALENDAR_PREFIX}{name})") from None
+
+    def delete_calendar(self, name: str) -> None:
+        """Delete the calendar; tasks still naming it end ``error`` at their next
+        occurrence."""
+        doc = self.calendar(name)
+        self.store.delete(doc["_id"], doc["_rev"])
+
+    def calendars_of(self, doc: dict) -> dict[str, Exclusion]:
+        """The shared calendars a task names that exist (unusable ones count as empty)."""
+        try:
+            rule = parse_repeat(doc.get("repeat"))
+        except (RepeatError, DateError):
+            return {}
+        found = {}
+        for name in rule.exclude.calendars if rule and rule.exclude else ():
+            current = self.store.get_or_none(f"{CALENDAR_PREFIX}{name}")
+            if current is not None:
+                try:
+                    found[name] = parse_calendar(current)
+                except CalendarError:
+                    found[name] = Exclusion()
+        return found
+
+    def caps(self, key: str | None = None) -> list[dict]:
+        """The concurrency slots (``key``'s, or every key's): ``key``, ``n``, ``holder``
+        (a process id, None when free), ``task`` and ``since``."""
+        slots = in_use(self.store, config_module.workers_db(self.db))
+        return [s for s in slots if key is None or s["key"] == key]
+
     # -- helpers for display ----------------------------------------------------------------
 
     @staticmethod
-    def next_runs(doc: dict, count: int = 5) -> list[datetime]:
+    def next_runs(doc: dict, count: int = 5,
+                  calendars: dict[str, Exclusion] | None = None) -> list[datetime]:
         """The task's next ``count`` run times (empty when it will not run again).
 
         The first is its ``date`` (or, while a retry waits, ``after.due``); a repeating task's
         further ones follow its rule from its series' anchor, within ``limit`` and ``until``.
+        Occurrences on excluded days are left out (``calendars``: the shared calendars the
+        task names, :meth:`calendars_of`; they count toward ``limit`` as the worker counts
+        them).
         """
         status = doc.get("status")
         if status not in rules.RUNNABLE:
@@ -515,13 +631,19 @@ class Client:
         if rule.limit is not None:
             left = rule.limit - int(info.get("occurrences", 0) or 0)
         anchor = rules.instant(info.get("anchor")) or spec.date
-        dates = [spec.date, *rule.upcoming(anchor, spec.date, count - 1)]
+        wanted = count - 1
+        if rule.exclude is not None:  # look further: excluded days are left out below
+            wanted = min(max(count * 20, 366), 5000)
+        dates = [spec.date, *rule.upcoming(anchor, spec.date, wanted)]
         if rule.until is not None:
             dates = [r for r in dates if r <= rule.until]
+        if left is not None:
+            dates = dates[:max(left, 0)]
+        if rule.exclude is not None:  # the occurrence's day, before its jitter
+            dates = [r for r in dates
+                     if excluded(rule.exclude, r, rule.zone, calendars or {}) is None]
         runs = [first if r == spec.date else occ.jittered(spec.id, r, rule.jitter)
                 for r in dates]
-        if left is not None:
-            runs = runs[:max(left, 0)]
         return runs[:count]
 
 

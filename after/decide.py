@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
+from . import calendar as cal
 from . import task as rules
 from .dates import format_date, from_ms, parse_date, to_ms
 from .jobnames import JobError
@@ -265,12 +266,46 @@ def claim(doc: dict, spec: rules.Spec, due: datetime, me: str, now: datetime,
     feed event fewer) when a job thread is free for it; ahead of its due instant, that write
     is a fence (see :func:`fence`)."""
     claimed = rules.claim(doc, me, due, now)
-    if rules.missed(spec, due, now) or to_ms(due) - to_ms(now) > lead_ms or not can_start():
+    if rules.missed(spec, due, now) or to_ms(due) - to_ms(now) > lead_ms or gated(spec) \
+            or not can_start():
         return Write(Kind.CLAIM, claimed, spec=spec)
     number = rules.counter(rules.meta(dict(doc)), "runs") + 1
     early = due > now
     return Write(Kind.CLAIMSTART, rules.start(claimed, me, due if early else now, number),
                  spec=spec, token=uuid.uuid4().hex[:8], due=due, fence=early)
+
+
+def gated(spec: rules.Spec) -> bool:
+    """Whether an occurrence of the task must pass :mod:`after.gates` before it starts (a
+    calendar, a concurrency cap): then it is claimed and held, never started in the claim's
+    write nor fenced ahead, and the gates are asked when it falls due."""
+    return spec.concurrency is not None or (spec.repeat is not None
+                                            and spec.repeat.exclude is not None)
+
+
+def screen(doc: dict, spec: rules.Spec, calendars: dict[str, cal.Exclusion], me: Identity,
+           now: datetime) -> Write | None:
+    """The occurrence of ``doc`` (its ``date``) fell due: None when it may run; the write
+    that records it ``skipped`` when its day is excluded; an ``error`` when it names a
+    calendar that does not exist (``calendars``: those that do, by name)."""
+    exclusion = spec.repeat.exclude if spec.repeat is not None else None
+    wrong = cal.missing(exclusion, calendars)
+    if wrong is not None:
+        log.warning("task %s cannot run: %s", doc["_id"], wrong)
+        return Write(Kind.ERROR, rules.mark_error(doc, wrong, now))
+    reason = cal.excluded(exclusion, spec.date, spec.repeat.zone if spec.repeat else "UTC",
+                          calendars)
+    if reason is None:
+        return None
+    log.info("task %s: occurrence %s %s", doc["_id"], format_date(spec.date), reason)
+    return skip(doc, spec, reason, me, now)
+
+
+def skip(doc: dict, spec: rules.Spec, reason: str, me: Identity, now: datetime) -> Write:
+    """An occurrence not run on purpose: its run record (``skipped``), and the next one."""
+    outcome = rules.Outcome(rules.SKIPPED, now, now, error=reason)
+    return Write(Kind.FINISH, rules.finish(doc, spec, outcome, now), outcome=outcome,
+                 run=run_record(doc, spec, outcome, me), spec=spec)
 
 
 def fence(doc: dict, spec: rules.Spec, due_ms: int, me: Identity) -> Write:
@@ -367,6 +402,9 @@ def run_record(doc: dict, spec: rules.Spec | None, outcome: rules.Outcome, me: I
         "duration_ms": outcome.duration_ms,
         "outcome": outcome.outcome,
     }
+    scheduled = rules.instant(record["scheduled"])
+    if scheduled is not None:  # from the occurrence's date (or its retry's), however it waited
+        record["lateness_ms"] = round((outcome.started - scheduled).total_seconds() * 1000, 3)
     if outcome.ok:
         record["result"] = outcome.result
     else:

@@ -184,3 +184,14 @@ def problem(value: Any, *, max_depth: int = MAX_DEPTH, max_string: int = MAX_STR
             if item.bit_length() > MAX_DIGITS * 3.33:
                 return f"{name}: an integer too long to read"
     return None
+
+
+def show(value: Any) -> str:
+    """``repr`` of a user's value, cut short: a message stays one short line."""
+    if isinstance(value, dict | list) and len(value) > 10:
+        return f"a {type(value).__name__} of {len(value)} items"
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # deeply nested, or an integer too long to print
+        return f"a {type(value).__name__}"
+    return text if len(text) <= 60 else text[:57] + "..."

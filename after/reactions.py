@@ -18,7 +18,7 @@ import logging
 from datetime import datetime
 
 from . import decide as d
-from . import faults
+from . import faults, gates
 from . import task as rules
 from .dates import from_ms, to_ms
 from .decide import Write
@@ -129,7 +129,7 @@ class Reactions:
             return []
         if kind == FENCE:  # no fence without a free job thread: the due instant decides
             if held.running or rules.missed(held.spec, from_ms(held.due_ms), now) \
-                    or not self.slots.take():
+                    or d.gated(held.spec) or not self.slots.take():
                 return []
             write = d.fence(held.doc, held.spec, held.due_ms, self.me)
             held.running, held.token = True, write.token  # until the write lands
@@ -145,6 +145,10 @@ class Reactions:
             return []
         if held.running:
             return []
+        if d.gated(held.spec) and (skip := gates.screen(self, held, now)) is not None:
+            return skip  # an excluded day (skipped), or a calendar that does not exist
+        if self.slots.free() and not gates.take(self, held, now):
+            return []  # stays scheduled, waiting for a concurrency slot (after.gates)
         if not self.slots.take():
             self.slots.wait(docid)  # stays scheduled; started when a thread is free
             return []

@@ -54,6 +54,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadDateError, CroniterError, croniter
 from dateutil.relativedelta import relativedelta
 
+from after.calendar import CalendarError, Exclusion, parse_exclude
 from after.dates import DateError, format_date, parse_date
 
 __all__ = [
@@ -102,11 +103,18 @@ def _utc(dt: datetime) -> datetime:
 
 @dataclass(frozen=True, kw_only=True)
 class Rule:
-    """What every rule has: ``limit`` (total runs) and ``until`` (inclusive, aware UTC)."""
+    """What every rule has: ``limit`` (total runs), ``until`` (inclusive, aware UTC) and
+    ``exclude`` (days skipped, :mod:`after.calendar`)."""
 
     limit: int | None = None
     until: datetime | None = None
     jitter: float = 0.0
+    exclude: Exclusion | None = None
+
+    @property
+    def zone(self) -> str:
+        """The time zone whose days ``exclude`` names (a cron rule's ``tz``, else UTC)."""
+        return getattr(self, "tz", "UTC")
 
     def _first_after(self, anchor: datetime, after: datetime) -> datetime | None:
         raise NotImplementedError
@@ -290,7 +298,7 @@ def _whole(field: str, value: object, minimum: int) -> int:
 
 
 def _limits(raw: dict) -> dict:
-    """The optional ``limit``, ``until`` and ``jitter`` of an object form."""
+    """The optional ``limit``, ``until``, ``exclude`` and ``jitter`` of an object form."""
     out: dict = {}
     if "limit" in raw:
         out["limit"] = _whole("limit", raw["limit"], 1)
@@ -298,6 +306,11 @@ def _limits(raw: dict) -> dict:
         try:
             out["until"] = parse_date(raw["until"], field="repeat.until")
         except DateError as exc:
+            raise RepeatError(str(exc)) from None
+    if "exclude" in raw:
+        try:
+            out["exclude"] = parse_exclude(raw["exclude"])
+        except CalendarError as exc:
             raise RepeatError(str(exc)) from None
     if "jitter" in raw:
         value = raw["jitter"]
@@ -366,7 +379,7 @@ def _parse_units(raw: dict) -> IntervalRule:
     values: dict[str, int] = {}
     given_as: dict[str, str] = {}
     for key, value in raw.items():
-        if key in ("limit", "until", "jitter"):
+        if key in ("limit", "until", "exclude", "jitter"):
             continue
         unit = SHORTHANDS.get(key, key)
         if unit not in UNITS:
@@ -384,7 +397,7 @@ def _parse_units(raw: dict) -> IntervalRule:
 
 
 def _parse_cron(raw: dict) -> CronRule:
-    _check_keys(raw, {"cron", "tz", "limit", "until", "jitter"}, "cron")
+    _check_keys(raw, {"cron", "tz", "limit", "until", "exclude", "jitter"}, "cron")
     expr, tz = raw["cron"], raw.get("tz", "UTC")
     if not isinstance(expr, str) or not expr.strip():
         raise RepeatError(f"repeat: cron must be a cron expression string, got {expr!r}")
@@ -427,7 +440,7 @@ def parse_repeat(value: object) -> Rule | None:
     if "cron" in value:
         return _parse_cron(value)
     if "every" in value:
-        _check_keys(value, {"every", "limit", "until", "jitter"}, "every")
+        _check_keys(value, {"every", "limit", "until", "exclude", "jitter"}, "every")
         if not isinstance(value["every"], str):
             raise RepeatError(
                 f"repeat: every must be an ISO 8601 duration string, got {value['every']!r}"

@@ -41,6 +41,7 @@ import random
 import re
 import time
 
+from . import calendar
 from .config import databases, runs_db
 from .dates import ISO_DATE_RE
 from .jobnames import JOB_NAME
@@ -49,7 +50,17 @@ from .occurrence import JS_JITTER
 from .repeat import _UNIT_HELP as UNIT_HELP
 from .repeat import ISO_DURATION_RE, MAX_JITTER, MIN_INTERVAL_US, SHORTHANDS, UNITS
 from .store import Conflict, Store
-from .task import DEFINITION, ISOLATIONS, MAX_RETRIES, MAX_SECONDS, RUNNABLE, STATUSES
+from .task import (
+    CAP_KEY_HELP,
+    CAP_KEY_RE,
+    DEFINITION,
+    ISOLATIONS,
+    MAX_CONCURRENCY,
+    MAX_RETRIES,
+    MAX_SECONDS,
+    RUNNABLE,
+    STATUSES,
+)
 
 DESIGN_ID = "_design/after"
 
@@ -267,12 +278,78 @@ function definitionProblem(doc) {
   }
   function limitsProblem(r) {
     var bad;
-    if (has(r, 'limit') && (bad = wholeProblem('limit', r.limit, 1))) return bad;
-    if (has(r, 'until') && (bad = dateProblem(r.until, 'repeat.until'))) return bad;
+    if (has(r, 'limit')) { bad = wholeProblem('limit', r.limit, 1); if (bad) return bad; }
+    if (has(r, 'until')) { bad = dateProblem(r.until, 'repeat.until'); if (bad) return bad; }
+    if (has(r, 'exclude') && (bad = excludeProblem(r.exclude))) return bad;
     if (has(r, 'jitter') && (typeof r.jitter !== 'number'
                              || !(r.jitter >= 0 && r.jitter <= MAX_JITTER)))
       return 'repeat: jitter must be a number of seconds from 0 to ' + MAX_JITTER + ', got '
         + pyrepr(r.jitter, 80, false).substr(0, 60);
+    return null;
+  }
+  // -- after.calendar
+  function dayProblem(v, where) {  // after.calendar._day
+    var m = typeof v === 'string' ? /^([0-9]{4})-([0-9]{2})-([0-9]{2})$/.exec(v) : null;
+    if (m) {
+      var y = +m[1], mo = +m[2], d = +m[3], last = new Date(0);
+      last.setUTCFullYear(y, mo, 0);
+      if (y >= 1 && mo >= 1 && mo <= 12 && d >= 1 && d <= last.getUTCDate()) return null;
+    }
+    return where + ': ' + show(v) + ' is not a date (YYYY-MM-DD)';
+  }
+  function nameProblem(item, where) {  // after.calendar._name
+    var extra = extraKey(item, ['calendar']);
+    if (extra !== null)
+      return where + ': unknown key ' + str(extra) + ' (a calendar is {"calendar": NAME})';
+    if (typeof item.calendar !== 'string' || !/^CALENDAR_NAME_RE$/.test(item.calendar))
+      return where + '.calendar: ' + show(item.calendar) + ' is not a calendar name (CALENDAR_NAME_HELP)';
+    return null;
+  }
+  function itemsProblem(v, where, shared) {  // after.calendar._items
+    if (!Array.isArray(v)) return where + ': must be a list of dates and ranges, not ' + show(v);
+    if (v.length > CALENDAR_MAX_ITEMS)
+      return where + ': at most ' + CALENDAR_MAX_ITEMS + ' items, not ' + v.length;
+    for (var i = 0; i < v.length; i++) {
+      var at = where + '[' + i + ']', item = v[i], bad = null;
+      if (isObject(item) && shared && has(item, 'calendar')) bad = nameProblem(item, at);
+      else if (isObject(item)) {
+        var extra = extraKey(item, ['from', 'to']);
+        if (extra !== null)
+          return at + ': unknown key ' + str(extra) + ' (use ' + (shared ? 'from and to, or calendar' : 'from and to') + ')';
+        if (!has(item, 'from') || !has(item, 'to'))
+          return at + ': a range needs "from" and "to" dates (YYYY-MM-DD)';
+        bad = dayProblem(item.from, at + '.from') || dayProblem(item.to, at + '.to');
+        if (!bad && item.from > item.to) bad = at + ': from ' + item.from + ' is after to ' + item.to;
+      } else bad = dayProblem(item, at);
+      if (bad) return bad;
+    }
+    return null;
+  }
+  function excludeProblem(v) {  // after.calendar.parse_exclude
+    if (v === null || v === undefined) return null;
+    if (isObject(v) && has(v, 'calendar')) return nameProblem(v, 'repeat.exclude');
+    if (!Array.isArray(v))
+      return 'repeat.exclude: must be a list of dates and ranges, or {"calendar": NAME}, not ' + show(v);
+    return itemsProblem(v, 'repeat.exclude', true);
+  }
+  function calendarProblem(c) {  // after.calendar.parse_calendar
+    var name = c._id.substr(CALENDAR_PREFIX.length);
+    if (!/^CALENDAR_NAME_RE$/.test(name))
+      return '_id: ' + show(c._id) + ' is not a calendar id (calendar:NAME, the name CALENDAR_NAME_HELP)';
+    var extra = extraKey(c, ['_id', '_rev', '_revisions', '_conflicts', 'type', 'dates', 'description']);
+    if (extra !== null) return extra + ': unknown field of a calendar (use dates, description)';
+    if (!has(c, 'dates')) return 'dates: required (a list of dates and ranges)';
+    return itemsProblem(c.dates, 'dates', false);
+  }
+  function concurrencyProblem(v) {  // after.task.parse_concurrency
+    if (v === null || v === undefined) return null;
+    if (!isObject(v)) return 'concurrency: must be {"key": NAME, "limit": N}, not ' + show(v);
+    var extra = extraKey(v, ['key', 'limit']);
+    if (extra !== null) return 'concurrency: unknown field ' + str(extra) + ' (use key, limit)';
+    if (typeof v.key !== 'string' || !/^CAP_KEY_RE$/.test(v.key))
+      return 'concurrency.key: ' + show(v.key) + ' is not a key (CAP_KEY_HELP)';
+    if (!pyint(v.limit) || v.limit < 1 || v.limit > MAX_CONCURRENCY)
+      return 'concurrency.limit: must be a whole number from 1 to ' + MAX_CONCURRENCY + ', not ' + show(v.limit);
     return null;
   }
   function describe(f) {
@@ -346,7 +423,7 @@ function definitionProblem(doc) {
   function unitsProblem(r) {  // after.repeat._parse_units
     var f = zero(), givenAs = {}, given = 0, k, unit, bad;
     for (k in r) {
-      if (!has(r, k) || k === 'limit' || k === 'until' || k === 'jitter') continue;
+      if (!has(r, k) || k === 'limit' || k === 'until' || k === 'exclude' || k === 'jitter') continue;
       unit = has(SHORT, k) ? SHORT[k] : k;
       if (UNITS.indexOf(unit) < 0) return 'repeat: unknown unit ' + str(k) + ' (' + UNIT_HELP + ')';
       if (has(givenAs, unit)) return 'repeat: ' + str(givenAs[unit]) + ' and ' + str(k) + ' are the same unit';
@@ -361,9 +438,9 @@ function definitionProblem(doc) {
     return limitsProblem(r) || checkedProblem(f);
   }
   function cronProblem(r) {  // after.repeat._parse_cron, its shape only
-    var extra = extraKey(r, ['cron', 'jitter', 'limit', 'tz', 'until']);
+    var extra = extraKey(r, ['cron', 'exclude', 'jitter', 'limit', 'tz', 'until']);
     if (extra !== null)
-      return 'repeat: unknown key ' + str(extra) + ' in a cron rule (allowed: cron, jitter, limit, tz, until)';
+      return 'repeat: unknown key ' + str(extra) + ' in a cron rule (allowed: cron, exclude, jitter, limit, tz, until)';
     var expr = r.cron;
     if (typeof expr !== 'string' || !words(expr).length)
       return 'repeat: cron must be a cron expression string, got ' + rep(expr);
@@ -383,9 +460,9 @@ function definitionProblem(doc) {
         + pytype(r) + ' ' + rep(r);
     if (has(r, 'cron')) return cronProblem(r);
     if (!has(r, 'every')) return unitsProblem(r);
-    var extra = extraKey(r, ['every', 'jitter', 'limit', 'until']);
+    var extra = extraKey(r, ['every', 'exclude', 'jitter', 'limit', 'until']);
     if (extra !== null)
-      return 'repeat: unknown key ' + str(extra) + ' in a every rule (allowed: every, jitter, limit, until)';
+      return 'repeat: unknown key ' + str(extra) + ' in a every rule (allowed: every, exclude, jitter, limit, until)';
     if (typeof r.every !== 'string')
       return 'repeat: every must be an ISO 8601 duration string, got ' + rep(r.every);
     return limitsProblem(r) || durationProblem(r.every);
@@ -463,8 +540,10 @@ function definitionProblem(doc) {
   function rep(v) { return pyrepr(v, budget, squeeze); }
   function str(s) { return pystr(s, budget, squeeze); }
   function first() {
+    if (doc._id.indexOf(CALENDAR_PREFIX) === 0) return calendarProblem(doc);
     return repeatProblem(doc.repeat) || retryProblem(doc.retry) || secondsProblem('timeout')
-      || secondsProblem('max_delay') || isolationProblem(doc.isolation) || occurrenceProblem();
+      || secondsProblem('max_delay') || isolationProblem(doc.isolation)
+      || concurrencyProblem(doc.concurrency) || occurrenceProblem();
   }
   var wrong = first();
   if (!wrong) return null;
@@ -482,6 +561,13 @@ for _name, _value in (
         ("TASK_MAX_SECONDS", str(MAX_SECONDS)),
         ("TASK_MAX_RETRIES", str(MAX_RETRIES)),
         ("ISOLATIONS", json.dumps(list(ISOLATIONS))),
+        ("MAX_CONCURRENCY", str(MAX_CONCURRENCY)),
+        ("CAP_KEY_RE", CAP_KEY_RE.pattern),
+        ("CAP_KEY_HELP", CAP_KEY_HELP),
+        ("CALENDAR_MAX_ITEMS", str(calendar.MAX_ITEMS)),
+        ("CALENDAR_NAME_RE", calendar.NAME_RE.pattern),
+        ("CALENDAR_NAME_HELP", calendar.NAME_HELP),
+        ("CALENDAR_PREFIX", json.dumps(calendar.PREFIX)),
         ("MIN_US", str(MIN_INTERVAL_US)),
         ("MAX_JITTER", str(MAX_JITTER)),
         ("ISO_DATE_RE", ISO_DATE_RE.pattern),
@@ -495,9 +581,14 @@ VALIDATE = (
     + JS_DEFINITION
     + r"""
   if (newDoc._deleted || newDoc._id.indexOf('_design/') === 0) return;
+  function refuse(message) { throw({forbidden: message}); }
+  if (newDoc._id.indexOf(CALENDAR_ID_PREFIX) === 0) {  // a shared calendar, not a task
+    var problem = shape(newDoc) || definitionProblem(newDoc);
+    if (problem) refuse(problem);
+    return;
+  }
   var RUNNABLE = TASK_RUNNABLE;
   var KNOWN = TASK_STATUSES;
-  function refuse(message) { throw({forbidden: message}); }
   var status = newDoc.status;
   if (status !== undefined && KNOWN.indexOf(status) < 0)
     refuse('status: ' + JSON.stringify(status) + ' is not one of ' + KNOWN.join(', '));
@@ -555,7 +646,8 @@ VALIDATE = (
 VALIDATE = (VALIDATE.replace("TASK_RUNNABLE", json.dumps(list(RUNNABLE)))
             .replace("TASK_DEFINITION", json.dumps(list(DEFINITION)))
             .replace("TASK_STATUSES", json.dumps(list(STATUSES)))
-            .replace("JOB_NAME", JOB_NAME.pattern))
+            .replace("JOB_NAME", JOB_NAME.pattern)
+            .replace("CALENDAR_ID_PREFIX", json.dumps(calendar.PREFIX)))
 
 DUE_MAP = (
     "function (doc) {\n"

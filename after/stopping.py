@@ -59,6 +59,7 @@ def shutdown(worker) -> int:
 
 def stopped(worker, code: int, why: str | None = None) -> int:
     worker.runner.shutdown()
+    worker.caps.release_all()  # its runs are over or handed back: their slots are free
     worker.peers.stop(timeout=2)
     if why:
         log.warning("%s", why)

@@ -36,6 +36,7 @@ with the user's fields:
 from __future__ import annotations
 
 import random
+import re
 import signal
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -44,6 +45,7 @@ from typing import Any
 from . import occurrence as occ
 from .dates import DateError, format_date, parse_date
 from .jsonsafe import problem
+from .jsonsafe import show as _show
 from .repeat import RepeatError, Rule, parse_repeat
 
 NS = "after"
@@ -58,6 +60,8 @@ STATUSES = RUNNABLE + (CANCEL,) + FINISHED
 
 # Run outcomes, as recorded in run records and ``last_run``.
 OK, FAILED, TIMEOUT, MISSED, INTERRUPTED = "done", "error", "timeout", "missed", "interrupted"
+#: An occurrence not run on purpose (an excluded date, ``repeat.exclude``): recorded, no run.
+SKIPPED = "skipped"
 #: Isolations of a run (the ``isolation`` field): in a job thread of the worker process
 #: (the default), or in a child process of its own, killed when it passes ``timeout``.
 THREAD, PROCESS = "thread", "process"
@@ -80,6 +84,11 @@ INTERRUPTED_TOO_OFTEN = ("interrupted {n} times in a row by the death of the pro
 MAX_SECONDS = 10 * 366 * 86400
 #: Most retries of one occurrence.
 MAX_RETRIES = 1000
+#: Highest ``concurrency.limit``, and the grammar of ``concurrency.key`` (a slot document's id
+#: is ``slot:<key>#<n>``, see :mod:`after.caps`).
+MAX_CONCURRENCY = 1000
+CAP_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
+CAP_KEY_HELP = "letters, digits, _ . : - and at most 100 characters"
 
 
 #: What a worker writes under ``after`` while it holds a task (``date``: the date its claim
@@ -150,6 +159,14 @@ class Occurrence:
 
 
 @dataclass(frozen=True)
+class Cap:
+    """``concurrency``: at most ``limit`` runs with ``key`` at once, everywhere."""
+
+    key: str
+    limit: int
+
+
+@dataclass(frozen=True)
 class Spec:
     """A task document, checked and parsed."""
 
@@ -163,6 +180,7 @@ class Spec:
     timeout: float | None = None
     max_delay: float | None = None
     isolation: str = THREAD
+    concurrency: Cap | None = None
     occurrence: Occurrence | None = None
 
     @property
@@ -190,17 +208,6 @@ def _number(doc: dict, name: str) -> float | None:
     if not value <= MAX_SECONDS:
         raise TaskError(f"{name}: at most {MAX_SECONDS} seconds (ten years), not {_show(value)}")
     return float(value)
-
-
-def _show(value: Any) -> str:
-    """``repr`` of a user's value, cut short: a message stays one short line."""
-    if isinstance(value, dict | list) and len(value) > 10:
-        return f"a {type(value).__name__} of {len(value)} items"
-    try:
-        text = repr(value)
-    except (RecursionError, ValueError):  # deeply nested, or an integer too long to print
-        return f"a {type(value).__name__}"
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def counter(info: dict, key: str) -> int:
@@ -290,6 +297,25 @@ def parse_retry(value: Any) -> Retry:
     return Retry(limit=limit, delay=float(delay), backoff=backoff, jitter=float(jitter))
 
 
+def parse_concurrency(value: Any) -> Cap | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TaskError(f'concurrency: must be {{"key": NAME, "limit": N}}, not {_show(value)}')
+    unknown = sorted(set(value) - {"key", "limit"})
+    if unknown:
+        raise TaskError(f"concurrency: unknown field {unknown[0]!r} (use key, limit)")
+    key = value.get("key")
+    if not isinstance(key, str) or not CAP_KEY_RE.fullmatch(key):
+        raise TaskError(f"concurrency.key: {_show(key)} is not a key ({CAP_KEY_HELP})")
+    limit = value.get("limit")
+    if isinstance(limit, bool) or not isinstance(limit, int) \
+            or not 1 <= limit <= MAX_CONCURRENCY:
+        raise TaskError(f"concurrency.limit: must be a whole number from 1 to "
+                        f"{MAX_CONCURRENCY}, not {_show(limit)}")
+    return Cap(key, limit)
+
+
 def parse(doc: dict) -> Spec:
     """Check a task document; raises :class:`TaskError` naming the field that is wrong, in
     one line of at most 300 characters."""
@@ -347,6 +373,7 @@ def _parse(doc: dict) -> Spec:
         timeout=timeout,
         max_delay=max_delay,
         isolation=isolation,
+        concurrency=parse_concurrency(doc.get("concurrency")),
         occurrence=parse_occurrence(doc, repeat),
     )
 
@@ -493,7 +520,7 @@ def _drop(info: dict, keys: tuple[str, ...]) -> None:
 
 #: The top-level fields of a task's definition; ``Client.schedule`` owns them.
 DEFINITION = ("worker", "date", "job", "repeat", "retry", "timeout", "max_delay", "isolation",
-              "occurrence")
+              "concurrency", "occurrence")
 
 
 def held(doc: dict) -> bool:
@@ -645,7 +672,7 @@ def missed(spec: Spec, due: datetime, now: datetime) -> bool:
 class Outcome:
     """How one run ended."""
 
-    outcome: str  # OK, FAILED, TIMEOUT, MISSED, INTERRUPTED
+    outcome: str  # OK, FAILED, TIMEOUT, MISSED, INTERRUPTED, SKIPPED
     started: datetime
     ended: datetime
     result: Any = None
@@ -676,9 +703,10 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
     """
     new, info = _copy(doc)
     attempt = counter(info, "attempt") or 1
-    if outcome.outcome != MISSED:
+    if outcome.outcome not in (MISSED, SKIPPED):
         info["runs"] = counter(info, "runs") + 1
-    kind = {OK: "successes", MISSED: "missed"}.get(outcome.outcome, "failures")
+    kind = {OK: "successes", MISSED: "missed", SKIPPED: "skipped"}.get(outcome.outcome,
+                                                                       "failures")
     info[kind] = counter(info, kind) + 1
     last = {
         "number": counter(info, "run") or counter(info, "runs"),
@@ -759,7 +787,7 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
         return new
     for key in ("next_run", "anchor", "occurrences"):  # the series is over; run anew, it restarts
         info.pop(key, None)
-    if outcome.ok:
+    if outcome.ok or outcome.outcome == SKIPPED:
         new["status"] = DONE
         info.pop("error", None)
     else:

@@ -34,8 +34,9 @@ import threading
 from datetime import datetime
 
 from . import decide as d
+from . import gates
 from . import task as rules
-from .config import Settings, runs_db
+from .config import Settings, runs_db, workers_db
 from .confirm import Confirm
 from .dates import to_ms
 from .decide import Kind, Write
@@ -96,6 +97,10 @@ class Worker(Reactions):
         self.listeners: list = []  # callables(event, **info), e.g. metrics
         self.next_check = 0.0
         self.slots = Slots(settings.pool)  # job threads: start only what the pool can now
+        # calendars and concurrency caps, asked when a gated occurrence falls due
+        self.calendars = gates.Calendars(self.store)
+        self.caps = gates.Caps(self.store, workers_db(store.db), self.id, settings.lease,
+                               known_dead=lambda p: self.peers.liveness(p) is d.Liveness.DEAD)
         self.confirm = Confirm(self.store, lambda doc: self.inbox.put(("recheck", doc)),
                                self.poll_now.set)  # reading every copy back, on a cluster
 
@@ -179,6 +184,7 @@ class Worker(Reactions):
             wake = min(next_deadline(self.held), self.next_check)
             wait = max(0.0, min(wake - self.peers.now().timestamp(), 1.0))
             wait = min(wait, 0.2) if self.writer.pending else wait
+            wait = min(wait, self.caps.wait()) if self.caps.waiting else wait
         events = self._drain(wait)  # timers first: a fenced run starts as its timer fires
         now = now or self.peers.now()  # the one clock read of the turn
         self.slots.count(self.runner.active)
@@ -190,7 +196,9 @@ class Worker(Reactions):
                 writes.extend(self._unexpected(kind, value, exc, now))
         writes.extend(self._deadlines(now))
         writes.extend(self._fill_slots(now))
+        writes.extend(gates.fill(self, now))
         self._flush(writes, now)
+        self.caps.settle(lambda docid: docid in self.held and self.held[docid].running)
         self.slots.end_turn()
         if now.timestamp() >= self.next_check:
             self.next_check = now.timestamp() + self.settings.self_check
@@ -346,7 +354,8 @@ class Worker(Reactions):
     def _self_check(self) -> int:
         # a task waiting for a free job thread is held, on purpose, with no timer entry
         broken = self.mem.check(self.runner.active,
-                                {w.doc["_id"] for w in self.pending} | set(self.slots.waiting))
+                                {w.doc["_id"] for w in self.pending} | set(self.slots.waiting)
+                                | set(self.caps.waiting))
         if broken:
             self.counts["corrected"] += len(broken)
             self.emit("corrected", count=len(broken))

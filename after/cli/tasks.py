@@ -17,8 +17,9 @@ from typing import Any
 import click
 
 from .. import task as rules
+from ..calendar import PREFIX as CALENDAR_PREFIX
 from ..client import Client, StateError, TaskError, describe_repeat
-from ..dates import format_date
+from ..dates import format_date, utcnow
 from ..jobs import JobError, JobRegistry
 from ..jobs import check_name as check_job_name
 from ..process import ProcessError
@@ -35,6 +36,8 @@ FIELD_OPTIONS = {
     "isolation": "--isolation",
     "id": "--id", "job.name": "JOB", "before": "--before", "after": "--after",
     "status": "--status", "from": "--from", "to": "--to", "jitter": "--jitter",
+    "concurrency": "--concurrency", "concurrency.key": "--concurrency",
+    "concurrency.limit": "--concurrency", "exclude": "--exclude",
 }
 
 
@@ -43,6 +46,8 @@ def option_for(message: str, *, cron: bool = False, kwargs: bool = False) -> tup
     field, _, rest = message.partition(": ")
     if field == "job.arguments":
         return ("--kwargs" if kwargs else "ARGS"), rest
+    if field.startswith("repeat.exclude"):
+        return "--exclude", rest
     if field in ("repeat", "repeat.until"):
         if field == "repeat.until":
             return "--until", rest
@@ -173,6 +178,31 @@ def runs_table(runs: list[dict], indent: str = "") -> None:
 # -- add -----------------------------------------------------------------------------------
 
 
+def exclude_items(values: tuple[str, ...], option: str = "--exclude") -> list | None:
+    """``--exclude`` values as ``repeat.exclude`` items: a day, ``FROM..TO`` or
+    ``calendar:NAME`` (each checked later, with the task)."""
+    items: list = []
+    for value in values:
+        if value.startswith(CALENDAR_PREFIX):
+            items.append({"calendar": value[len(CALENDAR_PREFIX):]})
+        elif ".." in value:
+            low, _, high = value.partition("..")
+            items.append({"from": low, "to": high})
+        else:
+            items.append(value)
+    return items or None
+
+
+def concurrency_option(value: str | None) -> dict | None:
+    if value is None:
+        return None
+    key, colon, limit = value.rpartition(":")
+    if not colon or not key or not limit.isdigit():
+        raise click.BadParameter(f"{value!r} is not KEY:LIMIT (like reports:2)",
+                                 param_hint="'--concurrency'")
+    return {"key": key, "limit": int(limit)}
+
+
 def check_job(folder: Path, name: str, args: list, kwargs: dict | None) -> None:
     """Refuse (exit 2) a job the jobs folder does not define, or arguments its function
     cannot take, before anything is written: the worker would only mark the task ``error``.
@@ -236,13 +266,19 @@ def check_job(folder: Path, name: str, args: list, kwargs: dict | None) -> None:
               help="the task's id: creates it, or updates it when it exists (safe to run "
                    "on every deploy)")
 @click.option("--kwargs", metavar="JSON", help="keyword arguments, a JSON object")
+@click.option("--exclude", "excludes", metavar="DAYS", multiple=True,
+              help="days a repeating task skips (in its --tz): 2026-12-25, "
+                   "2026-12-24..2026-12-26, or calendar:NAME (a shared calendar, see `after "
+                   "calendar`); repeat the option for more")
+@click.option("--concurrency", metavar="KEY:LIMIT",
+              help="at most LIMIT runs with KEY at once, across every process (reports:2)")
 @click.option("--no-check", "no_check", is_flag=True,
               help="do not check JOB and its arguments against the jobs folder (a job only "
                    "the workers' machines have)")
 @click.option("--json", "as_json", is_flag=True, help="print the task document")
 @click.pass_obj
 def add(cfg, job, args, worker, at, every, cron, tz, limit, until, jitter, retry, timeout,
-        max_delay, isolation, task_id, kwargs, no_check, as_json):
+        max_delay, isolation, task_id, kwargs, excludes, concurrency, no_check, as_json):
     """Schedule JOB(task, ARGS...) on a worker; prints the task's id.
 
     Each ARG is JSON when it parses as JSON (42, true, null, '"42"', '[1, 2]'), else a
@@ -280,7 +316,8 @@ def add(cfg, job, args, worker, at, every, cron, tz, limit, until, jitter, retry
             job, *arguments, worker=worker, at=at, every=every,
             cron=cron, tz=tz, limit=limit, until=until, jitter=seconds(jitter), retry=retry,
             timeout=seconds(timeout), max_delay=seconds(max_delay), isolation=isolation,
-            id=task_id, kwargs=kwargs_value)
+            id=task_id, kwargs=kwargs_value, exclude=exclude_items(excludes),
+            concurrency=concurrency_option(concurrency))
         if as_json:
             echo_json(masked(client.get(new_id)))
         else:
@@ -310,9 +347,12 @@ def show(cfg, task_id, count, as_json):
     with open_client(cfg) as client:
         doc = masked(client.get(task_id))
         runs = client.runs(task_id, count) if count else []
-    upcoming = [format_date(d) for d in Client.next_runs(doc, 5)]
+        calendars = client.calendars_of(doc)
+        waiting = slot_wait(doc, client, utcnow())
+    upcoming = [format_date(d) for d in Client.next_runs(doc, 5, calendars)]
     if as_json:
-        echo_json({"task": doc, "next_runs": upcoming, "runs": runs})
+        echo_json({"task": doc, "next_runs": upcoming, "runs": runs,
+                   "waiting_for_slot": waiting})
         return
     info = rules.info(doc)
     rows: list[tuple] = [
@@ -331,12 +371,19 @@ def show(cfg, task_id, count, as_json):
             rows.append((label, f"{doc[key]}s"))
     if doc.get("isolation") is not None or info.get("isolated"):
         rows.append(("isolation", isolation_text(doc, info)))
+    if isinstance(doc.get("concurrency"), dict):
+        cap = doc["concurrency"]
+        rows.append(("concurrency", f"at most {cap.get('limit')} at once with key "
+                                    f"{cap.get('key')}"))
     if info.get("owner"):
         rows.append(("held by", info["owner"]))
-    if info.get("runs") or info.get("missed"):
+    if waiting:
+        rows.append(("waiting", waiting))
+    if info.get("runs") or info.get("missed") or info.get("skipped"):
+        skipped = f", {info['skipped']} skipped" if info.get("skipped") else ""
         rows.append(("runs", f"{info.get('runs', 0)} ({info.get('successes', 0)} done, "
                              f"{info.get('failures', 0)} failed, {info.get('missed', 0)} "
-                             "missed)"))
+                             f"missed{skipped})"))
     if info.get("error"):
         rows.append(("error", clip(info["error"], 200)))
     for index, when in enumerate(upcoming):
@@ -345,6 +392,22 @@ def show(cfg, task_id, count, as_json):
     if runs:
         click.echo("last runs:")
         runs_table(runs, indent="  ")
+
+
+def slot_wait(doc: dict, client: Client, now) -> str | None:
+    """What a due, held task with a ``concurrency`` cap waits for: ``waiting for a slot of
+    KEY (limit N: held by the runs of A, B)``; None when it does not wait."""
+    try:
+        spec = rules.parse(doc)
+    except TaskError:
+        return None
+    due = rules.instant(rules.info(doc).get("due")) or spec.date
+    if spec.concurrency is None or doc.get("status") != rules.SCHEDULED or due > now:
+        return None
+    cap = spec.concurrency
+    holders = [s["task"] for s in client.caps(cap.key) if s["holder"] and s["n"] < cap.limit]
+    return (f"waiting for a slot of {cap.key} (limit {cap.limit}: held by the runs of "
+            f"{', '.join(map(str, holders)) or 'none'}), due since {format_date(due)}")
 
 
 def _status_list(statuses: tuple[str, ...]) -> list[str] | None:
@@ -526,5 +589,65 @@ def relative(source: str) -> str:
         return source
 
 
+# -- calendars and caps ----------------------------------------------------------------------
 
-COMMANDS = (add, show, tasks, runs, cancel, reschedule, run_now, backfill, jobs)
+
+@click.command()
+@click.argument("name")
+@click.argument("days", nargs=-1)
+@click.option("--description", help="what the calendar is (kept in its document)")
+@click.option("--delete", is_flag=True, help="delete the calendar")
+@click.option("--json", "as_json", is_flag=True, help="print the calendar document")
+@click.pass_obj
+def calendar(cfg, name, days, description, delete, as_json):
+    """Show the shared calendar NAME, or set its DAYS (2026-12-25, 2026-12-24..2026-12-26),
+    replacing them. Tasks name it with --exclude calendar:NAME; an edit counts from their
+    next occurrence on, without restarting any worker."""
+    with open_client(cfg) as client, refused():
+        if delete:
+            if days:
+                raise click.BadParameter("cannot be combined with DAYS",
+                                         param_hint="'--delete'")
+            client.delete_calendar(name)
+            return
+        if days:
+            items = exclude_items(days)
+            if any(isinstance(i, dict) and "calendar" in i for i in items):
+                raise click.BadParameter("a calendar holds days and ranges, not calendars",
+                                         param_hint="DAYS")
+            try:
+                doc = client.set_calendar(name, items, description)
+            except TaskError as exc:
+                field, _, message = str(exc).partition(": ")
+                hint = "NAME" if field == "_id" else "DAYS"
+                raise click.BadParameter(message, param_hint=hint) from None
+        else:
+            doc = client.calendar(name)
+    if as_json:
+        echo_json(doc)
+        return
+    click.echo(f"calendar {name}: {len(doc.get('dates', []))} item(s)"
+               + (f" ({doc['description']})" if doc.get("description") else ""))
+    for item in doc.get("dates", []):
+        click.echo(f"  {item['from']}..{item['to']}" if isinstance(item, dict) else f"  {item}")
+
+
+@click.command()
+@click.argument("key", required=False)
+@click.option("--json", "as_json", is_flag=True, help="one JSON list for scripts")
+@click.pass_obj
+def caps(cfg, key, as_json):
+    """List the concurrency slots (of KEY, or of every key): which run holds each."""
+    with open_client(cfg) as client:
+        slots = client.caps(key)
+    if as_json:
+        echo_json(slots)
+        return
+    rows = [("KEY", "SLOT", "TASK", "HOLDER", "SINCE")]
+    for slot in slots:
+        rows.append((slot["key"], str(slot["n"]), slot["task"] or "-",
+                     slot["holder"] or "free", short(slot["since"]) if slot["holder"] else "-"))
+    echo_table(rows)
+
+
+COMMANDS = (add, show, tasks, runs, cancel, reschedule, run_now, backfill, jobs, calendar, caps)

@@ -22,6 +22,7 @@ const state = {
   tasks: new Map(),
   runs: new Map(),
   workers: new Map(),
+  slots: new Map(), // concurrency slots, from the workers database
   counts: {},
   facets: { workers: [], jobs: [] },
   upcoming: [],
@@ -152,7 +153,11 @@ function putRun(doc) {
 async function loadWorkers() {
   const answer = await db.workers.allDocs({ include_docs: 'true' });
   state.workers.clear();
-  answer.rows.forEach((row) => { if (model.isWorker(row.doc)) state.workers.set(row.id, row.doc); });
+  state.slots.clear();
+  answer.rows.forEach((row) => {
+    if (model.isWorker(row.doc)) state.workers.set(row.id, row.doc);
+    else if (model.isSlot(row.doc)) state.slots.set(row.id, row.doc);
+  });
   redraw('workers');
 }
 
@@ -190,6 +195,8 @@ const onChanges = {
     results.forEach((change) => {
       if (change.deleted || !model.isWorker(change.doc)) state.workers.delete(change.id);
       else state.workers.set(change.id, change.doc);
+      if (change.deleted || !model.isSlot(change.doc)) state.slots.delete(change.id);
+      else state.slots.set(change.id, change.doc);
     });
     redraw('workers');
   },

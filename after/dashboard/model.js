@@ -85,8 +85,10 @@ export function relative(ms, now) {
 
 // -- tasks ---------------------------------------------------------------------------------
 
+// A task: not a design document, nor a shared calendar (calendar:NAME, after.calendar).
 export function isTask(doc) {
-  return !!doc && typeof doc._id === 'string' && !doc._id.startsWith('_design/') && !doc._deleted;
+  return !!doc && typeof doc._id === 'string' && !doc._id.startsWith('_design/')
+    && !doc._id.startsWith('calendar:') && !doc._deleted;
 }
 
 export function meta(doc) {
@@ -204,6 +206,27 @@ export function workerState(doc, now) {
   const expires = parseDate(doc.expires);
   if (expires === null || expires < now) return 'stale';
   return doc.stopping ? 'stopping' : 'live';
+}
+
+// -- concurrency caps: slot documents (slot:KEY#N in the workers database, after.gates) --------
+
+export function isSlot(doc) {
+  return !!doc && !doc._deleted && doc.type === 'slot' && typeof doc.key === 'string';
+}
+
+// Per key: slots held, slots known, and the tasks running in them, keys in order.
+export function capsInUse(slots) {
+  const byKey = new Map();
+  for (const slot of slots) {
+    const cap = byKey.get(slot.key) || { key: slot.key, used: 0, slots: 0, tasks: [] };
+    cap.slots += 1;
+    if (slot.holder) {
+      cap.used += 1;
+      if (slot.task) cap.tasks.push(String(slot.task));
+    }
+    byKey.set(slot.key, cap);
+  }
+  return [...byKey.values()].sort((a, b) => a.key.localeCompare(b.key));
 }
 
 export function sortWorkers(docs) {

@@ -4,8 +4,9 @@
 import { $, h, replace } from './dom.js';
 import { runsChart, timeline } from './chart.js';
 import {
-  ACTION_LABELS, STATUSES, actionsFor, dueOf, failed, formatDuration, formatUtc, isolationOf,
-  jobName, lateness, meta, parseDate, relative, sortRuns, sortTasks, sortWorkers, workerState,
+  ACTION_LABELS, STATUSES, actionsFor, capsInUse, dueOf, failed, formatDuration, formatUtc,
+  isolationOf, jobName, lateness, meta, parseDate, relative, sortRuns, sortTasks, sortWorkers,
+  workerState,
 } from './model.js';
 
 const HOUR = 3600000;
@@ -57,6 +58,12 @@ export function workers(state, now) {
   fill($('#workers-body'), rows.length ? rows
     : h('tr', {}, h('td', { colspan: 9, class: 'empty' },
       'No worker process has a heartbeat here. Start one with `after start NAME`.')));
+  const caps = capsInUse([...state.slots.values()]);
+  const line = $('#caps');
+  line.hidden = !caps.length;
+  replace(line, 'Caps in use: ', ...caps.flatMap((cap, i) => [i ? ', ' : '',
+    h('span', { class: 'cap', 'data-key': cap.key, title: cap.tasks.join(', ') || 'none running' },
+      h('strong', {}, cap.key), ` ${cap.used}/${cap.slots}`)]));
 }
 
 export function schedule(state, now) {

@@ -368,6 +368,31 @@ def test_at_1280_px_the_tasks_table_fits_and_its_actions_show(store, open_page):
     assert watched.errors == []
 
 
+def test_caps_in_use_and_skipped_runs_show_and_a_calendar_is_no_task(store, open_page):
+    workers = f"{store.db}_workers"
+    store.put(worker_doc("billing", "host-a", 101), db=workers)
+    for n, task in enumerate(("r1", "r2")):
+        store.put({"_id": f"slot:reports#{n}", "type": "slot", "key": "reports",
+                   "holder": "billing@host-a:101:abc", "task": task}, db=workers)
+    store.put({"_id": "slot:mail#0", "type": "slot", "key": "mail", "holder": None,
+               "task": None}, db=workers)
+    store.put({"_id": "calendar:holidays-fr", "dates": ["2026-12-25"]})
+    store.put(task_doc("daily", repeat={"days": 1, "exclude": {"calendar": "holidays-fr"}}))
+    store.put(run_doc("daily", 1, outcome="skipped",
+                      error="skipped: 2026-12-25 is excluded (calendar holidays-fr)"),
+              db=f"{store.db}_runs")
+    page = open_page().page
+    expect(page.locator("#caps")).to_have_text("Caps in use: mail 0/1, reports 2/2")
+    expect(page.locator('#caps .cap[data-key="reports"]')).to_have_attribute("title", "r1, r2")
+    expect(page.locator("#tasks-body tr")).to_have_count(1)  # the calendar is not a task
+    expect(row(page, "daily")).to_be_visible()
+    expect(page.locator("#runs-body tr.outcome-skipped")).to_contain_text("skipped")
+    # a slot freed: the feed of the workers database redraws the caps
+    store.put({**store.get("slot:reports#1", db=workers), "holder": None, "task": None},
+              db=workers)
+    expect(page.locator("#caps")).to_have_text("Caps in use: mail 0/1, reports 1/2")
+
+
 def test_a_task_whose_runs_are_isolated_says_so_beside_its_job(store, open_page):
     store.put(task_doc("in-thread", job="report"))
     store.put(task_doc("asked", job="report", isolation="process"))

@@ -1,0 +1,364 @@
+"""What must hold before an occurrence starts: its day not excluded, a concurrency slot.
+
+The worker asks its :class:`Gates` when a held occurrence falls due (``Worker.on_fire``):
+
+- **Calendars** (``repeat.exclude``, :mod:`after.calendar`): an occurrence on an excluded
+  day is not run but recorded ``skipped`` (:func:`after.decide.skip`); a task naming a
+  calendar document that does not exist ends ``error``. Shared calendars are read from the
+  tasks database and kept :data:`CALENDAR_TTL` seconds, so an edit takes effect within that
+  long, without a restart.
+- **Concurrency caps** (``"concurrency": {"key": K, "limit": N}``): at most N runs with the
+  key K at once, across every process of every machine and every worker name. A run holds
+  one of N slot documents, ``slot:K#0`` .. ``slot:K#<N-1>`` in ``<db>_workers``, taken like
+  a claim: written with ``_rev`` (or created), so of two processes taking the same slot one
+  gets a conflict. A slot names its holder (a process id, as a task's ``after.owner``); the
+  holder frees it when its run ends in any way (done, error, timeout, a graceful stop). A
+  holder that dies (kill -9) frees nothing: its slot is taken over once the holder is dead,
+  judged as :mod:`after.peers` judges a peer, on this process's monotonic clock: its
+  heartbeat document gone, or unchanged for a lease. On a cluster a slot written with a 202
+  is read back (every leaf) before the run starts, as the worker confirms a 202 start.
+
+A due occurrence with no free slot stays ``scheduled`` (held by its process, shown by
+``after show`` as waiting for a slot) and is tried again every :data:`SLOT_RETRY` seconds
+and at once when a run of this process frees a slot, earliest due first; its run record's
+lateness counts from the occurrence's date. Across processes, date order holds too: a
+process that finds a free slot leaves it, for up to :data:`YIELD_MAX` seconds, when another
+live process holds an earlier due occurrence with the same key (one Mango query on the tasks
+database, made only when a slot is free). Without that, the process that freed a slot took
+it again for its own next occurrence (measured: 9 occurrences over 3 processes ran as
+o0 o2 o4 o3 o5 o6 o1 o7 o8).
+
+Slot I/O is done on the worker's loop, with its short timeout: a few small requests per
+capped run (read the key's slots, write one, write it free), none for tasks without a cap.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from . import calendar as cal
+from . import decide as d
+from . import task as rules
+from .dates import format_date, from_ms, to_ms
+from .holding import RUN
+from .store import Conflict, NotFound, StoreError, describe_error, winner
+from .task import instant
+
+log = logging.getLogger("after.worker")
+
+#: Seconds a shared calendar document is kept before it is read again.
+CALENDAR_TTL = 2.0
+#: Seconds between two tries at a slot while occurrences wait for one.
+SLOT_RETRY = 0.25
+#: Longest a process leaves a free slot to an earlier occurrence another process holds.
+YIELD_MAX = 2.0
+SLOT_PREFIX = "slot:"
+
+
+def slot_id(key: str, n: int) -> str:
+    return f"{SLOT_PREFIX}{key}#{n}"
+
+
+class Calendars:
+    """Shared calendar documents, read through a short cache."""
+
+    def __init__(self, store, ttl: float = CALENDAR_TTL,
+                 monotonic: Callable[[], float] = time.monotonic):
+        self.store, self.ttl, self.mono = store, ttl, monotonic
+        self.cache: dict[str, tuple[float, cal.Exclusion | None]] = {}
+
+    def get(self, names: tuple[str, ...]) -> dict[str, cal.Exclusion]:
+        """The calendars of ``names`` that exist (a bad one counts as empty, logged). When
+        the database cannot be read, the last copy is used, or none (the occurrence runs)."""
+        found = {}
+        for name in names:
+            at, value = self.cache.get(name, (float("-inf"), None))
+            if self.mono() - at >= self.ttl:
+                value = self._read(name, value)
+                self.cache[name] = (self.mono(), value)
+            if value is not None:
+                found[name] = value
+        return found
+
+    def _read(self, name: str, last: cal.Exclusion | None) -> cal.Exclusion | None:
+        try:
+            doc = self.store.get(cal.PREFIX + name)
+        except NotFound:
+            return None
+        except StoreError as exc:
+            log.warning("cannot read calendar %s (%s): %s", name, "using the last copy" if
+                        last is not None else "no day of it is skipped for now",
+                        describe_error(exc))
+            return last if last is not None else cal.Exclusion()
+        try:
+            return cal.parse_calendar(doc)
+        except cal.CalendarError as exc:
+            log.warning("calendar %s cannot be used (it excludes nothing): %s", name, exc)
+            return cal.Exclusion()
+
+
+class Caps:
+    """The concurrency slots this process holds, and the occurrences waiting for one (not
+    :class:`after.slots.Slots`, which counts job threads)."""
+
+    def __init__(self, store, db: str, me: str, lease: float,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 known_dead: Callable[[str], bool] = lambda holder: False):
+        self.store, self.db, self.me, self.lease, self.mono = store, db, me, lease, monotonic
+        # a holder this process already knows dead (a peer of its name, after.peers)
+        self.known_dead = known_dead
+        self.held: dict[str, dict] = {}  # task id -> the slot document it holds
+        self.waiting: dict[str, tuple[int, str]] = {}  # task id -> (due ms, key)
+        self.observed: dict[str, tuple[str, float]] = {}  # holder -> (heartbeat rev, since)
+        self.yielding: dict[str, float] = {}  # task id -> since when it leaves slots to others
+        self.next_try: dict[str, float] = {}  # key -> when to try its slots again
+
+    # -- liveness of a slot's holder, as after.peers judges a peer -------------------------
+
+    def observe(self, holder: str, beat: dict | None, at: float) -> bool:
+        """Take in one read of ``holder``'s heartbeat at monotonic ``at``; True when it is
+        dead: no heartbeat, or one unchanged for a lease since this process first saw it."""
+        if holder == self.me:
+            return False
+        if beat is None:
+            self.observed.pop(holder, None)
+            return True
+        rev = beat.get("_rev", "")
+        seen = self.observed.get(holder)
+        if seen is None or seen[0] != rev:
+            self.observed[holder] = seen = (rev, at)
+        return at - seen[1] >= self.lease
+
+    def _dead(self, holder: str) -> bool:
+        if self.known_dead(holder):
+            return True
+        try:
+            beat = self.store.get_or_none(holder, db=self.db)
+        except StoreError as exc:
+            log.warning("cannot read the heartbeat of slot holder %s: %s", holder,
+                        describe_error(exc))
+            return False  # never take a slot on a guess
+        return self.observe(holder, beat, self.mono())
+
+    # -- taking and freeing -----------------------------------------------------------------
+
+    def take(self, docid: str, key: str, limit: int, due_ms: int, now: datetime) -> bool:
+        """A slot of ``key`` for the run of ``docid``: True when this process holds one
+        (taken now or before); otherwise the occurrence waits (:meth:`due`)."""
+        if docid in self.held:
+            return True
+        if self.mono() >= self.next_try.get(key, 0.0) and not self._after_ours(docid, key,
+                                                                               due_ms):
+            if self._acquire(docid, key, limit, due_ms, now):
+                self.waiting.pop(docid, None)
+                self.yielding.pop(docid, None)
+                return True
+            self.next_try[key] = self.mono() + SLOT_RETRY
+        self.waiting.setdefault(docid, (due_ms, key))
+        return False
+
+    def _after_ours(self, docid: str, key: str, due_ms: int) -> bool:
+        """Whether an earlier occurrence of this process waits for the same key: it goes
+        first (a timer that fires in the turn a slot frees must not overtake it)."""
+        return any(k == key and (due, t) < (due_ms, docid)
+                   for t, (due, k) in self.waiting.items())
+
+    def _earlier_elsewhere(self, docid: str, key: str, due_ms: int) -> bool:
+        """Whether another live process holds a due, earlier occurrence with the same key
+        (``scheduled``, dated before ``due_ms``): a free slot is left to it, for at most
+        :data:`YIELD_MAX` seconds from the first time this occurrence saw a slot free (it may
+        wait for a job thread, not for a slot; counted anew once no slot is free). Dates are
+        compared as written (an offset other than Z may blur the order by its hours)."""
+        since = self.yielding.setdefault(docid, self.mono())
+        if self.mono() - since >= YIELD_MAX:
+            return False
+        try:
+            docs, _ = self.store.find(
+                {"status": "scheduled", "date": {"$lt": format_date(from_ms(due_ms))},
+                 "concurrency.key": key}, limit=20, fields=["_id", "after"])
+        except StoreError:
+            return False
+        for doc in docs:
+            info = doc.get("after") if isinstance(doc.get("after"), dict) else {}
+            owner, due = info.get("owner"), instant(info.get("due"))
+            if doc["_id"] != docid and owner and owner != self.me \
+                    and not self.known_dead(owner) and (due is None or to_ms(due) <= due_ms):
+                return True  # (a retry due later is not waiting)
+        return False
+
+    def _acquire(self, docid: str, key: str, limit: int, due_ms: int, now: datetime) -> bool:
+        try:
+            slots = {doc["_id"]: doc for doc in
+                     self.store.prefixed(f"{SLOT_PREFIX}{key}#", db=self.db)}
+        except StoreError as exc:
+            log.warning("cannot read the slots of %s: %s", key, describe_error(exc))
+            return False
+        ours = {doc["_id"] for doc in self.held.values()}
+        for slot, doc in list(slots.items()):  # ours, for a run that is over: free it
+            if doc.get("holder") == self.me and slot not in ours:
+                slots[slot] = self._free(doc) or doc
+        yielded = None
+        # More than one slot free: taking one leaves another to any earlier occurrence, so
+        # the query for one is only made for the last free slot.
+        free = limit - sum(1 for n in range(limit)
+                           if (slots.get(slot_id(key, n)) or {}).get("holder"))
+        for n in range(limit):
+            current = slots.get(slot_id(key, n))
+            holder = current.get("holder") if current else None
+            if holder and (holder == self.me or not self._dead(holder)):
+                continue
+            if yielded is None:
+                yielded = free <= 1 and self._earlier_elsewhere(docid, key, due_ms)
+            if yielded:
+                return False
+            doc = {"_id": slot_id(key, n), "type": "slot", "key": key, "holder": self.me,
+                   "task": docid, "since": format_date(now)}
+            if current is not None:
+                doc["_rev"] = current["_rev"]
+            if holder:
+                log.info("slot %s: its holder %s is dead: taking it over", doc["_id"], holder)
+            try:
+                answer = self.store.put(doc, db=self.db)
+            except Conflict:
+                continue  # another process took it first
+            except StoreError as exc:
+                log.warning("cannot take slot %s: %s", doc["_id"], describe_error(exc))
+                return False
+            if answer.get("status") == 202 and not self._confirmed(doc):
+                continue
+            self.held[docid] = doc
+            return True
+        if yielded is None:  # no slot was free: the next one that frees starts a new wait
+            self.yielding.pop(docid, None)
+        return False
+
+    def _confirmed(self, doc: dict) -> bool:
+        """A slot written with a 202 (a cluster without quorum) is read back, every leaf: a
+        concurrent take through another node made a branch. The revision CouchDB serves (the
+        same on every node) is the slot's truth: the other live leaves are deleted, as the
+        worker resolves a task's conflicts, and the slot is ours only if ours won."""
+        try:
+            leaves = self.store.leaves(doc["_id"], db=self.db)
+        except StoreError as exc:
+            log.warning("cannot confirm slot %s yet: %s", doc["_id"], describe_error(exc))
+            leaves = []
+        current = winner(list(leaves))
+        if current is None:
+            return False
+        losers = [{"_id": doc["_id"], "_rev": leaf["_rev"], "_deleted": True}
+                  for leaf in leaves if leaf["_rev"] != current["_rev"]
+                  and not leaf.get("_deleted")]
+        if losers:
+            log.warning("slot %s had %d conflicting revision(s): keeping %s (held by %s)",
+                        doc["_id"], len(losers), current["_rev"], current.get("holder"))
+            try:
+                self.store.bulk_docs(losers, db=self.db)
+            except StoreError as exc:
+                log.warning("cannot resolve slot %s: %s", doc["_id"], describe_error(exc))
+        return current["_rev"] == doc["_rev"]
+
+    def release(self, docid: str) -> None:
+        """The run of ``docid`` is over: free its slot (if it holds one)."""
+        self.waiting.pop(docid, None)
+        self.yielding.pop(docid, None)
+        doc = self.held.pop(docid, None)
+        if doc is not None:
+            self._free(doc)
+            self.next_try.pop(doc["key"], None)  # a waiting occurrence may take it at once
+
+    def _free(self, doc: dict) -> dict | None:
+        """Write ``doc`` free (unless another process holds it now); the document written."""
+        for _ in range(3):
+            free = {**doc, "holder": None, "task": None, "freed": format_date(datetime.now(UTC))}
+            try:
+                self.store.put(free, db=self.db)
+                return free
+            except Conflict:
+                try:
+                    current = self.store.get(doc["_id"], db=self.db)
+                except StoreError:
+                    return None
+                if current.get("holder") != self.me:
+                    return None  # taken over meanwhile (this process was thought dead)
+                doc = current
+            except StoreError as exc:
+                log.warning("cannot free slot %s (it comes back when this process's lease "
+                            "runs out, if it stops): %s", doc["_id"], describe_error(exc))
+                return None
+        return None
+
+    def settle(self, running: Callable[[str], bool]) -> None:
+        """Free the slots whose run is over (or never began: its start lost a conflict),
+        and forget waiting occurrences this process no longer holds."""
+        for docid in [t for t in self.held if not running(t)]:
+            self.release(docid)
+
+    def due(self, held: Callable[[str], bool]) -> list[str]:
+        """The waiting occurrences whose key may be tried again now, earliest due first."""
+        for docid in [t for t in self.waiting if not held(t)]:
+            del self.waiting[docid]
+            self.yielding.pop(docid, None)
+        at = self.mono()
+        ready = [t for t, (_, key) in self.waiting.items() if at >= self.next_try.get(key, 0.0)]
+        return sorted(ready, key=lambda t: self.waiting[t])
+
+    def wait(self) -> float | None:
+        """Seconds until a waiting occurrence's key may be tried again (None: none waits)."""
+        if not self.waiting:
+            return None
+        keys = {key for _, key in self.waiting.values()}
+        return max(0.0, min(self.next_try.get(k, 0.0) for k in keys) - self.mono())
+
+    def release_all(self) -> None:
+        for docid in list(self.held):
+            self.release(docid)
+        self.waiting.clear()
+
+
+# -- the worker's hooks (after.reactions.on_fire, Worker.turn) ---------------------------------
+
+def screen(worker, held, now: datetime) -> list | None:
+    """The calendars of a held occurrence that fell due (:func:`after.decide.screen`): None
+    when it may run, else the write that records it skipped or ends the task ``error``."""
+    exclusion = held.spec.repeat.exclude if held.spec.repeat is not None else None
+    names = exclusion.calendars if exclusion is not None else ()
+    write = d.screen(held.doc, held.spec, worker.calendars.get(names), worker.me, now)
+    if write is None:
+        return None
+    if write.kind is d.Kind.ERROR:
+        worker.mem.drop(held.doc["_id"])
+    return [write]
+
+
+def take(worker, held, now: datetime) -> bool:
+    """A slot for a held occurrence that fell due, if it has a ``concurrency`` cap (True
+    when it has none); without one it waits in :attr:`Caps.waiting`."""
+    cap = held.spec.concurrency
+    if cap is None or rules.missed(held.spec, from_ms(held.due_ms), now):
+        return True  # no cap, or it is recorded missed: no run, no slot
+    return worker.caps.take(held.doc["_id"], cap.key, cap.limit, held.due_ms, now)
+
+
+def fill(worker, now: datetime) -> list:
+    """Try again the occurrences waiting for a concurrency slot, earliest due first."""
+    writes: list = []
+    for docid in worker.caps.due(lambda t: t in worker.held and not worker.held[t].running):
+        writes.extend(worker.on_fire((RUN, docid), now))
+    return writes
+
+
+def in_use(store, db: str) -> list[dict]:
+    """Every slot document (``after caps``, the dashboard): key, n, holder, task, since."""
+    try:
+        docs = store.prefixed(SLOT_PREFIX, db=db)
+    except NotFound:
+        return []
+    out = []
+    for doc in docs:
+        key, _, n = doc["_id"][len(SLOT_PREFIX):].rpartition("#")
+        out.append({"key": key, "n": int(n) if n.isdigit() else n, "holder": doc.get("holder"),
+                    "task": doc.get("task"), "since": doc.get("since")})
+    return out

@@ -1,0 +1,136 @@
+"""Concurrency caps across processes: slot documents with leases (after.gates).
+
+Figures (total time, overlap, per process) are printed: run with ``-s`` to see them.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from datetime import timedelta
+
+from after.config import workers_db
+from after.dates import format_date, parse_date, utcnow
+from after.gates import in_use
+
+from .conftest import task_doc, wait_for
+from .test_pool import POOL, start_pool
+
+LEASE = 3.0  # POOL's --lease
+
+
+def overlap(runs: list[dict]) -> int:
+    """The most runs going at once, from the run records' starts and ends."""
+    edges = sorted([(parse_date(r["started"]), 1) for r in runs]
+                   + [(parse_date(r["ended"]), -1) for r in runs])
+    most = going = 0
+    for _, step in edges:
+        going += step
+        most = max(most, going)
+    return most
+
+
+def capped(docid: str, worker: str, seconds: float, limit: int, delay: float = 0.0,
+           key: str = "reports") -> dict:
+    doc = task_doc(docid, worker, "unused", delay=delay,
+                   concurrency={"key": key, "limit": limit})
+    doc["job"] = {"name": "sleep", "arguments": [seconds]}
+    return doc
+
+
+def test_three_processes_never_run_more_than_the_cap(cli, tasks):
+    start_pool(cli, "capped", 3)
+    due = utcnow() + timedelta(seconds=2)
+    docs = [{**capped(f"r{i:02}", "capped", 1, 2), "date": format_date(due)}
+            for i in range(30)]
+    tasks.bulk_docs(docs)
+    wait_for(lambda: len(list(tasks.find_all({"status": "done"}))) == 30, timeout=90,
+             what="30 done")
+    runs = wait_for(lambda: len(r := list(tasks.find_all({"type": "run"},
+                                                         db=f"{cli.db}_runs"))) >= 30 and r,
+                    what="30 run records")  # written by each process's recorder thread
+    assert Counter(r["outcome"] for r in runs) == {"done": 30}
+    assert sorted(r["task"] for r in runs) == [f"r{i:02}" for i in range(30)]
+    most = overlap(runs)
+    took = (max(parse_date(r["ended"]) for r in runs) - due).total_seconds()
+    late = sorted(r["lateness_ms"] / 1000 for r in runs)
+    print(f"\n[caps] 30 tasks of 1 s, limit 2, 3 processes: most at once {most}, all done "
+          f"{took:.1f}s after due (15 s at best), lateness {late[0]:.2f}..{late[-1]:.2f}s, "
+          f"per process {sorted(Counter(r['pid'] for r in runs).values())}")
+    assert most == 2  # never more than the cap, and the cap is used
+    assert late[-1] >= 14 - 0.5  # the last waited for 14 runs of 1 s, counted from its date
+    slots = in_use(tasks, workers_db(cli.db))
+    assert sorted(s["n"] for s in slots) == [0, 1] and all(s["holder"] is None for s in slots)
+
+
+def test_the_slot_of_a_killed_holder_comes_back_after_the_lease(cli, tasks):
+    [holder] = start_pool(cli, "first", 1)
+    tasks.put(capped("long", "first", 60, 1, key="solo"))
+    wait_for(lambda: tasks.get("long")["status"] == "running", what="running")
+    [slot] = in_use(tasks, workers_db(cli.db))
+    assert f":{holder.pid}:" in slot["holder"] and slot["task"] == "long"
+    other = cli.spawn("start", "second", *POOL)  # another worker name: caps span names
+    wait_for(lambda: "worker second ready" in (cli.home / "spawn-1.out").read_text(),
+             what="second ready")
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(10)
+    killed = utcnow()
+    tasks.put(capped("next", "second", 0, 1, key="solo"))
+    time.sleep(1.5)
+    waiting = tasks.get("next")
+    assert waiting["status"] == "scheduled"  # the dead holder's slot is not free yet
+    shown = cli.run("show", "next")
+    assert "waiting for a slot of solo (limit 1" in shown.stdout, shown.stdout + shown.stderr
+    done = wait_for(lambda: (d := tasks.get("next"))["status"] == "done" and d, timeout=30,
+                    what="next done")
+    started = parse_date(done["after"]["last_run"]["started"])
+    back = (started - killed).total_seconds()
+    print(f"\n[caps] a killed holder's slot came back {back:.2f}s after SIGKILL (lease "
+          f"{LEASE:g}s)")
+    assert LEASE - 0.5 <= back <= LEASE + 5
+    [slot] = wait_for(lambda: (s := in_use(tasks, workers_db(cli.db)))[0]["holder"] is None
+                      and s, what="the slot freed")
+    assert other.poll() is None
+
+
+def test_occurrences_waiting_in_three_processes_run_in_date_order(cli, tasks):
+    start_pool(cli, "ordered", 3)
+    base = utcnow() + timedelta(seconds=2)
+    docs = [{**capped(f"o{i}", "ordered", 0.4, 1, key="one"),
+             "date": format_date(base + timedelta(seconds=0.15 * i))} for i in range(9)]
+    tasks.bulk_docs(docs)
+    wait_for(lambda: len(list(tasks.find_all({"status": "done"}))) == 9, timeout=60,
+             what="9 done")
+    runs = sorted(wait_for(lambda: len(r := list(tasks.find_all(
+        {"type": "run"}, db=f"{cli.db}_runs"))) >= 9 and r, what="9 run records"),
+        key=lambda r: r["started"])
+    order = [r["task"] for r in runs]
+    print(f"\n[caps] 9 tasks of 0.4 s 0.15 s apart, limit 1, 3 processes: run in order "
+          f"{' '.join(order)}, by {len({r['pid'] for r in runs})} processes")
+    assert overlap(runs) == 1
+    assert order == [f"o{i}" for i in range(9)]
+    assert len({r["pid"] for r in runs}) > 1  # the order held across processes
+
+
+def test_a_run_taken_over_from_a_killed_process_gets_its_slot_with_the_takeover(cli, tasks):
+    [first] = start_pool(cli, "taken", 1)
+    tasks.put(capped("job", "taken", 2, 1, key="single"))
+    wait_for(lambda: tasks.get("job")["status"] == "running", what="running")
+    second = cli.spawn("start", "taken", *POOL)
+    wait_for(lambda: "worker taken ready" in (cli.home / "spawn-1.out").read_text(),
+             what="second ready")
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    killed = utcnow()
+    done = wait_for(lambda: (d := tasks.get("job"))["status"] == "done" and d, timeout=30,
+                    what="done")
+    outcomes = wait_for(lambda: len(o := sorted(r["outcome"] for r in tasks.find_all(
+        {"task": "job"}, db=f"{cli.db}_runs"))) >= 2 and o, what="two run records")
+    rerun = (parse_date(done["after"]["last_run"]["started"]) - killed).total_seconds()
+    print(f"\n[caps] a capped run taken over {rerun:.2f}s after SIGKILL (lease {LEASE:g}s): "
+          "the dead holder's slot came with it")
+    assert outcomes == ["done", "interrupted"]
+    # the peers found the process dead: its slot is not waited for a second lease
+    assert rerun < 2 * LEASE
+    assert second.poll() is None

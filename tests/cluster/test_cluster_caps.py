@@ -1,0 +1,37 @@
+"""A concurrency cap on a 3-node CouchDB cluster: three processes, each on its own node,
+take slot documents through different nodes (after.gates). Figures printed with ``-s``."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+from after.config import workers_db
+from after.dates import format_date, utcnow
+
+from ..acceptance.test_caps import capped, overlap
+from .conftest import wait_until
+from .test_cluster_pool import all_docs, no_conflicts_left, post, run_records, start_pool
+
+
+def test_a_cap_holds_across_three_nodes(ccli):
+    processes = start_pool(ccli, "capped")
+    due = format_date(utcnow() + timedelta(seconds=3))
+    docs = [{**capped(f"c{i:02}", "capped", 0.5, 2), "date": due} for i in range(20)]
+    post(ccli, docs)
+    ids = [d["_id"] for d in docs]
+    wait_until(lambda: all(d["status"] == "done" for d in all_docs(ccli, ids).values())
+               and len(all_docs(ccli, ids)) == 20, 90, "20 done")
+    runs = wait_until(lambda: len(r := [x for x in run_records(ccli) if x["task"] in ids])
+                      >= 20 and r, 30, "20 run records")
+    most = overlap(runs)
+    print(f"\n[cluster caps] 20 tasks of 0.5 s, limit 2, 3 processes on 3 nodes: most at once "
+          f"{most}, outcomes {dict(Counter(r['outcome'] for r in runs))}, per process "
+          f"{sorted(Counter(r['pid'] for r in runs).values())}")
+    assert Counter(r["outcome"] for r in runs) == {"done": 20}
+    assert most <= 2
+    assert {p.pid for p in processes} >= {r["pid"] for r in runs}
+    no_conflicts_left(ccli, ids)
+    with ccli.node_store(1) as store:
+        slots = store.prefixed("slot:reports#", db=workers_db(ccli.db))
+    assert [s["holder"] for s in slots] == [None, None]
