@@ -497,8 +497,8 @@ class Client:
 
     def backfill(self, id: str, start: datetime | str, end: datetime | str) -> dict:
         """Run each occurrence of a repeating task from ``start`` to ``end`` (both
-        inclusive; datetimes, ISO 8601, ``now`` or ``-``-less relative times as for
-        ``tasks``) once, its schedule kept. Returns ``{"task", "occurrences", "created",
+        inclusive; datetimes, ISO 8601 or ``now``, as for ``tasks``) once, its schedule
+        kept. Returns ``{"task", "occurrences", "created",
         "existing"}`` (the one-off tasks' ids).
 
         Each occurrence is a one-off task ``<id>:backfill:<date>`` due at its date (so a
