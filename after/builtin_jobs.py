@@ -20,6 +20,8 @@ import httpx
 from after.jobnames import JobError
 from after.redact import RedactingFilter, redact, redact_headers, redact_text, redact_url
 
+#: The header that carries the occurrence id, so that an endpoint sees each occurrence once.
+IDEMPOTENCY_KEY = "Idempotency-Key"
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 #: Bytes of a response body kept in the result.
 BODY_LIMIT = 64 * 1024
@@ -92,7 +94,10 @@ logging.getLogger("httpcore").setLevel(logging.INFO)
 
 def http(task, url, method="GET", headers=None, body=None, json=None, expected_status=None,
          timeout=30, follow_redirects=False):
-    """Call an HTTP endpoint; fail unless the status is expected (default: any 2xx)."""
+    """Call an HTTP endpoint; fail unless the status is expected (default: any 2xx).
+
+    Sends the run's occurrence id (``task.occurrence``) as ``Idempotency-Key`` unless
+    ``headers`` names that header (any case): its value wins, and ``null`` sends none."""
     url = _check_url(url)
     method_name = method.upper() if isinstance(method, str) else method
     if method_name not in METHODS:
@@ -111,6 +116,9 @@ def http(task, url, method="GET", headers=None, body=None, json=None, expected_s
                                 f"got {timeout!r}")
     shown_url = redact_url(url)
     send_headers = {str(k): str(v) for k, v in (headers or {}).items() if v is not None}
+    occurrence = getattr(task, "occurrence", None)
+    if occurrence and not any(str(k).lower() == IDEMPOTENCY_KEY.lower() for k in headers or {}):
+        send_headers[IDEMPOTENCY_KEY] = str(occurrence)
     started = time.perf_counter()
     try:
         with httpx.Client(timeout=timeout, follow_redirects=bool(follow_redirects)) as client:

@@ -33,6 +33,7 @@ from itertools import islice
 from typing import Any
 
 from . import config as config_module
+from . import occurrence as occ
 from . import pausing
 from . import task as rules
 from .calendar import PREFIX as CALENDAR_PREFIX
@@ -93,7 +94,7 @@ def _when(value: Any, field: str, now: datetime) -> datetime | None:
 
 
 def _every(every: Any, cron: str | None, tz: str | None, limit: Any, until: Any,
-           now: datetime) -> Any:
+           now: datetime, jitter: Any = None) -> Any:
     """The ``repeat`` field for the keyword arguments of :meth:`Client.schedule`."""
     if every is not None and cron is not None:
         raise TaskError("every: give every or cron, not both")
@@ -104,12 +105,16 @@ def _every(every: Any, cron: str | None, tz: str | None, limit: Any, until: Any,
             raise TaskError("limit: applies to a repeating task only (every or cron)")
         if until is not None:
             raise TaskError("until: applies to a repeating task only (every or cron)")
+        if jitter is not None:
+            raise TaskError("jitter: applies to a repeating task only (every or cron)")
         return None
     extra: dict = {}
     if limit is not None:
         extra["limit"] = limit
     if until is not None:
         extra["until"] = format_date(_when(until, "until", now))
+    if jitter is not None:
+        extra["jitter"] = jitter
     if cron is not None:
         return {"cron": cron, **({"tz": tz} if tz is not None else {}), **extra}
     if isinstance(every, timedelta):
@@ -235,7 +240,8 @@ class Client:
     def schedule(self, job: str, *args: Any, worker: str, at: datetime | str | None = None,
                  every: Any = None, cron: str | None = None, tz: str | None = None,
                  limit: int | None = None, until: datetime | str | None = None,
-                 retry: int | dict | None = None, timeout: float | None = None,
+                 jitter: float | None = None, retry: int | dict | None = None,
+                 timeout: float | None = None,
                  max_delay: float | None = None, isolation: str | None = None,
                  id: str | None = None, kwargs: dict | None = None, exclude: Any = None,
                  concurrency: Any = None, overlap: str | None = None,
@@ -247,7 +253,9 @@ class Client:
         after ``at``. ``every``: an object of After units (``{"days": 7}``), an ISO 8601
         duration (``"P7D"``), a shorthand (``"7d"``, ``"1h30m"``, ``"1M"`` is a month),
         seconds (int) or a timedelta. ``cron`` with ``tz`` (IANA, default UTC). ``limit``
-        (runs) and ``until`` end a repeating task. ``retry``: attempts after the first, or
+        (runs) and ``until`` end a repeating task; ``jitter`` (seconds) runs each of its
+        occurrences later by a deterministic amount in [0, jitter). ``retry``: attempts after
+        the first, or
         ``{"limit", "delay", "backoff"}``. ``timeout`` and ``max_delay`` in seconds.
         ``isolation``: ``"thread"`` (the default) or ``"process"``, a run in a child process
         of its own, killed when it passes ``timeout``.
@@ -289,7 +297,7 @@ class Client:
         if id is not None and (not isinstance(id, str) or not id or id.startswith("_")):
             raise TaskError(f"id: {id!r} is not a task id (a non-empty string not starting "
                             "with _)")
-        repeat = _with_exclude(_every(every, cron, tz, limit, until, now), exclude)
+        repeat = _with_exclude(_every(every, cron, tz, limit, until, now, jitter), exclude)
         start = _when(at, "at", now)
         doc: dict = {
             "_id": id or uuid.uuid4().hex,
@@ -363,13 +371,22 @@ class Client:
             raise TaskNotFound(f"no task {id!r} in {self.db}") from None
 
     def runs(self, id: str, limit: int = 20) -> list[dict]:
-        """The task's last ``limit`` run records, newest first."""
+        """The task's last ``limit`` run records, newest first: its own, and those of its
+        extra runs (``run_now``, ``backfill``), which carry ``kind`` and ``parent``."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise TaskError(f"limit: must be a positive integer, not {limit!r}")
         docs, _ = self.store.find({"task": id, "number": {"$gt": None}}, db=self.runs_db,
                                   sort=[{"task": "desc"}, {"number": "desc"}], limit=limit)
-        docs.sort(key=lambda r: (r.get("number", 0), r.get("started") or ""), reverse=True)
-        return docs
+        extra, _ = self.store.find({"parent": id, "started": {"$gt": None}}, db=self.runs_db,
+                                   sort=[{"parent": "desc"}, {"started": "desc"}],
+                                   limit=limit)
+        if not extra:
+            docs.sort(key=lambda r: (r.get("number", 0), r.get("started") or ""),
+                      reverse=True)
+            return docs
+        docs += extra
+        docs.sort(key=lambda r: (r.get("started") or "", r.get("number", 0)), reverse=True)
+        return docs[:limit]
 
     def tasks(self, worker: str | None = None, status: str | Iterable[str] | None = None,
               job: str | None = None, before: datetime | str | None = None,
@@ -515,6 +532,77 @@ class Client:
                 continue
         raise StoreError(f"task {id}: gave up after {MAX_CONFLICTS} conflicting writes")
 
+    # -- extra runs: now, and past occurrences -----------------------------------------------
+
+    def _extra_of(self, id: str) -> tuple[dict, rules.Spec]:
+        parent = self.get(id)
+        spec = check(parent)
+        if spec.occurrence is not None:
+            raise StateError(f"task {id} is itself a {spec.occurrence.kind} run of task "
+                             f"{spec.occurrence.task}: ask that task instead")
+        return parent, spec
+
+    def run_now(self, id: str) -> dict:
+        """One extra run of the task as soon as possible, its schedule kept; returns the
+        one-off task written for it (:func:`after.occurrence.extra_doc`).
+
+        That task, ``<id>:manual:<now>``, runs the task's job once on the same worker
+        name (claimed through ``_rev``, so by exactly one process); its run is recorded
+        with ``kind`` ``manual`` and listed by ``runs(id)``. Any status but a task that is
+        itself an extra run. Asked twice in the same millisecond, it is one run."""
+        parent, _ = self._extra_of(id)
+        doc = occ.extra_doc(parent, occ.MANUAL, utcnow())
+        try:
+            self._write(doc)
+        except Conflict:  # the same millisecond: that run is this one
+            return self.get(doc["_id"])
+        return doc
+
+    def backfill(self, id: str, start: datetime | str, end: datetime | str) -> dict:
+        """Run each occurrence of a repeating task from ``start`` to ``end`` (both
+        inclusive; datetimes, ISO 8601 or ``now``, as for ``tasks``) once, its schedule
+        kept. Returns ``{"task", "occurrences", "created",
+        "existing"}`` (the one-off tasks' ids).
+
+        Each occurrence is a one-off task ``<id>:backfill:<date>`` due at its date (so a
+        past one runs at once, and the job's ``task.date`` is the occurrence's), run by
+        exactly one process of the worker name, recorded with ``kind`` ``backfill`` and its
+        occurrence date, and listed by ``runs(id)``. Idempotent by occurrence: an
+        occurrence asked for before (its task exists, in any status) is not run again.
+        The window must be in the past (the schedule runs the rest) and hold at most
+        :data:`after.occurrence.MAX_BACKFILL` occurrences."""
+        now = utcnow()
+        low, high = _when(start, "from", now), _when(end, "to", now)
+        if low is None or high is None:
+            raise TaskError(f"{'from' if low is None else 'to'}: required (a date)")
+        if high < low:
+            raise TaskError(f"to: {format_date(high)} is before from ({format_date(low)})")
+        if high > now:
+            raise TaskError(f"to: {format_date(high)} is in the future: a backfill runs past "
+                            "occurrences (the schedule runs the others)")
+        parent, spec = self._extra_of(id)
+        if spec.repeat is None:
+            raise StateError(f"task {id} does not repeat: it has no occurrences to backfill")
+        anchor = rules.instant(rules.info(parent).get("anchor")) or spec.date
+        dates = spec.repeat.between(anchor, low, high, occ.MAX_BACKFILL)
+        if len(dates) > occ.MAX_BACKFILL:
+            raise TaskError(f"from: the window {format_date(low)} to {format_date(high)} "
+                            f"holds more than {occ.MAX_BACKFILL} occurrences of task {id} "
+                            "(backfill it in smaller windows)")
+        created, existing = [], []
+        docs = [occ.extra_doc(parent, occ.BACKFILL, date) for date in dates]
+        for first in range(0, len(docs), 200):
+            for result in self.store.bulk_docs(docs[first:first + 200]):
+                if result.get("error") == "conflict":
+                    existing.append(result["id"])
+                elif result.get("error"):
+                    raise TaskError(f"{result.get('id')}: "
+                                    f"{result.get('reason') or result['error']}")
+                else:
+                    created.append(result["id"])
+        return {"task": id, "occurrences": [format_date(d) for d in dates],
+                "created": created, "existing": existing}
+
     # -- calendars and caps --------------------------------------------------------------
 
     def set_calendar(self, name: str, dates: list, description: str | None = None) -> dict:
@@ -596,13 +684,12 @@ class Client:
         except TaskError:
             return []
         info = rules.info(doc)
-        first = spec.date
+        first = spec.due  # a repeat's jitter moves each occurrence: these are the instants
         if status == rules.SCHEDULED and rules.instant(info.get("due")) is not None:
             first = rules.instant(info["due"])
-        runs = [first]
         rule = spec.repeat
         if rule is None:
-            return runs
+            return [first]
         left = None
         if rule.limit is not None:
             left = rule.limit - int(info.get("occurrences", 0) or 0)
@@ -610,14 +697,16 @@ class Client:
         wanted = count - 1
         if rule.exclude is not None:  # look further: excluded days are left out below
             wanted = min(max(count * 20, 366), 5000)
-        runs += rule.upcoming(anchor, spec.date, wanted)
+        dates = [spec.date, *rule.upcoming(anchor, spec.date, wanted)]
         if rule.until is not None:
-            runs = [r for r in runs if r <= rule.until]
+            dates = [r for r in dates if r <= rule.until]
         if left is not None:
-            runs = runs[:max(left, 0)]
-        if rule.exclude is not None:
-            runs = [r for r in runs
-                    if excluded(rule.exclude, r, rule.zone, calendars or {}) is None]
+            dates = dates[:max(left, 0)]
+        if rule.exclude is not None:  # the occurrence's day, before its jitter
+            dates = [r for r in dates
+                     if excluded(rule.exclude, r, rule.zone, calendars or {}) is None]
+        runs = [first if r == spec.date else occ.jittered(spec.id, r, rule.jitter)
+                for r in dates]
         return runs[:count]
 
 

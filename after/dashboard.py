@@ -18,8 +18,9 @@ Views (for the page; the workers never query them):
   and the worker and job names for the filters (``group_level=3``).
 - ``upcoming``: the instant a task that is to run (``waiting``, ``scheduled``,
   ``reschedule``; not ``running``) is due, in epoch milliseconds (the held occurrence's
-  ``after.due`` when a worker holds it, else ``date``), with ``_count``: the timeline and the
-  number of overdue tasks.
+  ``after.due`` when a worker holds it, else ``date`` moved by the repeat's ``jitter``, as
+  the workers move it: :data:`after.occurrence.JS_JITTER`), with ``_count``: the timeline
+  and the number of overdue tasks.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from .occurrence import JS_JITTER
 from .schema import JS_PARSE_DATE  # one date grammar for every view
 from .store import Conflict, Store
 
@@ -53,6 +55,7 @@ STATUS_MAP = r"""function (doc) {
 UPCOMING_MAP = (
     "function (doc) {\n"
     + JS_PARSE_DATE
+    + JS_JITTER
     + r"""
   var PENDING = ['waiting', 'scheduled', 'reschedule'];
   if (PENDING.indexOf(doc.status) < 0) return;
@@ -60,6 +63,9 @@ UPCOMING_MAP = (
   var held = doc.status === 'scheduled' && info.due;
   var due = parseDate(held ? info.due : doc.date);
   if (due === null) return;
+  var jitter = doc.repeat && typeof doc.repeat === 'object' ? doc.repeat.jitter : 0;
+  if (!held && typeof jitter === 'number' && jitter > 0)  // held: info.due is jittered
+    due += jitterMs(doc._id, due, jitter);
   emit(due, {status: doc.status, worker: doc.worker,
              job: doc.job && doc.job.name, date: doc.date});
 }"""

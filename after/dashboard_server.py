@@ -17,10 +17,11 @@ credentials in this process.
 
 The page changes a task only through this server's actions, ``POST
 /_after/tasks/<id>/<action>`` (``cancel``, ``reschedule`` with ``{"date": ...}``, ``run``,
-``rerun``, ``pause``, ``resume``), which call :class:`after.client.Client`: the rules of each
-transition live once, in :mod:`after.task`, and a write that conflicts is re-read and decided
-again there. An action the task's status does not offer (:data:`after.task.ACTIONS`) is
-refused with a 409. A worker name is paused or resumed with ``POST
+``rerun``, ``run`` (one extra run, the schedule kept), ``backfill`` with ``{"from": ...,
+"to": ...}``, ``pause``, ``resume``), which call :class:`after.client.Client`: the rules of
+each transition live once, in :mod:`after.task`, and a write that conflicts is re-read and
+decided again there. An action the task's status does not offer (:data:`after.task.ACTIONS`)
+is refused with a 409. A worker name is paused or resumed with ``POST
 /_after/workers/<name>/pause`` or ``.../resume`` (:mod:`after.pausing`).
 
 What passes to CouchDB (everything else gets a 403 from here and never reaches it), see
@@ -89,7 +90,8 @@ ENDPOINTS = {
     "_changes": {"GET", "POST"},
 }
 DOCUMENT_METHODS = {"GET", "HEAD"}  # writes go through the actions
-ACTION_RE = re.compile(r"/_after/tasks/([^/]+)/(cancel|reschedule|run|rerun|pause|resume)")
+ACTION_RE = re.compile(
+    r"/_after/tasks/([^/]+)/(cancel|reschedule|run|rerun|backfill|pause|resume)")
 WORKER_ACTION_RE = re.compile(r"/_after/workers/([^/]+)/(pause|resume)")
 MAX_ACTION_BODY = 4096
 VIEW_METHODS = {"GET", "HEAD"}
@@ -151,9 +153,12 @@ class DashboardServer:
         self._thread: threading.Thread | None = None
         self.client = Client(store=store)
 
-    def act(self, task_id: str, action: str, date: str | None = None) -> dict:
-        """Apply a dashboard action to a task; returns the document written. Raises
-        TaskNotFound, StateError (the status does not offer it) or TaskError."""
+    def act(self, task_id: str, action: str, date: str | None = None,
+            window: tuple | None = None) -> dict:
+        """Apply a dashboard action to a task; returns the document written (for ``run``,
+        the one-off task of the extra run; for ``backfill`` of ``window`` (from, to), what
+        :meth:`Client.backfill` returns). Raises TaskNotFound, StateError (the status does
+        not offer it) or TaskError."""
         status = self.client.get(task_id).get("status")
         if action not in rules.ACTIONS.get(status, ()):
             raise rules.StateError(f"{task_id} is {status}: {action} is not possible")
@@ -165,7 +170,15 @@ class DashboardServer:
             if not isinstance(date, str):
                 raise rules.TaskError("date: required (ISO 8601)")
             return self.client.reschedule(task_id, at=date, all=True)
-        return self.client.reschedule(task_id, all=action == "run")  # rerun: error only
+        if action == "run":
+            return self.client.run_now(task_id)  # one extra run, the schedule kept
+        if action == "backfill":
+            start, end = window or (None, None)
+            for name, value in (("from", start), ("to", end)):
+                if not isinstance(value, str):
+                    raise rules.TaskError(f"{name}: required (ISO 8601)")
+            return self.client.backfill(task_id, start, end)
+        return self.client.reschedule(task_id)  # rerun: a task in error only
 
     def act_on_worker(self, name: str, action: str) -> dict:
         """Pause or resume a worker name; returns ``{"name", "paused"}``. Raises TaskError
@@ -270,7 +283,8 @@ class Handler(BaseHTTPRequestHandler):
             if match.re is WORKER_ACTION_RE:
                 doc = self.dashboard.act_on_worker(unquote(match[1]), match[2])
             else:
-                doc = self.dashboard.act(unquote(match[1]), match[2], body.get("date"))
+                doc = self.dashboard.act(unquote(match[1]), match[2], body.get("date"),
+                                         (body.get("from"), body.get("to")))
         except TaskNotFound as exc:
             self.refuse(404, "not_found", str(exc))
         except rules.StateError as exc:

@@ -189,13 +189,13 @@ def decide(doc: dict, view: View, now: datetime) -> list[Action]:
     if view.paused and not (owner == view.me.process and status == rules.RUNNING):
         return paused_name(doc, owner, held, view)
     if status in (rules.WAITING, rules.RESCHEDULE):
-        if to_ms(spec.date) <= to_ms(now) + view.horizon_ms:
-            return [Drop(docid), *claim_or_defer(doc, spec, spec.date, view, now)]
+        if to_ms(spec.due) <= to_ms(now) + view.horizon_ms:  # (moved by a repeat's jitter)
+            return [Drop(docid), *claim_or_defer(doc, spec, spec.due, view, now)]
         if status == rules.RESCHEDULE:
             return [Drop(docid), Write(Kind.PARK, rules.hand_back(doc))]
         return [Drop(docid)]
     moved = rules.date_moved(doc)
-    due = spec.date if moved else due_of(info, spec)
+    due = spec.due if moved else due_of(info, spec)
     if owner and not owner.startswith(f"{view.me.name}@") and status == rules.SCHEDULED:
         # moved here from another worker name: that name's process no longer holds it (its
         # writes conflict with the move, and its feed no longer shows it): claim it
@@ -266,7 +266,7 @@ def due_of(info: dict, spec: rules.Spec) -> datetime:
     try:
         return parse_date(info["due"], "after.due")
     except (KeyError, ValueError):
-        return spec.date
+        return spec.due
 
 
 # Sharing: the preferred process of a task (see Peers.preferred) claims it at once; the
@@ -462,6 +462,19 @@ def refinish(write: Write, fresh: dict, me: Identity, now: datetime) -> list[Wri
                   takeover=write.takeover)]
 
 
+def occurrence_fields(spec: rules.Spec | None) -> dict:
+    """What a run record says of its occurrence: its id (the idempotency key), its date,
+    and for a one-off ``manual`` or ``backfill`` run, its kind and the task (``parent``)
+    it runs an occurrence of, under which ``after runs`` lists it."""
+    if spec is None:
+        return {}
+    if spec.occurrence is None:
+        return {"occurrence": spec.occurrence_id, "occurrence_date": format_date(spec.date)}
+    return {"occurrence": spec.occurrence_id,
+            "occurrence_date": format_date(spec.occurrence.date),
+            "kind": spec.occurrence.kind, "parent": spec.occurrence.task}
+
+
 def run_record(doc: dict, spec: rules.Spec | None, outcome: rules.Outcome, me: Identity, *,
                owner: str | None = None, trace: str | None = None,
                response: dict | None = None) -> dict:
@@ -480,6 +493,7 @@ def run_record(doc: dict, spec: rules.Spec | None, outcome: rules.Outcome, me: I
         "pid": me.pid,
         "job": spec.job if spec else None,
         "scheduled": info.get("due") or doc.get("date"),
+        **occurrence_fields(spec),
         "started": format_date(outcome.started),
         "ended": format_date(outcome.ended),
         "duration_ms": outcome.duration_ms,

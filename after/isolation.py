@@ -127,7 +127,7 @@ def run(child: Child, registry: JobRegistry, func: Callable | Exception, context
     child.process = _context.Process(
         target=_child, name=f"{NAME_PREFIX}{context.job}", args=(
             writer, str(registry.root), context.job, _module_of(func), dict(context.doc),
-            context.date, context.attempt, arguments, _logging()))
+            context.date, context.attempt, arguments, _logging(), context.occurrence))
     try:
         with _lock:
             child.process.start()
@@ -194,7 +194,8 @@ def _logging() -> tuple[int, list[str], bool]:
 
 
 def _child(answer: Connection, folder: str, name: str, module: str | None, doc: dict,
-           date: datetime, attempt: int, arguments: Any, logs: tuple) -> None:
+           date: datetime, attempt: int, arguments: Any, logs: tuple,
+           occurrence: str | None = None) -> None:
     os.setsid()  # a session and process group of its own (see the module's docstring)
     parent = multiprocessing.parent_process()
     if parent is not None:
@@ -207,7 +208,7 @@ def _child(answer: Connection, folder: str, name: str, module: str | None, doc: 
         func: Callable | Exception = JobRegistry(folder).resolve(name)
     except Exception as exc:  # JobError: the module went away, or fails to import now
         func = exc
-    reply = call(func, TaskContext(doc, date, attempt), arguments)
+    reply = call(func, TaskContext(doc, date, attempt, occurrence), arguments)
     try:
         answer.send(reply)
     except Exception as exc:  # what it returned cannot be sent (to_result made it JSON)

@@ -315,10 +315,13 @@ class TaskContext:
     """What a job receives as ``task``: a read-only view of the task being run.
 
     ``doc`` is a deep copy of the task document behind a read-only mapping: the job can
-    read anything, and nothing it does reaches the worker's copy.
+    read anything, and nothing it does reaches the worker's copy. ``occurrence`` is the
+    occurrence id (:func:`after.occurrence.key`): the same for every attempt, retry and
+    re-run of this occurrence, another for every other one; an idempotency key (the ``http``
+    job sends it as ``Idempotency-Key``).
     """
 
-    __slots__ = ("id", "worker", "date", "job", "arguments", "attempt", "doc")
+    __slots__ = ("id", "worker", "date", "job", "arguments", "attempt", "doc", "occurrence")
 
     id: str | None
     worker: str | None
@@ -327,8 +330,9 @@ class TaskContext:
     arguments: Any
     attempt: int
     doc: Mapping[str, Any]
+    occurrence: str | None
 
-    def __init__(self, doc: dict, date: datetime, attempt: int):
+    def __init__(self, doc: dict, date: datetime, attempt: int, occurrence: str | None = None):
         doc = copy.deepcopy(dict(doc))
         spec = doc.get("job") if isinstance(doc.get("job"), dict) else {}
         values = {
@@ -339,6 +343,7 @@ class TaskContext:
             "arguments": _readonly(copy.deepcopy(spec.get("arguments"))),
             "attempt": int(attempt),
             "doc": types.MappingProxyType(doc),
+            "occurrence": occurrence,
         }
         for key, value in values.items():
             object.__setattr__(self, key, value)

@@ -37,6 +37,10 @@ Decisions:
 - The anchor is an occurrence itself: when it is later than the time asked about, it is the
   next occurrence (for cron too, since a task first runs at its ``date``).
 - Every datetime returned is aware UTC.
+- ``jitter`` (object forms only, with ``limit`` and ``until``): seconds, 0 to ``MAX_JITTER``
+  (a year). The rule's occurrences stay where they are; each is *run* later by a
+  deterministic amount in [0, jitter) (:mod:`after.occurrence`), so ``next_date`` and
+  ``upcoming`` return nominal dates and :mod:`after.task` moves them.
 """
 
 from __future__ import annotations
@@ -67,6 +71,8 @@ SHORTHANDS = {
 #: The shortest interval a task may repeat at. Ten tasks at 1 ms ran 163 times a second and
 #: made every other task of their worker late; a second is what cron's seconds field allows.
 MIN_INTERVAL_US = 1_000_000
+#: The longest ``jitter``: a year, in seconds.
+MAX_JITTER = 366 * 86400
 _UNIT_HELP = f"use {', '.join(UNITS)} or {', '.join(SHORTHANDS)}"
 
 _NUM = r"[0-9]+(?:[.,][0-9]+)?"
@@ -102,6 +108,7 @@ class Rule:
 
     limit: int | None = None
     until: datetime | None = None
+    jitter: float = 0.0
     exclude: Exclusion | None = None
 
     @property
@@ -122,6 +129,8 @@ class Rule:
             text += f", {self.limit} run{'s' if self.limit != 1 else ''} at most"
         if self.until is not None:
             text += f", until {format_date(self.until)}"
+        if self.jitter:
+            text += f", jitter {self.jitter:g}s"
         return text
 
     def next_date(
@@ -137,10 +146,26 @@ class Rule:
             return None
         return found
 
-    def between(self, anchor: datetime, after: datetime, end: datetime,
+    def between(self, anchor: datetime, start: datetime, end: datetime,
+                most: int) -> list[datetime]:
+        """The occurrences from ``start`` to ``end`` (both inclusive, and before the anchor
+        too: a backfill may reach back before a task was created), in order; at most
+        ``most + 1`` of them, so that a caller can tell a window holds more than ``most``.
+        ``until`` is honoured, ``limit`` is not (it counts the schedule's runs)."""
+        start, end = _utc(start), _utc(end)
+        if self.until is not None:
+            end = min(end, self.until)
+        found = self._between(_utc(anchor), start, end, most + 1) if start <= end else []
+        return found[:most + 1]
+
+    def _between(self, anchor: datetime, start: datetime, end: datetime,
+                 count: int) -> list[datetime]:
+        raise NotImplementedError
+
+    def falling(self, anchor: datetime, after: datetime, end: datetime,
                 most: int) -> list[datetime]:
         """The occurrences strictly after ``after`` and at or before ``end`` (and ``until``),
-        the first ``most`` of them (ignores limit)."""
+        the first ``most`` of them (ignores limit): those that fell due while a run went."""
         last = _utc(end) if self.until is None else min(_utc(end), self.until)
         anchor, cursor = _utc(anchor), _utc(after)
         found: list[datetime] = []
@@ -190,6 +215,23 @@ class IntervalRule(Rule):
         fixed = sum(getattr(self, unit) * us for unit, us in _US.items())
         return self.years * _MEAN_YEAR_US + self.months * _MEAN_MONTH_US + fixed
 
+    def _between(self, anchor: datetime, start: datetime, end: datetime,
+                 count: int) -> list[datetime]:
+        # k may be negative: occurrences before the anchor are anchor + k * interval too
+        k = (start - anchor) // timedelta(microseconds=1) // self._mean_us()
+        found: list[datetime] = []
+        try:
+            while self.occurrence(anchor, k) >= start:
+                k -= 1
+            while self.occurrence(anchor, k) < start:
+                k += 1
+            while len(found) < count and (at := self.occurrence(anchor, k)) <= end:
+                found.append(at)
+                k += 1
+        except (OverflowError, ValueError):  # the calendar's ends
+            pass
+        return found
+
     def _first_after(self, anchor: datetime, after: datetime) -> datetime | None:
         if anchor > after:
             return anchor
@@ -236,6 +278,19 @@ class CronRule(Rule):
         except CroniterBadDateError:
             return None
 
+    def _between(self, anchor: datetime, start: datetime, end: datetime,
+                 count: int) -> list[datetime]:
+        # the cron times of the window, whatever the anchor; the anchor is an occurrence too
+        found = {anchor} if start <= anchor <= end else set()
+        cursor, before_all = start - timedelta(microseconds=1), datetime(1, 1, 2, tzinfo=UTC)
+        while len(found) < count + 1:
+            at = self._first_after(before_all, cursor)
+            if at is None or at > end:
+                break
+            found.add(at)
+            cursor = at
+        return sorted(found)[:count]
+
     def _describe(self) -> str:
         return f"cron {self.expr} ({self.tz})"
 
@@ -258,7 +313,7 @@ def _whole(field: str, value: object, minimum: int) -> int:
 
 
 def _limits(raw: dict) -> dict:
-    """The optional ``limit``, ``until`` and ``exclude`` of an object form."""
+    """The optional ``limit``, ``until``, ``exclude`` and ``jitter`` of an object form."""
     out: dict = {}
     if "limit" in raw:
         out["limit"] = _whole("limit", raw["limit"], 1)
@@ -272,6 +327,15 @@ def _limits(raw: dict) -> dict:
             out["exclude"] = parse_exclude(raw["exclude"])
         except CalendarError as exc:
             raise RepeatError(str(exc)) from None
+    if "jitter" in raw:
+        value = raw["jitter"]
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not 0 <= value <= MAX_JITTER:
+            shown = repr(value) if not isinstance(value, int) or abs(value) < 10 ** 40 \
+                else "a number that large"
+            raise RepeatError(f"repeat: jitter must be a number of seconds from 0 to "
+                              f"{MAX_JITTER}, got {shown[:60]}")
+        out["jitter"] = float(value)
     return out
 
 
@@ -330,7 +394,7 @@ def _parse_units(raw: dict) -> IntervalRule:
     values: dict[str, int] = {}
     given_as: dict[str, str] = {}
     for key, value in raw.items():
-        if key in ("limit", "until", "exclude"):
+        if key in ("limit", "until", "exclude", "jitter"):
             continue
         unit = SHORTHANDS.get(key, key)
         if unit not in UNITS:
@@ -348,7 +412,7 @@ def _parse_units(raw: dict) -> IntervalRule:
 
 
 def _parse_cron(raw: dict) -> CronRule:
-    _check_keys(raw, {"cron", "tz", "limit", "until", "exclude"}, "cron")
+    _check_keys(raw, {"cron", "tz", "limit", "until", "exclude", "jitter"}, "cron")
     expr, tz = raw["cron"], raw.get("tz", "UTC")
     if not isinstance(expr, str) or not expr.strip():
         raise RepeatError(f"repeat: cron must be a cron expression string, got {expr!r}")
@@ -391,7 +455,7 @@ def parse_repeat(value: object) -> Rule | None:
     if "cron" in value:
         return _parse_cron(value)
     if "every" in value:
-        _check_keys(value, {"every", "limit", "until", "exclude"}, "every")
+        _check_keys(value, {"every", "limit", "until", "exclude", "jitter"}, "every")
         if not isinstance(value["every"], str):
             raise RepeatError(
                 f"repeat: every must be an ISO 8601 duration string, got {value['every']!r}"

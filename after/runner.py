@@ -95,7 +95,7 @@ class Runner:
     def prepare(held: Held) -> None:
         """Make what the job receives now (a deep copy of the document), not at launch."""
         attempt = rules.counter(rules.meta(dict(held.doc)), "attempt") or 1
-        held.context = TaskContext(held.doc, held.spec.date, attempt)
+        held.context = TaskContext(held.doc, held.spec.date, attempt, held.spec.occurrence_id)
 
     def launch(self, held: Held, func, now: datetime) -> float:
         """Run ``held``'s job (``func``, or the JobError resolving it raised); returns how

@@ -18,13 +18,15 @@
     worker's claims and starts) is let through at once: that was validated when it was
     written, so only a write that changes it (a user's) is checked in full.
   - the view ``due``, keyed ``[worker, status, due_ms]``: the date normalised to epoch
-    milliseconds at index time, so a worker asks for exactly "my waiting tasks due before T"
+    milliseconds at index time (and moved by ``repeat.jitter`` as the workers move it, so
+    a task whose date has passed but whose jittered instant has not stays out of a poll), so a worker asks for exactly "my waiting tasks due before T"
     whatever offset or precision each document wrote its date with. (A Mango index on the raw
     ``date`` string cannot do that: ``+02:00`` offsets and fractions do not sort as instants.)
     A date the view cannot read is keyed 0, so the worker sees it at once and marks it
     ``error``.
 - Mango indexes on ``[worker, status, date]`` and ``[status, date]`` for listing tasks.
-- ``<db>_runs``: one record per run (history), indexed by ``[task, number]``.
+- ``<db>_runs``: one record per run (history), indexed by ``[task, number]``, and the runs
+  of extra occurrences (manual, backfill) by ``[parent, started]``.
 - ``<db>_workers``: one heartbeat document per worker process.
 
 Running it again changes nothing that is already right (idempotent).
@@ -45,8 +47,9 @@ from .config import databases, runs_db
 from .dates import ISO_DATE_RE
 from .jobnames import JOB_NAME
 from .jsonsafe import MAX_DEPTH, MAX_STRING
+from .occurrence import JS_JITTER
 from .repeat import _UNIT_HELP as UNIT_HELP
-from .repeat import ISO_DURATION_RE, MIN_INTERVAL_US, SHORTHANDS, UNITS
+from .repeat import ISO_DURATION_RE, MAX_JITTER, MIN_INTERVAL_US, SHORTHANDS, UNITS
 from .store import Conflict, Store
 from .task import (
     CAP_KEY_HELP,
@@ -282,7 +285,11 @@ function definitionProblem(doc) {
     var bad;
     if (has(r, 'limit')) { bad = wholeProblem('limit', r.limit, 1); if (bad) return bad; }
     if (has(r, 'until')) { bad = dateProblem(r.until, 'repeat.until'); if (bad) return bad; }
-    if (has(r, 'exclude')) return excludeProblem(r.exclude);
+    if (has(r, 'exclude') && (bad = excludeProblem(r.exclude))) return bad;
+    if (has(r, 'jitter') && (typeof r.jitter !== 'number'
+                             || !(r.jitter >= 0 && r.jitter <= MAX_JITTER)))
+      return 'repeat: jitter must be a number of seconds from 0 to ' + MAX_JITTER + ', got '
+        + pyrepr(r.jitter, 80, false).substr(0, 60);
     return null;
   }
   // -- after.calendar
@@ -421,7 +428,7 @@ function definitionProblem(doc) {
   function unitsProblem(r) {  // after.repeat._parse_units
     var f = zero(), givenAs = {}, given = 0, k, unit, bad;
     for (k in r) {
-      if (!has(r, k) || k === 'limit' || k === 'until' || k === 'exclude') continue;
+      if (!has(r, k) || k === 'limit' || k === 'until' || k === 'exclude' || k === 'jitter') continue;
       unit = has(SHORT, k) ? SHORT[k] : k;
       if (UNITS.indexOf(unit) < 0) return 'repeat: unknown unit ' + str(k) + ' (' + UNIT_HELP + ')';
       if (has(givenAs, unit)) return 'repeat: ' + str(givenAs[unit]) + ' and ' + str(k) + ' are the same unit';
@@ -436,9 +443,9 @@ function definitionProblem(doc) {
     return limitsProblem(r) || checkedProblem(f);
   }
   function cronProblem(r) {  // after.repeat._parse_cron, its shape only
-    var extra = extraKey(r, ['cron', 'exclude', 'limit', 'tz', 'until']);
+    var extra = extraKey(r, ['cron', 'exclude', 'jitter', 'limit', 'tz', 'until']);
     if (extra !== null)
-      return 'repeat: unknown key ' + str(extra) + ' in a cron rule (allowed: cron, exclude, limit, tz, until)';
+      return 'repeat: unknown key ' + str(extra) + ' in a cron rule (allowed: cron, exclude, jitter, limit, tz, until)';
     var expr = r.cron;
     if (typeof expr !== 'string' || !words(expr).length)
       return 'repeat: cron must be a cron expression string, got ' + rep(expr);
@@ -458,9 +465,9 @@ function definitionProblem(doc) {
         + pytype(r) + ' ' + rep(r);
     if (has(r, 'cron')) return cronProblem(r);
     if (!has(r, 'every')) return unitsProblem(r);
-    var extra = extraKey(r, ['every', 'exclude', 'limit', 'until']);
+    var extra = extraKey(r, ['every', 'exclude', 'jitter', 'limit', 'until']);
     if (extra !== null)
-      return 'repeat: unknown key ' + str(extra) + ' in a every rule (allowed: every, exclude, limit, until)';
+      return 'repeat: unknown key ' + str(extra) + ' in a every rule (allowed: every, exclude, jitter, limit, until)';
     if (typeof r.every !== 'string')
       return 'repeat: every must be an ISO 8601 duration string, got ' + rep(r.every);
     return limitsProblem(r) || durationProblem(r.every);
@@ -507,6 +514,23 @@ function definitionProblem(doc) {
     return null;
   }
 
+  function occurrenceProblem() {  // after.task.parse_occurrence
+    var o = doc.occurrence, bad;
+    if (o === null || o === undefined) return null;
+    if (!isObject(o)) return 'occurrence: must be an object {"task", "kind", "date"}, not ' + show(o);
+    var extra = extraKey(o, ['date', 'kind', 'task']);
+    if (extra !== null) return 'occurrence: unknown field ' + str(extra) + ' (use task, kind, date)';
+    if (typeof o.task !== 'string' || !o.task)
+      return 'occurrence.task: required (the id of the task this runs an occurrence of)';
+    if (o.kind !== 'manual' && o.kind !== 'backfill')
+      return "occurrence.kind: must be 'manual' or 'backfill', not " + show(o.kind);
+    if ((bad = dateProblem(o.date, 'occurrence.date'))) return bad;
+    if (doc.repeat !== null && doc.repeat !== undefined)
+      return 'occurrence: a manual or backfill run does not repeat (no repeat with occurrence)';
+    var id = o.task + ':' + o.kind + ':' + o.date;
+    if (doc._id !== id) return 'occurrence: the id must be ' + str(id) + ' (task:kind:date), not ' + rep(doc._id);
+    return null;
+  }
   function isolationProblem(v) {  // after.task.parse_isolation
     if (v === null || v === undefined) return null;
     if (ISOLATIONS.indexOf(v) < 0)
@@ -544,7 +568,8 @@ function definitionProblem(doc) {
     if (doc._id.indexOf(CALENDAR_PREFIX) === 0) return calendarProblem(doc);
     return repeatProblem(doc.repeat) || retryProblem(doc.retry) || secondsProblem('timeout')
       || secondsProblem('max_delay') || isolationProblem(doc.isolation)
-      || concurrencyProblem(doc.concurrency) || overlapProblem() || priorityProblem();
+      || concurrencyProblem(doc.concurrency) || occurrenceProblem() || overlapProblem()
+      || priorityProblem();
   }
   var wrong = first();
   if (!wrong) return null;
@@ -572,6 +597,7 @@ for _name, _value in (
         ("CALENDAR_NAME_HELP", calendar.NAME_HELP),
         ("CALENDAR_PREFIX", json.dumps(calendar.PREFIX)),
         ("MIN_US", str(MIN_INTERVAL_US)),
+        ("MAX_JITTER", str(MAX_JITTER)),
         ("ISO_DATE_RE", ISO_DATE_RE.pattern),
         ("ISO_DURATION_RE", DURATION_JS)):
     JS_DEFINITION = JS_DEFINITION.replace(_name, _value)
@@ -655,12 +681,16 @@ VALIDATE = (VALIDATE.replace("TASK_RUNNABLE", json.dumps(list(RUNNABLE)))
 DUE_MAP = (
     "function (doc) {\n"
     + JS_PARSE_DATE
+    + JS_JITTER
     + r"""
   if (typeof doc.worker !== 'string' || typeof doc.status !== 'string') return;
   var due = parseDate(doc.date);
+  var jitter = doc.repeat && typeof doc.repeat === 'object' ? doc.repeat.jitter : 0;
+  if (due !== null && typeof jitter === 'number' && jitter > 0 && jitter <= MAX_JITTER)
+    due += jitterMs(doc._id, due, jitter);
   emit([doc.worker, doc.status, due === null ? 0 : due], null);
 }"""
-)
+).replace("MAX_JITTER", str(MAX_JITTER))
 
 DESIGN = {
     "_id": DESIGN_ID,
@@ -706,6 +736,7 @@ def _setup_once(store: Store, changed: list[str]) -> None:
         (store.db, ["worker", "status", "date"], "by-worker-status-date"),
         (store.db, ["status", "date"], "by-status-date"),
         (runs_db(store.db), ["task", "number"], "by-task-number"),
+        (runs_db(store.db), ["parent", "started"], "by-parent-started"),
     ]
     for db, fields, name in indexes:
         if store.save_index(fields, name, db=db) == "created":

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from . import occurrence as occ
 from .dates import DateError, format_date, parse_date
 from .jsonsafe import problem
 from .jsonsafe import show as _show
@@ -122,16 +123,18 @@ HOLD = ("owner", "claimed", "due", "date", "interrupted")
 RESET = HOLD + ("error", "canceled", "retry_at", "paused")
 
 #: What the dashboard offers for a task in each status (its relay refuses the rest): ``run``
-#: now, ``reschedule`` to a date, ``cancel``, ``rerun`` a failed task. A ``cancel`` request
-#: waits for its worker.
+#: now (one extra run, the schedule kept: :func:`after.occurrence.extra_doc`), ``backfill``
+#: a window of a repeating task's past occurrences (the relay refuses it for a task that
+#: does not repeat), ``reschedule`` to a date, ``cancel``, ``rerun`` a failed task. A
+#: ``cancel`` request waits for its worker.
 ACTIONS = {
-    WAITING: ("run", "reschedule", "pause", "cancel"),
-    SCHEDULED: ("run", "reschedule", "pause", "cancel"),
-    RUNNING: ("reschedule", "pause", "cancel"),
+    WAITING: ("run", "backfill", "reschedule", "pause", "cancel"),
+    SCHEDULED: ("run", "backfill", "reschedule", "pause", "cancel"),
+    RUNNING: ("run", "backfill", "reschedule", "pause", "cancel"),
     RESCHEDULE: ("reschedule", "pause", "cancel"),
-    ERROR: ("rerun", "reschedule"),
-    DONE: ("run", "reschedule"),
-    CANCELED: ("run", "reschedule"),
+    ERROR: ("rerun", "run", "backfill", "reschedule"),
+    DONE: ("run", "backfill", "reschedule"),
+    CANCELED: ("run", "backfill", "reschedule"),
     CANCEL: (),
     PAUSED: ("resume", "cancel"),
 }
@@ -172,6 +175,15 @@ class Retry:
 
 
 @dataclass(frozen=True)
+class Occurrence:
+    """What a one-off task runs an occurrence of (its ``occurrence`` field)."""
+
+    task: str
+    kind: str  # occurrence.MANUAL or occurrence.BACKFILL
+    date: datetime
+
+
+@dataclass(frozen=True)
 class Cap:
     """``concurrency``: at most ``limit`` runs with ``key`` at once, everywhere."""
 
@@ -196,6 +208,22 @@ class Spec:
     concurrency: Cap | None = None
     overlap: str = SKIP
     priority: int = 0
+    occurrence: Occurrence | None = None
+
+    @property
+    def due(self) -> datetime:
+        """When the occurrence at ``date`` runs: ``date`` moved by the repeat's jitter."""
+        if self.repeat is None or not self.repeat.jitter:
+            return self.date
+        return occ.jittered(self.id, self.date, self.repeat.jitter)
+
+    @property
+    def occurrence_id(self) -> str:
+        """The id of the occurrence at ``date`` (:func:`after.occurrence.key`): the parent's
+        occurrence for a one-off ``manual`` or ``backfill`` task."""
+        if self.occurrence is not None:
+            return occ.key(self.occurrence.task, self.occurrence.date, self.occurrence.kind)
+        return occ.key(self.id, self.date)
 
 
 def _number(doc: dict, name: str) -> float | None:
@@ -216,6 +244,38 @@ def counter(info: dict, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2 ** 53:
         return 0
     return value
+
+
+def parse_occurrence(doc: dict, repeat: Rule | None) -> Occurrence | None:
+    """The ``occurrence`` of a one-off task that runs an extra occurrence of another."""
+    value = doc.get("occurrence")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TaskError('occurrence: must be an object {"task", "kind", "date"}, not '
+                        f"{_show(value)}")
+    unknown = sorted(set(value) - {"task", "kind", "date"})
+    if unknown:
+        raise TaskError(f"occurrence: unknown field {unknown[0]!r} (use task, kind, date)")
+    task = value.get("task")
+    if not isinstance(task, str) or not task:
+        raise TaskError("occurrence.task: required (the id of the task this runs an "
+                        "occurrence of)")
+    kind = value.get("kind")
+    if kind not in occ.KINDS:
+        raise TaskError(f"occurrence.kind: must be 'manual' or 'backfill', not {_show(kind)}")
+    try:
+        date = parse_date(value.get("date"), "occurrence.date")
+    except DateError as exc:
+        raise TaskError(str(exc)) from None
+    if repeat is not None:
+        raise TaskError("occurrence: a manual or backfill run does not repeat (no repeat "
+                        "with occurrence)")
+    wanted = occ.extra_id(task, kind, value["date"])
+    if doc.get("_id") != wanted:
+        raise TaskError(f"occurrence: the id must be {wanted!r} (task:kind:date), not "
+                        f"{doc.get('_id')!r}")
+    return Occurrence(task, kind, date)
 
 
 def parse_isolation(value: Any) -> str:
@@ -330,6 +390,7 @@ def _parse(doc: dict) -> Spec:
     timeout, max_delay = _number(doc, "timeout"), _number(doc, "max_delay")
     isolation = parse_isolation(doc.get("isolation"))
     concurrency = parse_concurrency(doc.get("concurrency"))
+    occurrence = parse_occurrence(doc, repeat)
     overlap = doc.get("overlap", SKIP)
     if overlap not in OVERLAPS:
         raise TaskError(f"overlap: must be 'skip', 'buffer_one' or 'allow', not {_show(overlap)}")
@@ -354,6 +415,7 @@ def _parse(doc: dict) -> Spec:
         max_delay=max_delay,
         isolation=isolation,
         concurrency=concurrency,
+        occurrence=occurrence,
         overlap=overlap,
         priority=priority,
     )
@@ -441,12 +503,15 @@ def hand_back(doc: dict) -> dict:
 
 
 def _new_date(doc: dict) -> bool:
-    """A ``reschedule`` that moved the date (not one that only changed, say, ``retry``)."""
+    """A ``reschedule`` that moved the date (not one that only changed, say, ``retry``).
+    Compared with the date a worker's claim was for when one holds it (``next_run`` is then
+    the held instant: a retry's, or the date moved by a repeat's jitter), else ``next_run``."""
     if doc.get("status") != RESCHEDULE:
         return False
+    ns = info(doc)
+    was = ns.get("date") if ns.get("owner") and ns.get("date") is not None else ns.get("next_run")
     try:
-        return parse_date(doc.get("date"), "date") != parse_date(info(doc).get("next_run"),
-                                                                  "next")
+        return parse_date(doc.get("date"), "date") != parse_date(was, "next")
     except DateError:
         return True
 
@@ -507,7 +572,7 @@ def _drop(info: dict, keys: tuple[str, ...]) -> None:
 
 #: The top-level fields of a task's definition; ``Client.schedule`` owns them.
 DEFINITION = ("worker", "date", "job", "repeat", "retry", "timeout", "max_delay", "isolation",
-              "concurrency", "overlap", "priority")
+              "concurrency", "occurrence", "overlap", "priority")
 
 
 def held(doc: dict) -> bool:
@@ -677,6 +742,23 @@ def instant(value: Any) -> datetime | None:
         return None
 
 
+def next_occurrence(spec: Spec, anchor: datetime, now: datetime, runs: int) -> datetime | None:
+    """The date after ``spec.date`` of a repeating task: the first occurrence that runs after
+    ``now`` (its jittered instant: :attr:`Spec.due`), so an occurrence whose nominal date
+    passed while the one before it ran late in its jitter still runs; past ones are skipped
+    as without jitter (:meth:`after.repeat.Rule.next_date`)."""
+    rule = spec.repeat
+    if not rule.jitter:
+        return rule.next_date(anchor, spec.date, now, runs)
+    low, scheduled = now - timedelta(seconds=rule.jitter), spec.date
+    for _ in range(1000):  # a jitter of many intervals: bounded, then as without jitter
+        found = rule.next_date(anchor, scheduled, low, runs)
+        if found is None or occ.jittered(spec.id, found, rule.jitter) > now:
+            return found
+        scheduled = found
+    return rule.next_date(anchor, spec.date, now, runs)
+
+
 def isolated(doc: dict, spec: Spec) -> bool:
     """Does the run of ``doc`` go to a child process of its own? When the task asks for it
     (``"isolation": "process"``), and for every run of a task once one of its runs was cut
@@ -830,7 +912,7 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
         if skipped:
             info["skipped"] = counter(info, "skipped") + len(skipped)
         try:
-            next_date = buffered or spec.repeat.next_date(anchor, spec.date, now, runs)
+            next_date = buffered or next_occurrence(spec, anchor, now, runs)
         except OverflowError:  # the next occurrence would be past year 9999: none
             next_date = None
     if next_date is not None:
@@ -866,7 +948,7 @@ def overlapped(doc: dict, spec: Spec | None, outcome: Outcome) -> tuple[list[dat
     if limit is not None and counter(ns, "occurrences") + 1 >= limit:
         return [], None  # the series' last run: nothing falls due after it
     anchor = instant(ns.get("anchor")) or spec.date
-    fell = spec.repeat.between(anchor, max(spec.date, outcome.started), outcome.ended,
+    fell = spec.repeat.falling(anchor, max(spec.date, outcome.started), outcome.ended,
                                MAX_SKIPPED + 1)
     if spec.overlap == BUFFER_ONE and fell:
         return fell[:-1][:MAX_SKIPPED], fell[-1]

@@ -14,13 +14,15 @@ def _worker_pid() -> tuple[int, int | None]:
 
 
 def record(task, path, *args):
-    """Append one JSON line {id, date, attempt, args, pid, child, at} to the file at path:
-    ``pid`` is the worker process's, ``child`` the isolated run's own process (or null)."""
+    """Append one JSON line {id, date, attempt, occurrence, args, pid, child, at} to the file
+    at path: ``pid`` is the worker process's, ``child`` the isolated run's own process (or
+    null)."""
     pid, child = _worker_pid()
     line = json.dumps({
         "id": task.id,
         "date": task.date.isoformat(),
         "attempt": task.attempt,
+        "occurrence": getattr(task, "occurrence", None),
         "args": list(args),
         "pid": pid,
         "child": child,

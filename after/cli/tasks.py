@@ -35,7 +35,8 @@ FIELD_OPTIONS = {
     "retry.jitter": "--retry", "timeout": "--timeout", "max_delay": "--max-delay",
     "isolation": "--isolation",
     "id": "--id", "job.name": "JOB", "before": "--before", "after": "--after",
-    "status": "--status", "concurrency": "--concurrency", "concurrency.key": "--concurrency",
+    "status": "--status", "from": "--from", "to": "--to", "jitter": "--jitter",
+    "concurrency": "--concurrency", "concurrency.key": "--concurrency",
     "concurrency.limit": "--concurrency", "exclude": "--exclude",
     "overlap": "--overlap", "priority": "--priority",
 }
@@ -55,6 +56,8 @@ def option_for(message: str, *, cron: bool = False, kwargs: bool = False) -> tup
             return "--tz", rest
         if rest.startswith("limit"):
             return "--limit", rest
+        if rest.startswith("jitter"):
+            return "--jitter", rest
         return ("--cron" if cron else "--every"), rest
     if field in FIELD_OPTIONS:
         return FIELD_OPTIONS[field], rest
@@ -161,10 +164,14 @@ def run_outcome(run: dict) -> str:
 
 
 def runs_table(runs: list[dict], indent: str = "") -> None:
-    rows = [(f"{indent}RUN", "ATTEMPT", "OUTCOME", "STARTED", "DURATION", "RESULT/ERROR")]
+    """One line a run; RUN is the run's number, or ``manual``/``backfill`` for an extra
+    run; OCCURRENCE the date of the occurrence it ran."""
+    rows = [(f"{indent}RUN", "ATTEMPT", "OUTCOME", "OCCURRENCE", "STARTED", "DURATION",
+             "RESULT/ERROR")]
     for run in runs:
-        rows.append((f"{indent}{run.get('number', '-')}", str(run.get("attempt", "-")),
-                     str(run.get("outcome", "-")), short(run.get("started")),
+        rows.append((f"{indent}{run.get('kind') or run.get('number', '-')}",
+                     str(run.get("attempt", "-")), str(run.get("outcome", "-")),
+                     short(run.get("occurrence_date")), short(run.get("started")),
                      duration(run.get("duration_ms")), run_outcome(run)))
     echo_table(rows)
 
@@ -243,6 +250,9 @@ def check_job(folder: Path, name: str, args: list, kwargs: dict | None) -> None:
 @click.option("--tz", metavar="ZONE", help="the --cron time zone (IANA) [default: UTC]")
 @click.option("--limit", type=click.IntRange(1), help="a repeating task's number of runs")
 @click.option("--until", metavar="WHEN", help="a repeating task's last date (inclusive)")
+@click.option("--jitter", type=float, metavar="SECONDS",
+              help="a repeating task's occurrences each run later by a deterministic amount "
+                   "in [0, SECONDS)")
 @click.option("--retry", metavar="N|JSON",
               help="attempts after the first, or '{\"limit\": 3, \"delay\": 30, "
                    "\"backoff\": \"exponential\"}'")
@@ -273,9 +283,9 @@ def check_job(folder: Path, name: str, args: list, kwargs: dict | None) -> None:
               help="higher first when more tasks are due than a worker can start [default: 0]")
 @click.option("--json", "as_json", is_flag=True, help="print the task document")
 @click.pass_obj
-def add(cfg, job, args, worker, at, every, cron, tz, limit, until, retry, timeout, max_delay,
-        isolation, task_id, kwargs, excludes, concurrency, no_check, overlap, priority,
-        as_json):
+def add(cfg, job, args, worker, at, every, cron, tz, limit, until, jitter, retry, timeout,
+        max_delay, isolation, task_id, kwargs, excludes, concurrency, no_check, overlap,
+        priority, as_json):
     """Schedule JOB(task, ARGS...) on a worker; prints the task's id.
 
     Each ARG is JSON when it parses as JSON (42, true, null, '"42"', '[1, 2]'), else a
@@ -311,7 +321,7 @@ def add(cfg, job, args, worker, at, every, cron, tz, limit, until, retry, timeou
                                             kwargs=kwargs is not None):
         new_id = client.schedule(
             job, *arguments, worker=worker, at=at, every=every,
-            cron=cron, tz=tz, limit=limit, until=until, retry=retry,
+            cron=cron, tz=tz, limit=limit, until=until, jitter=seconds(jitter), retry=retry,
             timeout=seconds(timeout), max_delay=seconds(max_delay), isolation=isolation,
             id=task_id, kwargs=kwargs_value, exclude=exclude_items(excludes),
             concurrency=concurrency_option(concurrency), overlap=overlap, priority=priority)
@@ -518,6 +528,52 @@ def reschedule(cfg, task_id, at, any_status, as_json):
         click.echo(f"{task_id} rescheduled for {doc['date']} ({doc['status']})")
 
 
+# -- run now, backfill ----------------------------------------------------------------------
+
+
+@click.command("run")
+@click.argument("task_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="print the one-off task written")
+@click.pass_obj
+def run_now(cfg, task_id, as_json):
+    """Run a task once more, as soon as possible, its schedule kept (recorded as manual).
+
+    Writes the one-off task ID:manual:<now>, which one process of the task's worker name
+    runs; `after runs ID` lists its run."""
+    with open_client(cfg) as client, refused():
+        doc = client.run_now(task_id)
+    if as_json:
+        echo_json(masked(doc))
+    else:
+        click.echo(f"{task_id}: one extra run asked for ({doc['_id']})")
+
+
+@click.command()
+@click.argument("task_id", metavar="ID")
+@click.option("--from", "start", metavar="WHEN", required=True,
+              help="the window's start, inclusive (ISO 8601, a date alone is midnight UTC)")
+@click.option("--to", "end", metavar="WHEN", required=True,
+              help="the window's end, inclusive (in the past)")
+@click.option("--json", "as_json", is_flag=True,
+              help="the occurrences and the one-off tasks, as JSON")
+@click.pass_obj
+def backfill(cfg, task_id, start, end, as_json):
+    """Run each occurrence of a repeating task from --from to --to once (recorded as
+    backfill with its occurrence date; at most 1000). Asking again runs none twice."""
+    with open_client(cfg) as client, refused():
+        done = client.backfill(task_id, start, end)
+    if as_json:
+        echo_json(done)
+        return
+    found, new, old = len(done["occurrences"]), len(done["created"]), len(done["existing"])
+    if not found:
+        click.echo(f"{task_id}: no occurrence from {start} to {end}")
+    else:
+        click.echo(f"{task_id}: {found} occurrence{'s' if found != 1 else ''} from "
+                   f"{done['occurrences'][0]} to {done['occurrences'][-1]}: {new} to run"
+                   + (f", {old} asked for before (not run again)" if old else ""))
+
+
 # -- jobs ----------------------------------------------------------------------------------
 
 
@@ -606,4 +662,4 @@ def caps(cfg, key, as_json):
     echo_table(rows)
 
 
-COMMANDS = (add, show, tasks, runs, cancel, reschedule, jobs, calendar, caps)
+COMMANDS = (add, show, tasks, runs, cancel, reschedule, run_now, backfill, jobs, calendar, caps)

@@ -260,8 +260,9 @@ function failed(error) {
 
 // -- actions -------------------------------------------------------------------------------
 
-const DONE_WORDS = { cancel: 'Cancel requested for', run: 'Will run now:',
-  rerun: 'Will run again:', reschedule: 'Rescheduled', pause: 'Paused', resume: 'Resumed' };
+const DONE_WORDS = { cancel: 'Cancel requested for', run: 'One extra run asked for',
+  rerun: 'Will run again:', reschedule: 'Rescheduled', backfill: 'Backfill of',
+  pause: 'Paused', resume: 'Resumed' };
 
 // Pause or resume a worker name: its pause document comes back through the workers feed.
 async function actOnWorker(name, kind) {
@@ -279,16 +280,27 @@ async function act(id, kind) {
     askDate(id);
     return;
   }
+  if (kind === 'backfill') {
+    askWindow(id);
+    return;
+  }
   await update(id, kind);
 }
 
-async function update(id, kind, iso) {
+// run: the answer is the one-off task of the extra run; backfill: what it asked for
+async function update(id, kind, iso, body) {
   if (!state.tasks.get(id)) return;
   state.busy.add(id);
   redraw('tasks');
   try {
-    putTask(await taskAction(where.root, id, kind, iso ? { date: iso } : {}));
-    const extra = kind === 'reschedule' ? ` to ${iso.replace('T', ' ')}` : '';
+    const answer = await taskAction(where.root, id, kind, body || (iso ? { date: iso } : {}));
+    let extra = kind === 'reschedule' ? ` to ${iso.replace('T', ' ')}` : '';
+    if (kind === 'backfill') {
+      extra = `: ${answer.created.length} occurrence(s) to run`
+        + (answer.existing.length ? `, ${answer.existing.length} asked for before` : '');
+    } else {
+      putTask(answer);
+    }
     render.message(`${DONE_WORDS[kind]} ${id}${extra}.`, 'ok');
   } catch (error) {
     if (error.status === 409 || error.status === 404) {
@@ -320,7 +332,38 @@ function askDate(id) {
   dialog.showModal();
 }
 
+function askWindow(id) {
+  const dialog = $('#backfill-dialog');
+  $('#backfill-id').textContent = id;
+  const now = Date.now();
+  $('#backfill-from').value = model.toUtcInput(now - 7 * 86400000);
+  $('#backfill-to').value = model.toUtcInput(now);
+  dialog.dataset.id = id;
+  dialog.showModal();
+}
+
+function setupBackfill() {
+  const dialog = $('#backfill-dialog');
+  $('#backfill-cancel').addEventListener('click', () => dialog.close());
+  $('#backfill-form').addEventListener('submit', (event) => {
+    const from = model.utcInput($('#backfill-from').value);
+    const to = model.utcInput($('#backfill-to').value);
+    if (!from || !to) {
+      event.preventDefault();
+      const bad = from ? $('#backfill-to') : $('#backfill-from');
+      bad.setCustomValidity('a date and time, e.g. 2026-12-01 09:00');
+      bad.reportValidity();
+      return;
+    }
+    update(dialog.dataset.id, 'backfill', null, { from, to });
+  });
+  for (const input of ['#backfill-from', '#backfill-to']) {
+    $(input).addEventListener('input', (e) => e.target.setCustomValidity(''));
+  }
+}
+
 function setupDialogs() {
+  setupBackfill();
   const dialog = $('#reschedule-dialog');
   $('#reschedule-cancel').addEventListener('click', () => dialog.close());
   $('#reschedule-form').addEventListener('submit', (event) => {

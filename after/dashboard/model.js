@@ -151,23 +151,27 @@ export function sortTasks(docs) {
 // What the page offers for each status; the same table as after.task.ACTIONS (both are
 // tested against tests/cases/dashboard.json).
 export const ACTIONS = {
-  waiting: ['run', 'reschedule', 'pause', 'cancel'],
-  scheduled: ['run', 'reschedule', 'pause', 'cancel'],
-  running: ['reschedule', 'pause', 'cancel'],
+  waiting: ['run', 'backfill', 'reschedule', 'pause', 'cancel'],
+  scheduled: ['run', 'backfill', 'reschedule', 'pause', 'cancel'],
+  running: ['run', 'backfill', 'reschedule', 'pause', 'cancel'],
   reschedule: ['reschedule', 'pause', 'cancel'],
-  error: ['rerun', 'reschedule'],
-  done: ['run', 'reschedule'],
-  canceled: ['run', 'reschedule'],
+  error: ['rerun', 'run', 'backfill', 'reschedule'],
+  done: ['run', 'backfill', 'reschedule'],
+  canceled: ['run', 'backfill', 'reschedule'],
   cancel: [], // the worker has yet to apply it
   paused: ['resume', 'cancel'],
 };
 
+// Backfill is for a repeating task only (the relay refuses it for another).
 export function actionsFor(doc) {
-  return ACTIONS[doc.status] || [];
+  const offered = ACTIONS[doc.status] || [];
+  const repeats = doc.repeat !== undefined && doc.repeat !== null;
+  return repeats ? offered : offered.filter((kind) => kind !== 'backfill');
 }
 
-export const ACTION_LABELS = { run: 'Run now', reschedule: 'Reschedule…', cancel: 'Cancel',
-  rerun: 'Re-run', pause: 'Pause', resume: 'Resume' };
+export const ACTION_LABELS = { run: 'Run now', backfill: 'Backfill…',
+  reschedule: 'Reschedule…', cancel: 'Cancel', rerun: 'Re-run', pause: 'Pause',
+  resume: 'Resume' };
 
 // -- runs ----------------------------------------------------------------------------------
 

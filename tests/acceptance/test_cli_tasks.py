@@ -265,9 +265,10 @@ def test_runs_show_and_reschedule_with_a_worker(env, store, worker):
     assert [(r["task"], r["number"], r["outcome"], r["result"]) for r in runs] == \
         [("ok", 1, "done", "Hello, Ada!")]
     table = after(env, "runs", "ko").stdout.splitlines()
-    assert table[0].split() == ["RUN", "ATTEMPT", "OUTCOME", "STARTED", "DURATION",
-                                "RESULT/ERROR"]
+    assert table[0].split() == ["RUN", "ATTEMPT", "OUTCOME", "OCCURRENCE", "STARTED",
+                                "DURATION", "RESULT/ERROR"]
     assert table[1].split()[:3] == ["1", "1", "error"]
+    assert runs[0]["occurrence_date"] == store.get("ok")["date"]  # a one-off: its date
     assert table[1].endswith("RuntimeError: boom")
     shown = after(env, "show", "ko").stdout.splitlines()
     assert "status  error" in shown
@@ -363,6 +364,22 @@ BAD_INPUT = [
     (("cancel",), 2, "Missing argument 'ID'"),
     (("reschedule", "nope"), 4, "no task 'nope' in"),
     (("reschedule", "nope", "--at", "xx"), 2, "Invalid value for '--at': 'xx' is not"),
+    (("run", "nope"), 4, "no task 'nope' in"),
+    (("run",), 2, "Missing argument 'ID'"),
+    (("backfill", "nope", "--from", "2026-01-01", "--to", "2026-01-02"), 4, "no task 'nope' in"),
+    (("backfill", "nope", "--to", "2026-01-02"), 2, "Missing option '--from'"),
+    (("backfill", "nope", "--from", "xx", "--to", "2026-01-02"), 2,
+     "Invalid value for '--from': 'xx' is not"),
+    (("backfill", "nope", "--from", "2026-01-02", "--to", "2026-01-01"), 2,
+     "Invalid value for '--to': 2026-01-01T00:00:00.000Z is before from "
+     "(2026-01-02T00:00:00.000Z)"),
+    (("backfill", "nope", "--from", "2026-01-01", "--to", "2999-01-01"), 2,
+     "Invalid value for '--to': 2999-01-01T00:00:00.000Z is in the future"),
+    (("add", "hello", "-w", "x", "--every", "1h", "--jitter", "-1"), 2,
+     "Invalid value for '--jitter': jitter must be a number of seconds from 0 to 31622400, "
+     "got -1"),
+    (("add", "hello", "-w", "x", "--jitter", "5"), 2,
+     "Invalid value for '--jitter': applies to a repeating task only"),
 ]
 
 
@@ -380,7 +397,7 @@ def test_bad_input_is_one_line_naming_the_option(env):
     with ThreadPoolExecutor(4) as pool:  # one process each; run a few at a time
         failures = [f for f in pool.map(check, BAD_INPUT) if f]
     assert failures == []
-    assert len(BAD_INPUT) == 49
+    assert len(BAD_INPUT) == 58
 
 
 def test_unreachable_server_and_missing_database_and_jobs_folder(env):

@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from after.dashboard_server import DashboardServer
-from after.dates import parse_date, utcnow
+from after.dates import format_date, parse_date, utcnow
 from after.store import Store, split_credentials
 
 from ..js import cases
@@ -134,15 +134,42 @@ def test_reschedule_reads_the_input_as_utc(store, open_page):
     assert (doc["date"], doc["status"]) == ("2030-01-02T03:04:00.000Z", "waiting")
 
 
-def test_run_now_on_a_held_task_asks_for_a_reschedule(store, open_page):
-    store.put(task_doc("digest", status="scheduled", due=timedelta(hours=5)))
+def test_run_now_on_a_held_task_asks_for_one_extra_run_and_keeps_the_schedule(store,
+                                                                              open_page):
+    held = task_doc("digest", status="scheduled", due=timedelta(hours=5))
+    store.put(held)
     page = open_page().page
     before = utcnow()
     row(page, "digest").get_by_role("button", name="Run now").click()
-    expect(row(page, "digest")).to_contain_text("reschedule")
+    expect(page.locator("#message")).to_contain_text("One extra run asked for digest")
     doc = store.get("digest")
-    assert doc["status"] == "reschedule"
-    assert abs((parse_date(doc["date"]) - before).total_seconds()) < 10
+    assert (doc["status"], doc["date"]) == ("scheduled", held["date"])  # untouched
+    extra = [d for d in store.prefixed("digest:manual:")]
+    assert len(extra) == 1 and extra[0]["status"] == "waiting"
+    assert extra[0]["occurrence"]["task"] == "digest"
+    assert abs((parse_date(extra[0]["date"]) - before).total_seconds()) < 10
+
+
+def test_backfill_asks_for_a_window_in_utc(store, open_page):
+    store.put(task_doc("hourly", repeat={"hours": 1}))
+    store.put(task_doc("once"))
+    page = open_page().page
+    expect(row(page, "once").get_by_role("button", name="Backfill…")).to_have_count(0)
+    row(page, "hourly").get_by_role("button", name="Backfill…").click()
+    dialog = page.locator("#backfill-dialog")
+    expect(dialog).to_contain_text("UTC")
+    start = (utcnow() - timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
+    anchor = parse_date(store.get("hourly")["date"])
+    dialog.locator("#backfill-from").fill(format_date(start)[:16])
+    dialog.locator("#backfill-to").fill(format_date(start + timedelta(hours=2))[:16])
+    dialog.get_by_role("button", name="Backfill").click()
+    wanted = sorted(anchor - timedelta(hours=k) for k in range(1, 200)
+                    if start <= anchor - timedelta(hours=k) <= start + timedelta(hours=2))
+    assert len(wanted) == 2  # xx:mm after each of the window's first two whole hours
+    expect(page.locator("#message")).to_contain_text("2 occurrence(s) to run")
+    made = store.prefixed("hourly:backfill:")
+    assert [parse_date(d["occurrence"]["date"]) for d in made] == wanted
+    assert store.get("hourly")["status"] == "waiting"  # the schedule is kept
 
 
 def test_rerun_a_failed_task(store, open_page):
@@ -172,8 +199,9 @@ def test_an_action_the_task_no_longer_offers_says_so_and_reloads_it(store, open_
     expect(row(page, "contested")).to_contain_text("mail")
     assert store.get("contested")["status"] == "done"  # nothing was written
     row(page, "contested").get_by_role("button", name="Run now").click()
-    expect(row(page, "contested")).to_contain_text("waiting")
-    assert store.get("contested")["status"] == "waiting"
+    expect(page.locator("#message")).to_contain_text("One extra run asked for contested")
+    assert store.get("contested")["status"] == "done"  # the schedule is kept
+    assert len(store.prefixed("contested:manual:")) == 1
 
 
 def test_filters_and_search(store, open_page):
@@ -275,7 +303,8 @@ def test_the_shared_tables_in_the_browser(store, open_page):
     result = page.evaluate("""async ([values, statuses]) => {
       const m = await import('./model.js');
       return {dates: values.map(m.parseDate),
-              actions: Object.fromEntries(statuses.map((s) => [s, m.actionsFor({status: s})])),
+              actions: Object.fromEntries(statuses.map(
+                (s) => [s, m.actionsFor({status: s, repeat: {days: 1}})])),
               utc: [m.utcInput('2030-01-02T03:04'), m.utcInput('2030-01-02T03:04:05'),
                     m.utcInput(''), m.utcInput('2030-02-30T00:00')]};
     }""", [[c["value"] for c in dates], list(actions)])

@@ -158,6 +158,34 @@ def test_actions_apply_the_tasks_rules_through_the_client(client, store):
     assert client.put(f"/{store.db}/x", json=doc).status_code == 403  # no write but these
 
 
+def test_run_now_and_backfill_actions_keep_the_schedule(client, store):
+    """``run`` writes one extra run (not a reschedule), ``backfill`` a window's occurrences
+    (a repeating task only); the task itself is untouched."""
+    doc = {"_id": "daily", "worker": "w", "date": "2030-01-01T00:00:00Z",
+           "job": {"name": "hello"}, "status": "waiting", "repeat": {"days": 1}}
+    store.put(dict(doc))
+    ran = client.post("/_after/tasks/daily/run", json={})
+    assert ran.status_code == 200, ran.text
+    assert ran.json()["_id"].startswith("daily:manual:")
+    assert ran.json()["occurrence"]["kind"] == "manual"
+    filled = client.post("/_after/tasks/daily/backfill",
+                         json={"from": "2026-01-01T00:00", "to": "2026-01-03T00:00Z"})
+    assert filled.status_code == 200, filled.text
+    assert filled.json()["created"] == [f"daily:backfill:2026-01-0{d}T00:00:00.000Z"
+                                        for d in (1, 2, 3)]
+    again = client.post("/_after/tasks/daily/backfill",
+                        json={"from": "2026-01-01", "to": "2026-01-03"})
+    assert (again.json()["created"], len(again.json()["existing"])) == ([], 3)
+    after = store.get("daily")
+    assert (after["date"], after["status"]) == (doc["date"], "waiting")
+    missing = client.post("/_after/tasks/daily/backfill", json={"from": "2026-01-01"})
+    assert missing.status_code == 400 and missing.json()["reason"] == "to: required (ISO 8601)"
+    store.put({**doc, "_id": "once", "repeat": None})
+    once = client.post("/_after/tasks/once/backfill",
+                       json={"from": "2026-01-01", "to": "2026-01-03"})
+    assert once.status_code == 409 and "does not repeat" in once.json()["reason"]
+
+
 def test_other_databases_and_server_endpoints_are_refused(client, store, couch_url):
     other = f"{store.db}_other"
     store.create_database(other)

@@ -78,7 +78,7 @@ def test_reschedule_takes_the_new_date(harness, store):
     worker = harness.start()
     old = harness.put("r", delay=1)
     doc = harness.wait_status("r", "scheduled")
-    new_date = utcnow() + timedelta(seconds=2.5)
+    new_date = parse_date(format_date(utcnow() + timedelta(seconds=2.5)))  # as written
     doc.update(status="reschedule", date=format_date(new_date))
     store.put(doc)
     harness.wait(lambda: worker.held.get("r") and worker.held["r"].due_ms

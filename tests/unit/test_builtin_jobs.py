@@ -268,3 +268,20 @@ def test_webhook_failure_shape_is_the_same(server):
         webhook(TASK, f"{server.base}/status/502", data={"x": 1})
     assert str(info.value) == f"HTTP 502 from POST {server.base}/status/502 (expected 2xx)"
     assert info.value.response["status"] == 502
+
+
+def test_the_occurrence_id_is_sent_as_the_idempotency_key(server):
+    """Each occurrence's id goes as Idempotency-Key (the same for each attempt of it, so an
+    endpoint that honours the header sees the occurrence once); a header the user set wins,
+    in any case, and null turns it off."""
+    key = "0b1c5a4e-2f0d-5b7e-9c1a-3d4e5f6a7b8c"
+    task = TaskContext({"_id": "t", "worker": "w", "job": {"name": "http"}},
+                       datetime(2026, 12, 1, tzinfo=UTC), 2, key)
+    http(task, f"{server.base}/echo", method="POST", json={"a": 1})
+    webhook(task, f"{server.base}/echo", data={"b": 2})
+    http(task, f"{server.base}/echo", headers={"idempotency-key": "mine"})
+    http(task, f"{server.base}/echo", headers={"Idempotency-Key": None})
+    http(TASK, f"{server.base}/echo")  # a task without an occurrence id sends none
+    sent = [{k.lower(): v for k, v in r["headers"].items()}.get("idempotency-key")
+            for r in server.requests]
+    assert sent == [key, key, "mine", None, None]

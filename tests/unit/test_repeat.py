@@ -373,7 +373,8 @@ UNIT_HELP = (
                "object, got bool True"),
         ({"every": 7}, "repeat: every must be an ISO 8601 duration string, got 7"),
         ({"every": "P1D", "days": 1},
-         "repeat: unknown key 'days' in a every rule (allowed: every, exclude, limit, until)"),
+         "repeat: unknown key 'days' in a every rule (allowed: every, exclude, jitter, limit, "
+         "until)"),
         ({"every": "1 day"},
          "repeat: '1 day' is not an ISO 8601 duration (like P1D, PT30M, P1M7D or PT0.5S)"),
     ],
@@ -587,7 +588,8 @@ def test_new_york_hourly_keeps_the_repeated_hour() -> None:
          "or UTC)"),
         ({"cron": "0 9 * * *", "tz": 1}, "repeat: tz must be an IANA time zone name, got 1"),
         ({"cron": "0 9 * * *", "days": 1},
-         "repeat: unknown key 'days' in a cron rule (allowed: cron, exclude, limit, tz, until)"),
+         "repeat: unknown key 'days' in a cron rule (allowed: cron, exclude, jitter, limit, tz, "
+         "until)"),
         ({"cron": "0 9 * * *", "limit": 0}, "repeat: limit must be a positive integer, got 0"),
     ],
 )

@@ -59,9 +59,12 @@ def test_the_actions_of_each_status_are_the_tables():
     assert {k: list(v) for k, v in task.ACTIONS.items()} == ACTIONS
     assert set(ACTIONS) == set(task.STATUSES)
     got = node(f"import * as m from '{model_url()}';\n"
-               "console.log(JSON.stringify(Object.fromEntries(m.STATUSES.map("
-               "(s) => [s, m.actionsFor({status: s})]))));")
-    assert got == ACTIONS
+               "console.log(JSON.stringify([true, false].map((r) => Object.fromEntries("
+               "m.STATUSES.map((s) => [s, m.actionsFor(r ? {status: s, repeat: 'P1D'} "
+               ": {status: s})])))));")
+    assert got[0] == ACTIONS
+    # backfill is offered for a repeating task only
+    assert got[1] == {s: [a for a in actions if a != "backfill"] for s, actions in ACTIONS.items()}
 
 
 def test_the_dashboard_tells_an_isolated_task_as_the_worker_does():

@@ -11,6 +11,11 @@ import pytest
 
 from after.timer import Timer, TimerQueue
 
+#: How late a timer may fire here: far below its 1 s safety wake (so a prompt firing proves
+#: the wake-up, not a periodic check), far above what a loaded 2-core machine adds (30 ms
+#: failed at load 12). How late a task runs is measured by bench/, not asserted here.
+PROMPT_MS = 250
+
 # -- TimerQueue: pure, time passed in -------------------------------------------------
 
 
@@ -199,7 +204,7 @@ def test_fires_at_the_due_instant(make_timer) -> None:
     assert rec.done.wait(2)
     key, fired_due, item, lateness = rec.fired[0]
     assert (key, fired_due, item) == ("task-1", due, {"id": "task-1"})
-    assert 0 <= lateness < 30
+    assert 0 <= lateness < PROMPT_MS
     assert len(timer) == 0
 
 
@@ -213,7 +218,7 @@ def test_fires_in_due_order(make_timer) -> None:
     timer.add("a", base + 20, 1)
     assert rec.done.wait(2)
     assert rec.keys() == ["a", "b", "c", "d"]
-    assert all(0 <= late < 30 for _, _, _, late in rec.fired)
+    assert all(0 <= late < PROMPT_MS for _, _, _, late in rec.fired)
 
 
 def test_removed_entry_never_fires(make_timer) -> None:
@@ -242,7 +247,7 @@ def test_readd_fires_once_at_new_time(make_timer) -> None:
         ("t", base + 70, "new"),
         ("sentinel", base + 90, None),
     ]
-    assert 0 <= rec.fired[0][3] < 30
+    assert 0 <= rec.fired[0][3] < PROMPT_MS
 
 
 def test_earlier_add_wakes_a_sleeping_timer(make_timer) -> None:
@@ -254,7 +259,7 @@ def test_earlier_add_wakes_a_sleeping_timer(make_timer) -> None:
     timer.add("near", due, None)
     assert rec.done.wait(2)
     assert rec.keys() == ["near"]
-    assert 0 <= rec.fired[0][3] < 30
+    assert 0 <= rec.fired[0][3] < PROMPT_MS
     assert timer.snapshot()[0][0] == "far"
 
 
@@ -265,7 +270,7 @@ def test_past_entry_fires_immediately(make_timer) -> None:
     timer.add("overdue", now_ms() - 3_600_000, "late")
     assert rec.done.wait(2)
     assert rec.keys() == ["overdue"]
-    assert (time.time() - added) * 1000 < 30
+    assert (time.time() - added) * 1000 < PROMPT_MS
 
 
 def test_callback_exception_is_logged_and_timer_carries_on(make_timer, caplog) -> None:
