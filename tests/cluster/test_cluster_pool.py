@@ -205,7 +205,7 @@ def test_writes_answered_202_are_confirmed_before_the_job_runs(ccli, tmp_path):
         settled(ccli, "lonely", [f"a{i}" for i in range(10)], 1)
         assert sorted(r["id"] for r in recorded(out)) == [f"a{i}" for i in range(10)]
         log = spawn_log(0, ccli)
-        assert log.count("accepted (202) and confirmed") == 10, log[-2000:]
+        assert log.count("confirmed by reading every copy back") == 10, log[-2000:]
         final = all_docs(ccli, [f"a{i}" for i in range(10)])
         assert all(d["status"] == "done" and not d.get("_conflicts") for d in final.values())
     finally:
