@@ -192,9 +192,9 @@ def check_calendar(doc: dict) -> Exclusion:
     """A calendar document as the database's validate_doc_update checks it (TaskError)."""
     try:
         return parse_calendar(doc)
-    except CalendarError as exc:
-        message = " ".join(str(exc).split())
-        raise TaskError(message if len(message) <= 300 else message[:297] + "...") from None
+    except CalendarError as exc:  # as task.parse says it: as written, or past 300
+        message = " ".join(str(exc).split())  # characters collapsed and cut
+        raise TaskError(str(exc) if len(message) <= 300 else message[:297] + "...") from None
 
 
 def _check_worker(name: Any) -> None:

@@ -16,6 +16,8 @@ from after.client import Client
 from after.decide import Kind
 from after.repeat import RepeatError, parse_repeat
 
+from ..strategies import fractional
+
 NOW = datetime(2026, 12, 24, 9, 0, tzinfo=UTC)
 ME = d.Identity(name="w", process="w@here:1:aaaaaa", host="here", pid=1)
 
@@ -203,7 +205,7 @@ _day_like = st.one_of(
 # Finite floats that JavaScript prints as Python does (no exponent above 1e16, no integral
 # float where an integer is allowed: JavaScript cannot tell 2.0 from 2, as for retry).
 _scalar = st.one_of(st.none(), st.booleans(), st.integers(-10 ** 6, 10 ** 6),
-                    st.floats(-1e6, 1e6).filter(lambda x: not x.is_integer()), _text)
+                    fractional, _text)
 _item = st.one_of(
     _day_like, _scalar,
     st.fixed_dictionaries({"from": _day_like, "to": _day_like}),

@@ -20,6 +20,7 @@ from after.dates import format_date, from_ms, to_ms
 from after.repeat import parse_repeat
 
 from ..js import node
+from ..strategies import fractional
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 ME = d.Identity("billing", "billing@here:1:abc", "here", 1)
@@ -265,8 +266,7 @@ def test_an_extra_run_of_any_task_is_a_valid_task(task_id, date, kind):
 # after/schema.py documents for every field; text of printable characters: how each repr
 # escapes the others is the shared repr's business, tested with the corpus)
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 40, 2 ** 40),
-                    st.floats(allow_nan=False, allow_infinity=False).filter(
-                        lambda f: not f.is_integer()),
+                    fractional,
                     st.text(string.printable + "é漢", max_size=12),
                     st.lists(st.integers(-2 ** 40, 2 ** 40), max_size=2))
 occurrence_dates = st.one_of(dates.map(format_date), st.just("2026-11-31"), scalars)
