@@ -21,7 +21,6 @@ it ``interrupted`` (:func:`orphans`).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from . import task as rules
 from .dates import format_date
@@ -93,16 +92,7 @@ def end(current: dict, token: str, outcome: rules.Outcome) -> dict | None:
     ns = new[rules.NS] = dict(rules.info(current))
     kind = {rules.OK: "successes"}.get(outcome.outcome, "failures")
     ns[kind] = rules.counter(ns, kind) + 1
-    last: dict[str, Any] = {
-        "number": entry.get("number"), "attempt": 1, "outcome": outcome.outcome,
-        "started": format_date(outcome.started), "ended": format_date(outcome.ended),
-        "duration_ms": outcome.duration_ms,
-    }
-    if outcome.ok:
-        last["result"] = outcome.result
-    elif outcome.error is not None:
-        last["error"] = outcome.error
-    ns["last_run"] = last
+    ns["last_run"] = rules.last_run(outcome, entry.get("number"), 1)
     if runs:
         ns[GOING] = runs
     else:

@@ -814,6 +814,23 @@ class Outcome:
 
 # Over 60 lines: the end of a run is one decision (counters, retry, repeat, done or error)
 # read top to bottom; split, its order of precedence would be harder to follow.
+def last_run(outcome: Outcome, number: int | None, attempt: int) -> dict:
+    """What ``after.last_run`` says of a run that ended."""
+    last = {
+        "number": number,
+        "attempt": attempt,
+        "outcome": outcome.outcome,
+        "started": format_date(outcome.started),
+        "ended": format_date(outcome.ended),
+        "duration_ms": outcome.duration_ms,
+    }
+    if outcome.ok:
+        last["result"] = outcome.result
+    elif outcome.error is not None:
+        last["error"] = outcome.error
+    return last
+
+
 def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
            rand: float | None = None) -> dict:
     """The document after a run: counters, ``last_run``, and the next state.
@@ -841,19 +858,7 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
     kind = {OK: "successes", MISSED: "missed", SKIPPED: "skipped"}.get(outcome.outcome,
                                                                        "failures")
     info[kind] = counter(info, kind) + 1
-    last = {
-        "number": counter(info, "run") or counter(info, "runs"),
-        "attempt": attempt,
-        "outcome": outcome.outcome,
-        "started": format_date(outcome.started),
-        "ended": format_date(outcome.ended),
-        "duration_ms": outcome.duration_ms,
-    }
-    if outcome.ok:
-        last["result"] = outcome.result
-    elif outcome.error is not None:
-        last["error"] = outcome.error
-    info["last_run"] = last
+    info["last_run"] = last_run(outcome, counter(info, "run") or counter(info, "runs"), attempt)
     for key in ("started", "run"):
         info.pop(key, None)
 
