@@ -14,21 +14,11 @@ from after.config import workers_db
 from after.dates import format_date, parse_date, utcnow
 from after.gates import in_use
 
+from ..integration.test_gates import overlap
 from .conftest import task_doc, wait_for
 from .test_pool import POOL, start_pool
 
 LEASE = 3.0  # POOL's --lease
-
-
-def overlap(runs: list[dict]) -> int:
-    """The most runs going at once, from the run records' starts and ends."""
-    edges = sorted([(parse_date(r["started"]), 1) for r in runs]
-                   + [(parse_date(r["ended"]), -1) for r in runs])
-    most = going = 0
-    for _, step in edges:
-        going += step
-        most = max(most, going)
-    return most
 
 
 def capped(docid: str, worker: str, seconds: float, limit: int, delay: float = 0.0,
