@@ -44,7 +44,7 @@ from . import decide as d
 from . import task as rules
 from .dates import format_date, from_ms, to_ms
 from .holding import RUN
-from .store import Conflict, NotFound, StoreError, describe_error, winner
+from .store import Conflict, NotFound, StoreError, describe_error
 from .task import instant
 
 log = logging.getLogger("after.worker")
@@ -236,29 +236,33 @@ class Caps:
         return False
 
     def _confirmed(self, doc: dict) -> bool:
-        """A slot written with a 202 (a cluster without quorum) is read back, every leaf: a
-        concurrent take through another node made a branch. The revision CouchDB serves (the
-        same on every node) is the slot's truth: the other live leaves are deleted, as the
-        worker resolves a task's conflicts, and the slot is ours only if ours won."""
+        """A slot written with a 202 (fewer copies than the quorum took it) is read back,
+        every leaf, and is ours only if our revision is its one live leaf. A 202 most often
+        means another process took the same slot through another node at the same time: the
+        copies that refused ours hold its revision, and it may have had a 201 and be running
+        its job. So a branch of ours beside another live one is given up (deleted), never the
+        other: whichever revision CouchDB serves, the slot stays with the other process.
+        Quorum reads see the other branch: it is on every copy that refused ours (measured:
+        deleting the other branch when ours won let 3 runs go at once under a cap of 2 on the
+        3-node cluster)."""
         try:
-            leaves = self.store.leaves(doc["_id"], db=self.db)
+            leaves = [leaf for leaf in self.store.leaves(doc["_id"], db=self.db)
+                      if not leaf.get("_deleted")]
         except StoreError as exc:
             log.warning("cannot confirm slot %s yet: %s", doc["_id"], describe_error(exc))
             leaves = []
-        current = winner(list(leaves))
-        if current is None:
-            return False
-        losers = [{"_id": doc["_id"], "_rev": leaf["_rev"], "_deleted": True}
-                  for leaf in leaves if leaf["_rev"] != current["_rev"]
-                  and not leaf.get("_deleted")]
-        if losers:
-            log.warning("slot %s had %d conflicting revision(s): keeping %s (held by %s)",
-                        doc["_id"], len(losers), current["_rev"], current.get("holder"))
+        if [leaf["_rev"] for leaf in leaves] == [doc["_rev"]]:
+            return True
+        if any(leaf["_rev"] == doc["_rev"] for leaf in leaves):
+            log.warning("slot %s was taken at the same time by another process (%d live "
+                        "revisions): leaving it to that one", doc["_id"], len(leaves))
             try:
-                self.store.bulk_docs(losers, db=self.db)
+                self.store.bulk_docs([{"_id": doc["_id"], "_rev": doc["_rev"],
+                                       "_deleted": True}], db=self.db)
             except StoreError as exc:
-                log.warning("cannot resolve slot %s: %s", doc["_id"], describe_error(exc))
-        return current["_rev"] == doc["_rev"]
+                log.warning("cannot give slot %s up (it comes back after this process's "
+                            "lease, if it stops): %s", doc["_id"], describe_error(exc))
+        return False
 
     def release(self, docid: str) -> None:
         """The run of ``docid`` is over: free its slot (if it holds one)."""
