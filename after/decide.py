@@ -144,7 +144,7 @@ class View:
     check_job: Callable[[str], object]  # raises JobError for a job the folder lacks
     # may a run start now (a free job thread, reserved by a True answer)? If not, a task
     # already due is claimed and held, and started when a thread is free
-    can_start: Callable[[], bool] = lambda: True
+    can_start: Callable[..., bool] = lambda ahead=False: True
     lead_ms: int = 0  # the lead window: start writes go this far ahead of the due instant
     paused: bool = False  # the worker name is paused (after pause NAME): claim nothing
 
@@ -281,7 +281,8 @@ def claim_or_defer(doc: dict, spec: rules.Spec, due: datetime, view: View,
 
 
 def claim(doc: dict, spec: rules.Spec, due: datetime, me: str, now: datetime,
-          lead_ms: int = 0, can_start: Callable[[], bool] = lambda: True) -> Write:
+          lead_ms: int = 0, can_start: Callable[..., bool] = lambda ahead=False: True
+          ) -> Write:
     """The claim of a task. One already due, or due within the lead window, is claimed and
     started in the same write (``running`` at once: one revision, one round trip and one
     feed event fewer) when a job thread is free for it; ahead of its due instant, that write
@@ -290,7 +291,7 @@ def claim(doc: dict, spec: rules.Spec, due: datetime, me: str, now: datetime,
     if overlap.detaches(spec):
         lead_ms = 0  # its run is detached as it starts: no start written ahead
     if rules.missed(spec, due, now) or to_ms(due) - to_ms(now) > lead_ms or gated(spec) \
-            or not can_start():
+            or not can_start(ahead=due > now):
         return Write(Kind.CLAIM, claimed, spec=spec)
     number = rules.counter(rules.meta(dict(doc)), "runs") + 1
     early = due > now

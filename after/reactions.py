@@ -140,7 +140,7 @@ class Reactions:
         if kind == FENCE:  # no fence without a free job thread: the due instant decides
             if held.running or rules.missed(held.spec, from_ms(held.due_ms), now) \
                     or d.gated(held.spec) or overlap.detaches(held.spec) \
-                    or not self.slots.take():
+                    or not self.slots.take(ahead=True):
                 return []
             write = d.fence(held.doc, held.spec, held.due_ms, self.me)
             held.running, held.token = True, write.token  # until the write lands

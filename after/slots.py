@@ -33,8 +33,15 @@ class Slots:
     def free(self) -> bool:
         return self.busy + self.reserved < self.pool
 
-    def take(self) -> bool:
-        """Reserve a thread for a start decided now, if one is free."""
+    def take(self, ahead: bool = False) -> bool:
+        """Reserve a thread for a start decided now, if one is free. A start written ahead
+        of its due instant (``ahead``, the lead window) reserves nothing: its job begins at
+        that instant, when the pool queues it like any other; it only needs a thread free
+        now, so that hung jobs stop fences. (Reserving one per fence let a turn write no
+        more fences than the pool has threads: 500 tasks due at one instant ran up to 1.1 s
+        late, 8 per round trip, instead of 18 ms.)"""
+        if ahead:
+            return self.busy < self.pool
         if not self.free():
             return False
         self.reserved += 1

@@ -228,6 +228,22 @@ def test_a_start_written_ahead_is_read_back_when_the_process_was_frozen_past_its
     assert [r["id"] for r in loop.ran()] == ["fresh"]
 
 
+def test_starts_are_written_ahead_for_more_tasks_than_the_pool_has_threads(tmp_path, now):
+    """A fence holds no job thread until its due instant (the pool queues the launches
+    then): 5 tasks due at one instant are all started ahead by a pool of 2. Reserving a
+    thread per fence wrote 2 per turn, and a 500-task burst ran 1.1 s late."""
+    loop = Loop(MemStore("tasks"), tmp_path, now, lead=2)
+    for i in range(5):
+        loop.put(f"t{i}", later(now, 10))
+    loop.step()
+    loop.step(later(now, 8.5))  # inside the lead window
+    assert [loop.doc(f"t{i}")["status"] for i in range(5)] == ["running"] * 5
+    assert all(loop.worker.held[f"t{i}"].waiting_to_launch for i in range(5))
+    loop.step(later(now, 10))
+    assert sorted(r["id"] for r in loop.ran()) == [f"t{i}" for i in range(5)]
+    assert [loop.doc(f"t{i}")["status"] for i in range(5)] == ["done"] * 5
+
+
 def test_a_write_the_database_refuses_ends_the_task_in_error(tmp_path, now):
     loop = Loop(Refusing("tasks"), tmp_path, now)
     loop.put("t", now)
