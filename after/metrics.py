@@ -42,6 +42,10 @@ class WorkerMetrics:
                                  "Tasks found held in the database with nothing behind them "
                                  "in memory, and decided again", ["worker"],
                                  registry=self.registry)
+        self.handed_back = Counter("after_runs_handed_back",
+                                   "Runs started ahead that no job thread began in time "
+                                   "(every thread taken), handed back unrun", ["worker"],
+                                   registry=self.registry)
         self.faults = Counter("after_task_faults", "Tasks a failure of the worker's own "
                               "ended in error or gave up on", ["worker"], registry=self.registry)
         held = Gauge("after_tasks_held", "Tasks held on the timer", ["worker"],
@@ -56,6 +60,7 @@ class WorkerMetrics:
         self.reconnects.labels(**labels)
         self.corrected.labels(**labels)
         self.faults.labels(**labels)
+        self.handed_back.labels(**labels)
         self.feed_connected = False
         worker.listeners.append(self.on_event)
 
@@ -69,6 +74,8 @@ class WorkerMetrics:
             self.duration.labels(name, job).observe(max(0.0, info["duration"]))
         elif event == "corrected":
             self.corrected.labels(name).inc(info["count"])
+        elif event == "handed_back":
+            self.handed_back.labels(name).inc()
         elif event == "fault":
             self.faults.labels(name).inc()
         elif event == "feed":

@@ -24,9 +24,12 @@ from .dates import from_ms, to_ms
 from .decide import Write
 from .holding import CLAIM, FENCE, RUN
 from .jobs import JobError
-from .runner import Held, timed_out
+from .runner import Held, timed_out, unbegun
 
 log = logging.getLogger("after.worker")
+
+#: Seconds a run may wait in the job threads' queue before it is handed back.
+QUEUED_GRACE = 2.0
 
 
 class Reactions:
@@ -211,19 +214,39 @@ class Reactions:
                      response=response)
 
     def _deadlines(self, now: datetime) -> list[Write]:
-        writes = []
-        for held in timed_out(self.held, to_ms(now)):
+        writes = self._unbegun(now)
+        for held in timed_out(self.held, to_ms(now), self.runner.begun):
             self.runner.kill(held.token, "timeout")  # an isolated run's child: its thread frees
             outcome = rules.Outcome(rules.TIMEOUT, held.started, now, error=rules.timeout_error(
                 held.spec.timeout, held.token in self.runner.children))
             writes.append(self._end(held, outcome, now))
-        for held in timed_out(self.detached, to_ms(now)):  # overlap-allow runs
+        for held in timed_out(self.detached, to_ms(now), self.runner.begun):  # overlap allow
             self.runner.kill(held.token, "timeout")
             outcome = rules.Outcome(rules.TIMEOUT, held.started, now, error=rules.timeout_error(
                 held.spec.timeout, held.token in self.runner.children))
             writes.append(d.end_detached(held.doc, held.spec, held.token, outcome, self.me,
                                          now, self._dead))
             held.token = None
+        return writes
+
+    def _unbegun(self, now: datetime) -> list[Write]:
+        """Runs started ahead of their instant go to the job threads' queue when it comes,
+        whether a thread is free or not (so a burst starts at once, jobs being short). One
+        that no thread has begun :data:`QUEUED_GRACE` (or ``--lead``) seconds later waits
+        behind jobs that hold every thread, hung perhaps: it is taken back and handed back,
+        ``waiting``, so that nothing stays ``running`` with no job behind it (issue 13)."""
+        grace = max(self.settings.lead, QUEUED_GRACE)
+        writes = []
+        for held in unbegun(self.held, to_ms(now), self.runner.begun, int(grace * 1000)):
+            if not self.runner.withdraw(held.token):
+                continue  # a thread has just begun it
+            docid = held.doc["_id"]
+            log.warning("task %s: no job thread began its run within %.1f s (every thread "
+                        "taken): handed back", docid, grace)
+            self.counts["handed_back"] += 1
+            self.emit("handed_back")
+            self.mem.forget(docid)
+            writes.append(Write(d.Kind.HANDBACK, rules.hand_back(rules.unfence(held.doc))))
         return writes
 
     # -- overlap allow: runs detached from their task (after.overlap) --------------------------

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,7 +28,8 @@ from .store import StoreError, Unavailable, describe_error
 
 log = logging.getLogger("after.worker")
 
-__all__ = ["HTTP_JOBS", "Held", "Recorder", "Runner", "Seen", "next_deadline", "timed_out"]
+__all__ = ["HTTP_JOBS", "Held", "Recorder", "Runner", "Seen", "next_deadline", "timed_out",
+           "unbegun"]
 
 PRUNE_EVERY = 10
 SEEN_LIMIT = 100_000  # task revisions remembered to ignore stale feed events
@@ -84,12 +85,17 @@ class Runner:
     child processes of the isolated ones."""
 
     def __init__(self, size: int, post: Callable[[tuple], None],
-                 registry: JobRegistry | None = None):
+                 registry: JobRegistry | None = None, clock: Callable[[], float] = time.time):
         self.pool = ThreadPoolExecutor(size, thread_name_prefix="after-job")
         self.post = post
         self.registry = registry  # where an isolated run's child finds its job
+        self.clock = clock  # epoch seconds, the worker's (the server's time as it knows it)
         self.active: set[str] = set()
         self.children: dict[str, isolation.Child] = {}
+        # A run is queued until a job thread begins it (runs started ahead of their instant
+        # may outnumber the threads): its future, and once begun, when (epoch ms).
+        self.futures: dict[str, Future] = {}
+        self.begun: dict[str, int] = {}
 
     @staticmethod
     def prepare(held: Held) -> None:
@@ -102,10 +108,8 @@ class Runner:
         late it starts, in seconds. In a child process when :func:`after.task.isolated`
         says so."""
         held.started = now
-        deadline = None
-        if held.spec.timeout:
+        if held.spec.timeout:  # an estimate until a thread begins the run (timed_out)
             held.deadline_ms = to_ms(now) + int(held.spec.timeout * 1000)
-            deadline = time.monotonic() + held.spec.timeout
         if held.context is None:
             self.prepare(held)
         context, held.context = held.context, None
@@ -119,18 +123,33 @@ class Runner:
         child = isolation.Child() if isolated else None
         if child is not None:
             self.children[held.token] = child
-        self.pool.submit(self._execute, held.doc["_id"], held.token, held.spec, context, func,
-                         child, deadline)
+        future = self.pool.submit(self._execute, held.doc["_id"], held.token, held.spec,
+                                  context, func, child)
+        if future is not None:
+            self.futures[held.token] = future
         return held.lateness
 
     def ended(self, token: str) -> None:
         self.active.discard(token)
         self.children.pop(token, None)
+        self.futures.pop(token, None)
+        self.begun.pop(token, None)
+
+    def withdraw(self, token: str) -> bool:
+        """Take back a run still queued for a job thread (every thread taken: hung jobs,
+        most likely): True when it will not begin."""
+        future = self.futures.get(token)
+        if future is None or token in self.begun or not future.cancel():
+            return False
+        self.ended(token)
+        return True
 
     def _execute(self, docid: str, token: str, spec: rules.Spec, context: TaskContext,
-                 func, child: isolation.Child | None = None,
-                 deadline: float | None = None) -> None:
-        """On a pool thread: run the job (in ``child`` if given), post how it ended."""
+                 func, child: isolation.Child | None = None) -> None:
+        """On a pool thread: run the job (in ``child`` if given), post how it ended. Its
+        timeout counts from here, not from the launch (it may have been queued)."""
+        self.begun[token] = int(self.clock() * 1000)
+        deadline = time.monotonic() + spec.timeout if spec.timeout else None
         started = utcnow()
         if child is None:
             reply = call(func, context, spec.arguments)
@@ -166,13 +185,31 @@ class Runner:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def timed_out(held: dict[str, Held], now_ms: int) -> list[Held]:
-    """The runs past their ``timeout`` at ``now_ms`` (each is reported once)."""
-    late = [h for h in held.values()
-            if h.running and h.token and h.deadline_ms and now_ms >= h.deadline_ms]
-    for h in late:
-        h.deadline_ms = None
+def timed_out(held: dict[str, Held], now_ms: int, begun: dict[str, int]) -> list[Held]:
+    """The runs past their ``timeout`` at ``now_ms`` (each is reported once), counted from
+    when a job thread began each (``begun``); one still queued has not begun its time."""
+    late = []
+    for h in held.values():
+        if not (h.running and h.token and h.deadline_ms):
+            continue
+        timeout_ms = int((h.spec.timeout or 0) * 1000)
+        at = begun.get(h.token)
+        if at is None:
+            h.deadline_ms = max(h.deadline_ms, now_ms + timeout_ms)
+            continue
+        h.deadline_ms = at + timeout_ms
+        if now_ms >= h.deadline_ms:
+            h.deadline_ms = None
+            late.append(h)
     return late
+
+
+def unbegun(held: dict[str, Held], now_ms: int, begun: dict[str, int], grace_ms: int
+            ) -> list[Held]:
+    """The runs launched at least ``grace_ms`` ago that no job thread has begun yet."""
+    return [h for h in held.values()
+            if h.running and h.token and h.started is not None and h.token not in begun
+            and now_ms - to_ms(h.started) >= grace_ms]
 
 
 def next_deadline(held: dict[str, Held]) -> float:

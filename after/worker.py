@@ -72,7 +72,7 @@ class Worker(Reactions):
         self.clock = self.peers.clock  # the server's time, as well as this process knows it
         self.fired: queue.SimpleQueue = queue.SimpleQueue()  # the timer's: first each turn
         self.timer: Timer = Timer(self._fired, clock=self.clock)
-        self.runner = Runner(settings.pool, self.inbox.put, registry)
+        self.runner = Runner(settings.pool, self.inbox.put, registry, clock=self.clock)
         self.pool, self.active = self.runner.pool, self.runner.active
         self.recorder = Recorder(store, runs_db(store.db), keep=settings.keep_runs,
                                  batch=settings.batch)
@@ -92,7 +92,7 @@ class Worker(Reactions):
         self.cluster = False  # several nodes, known once run() asked
         self.jobs: dict[str, object] = {}  # resolved job functions, by name
         self.counts = {"runs": 0, "done": 0, "failed": 0, "missed": 0, "claimed": 0,
-                       "faults": 0, "corrected": 0}
+                       "faults": 0, "corrected": 0, "handed_back": 0}
         self.ready = threading.Event()
         self.listeners: list = []  # callables(event, **info), e.g. metrics
         self.next_check = 0.0

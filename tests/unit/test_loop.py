@@ -10,6 +10,8 @@ once on the loop's thread (:class:`Inline`). What the store does is held to Couc
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -48,6 +50,27 @@ class Vanishing(Inline):
 
     def submit(self, fn, docid, token, *args):
         self.runner.ended(token)
+
+
+class Hung:
+    """A job pool of ``threads`` threads whose jobs never return: the first runs begin and
+    hang, the others wait in its queue (cancellable, as ThreadPoolExecutor's)."""
+
+    def __init__(self, runner, threads: int, at: Callable[[], datetime]):
+        self.runner, self.threads, self.at, self.queued = runner, threads, at, []
+
+    def submit(self, fn, docid, token, *args):
+        future = Future()
+        if self.threads:
+            self.threads -= 1
+            future.set_running_or_notify_cancel()
+            self.runner.begun[token] = to_ms(self.at())
+        else:
+            self.queued.append((docid, future))
+        return future
+
+    def shutdown(self, **ignored):
+        pass
 
 
 class Refusing(MemStore):
@@ -121,6 +144,11 @@ class Loop:
         if not self.trace.exists():
             return []
         return [json.loads(line) for line in self.trace.read_text().splitlines()]
+
+    def runs_all(self) -> list[dict]:
+        self.worker.recorder.stop()
+        docs, _ = self.store.find({"type": "run"}, db=runs_db(self.store.db), limit=1000)
+        return docs
 
     def runs(self, docid: str) -> list[dict]:
         """The task's run records, once the recorder (never started) has written them."""
@@ -242,6 +270,36 @@ def test_starts_are_written_ahead_for_more_tasks_than_the_pool_has_threads(tmp_p
     loop.step(later(now, 10))
     assert sorted(r["id"] for r in loop.ran()) == [f"t{i}" for i in range(5)]
     assert [loop.doc(f"t{i}")["status"] for i in range(5)] == ["done"] * 5
+
+
+def test_runs_started_ahead_that_no_thread_begins_are_handed_back_not_left_running(
+        tmp_path, now):
+    """Both threads hang on the first two of 5 runs started ahead: the other three wait in
+    the pool's queue, then are handed back (``waiting``); a timeout counts from when a thread
+    began the run, never from the queue (issue 13: nothing ``running`` with no job behind
+    it, no timeout recorded for a run that never started)."""
+    loop = Loop(MemStore("tasks"), tmp_path, now, lead=2)
+    pool = loop.worker.runner.pool = Hung(loop.worker.runner, 2, lambda: loop.now)
+    for i in range(5):
+        loop.put(f"t{i}", later(now, 10), timeout=1)
+    loop.step()
+    loop.step(later(now, 8.5))
+    assert [loop.doc(f"t{i}")["status"] for i in range(5)] == ["running"] * 5
+    loop.step(later(now, 10))  # two begin and hang, three queued
+    assert sorted(docid for docid, _ in pool.queued) == ["t2", "t3", "t4"]
+    loop.step(later(now, 10.9))
+    assert [loop.doc(f"t{i}")["status"] for i in range(5)] == ["running"] * 5
+    loop.step(later(now, 11.5))  # the two begun time out; the queued ones do not
+    statuses = [loop.doc(f"t{i}")["status"] for i in range(5)]
+    assert statuses[2:] == ["running"] * 3 and statuses[:2] != ["running"] * 2, statuses
+    loop.step(later(now, 12))  # 2 s in the queue: taken back, never to begin
+    for i in (2, 3, 4):
+        doc = loop.doc(f"t{i}")
+        assert doc["status"] == "waiting" and "owner" not in doc[rules.NS], doc
+        assert "attempt" not in doc[rules.NS] and f"t{i}" not in loop.worker.held
+    assert all(future.cancelled() for _, future in pool.queued)
+    assert loop.worker.counts["handed_back"] == 3
+    assert {r["task"] for r in loop.runs_all()} == {"t0", "t1"}  # no record for the others
 
 
 def test_a_write_the_database_refuses_ends_the_task_in_error(tmp_path, now):
