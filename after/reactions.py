@@ -28,9 +28,6 @@ from .runner import Held, timed_out, unbegun
 
 log = logging.getLogger("after.worker")
 
-#: Seconds a run may wait in the job threads' queue before it is handed back.
-QUEUED_GRACE = 2.0
-
 
 class Reactions:
     """Mixed into :class:`~after.worker.Worker`, whose state it reads and changes."""
@@ -95,7 +92,7 @@ class Reactions:
         """Start held tasks that fell due while every job thread was taken, higher priority,
         then oldest, first."""
         writes: list[Write] = []
-        self.slots.count(self.runner.active)
+        self.slots.count(self.runner.active, self.runner.longest(now))
         while (docid := self.slots.next_waiting(self.held)) is not None:
             writes.extend(self.on_fire((RUN, docid), now))
         return writes
@@ -187,6 +184,7 @@ class Reactions:
     def on_finished(self, docid: str, token: str, outcome: rules.Outcome, trace: str | None,
                     response: dict | None, now: datetime | None = None) -> list[Write]:
         self.runner.ended(token)
+        self.slots.ran((outcome.ended - outcome.started).total_seconds())
         held = self.detached.get(token)
         if held is not None and held.token == token:  # a run of an overlap-allow task
             return [d.end_detached(held.doc, held.spec, token, outcome, self.me,
@@ -232,10 +230,10 @@ class Reactions:
     def _unbegun(self, now: datetime) -> list[Write]:
         """Runs started ahead of their instant go to the job threads' queue when it comes,
         whether a thread is free or not (so a burst starts at once, jobs being short). One
-        that no thread has begun :data:`QUEUED_GRACE` (or ``--lead``) seconds later waits
+        that no thread has begun ``Slots.grace`` seconds later (2 s, or ``--lead``) waits
         behind jobs that hold every thread, hung perhaps: it is taken back and handed back,
         ``waiting``, so that nothing stays ``running`` with no job behind it (issue 13)."""
-        grace = max(self.settings.lead, QUEUED_GRACE)
+        grace = self.slots.grace
         writes = []
         for held in unbegun(self.held, to_ms(now), self.runner.begun, int(grace * 1000)):
             if not self.runner.withdraw(held.token):

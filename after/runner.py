@@ -135,6 +135,11 @@ class Runner:
         self.futures.pop(token, None)
         self.begun.pop(token, None)
 
+    def longest(self, now: datetime) -> float:
+        """Seconds the oldest run a job thread is on has been going (0 when none)."""
+        begun = self.begun.copy()  # (job threads add to it)
+        return max(0.0, (to_ms(now) - min(begun.values())) / 1000) if begun else 0.0
+
     def withdraw(self, token: str) -> bool:
         """Take back a run still queued for a job thread (every thread taken: hung jobs,
         most likely): True when it will not begin."""

@@ -46,7 +46,7 @@ from .peers import Peers
 from .polling import Poller
 from .reactions import Reactions
 from .runner import Held, Recorder, Runner, next_deadline
-from .slots import Slots
+from .slots import QUEUED_GRACE, Slots
 from .stopping import shutdown
 from .store import StoreError, Unavailable, describe_error
 from .timer import Timer
@@ -96,7 +96,8 @@ class Worker(Reactions):
         self.ready = threading.Event()
         self.listeners: list = []  # callables(event, **info), e.g. metrics
         self.next_check = 0.0
-        self.slots = Slots(settings.pool)  # job threads: start only what the pool can now
+        # job threads: start only what the pool can begin soon
+        self.slots = Slots(settings.pool, max(settings.lead, QUEUED_GRACE), settings.batch)
         # calendars and concurrency caps, asked when a gated occurrence falls due
         self.calendars = gates.Calendars(self.store)
         self.caps = gates.Caps(self.store, workers_db(store.db), self.id, settings.lease,
@@ -191,7 +192,7 @@ class Worker(Reactions):
         # then the tasks to decide, higher priority and earlier date first (claimed first).
         events.sort(key=lambda event: priorities.event_order(event, self.held))
         now = now or self.peers.now()  # the one clock read of the turn
-        self.slots.count(self.runner.active)
+        self.slots.count(self.runner.active, self.runner.longest(now))
         writes: list[Write] = []
         for kind, value in events:
             try:
