@@ -234,7 +234,9 @@ def test_the_self_check_finds_a_running_task_with_no_job_thread(harness, store):
     harness.wait(lambda: worker.counts["corrected"] >= 1, timeout=5, what="the self-check")
     doc = harness.wait_status("orphan", "done", timeout=15)
     assert doc["after"]["runs"] == 1  # the orphaned run's end is ignored; the rerun counts
-    assert worker.owned == {} and worker.held == {}
+    # (the worker forgets the task once the answer to its last write is in: a moment later)
+    harness.wait(lambda: worker.owned == {} and worker.held == {}, timeout=5,
+                 what="the task forgotten")
 
 
 def test_the_self_check_corrects_nothing_in_a_healthy_worker(harness, store):
