@@ -83,6 +83,17 @@ class Defer:
 
 
 @dataclass
+class Wait:
+    """Due now, and the pool cannot begin it soon: left ``waiting`` (no write; the other
+    processes of the name may take it) and claimed and started as a thread frees up, higher
+    priority then earlier first, unless it changes meanwhile."""
+
+    doc: dict
+    spec: rules.Spec
+    due: datetime
+
+
+@dataclass
 class Drop:
     """Forget a task held (not running) or deferred."""
 
@@ -113,7 +124,7 @@ class Confirm:
     doc: dict
 
 
-Action = Write | Hold | Defer | Drop | Keep | Restart | Confirm
+Action = Write | Hold | Defer | Wait | Drop | Keep | Restart | Confirm
 
 
 class Liveness(Enum):
@@ -160,7 +171,7 @@ def decide(doc: dict, view: View, now: datetime) -> list[Action]:
         return [Drop(docid)]
     status = doc.get("status")
     info = rules.info(doc)
-    owner = info.get("owner")
+    owner = rules.owner(info)
     held = view.held.get(docid)
     if status in rules.FINISHED:
         return [Drop(docid)]
@@ -206,7 +217,7 @@ def decide(doc: dict, view: View, now: datetime) -> list[Action]:
             if to_ms(due) > to_ms(now) + view.horizon_ms:
                 return [Drop(docid), Write(Kind.PARK, rules.hand_back(doc))]
             return [Drop(docid), claim(doc, spec, due, view.me.process, now, view.lead_ms,
-                                       view.can_start)]
+                                       view.can_start, wait=False)]
         if status == rules.SCHEDULED:
             return [] if held is True else [Hold(doc, spec, due)]
         # running, ours: it ends when its run does, unless nothing runs it
@@ -281,17 +292,22 @@ def claim_or_defer(doc: dict, spec: rules.Spec, due: datetime, view: View,
 
 
 def claim(doc: dict, spec: rules.Spec, due: datetime, me: str, now: datetime,
-          lead_ms: int = 0, can_start: Callable[..., bool] = lambda ahead=False: True
-          ) -> Write:
+          lead_ms: int = 0, can_start: Callable[..., bool] = lambda ahead=False: True,
+          wait: bool = True) -> Write | Wait:
     """The claim of a task. One already due, or due within the lead window, is claimed and
     started in the same write (``running`` at once: one revision, one round trip and one
     feed event fewer) when a job thread is free for it; ahead of its due instant, that write
-    is a fence (see :func:`fence`)."""
+    is a fence (see :func:`fence`). One already due with no thread free is not claimed
+    (:class:`Wait`, when ``wait``): claiming it ``scheduled`` and starting it later took a
+    third write per task in a backlog, and kept it from the other processes."""
     claimed = rules.claim(doc, me, due, now)
     if overlap.detaches(spec):
         lead_ms = 0  # its run is detached as it starts: no start written ahead
-    if rules.missed(spec, due, now) or to_ms(due) - to_ms(now) > lead_ms or gated(spec) \
-            or not can_start(ahead=due > now):
+    if rules.missed(spec, due, now) or to_ms(due) - to_ms(now) > lead_ms or gated(spec):
+        return Write(Kind.CLAIM, claimed, spec=spec)
+    if not can_start(ahead=due > now):
+        if wait and due <= now:
+            return Wait(doc, spec, due)
         return Write(Kind.CLAIM, claimed, spec=spec)
     number = rules.counter(rules.meta(dict(doc)), "runs") + 1
     early = due > now

@@ -183,7 +183,7 @@ class Caps:
             return False
         for doc in docs:
             info = doc.get("after") if isinstance(doc.get("after"), dict) else {}
-            owner, due = info.get("owner"), instant(info.get("due"))
+            owner, due = rules.owner(info), instant(info.get("due"))
             if doc["_id"] != docid and owner and owner != self.me \
                     and not self.known_dead(owner) and (due is None or to_ms(due) <= due_ms):
                 return True  # (a retry due later is not waiting)

@@ -30,11 +30,15 @@ RUN, CLAIM, FENCE = "run", "claim", "fence"
 
 class Holding:
     def __init__(self, timer: Timer, me: str, claim_delay: float,
-                 ask: Callable[[str], None], lead: float = 0.0):
+                 ask: Callable[[str], None], lead: float = 0.0,
+                 wait: Callable[[str], None] = lambda docid: None):
         self.timer, self.me, self.claim_delay, self.ask = timer, me, claim_delay, ask
+        self.wait = wait  # in line for the pool (Slots.wait)
         self.lead_ms = int(lead * 1000)
         self.held: dict[str, Held] = {}
         self.deferred: dict[str, d.Defer] = {}
+        # due, not claimed: claimed and started as the pool has room (Slots.waiting)
+        self.queued: dict[str, d.Wait] = {}
         self.seen = Seen()  # the newest revision seen or written of each task
         self.owned: dict[str, str] = {}  # ours in the database: id -> scheduled/running
         self.awaiting: dict[str, list[dict]] = {}  # owner -> tasks decided once it is known
@@ -50,6 +54,9 @@ class Holding:
                 self.drop(action.docid)
             elif isinstance(action, d.Hold):
                 self.hold(action.doc, action.spec, action.due)
+            elif isinstance(action, d.Wait):
+                self.queued[action.doc["_id"]] = action
+                self.wait(action.doc["_id"])
             elif isinstance(action, d.Defer):
                 self.deferred[action.doc["_id"]] = action
                 self.timer.add((CLAIM, action.doc["_id"]),
@@ -98,6 +105,7 @@ class Holding:
             self.timer.remove((FENCE, docid))
         if self.deferred.pop(docid, None) is not None:
             self.timer.remove((CLAIM, docid))
+        self.queued.pop(docid, None)
 
     def forget(self, docid: str) -> None:
         """Nothing of ``docid`` stays in memory: not held, not timed, not deferred."""
@@ -106,6 +114,7 @@ class Holding:
         self.timer.remove((FENCE, docid))
         if self.deferred.pop(docid, None) is not None:
             self.timer.remove((CLAIM, docid))
+        self.queued.pop(docid, None)
 
     def let_go(self) -> list[d.Write]:
         """The worker name was paused: forget what is deferred, and hand back, ``waiting``,
@@ -113,6 +122,7 @@ class Holding:
         runs going carry on."""
         for docid in list(self.deferred):
             self.drop(docid)
+        self.queued.clear()
         writes = []
         for docid, held in list(self.held.items()):
             if held.running and not held.waiting_to_launch:

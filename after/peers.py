@@ -224,6 +224,8 @@ class Peers:
         ask :meth:`confirm`."""
         if owner == self.id:
             return Liveness.ALIVE
+        if not isinstance(owner, str):  # no process is named so (a user's write)
+            return Liveness.DEAD
         if owner in self.dead:
             return Liveness.DEAD
         at = self.mono()

@@ -41,12 +41,18 @@ def event_order(event: tuple, held: Mapping | None = None) -> tuple:
     return (1, 0, 0)
 
 
-def first(waiting: Iterable[str], held: Mapping) -> str:
-    """Of the held tasks ``waiting`` for a job thread, the one to start next: the highest
-    ``priority``, then the earliest due; one no longer held first (it is simply dropped)."""
+def first(waiting: Iterable[str], held: Mapping, queued: Mapping | None = None) -> str:
+    """Of the tasks ``waiting`` for a job thread (``held``, or due and not claimed yet:
+    ``queued``), the one to start next: the highest ``priority``, then the earliest due; one
+    in neither first (it is simply dropped)."""
+    queued = queued or {}
+
     def key(docid: str) -> tuple:
         entry = held.get(docid)
-        if entry is None:
-            return (0, 0, 0)
-        return (1, -rules.priority_of(entry.doc), entry.due_ms)
+        if entry is not None:
+            return (1, -rules.priority_of(entry.doc), entry.due_ms)
+        wait = queued.get(docid)
+        if wait is not None:
+            return (1, -rules.priority_of(wait.doc), to_ms(wait.due))
+        return (0, 0, 0)
     return min(waiting, key=key)

@@ -93,9 +93,19 @@ class Reactions:
         then oldest, first."""
         writes: list[Write] = []
         self.slots.count(self.runner.active, self.runner.longest(now))
-        while (docid := self.slots.next_waiting(self.held)) is not None:
-            writes.extend(self.on_fire((RUN, docid), now))
+        while (docid := self.slots.next_waiting(self.held, self.mem.queued)) is not None:
+            wait = self.mem.queued.pop(docid, None)
+            if wait is None:
+                writes.extend(self.on_fire((RUN, docid), now))
+            elif not self.peers.paused:  # due, not claimed yet: claimed and started now
+                writes.extend(self._claim(wait.doc, wait.spec, wait.due, now))
         return writes
+
+    def _claim(self, doc: dict, spec, due: datetime, now: datetime) -> list[Write]:
+        """Claim (and start, when the pool has room) a task; one that must wait for room
+        is queued (Holding.queued, Slots.waiting)."""
+        return self.mem.apply([d.claim(doc, spec, due, self.id, now, self.lead_ms,
+                                       self.slots.take)], now)
 
     def on_change(self, doc: dict, recheck: bool = False, now: datetime | None = None
                   ) -> list[Write]:
@@ -132,8 +142,7 @@ class Reactions:
                 return []  # it changed meanwhile (claimed elsewhere, most likely)
             if self.peers.paused or self.cluster and not self.confirm.unclaimed(entry.doc):
                 return []
-            return [d.claim(entry.doc, entry.spec, entry.due, self.id, now, self.lead_ms,
-                            self.slots.take)]
+            return self._claim(entry.doc, entry.spec, entry.due, now)
         held = self.held.get(docid)
         if held is None:
             return []

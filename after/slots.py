@@ -1,9 +1,12 @@
 """Job threads: claim and start only what the pool can begin soon.
 
-A task that falls due while the pool is full stays ``scheduled`` (held, on purpose with no
-timer entry) in :attr:`Slots.waiting` and starts when a thread frees up: higher ``priority``
-first, then oldest (:mod:`after.priorities`). Hung jobs hold their threads, so they stop new
-starts instead of leaving later tasks marked ``running`` with nothing behind them (issue 13).
+A task held on the timer that falls due while the pool is full stays ``scheduled`` (held,
+on purpose with no timer entry) in :attr:`Slots.waiting` and starts when a thread frees up;
+one found already due then is not claimed at all (``waiting``, in
+:attr:`after.holding.Holding.queued`: no write, and the other processes of the name may take
+it) and is claimed and started as a thread frees up. Either way higher ``priority`` first,
+then oldest (:mod:`after.priorities`). Hung jobs hold their threads, so they stop new starts
+instead of leaving later tasks marked ``running`` with nothing behind them (issue 13).
 
 "Full" counts the threads, plus a queue (:attr:`Slots.depth`) as deep as the pool works
 through in half of :data:`QUEUED_GRACE` (or ``--lead``), judged by how long this process's
@@ -81,13 +84,15 @@ class Slots:
     def wait(self, docid: str) -> None:
         self.waiting[docid] = None
 
-    def next_waiting(self, held: Mapping | None = None) -> str | None:
+    def next_waiting(self, held: Mapping | None = None, queued: Mapping | None = None
+                     ) -> str | None:
         """The task to start next, if a thread is free for it (then reserve it with
-        :meth:`take`, or let it go): of those ``held``, the highest priority, then the
-        earliest due (:func:`after.priorities.first`); else the one that waited longest."""
+        :meth:`take`, or let it go): of those ``held`` or ``queued``, the highest priority,
+        then the earliest due (:func:`after.priorities.first`); else the one that waited
+        longest."""
         if not self.waiting or not self.free():
             return None
-        docid = priorities.first(self.waiting, held) if held is not None \
+        docid = priorities.first(self.waiting, held, queued) if held is not None \
             else next(iter(self.waiting))
         del self.waiting[docid]
         return docid

@@ -437,6 +437,13 @@ def info(doc: dict) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+def owner(ns: dict) -> str | None:
+    """The process that holds the task, from its namespace ``ns`` (:func:`info`): None
+    unless a non-empty string (a user may write anything there, ``[null]`` say)."""
+    value = ns.get("owner")
+    return value if isinstance(value, str) and value else None
+
+
 def meta(doc: dict) -> dict:
     """The worker's namespace of ``doc``, to write (created when missing)."""
     value = doc.get(NS)
@@ -509,7 +516,7 @@ def _new_date(doc: dict) -> bool:
     if doc.get("status") != RESCHEDULE:
         return False
     ns = info(doc)
-    was = ns.get("date") if ns.get("owner") and ns.get("date") is not None else ns.get("next_run")
+    was = ns.get("date") if owner(ns) and ns.get("date") is not None else ns.get("next_run")
     try:
         return parse_date(doc.get("date"), "date") != parse_date(was, "next")
     except DateError:
@@ -580,14 +587,14 @@ def held(doc: dict) -> bool:
     so the user writes a request (``cancel``, ``reschedule``) instead of the result."""
     status = doc.get("status")
     return status in (SCHEDULED, RUNNING) or (
-        status in (RESCHEDULE, CANCEL) and bool(info(doc).get("owner"))) or (
+        status in (RESCHEDULE, CANCEL) and owner(info(doc)) is not None) or (
         status == PAUSED and running(doc))
 
 
 def running(doc: dict) -> bool:
     """A run of the task is going somewhere (its start is written, its end is not)."""
     ns = info(doc)
-    return bool(ns.get("started")) and bool(ns.get("owner"))
+    return bool(ns.get("started")) and owner(ns) is not None
 
 
 def request_cancel(doc: dict, now: datetime) -> dict | None:

@@ -83,7 +83,7 @@ class Worker(Reactions):
                              self.stop_requested, idle=self._idle)
         self.poll_now = self.poller.now  # set: poll at once
         self.mem = Holding(self.timer, self.id, settings.claim_delay, self.peers.ask,
-                           lead=settings.lead)
+                           lead=settings.lead, wait=lambda docid: self.slots.wait(docid))
         self.lead_ms = int(settings.lead * 1000)  # 0 on a cluster (see run)
         # what it holds, the newest revision seen of each task, what it owns in the database
         self.held, self.seen, self.owned = self.mem.held, self.mem.seen, self.mem.owned
@@ -123,7 +123,7 @@ class Worker(Reactions):
     def _idle(self) -> bool:
         """Nothing to decide, write or wait for (read from the poller's thread)."""
         return self.inbox.empty() and self.fired.empty() and not self.writer.pending \
-            and not self.runner.active \
+            and not self.runner.active and not self.mem.queued \
             and not any(h.running and not h.waiting_to_launch for h in list(self.held.values()))
 
     def request_stop(self) -> None:

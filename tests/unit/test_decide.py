@@ -5,6 +5,7 @@ are alive, as the worker's loop would from its memory and the peers' cache."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -279,3 +280,31 @@ def test_unfence_undoes_a_start_in_memory():
     assert canceled["status"] == "cancel" and "started" not in canceled["after"]
     assert shape(d.decide(canceled, view({"t": False}), NOW)) == [
         "Drop", ("Write", Kind.CANCEL, "canceled")]
+
+
+def full(view_: View) -> View:
+    """Every job thread taken, and no room in their queue."""
+    return dataclasses.replace(view_, can_start=lambda ahead=False: False)
+
+
+@pytest.mark.parametrize("what, doc, expected", [
+    ("due now, the pool full: left waiting, in line", task(in_s=-0.1), ["Drop", "Wait"]),
+    ("due soon, the pool full: claimed, held for its instant", task(in_s=1), ["Drop", CLAIM]),
+    ("a dead holder's, due, the pool full: in line", task("scheduled", -5, owner=GONE),
+     ["Drop", "Wait"]),
+    ("ours, moved to now, the pool full: claimed again, held", moved("scheduled", -1),
+     ["Drop", CLAIM]),
+])
+def test_a_full_pool_claims_nothing_already_due(what, doc, expected):
+    assert shape(d.decide(doc, full(view()), NOW)) == expected, what
+
+
+@pytest.mark.parametrize("junk", [[None], {"a": 1}, 7, True, ""])
+def test_an_owner_that_is_not_a_process_name_holds_nothing(junk):
+    """Found by hypothesis: ``"after": {"owner": [null], "started": true}`` on a waiting
+    task made the liveness cache hash a list, and the good task ended ``error``."""
+    doc = task(in_s=-0.1)
+    doc["after"] = {"owner": junk, "started": True}
+    assert shape(d.decide(doc, view(), NOW)) == ["Drop", CLAIMSTART]
+    doc["status"] = "scheduled"
+    assert shape(d.decide(doc, view(), NOW)) == ["Drop", CLAIMSTART]  # taken over

@@ -73,6 +73,28 @@ class Hung:
         pass
 
 
+class Manual:
+    """A job pool whose jobs run when the test says so (``finish``), on its thread."""
+
+    def __init__(self):
+        self.queued = []
+
+    def submit(self, fn, *args):
+        self.queued.append((fn, args))
+        future = Future()
+        future.set_running_or_notify_cancel()
+        return future
+
+    def finish(self) -> list[str]:
+        done, self.queued = self.queued, []
+        for fn, args in done:
+            fn(*args)
+        return [args[0] for _, args in done]
+
+    def shutdown(self, **ignored):
+        pass
+
+
 class Refusing(MemStore):
     """A store whose validation refuses any write of a task to ``running``."""
 
@@ -300,6 +322,35 @@ def test_runs_started_ahead_that_no_thread_begins_are_handed_back_not_left_runni
     assert all(future.cancelled() for _, future in pool.queued)
     assert loop.worker.counts["handed_back"] == 3
     assert {r["task"] for r in loop.runs_all()} == {"t0", "t1"}  # no record for the others
+
+
+def test_tasks_due_beyond_what_the_pool_can_begin_are_left_waiting_then_claimed_in_order(
+        tmp_path, now):
+    """Five due, a pool of 2 and no run measured yet: two are claimed and started, the
+    others are not claimed at all (no write: another process may take them) and start as
+    threads free up, higher priority first; one another process claims meanwhile is let go."""
+    loop = Loop(MemStore("tasks"), tmp_path, now)
+    pool = loop.worker.runner.pool = Manual()
+    for i in range(4):
+        loop.put(f"t{i}", later(now, -4 + i))
+    loop.step()
+    assert [loop.doc(f"t{i}")["status"] for i in range(4)] == ["running"] * 2 + ["waiting"] * 2
+    assert [loop.doc(f"t{i}")["_rev"][:2] for i in (2, 3)] == ["1-", "1-"]  # never written
+    loop.put("urgent", later(now, -0.5), priority=5)  # due last, but first in line
+    theirs = rules.claim(loop.doc("t2"), OTHER, now, now)
+    loop.store.put(theirs)  # another process of the name takes t2
+    loop.step()
+    assert sorted(loop.worker.mem.queued) == ["t3", "urgent"]
+    assert sorted(pool.finish()) == ["t0", "t1"]
+    loop.step()  # two threads free: the queue, in order
+    assert [loop.doc(d)["status"] for d in ("urgent", "t3")] == ["running"] * 2
+    assert loop.doc("t2")[rules.NS]["owner"] == OTHER
+    assert [args[0] for _, args in pool.queued] == ["urgent", "t3"]
+    pool.finish()
+    loop.step()
+    assert [r["id"] for r in loop.ran()] == ["t0", "t1", "urgent", "t3"]
+    assert all(loop.doc(d)["status"] == "done" for d in ("t0", "t1", "urgent", "t3"))
+    assert loop.worker.counts["corrected"] == 0 and not loop.worker.mem.queued
 
 
 def test_a_write_the_database_refuses_ends_the_task_in_error(tmp_path, now):
