@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from . import decide as d
+from . import priorities
 from . import task as rules
 from .dates import to_ms
 from .runner import Held, Seen
@@ -31,7 +32,7 @@ RUN, CLAIM, FENCE = "run", "claim", "fence"
 class Holding:
     def __init__(self, timer: Timer, me: str, claim_delay: float,
                  ask: Callable[[str], None], lead: float = 0.0,
-                 wait: Callable[[str], None] = lambda docid: None):
+                 wait: Callable[[str, tuple], None] = lambda docid, rank: None):
         self.timer, self.me, self.claim_delay, self.ask = timer, me, claim_delay, ask
         self.wait = wait  # in line for the pool (Slots.wait)
         self.lead_ms = int(lead * 1000)
@@ -56,7 +57,7 @@ class Holding:
                 self.hold(action.doc, action.spec, action.due)
             elif isinstance(action, d.Wait):
                 self.queued[action.doc["_id"]] = action
-                self.wait(action.doc["_id"])
+                self.wait(action.doc["_id"], priorities.rank(action.doc, to_ms(action.due)))
             elif isinstance(action, d.Defer):
                 self.deferred[action.doc["_id"]] = action
                 self.timer.add((CLAIM, action.doc["_id"]),

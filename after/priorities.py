@@ -5,12 +5,13 @@ Two places order by it, both pure (``priority``, then the date: earlier first):
 - :func:`event_order`, the order in which one turn of the worker's loop decides the tasks
   that changed or were polled: the first decided are the first claimed, and take the job
   threads free this turn (a task already due is claimed and started in one write);
-- :func:`first`, which held task waiting for a free job thread starts next.
+- :func:`rank`, which task waiting for a free job thread starts next (the line is a heap
+  in :class:`after.slots.Slots`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 from . import task as rules
 from .dates import DateError, parse_date, to_ms
@@ -41,18 +42,7 @@ def event_order(event: tuple, held: Mapping | None = None) -> tuple:
     return (1, 0, 0)
 
 
-def first(waiting: Iterable[str], held: Mapping, queued: Mapping | None = None) -> str:
-    """Of the tasks ``waiting`` for a job thread (``held``, or due and not claimed yet:
-    ``queued``), the one to start next: the highest ``priority``, then the earliest due; one
-    in neither first (it is simply dropped)."""
-    queued = queued or {}
-
-    def key(docid: str) -> tuple:
-        entry = held.get(docid)
-        if entry is not None:
-            return (1, -rules.priority_of(entry.doc), entry.due_ms)
-        wait = queued.get(docid)
-        if wait is not None:
-            return (1, -rules.priority_of(wait.doc), to_ms(wait.due))
-        return (0, 0, 0)
-    return min(waiting, key=key)
+def rank(doc: dict, due_ms: int) -> tuple[int, int]:
+    """Where a task waiting for a job thread stands in line: the highest ``priority``
+    first, then the earliest due."""
+    return (-rules.priority_of(doc), due_ms)

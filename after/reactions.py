@@ -18,7 +18,7 @@ import logging
 from datetime import datetime
 
 from . import decide as d
-from . import faults, gates, overlap
+from . import faults, gates, overlap, priorities
 from . import task as rules
 from .dates import from_ms, to_ms
 from .decide import Write
@@ -51,7 +51,7 @@ class Reactions:
             self.poll_now.set()
             if not value:
                 return []
-            self.slots.waiting.clear()
+            self.slots.clear()
             return self.mem.let_go()
         if kind == "deleted":
             self.mem.apply([d.Drop(value)], now)
@@ -93,10 +93,12 @@ class Reactions:
         then oldest, first."""
         writes: list[Write] = []
         self.slots.count(self.runner.active, self.runner.longest(now))
-        while (docid := self.slots.next_waiting(self.held, self.mem.queued)) is not None:
+        while (docid := self.slots.next_waiting()) is not None:
             wait = self.mem.queued.pop(docid, None)
             if wait is None:
-                writes.extend(self.on_fire((RUN, docid), now))
+                held = self.held.get(docid)
+                if held is not None and held.due_ms <= to_ms(now):  # (not one held anew)
+                    writes.extend(self.on_fire((RUN, docid), now))
             elif not self.peers.paused:  # due, not claimed yet: claimed and started now
                 writes.extend(self._claim(wait.doc, wait.spec, wait.due, now))
         return writes
@@ -170,7 +172,8 @@ class Reactions:
         if self.slots.free() and not gates.take(self, held, now):
             return []  # stays scheduled, waiting for a concurrency slot (after.gates)
         if not self.slots.take():
-            self.slots.wait(docid)  # stays scheduled; started when a thread is free
+            # stays scheduled; started when a thread is free
+            self.slots.wait(docid, priorities.rank(held.doc, held.due_ms))
             return []
         write = d.fire(held.doc, held.spec, held.due_ms, self.me, now)
         held.running, held.token = True, write.token  # until the write lands

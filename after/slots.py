@@ -25,9 +25,9 @@ no locks.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-
-from . import priorities
+import heapq
+import itertools
+from collections.abc import Collection
 
 #: Seconds a run may wait in the job threads' queue before it is handed back (at least).
 QUEUED_GRACE = 2.0
@@ -44,7 +44,11 @@ class Slots:
         self.depth = 0  # runs that may wait in the queue, this turn
         self.reserved = 0  # starts decided this turn, not written yet
         self.mean: float | None = None  # seconds a run lasts, as measured
-        self.waiting: dict[str, None] = {}  # held tasks due, in the order they fell due
+        # tasks due, waiting for room: id -> its rank (after.priorities.rank); the line is
+        # a heap of (rank, arrival, id), an entry whose rank is no longer the id's skipped
+        self.waiting: dict[str, tuple] = {}
+        self.line: list[tuple] = []
+        self.arrivals = itertools.count()
 
     def ran(self, seconds: float) -> None:
         """A run of this process ended after ``seconds``."""
@@ -81,21 +85,27 @@ class Slots:
         self.reserved += 1
         return True
 
-    def wait(self, docid: str) -> None:
-        self.waiting[docid] = None
+    def wait(self, docid: str, rank: tuple = (0, 0)) -> None:
+        """``docid`` waits for room, at ``rank`` (lower first; then first come)."""
+        self.waiting[docid] = rank
+        heapq.heappush(self.line, (rank, next(self.arrivals), docid))
 
-    def next_waiting(self, held: Mapping | None = None, queued: Mapping | None = None
-                     ) -> str | None:
-        """The task to start next, if a thread is free for it (then reserve it with
-        :meth:`take`, or let it go): of those ``held`` or ``queued``, the highest priority,
-        then the earliest due (:func:`after.priorities.first`); else the one that waited
-        longest."""
-        if not self.waiting or not self.free():
+    def clear(self) -> None:
+        self.waiting.clear()
+        self.line.clear()
+
+    def next_waiting(self) -> str | None:
+        """The task to start next, if there is room for it (then reserve it with
+        :meth:`take`, or let it go): the lowest rank, then the first come."""
+        if not self.free():
             return None
-        docid = priorities.first(self.waiting, held, queued) if held is not None \
-            else next(iter(self.waiting))
-        del self.waiting[docid]
-        return docid
+        while self.line:
+            rank, _, docid = heapq.heappop(self.line)
+            if self.waiting.get(docid) == rank:
+                del self.waiting[docid]
+                return docid
+        self.waiting.clear()
+        return None
 
     def end_turn(self) -> None:
         self.reserved = 0

@@ -83,7 +83,8 @@ class Worker(Reactions):
                              self.stop_requested, idle=self._idle)
         self.poll_now = self.poller.now  # set: poll at once
         self.mem = Holding(self.timer, self.id, settings.claim_delay, self.peers.ask,
-                           lead=settings.lead, wait=lambda docid: self.slots.wait(docid))
+                           lead=settings.lead,
+                           wait=lambda docid, rank: self.slots.wait(docid, rank))
         self.lead_ms = int(settings.lead * 1000)  # 0 on a cluster (see run)
         # what it holds, the newest revision seen of each task, what it owns in the database
         self.held, self.seen, self.owned = self.mem.held, self.mem.seen, self.mem.owned

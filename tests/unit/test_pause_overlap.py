@@ -15,6 +15,7 @@ from after import task as rules
 from after.dates import format_date, parse_date, to_ms
 from after.decide import Kind, Liveness, View, Write
 from after.runner import Held
+from after.slots import Slots
 from after.task import Outcome, parse
 
 NOW = datetime(2026, 12, 1, 9, 0, 0, 250000, tzinfo=UTC)
@@ -334,15 +335,17 @@ def test_timers_of_held_tasks_fire_by_priority_then_due_instant():
 
 
 def test_the_first_task_waiting_for_a_thread_is_the_highest_priority_then_the_earliest():
-    def held(priority, due):
-        return Held(doc=doc(priority=priority), spec=parse(doc()), due_ms=to_ms(at(due)))
-    waiting = {"a": None, "b": None, "c": None, "gone": None}
-    table = {"a": held(0, 1), "b": held(3, 9), "c": held(3, 2)}
-    assert priorities.first(waiting, table) == "gone"  # dropped at once
-    del waiting["gone"]
-    assert priorities.first(waiting, table) == "c"
-    del waiting["c"]
-    assert priorities.first(waiting, table) == "b"
+    def rank(priority, due):
+        return priorities.rank(doc(priority=priority), to_ms(at(due)))
+    slots = Slots(1)
+    for docid, priority, due in (("a", 0, 1), ("b", 3, 9), ("c", 3, 2), ("d", 0, 1)):
+        slots.wait(docid, rank(priority, due))
+    slots.wait("a", rank(5, 1))  # waits again, now urgent: its old place is void
+    del slots.waiting["d"]  # let go (claimed elsewhere, say)
+    order = []
+    while (docid := slots.next_waiting()) is not None:
+        order.append(docid)
+    assert order == ["a", "c", "b"] and not slots.waiting and not slots.line
 
 
 # -- overlap allow: runs detached from the task -------------------------------------------------
