@@ -153,8 +153,9 @@ class View:
     liveness: Callable[[str], Liveness]
     preferred: Callable[[str], bool]  # does this process claim the task first?
     check_job: Callable[[str], object]  # raises JobError for a job the folder lacks
-    # may a run start now (a free job thread, reserved by a True answer)? If not, a task
-    # already due is claimed and held, and started when a thread is free
+    # may a run start now (room in the pool, reserved by a True answer; ``ahead``: a start
+    # written before its instant, which only needs a thread free now)? If not, a task
+    # already due is left waiting in line (Wait), one due later claimed and held
     can_start: Callable[..., bool] = lambda ahead=False: True
     lead_ms: int = 0  # the lead window: start writes go this far ahead of the due instant
     paused: bool = False  # the worker name is paused (after pause NAME): claim nothing
@@ -305,12 +306,12 @@ def claim(doc: dict, spec: rules.Spec, due: datetime, me: str, now: datetime,
         lead_ms = 0  # its run is detached as it starts: no start written ahead
     if rules.missed(spec, due, now) or to_ms(due) - to_ms(now) > lead_ms or gated(spec):
         return Write(Kind.CLAIM, claimed, spec=spec)
-    if not can_start(ahead=due > now):
-        if wait and due <= now:
+    early = due > now
+    if not can_start(ahead=early):
+        if wait and not early:
             return Wait(doc, spec, due)
         return Write(Kind.CLAIM, claimed, spec=spec)
     number = rules.counter(rules.meta(dict(doc)), "runs") + 1
-    early = due > now
     return detached(Write(Kind.CLAIMSTART, rules.start(claimed, me, due if early else now,
                                                        number),
                           spec=spec, token=uuid.uuid4().hex[:8], due=due, fence=early), now)

@@ -182,7 +182,7 @@ class Caps:
         except StoreError:
             return False
         for doc in docs:
-            info = doc.get("after") if isinstance(doc.get("after"), dict) else {}
+            info = rules.info(doc)
             owner, due = rules.owner(info), instant(info.get("due"))
             if doc["_id"] != docid and owner and owner != self.me \
                     and not self.known_dead(owner) and (due is None or to_ms(due) <= due_ms):

@@ -36,9 +36,9 @@ def event_order(event: tuple, held: Mapping | None = None) -> tuple:
         entry = (held or {}).get(value[1]) if isinstance(value, tuple) else None
         if entry is None:
             return (0, 0, 0)
-        return (0, -rules.priority_of(entry.doc), entry.due_ms)
+        return (0, *rank(entry.doc, entry.due_ms))
     if kind in ("change", "recheck") and isinstance(value, dict):
-        return (2, -rules.priority_of(value), date_ms(value))
+        return (2, *rank(value, date_ms(value)))
     return (1, 0, 0)
 
 

@@ -85,7 +85,7 @@ class Worker(Reactions):
         self.mem = Holding(self.timer, self.id, settings.claim_delay, self.peers.ask,
                            lead=settings.lead,
                            wait=lambda docid, rank: self.slots.wait(docid, rank))
-        self.lead_ms = int(settings.lead * 1000)  # 0 on a cluster (see run)
+        self.lead_ms = int(settings.lead * 1000)  # the lead window (on clusters too)
         # what it holds, the newest revision seen of each task, what it owns in the database
         self.held, self.seen, self.owned = self.mem.held, self.mem.seen, self.mem.owned
         self.deferred, self.awaiting = self.mem.deferred, self.mem.awaiting
