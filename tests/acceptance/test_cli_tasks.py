@@ -261,7 +261,8 @@ def test_runs_show_and_reschedule_with_a_worker(env, store, worker):
     after(env, "add", "fail", "boom", "-w", "billing", "--id", "ko")
     wait_for(store, "ok", "done")
     wait_for(store, "ko", "error")
-    runs = json.loads(after(env, "runs", "ok", "--json").stdout)
+    runs = runs_of(env, "ok", 1)
+    runs_of(env, "ko", 1)  # run records are written on their own thread, after the task
     assert [(r["task"], r["number"], r["outcome"], r["result"]) for r in runs] == \
         [("ok", 1, "done", "Hello, Ada!")]
     table = after(env, "runs", "ko").stdout.splitlines()
@@ -278,8 +279,18 @@ def test_runs_show_and_reschedule_with_a_worker(env, store, worker):
     assert after(env, "reschedule", "ko").stdout.startswith("ko rescheduled for ")
     doc = wait_for(store, "ko", "error")
     assert doc["after"]["runs"] == 2
+    assert len(runs_of(env, "ko", 2)) == 2
     assert len(json.loads(after(env, "runs", "ko", "-n", "1", "--json").stdout)) == 1
-    assert len(json.loads(after(env, "runs", "ko", "--json").stdout)) == 2
+
+
+def runs_of(env, task_id: str, count: int, timeout: float = 15) -> list[dict]:
+    """``after runs TASK --json`` once it lists ``count`` runs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = json.loads(after(env, "runs", task_id, "--json").stdout)
+        if len(runs) >= count or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.1)
 
 
 # -- jobs ----------------------------------------------------------------------------------

@@ -119,6 +119,12 @@ class Harness:
                 time.sleep(0.1)
         return sorted(docs, key=lambda d: (d["number"], d["started"]))
 
+    def wait_runs(self, docid: str, count: int = 1, timeout: float = 15) -> list[dict]:
+        """The run records of ``docid`` once there are ``count``: the worker writes them on
+        its own thread, after the task's own status, so a task can read ``done`` first."""
+        return self.wait(lambda: len(runs := self.runs(docid)) >= count and runs,
+                         timeout, f"{count} run record(s) of {docid}")
+
 
 @pytest.fixture
 def harness(couch_url, store, jobs_dir, tmp_path):

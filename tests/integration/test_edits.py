@@ -19,7 +19,7 @@ def test_a_held_task_moved_to_another_name_runs_there(harness, store):
     done = harness.wait_status("moved", "done", timeout=20)
     assert done["after"]["last_run"]["outcome"] == "done"
     assert [r["id"] for r in harness.recorded()] == ["moved"]
-    assert harness.runs("moved")[0]["worker"] == "v"
+    assert harness.wait_runs("moved")[0]["worker"] == "v"
 
 
 def test_waiting_written_on_a_running_task_runs_it_again_after_never_alongside(harness, store):
@@ -75,8 +75,8 @@ def test_hung_jobs_hold_their_threads_and_nothing_is_marked_running_without_one(
     for i in range(3):
         harness.wait_status(f"later{i}", "done", timeout=15)
     for i in range(3):
-        [run] = harness.runs(f"later{i}")
+        [run] = harness.wait_runs(f"later{i}")
         assert run["outcome"] == "done" and run["duration_ms"] < 1000
-    hung = [harness.runs(f"hung{i}")[0] for i in range(2)]
+    hung = [harness.wait_runs(f"hung{i}")[0] for i in range(2)]
     assert [r["outcome"] for r in hung] == ["timeout", "timeout"]
     assert all(900 <= r["duration_ms"] < 2000 for r in hung)
