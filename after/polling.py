@@ -97,6 +97,8 @@ class Poller:
                 try:
                     found = scan_recent(self.store, self.name, self.settings)
                 except Exception as exc:  # the view query below still runs
+                    if self.stopping.is_set():  # the store was closed under it: not a fault
+                        return
                     log.warning("cannot scan recent tasks: %s", describe_error(exc))
                     found = []
                 for doc in found:
@@ -109,6 +111,8 @@ class Poller:
                 docs, cursor = query_due(self.store, self.name, self.settings, utcnow(),
                                          cursor)
             except Exception as exc:  # the safety net must not die
+                if self.stopping.is_set():  # the store was closed under it: not a fault
+                    return
                 log.warning("cannot query due tasks: %s", describe_error(exc))
                 interval, cursor = min(5.0, self.settings.poll), {}
                 continue

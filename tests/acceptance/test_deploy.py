@@ -35,7 +35,8 @@ def test_ten_processes_started_at_once_on_a_fresh_database(couch_url, db_name, t
             worker.send_signal(signal.SIGTERM)
         for k, worker in enumerate(workers):
             assert worker.wait(60) == 0, outputs[k].read_text()
-            assert "error" not in outputs[k].read_text().lower()
+            text = outputs[k].read_text()
+            assert "error" not in text.lower(), text
     finally:
         cli.kill_all()
         with Store(couch_url, db_name) as store:
