@@ -142,11 +142,19 @@ def split_credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
 
 
 def doc_path(db: str, docid: str) -> str:
-    """``db/id`` with the id percent-encoded; ``_design/x`` and ``_local/x`` keep their slash."""
+    """``db/id`` with the id percent-encoded; ``_design/x`` and ``_local/x`` keep their slash.
+    The ids ``.`` and ``..`` are encoded too (``%2E``): as they are, the URL would name the
+    database or the server itself."""
     for prefix in ("_design/", "_local/"):
         if docid.startswith(prefix):
-            return f"{quote(db, safe='')}/{prefix}{quote(docid[len(prefix):], safe='')}"
-    return f"{quote(db, safe='')}/{quote(docid, safe='')}"
+            return f"{quote(db, safe='')}/{prefix}{segment(docid[len(prefix):])}"
+    return f"{quote(db, safe='')}/{segment(docid)}"
+
+
+def segment(text: str) -> str:
+    """``text`` as one path segment."""
+    quoted = quote(text, safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
 
 
 class Node:

@@ -47,9 +47,10 @@ def test_put_get_and_conflict_on_stale_rev(store):
 
 
 def test_ids_are_percent_encoded(store):
-    for docid in ("a/b", "x?y=1", "hash#tag", "sp ace", "per%cent"):
+    for docid in ("a/b", "x?y=1", "hash#tag", "sp ace", "per%cent", ".", "..", "..."):
         store.put(task(_id=docid))
         assert store.get(docid)["_id"] == docid
+    assert store.get_or_none("./..") is None  # not the database, nor the server
 
 
 def test_not_found_is_typed(store):
