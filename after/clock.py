@@ -57,6 +57,12 @@ class Offset:
         bounds = self.bounds()
         return None if bounds is None else round(bounds[0], 3)
 
+    def beyond(self, limit: float) -> bool:
+        """Is the offset surely more than ``limit`` seconds either way: every offset the
+        samples allow? (A clock in sync whose samples still allow -1.2 s is not off.)"""
+        bounds = self.bounds()
+        return bounds is not None and (bounds[0] > limit or bounds[1] < -limit)
+
     def correction(self) -> float:
         """Seconds to add to the local clock: 0 when in sync as far as can be told, else
         the lower bound (the corrected clock is never ahead of the server's)."""

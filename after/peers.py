@@ -101,8 +101,7 @@ class Peers:
             return
         self.offset.add(sent, received, server)
         estimate = self.offset.estimate()
-        off = estimate is not None and abs(estimate) > WARN_OFFSET \
-            and len(self.offset.samples) >= CALIBRATION
+        off = self.offset.beyond(WARN_OFFSET) and len(self.offset.samples) >= CALIBRATION
         if off and not self.warned_offset:
             log.warning("this machine's clock is %+.3f s off the database server's: tasks "
                         "fire on the server's time; keep the clocks in sync (NTP)", -estimate)
@@ -129,6 +128,7 @@ class Peers:
         estimate = self.offset.estimate()
         if estimate is not None:  # local - server, as people think of it: + is ahead
             doc["clock_offset"] = -estimate
+            doc["clock_off"] = self.offset.beyond(WARN_OFFSET)  # surely: after list warns
         if self.rev:
             doc["_rev"] = self.rev
         try:

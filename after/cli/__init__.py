@@ -26,7 +26,7 @@ import click
 from .. import config as config_module
 from ..process import ProcessError
 from ..server import ServerError
-from ..store import NotFound, StoreError, Unavailable
+from ..store import NotFound, StoreError, Unauthorized, Unavailable
 from . import dashboard, server, tasks, workers
 from .common import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_USAGE, Failure
 
@@ -40,6 +40,12 @@ class Group(click.Group):
         kwargs["standalone_mode"] = False
         try:
             result = super().main(args, *rest, **kwargs)
+        except NO_ARGS as exc:  # plain ``after``: its help, as a request for it
+            click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
+            sys.exit(0)
+        except BrokenPipeError:  # ``after tasks | head -1``: the reader has all it wanted
+            quiet_stdout()
+            sys.exit(EXIT_FAILED)
         except click.UsageError as exc:
             hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
             click.echo(f"after: error: {exc.format_message()}{hint}", err=True)
@@ -69,12 +75,45 @@ class Group(click.Group):
             raise Failure(f"{message}; is it running? (`after server start` runs the "
                           "embedded one)", EXIT_UNAVAILABLE) from None
         except NotFound as exc:
-            raise Failure(str(exc), EXIT_NOT_FOUND) from None
+            obj = ctx.obj if isinstance(ctx.obj, config_module.Config) else None
+            message = str(exc)
+            if obj is not None and message in ("Database does not exist.", "no_db_file"):
+                message = (f"the database {obj.db} does not exist at {obj.safe_url} "
+                           "(run `after setup`)")
+            raise Failure(message, EXIT_NOT_FOUND) from None
+        except Unauthorized as exc:
+            obj = ctx.obj if isinstance(ctx.obj, config_module.Config) else None
+            raise Failure(unauthorized(obj, str(exc))) from None
         except (StoreError, ServerError, ProcessError, config_module.ConfigError) as exc:
             raise Failure(str(exc)) from None
+        except BrokenPipeError:
+            raise  # not a failure to report (see main)
         except OSError as exc:  # a folder, a file or a port of this machine
             where = f" ({exc.filename})" if exc.filename else ""
             raise Failure(f"{exc.strerror or exc}{where}") from None
+
+
+def unauthorized(cfg, reason: str) -> str:
+    """The one line for a 401: which server, and where the name and password come from."""
+    where = cfg.safe_url if cfg is not None else "the database"
+    reason = "" if reason in ("", "HTTP 401") else f" ({reason})"
+    if cfg is not None and "@" not in cfg.url.split("//", 1)[-1].split("/", 1)[0]:
+        return (f"{where} asks for a name and password{reason}: give them in the URL "
+                "(AFTER_COUCHDB_URL=http://NAME:PASSWORD@host:5984) or as login and password "
+                "in config.json")
+    return (f"{where} refused the name or password{reason}; CouchDB locks a name out for a "
+            "few minutes after repeated failures")
+
+
+# click 8.2 and later raise this for a group called with no arguments; 8.1 prints the help
+NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def quiet_stdout() -> None:
+    """Standard output's reader is gone: send what is left of it (buffered, or written at
+    exit) nowhere, so that Python does not report the broken pipe again on its way out."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def hide_credentials(args: list[str]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ def option_for(message: str, *, cron: bool = False, kwargs: bool = False) -> tup
     field, _, rest = message.partition(": ")
     if field == "job.arguments":
         return ("--kwargs" if kwargs else "ARGS"), rest
+    if field.startswith(("job.arguments[", "job.arguments.")):  # one of them: say which
+        return ("--kwargs" if kwargs else "ARGS"), message
     if field.startswith("repeat.exclude"):
         return "--exclude", rest
     if field in ("repeat", "repeat.until"):
@@ -83,11 +86,24 @@ def open_client(cfg) -> Client:
 
 
 def json_or_text(text: str) -> Any:
-    """An argument as JSON when it parses as JSON, else the string itself."""
+    """An argument as JSON when it parses as JSON, else the string itself. ``NaN``,
+    ``Infinity`` and numbers past a float's range (``1e400``) are not JSON a database can
+    hold: they stay strings."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=not_json, parse_float=finite_float)
     except ValueError:
         return text
+
+
+def not_json(text: str) -> Any:
+    raise ValueError(f"{text} is not JSON")
+
+
+def finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is past a float's range")
+    return value
 
 
 def json_option(value: str | None, option: str, kinds: tuple = (dict,)) -> Any:
@@ -241,7 +257,8 @@ def check_job(folder: Path, name: str, args: list, kwargs: dict | None) -> None:
 @click.option("-w", "--worker", envvar="AFTER_WORKER", required=True,
               help="the worker name that runs it [env AFTER_WORKER]")
 @click.option("--at", metavar="WHEN",
-              help="now, +30s, +15m, +6h, +2d, or ISO 8601 (UTC unless it has an offset) "
+              help="now, +30s, +15m, +6h, +2d, +1w, +500ms, +1h30m, or ISO 8601 (UTC unless "
+                   "it has an offset) "
                    "[default: now; with --cron the first cron time]")
 @click.option("--every", metavar="INTERVAL",
               help="repeat: 30s, 15m, 6h, 7d, 1w, 1M (month), 1y, 1h30m; an ISO 8601 "

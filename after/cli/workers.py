@@ -22,7 +22,6 @@ import click
 
 from .. import pausing, peers, process, schema
 from .. import task as rules
-from ..clock import WARN_OFFSET
 from ..config import SETTING_RANGES, Config, ConfigError, Settings
 from ..dates import to_ms, utcnow
 from ..jobs import JobRegistry
@@ -195,6 +194,7 @@ def list_workers(cfg: Config, as_json):
         "held": doc.get("held", 0), "running": doc.get("running", 0),
         "runs": (doc.get("counts") or {}).get("runs", 0),
         "state": peers.state(doc, to_ms(now)), "clock_offset": doc.get("clock_offset"),
+        "clock_off": doc.get("clock_off") is True,
         "id": doc["_id"], "paused": doc.get("name") in paused,
     } for doc in docs]
     entries.sort(key=lambda e: (e["name"] or "", e["host"] or "", e["pid"] or 0))
@@ -219,7 +219,7 @@ def list_workers(cfg: Config, as_json):
     echo_table(rows)
     for e in entries:
         offset = e["clock_offset"]
-        if isinstance(offset, int | float) and abs(offset) > WARN_OFFSET:
+        if e["clock_off"] and isinstance(offset, int | float):
             click.echo(f"warning: the clock of {e['host']} (pid {e['pid']}) is {offset:+.1f} s "
                        "off the database server's; keep clocks in sync (NTP)")
 
@@ -277,6 +277,11 @@ def resume(cfg: Config, name, task_id):
     occurrence after now, with no catch-up run)."""
     with _one_of(name, task_id) as client:
         if task_id is not None:
+            before = client.get(task_id)
+            if before.get("status") not in (*rules.FINISHED, rules.CANCEL, rules.PAUSED) \
+                    and "paused" not in rules.info(before):
+                click.echo(f"{task_id} was not paused (it is {before.get('status')})")
+                return
             doc = client.resume(task_id)
             click.echo(f"{task_id} resumed: {doc['status']}"
                        + (f", next run {doc['date']}" if doc["status"] == rules.WAITING else ""))

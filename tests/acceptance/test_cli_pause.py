@@ -48,5 +48,8 @@ def test_add_with_overlap_and_priority_then_pause_and_resume_the_task(cli, tasks
     assert resumed.returncode == 0 and "hourly resumed: waiting, next run 20" in resumed.stdout
     doc = tasks.get("hourly")
     assert doc["status"] == "waiting" and doc["date"] > "2026"  # no catch-up from 2020
+    twice = cli.run("resume", "--task", "hourly")
+    assert (twice.returncode, twice.stdout) == (0, "hourly was not paused (it is waiting)\n")
+    assert tasks.get("hourly")["_rev"] == doc["_rev"]  # nothing written
     listing = json.loads(cli.run("tasks", "--json").stdout)
     assert [t["_id"] for t in listing] == ["hourly"]

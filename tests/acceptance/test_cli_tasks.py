@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from after.client import Client
-from after.store import Store
+from after.store import Store, split_credentials
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "tasks.rst"
@@ -419,6 +419,53 @@ def test_unreachable_server_and_missing_database_and_jobs_folder(env):
     assert "after setup" in missing.stderr
     nojobs = after({**env, "AFTER_JOBS": str(ROOT / "no-such-folder")}, "jobs", code=1)
     assert "the jobs folder" in nojobs.stderr
+    listing = after({**env, "AFTER_DB": "no_such_db"}, "tasks", code=4)  # not CouchDB's words
+    assert listing.stderr.startswith("after: error: the database no_such_db does not exist at ")
+    assert listing.stderr.endswith(" (run `after setup`)\n")
+
+
+@pytest.mark.auth_server
+def test_a_refused_name_or_password_says_so_and_where_it_comes_from(env, couch_url):
+    bare, _ = split_credentials(couch_url)
+    wrong = after({**env, "AFTER_COUCHDB_URL": bare.replace("://", "://admin:nope@", 1)},
+                  "setup", code=1)  # its first request is a HEAD: a 401 with no body
+    assert "127.0.0.1" in wrong.stderr and "refused the name or password" in wrong.stderr
+    assert "nope" not in wrong.stderr
+    missing = after({**env, "AFTER_COUCHDB_URL": bare}, "tasks", code=1)
+    assert "asks for a name and password" in missing.stderr
+    assert "AFTER_COUCHDB_URL=http://NAME:PASSWORD@host:5984" in missing.stderr
+
+
+def test_after_alone_prints_its_help_and_a_closed_pipe_is_not_an_error(env, store):
+    alone = after(env)
+    assert alone.stdout.startswith("Usage: after [OPTIONS] COMMAND [ARGS]...")
+    assert "Commands:" in alone.stdout and alone.stderr == ""
+    for i in range(3):
+        store.put({"_id": f"t{i}", "worker": "x", "date": "2030-01-01T00:00:00Z",
+                   "job": {"name": "hello", "arguments": []}, "status": "waiting"})
+    read, write = os.pipe()
+    os.close(read)  # `after tasks | head -0`: the reader is gone before the first line
+    try:
+        done = subprocess.run([sys.executable, "-m", "after", "tasks"], env=env, cwd=ROOT,
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (1, "")
+
+
+def test_odd_arguments_and_ids(env, store):
+    after(env, "add", "hello", "NaN", "-w", "x", "--id", "nan", "--no-check")
+    after(env, "add", "hello", "1e400", "-w", "x", "--id", "big", "--no-check")
+    assert store.get("nan")["job"]["arguments"] == ["NaN"]  # not JSON: the string
+    assert store.get("big")["job"]["arguments"] == ["1e400"]
+    deep = after(env, "add", "hello", "[" * 70 + "]" * 70, "-w", "x", "--no-check", code=2)
+    assert deep.stderr.startswith("after: error: Invalid value for 'ARGS': job.arguments")
+    for odd in (".", ".."):  # not the database's URL, nor the server's
+        assert after(env, "add", "hello", "-w", "x", "--id", odd).stdout == f"{odd}\n"
+        assert after(env, "show", odd).stdout.splitlines()[0].split() == ["task", odd]
+        after(env, "cancel", odd)
+        assert store.get(odd)["status"] == "canceled"
+    after(env, "show", "./..", code=4)
 
 
 def test_add_checks_the_job_against_the_folder_unless_told_not_to(env, store, tmp_path):

@@ -132,7 +132,11 @@ def test_a_member_with_a_clock_5s_ahead_never_runs_early_nor_takes_over(cli, tas
     offsets = {e["pid"]: e["clock_offset"] for e in listing if e["name"] == "sk"}
     # CouchDB's Date header counts whole seconds: an estimate is good to about a second
     assert abs(offsets[healthy.pid]) <= 1.5 and 4.0 < offsets[ahead.pid] < 6.1, offsets
-    assert "is +5" in cli.run("list").stdout  # the warning
+    flags = {e["pid"]: e["clock_off"] for e in listing if e["name"] == "sk"}
+    assert flags == {healthy.pid: False, ahead.pid: True}
+    warnings = [line for line in cli.run("list").stdout.splitlines()
+                if line.startswith("warning:")]  # for the member ahead only
+    assert len(warnings) == 1 and f"(pid {ahead.pid}) is +5" in warnings[0], warnings
     # the test's wall clock against the monotonic one, which every process shares
     base_wall, base_mono = utcnow(), time.monotonic()
     count = 40

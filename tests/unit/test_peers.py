@@ -147,3 +147,21 @@ def test_a_paused_name_is_read_with_the_heartbeats_and_is_no_peer():
     peers.refresh()
     assert peers.paused is False
     assert pausing.resume(store, "t_workers", "w") is False
+
+
+def test_only_an_offset_surely_past_a_second_counts_as_off():
+    """A server on this machine whose Date header lagged 1.2 s (the header is renewed once a
+    second): its samples still allow 0, so the clock is not called off (it was warned about
+    as "+1.2 s" before); a clock 5 s ahead is."""
+    local = 2_000_000.0
+    in_sync = Offset()
+    for i in range(3):  # the server's second began 1.2 s before each answer was read
+        sent = local + 100 + i * 0.07
+        in_sync.add(sent, sent + 0.004, sent + 0.004 - 1.2)
+    assert in_sync.estimate() <= -1.0  # the loose bound alone looked 1.2 s off
+    assert not in_sync.beyond(1.0) and in_sync.correction() == 0.0
+    ahead = Offset()
+    for i in range(3):
+        sent = local + i * 0.07
+        ahead.add(sent, sent + 0.004, float(int(sent - 5.0)))
+    assert ahead.beyond(1.0) and ahead.beyond(2.5) and not ahead.beyond(6.0)
