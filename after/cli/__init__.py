@@ -26,7 +26,7 @@ import click
 from .. import config as config_module
 from ..process import ProcessError
 from ..server import ServerError
-from ..store import NotFound, StoreError, Unauthorized, Unavailable
+from ..store import NotFound, StoreError, Unauthorized, Unavailable, split_credentials
 from . import dashboard, server, tasks, workers
 from .common import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_USAGE, Failure
 
@@ -97,7 +97,7 @@ def unauthorized(cfg, reason: str) -> str:
     """The one line for a 401: which server, and where the name and password come from."""
     where = cfg.safe_url if cfg is not None else "the database"
     reason = "" if reason in ("", "HTTP 401") else f" ({reason})"
-    if cfg is not None and "@" not in cfg.url.split("//", 1)[-1].split("/", 1)[0]:
+    if cfg is not None and split_credentials(cfg.urls[0])[1] is None:
         return (f"{where} asks for a name and password{reason}: give them in the URL "
                 "(AFTER_COUCHDB_URL=http://NAME:PASSWORD@host:5984) or as login and password "
                 "in config.json")
