@@ -60,6 +60,8 @@ class Write:
     takeover: bool = False  # a FINISH of another (dead) process's run
     fence: bool = False  # a START or CLAIMSTART written ahead of ``due`` (the lead window)
     accepted: bool = False  # written, but not confirmed by a quorum (202)
+    # Sent while this process surely held its lease until then (monotonic, Peers.sure_until)
+    sure_until: float = float("-inf")
     attempts: int = 0  # failed tries (not conflicts) so far
     not_before: float = 0.0  # epoch seconds before which it is not tried again
 

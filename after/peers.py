@@ -73,6 +73,7 @@ class Peers:
         self.dead: dict[str, float] = {}
         self.unreadable: dict[str, float] = {}  # owners whose heartbeat could not be read
         self.rev: str | None = None
+        self.beat_sent: float | None = None  # when the last heartbeat that landed was sent
         self.paused = False  # the name is paused (its document, after.pausing), as last read
         self.warned_offset = False
         self._asks: queue.SimpleQueue = queue.SimpleQueue()
@@ -131,6 +132,7 @@ class Peers:
             doc["clock_off"] = self.offset.beyond(WARN_OFFSET)  # surely: after list warns
         if self.rev:
             doc["_rev"] = self.rev
+        sent = self.mono()
         try:
             try:
                 self.store.put(doc, db=self.db)
@@ -144,7 +146,18 @@ class Peers:
             log.warning("heartbeat failed: %s", describe_error(exc))
             return self.refresh()
         self.rev = doc["_rev"]
+        self.beat_sent = sent
         return self.refresh()
+
+    def sure_until(self, margin: float) -> float:
+        """The monotonic instant until which no other process can have found this one dead:
+        a lease from the sending of the last heartbeat that landed (another process counts
+        a lease from when it reads a heartbeat changed, which is after), less ``margin`` for
+        reads that lag. A start written before it and begun after it may have been taken
+        over meanwhile (this process frozen by SIGSTOP, or starved): it is read back first."""
+        if self.beat_sent is None:
+            return float("-inf")
+        return self.beat_sent + self.lease - margin
 
     def leave(self) -> None:
         """Remove this process's heartbeat (a graceful stop: it holds nothing any more)."""

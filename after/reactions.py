@@ -180,11 +180,10 @@ class Reactions:
         return [write]
 
     def _fence_stale(self, held: Held) -> bool:
-        """Was its start written so long ago that the lease may have lapsed meanwhile (this
-        process frozen by SIGSTOP, or starved)? Then another process may have taken it
+        """Was its start written so long ago that this process's lease may have lapsed
+        since (frozen by SIGSTOP, or starved)? Then another process may have taken it
         over: read it back before running it (see _confirmed)."""
-        trusted = self.settings.lease - 2 * self.settings.heartbeat
-        return self.peers.mono() - held.fenced_at > trusted
+        return self.peers.mono() >= held.sure_until
 
     def _launch(self, held: Held, now: datetime) -> None:
         try:

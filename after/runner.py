@@ -52,7 +52,9 @@ class Held:
     # timer fires, with no write in between.
     fenced: bool = False
     unconfirmed: bool = False  # its start was accepted (202), not yet read back
-    fenced_at: float = 0.0  # when the start written ahead landed (monotonic seconds)
+    # Its start was written while this process surely held its lease until then (monotonic
+    # seconds, Peers.sure_until): begun later, it is read back first
+    sure_until: float = float("-inf")
     context: TaskContext | None = None  # what the job receives, made ahead of the launch
 
     @property

@@ -23,7 +23,10 @@ confined to it); the stop is :mod:`after.stopping`.
 Leases: each process's heartbeat (in ``<db>_workers``) is valid for ``lease`` seconds. A task
 held or run by a process whose heartbeat has expired is taken over by another process of the
 same name: a held task is simply claimed, a running one is recorded as ``interrupted`` and run
-again (at least once).
+again (at least once). A process cannot tell that it was frozen (SIGSTOP, a paused VM) past
+its lease, so it does not trust a start of its own beyond the lease of the heartbeat it had
+sent before that start (:meth:`Peers.sure_until`): a job begun later is read back first
+(:class:`after.confirm.Confirm`), and left alone if another process has the task now.
 """
 
 from __future__ import annotations
@@ -246,6 +249,9 @@ class Worker(Reactions):
         for _ in range(rounds):
             if not writes:
                 break
+            sure = self.peers.sure_until(self.settings.heartbeat)  # before the request
+            for write in writes:
+                write.sure_until = sure
             sent = self.writer.send(writes, now.timestamp())
             self.counts["faults"] += sent.faults
             for _fault in range(sent.faults):
@@ -280,20 +286,23 @@ class Worker(Reactions):
             if held is None or held.token != write.token:
                 return
             held.doc = doc
-            if write.detached:  # an overlap-allow run: out of what is held, launched now
-                self._detach(held, doc, now)
-                return
-            if write.fence and to_ms(now) < held.due_ms:
+            if write.fence and to_ms(now) < held.due_ms and not write.detached:
                 # Started ahead: the job begins when the timer fires (see on_fire). A 202
                 # is confirmed then, one task at a time as each comes due, rather than here
                 # for a whole batch, which would hold the loop (and every launch) up.
                 held.fenced, held.unconfirmed = True, write.accepted
-                held.fenced_at = self.peers.mono()
+                held.sure_until = write.sure_until
                 self.runner.prepare(held)  # the job's copy of the task, made ahead too
                 self.timer.add((RUN, docid), held.due_ms, None)
                 return
-            if write.accepted and not self._confirmed(doc):
+            # A 202, or a start whose answer came after this process's lease may have run
+            # out (frozen between the request and the answer): run it only if it is ours.
+            if (write.accepted or self.peers.mono() >= write.sure_until) \
+                    and not self._confirmed(doc):
                 held.running, held.token = False, None
+                return
+            if write.detached:  # an overlap-allow run: out of what is held, launched now
+                self._detach(held, doc, now)
                 return
             self._launch(held, now)
         elif write.kind is Kind.FINISH and write.detached:

@@ -123,15 +123,41 @@ class Racing(MemStore):
         return super().bulk_docs(docs, db=db, new_edits=new_edits)
 
 
-class Loop:
-    """One worker process, its store and its clock, turned by hand."""
+class Freezing(MemStore):
+    """A store where, once the worker's write of a task has landed, this process is frozen
+    (its monotonic clock jumps ``frozen[docid]`` seconds) while another process takes the
+    task over (``then[docid]``, a function of the current document); then the answer comes."""
 
-    def __init__(self, store: MemStore, tmp: Path, now: datetime, lead: float = 0):
+    def __init__(self, db, mono: list[float]):
+        super().__init__(db)
+        self.mono, self.frozen, self.then = mono, {}, {}
+
+    def bulk_docs(self, docs, *, db=None, new_edits=True):
+        answers = super().bulk_docs(docs, db=db, new_edits=new_edits)
+        for doc in docs:
+            if doc.get("_id") in self.then and doc.get("status") == "running":
+                self.mono[0] += self.frozen.pop(doc["_id"])
+                self.put(self.then.pop(doc["_id"])(self.get(doc["_id"])))
+        return answers
+
+
+class Loop:
+    """One worker process, its store and its clock, turned by hand. Its heartbeat is
+    written once, at the start (as Worker.run does), at monotonic ``mono[0]``."""
+
+    def __init__(self, store: MemStore, tmp: Path, now: datetime, lead: float = 0,
+                 mono: list[float] | None = None):
         schema.setup(store)
         self.store, self.now, self.trace = store, now, tmp / "runs.jsonl"
         self.worker = Worker(store, "w", JobRegistry(JOBS),
                              Settings(horizon=60, pool=2, lead=lead))
+        self.mono = mono if mono is not None else [1000.0]
+        self.worker.peers.mono = lambda: self.mono[0]
+        self.worker.peers.beat(self.worker.status(), force=True)
         self.worker.runner.pool = Inline()
+        self.reads: list[str] = []  # tasks read back (every leaf) before running them
+        leaves = store.leaves
+        store.leaves = lambda docid, **kw: self.reads.append(docid) or leaves(docid, **kw)
         self.feed = store.follow(self.worker._on_change, since=store.update_seq(),
                                  selector={"worker": "w"})
 
@@ -254,10 +280,9 @@ def test_a_start_written_ahead_is_read_back_when_the_process_was_frozen_past_its
         tmp_path, now):
     """A start written in the lead window, then SIGSTOP for longer than the lease: another
     process took the task over meanwhile. When the timer fires on thaw, the task is read
-    back first (the fence is stale) and not run here; a fresh fence runs with no read."""
+    back first (its start was written under a lease that may have run out since) and not
+    run here; a start written under the heartbeat written on thaw runs with no read."""
     loop = Loop(MemStore("tasks"), tmp_path, now, lead=2)
-    mono = [1000.0]
-    loop.worker.peers.mono = lambda: mono[0]
     for docid in ("frozen", "fresh"):
         loop.put(docid, later(now, 10))
     loop.step()
@@ -267,15 +292,47 @@ def test_a_start_written_ahead_is_read_back_when_the_process_was_frozen_past_its
     theirs = rules.start(rules.claim(loop.doc("frozen"), OTHER, later(now, 10), now), OTHER,
                          later(now, 12), 1)
     loop.store.put(theirs)  # taken over while this process was frozen
-    mono[0] += 30  # frozen for 30 s, past the lease (6 s)
-    loop.worker.held["fresh"].fenced_at = mono[0]  # as if written just now
+    loop.mono[0] += 30  # frozen for 30 s, past the lease (6 s)
+    loop.worker.peers.beat(loop.worker.status())  # on thaw, the heartbeat goes first
+    # as if written after that heartbeat
+    loop.worker.held["fresh"].sure_until = loop.worker.peers.sure_until(1.0)
     loop.worker.timer.fire_due(to_ms(later(now, 10)))
     loop.worker.turn(wait=0, now=later(now, 10))  # the timer first: before the feed's news
     assert [r["id"] for r in loop.ran()] == ["fresh"]
+    assert loop.reads == ["frozen"]
     loop.step(later(now, 10))
     assert loop.doc("frozen")[rules.NS]["owner"] == OTHER
     assert loop.doc("frozen")["_rev"] == theirs["_rev"]
     assert [r["id"] for r in loop.ran()] == ["fresh"]
+
+
+@pytest.mark.parametrize("lead", [0, 2])
+def test_a_start_answered_after_the_process_thawed_is_read_back_and_not_run(tmp_path, now,
+                                                                            lead):
+    """Frozen (SIGSTOP) between a start's request and its answer, past the lease: another
+    process took the task over meanwhile, and the heartbeat written on thaw says nothing of
+    that time. The start is read back before its job begins, and the task left alone (CI
+    once saw 10 tasks run twice so: the answer read as written 'just now')."""
+    mono = [1000.0]
+    store = Freezing("tasks", mono)
+    loop = Loop(store, tmp_path, now, lead=lead, mono=mono)
+    loop.put("t", later(now, 10))
+    loop.put("ok", later(now, 10))
+    loop.step()
+    assert loop.doc("t")["status"] == "scheduled"
+
+    def takeover(doc):
+        loop.worker.peers.beat(loop.worker.status())  # the heartbeat, on thaw
+        return rules.start(rules.claim(doc, OTHER, later(now, 10), now), OTHER,
+                           later(now, 12), 1)
+
+    store.frozen["t"], store.then["t"] = 30, takeover
+    loop.step(later(now, 10 - lead / 2))  # the start (ahead, with a lead) is written
+    loop.step(later(now, 10))
+    assert [r["id"] for r in loop.ran()] == ["ok"]
+    assert sorted(loop.reads) == ["ok", "t"]  # both in the request the freeze held up
+    assert loop.doc("t")[rules.NS]["owner"] == OTHER and loop.doc("t")["status"] == "running"
+    assert loop.doc("ok")["status"] == "done"
 
 
 def test_starts_are_written_ahead_for_more_tasks_than_the_pool_has_threads(tmp_path, now):

@@ -165,3 +165,32 @@ def test_only_an_offset_surely_past_a_second_counts_as_off():
         sent = local + i * 0.07
         ahead.add(sent, sent + 0.004, float(int(sent - 5.0)))
     assert ahead.beyond(1.0) and ahead.beyond(2.5) and not ahead.beyond(6.0)
+
+
+def test_a_process_trusts_its_own_lease_from_the_sending_of_its_last_heartbeat_that_landed():
+    """Peers.sure_until: a lease, less a margin, from when the last heartbeat that landed
+    was sent (another process counts from when it reads it changed, later); none before
+    the first; a heartbeat that fails extends nothing."""
+    from after.memstore import MemStore
+    from after.store import Unavailable
+
+    store = MemStore("t")
+    store.create_database("t_workers")
+    clock = Clock()
+    peers = Peers(store=store, name="w", lease=6.0, db="t_workers", monotonic=clock)
+    assert peers.sure_until(1.0) == float("-inf")
+    peers.beat({})
+    assert peers.sure_until(1.0) == 1005.0
+    clock.t += 3
+    down = store.put
+
+    def failing(*args, **kwargs):
+        clock.t += 0.5  # the request takes a while, then fails
+        raise Unavailable("down")
+
+    store.put = failing
+    peers.beat({})
+    assert peers.sure_until(1.0) == 1005.0  # still from the last one that landed
+    store.put = down
+    peers.beat({})
+    assert peers.sure_until(1.0) == 1008.5
