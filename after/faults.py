@@ -27,7 +27,7 @@ def event_task(kind: str, value) -> tuple[str | None, dict | None]:
         return (docid if isinstance(docid, str) else None), value
     if kind == "fire":
         return value[1], None
-    if kind == "finished":
+    if kind in ("finished", "unbegun"):
         return value[0], None
     return None, None
 

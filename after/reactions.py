@@ -39,6 +39,8 @@ class Reactions:
             return self.on_fire(value, now)
         if kind == "finished":
             return self.on_finished(*value, now=now)
+        if kind == "unbegun":
+            return self.on_unbegun(*value)
         if kind == "peer":  # whether an owner is dead is known: decide its tasks again
             docs = self.awaiting.pop(value, [])
             return [w for doc in docs for w in self.on_change(doc, recheck=True, now=now)]
@@ -159,7 +161,7 @@ class Reactions:
         if held.waiting_to_launch:  # its start is written: begin, with no write
             if held.unconfirmed or self._fence_stale(held):
                 held.unconfirmed = False
-                if not self._confirmed(held.doc):
+                if not self._confirmed(held.doc, held):
                     held.running, held.token, held.fenced, held.context = \
                         False, None, False, None
                     return []
@@ -190,7 +192,24 @@ class Reactions:
             func = self._job(held.spec.job)
         except JobError as exc:  # the module went away since the claim
             func = exc
-        self.emit("start", job=held.spec.job, lateness=self.runner.launch(held, func, now))
+        # An overlap-allow run is apart from its task, which another process may claim
+        # for its next occurrence at once: no lease of this process's to lose.
+        sure = float("inf") if held.token in self.detached else held.sure_until
+        self.emit("start", job=held.spec.job,
+                  lateness=self.runner.launch(held, func, now, sure))
+
+    def on_unbegun(self, docid: str, token: str) -> list[Write]:
+        """A job thread came to a queued run after this process's lease may have run out
+        (frozen, or starved, while the run waited for a thread): it did not begin it. The
+        task is handed back: another process that took it over meanwhile keeps it (the
+        write conflicts, and the task is decided again); otherwise it is claimed anew."""
+        self.runner.ended(token)
+        held = self.held.get(docid)
+        if held is None or held.token != token:
+            return []
+        log.warning("task %s: its run was to begin after this process's lease may have run "
+                    "out (frozen or starved?): not begun, handed back", docid)
+        return [self._hand_back(held)]
 
     def on_finished(self, docid: str, token: str, outcome: rules.Outcome, trace: str | None,
                     response: dict | None, now: datetime | None = None) -> list[Write]:
@@ -249,14 +268,17 @@ class Reactions:
         for held in unbegun(self.held, to_ms(now), self.runner.begun, int(grace * 1000)):
             if not self.runner.withdraw(held.token):
                 continue  # a thread has just begun it
-            docid = held.doc["_id"]
             log.warning("task %s: no job thread began its run within %.1f s (every thread "
-                        "taken): handed back", docid, grace)
-            self.counts["handed_back"] += 1
-            self.emit("handed_back")
-            self.mem.forget(docid)
-            writes.append(Write(d.Kind.HANDBACK, rules.hand_back(rules.unfence(held.doc))))
+                        "taken): handed back", held.doc["_id"], grace)
+            writes.append(self._hand_back(held))
         return writes
+
+    def _hand_back(self, held: Held) -> Write:
+        """A run started but not begun: the task goes back to ``waiting``."""
+        self.counts["handed_back"] += 1
+        self.emit("handed_back")
+        self.mem.forget(held.doc["_id"])
+        return Write(d.Kind.HANDBACK, rules.hand_back(rules.unfence(held.doc)))
 
     # -- overlap allow: runs detached from their task (after.overlap) --------------------------
 
@@ -276,9 +298,11 @@ class Reactions:
     def _dead(self, owner: str | None) -> bool:
         return bool(owner) and self.peers.liveness(owner) is d.Liveness.DEAD
 
-    def _confirmed(self, doc: dict) -> bool:
-        """A start answered 202: run it only once every copy says it is ours alone."""
+    def _confirmed(self, doc: dict, held: Held) -> bool:
+        """A start answered 202, or trusted no longer: run it only once every copy says it
+        is ours alone; it then has the lease of this process's last heartbeat."""
         if self.confirm.started(doc):
+            held.sure_until = self.peers.sure_until(self.settings.heartbeat)
             return True
         self.seen.pop(doc["_id"], None)
         return False

@@ -3,7 +3,9 @@
 - :class:`Runner`: the pool of job threads. The loop launches a run; its thread calls the
   job (or, for an isolated run, waits on the child process that calls it: see
   :mod:`after.isolation`) and posts ``("finished", (docid, token, outcome, trace,
-  response))`` to the inbox.
+  response))`` to the inbox; or, when the thread comes to a run after this process's lease
+  may have run out (it was queued, and the process frozen), posts ``("unbegun", (docid,
+  token))`` without calling the job: the loop hands the task back.
 - :class:`Recorder`: writes run records to ``<db>_runs`` and prunes the old ones, on a
   thread of its own, so a slow or unreachable database never holds up a decision.
 """
@@ -87,11 +89,13 @@ class Runner:
     child processes of the isolated ones."""
 
     def __init__(self, size: int, post: Callable[[tuple], None],
-                 registry: JobRegistry | None = None, clock: Callable[[], float] = time.time):
+                 registry: JobRegistry | None = None, clock: Callable[[], float] = time.time,
+                 mono: Callable[[], float] = time.monotonic):
         self.pool = ThreadPoolExecutor(size, thread_name_prefix="after-job")
         self.post = post
         self.registry = registry  # where an isolated run's child finds its job
         self.clock = clock  # epoch seconds, the worker's (the server's time as it knows it)
+        self.mono = mono  # the clock of Held.sure_until
         self.active: set[str] = set()
         self.children: dict[str, isolation.Child] = {}
         # A run is queued until a job thread begins it (runs started ahead of their instant
@@ -105,10 +109,11 @@ class Runner:
         attempt = rules.counter(rules.meta(dict(held.doc)), "attempt") or 1
         held.context = TaskContext(held.doc, held.spec.date, attempt, held.spec.occurrence_id)
 
-    def launch(self, held: Held, func, now: datetime) -> float:
+    def launch(self, held: Held, func, now: datetime, sure_until: float) -> float:
         """Run ``held``'s job (``func``, or the JobError resolving it raised); returns how
         late it starts, in seconds. In a child process when :func:`after.task.isolated`
-        says so."""
+        says so. A thread that comes to it at or after ``sure_until`` (monotonic) does not
+        begin it (see _execute)."""
         held.started = now
         if held.spec.timeout:  # an estimate until a thread begins the run (timed_out)
             held.deadline_ms = to_ms(now) + int(held.spec.timeout * 1000)
@@ -126,7 +131,7 @@ class Runner:
         if child is not None:
             self.children[held.token] = child
         future = self.pool.submit(self._execute, held.doc["_id"], held.token, held.spec,
-                                  context, func, child)
+                                  context, func, child, sure_until)
         if future is not None:
             self.futures[held.token] = future
         return held.lateness
@@ -152,9 +157,15 @@ class Runner:
         return True
 
     def _execute(self, docid: str, token: str, spec: rules.Spec, context: TaskContext,
-                 func, child: isolation.Child | None = None) -> None:
+                 func, child: isolation.Child | None = None,
+                 sure_until: float = float("inf")) -> None:
         """On a pool thread: run the job (in ``child`` if given), post how it ended. Its
-        timeout counts from here, not from the launch (it may have been queued)."""
+        timeout counts from here, not from the launch (it may have been queued). A run
+        queued past ``sure_until`` (the process was frozen or starved while it waited) may
+        have been taken over meanwhile: it is not begun, and the loop hands it back."""
+        if self.mono() >= sure_until:
+            self.post(("unbegun", (docid, token)))
+            return
         self.begun[token] = int(self.clock() * 1000)
         deadline = time.monotonic() + spec.timeout if spec.timeout else None
         started = utcnow()

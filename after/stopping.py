@@ -40,6 +40,8 @@ def shutdown(worker) -> int:
         for kind, value in worker._drain(min(0.5, deadline - now.timestamp())):
             if kind == "finished":
                 writes.extend(worker.on_finished(*value, now=now))
+            elif kind == "unbegun":
+                writes.extend(worker.on_unbegun(*value))
             elif kind == "change" and value.get("_id") in held:  # a newer revision to end
                 entry = held[value["_id"]]
                 if rules.rev_number(value.get("_rev")) > rules.rev_number(entry.doc["_rev"]):

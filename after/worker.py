@@ -75,7 +75,8 @@ class Worker(Reactions):
         self.clock = self.peers.clock  # the server's time, as well as this process knows it
         self.fired: queue.SimpleQueue = queue.SimpleQueue()  # the timer's: first each turn
         self.timer: Timer = Timer(self._fired, clock=self.clock)
-        self.runner = Runner(settings.pool, self.inbox.put, registry, clock=self.clock)
+        self.runner = Runner(settings.pool, self.inbox.put, registry, clock=self.clock,
+                             mono=lambda: self.peers.mono())
         self.pool, self.active = self.runner.pool, self.runner.active
         self.recorder = Recorder(store, runs_db(store.db), keep=settings.keep_runs,
                                  batch=settings.batch)
@@ -285,20 +286,19 @@ class Worker(Reactions):
             held = self.held.get(docid)
             if held is None or held.token != write.token:
                 return
-            held.doc = doc
+            held.doc, held.sure_until = doc, write.sure_until
             if write.fence and to_ms(now) < held.due_ms and not write.detached:
                 # Started ahead: the job begins when the timer fires (see on_fire). A 202
                 # is confirmed then, one task at a time as each comes due, rather than here
                 # for a whole batch, which would hold the loop (and every launch) up.
                 held.fenced, held.unconfirmed = True, write.accepted
-                held.sure_until = write.sure_until
                 self.runner.prepare(held)  # the job's copy of the task, made ahead too
                 self.timer.add((RUN, docid), held.due_ms, None)
                 return
             # A 202, or a start whose answer came after this process's lease may have run
             # out (frozen between the request and the answer): run it only if it is ours.
             if (write.accepted or self.peers.mono() >= write.sure_until) \
-                    and not self._confirmed(doc):
+                    and not self._confirmed(doc, held):
                 held.running, held.token = False, None
                 return
             if write.detached:  # an overlap-allow run: out of what is held, launched now

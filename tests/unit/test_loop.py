@@ -335,6 +335,37 @@ def test_a_start_answered_after_the_process_thawed_is_read_back_and_not_run(tmp_
     assert loop.doc("ok")["status"] == "done"
 
 
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_run_queued_for_a_thread_while_the_process_froze_is_not_begun_but_handed_back(
+        tmp_path, now, frozen):
+    """A run waits in the job threads' queue; the process is frozen past its lease and
+    another process takes the task over. On thaw a thread comes to the queued run: it does
+    not begin it (the lease it was launched under may have run out), and the loop hands
+    the task back, which conflicts with the new owner's write: the task is theirs, run
+    nowhere here. Not frozen, the same run begins as usual."""
+    loop = Loop(MemStore("tasks"), tmp_path, now)
+    loop.worker.runner.pool = pool = Manual()
+    loop.put("t", now)
+    loop.step()
+    assert loop.doc("t")["status"] == "running" and len(pool.queued) == 1
+    if frozen:
+        theirs = rules.start(rules.claim(loop.doc("t"), OTHER, now, now), OTHER,
+                             later(now, 7), 1)
+        loop.store.put(theirs)
+        loop.mono[0] += 30
+        loop.worker.peers.beat(loop.worker.status())  # on thaw, the heartbeat goes first
+    assert pool.finish() == ["t"]  # a thread comes to it
+    loop.step(later(now, 7))
+    if not frozen:
+        assert [r["id"] for r in loop.ran()] == ["t"] and loop.doc("t")["status"] == "done"
+        assert loop.worker.counts["handed_back"] == 0
+        return
+    assert loop.ran() == [] and loop.worker.counts["handed_back"] == 1
+    assert loop.doc("t")["_rev"] == theirs["_rev"]
+    assert loop.doc("t")[rules.NS]["owner"] == OTHER
+    assert loop.worker.runner.active == set() and "t" not in loop.worker.held
+
+
 def test_starts_are_written_ahead_for_more_tasks_than_the_pool_has_threads(tmp_path, now):
     """A fence holds no job thread until its due instant (the pool queues the launches
     then): 5 tasks due at one instant are all started ahead by a pool of 2. Reserving a
