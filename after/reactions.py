@@ -298,11 +298,12 @@ class Reactions:
     def _dead(self, owner: str | None) -> bool:
         return bool(owner) and self.peers.liveness(owner) is d.Liveness.DEAD
 
-    def _confirmed(self, doc: dict, held: Held) -> bool:
+    def _confirmed(self, doc: dict, held: Held | None = None) -> bool:
         """A start answered 202, or trusted no longer: run it only once every copy says it
         is ours alone; it then has the lease of this process's last heartbeat."""
         if self.confirm.started(doc):
-            held.sure_until = self.peers.sure_until(self.settings.heartbeat)
+            if held is not None:
+                held.sure_until = self.peers.sure_until(self.settings.heartbeat)
             return True
         self.seen.pop(doc["_id"], None)
         return False

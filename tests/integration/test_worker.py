@@ -362,6 +362,7 @@ def test_two_decisions_on_one_task_in_a_turn_do_not_branch_it(harness, store, co
     # a worker driven by hand, without its loop
     worker = Worker(Store(couch_url, store.db), "w", JobRegistry(harness.jobs),
                     Settings(**FAST))
+    worker.peers.beat(worker.status(), force=True)  # its lease, as Worker.run begins with
     for delay, docid in ((30, "later"), (0, "now")):
         doc = harness.put(docid, delay=delay)
         writes = worker.on_change(dict(doc)) + worker.on_change(dict(doc), recheck=True)
