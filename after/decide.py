@@ -470,8 +470,8 @@ def refinish(write: Write, fresh: dict, me: Identity, now: datetime) -> list[Wri
         return [Write(Kind.FINISH, new, outcome=write.outcome, run=write.run, spec=write.spec,
                       skipped=write.skipped, detached=write.detached)]
     info = rules.info(fresh)
-    if write.takeover and fresh.get("status") != rules.RUNNING:
-        return None
+    if write.takeover and (fresh.get("status") != rules.RUNNING or not same_run(fresh, write)):
+        return None  # no longer the run taken over: another process took it over first
     if not write.takeover and info.get("owner") != me.process:
         return []
     new = rules.finish(fresh, write.spec, write.outcome, now)
@@ -480,6 +480,17 @@ def refinish(write: Write, fresh: dict, me: Identity, now: datetime) -> list[Wri
         new[rules.NS]["due"] = format_date(now)
     return [Write(Kind.FINISH, new, outcome=write.outcome, run=write.run, spec=write.spec,
                   takeover=write.takeover)]
+
+
+def same_run(fresh: dict, write: Write) -> bool:
+    """Is ``fresh`` still running the run that ``write`` (a takeover) ended: the same
+    owner, the same run number? Two processes that found its owner dead at once both write
+    a takeover; the one that conflicts may re-read the task already started again by the
+    other (running, another owner), and must leave it alone (CI saw the job run twice)."""
+    info = rules.info(fresh)
+    number = rules.counter(info, "run") or rules.counter(info, "runs") + 1
+    return write.run is not None and info.get("owner") == write.run.get("process") \
+        and number == write.run.get("number")
 
 
 def occurrence_fields(spec: rules.Spec | None) -> dict:

@@ -234,9 +234,15 @@ def test_a_job_that_ends_its_process_takes_down_one_process_of_three(cli, tasks,
     assert len(dead) == 1
     assert final["after"]["error"] == "the job ended its process (exit code 1)"
     assert final["after"]["isolated"]  # any later run of it goes to a child process too
-    history = wait_for(lambda: len(h := list(tasks.find_all({"task": "boom"},
-                                                            db=f"{cli.db}_runs"))) == 2 and h,
-                       what="two run records")
-    assert [r["outcome"] for r in sorted(history, key=lambda r: r["attempt"])] == [
-        "interrupted", "error"]
-    assert f":{dead[0].pid}:" in min(history, key=lambda r: r["attempt"])["process"]
+
+    def history():
+        return sorted(tasks.find_all({"task": "boom"}, db=f"{cli.db}_runs"),
+                      key=lambda r: (r["number"], r["attempt"]))
+
+    deadline = time.monotonic() + 30
+    while len(records := history()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    told = [(cli.home / f"spawn-{cli.spawned.index(p)}.out").read_text()[-3000:]
+            for p in processes]  # what each process said, shown when anything is amiss
+    assert [r["outcome"] for r in records] == ["interrupted", "error"], (records, told)
+    assert f":{dead[0].pid}:" in records[0]["process"]

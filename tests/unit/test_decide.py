@@ -143,6 +143,26 @@ def test_a_takeover_records_the_interrupted_run_under_the_dead_process():
     assert write.doc["after"]["owner"] == ME.process
 
 
+def test_a_takeover_that_conflicts_leaves_a_run_another_process_took_over_first():
+    """Two processes find the owner dead at once; the second's takeover conflicts, and the
+    task it re-reads may already be running again under the first: it is decided again (not
+    taken over a second time, which ran the job twice). A conflict with an edit of the same
+    run (a user's field) still ends that run."""
+    from after import task as rules
+
+    doc = task("running", -5, owner=GONE, started=True)
+    doc["after"]["run"] = 1
+    [_, write] = d.decide(doc, view(), NOW)
+    first = rules.start(dict(write.doc, _rev="4-p", after={**write.doc["after"],
+                                                            "owner": PEER}), PEER, NOW, 2)
+    assert first["status"] == "running" and rules.info(first)["owner"] == PEER
+    assert d.refinish(write, first, ME, NOW) is None
+    edited = dict(doc, _rev="4-e", note="a user's edit")
+    [again] = d.refinish(write, edited, ME, NOW)
+    assert again.takeover and again.doc["_rev"] == "4-e" and again.doc["note"] == "a user's edit"
+    assert again.doc["after"]["owner"] == ME.process
+
+
 def test_a_takeover_reruns_the_occurrence_in_a_child_process_whatever_its_isolation():
     """Issue 13.4: the job may be what ended the dead process; its re-run here is isolated,
     so it takes down no second process."""
