@@ -55,10 +55,11 @@ def process_id(name: str) -> str:
 
 class Peers:
     def __init__(self, store: Store, name: str, *, lease: float, db: str | None = None,
-                 monotonic: Callable[[], float] = time.monotonic):
+                 monotonic: Callable[[], float] = time.monotonic, margin: float = 1.0):
         self.store = store
         self.name = name
         self.lease = lease
+        self.margin = margin  # taken off a lease of this process's own (sure_until)
         self.db = db or workers_db(store.db)
         self.id = process_id(name)
         self.host = socket.gethostname()
@@ -74,6 +75,7 @@ class Peers:
         self.unreadable: dict[str, float] = {}  # owners whose heartbeat could not be read
         self.rev: str | None = None
         self.beat_sent: float | None = None  # when the last heartbeat that landed was sent
+        self.lapses = 0  # times a heartbeat landed after this process's lease may have lapsed
         self.paused = False  # the name is paused (its document, after.pausing), as last read
         self.warned_offset = False
         self._asks: queue.SimpleQueue = queue.SimpleQueue()
@@ -146,18 +148,20 @@ class Peers:
             log.warning("heartbeat failed: %s", describe_error(exc))
             return self.refresh()
         self.rev = doc["_rev"]
+        if sent >= self.sure_until():  # (counted before beat_sent moves: see Worker._lapsed)
+            self.lapses += self.beat_sent is not None
         self.beat_sent = sent
         return self.refresh()
 
-    def sure_until(self, margin: float) -> float:
+    def sure_until(self, margin: float | None = None) -> float:
         """The monotonic instant until which no other process can have found this one dead:
         a lease from the sending of the last heartbeat that landed (another process counts
         a lease from when it reads a heartbeat changed, which is after), less ``margin`` for
-        reads that lag. A start written before it and begun after it may have been taken
-        over meanwhile (this process frozen by SIGSTOP, or starved): it is read back first."""
+        reads that lag. Past it, this process may have lost what it held (frozen by SIGSTOP,
+        starved, cut off from the database): see Worker._lapsed."""
         if self.beat_sent is None:
             return float("-inf")
-        return self.beat_sent + self.lease - margin
+        return self.beat_sent + self.lease - (self.margin if margin is None else margin)
 
     def leave(self) -> None:
         """Remove this process's heartbeat (a graceful stop: it holds nothing any more)."""

@@ -88,7 +88,7 @@ class Reactions:
                       held={k: h.running for k, h in self.held.items()},
                       liveness=self.peers.liveness, preferred=self.peers.preferred,
                       check_job=self._job, can_start=self.slots.take, lead_ms=self.lead_ms,
-                      paused=self.peers.paused)
+                      paused=self.away())
 
     def _fill_slots(self, now: datetime) -> list[Write]:
         """Start held tasks that fell due while every job thread was taken, higher priority,
@@ -101,7 +101,7 @@ class Reactions:
                 held = self.held.get(docid)
                 if held is not None and held.due_ms <= to_ms(now):  # (not one held anew)
                     writes.extend(self.on_fire((RUN, docid), now))
-            elif not self.peers.paused:  # due, not claimed yet: claimed and started now
+            elif not self.away():  # due, not claimed yet: claimed and started now
                 writes.extend(self._claim(wait.doc, wait.spec, wait.due, now))
         return writes
 
@@ -144,7 +144,7 @@ class Reactions:
             entry = self.deferred.pop(docid, None)
             if entry is None or self.seen.get(docid, 0) > rules.rev_number(entry.doc["_rev"]):
                 return []  # it changed meanwhile (claimed elsewhere, most likely)
-            if self.peers.paused or self.cluster and not self.confirm.unclaimed(entry.doc):
+            if self.away() or self.cluster and not self.confirm.unclaimed(entry.doc):
                 return []
             return self._claim(entry.doc, entry.spec, entry.due, now)
         held = self.held.get(docid)
@@ -159,7 +159,11 @@ class Reactions:
             held.running, held.token = True, write.token  # until the write lands
             return [write]
         if held.waiting_to_launch:  # its start is written: begin, with no write
-            if held.unconfirmed or self._fence_stale(held):
+            if self._fence_stale(held):
+                log.warning("task %s: its start was written before this process's lease may "
+                            "have lapsed: handed back", docid)
+                return [self._hand_back(held)]
+            if held.unconfirmed:
                 held.unconfirmed = False
                 if not self._confirmed(held.doc, held):
                     held.running, held.token, held.fenced, held.context = \
@@ -167,7 +171,7 @@ class Reactions:
                     return []
             self._launch(held, now)
             return []
-        if held.running or self.peers.paused:
+        if held.running or self.away():
             return []
         if d.gated(held.spec) and (skip := gates.screen(self, held, now)) is not None:
             return skip  # an excluded day (skipped), or a calendar that does not exist
@@ -183,8 +187,8 @@ class Reactions:
 
     def _fence_stale(self, held: Held) -> bool:
         """Was its start written so long ago that this process's lease may have lapsed
-        since (frozen by SIGSTOP, or starved)? Then another process may have taken it
-        over: read it back before running it (see _confirmed)."""
+        since (frozen by SIGSTOP, or starved)? Then another process may take it over on
+        that lapse, even after a read back: it is handed back (see Worker._lapsed)."""
         return self.peers.mono() >= held.sure_until
 
     def _launch(self, held: Held, now: datetime) -> None:

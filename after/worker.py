@@ -68,7 +68,7 @@ class Worker(Reactions):
         self.name, self.registry = name, registry
         self.settings = settings = settings or Settings()
         self.peers = Peers(store.with_timeout(min(LOOP_TIMEOUT, settings.lease / 2)), name,
-                           lease=settings.lease)
+                           lease=settings.lease, margin=settings.heartbeat)
         self.id, self.host, self.pid = self.peers.id, self.peers.host, self.peers.pid
         self.me = d.Identity(name, self.id, self.host, self.pid)
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -110,6 +110,9 @@ class Worker(Reactions):
         self.confirm = Confirm(self.store, lambda doc: self.inbox.put(("recheck", doc)),
                                self.poll_now.set)  # reading every copy back, on a cluster
         self.detached: dict[str, Held] = {}  # runs of overlap-allow tasks, by token
+        # Back from a lapse of its lease (see _lapsed): holds off until then (monotonic)
+        self.away_until = 0.0
+        self.lapses_seen = 0
 
     @property
     def pending(self) -> list[Write]:
@@ -196,7 +199,7 @@ class Worker(Reactions):
         events.sort(key=lambda event: priorities.event_order(event, self.held))
         now = now or self.peers.now()  # the one clock read of the turn
         self.slots.count(self.runner.active, self.runner.longest(now))
-        writes: list[Write] = []
+        writes: list[Write] = self._lapsed()
         for kind, value in events:
             try:
                 writes.extend(self._handle(kind, value, now))
@@ -211,6 +214,40 @@ class Worker(Reactions):
         if now.timestamp() >= self.next_check:
             self.next_check = now.timestamp() + self.settings.self_check
             self._self_check()
+
+    def _lapsed(self) -> list[Write]:
+        """Has this process's lease lapsed, or may it have, since the last turn (frozen by
+        SIGSTOP or a paused VM, starved, cut off from the database)? Another process may have
+        found it dead, taken its tasks over, and go on doing so for a moment on that word
+        after this one is back. So it lets go of what it held (handed back, ``waiting``: a
+        write that conflicts with any takeover) and holds off, claiming and starting
+        nothing, for a lease; runs already going carry on. Then the tasks come back to it
+        from the database like any others."""
+        mono = self.peers.mono()
+        stale = mono >= self.peers.sure_until()  # (read before the count: see Peers.beat)
+        lapses = self.peers.lapses
+        if not stale and lapses == self.lapses_seen:
+            if self.away_until and mono >= self.away_until:
+                self.away_until = 0.0
+                log.warning("worker %s: back in the pool after a lapse of its lease",
+                            self.name)
+                self.poll_now.set()
+            return []
+        self.lapses_seen = lapses
+        if not self.away_until:
+            log.warning("worker %s: this process's lease may have lapsed (frozen, starved, or "
+                        "cut off from the database): it hands back what it held and holds "
+                        "off for %g s, so that nothing runs twice", self.name,
+                        self.settings.lease)
+        self.away_until = mono + self.settings.lease
+        handed = self.mem.let_go()
+        self.counts["handed_back"] += len(handed)
+        return handed
+
+    def away(self) -> bool:
+        """Claims and starts nothing: the name is paused, or this process is back from a
+        lapse of its lease (see _lapsed)."""
+        return self.peers.paused or bool(self.away_until)
 
     def _fired(self, key: tuple[str, str], due_ms: int, item) -> None:
         """The timer's thread: a timer entry fell due. It goes ahead of everything else in
@@ -265,13 +302,14 @@ class Worker(Reactions):
             writes = sent.errors
             for write in sent.written:
                 try:
-                    self._written(write, now)
+                    writes.extend(self._written(write, now))
                 except Exception as exc:  # e.g. a job that cannot be launched
                     writes.extend(self._fault(write.doc["_id"], exc, "start", now, write.doc))
             writes.extend(self._resolve_conflicts(sent.conflicted, now))
         self.writer.pending.extend(writes)  # still conflicting after several rounds
 
-    def _written(self, write: Write, now: datetime) -> None:
+    def _written(self, write: Write, now: datetime) -> list[Write]:
+        """Act on a write that landed; returns the writes it leads to."""
         doc, docid = write.doc, write.doc["_id"]
         self.seen.saw(docid, rules.rev_number(doc["_rev"]))
         self.mem.track(doc)
@@ -285,8 +323,15 @@ class Worker(Reactions):
                                         running=True, token=write.token)
             held = self.held.get(docid)
             if held is None or held.token != write.token:
-                return
+                return []
             held.doc, held.sure_until = doc, write.sure_until
+            if self.peers.mono() >= write.sure_until and not write.detached:
+                # Answered after this process's lease may have lapsed (frozen between the
+                # request and the answer): another process may take the task over on that
+                # lapse even now, so it is handed back, never begun (see _lapsed).
+                log.warning("task %s: its start was answered after this process's lease may "
+                            "have lapsed: handed back", docid)
+                return [self._hand_back(held)]
             if write.fence and to_ms(now) < held.due_ms and not write.detached:
                 # Started ahead: the job begins when the timer fires (see on_fire). A 202
                 # is confirmed then, one task at a time as each comes due, rather than here
@@ -294,16 +339,15 @@ class Worker(Reactions):
                 held.fenced, held.unconfirmed = True, write.accepted
                 self.runner.prepare(held)  # the job's copy of the task, made ahead too
                 self.timer.add((RUN, docid), held.due_ms, None)
-                return
-            # A 202, or a start whose answer came after this process's lease may have run
-            # out (frozen between the request and the answer): run it only if it is ours.
+                return []
+            # A 202 (or an overlap-allow start answered late): run it only if it is ours.
             if (write.accepted or self.peers.mono() >= write.sure_until) \
                     and not self._confirmed(doc, held):
                 held.running, held.token = False, None
-                return
+                return []
             if write.detached:  # an overlap-allow run: out of what is held, launched now
                 self._detach(held, doc, now)
-                return
+                return []
             self._launch(held, now)
         elif write.kind is Kind.FINISH and write.detached:
             for run in [write.run, *(write.skipped or [])]:
@@ -327,6 +371,7 @@ class Worker(Reactions):
             self.held.pop(docid, None)
         elif write.kind is Kind.RESUME:
             self.inbox.put(("recheck", doc))  # claimed now if its next occurrence is near
+        return []
 
     def _resolve_conflicts(self, writes: list[Write], now: datetime) -> list[Write]:
         """Re-read the tasks whose writes conflicted and decide on what they are now."""

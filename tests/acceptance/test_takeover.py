@@ -170,9 +170,8 @@ def test_a_frozen_process_loses_its_tasks_and_carries_on_when_it_thaws(cli, task
     """SIGSTOP longer than the lease, then SIGCONT: its held tasks ran elsewhere, once.
 
     It is frozen once the starts of its 10 tasks are written ahead (the lead window, 2 s),
-    before their jobs begin: on thaw its timer fires, and each start, written under a lease
-    that ran out since, is read back before its job begins, and found taken over (or the
-    feed tells it first)."""
+    before their jobs begin: on thaw it knows its lease may have lapsed, hands back what it
+    held (the hand-backs conflict with the takeovers) and holds off for a lease."""
     out = tmp_path / "runs.jsonl"
     options = ("--poll", "30")
     frozen = cli.spawn("start", "fz", *options, AFTER_JOBS=str(jobs))
@@ -195,9 +194,7 @@ def test_a_frozen_process_loses_its_tasks_and_carries_on_when_it_thaws(cli, task
     assert sorted(r["id"] for r in runs) == [f"f{i}" for i in range(10)]
     assert {r["pid"] for r in runs} == {other.pid}
     assert frozen.poll() is None  # still running, and part of the pool again
-    # (the feed may bring the takeovers before the timer fires: no read is needed then)
-    print(f"\n[SIGSTOP after the starts] read back on thaw and left alone: "
-          f"{log.read_text().count('was not confirmed by reading it back')} of 10")
+    assert "lease may have lapsed" in log.read_text()  # it knew, and held off
 
 
 EXITS = '''

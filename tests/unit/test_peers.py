@@ -170,7 +170,8 @@ def test_only_an_offset_surely_past_a_second_counts_as_off():
 def test_a_process_trusts_its_own_lease_from_the_sending_of_its_last_heartbeat_that_landed():
     """Peers.sure_until: a lease, less a margin, from when the last heartbeat that landed
     was sent (another process counts from when it reads it changed, later); none before
-    the first; a heartbeat that fails extends nothing."""
+    the first; a heartbeat that fails extends nothing; one that lands past it counts a
+    lapse (Worker._lapsed)."""
     from after.memstore import MemStore
     from after.store import Unavailable
 
@@ -193,4 +194,7 @@ def test_a_process_trusts_its_own_lease_from_the_sending_of_its_last_heartbeat_t
     assert peers.sure_until(1.0) == 1005.0  # still from the last one that landed
     store.put = down
     peers.beat({})
-    assert peers.sure_until(1.0) == 1008.5
+    assert peers.sure_until(1.0) == 1008.5 and peers.lapses == 0
+    clock.t += 5  # frozen, or its heartbeats failing, this long: its lease may have lapsed
+    peers.beat({})
+    assert peers.lapses == 1 and peers.sure_until(1.0) == 1013.5
