@@ -7,10 +7,11 @@ moments a stale copy could make a task run twice:
 
 - :meth:`Confirm.unclaimed`: before a deferred claim, is the revision seen still the one live
   revision? Claiming on a stale copy made a second branch (6 of 300 tasks ran twice);
-- :meth:`Confirm.started`: after a start answered 202 (or written ahead so long ago that the
-  lease may have lapsed: a process frozen by SIGSTOP), is our revision the only live one? If
-  not, the task is decided again on the cluster's winner, and a process whose revision lost
-  leaves it alone.
+- :meth:`Confirm.started`: after a start answered 202 (or an overlap-allow start answered
+  after this process's lease may have lapsed), is our revision the only live one? If not,
+  the task is decided again on the cluster's winner, and a process whose revision lost
+  leaves it alone. (Other starts past a lapse are handed back, not read back: see
+  Worker._lapsed.)
 
 Either way, a read that fails means "not now": the next poll decides the task again.
 """

@@ -43,8 +43,9 @@ class WorkerMetrics:
                                  "in memory, and decided again", ["worker"],
                                  registry=self.registry)
         self.handed_back = Counter("after_runs_handed_back",
-                                   "Runs started ahead that no job thread began in time "
-                                   "(every thread taken), handed back unrun", ["worker"],
+                                   "Runs started that no job thread began in time "
+                                   "(every thread taken) or before this process's lease "
+                                   "may have lapsed, handed back unrun", ["worker"],
                                    registry=self.registry)
         self.faults = Counter("after_task_faults", "Tasks a failure of the worker's own "
                               "ended in error or gave up on", ["worker"], registry=self.registry)

@@ -24,9 +24,11 @@ Leases: each process's heartbeat (in ``<db>_workers``) is valid for ``lease`` se
 held or run by a process whose heartbeat has expired is taken over by another process of the
 same name: a held task is simply claimed, a running one is recorded as ``interrupted`` and run
 again (at least once). A process cannot tell that it was frozen (SIGSTOP, a paused VM) past
-its lease, so it does not trust a start of its own beyond the lease of the heartbeat it had
-sent before that start (:meth:`Peers.sure_until`): a job begun later is read back first
-(:class:`after.confirm.Confirm`), and left alone if another process has the task now.
+its lease, so it trusts a start of its own only within the lease of the heartbeat it had
+sent before that start (:meth:`Peers.sure_until`): one answered or begun later is handed
+back, never begun; and a process back from a lapse of its lease lets go of what it held
+and holds off for a lease (:meth:`Worker._lapsed`), for the others may go on taking its
+tasks over on the word that it was dead.
 """
 
 from __future__ import annotations
@@ -240,9 +242,7 @@ class Worker(Reactions):
                         "off for %g s, so that nothing runs twice", self.name,
                         self.settings.lease)
         self.away_until = mono + self.settings.lease
-        handed = self.mem.let_go()
-        self.counts["handed_back"] += len(handed)
-        return handed
+        return self.mem.let_go()
 
     def away(self) -> bool:
         """Claims and starts nothing: the name is paused, or this process is back from a
