@@ -307,7 +307,7 @@ class Reactions:
         is ours alone; it then has the lease of this process's last heartbeat."""
         if self.confirm.started(doc):
             if held is not None:
-                held.sure_until = self.peers.sure_until(self.settings.heartbeat)
+                held.sure_until = self.peers.sure_until()
             return True
         self.seen.pop(doc["_id"], None)
         return False

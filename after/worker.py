@@ -287,7 +287,7 @@ class Worker(Reactions):
         for _ in range(rounds):
             if not writes:
                 break
-            sure = self.peers.sure_until(self.settings.heartbeat)  # before the request
+            sure = self.peers.sure_until()  # before the request
             for write in writes:
                 write.sure_until = sure
             sent = self.writer.send(writes, now.timestamp())
@@ -325,7 +325,8 @@ class Worker(Reactions):
             if held is None or held.token != write.token:
                 return []
             held.doc, held.sure_until = doc, write.sure_until
-            if self.peers.mono() >= write.sure_until and not write.detached:
+            late = self.peers.mono() >= write.sure_until
+            if late and not write.detached:
                 # Answered after this process's lease may have lapsed (frozen between the
                 # request and the answer): another process may take the task over on that
                 # lapse even now, so it is handed back, never begun (see _lapsed).
@@ -341,8 +342,7 @@ class Worker(Reactions):
                 self.timer.add((RUN, docid), held.due_ms, None)
                 return []
             # A 202 (or an overlap-allow start answered late): run it only if it is ours.
-            if (write.accepted or self.peers.mono() >= write.sure_until) \
-                    and not self._confirmed(doc, held):
+            if (write.accepted or late) and not self._confirmed(doc, held):
                 held.running, held.token = False, None
                 return []
             if write.detached:  # an overlap-allow run: out of what is held, launched now
