@@ -38,8 +38,8 @@ from . import pausing
 from . import task as rules
 from .calendar import PREFIX as CALENDAR_PREFIX
 from .calendar import CalendarError, Exclusion, calendar_name, excluded, parse_calendar
+from .caps import in_use
 from .dates import DateError, format_date, parse_date, parse_when, utcnow
-from .gates import in_use
 from .jobs import JobError, check_name
 from .process import ProcessError
 from .process import check_name as check_worker_name

@@ -85,25 +85,24 @@ class Settings:
     grace: float = 30.0  # on stop, how long running jobs may take to finish
     keep_runs: int = 100  # run records kept per task
     batch: int = 500  # most documents written in one request
-    claim_delay: float = 1.0  # a task's non-preferred processes wait this long to claim it
     feed_heartbeat: float = 5.0
     write_attempts: int = 6  # a write failing (not a conflict) this many times is given up
     write_backoff: float = 0.5  # first wait before trying a failed write again, doubling...
     write_backoff_max: float = 30.0  # ... up to this, in seconds
     self_check: float = 2.0  # seconds between checks that nothing of ours is stuck
-    write_concurrency: int = 2  # requests of one turn's writes in flight at once
-    # The lead window: a held task's start is written this many seconds ahead of its due
-    # instant (a fence), so that nothing is written between the timer and the job. 0: at
-    # the due instant, as a write the job waits for.
-    lead: float = 2.0
+    write_concurrency: int = 2  # task write requests in flight at once
+    # A run going on this long is shown ``running`` in its task (a shorter one goes from
+    # ``waiting`` to its end in one write): so ``after show`` and the dashboard see it, and
+    # another process that takes its partition over leaves it to this one.
+    visible: float = 1.0
 
 
 #: The range of each setting a user is likely to set: (least, most); None is unbounded.
 SETTING_RANGES: dict[str, tuple[float, float | None]] = {
     "horizon": (1, None), "poll": (0.1, None), "pool": (1, 512), "lease": (1, None),
     "heartbeat": (0.1, None), "grace": (0, None), "keep_runs": (1, None),
-    "batch": (1, 10000), "claim_delay": (0, None), "feed_heartbeat": (0.1, None),
-    "write_concurrency": (1, 16), "lead": (0, 60),
+    "batch": (1, 10000), "feed_heartbeat": (0.1, None),
+    "write_concurrency": (1, 16), "visible": (0, None),
     "write_attempts": (1, None), "write_backoff": (0, None), "write_backoff_max": (0, None),
     "self_check": (0.1, None),
 }

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 
@@ -71,6 +72,11 @@ class MemStore:
 
     def with_timeout(self, timeout: float, retries: int = 1) -> MemStore:
         return self
+
+    def clock_sample(self) -> tuple[float, float, str | None]:
+        """No server clock to sample: the same clock (no ``Date``)."""
+        now = time.time()
+        return now, now, None
 
     def cluster_size(self) -> int:
         return 1

@@ -20,7 +20,8 @@ from dataclasses import fields
 
 import click
 
-from .. import pausing, peers, process, schema
+from .. import pausing, process, schema
+from .. import registry as peers
 from .. import task as rules
 from ..config import SETTING_RANGES, Config, ConfigError, Settings
 from ..dates import to_ms, utcnow
@@ -48,8 +49,8 @@ START_OPTIONS = {
     "heartbeat": "seconds between heartbeats (under half of --lease)",
     "grace": "on stop, seconds running jobs get to finish",
     "keep_runs": "run records kept per task",
-    "lead": "seconds ahead of its date a task's start is written, so that nothing is written "
-            "between the timer and the job (0: at its date)",
+    "visible": "seconds a run goes on before its task is shown running (a shorter run is "
+               "written once, when it ends)",
 }
 
 

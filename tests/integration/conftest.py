@@ -15,9 +15,8 @@ from after.jobs import JobRegistry
 from after.store import Store, StoreError
 from after.worker import Settings, Worker
 
-# lead 0.2: tasks due 0.5 s ahead or more pass through `scheduled` (the lead window has its
-# own tests)
-FAST = dict(horizon=60, poll=0.5, heartbeat=0.5, lease=3, grace=5, pool=4, lead=0.2)
+# visible 0.3: a run that goes on for longer is shown running in its task
+FAST = dict(horizon=60, poll=0.5, heartbeat=0.5, lease=3, grace=5, pool=4, visible=0.3)
 
 
 class Harness:

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from after.config import workers_db
 from after.dates import format_date, parse_date, utcnow
-from after.gates import in_use
+from after.caps import in_use
 
 
 def today() -> str:

@@ -1,9 +1,9 @@
 """What must hold before an occurrence starts: its day not excluded, a concurrency slot.
 
-The worker asks its :class:`Gates` when a held occurrence falls due (``Worker.on_fire``):
+The worker asks its :class:`Gates` when a held occurrence falls due (``Worker._fire``):
 
 - **Calendars** (``repeat.exclude``, :mod:`after.calendar`): an occurrence on an excluded
-  day is not run but recorded ``skipped`` (:func:`after.decide.skip`); a task naming a
+  day is not run but recorded ``skipped`` (:func:`after.worker.runs.skip`); a task naming a
   calendar document that does not exist ends ``error``. Shared calendars are read from the
   tasks database and kept :data:`CALENDAR_TTL` seconds, so an edit takes effect within that
   long, without a restart.
@@ -18,13 +18,13 @@ The worker asks its :class:`Gates` when a held occurrence falls due (``Worker.on
   heartbeat document gone, or unchanged for a lease. On a cluster a slot written with a 202
   is read back (every leaf) before the run starts, as the worker confirms a 202 start.
 
-A due occurrence with no free slot stays ``scheduled`` (held by its process, shown by
-``after show`` as waiting for a slot) and is tried again every :data:`SLOT_RETRY` seconds
-and at once when a run of this process frees a slot, earliest due first; its run record's
-lateness counts from the occurrence's date. Across processes, date order holds too: a
-process that finds a free slot leaves it, for up to :data:`YIELD_MAX` seconds, when another
-live process holds an earlier due occurrence with the same key (one Mango query on the tasks
-database, made only when a slot is free). Without that, the process that freed a slot took
+A due occurrence with no free slot stays held by its process and is tried again every
+:data:`SLOT_RETRY` seconds and at once when a run of this process frees a slot, earliest due
+first; its run record's lateness counts from the occurrence's date. Across processes, date
+order holds too: a process that finds a free slot leaves it, for up to :data:`YIELD_MAX`
+seconds, when another live process holds an earlier due occurrence with the same key (one
+Mango query on the tasks database, made only when a slot is free; who holds a task is who
+owns its partition). Without that, the process that freed a slot took
 it again for its own next occurrence (measured: 9 occurrences over 3 processes ran as
 o0 o2 o4 o3 o5 o6 o1 o7 o8).
 
@@ -39,13 +39,12 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from . import calendar as cal
-from . import decide as d
-from . import task as rules
-from .dates import format_date, from_ms, to_ms
-from .holding import RUN
-from .store import Conflict, NotFound, StoreError, describe_error
-from .task import instant
+from .. import calendar as cal
+from .. import task as rules
+from ..caps import SLOT_PREFIX, slot_id
+from ..dates import format_date, from_ms
+from ..store import Conflict, NotFound, StoreError, describe_error
+from . import runs as r
 
 log = logging.getLogger("after.worker")
 
@@ -55,13 +54,6 @@ CALENDAR_TTL = 2.0
 SLOT_RETRY = 0.25
 #: Longest a process leaves a free slot to an earlier occurrence another process holds.
 YIELD_MAX = 2.0
-SLOT_PREFIX = "slot:"
-
-
-def slot_id(key: str, n: int) -> str:
-    return f"{SLOT_PREFIX}{key}#{n}"
-
-
 class Calendars:
     """Shared calendar documents, read through a short cache."""
 
@@ -102,14 +94,16 @@ class Calendars:
 
 class Caps:
     """The concurrency slots this process holds, and the occurrences waiting for one (not
-    :class:`after.slots.Slots`, which counts job threads)."""
+    the job threads)."""
 
     def __init__(self, store, db: str, me: str, lease: float,
                  monotonic: Callable[[], float] = time.monotonic,
-                 known_dead: Callable[[str], bool] = lambda holder: False):
+                 known_dead: Callable[[str], bool] = lambda holder: False,
+                 holder_of: Callable[[str], str | None] = lambda docid: None):
         self.store, self.db, self.me, self.lease, self.mono = store, db, me, lease, monotonic
         # a holder this process already knows dead (a peer of its name, after.peers)
         self.known_dead = known_dead
+        self.holder_of = holder_of  # the process that holds a task (owns its partition)
         self.held: dict[str, dict] = {}  # task id -> the slot document it holds
         self.waiting: dict[str, tuple[int, str]] = {}  # task id -> (due ms, key)
         self.observed: dict[str, tuple[str, float]] = {}  # holder -> (heartbeat rev, since)
@@ -168,7 +162,7 @@ class Caps:
 
     def _earlier_elsewhere(self, docid: str, key: str, due_ms: int) -> bool:
         """Whether another live process holds a due, earlier occurrence with the same key
-        (``scheduled``, dated before ``due_ms``): a free slot is left to it, for at most
+        (dated before ``due_ms``): a free slot is left to it, for at most
         :data:`YIELD_MAX` seconds from the first time this occurrence saw a slot free (it may
         wait for a job thread, not for a slot; counted anew once no slot is free). Dates are
         compared as written (an offset other than Z may blur the order by its hours)."""
@@ -177,15 +171,17 @@ class Caps:
             return False
         try:
             docs, _ = self.store.find(
-                {"status": "scheduled", "date": {"$lt": format_date(from_ms(due_ms))},
+                {"status": {"$in": [rules.WAITING, rules.SCHEDULED]},
+                 "date": {"$lt": format_date(from_ms(due_ms))},
                  "concurrency.key": key}, limit=20, fields=["_id", "after"])
         except StoreError:
             return False
         for doc in docs:
-            info = rules.info(doc)
-            owner, due = rules.owner(info), instant(info.get("due"))
-            if doc["_id"] != docid and owner and owner != self.me \
-                    and not self.known_dead(owner) and (due is None or to_ms(due) <= due_ms):
+            holder = self.holder_of(doc["_id"])
+            due = rules.instant(rules.info(doc).get("due"))
+            if doc["_id"] != docid and holder and holder != self.me \
+                    and not self.known_dead(holder) \
+                    and (due is None or due.timestamp() * 1000 <= due_ms):
                 return True  # (a retry due later is not waiting)
         return False
 
@@ -322,47 +318,66 @@ class Caps:
         self.waiting.clear()
 
 
-# -- the worker's hooks (after.reactions.on_fire, Worker.turn) ---------------------------------
+class Gates:
+    """The calendars and the caps, as the loop asks them (on its thread, for now: a few
+    small requests per gated occurrence, none for other tasks)."""
 
-def screen(worker, held, now: datetime) -> list | None:
-    """The calendars of a held occurrence that fell due (:func:`after.decide.screen`): None
-    when it may run, else the write that records it skipped or ends the task ``error``."""
-    exclusion = held.spec.repeat.exclude if held.spec.repeat is not None else None
-    names = exclusion.calendars if exclusion is not None else ()
-    write = d.screen(held.doc, held.spec, worker.calendars.get(names), worker.me, now)
-    if write is None:
+    retry_ms = int(SLOT_RETRY * 1000)
+
+    def __init__(self, store, db: str, me: r.Identity, lease: float,
+                 known_dead: Callable[[str], bool] = lambda holder: False,
+                 holder_of: Callable[[str], str | None] = lambda docid: None):
+        self.me = me
+        self.calendars = Calendars(store)
+        self.caps = Caps(store, db, me.process, lease, known_dead=known_dead,
+                         holder_of=holder_of)
+
+    def ask(self, held, now: datetime) -> str | list | None:
+        """A held occurrence fell due: None when it may run; ``"wait"`` for a concurrency
+        slot; else the writes that record it skipped (an excluded day) or end the task
+        ``error`` (a calendar that does not exist)."""
+        spec = held.spec
+        exclusion = spec.repeat.exclude if spec.repeat is not None else None
+        if exclusion is not None:
+            write = screen(held.doc, spec, self.calendars.get(exclusion.calendars), self.me,
+                           now, from_ms(held.due_ms))
+            if write is not None:
+                return write
+        cap = spec.concurrency
+        if cap is None or rules.missed(spec, from_ms(held.due_ms), now):
+            return None  # no cap, or it is recorded missed: no run, no slot
+        if self.caps.take(held.doc["_id"], cap.key, cap.limit, held.due_ms, now):
+            return None
+        return "wait"
+
+    def due(self, held: Callable[[str], bool]) -> list[str]:
+        """The occurrences waiting for a slot that may try again now, earliest first."""
+        return self.caps.due(held)
+
+    def release(self, docid: str) -> None:
+        self.caps.release(docid)
+
+    def forget(self, docid: str) -> None:
+        self.caps.waiting.pop(docid, None)
+        self.caps.yielding.pop(docid, None)
+
+    def release_all(self) -> None:
+        self.caps.release_all()
+
+
+def screen(doc: dict, spec: rules.Spec, calendars: dict[str, cal.Exclusion], me: r.Identity,
+           now: datetime, due: datetime | None = None) -> list | None:
+    """The occurrence of ``doc`` (its ``date``) fell due: None when it may run; the write
+    that records it ``skipped`` when its day is excluded; an ``error`` when it names a
+    calendar that does not exist (``calendars``: those that do, by name)."""
+    exclusion = spec.repeat.exclude if spec.repeat is not None else None
+    wrong = cal.missing(exclusion, calendars)
+    if wrong is not None:
+        log.warning("task %s cannot run: %s", doc["_id"], wrong)
+        return [r.Write(r.Kind.ERROR, rules.mark_error(doc, wrong, now))]
+    reason = cal.excluded(exclusion, spec.date, spec.repeat.zone if spec.repeat else "UTC",
+                          calendars)
+    if reason is None:
         return None
-    if write.kind is d.Kind.ERROR:
-        worker.mem.drop(held.doc["_id"])
-    return [write]
-
-
-def take(worker, held, now: datetime) -> bool:
-    """A slot for a held occurrence that fell due, if it has a ``concurrency`` cap (True
-    when it has none); without one it waits in :attr:`Caps.waiting`."""
-    cap = held.spec.concurrency
-    if cap is None or rules.missed(held.spec, from_ms(held.due_ms), now):
-        return True  # no cap, or it is recorded missed: no run, no slot
-    return worker.caps.take(held.doc["_id"], cap.key, cap.limit, held.due_ms, now)
-
-
-def fill(worker, now: datetime) -> list:
-    """Try again the occurrences waiting for a concurrency slot, earliest due first."""
-    writes: list = []
-    for docid in worker.caps.due(lambda t: t in worker.held and not worker.held[t].running):
-        writes.extend(worker.on_fire((RUN, docid), now))
-    return writes
-
-
-def in_use(store, db: str) -> list[dict]:
-    """Every slot document (``after caps``, the dashboard): key, n, holder, task, since."""
-    try:
-        docs = store.prefixed(SLOT_PREFIX, db=db)
-    except NotFound:
-        return []
-    out = []
-    for doc in docs:
-        key, _, n = doc["_id"][len(SLOT_PREFIX):].rpartition("#")
-        out.append({"key": key, "n": int(n) if n.isdigit() else n, "holder": doc.get("holder"),
-                    "task": doc.get("task"), "since": doc.get("since")})
-    return out
+    log.info("task %s: occurrence %s %s", doc["_id"], format_date(spec.date), reason)
+    return [r.skip(doc, spec, reason, me, now, due)]

@@ -1,29 +1,29 @@
-"""The processes of one worker name: heartbeats, leases, and who claims what.
+"""The processes of one worker name: heartbeats, leases and partitions, on a thread of their own.
 
 Each process writes a heartbeat document (``<db>_workers``, id ``name@host:pid:token``) every
-``--heartbeat`` seconds: that is the lease on everything the process holds or runs.
-:class:`Peers` writes this process's heartbeat, keeps a cache of the other processes of its
-name, says whether a task's owner is still alive, and which process should claim a task
-first.
+``--heartbeat`` seconds: that is the lease on the partitions it owns and the runs it goes on
+with. :class:`Peers` is the I/O of it, off the worker's loop: each beat it writes the
+heartbeat, reads the name's registry (the heartbeats, the name's pause document, the
+partitions' lease documents, in one request) and posts what it read to the loop as a
+:class:`Registry`; it writes the partition leases the loop asks for and posts the answers;
+and it reads the heartbeat of a task's owner of another name when asked. The loop decides;
+this thread only reads, writes and judges liveness.
 
 Liveness never compares clocks across machines. A heartbeat changes its ``_rev`` at every
 beat; a peer is dead when this process has read its heartbeat and found the same revision
 it first saw at least ``lease`` seconds before, on this process's own monotonic clock (or
-found no heartbeat at all: a graceful stop removes it). A clock minutes ahead or behind makes
-no difference, nor does a step of the wall clock. A peer seen for the first time gets a full
-lease from that moment. (The ``expires`` field a heartbeat still carries is for people:
-``after list`` and the dashboard show it.)
+found no heartbeat at all: a graceful stop removes it). A peer seen for the first time gets a
+full lease from that moment.
 
-The worker's loop never waits on this: :meth:`Peers.start` runs the heartbeats, the reads of
-the other heartbeats and of a possibly dead owner's on a thread of their own, which posts to
-the loop's inbox ``("peer", owner)`` once a possibly dead owner is known, and ``("dead",
-owner)`` the moment a peer's lease runs out, so its tasks are taken over without waiting for
-a poll. The same thread samples the server's clock (:mod:`after.clock`).
+This process's own lease is judged on the heartbeat's own round trip, on a connection of its
+own (never behind the loop's writes): :meth:`Peers.sure_until` is the sending of the last
+heartbeat that landed, plus a lease, less a beat (another process counts a lease from when it
+*reads* the heartbeat changed, which is later). The same thread samples the server's clock
+(:mod:`after.clock`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import queue
@@ -32,14 +32,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from . import pausing
-from .clock import WARN_OFFSET, Offset, date_header
-from .config import workers_db
-from .dates import format_date, parse_date, to_ms
-from .decide import Liveness
-from .store import Conflict, NotFound, Store, StoreError, describe_error
+from .. import pausing
+from ..clock import WARN_OFFSET, Offset, date_header
+from ..config import workers_db
+from ..dates import format_date
+from ..store import Conflict, Store, StoreError, describe_error
+from . import partitions as parts
 
 log = logging.getLogger("after.peers")
 
@@ -51,6 +52,18 @@ PRUNE_AFTER = 300.0  # heartbeats unchanged this long (and 10 leases) are remove
 
 def process_id(name: str) -> str:
     return f"{name}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class Registry:
+    """One read of a worker name's registry, as the loop takes it in."""
+
+    live: frozenset[str]  # processes whose heartbeat changed within a lease
+    dead: frozenset[str]  # processes found dead (heartbeat unchanged for a lease, or gone)
+    parts: dict[int, dict] = field(default_factory=dict)  # partition -> its lease document
+    paused: bool = False
+    beat_sent: float | None = None  # monotonic: when the last heartbeat that landed was sent
+    lapses: int = 0  # heartbeats that landed after this process's lease may have lapsed
 
 
 class Peers:
@@ -72,11 +85,9 @@ class Peers:
         self.observed: dict[str, tuple[str, float]] = {}
         self.live: dict[str, float] = {}
         self.dead: dict[str, float] = {}
-        self.unreadable: dict[str, float] = {}  # owners whose heartbeat could not be read
         self.rev: str | None = None
         self.beat_sent: float | None = None  # when the last heartbeat that landed was sent
         self.lapses = 0  # times a heartbeat landed after this process's lease may have lapsed
-        self.paused = False  # the name is paused (its document, after.pausing), as last read
         self.warned_offset = False
         self._asks: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -85,8 +96,7 @@ class Peers:
     # -- the clock ---------------------------------------------------------------------------
 
     def clock(self) -> float:
-        """Epoch seconds on the server's clock as far as this process can tell: the local
-        clock, corrected when it is known to be off (:meth:`after.clock.Offset.correction`)."""
+        """Epoch seconds on the server's clock as far as this process can tell."""
         return time.time() + self.offset.correction()
 
     def now(self) -> datetime:
@@ -112,18 +122,16 @@ class Peers:
 
     # -- heartbeats --------------------------------------------------------------------------
 
-    def beat(self, status: dict, *, force: bool = False) -> list[str]:
-        """Write this process's heartbeat (``status``: held, running, counts...) and refresh
-        the cache of the others; returns the peers found dead by that read. When the write
-        fails, logs it (``force``: raises)."""
+    def beat(self, status: dict, *, force: bool = False,
+             landed: Callable[[float, int], None] = lambda sent, lapses: None
+             ) -> Registry | None:
+        """Write this process's heartbeat (``status``: held, running, counts...) and read the
+        registry; None when the registry could not be read. When the write fails, logs it
+        (``force``: raises)."""
         now = self.now()
         doc = {
-            "_id": self.id,
-            "type": "worker",
-            "name": self.name,
-            "host": self.host,
-            "pid": self.pid,
-            "started": format_date(self.started),
+            "_id": self.id, "type": "worker", "name": self.name, "host": self.host,
+            "pid": self.pid, "started": format_date(self.started),
             "last_seen": format_date(now),
             "expires": format_date(now + timedelta(seconds=self.lease)),
             **status,
@@ -148,17 +156,16 @@ class Peers:
             log.warning("heartbeat failed: %s", describe_error(exc))
             return self.refresh()
         self.rev = doc["_rev"]
-        if sent >= self.sure_until():  # (counted before beat_sent moves: see Worker._lapsed)
+        if sent >= self.sure_until():  # (counted before beat_sent moves: see the loop's lapse)
             self.lapses += self.beat_sent is not None
         self.beat_sent = sent
+        landed(sent, self.lapses)  # before the registry is read: the lease is this beat's
         return self.refresh()
 
     def sure_until(self, margin: float | None = None) -> float:
         """The monotonic instant until which no other process can have found this one dead:
-        a lease from the sending of the last heartbeat that landed (another process counts
-        a lease from when it reads a heartbeat changed, which is after), less ``margin`` for
-        reads that lag. Past it, this process may have lost what it held (frozen by SIGSTOP,
-        starved, cut off from the database): see Worker._lapsed."""
+        a lease from the sending of the last heartbeat that landed, less ``margin`` for
+        reads that lag."""
         if self.beat_sent is None:
             return float("-inf")
         return self.beat_sent + self.lease - (self.margin if margin is None else margin)
@@ -195,19 +202,18 @@ class Peers:
         self.live[owner] = seen[1] + self.lease
         return False
 
-    def refresh(self) -> list[str]:
-        """Re-read the processes of this name; returns those found dead by this read (their
-        heartbeat unchanged for a lease); removes the ones gone for long."""
+    def refresh(self) -> Registry | None:
+        """Re-read the name's registry: heartbeats, pause, partitions (None when it could
+        not be read); removes the heartbeats gone for long."""
         try:
             docs = self.store.prefixed(f"{self.name}@", db=self.db)
         except StoreError as exc:
             log.warning("cannot read the worker registry: %s", describe_error(exc))
-            return []
+            return None
         at = self.mono()
         newly, stale, present = [], [], set()
-        self.paused = any(pausing.is_pause(doc, self.name) for doc in docs)
         for doc in docs:
-            if doc.get("type") != "worker":  # the name's pause document
+            if doc.get("type") != "worker":  # the name's pause and partition documents
                 continue
             present.add(doc["_id"])
             if self.observe(doc, doc["_id"], at):
@@ -220,6 +226,12 @@ class Peers:
         for owner, since in list(self.dead.items()):  # forget the long dead
             if at - since > 3600:
                 del self.dead[owner]
+        found = parts.parts_of(docs, self.name)
+        for doc in found.values():  # a partition's owner never seen beating: gone
+            owner = doc.get("owner")
+            if isinstance(owner, str) and owner != self.id and owner not in present \
+                    and owner not in self.observed:
+                self.observe(None, owner, at)
         if stale:  # processes long gone (killed, machine lost): drop them from the registry
             try:
                 self.store.bulk_docs(stale, db=self.db)
@@ -228,50 +240,48 @@ class Peers:
             except StoreError:
                 pass
         if newly:
-            log.info("process(es) %s stopped heartbeating for %g s: taking over their tasks",
+            log.info("process(es) %s stopped heartbeating for %g s: taking over their work",
                      ", ".join(newly), self.lease)
-        return newly
+        return Registry(
+            live=frozenset(p for p, until in self.live.items() if until > at) | {self.id},
+            dead=frozenset(self.dead), parts=found,
+            paused=any(pausing.is_pause(doc, self.name) for doc in docs),
+            beat_sent=self.beat_sent, lapses=self.lapses)
 
-    def liveness(self, owner: str) -> Liveness:
-        """Is the process ``owner`` alive? From the cache alone (no I/O).
-
-        Dead only when a read of its heartbeat found it so (see the module); alive while
-        its heartbeat last changed less than a lease ago; a heartbeat that could not be read
-        counts as alive for a second (never take over on a guess); anything else is UNKNOWN:
-        ask :meth:`confirm`."""
-        if owner == self.id:
-            return Liveness.ALIVE
-        if not isinstance(owner, str):  # no process is named so (a user's write)
-            return Liveness.DEAD
-        if owner in self.dead:
-            return Liveness.DEAD
-        at = self.mono()
-        if self.live.get(owner, float("-inf")) > at:
-            return Liveness.ALIVE
-        if at - self.unreadable.get(owner, float("-inf")) < 1.0:
-            return Liveness.ALIVE
-        return Liveness.UNKNOWN
-
-    def confirm(self, owner: str) -> bool:
-        """Read ``owner``'s heartbeat into the cache (blocking: on the peers' thread);
-        True when that finds it newly dead."""
+    def confirm(self, owner: str) -> bool | None:
+        """Is ``owner`` (a process of another name, most likely) alive? Reads its heartbeat
+        (blocking: on the peers' thread); None when it could not be read."""
         try:
             beat = self.store.get_or_none(owner, db=self.db)
         except StoreError as exc:
             log.warning("cannot read the heartbeat of %s: %s", owner, describe_error(exc))
-            self.unreadable[owner] = self.mono()
-            return False
-        return self.observe(beat, owner, self.mono())
+            return None
+        self.observe(beat, owner, self.mono())
+        return owner not in self.dead
 
-    def ask(self, owner: str) -> None:
-        """Have the peers' thread :meth:`confirm` ``owner`` (the answer goes to the inbox)."""
-        self._asks.put(owner)
+    def write_parts(self, docs: list[dict]) -> list[dict]:
+        """Write partition lease documents (blocking: on the peers' thread); the answers,
+        in order (``error`` for each that failed: a conflict, or the server)."""
+        try:
+            return self.store.bulk_docs(docs, db=self.db)
+        except StoreError as exc:
+            log.warning("cannot write %d partition lease(s): %s", len(docs),
+                        describe_error(exc))
+            return [{"id": doc["_id"], "error": "unavailable"} for doc in docs]
+
+    # -- the thread --------------------------------------------------------------------------
+
+    def ask(self, request: tuple) -> None:
+        """Have the peers' thread do ``request``: ``("confirm", owner)`` or ``("parts",
+        docs)``; its answer is posted to the loop."""
+        self._asks.put(request)
 
     def start(self, every: float, status: Callable[[], dict],
               post: Callable[[tuple], None]) -> None:
-        """Beat every ``every`` seconds with ``status()``, answer :meth:`ask` and sample the
-        server's clock, on a thread of their own; posts ``("peer", owner)`` for each answer
-        and ``("dead", owner)`` for each peer found dead."""
+        """Beat every ``every`` seconds with ``status()``, post ``("beat", (sent, lapses))``
+        as each heartbeat lands and ``("registry", Registry)`` as the registry is read;
+        answer :meth:`ask` (``("peer", (owner, alive))``, ``("parts", (docs, answers))``);
+        sample the server's clock; all on a thread of its own."""
         self._thread = threading.Thread(target=self._run, args=(every, status, post),
                                         name="after-peers", daemon=True)
         self._thread.start()
@@ -286,6 +296,16 @@ class Peers:
         next_beat = next_sample = 0.0
         while not self._stop.is_set():
             now = self.mono()
+            if now >= next_beat:
+                next_beat = now + every
+                try:
+                    registry = self.beat(
+                        status(), landed=lambda sent, lapses: post(("beat", (sent, lapses))))
+                    if registry is not None:
+                        post(("registry", registry))
+                except Exception:  # the lease must not die of a bug
+                    log.exception("unexpected error writing the heartbeat")
+                continue
             if now >= next_sample:
                 calibrating = len(self.offset.samples) < CALIBRATION
                 next_sample = now + (CALIBRATION_GAP if calibrating else SAMPLE_EVERY)
@@ -294,82 +314,17 @@ class Peers:
                 except Exception:
                     log.exception("unexpected error sampling the server's clock")
                 continue
-            if now >= next_beat:
-                next_beat = now + every
-                was = self.paused
-                try:
-                    for owner in self.beat(status()):
-                        post(("dead", owner))
-                except Exception:  # the lease must not die of a bug
-                    log.exception("unexpected error writing the heartbeat")
-                if self.paused != was:
-                    post(("paused", self.paused))
-                continue
             try:
-                owner = self._asks.get(timeout=max(0.0, min(next_beat, next_sample) - now))
+                request = self._asks.get(timeout=max(0.0, min(next_beat, next_sample) - now))
             except queue.Empty:
                 continue
-            if owner is not None:
-                if self.confirm(owner):
-                    post(("dead", owner))
-                post(("peer", owner))
-
-    def preferred(self, docid: str) -> bool:
-        """Should this process claim ``docid`` first? Every process of the name computes the
-        same answer (rendezvous hashing over the live processes it knows), so each task has
-        one first claimant and the work spreads without a storm of conflicts."""
-        at = self.mono()
-        live = {p for p, until in dict(self.live).items() if until > at} | {self.id}
-        if len(live) == 1:
-            return True
-
-        def weight(process: str) -> bytes:
-            return hashlib.blake2b(f"{process}|{docid}".encode(), digest_size=8).digest()
-
-        return max(live, key=weight) == self.id
-
-
-def expiry(doc: dict) -> int:
-    """A heartbeat's ``expires`` in epoch ms (0 when unreadable: treated as expired)."""
-    try:
-        return to_ms(parse_date(doc.get("expires"), "expires"))
-    except ValueError:
-        return 0
-
-
-# -- the registry, as `after list` and `after clean` see it -----------------------------------
-
-
-def dead_entries(docs: list[dict], now_ms: int, *, grace: float = 0.0,
-                 keep: tuple[str, ...] = ()) -> list[dict]:
-    """The deletions that prune the heartbeats of ``docs`` expired more than ``grace``
-    seconds before ``now_ms`` (never those in ``keep``). The one pruning rule: a worker
-    prunes its name's entries after a long grace, ``after clean`` at once."""
-    before = now_ms - int(grace * 1000)
-    return [{"_id": doc["_id"], "_rev": doc["_rev"], "_deleted": True} for doc in docs
-            if expiry(doc) < before and doc["_id"] not in keep]
-
-
-def registry(store: Store, db: str, name: str | None = None) -> list[dict]:
-    """The heartbeat documents of the processes named ``name`` (of every name by default);
-    an empty list when the registry does not exist yet."""
-    try:
-        docs = store.prefixed(f"{name}@" if name else "", db=db)
-    except NotFound:
-        return []
-    return [doc for doc in docs if doc.get("type") == "worker"]
-
-
-def prune(store: Store, db: str, name: str | None, now_ms: int, grace: float = 0.0) -> int:
-    """Delete the expired heartbeats of ``name`` (every name by default); how many went."""
-    dead = dead_entries(registry(store, db, name), now_ms, grace=grace)
-    if not dead:
-        return 0
-    return sum(1 for result in store.bulk_docs(dead, db=db) if "error" not in result)
-
-
-def state(doc: dict, now_ms: int) -> str:
-    """``live``, ``stopping`` or ``stale`` (expired: dead, or too slow to beat)."""
-    if expiry(doc) < now_ms:
-        return "stale"
-    return "stopping" if doc.get("stopping") else "live"
+            if request is None:
+                continue
+            try:
+                kind, value = request
+                if kind == "confirm":
+                    post(("peer", (value, self.confirm(value))))
+                elif kind == "parts":
+                    post(("parts", (value, self.write_parts(value))))
+            except Exception:
+                log.exception("unexpected error answering %s", request[0])

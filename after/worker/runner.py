@@ -5,7 +5,7 @@
   :mod:`after.isolation`) and posts ``("finished", (docid, token, outcome, trace,
   response))`` to the inbox; or, when the thread comes to a run after this process's lease
   may have run out (it was queued, and the process frozen), posts ``("unbegun", (docid,
-  token))`` without calling the job: the loop hands the task back.
+  token))`` without calling the job: the loop lets the run go.
 - :class:`Recorder`: writes run records to ``<db>_runs`` and prunes the old ones, on a
   thread of its own, so a slow or unreachable database never holds up a decision.
 """
@@ -16,125 +16,75 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime
 
-from . import isolation
-from . import task as rules
-from .dates import from_ms, to_ms, utcnow
-from .jobs import HTTP_JOBS, JobRegistry, TaskContext, call
-from .store import StoreError, Unavailable, describe_error
+from .. import isolation
+from .. import task as rules
+from ..dates import from_ms, to_ms, utcnow
+from ..jobs import JobRegistry, TaskContext, call
+from ..store import StoreError, Unavailable, describe_error
 
 log = logging.getLogger("after.worker")
 
-__all__ = ["HTTP_JOBS", "Held", "Recorder", "Runner", "Seen", "next_deadline", "timed_out",
-           "unbegun"]
+__all__ = ["Recorder", "Runner", "next_deadline", "timed_out"]
 
 PRUNE_EVERY = 10
-SEEN_LIMIT = 100_000  # task revisions remembered to ignore stale feed events
 RUNS_KEPT = 10_000  # run records kept in memory while the database cannot be reached
 
 
-@dataclass
-class Held:
-    """A task this process holds on its timer or runs."""
-
-    doc: dict
-    spec: rules.Spec
-    due_ms: int
-    running: bool = False
-    token: str | None = None  # identifies the current run
-    started: datetime | None = None
-    deadline_ms: int | None = None
-    lateness: float = 0.0  # seconds from the due instant to the job's start
-    # A start written ahead of the due instant (the lead window): the job begins when the
-    # timer fires, with no write in between.
-    fenced: bool = False
-    unconfirmed: bool = False  # its start was accepted (202), not yet read back
-    # Its start was written while this process surely held its lease until then (monotonic
-    # seconds, Peers.sure_until): begun later, it is read back first
-    sure_until: float = float("-inf")
-    context: TaskContext | None = None  # what the job receives, made ahead of the launch
-
-    @property
-    def waiting_to_launch(self) -> bool:
-        """Fenced (its start is written) and its job not begun."""
-        return self.fenced and self.started is None
-
-
-class Seen(OrderedDict):
-    """The newest revision number seen or written of each task (a bounded LRU)."""
-
-    def newer(self, doc: dict, recheck: bool = False) -> bool:
-        """Remember ``doc``'s revision; False for one older than what this process saw or
-        wrote, or the same one unless ``recheck``."""
-        docid, number = doc["_id"], rules.rev_number(doc.get("_rev"))
-        known = self.get(docid, 0)
-        if number < known or (number == known and not recheck):
-            return False
-        self.saw(docid, number)
-        return True
-
-    def saw(self, docid: str, number: int) -> None:
-        self[docid] = max(number, self.pop(docid, 0))
-        if len(self) > SEEN_LIMIT:
-            self.popitem(last=False)
-
-
 class Runner:
-    """Job threads; ``active`` holds the tokens of the runs they are on, ``children`` the
-    child processes of the isolated ones."""
+    """Job threads; ``active`` holds the tokens of the runs they are on or have queued,
+    ``children`` the child processes of the isolated ones."""
 
     def __init__(self, size: int, post: Callable[[tuple], None],
                  registry: JobRegistry | None = None, clock: Callable[[], float] = time.time,
-                 mono: Callable[[], float] = time.monotonic):
+                 mono: Callable[[], float] = time.monotonic,
+                 lease: Callable[[], float] = lambda: float("inf")):
         self.pool = ThreadPoolExecutor(size, thread_name_prefix="after-job")
+        self.size = size
         self.post = post
         self.registry = registry  # where an isolated run's child finds its job
         self.clock = clock  # epoch seconds, the worker's (the server's time as it knows it)
-        self.mono = mono  # the clock of Held.sure_until
+        self.mono = mono
+        self.lease = lease  # until when (mono) this process surely holds its lease, now
         self.active: set[str] = set()
         self.children: dict[str, isolation.Child] = {}
-        # A run is queued until a job thread begins it (runs started ahead of their instant
-        # may outnumber the threads): its future, and once begun, when (epoch ms).
+        # A run is queued until a job thread begins it: its future, and once begun, when
+        # (epoch ms).
         self.futures: dict[str, Future] = {}
         self.begun: dict[str, int] = {}
 
     @staticmethod
-    def prepare(held: Held) -> None:
+    def prepare(run) -> None:
         """Make what the job receives now (a deep copy of the document), not at launch."""
-        attempt = rules.counter(rules.meta(dict(held.doc)), "attempt") or 1
-        held.context = TaskContext(held.doc, held.spec.date, attempt, held.spec.occurrence_id)
+        attempt = rules.counter(rules.meta(dict(run.doc)), "attempt") or 1
+        run.context = TaskContext(run.doc, run.spec.date, attempt, run.spec.occurrence_id)
 
-    def launch(self, held: Held, func, now: datetime, sure_until: float) -> float:
-        """Run ``held``'s job (``func``, or the JobError resolving it raised); returns how
+    def launch(self, run, func, now: datetime) -> float:
+        """Run ``run``'s job (``func``, or the JobError resolving it raised); returns how
         late it starts, in seconds. In a child process when :func:`after.task.isolated`
-        says so. A thread that comes to it at or after ``sure_until`` (monotonic) does not
-        begin it (see _execute)."""
-        held.started = now
-        if held.spec.timeout:  # an estimate until a thread begins the run (timed_out)
-            held.deadline_ms = to_ms(now) + int(held.spec.timeout * 1000)
-        if held.context is None:
-            self.prepare(held)
-        context, held.context = held.context, None
-        held.lateness = (now - from_ms(held.due_ms)).total_seconds()
-        isolated = self.registry is not None and rules.isolated(held.doc, held.spec)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("running %s (job %s, attempt %d%s, %.1f ms late)", held.doc["_id"],
-                      held.spec.job, context.attempt, ", isolated" if isolated else "",
-                      held.lateness * 1000)
-        self.active.add(held.token)
+        says so. A thread that comes to it once this process's lease may have lapsed does
+        not begin it (see _execute)."""
+        run.started = now
+        if run.spec.timeout:  # an estimate until a thread begins the run (timed_out)
+            run.deadline_ms = to_ms(now) + int(run.spec.timeout * 1000)
+        if run.context is None:
+            self.prepare(run)
+        context, run.context = run.context, None
+        run.lateness = (now - from_ms(run.due_ms)).total_seconds()
+        isolated = self.registry is not None and rules.isolated(run.doc, run.spec)
+        self.active.add(run.token)
         child = isolation.Child() if isolated else None
         if child is not None:
-            self.children[held.token] = child
-        future = self.pool.submit(self._execute, held.doc["_id"], held.token, held.spec,
-                                  context, func, child, sure_until)
+            self.children[run.token] = child
+        detached = bool(getattr(run, "detached", False))
+        future = self.pool.submit(self._execute, run.docid, run.token, run.spec, context, func,
+                                  child, detached)
         if future is not None:
-            self.futures[held.token] = future
-        return held.lateness
+            self.futures[run.token] = future
+        return run.lateness
 
     def ended(self, token: str) -> None:
         self.active.discard(token)
@@ -142,14 +92,17 @@ class Runner:
         self.futures.pop(token, None)
         self.begun.pop(token, None)
 
+    def queued(self) -> int:
+        """Runs launched that no thread has begun yet."""
+        return max(0, len(self.active) - len(self.begun))
+
     def longest(self, now: datetime) -> float:
         """Seconds the oldest run a job thread is on has been going (0 when none)."""
         begun = self.begun.copy()  # (job threads add to it)
         return max(0.0, (to_ms(now) - min(begun.values())) / 1000) if begun else 0.0
 
     def withdraw(self, token: str) -> bool:
-        """Take back a run still queued for a job thread (every thread taken: hung jobs,
-        most likely): True when it will not begin."""
+        """Take back a run still queued for a job thread: True when it will not begin."""
         future = self.futures.get(token)
         if future is None or token in self.begun or not future.cancel():
             return False
@@ -157,13 +110,13 @@ class Runner:
         return True
 
     def _execute(self, docid: str, token: str, spec: rules.Spec, context: TaskContext,
-                 func, child: isolation.Child | None = None,
-                 sure_until: float = float("inf")) -> None:
+                 func, child: isolation.Child | None = None, detached: bool = False) -> None:
         """On a pool thread: run the job (in ``child`` if given), post how it ended. Its
         timeout counts from here, not from the launch (it may have been queued). A run
-        queued past ``sure_until`` (the process was frozen or starved while it waited) may
-        have been taken over meanwhile: it is not begun, and the loop hands it back."""
-        if self.mono() >= sure_until:
+        queued past this process's lease (the process was frozen or starved while it
+        waited) may have been taken over meanwhile: it is not begun (an overlap-allow run,
+        apart from its task, is begun all the same)."""
+        if not detached and self.mono() >= self.lease():
             self.post(("unbegun", (docid, token)))
             return
         self.begun[token] = int(self.clock() * 1000)
@@ -203,36 +156,28 @@ class Runner:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def timed_out(held: dict[str, Held], now_ms: int, begun: dict[str, int]) -> list[Held]:
+def timed_out(runs, now_ms: int, begun: dict[str, int]) -> list:
     """The runs past their ``timeout`` at ``now_ms`` (each is reported once), counted from
     when a job thread began each (``begun``); one still queued has not begun its time."""
     late = []
-    for h in held.values():
-        if not (h.running and h.token and h.deadline_ms):
+    for run in runs:
+        if not (run.token and run.deadline_ms):
             continue
-        timeout_ms = int((h.spec.timeout or 0) * 1000)
-        at = begun.get(h.token)
+        timeout_ms = int((run.spec.timeout or 0) * 1000)
+        at = begun.get(run.token)
         if at is None:
-            h.deadline_ms = max(h.deadline_ms, now_ms + timeout_ms)
+            run.deadline_ms = max(run.deadline_ms, now_ms + timeout_ms)
             continue
-        h.deadline_ms = at + timeout_ms
-        if now_ms >= h.deadline_ms:
-            h.deadline_ms = None
-            late.append(h)
+        run.deadline_ms = at + timeout_ms
+        if now_ms >= run.deadline_ms:
+            run.deadline_ms = None
+            late.append(run)
     return late
 
 
-def unbegun(held: dict[str, Held], now_ms: int, begun: dict[str, int], grace_ms: int
-            ) -> list[Held]:
-    """The runs launched at least ``grace_ms`` ago that no job thread has begun yet."""
-    return [h for h in held.values()
-            if h.running and h.token and h.started is not None and h.token not in begun
-            and now_ms - to_ms(h.started) >= grace_ms]
-
-
-def next_deadline(held: dict[str, Held]) -> float:
+def next_deadline(runs) -> float:
     """The earliest run deadline, in epoch seconds (inf when none)."""
-    deadlines = [h.deadline_ms for h in held.values() if h.deadline_ms and h.token]
+    deadlines = [run.deadline_ms for run in runs if run.deadline_ms and run.token]
     return min(deadlines) / 1000 if deadlines else float("inf")
 
 

@@ -1,0 +1,715 @@
+"""The worker: follows the feed, holds what is due soon, runs it, writes every transition.
+
+One thread, the loop (:meth:`Worker.run`), owns the process's state (:class:`State`) and makes
+every decision; the other threads do I/O and post what they found to its inbox:
+
+- the changes follower posts each changed task of this worker's name, the poller what the
+  ``due`` view holds (the feed's safety net);
+- the timer posts a key when it falls due: a held task's occurrence, a run to show;
+- the job threads (:mod:`~after.worker.runner`) post each run's end;
+- the writer's threads (:mod:`~after.worker.writer`) post the answers to the task writes;
+- the peers' thread (:mod:`~after.worker.peers`) posts each read of the registry (who is
+  alive, the partitions' leases, the pause) and the answers to the lease writes;
+- signal handlers only set flags (and wake the loop).
+
+Each turn reads the clock once, takes what is in the inbox (timers first), decides with the
+pure rules of :mod:`~after.worker.decide` and carries out what they return: holds on the
+timer, launches, writes handed to the writer. A task is this process's to run while its
+partition is (:mod:`~after.worker.partitions`): nothing is written between the timer and the
+job; the run's end is the one write of a short run (a long one is also shown ``running``).
+When more is due than the job threads can take, the rest waits in a line (priority, then
+date) and starts as threads free up; nothing is handed back for want of room.
+
+Leases: a process trusts its partitions while its heartbeats land within a lease
+(:meth:`Peers.sure_until`). Past that (frozen by SIGSTOP, starved, cut off), another process
+may have found it dead and be taking its partitions: it lets go of every partition and every
+run not begun, holds off for a lease, and takes partitions again by writing their leases.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from datetime import datetime
+
+from .. import task as rules
+from ..config import Settings, runs_db, workers_db
+from ..dates import format_date, from_ms, to_ms
+from ..jobs import JobError, JobRegistry
+from ..store import Unavailable
+from . import decide as d
+from . import partitions as parts
+from . import runs as r
+from .gates import Gates
+from .peers import Peers, Registry
+from .polling import Poller
+from .runner import Recorder, Runner, next_deadline, timed_out
+from .state import Held, Run, State
+from .timer import Timer
+from .writer import Writer
+
+log = logging.getLogger("after.worker")
+
+__all__ = ["Settings", "Unavailable", "Worker"]
+
+LOOP_TIMEOUT = 5.0  # seconds the loop's own requests may take (a stop's last writes)
+WRITE_TIMEOUT = 30.0  # the writer's: a batch waits for a busy server rather than fail
+POLL_TIMEOUT = 60.0  # the poller's (its thread waits while the server builds the index)
+RUN, SHOW, GATE = "run", "show", "gate"  # timer keys: (RUN, id), (SHOW, token), (GATE, id)
+SMOOTHING = 0.2  # weight of the newest run in the running mean of run durations
+QUEUE_FOR = 0.5  # seconds of work the job threads' queue may hold, at the runs' mean length
+
+
+class Worker:
+    def __init__(self, store, name: str, registry: JobRegistry,
+                 settings: Settings | None = None):
+        self.store = store.with_timeout(LOOP_TIMEOUT)
+        self.name, self.registry = name, registry
+        self.settings = settings = settings or Settings()
+        self.peers = Peers(store.with_timeout(min(LOOP_TIMEOUT, settings.lease / 2)), name,
+                           lease=settings.lease, margin=settings.heartbeat)
+        self.id, self.host, self.pid = self.peers.id, self.peers.host, self.peers.pid
+        self.me = r.Identity(name, self.id, self.host, self.pid)
+        self.state = State()
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.fired: queue.SimpleQueue = queue.SimpleQueue()  # the timer's: first each turn
+        self.timer: Timer = Timer(self._fired, clock=self.peers.clock)
+        self.lease_until = float("-inf")  # published for the job threads (monotonic)
+        self.runner = Runner(settings.pool, self.inbox.put, registry, clock=self.peers.clock,
+                             mono=self.peers.mono, lease=lambda: self.lease_until)
+        self.recorder = Recorder(store, runs_db(store.db), keep=settings.keep_runs,
+                                 batch=settings.batch)
+        self.writer = Writer(store.with_timeout(WRITE_TIMEOUT, retries=2), self.inbox.put,
+                             batch=settings.batch, concurrency=settings.write_concurrency,
+                             attempts=settings.write_attempts, backoff=settings.write_backoff,
+                             backoff_max=settings.write_backoff_max)
+        self.stop_requested, self.stop_now = threading.Event(), threading.Event()
+        self.poller = Poller(store.with_timeout(POLL_TIMEOUT), name, settings, self.inbox.put,
+                             self.stop_requested, idle=self._idle)
+        self.gates = Gates(self.store, workers_db(store.db), self.me, settings.lease,
+                           known_dead=lambda p: p in self.state.dead,
+                           holder_of=self._holder_of)
+        self.follower = None
+        self.jobs: dict[str, object] = {}  # resolved job functions (or their JobError)
+        self.mean_run: float | None = None  # seconds a run lasts, as measured
+        self.ready = threading.Event()
+        self.listeners: list = []  # callables(event, **info), e.g. metrics
+
+    # -- what other threads may read ---------------------------------------------------------
+
+    @property
+    def counts(self) -> dict:
+        return self.state.published.get("counts", self.state.counts)
+
+    @property
+    def held(self) -> dict:
+        """The tasks held on the timer or running, by id (a test's view; the loop's own)."""
+        return {**self.state.held, **self.state.runs}
+
+    @property
+    def pending(self) -> list:
+        return [w for writes in self.state.outbox.values() for w in writes] + \
+            list(self.state.inflight.values())
+
+    def load(self) -> tuple[int, int]:
+        """(tasks held on the timer, runs going); safe from another thread."""
+        published = self.state.published
+        return published.get("held", 0), published.get("running", 0)
+
+    def status(self) -> dict:
+        return dict(self.state.published) or {"held": 0, "running": 0, "counts": {}}
+
+    def request_stop(self) -> None:
+        """Graceful stop; a second call stops at once. Safe in a signal handler."""
+        if self.stop_requested.is_set():
+            self.stop_now.set()
+        self.stop_requested.set()
+        self.poller.now.set()
+        self.inbox.put(("wake", None))
+
+    def emit(self, event: str, **info) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event, **info)
+            except Exception:
+                log.exception("listener failed on %s", event)
+
+    def _idle(self) -> bool:
+        """Nothing to decide, write or run (read from the poller's thread)."""
+        return self.inbox.empty() and self.fired.empty() and not self.writer.inflight \
+            and not self.runner.active
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until asked to stop; returns the exit code (0 after a graceful stop)."""
+        from .stop import shutdown
+
+        log.info("worker %s starting (process %s, jobs in %s)", self.name, self.id,
+                 self.registry.root)
+        registry = self.peers.beat(self._publish(), force=True,
+                                   landed=lambda sent, lapses: self.inbox.put(
+                                       ("beat", (sent, lapses))))
+        if registry is not None:
+            self.inbox.put(("registry", registry))
+        since = self.store.update_seq()
+        for thread in (self.timer, self.recorder, self.writer):
+            thread.start()
+        self.peers.start(self.settings.heartbeat, lambda: self.state.published,
+                         self.inbox.put)
+        self.poller.start()
+        self.follower = self.store.follow(
+            self._on_change, since=since, selector={"worker": self.name},
+            heartbeat=self.settings.feed_heartbeat,
+            on_state=lambda up: self.inbox.put(("feed", up))).start()
+        self.ready.set()
+        log.info("worker %s ready", self.name)
+        try:
+            while not self.stop_requested.is_set():
+                try:
+                    self.turn()
+                except Exception:  # a bug must not take the process (and its leases) down
+                    log.exception("unexpected error in the worker loop; carrying on")
+                    self.stop_requested.wait(1.0)
+        finally:
+            code = shutdown(self)
+        return code
+
+    def turn(self, wait: float | None = None, now: datetime | None = None) -> None:
+        """One turn: wait for events (at most ``wait`` seconds), decide, carry it out.
+        ``now`` replaces the turn's clock read (a test driving the loop by hand)."""
+        if wait is None:
+            wake = next_deadline(self._runs())
+            wait = max(0.0, min(wake - self.peers.clock(), 1.0))
+        events = self._drain(wait)
+        now = now or self.peers.now()
+        self._lease(self.peers.mono())
+        for kind, value in events:
+            try:
+                self._handle(kind, value, now)
+            except Exception as exc:  # never crash on a document
+                self._fault(kind, value, exc, now)
+        self._deadlines(now)
+        self._fill(now)
+        self._flush()
+        self._publish()
+
+    def _drain(self, wait: float, most: int = 2000) -> list:
+        events = []
+        try:
+            while len(events) < most:
+                events.append(self.fired.get_nowait())
+        except queue.Empty:
+            pass
+        # timers of the higher priority, then the earlier, first
+        events.sort(key=lambda e: self._rank(e[1][1]) if e[1][0] == RUN else (0, 0))
+        try:
+            if not events:
+                events.append(self.inbox.get(timeout=wait) if wait > 0
+                              else self.inbox.get_nowait())
+            while len(events) < most:
+                events.append(self.inbox.get_nowait())
+        except queue.Empty:
+            pass
+        return events
+
+    def _fired(self, key: tuple[str, str], due_ms: int, item) -> None:
+        """The timer's thread: an entry fell due; it goes ahead of the inbox."""
+        self.fired.put(("fire", key))
+        self.inbox.put(("wake", None))
+
+    def _on_change(self, change: dict) -> None:
+        if change.get("doc") is not None:
+            self.inbox.put(("change", change["doc"]))
+        elif change.get("deleted"):
+            self.inbox.put(("deleted", change["id"]))
+
+    def _handle(self, kind: str, value, now: datetime) -> None:
+        if kind in ("change", "recheck"):
+            self._changed(value, kind == "recheck", now)
+        elif kind == "fire":
+            self._fire(value, now)
+        elif kind == "finished":
+            self._finished(*value, now=now)
+        elif kind == "written":
+            self._written(value, now)
+        elif kind == "beat":
+            self.state.beat_sent, self.state.lapses = value
+        elif kind == "registry":
+            self._registry(value, now)
+        elif kind == "parts":
+            self._parts_written(*value)
+        elif kind == "unbegun":
+            self._unbegun(*value)
+        elif kind == "peer":
+            owner, alive = value
+            if alive is not None:
+                self.state.known[owner] = alive
+            for doc in self.state.asked.pop(owner, []):
+                self._changed(doc, True, now)
+        elif kind == "deleted":
+            self._do([d.Drop(value)], now)
+        elif kind == "feed":
+            self.emit("feed", connected=value)
+            self.state.feed_lost = self.state.feed_lost or not value
+            if value and self.state.feed_lost:
+                self.poller.now.set()  # re-check everything after a reconnect
+
+    # -- deciding ----------------------------------------------------------------------------
+
+    def view(self) -> d.View:
+        state = self.state
+        known_live = frozenset(p for p, alive in state.known.items() if alive)
+        known_dead = frozenset(p for p, alive in state.known.items() if not alive)
+        return d.View(me=self.me, horizon_ms=int(self.settings.horizon * 1000),
+                      owned=frozenset(state.owned), running=frozenset(state.runs),
+                      live=state.live | known_live, dead=state.dead | known_dead,
+                      job_errors=self._job_errors())
+
+    def _job_errors(self) -> dict[str, str]:
+        return {name: str(func) for name, func in self.jobs.items()
+                if isinstance(func, JobError)}
+
+    def _job(self, name: str):
+        """The job's function (or the JobError resolving it raised), once per process."""
+        if name not in self.jobs:
+            try:
+                self.jobs[name] = self.registry.resolve(name)
+            except JobError as exc:
+                self.jobs[name] = exc
+        return self.jobs[name]
+
+    def _changed(self, doc: dict, recheck: bool, now: datetime) -> None:
+        docid = doc.get("_id")
+        if not isinstance(docid, str) or docid.startswith("_design/"):
+            return
+        if docid in self.state.inflight or docid in self.state.outbox:
+            self.state.parked[docid] = doc  # decided once the write's answer is in
+            return
+        if not doc.get("_deleted") and not self.state.seen.newer(doc, recheck):
+            return  # an echo of our own write, or older than what we know
+        job = (doc.get("job") or {}).get("name") if isinstance(doc.get("job"), dict) else None
+        if isinstance(job, str) and parts.partition_of(docid) in self.state.owned:
+            self._job(job)  # resolved before deciding: the decision is pure
+        self._do(d.decide(doc, self.view(), now), now)
+
+    def _do(self, actions: list, now: datetime) -> None:
+        """Carry out what a decision returned."""
+        state = self.state
+        for action in actions:
+            if isinstance(action, r.Write):
+                state.outbox.setdefault(action.docid, []).append(action)
+            elif isinstance(action, d.Hold):
+                self._hold(action, now)
+            elif isinstance(action, d.Drop):
+                self._drop(action.docid)
+            elif isinstance(action, d.Keep):  # (a poll's copy of the run's own version: no)
+                run = state.runs.get(action.doc["_id"])
+                if run is not None and rules.rev_number(action.doc.get("_rev")) > \
+                        rules.rev_number(run.doc.get("_rev")):
+                    run.doc = r.carry(action.doc, run.doc, self.id)
+            elif isinstance(action, d.Ask):
+                if action.owner not in state.asked:
+                    self.peers.ask(("confirm", action.owner))
+                state.asked.setdefault(action.owner, []).append(action.doc)
+            elif isinstance(action, d.Shown):
+                run = self._run_of(action.token)
+                if run is not None:
+                    run.doc, run.visible = action.doc, True
+            elif isinstance(action, d.Begin):
+                run = state.detached.get(action.token)
+                if run is not None:
+                    self._begin_detached(run, action.doc, now)
+            elif isinstance(action, d.Over):
+                self._over(action)
+            elif isinstance(action, d.Note):
+                getattr(log, action.level)("%s", action.message)
+
+    def _hold(self, hold: d.Hold, now: datetime) -> None:
+        docid = hold.doc["_id"]
+        self.state.line.remove(docid)
+        if self.state.gated.pop(docid, None) is not None:
+            self.gates.forget(docid)
+        self.state.held[docid] = Held(hold.doc, hold.spec, hold.due_ms)
+        self.timer.add((RUN, docid), hold.due_ms, None)
+
+    def _drop(self, docid: str) -> None:
+        state = self.state
+        if state.held.pop(docid, None) is not None:
+            self.timer.remove((RUN, docid))
+        state.line.remove(docid)
+        if state.gated.pop(docid, None) is not None:
+            self.gates.forget(docid)
+
+    def _rank(self, docid: str) -> tuple[int, int]:
+        held = self.state.held.get(docid)
+        return (0, 0) if held is None else (-rules.priority_of(held.doc), held.due_ms)
+
+    # -- running -----------------------------------------------------------------------------
+
+    def _fire(self, key: tuple[str, str], now: datetime) -> None:
+        kind, ident = key
+        if kind == SHOW:
+            run = self._run_of(ident)
+            if run is not None and not run.visible and not run.detached and run.ended is None \
+                    and run.docid not in self.state.inflight:
+                self.state.outbox.setdefault(run.docid, []).append(
+                    r.Write(r.Kind.VISIBLE, run.doc, spec=run.spec, token=run.token))
+            return
+        held = self.state.held.get(ident)
+        if held is None or ident in self.state.runs:
+            return
+        if self.away() or parts.partition_of(ident) not in self.state.owned:
+            self._drop(ident)
+            return
+        due = from_ms(held.due_ms)
+        if rules.missed(held.spec, due, now):
+            self._drop(ident)
+            log.warning("task %s missed its run due %s", ident, format_date(due))
+            self._do([r.missed(held.doc, held.spec, due, self.me, now)], now)
+            return
+        if r.gated(held.spec):
+            verdict = self.gates.ask(held, now)
+            if verdict == "wait":  # tried again as a slot frees, or every SLOT_RETRY
+                self.state.gated[ident] = held.due_ms
+                self.timer.add((GATE, ident), to_ms(now) + self.gates.retry_ms, None)
+                return
+            self.state.gated.pop(ident, None)
+            if verdict is not None:  # skipped, or an error
+                self._drop(ident)
+                self._do(verdict, now)
+                return
+        self.state.line.add(ident, self._rank(ident))
+
+    def room(self) -> int:
+        """Runs that may be launched now: threads free, and a queue in front of them as deep
+        as the pool works through in :data:`QUEUE_FOR` seconds at the runs' mean length."""
+        pool = self.settings.pool
+        depth = 0
+        if self.mean_run is not None:
+            depth = min(self.settings.batch, int(pool * QUEUE_FOR / max(self.mean_run, 1e-4)))
+        return pool + depth - len(self.runner.active)
+
+    def _fill(self, now: datetime) -> None:
+        """Launch the due tasks waiting in line, while there is room."""
+        state = self.state
+        room = self.room()
+        while room > 0 and len(state.line) and not self.away() and not state.paused:
+            docid = state.line.pop()
+            held = state.held.pop(docid, None)
+            if held is None:
+                continue
+            self.timer.remove((RUN, docid))
+            self._launch(held, now)
+            room -= 1
+
+    def _launch(self, held: Held, now: datetime) -> None:
+        docid, spec = held.doc["_id"], held.spec
+        token = f"{self.id.rsplit(':', 1)[-1]}.{next(self.state.tokens)}"
+        started = r.begin(held.doc, spec, from_ms(held.due_ms), self.id, now)
+        write = r.detach(started, spec, token, from_ms(held.due_ms), now) \
+            if spec.overlap == rules.ALLOW and spec.repeat is not None else None
+        if write is not None:  # begun once its start (the next occurrence) is written
+            self.state.detached[token] = Run(docid, token, write.doc, spec, held.due_ms,
+                                             detached=True)
+            self.state.outbox.setdefault(docid, []).append(write)
+            return
+        run = self.state.runs[docid] = Run(docid, token, started, spec, held.due_ms)
+        self._go(run, now)
+        show = to_ms(now) + int(self.settings.visible * 1000)
+        self.timer.add((SHOW, token), show, None)
+
+    def _begin_detached(self, run: Run, doc: dict, now: datetime) -> None:
+        from ..overlap import as_run
+
+        run.doc = as_run(doc, run.token)
+        self.runner.prepare(run)  # what the job sees: its own run
+        run.doc = doc
+        self._go(run, now)
+
+    def _go(self, run: Run, now: datetime) -> None:
+        lateness = self.runner.launch(run, self._job(run.spec.job), now)
+        self.emit("start", job=run.spec.job, lateness=lateness)
+
+    def _runs(self) -> list[Run]:
+        return [*self.state.runs.values(), *self.state.detached.values()]
+
+    def _run_of(self, token: str) -> Run | None:
+        for run in self._runs():
+            if run.token == token:
+                return run
+        return None
+
+    def _finished(self, docid: str, token: str, outcome: rules.Outcome, trace, response,
+                  now: datetime) -> None:
+        self.runner.ended(token)
+        seconds = max(0.0, (outcome.ended - outcome.started).total_seconds())
+        self.mean_run = seconds if self.mean_run is None else \
+            (1 - SMOOTHING) * self.mean_run + SMOOTHING * seconds
+        run = self.state.detached.get(token) or self.state.runs.get(docid)
+        if run is None or run.token != token or run.timed_out:
+            log.warning("task %s: a run that had timed out or was taken over ended (%s)",
+                        docid, outcome.outcome)
+            return
+        self._log_end(run, outcome)
+        self._end(run, (outcome, trace, response), now)
+
+    def _end(self, run: Run, ended: tuple, now: datetime) -> None:
+        """Write a run's end, once no other write of its task is in flight."""
+        if run.docid in self.state.inflight or run.docid in self.state.outbox:
+            run.ended = ended  # written once that write's answer is in (_written)
+            return
+        outcome, trace, response = ended
+        run.ended = None
+        if run.detached:
+            write = r.end_detached(run.doc, run.spec, run.token, outcome, self.me, now,
+                                   lambda owner: owner in self.state.dead, trace=trace,
+                                   response=response)
+        else:
+            write = r.end(run.doc, run.spec, outcome, self.me, now, run.token, trace=trace,
+                          response=response)
+        self.state.outbox.setdefault(run.docid, []).append(write)
+
+    def _log_end(self, run: Run, outcome: rules.Outcome) -> None:
+        if outcome.ok:
+            log.info("done %s (job %s, attempt %d) in %.1f ms, started %.1f ms late",
+                     run.docid, run.spec.job, max(1, rules.counter(run.doc.get(rules.NS),
+                                                                   "attempt")),
+                     outcome.duration_ms, run.lateness * 1000)
+        else:
+            log.warning("%s %s (job %s): %s", outcome.outcome, run.docid, run.spec.job,
+                        outcome.error)
+
+    def _over(self, over: d.Over) -> None:
+        state = self.state
+        run = state.detached.pop(over.token, None) if over.detached else None
+        if run is None and over.token is not None:
+            run = state.runs.get(over.docid)
+            if run is not None and run.token == over.token:
+                del state.runs[over.docid]
+        if run is not None:
+            self.timer.remove((SHOW, run.token))
+            self.gates.release(run.docid)
+            for docid in self.gates.due(lambda t: t in state.gated):  # a slot may be free
+                self.timer.add((GATE, docid), 0, None)
+        for record in over.records:
+            self.recorder.record(record)
+        if over.outcome is not None:
+            outcome = over.outcome.outcome
+            state.counts["runs"] += outcome != rules.MISSED
+            key = {rules.OK: "done", rules.MISSED: "missed"}.get(outcome, "failed")
+            state.counts[key] += 1
+            self.emit("finish", job=over.job, outcome=outcome,
+                      duration=over.outcome.duration_ms / 1000)
+
+    def _unbegun(self, docid: str, token: str) -> None:
+        """A job thread came to a queued run once this process's lease may have lapsed: it
+        did not begin it. The task is left to whichever process owns its partition now."""
+        self.runner.ended(token)
+        run = self.state.runs.get(docid)
+        if run is None or run.token != token:
+            return
+        log.warning("task %s: its run was to begin after this process's lease may have run "
+                    "out (frozen or starved?): not begun", docid)
+        self._let_go(run)
+
+    def _let_go(self, run: Run) -> None:
+        """A run not begun (or cut short by a stop) will not go on here."""
+        state = self.state
+        state.runs.pop(run.docid, None)
+        state.detached.pop(run.token, None)
+        self.timer.remove((SHOW, run.token))
+        self.gates.release(run.docid)
+        state.counts["handed_back"] += 1
+        self.emit("handed_back")
+        if run.visible:  # shown running: back to waiting for the next owner
+            state.outbox.setdefault(run.docid, []).append(r.hand_back(run.doc))
+
+    def _deadlines(self, now: datetime) -> None:
+        for run in timed_out(self._runs(), to_ms(now), self.runner.begun):
+            self.runner.kill(run.token, "timeout")  # an isolated run's child: its thread frees
+            run.timed_out = True
+            outcome = rules.Outcome(rules.TIMEOUT, run.started or now, now,
+                                    error=rules.timeout_error(
+                                        run.spec.timeout, run.token in self.runner.children))
+            self._log_end(run, outcome)
+            self._end(run, (outcome, None, None), now)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Hand the writes decided to the writer: one in flight per task at most."""
+        state, batch = self.state, []
+        for docid in list(state.outbox):
+            if docid in state.inflight:
+                continue
+            writes = state.outbox[docid]
+            write = writes.pop(0)
+            if not writes:
+                del state.outbox[docid]
+            state.inflight[docid] = write
+            batch.append(write)
+        self.writer.send(batch)
+
+    def _written(self, answers: list, now: datetime) -> None:
+        state = self.state
+        view = self.view()
+        for write, answer in answers:
+            docid = write.docid
+            if state.inflight.get(docid) is write:
+                del state.inflight[docid]
+            if answer.ok and write.kind is not r.Kind.RESOLVE:
+                state.seen.saw(docid, rules.rev_number(write.doc.get("_rev")))
+            if answer.failed is not None:
+                state.counts["faults"] += 1
+                self.emit("fault")
+                state.seen.pop(docid, None)
+                self.poller.now.set()
+            try:
+                self._do(d.settle(write, answer, view, now), now)
+            except Exception as exc:
+                self._fault("written", write.doc, exc, now)
+            view = self.view()
+            run = state.detached.get(write.token) if write.detached else state.runs.get(docid)
+            if run is not None and run.ended is not None and docid not in state.inflight \
+                    and docid not in state.outbox:
+                self._end(run, run.ended, now)
+            parked = state.parked.pop(docid, None)
+            if parked is not None:
+                self._changed(parked, False, now)
+        self._give_when_shown(now)
+
+    # -- partitions and leases ---------------------------------------------------------------
+
+    def away(self) -> bool:
+        """Starts nothing: back from a lapse of its lease, or stopping."""
+        return bool(self.state.away_until) or self.stop_requested.is_set()
+
+    def _lease(self, mono: float) -> None:
+        """Has this process's lease lapsed, or may it have, since the last turn (frozen by
+        SIGSTOP or a paused VM, starved, cut off from the database)? Then it lets go of its
+        partitions and the runs not begun, and holds off for a lease."""
+        from .stop import lapse
+
+        state = self.state
+        if state.beat_sent is None:
+            self.lease_until = float("-inf")
+            return
+        sure = state.beat_sent + self.settings.lease - self.settings.heartbeat
+        if state.registry_read and (mono >= sure or state.lapses != state.lapses_seen):
+            state.lapses_seen = state.lapses
+            lapse(self, mono)
+            return
+        self.lease_until = sure if not state.away_until else float("-inf")
+        if state.away_until and mono >= state.away_until:
+            state.away_until = 0.0
+            log.warning("worker %s: back in the pool after a lapse of its lease", self.name)
+            self._plan(from_ms(int(self.peers.clock() * 1000)))
+
+    def _registry(self, registry: Registry, now: datetime) -> None:
+        state = self.state
+        was_paused = state.paused
+        state.registry_read = True
+        state.live, state.dead, state.paused = registry.live, registry.dead, registry.paused
+        state.parts = {k: doc for k, doc in registry.parts.items()}
+        if state.paused != was_paused:
+            log.warning("worker %s %s", self.name, "paused: starting nothing" if state.paused
+                        else "resumed")
+            if state.paused:
+                for docid in list(state.held):
+                    self._drop(docid)
+            else:
+                self.poller.now.set()
+        self._lease(self.peers.mono())
+        self._plan(now)
+
+    def _plan(self, now: datetime) -> None:
+        """Take the partitions this process should own and are free; give up the others."""
+        state = self.state
+        if state.parts_pending or self.away() or not state.registry_read:
+            return
+        plan = parts.plan(self.id, state.parts, state.live, state.dead,
+                          state.owned | state.giving)
+        for k in plan.give:
+            if k in state.owned:
+                state.owned.discard(k)
+                state.giving.add(k)
+                for docid in [i for i in state.held if parts.partition_of(i) == k]:
+                    self._drop(docid)
+                for run in state.runs.values():  # shown running: the next owner leaves it
+                    if parts.partition_of(run.docid) == k and not run.visible \
+                            and run.ended is None:
+                        self._fire((SHOW, run.token), now)
+        docs = [parts.part_doc(self.name, k, self.id, format_date(now), state.parts.get(k))
+                for k in plan.take]
+        docs += self._ready_to_give(now)
+        if docs:
+            state.parts_pending = True
+            self.peers.ask(("parts", docs))
+
+    def _ready_to_give(self, now: datetime) -> list[dict]:
+        """The lease documents, free, of the partitions given up whose runs are all shown."""
+        state = self.state
+        ready = [k for k in state.giving
+                 if not any(parts.partition_of(run.docid) == k and not run.visible
+                            for run in state.runs.values())]
+        return [parts.part_doc(self.name, k, None, format_date(now), state.parts.get(k))
+                for k in sorted(ready)]
+
+    def _give_when_shown(self, now: datetime) -> None:
+        if self.state.giving and not self.state.parts_pending:
+            for run in list(self.state.runs.values()):
+                if parts.partition_of(run.docid) in self.state.giving and not run.visible:
+                    self._fire((SHOW, run.token), now)
+            docs = self._ready_to_give(now)
+            if docs:
+                self.state.parts_pending = True
+                self.peers.ask(("parts", docs))
+
+    def _parts_written(self, docs: list[dict], answers: list[dict]) -> None:
+        state = self.state
+        state.parts_pending = False
+        took = []
+        for doc, answer in zip(docs, answers, strict=False):
+            k = doc["partition"]
+            if "error" in answer:
+                continue
+            if answer.get("accepted"):  # a 202: not proof that no other process took it
+                state.parts.pop(k, None)
+                continue
+            doc["_rev"] = answer.get("rev", doc.get("_rev"))
+            state.parts[k] = doc
+            if doc.get("owner") == self.id and not self.away():
+                state.owned.add(k)
+                took.append(k)
+            elif doc.get("owner") is None:
+                state.giving.discard(k)
+        if took:
+            state.counts["partitions"] = len(state.owned)
+            log.info("worker %s took %d partition(s) (%d of %d owned)", self.name, len(took),
+                     len(state.owned), parts.PARTITIONS)
+            self.poller.now.set()  # their tasks: from the due view
+
+    def _holder_of(self, docid: str) -> str | None:
+        """The process that holds ``docid``: the owner of its partition, as last read."""
+        owner = (self.state.parts.get(parts.partition_of(docid)) or {}).get("owner")
+        return owner if isinstance(owner, str) else None
+
+    # -- keeping honest ----------------------------------------------------------------------
+
+    def _fault(self, kind: str, value, exc: Exception, now: datetime) -> None:
+        """A failure of this code while handling one task is that task's alone."""
+        from .stop import fault
+
+        fault(self, kind, value, exc, now)
+
+    def _publish(self) -> dict:
+        """What other threads may read of the state: replaced whole, once a turn."""
+        state = self.state
+        running = len(state.runs) + len(state.detached)
+        state.published = {
+            "held": len(state.held), "running": running, "counts": dict(state.counts),
+            "stopping": self.stop_requested.is_set(), "paused": state.paused,
+            "partitions": len(state.owned)}
+        return state.published

@@ -1,0 +1,123 @@
+"""Who runs which task: the partitions of a worker name, each owned by one process at a time.
+
+A worker name's tasks fall into :data:`PARTITIONS` partitions by a hash of their id
+(:func:`partition_of`). Each partition has a lease document in ``<db>_workers``,
+``NAME@part:KK``, whose ``owner`` is the process that runs its tasks. A process runs a task
+only while it owns the task's partition and its own lease (its heartbeat) is sure: so one
+write covers every task of a partition, and nothing is written between the timer and the
+job. The ownership rules (DESIGN.md, "Guarantees"):
+
+- a process takes a partition only by writing its lease document with ``_rev``, and only
+  when the document says it is free (no owner, an owner found dead, or itself after a lapse
+  of its lease): of two processes taking it, one gets a conflict;
+- it uses the partition from the moment that write is answered, and while its heartbeat
+  lands within a lease (:meth:`after.worker.peers.Peers.sure_until`); past that it lets go
+  of every partition and holds off for a lease before taking any again (another process may
+  have found it dead and be taking them);
+- it gives a partition up (``owner`` null) when another live process should have it, once
+  each run of that partition going is written ``running``, so the next owner leaves those
+  runs to it.
+
+Which process should own which partition is computed the same way by every process from the
+live processes it knows (:func:`assign`): each partition goes to the process that ranks it
+highest (rendezvous hashing, so a process joining or leaving moves few partitions), no
+process above its share. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+#: How many partitions a worker name's tasks fall into (the most processes that share the
+#: work of one name; every process of every version must agree on it).
+PARTITIONS = 64
+PART = "part"  # the lease documents' type
+INFIX = "@part:"
+
+
+def partition_of(docid: str) -> int:
+    """The partition of the task ``docid`` (CRC-32 of its UTF-8 id: stable everywhere)."""
+    return zlib.crc32(docid.encode("utf-8", "surrogatepass")) % PARTITIONS
+
+
+def part_id(name: str, k: int) -> str:
+    return f"{name}{INFIX}{k:02d}"
+
+
+def part_doc(name: str, k: int, owner: str | None, since: str,
+             current: Mapping | None = None) -> dict:
+    """The lease document of partition ``k`` naming ``owner`` (None: free), written over
+    ``current`` (the version read, whose ``_rev`` the write is checked against)."""
+    doc = {"_id": part_id(name, k), "type": PART, "name": name, "partition": k,
+           "owner": owner, "since": since}
+    if current is not None and current.get("_rev"):
+        doc["_rev"] = current["_rev"]
+    return doc
+
+
+def parts_of(docs: Iterable[dict], name: str) -> dict[int, dict]:
+    """The lease documents of ``name`` among ``docs`` (a read of its registry), by partition."""
+    found = {}
+    for doc in docs:
+        k = doc.get("partition")
+        if doc.get("type") == PART and doc.get("name") == name and isinstance(k, int) \
+                and 0 <= k < PARTITIONS and doc.get("_id") == part_id(name, k):
+            found[k] = doc
+    return found
+
+
+def _weight(process: str, k: int) -> bytes:
+    return hashlib.blake2b(f"{process}|{k}".encode(), digest_size=8).digest()
+
+
+def assign(live: Iterable[str], count: int = PARTITIONS) -> dict[int, str]:
+    """Partition -> the process that should own it, among ``live``: each partition to the
+    process that ranks it highest, no process above ``ceil(count / len(live))``. The same
+    answer in every process that knows the same live processes."""
+    processes = sorted(set(live))
+    if not processes:
+        return {}
+    share = -(-count // len(processes))
+    ranked = sorted(((_weight(p, k), k, p) for k in range(count) for p in processes),
+                    reverse=True)
+    owners: dict[int, str] = {}
+    load: Counter = Counter()
+    for _, k, process in ranked:
+        if k not in owners and load[process] < share:
+            owners[k] = process
+            load[process] += 1
+    return owners
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a process does about the partitions: take some, give some up."""
+
+    take: tuple[int, ...] = ()
+    give: tuple[int, ...] = ()
+
+
+def free_for(doc: Mapping | None, me: str, dead: Iterable[str]) -> bool:
+    """May ``me`` take the partition whose lease document is ``doc``?"""
+    if doc is None or doc.get("_deleted"):
+        return True
+    owner = doc.get("owner")
+    return not owner or owner == me or owner in set(dead)
+
+
+def plan(me: str, docs: Mapping[int, dict], live: Iterable[str], dead: Iterable[str],
+         owned: Iterable[int], count: int = PARTITIONS) -> Plan:
+    """The partitions ``me`` should take (its own by :func:`assign`, free) and give up (its
+    own no longer, and the process that should have them alive)."""
+    live = set(live) | {me}
+    dead = set(dead) - {me}
+    owned = set(owned)
+    owners = assign(live, count)
+    take = tuple(k for k, process in sorted(owners.items())
+                 if process == me and k not in owned and free_for(docs.get(k), me, dead))
+    give = tuple(k for k in sorted(owned) if owners.get(k, me) != me)
+    return Plan(take, give)

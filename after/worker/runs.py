@@ -1,0 +1,336 @@
+"""The writes of a run, from its start to its end and record: pure, ``now`` passed in.
+
+- :func:`begin`: the task as its run sees it (``running`` under this process, the attempt
+  counted), made in memory at the due instant: nothing is written before the job begins;
+  the partition the task belongs to is this process's (see :mod:`after.worker.partitions`);
+- :func:`end`: the task after the run (its next date, a retry, ``done`` or ``error``) and
+  the run's record; :func:`missed` and :func:`skip` for an occurrence not run;
+- :func:`take_over`: a run that was going in a process now dead, ``interrupted``;
+- :func:`refinish`: an end whose write conflicted, applied to the task as it is now;
+- :func:`run_record`: one run's record in ``<db>_runs``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+
+from .. import overlap
+from .. import task as rules
+from ..dates import format_date, from_ms, parse_date
+
+
+class Kind(Enum):
+    """Why a task document is written: what its answer means (:func:`~.decide.settle`)."""
+
+    VISIBLE = "running"  # a run going for a while, shown ``running``
+    DETACH = "detach"  # an overlap-allow run's start: the task moves to its next occurrence
+    FINISH = "finish"  # a run ended (or was missed, skipped, or interrupted elsewhere)
+    ERROR = "error"  # the task cannot run
+    CANCEL = "cancel"  # the user's cancel, applied
+    HANDBACK = "handback"  # a run shown ``running`` that will not go on here: ``waiting``
+    PARK = "park"  # a reschedule beyond the horizon -> waiting
+    RESUME = "resume"  # a paused task the user set waiting -> from its next occurrence
+    RESOLVE = "resolve"  # delete a losing revision
+
+
+@dataclass
+class Write:
+    """A task document to write, and why."""
+
+    kind: Kind
+    doc: dict
+    spec: rules.Spec | None = None
+    outcome: rules.Outcome | None = None
+    run: dict | None = None  # the run's record, written once the task's write lands
+    skipped: list[dict] | None = None  # records of occurrences skipped (``overlap``)
+    token: str | None = None  # the run a VISIBLE, DETACH or FINISH is about
+    detached: bool = False  # about a run apart from its task (``overlap: allow``)
+    takeover: bool = False  # a FINISH of another (dead) process's run
+
+    @property
+    def docid(self) -> str:
+        return self.doc["_id"]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who records a run: the worker name, and this process."""
+
+    name: str
+    process: str
+    host: str
+    pid: int
+
+
+def due_of(info: dict, spec: rules.Spec) -> datetime:
+    """The instant a task's current occurrence fires: a pending retry's, else its date."""
+    try:
+        return parse_date(info["due"], "after.due")
+    except (KeyError, ValueError):
+        return spec.due
+
+
+def begin(doc: dict, spec: rules.Spec, due: datetime, me: str, now: datetime) -> dict:
+    """The task as a run that begins at ``now`` sees it and ends it: held and started by
+    ``me`` (the attempt counted, the run numbered). In memory only: the write of the run's
+    end is checked against ``doc``'s revision."""
+    number = rules.counter(rules.meta(dict(doc)), "runs") + 1
+    return rules.start(rules.claim(doc, me, due, now), me, now, number)
+
+
+def detach(started: dict, spec: rules.Spec, token: str, due: datetime, now: datetime
+           ) -> Write | None:
+    """The start of an ``overlap: allow`` run, apart from its task (its next occurrence at
+    once, :func:`after.overlap.detach`); None when there is no next one (it runs in place)."""
+    doc = overlap.detach(started, spec, token, due, now)
+    if doc is None:
+        return None
+    return Write(Kind.DETACH, doc, spec=spec, token=token, detached=True)
+
+
+def gated(spec: rules.Spec) -> bool:
+    """Whether an occurrence must pass :mod:`after.worker.gates` before it starts (a
+    calendar, a concurrency cap): they are asked when it falls due."""
+    return spec.concurrency is not None or (spec.repeat is not None
+                                            and spec.repeat.exclude is not None)
+
+
+def missed(doc: dict, spec: rules.Spec, due: datetime, me: Identity, now: datetime) -> Write:
+    """An occurrence past its ``max_delay``: recorded ``missed``, not run."""
+    late = (now - due).total_seconds()
+    outcome = rules.Outcome(rules.MISSED, now, now,
+                            error=f"missed: would have started {late:.1f}s late "
+                                  f"(max_delay {spec.max_delay:g}s)")
+    held = rules.claim(doc, me.process, due, now)  # (as a run sees it: the user's word taken)
+    return Write(Kind.FINISH, rules.finish(held, spec, outcome, now), outcome=outcome,
+                 run=run_record(held, spec, outcome, me), spec=spec)
+
+
+def skip(doc: dict, spec: rules.Spec, reason: str, me: Identity, now: datetime,
+         due: datetime | None = None) -> Write:
+    """An occurrence not run on purpose: its run record (``skipped``), and the next one."""
+    outcome = rules.Outcome(rules.SKIPPED, now, now, error=reason)
+    held = rules.claim(doc, me.process, due or spec.due, now)
+    return Write(Kind.FINISH, rules.finish(held, spec, outcome, now), outcome=outcome,
+                 run=run_record(held, spec, outcome, me), spec=spec)
+
+
+def end(doc: dict, spec: rules.Spec, outcome: rules.Outcome, me: Identity, now: datetime,
+        token: str | None = None, *, trace: str | None = None,
+        response: dict | None = None) -> Write:
+    """A run of ours ended (or timed out): its transition, its record, and one ``skipped``
+    record for each occurrence that fell due while it went (``overlap``)."""
+    finished = rules.finish(doc, spec, outcome, now)
+    return Write(Kind.FINISH, finished, outcome=outcome, token=token,
+                 run=run_record(doc, spec, outcome, me, trace=trace, response=response),
+                 spec=spec, skipped=skipped_records(doc, finished, spec, outcome, me))
+
+
+def end_detached(doc: dict, spec: rules.Spec, token: str, outcome: rules.Outcome,
+                 me: Identity, now: datetime, dead: Callable[[str], bool], *,
+                 trace: str | None = None, response: dict | None = None) -> Write:
+    """A detached run of ours ended (``doc``: the task as its start wrote it): its outcome
+    into the task, its record; and the detached runs of processes found dead, recorded
+    ``interrupted`` and taken off the task."""
+    new = overlap.end(doc, token, outcome) or doc
+    lost = overlap.orphans(new, dead)
+    records = []
+    for other, entry in lost:
+        started = rules.instant(entry.get("started")) or now
+        cut = rules.Outcome(rules.INTERRUPTED, started, now, error="interrupted: worker "
+                            f"process {entry.get('owner')} stopped (not run again: overlap "
+                            "allow)")
+        records.append(run_record(overlap.as_run(doc, other), spec, cut, me,
+                                  owner=entry.get("owner")))
+    if lost:
+        new = overlap.drop(new, [other for other, _ in lost])
+    run = run_record(overlap.as_run(doc, token), spec, outcome, me, trace=trace,
+                     response=response)
+    return Write(Kind.FINISH, new, outcome=outcome, run=run, spec=spec, skipped=records,
+                 token=token, detached=True)
+
+
+def take_over(doc: dict, spec: rules.Spec, owner: str | None, me: Identity,
+              now: datetime) -> Write:
+    """The process running ``doc`` is gone: its run was interrupted; the task is run again
+    (at least once), here, now."""
+    info = rules.info(doc)
+    try:
+        started = parse_date(info.get("started", format_date(now)), "after.started")
+    except ValueError:
+        started = now
+    outcome = rules.Outcome(rules.INTERRUPTED, started, now,
+                            error=f"interrupted: worker process {owner} stopped")
+    finished = rules.finish(doc, spec, outcome, now)
+    if finished["status"] == rules.SCHEDULED:  # run again, now
+        finished[rules.NS].update(owner=me.process, due=format_date(now))
+    run = run_record(doc, spec, outcome, me, owner=owner)
+    return Write(Kind.FINISH, finished, outcome=outcome, run=run, spec=spec, takeover=True)
+
+
+def hand_back(doc: dict) -> Write:
+    """A run shown ``running`` that will not go on here (not begun, or cut by a stop):
+    the task ``waiting`` again, the attempt counted back."""
+    return Write(Kind.HANDBACK, rules.hand_back(rules.unfence(doc)))
+
+
+def resolutions(doc: dict) -> list[Write]:
+    """Concurrent writes on a cluster (or replication) left conflicting revisions: keep the
+    revision CouchDB picked as the winner (every node picks the same) and delete the others.
+    Takes ``_conflicts`` off ``doc``."""
+    losers = doc.pop("_conflicts", None)
+    return [Write(Kind.RESOLVE, {"_id": doc["_id"], "_rev": rev, "_deleted": True})
+            for rev in losers or ()]
+
+
+def refinish(write: Write, fresh: dict, me: Identity, now: datetime) -> list[Write] | None:
+    """Our FINISH conflicted: apply its outcome to the current version ``fresh``, unless
+    another process has taken the run over (then only the run is recorded: ``[]``). None:
+    decide on ``fresh`` again."""
+    if write.detached:  # into whatever the task has become
+        new = overlap.end(fresh, write.token, write.outcome)
+        if new is None:
+            return []
+        return [Write(Kind.FINISH, new, outcome=write.outcome, run=write.run, spec=write.spec,
+                      skipped=write.skipped, token=write.token, detached=True)]
+    info = rules.info(fresh)
+    if write.takeover and (fresh.get("status") != rules.RUNNING or not same_run(fresh, write)):
+        return None  # no longer the run taken over: another process took it over first
+    number = (write.run or {}).get("number")
+    if not write.takeover and (
+            fresh.get("status") == rules.RUNNING and info.get("owner") not in (None, me.process)
+            or write.outcome is not None and write.outcome.outcome not in (
+                rules.MISSED, rules.SKIPPED) and isinstance(number, int)
+            and rules.counter(info, "runs") >= number):
+        return []  # another process took our run over (and may have ended it): record only
+    if write.outcome is not None and write.outcome.outcome in (rules.MISSED, rules.SKIPPED) \
+            and fresh.get("status") not in rules.RUNNABLE:
+        return None  # canceled, paused or finished meanwhile: nothing to record
+    new = rules.finish(fresh, write.spec, write.outcome, now)
+    if write.takeover and new["status"] == rules.SCHEDULED:
+        new[rules.NS]["owner"] = me.process
+        new[rules.NS]["due"] = format_date(now)
+    return [Write(Kind.FINISH, new, outcome=write.outcome, run=write.run, spec=write.spec,
+                  takeover=write.takeover, token=write.token)]
+
+
+def same_run(fresh: dict, write: Write) -> bool:
+    """Is ``fresh`` still running the run that ``write`` (a takeover) ended: the same
+    owner, the same run number? Two processes that found its owner dead at once both write
+    a takeover; the one that conflicts may re-read the task already started again by the
+    other, and must leave it alone."""
+    info = rules.info(fresh)
+    number = rules.counter(info, "run") or rules.counter(info, "runs") + 1
+    return write.run is not None and info.get("owner") == write.run.get("process") \
+        and number == write.run.get("number")
+
+
+def skipped_records(doc: dict, finished: dict, spec: rules.Spec, outcome: rules.Outcome,
+                    me: Identity) -> list[dict]:
+    """The ``skipped`` run records of the occurrences :func:`after.task.overlapped` found,
+    when ``finished`` counted them (not when the run is retried, or the user's word won)."""
+    counted = rules.counter(rules.info(finished), "skipped") - rules.counter(
+        rules.info(doc), "skipped")
+    if counted <= 0:
+        return []
+    skipped, _buffered = rules.overlapped(doc, spec, outcome)
+    info = rules.meta(dict(doc))
+    number = rules.counter(info, "run") or rules.counter(info, "runs") + 1
+    return [{
+        "_id": f"{doc['_id']}#{number:08d}#s{when.timestamp() * 1000:.0f}",
+        "type": "run", "task": doc["_id"], "number": number, "worker": me.name,
+        "process": me.process, "host": me.host, "pid": me.pid, "job": spec.job,
+        "scheduled": format_date(when), "started": format_date(when),
+        "ended": format_date(when), "duration_ms": 0, "outcome": rules.SKIPPED,
+        "error": {"message": f"skipped: run {number} of this task was still going "
+                             f"(overlap {spec.overlap})"},
+    } for when in skipped[:counted]]
+
+
+def occurrence_fields(spec: rules.Spec | None) -> dict:
+    """What a run record says of its occurrence: its id (the idempotency key), its date,
+    and for a one-off ``manual`` or ``backfill`` run, its kind and the task (``parent``)
+    it runs an occurrence of, under which ``after runs`` lists it."""
+    if spec is None:
+        return {}
+    if spec.occurrence is None:
+        return {"occurrence": spec.occurrence_id, "occurrence_date": format_date(spec.date)}
+    return {"occurrence": spec.occurrence_id,
+            "occurrence_date": format_date(spec.occurrence.date),
+            "kind": spec.occurrence.kind, "parent": spec.occurrence.task}
+
+
+def record_id(docid: str, number: int, process: str, started: datetime) -> str:
+    """A run record's id: the task, the run number, and a suffix of the process and the
+    start (two processes may both record a run numbered the same: the first interrupted)."""
+    suffix = hashlib.blake2b(f"{process}|{format_date(started)}".encode(),
+                             digest_size=3).hexdigest()
+    return f"{docid}#{number:08d}#{suffix}"
+
+
+def run_record(doc: dict, spec: rules.Spec | None, outcome: rules.Outcome, me: Identity, *,
+               owner: str | None = None, trace: str | None = None,
+               response: dict | None = None) -> dict:
+    """The record of one run (``<db>_runs``), for ``after runs ID``."""
+    info = rules.meta(dict(doc))
+    number = rules.counter(info, "run") or rules.counter(info, "runs") + 1
+    process = owner or me.process
+    record = {
+        "_id": record_id(doc["_id"], number, process, outcome.started),
+        "type": "run",
+        "task": doc["_id"],
+        "number": number,
+        "attempt": rules.counter(info, "attempt") or 1,
+        "worker": me.name,
+        "process": process,
+        "host": me.host,
+        "pid": me.pid,
+        "job": spec.job if spec else None,
+        "scheduled": info.get("due") or doc.get("date"),
+        **occurrence_fields(spec),
+        "started": format_date(outcome.started),
+        "ended": format_date(outcome.ended),
+        "duration_ms": outcome.duration_ms,
+        "outcome": outcome.outcome,
+    }
+    scheduled = rules.instant(record["scheduled"])
+    if scheduled is not None:  # from the occurrence's date (or its retry's), however it waited
+        record["lateness_ms"] = round((outcome.started - scheduled).total_seconds() * 1000, 3)
+    if outcome.ok:
+        record["result"] = outcome.result
+    else:
+        record["error"] = {"message": outcome.error}
+        if trace:
+            record["error"]["traceback"] = trace
+    if response is not None:
+        record["response"] = response
+    if spec is not None and outcome.outcome != rules.MISSED and rules.isolated(doc, spec):
+        record["isolation"] = rules.PROCESS  # it ran in a child process of its own
+    return record
+
+
+def from_due_ms(due_ms: int) -> datetime:
+    return from_ms(due_ms)
+
+
+#: What a run writes under ``after`` when it is shown ``running`` (see :func:`carry`).
+RUN_FIELDS = ("owner", "attempt", "started", "run", "due", "claimed", "date", "next_run")
+
+
+def carry(newer: dict, started: dict, me: str) -> dict:
+    """A newer version of a task whose run is going here, as the run's end must see it: the
+    other writer's word (its status, its fields) with the run's own (owner, attempt,
+    start). A version shown ``running`` under another process (it took the run over) is
+    not carried: the end's write then conflicts, and only the run is recorded."""
+    info = rules.info(newer)
+    if newer.get("status") == rules.RUNNING and info.get("owner") not in (None, me):
+        return started
+    new = dict(newer)
+    ns = new[rules.NS] = dict(info)
+    ours = rules.info(started)
+    ns.update({key: ours[key] for key in RUN_FIELDS if key in ours})
+    return new

@@ -1,0 +1,141 @@
+"""What one worker process holds: the loop's state, in one object that the loop alone owns.
+
+:class:`State` is every field the loop reads and changes: the tasks held on the timer, the
+runs going, the line of due tasks waiting for room, the writes in flight, the partitions owned,
+what the last read of the registry said. No other thread reads or writes it: the others
+post to the loop's inbox, and read only :attr:`State.published` (a dict replaced whole at
+the end of each turn: the heartbeat's status, the dashboard's, the metrics').
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .. import task as rules
+from ..jobs import TaskContext
+
+SEEN_LIMIT = 100_000  # task revisions remembered to ignore stale feed events
+
+
+@dataclass
+class Held:
+    """A task of one of this process's partitions, on the timer until its occurrence."""
+
+    doc: dict
+    spec: rules.Spec
+    due_ms: int
+
+
+@dataclass
+class Run:
+    """A run this process launched: queued for a job thread, or going."""
+
+    docid: str
+    token: str
+    doc: dict  # the task as the run sees it (``running``), at the revision its end is written on
+    spec: rules.Spec
+    due_ms: int
+    detached: bool = False  # an ``overlap: allow`` run, apart from its task
+    visible: bool = False  # written ``running`` (it went on for a while, or a handover)
+    started: datetime | None = None
+    deadline_ms: int | None = None
+    lateness: float = 0.0  # seconds from the due instant to the launch
+    context: TaskContext | None = None
+    # the run ended while a write of its task was in flight: (outcome, trace, response)
+    ended: tuple | None = None
+    timed_out: bool = False
+
+
+class Seen(OrderedDict):
+    """The newest revision number seen or written of each task (a bounded LRU)."""
+
+    def newer(self, doc: dict, recheck: bool = False) -> bool:
+        """Remember ``doc``'s revision; False for one older than what this process saw or
+        wrote, or the same one unless ``recheck``."""
+        docid, number = doc["_id"], rules.rev_number(doc.get("_rev"))
+        known = self.get(docid, 0)
+        if number < known or (number == known and not recheck):
+            return False
+        self.saw(docid, number)
+        return True
+
+    def saw(self, docid: str, number: int) -> None:
+        self[docid] = max(number, self.pop(docid, 0))
+        if len(self) > SEEN_LIMIT:
+            self.popitem(last=False)
+
+
+class Line:
+    """Due tasks waiting for room (a job thread, the queue in front of them), the highest
+    ``priority`` first, then the earliest due: a heap; an entry whose rank is no longer its
+    task's is skipped."""
+
+    def __init__(self):
+        self.waiting: dict[str, tuple] = {}
+        self._heap: list[tuple] = []
+        self._arrivals = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self.waiting)
+
+    def __contains__(self, docid: str) -> bool:
+        return docid in self.waiting
+
+    def add(self, docid: str, rank: tuple) -> None:
+        self.waiting[docid] = rank
+        heapq.heappush(self._heap, (rank, next(self._arrivals), docid))
+
+    def remove(self, docid: str) -> None:
+        self.waiting.pop(docid, None)
+
+    def pop(self) -> str | None:
+        while self._heap:
+            rank, _, docid = heapq.heappop(self._heap)
+            if self.waiting.get(docid) == rank:
+                del self.waiting[docid]
+                return docid
+        self.waiting.clear()
+        return None
+
+    def clear(self) -> None:
+        self.waiting.clear()
+        self._heap.clear()
+
+
+@dataclass
+class State:
+    """The loop's state. Fields only; the loop (:mod:`after.worker.loop`) changes them."""
+
+    held: dict[str, Held] = field(default_factory=dict)  # on the timer
+    runs: dict[str, Run] = field(default_factory=dict)  # by task id (one run per task)
+    detached: dict[str, Run] = field(default_factory=dict)  # overlap-allow runs, by token
+    line: Line = field(default_factory=Line)  # due, waiting for room
+    gated: dict[str, int] = field(default_factory=dict)  # due, waiting for a gate: id -> due
+    inflight: dict[str, object] = field(default_factory=dict)  # id -> the write sent
+    parked: dict[str, dict] = field(default_factory=dict)  # newest doc seen meanwhile
+    outbox: dict[str, list] = field(default_factory=dict)  # writes decided, by task id
+    seen: Seen = field(default_factory=Seen)
+    asked: dict[str, list[dict]] = field(default_factory=dict)  # owner -> tasks to decide
+    owned: set[int] = field(default_factory=set)  # partitions this process owns
+    giving: set[int] = field(default_factory=set)  # partitions being given up
+    parts_pending: bool = False  # a write of partition leases is out
+    parts: dict[int, dict] = field(default_factory=dict)  # lease documents, as last read
+    live: frozenset[str] = frozenset()
+    dead: frozenset[str] = frozenset()
+    known: dict[str, bool] = field(default_factory=dict)  # owners of other names: alive?
+    paused: bool = False
+    registry_read: bool = False  # a first read of the registry came
+    beat_sent: float | None = None  # monotonic: the last heartbeat that landed was sent
+    lapses: int = 0  # heartbeats that landed after this process's lease may have lapsed
+    lapses_seen: int = 0
+    away_until: float = 0.0  # back from a lapse of its lease: takes nothing until then
+    feed_lost: bool = False
+    tokens: itertools.count = field(default_factory=itertools.count)
+    counts: dict[str, int] = field(default_factory=lambda: {
+        "runs": 0, "done": 0, "failed": 0, "missed": 0, "faults": 0, "corrected": 0,
+        "handed_back": 0, "partitions": 0})
+    published: dict = field(default_factory=dict)  # read by other threads; replaced whole

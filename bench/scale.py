@@ -1,0 +1,239 @@
+"""Scale (issue 21): bursts known ahead, short notice, drains and liveness, as a user meets them.
+
+Lateness is the job's own clock minus the task's ``date``: every task runs the ``record`` job
+of ``jobs/``, which appends one line (task, occurrence, process, the job's own ``at``) to a
+file per run; the figures come from that file, never from what the worker wrote about
+itself. Every worker is a fresh ``after start`` process with the default settings. After
+each run the workers' logs are read for warnings (hand-backs, restarts, timeouts): the issue
+wants none of them while no process is frozen or killed.
+
+``python -m bench.scale --servers couchdb --sizes 3000 --processes 3`` runs one figure;
+``python -m bench --only scale`` runs the issue's set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+from after.dates import format_date, parse_date
+
+from .harness import (
+    Bench,
+    Measurement,
+    bulk_insert,
+    in_seconds,
+    percentile,
+    rss_mb,
+    wait_until,
+)
+
+AHEAD = 60.0  # a burst known ahead: posted this long before its instant
+SHORT = 5.0  # short notice
+WARNINGS = {
+    "handed back": re.compile(r"handed back"),
+    "lost answer": re.compile(r"lost answer|no run behind it"),
+    "timeouts": re.compile(r"ReadTimeout|WriteTimeout|ConnectTimeout|PoolTimeout|timed out"),
+    "lapses": re.compile(r"lease may have lapsed"),
+    "errors": re.compile(r" ERROR "),
+}
+
+
+def record_doc(docid: str, worker: str, when, path: Path, seconds: float = 0.0) -> dict:
+    job = {"name": "record", "arguments": [str(path)]} if not seconds else \
+        {"name": "record_slowly", "arguments": [str(path), seconds]}
+    return {"_id": docid, "worker": worker, "date": format_date(when), "job": job,
+            "status": "waiting"}
+
+
+def read_records(path: Path) -> list[dict]:
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass  # a line still being written
+    return out
+
+
+def log_counts(workers) -> dict[str, int]:
+    counts = Counter()
+    for worker in workers:
+        text = worker.log()
+        for name, pattern in WARNINGS.items():
+            counts[name] += len(pattern.findall(text))
+        counts["warnings"] += text.count(" WARNING ")
+    return dict(counts)
+
+
+class Hog:
+    """A CPU hog busy on one core for as long as it runs (a process of its own)."""
+
+    def __init__(self):
+        self.process = subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                                        stdin=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+class Peak:
+    """Samples the peak RSS of the workers every 50 ms."""
+
+    def __init__(self, workers):
+        self.workers, self.peak, self._stop = workers, 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for worker in self.workers:
+                try:
+                    self.peak = max(self.peak, rss_mb(worker.pid))
+                except (OSError, RuntimeError):
+                    pass
+            self._stop.wait(0.05)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def wait_records(path: Path, total: int, timeout: float, workers) -> list[dict]:
+    def enough():
+        for worker in workers:
+            if worker.process.poll() is not None:
+                raise RuntimeError(f"a worker exited: {worker.log()[-2000:]}")
+        records = read_records(path)
+        return records if len({r["id"] for r in records}) >= total else None
+    return wait_until(enough, timeout, f"{total} jobs run", interval=0.1)
+
+
+def burst(bench: Bench, total: int, processes: int = 3, ahead: float = AHEAD,
+          hog: bool = False, seconds: float = 0.0, options: tuple[str, ...] = ()) -> dict:
+    """``total`` tasks due at one instant, posted ``ahead`` seconds before it, into
+    ``processes`` workers already started (on a cluster, one per node)."""
+    store = bench.database("scale")
+    path = bench.tmp / f"records-{store.db}.jsonl"
+    name = "scale"
+    hogger = Hog() if hog else None
+    try:
+        workers = [bench.worker(store, name, *options, node=k) for k in range(processes)]
+        for worker in workers:
+            worker.wait_ready(120)
+        peak = Peak(workers)
+        due = in_seconds(ahead)
+        posted = time.monotonic()
+        bulk_insert(store, [record_doc(f"b{i:06d}", name, due, path, seconds)
+                            for i in range(total)])
+        post_s = time.monotonic() - posted
+        records = wait_records(path, total, ahead + 120 + total / 50, workers)
+        time.sleep(0.5)
+        records = read_records(path)
+        rss = peak.stop()
+        at = parse_date(format_date(due)).timestamp()
+        late = [(parse_date(r["at"]).timestamp() - at) * 1000 for r in records]
+        runs = Counter(r["id"] for r in records)
+        per_process = Counter(r["pid"] for r in records)
+        return {
+            "total": total, "processes": processes, "ahead": ahead, "hog": hog,
+            "post_s": post_s, "p50": percentile(late, 50), "p99": percentile(late, 99),
+            "max": max(late), "twice": sum(1 for n in runs.values() if n > 1),
+            "never": total - len(runs), "peak_rss": rss,
+            "per_process": sorted(per_process.values()), "logs": log_counts(workers),
+        }
+    finally:
+        if hogger is not None:
+            hogger.stop()
+        bench.kill_workers()
+        bench.drop(store)
+        path.unlink(missing_ok=True)
+
+
+def drain(bench: Bench, total: int, processes: int) -> dict:
+    """``total`` tasks due now, posted before ``processes`` workers start: tasks/s from
+    their spawn to the last job run."""
+    store = bench.database(f"drain{processes}")
+    path = bench.tmp / f"records-{store.db}.jsonl"
+    name = "drain"
+    try:
+        bulk_insert(store, [record_doc(f"t{i:06d}", name, in_seconds(-1), path)
+                            for i in range(total)])
+        started = time.monotonic()
+        workers = [bench.worker(store, name, node=k) for k in range(processes)]
+        wait_records(path, total, 120 + total / 10, workers)
+        elapsed = time.monotonic() - started
+        records = read_records(path)
+        runs = Counter(r["id"] for r in records)
+        return {"total": total, "processes": processes, "elapsed": elapsed,
+                "rate": total / elapsed, "twice": sum(1 for n in runs.values() if n > 1),
+                "logs": log_counts(workers)}
+    finally:
+        bench.kill_workers()
+        bench.drop(store)
+        path.unlink(missing_ok=True)
+
+
+def liveness(bench: Bench, total: int = 20, seconds: float = 0.2) -> dict:
+    """``--pool 1``: ``total`` tasks of ``seconds`` each due at once; when the last ends."""
+    store = bench.database("live")
+    path = bench.tmp / f"records-{store.db}.jsonl"
+    try:
+        worker = bench.worker(store, "live", "--pool", "1")
+        worker.wait_ready(120)
+        due = in_seconds(2.0)
+        bulk_insert(store, [record_doc(f"l{i:03d}", "live", due, path, seconds)
+                            for i in range(total)])
+        records = wait_records(path, total, 120, [worker])
+        at = parse_date(format_date(due)).timestamp()
+        last = max(parse_date(r["at"]).timestamp() for r in records) + seconds - at
+        return {"total": total, "last_done_s": last, "logs": log_counts([worker])}
+    finally:
+        bench.kill_workers()
+        bench.drop(store)
+        path.unlink(missing_ok=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.scale")
+    parser.add_argument("--servers", nargs="+", default=["couchdb"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[3000])
+    parser.add_argument("--processes", type=int, default=3)
+    parser.add_argument("--ahead", type=float, default=AHEAD)
+    parser.add_argument("--hog", action="store_true")
+    parser.add_argument("--drain", nargs="*", type=int, help="processes for drains")
+    parser.add_argument("--liveness", action="store_true")
+    parser.add_argument("--no-burst", action="store_true")
+    args = parser.parse_args(argv)
+    for kind in args.servers:
+        with Bench(kind) as bench:
+            print(f"== {bench.label}", flush=True)
+            if not args.no_burst:
+                for size in args.sizes:
+                    result = burst(bench, size, args.processes, args.ahead, args.hog)
+                    print(json.dumps(result), flush=True)
+            for processes in args.drain or []:
+                print(json.dumps(drain(bench, 2000, processes)), flush=True)
+            if args.liveness:
+                print(json.dumps(liveness(bench)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
