@@ -307,6 +307,18 @@ def _info(name: str, func: Callable, source: str) -> JobInfo:
 # --- calling a job ------------------------------------------------------------------------
 
 
+def _copy(value: Any) -> Any:
+    """A deep copy of a JSON document (dicts, lists and scalars; anything else through
+    :func:`copy.deepcopy`): several times faster than deepcopy alone on task documents."""
+    if isinstance(value, dict):
+        return {key: _copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy(item) for item in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return copy.deepcopy(value)
+
+
 def _readonly(value: Any) -> Any:
     return types.MappingProxyType(value) if isinstance(value, dict) else value
 
@@ -333,14 +345,14 @@ class TaskContext:
     occurrence: str | None
 
     def __init__(self, doc: dict, date: datetime, attempt: int, occurrence: str | None = None):
-        doc = copy.deepcopy(dict(doc))
+        doc = _copy(dict(doc))
         spec = doc.get("job") if isinstance(doc.get("job"), dict) else {}
         values = {
             "id": doc.get("_id"),
             "worker": doc.get("worker"),
             "date": date,
             "job": spec.get("name"),
-            "arguments": _readonly(copy.deepcopy(spec.get("arguments"))),
+            "arguments": _readonly(_copy(spec.get("arguments"))),
             "attempt": int(attempt),
             "doc": types.MappingProxyType(doc),
             "occurrence": occurrence,

@@ -15,22 +15,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from datetime import timedelta
 from pathlib import Path
 
 from after.dates import format_date, parse_date
 
 from .harness import (
     Bench,
-    Measurement,
     bulk_insert,
+    cpu_seconds,
     in_seconds,
     percentile,
     rss_mb,
@@ -147,6 +145,7 @@ def burst(bench: Bench, total: int, processes: int = 3, ahead: float = AHEAD,
         time.sleep(0.5)
         records = read_records(path)
         rss = peak.stop()
+        cpu = [round(cpu_seconds(w.pid), 2) for w in workers]
         at = parse_date(format_date(due)).timestamp()
         late = [(parse_date(r["at"]).timestamp() - at) * 1000 for r in records]
         runs = Counter(r["id"] for r in records)
@@ -157,6 +156,7 @@ def burst(bench: Bench, total: int, processes: int = 3, ahead: float = AHEAD,
             "max": max(late), "twice": sum(1 for n in runs.values() if n > 1),
             "never": total - len(runs), "peak_rss": rss,
             "per_process": sorted(per_process.values()), "logs": log_counts(workers),
+            "worker_cpu_s": cpu,
         }
     finally:
         if hogger is not None:

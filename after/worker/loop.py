@@ -45,7 +45,7 @@ from .gates import Gates
 from .peers import Peers, Registry
 from .polling import Poller
 from .runner import Recorder, Runner, next_deadline, timed_out
-from .state import Held, Run, State
+from .state import Held, Run, State, rank
 from .timer import Timer
 from .writer import Writer
 
@@ -56,7 +56,10 @@ __all__ = ["Settings", "Unavailable", "Worker"]
 LOOP_TIMEOUT = 5.0  # seconds the loop's own requests may take (a stop's last writes)
 WRITE_TIMEOUT = 30.0  # the writer's: a batch waits for a busy server rather than fail
 POLL_TIMEOUT = 60.0  # the poller's (its thread waits while the server builds the index)
-RUN, SHOW, GATE = "run", "show", "gate"  # timer keys: (RUN, id), (SHOW, token), (GATE, id)
+# timer keys: (RUN, id) a held task's instant, (ARM, id) its run made ready ARM_AHEAD
+# seconds before, (SHOW, token) a run to show running, (GATE, id) a capped task tried again
+RUN, ARM, SHOW, GATE = "run", "arm", "show", "gate"
+ARM_AHEAD = 2.0
 SMOOTHING = 0.2  # weight of the newest run in the running mean of run durations
 QUEUE_FOR = 0.5  # seconds of work the job threads' queue may hold, at the runs' mean length
 
@@ -180,30 +183,52 @@ class Worker:
         """One turn: wait for events (at most ``wait`` seconds), decide, carry it out.
         ``now`` replaces the turn's clock read (a test driving the loop by hand)."""
         if wait is None:
-            wake = next_deadline(self._runs())
+            wake = next_deadline(self._timed())
             wait = max(0.0, min(wake - self.peers.clock(), 1.0))
         events = self._drain(wait)
-        now = now or self.peers.now()
+        clock = now
+        now = clock or self.peers.now()
+        for kind, value in events:  # a heartbeat that landed counts before the lease check
+            if kind == "beat":
+                self.state.beat_sent, self.state.lapses = value
         self._lease(self.peers.mono())
-        for kind, value in events:
-            try:
-                self._handle(kind, value, now)
-            except Exception as exc:  # never crash on a document
-                self._fault(kind, value, exc, now)
+        # A burst: what falls due is launched before anything else is handled (the ends of
+        # runs, their writes), as long as more keeps falling due.
+        while events and events[0][0] == "fire":
+            fires = [e for e in events if e[0] == "fire"]
+            events = [e for e in events if e[0] != "fire"]
+            self._each(fires, now)
+            self._fill(now)
+            if self.fired.empty():
+                break
+            events = self._fires() + events
+            now = clock or self.peers.now()
+        self._each(events, now)
         self._deadlines(now)
         self._fill(now)
         self._flush()
         self._publish()
 
-    def _drain(self, wait: float, most: int = 2000) -> list:
+    def _each(self, events: list, now: datetime) -> None:
+        for kind, value in events:
+            try:
+                self._handle(kind, value, now)
+            except Exception as exc:  # never crash on a document
+                self._fault(kind, value, exc, now)
+
+    def _fires(self, most: int = 2000) -> list:
+        """What the timer posted, the higher priority then the earlier first."""
         events = []
         try:
             while len(events) < most:
                 events.append(self.fired.get_nowait())
         except queue.Empty:
             pass
-        # timers of the higher priority, then the earlier, first
         events.sort(key=lambda e: self._rank(e[1][1]) if e[1][0] == RUN else (0, 0))
+        return events
+
+    def _drain(self, wait: float, most: int = 2000) -> list:
+        events = self._fires(most)
         try:
             if not events:
                 events.append(self.inbox.get(timeout=wait) if wait > 0
@@ -215,9 +240,11 @@ class Worker:
         return events
 
     def _fired(self, key: tuple[str, str], due_ms: int, item) -> None:
-        """The timer's thread: an entry fell due; it goes ahead of the inbox."""
+        """The timer's thread: an entry fell due; it goes ahead of the inbox (and wakes the
+        loop once for a burst of them)."""
         self.fired.put(("fire", key))
-        self.inbox.put(("wake", None))
+        if self.fired.qsize() <= 1:
+            self.inbox.put(("wake", None))
 
     def _on_change(self, change: dict) -> None:
         if change.get("doc") is not None:
@@ -331,26 +358,46 @@ class Worker:
         self.state.line.remove(docid)
         if self.state.gated.pop(docid, None) is not None:
             self.gates.forget(docid)
-        self.state.held[docid] = Held(hold.doc, hold.spec, hold.due_ms)
+        held = self.state.held[docid] = Held(hold.doc, hold.spec, hold.due_ms)
         self.timer.add((RUN, docid), hold.due_ms, None)
+        arm_ms = hold.due_ms - int(ARM_AHEAD * 1000)
+        if arm_ms <= to_ms(now):
+            self._arm(held, now)
+        else:
+            self.timer.add((ARM, docid), arm_ms, None)
+
+    def _arm(self, held: Held, now: datetime) -> None:
+        """Make a held task's run ready ahead of its instant (the task as its run sees it,
+        the job's copy of it), so that the instant itself costs a hand-over to a thread."""
+        if r.gated(held.spec) or held.spec.overlap == rules.ALLOW and held.spec.repeat:
+            return  # decided when it falls due
+        docid = held.doc["_id"]
+        due = from_ms(held.due_ms)
+        started = r.begin(held.doc, held.spec, due, self.id, due)
+        held.armed = Run(docid, self._token(), started, held.spec, held.due_ms)
+        self.runner.prepare(held.armed)
+
+    def _token(self) -> str:
+        return f"{self.id.rsplit(':', 1)[-1]}.{next(self.state.tokens)}"
 
     def _drop(self, docid: str) -> None:
         state = self.state
         if state.held.pop(docid, None) is not None:
             self.timer.remove((RUN, docid))
+            self.timer.remove((ARM, docid))
         state.line.remove(docid)
         if state.gated.pop(docid, None) is not None:
             self.gates.forget(docid)
 
     def _rank(self, docid: str) -> tuple[int, int]:
         held = self.state.held.get(docid)
-        return (0, 0) if held is None else (-rules.priority_of(held.doc), held.due_ms)
+        return (0, 0) if held is None else rank(held.doc, held.due_ms)
 
     # -- running -----------------------------------------------------------------------------
 
     def _fire(self, key: tuple[str, str], now: datetime) -> None:
         kind, ident = key
-        if kind == SHOW:
+        if kind == SHOW:  # (a detached run begins once its start is written: shown then)
             run = self._run_of(ident)
             if run is not None and not run.visible and not run.detached and run.ended is None \
                     and run.docid not in self.state.inflight:
@@ -359,6 +406,9 @@ class Worker:
             return
         held = self.state.held.get(ident)
         if held is None or ident in self.state.runs:
+            return
+        if kind == ARM:
+            self._arm(held, now)
             return
         if self.away() or parts.partition_of(ident) not in self.state.owned:
             self._drop(ident)
@@ -401,12 +451,26 @@ class Worker:
             if held is None:
                 continue
             self.timer.remove((RUN, docid))
+            self.timer.remove((ARM, docid))
             self._launch(held, now)
             room -= 1
 
     def _launch(self, held: Held, now: datetime) -> None:
         docid, spec = held.doc["_id"], held.spec
-        token = f"{self.id.rsplit(':', 1)[-1]}.{next(self.state.tokens)}"
+        if held.armed is not None:  # made ready ahead
+            run = self.state.runs[docid] = held.armed
+        else:
+            run = self._made(held, now)
+            if run is None:
+                return
+        self._go(run, now)
+        self.timer.add((SHOW, run.token), to_ms(now) + int(self.settings.visible * 1000), None)
+
+    def _made(self, held: Held, now: datetime) -> Run | None:
+        """The run of a held task, made now (None: a detached run, begun once its start is
+        written)."""
+        docid, spec = held.doc["_id"], held.spec
+        token = self._token()
         started = r.begin(held.doc, spec, from_ms(held.due_ms), self.id, now)
         write = r.detach(started, spec, token, from_ms(held.due_ms), now) \
             if spec.overlap == rules.ALLOW and spec.repeat is not None else None
@@ -414,11 +478,9 @@ class Worker:
             self.state.detached[token] = Run(docid, token, write.doc, spec, held.due_ms,
                                              detached=True)
             self.state.outbox.setdefault(docid, []).append(write)
-            return
+            return None
         run = self.state.runs[docid] = Run(docid, token, started, spec, held.due_ms)
-        self._go(run, now)
-        show = to_ms(now) + int(self.settings.visible * 1000)
-        self.timer.add((SHOW, token), show, None)
+        return run
 
     def _begin_detached(self, run: Run, doc: dict, now: datetime) -> None:
         from ..overlap import as_run
@@ -429,17 +491,25 @@ class Worker:
         self._go(run, now)
 
     def _go(self, run: Run, now: datetime) -> None:
+        self.state.tokens_of[run.token] = run.docid
+        if run.spec.timeout:
+            self.state.timed.add(run.token)
         lateness = self.runner.launch(run, self._job(run.spec.job), now)
         self.emit("start", job=run.spec.job, lateness=lateness)
 
     def _runs(self) -> list[Run]:
         return [*self.state.runs.values(), *self.state.detached.values()]
 
+    def _timed(self) -> list[Run]:
+        """The runs with a ``timeout`` (most have none: a turn need not look at the rest)."""
+        return [run for token in self.state.timed if (run := self._run_of(token)) is not None]
+
     def _run_of(self, token: str) -> Run | None:
-        for run in self._runs():
-            if run.token == token:
-                return run
-        return None
+        docid = self.state.tokens_of.get(token)
+        run = self.state.runs.get(docid) if docid is not None else None
+        if run is not None and run.token == token:
+            return run
+        return self.state.detached.get(token)
 
     def _finished(self, docid: str, token: str, outcome: rules.Outcome, trace, response,
                   now: datetime) -> None:
@@ -481,18 +551,25 @@ class Worker:
             log.warning("%s %s (job %s): %s", outcome.outcome, run.docid, run.spec.job,
                         outcome.error)
 
-    def _over(self, over: d.Over) -> None:
+    def _forget(self, run: Run) -> None:
+        """A run is over here: nothing of it stays in memory; its slot (a cap) is free."""
         state = self.state
-        run = state.detached.pop(over.token, None) if over.detached else None
-        if run is None and over.token is not None:
-            run = state.runs.get(over.docid)
-            if run is not None and run.token == over.token:
-                del state.runs[over.docid]
-        if run is not None:
-            self.timer.remove((SHOW, run.token))
+        if state.runs.get(run.docid) is run:
+            del state.runs[run.docid]
+        state.detached.pop(run.token, None)
+        state.tokens_of.pop(run.token, None)
+        state.timed.discard(run.token)
+        self.timer.remove((SHOW, run.token))
+        if run.spec.concurrency is not None:
             self.gates.release(run.docid)
             for docid in self.gates.due(lambda t: t in state.gated):  # a slot may be free
                 self.timer.add((GATE, docid), 0, None)
+
+    def _over(self, over: d.Over) -> None:
+        state = self.state
+        run = self._run_of(over.token) if over.token is not None else None
+        if run is not None:
+            self._forget(run)
         for record in over.records:
             self.recorder.record(record)
         if over.outcome is not None:
@@ -517,17 +594,14 @@ class Worker:
     def _let_go(self, run: Run) -> None:
         """A run not begun (or cut short by a stop) will not go on here."""
         state = self.state
-        state.runs.pop(run.docid, None)
-        state.detached.pop(run.token, None)
-        self.timer.remove((SHOW, run.token))
-        self.gates.release(run.docid)
+        self._forget(run)
         state.counts["handed_back"] += 1
         self.emit("handed_back")
         if run.visible:  # shown running: back to waiting for the next owner
             state.outbox.setdefault(run.docid, []).append(r.hand_back(run.doc))
 
     def _deadlines(self, now: datetime) -> None:
-        for run in timed_out(self._runs(), to_ms(now), self.runner.begun):
+        for run in timed_out(self._timed(), to_ms(now), self.runner.begun):
             self.runner.kill(run.token, "timeout")  # an isolated run's child: its thread frees
             run.timed_out = True
             outcome = rules.Outcome(rules.TIMEOUT, run.started or now, now,

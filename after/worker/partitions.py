@@ -76,20 +76,24 @@ def _weight(process: str, k: int) -> bytes:
 
 def assign(live: Iterable[str], count: int = PARTITIONS) -> dict[int, str]:
     """Partition -> the process that should own it, among ``live``: each partition to the
-    process that ranks it highest, no process above ``ceil(count / len(live))``. The same
-    answer in every process that knows the same live processes."""
+    process that ranks it highest, no process above its share (``count // len(live)``, one
+    more for as many as the division leaves over). The same answer in every process that
+    knows the same live processes."""
     processes = sorted(set(live))
     if not processes:
         return {}
-    share = -(-count // len(processes))
+    share, extra = divmod(count, len(processes))
     ranked = sorted(((_weight(p, k), k, p) for k in range(count) for p in processes),
                     reverse=True)
     owners: dict[int, str] = {}
     load: Counter = Counter()
     for _, k, process in ranked:
-        if k not in owners and load[process] < share:
-            owners[k] = process
-            load[process] += 1
+        if k in owners or load[process] > share or load[process] == share and not extra:
+            continue
+        if load[process] == share:
+            extra -= 1
+        owners[k] = process
+        load[process] += 1
     return owners
 
 

@@ -50,6 +50,7 @@ class Write:
     token: str | None = None  # the run a VISIBLE, DETACH or FINISH is about
     detached: bool = False  # about a run apart from its task (``overlap: allow``)
     takeover: bool = False  # a FINISH of another (dead) process's run
+    begun: dict | None = None  # a FINISH: the task as the run saw it (see refinish)
 
     @property
     def docid(self) -> str:
@@ -127,7 +128,8 @@ def end(doc: dict, spec: rules.Spec, outcome: rules.Outcome, me: Identity, now: 
     finished = rules.finish(doc, spec, outcome, now)
     return Write(Kind.FINISH, finished, outcome=outcome, token=token,
                  run=run_record(doc, spec, outcome, me, trace=trace, response=response),
-                 spec=spec, skipped=skipped_records(doc, finished, spec, outcome, me))
+                 spec=spec, skipped=skipped_records(doc, finished, spec, outcome, me),
+                 begun=doc)
 
 
 def end_detached(doc: dict, spec: rules.Spec, token: str, outcome: rules.Outcome,
@@ -210,7 +212,8 @@ def refinish(write: Write, fresh: dict, me: Identity, now: datetime) -> list[Wri
     if write.outcome is not None and write.outcome.outcome in (rules.MISSED, rules.SKIPPED) \
             and fresh.get("status") not in rules.RUNNABLE:
         return None  # canceled, paused or finished meanwhile: nothing to record
-    new = rules.finish(fresh, write.spec, write.outcome, now)
+    base = carry(fresh, write.begun, me.process) if write.begun is not None else fresh
+    new = rules.finish(base, write.spec, write.outcome, now)
     if write.takeover and new["status"] == rules.SCHEDULED:
         new[rules.NS]["owner"] = me.process
         new[rules.NS]["due"] = format_date(now)
@@ -332,5 +335,9 @@ def carry(newer: dict, started: dict, me: str) -> dict:
     new = dict(newer)
     ns = new[rules.NS] = dict(info)
     ours = rules.info(started)
+    if new.get("status") in (rules.WAITING, rules.SCHEDULED) and not info.get("started"):
+        # the status a run not shown running leaves in the database: not the writer's word
+        # (a ``waiting`` written over a run shown running is: run it again after)
+        new["status"] = started.get("status", rules.RUNNING)
     ns.update({key: ours[key] for key in RUN_FIELDS if key in ours})
     return new

@@ -22,15 +22,6 @@ SEEN_LIMIT = 100_000  # task revisions remembered to ignore stale feed events
 
 
 @dataclass
-class Held:
-    """A task of one of this process's partitions, on the timer until its occurrence."""
-
-    doc: dict
-    spec: rules.Spec
-    due_ms: int
-
-
-@dataclass
 class Run:
     """A run this process launched: queued for a job thread, or going."""
 
@@ -50,6 +41,16 @@ class Run:
     timed_out: bool = False
 
 
+@dataclass
+class Held:
+    """A task of one of this process's partitions, on the timer until its occurrence."""
+
+    doc: dict
+    spec: rules.Spec
+    due_ms: int
+    armed: Run | None = None  # its run, made ready ahead of the instant (what the job sees)
+
+
 class Seen(OrderedDict):
     """The newest revision number seen or written of each task (a bounded LRU)."""
 
@@ -67,6 +68,12 @@ class Seen(OrderedDict):
         self[docid] = max(number, self.pop(docid, 0))
         if len(self) > SEEN_LIMIT:
             self.popitem(last=False)
+
+
+def rank(doc: dict, due_ms: int) -> tuple[int, int]:
+    """Where a due task stands in line for a job thread (and its timer among those firing
+    at once): the highest ``priority`` first, then the earliest due."""
+    return (-rules.priority_of(doc), due_ms)
 
 
 class Line:
@@ -113,6 +120,8 @@ class State:
     held: dict[str, Held] = field(default_factory=dict)  # on the timer
     runs: dict[str, Run] = field(default_factory=dict)  # by task id (one run per task)
     detached: dict[str, Run] = field(default_factory=dict)  # overlap-allow runs, by token
+    tokens_of: dict[str, str] = field(default_factory=dict)  # run token -> task id
+    timed: set[str] = field(default_factory=set)  # tokens of the runs with a timeout
     line: Line = field(default_factory=Line)  # due, waiting for room
     gated: dict[str, int] = field(default_factory=dict)  # due, waiting for a gate: id -> due
     inflight: dict[str, object] = field(default_factory=dict)  # id -> the write sent

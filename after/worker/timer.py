@@ -211,7 +211,7 @@ class Timer(Generic[T]):
                     if self._stopping:
                         return
                     now_ms = self._clock() * 1000
-                    due = self._queue.pop_due(int(now_ms), limit=1)
+                    due = self._queue.pop_due(int(now_ms))  # all that are due: one lock
                     if due:
                         break
                     next_due = self._queue.next_due()
@@ -219,8 +219,8 @@ class Timer(Generic[T]):
                     if next_due is not None:
                         wait = min(wait, (next_due - now_ms) / 1000)
                     self._cond.wait(wait)
-            key, due_ms, item = due[0]
-            try:
-                self._callback(key, due_ms, item)
-            except Exception:
-                log.exception("timer callback failed for %s (due %d)", key, due_ms)
+            for key, due_ms, item in due:
+                try:
+                    self._callback(key, due_ms, item)
+                except Exception:
+                    log.exception("timer callback failed for %s (due %d)", key, due_ms)

@@ -73,7 +73,8 @@ class Writer:
         for _ in self._threads:
             self._queue.put(None)
         for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()) + 0.1)
+            if thread.ident is not None:  # (started)
+                thread.join(max(0.0, deadline - time.monotonic()) + 0.1)
 
     # -- the threads ------------------------------------------------------------------------
 

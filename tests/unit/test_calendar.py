@@ -10,16 +10,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from after import calendar as cal
-from after import decide as d
 from after import task as rules
 from after.client import Client
-from after.decide import Kind
+from after.worker import runs as r
+from after.worker.gates import screen
+from after.worker.runs import Kind
 from after.repeat import RepeatError, parse_repeat
 
 from ..strategies import fractional
 
 NOW = datetime(2026, 12, 24, 9, 0, tzinfo=UTC)
-ME = d.Identity(name="w", process="w@here:1:aaaaaa", host="here", pid=1)
+ME = r.Identity(name="w", process="w@here:1:aaaaaa", host="here", pid=1)
 
 days = st.dates(min_value=date(2000, 1, 1), max_value=date(2100, 12, 31))
 ranges = st.tuples(days, days).map(lambda pair: tuple(sorted(pair)))
@@ -128,45 +129,42 @@ def test_a_calendar_document_is_checked_as_one():
 def test_an_occurrence_on_an_excluded_day_is_recorded_skipped_and_the_next_one_follows():
     doc = held({"days": 1, "exclude": ["2026-12-24"]})
     spec = rules.parse(doc)
-    write = d.screen(doc, spec, {}, ME, NOW)
+    [write] = screen(doc, spec, {}, ME, NOW)
     assert write.kind is Kind.FINISH and write.outcome.outcome == rules.SKIPPED
     assert write.doc["status"] == "waiting"
     assert write.doc["date"] == "2026-12-25T09:00:00.000Z"
     info = write.doc["after"]
     assert info["skipped"] == 1 and "runs" not in info and "owner" not in info
     assert info["last_run"]["outcome"] == "skipped"
-    assert write.run["outcome"] == "skipped" and write.run["scheduled"] == doc["date"]
+    assert write.run["outcome"] == "skipped"
+    assert rules.instant(write.run["scheduled"]) == rules.instant(doc["date"])
     assert write.run["error"]["message"] == "skipped: 2026-12-24 is excluded (repeat.exclude)"
 
 
 def test_an_occurrence_on_another_day_runs():
     doc = held({"days": 1, "exclude": ["2026-12-25"]})
-    assert d.screen(doc, rules.parse(doc), {}, ME, NOW) is None
+    assert screen(doc, rules.parse(doc), {}, ME, NOW) is None
 
 
 def test_a_skipped_last_occurrence_ends_the_series_done_not_error():
     doc = held({"days": 1, "limit": 1, "exclude": ["2026-12-24"]})
-    write = d.screen(doc, rules.parse(doc), {}, ME, NOW)
+    [write] = screen(doc, rules.parse(doc), {}, ME, NOW)
     assert write.doc["status"] == "done"
 
 
 def test_a_missing_calendar_ends_the_task_in_error_with_what_to_create():
     doc = held({"days": 1, "exclude": {"calendar": "holidays-fr"}})
-    write = d.screen(doc, rules.parse(doc), {}, ME, NOW)
+    [write] = screen(doc, rules.parse(doc), {}, ME, NOW)
     assert write.kind is Kind.ERROR and write.doc["status"] == "error"
     assert write.doc["after"]["error"].startswith("repeat.exclude: no calendar 'holidays-fr'")
 
 
-def test_a_gated_task_is_claimed_and_held_never_started_in_its_claim():
+def test_a_gated_task_is_asked_at_its_instant_not_made_ready_ahead():
     doc = {**held({"days": 1, "exclude": ["2026-12-25"]}), "status": "waiting"}
-    del doc["after"]
-    write = d.claim(doc, rules.parse(doc), NOW, ME.process, NOW, lead_ms=1000)
-    assert write.kind is Kind.CLAIM
+    assert r.gated(rules.parse(doc))
     capped = {**doc, "repeat": None, "concurrency": {"key": "k", "limit": 1}}
-    assert d.claim(capped, rules.parse(capped), NOW, ME.process, NOW, 1000).kind is Kind.CLAIM
-    plain = {**doc, "repeat": None}
-    assert d.claim(plain, rules.parse(plain), NOW, ME.process, NOW, 1000).kind is \
-        Kind.CLAIMSTART
+    assert r.gated(rules.parse(capped))
+    assert not r.gated(rules.parse({**doc, "repeat": None}))
 
 
 # -- next runs shown by `after show` ---------------------------------------------------------

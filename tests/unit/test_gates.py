@@ -1,4 +1,4 @@
-"""Concurrency slots (after.gates.Caps) on the in-memory store, with a monotonic clock
+"""Concurrency slots (after.worker.gates.Caps) on the in-memory store, with a monotonic clock
 passed in; the concurrency field (after.task.parse_concurrency); the dashboard's caps."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import pytest
 
 from after import task as rules
 from after.client import concurrency_field
-from after.gates import SLOT_RETRY, Calendars, Caps, in_use, slot_id
+from after.caps import in_use, slot_id
+from after.worker.gates import SLOT_RETRY, Calendars, Caps
 from after.memstore import MemStore
 
 from ..js import model_url, node
@@ -205,13 +206,14 @@ def test_a_202_slot_alone_on_every_copy_is_ours():
 
 
 def test_a_free_slot_is_left_to_an_earlier_occurrence_of_another_process_for_a_while():
+    """Who holds a task is who owns its partition (``holder_of``)."""
     store, clock = MemStore(), Clock()
     beat(store, "b@h:2:y")
-    store.put({"_id": "early", "worker": "w", "status": "scheduled",
+    store.put({"_id": "early", "worker": "w", "status": "waiting",
                "date": "2026-12-01T08:59:00.000Z", "concurrency": {"key": "k", "limit": 1},
-               "job": {"name": "hello"}, "after": {"owner": "b@h:2:y",
-                                                   "due": "2026-12-01T08:59:00.000Z"}})
-    a = slots_for(store, "a@h:1:x", clock)
+               "job": {"name": "hello"}})
+    a = Caps(store, WORKERS, "a@h:1:x", LEASE, monotonic=clock,
+             holder_of=lambda docid: "b@h:2:y" if docid == "early" else "a@h:1:x")
     late = int(NOW.timestamp() * 1000)
     assert not a.take("late", "k", 1, late, NOW)  # b's earlier occurrence goes first
     clock.at += 1.0

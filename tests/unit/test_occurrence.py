@@ -12,18 +12,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from after import decide as d
 from after import occurrence as occ
 from after import task as rules
 from after.dashboard import UPCOMING_MAP
 from after.dates import format_date, from_ms, to_ms
 from after.repeat import parse_repeat
+from after.worker import decide as d
+from after.worker import runs as r
 
 from ..js import node
 from ..strategies import fractional
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-ME = d.Identity("billing", "billing@here:1:abc", "here", 1)
+ME = r.Identity("billing", "billing@here:1:abc", "here", 1)
 
 ids = st.text(min_size=1, max_size=40).filter(lambda s: not s.startswith("_"))
 dates = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(9000, 1, 1),
@@ -68,8 +69,8 @@ def test_every_attempt_retry_and_rerun_of_an_occurrence_has_its_id():
     failed = rules.finish(held, spec, rules.Outcome(rules.FAILED, NOW, NOW, error="x"), NOW)
     assert failed["status"] == rules.SCHEDULED  # a retry, same occurrence
     assert rules.parse(failed).occurrence_id == key
-    crashed = d.take_over(rules.start(failed, "other@x:2:y", NOW, 1), spec, "other@x:2:y",
-                          rules.info(failed), ME, NOW)  # its process died mid-run
+    crashed = r.take_over(rules.start(failed, "other@x:2:y", NOW, 1), spec, "other@x:2:y",
+                          ME, NOW)  # its process died mid-run
     assert crashed.doc["status"] == rules.SCHEDULED
     assert rules.parse(crashed.doc).occurrence_id == key
     assert crashed.run["occurrence"] == key
@@ -95,18 +96,19 @@ def test_an_extra_run_is_a_one_off_task_of_its_parent_occurrence():
         task(date="2026-11-03T09:00:00Z")).occurrence_id  # the occurrence it runs
     manual = rules.parse(occ.extra_doc(parent, occ.MANUAL, when))
     assert manual.occurrence_id == occ.key("weekly", when, occ.MANUAL) != spec.occurrence_id
-    record = d.run_record(doc, spec, rules.Outcome(rules.OK, NOW, NOW), ME)
+    record = r.run_record(doc, spec, rules.Outcome(rules.OK, NOW, NOW), ME)
     assert (record["task"], record["kind"], record["parent"], record["occurrence"],
             record["occurrence_date"]) == (doc["_id"], "backfill", "weekly",
                                            spec.occurrence_id, "2026-11-03T09:00:00.000Z")
 
 
 def test_the_job_receives_the_occurrence_id():
-    from after.runner import Held, Runner
+    from after.worker.runner import Runner
+    from after.worker.state import Run
     spec = rules.parse(task())
-    held = Held(doc=task(), spec=spec, due_ms=to_ms(spec.date))
-    Runner.prepare(held)
-    assert held.context.occurrence == spec.occurrence_id
+    run = Run("weekly", "t.1", task(), spec, to_ms(spec.date))
+    Runner.prepare(run)
+    assert run.context.occurrence == spec.occurrence_id
 
 
 # -- jitter ---------------------------------------------------------------------------------
@@ -150,19 +152,18 @@ def test_the_upcoming_view_emits_the_jittered_instant():
                             to_ms(NOW + timedelta(minutes=7))]
 
 
-def test_a_jittered_task_is_claimed_for_its_jittered_instant():
+def test_a_jittered_task_is_held_for_its_jittered_instant():
     doc = task(repeat={"hours": 1, "jitter": 1800})
     spec = rules.parse(doc)
     offset = spec.due - spec.date
     assert timedelta(0) < offset < timedelta(minutes=30)
-    view = d.View(me=ME, horizon_ms=60_000, held={}, liveness=lambda _: d.Liveness.ALIVE,
-                  preferred=lambda _: True, check_job=lambda _: None)
+    view = d.View(me=ME, horizon_ms=60_000, owned=frozenset(range(64)))
     assert d.decide(doc, view, spec.due - timedelta(minutes=2)) == [d.Drop("weekly")]
-    actions = d.decide(doc, view, spec.due - timedelta(seconds=30))
-    write = actions[1]
-    assert write.kind is d.Kind.CLAIM
-    assert write.doc["after"]["due"] == format_date(spec.due)
-    assert write.doc["date"] == doc["date"]  # the date stays the nominal one
+    [hold] = d.decide(doc, view, spec.due - timedelta(seconds=30))
+    assert hold.due_ms == to_ms(spec.due)
+    started = r.begin(doc, spec, spec.due, ME.process, spec.due)
+    assert started["after"]["due"] == format_date(spec.due)
+    assert started["date"] == doc["date"]  # the date stays the nominal one
 
 
 def test_after_a_run_the_next_occurrence_is_the_first_whose_jittered_instant_is_ahead():

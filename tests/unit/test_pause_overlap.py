@@ -1,5 +1,6 @@
-"""Pause and resume, overlap and priority: the pure rules (after.task, after.decide,
-after.priorities), at a fixed ``NOW``; no server, no clock."""
+"""Pause and resume, overlap and priority: the pure rules (after.task, after.worker.decide,
+after.worker.runs, the line of after.worker.state), at a fixed ``NOW``; no server, no
+clock."""
 
 from __future__ import annotations
 
@@ -9,17 +10,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from after import decide as d
-from after import priorities
 from after import task as rules
 from after.dates import format_date, parse_date, to_ms
-from after.decide import Kind, Liveness, View, Write
-from after.runner import Held
-from after.slots import Slots
 from after.task import Outcome, parse
+from after.worker import decide as d
+from after.worker import runs as r
+from after.worker.decide import View
+from after.worker.partitions import PARTITIONS
+from after.worker.runs import Kind, Write
+from after.worker.state import Line, rank
 
 NOW = datetime(2026, 12, 1, 9, 0, 0, 250000, tzinfo=UTC)
-ME = d.Identity(name="w", process="w@here:1:aaaaaa", host="here", pid=1)
+ME = r.Identity(name="w", process="w@here:1:aaaaaa", host="here", pid=1)
 PEER = "w@there:2:bbbbbb"
 
 
@@ -36,10 +38,10 @@ def doc(status="waiting", date=0.0, **fields) -> dict:
             "job": {"name": "hello", "arguments": []}, **fields}
 
 
-def view(held=None, paused=False, alive=(PEER,)) -> View:
-    return View(me=ME, horizon_ms=300_000, held=held or {},
-                liveness=lambda o: Liveness.ALIVE if o in alive else Liveness.DEAD,
-                preferred=lambda docid: True, check_job=lambda name: None, paused=paused)
+def view(running=(), alive=(PEER,)) -> View:
+    return View(me=ME, horizon_ms=300_000, owned=frozenset(range(PARTITIONS)),
+                running=frozenset(running), live=frozenset(alive),
+                dead=frozenset({"w@gone:9:zzzzzz"}))
 
 
 def shape(actions):
@@ -84,12 +86,12 @@ def test_pausing_twice_writes_nothing():
 
 def test_a_paused_task_is_dropped_and_nothing_written():
     paused = rules.request_pause(doc(date=-5), NOW)
-    assert shape(d.decide(paused, view(held={"t": False}), NOW)) == ["Drop"]
+    assert shape(d.decide(paused, view(), NOW)) == ["Drop"]
 
 
 def test_a_paused_task_running_here_is_kept_until_its_run_ends():
     paused = rules.request_pause(started(doc(), NOW), at(1))
-    assert shape(d.decide(paused, view(held={"t": True}), at(1))) == ["Keep"]
+    assert shape(d.decide(paused, view(running={"t"}), at(1))) == ["Keep"]
 
 
 def test_a_run_paused_meanwhile_is_recorded_and_the_task_stays_paused():
@@ -137,8 +139,8 @@ def test_resume_of_a_one_off_task_whose_date_passed_runs_it_at_once():
     one_off = rules.request_pause(doc(date=60), NOW)
     resumed = rules.request_resume(one_off, at(600))
     assert resumed["status"] == "waiting" and resumed["date"] == iso(at(60))
-    assert shape(d.decide(resumed, view(), at(600))) == [
-        "Drop", ("Write", Kind.CLAIMSTART, "running")]
+    [hold] = d.decide(resumed, view(), at(600))
+    assert shape([hold]) == ["Hold"] and hold.due_ms == to_ms(at(60))  # due: fires at once
 
 
 def test_resume_of_a_task_still_ahead_keeps_its_date():
@@ -161,14 +163,13 @@ def test_resume_of_a_task_not_paused_writes_nothing():
 
 def test_a_plain_waiting_on_a_paused_task_is_resumed_by_the_worker():
     """A user resuming with plain HTTP writes "waiting" over the paused document: the worker
-    moves it to its next occurrence after now (no catch-up run), then claims that."""
+    moves it to its next occurrence after now (no catch-up run), then holds that."""
     series = rules.request_pause(doc(repeat={"minutes": 1}), NOW)
     plain = {**series, "status": "waiting"}
     actions = d.decide(plain, view(), at(630))
     assert shape(actions) == ["Drop", ("Write", Kind.RESUME, "waiting")]
     assert actions[1].doc["date"] == iso(at(660)) and "paused" not in actions[1].doc["after"]
-    assert shape(d.decide(actions[1].doc, view(), at(630))) == [
-        "Drop", ("Write", Kind.CLAIM, "scheduled")]
+    assert shape(d.decide(actions[1].doc, view(), at(630))) == ["Hold"]
 
 
 def test_a_task_rescheduled_after_a_pause_keeps_the_date_given():
@@ -181,37 +182,6 @@ def test_a_task_rescheduled_after_a_pause_keeps_the_date_given():
     assert shape(d.decide(again, view(), at(2))) == ["Drop"]  # beyond the horizon: left
 
 
-# -- a paused worker name -------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("status", ["waiting", "reschedule"])
-def test_a_paused_name_claims_nothing(status):
-    assert shape(d.decide(doc(status, date=-1), view(paused=True), NOW)) == ["Drop"]
-
-
-def test_a_paused_name_hands_back_what_it_holds():
-    held = doc("scheduled", date=30, after={"owner": ME.process, "due": iso(at(30))})
-    assert shape(d.decide(held, view(held={"t": False}, paused=True), NOW)) == [
-        "Drop", ("Write", Kind.HANDBACK, "waiting")]
-
-
-def test_a_paused_name_takes_over_nothing_from_a_dead_process():
-    dead = doc("scheduled", date=-1, after={"owner": "w@gone:9:zzzzzz", "due": iso(at(-1))})
-    assert shape(d.decide(dead, view(paused=True), NOW)) == ["Drop"]
-    running = started(doc(date=-1), NOW, owner="w@gone:9:zzzzzz")
-    assert shape(d.decide(running, view(paused=True), NOW)) == ["Drop"]
-
-
-def test_a_paused_name_lets_its_runs_finish():
-    running = started(doc(), NOW)
-    assert shape(d.decide(running, view(held={"t": True}, paused=True), NOW)) == ["Keep"]
-
-
-def test_a_paused_name_still_applies_a_cancel():
-    assert shape(d.decide(doc("cancel"), view(paused=True), NOW)) == [
-        "Drop", ("Write", Kind.CANCEL, "canceled")]
-
-
 # -- overlap --------------------------------------------------------------------------------
 
 
@@ -221,7 +191,7 @@ def ended(overlap: str, seconds: float, **fields):
     series = doc(repeat={"seconds": 10}, overlap=overlap, **fields)
     live = started(series, NOW)
     outcome = Outcome(rules.OK, NOW, at(seconds))
-    return d.end(live, parse(series), outcome, ME, at(seconds))
+    return r.end(live, parse(series), outcome, ME, at(seconds))
 
 
 def test_skip_records_each_occurrence_that_fell_due_during_the_run():
@@ -244,8 +214,8 @@ def test_buffer_one_runs_the_latest_right_after_and_skips_the_others():
     write = ended("buffer_one", 35)
     assert write.doc["date"] == iso(at(30))  # due already: runs right after
     assert [r["scheduled"] for r in write.skipped] == [iso(at(10)), iso(at(20))]
-    assert shape(d.decide(write.doc, view(), at(35))) == [
-        "Drop", ("Write", Kind.CLAIMSTART, "running")]
+    [hold] = d.decide(write.doc, view(), at(35))
+    assert shape([hold]) == ["Hold"] and hold.due_ms == to_ms(at(30))
 
 
 def test_buffer_one_with_one_occurrence_during_the_run_skips_none():
@@ -259,7 +229,7 @@ def test_buffer_one_keeps_to_the_limit():
     last = ended("buffer_one", 35)
     assert last.doc["status"] == "waiting"
     series = doc(repeat={"seconds": 10, "limit": 1}, overlap="buffer_one")
-    done = d.end(started(series, NOW), parse(series), Outcome(rules.OK, NOW, at(35)), ME,
+    done = r.end(started(series, NOW), parse(series), Outcome(rules.OK, NOW, at(35)), ME,
                  at(35))
     assert done.doc["status"] == "done" and done.skipped == []  # nothing after the last run
 
@@ -273,7 +243,7 @@ def test_skipped_records_are_bounded():
 def test_a_run_to_be_retried_skips_nothing_yet():
     series = doc(repeat={"seconds": 10}, retry={"limit": 1})
     live = started(series, NOW)
-    write = d.end(live, parse(series), Outcome(rules.FAILED, NOW, at(35), error="x"), ME,
+    write = r.end(live, parse(series), Outcome(rules.FAILED, NOW, at(35), error="x"), ME,
                   at(35))
     assert write.doc["status"] == "scheduled" and write.skipped == []
 
@@ -293,7 +263,7 @@ def test_every_occurrence_is_run_or_skipped_once(overlap, durations):
         ran.append(due)
         live = rules.start(rules.claim(current, ME.process, due, due), ME.process, due, 1)
         end = due + timedelta(seconds=seconds)
-        write = d.end(live, spec, Outcome(rules.OK, due, end), ME, end)
+        write = r.end(live, spec, Outcome(rules.OK, due, end), ME, end)
         skipped += [parse_date(r["scheduled"]) for r in write.skipped]
         current = {**write.doc, "_rev": "1-x"}
     everything = sorted(ran + skipped)
@@ -312,66 +282,49 @@ def test_priority_defaults_to_zero_and_reads_integers():
     assert rules.priority_of(doc(priority="x")) == 0
 
 
-def test_the_loop_decides_higher_priorities_then_earlier_dates_first():
-    events = [("change", doc(date=5) | {"_id": "low"}),
-              ("finished", ("x", "tok")),
-              ("recheck", doc(date=9, priority=5) | {"_id": "high-late"}),
-              ("change", doc(date=1, priority=5) | {"_id": "high-early"}),
-              ("fire", ("run", "y")),
-              ("change", doc(date=0, priority=-1) | {"_id": "negative"})]
-    order = [e[1]["_id"] if isinstance(e[1], dict) else e[0]
-             for e in sorted(events, key=priorities.event_order)]
-    assert order == ["fire", "finished", "high-early", "high-late", "low", "negative"]
-
-
 def test_timers_of_held_tasks_fire_by_priority_then_due_instant():
-    def held(priority, due):
-        return Held(doc=doc(priority=priority), spec=parse(doc()), due_ms=to_ms(at(due)))
-    table = {"a": held(0, 1), "b": held(2, 3), "c": held(2, 2)}
-    events = [("fire", ("run", "a")), ("fire", ("run", "b")), ("fire", ("claim", "x")),
-              ("fire", ("run", "c"))]
-    order = [e[1][1] for e in sorted(events, key=lambda e: priorities.event_order(e, table))]
-    assert order == ["c", "b", "x", "a"]  # a claim timer as priority 0, at no instant
+    ranked = sorted([("a", rank(doc(priority=0), to_ms(at(1)))),
+                     ("b", rank(doc(priority=2), to_ms(at(3)))),
+                     ("c", rank(doc(priority=2), to_ms(at(2))))], key=lambda item: item[1])
+    assert [docid for docid, _ in ranked] == ["c", "b", "a"]
 
 
 def test_the_first_task_waiting_for_a_thread_is_the_highest_priority_then_the_earliest():
-    def rank(priority, due):
-        return priorities.rank(doc(priority=priority), to_ms(at(due)))
-    slots = Slots(1)
+    def ranked(priority, due):
+        return rank(doc(priority=priority), to_ms(at(due)))
+    line = Line()
     for docid, priority, due in (("a", 0, 1), ("b", 3, 9), ("c", 3, 2), ("d", 0, 1)):
-        slots.wait(docid, rank(priority, due))
-    slots.wait("a", rank(5, 1))  # waits again, now urgent: its old place is void
-    del slots.waiting["d"]  # let go (claimed elsewhere, say)
+        line.add(docid, ranked(priority, due))
+    line.add("a", ranked(5, 1))  # waits again, now urgent: its old place is void
+    line.remove("d")  # let go (its partition given up, say)
     order = []
-    while (docid := slots.next_waiting()) is not None:
+    while (docid := line.pop()) is not None:
         order.append(docid)
-    assert order == ["a", "c", "b"] and not slots.waiting and not slots.line
+    assert order == ["a", "c", "b"] and not len(line)
 
 
 # -- overlap allow: runs detached from the task -------------------------------------------------
 
 
-def allow_start(series: dict, due: datetime, token="tok1", now=None) -> Write:
-    """The start of ``series`` at ``due`` as the worker writes it (a fired held occurrence)."""
+def allow_start(series: dict, due: datetime, token="tok1", now=None) -> Write | None:
+    """The start of ``series`` at ``due`` as the worker writes it (a fired held occurrence);
+    None when it runs in place (its last occurrence)."""
     spec = parse(series)
-    held = rules.claim(series, ME.process, due, now or due)
-    number = rules.counter(rules.info(held), "runs") + 1  # as decide.fire numbers it
-    return d.detached(Write(Kind.START, rules.start(held, ME.process, now or due, number),
-                            spec=spec, token=token, due=due), now or due)
+    started = r.begin(series, spec, due, ME.process, now or due)
+    return r.detach(started, spec, token, due, now or due)
 
 
 def test_allow_schedules_the_next_occurrence_as_a_run_starts():
     series = doc(repeat={"seconds": 10}, overlap="allow")
     write = allow_start(series, NOW)
-    assert write.detached == "tok1"
+    assert write.detached and write.token == "tok1" and write.kind is Kind.DETACH
     assert write.doc["status"] == "waiting" and write.doc["date"] == iso(at(10))
     ns = write.doc["after"]
     assert ns["going"] == {"tok1": {"owner": ME.process, "started": iso(NOW), "due": iso(NOW),
                                     "number": 1}}
     assert ns["runs"] == 1 and ns["occurrences"] == 1 and "owner" not in ns
-    # the next occurrence is claimed as any waiting task, while the run goes on
-    assert shape(d.decide(write.doc, view(), at(9.5))) == [
-        "Drop", ("Write", Kind.CLAIM, "scheduled")]
+    # the next occurrence is held as any waiting task, while the run goes on
+    assert shape(d.decide(write.doc, view(), at(9.5))) == ["Hold"]
 
 
 def test_allow_runs_side_by_side_have_their_own_numbers_and_end_into_the_task():
@@ -382,12 +335,12 @@ def test_allow_runs_side_by_side_have_their_own_numbers_and_end_into_the_task():
     assert second["after"]["going"]["tok2"]["number"] == 2 and second["after"]["runs"] == 2
     assert second["date"] == iso(at(20))
     spec = parse(series)
-    ended = d.end_detached(first, spec, "tok1", Outcome(rules.OK, NOW, at(15)), ME, at(15),
+    ended = r.end_detached(first, spec, "tok1", Outcome(rules.OK, NOW, at(15)), ME, at(15),
                            dead=lambda owner: False)
     assert ended.run["number"] == 1 and ended.run["scheduled"] == iso(NOW)
     assert ended.run["outcome"] == "done"
     # written over the newer version (a conflict): only its own run leaves the task
-    [again] = d.refinish(ended, second, ME, at(15))
+    [again] = r.refinish(ended, second, ME, at(15))
     assert set(again.doc["after"]["going"]) == {"tok2"}
     assert again.doc["after"]["successes"] == 1 and again.doc["after"]["runs"] == 2
     assert again.doc["date"] == iso(at(20)) and again.doc["status"] == "waiting"
@@ -398,10 +351,10 @@ def test_allow_a_run_already_recorded_elsewhere_only_records_itself():
     series = doc(repeat={"seconds": 10}, overlap="allow")
     first = allow_start(series, NOW).doc
     spec = parse(series)
-    ended = d.end_detached(first, spec, "tok1", Outcome(rules.OK, NOW, at(15)), ME, at(15),
+    ended = r.end_detached(first, spec, "tok1", Outcome(rules.OK, NOW, at(15)), ME, at(15),
                            dead=lambda owner: False)
     gone = {**first, "after": {**first["after"], "going": {}}}
-    assert d.refinish(ended, gone, ME, at(15)) == []
+    assert r.refinish(ended, gone, ME, at(15)) == []
 
 
 def test_allow_the_runs_of_a_dead_process_are_recorded_interrupted_when_one_ends():
@@ -409,7 +362,7 @@ def test_allow_the_runs_of_a_dead_process_are_recorded_interrupted_when_one_ends
     theirs = allow_start(series, NOW, token="lost").doc
     theirs["after"]["going"]["lost"]["owner"] = "w@gone:9:zzzzzz"
     mine = allow_start({**theirs, "_rev": "5-y"}, at(10), token="tok2").doc
-    ended = d.end_detached(mine, parse(series), "tok2", Outcome(rules.OK, at(10), at(12)), ME,
+    ended = r.end_detached(mine, parse(series), "tok2", Outcome(rules.OK, at(10), at(12)), ME,
                            at(12), dead=lambda owner: owner == "w@gone:9:zzzzzz")
     assert "going" not in ended.doc["after"]
     [lost] = ended.skipped
@@ -419,8 +372,7 @@ def test_allow_the_runs_of_a_dead_process_are_recorded_interrupted_when_one_ends
 
 def test_allow_the_last_occurrence_runs_in_place():
     series = doc(repeat={"seconds": 10, "limit": 1}, overlap="allow")
-    write = allow_start(series, NOW)
-    assert write.detached is None and write.doc["status"] == "running"
+    assert allow_start(series, NOW) is None  # no next occurrence: its run goes in place
 
 
 def test_allow_the_job_sees_its_own_occurrence():
@@ -431,12 +383,6 @@ def test_allow_the_job_sees_its_own_occurrence():
     seen = overlap.as_run(written, "tok1")
     assert seen["date"] == iso(NOW) and seen["status"] == "running"
     assert seen["after"]["run"] == 1 and seen["after"]["attempt"] == 1
-
-
-def test_allow_is_never_started_ahead_of_its_date():
-    series = doc(date=1, repeat={"seconds": 10}, overlap="allow")
-    write = d.claim(series, parse(series), at(1), ME.process, NOW, lead_ms=2000)
-    assert write.kind is Kind.CLAIM  # held, started at its due instant
 
 
 def test_allow_takes_no_retry():

@@ -1,48 +1,19 @@
-"""Which process claims a task first: the same answer everywhere, spread evenly."""
+"""The processes of a worker name (after.worker.peers): liveness judged on this process's
+own monotonic clock, the registry as the loop takes it in, this process's own lease; the
+server's clock."""
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import UTC, datetime
 
 from after.clock import Offset
 from after.dates import to_ms
-from after.decide import Liveness
-from after.peers import Peers, expiry
+from after.registry import expiry
+from after.worker import partitions as parts
+from after.worker.peers import Peers
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 ALIVE = to_ms(NOW) + 30_000
-
-
-def pool(names, dead=()):
-    peers = [Peers(store=None, name="w", lease=30, db="w_workers") for _ in names]
-    for p, name in zip(peers, names):
-        p.id = name
-    for p in peers:
-        p.live = {q.id: float("inf") for q in peers}
-        p.live.update({d: -1.0 for d in dead})
-    return peers
-
-
-def test_every_process_agrees_on_one_claimant_and_the_work_spreads():
-    peers = pool(["w@a:1:x", "w@b:2:y", "w@c:3:z"])
-    owners = Counter()
-    for i in range(3000):
-        claimants = [p.id for p in peers if p.preferred(f"task-{i}")]
-        assert len(claimants) == 1
-        owners[claimants[0]] += 1
-    assert set(owners) == {"w@a:1:x", "w@b:2:y", "w@c:3:z"}
-    assert min(owners.values()) > 800  # about 1,000 each
-
-
-def test_expired_processes_are_not_preferred():
-    [alone] = pool(["w@a:1:x"], dead=["w@gone:9:q"])
-    assert all(alone.preferred(f"task-{i}") for i in range(200))
-
-
-def test_a_process_alone_claims_everything():
-    [alone] = pool(["w@a:1:x"])
-    assert alone.preferred("anything")
 
 
 def test_expiry_reads_the_heartbeat_or_treats_it_as_expired():
@@ -68,32 +39,30 @@ def watcher(lease=6.0):
 def test_a_peer_is_dead_when_its_heartbeat_has_not_changed_for_a_lease_on_our_clock():
     peers, clock = watcher()
     beat = {"_id": "w@b:2:y", "_rev": "1-a", "expires": "1970-01-01T00:00:00Z"}
-    assert peers.liveness("w@b:2:y") is Liveness.UNKNOWN  # never read: ask
+    assert "w@b:2:y" not in peers.live and "w@b:2:y" not in peers.dead  # never read
     # first sight: a full lease from now, whatever its ``expires`` (another machine's clock)
     assert not peers.observe(beat, "w@b:2:y", clock())
-    assert peers.liveness("w@b:2:y") is Liveness.ALIVE
+    assert peers.live["w@b:2:y"] == clock() + 6.0
     for _ in range(10):  # it beats: alive however long, whatever the clocks say
         clock.t += 2.0
         beat = {**beat, "_rev": f"{int(beat['_rev'][0]) + 1}-a"}
         assert not peers.observe(beat, "w@b:2:y", clock())
-        assert peers.liveness("w@b:2:y") is Liveness.ALIVE
+        assert peers.live["w@b:2:y"] > clock() and "w@b:2:y" not in peers.dead
     clock.t += 5.9
     assert not peers.observe(beat, "w@b:2:y", clock())  # unchanged, but for less than a lease
     clock.t += 0.2
-    assert peers.liveness("w@b:2:y") is Liveness.UNKNOWN  # past the lease: only a read says
     assert peers.observe(beat, "w@b:2:y", clock())  # the read: dead, newly
     assert not peers.observe(beat, "w@b:2:y", clock())  # (said once)
-    assert peers.liveness("w@b:2:y") is Liveness.DEAD
-    assert peers.preferred("t") and "w@b:2:y" not in peers.live
+    assert "w@b:2:y" in peers.dead and "w@b:2:y" not in peers.live
     clock.t += 30  # it comes back (it was frozen): alive again at its next beat
     assert not peers.observe({**beat, "_rev": "99-b"}, "w@b:2:y", clock())
-    assert peers.liveness("w@b:2:y") is Liveness.ALIVE
+    assert "w@b:2:y" in peers.live and "w@b:2:y" not in peers.dead
 
 
 def test_a_missing_heartbeat_is_a_dead_process():
     peers, clock = watcher()
     assert peers.observe(None, "w@gone:1:q", clock())
-    assert peers.liveness("w@gone:1:q") is Liveness.DEAD
+    assert "w@gone:1:q" in peers.dead
 
 
 def test_the_offset_narrows_to_the_round_trip_and_never_corrects_a_clock_ahead():
@@ -139,13 +108,12 @@ def test_a_paused_name_is_read_with_the_heartbeats_and_is_no_peer():
     pausing.pause(store, "t_workers", "w", NOW)
     pausing.pause(store, "t_workers", "other", NOW)
     for _ in range(3):
-        assert peers.refresh() == []
-        assert peers.paused is True
+        registry = peers.refresh()
+        assert registry.paused is True and registry.dead == frozenset()
     assert "w@paused" not in peers.observed and "w@paused" not in peers.dead
     assert set(pausing.paused(store, "t_workers")) == {"w", "other"}
     assert pausing.resume(store, "t_workers", "w") is True
-    peers.refresh()
-    assert peers.paused is False
+    assert peers.refresh().paused is False
     assert pausing.resume(store, "t_workers", "w") is False
 
 
@@ -171,7 +139,7 @@ def test_a_process_trusts_its_own_lease_from_the_sending_of_its_last_heartbeat_t
     """Peers.sure_until: a lease, less a margin, from when the last heartbeat that landed
     was sent (another process counts from when it reads it changed, later); none before
     the first; a heartbeat that fails extends nothing; one that lands past it counts a
-    lapse (Worker._lapsed)."""
+    lapse (the loop's lease check)."""
     from after.memstore import MemStore
     from after.store import Unavailable
 
@@ -198,3 +166,24 @@ def test_a_process_trusts_its_own_lease_from_the_sending_of_its_last_heartbeat_t
     clock.t += 5  # frozen, or its heartbeats failing, this long: its lease may have lapsed
     peers.beat({})
     assert peers.lapses == 1 and peers.sure_until(1.0) == 1013.5
+
+
+def test_the_registry_gives_the_partitions_and_finds_their_owners_that_never_beat_dead():
+    from after.memstore import MemStore
+
+    store = MemStore("t")
+    store.create_database("t_workers")
+    clock = Clock()
+    peers = Peers(store=store, name="w", lease=6.0, db="t_workers", monotonic=clock)
+    other = Peers(store=store, name="w", lease=6.0, db="t_workers", monotonic=clock)
+    other.beat({})
+    store.bulk_docs([parts.part_doc("w", 0, other.id, "x"), parts.part_doc("w", 1, "w@gone:1:a",
+                                                                          "x"),
+                     parts.part_doc("other", 2, other.id, "x")], db="t_workers")
+    registry = peers.beat({})
+    assert registry.live == {peers.id, other.id}
+    assert registry.dead == {"w@gone:1:a"}  # a partition's owner with no heartbeat at all
+    assert sorted(registry.parts) == [0, 1] and registry.parts[0]["owner"] == other.id
+    assert registry.beat_sent == clock.t and registry.lapses == 0
+    clock.t += 6.0  # the other stops beating: dead after a lease, on this process's clock
+    assert peers.beat({}).dead == {"w@gone:1:a", other.id}

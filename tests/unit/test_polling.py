@@ -6,7 +6,7 @@ import logging
 import threading
 
 from after.config import Settings
-from after.polling import Poller
+from after.worker.polling import Poller
 
 
 class ClosedUnderIt:

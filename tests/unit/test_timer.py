@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from after.timer import Timer, TimerQueue
+from after.worker.timer import Timer, TimerQueue
 
 #: How late a timer may fire here: far below its 1 s safety wake (so a prompt firing proves
 #: the wake-up, not a periodic check), far above what a loaded 2-core machine adds (30 ms
