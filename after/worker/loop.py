@@ -456,7 +456,7 @@ class Worker:
             room -= 1
 
     def _launch(self, held: Held, now: datetime) -> None:
-        docid, spec = held.doc["_id"], held.spec
+        docid = held.doc["_id"]
         if held.armed is not None:  # made ready ahead
             run = self.state.runs[docid] = held.armed
         else:

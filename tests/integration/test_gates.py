@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from after.caps import in_use
 from after.config import workers_db
 from after.dates import format_date, parse_date, utcnow
-from after.caps import in_use
 
 
 def today() -> str:

@@ -7,11 +7,8 @@ from datetime import timedelta
 import pytest
 
 from after.dates import format_date, parse_date, utcnow
-from after.jobs import JobRegistry
-from after.store import ChangesFollower, Store
-from after.worker import Settings, Worker
+from after.store import ChangesFollower
 
-from .conftest import FAST
 from .test_faults import without_validation
 
 ON_TIME_UNDER_LOAD = 1.0  # seconds: late, but not waiting for a poll (60 s below)

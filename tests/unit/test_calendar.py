@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from after import calendar as cal
 from after import task as rules
 from after.client import Client
+from after.repeat import RepeatError, parse_repeat
 from after.worker import runs as r
 from after.worker.gates import screen
 from after.worker.runs import Kind
-from after.repeat import RepeatError, parse_repeat
 
 from ..strategies import fractional
 

@@ -14,7 +14,7 @@ from after import task as rules
 from after.dates import format_date
 from after.worker import decide as d
 from after.worker import runs as r
-from after.worker.decide import Ask, Drop, Hold, Keep, Over, View
+from after.worker.decide import Ask, Drop, Hold, Over, View
 from after.worker.partitions import PARTITIONS, partition_of
 from after.worker.runs import Kind, Write
 from after.worker.writer import Answer

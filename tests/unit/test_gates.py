@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 import pytest
 
 from after import task as rules
-from after.client import concurrency_field
 from after.caps import in_use, slot_id
-from after.worker.gates import SLOT_RETRY, Calendars, Caps
+from after.client import concurrency_field
 from after.memstore import MemStore
+from after.worker.gates import SLOT_RETRY, Calendars, Caps
 
 from ..js import model_url, node
 
