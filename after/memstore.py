@@ -223,6 +223,12 @@ class MemStore:
             found = {docid: self._current(store, docid) for docid in ids}
         return {docid: doc for docid, doc in found.items() if doc is not None}
 
+    def revisions(self, ids: Iterable[str], *, db: str | None = None) -> dict[str, str | None]:
+        with self._lock:
+            store = self._db(db)
+            found = {docid: self._current(store, docid) for docid in ids}
+        return {docid: doc["_rev"] if doc is not None else None for docid, doc in found.items()}
+
     def prefixed(self, prefix: str, *, db: str | None = None) -> list[dict]:
         with self._lock:
             store = self._db(db)

@@ -480,6 +480,21 @@ class Store:
         ).content)["rows"]
         return {row["id"]: row["doc"] for row in rows if row.get("doc")}
 
+    def revisions(self, ids: Iterable[str], *, db: str | None = None) -> dict[str, str | None]:
+        """The current revision of each of ``ids`` (None: deleted or missing), without the
+        documents: one cheap request for many."""
+        ids = list(ids)
+        if not ids:
+            return {}
+        rows = loads(self.request("POST", f"{quote(db or self.db, safe='')}/_all_docs",
+                                  body={"keys": ids}).content)["rows"]
+        found: dict[str, str | None] = {docid: None for docid in ids}
+        for row in rows:
+            value = row.get("value") or {}
+            if row.get("id") in found and value.get("rev") and not value.get("deleted"):
+                found[row["id"]] = value["rev"]
+        return found
+
     def prefixed(self, prefix: str, *, db: str | None = None) -> list[dict]:
         """The documents whose id starts with ``prefix``, in id order."""
         rows = self.request(

@@ -44,6 +44,7 @@ from . import runs as r
 from .gates import Gates
 from .peers import Peers, Registry
 from .polling import Poller
+from .reads import Reads
 from .runner import Recorder, Runner, next_deadline, timed_out
 from .state import Held, Run, State, rank
 from .timer import Timer
@@ -90,6 +91,7 @@ class Worker:
         self.stop_requested, self.stop_now = threading.Event(), threading.Event()
         self.poller = Poller(store.with_timeout(POLL_TIMEOUT), name, settings, self.inbox.put,
                              self.stop_requested, idle=self._idle)
+        self.reads = Reads(store.with_timeout(WRITE_TIMEOUT, retries=1), self.inbox.put)
         self.gates = Gates(self.store, workers_db(store.db), self.me, settings.lease,
                            known_dead=lambda p: p in self.state.dead,
                            holder_of=self._holder_of)
@@ -157,7 +159,7 @@ class Worker:
         if registry is not None:
             self.inbox.put(("registry", registry))
         since = self.store.update_seq()
-        for thread in (self.timer, self.recorder, self.writer):
+        for thread in (self.timer, self.recorder, self.writer, self.reads):
             thread.start()
         self.peers.start(self.settings.heartbeat, lambda: self.state.published,
                          self.inbox.put)
@@ -207,6 +209,9 @@ class Worker:
         self._deadlines(now)
         self._fill(now)
         self._flush()
+        if self.state.verify:  # made ready: read back first (a move leaves no trace in our feed)
+            self.reads.check(self.state.verify)
+            self.state.verify = {}
         self._publish()
 
     def _each(self, events: list, now: datetime) -> None:
@@ -376,6 +381,7 @@ class Worker:
         started = r.begin(held.doc, held.spec, due, self.id, due)
         held.armed = Run(docid, self._token(), started, held.spec, held.due_ms)
         self.runner.prepare(held.armed)
+        self.state.verify[docid] = held.doc.get("_rev")
 
     def _token(self) -> str:
         return f"{self.id.rsplit(':', 1)[-1]}.{next(self.state.tokens)}"

@@ -200,6 +200,8 @@ def refinish(write: Write, fresh: dict, me: Identity, now: datetime) -> list[Wri
         return [Write(Kind.FINISH, new, outcome=write.outcome, run=write.run, spec=write.spec,
                       skipped=write.skipped, token=write.token, detached=True)]
     info = rules.info(fresh)
+    if fresh.get("worker") != me.name:
+        return []  # moved to another worker name meanwhile: theirs now, only the record
     if write.takeover and (fresh.get("status") != rules.RUNNING or not same_run(fresh, write)):
         return None  # no longer the run taken over: another process took it over first
     number = (write.run or {}).get("number")

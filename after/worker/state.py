@@ -128,6 +128,7 @@ class State:
     parked: dict[str, dict] = field(default_factory=dict)  # newest doc seen meanwhile
     outbox: dict[str, list] = field(default_factory=dict)  # writes decided, by task id
     seen: Seen = field(default_factory=Seen)
+    verify: dict[str, str] = field(default_factory=dict)  # made ready: id -> revision held
     asked: dict[str, list[dict]] = field(default_factory=dict)  # owner -> tasks to decide
     owned: set[int] = field(default_factory=set)  # partitions this process owns
     giving: set[int] = field(default_factory=set)  # partitions being given up

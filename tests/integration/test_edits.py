@@ -10,12 +10,13 @@ from after.dates import format_date, parse_date, utcnow
 
 
 def test_a_held_task_moved_to_another_name_runs_there(harness, store):
-    harness.start("w")
-    harness.start("v")
+    w = harness.start("w")
+    v = harness.start("v")
     harness.put("moved", delay=4)
-    doc = harness.wait_status("moved", "scheduled")
-    assert doc["after"]["owner"].startswith("w@")
+    harness.wait(lambda: "moved" in w.held, what="the task to be held by w")
+    doc = store.get("moved")
     store.put({**doc, "worker": "v"})
+    harness.wait(lambda: "moved" in v.held and "moved" not in w.held, what="held by v only")
     done = harness.wait_status("moved", "done", timeout=20)
     assert done["after"]["last_run"]["outcome"] == "done"
     assert [r["id"] for r in harness.recorded()] == ["moved"]
@@ -35,9 +36,10 @@ def test_waiting_written_on_a_running_task_runs_it_again_after_never_alongside(h
 
 
 def test_a_new_date_on_a_held_task_runs_at_the_new_date(harness, store):
-    harness.start("w")
+    worker = harness.start("w")
     harness.put("later", delay=2)
-    doc = harness.wait_status("later", "scheduled")
+    harness.wait(lambda: "later" in worker.held, what="the task to be held")
+    doc = store.get("later")
     new_date = parse_date(format_date(utcnow() + timedelta(seconds=5)))  # as written
     store.put({**doc, "date": format_date(new_date)})
     time.sleep(3.5)  # past the old date: it must not have run
@@ -61,8 +63,8 @@ def test_a_new_date_on_a_running_task_applies_after_the_run(harness, store):
 def test_hung_jobs_hold_their_threads_and_nothing_is_marked_running_without_one(harness,
                                                                                  store):
     """Issue 13, item 5: --pool 2, two hung jobs (past their timeout, their threads still
-    busy): later tasks stay ``scheduled`` until a thread is free, then run; a timeout counts
-    from the start of the run."""
+    busy): later tasks wait, nothing written (not shown running), until a thread is free,
+    then run; a timeout counts from the start of the run."""
     harness.start("w", pool=2)
     for i in range(2):
         harness.put(f"hung{i}", job="sleep", arguments=[6], timeout=1)
@@ -71,7 +73,7 @@ def test_hung_jobs_hold_their_threads_and_nothing_is_marked_running_without_one(
     for i in range(3):
         harness.put(f"later{i}", job="sleep", arguments=[0], delay=0.5, timeout=1)
     time.sleep(2)
-    assert [store.get(f"later{i}")["status"] for i in range(3)] == ["scheduled"] * 3
+    assert [store.get(f"later{i}")["status"] for i in range(3)] == ["waiting"] * 3
     for i in range(3):
         harness.wait_status(f"later{i}", "done", timeout=15)
     for i in range(3):

@@ -1,0 +1,61 @@
+"""Reads the loop asks for, on a thread of their own: the loop never waits on the server.
+
+:class:`Reads` takes requests from the loop and posts what it read back to the loop's inbox:
+
+- ``check``: the tasks made ready to run in the next seconds, by id with the revision the
+  loop holds; whatever changed since (an edit the feed did not show: a task moved to another
+  worker name or deleted leaves this name's feed without a change) is posted back as
+  ``("recheck", doc)`` or ``("deleted", id)`` to be decided again before it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+from ..store import StoreError, describe_error
+
+log = logging.getLogger("after.worker")
+
+
+class Reads:
+    def __init__(self, store, post: Callable[[tuple], None]):
+        self.store, self.post = store, post
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="after-reads", daemon=True)
+
+    def start(self) -> Reads:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def check(self, held: dict[str, str]) -> None:
+        """Post back the tasks of ``held`` (id -> revision held) that changed since."""
+        if held:
+            self._queue.put(("check", held))
+
+    def _run(self) -> None:
+        while (request := self._queue.get()) is not None:
+            kind, value = request
+            try:
+                if kind == "check":
+                    self._check(value)
+            except StoreError as exc:  # the next check, or the poll, will see it
+                log.warning("cannot read %d task(s) back before they run: %s", len(value),
+                            describe_error(exc))
+            except Exception:
+                log.exception("unexpected error reading %s", kind)
+
+    def _check(self, held: dict[str, str]) -> None:
+        now = self.store.revisions(list(held))
+        changed = [docid for docid, rev in now.items() if rev != held[docid]]
+        if not changed:
+            return
+        docs = self.store.bulk_get(changed)
+        for docid in changed:
+            doc = docs.get(docid)
+            self.post(("recheck", doc) if doc is not None else ("deleted", docid))
