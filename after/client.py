@@ -245,14 +245,17 @@ class Client:
                  max_delay: float | None = None, isolation: str | None = None,
                  id: str | None = None, kwargs: dict | None = None, exclude: Any = None,
                  concurrency: Any = None, overlap: str | None = None,
-                 priority: int | None = None) -> str:
+                 priority: int | None = None, dst: dict | None = None) -> str:
         """Schedule ``job(task, *args, **kwargs)`` on ``worker``; returns the task's id.
 
         ``at``: a datetime (naive means UTC), ``"now"``, ``"+15m"`` (``s m h d w ms``) or
         ISO 8601; default now. With ``cron`` the first run is the first cron time at or
         after ``at``. ``every``: an object of After units (``{"days": 7}``), an ISO 8601
         duration (``"P7D"``), a shorthand (``"7d"``, ``"1h30m"``, ``"1M"`` is a month),
-        seconds (int) or a timedelta. ``cron`` with ``tz`` (IANA, default UTC). ``limit``
+        seconds (int) or a timedelta. ``cron`` with ``tz`` (IANA, default UTC), and
+        ``dst``, what a cron rule does with a local time that does not exist or occurs
+        twice: ``{"gap": "shift" or "skip", "fold": "first", "last" or "both"}``
+        (``repeat.dst``, see :mod:`after.repeat`). ``limit``
         (runs) and ``until`` end a repeating task; ``jitter`` (seconds) runs each of its
         occurrences later by a deterministic amount in [0, jitter). ``retry``: attempts after
         the first, or
@@ -298,6 +301,10 @@ class Client:
             raise TaskError(f"id: {id!r} is not a task id (a non-empty string not starting "
                             "with _)")
         repeat = _with_exclude(_every(every, cron, tz, limit, until, now, jitter), exclude)
+        if dst is not None:
+            if cron is None:
+                raise TaskError("dst: applies to a cron rule only (cron with tz)")
+            repeat = {**repeat, "dst": dst}
         start = _when(at, "at", now)
         doc: dict = {
             "_id": id or uuid.uuid4().hex,

@@ -38,13 +38,13 @@ Decisions:
   none in the hour that does not exist. Those defaults are what earlier versions did
   (croniter's own reading, with the second instance of a fixed time left out), but for one
   thing: croniter left out the second pass of a periodic rule's times in a fold of half an
-  hour (Lord Howe Island's 01:40 of the fall-back night), which ``both`` runs. Why the first
-  instant after the gap and not
-  the time moved by the gap's length (02:30 to 03:30, as java.time and Python's ``fold=0``
-  do): it is what croniter and ISC cron do ("jobs in the skipped interval run immediately
-  after"), so the default stays what it was, and an occurrence moved never lands among the
-  expression's own later times. Quartz's CronTrigger and Temporal's schedules skip the gap
-  (``skip`` here); Temporal fires a repeated time twice (``both``), Quartz once (``first``).
+  hour (Lord Howe Island's 01:40 of the fall-back night), which ``both`` runs. Why the
+  first instant after the gap and not the time moved by the gap's length (02:30 to 03:30,
+  as java.time and Python's ``fold=0`` do): it is what croniter and ISC cron do ("jobs in
+  the skipped interval run immediately after"), so the default stays what it was, and an
+  occurrence moved never lands among the expression's own later times. Quartz's CronTrigger
+  and Temporal's schedules skip the gap (``skip`` here); Temporal fires a repeated time
+  twice (``both``), Quartz once (``first``).
 - ``next_date`` returns the first occurrence strictly after both ``scheduled`` and ``now``:
   after downtime, missed periods are skipped, not replayed. ``limit`` counts runs; ``until``
   is inclusive.

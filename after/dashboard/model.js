@@ -116,6 +116,47 @@ export function isolationOf(doc) {
   return doc.isolation === 'process' || marked ? 'process' : 'thread';
 }
 
+// A task's repeat rule in words, as `after show` says it (after.repeat's describe): a cron
+// rule with its zone and the daylight saving time policy written (repeat.dst), an object of
+// units; an ISO 8601 duration as written. '' for a task that does not repeat.
+const UNIT_NAMES = ['years', 'months', 'weeks', 'days', 'hours', 'minutes', 'seconds',
+  'milliseconds'];
+const UNIT_SHORT = { y: 'years', M: 'months', w: 'weeks', d: 'days', h: 'hours', m: 'minutes',
+  s: 'seconds', ms: 'milliseconds' };
+
+export function repeatText(doc) {
+  const r = doc.repeat;
+  if (r === undefined || r === null) return '';
+  if (typeof r === 'string') return `every ${r}`;
+  if (typeof r !== 'object' || Array.isArray(r)) return '';
+  let text;
+  if (typeof r.cron === 'string') {
+    const dst = r.dst && typeof r.dst === 'object' ? r.dst : {};
+    const policy = ['gap', 'fold'].filter((k) => typeof dst[k] === 'string')
+      .map((k) => `${k} ${dst[k]}`);
+    text = `cron ${r.cron.split(/\s+/).filter(Boolean).join(' ')} (${r.tz || 'UTC'})`
+      + (policy.length ? `, dst ${policy.join(', ')}` : '');
+  } else if (typeof r.every === 'string') {
+    text = `every ${r.every}`;
+  } else {
+    const amounts = {};
+    for (const [key, value] of Object.entries(r)) {
+      const unit = UNIT_SHORT[key] || key;
+      if (UNIT_NAMES.includes(unit) && typeof value === 'number' && value) amounts[unit] = value;
+    }
+    const parts = UNIT_NAMES.filter((u) => amounts[u])
+      .map((u) => `${amounts[u]} ${amounts[u] === 1 ? u.slice(0, -1) : u}`);
+    if (!parts.length) return 'repeats';
+    text = `every ${parts.length === 1 ? parts[0]
+      : `${parts.slice(0, -1).join(', ')} and ${parts[parts.length - 1]}`}`;
+  }
+  if (typeof r.limit === 'number') text += `, ${r.limit} run${r.limit === 1 ? '' : 's'} at most`;
+  const until = parseDate(r.until);
+  if (until !== null) text += `, until ${isoDate(until)}`;
+  if (typeof r.jitter === 'number' && r.jitter) text += `, jitter ${r.jitter}s`;
+  return text;
+}
+
 export function matches(doc, filters) {
   if (filters.status && doc.status !== filters.status) return false;
   if (filters.worker && doc.worker !== filters.worker) return false;

@@ -5,9 +5,8 @@ import { $, h, replace } from './dom.js';
 import { runsChart, timeline } from './chart.js';
 import {
   ACTION_LABELS, STATUSES, actionsFor, capsInUse, dueOf, failed, formatDuration, formatUtc,
-  isolationOf, jobName, lateness, meta, parseDate, pausedNames, relative, sortRuns, sortTasks,
-  sortWorkers,
-  workerState,
+  isolationOf, jobName, lateness, meta, parseDate, pausedNames, relative, repeatText, sortRuns,
+  sortTasks, sortWorkers, workerState,
 } from './model.js';
 
 const HOUR = 3600000;
@@ -143,6 +142,13 @@ function isolated(doc) {
   return h('span', { class: 'muted isolation', title: why }, ' · process');
 }
 
+// A repeating task says its rule under its job (a cron rule's daylight saving time policy
+// with it: repeat.dst).
+function repeated(doc) {
+  const text = repeatText(doc);
+  return text ? h('div', { class: 'muted repeat', title: text }, text) : '';
+}
+
 function lastRun(doc, now) {
   const info = meta(doc);
   const run = info.last_run;
@@ -175,7 +181,7 @@ export function tasks(state, now, onAction) {
       h('td', { class: 'id' }, h('code', { title: doc._id }, doc._id)),
       h('td', {}, badge('status', doc.status)),
       h('td', {}, doc.worker || '–'),
-      h('td', { class: 'job' }, jobName(doc) || '–', isolated(doc)),
+      h('td', { class: 'job' }, jobName(doc) || '–', isolated(doc), repeated(doc)),
       h('td', {}, when(dueOf(doc), now)),
       h('td', { class: 'last' }, lastRun(doc, now)),
       h('td', { class: 'num' }, info.runs ?? 0),

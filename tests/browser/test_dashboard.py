@@ -408,3 +408,16 @@ def test_a_task_whose_runs_are_isolated_says_so_beside_its_job(store, open_page)
     expect(row(page, "marked").locator(".isolation")).to_have_attribute(
         "title", "each run in a child process since 2026-12-01T09:00:00.000Z: a run was "
                  "interrupted by the death of its process")
+
+
+def test_a_repeating_task_says_its_rule_and_its_dst_policy_under_its_job(store, open_page):
+    store.put(task_doc("ny-nights", job="report", repeat={
+        "cron": "30 2 * * *", "tz": "America/New_York", "dst": {"gap": "skip", "fold": "both"}}))
+    store.put(task_doc("weekly", job="report", repeat={"days": 7, "limit": 3}))
+    store.put(task_doc("once", job="report"))
+    page = open_page().page
+    expect(page.locator("#tasks-body tr")).to_have_count(3)
+    expect(row(page, "ny-nights").locator(".repeat")).to_have_text(
+        "cron 30 2 * * * (America/New_York), dst gap skip, fold both")
+    expect(row(page, "weekly").locator(".repeat")).to_have_text("every 7 days, 3 runs at most")
+    expect(row(page, "once").locator(".repeat")).to_have_count(0)

@@ -89,3 +89,29 @@ def model_url_path():
     from ..js import DASHBOARD
 
     return DASHBOARD / "model.js"
+
+
+def test_the_dashboard_says_a_repeat_rule_as_after_show_does():
+    """model.js's repeatText is after.repeat's describe, for cron rules (with their dst
+    policy) and objects of units, with limit, until and jitter."""
+    from after.client import describe_repeat
+
+    repeats = [
+        {"cron": "30 2 * * *", "tz": "America/New_York"},
+        {"cron": "30 2 * * *", "tz": "America/New_York", "dst": {"gap": "skip"}},
+        {"cron": "30  1 * * *", "tz": "Europe/Paris", "dst": {"gap": "shift", "fold": "both"}},
+        {"cron": "45 1 * * *", "tz": "Australia/Lord_Howe", "dst": {"fold": "last"}},
+        {"cron": "0 9 * * 1-5"},
+        {"cron": "*/30 * * * *", "tz": "Europe/Paris", "dst": {}, "limit": 3},
+        {"days": 7}, {"M": 1, "d": 7}, {"hours": 1, "minutes": 30, "limit": 1},
+        {"weeks": 2, "until": "2027-01-01", "jitter": 60},
+        {"y": 1, "ms": 500},
+    ]
+    docs = [{"_id": "t", "repeat": repeat} for repeat in repeats]
+    got = node(f"import * as m from '{model_url()}';\n"
+               f"console.log(JSON.stringify({json.dumps(docs)}.map(m.repeatText)));")
+    assert got == [describe_repeat(repeat) for repeat in repeats]
+    assert "dst gap skip" in got[1] and "dst gap shift, fold both" in got[2]
+    none = node(f"import * as m from '{model_url()}';\n"
+                "console.log(JSON.stringify([{}, {repeat: null}].map(m.repeatText)));")
+    assert none == ["", ""]
