@@ -26,7 +26,8 @@
     ``error``.
 - Mango indexes on ``[worker, status, date]`` and ``[status, date]`` for listing tasks.
 - ``<db>_runs``: one record per run (history), indexed by ``[task, number]``, and the runs
-  of extra occurrences (manual, backfill) by ``[parent, started]``.
+  of extra occurrences (manual, backfill) by ``[parent, started]``; by ``[worker,
+  scheduled]`` and ``[task, scheduled]`` for ``after audit``.
 - ``<db>_workers``: one heartbeat document per worker process.
 
 Running it again changes nothing that is already right (idempotent).
@@ -765,6 +766,8 @@ def _setup_once(store: Store, changed: list[str]) -> None:
         (store.db, ["status", "date"], "by-status-date"),
         (runs_db(store.db), ["task", "number"], "by-task-number"),
         (runs_db(store.db), ["parent", "started"], "by-parent-started"),
+        (runs_db(store.db), ["worker", "scheduled"], "by-worker-scheduled"),
+        (runs_db(store.db), ["task", "scheduled"], "by-task-scheduled"),
     ]
     for db, fields, name in indexes:
         if store.save_index(fields, name, db=db) == "created":
