@@ -103,3 +103,27 @@ def test_bad_windows_are_refused(client, store):
         client.audit(late=-1)
     with pytest.raises(TaskError, match="worker: "):
         client.audit("not a name")
+
+
+def test_the_metrics_count_missed_and_doubled_occurrences(harness, store):
+    """``/metrics`` of a worker: the gauges of its name's audit (missed or never run, run
+    twice), made at a scrape."""
+    import httpx
+
+    from after.metrics import serve_metrics
+
+    first = parse_date(format_date(utcnow() - timedelta(seconds=1.5)))
+    harness.put("every2", repeat={"seconds": int(PERIOD)}, max_delay=1,
+                date=format_date(first))
+    worker = harness.start()
+    runs = harness.wait_runs("every2", count=2, timeout=30)  # the missed one, then a run
+    done = next(r for r in runs if r["outcome"] == "done")
+    store.put({**{k: v for k, v in done.items() if k != "_rev"}, "_id": done["_id"] + "-2"},
+              db=f"{store.db}_runs")
+    server = serve_metrics(worker, 0)
+    try:
+        text = httpx.get(f"http://127.0.0.1:{server.server_port}/metrics", timeout=30).text
+    finally:
+        server.shutdown()
+    assert 'after_audit_missed_occurrences{worker="w"} 1.0' in text
+    assert 'after_audit_duplicate_occurrences{worker="w"} 1.0' in text
