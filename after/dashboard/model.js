@@ -286,3 +286,52 @@ export function sortWorkers(docs) {
   return [...docs].sort((a, b) => String(a.name).localeCompare(String(b.name))
     || String(a.host).localeCompare(String(b.host)) || (a.pid || 0) - (b.pid || 0));
 }
+
+// -- the audit: what should have run and what did (GET /_after/audit, after.audit's report) --
+
+export const VERDICTS = ['on_time', 'late', 'backfilled', 'twice', 'missed', 'skipped', 'never',
+  'pending'];
+// What went wrong: an occurrence that should have run once and did not, or did twice.
+export const WRONG = ['twice', 'missed', 'never'];
+export const VERDICT_LABELS = { on_time: 'on time', late: 'late', backfilled: 'backfilled',
+  twice: 'ran twice', missed: 'missed', skipped: 'skipped', never: 'never ran',
+  pending: 'pending', extra: 'extra runs' };
+
+// The audit's query from the form (datetime-local values read as UTC, as `after audit` reads
+// ISO 8601): null when a date is not one. Empty fields are left to the server's defaults.
+export function auditParams({ worker, from, to, late }) {
+  const params = {};
+  if (worker) params.worker = worker;
+  for (const [key, value] of [['from', from], ['to', to]]) {
+    if (!value) continue;
+    const iso = utcInput(value);
+    if (iso === null) return null;
+    params[key] = iso;
+  }
+  if (late !== undefined && late !== null && String(late).trim() !== '') {
+    params.late = String(late).trim();
+  }
+  return params;
+}
+
+// The rows of a report as `after audit` prints them: per task (in the report's order), a task
+// that cannot be read, its occurrences (those on time only with `all`), then its extra runs.
+export function auditRows(report, all = false) {
+  const rows = [];
+  for (const task of report.tasks || []) {
+    if (task.error) {
+      rows.push({ task: task.task, at: null, verdict: 'error', lateness: null, runs: null,
+        reason: `cannot be read: ${task.error}` });
+    }
+    for (const o of task.occurrences || []) {
+      if (!all && o.verdict === 'on_time') continue;
+      rows.push({ task: task.task, at: parseDate(o.occurrence), verdict: o.verdict,
+        lateness: o.lateness_s, runs: (o.runs || []).length, reason: o.reason || '' });
+    }
+    for (const x of task.extra || []) {
+      rows.push({ task: task.task, at: parseDate(x.occurrence), verdict: 'extra',
+        lateness: null, runs: 1, reason: `${x.reason}: ${x.run}` });
+    }
+  }
+  return rows;
+}

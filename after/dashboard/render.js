@@ -4,7 +4,7 @@
 import { $, h, replace } from './dom.js';
 import { runsChart, timeline } from './chart.js';
 import {
-  ACTION_LABELS, STATUSES, actionsFor, capsInUse, dueOf, failed, formatDuration, formatUtc,
+  ACTION_LABELS, STATUSES, VERDICTS, VERDICT_LABELS, actionsFor, auditRows, capsInUse, dueOf, failed, formatDuration, formatUtc,
   isolationOf, jobName, lateness, meta, parseDate, pausedNames, relative, repeatText, sortRuns,
   sortTasks, sortWorkers, workerState,
 } from './model.js';
@@ -128,6 +128,7 @@ function options(select, values, labels = {}) {
 
 export function filters(state) {
   options($('#filter-worker'), state.facets.workers);
+  options($('#audit-worker'), state.facets.workers);
   options($('#filter-job'), state.facets.jobs);
   options($('#filter-status'), STATUSES);
   $('#filter-status').value = state.filters.status;
@@ -228,6 +229,42 @@ export function runs(state, now, onTask) {
   const more = $('#runs-more');
   more.hidden = sorted.length <= MAX_RUN_ROWS;
   more.textContent = state.allRuns ? `Show the first ${MAX_RUN_ROWS}` : `Show all ${sorted.length}`;
+}
+
+// The audit's report: its counts by verdict, and a row per occurrence not on time (all of
+// them with "on time too"), per task that cannot be read, per extra run.
+export function audit(state, onTask) {
+  const { report, loading, error, all } = state.audit;
+  $('#audit-run').disabled = loading;
+  if (!report) {
+    $('#audit-count').textContent = loading ? 'auditing…' : '';
+    replace($('#audit-summary'));
+    fill($('#audit-body'), h('tr', {}, h('td', { colspan: 6, class: 'empty' },
+      loading ? 'Auditing…' : error || 'Pick a window and press Audit.')));
+    return;
+  }
+  const counts = report.counts;
+  const total = VERDICTS.reduce((n, v) => n + (counts[v] || 0), 0);
+  $('#audit-count').textContent = loading ? 'auditing…'
+    : `${total} occurrence${total === 1 ? '' : 's'} of ${report.tasks.length} task`
+      + `${report.tasks.length === 1 ? '' : 's'}`;
+  replace($('#audit-summary'), [...VERDICTS, 'extra'].filter((v) => counts[v]).map((v) =>
+    h('span', { class: `chip verdict verdict-${v}`, 'data-verdict': v },
+      VERDICT_LABELS[v], h('span', { class: 'n' }, counts[v]))));
+  const rows = auditRows(report, all).map((row) => h('tr', {
+    class: `audit-row verdict-${row.verdict}`, 'data-task': row.task, 'data-verdict': row.verdict },
+  h('td', { class: 'id' }, h('button', { type: 'button', class: 'link',
+    title: `show task ${row.task}`, onclick: () => onTask(row.task) }, row.task)),
+  h('td', {}, row.at === null ? '–' : formatUtc(row.at)),
+  h('td', {}, badge('verdict', row.verdict)),
+  h('td', { class: 'num' }, row.lateness === null || row.lateness === undefined ? '–'
+    : formatDuration(row.lateness * 1000)),
+  h('td', { class: 'num' }, row.runs ?? '–'),
+  h('td', { class: 'error-cell' }, row.reason
+    ? h('div', { class: 'muted', title: row.reason }, row.reason) : '')));
+  fill($('#audit-body'), rows.length ? rows : h('tr', {}, h('td', { colspan: 6,
+    class: 'empty' }, error || (total ? 'Every occurrence ran on time.'
+      : 'No occurrence in this window.'))));
 }
 
 export function clock(now) {
