@@ -127,3 +127,14 @@ def test_the_metrics_count_missed_and_doubled_occurrences(harness, store):
         server.shutdown()
     assert 'after_audit_missed_occurrences{worker="w"} 1.0' in text
     assert 'after_audit_duplicate_occurrences{worker="w"} 1.0' in text
+
+
+def test_the_run_records_are_read_through_their_indexes(store):
+    """The audit's queries of ``<db>_runs`` use the indexes ``after setup`` makes, not a
+    scan of every record (``_explain`` on both servers)."""
+    window = {"$gte": "2026-01-01T00:00:00.000Z", "$lte": "2026-01-02T00:00:00.000Z"}
+    for selector, name in (({"worker": "w", "scheduled": window}, "by-worker-scheduled"),
+                           ({"task": "t", "scheduled": window}, "by-task-scheduled")):
+        explained = store.request("POST", f"{store.db}_runs/_explain",
+                                  body={"selector": selector}).json()
+        assert explained["index"]["name"] == name, explained["index"]
