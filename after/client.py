@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any
 
+from . import audit as audits
 from . import config as config_module
 from . import occurrence as occ
 from . import pausing
@@ -51,6 +52,9 @@ __all__ = ["Client", "StateError", "TaskError", "TaskNotFound", "every_units"]
 
 #: How many times a write that conflicts is re-read and retried before giving up.
 MAX_CONFLICTS = 20
+#: Most tasks, and run records, one audit reads.
+MAX_AUDIT_TASKS = 10_000
+MAX_AUDIT_RUNS = 500_000
 
 _SHORTHAND_RE = re.compile(r"(?:[0-9]+(?:ms|[yMwdhms]))+")
 _SHORTHAND_PART_RE = re.compile(r"([0-9]+)(ms|[yMwdhms])")
@@ -245,14 +249,17 @@ class Client:
                  max_delay: float | None = None, isolation: str | None = None,
                  id: str | None = None, kwargs: dict | None = None, exclude: Any = None,
                  concurrency: Any = None, overlap: str | None = None,
-                 priority: int | None = None) -> str:
+                 priority: int | None = None, dst: dict | None = None) -> str:
         """Schedule ``job(task, *args, **kwargs)`` on ``worker``; returns the task's id.
 
         ``at``: a datetime (naive means UTC), ``"now"``, ``"+15m"`` (``s m h d w ms``) or
         ISO 8601; default now. With ``cron`` the first run is the first cron time at or
         after ``at``. ``every``: an object of After units (``{"days": 7}``), an ISO 8601
         duration (``"P7D"``), a shorthand (``"7d"``, ``"1h30m"``, ``"1M"`` is a month),
-        seconds (int) or a timedelta. ``cron`` with ``tz`` (IANA, default UTC). ``limit``
+        seconds (int) or a timedelta. ``cron`` with ``tz`` (IANA, default UTC), and
+        ``dst``, what a cron rule does with a local time that does not exist or occurs
+        twice: ``{"gap": "shift" or "skip", "fold": "first", "last" or "both"}``
+        (``repeat.dst``, see :mod:`after.repeat`). ``limit``
         (runs) and ``until`` end a repeating task; ``jitter`` (seconds) runs each of its
         occurrences later by a deterministic amount in [0, jitter). ``retry``: attempts after
         the first, or
@@ -298,6 +305,10 @@ class Client:
             raise TaskError(f"id: {id!r} is not a task id (a non-empty string not starting "
                             "with _)")
         repeat = _with_exclude(_every(every, cron, tz, limit, until, now, jitter), exclude)
+        if dst is not None:
+            if cron is None:
+                raise TaskError("dst: applies to a cron rule only (cron with tz)")
+            repeat = {**repeat, "dst": dst}
         start = _when(at, "at", now)
         doc: dict = {
             "_id": id or uuid.uuid4().hex,
@@ -649,13 +660,121 @@ class Client:
             return {}
         found = {}
         for name in rule.exclude.calendars if rule and rule.exclude else ():
-            current = self.store.get_or_none(f"{CALENDAR_PREFIX}{name}")
-            if current is not None:
-                try:
-                    found[name] = parse_calendar(current)
-                except CalendarError:
-                    found[name] = Exclusion()
+            shared = self._shared_calendar(name)
+            if shared is not None:
+                found[name] = shared
         return found
+
+    def _shared_calendar(self, name: str) -> Exclusion | None:
+        """The calendar ``name``: None when it does not exist, empty when it is unusable."""
+        current = self.store.get_or_none(f"{CALENDAR_PREFIX}{name}")
+        if current is None:
+            return None
+        try:
+            return parse_calendar(current)
+        except CalendarError:
+            return Exclusion()
+
+    # -- the audit: what should have run and what did -----------------------------------------
+
+    def audit(self, name: str | None = None, *, task: str | None = None,
+              start: datetime | str | None = None, end: datetime | str | None = None,
+              late: float = audits.DEFAULT_LATE, now: datetime | None = None) -> audits.Report:
+        """Each occurrence the schedule of the tasks of worker ``name`` (or of every task, or
+        of ``task`` alone) implies from ``start`` to ``end`` (both inclusive; default: the 24
+        hours up to now), against their run records (:mod:`after.audit`): on time (within
+        ``late`` seconds of its due instant), late, backfilled, twice, missed, skipped (and
+        why), never, pending; and their runs of no occurrence (extra). ``now`` (default the
+        clock) is when the audit is made: nothing later is due.
+
+        Reads the tasks that may have occurrences in the window (the repeating ones, and the
+        others dated in it), their run records scheduled in it (by worker name, or by task;
+        indexes ``after setup`` makes), the shared calendars they name and the paused worker
+        names. At most :data:`MAX_AUDIT_TASKS` tasks and :data:`MAX_AUDIT_RUNS` run records:
+        past that, TaskError (audit a name, a task or a smaller window)."""
+        now = now or utcnow()
+        high = _when(end, "to", now) or now
+        low = _when(start, "from", now) or high - timedelta(days=1)
+        if high < low:
+            raise TaskError(f"to: {format_date(high)} is before from ({format_date(low)})")
+        if isinstance(late, bool) or not isinstance(late, int | float) or not late >= 0:
+            raise TaskError(f"late: must be 0 or more seconds, not {late!r}")
+        if name is not None:
+            _check_worker(name)
+        docs = [self.get(task)] if task is not None else self._audited_tasks(name, low, high)
+        runs = self._audited_runs(docs, task, low, high)
+        paused = self.paused_workers()
+        read: dict[str, Exclusion | None] = {}  # the shared calendars, each read once
+        found = []
+        for doc in docs:
+            for wanted in self._named_calendars(doc):
+                if wanted not in read:
+                    read[wanted] = self._shared_calendar(wanted)
+            calendars = {k: v for k, v in read.items() if v is not None}
+            since = paused.get(doc.get("worker"), {}).get("since")
+            try:
+                found.append(audits.audit_task(
+                    doc, runs.get(doc["_id"], []), low, high, now, late=float(late),
+                    calendars=calendars, name_paused=rules.instant(since)))
+            except audits.AuditError as exc:
+                raise TaskError(str(exc)) from None
+        return audits.report(low, high, now, float(late), found)
+
+    @staticmethod
+    def _named_calendars(doc: dict) -> tuple[str, ...]:
+        try:
+            rule = parse_repeat(doc.get("repeat"))
+        except (RepeatError, DateError):
+            return ()
+        return rule.exclude.calendars if rule is not None and rule.exclude else ()
+
+    def _audited_tasks(self, name: str | None, low: datetime, high: datetime) -> list[dict]:
+        """The tasks that may have occurrences from ``low`` to ``high``: those dated about
+        then, and the repeating ones whatever their date (a finished one only if it ended
+        after ``low``). Dates compared as strings: widened by a day, the audit is exact."""
+        before, after = format_date(low - timedelta(days=1)), format_date(high + timedelta(days=1))
+        found: dict[str, dict] = {}
+        for status in rules.STATUSES:
+            base: dict = {"status": status}
+            if name is not None:
+                base = {"worker": name, **base}
+            repeating: dict = {"$gt": None} if status not in rules.FINISHED \
+                else {"$gte": before}
+            for selector in ({**base, "date": {"$gte": before, "$lte": after}},
+                             {**base, "date": repeating, "repeat": {"$exists": True}}):
+                for doc in self.store.find_all(selector):
+                    if calendar_name(doc.get("_id")) is None and doc.get("occurrence") is None:
+                        found[doc["_id"]] = doc
+                    if len(found) > MAX_AUDIT_TASKS:
+                        raise TaskError(f"{'worker' if name else 'from'}: more than "
+                                        f"{MAX_AUDIT_TASKS} tasks to audit (audit one worker "
+                                        "name, one task or a smaller window)")
+        return list(found.values())
+
+    def _audited_runs(self, docs: list[dict], task: str | None, low: datetime,
+                      high: datetime) -> dict[str, list[dict]]:
+        """The run records of ``docs`` scheduled about ``low`` to ``high`` (a day either
+        side), and those of their extra runs, by task (the parent's, for an extra run)."""
+        before, after = format_date(low - timedelta(days=1)), format_date(high + timedelta(days=1))
+        window = {"$gte": before, "$lte": after}
+        if task is not None:
+            selectors = [{"task": task, "scheduled": window},
+                         {"parent": task, "started": {"$gte": before}}]
+        else:
+            names = sorted({doc["worker"] for doc in docs if isinstance(doc.get("worker"), str)})
+            selectors = [{"worker": name, "scheduled": window} for name in names]
+        seen, runs = set(), {}
+        for selector in selectors:
+            for record in self.store.find_all(selector, db=self.runs_db):
+                if record.get("_id") in seen or record.get("type", "run") != "run":
+                    continue
+                seen.add(record.get("_id"))
+                owner = record.get("parent") or record.get("task")
+                runs.setdefault(owner, []).append(record)
+                if len(seen) > MAX_AUDIT_RUNS:
+                    raise TaskError(f"from: more than {MAX_AUDIT_RUNS} run records to read "
+                                    "(audit one task or a smaller window)")
+        return runs
 
     def caps(self, key: str | None = None) -> list[dict]:
         """The concurrency slots (``key``'s, or every key's): ``key``, ``n``, ``holder``

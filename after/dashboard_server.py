@@ -22,7 +22,10 @@ The page changes a task only through this server's actions, ``POST
 each transition live once, in :mod:`after.task`, and a write that conflicts is re-read and
 decided again there. An action the task's status does not offer (:data:`after.task.ACTIONS`)
 is refused with a 409. A worker name is paused or resumed with ``POST
-/_after/workers/<name>/pause`` or ``.../resume`` (:mod:`after.pausing`).
+/_after/workers/<name>/pause`` or ``.../resume`` (:mod:`after.pausing`). ``GET
+/_after/audit?worker=&task=&from=&to=&late=`` answers the report of
+:meth:`after.client.Client.audit` as JSON (:meth:`after.audit.Report.as_json`): the page's
+Audit view.
 
 What passes to CouchDB (everything else gets a 403 from here and never reaches it), see
 :func:`refusal`:
@@ -93,6 +96,8 @@ DOCUMENT_METHODS = {"GET", "HEAD"}  # writes go through the actions
 ACTION_RE = re.compile(
     r"/_after/tasks/([^/]+)/(cancel|reschedule|run|rerun|backfill|pause|resume)")
 WORKER_ACTION_RE = re.compile(r"/_after/workers/([^/]+)/(pause|resume)")
+AUDIT_PATH = "/_after/audit"
+AUDIT_PARAMS = ("worker", "task", "from", "to", "late")
 MAX_ACTION_BODY = 4096
 VIEW_METHODS = {"GET", "HEAD"}
 
@@ -180,6 +185,23 @@ class DashboardServer:
             return self.client.backfill(task_id, start, end)
         return self.client.reschedule(task_id)  # rerun: a task in error only
 
+    def audit(self, params: dict[str, str]) -> dict:
+        """The audit the page asks for (``worker``, ``task``, ``from``, ``to``, ``late``:
+        empty ones left out), as JSON. Raises TaskError (a bad value), TaskNotFound."""
+        unknown = sorted(set(params) - set(AUDIT_PARAMS))
+        if unknown:
+            raise rules.TaskError(f"{unknown[0]}: not a parameter of the audit (use "
+                                  f"{', '.join(AUDIT_PARAMS)})")
+        late = params.get("late") or None
+        if late is not None:
+            try:
+                late = float(late)
+            except ValueError:
+                raise rules.TaskError(f"late: {late!r} is not a number of seconds") from None
+        return self.client.audit(params.get("worker") or None, task=params.get("task") or None,
+                                 start=params.get("from") or None, end=params.get("to") or None,
+                                 **({"late": late} if late is not None else {})).as_json()
+
     def act_on_worker(self, name: str, action: str) -> dict:
         """Pause or resume a worker name; returns ``{"name", "paused"}``. Raises TaskError
         for a name that is not a worker name."""
@@ -258,7 +280,9 @@ class Handler(BaseHTTPRequestHandler):
                         "with its token")
             return
         first = unquote(path.split("/")[1])
-        if first == "_after":
+        if path == AUDIT_PATH:
+            self.audit(query)
+        elif first == "_after":
             self.action(path)
         elif first in dashboard.databases:
             self.relay(path, query)
@@ -295,6 +319,20 @@ class Handler(BaseHTTPRequestHandler):
             self.refuse(502, "unavailable", str(exc))
         else:
             self.send_json(200, doc)
+
+    def audit(self, query: str) -> None:
+        if self.command != "GET":
+            self.refuse(405, "method_not_allowed", f"expected GET {AUDIT_PATH}")
+            return
+        params = {key: values[-1] for key, values in parse_qs(query).items()}
+        try:
+            self.send_json(200, self.dashboard.audit(params))
+        except TaskNotFound as exc:
+            self.refuse(404, "not_found", str(exc))
+        except rules.TaskError as exc:
+            self.refuse(400, "bad_request", str(exc))
+        except StoreError as exc:
+            self.refuse(502, "unavailable", str(exc))
 
     def sign_in(self, token: str) -> None:
         dashboard = self.dashboard

@@ -4,6 +4,9 @@
 
 - ``/metrics``: runs by job and outcome, lateness and duration histograms, tasks held and
   running, feed reconnects and whether the feed is connected (prometheus-client's format);
+  and, from an audit of the worker name's last 15 minutes (:mod:`after.audit`, made at a
+  scrape at most once a minute), its occurrences missed (recorded ``missed``, or never run)
+  and run twice;
 - ``/health``: ``200 {"status": "ok", ...}`` while the changes feed is connected, ``503``
   with ``"status": "degraded"`` while it is not.
 """
@@ -11,20 +14,86 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+from . import audit as audits
+from .dates import utcnow
+
+log = logging.getLogger("after.metrics")
 
 LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
                     30, 60, 300)
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 
 
+#: The audit behind the gauges of missed and doubled occurrences: the worker name's last
+#: 15 minutes, made again at most once a minute, at a scrape (a scrape costs no more). The
+#: window bounds its cost (a task every second: 900 occurrences and as many run records).
+AUDIT_WINDOW = timedelta(minutes=15)
+AUDIT_EVERY = timedelta(minutes=1)
+
+
+class AuditGauges:
+    """The counts of an audit of the last ``window``, made again at most every ``every``
+    (``audit(start, end, now)`` returns them; ``clock`` gives now). An audit that fails
+    (the database unreachable) keeps the last counts and is tried again ``every`` later;
+    before any, the gauges read NaN."""
+
+    def __init__(self, audit: Callable[[datetime, datetime, datetime], dict[str, int]],
+                 window: timedelta = AUDIT_WINDOW, every: timedelta = AUDIT_EVERY,
+                 clock: Callable[[], datetime] = utcnow):
+        self.audit, self.window, self.every, self.clock = audit, window, every, clock
+        self.counts: dict[str, int] | None = None
+        self.made: datetime | None = None
+        self.lock = threading.Lock()
+
+    def current(self) -> dict[str, int] | None:
+        with self.lock:
+            now = self.clock()
+            if self.made is None or now - self.made >= self.every:
+                self.made = now
+                try:
+                    self.counts = self.audit(now - self.window, now, now)
+                except Exception as exc:  # noqa: BLE001 - a scrape must answer all the same
+                    log.warning("the audit behind the metrics failed: %s", exc)
+            return self.counts
+
+    def missed(self) -> float:
+        """Occurrences that should have run and did not: recorded missed, or never run."""
+        counts = self.current()
+        return math.nan if counts is None else float(counts[audits.MISSED]
+                                                     + counts[audits.NEVER])
+
+    def twice(self) -> float:
+        """Occurrences that ran more than once."""
+        counts = self.current()
+        return math.nan if counts is None else float(counts[audits.TWICE])
+
+
+def audit_of(worker) -> Callable[[datetime, datetime, datetime], dict[str, int]]:
+    """The audit of ``worker``'s name, on its store's connections (a longer timeout)."""
+    from .client import Client
+
+    client = Client(store=worker.store.with_timeout(30.0))
+
+    def audit(start: datetime, end: datetime, now: datetime) -> dict[str, int]:
+        return client.audit(worker.name, start=start, end=end, now=now).counts
+
+    return audit
+
+
 class WorkerMetrics:
     """The metrics of one worker, fed by its events (``worker.listeners``)."""
 
-    def __init__(self, worker, registry: CollectorRegistry | None = None):
+    def __init__(self, worker, registry: CollectorRegistry | None = None,
+                 audited: AuditGauges | None = None):
         self.worker = worker
         self.registry = registry or CollectorRegistry()
         labels = {"worker": worker.name}
@@ -55,6 +124,16 @@ class WorkerMetrics:
                         registry=self.registry)
         connected = Gauge("after_feed_connected", "1 while the changes feed is connected",
                           ["worker"], registry=self.registry)
+        self.audited = audited or AuditGauges(audit_of(worker))
+        missed = Gauge("after_audit_missed_occurrences",
+                       "Occurrences of the last 15 minutes that should have run and did "
+                       "not (recorded missed, or never run), by an audit made at most once a "
+                       "minute", ["worker"], registry=self.registry)
+        twice = Gauge("after_audit_duplicate_occurrences",
+                      "Occurrences of the last 15 minutes that ran more than once, by an "
+                      "audit made at most once a minute", ["worker"], registry=self.registry)
+        missed.labels(**labels).set_function(self.audited.missed)
+        twice.labels(**labels).set_function(self.audited.twice)
         held.labels(**labels).set_function(lambda: worker.load()[0])
         running.labels(**labels).set_function(lambda: worker.load()[1])
         connected.labels(**labels).set_function(lambda: 1.0 if self.feed_connected else 0.0)

@@ -23,14 +23,28 @@ Decisions:
 - Cron: 5 fields, or 6 where the 6th is seconds (croniter's default); ``@daily``-style
   aliases are allowed; croniter's hashed/random ``H``/``R`` and the 7-field year form are
   refused (an occurrence must be the same on every worker). ``tz`` is an IANA name (default
-  UTC). Across DST changes we follow croniter, which we checked to be sane: a local time
-  that does not exist (02:30 on a spring-forward day) runs once, at the first wall-clock
-  time after the gap (03:00 local), and the day is not skipped; an ambiguous local time
-  (02:30 on a fall-back day) runs once, at its first (summer-time) instance, whatever ``now``
-  is (croniter alone would also return the second instance when asked from between the two,
-  so we skip it). Expressions whose hour field is ``*`` (``*/30 * * * *``, ``@hourly``) are
-  periodic, not wall-clock appointments: they fire at every distinct instant, through the
-  repeated hour too.
+  UTC).
+- Daylight saving time (``dst``, a cron rule with a ``tz``): the expression names local
+  wall-clock times (croniter reads it on the zone's wall clock, with no zone); each is then
+  placed on the time line by the zone and the rule's :class:`Dst` policy. A local time that
+  does not exist (02:30 on a spring-forward day in New York) is ``shift``-ed to the first
+  instant after the gap (the moment the clocks jump: 03:00 local), or ``skip``-ped; several
+  of a gap's times shifted are one occurrence. A local time that occurs twice (01:30 on a
+  fall-back day) runs at its ``first`` instance, its ``last``, or ``both``. By default, an
+  expression with a fixed hour field (``30 1 * * *``, a wall-clock appointment) is
+  ``shift`` and ``first``: it runs once a day whatever the clocks do; one whose hour field
+  is ``*`` (``*/30 * * * *``, ``@hourly``: a periodic rule) is ``skip`` and ``both``: it
+  fires at every instant whose local time matches, through the repeated hour too, and at
+  none in the hour that does not exist. Those defaults are what earlier versions did
+  (croniter's own reading, with the second instance of a fixed time left out), but for one
+  thing: croniter left out the second pass of a periodic rule's times in a fold of half an
+  hour (Lord Howe Island's 01:40 of the fall-back night), which ``both`` runs. Why the
+  first instant after the gap and not the time moved by the gap's length (02:30 to 03:30,
+  as java.time and Python's ``fold=0`` do): it is what croniter and ISC cron do ("jobs in
+  the skipped interval run immediately after"), so the default stays what it was, and an
+  occurrence moved never lands among the expression's own later times. Quartz's CronTrigger
+  and Temporal's schedules skip the gap (``skip`` here); Temporal fires a repeated time
+  twice (``both``), Quartz once (``first``).
 - ``next_date`` returns the first occurrence strictly after both ``scheduled`` and ``now``:
   after downtime, missed periods are skipped, not replayed. ``limit`` counts runs; ``until``
   is inclusive.
@@ -49,6 +63,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, CroniterError, croniter
@@ -56,10 +71,11 @@ from dateutil.relativedelta import relativedelta
 
 from after.calendar import CalendarError, Exclusion, parse_exclude
 from after.dates import DateError, format_date, parse_date
+from after.jsonsafe import show
 
 __all__ = [
-    "ISO_DURATION_RE", "CronRule", "IntervalRule", "RepeatError", "Rule", "parse_duration",
-    "parse_repeat",
+    "ISO_DURATION_RE", "CronRule", "Dst", "IntervalRule", "RepeatError", "Rule",
+    "parse_duration", "parse_repeat",
 ]
 
 
@@ -89,6 +105,16 @@ _US = {  # microseconds per fixed-length unit
 # Mean lengths, only to estimate k before stepping to the exact occurrence.
 _MEAN_YEAR_US = 31_556_952_000_000  # 365.2425 days
 _MEAN_MONTH_US = _MEAN_YEAR_US // 12
+
+#: ``repeat.dst.gap``: a local time that does not exist (the clocks spring forward) runs at
+#: the first instant after the gap, or not at all.
+SHIFT, SKIP = "shift", "skip"
+GAPS = (SHIFT, SKIP)
+#: ``repeat.dst.fold``: a local time that occurs twice (the clocks fall back) runs at its
+#: first instance, its last, or both.
+FIRST, LAST, BOTH = "first", "last", "both"
+FOLDS = (FIRST, LAST, BOTH)
+DST_HELP = '{"gap": "shift" or "skip", "fold": "first", "last" or "both"}'
 
 _CRON_RANDOM_RE = re.compile(r"(?<![A-Za-z])[HR](?![A-Za-z])", re.IGNORECASE)
 
@@ -256,27 +282,79 @@ class IntervalRule(Rule):
         return f"every {joined}"
 
 
+@dataclass(frozen=True)
+class Dst:
+    """A cron rule's daylight saving time policy, as written (``repeat.dst``): None where
+    the rule's default applies (see :attr:`CronRule.gap` and :attr:`CronRule.fold`)."""
+
+    gap: str | None = None
+    fold: str | None = None
+
+
 @dataclass(frozen=True, kw_only=True)
 class CronRule(Rule):
     """Occurrences of a cron expression in an IANA time zone (see the module docstring)."""
 
     expr: str
     tz: str = "UTC"
+    dst: Dst = Dst()
+
+    @cached_property
+    def periodic(self) -> bool:
+        """The hour field is ``*``: a periodic rule, not a wall-clock appointment."""
+        return croniter(self.expr, datetime(2000, 1, 1)).expanded[1] == ["*"]
+
+    @property
+    def gap(self) -> str:
+        """What a local time that does not exist becomes: SHIFT by default, SKIP for a
+        periodic rule (it fires at the instants whose local time matches: none there)."""
+        return self.dst.gap or (SKIP if self.periodic else SHIFT)
+
+    @property
+    def fold(self) -> str:
+        """Which instances of a local time that occurs twice run: FIRST by default, BOTH for
+        a periodic rule."""
+        return self.dst.fold or (BOTH if self.periodic else FIRST)
+
+    def instants(self, wall: datetime) -> tuple[datetime, list[datetime]]:
+        """The occurrences of the local wall-clock time ``wall`` (naive), in order, by the
+        policy; and the earliest instant it could have under any policy (the end of its gap
+        for a time that does not exist), which never decreases as ``wall`` grows."""
+        zone = ZoneInfo(self.tz)
+        first = wall.replace(tzinfo=zone).astimezone(UTC)
+        second = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+        if first == second:
+            return first, [first]
+        if first < second:  # the clocks fell back: it occurs twice
+            chosen = {FIRST: [first], LAST: [second], BOTH: [first, second]}[self.fold]
+            return first, chosen
+        end = gap_end(zone, second, first)  # it does not exist: read after and before it
+        return end, [end] if self.gap == SHIFT else []
 
     def _first_after(self, anchor: datetime, after: datetime) -> datetime | None:
         if anchor > after:
             return anchor
-        zone = ZoneInfo(self.tz)
-        cursor = after.astimezone(zone)
+        local = after.astimezone(ZoneInfo(self.tz))
+        start = local.replace(tzinfo=None)
+        if self.fold != FIRST and local.fold == 0:
+            # in the first pass of a repeated hour: the second pass of an earlier wall time
+            # is still ahead
+            start -= local.replace(fold=1).astimezone(UTC) - after
+        best = None
         try:
-            while True:
-                it = croniter(self.expr, cursor)
-                found = it.get_next(datetime)
-                if it.expanded[1] == ["*"] or not _repeated_wall_time(found):
-                    return _utc(found)
-                cursor = found  # second instance of a fixed-hour time: it ran at the first
-        except CroniterBadDateError:
-            return None
+            walls = croniter(self.expr, start - timedelta(seconds=1))
+            for _ in range(_MOST_WALLS):
+                low, found = self.instants(walls.get_next(datetime))
+                if best is not None and low > best:
+                    return best
+                for at in found:
+                    if at > after and (best is None or at < best):
+                        best = at
+                if best is not None and best == low:
+                    return best  # no later wall time has an earlier instance
+        except (CroniterBadDateError, OverflowError, ValueError):  # past the calendar's end
+            return best
+        return best
 
     def _between(self, anchor: datetime, start: datetime, end: datetime,
                  count: int) -> list[datetime]:
@@ -292,12 +370,31 @@ class CronRule(Rule):
         return sorted(found)[:count]
 
     def _describe(self) -> str:
-        return f"cron {self.expr} ({self.tz})"
+        policy = [f"{name} {value}" for name, value in (("gap", self.dst.gap),
+                                                        ("fold", self.dst.fold)) if value]
+        return f"cron {self.expr} ({self.tz})" + (f", dst {', '.join(policy)}" if policy
+                                                  else "")
 
 
-def _repeated_wall_time(local: datetime) -> bool:
-    """Whether ``local`` is the second instance of a wall-clock time (a fall-back hour)."""
-    return local.fold == 1 and local.replace(fold=0).utcoffset() != local.utcoffset()
+#: Wall-clock times one search looks at before it gives up: a rule whose times all fall in
+#: gaps it skips (none known) ends there rather than looping.
+_MOST_WALLS = 100_000
+
+
+def gap_end(zone: ZoneInfo, before: datetime, after: datetime) -> datetime:
+    """The instant the clocks of ``zone`` jump forward at, between ``before`` (read with
+    the offset after the jump, so still before it) and ``after`` (read with the offset
+    before it, so past it): the first instant after a gap. Transitions fall on whole
+    seconds."""
+    target = after.astimezone(zone).utcoffset()
+    low, high = int(before.timestamp()), -int(-after.timestamp() // 1)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if datetime.fromtimestamp(middle, zone).utcoffset() == target:
+            high = middle
+        else:
+            low = middle
+    return datetime.fromtimestamp(high, UTC)
 
 
 def _whole(field: str, value: object, minimum: int) -> int:
@@ -411,8 +508,30 @@ def _parse_units(raw: dict) -> IntervalRule:
     return _checked(IntervalRule(**values, **_limits(raw)))
 
 
+def _parse_dst(raw: dict) -> Dst:
+    """``repeat.dst`` of a cron rule: ``{"gap": ..., "fold": ...}``, each optional."""
+    if "dst" not in raw:
+        return Dst()
+    value = raw["dst"]
+    if not isinstance(value, dict):
+        raise RepeatError(f"repeat: dst must be an object {DST_HELP}, not {show(value)}")
+    extra = sorted(set(value) - {"gap", "fold"})
+    if extra:
+        raise RepeatError(f"repeat: unknown key {extra[0]!r} in dst (allowed: fold, gap)")
+    if "tz" not in raw:
+        raise RepeatError("repeat: dst needs a tz (a cron rule without one is in UTC, which "
+                          "has no daylight saving time)")
+    gap, fold = value.get("gap"), value.get("fold")
+    if "gap" in value and gap not in GAPS:
+        raise RepeatError(f"repeat: dst.gap must be 'shift' or 'skip', not {show(gap)}")
+    if "fold" in value and fold not in FOLDS:
+        raise RepeatError(f"repeat: dst.fold must be 'first', 'last' or 'both', not "
+                          f"{show(fold)}")
+    return Dst(gap, fold)
+
+
 def _parse_cron(raw: dict) -> CronRule:
-    _check_keys(raw, {"cron", "tz", "limit", "until", "exclude", "jitter"}, "cron")
+    _check_keys(raw, {"cron", "tz", "dst", "limit", "until", "exclude", "jitter"}, "cron")
     expr, tz = raw["cron"], raw.get("tz", "UTC")
     if not isinstance(expr, str) or not expr.strip():
         raise RepeatError(f"repeat: cron must be a cron expression string, got {expr!r}")
@@ -438,7 +557,7 @@ def _parse_cron(raw: dict) -> CronRule:
         raise RepeatError(f"repeat: cron {expr!r} never matches a date") from None
     except (CroniterError, ValueError, KeyError, TypeError) as exc:
         raise RepeatError(f"repeat: invalid cron expression {expr!r} ({exc})") from None
-    return CronRule(expr=expr, tz=tz, **_limits(raw))
+    return CronRule(expr=expr, tz=tz, dst=_parse_dst(raw), **_limits(raw))
 
 
 def parse_repeat(value: object) -> Rule | None:
@@ -452,6 +571,9 @@ def parse_repeat(value: object) -> Rule | None:
             "repeat: expected an object of units, an ISO 8601 duration string or a cron "
             f"object, got {type(value).__name__} {value!r}"
         )
+    if "cron" not in value and "dst" in value:
+        raise RepeatError("repeat: dst applies to a cron rule with a tz (an interval repeats "
+                          "in UTC)")
     if "cron" in value:
         return _parse_cron(value)
     if "every" in value:

@@ -26,7 +26,8 @@
     ``error``.
 - Mango indexes on ``[worker, status, date]`` and ``[status, date]`` for listing tasks.
 - ``<db>_runs``: one record per run (history), indexed by ``[task, number]``, and the runs
-  of extra occurrences (manual, backfill) by ``[parent, started]``.
+  of extra occurrences (manual, backfill) by ``[parent, started]``; by ``[worker,
+  scheduled]`` and ``[task, scheduled]`` for ``after audit``.
 - ``<db>_workers``: one heartbeat document per worker process.
 
 Running it again changes nothing that is already right (idempotent).
@@ -49,7 +50,16 @@ from .jobnames import JOB_NAME
 from .jsonsafe import MAX_DEPTH, MAX_STRING
 from .occurrence import JS_JITTER
 from .repeat import _UNIT_HELP as UNIT_HELP
-from .repeat import ISO_DURATION_RE, MAX_JITTER, MIN_INTERVAL_US, SHORTHANDS, UNITS
+from .repeat import (
+    DST_HELP,
+    FOLDS,
+    GAPS,
+    ISO_DURATION_RE,
+    MAX_JITTER,
+    MIN_INTERVAL_US,
+    SHORTHANDS,
+    UNITS,
+)
 from .store import Conflict, Store
 from .task import (
     CAP_KEY_HELP,
@@ -442,10 +452,24 @@ function definitionProblem(doc) {
       return 'repeat: no units given (e.g. {"days": 1}, {"every": "P1D"} or {"cron": "0 9 * * *"})';
     return limitsProblem(r) || checkedProblem(f);
   }
+  function dstProblem(r) {  // after.repeat._parse_dst
+    if (!has(r, 'dst')) return null;
+    var v = r.dst;
+    if (!isObject(v)) return 'repeat: dst must be an object DST_HELP, not ' + show(v);
+    var extra = extraKey(v, ['fold', 'gap']);
+    if (extra !== null) return 'repeat: unknown key ' + str(extra) + ' in dst (allowed: fold, gap)';
+    if (!has(r, 'tz'))
+      return 'repeat: dst needs a tz (a cron rule without one is in UTC, which has no daylight saving time)';
+    if (has(v, 'gap') && DST_GAPS.indexOf(v.gap) < 0)
+      return "repeat: dst.gap must be 'shift' or 'skip', not " + show(v.gap);
+    if (has(v, 'fold') && DST_FOLDS.indexOf(v.fold) < 0)
+      return "repeat: dst.fold must be 'first', 'last' or 'both', not " + show(v.fold);
+    return null;
+  }
   function cronProblem(r) {  // after.repeat._parse_cron, its shape only
-    var extra = extraKey(r, ['cron', 'exclude', 'jitter', 'limit', 'tz', 'until']);
+    var extra = extraKey(r, ['cron', 'dst', 'exclude', 'jitter', 'limit', 'tz', 'until']);
     if (extra !== null)
-      return 'repeat: unknown key ' + str(extra) + ' in a cron rule (allowed: cron, exclude, jitter, limit, tz, until)';
+      return 'repeat: unknown key ' + str(extra) + ' in a cron rule (allowed: cron, dst, exclude, jitter, limit, tz, until)';
     var expr = r.cron;
     if (typeof expr !== 'string' || !words(expr).length)
       return 'repeat: cron must be a cron expression string, got ' + rep(expr);
@@ -455,7 +479,7 @@ function definitionProblem(doc) {
       return 'repeat: cron ' + str(expr) + ' must have 5 fields (minute hour day month weekday), or 6 with seconds last';
     if (has(r, 'tz') && (typeof r.tz !== 'string' || !r.tz))
       return 'repeat: tz must be an IANA time zone name, got ' + rep(r.tz);
-    return limitsProblem(r);
+    return dstProblem(r) || limitsProblem(r);
   }
   function repeatProblem(r) {  // after.repeat.parse_repeat
     if (r === null || r === undefined) return null;
@@ -463,6 +487,8 @@ function definitionProblem(doc) {
     if (!isObject(r))
       return 'repeat: expected an object of units, an ISO 8601 duration string or a cron object, got '
         + pytype(r) + ' ' + rep(r);
+    if (!has(r, 'cron') && has(r, 'dst'))
+      return 'repeat: dst applies to a cron rule with a tz (an interval repeats in UTC)';
     if (has(r, 'cron')) return cronProblem(r);
     if (!has(r, 'every')) return unitsProblem(r);
     var extra = extraKey(r, ['every', 'exclude', 'jitter', 'limit', 'until']);
@@ -598,6 +624,9 @@ for _name, _value in (
         ("CALENDAR_PREFIX", json.dumps(calendar.PREFIX)),
         ("MIN_US", str(MIN_INTERVAL_US)),
         ("MAX_JITTER", str(MAX_JITTER)),
+        ("DST_HELP", DST_HELP),
+        ("DST_GAPS", json.dumps(list(GAPS))),
+        ("DST_FOLDS", json.dumps(list(FOLDS))),
         ("ISO_DATE_RE", ISO_DATE_RE.pattern),
         ("ISO_DURATION_RE", DURATION_JS)):
     JS_DEFINITION = JS_DEFINITION.replace(_name, _value)
@@ -737,6 +766,8 @@ def _setup_once(store: Store, changed: list[str]) -> None:
         (store.db, ["status", "date"], "by-status-date"),
         (runs_db(store.db), ["task", "number"], "by-task-number"),
         (runs_db(store.db), ["parent", "started"], "by-parent-started"),
+        (runs_db(store.db), ["worker", "scheduled"], "by-worker-scheduled"),
+        (runs_db(store.db), ["task", "scheduled"], "by-task-scheduled"),
     ]
     for db, fields, name in indexes:
         if store.save_index(fields, name, db=db) == "created":

@@ -35,6 +35,9 @@ with the user's fields:
 ``going``       runs of an ``overlap: allow`` task going apart from it (:mod:`after.overlap`)
 ``paused``      when the task was paused (by :func:`request_pause`): a plain ``waiting``
                 written over it later is a resume (:func:`resume`)
+``pauses``      the task's last pauses, ``[{"from", "to"}]`` (at most :data:`MAX_PAUSES`),
+                written when it resumes: what ``after audit`` reads to tell an occurrence
+                skipped by a pause from one that never ran
 """
 
 # Longer than 500 lines on purpose: the whole state machine, the worker's transitions and the
@@ -115,6 +118,8 @@ CAP_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
 CAP_KEY_HELP = "letters, digits, _ . : - and at most 100 characters"
 
 
+#: Most past pauses a task keeps (``after.pauses``), the latest last.
+MAX_PAUSES = 20
 #: What a worker writes under ``after`` while it holds a task (``date``: the date its claim
 #: was for; ``interrupted``: runs of this occurrence cut short by a dead process): gone once
 #: none holds it.
@@ -661,9 +666,19 @@ def request_resume(doc: dict, now: datetime) -> dict | None:
     if running(doc):
         new, ns = _copy(doc)
         new["status"] = RUNNING
-        ns.pop("paused", None)
+        _keep_pause(ns, now)
         return new
     return resume(doc, parse(doc), now)
+
+
+def _keep_pause(ns: dict, now: datetime) -> None:
+    """The pause stamped in ``ns`` is over at ``now``: moved to ``pauses`` (the last
+    :data:`MAX_PAUSES`), for the audit. A stamp that is not a date is dropped."""
+    since = instant(ns.pop("paused", None))
+    if since is None:
+        return
+    kept = ns.get("pauses") if isinstance(ns.get("pauses"), list) else []
+    ns["pauses"] = [*kept, {"from": format_date(since), "to": format_date(now)}][-MAX_PAUSES:]
 
 
 def resume(doc: dict, spec: Spec, now: datetime) -> dict:
@@ -673,7 +688,7 @@ def resume(doc: dict, spec: Spec, now: datetime) -> dict:
     ``max_delay``): skipping it would lose it. A repeating task with no occurrence left
     (``until`` passed, ``limit`` reached) ends ``done``."""
     new, ns = _copy(doc)
-    ns.pop("paused", None)
+    _keep_pause(ns, now)
     _release(new, ns)
     ns.pop("started", None)
     ns.pop("run", None)

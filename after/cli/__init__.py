@@ -4,7 +4,8 @@ code.
 The commands live in modules of this package, each importing only
 :mod:`after.cli.common` (never this module): :mod:`~after.cli.workers` (After's five
 commands), :mod:`~after.cli.server` (``setup``, the embedded server), :mod:`~after.cli.tasks`
-(add, show, tasks, runs, cancel, reschedule, jobs) and :mod:`~after.cli.dashboard`. Every
+(add, show, tasks, runs, cancel, reschedule, jobs), :mod:`~after.cli.audit` and
+:mod:`~after.cli.dashboard`. Every
 failure is one line on stderr and a meaningful exit code:
 
 ==  =====================================================
@@ -27,7 +28,7 @@ from .. import config as config_module
 from ..process import ProcessError
 from ..server import ServerError
 from ..store import NotFound, StoreError, Unauthorized, Unavailable, split_credentials
-from . import dashboard, server, tasks, workers
+from . import audit, dashboard, server, tasks, workers
 from .common import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_USAGE, Failure
 
 
@@ -155,6 +156,6 @@ def main(ctx, config_path, url, db, jobs, home):
         raise Failure(str(exc)) from None
 
 
-for module in (server, workers, tasks, dashboard):
+for module in (server, workers, tasks, audit, dashboard):
     for command in module.COMMANDS:
         main.add_command(command)

@@ -26,6 +26,7 @@ from ..jobs import check_name as check_job_name
 from ..process import ProcessError
 from ..process import check_name as check_worker_name
 from ..redact import redact
+from ..repeat import FOLDS, GAPS
 from .common import EXIT_FAILED, EXIT_USAGE, Failure, echo_json, echo_table, jobs_folder, short
 
 #: Which option a validation message is about, by the field it starts with.
@@ -55,8 +56,12 @@ def option_for(message: str, *, cron: bool = False, kwargs: bool = False) -> tup
     if field in ("repeat", "repeat.until"):
         if field == "repeat.until":
             return "--until", rest
-        if "time zone" in rest or rest.startswith("tz"):
+        if "time zone" in rest or rest.startswith(("tz", "dst needs a tz")):
             return "--tz", rest
+        if rest.startswith("dst.fold"):
+            return "--dst-fold", rest
+        if rest.startswith("dst"):
+            return "--dst-gap", rest
         if rest.startswith("limit"):
             return "--limit", rest
         if rest.startswith("jitter"):
@@ -265,6 +270,13 @@ def check_job(folder: Path, name: str, args: list, kwargs: dict | None) -> None:
                    "duration (P1M7D); or a JSON object of units ('{\"days\": 7}')")
 @click.option("--cron", metavar="EXPR", help="repeat on a cron schedule ('0 9 * * 1-5')")
 @click.option("--tz", metavar="ZONE", help="the --cron time zone (IANA) [default: UTC]")
+@click.option("--dst-gap", type=click.Choice(GAPS),
+              help="a --cron local time that does not exist (the clocks spring forward): "
+                   "shift it to the end of the gap, or skip it [default: shift; skip when "
+                   "the hour field is *]")
+@click.option("--dst-fold", type=click.Choice(FOLDS),
+              help="a --cron local time that occurs twice (the clocks fall back): run the "
+                   "first, the last or both [default: first; both when the hour field is *]")
 @click.option("--limit", type=click.IntRange(1), help="a repeating task's number of runs")
 @click.option("--until", metavar="WHEN", help="a repeating task's last date (inclusive)")
 @click.option("--jitter", type=float, metavar="SECONDS",
@@ -300,9 +312,9 @@ def check_job(folder: Path, name: str, args: list, kwargs: dict | None) -> None:
               help="higher first when more tasks are due than a worker can start [default: 0]")
 @click.option("--json", "as_json", is_flag=True, help="print the task document")
 @click.pass_obj
-def add(cfg, job, args, worker, at, every, cron, tz, limit, until, jitter, retry, timeout,
-        max_delay, isolation, task_id, kwargs, excludes, concurrency, no_check, overlap,
-        priority, as_json):
+def add(cfg, job, args, worker, at, every, cron, tz, dst_gap, dst_fold, limit, until, jitter,
+        retry, timeout, max_delay, isolation, task_id, kwargs, excludes, concurrency, no_check,
+        overlap, priority, as_json):
     """Schedule JOB(task, ARGS...) on a worker; prints the task's id.
 
     Each ARG is JSON when it parses as JSON (42, true, null, '"42"', '[1, 2]'), else a
@@ -331,6 +343,10 @@ def add(cfg, job, args, worker, at, every, cron, tz, limit, until, jitter, retry
     if kwargs_value is not None and args:
         raise click.BadParameter("cannot be combined with ARGS (a task passes a list or an "
                                  "object)", param_hint="'--kwargs'")
+    dst = {k: v for k, v in (("gap", dst_gap), ("fold", dst_fold)) if v} or None
+    if dst and cron is None:
+        raise click.BadParameter("applies to --cron only",
+                                 param_hint=f"'--dst-{next(iter(dst))}'")
     arguments = [json_or_text(a) for a in args]
     if not no_check:
         check_job(cfg.jobs, job, arguments, kwargs_value)
@@ -341,7 +357,8 @@ def add(cfg, job, args, worker, at, every, cron, tz, limit, until, jitter, retry
             cron=cron, tz=tz, limit=limit, until=until, jitter=seconds(jitter), retry=retry,
             timeout=seconds(timeout), max_delay=seconds(max_delay), isolation=isolation,
             id=task_id, kwargs=kwargs_value, exclude=exclude_items(excludes),
-            concurrency=concurrency_option(concurrency), overlap=overlap, priority=priority)
+            concurrency=concurrency_option(concurrency), overlap=overlap, priority=priority,
+            dst=dst)
         if as_json:
             echo_json(masked(client.get(new_id)))
         else:

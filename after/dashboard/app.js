@@ -1,7 +1,7 @@
 // app.js: the dashboard's state, how it is loaded and kept live from the _changes feeds, and
 // the actions (each a normal document update with _rev).
 
-import { database, follow, locate, taskAction, workerAction } from './couch.js';
+import { auditReport, database, follow, locate, taskAction, workerAction } from './couch.js';
 import { $ } from './dom.js';
 import * as model from './model.js';
 import * as render from './render.js';
@@ -36,6 +36,7 @@ const state = {
   everLive: false, // every feed has been connected once: a loss now is a reconnection
   busy: new Set(),
   allRuns: false,
+  audit: { report: null, loading: false, error: '', all: false },
 };
 
 const stops = [];
@@ -64,6 +65,7 @@ function draw() {
   if (parts.has('tasks')) render.tasks(state, now, act);
   if (parts.has('runs')) render.runs(state, now, showTask);
   if (parts.has('live')) render.liveness(state);
+  if (parts.has('audit')) render.audit(state, showTask);
 }
 
 // -- loading -------------------------------------------------------------------------------
@@ -385,6 +387,42 @@ function setupDialogs() {
   });
 }
 
+// -- the audit -----------------------------------------------------------------------------
+
+async function runAudit() {
+  const params = model.auditParams({ worker: $('#audit-worker').value,
+    from: $('#audit-from').value, to: $('#audit-to').value, late: $('#audit-late').value });
+  if (params === null) {
+    render.message('The audit needs dates and times, e.g. 2026-12-01 09:00.', 'warn');
+    return;
+  }
+  state.audit.loading = true;
+  state.audit.error = '';
+  redraw('audit');
+  try {
+    state.audit.report = await auditReport(where.root, params);
+  } catch (error) {
+    if (error.status === 401) failed(error);
+    state.audit.report = null;
+    state.audit.error = `Could not audit: ${error.message}`;
+    render.message(state.audit.error, 'error');
+  } finally {
+    state.audit.loading = false;
+    redraw('audit');
+  }
+}
+
+function setupAudit() {
+  $('#audit-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    runAudit();
+  });
+  $('#audit-all').addEventListener('change', (event) => {
+    state.audit.all = event.target.checked;
+    redraw('audit');
+  });
+}
+
 // -- filters -------------------------------------------------------------------------------
 
 let searchTimer = null;
@@ -426,8 +464,9 @@ function main() {
   document.title = `after · ${where.db}`;
   setupDialogs();
   setupFilters();
+  setupAudit();
   render.clock(Date.now());
-  redraw('counts', 'live');
+  redraw('counts', 'live', 'audit');
   // Ages and "in 5m" move with time; heartbeats go stale without a change.
   setInterval(() => {
     render.clock(Date.now());

@@ -62,6 +62,11 @@ export function workerAction(root, name, action) {
     { body: {} });
 }
 
+// The audit of a window (GET /_after/audit): after.audit's report, as JSON.
+export function auditReport(root, params) {
+  return request('GET', `${root}_after/audit`, { params });
+}
+
 export function taskAction(root, id, action, body) {
   return request('POST', `${root}_after/tasks/${encodeURIComponent(id)}/${action}`,
     { body: body || {} });

@@ -116,6 +116,47 @@ export function isolationOf(doc) {
   return doc.isolation === 'process' || marked ? 'process' : 'thread';
 }
 
+// A task's repeat rule in words, as `after show` says it (after.repeat's describe): a cron
+// rule with its zone and the daylight saving time policy written (repeat.dst), an object of
+// units; an ISO 8601 duration as written. '' for a task that does not repeat.
+const UNIT_NAMES = ['years', 'months', 'weeks', 'days', 'hours', 'minutes', 'seconds',
+  'milliseconds'];
+const UNIT_SHORT = { y: 'years', M: 'months', w: 'weeks', d: 'days', h: 'hours', m: 'minutes',
+  s: 'seconds', ms: 'milliseconds' };
+
+export function repeatText(doc) {
+  const r = doc.repeat;
+  if (r === undefined || r === null) return '';
+  if (typeof r === 'string') return `every ${r}`;
+  if (typeof r !== 'object' || Array.isArray(r)) return '';
+  let text;
+  if (typeof r.cron === 'string') {
+    const dst = r.dst && typeof r.dst === 'object' ? r.dst : {};
+    const policy = ['gap', 'fold'].filter((k) => typeof dst[k] === 'string')
+      .map((k) => `${k} ${dst[k]}`);
+    text = `cron ${r.cron.split(/\s+/).filter(Boolean).join(' ')} (${r.tz || 'UTC'})`
+      + (policy.length ? `, dst ${policy.join(', ')}` : '');
+  } else if (typeof r.every === 'string') {
+    text = `every ${r.every}`;
+  } else {
+    const amounts = {};
+    for (const [key, value] of Object.entries(r)) {
+      const unit = UNIT_SHORT[key] || key;
+      if (UNIT_NAMES.includes(unit) && typeof value === 'number' && value) amounts[unit] = value;
+    }
+    const parts = UNIT_NAMES.filter((u) => amounts[u])
+      .map((u) => `${amounts[u]} ${amounts[u] === 1 ? u.slice(0, -1) : u}`);
+    if (!parts.length) return 'repeats';
+    text = `every ${parts.length === 1 ? parts[0]
+      : `${parts.slice(0, -1).join(', ')} and ${parts[parts.length - 1]}`}`;
+  }
+  if (typeof r.limit === 'number') text += `, ${r.limit} run${r.limit === 1 ? '' : 's'} at most`;
+  const until = parseDate(r.until);
+  if (until !== null) text += `, until ${isoDate(until)}`;
+  if (typeof r.jitter === 'number' && r.jitter) text += `, jitter ${r.jitter}s`;
+  return text;
+}
+
 export function matches(doc, filters) {
   if (filters.status && doc.status !== filters.status) return false;
   if (filters.worker && doc.worker !== filters.worker) return false;
@@ -244,4 +285,53 @@ export function capsInUse(slots) {
 export function sortWorkers(docs) {
   return [...docs].sort((a, b) => String(a.name).localeCompare(String(b.name))
     || String(a.host).localeCompare(String(b.host)) || (a.pid || 0) - (b.pid || 0));
+}
+
+// -- the audit: what should have run and what did (GET /_after/audit, after.audit's report) --
+
+export const VERDICTS = ['on_time', 'late', 'backfilled', 'twice', 'missed', 'skipped', 'never',
+  'pending'];
+// What went wrong: an occurrence that should have run once and did not, or did twice.
+export const WRONG = ['twice', 'missed', 'never'];
+export const VERDICT_LABELS = { on_time: 'on time', late: 'late', backfilled: 'backfilled',
+  twice: 'ran twice', missed: 'missed', skipped: 'skipped', never: 'never ran',
+  pending: 'pending', extra: 'extra runs' };
+
+// The audit's query from the form (datetime-local values read as UTC, as `after audit` reads
+// ISO 8601): null when a date is not one. Empty fields are left to the server's defaults.
+export function auditParams({ worker, from, to, late }) {
+  const params = {};
+  if (worker) params.worker = worker;
+  for (const [key, value] of [['from', from], ['to', to]]) {
+    if (!value) continue;
+    const iso = utcInput(value);
+    if (iso === null) return null;
+    params[key] = iso;
+  }
+  if (late !== undefined && late !== null && String(late).trim() !== '') {
+    params.late = String(late).trim();
+  }
+  return params;
+}
+
+// The rows of a report as `after audit` prints them: per task (in the report's order), a task
+// that cannot be read, its occurrences (those on time only with `all`), then its extra runs.
+export function auditRows(report, all = false) {
+  const rows = [];
+  for (const task of report.tasks || []) {
+    if (task.error) {
+      rows.push({ task: task.task, at: null, verdict: 'error', lateness: null, runs: null,
+        reason: `cannot be read: ${task.error}` });
+    }
+    for (const o of task.occurrences || []) {
+      if (!all && o.verdict === 'on_time') continue;
+      rows.push({ task: task.task, at: parseDate(o.occurrence), verdict: o.verdict,
+        lateness: o.lateness_s, runs: (o.runs || []).length, reason: o.reason || '' });
+    }
+    for (const x of task.extra || []) {
+      rows.push({ task: task.task, at: parseDate(x.occurrence), verdict: 'extra',
+        lateness: null, runs: 1, reason: `${x.reason}: ${x.run}` });
+    }
+  }
+  return rows;
 }

@@ -4,10 +4,9 @@
 import { $, h, replace } from './dom.js';
 import { runsChart, timeline } from './chart.js';
 import {
-  ACTION_LABELS, STATUSES, actionsFor, capsInUse, dueOf, failed, formatDuration, formatUtc,
-  isolationOf, jobName, lateness, meta, parseDate, pausedNames, relative, sortRuns, sortTasks,
-  sortWorkers,
-  workerState,
+  ACTION_LABELS, STATUSES, VERDICTS, VERDICT_LABELS, actionsFor, auditRows, capsInUse, dueOf, failed, formatDuration, formatUtc,
+  isolationOf, jobName, lateness, meta, parseDate, pausedNames, relative, repeatText, sortRuns,
+  sortTasks, sortWorkers, workerState,
 } from './model.js';
 
 const HOUR = 3600000;
@@ -129,6 +128,7 @@ function options(select, values, labels = {}) {
 
 export function filters(state) {
   options($('#filter-worker'), state.facets.workers);
+  options($('#audit-worker'), state.facets.workers);
   options($('#filter-job'), state.facets.jobs);
   options($('#filter-status'), STATUSES);
   $('#filter-status').value = state.filters.status;
@@ -141,6 +141,13 @@ function isolated(doc) {
     : `each run in a child process since ${meta(doc).isolated}: a run was interrupted by the `
       + 'death of its process';
   return h('span', { class: 'muted isolation', title: why }, ' · process');
+}
+
+// A repeating task says its rule under its job (a cron rule's daylight saving time policy
+// with it: repeat.dst).
+function repeated(doc) {
+  const text = repeatText(doc);
+  return text ? h('div', { class: 'muted repeat', title: text }, text) : '';
 }
 
 function lastRun(doc, now) {
@@ -175,7 +182,7 @@ export function tasks(state, now, onAction) {
       h('td', { class: 'id' }, h('code', { title: doc._id }, doc._id)),
       h('td', {}, badge('status', doc.status)),
       h('td', {}, doc.worker || '–'),
-      h('td', { class: 'job' }, jobName(doc) || '–', isolated(doc)),
+      h('td', { class: 'job' }, jobName(doc) || '–', isolated(doc), repeated(doc)),
       h('td', {}, when(dueOf(doc), now)),
       h('td', { class: 'last' }, lastRun(doc, now)),
       h('td', { class: 'num' }, info.runs ?? 0),
@@ -222,6 +229,42 @@ export function runs(state, now, onTask) {
   const more = $('#runs-more');
   more.hidden = sorted.length <= MAX_RUN_ROWS;
   more.textContent = state.allRuns ? `Show the first ${MAX_RUN_ROWS}` : `Show all ${sorted.length}`;
+}
+
+// The audit's report: its counts by verdict, and a row per occurrence not on time (all of
+// them with "on time too"), per task that cannot be read, per extra run.
+export function audit(state, onTask) {
+  const { report, loading, error, all } = state.audit;
+  $('#audit-run').disabled = loading;
+  if (!report) {
+    $('#audit-count').textContent = loading ? 'auditing…' : '';
+    replace($('#audit-summary'));
+    fill($('#audit-body'), h('tr', {}, h('td', { colspan: 6, class: 'empty' },
+      loading ? 'Auditing…' : error || 'Pick a window and press Audit.')));
+    return;
+  }
+  const counts = report.counts;
+  const total = VERDICTS.reduce((n, v) => n + (counts[v] || 0), 0);
+  $('#audit-count').textContent = loading ? 'auditing…'
+    : `${total} occurrence${total === 1 ? '' : 's'} of ${report.tasks.length} task`
+      + `${report.tasks.length === 1 ? '' : 's'}`;
+  replace($('#audit-summary'), [...VERDICTS, 'extra'].filter((v) => counts[v]).map((v) =>
+    h('span', { class: `chip verdict verdict-${v}`, 'data-verdict': v },
+      VERDICT_LABELS[v], h('span', { class: 'n' }, counts[v]))));
+  const rows = auditRows(report, all).map((row) => h('tr', {
+    class: `audit-row verdict-${row.verdict}`, 'data-task': row.task, 'data-verdict': row.verdict },
+  h('td', { class: 'id' }, h('button', { type: 'button', class: 'link',
+    title: `show task ${row.task}`, onclick: () => onTask(row.task) }, row.task)),
+  h('td', {}, row.at === null ? '–' : formatUtc(row.at)),
+  h('td', {}, badge('verdict', row.verdict)),
+  h('td', { class: 'num' }, row.lateness === null || row.lateness === undefined ? '–'
+    : formatDuration(row.lateness * 1000)),
+  h('td', { class: 'num' }, row.runs ?? '–'),
+  h('td', { class: 'error-cell' }, row.reason
+    ? h('div', { class: 'muted', title: row.reason }, row.reason) : '')));
+  fill($('#audit-body'), rows.length ? rows : h('tr', {}, h('td', { colspan: 6,
+    class: 'empty' }, error || (total ? 'Every occurrence ran on time.'
+      : 'No occurrence in this window.'))));
 }
 
 export function clock(now) {

@@ -130,6 +130,30 @@ def test_cron_next_runs_across_the_paris_dst_change(env, store):
     assert "repeat     cron 0 9 * * 1-5 (Europe/Paris)" in text.splitlines()
 
 
+def test_add_writes_the_dst_policy_and_show_says_it(env, store):
+    after(env, "add", "hello", "-w", "billing", "--cron", "30 1 * * *", "--tz",
+          "America/New_York", "--dst-gap", "skip", "--dst-fold", "both", "--at", "2027-11-06",
+          "--id", "ny")
+    assert store.get("ny")["repeat"] == {"cron": "30 1 * * *", "tz": "America/New_York",
+                                         "dst": {"gap": "skip", "fold": "both"}}
+    shown = json.loads(after(env, "show", "ny", "--json").stdout)
+    assert shown["next_runs"][:4] == ["2027-11-06T05:30:00.000Z", "2027-11-07T05:30:00.000Z",
+                                      "2027-11-07T06:30:00.000Z", "2027-11-08T06:30:00.000Z"]
+    assert "repeat     cron 30 1 * * * (America/New_York), dst gap skip, fold both" in \
+        after(env, "show", "ny").stdout.splitlines()
+    # one option alone, and the other left to its default
+    after(env, "add", "hello", "-w", "billing", "--cron", "30 2 * * *", "--tz", "Europe/Paris",
+          "--dst-fold", "last", "--id", "paris")
+    assert store.get("paris")["repeat"]["dst"] == {"fold": "last"}
+    bad = after(env, "add", "hello", "-w", "billing", "--cron", "30 2 * * *", "--tz",
+                "Europe/Paris", "--dst-gap", "later", code=2)
+    assert "Invalid value for '--dst-gap'" in bad.stderr
+    assert "'--tz'" in after(env, "add", "hello", "-w", "billing", "--cron", "30 2 * * *",
+                             "--dst-fold", "both", code=2).stderr
+    assert "applies to --cron only" in after(env, "add", "hello", "-w", "billing", "--every",
+                                             "1d", "--dst-gap", "skip", code=2).stderr
+
+
 def test_commands_print_job_arguments_with_secrets_masked(env, store):
     secret_kwargs = json.dumps({"url": "http://user:pw123@example.com/hook?token=T0K&page=2",
                                 "headers": {"Authorization": "Bearer SEKRET",

@@ -408,3 +408,63 @@ def test_a_task_whose_runs_are_isolated_says_so_beside_its_job(store, open_page)
     expect(row(page, "marked").locator(".isolation")).to_have_attribute(
         "title", "each run in a child process since 2026-12-01T09:00:00.000Z: a run was "
                  "interrupted by the death of its process")
+
+
+def test_a_repeating_task_says_its_rule_and_its_dst_policy_under_its_job(store, open_page):
+    store.put(task_doc("ny-nights", job="report", repeat={
+        "cron": "30 2 * * *", "tz": "America/New_York", "dst": {"gap": "skip", "fold": "both"}}))
+    store.put(task_doc("weekly", job="report", repeat={"days": 7, "limit": 3}))
+    store.put(task_doc("once", job="report"))
+    page = open_page().page
+    expect(page.locator("#tasks-body tr")).to_have_count(3)
+    expect(row(page, "ny-nights").locator(".repeat")).to_have_text(
+        "cron 30 2 * * * (America/New_York), dst gap skip, fold both")
+    expect(row(page, "weekly").locator(".repeat")).to_have_text("every 7 days, 3 runs at most")
+    expect(row(page, "once").locator(".repeat")).to_have_count(0)
+
+
+def test_the_audit_view_says_what_should_have_run_and_what_did(store, open_page):
+    store.put({"_id": "hourly", "worker": "billing", "job": {"name": "hello"},
+               "status": "waiting", "date": "2026-01-01T04:00:00.000Z", "repeat": {"hours": 1},
+               "after": {"anchor": "2026-01-01T00:00:00.000Z"}})
+    runs = f"{store.db}_runs"
+    for hour, late, suffix in ((0, "00.200", "a"), (1, "00.100", "a"), (1, "00.400", "b"),
+                               (2, "05:00.000", "a")):
+        store.put({"_id": f"hourly-{hour}-{suffix}", "type": "run", "task": "hourly",
+                   "worker": "billing", "attempt": 1, "number": hour, "outcome": "done",
+                   "scheduled": f"2026-01-01T0{hour}:00:00.000Z",
+                   "occurrence_date": f"2026-01-01T0{hour}:00:00.000Z",
+                   "started": f"2026-01-01T0{hour}:{late if ':' in late else '00:' + late}Z"},
+                  db=runs)
+    watched = open_page()
+    page = watched.page
+    expect(page.locator("#audit-body")).to_contain_text("Pick a window and press Audit.")
+    page.fill("#audit-from", "2026-01-01T00:00:00")
+    page.fill("#audit-to", "2026-01-01T03:00:00")
+    page.click("#audit-run")
+    rows = page.locator("#audit-body tr.audit-row")
+    expect(rows).to_have_count(3)  # on time left out
+    expect(rows.nth(0)).to_contain_text("2026-01-01 01:00:00")
+    expect(rows.nth(0).locator(".badge")).to_have_text("twice")
+    expect(rows.nth(0)).to_contain_text("ran 2 runs of attempt 1")
+    expect(rows.nth(1).locator(".badge")).to_have_text("late")
+    expect(rows.nth(1)).to_contain_text("5m 0s")
+    expect(rows.nth(2).locator(".badge")).to_have_text("never")
+    expect(page.locator("#audit-count")).to_have_text("4 occurrences of 1 task")
+    expect(page.locator("#audit-summary .verdict-on_time")).to_contain_text("on time1")
+    expect(page.locator("#audit-summary .verdict-twice")).to_contain_text("ran twice1")
+    page.check("#audit-all")
+    expect(rows).to_have_count(4)
+    expect(rows.nth(0).locator(".badge")).to_have_text("on_time")
+    # a bad window: the page says why
+    page.fill("#audit-from", "2026-01-02T00:00:00")
+    page.click("#audit-run")
+    expect(page.locator("#message-text")).to_contain_text(
+        "to: 2026-01-01T03:00:00.000Z is before from (2026-01-02T00:00:00.000Z)")
+    expect(page.locator("#audit-body")).to_contain_text("Could not audit")
+    # the task's name shows it in the tasks table
+    page.fill("#audit-from", "2026-01-01T00:00:00")
+    page.click("#audit-run")
+    rows.nth(0).locator("button.link").click()
+    expect(page.locator("#search")).to_have_value("hourly")
+    assert watched.errors == [] or all("400" in e for e in watched.errors)

@@ -158,6 +158,39 @@ def test_actions_apply_the_tasks_rules_through_the_client(client, store):
     assert client.put(f"/{store.db}/x", json=doc).status_code == 403  # no write but these
 
 
+def test_the_audit_answers_the_report_of_the_client(served, client, store):
+    """``GET /_after/audit``: the report of Client.audit, as JSON; bad values are a 400, an
+    unknown task a 404, anything but GET a 405, and no token a 403."""
+    store.put({"_id": "hourly", "worker": "w", "job": {"name": "hello"}, "status": "waiting",
+               "date": "2026-01-01T03:00:00.000Z", "repeat": {"hours": 1},
+               "after": {"anchor": "2026-01-01T00:00:00.000Z"}})
+    store.put({"_id": "r1", "type": "run", "task": "hourly", "worker": "w", "attempt": 1,
+               "scheduled": "2026-01-01T01:00:00.000Z", "outcome": "done",
+               "occurrence_date": "2026-01-01T01:00:00.000Z",
+               "started": "2026-01-01T01:00:00.300Z"}, db=f"{store.db}_runs")
+    window = {"from": "2026-01-01T00:00:00Z", "to": "2026-01-01T02:00:00Z"}
+    answer = client.get("/_after/audit", params={**window, "worker": "w", "late": "10"})
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert (report["from"], report["to"], report["late_s"]) == (
+        "2026-01-01T00:00:00.000Z", "2026-01-01T02:00:00.000Z", 10.0)
+    assert [(o["occurrence"], o["verdict"]) for o in report["tasks"][0]["occurrences"]] == [
+        ("2026-01-01T00:00:00.000Z", "never"), ("2026-01-01T01:00:00.000Z", "on_time"),
+        ("2026-01-01T02:00:00.000Z", "never")]
+    by_task = client.get("/_after/audit", params={**window, "task": "hourly", "worker": ""})
+    assert by_task.json()["counts"] == report["counts"]
+    for params, status, reason in (
+            ({"from": "yesterday"}, 400, "from: 'yesterday' is not"),
+            ({"late": "soon"}, 400, "late: 'soon' is not a number of seconds"),
+            ({"late": "-1"}, 400, "late: must be 0 or more seconds"),
+            ({"since": "x"}, 400, "since: not a parameter of the audit"),
+            ({"task": "nope"}, 404, "no task 'nope'")):
+        refused = client.get("/_after/audit", params=params)
+        assert refused.status_code == status and refused.json()["reason"].startswith(reason)
+    assert client.post("/_after/audit", json={}).status_code == 405
+    assert httpx.get(f"{served.base_url}/_after/audit").status_code == 403
+
+
 def test_run_now_and_backfill_actions_keep_the_schedule(client, store):
     """``run`` writes one extra run (not a reschedule), ``backfill`` a window's occurrences
     (a repeating task only); the task itself is untouched."""

@@ -121,6 +121,28 @@ def test_resume_runs_from_the_next_occurrence_after_now_with_no_catch_up():
     assert resumed["after"]["anchor"] == iso(NOW)
 
 
+def test_a_resume_keeps_the_pause_for_the_audit_the_last_ones_only():
+    series = doc(repeat={"minutes": 1})
+    for k in range(rules.MAX_PAUSES + 2):
+        series = rules.request_resume(rules.request_pause(series, at(100 * k)), at(100 * k + 30))
+    pauses = series["after"]["pauses"]
+    assert len(pauses) == rules.MAX_PAUSES
+    assert pauses[-1] == {"from": iso(at(100 * (rules.MAX_PAUSES + 1))),
+                          "to": iso(at(100 * (rules.MAX_PAUSES + 1) + 30))}
+    assert pauses[0]["from"] == iso(at(200))  # the two first are gone
+    # the worker's resume of a plain "waiting", and a resume while the run goes, keep it too
+    plain = {**rules.request_pause(doc(repeat={"minutes": 1}), NOW), "status": "waiting"}
+    assert rules.resume(plain, parse(plain), at(5))["after"]["pauses"] == [
+        {"from": iso(NOW), "to": iso(at(5))}]
+    going = rules.request_resume(rules.request_pause(started(doc(repeat={"minutes": 1}), NOW),
+                                                     at(1)), at(2))
+    assert going["after"]["pauses"] == [{"from": iso(at(1)), "to": iso(at(2))}]
+    # a stamp a user wrote that is no date is dropped, and what was there left as it was
+    odd = {**doc(status="paused"), "after": {"paused": "yesterday", "pauses": "odd"}}
+    resumed = rules.request_resume(odd, NOW)["after"]
+    assert "paused" not in resumed and resumed["pauses"] == "odd"
+
+
 def test_resume_counts_no_occurrence_toward_the_limit():
     series = doc(repeat={"minutes": 1, "limit": 3},
                  after={"occurrences": 1, "anchor": iso(at(-60))})

@@ -588,8 +588,8 @@ def test_new_york_hourly_keeps_the_repeated_hour() -> None:
          "or UTC)"),
         ({"cron": "0 9 * * *", "tz": 1}, "repeat: tz must be an IANA time zone name, got 1"),
         ({"cron": "0 9 * * *", "days": 1},
-         "repeat: unknown key 'days' in a cron rule (allowed: cron, exclude, jitter, limit, tz, "
-         "until)"),
+         "repeat: unknown key 'days' in a cron rule (allowed: cron, dst, exclude, jitter, limit, "
+         "tz, until)"),
         ({"cron": "0 9 * * *", "limit": 0}, "repeat: limit must be a positive integer, got 0"),
     ],
 )

@@ -89,3 +89,78 @@ def model_url_path():
     from ..js import DASHBOARD
 
     return DASHBOARD / "model.js"
+
+
+def test_the_dashboard_says_a_repeat_rule_as_after_show_does():
+    """model.js's repeatText is after.repeat's describe, for cron rules (with their dst
+    policy) and objects of units, with limit, until and jitter."""
+    from after.client import describe_repeat
+
+    repeats = [
+        {"cron": "30 2 * * *", "tz": "America/New_York"},
+        {"cron": "30 2 * * *", "tz": "America/New_York", "dst": {"gap": "skip"}},
+        {"cron": "30  1 * * *", "tz": "Europe/Paris", "dst": {"gap": "shift", "fold": "both"}},
+        {"cron": "45 1 * * *", "tz": "Australia/Lord_Howe", "dst": {"fold": "last"}},
+        {"cron": "0 9 * * 1-5"},
+        {"cron": "*/30 * * * *", "tz": "Europe/Paris", "dst": {}, "limit": 3},
+        {"days": 7}, {"M": 1, "d": 7}, {"hours": 1, "minutes": 30, "limit": 1},
+        {"weeks": 2, "until": "2027-01-01", "jitter": 60},
+        {"y": 1, "ms": 500},
+    ]
+    docs = [{"_id": "t", "repeat": repeat} for repeat in repeats]
+    got = node(f"import * as m from '{model_url()}';\n"
+               f"console.log(JSON.stringify({json.dumps(docs)}.map(m.repeatText)));")
+    assert got == [describe_repeat(repeat) for repeat in repeats]
+    assert "dst gap skip" in got[1] and "dst gap shift, fold both" in got[2]
+    none = node(f"import * as m from '{model_url()}';\n"
+                "console.log(JSON.stringify([{}, {repeat: null}].map(m.repeatText)));")
+    assert none == ["", ""]
+
+
+def test_the_dashboard_lists_an_audit_as_after_audit_does():
+    """model.js's auditRows on a report of after.audit: the rows ``after audit`` prints (a
+    task that cannot be read, the occurrences not on time, or all of them, the extra runs),
+    and auditParams reads the form's dates as UTC."""
+    from datetime import UTC, datetime, timedelta
+
+    from after import audit
+    from after.dates import format_date
+
+    now = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    start = now - timedelta(hours=3)
+    doc = {"_id": "t", "worker": "w", "job": {"name": "j"}, "status": "waiting",
+           "date": format_date(now), "repeat": {"hours": 1},
+           "after": {"anchor": format_date(start)}}
+    runs = [{"_id": "a", "task": "t", "attempt": 1, "outcome": "done",
+             "occurrence_date": format_date(start), "started": format_date(start)},
+            {"_id": "b", "task": "t", "attempt": 1, "outcome": "done",
+             "occurrence_date": format_date(start + timedelta(hours=1)),
+             "started": format_date(start + timedelta(hours=1, minutes=5))},
+            {"_id": "c", "task": "t:manual:x", "parent": "t", "kind": "manual",
+             "attempt": 1, "outcome": "done", "occurrence_date": format_date(start),
+             "started": format_date(start)}]
+    report = audit.report(start, now, now, 60.0, [
+        audit.audit_task(doc, runs, start, now, now),
+        audit.audit_task({"_id": "bad", "worker": "w", "date": "soon"}, [], start, now, now)])
+    got = node(f"import * as m from '{model_url()}';\n"
+               f"const r = {json.dumps(report.as_json())};\n"
+               "console.log(JSON.stringify([false, true].map((all) => m.auditRows(r, all)"
+               ".map((x) => [x.task, x.verdict, x.reason, x.runs]))));")
+    wanted = []
+    for show_all in (False, True):
+        rows = []
+        for one in report.tasks:
+            if one.error:
+                rows.append([one.task, "error", f"cannot be read: {one.error}", None])
+            rows += [[one.task, e.verdict, e.reason or "", len(e.runs)] for e in one.entries
+                     if show_all or e.verdict != "on_time"]
+            rows += [[one.task, "extra", f"{x['reason']}: {x['run']}", 1] for x in one.extra]
+        wanted.append(rows)
+    assert got == wanted
+    assert [row[1] for row in got[1]] == ["error", "on_time", "late", "never", "pending",
+                                          "extra"]
+    params = node(f"import * as m from '{model_url()}';\n"
+                  "console.log(JSON.stringify([m.auditParams({worker: 'w', from: "
+                  "'2026-12-01T09:30', to: '', late: ' 5 '}), m.auditParams({from: 'x'}), "
+                  "m.auditParams({})]));")
+    assert params == [{"worker": "w", "from": "2026-12-01T09:30:00Z", "late": "5"}, None, {}]

@@ -51,3 +51,22 @@ def test_both_validators_say_the_same_of_any_overlap_and_priority(fields):
         python = python_says(doc)
         assert python == vdu, doc
         assert python is None or "\n" not in python
+
+
+DST_VALUES = VALUES | st.dictionaries(
+    st.sampled_from(["gap", "fold", "Gap", "spring"]),
+    st.sampled_from(["shift", "skip", "first", "last", "both", "Both", None, 1]) | VALUES,
+    max_size=3)
+RULES = st.sampled_from([
+    {"cron": "30 2 * * *", "tz": "Europe/Paris"}, {"cron": "*/30 * * * *", "tz": "UTC"},
+    {"cron": "30 1 * * *"}, {"days": 1}, {"every": "PT1H"}])
+
+
+@settings(max_examples=4, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(st.lists(st.tuples(DST_VALUES, RULES, STATUSES), min_size=60, max_size=60))
+def test_both_validators_say_the_same_of_any_dst_policy(fields):
+    docs = [{**BASE, "status": status, "repeat": {**repeat, "dst": dst}}
+            for dst, repeat, status in fields]
+    said = vdu_says(docs)
+    for doc, vdu in zip(docs, said, strict=True):
+        assert python_says(doc) == vdu, doc
