@@ -32,6 +32,13 @@ is one plain HTTP ``PUT`` for a user without the client; and it stays, ``done``,
 record that the occurrence was asked for. The cost: one small document per extra run (a
 backfill is bounded to ``MAX_BACKFILL`` occurrences at a time), and its run record names
 the task as ``parent`` (``after runs`` lists both).
+
+The one occurrence a backfill does not copy is the one the task still runs itself, its
+overdue ``date`` or the run going (:func:`after.task.own_occurrence`): the backfill yields
+to the task, not the task to the copy, since the task's own run already is that
+occurrence's (with its retries, ``max_delay`` and run number), and the worker never has to
+look for copies before it starts a run (issue 24: a paused name, backfilled to now and
+resumed, ran that occurrence twice with one occurrence id).
 """
 
 from __future__ import annotations

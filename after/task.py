@@ -49,6 +49,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from . import occurrence as occ
+from .calendar import excluded
 from .dates import DateError, format_date, parse_date
 from .jsonsafe import problem
 from .jsonsafe import show as _show
@@ -798,6 +799,32 @@ def missed(spec: Spec, due: datetime, now: datetime) -> bool:
     if spec.max_delay is None:
         return False
     return now > due + timedelta(seconds=spec.max_delay)
+
+
+def own_occurrence(doc: dict, spec: Spec, now: datetime,
+                   calendars: dict | None = None) -> datetime | None:
+    """The occurrence the task itself still runs (or is running), which a backfill leaves
+    to it: its ``date`` while it is waiting, held or rescheduled, or while a run of it is
+    going (paused or being canceled too), unless its worker would record it ``missed``
+    (past ``max_delay``) or ``skipped`` (an excluded day; ``calendars``: the shared ones it
+    names, by name). None for a task that runs none of its past dates: paused (it resumes
+    from its next occurrence after now), being canceled, or finished.
+
+    Why the backfill yields, not the task (issue 24): the task's own run is already the
+    one of that occurrence, with its retries, ``max_delay`` and run number, and a backfill
+    never writes the task; the copy is the extra. If the task then does not run it after
+    all (paused past ``max_delay``, canceled, moved), asking again for the window runs it:
+    no copy of it was written."""
+    status = doc.get("status")
+    if status not in FINISHED and running(doc):
+        return spec.date  # its run is going: the occurrence is under way
+    if status not in RUNNABLE or missed(spec, spec.due, now):
+        return None
+    rule = spec.repeat
+    if rule is not None and excluded(rule.exclude, spec.date, rule.zone,
+                                     calendars or {}) is not None:
+        return None
+    return spec.date
 
 
 @dataclass(frozen=True)
