@@ -50,7 +50,7 @@ from typing import Any
 
 from . import occurrence as occ
 from .calendar import excluded
-from .dates import DateError, format_date, parse_date
+from .dates import DateError, format_date, parse_date, to_ms
 from .jsonsafe import problem
 from .jsonsafe import show as _show
 from .repeat import RepeatError, Rule, parse_repeat
@@ -387,6 +387,11 @@ def _parse(doc: dict) -> Spec:
         message = str(exc)
         raise TaskError(message if message.startswith("repeat") else f"repeat: {message}") \
             from None
+    if doc.get("status") in CHECKED and repeat is not None and repeat.until is not None \
+            and to_ms(repeat.until) < to_ms(date):
+        # to the millisecond, as the validate_doc_update compares them
+        raise TaskError(f"repeat.until: {format_date(repeat.until)} is before the task's "
+                        f"date ({format_date(date)}): no occurrence would be in time")
     retry = parse_retry(doc.get("retry"))
     timeout, max_delay = _number(doc, "timeout"), _number(doc, "max_delay")
     isolation = parse_isolation(doc.get("isolation"))
