@@ -215,21 +215,33 @@ class IntervalRule(Rule):
         fixed = sum(getattr(self, unit) * us for unit, us in _US.items())
         return self.years * _MEAN_YEAR_US + self.months * _MEAN_MONTH_US + fixed
 
+    def _at(self, anchor: datetime, k: int) -> datetime | None:
+        """Occurrence ``k``, or None off the calendar (before year 1 when ``k`` < 0, after
+        9999 otherwise)."""
+        try:
+            return self.occurrence(anchor, k)
+        except (OverflowError, ValueError):
+            return None
+
     def _between(self, anchor: datetime, start: datetime, end: datetime,
                  count: int) -> list[datetime]:
         # k may be negative: occurrences before the anchor are anchor + k * interval too
         k = (start - anchor) // timedelta(microseconds=1) // self._mean_us()
+        while True:  # back to the last occurrence before start, or the calendar's start
+            at = self._at(anchor, k)
+            if (at is None and k < 0) or (at is not None and at < start):
+                break
+            k -= 1
         found: list[datetime] = []
-        try:
-            while self.occurrence(anchor, k) >= start:
-                k -= 1
-            while self.occurrence(anchor, k) < start:
-                k += 1
-            while len(found) < count and (at := self.occurrence(anchor, k)) <= end:
+        while len(found) < count:
+            k += 1
+            at = self._at(anchor, k)
+            if at is None and k < 0:
+                continue  # still before year 1
+            if at is None or at > end:  # past year 9999, or the window
+                break
+            if at >= start:
                 found.append(at)
-                k += 1
-        except (OverflowError, ValueError):  # the calendar's ends
-            pass
         return found
 
     def _first_after(self, anchor: datetime, after: datetime) -> datetime | None:
@@ -266,25 +278,33 @@ class CronRule(Rule):
     def _first_after(self, anchor: datetime, after: datetime) -> datetime | None:
         if anchor > after:
             return anchor
+        return self._cron_after(after)
+
+    def _cron_after(self, after: datetime) -> datetime | None:
+        """The first time of the expression strictly after ``after`` (None: none before the
+        calendar ends)."""
         zone = ZoneInfo(self.tz)
-        cursor = after.astimezone(zone)
         try:
+            cursor = after.astimezone(zone)
             while True:
                 it = croniter(self.expr, cursor)
                 found = it.get_next(datetime)
                 if it.expanded[1] == ["*"] or not _repeated_wall_time(found):
                     return _utc(found)
                 cursor = found  # second instance of a fixed-hour time: it ran at the first
-        except CroniterBadDateError:
+        except (CroniterBadDateError, OverflowError, ValueError):  # none, or past year 9999
             return None
 
     def _between(self, anchor: datetime, start: datetime, end: datetime,
                  count: int) -> list[datetime]:
         # the cron times of the window, whatever the anchor; the anchor is an occurrence too
         found = {anchor} if start <= anchor <= end else set()
-        cursor, before_all = start - timedelta(microseconds=1), datetime(1, 1, 2, tzinfo=UTC)
+        try:
+            cursor = start - timedelta(microseconds=1)
+        except OverflowError:  # the calendar's first instant (croniter cannot go there)
+            cursor = start
         while len(found) < count + 1:
-            at = self._first_after(before_all, cursor)
+            at = self._cron_after(cursor)
             if at is None or at > end:
                 break
             found.add(at)

@@ -803,7 +803,10 @@ def missed(spec: Spec, due: datetime, now: datetime) -> bool:
     """True when the run would start later than ``date + max_delay``."""
     if spec.max_delay is None:
         return False
-    return now > due + timedelta(seconds=spec.max_delay)
+    try:
+        return now > due + timedelta(seconds=spec.max_delay)
+    except OverflowError:  # late past year 9999: never
+        return False
 
 
 def own_occurrence(doc: dict, spec: Spec, now: datetime,
