@@ -20,7 +20,7 @@ from datetime import datetime
 from enum import Enum
 
 from . import calendar as cal
-from . import overlap
+from . import overlap, skipping
 from . import task as rules
 from .dates import format_date, from_ms, parse_date, to_ms
 from .jobnames import JobError
@@ -352,14 +352,18 @@ def screen(doc: dict, spec: rules.Spec, calendars: dict[str, cal.Exclusion], me:
     if reason is None:
         return None
     log.info("task %s: occurrence %s %s", doc["_id"], format_date(spec.date), reason)
-    return skip(doc, spec, reason, me, now)
+    return skip(doc, spec, reason, me, now, calendars)
 
 
-def skip(doc: dict, spec: rules.Spec, reason: str, me: Identity, now: datetime) -> Write:
-    """An occurrence not run on purpose: its run record (``skipped``), and the next one."""
-    outcome = rules.Outcome(rules.SKIPPED, now, now, error=reason)
-    return Write(Kind.FINISH, rules.finish(doc, spec, outcome, now), outcome=outcome,
-                 run=run_record(doc, spec, outcome, me), spec=spec)
+def skip(doc: dict, spec: rules.Spec, reason: str, me: Identity, now: datetime,
+         calendars: dict[str, cal.Exclusion] | None = None) -> Write:
+    """An occurrence not run on purpose: its run record (``skipped``), and the next one;
+    past every excluded day in one step when ``calendars`` is given (after.skipping)."""
+    leap = skipping.leap(doc, spec, now, calendars) if calendars is not None else None
+    outcome = rules.Outcome(rules.SKIPPED, now, now, error=reason + (leap.note if leap else ""))
+    return Write(Kind.FINISH, rules.finish(doc, spec, outcome, now,
+                                           following=leap.following if leap else None),
+                 outcome=outcome, run=run_record(doc, spec, outcome, me), spec=spec)
 
 
 def fence(doc: dict, spec: rules.Spec, due_ms: int, me: Identity) -> Write:

@@ -874,7 +874,8 @@ def last_run(outcome: Outcome, number: int | None, attempt: int) -> dict:
 
 
 def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
-           rand: float | None = None) -> dict:
+           rand: float | None = None, *,
+           following: tuple[datetime | None, int] | None = None) -> dict:
     """The document after a run: counters, ``last_run``, and the next state.
 
     - success or missed: the next date of a repeating task (``waiting``), else ``done``
@@ -884,11 +885,15 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
     - failure on the last attempt: ``error``, or the next date of a repeating task.
     A task the user asked to ``cancel`` meanwhile ends ``canceled``; a ``reschedule``
     written meanwhile is honoured (its ``date`` is kept and it is ``waiting`` again).
+    ``following``: the next date of a repeating task decided by the caller (None: the series
+    ends) and the occurrences passed on the way (toward ``limit``): excluded days skipped in
+    one step (:func:`after.skipping.leap`).
     """
     if doc.get("status") == PAUSED:
         # paused while it ran: the run is recorded, the task stays paused (its next date, if
         # any, computed as usual: a resume starts from the next occurrence after now anyway)
-        after = finish({**doc, "status": RUNNING}, spec, outcome, now, rand)
+        after = finish({**doc, "status": RUNNING}, spec, outcome, now, rand,
+                       following=following)
         if after["status"] in (WAITING, SCHEDULED):
             after["status"] = PAUSED
             _drop(after[NS], HOLD + ("retry_at",))
@@ -954,12 +959,13 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
             anchor = spec.date
         skipped, buffered = overlapped(doc, spec, outcome)
         info["anchor"] = format_date(anchor)
-        runs = counter(info, "occurrences") + 1
+        runs = counter(info, "occurrences") + 1 + (following[1] if following else 0)
         info["occurrences"] = runs
         if skipped:
             info["skipped"] = counter(info, "skipped") + len(skipped)
         try:
-            next_date = buffered or next_occurrence(spec, anchor, now, runs)
+            next_date = following[0] if following is not None else \
+                buffered or next_occurrence(spec, anchor, now, runs)
         except OverflowError:  # the next occurrence would be past year 9999: none
             next_date = None
     if next_date is not None:
