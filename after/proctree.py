@@ -33,6 +33,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -108,16 +109,18 @@ def _signal(pids: Iterable[int], sig: int) -> None:
 def kill_descendants(root: int, proc: Path = PROC, rounds: int = ROUNDS) -> int:
     """SIGKILL every process under ``root`` until none is left (``rounds`` at most); how
     many were killed."""
-    killed = 0
+    killed: set[int] = set()
     for _ in range(rounds):
         found = descendants(root, processes(proc))
         if not found:
-            return killed
+            return len(killed)
+        if killed.issuperset(found):
+            time.sleep(0.005)  # killed, not yet dead (a zombie): a moment
         _signal(found, signal.SIGKILL)
-        killed += len(found)
+        killed.update(found)
     log.warning("processes under %d still starting others after %d rounds of kills", root,
                 rounds)
-    return killed
+    return len(killed)
 
 
 def kill_tree(root: int, proc: Path = PROC) -> int:
