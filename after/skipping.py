@@ -55,12 +55,18 @@ class Leap:
         return self.date, self.passed
 
 
+def _merged(exclusion: Exclusion, calendars: dict[str, Exclusion]) -> Exclusion:
+    """One exclusion of the days and ranges of ``exclusion`` and of the calendars it names."""
+    own = [exclusion, *(calendars[n] for n in exclusion.calendars if n in calendars)]
+    return Exclusion(frozenset().union(*(e.days for e in own)),
+                     tuple(r for e in own for r in e.ranges))
+
+
 def span_end(day: date, exclusion: Exclusion, calendars: dict[str, Exclusion]) -> date:
     """The last of the consecutive excluded days from ``day`` (itself excluded), by its
     exclusion and the shared calendars it names; ``date.max`` at the calendar's end."""
-    own = [exclusion, *(calendars[n] for n in exclusion.calendars if n in calendars)]
-    days = set().union(*(e.days for e in own))
-    ranges = [r for e in own for r in e.ranges]
+    merged = _merged(exclusion, calendars)
+    days, ranges = merged.days, merged.ranges
     last = day
     for _ in range(len(days) + len(ranges) + 1):
         if last == date.max:
@@ -73,10 +79,10 @@ def span_end(day: date, exclusion: Exclusion, calendars: dict[str, Exclusion]) -
     return last
 
 
-def _past(rule, anchor: datetime, at: datetime, calendars: dict) -> datetime | None:
+def _past(rule, anchor: datetime, at: datetime, merged: Exclusion) -> datetime | None:
     """The first occurrence after the excluded days from ``at``'s (None: none before the
-    calendar ends)."""
-    last = span_end(local_day(at, rule.zone), rule.exclude, calendars)
+    calendar ends); ``merged``: the days excluded, calendars' included."""
+    last = span_end(local_day(at, rule.zone), merged, {})
     try:
         midnight = datetime.combine(last + timedelta(days=1), time(),
                                     tzinfo=ZoneInfo(rule.zone)).astimezone(UTC)
@@ -104,9 +110,9 @@ def leap(doc: dict, spec: rules.Spec, now: datetime,
     if at is None or excluded(rule.exclude, at, rule.zone, calendars) is None:
         return None
     left = None if rule.limit is None else rule.limit - runs  # occurrences left, ``at`` too
-    passed = 0
+    passed, merged = 0, _merged(rule.exclude, calendars)
     for _ in range(MAX_SPANS):
-        following = _past(rule, anchor, at, calendars)
+        following = _past(rule, anchor, at, merged)
         if following is not None and rule.until is not None and following > rule.until:
             following = None
         if left is not None:  # the occurrences from ``at`` to ``following`` count
