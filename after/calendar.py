@@ -22,7 +22,9 @@ Decisions:
   than not running, and the message says what to create. Creating the calendar and
   rescheduling the task runs it again.
 - A skipped occurrence is recorded as a run record with the outcome ``skipped``; it counts
-  toward ``repeat.limit`` as a run would (it is an occurrence of the series).
+  toward ``repeat.limit`` as a run would (it is an occurrence of the series). The excluded
+  occurrences that follow it are skipped with it in one step, one record for them all
+  (:mod:`after.skipping`): what an exclusion makes a worker write is bounded.
 """
 
 from __future__ import annotations

@@ -39,9 +39,17 @@ A browser on this machine could be made to call 127.0.0.1 by any web page it vis
 other users of the machine can connect to it too, so every request must carry a token:
 ``after dashboard`` prints and opens ``/?token=...``, which sets it as an ``HttpOnly``,
 ``SameSite=Strict`` cookie and redirects to the page. A request with the wrong ``Host``
-(DNS rebinding) is refused as well. Responses are relayed as they arrive, so ``_changes``
-feeds (longpoll or continuous, with heartbeats) stay live; upstream cookies and
-``WWW-Authenticate`` are not relayed.
+(DNS rebinding) is refused as well. The cookie is not enough against a page served from
+another port of this machine (or any page of the same *site*): the browser sends it with
+that page's requests, and its form or ``no-cors`` fetch could cancel a task (issue 24). So
+a request that may change something (any method but GET and HEAD) must come from the
+dashboard's own origin, see :func:`cross_site`: a browser's ``Sec-Fetch-Site`` must say
+``same-origin`` and its ``Origin`` be this server's, and the body must be declared JSON,
+which neither a form nor a cross-origin fetch can send without a CORS preflight that this
+server never answers. The page's own requests send all three.
+
+Responses are relayed as they arrive, so ``_changes`` feeds (longpoll or continuous, with
+heartbeats) stay live; upstream cookies and ``WWW-Authenticate`` are not relayed.
 """
 
 from __future__ import annotations
@@ -100,6 +108,31 @@ AUDIT_PATH = "/_after/audit"
 AUDIT_PARAMS = ("worker", "task", "from", "to", "late")
 MAX_ACTION_BODY = 4096
 VIEW_METHODS = {"GET", "HEAD"}
+
+
+SAFE_METHODS = ("GET", "HEAD")
+
+
+def cross_site(method: str, host: str, origin: str | None, fetch_site: str | None,
+               content_type: str | None) -> str | None:
+    """Why a request that may change something cannot be the dashboard page's own (another
+    page made the browser send it), or None. ``host``: the request's ``Host``, already
+    checked; the others: its ``Origin``, ``Sec-Fetch-Site`` and ``Content-Type`` headers.
+    A client that is no browser (curl, a script with the token) sends neither Origin nor
+    Sec-Fetch-Site, and is judged on its content type alone."""
+    if method in SAFE_METHODS:
+        return None
+    if fetch_site is not None and fetch_site.strip().lower() != "same-origin":
+        return (f"a cross-site request (Sec-Fetch-Site: {fetch_site.strip()[:20]}): "
+                "only the dashboard's own page may act")
+    if origin is not None and origin.strip().lower() != f"http://{host}".lower():
+        return (f"a cross-site request (Origin: {origin.strip()[:80]}): only the "
+                "dashboard's own page may act")
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        return (f"a cross-site request? The body must be sent as application/json, not "
+                f"{media[:40] or 'undeclared'}")
+    return None
 
 
 def refusal(method: str, path: str, databases: set[str]) -> str | None:
@@ -278,6 +311,12 @@ class Handler(BaseHTTPRequestHandler):
         if not dashboard.has_token(self.headers.get("Cookie")):
             self.refuse(403, "forbidden", "open the address `after dashboard` printed, "
                         "with its token")
+            return
+        foreign = cross_site(self.command, self.headers["Host"], self.headers.get("Origin"),
+                             self.headers.get("Sec-Fetch-Site"),
+                             self.headers.get("Content-Type"))
+        if foreign:
+            self.refuse(403, "forbidden", foreign)
             return
         first = unquote(path.split("/")[1])
         if path == AUDIT_PATH:

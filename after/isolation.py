@@ -2,9 +2,10 @@
 
 The job thread that launches an isolated run starts a child process, hands it what the job
 needs, and waits for its :class:`~after.jobs.Reply`, for the child's death, or for the run's
-``timeout``. A child past its timeout is killed with its whole process group (the job's own
-children too), and the job thread is free at once. A child that dies without answering
-(``os._exit``, a signal, a crash in C code) fails the run with
+``timeout``. A child past its timeout is killed with every process its job started (the
+child is their subreaper, so they stay under it whatever their session:
+:mod:`after.proctree`) and its process group, and the job thread is free at once. A child
+that dies without answering (``os._exit``, a signal, a crash in C code) fails the run with
 :func:`after.task.ended_its_process`; the worker process carries on.
 
 Start method: ``forkserver``. The worker is multi-threaded (the loop, the feed, the timer,
@@ -29,8 +30,8 @@ group. The job is resolved by name from the jobs folder through a
 registered job is imported from the module that registered it in the worker, a name the
 worker imported, never one a document gave). It receives the same
 :class:`~after.jobs.TaskContext`. A thread watches the worker: if the worker dies (SIGKILL),
-the child kills its group, so that the run the lease gives to another process is not run
-twice at once.
+the child kills every process under it and its group, so that the run the lease gives to
+another process is not run twice at once.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from . import proctree
 from . import task as rules
 from .jobs import MODULE_PREFIX, JobRegistry, Reply, TaskContext, call
 from .process import setup_logging  # loaded in the fork server, not in each child
@@ -100,19 +102,13 @@ class Child:
         return self.process.pid if self.process is not None else None
 
     def kill(self, why: str) -> None:
-        """SIGKILL the child and its process group (its job's own children)."""
+        """SIGKILL the child, every process its job started (whatever their session: the
+        child is their subreaper, :mod:`after.proctree`) and its process group."""
         self.killed = self.killed or why
         pid = self.pid
         if pid is None or self.ended:
             return
-        try:
-            os.killpg(pid, signal.SIGKILL)  # its group: made at its start (os.setsid)
-        except (ProcessLookupError, PermissionError):
-            pass  # not a group leader yet, or gone
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        proctree.kill_tree(pid)
 
 
 def run(child: Child, registry: JobRegistry, func: Callable | Exception, context: TaskContext,
@@ -197,6 +193,7 @@ def _child(answer: Connection, folder: str, name: str, module: str | None, doc: 
            date: datetime, attempt: int, arguments: Any, logs: tuple,
            occurrence: str | None = None) -> None:
     os.setsid()  # a session and process group of its own (see the module's docstring)
+    proctree.adopt_orphans()  # every process its job starts stays under it, to be killed
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_orphaned, args=(parent,), name="after-orphaned",
@@ -218,8 +215,9 @@ def _child(answer: Connection, folder: str, name: str, module: str | None, doc: 
 
 
 def _orphaned(parent) -> None:
-    """The worker died: end this run (and the job's children) too."""
+    """The worker died: end this run and every process its job started too."""
     parent.join()
+    proctree.kill_descendants(os.getpid())
     os.killpg(0, signal.SIGKILL)
 
 

@@ -32,12 +32,19 @@ is one plain HTTP ``PUT`` for a user without the client; and it stays, ``done``,
 record that the occurrence was asked for. The cost: one small document per extra run (a
 backfill is bounded to ``MAX_BACKFILL`` occurrences at a time), and its run record names
 the task as ``parent`` (``after runs`` lists both).
+
+The one occurrence a backfill does not copy is the one the task still runs itself, its
+overdue ``date`` or the run going (:func:`after.task.own_occurrence`): the backfill yields
+to the task, not the task to the copy, since the task's own run already is that
+occurrence's (with its retries, ``max_delay`` and run number), and the worker never has to
+look for copies before it starts a run (issue 24: a paused name, backfilled to now and
+resumed, ran that occurrence twice with one occurrence id).
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from .dates import format_date, to_ms
 
@@ -46,6 +53,8 @@ MANUAL, BACKFILL = "manual", "backfill"
 KINDS = (MANUAL, BACKFILL)
 #: Most occurrences one backfill may run.
 MAX_BACKFILL = 1000
+#: The last instant a date can be (Python's and the validators' calendar ends in 9999).
+LAST = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
 
 _NAMESPACE = uuid.UUID("5f0c2a4e-6d1b-4c55-9a43-0a5e7d1f3b21")
 
@@ -104,10 +113,14 @@ def jitter_ms(task_id: str, nominal_ms: int, jitter: float) -> int:
 
 
 def jittered(task_id: str, nominal: datetime, jitter: float) -> datetime:
-    """``nominal`` moved by its jitter (to the millisecond)."""
+    """``nominal`` moved by its jitter (to the millisecond); at most the calendar's last
+    millisecond (an occurrence in the last year of year 9999 cannot move past it)."""
     if not jitter:
         return nominal
-    return nominal + timedelta(milliseconds=jitter_ms(task_id, to_ms(nominal), jitter))
+    try:
+        return nominal + timedelta(milliseconds=jitter_ms(task_id, to_ms(nominal), jitter))
+    except OverflowError:
+        return LAST
 
 
 #: :func:`jitter_ms` in JavaScript (ES5: no Math.imul, no TextEncoder), for the views.

@@ -241,21 +241,33 @@ class IntervalRule(Rule):
         fixed = sum(getattr(self, unit) * us for unit, us in _US.items())
         return self.years * _MEAN_YEAR_US + self.months * _MEAN_MONTH_US + fixed
 
+    def _at(self, anchor: datetime, k: int) -> datetime | None:
+        """Occurrence ``k``, or None off the calendar (before year 1 when ``k`` < 0, after
+        9999 otherwise)."""
+        try:
+            return self.occurrence(anchor, k)
+        except (OverflowError, ValueError):
+            return None
+
     def _between(self, anchor: datetime, start: datetime, end: datetime,
                  count: int) -> list[datetime]:
         # k may be negative: occurrences before the anchor are anchor + k * interval too
         k = (start - anchor) // timedelta(microseconds=1) // self._mean_us()
+        while True:  # back to the last occurrence before start, or the calendar's start
+            at = self._at(anchor, k)
+            if (at is None and k < 0) or (at is not None and at < start):
+                break
+            k -= 1
         found: list[datetime] = []
-        try:
-            while self.occurrence(anchor, k) >= start:
-                k -= 1
-            while self.occurrence(anchor, k) < start:
-                k += 1
-            while len(found) < count and (at := self.occurrence(anchor, k)) <= end:
+        while len(found) < count:
+            k += 1
+            at = self._at(anchor, k)
+            if at is None and k < 0:
+                continue  # still before year 1
+            if at is None or at > end:  # past year 9999, or the window
+                break
+            if at >= start:
                 found.append(at)
-                k += 1
-        except (OverflowError, ValueError):  # the calendar's ends
-            pass
         return found
 
     def _first_after(self, anchor: datetime, after: datetime) -> datetime | None:
@@ -334,14 +346,14 @@ class CronRule(Rule):
     def _first_after(self, anchor: datetime, after: datetime) -> datetime | None:
         if anchor > after:
             return anchor
-        local = after.astimezone(ZoneInfo(self.tz))
-        start = local.replace(tzinfo=None)
-        if self.fold != FIRST and local.fold == 0:
-            # in the first pass of a repeated hour: the second pass of an earlier wall time
-            # is still ahead
-            start -= local.replace(fold=1).astimezone(UTC) - after
         best = None
         try:
+            local = after.astimezone(ZoneInfo(self.tz))
+            start = local.replace(tzinfo=None)
+            if self.fold != FIRST and local.fold == 0:
+                # in the first pass of a repeated hour: the second pass of an earlier wall
+                # time is still ahead
+                start -= local.replace(fold=1).astimezone(UTC) - after
             walls = croniter(self.expr, start - timedelta(seconds=1))
             for _ in range(_MOST_WALLS):
                 low, found = self.instants(walls.get_next(datetime))
@@ -360,7 +372,11 @@ class CronRule(Rule):
                  count: int) -> list[datetime]:
         # the cron times of the window, whatever the anchor; the anchor is an occurrence too
         found = {anchor} if start <= anchor <= end else set()
-        cursor, before_all = start - timedelta(microseconds=1), datetime(1, 1, 2, tzinfo=UTC)
+        try:
+            cursor = start - timedelta(microseconds=1)
+        except OverflowError:  # the calendar's first instant (croniter cannot go there)
+            cursor = start
+        before_all = datetime(1, 1, 2, tzinfo=UTC)
         while len(found) < count + 1:
             at = self._first_after(before_all, cursor)
             if at is None or at > end:

@@ -90,7 +90,7 @@ function parseDate(value) {
   if (!m) return null;
   var y = +m[1], mo = +m[2], d = +m[3], h = +(m[4] || 0), mi = +(m[5] || 0), s = +(m[6] || 0);
   var ms = m[7] ? +((m[7] + '00').substr(0, 3)) : 0;
-  if (mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || s > 59) return null;
+  if (y < 1 || mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || s > 59) return null;
   var check = new Date(0);
   check.setUTCFullYear(y, mo - 1, d);  // not Date.UTC: it reads years 0-99 as 1900-1999
   check.setUTCHours(h, mi, s, ms);
@@ -104,7 +104,8 @@ function parseDate(value) {
     if (oh > 23 || om > 59) return null;
     t -= sign * (oh * 60 + om) * 60000;
   }
-  return t;
+  // Python's datetime: years 1 to 9999, in UTC too (an offset may take an instant out)
+  return t < -62135596800000 || t > 253402300799999 ? null : t;
 }
 """.replace("ISO_DATE_RE", ISO_DATE_RE.pattern)
 
@@ -144,7 +145,7 @@ function shape(doc) {
 # is taken as the integer it equals. Left to the worker: a cron expression's fields and
 # croniter's H/R, whether ``tz`` names a zone, and what only the Python types tell apart.
 JS_DEFINITION = r"""
-function definitionProblem(doc) {
+function definitionProblem(doc, part) {  // part 'date': the date alone, checked first
   var UNITS = REPEAT_UNITS, SHORT = REPEAT_SHORTHANDS, UNIT_HELP = REPEAT_UNIT_HELP;
   var US = {weeks: 604800000000, days: 86400000000, hours: 3600000000, minutes: 60000000,
             seconds: 1000000, microseconds: 1};
@@ -276,10 +277,7 @@ function definitionProblem(doc) {
     else if (h > 23) why = 'hour must be in 0..23';
     else if (mi > 59) why = 'minute must be in 0..59';
     else if (s > 59) why = 'second must be in 0..59';
-    else {
-      var t = parseDate(value);
-      if (t === null || t < -62135596800000 || t > 253402300799999) why = 'date value out of range';
-    }
+    else if (parseDate(value) === null) why = 'date value out of range';  // in UTC: 10000
     return why ? head + ' (' + why + ')' : null;
   }
 
@@ -500,6 +498,15 @@ function definitionProblem(doc) {
   }
 
   // -- after.task
+  function untilProblem() {  // after.task._parse: a series that ends before its date
+    var r = doc.repeat, until, date;
+    if (!isObject(r) || !has(r, 'until')) return null;
+    until = parseDate(r.until);
+    date = parseDate(doc.date);
+    if (until === null || date === null || until >= date) return null;
+    return 'repeat.until: ' + new Date(until).toISOString() + " is before the task's date ("
+      + new Date(date).toISOString() + '): no occurrence would be in time';
+  }
   function retryProblem(v) {  // after.task.parse_retry
     if (v === null || v === undefined) return null;
     if (typeof v === 'boolean')
@@ -591,8 +598,10 @@ function definitionProblem(doc) {
     return null;
   }
   function first() {
+    if (part === 'date') return dateProblem(doc.date, 'date');
     if (doc._id.indexOf(CALENDAR_PREFIX) === 0) return calendarProblem(doc);
-    return repeatProblem(doc.repeat) || retryProblem(doc.retry) || secondsProblem('timeout')
+    return repeatProblem(doc.repeat) || untilProblem() || retryProblem(doc.retry)
+      || secondsProblem('timeout')
       || secondsProblem('max_delay') || isolationProblem(doc.isolation)
       || concurrencyProblem(doc.concurrency) || occurrenceProblem() || overlapProblem()
       || priorityProblem();
@@ -684,8 +693,8 @@ VALIDATE = (
   if (typeof newDoc.worker !== 'string' || !newDoc.worker)
     refuse('worker: required (the name of the worker that runs the task)');
   if (newDoc.date === undefined) refuse('date: required (ISO 8601, e.g. 2026-12-01T09:00:00Z)');
-  if (parseDate(newDoc.date) === null)
-    refuse('date: ' + JSON.stringify(newDoc.date) + ' is not an ISO 8601 date or date-time');
+  var badDate = definitionProblem(newDoc, 'date');  // after.dates.parse_date's message
+  if (badDate) refuse(badDate);
   if (!newDoc.job || typeof newDoc.job !== 'object') refuse('job: required ({"name": ..., "arguments": [...]})');
   if (typeof newDoc.job.name !== 'string' || !newDoc.job.name) refuse('job.name: required');
   if (!/^JOB_NAME$/.test(newDoc.job.name))

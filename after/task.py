@@ -52,7 +52,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from . import occurrence as occ
-from .dates import DateError, format_date, parse_date
+from .calendar import excluded
+from .dates import DateError, format_date, parse_date, to_ms
 from .jsonsafe import problem
 from .jsonsafe import show as _show
 from .repeat import RepeatError, Rule, parse_repeat
@@ -391,6 +392,11 @@ def _parse(doc: dict) -> Spec:
         message = str(exc)
         raise TaskError(message if message.startswith("repeat") else f"repeat: {message}") \
             from None
+    if doc.get("status") in CHECKED and repeat is not None and repeat.until is not None \
+            and to_ms(repeat.until) < to_ms(date):
+        # to the millisecond, as the validate_doc_update compares them
+        raise TaskError(f"repeat.until: {format_date(repeat.until)} is before the task's "
+                        f"date ({format_date(date)}): no occurrence would be in time")
     retry = parse_retry(doc.get("retry"))
     timeout, max_delay = _number(doc, "timeout"), _number(doc, "max_delay")
     isolation = parse_isolation(doc.get("isolation"))
@@ -812,7 +818,36 @@ def missed(spec: Spec, due: datetime, now: datetime) -> bool:
     """True when the run would start later than ``date + max_delay``."""
     if spec.max_delay is None:
         return False
-    return now > due + timedelta(seconds=spec.max_delay)
+    try:
+        return now > due + timedelta(seconds=spec.max_delay)
+    except OverflowError:  # late past year 9999: never
+        return False
+
+
+def own_occurrence(doc: dict, spec: Spec, now: datetime,
+                   calendars: dict | None = None) -> datetime | None:
+    """The occurrence the task itself still runs (or is running), which a backfill leaves
+    to it: its ``date`` while it is waiting, held or rescheduled, or while a run of it is
+    going (paused or being canceled too), unless its worker would record it ``missed``
+    (past ``max_delay``) or ``skipped`` (an excluded day; ``calendars``: the shared ones it
+    names, by name). None for a task that runs none of its past dates: paused (it resumes
+    from its next occurrence after now), being canceled, or finished.
+
+    Why the backfill yields, not the task (issue 24): the task's own run is already the
+    one of that occurrence, with its retries, ``max_delay`` and run number, and a backfill
+    never writes the task; the copy is the extra. If the task then does not run it after
+    all (paused past ``max_delay``, canceled, moved), asking again for the window runs it:
+    no copy of it was written."""
+    status = doc.get("status")
+    if status not in FINISHED and running(doc):
+        return spec.date  # its run is going: the occurrence is under way
+    if status not in RUNNABLE or missed(spec, spec.due, now):
+        return None
+    rule = spec.repeat
+    if rule is not None and excluded(rule.exclude, spec.date, rule.zone,
+                                     calendars or {}) is not None:
+        return None
+    return spec.date
 
 
 @dataclass(frozen=True)
@@ -854,7 +889,8 @@ def last_run(outcome: Outcome, number: int | None, attempt: int) -> dict:
 
 
 def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
-           rand: float | None = None) -> dict:
+           rand: float | None = None, *,
+           following: tuple[datetime | None, int] | None = None) -> dict:
     """The document after a run: counters, ``last_run``, and the next state.
 
     - success or missed: the next date of a repeating task (``waiting``), else ``done``
@@ -864,11 +900,15 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
     - failure on the last attempt: ``error``, or the next date of a repeating task.
     A task the user asked to ``cancel`` meanwhile ends ``canceled``; a ``reschedule``
     written meanwhile is honoured (its ``date`` is kept and it is ``waiting`` again).
+    ``following``: the next date of a repeating task decided by the caller (None: the series
+    ends) and the occurrences passed on the way (toward ``limit``): excluded days skipped in
+    one step (:func:`after.skipping.leap`).
     """
     if doc.get("status") == PAUSED:
         # paused while it ran: the run is recorded, the task stays paused (its next date, if
         # any, computed as usual: a resume starts from the next occurrence after now anyway)
-        after = finish({**doc, "status": RUNNING}, spec, outcome, now, rand)
+        after = finish({**doc, "status": RUNNING}, spec, outcome, now, rand,
+                       following=following)
         if after["status"] in (WAITING, SCHEDULED):
             after["status"] = PAUSED
             _drop(after[NS], HOLD + ("retry_at",))
@@ -934,12 +974,13 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
             anchor = spec.date
         skipped, buffered = overlapped(doc, spec, outcome)
         info["anchor"] = format_date(anchor)
-        runs = counter(info, "occurrences") + 1
+        runs = counter(info, "occurrences") + 1 + (following[1] if following else 0)
         info["occurrences"] = runs
         if skipped:
             info["skipped"] = counter(info, "skipped") + len(skipped)
         try:
-            next_date = buffered or next_occurrence(spec, anchor, now, runs)
+            next_date = following[0] if following is not None else \
+                buffered or next_occurrence(spec, anchor, now, runs)
         except OverflowError:  # the next occurrence would be past year 9999: none
             next_date = None
     if next_date is not None:

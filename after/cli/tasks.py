@@ -593,7 +593,8 @@ def run_now(cfg, task_id, as_json):
 @click.pass_obj
 def backfill(cfg, task_id, start, end, as_json):
     """Run each occurrence of a repeating task from --from to --to once (recorded as
-    backfill with its occurrence date; at most 1000). Asking again runs none twice."""
+    backfill with its occurrence date; at most 1000). Asking again runs none twice, and
+    the task's own overdue date is left to the task, which runs it itself."""
     with open_client(cfg) as client, refused():
         done = client.backfill(task_id, start, end)
     if as_json:
@@ -605,7 +606,9 @@ def backfill(cfg, task_id, start, end, as_json):
     else:
         click.echo(f"{task_id}: {found} occurrence{'s' if found != 1 else ''} from "
                    f"{done['occurrences'][0]} to {done['occurrences'][-1]}: {new} to run"
-                   + (f", {old} asked for before (not run again)" if old else ""))
+                   + (f", {old} asked for before (not run again)" if old else "")
+                   + (f", {done['pending'][0]} left to the task (it runs that one itself)"
+                      if done["pending"] else ""))
 
 
 # -- jobs ----------------------------------------------------------------------------------

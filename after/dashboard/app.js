@@ -299,7 +299,8 @@ async function update(id, kind, iso, body) {
     let extra = kind === 'reschedule' ? ` to ${iso.replace('T', ' ')}` : '';
     if (kind === 'backfill') {
       extra = `: ${answer.created.length} occurrence(s) to run`
-        + (answer.existing.length ? `, ${answer.existing.length} asked for before` : '');
+        + (answer.existing.length ? `, ${answer.existing.length} asked for before` : '')
+        + (answer.pending.length ? `, ${answer.pending[0]} left to the task's own run` : '');
     } else {
       putTask(answer);
     }

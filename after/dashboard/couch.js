@@ -37,6 +37,9 @@ function query(params) {
   return '?' + pairs.map(([k, v]) => `${k}=${encodeURIComponent(v)}`).join('&');
 }
 
+// Every request declares a JSON body: `after dashboard` refuses a request that may change
+// something unless it is (a form or another page's no-cors fetch cannot), and unless the
+// browser's Origin and Sec-Fetch-Site headers say it comes from this page's own origin.
 export async function request(method, url, { body, params, signal } = {}) {
   const response = await fetch(url + query(params), {
     method,

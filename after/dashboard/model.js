@@ -19,7 +19,7 @@ export function parseDate(value) {
   const m = ISO.exec(value);
   if (!m) return null;
   const [y, mo, d, hh, mi, ss] = [1, 2, 3, 4, 5, 6].map((i) => +(m[i] || 0));
-  if (mo < 1 || mo > 12 || d < 1 || hh > 23 || mi > 59 || ss > 59) return null;
+  if (y < 1 || mo < 1 || mo > 12 || d < 1 || hh > 23 || mi > 59 || ss > 59) return null;
   const ms = m[7] ? +(m[7] + '00').slice(0, 3) : 0;
   const day = new Date(0);
   day.setUTCFullYear(y, mo - 1, d); // not Date.UTC: it reads years 0-99 as 1900-1999
@@ -34,7 +34,8 @@ export function parseDate(value) {
     if (oh > 23 || om > 59) return null;
     t -= sign * (oh * 60 + om) * 60000;
   }
-  return Number.isNaN(t) ? null : t;
+  // Python's datetime: years 1 to 9999, in UTC too (an offset may take an instant out)
+  return Number.isNaN(t) || t < -62135596800000 || t > 253402300799999 ? null : t;
 }
 
 export function isoDate(ms) {

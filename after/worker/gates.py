@@ -380,4 +380,4 @@ def screen(doc: dict, spec: rules.Spec, calendars: dict[str, cal.Exclusion], me:
     if reason is None:
         return None
     log.info("task %s: occurrence %s %s", doc["_id"], format_date(spec.date), reason)
-    return [r.skip(doc, spec, reason, me, now, due)]
+    return [r.skip(doc, spec, reason, me, now, due, calendars)]

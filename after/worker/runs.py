@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
-from .. import overlap
+from .. import overlap, skipping
 from .. import task as rules
 from ..dates import format_date, from_ms, parse_date
 
@@ -112,12 +112,15 @@ def missed(doc: dict, spec: rules.Spec, due: datetime, me: Identity, now: dateti
 
 
 def skip(doc: dict, spec: rules.Spec, reason: str, me: Identity, now: datetime,
-         due: datetime | None = None) -> Write:
-    """An occurrence not run on purpose: its run record (``skipped``), and the next one."""
-    outcome = rules.Outcome(rules.SKIPPED, now, now, error=reason)
+         due: datetime | None = None, calendars: dict | None = None) -> Write:
+    """An occurrence not run on purpose: its run record (``skipped``), and the next one;
+    past every excluded day in one step when ``calendars`` is given (after.skipping)."""
     held = rules.claim(doc, me.process, due or spec.due, now)
-    return Write(Kind.FINISH, rules.finish(held, spec, outcome, now), outcome=outcome,
-                 run=run_record(held, spec, outcome, me), spec=spec)
+    leap = skipping.leap(held, spec, now, calendars) if calendars is not None else None
+    outcome = rules.Outcome(rules.SKIPPED, now, now, error=reason + (leap.note if leap else ""))
+    return Write(Kind.FINISH, rules.finish(held, spec, outcome, now,
+                                           following=leap.following if leap else None),
+                 outcome=outcome, run=run_record(held, spec, outcome, me), spec=spec)
 
 
 def end(doc: dict, spec: rules.Spec, outcome: rules.Outcome, me: Identity, now: datetime,

@@ -415,6 +415,14 @@ BAD_INPUT = [
      "got -1"),
     (("add", "hello", "-w", "x", "--jitter", "5"), 2,
      "Invalid value for '--jitter': applies to a repeating task only"),
+    # issue 24: accepted, and the task ran once
+    (("add", "hello", "-w", "x", "--every", "1m", "--at", "+1h", "--until", "+1m"), 2,
+     "Invalid value for '--until': 20"),
+    (("add", "hello", "-w", "x", "--every", "1m", "--at", "+1h", "--until", "+1m"), 2,
+     "is before the task's date (20"),
+    (("add", "hello", "-w", "x", "--at", "0000-01-01T00:00:00Z"), 2,
+     "Invalid value for '--at': '0000-01-01T00:00:00Z' is not an ISO 8601 date or "
+     "date-time (year 0 is out of range)"),
 ]
 
 
@@ -432,7 +440,7 @@ def test_bad_input_is_one_line_naming_the_option(env):
     with ThreadPoolExecutor(4) as pool:  # one process each; run a few at a time
         failures = [f for f in pool.map(check, BAD_INPUT) if f]
     assert failures == []
-    assert len(BAD_INPUT) == 58
+    assert len(BAD_INPUT) == 61
 
 
 def test_unreachable_server_and_missing_database_and_jobs_folder(env):

@@ -5,9 +5,11 @@ lock that keeps the name from starting again."""
 from __future__ import annotations
 
 import os
+import signal
 
 from after.process import pid_files
 
+from ..escapes import ESCAPES, cleanup, pids_of
 from .conftest import task_doc, wait_for
 
 LOGS = '''
@@ -51,3 +53,27 @@ def test_a_background_worker_runs_isolated_jobs_and_stops_clean(cli, tasks, tmp_
     again = cli.run("start", "bg", "-b", "--poll", "1", AFTER_JOBS=str(jobs))
     assert again.returncode == 0, again.stderr  # no child holds the name's lock
     assert cli.run("stop", "bg").returncode == 0
+
+
+def test_a_worker_killed_outright_takes_every_process_its_isolated_run_started(cli, tasks,
+                                                                              tmp_path):
+    """Issue 24 item 10, as found: `kill -9` of the worker; a grandchild of its isolated
+    run, in a session of its own and ignoring SIGTERM, outlived it (a double-forked daemon
+    too). Its run's process kills every process under it, then itself."""
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "escapes.py").write_text(ESCAPES)
+    pidfile = tmp_path / "pids"
+    worker = cli.spawn("start", "iso", "--poll", "1", AFTER_JOBS=str(jobs))
+    doc = task_doc("escapes", "iso", tmp_path / "unused", isolation="process")
+    doc["job"] = {"name": "escapes", "arguments": [str(pidfile)]}
+    tasks.put(doc)
+    try:
+        started = pids_of(pidfile, within=30)
+        assert not any(gone(pid) for pid in started)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        wait_for(lambda: all(gone(pid) for pid in started), timeout=5,
+                 what="every process of the run killed")
+    finally:
+        cleanup(pidfile)

@@ -101,3 +101,31 @@ def test_a_backfill_run_killed_mid_job_runs_again_with_its_occurrence_id(cli, ta
     assert sorted(r["outcome"] for r in records) == ["done", "interrupted"]
     assert {r["occurrence"] for r in records} == {occ.key("daily", day)}
     assert utcnow() < parse_date(tasks.get("daily")["date"])  # its schedule untouched
+
+
+def test_a_backfill_to_now_of_a_paused_name_runs_the_tasks_overdue_date_once(cli, tasks,
+                                                                             tmp_path):
+    """Issue 24 item 6, as found: a task every minute dated 10 minutes ago, its worker
+    name paused, `after backfill minutely --from START --to now`, resumed: its overdue date
+    ran twice (as the task and as a backfill copy, with one occurrence id)."""
+    out = tmp_path / "runs.jsonl"
+    assert cli.run("pause", "pool").returncode == 0
+    start_pool(cli, "pool", 2)
+    first = utcnow().replace(second=0, microsecond=0) - timedelta(minutes=10)
+    tasks.put(task_doc("minutely", "pool", out, repeat={"minutes": 1},
+                       date=format_date(first)))
+    done = cli.run("backfill", "minutely", "--from", format_date(first), "--to", "now")
+    assert done.returncode == 0, done.stderr
+    assert cli.run("resume", "pool").returncode == 0
+    wait_for(lambda: tasks.get("minutely")["date"] != format_date(first), timeout=60,
+             what="the task's own run")
+    asked = [d["_id"] for d in tasks.prefixed("minutely:backfill:")]
+    wait_for(lambda: all(tasks.get(i)["status"] == "done" for i in asked), timeout=60,
+             what="the backfill's runs")
+    runs = [r for r in recorded(out) if parse_date(r["date"]) <= first + timedelta(minutes=10)]
+    twice = [k for k, n in Counter(r["occurrence"] for r in runs).items() if n > 1]
+    assert twice == []
+    assert sorted(parse_date(r["date"]) for r in runs) == [
+        first + timedelta(minutes=k) for k in range(11)]
+    assert done.stdout.strip().endswith(
+        f", {format_date(first)} left to the task (it runs that one itself)")

@@ -172,6 +172,23 @@ def test_backfill_asks_for_a_window_in_utc(store, open_page):
     assert store.get("hourly")["status"] == "waiting"  # the schedule is kept
 
 
+def test_backfill_says_it_leaves_the_task_its_overdue_date(store, open_page):
+    """Issue 24 item 6: the task runs its own overdue date; the backfill does not copy it."""
+    overdue = (utcnow() - timedelta(hours=2)).replace(second=0, microsecond=0)
+    store.put(task_doc("hourly", repeat={"hours": 1}, due=overdue - utcnow()))
+    page = open_page().page
+    row(page, "hourly").get_by_role("button", name="Backfill…").click()
+    dialog = page.locator("#backfill-dialog")
+    dialog.locator("#backfill-from").fill(format_date(overdue)[:16])
+    dialog.locator("#backfill-to").fill(format_date(overdue + timedelta(hours=1))[:16])
+    dialog.get_by_role("button", name="Backfill").click()
+    expect(page.locator("#message")).to_contain_text(
+        f"1 occurrence(s) to run, {format_date(overdue)} left to the task's own run")
+    made = store.prefixed("hourly:backfill:")
+    assert [d["occurrence"]["date"] for d in made] == [
+        format_date(overdue + timedelta(hours=1))]
+
+
 def test_rerun_a_failed_task(store, open_page):
     store.put(task_doc("sync", status="error", due=timedelta(hours=-1),
                        after={"error": "boom", "runs": 1}))

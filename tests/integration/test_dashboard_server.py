@@ -219,6 +219,55 @@ def test_run_now_and_backfill_actions_keep_the_schedule(client, store):
     assert once.status_code == 409 and "does not repeat" in once.json()["reason"]
 
 
+def test_an_action_from_another_origin_is_refused(served, client, store):
+    """Issue 24 item 9: a page on another port of 127.0.0.1 is the same site, so the
+    browser sends the cookie with its requests; its form (text/plain) or fetch canceled a
+    task. Real requests, as that browser sends them, on the real server."""
+    doc = {"_id": "victim", "worker": "w", "date": "2030-01-01T00:00:00Z",
+           "job": {"name": "hello"}, "status": "waiting", "repeat": {"days": 1}}
+    store.put(dict(doc))
+    before = store.get("victim")["_rev"]
+    form = '{"x":"="}'  # what <form enctype="text/plain"> sends for a crafted field
+    foreign = f"http://127.0.0.1:{served.port + 1}"
+    tries = [  # (headers, body): none may change anything
+        ({"Content-Type": "text/plain", "Origin": foreign, "Sec-Fetch-Site": "same-site"},
+         form),
+        ({"Content-Type": "text/plain"}, form),  # a browser that sends neither header
+        ({"Content-Type": "application/x-www-form-urlencoded"}, "a=1"),
+        ({"Content-Type": "multipart/form-data; boundary=x"}, "--x--"),
+        ({}, "{}"),  # no content type
+        ({"Content-Type": "application/json", "Origin": foreign}, "{}"),
+        ({"Content-Type": "application/json", "Origin": "null"}, "{}"),  # a sandboxed page
+        ({"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"}, "{}"),
+        ({"Content-Type": "application/json", "Sec-Fetch-Site": "same-site"}, "{}"),
+        ({"Content-Type": "application/json", "Origin": served.base_url,
+          "Sec-Fetch-Site": "same-site"}, "{}"),
+    ]
+    for action in ("cancel", "run", "backfill", "pause", "resume", "reschedule"):
+        for headers, body in tries:
+            answer = client.post(f"/_after/tasks/victim/{action}", headers=headers,
+                                 content=body)
+            assert answer.status_code == 403, (action, headers, answer.text)
+            assert "cross-site" in answer.json()["reason"]
+    for action in ("pause", "resume"):
+        answer = client.post(f"/_after/workers/w/{action}", content=form,
+                             headers={"Content-Type": "text/plain", "Origin": foreign})
+        assert answer.status_code == 403, answer.text
+    answer = client.post(f"/{store.db}/_find", content='{"selector": {}}',
+                         headers={"Content-Type": "application/json", "Origin": foreign})
+    assert answer.status_code == 403  # nothing but the page's own reads pass either
+    assert store.get("victim")["_rev"] == before  # nothing written
+    assert store.prefixed("victim:") == []  # no extra run, no backfill
+    # what the page sends from its own origin acts, with charset or without
+    ours = {"Origin": served.base_url, "Sec-Fetch-Site": "same-origin",
+            "Content-Type": "application/json; charset=utf-8"}
+    paused = client.post("/_after/tasks/victim/pause", headers=ours, content="{}")
+    assert paused.status_code == 200, paused.text
+    assert store.get("victim")["status"] == "paused"
+    resumed = client.post("/_after/tasks/victim/resume", json={})  # a script: no Origin
+    assert resumed.status_code == 200, resumed.text
+
+
 def test_other_databases_and_server_endpoints_are_refused(client, store, couch_url):
     other = f"{store.db}_other"
     store.create_database(other)

@@ -149,3 +149,30 @@ def test_a_free_cap_costs_a_few_round_trips_of_lateness(harness):
     print(f"\n[caps] lateness of 10 runs under a free cap: median {capped[5]:.1f} ms, max "
           f"{capped[-1]:.1f} ms; without a cap: median {plain[5]:.1f} ms, max {plain[-1]:.1f} ms")
     assert capped[5] < 250  # its slot is taken as it falls due, not at a retry or a poll
+
+
+def test_an_excluded_span_is_skipped_in_one_step(harness, store):
+    """Issue 24 item 11: a 1 s repeat whose exclusion covers the whole calendar wrote a
+    skipped run record every few seconds, for ever; one covering today wrote one a second
+    until midnight. Now each excluded span is one record: the series moves past it (to
+    tomorrow), or ends when nothing is left past it."""
+    harness.start()
+    forever = harness.put("forever", delay=0.5, repeat={"seconds": 1, "exclude": [
+        {"from": "0001-01-01", "to": "9999-12-31"}]})
+    today_only = harness.put("today", delay=0.5, repeat={"seconds": 1, "exclude": [
+        {"from": today(), "to": today()}]})
+    task = harness.wait_status("forever", "done", timeout=10)
+    moved = harness.wait(lambda: (d := store.get("today"))["date"] != today_only["date"] and d,
+                         what="the task past today")
+    harness.past(format_date(parse_date(forever["date"]) + timedelta(seconds=4)))
+    [run] = harness.runs("forever")
+    assert run["outcome"] == "skipped" and run["scheduled"] == forever["date"]
+    assert "no occurrence is left past" in run["error"]["message"]
+    assert task["after"]["skipped"] == 1
+    [run] = harness.runs("today")
+    assert run["outcome"] == "skipped" and "to the next one past the excluded days" in \
+        run["error"]["message"]
+    tomorrow = (utcnow() + timedelta(days=1)).date().isoformat()
+    assert moved["date"].startswith(f"{tomorrow}T00:00:0")  # the first second of tomorrow
+    assert moved["status"] == "waiting"
+    assert harness.recorded() == []  # the job never ran

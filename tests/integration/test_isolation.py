@@ -16,6 +16,7 @@ import pytest
 from after.dates import format_date, parse_date, utcnow
 
 from ..conftest import ROOT
+from ..escapes import ESCAPES, cleanup, pids_of
 from .test_http_jobs import Endpoint
 
 JOBS = {
@@ -39,6 +40,7 @@ import os
 def ends(task):
     os._exit(1)
 ''',
+    "escapes": ESCAPES,
 }
 
 
@@ -171,3 +173,28 @@ def test_past_the_grace_an_isolated_run_is_killed_and_its_task_handed_back(harne
     assert doc["status"] == "waiting" and "owner" not in doc["after"]
     [run] = harness.wait(lambda: harness.runs("hung"), what="the run record")
     assert run["outcome"] == "interrupted"
+
+
+@pytest.mark.parametrize("how", ["timeout", "grace"])
+def test_every_process_an_isolated_job_started_is_killed_with_its_run(harness, tmp_path,
+                                                                      how):
+    """Issue 24 item 10: past its timeout, and past the grace of a stop, the processes the
+    job started in sessions of their own (one ignoring SIGTERM, one double-forked) are
+    killed with the run's process."""
+    pidfile = tmp_path / "pids"
+    worker = harness.start(grace=1)
+    fields = {"timeout": 6.0} if how == "timeout" else {}
+    harness.put("escapes", job="escapes", arguments=[str(pidfile)], isolation="process",
+                **fields)
+    try:
+        started = pids_of(pidfile)
+        assert all(alive(pid) for pid in started)
+        if how == "timeout":
+            doc = harness.wait_status("escapes", "error", timeout=15)
+            assert doc["after"]["last_run"]["outcome"] == "timeout"
+        else:
+            harness.stop(worker)
+        harness.wait(lambda: not any(alive(pid) for pid in started), timeout=5,
+                     what="every process of the run killed")
+    finally:
+        cleanup(pidfile)

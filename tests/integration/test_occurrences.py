@@ -205,3 +205,36 @@ def test_an_isolated_run_gets_its_occurrence_id_too(harness):
     [line] = harness.recorded()
     assert line["child"] is not None  # it ran in a child process
     assert line["occurrence"] == occ.key("alone", parse_date(doc["date"]))
+
+
+def test_backfill_leaves_the_task_its_own_pending_occurrence(harness, client, store):
+    """Issue 24 item 6: a task every minute dated 10 minutes ago, its worker name paused,
+    backfilled from its date to now, then resumed: each occurrence of the window runs once
+    (its own overdue date ran twice, as the task and as a backfill copy, with one id)."""
+    now = utcnow()
+    first = now.replace(second=0, microsecond=0) - timedelta(minutes=10)
+    window = [first + timedelta(minutes=k) for k in range(11)]
+    client.pause_worker("w")
+    harness.start()
+    harness.put("minutely", repeat={"minutes": 1}, date=format_date(first))
+    done = client.backfill("minutely", first, now)  # --to now
+    assert done["occurrences"] == [format_date(t) for t in window]
+    client.resume_worker("w")
+    for docid in done["created"]:
+        harness.wait_status(docid, "done")
+    moved = harness.wait(lambda: (d := store.get("minutely"))["date"] != format_date(first)
+                         and d, what="the task's own run of its overdue date")
+    assert moved["after"]["last_run"]["outcome"] == "done"
+    harness.settled(harness.workers[0][0], *done["created"])
+    lines = harness.recorded()
+    assert [line["occurrence"] for line in lines].count(occ.key("minutely", first)) == 1
+    assert sorted(parse_date(line["date"]) for line in lines)[:len(window)] == window
+    # the task ran its own pending occurrence; the backfill asked for the other ten
+    assert done["pending"] == [format_date(first)]
+    assert sorted(done["created"]) == [f"minutely:backfill:{format_date(t)}"
+                                       for t in window[1:]]
+    # asked again, the one the task ran is a past occurrence like the others: the ten
+    # copies are there, and the eleventh is asked for now (a run again, by request)
+    again = client.backfill("minutely", first, window[-1])
+    assert again["pending"] == []
+    assert again["created"] == [f"minutely:backfill:{format_date(first)}"]

@@ -1,5 +1,5 @@
 """Calendars and exclusions (after.calendar), the skip of an excluded occurrence
-(after.decide.screen) and next runs that honour exclusions: pure, at a fixed ``NOW``."""
+(after.worker.gates.screen) and next runs that honour exclusions: pure, at a fixed ``NOW``."""
 
 from __future__ import annotations
 

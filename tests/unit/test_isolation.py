@@ -24,6 +24,8 @@ from after import isolation
 from after.jobs import JobRegistry, TaskContext
 from after.process import LockedPidFile
 
+from ..escapes import ESCAPES, cleanup, pids_of
+
 ROOT = Path(__file__).resolve().parents[2]
 DATE = datetime(2026, 12, 1, 9, tzinfo=UTC)
 
@@ -68,6 +70,7 @@ def hangs(task, path):
         out.write(f"{os.getpid()} {grandchild.pid}")
     time.sleep(60)
 ''',
+    "escapes": ESCAPES,
 }
 
 
@@ -156,6 +159,19 @@ def test_past_its_deadline_the_child_and_its_own_children_are_killed(registry, t
     assert gone(child) and gone(grandchild)
 
 
+def test_past_its_deadline_every_process_the_job_started_is_killed(registry, tmp_path):
+    """Issue 24 item 10: a grandchild in a session of its own that ignores SIGTERM, and a
+    double-forked daemon, outlived the timeout's kill of the run's process group."""
+    pids = tmp_path / "pids"
+    try:
+        reply = run(registry, "escapes", [str(pids)], deadline=time.monotonic() + 5)
+        assert reply is None  # timed out
+        child, grandchild, daemon = pids_of(pids)
+        assert gone(child) and gone(grandchild) and gone(daemon)
+    finally:
+        cleanup(pids)
+
+
 def test_kill_from_another_thread_frees_the_waiting_thread_at_once(registry, tmp_path):
     pids = tmp_path / "pids"
     child = isolation.Child()
@@ -222,6 +238,25 @@ def test_a_child_whose_worker_is_killed_kills_itself_and_its_children(registry, 
     finally:
         if worker.poll() is None:
             worker.kill()
+
+
+def test_a_worker_killed_takes_every_process_its_run_started(registry, tmp_path):
+    """Issue 24 item 10: kill -9 of the worker; the processes its isolated run started in
+    sessions of their own (one ignoring SIGTERM, one double-forked) outlived it."""
+    script, pids = tmp_path / "worker.py", tmp_path / "pids"
+    script.write_text(textwrap.dedent(ORPHAN).replace('"hangs"', '"escapes"'))
+    worker = subprocess.Popen([sys.executable, str(script), str(registry.root), str(pids)],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        started = pids_of(pids)
+        assert not any(gone(pid, within=0.3) for pid in started)  # they run while it lives
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        assert [pid for pid in started if not gone(pid)] == []
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        cleanup(pids)
 
 
 def test_the_main_module_is_not_run_again_in_a_child():

@@ -240,6 +240,37 @@ def test_a_window_holds_exactly_the_occurrences_within_it(hours, anchor, shift, 
     assert found == expected
 
 
+OWNER = {"owner": "billing@here:1:abc"}
+GOING = {**OWNER, "started": "2026-12-01T08:00:01.000Z", "run": 3}
+PAST = "2026-12-01T08:00:00.000Z"  # an hour before NOW: an overdue occurrence
+
+
+@pytest.mark.parametrize(("fields", "own"), [
+    ({"status": "waiting"}, PAST),  # overdue: the task runs it as soon as a worker can
+    ({"status": "scheduled", "after": OWNER}, PAST),  # held, or a retry of it waiting
+    ({"status": "reschedule", "after": OWNER}, PAST),  # the date the user wrote
+    ({"status": "running", "after": GOING}, PAST),  # its run is going
+    ({"status": "paused", "after": GOING}, PAST),  # paused while it ran: still going
+    ({"status": "cancel", "after": GOING}, PAST),  # canceled while it ran: still going
+    ({"status": "paused"}, None),  # resumes from its next occurrence after now
+    ({"status": "cancel", "after": OWNER}, None),  # will not run it
+    ({"status": "done"}, None),
+    ({"status": "error"}, None),
+    ({"status": "canceled"}, None),
+    ({"status": "waiting", "max_delay": 60}, None),  # its worker records it missed
+    ({"status": "waiting", "max_delay": 7200}, PAST),
+    ({"status": "waiting", "repeat": {"hours": 1, "exclude": ["2026-12-01"]}}, None),
+    ({"status": "waiting", "repeat": {"hours": 1, "exclude": {"calendar": "off"}}}, None),
+    ({"status": "waiting", "repeat": {"hours": 1, "exclude": {"calendar": "on"}}}, PAST),
+])
+def test_a_backfill_leaves_the_task_the_occurrence_it_runs_itself(fields, own):
+    doc = task(**{"date": PAST, "repeat": {"hours": 1}, **fields})
+    calendars = {"off": parse_repeat({"d": 1, "exclude": ["2026-12-01"]}).exclude,
+                 "on": parse_repeat({"d": 1, "exclude": ["2026-12-02"]}).exclude}
+    found = rules.own_occurrence(doc, rules.parse(doc), NOW, calendars)
+    assert found == (None if own is None else datetime(2026, 12, 1, 8, tzinfo=UTC))
+
+
 def test_extra_run_ids_name_the_task_the_kind_and_the_date():
     assert occ.extra_id("a:b", "manual", "2026-12-01T09:00:00.000Z") == \
         "a:b:manual:2026-12-01T09:00:00.000Z"

@@ -141,3 +141,47 @@ def test_generated_isolation_values_get_the_same_message_from_both():
     for doc, vdu in zip(docs, said, strict=True):
         assert python_says(doc) == vdu, doc["isolation"]
     assert said.count(None) >= 1 and len(set(said)) > 20
+
+
+def test_generated_dates_at_the_calendars_edges_get_the_same_message_from_both():
+    """Issue 24 item 11: year 0 passed the VDU and failed in the worker. Dates drawn near
+    the ends of the calendar (years 0, 1, 9998 to 9999, with offsets that may take them out
+    in UTC, fields just out of range) as ``date`` and as ``repeat.until`` (just before or
+    after the date): both validators accept the same and say the same of the others, and
+    what they accept the worker can read."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from after.dates import parse_date
+
+    two = st.integers(0, 99).map("{:02d}".format)
+    stamps = st.builds(
+        lambda y, mo, d, h, mi, s, frac, tz: f"{y:04d}-{mo}-{d}T{h}:{mi}:{s}{frac}{tz}",
+        st.sampled_from([0, 1, 2, 1970, 9998, 9999]),
+        st.sampled_from(["00", "01", "02", "12", "13"]), st.sampled_from(["00", "01", "28",
+                                                                         "29", "31", "32"]),
+        st.sampled_from(["00", "12", "23", "24"]), st.sampled_from(["00", "59", "60"]), two,
+        st.sampled_from(["", ".5", ".999", ".9999999"]),
+        st.one_of(st.sampled_from(["", "Z", "+00:00", "-00:00", "+23:59", "-23:59", "+24:00",
+                                   "+0100", "-01", "+00:60"]),
+                  st.builds(lambda sign, h, m: f"{sign}{h}:{m}", st.sampled_from("+-"),
+                            two, two)))
+    dates = st.one_of(stamps, stamps.map(lambda t: t[:10]))
+    drawn: list = []
+
+    @settings(max_examples=400, database=None, deadline=None)
+    @given(dates, st.one_of(st.none(), dates))
+    def collect(date, until):
+        drawn.append((date, until))
+
+    collect()
+    base = {"_id": "gen", "worker": "w", "job": {"name": "j"}, "status": "waiting"}
+    docs = [{**base, "date": date, **({"repeat": {"seconds": 1, "until": until}} if until
+                                      else {})} for date, until in drawn]
+    said = vdu_says(docs)
+    for doc, vdu in zip(docs, said, strict=True):
+        python = python_says(doc)
+        assert python == vdu, (doc["date"], doc.get("repeat"))
+        if python is None:
+            parse_date(doc["date"])  # the worker reads what both let through
+    assert said.count(None) >= 5 and len(set(said)) > 20
