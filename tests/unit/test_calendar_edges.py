@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from after import task as rules
 from after.client import Client
-from after.dates import format_date, to_ms
+from after.dates import format_date
 from after.repeat import parse_repeat
 from after.worker import runs as r
 from after.worker.gates import screen as screened
