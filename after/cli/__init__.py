@@ -136,15 +136,18 @@ def hide_credentials(args: list[str]) -> None:
 @click.option("--db", envvar="AFTER_DB", help="tasks database [env AFTER_DB]")
 @click.option("--jobs", envvar="AFTER_JOBS", metavar="DIR",
               help="jobs folder [env AFTER_JOBS]")
+@click.option("--jobs-module", "jobs_module", envvar="AFTER_JOBS_MODULE", metavar="MODULE",
+              help="installed modules of jobs (pkg.jobs), comma separated "
+                   "[env AFTER_JOBS_MODULE]")
 @click.option("--home", envvar="AFTER_HOME", metavar="DIR",
               help="where pid and log files go [env AFTER_HOME]")
 @click.version_option(package_name="after", prog_name="after")
 @click.pass_context
-def main(ctx, config_path, url, db, jobs, home):
+def main(ctx, config_path, url, db, jobs, jobs_module, home):
     """Schedule work for later, with CouchDB as the only server."""
     environ = dict(os.environ)
     for key, value in (("AFTER_COUCHDB_URL", url), ("AFTER_DB", db), ("AFTER_JOBS", jobs),
-                       ("AFTER_HOME", home)):
+                       ("AFTER_JOBS_MODULE", jobs_module), ("AFTER_HOME", home)):
         if value:
             environ[key] = value
     try:

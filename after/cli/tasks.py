@@ -26,7 +26,16 @@ from ..jobs import check_name as check_job_name
 from ..process import ProcessError
 from ..process import check_name as check_worker_name
 from ..redact import redact
-from .common import EXIT_FAILED, EXIT_USAGE, Failure, echo_json, echo_table, jobs_folder, short
+from .common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    Failure,
+    echo_json,
+    echo_table,
+    job_registry,
+    jobs_options,
+    short,
+)
 
 #: Which option a validation message is about, by the field it starts with.
 FIELD_OPTIONS = {
@@ -220,7 +229,7 @@ def concurrency_option(value: str | None) -> dict | None:
     return {"key": key, "limit": int(limit)}
 
 
-def check_job(folder: Path, name: str, args: list, kwargs: dict | None) -> None:
+def check_job(registry: JobRegistry, name: str, args: list, kwargs: dict | None) -> None:
     """Refuse (exit 2) a job the jobs folder does not define, or arguments its function
     cannot take, before anything is written: the worker would only mark the task ``error``.
 
@@ -234,11 +243,10 @@ def check_job(folder: Path, name: str, args: list, kwargs: dict | None) -> None:
         return
     hint = "; --no-check adds it anyway, for a job only the workers' machines have"
     try:
-        func = JobRegistry(folder).resolve(name)
+        func = registry.resolve(name)
     except JobError as exc:
-        if not folder.is_dir():
-            raise Failure(f"job {name!r} is not a built-in job and the jobs folder {folder} "
-                          f"does not exist (set AFTER_JOBS){hint}", EXIT_USAGE) from None
+        if not registry.folder.is_dir():
+            hint = f" (set AFTER_JOBS){hint}"
         raise Failure(f"{exc}{hint}", EXIT_USAGE) from None
     try:
         signature = inspect.signature(func)
@@ -333,7 +341,7 @@ def add(cfg, job, args, worker, at, every, cron, tz, limit, until, jitter, retry
                                  "object)", param_hint="'--kwargs'")
     arguments = [json_or_text(a) for a in args]
     if not no_check:
-        check_job(cfg.jobs, job, arguments, kwargs_value)
+        check_job(job_registry(cfg), job, arguments, kwargs_value)
     with open_client(cfg) as client, refused(cron=cron is not None,
                                             kwargs=kwargs is not None):
         new_id = client.schedule(
@@ -595,20 +603,31 @@ def backfill(cfg, task_id, start, end, as_json):
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="one JSON list for scripts")
+@click.option("--json", "as_json", is_flag=True,
+              help="one JSON list for scripts (the notes go to stderr)")
+@jobs_options
 @click.pass_obj
 def jobs(cfg, as_json):
-    """List the jobs: built-in ones and those found in the jobs folder."""
-    infos = JobRegistry(jobs_folder(cfg)).list()
+    """List the jobs: built-in ones, those of the jobs folder and of the jobs modules; then
+    each module that defines no job (or cannot be imported), and why."""
+    registry = job_registry(cfg)
+    infos = registry.list()
+    notices = registry.notices()
     if as_json:
         echo_json([{"name": i.name, "source": i.source, "signature": i.signature,
                     "doc": i.doc, "error": i.error} for i in infos])
+        for notice in notices:
+            click.echo(f"note: {notice}", err=True)
         return
     rows = [("NAME", "SOURCE", "SIGNATURE", "DESCRIPTION")]
     for info in infos:
         rows.append((info.name, relative(info.source), info.signature,
                      f"error: {info.error}" if info.error else info.doc))
     echo_table(rows)
+    shown = {info.source for info in infos if info.error}  # a row says it already
+    for notice in notices:
+        if notice.source not in shown:
+            click.echo(f"note: {relative(notice.source)}: {notice.message}")
 
 
 def relative(source: str) -> str:

@@ -11,6 +11,7 @@ processes is read and pruned by :mod:`after.peers`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import threading
@@ -31,13 +32,16 @@ from .common import (
     Failure,
     ago,
     echo_table,
-    jobs_folder,
+    job_registry,
+    jobs_options,
     open_store,
     plural,
     short,
     worker_name,
 )
 from .tasks import open_client, refused
+
+logger = logging.getLogger("after.start")
 
 #: ``after start``'s options: the settings a user is likely to set, with their help.
 START_OPTIONS = {
@@ -73,6 +77,7 @@ def settings_options(command):
 @settings_options
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="serve Prometheus metrics and /health on 127.0.0.1:PORT")
+@jobs_options
 @click.pass_obj
 def start(cfg: Config, name, background, metrics_port, **options):
     """Start a worker process named NAME."""
@@ -81,15 +86,22 @@ def start(cfg: Config, name, background, metrics_port, **options):
         cfg = cfg.with_worker(**options)
     except ConfigError as exc:
         raise click.UsageError(str(exc).replace("option.", "--")) from None
-    jobs_folder(cfg)
+    registry = job_registry(cfg)
+    notices = registry.notices()  # imports the job modules: what defines no job, and why
+    for notice in notices:
+        if notice.source in cfg.jobs_modules:  # a module named on purpose: no start without
+            raise Failure(f"jobs module {notice.source} {notice.message}")
     with open_store(cfg) as store:
         if not schema.is_set_up(store):
             schema.setup(store)
     logfile = process.log_path(cfg.home, name)
     pidpath = process.new_pid_path(cfg.home, name)
     if background:
+        for notice in notices:  # the daemon logs them too, where nobody may look
+            click.echo(f"warning: {notice}", err=True)
+
         def run(ready):
-            return run_worker(cfg, name, metrics_port,
+            return run_worker(cfg, name, metrics_port, registry, notices,
                               on_ready=lambda worker: (worker.ready.wait(), ready()))
 
         pid = process.start_background(f"after-{name}", pidpath, logfile, run)
@@ -98,18 +110,21 @@ def start(cfg: Config, name, background, metrics_port, **options):
     process.setup_logging(logfile, stderr=True)
     pidfile = process.LockedPidFile(pidpath)
     try:
-        code = run_worker(cfg, name, metrics_port)
+        code = run_worker(cfg, name, metrics_port, registry, notices)
     finally:
         pidfile.release()
     process.exit_now(code)
 
 
-def run_worker(cfg: Config, name: str, metrics_port: int | None, on_ready=None) -> int:
+def run_worker(cfg: Config, name: str, metrics_port: int | None, registry: JobRegistry,
+               notices=(), on_ready=None) -> int:
     """Run a worker in this process until SIGTERM/SIGINT; returns the exit code."""
     from ..worker import Worker
 
+    for notice in notices:
+        logger.warning("%s", notice)
     store = Store(cfg.url, cfg.db)
-    worker = Worker(store, name, JobRegistry(cfg.jobs), cfg.worker)
+    worker = Worker(store, name, registry, cfg.worker)
 
     def on_signal(signum, frame):  # only sets flags; the loop does the work
         worker.request_stop()

@@ -417,8 +417,11 @@ def test_unreachable_server_and_missing_database_and_jobs_folder(env):
     missing = after({**env, "AFTER_DB": "no_such_db"}, "add", "hello", "-w", "x", code=4)
     assert "the database no_such_db does not exist" in missing.stderr
     assert "after setup" in missing.stderr
-    nojobs = after({**env, "AFTER_JOBS": str(ROOT / "no-such-folder")}, "jobs", code=1)
-    assert "the jobs folder" in nojobs.stderr
+    nojobs = after({**env, "AFTER_JOBS": str(ROOT / "no-such-folder")}, "jobs")
+    assert [line.split()[0] for line in nojobs.stdout.splitlines()[1:3]] == ["http", "webhook"]
+    assert nojobs.stdout.splitlines()[3] == (
+        "note: no-such-folder: no jobs folder here: only the built-in jobs (http, "
+        "webhook) can run (set AFTER_JOBS, --jobs or 'jobs' in config.json)")
     listing = after({**env, "AFTER_DB": "no_such_db"}, "tasks", code=4)  # not CouchDB's words
     assert listing.stderr.startswith("after: error: the database no_such_db does not exist at ")
     assert listing.stderr.endswith(" (run `after setup`)\n")
