@@ -26,7 +26,9 @@ from __future__ import annotations
 import heapq
 import json
 import re
+import time
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from itertools import islice
@@ -34,11 +36,11 @@ from typing import Any
 
 from . import config as config_module
 from . import occurrence as occ
-from . import pausing
+from . import pausing, serving
 from . import task as rules
 from .calendar import PREFIX as CALENDAR_PREFIX
 from .calendar import CalendarError, Exclusion, calendar_name, excluded, parse_calendar
-from .dates import DateError, format_date, parse_date, parse_when, utcnow
+from .dates import DateError, format_date, parse_date, parse_when, to_ms, utcnow
 from .gates import in_use
 from .jobs import JobError, check_name
 from .process import ProcessError
@@ -47,7 +49,7 @@ from .repeat import CronRule, RepeatError, parse_repeat
 from .store import Conflict, Forbidden, NotFound, Store, StoreError
 from .task import StateError, TaskError
 
-__all__ = ["Client", "StateError", "TaskError", "TaskNotFound", "every_units"]
+__all__ = ["Client", "StateError", "TaskError", "TaskNotFound", "UnservedWorker", "every_units"]
 
 #: How many times a write that conflicts is re-read and retried before giving up.
 MAX_CONFLICTS = 20
@@ -62,6 +64,16 @@ _SHORTHAND_UNITS = {
 
 class TaskNotFound(NotFound):
     """No task has that id."""
+
+
+class UnservedWorker(UserWarning):
+    """A task was written for a worker name that no live process serves (or that is
+    paused): it waits until one starts. A warning, not an error: the workers may simply
+    start later (``warnings.simplefilter("ignore", UnservedWorker)`` silences it)."""
+
+
+#: Seconds a worker name found served is not checked again by the same client.
+SERVED_FOR = 60.0
 
 
 def every_units(text: str) -> dict:
@@ -221,6 +233,7 @@ class Client:
         self.db = db or config.db
         self.runs_db = config_module.runs_db(self.db)
         self.store = store or Store(self.url, self.db, retries=retries)
+        self._served: dict[str, float] = {}  # worker name -> when it was last found served
 
     def close(self) -> None:
         self.store.close()
@@ -326,6 +339,7 @@ class Client:
             raise TaskError(f"job.arguments: not JSON ({exc})") from None
         if id is None:
             self._write(doc)
+            self._warn_unserved(worker)
             return doc["_id"]
         for _ in range(MAX_CONFLICTS):
             current = self.store.get_or_none(id)
@@ -336,6 +350,7 @@ class Client:
                     new = self._upsert(current, doc, date_given=start is not None)
                     if new is not None:
                         self._write(new)
+                self._warn_unserved(worker)
                 return id
             except Conflict:
                 continue  # changed meanwhile: read it again and decide again
@@ -490,6 +505,34 @@ class Client:
         raise StoreError(f"task {id}: gave up after {MAX_CONFLICTS} conflicting writes")
 
     # -- worker names --------------------------------------------------------------------------
+
+    def unserved(self, worker: str) -> str | None:
+        """None when a live process serves the worker name ``worker``; else why its tasks
+        wait (no live process of that name, with a close live name when there is one, or
+        the name is paused). One read of ``<db>_workers``."""
+        _check_worker(worker)
+        try:
+            docs = self.store.prefixed("", db=config_module.workers_db(self.db))
+        except NotFound:  # no worker ever ran here
+            docs = []
+        paused = [doc["name"] for doc in docs if pausing.is_pause(doc)]
+        now = to_ms(utcnow())
+        return serving.message(worker, serving.serving(worker, docs, paused, now), docs, now)
+
+    def _warn_unserved(self, worker: str) -> None:
+        """Warn (:class:`UnservedWorker`) when no live process serves ``worker``; a name
+        found served is not asked about again for :data:`SERVED_FOR` seconds."""
+        now = time.monotonic()
+        if now - self._served.get(worker, -SERVED_FOR) < SERVED_FOR:
+            return
+        try:
+            why = self.unserved(worker)
+        except StoreError:  # the task is written: a warning is not worth a failure
+            return
+        if why is None:
+            self._served[worker] = now
+        else:
+            warnings.warn(why, UnservedWorker, stacklevel=3)
 
     def pause_worker(self, name: str) -> dict:
         """Pause the worker name ``name`` on every machine (within about a second): its

@@ -34,9 +34,13 @@ def server():
     """The embedded CouchDB-compatible server, for development (pouchdb-server)."""
 
 
+#: The hosts of a URL the embedded server can serve.
+EMBEDDED_HOSTS = ("127.0.0.1", "localhost")
+
+
 def embedded(cfg: Config, port: int | None, data: str | None, memory: bool) -> EmbeddedServer:
     parts = urlsplit(cfg.urls[0])
-    if len(cfg.urls) > 1 or parts.hostname not in ("127.0.0.1", "localhost"):
+    if len(cfg.urls) > 1 or parts.hostname not in EMBEDDED_HOSTS:
         raise Failure(f"the embedded server is one server on 127.0.0.1; the configured URL is "
                       f"{cfg.safe_url}")
     data_dir = None if memory else Path(data).resolve() if data else cfg.home / "data"

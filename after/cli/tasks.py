@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,14 @@ import click
 
 from .. import task as rules
 from ..calendar import PREFIX as CALENDAR_PREFIX
-from ..client import Client, StateError, TaskError, describe_repeat
+from ..client import Client, StateError, TaskError, UnservedWorker, describe_repeat
 from ..dates import format_date, utcnow
 from ..jobs import JobError, JobRegistry
 from ..jobs import check_name as check_job_name
 from ..process import ProcessError
 from ..process import check_name as check_worker_name
 from ..redact import redact
+from ..serving import UNCLAIMED
 from .common import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -343,13 +345,18 @@ def add(cfg, job, args, worker, at, every, cron, tz, limit, until, jitter, retry
     if not no_check:
         check_job(job_registry(cfg), job, arguments, kwargs_value)
     with open_client(cfg) as client, refused(cron=cron is not None,
-                                            kwargs=kwargs is not None):
+                                            kwargs=kwargs is not None), \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnservedWorker)
         new_id = client.schedule(
             job, *arguments, worker=worker, at=at, every=every,
             cron=cron, tz=tz, limit=limit, until=until, jitter=seconds(jitter), retry=retry,
             timeout=seconds(timeout), max_delay=seconds(max_delay), isolation=isolation,
             id=task_id, kwargs=kwargs_value, exclude=exclude_items(excludes),
             concurrency=concurrency_option(concurrency), overlap=overlap, priority=priority)
+        for warning in caught:
+            if issubclass(warning.category, UnservedWorker):
+                click.echo(f"warning: {warning.message}", err=True)
         if as_json:
             echo_json(masked(client.get(new_id)))
         else:
@@ -381,10 +388,12 @@ def show(cfg, task_id, count, as_json):
         runs = client.runs(task_id, count) if count else []
         calendars = client.calendars_of(doc)
         waiting = slot_wait(doc, client, utcnow())
+        unserved = client.unserved(doc["worker"]) if doc.get("status") in UNCLAIMED \
+            and isinstance(doc.get("worker"), str) and worker_named(doc["worker"]) else None
     upcoming = [format_date(d) for d in Client.next_runs(doc, 5, calendars)]
     if as_json:
         echo_json({"task": doc, "next_runs": upcoming, "runs": runs,
-                   "waiting_for_slot": waiting})
+                   "waiting_for_slot": waiting, "unserved": unserved})
         return
     info = rules.info(doc)
     rows: list[tuple] = [
@@ -416,6 +425,8 @@ def show(cfg, task_id, count, as_json):
         rows.append(("held by", info["owner"]))
     if waiting:
         rows.append(("waiting", waiting))
+    if unserved:
+        rows.append(("warning", unserved))
     if info.get("runs") or info.get("missed") or info.get("skipped"):
         skipped = f", {info['skipped']} skipped" if info.get("skipped") else ""
         rows.append(("runs", f"{info.get('runs', 0)} ({info.get('successes', 0)} done, "
@@ -429,6 +440,14 @@ def show(cfg, task_id, count, as_json):
     if runs:
         click.echo("last runs:")
         runs_table(runs, indent="  ")
+
+
+def worker_named(name: str) -> bool:
+    try:
+        check_worker_name(name)
+    except ProcessError:
+        return False
+    return True
 
 
 def slot_wait(doc: dict, client: Client, now) -> str | None:

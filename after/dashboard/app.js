@@ -50,11 +50,26 @@ function redraw(...parts) {
   if (frame === null) frame = requestAnimationFrame(draw);
 }
 
+// The names served by a live process, and the paused ones: when they change, the tasks
+// are drawn again (a waiting task says whether a process serves its name).
+let servedKey = '';
+
+function served(now) {
+  const live = [...state.workers.values()].filter((doc) => model.workerState(doc, now) === 'live')
+    .map((doc) => doc.name);
+  return JSON.stringify([[...new Set(live)].sort(), model.pausedNames([...state.pauses.values()])]);
+}
+
 function draw() {
   frame = null;
   const now = Date.now();
   const parts = new Set(dirty);
   dirty.clear();
+  if (parts.has('workers')) {
+    const key = served(now);
+    if (key !== servedKey) parts.add('tasks');
+    servedKey = key;
+  }
   if (parts.has('workers')) render.workers(state, now, actOnWorker);
   if (parts.has('schedule')) render.schedule(state, now);
   if (parts.has('counts')) {

@@ -220,6 +220,22 @@ export function workerState(doc, now) {
   return doc.stopping ? 'stopping' : 'live';
 }
 
+// Whether a live process serves a worker name (after.serving, the same cases in
+// tests/cases/serving.json): null when one does, 'paused' when the name is paused, 'none'
+// when no live process has that name.
+export function serving(name, workers, paused, now) {
+  if (paused.includes(name)) return 'paused';
+  return workers.some((doc) => isWorker(doc) && doc.name === name
+    && workerState(doc, now) === 'live') ? null : 'none';
+}
+
+// The same for a task that waits to be claimed (waiting, reschedule); null for any other.
+export function unserved(doc, workers, paused, now) {
+  if (!isTask(doc) || !['waiting', 'reschedule'].includes(doc.status)
+    || typeof doc.worker !== 'string') return null;
+  return serving(doc.worker, workers, paused, now);
+}
+
 // -- concurrency caps: slot documents (slot:KEY#N in the workers database, after.gates) --------
 
 export function isSlot(doc) {

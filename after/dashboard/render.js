@@ -6,8 +6,7 @@ import { runsChart, timeline } from './chart.js';
 import {
   ACTION_LABELS, STATUSES, actionsFor, capsInUse, dueOf, failed, formatDuration, formatUtc,
   isolationOf, jobName, lateness, meta, parseDate, pausedNames, relative, sortRuns, sortTasks,
-  sortWorkers,
-  workerState,
+  sortWorkers, unserved, workerState,
 } from './model.js';
 
 const HOUR = 3600000;
@@ -162,7 +161,21 @@ function lastRun(doc, now) {
   return parts.length ? parts : h('span', { class: 'muted' }, 'never run');
 }
 
+// A waiting task whose worker name no live process serves says so beside the name.
+function unservedNote(doc, workers, paused, now) {
+  const kind = unserved(doc, workers, paused, now);
+  if (kind === null) return '';
+  const why = kind === 'paused'
+    ? `the worker name ${doc.worker} is paused: its processes claim nothing until resumed`
+    : `no live process serves the worker name ${doc.worker}: the task waits until one starts `
+      + `(after start ${doc.worker})`;
+  return h('span', { class: `unserved warn unserved-${kind}`, title: why },
+    kind === 'paused' ? ' · paused' : ' · no live process');
+}
+
 export function tasks(state, now, onAction) {
+  const workers = [...state.workers.values()];
+  const paused = pausedNames([...state.pauses.values()]);
   const docs = sortTasks([...state.tasks.values()]);
   const shown = docs.slice(0, MAX_TASK_ROWS);
   $('#tasks-shown').textContent = docs.length > shown.length
@@ -174,7 +187,7 @@ export function tasks(state, now, onAction) {
     return h('tr', { 'data-id': doc._id, class: `task status-${doc.status}` },
       h('td', { class: 'id' }, h('code', { title: doc._id }, doc._id)),
       h('td', {}, badge('status', doc.status)),
-      h('td', {}, doc.worker || '–'),
+      h('td', {}, doc.worker || '–', unservedNote(doc, workers, paused, now)),
       h('td', { class: 'job' }, jobName(doc) || '–', isolated(doc)),
       h('td', {}, when(dueOf(doc), now)),
       h('td', { class: 'last' }, lastRun(doc, now)),
