@@ -267,6 +267,19 @@ class JobRegistry:
                 infos[name] = info
         return sorted([*infos.values(), *extra], key=lambda i: (i.name, i.error is not None))
 
+    def check_call(self, name: Any, args: list | tuple = (), kwargs: dict | None = None) -> None:
+        """JobError unless job ``name`` exists and its function can take ``args`` and
+        ``kwargs`` after the task: what the worker would find out only at the run."""
+        func = self.resolve(name)
+        signature = _bound_signature(func)
+        if signature is None:
+            return  # some callables have none: the worker's call decides
+        try:
+            signature.bind(None, *args, **(kwargs or {}))  # None stands for the task
+        except TypeError as exc:
+            raise JobError(f"job {name!r} cannot take these arguments, {name}{signature}: "
+                           f"{exc}") from None
+
     def notices(self) -> list[Notice]:
         """What to tell whoever runs these jobs: no jobs folder (only the built-in jobs
         and the jobs modules run), and each module that defines no job, or fails to import,
