@@ -18,7 +18,7 @@ import logging
 from datetime import datetime
 
 from . import decide as d
-from . import faults, gates, overlap, priorities
+from . import faults, gates, oplog, overlap, priorities
 from . import task as rules
 from .dates import from_ms, to_ms
 from .decide import Write
@@ -239,11 +239,11 @@ class Reactions:
                      held.doc["_id"], held.spec.job,
                      max(1, rules.counter(held.doc.get(rules.NS), "attempt")),
                      outcome.duration_ms, held.lateness * 1000)
-        else:
-            log.warning("%s %s (job %s): %s", outcome.outcome, held.doc["_id"], held.spec.job,
-                        outcome.error)
-        return d.end(held.doc, held.spec, outcome, self.me, now, trace=trace,
-                     response=response)
+        write = d.end(held.doc, held.spec, outcome, self.me, now, trace=trace,
+                      response=response)
+        if not outcome.ok:  # what comes next: a retry at..., or none left (after.oplog)
+            log.warning("%s", oplog.run_ended(held.doc, write.doc, held.spec, outcome, now))
+        return write
 
     def _deadlines(self, now: datetime) -> list[Write]:
         writes = self._unbegun(now)
