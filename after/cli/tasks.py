@@ -14,18 +14,20 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import click
 
 from .. import task as rules
 from ..calendar import PREFIX as CALENDAR_PREFIX
 from ..client import Client, StateError, TaskError, UnservedWorker, describe_repeat
-from ..dates import format_date, utcnow
+from ..dates import DateError, format_date, utcnow
 from ..jobs import JobError, JobRegistry
 from ..jobs import check_name as check_job_name
 from ..process import ProcessError
 from ..process import check_name as check_worker_name
 from ..redact import redact
+from ..repeat import RepeatError, parse_repeat
 from ..serving import UNCLAIMED
 from .common import (
     EXIT_FAILED,
@@ -381,10 +383,17 @@ def show(cfg, task_id, count, as_json):
         waiting = slot_wait(doc, client, utcnow())
         unserved = client.unserved(doc["worker"]) if doc.get("status") in UNCLAIMED \
             and isinstance(doc.get("worker"), str) and worker_named(doc["worker"]) else None
-    upcoming = [format_date(d) for d in Client.next_runs(doc, 5, calendars)]
+    instants = Client.next_runs(doc, 5, calendars)
+    upcoming = [format_date(d) for d in instants]
+    zone = task_zone(doc)
+    local = [local_time(d, zone) for d in instants] if zone else []
     if as_json:
         echo_json({"task": doc, "next_runs": upcoming, "runs": runs,
-                   "waiting_for_slot": waiting, "unserved": unserved})
+                   "waiting_for_slot": waiting, "unserved": unserved,
+                   **({"tz": zone, "next_runs_local": [d.isoformat() for d in
+                                                        (i.astimezone(ZoneInfo(zone))
+                                                         for i in instants)]}
+                      if zone else {})})
         return
     info = rules.info(doc)
     rows: list[tuple] = [
@@ -426,11 +435,28 @@ def show(cfg, task_id, count, as_json):
     if info.get("error"):
         rows.append(("error", clip(info["error"], 200)))
     for index, when in enumerate(upcoming):
-        rows.append(("next runs" if index == 0 else "", when))
+        rows.append(("next runs" if index == 0 else "", f"{when}  {local[index]}" if local
+                     else when))
     echo_table(rows)
     if runs:
         click.echo("last runs:")
         runs_table(runs, indent="  ")
+
+
+def task_zone(doc: dict) -> str | None:
+    """The time zone a task's schedule is in (a cron rule's ``tz``), None for UTC."""
+    try:
+        rule = parse_repeat(doc.get("repeat"))
+    except (RepeatError, DateError):
+        return None
+    zone = rule.zone if rule is not None else "UTC"
+    return None if zone in ("UTC", "Etc/UTC") else zone
+
+
+def local_time(instant, zone: str) -> str:
+    """``2027-03-24 09:00:00 CET (Europe/Paris)``, beside a run's UTC instant."""
+    there = instant.astimezone(ZoneInfo(zone))
+    return f"{there:%Y-%m-%d %H:%M:%S} {there.tzname()} ({zone})"
 
 
 def worker_named(name: str) -> bool:

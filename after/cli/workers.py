@@ -1,6 +1,6 @@
-"""After's five commands: ``start``, ``stop``, ``log``, ``list`` and ``clean``; and ``pause``
-and ``resume`` (a whole worker name, kept in the database, :mod:`after.pausing`; or one task
-with ``--task``).
+"""After's commands for processes: ``start``, ``stop``, ``log``, ``list`` and ``clean``; and
+``pause`` and ``resume`` (a whole worker name, kept in the database, :mod:`after.pausing`; or
+one task with ``--task``).
 
 ``start`` takes its settings from the configuration (:class:`after.config.Settings`: the
 ``worker`` section of config.json and the ``AFTER_WORKER_*`` variables); an option given here
@@ -241,9 +241,12 @@ def list_workers(cfg: Config, as_json):
 
 @click.command()
 @click.argument("name")
+@click.option("--log", "remove_log", is_flag=True,
+              help="also remove its log (kept otherwise: what happened stays readable)")
 @click.pass_obj
-def clean(cfg: Config, name):
-    """Remove the log and stale pid files of NAME, and its dead registry entries."""
+def clean(cfg: Config, name, remove_log):
+    """Remove the stale pid files of NAME and its dead registry entries (and its log, with
+    --log, once no process of NAME runs here)."""
     name = worker_name(name)
     removed = 0
     for pidfile in process.pid_files(cfg.home, name):
@@ -253,11 +256,13 @@ def clean(cfg: Config, name):
     path = process.log_path(cfg.home, name)
     running = any(f.running for f in process.pid_files(cfg.home, name))
     log_note = ""
-    if path.exists() and not running:
+    if path.exists() and running and remove_log:
+        log_note = " (log kept: the worker runs)"
+    elif path.exists() and remove_log:
         path.unlink()
         log_note = ", its log"
-    elif running:
-        log_note = " (log kept: the worker runs)"
+    elif path.exists():
+        log_note = f" (log kept: {path}; --log removes it)"
     with open_store(cfg) as store:
         pruned = peers.prune(store, cfg.workers_db, name, to_ms(utcnow()))
     click.echo(f"cleaned {name}: {plural(removed, 'stale pid file')}{log_note}, "

@@ -114,19 +114,27 @@ def test_add_with_the_same_id_twice_leaves_one_task_unchanged(env, store):
 def test_cron_next_runs_across_the_paris_dst_change(env, store):
     after(env, "add", "hello", "-w", "billing", "--cron", "0 9 * * 1-5", "--tz",
           "Europe/Paris", "--at", "2027-03-24", "--id", "paris")
-    shown = after(env, "show", "paris", "--json")
-    assert json.loads(shown.stdout)["next_runs"] == [
+    shown = json.loads(after(env, "show", "paris", "--json").stdout)
+    assert shown["next_runs"] == [
         "2027-03-24T08:00:00.000Z", "2027-03-25T08:00:00.000Z", "2027-03-26T08:00:00.000Z",
         "2027-03-29T07:00:00.000Z", "2027-03-30T07:00:00.000Z",
     ]
+    assert shown["tz"] == "Europe/Paris"
+    assert shown["next_runs_local"][2:4] == ["2027-03-26T09:00:00+01:00",
+                                             "2027-03-29T09:00:00+02:00"]
     text = after(env, "show", "paris").stdout
-    assert text.splitlines()[-5:] == [
-        "next runs  2027-03-24T08:00:00.000Z",
-        "           2027-03-25T08:00:00.000Z",
-        "           2027-03-26T08:00:00.000Z",
-        "           2027-03-29T07:00:00.000Z",
-        "           2027-03-30T07:00:00.000Z",
+    assert text.splitlines()[-5:] == [  # in the task's time zone beside UTC
+        "next runs  2027-03-24T08:00:00.000Z  2027-03-24 09:00:00 CET (Europe/Paris)",
+        "           2027-03-25T08:00:00.000Z  2027-03-25 09:00:00 CET (Europe/Paris)",
+        "           2027-03-26T08:00:00.000Z  2027-03-26 09:00:00 CET (Europe/Paris)",
+        "           2027-03-29T07:00:00.000Z  2027-03-29 09:00:00 CEST (Europe/Paris)",
+        "           2027-03-30T07:00:00.000Z  2027-03-30 09:00:00 CEST (Europe/Paris)",
     ]
+    utc = after(env, "add", "hello", "-w", "billing", "--cron", "0 9 * * *", "--id", "utc")
+    assert utc.returncode == 0
+    plain = after(env, "show", "utc").stdout.splitlines()
+    assert re.fullmatch(r"next runs  \d{4}-\d\d-\d\dT09:00:00\.000Z", plain[-5]), plain
+    assert "tz" not in json.loads(after(env, "show", "utc", "--json").stdout)
     assert "repeat     cron 0 9 * * 1-5 (Europe/Paris)" in text.splitlines()
 
 
