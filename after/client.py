@@ -38,7 +38,7 @@ from typing import Any
 
 from . import config as config_module
 from . import occurrence as occ
-from . import pausing, serving
+from . import pausing, retention, serving
 from . import task as rules
 from .calendar import PREFIX as CALENDAR_PREFIX
 from .calendar import CalendarError, Exclusion, calendar_name, excluded, parse_calendar
@@ -638,6 +638,36 @@ class Client:
             except Conflict:
                 continue
         raise StoreError(f"task {id}: gave up after {MAX_CONFLICTS} conflicting writes")
+
+    # -- retention -----------------------------------------------------------------------------
+
+    def purge(self, status: str | Iterable[str] = rules.FINISHED, older_than: float = 0.0,
+              worker: str | None = None, *, dry_run: bool = True) -> dict:
+        """Delete finished tasks (``done``, ``error``, ``canceled``, or those of
+        ``status``) that finished ``older_than`` seconds ago or more, of ``worker`` or of
+        every name, with their run records (not those of extra runs' copies, which are
+        their parent's history; see :mod:`after.retention`). A dry run unless
+        ``dry_run=False``: nothing is deleted, the ids are listed.
+
+        Returns ``{"tasks": [ids], "deleted": n, "runs": m}`` (``deleted`` and ``runs`` 0
+        in a dry run); a task changed meanwhile is left."""
+        statuses = [status] if isinstance(status, str) else list(status)
+        for value in statuses:
+            if value not in rules.FINISHED:
+                raise TaskError(f"status: {value!r} is not a finished status (one of "
+                                f"{', '.join(rules.FINISHED)})")
+        if isinstance(older_than, bool) or not isinstance(older_than, int | float) \
+                or not older_than >= 0:
+            raise TaskError(f"older_than: must be 0 or more seconds, not {older_than!r}")
+        if worker is not None:
+            _check_worker(worker)
+        now = utcnow()
+        found = [doc for doc in retention.finished(self.store, statuses, worker)
+                 if retention.older(doc, now, older_than)]
+        deleted = runs = 0
+        if not dry_run and found:
+            deleted, runs = retention.delete(self.store, found, self.runs_db)
+        return {"tasks": [doc["_id"] for doc in found], "deleted": deleted, "runs": runs}
 
     # -- worker names --------------------------------------------------------------------------
 

@@ -99,6 +99,12 @@ class Settings:
     # instant (a fence), so that nothing is written between the timer and the job. 0: at
     # the due instant, as a write the job waits for.
     lead: float = 2.0
+    # Retention (after.retention): seconds a finished one-off task, and a finished copy of
+    # an extra run (after run, after backfill), is kept; 0: for ever. Applied every
+    # retain_every seconds by the first live process of a name.
+    retain: float = 0.0
+    retain_extra: float = 30 * 24 * 3600.0
+    retain_every: float = 600.0
 
 
 #: The range of each setting a user is likely to set: (least, most); None is unbounded.
@@ -109,6 +115,7 @@ SETTING_RANGES: dict[str, tuple[float, float | None]] = {
     "write_concurrency": (1, 16), "lead": (0, 60),
     "write_attempts": (1, None), "write_backoff": (0, None), "write_backoff_max": (0, None),
     "self_check": (0.1, None),
+    "retain": (0, None), "retain_extra": (0, None), "retain_every": (1, None),
 }
 
 

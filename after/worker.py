@@ -50,6 +50,7 @@ from .jobs import JobRegistry
 from .peers import Peers
 from .polling import Poller
 from .reactions import Reactions
+from .retention import Retainer
 from .runner import Held, Recorder, Runner, next_deadline
 from .slots import QUEUED_GRACE, Slots
 from .stopping import shutdown
@@ -115,6 +116,7 @@ class Worker(Reactions):
         # Back from a lapse of its lease (see _lapsed): holds off until then (monotonic)
         self.away_until = 0.0
         self.lapses_seen = 0
+        self.retainer = Retainer.of(self, store)  # finished tasks kept no longer (a thread)
 
     @property
     def pending(self) -> list[Write]:
@@ -170,6 +172,7 @@ class Worker(Reactions):
         self.recorder.start()
         self.peers.start(self.settings.heartbeat, self.status, self.inbox.put)
         self.poller.start()  # its first poll at once, on its own thread
+        self.retainer.start()
         self.follower = self.store.follow(
             self._on_change, since=since, selector={"worker": self.name},
             heartbeat=self.settings.feed_heartbeat,
@@ -184,6 +187,7 @@ class Worker(Reactions):
                     log.exception("unexpected error in the worker loop; carrying on")
                     self.stop_requested.wait(1.0)
         finally:
+            self.retainer.stop()
             code = shutdown(self)
         return code
 

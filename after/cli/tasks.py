@@ -20,7 +20,14 @@ import click
 
 from .. import task as rules
 from ..calendar import PREFIX as CALENDAR_PREFIX
-from ..client import Client, StateError, TaskError, UnservedWorker, describe_repeat
+from ..client import (
+    Client,
+    StateError,
+    TaskError,
+    UnservedWorker,
+    describe_repeat,
+    every_units,
+)
 from ..dates import DateError, format_date, utcnow
 from ..jobs import JobError, JobRegistry
 from ..jobs import check_name as check_job_name
@@ -635,6 +642,76 @@ def backfill(cfg, task_id, start, end, as_json):
                    + (f", {old} asked for before (not run again)" if old else ""))
 
 
+# -- purge ---------------------------------------------------------------------------------
+
+
+def age_seconds(value: str | None) -> float:
+    """``30d``, ``12h``, ``2w``, ``90m``, ``1d12h`` or seconds, as seconds."""
+    if value is None:
+        return 0.0
+    try:
+        number = float(value)
+    except ValueError:
+        pass
+    else:
+        if number >= 0 and math.isfinite(number):
+            return number
+    units = {"weeks": 604800, "days": 86400, "hours": 3600, "minutes": 60, "seconds": 1,
+             "milliseconds": 0.001}
+    try:
+        parts = every_units(value)
+    except TaskError:
+        parts = None
+    if not parts or any(unit not in units for unit in parts):
+        raise click.BadParameter(f"{value!r} is not an age like 30d, 12h, 2w, 90m or seconds",
+                                 param_hint="'--older-than'")
+    return float(sum(units[unit] * count for unit, count in parts.items()))
+
+
+@click.command()
+@click.option("-s", "--status", "statuses", multiple=True, type=click.Choice(rules.FINISHED),
+              help="only tasks in this status (repeatable) [default: done, error, canceled]")
+@click.option("--older-than", metavar="AGE",
+              help="only tasks finished at least AGE ago: 30d, 12h, 2w, 90m [default: any]")
+@click.option("-w", "--worker", help="only this worker name's tasks")
+@click.option("--yes", "really", is_flag=True, help="delete them (without it: a dry run)")
+@click.option("--json", "as_json", is_flag=True, help="what was (or would be) deleted, as JSON")
+@click.pass_obj
+def purge(cfg, statuses, older_than, worker, really, as_json):
+    """Delete finished tasks (done, error, canceled) by status, age and worker name, with
+    their run records. A dry run unless --yes: it says what would go."""
+    if worker is not None:
+        try:
+            check_worker_name(worker)
+        except ProcessError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--worker'") from None
+    age = age_seconds(older_than)
+    with open_client(cfg) as client, refused():
+        done = client.purge(list(statuses) or rules.FINISHED, age, worker, dry_run=not really)
+    if as_json:
+        echo_json({**done, "dry_run": not really})
+        return
+    ids = done["tasks"]
+    what = (f"finished {' or '.join(statuses) if statuses else 'done, error or canceled'}"
+            + (f" of {worker}" if worker else "")
+            + (f" at least {older_than} ago" if older_than else ""))
+    if not ids:
+        click.echo(f"no task {what}")
+        return
+    if not really:
+        for docid in ids[:20]:
+            click.echo(f"  {docid}")
+        if len(ids) > 20:
+            click.echo(f"  ... and {len(ids) - 20} more")
+        click.echo(f"would delete {len(ids)} task{'s' if len(ids) != 1 else ''} {what}, with "
+                   "their run records (a dry run: --yes deletes them)")
+        return
+    click.echo(f"deleted {done['deleted']} task{'s' if done['deleted'] != 1 else ''} {what} "
+               f"and {done['runs']} run record{'s' if done['runs'] != 1 else ''}"
+               + (f" ({len(ids) - done['deleted']} changed meanwhile, left)"
+                  if done["deleted"] < len(ids) else ""))
+
+
 # -- jobs ----------------------------------------------------------------------------------
 
 
@@ -734,4 +811,5 @@ def caps(cfg, key, as_json):
     echo_table(rows)
 
 
-COMMANDS = (add, show, tasks, runs, cancel, reschedule, run_now, backfill, jobs, calendar, caps)
+COMMANDS = (add, show, tasks, runs, cancel, reschedule, run_now, backfill, purge, jobs, calendar,
+            caps)

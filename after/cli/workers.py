@@ -54,6 +54,9 @@ START_OPTIONS = {
     "keep_runs": "run records kept per task",
     "lead": "seconds ahead of its date a task's start is written, so that nothing is written "
             "between the timer and the job (0: at its date)",
+    "retain": "seconds a finished one-off task of this name is kept (0: for ever)",
+    "retain_extra": "seconds a finished copy of `after run` or `after backfill` is kept (0: "
+                    "for ever)",
 }
 
 
