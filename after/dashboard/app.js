@@ -36,6 +36,7 @@ const state = {
   everLive: false, // every feed has been connected once: a loss now is a reconnection
   busy: new Set(),
   allRuns: false,
+  taskPage: 0, // the page of the tasks table shown (render.tasks clamps it)
 };
 
 const stops = [];
@@ -394,6 +395,12 @@ function setupDialogs() {
   $('#reschedule-date').addEventListener('input', (e) => e.target.setCustomValidity(''));
 
   $('#message-close').addEventListener('click', () => { $('#message').hidden = true; });
+  for (const [button, step] of [['#tasks-prev', -1], ['#tasks-next', 1]]) {
+    $(button).addEventListener('click', () => {
+      state.taskPage += step;
+      redraw('tasks');
+    });
+  }
   $('#runs-more').addEventListener('click', () => {
     state.allRuns = !state.allRuns;
     redraw('runs');
@@ -406,6 +413,7 @@ let searchTimer = null;
 
 function setFilters(changes) {
   Object.assign(state.filters, changes);
+  state.taskPage = 0;
   redraw('counts');
   loadTasks().catch(failed);
 }

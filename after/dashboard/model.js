@@ -261,3 +261,15 @@ export function sortWorkers(docs) {
   return [...docs].sort((a, b) => String(a.name).localeCompare(String(b.name))
     || String(a.host).localeCompare(String(b.host)) || (a.pid || 0) - (b.pid || 0));
 }
+
+// -- paging --------------------------------------------------------------------------------
+
+// One page of a list: the page's items and where it is (index clamped to the pages there
+// are; first and last are 1-based positions, 0 for an empty list).
+export function page(items, index, size) {
+  const pages = Math.max(1, Math.ceil(items.length / size));
+  const at = Math.min(Math.max(0, Math.trunc(index) || 0), pages - 1);
+  const rows = items.slice(at * size, (at + 1) * size);
+  return { rows, index: at, pages, total: items.length,
+    first: rows.length ? at * size + 1 : 0, last: at * size + rows.length };
+}

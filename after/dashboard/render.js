@@ -5,13 +5,13 @@ import { $, h, replace } from './dom.js';
 import { runsChart, timeline } from './chart.js';
 import {
   ACTION_LABELS, STATUSES, actionsFor, capsInUse, dueOf, failed, formatDuration, formatUtc,
-  isolationOf, jobName, lateness, meta, parseDate, pausedNames, relative, sortRuns, sortTasks,
+  isolationOf, jobName, lateness, meta, page, parseDate, pausedNames, relative, sortRuns, sortTasks,
   sortWorkers, unserved, workerState,
 } from './model.js';
 
 const HOUR = 3600000;
 const DAY = 24 * HOUR;
-const MAX_TASK_ROWS = 300;
+const TASK_PAGE = 50; // rows of the tasks table a page
 const MAX_RUN_ROWS = 25;
 
 function when(ms, now) {
@@ -173,14 +173,26 @@ function unservedNote(doc, workers, paused, now) {
     kind === 'paused' ? ' · paused' : ' · no live process');
 }
 
+// The pager under a list: where the page is, and the buttons to the others.
+function pager(at, truncated) {
+  $('#tasks-pager').hidden = at.pages <= 1;
+  $('#tasks-page').textContent = `${at.first}–${at.last} of ${at.total}${truncated ? '+' : ''}`
+    + ` · page ${at.index + 1} of ${at.pages}`;
+  $('#tasks-prev').disabled = at.index === 0;
+  $('#tasks-next').disabled = at.index >= at.pages - 1;
+}
+
 export function tasks(state, now, onAction) {
   const workers = [...state.workers.values()];
   const paused = pausedNames([...state.pauses.values()]);
   const docs = sortTasks([...state.tasks.values()]);
-  const shown = docs.slice(0, MAX_TASK_ROWS);
+  const at = page(docs, state.taskPage, TASK_PAGE);
+  state.taskPage = at.index;
+  const shown = at.rows;
   $('#tasks-shown').textContent = docs.length > shown.length
-    ? `${shown.length} of ${docs.length}${state.tasksTruncated ? '+' : ''} shown`
+    ? `${at.first}–${at.last} of ${docs.length}${state.tasksTruncated ? '+' : ''} shown`
     : `${docs.length}${state.tasksTruncated ? '+' : ''} shown`;
+  pager(at, state.tasksTruncated);
   const rows = shown.map((doc) => {
     const busy = state.busy.has(doc._id);
     const info = meta(doc);

@@ -54,3 +54,4 @@ def test_the_message_names_a_close_live_name_or_the_live_ones():
     task = {"_id": "t", "worker": "bilIing", "status": "waiting"}
     assert serving.waits_unserved(task, docs, [], NOW) == typo
     assert serving.waits_unserved({**task, "status": "running"}, docs, [], NOW) is None
+
