@@ -415,6 +415,24 @@ class Store:
                 return False
             raise
 
+    def compact(self, db: str | None = None) -> None:
+        """Ask the server to compact the database (old revisions and deleted documents'
+        bodies go; CouchDB does it in the background) and to drop the index files of
+        design documents that no longer exist. Needs a server admin on CouchDB."""
+        name = quote(db or self.db, safe="")
+        self.request("POST", f"{name}/_compact", body={})
+        self.request("POST", f"{name}/_view_cleanup", body={})
+
+    def sizes(self, db: str | None = None) -> dict:
+        """``{"file", "active", "compacting"}``: the database's size on disk and of its live
+        data in bytes (CouchDB's ``sizes``; pouchdb-server gives the file only: ``active``
+        None), and whether a compaction runs."""
+        info = self.request("GET", quote(db or self.db, safe="")).json()
+        sizes = info.get("sizes") if isinstance(info.get("sizes"), dict) else {}
+        return {"file": sizes.get("file", info.get("disk_size")),
+                "active": sizes.get("active"),
+                "compacting": bool(info.get("compact_running"))}
+
     def delete_database(self, db: str | None = None) -> None:
         self.request("DELETE", quote(db or self.db, safe=""))
 

@@ -79,12 +79,31 @@ def settings_options(command):
 @click.option("-b", "--background", is_flag=True, help="run as a daemon; log to the log file")
 @settings_options
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
-              help="serve Prometheus metrics and /health on 127.0.0.1:PORT")
+              envvar="AFTER_METRICS_PORT",
+              help="serve Prometheus metrics and /health on PORT [env AFTER_METRICS_PORT]")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, metavar="HOST",
+              envvar="AFTER_METRICS_HOST",
+              help="the address /metrics and /health listen on (0.0.0.0: every interface) "
+                   "[env AFTER_METRICS_HOST]")
+@click.option("--log-level", type=click.Choice(process.LEVELS, case_sensitive=False),
+              envvar="AFTER_LOG_LEVEL", default="info", show_default=True,
+              help="[env AFTER_LOG_LEVEL]")
+@click.option("--log-format", type=click.Choice(process.FORMATS, case_sensitive=False),
+              envvar="AFTER_LOG_FORMAT", default="text", show_default=True,
+              help="json: one JSON object a line [env AFTER_LOG_FORMAT]")
+@click.option("--log-file/--no-log-file", default=None,
+              help="in the foreground, also log to AFTER_HOME/NAME.log [default: yes, but "
+                   "under systemd (INVOCATION_ID or JOURNAL_STREAM set), whose journal has "
+                   "stderr already]")
 @jobs_options
 @click.pass_obj
-def start(cfg: Config, name, background, metrics_port, **options):
+def start(cfg: Config, name, background, metrics_port, metrics_host, log_level, log_format,
+          log_file, **options):
     """Start a worker process named NAME."""
     name = worker_name(name)
+    # the daemon and the isolated runs' processes log the same way: they read these
+    os.environ["AFTER_LOG_LEVEL"], os.environ["AFTER_LOG_FORMAT"] = log_level, log_format
+    metrics = None if metrics_port is None else (metrics_host, metrics_port)
     try:
         cfg = cfg.with_worker(**options)
     except ConfigError as exc:
@@ -104,22 +123,24 @@ def start(cfg: Config, name, background, metrics_port, **options):
             click.echo(f"warning: {notice}", err=True)
 
         def run(ready):
-            return run_worker(cfg, name, metrics_port, registry, notices,
+            return run_worker(cfg, name, metrics, registry, notices,
                               on_ready=lambda worker: (worker.ready.wait(), ready()))
 
         pid = process.start_background(f"after-{name}", pidpath, logfile, run)
         click.echo(f"worker {name} started in the background (pid {pid}); log: {logfile}")
         return
-    process.setup_logging(logfile, stderr=True)
+    if log_file is None:
+        log_file = not process.under_systemd()
+    process.setup_logging(logfile if log_file else None, stderr=True)
     pidfile = process.LockedPidFile(pidpath)
     try:
-        code = run_worker(cfg, name, metrics_port, registry, notices)
+        code = run_worker(cfg, name, metrics, registry, notices)
     finally:
         pidfile.release()
     process.exit_now(code)
 
 
-def run_worker(cfg: Config, name: str, metrics_port: int | None, registry: JobRegistry,
+def run_worker(cfg: Config, name: str, metrics: tuple[str, int] | None, registry: JobRegistry,
                notices=(), on_ready=None) -> int:
     """Run a worker in this process until SIGTERM/SIGINT; returns the exit code."""
     from ..worker import Worker
@@ -134,13 +155,14 @@ def run_worker(cfg: Config, name: str, metrics_port: int | None, registry: JobRe
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    if metrics_port is not None:
+    if metrics is not None:
         from ..metrics import serve_metrics
 
+        host, port = metrics
         try:
-            serve_metrics(worker, metrics_port)
+            serve_metrics(worker, port, host)
         except OSError as exc:
-            raise Failure(f"cannot serve metrics on 127.0.0.1:{metrics_port}: "
+            raise Failure(f"cannot serve metrics on {host}:{port}: "
                           f"{exc.strerror or exc}") from None
     if on_ready is not None:
         threading.Thread(target=lambda: on_ready(worker), daemon=True).start()
@@ -179,7 +201,8 @@ def log(cfg: Config, name, follow, lines):
     name = worker_name(name)
     path = process.log_path(cfg.home, name)
     if not path.exists():
-        raise Failure(f"no log for {name} at {path}", EXIT_NOT_FOUND)
+        raise Failure(f"no log for {name} at {path} (a worker run by systemd logs to the "
+                      "journal only: journalctl -u UNIT)", EXIT_NOT_FOUND)
     for line in process.tail(path, lines):
         click.echo(line)
     if not follow:
