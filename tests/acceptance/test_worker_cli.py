@@ -20,7 +20,8 @@ from .conftest import one_line_error, recorded, task_doc, wait_for
 
 
 def test_the_original_after_example_runs_as_written(cli, tasks):
-    """README: a worker `manobi`, and the After task PUT with plain HTTP."""
+    """docs/reference.rst, The original After example: a worker `manobi`, and the After task
+    PUT with plain HTTP."""
     started = cli.run("start", "manobi", "-b", "--poll", "1")
     assert started.returncode == 0, started.stderr
     assert "started in the background" in started.stdout

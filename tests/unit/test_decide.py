@@ -102,7 +102,7 @@ TABLE = [
     ("running by a dead peer: interrupted, run again here", task("running", -5, owner=GONE,
                                                                started=True), {}, True,
      ["Drop", ("Write", Kind.FINISH, "scheduled")]),
-    # edits to a held or running task (README, "Editing a task that is held or running")
+    # edits to a held or running task (docs/reference.rst, "Editing a task...")
     ("moved here from another name, scheduled: claimed", task("scheduled", owner=OTHER_NAME),
      {}, True, ["Drop", CLAIM]),
     ("moved here from another name, running: the old process ends it",
