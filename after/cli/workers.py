@@ -69,7 +69,7 @@ def settings_options(command):
         default = getattr(Settings, name)
         command = click.option(
             f"--{name.replace('_', '-')}", name, type=kind, default=None,
-            help=f"{START_OPTIONS[name]} [default: {default:g}; config.json worker.{name}, "
+            help=f"{START_OPTIONS[name]} [default: {default:.15g}; config.json worker.{name}, "
                  f"env AFTER_WORKER_{name.upper()}]")(command)
     return command
 
