@@ -1,14 +1,20 @@
 # after: the commands a newcomer needs. Everything installs itself from nothing.
+#   make run    what running needs: the package and its dependencies, pouchdb-server
+#   make test   that, and the test tools: pytest, hypothesis, ruff, playwright, Chromium, faketime
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 BIN    := $(VENV)/bin
 AFTER  := $(BIN)/after
 PORT   ?= 5984
 export AFTER_HOME ?= $(CURDIR)/var
 
-.PHONY: install browser faketime test unit integration acceptance cluster server server-stop run stop lint bench bench-cluster clean
+.PHONY: install install-run browser faketime test unit integration acceptance cluster server server-stop run stop lint bench bench-cluster clean
 
-install: $(VENV)/.installed node_modules/.installed browser faketime
+# everything: what running needs, and the test tools
+install: install-run $(VENV)/.installed browser faketime
+
+# what running needs, and nothing more (no apt-get: macOS too)
+install-run: $(VENV)/.run-installed node_modules/.installed
 
 # Debian's chromium, for the dashboard's browser tests (installed only where missing)
 browser:
@@ -18,9 +24,13 @@ browser:
 faketime:
 	@sh scripts/install-faketime.sh
 
-$(VENV)/.installed: setup.cfg setup.py
+$(VENV)/.run-installed: setup.cfg setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.run-installed setup.cfg setup.py
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
@@ -44,13 +54,13 @@ acceptance: install
 cluster: install
 	$(BIN)/python -m pytest tests/cluster $(PYTEST_ARGS)
 
-server: install
+server: install-run
 	$(AFTER) server start --port $(PORT) --data $(AFTER_HOME)/data
 
 server-stop:
 	-$(AFTER) server stop
 
-run: install
+run: install-run
 	@bash scripts/run-demo.sh
 
 stop:

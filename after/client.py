@@ -25,8 +25,12 @@ from __future__ import annotations
 
 import heapq
 import json
+import os
 import re
+import threading
+import time
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from itertools import islice
@@ -35,20 +39,20 @@ from typing import Any
 from . import audit as audits
 from . import config as config_module
 from . import occurrence as occ
-from . import pausing
+from . import pausing, retention, serving
 from . import task as rules
 from .calendar import PREFIX as CALENDAR_PREFIX
 from .calendar import CalendarError, Exclusion, calendar_name, excluded, parse_calendar
 from .caps import in_use
-from .dates import DateError, format_date, parse_date, parse_when, utcnow
-from .jobs import JobError, check_name
+from .dates import DateError, format_date, parse_date, parse_when, to_ms, utcnow
+from .jobs import JobError, JobRegistry, check_name
 from .process import ProcessError
 from .process import check_name as check_worker_name
 from .repeat import CronRule, RepeatError, parse_repeat
 from .store import Conflict, Forbidden, NotFound, Store, StoreError
 from .task import StateError, TaskError
 
-__all__ = ["Client", "StateError", "TaskError", "TaskNotFound", "every_units"]
+__all__ = ["Client", "StateError", "TaskError", "TaskNotFound", "UnservedWorker", "every_units"]
 
 #: How many times a write that conflicts is re-read and retried before giving up.
 MAX_CONFLICTS = 20
@@ -66,6 +70,16 @@ _SHORTHAND_UNITS = {
 
 class TaskNotFound(NotFound):
     """No task has that id."""
+
+
+class UnservedWorker(UserWarning):
+    """A task was written for a worker name that no live process serves (or that is
+    paused): it waits until one starts. A warning, not an error: the workers may simply
+    start later (``warnings.simplefilter("ignore", UnservedWorker)`` silences it)."""
+
+
+#: Seconds during which a client does not ask again whether a worker name is served.
+SERVED_FOR = 60.0
 
 
 def every_units(text: str) -> dict:
@@ -210,13 +224,73 @@ def _check_worker(name: Any) -> None:
         raise TaskError(f"worker: {exc}") from None
 
 
+def build(job: str, args: tuple | list = (), *, worker: str,
+          at: datetime | str | None = None, every: Any = None, cron: str | None = None,
+          tz: str | None = None, limit: int | None = None,
+          until: datetime | str | None = None, jitter: float | None = None,
+          retry: int | dict | None = None, timeout: float | None = None,
+          max_delay: float | None = None, isolation: str | None = None,
+          id: str | None = None, kwargs: dict | None = None, exclude: Any = None,
+          concurrency: Any = None, overlap: str | None = None,
+          priority: int | None = None, dst: dict | None = None) -> tuple[dict, bool]:
+    """The task document :meth:`Client.schedule` writes (checked as the worker would), and
+    whether ``at`` was given; raises TaskError naming the field."""
+    now = utcnow()
+    if args and kwargs is not None:
+        raise TaskError("job.arguments: give positional arguments or kwargs, not both "
+                        "(a task passes a list or an object)")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise TaskError(f"job.arguments: kwargs must be a dict, not {kwargs!r}")
+    if id is not None and (not isinstance(id, str) or not id or id.startswith("_")):
+        raise TaskError(f"id: {id!r} is not a task id (a non-empty string not starting "
+                        "with _)")
+    repeat = _with_exclude(_every(every, cron, tz, limit, until, now, jitter), exclude)
+    if dst is not None:
+        if cron is None:
+            raise TaskError("dst: applies to a cron rule only (cron with tz)")
+        repeat = {**repeat, "dst": dst}
+    start = _when(at, "at", now)
+    doc: dict = {
+        "_id": id or uuid.uuid4().hex,
+        "worker": worker,
+        "date": None,
+        "job": {"name": job, "arguments": kwargs if kwargs is not None else list(args)},
+        "status": rules.WAITING,
+    }
+    optional = {"repeat": repeat, "retry": retry, "timeout": timeout,
+                "max_delay": max_delay, "isolation": isolation,
+                "concurrency": concurrency_field(concurrency), "overlap": overlap,
+                "priority": priority}
+    doc.update({k: v for k, v in optional.items() if v is not None})
+    doc["date"] = format_date(start or now)
+    spec = check(doc)
+    if isinstance(spec.repeat, CronRule):
+        first = (start or now) - timedelta(microseconds=1)
+        found = spec.repeat.upcoming(first, first, 1)
+        if not found:
+            raise TaskError(f"repeat: cron {spec.repeat.expr!r} has no time after "
+                            f"{doc['date']}")
+        doc["date"] = format_date(found[0])
+    try:
+        json.dumps(doc, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TaskError(f"job.arguments: not JSON ({exc})") from None
+    return doc, start is not None
+
+
 class Client:
     """Tasks in one database: ``Client(url, db)``, or the configuration's defaults
     (``config.json`` and ``AFTER_*`` variables, see :mod:`after.config`)."""
 
     def __init__(self, url: str | None = None, db: str | None = None, *,
                  config: config_module.Config | None = None, retries: int = 4,
-                 store: Store | None = None):
+                 store: Store | None = None,
+                 jobs: str | os.PathLike | JobRegistry | bool | None = None):
+        """``jobs``: where the jobs are known, to check that a task's job exists and can
+        take its arguments before it is written (a ``TaskError`` otherwise): a jobs
+        folder, or a :class:`~after.jobs.JobRegistry` (with jobs modules). By default, a
+        client built from the configuration (``Client()``) checks against its jobs folder
+        and jobs modules when the folder exists or modules are named; ``False``: never."""
         if store is not None:  # an open store (the dashboard's): closing it is its owner's
             url, db = store.safe_url, store.db
         elif url is None or db is None:
@@ -225,6 +299,8 @@ class Client:
         self.db = db or config.db
         self.runs_db = config_module.runs_db(self.db)
         self.store = store or Store(self.url, self.db, retries=retries)
+        self._served: dict[str, float] = {}  # worker name -> when it was last asked about
+        self.jobs = _registry(jobs, config)
 
     def close(self) -> None:
         self.store.close()
@@ -295,59 +371,110 @@ class Client:
         Raises TaskError (a ValueError naming the field) before writing anything when the
         task could not run.
         """
-        now = utcnow()
-        if args and kwargs is not None:
-            raise TaskError("job.arguments: give positional arguments or kwargs, not both "
-                            "(a task passes a list or an object)")
-        if kwargs is not None and not isinstance(kwargs, dict):
-            raise TaskError(f"job.arguments: kwargs must be a dict, not {kwargs!r}")
-        if id is not None and (not isinstance(id, str) or not id or id.startswith("_")):
-            raise TaskError(f"id: {id!r} is not a task id (a non-empty string not starting "
-                            "with _)")
-        repeat = _with_exclude(_every(every, cron, tz, limit, until, now, jitter), exclude)
-        if dst is not None:
-            if cron is None:
-                raise TaskError("dst: applies to a cron rule only (cron with tz)")
-            repeat = {**repeat, "dst": dst}
-        start = _when(at, "at", now)
-        doc: dict = {
-            "_id": id or uuid.uuid4().hex,
-            "worker": worker,
-            "date": None,
-            "job": {"name": job, "arguments": kwargs if kwargs is not None else list(args)},
-            "status": rules.WAITING,
-        }
-        optional = {"repeat": repeat, "retry": retry, "timeout": timeout,
-                    "max_delay": max_delay, "isolation": isolation,
-                    "concurrency": concurrency_field(concurrency), "overlap": overlap,
-                    "priority": priority}
-        doc.update({k: v for k, v in optional.items() if v is not None})
-        doc["date"] = format_date(start or now)
-        spec = check(doc)
-        if isinstance(spec.repeat, CronRule):
-            first = (start or now) - timedelta(microseconds=1)
-            found = spec.repeat.upcoming(first, first, 1)
-            if not found:
-                raise TaskError(f"repeat: cron {spec.repeat.expr!r} has no time after "
-                                f"{doc['date']}")
-            doc["date"] = format_date(found[0])
-        try:
-            json.dumps(doc, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise TaskError(f"job.arguments: not JSON ({exc})") from None
+        doc, date_given = build(
+            job, args, worker=worker, at=at, every=every, cron=cron, tz=tz, limit=limit,
+            until=until, jitter=jitter, retry=retry, timeout=timeout, max_delay=max_delay,
+            isolation=isolation, id=id, kwargs=kwargs, exclude=exclude,
+            concurrency=concurrency, overlap=overlap, priority=priority, dst=dst)
+        self._check_job(doc)
         if id is None:
             self._write(doc)
-            return doc["_id"]
+        else:
+            self._put_upsert(doc, date_given)
+        self._warn_unserved(worker)
+        return doc["_id"]
+
+    def schedule_many(self, tasks: Iterable[dict]) -> list[str]:
+        """Schedule many tasks in one request (one ``_bulk_docs`` per 1,000); returns their
+        ids, in order.
+
+        Each item holds :meth:`schedule`'s arguments: ``job``, ``args`` (a list) and the
+        keywords (``{"job": "hello", "args": ["Ada"], "worker": "billing", "at": "+1h"}``).
+        Every task is built and checked first: one that could not run raises TaskError
+        (``tasks[3]: at: ...``) and nothing is written. Items with an ``id`` are upserts,
+        as in :meth:`schedule` (the tasks of those ids are read in one request first);
+        an id given twice is refused. A task changed meanwhile by someone else (a
+        conflict) is read again and written alone, as :meth:`schedule` does."""
+        built: list[tuple[dict, bool, bool]] = []  # (doc, date given, id given)
+        for index, item in enumerate(tasks):
+            try:
+                if not isinstance(item, dict) or "job" not in item:
+                    raise TaskError("expected a dict of schedule()'s arguments, with 'job'")
+                options = dict(item)
+                job, args = options.pop("job"), options.pop("args", ())
+                if isinstance(args, str | bytes) or not isinstance(args, list | tuple):
+                    raise TaskError(f"args: a list of positional arguments, not {args!r}")
+                try:
+                    doc, date_given = build(job, args, **options)
+                except TypeError as exc:  # an unknown or missing keyword
+                    raise TaskError(str(exc).replace("build()", "schedule()")) from None
+                self._check_job(doc)
+            except TaskError as exc:
+                raise TaskError(f"tasks[{index}]: {exc}") from None
+            built.append((doc, date_given, item.get("id") is not None))
+        ids = [doc["_id"] for doc, _, _ in built]
+        twice = sorted({docid for docid in ids if ids.count(docid) > 1})
+        if twice:
+            raise TaskError(f"id: {twice[0]!r} is given more than once")
+        for first in range(0, len(built), 1000):
+            self._write_many(built[first:first + 1000])
+        for worker in dict.fromkeys(doc["worker"] for doc, _, _ in built):
+            self._warn_unserved(worker)
+        return ids
+
+    def _write_many(self, built: list[tuple[dict, bool, bool]]) -> None:
+        given = [doc["_id"] for doc, _, has_id in built if has_id]
+        current = self.store.bulk_get(given) if given else {}
+        writes, retries = [], {}
+        for doc, date_given, has_id in built:
+            if has_id and doc["_id"] in current:
+                new = self._upsert(current[doc["_id"]], doc, date_given=date_given)
+                if new is not None:
+                    writes.append(new)
+            else:
+                writes.append(doc)
+            retries[doc["_id"]] = (doc, date_given)
+        refused = []
+        for result in self.store.bulk_docs(writes) if writes else []:
+            error = result.get("error")
+            if error == "conflict":  # written meanwhile by someone else: decided again
+                self._put_upsert(*retries[result["id"]])
+            elif error == "not_found":
+                raise NotFound(f"the database {self.db} does not exist at "
+                               f"{self.store.safe_url} (run `after setup`)")
+            elif error:
+                refused.append(f"{result.get('id')}: {result.get('reason') or error}")
+        if refused:
+            raise TaskError(f"refused by the database ({len(refused)}; the others are "
+                            f"written): {'; '.join(refused[:3])}")
+
+    def _check_job(self, doc: dict) -> None:
+        """TaskError unless the task's job exists and takes its arguments, when the jobs
+        are known (see ``jobs`` in :meth:`__init__`)."""
+        if self.jobs is None:
+            return
+        spec = doc["job"]
+        arguments = spec.get("arguments")
+        args, kwargs = (arguments, None) if isinstance(arguments, list) else ([], arguments)
+        try:
+            self.jobs.check_call(spec["name"], args, kwargs)
+        except JobError as exc:
+            field = "job.arguments" if "cannot take" in str(exc) else "job.name"
+            raise TaskError(f"{field}: {exc}") from None
+
+    def _put_upsert(self, doc: dict, date_given: bool) -> None:
+        """Write ``doc`` over the task of its id, if any (:meth:`schedule` with ``id``)."""
+        id = doc["_id"]
         for _ in range(MAX_CONFLICTS):
             current = self.store.get_or_none(id)
             try:
                 if current is None:
                     self._write(doc)
                 else:
-                    new = self._upsert(current, doc, date_given=start is not None)
+                    new = self._upsert(current, doc, date_given=date_given)
                     if new is not None:
                         self._write(new)
-                return id
+                return
             except Conflict:
                 continue  # changed meanwhile: read it again and decide again
         raise StoreError(f"task {id}: gave up after {MAX_CONFLICTS} conflicting writes")
@@ -380,6 +507,29 @@ class Client:
                 raise NotFound(f"the database {self.db} does not exist at "
                                f"{self.store.safe_url} (run `after setup`)") from None
             raise TaskNotFound(f"no task {id!r} in {self.db}") from None
+
+    def wait(self, id: str, timeout: float | None = None, *, run: bool = False) -> dict:
+        """Wait until the task is finished (``done``, ``error`` or ``canceled``) and
+        return it; with ``run=True``, until a run of it ends (its ``after.last_run``
+        changes), whatever its status: a repeating task's next run. Raises TimeoutError
+        after ``timeout`` seconds (None: no limit), TaskNotFound for an unknown id.
+
+        Follows the database's ``_changes`` for that one task (read again at least every
+        second, as a safety net), so it returns as soon as the worker writes it."""
+        first = self.get(id)  # an unknown task (or database) is said at once
+        before = rules.info(first).get("last_run") if run else None
+        with _Watch(self.store, id) as watch:
+            doc = self.get(id)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                if reached(doc, before, run):
+                    return doc
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise still(doc, timeout)
+                watch.changed.wait(1.0 if left is None else min(left, 1.0))
+                watch.changed.clear()
+                doc = self.get(id)
 
     def runs(self, id: str, limit: int = 20) -> list[dict]:
         """The task's last ``limit`` run records, newest first: its own, and those of its
@@ -500,7 +650,65 @@ class Client:
                 continue
         raise StoreError(f"task {id}: gave up after {MAX_CONFLICTS} conflicting writes")
 
+    # -- retention -----------------------------------------------------------------------------
+
+    def purge(self, status: str | Iterable[str] = rules.FINISHED, older_than: float = 0.0,
+              worker: str | None = None, *, dry_run: bool = True) -> dict:
+        """Delete finished tasks (``done``, ``error``, ``canceled``, or those of
+        ``status``) that finished ``older_than`` seconds ago or more, of ``worker`` or of
+        every name, with their run records (not those of extra runs' copies, which are
+        their parent's history; see :mod:`after.retention`). A dry run unless
+        ``dry_run=False``: nothing is deleted, the ids are listed.
+
+        Returns ``{"tasks": [ids], "deleted": n, "runs": m}`` (``deleted`` and ``runs`` 0
+        in a dry run); a task changed meanwhile is left."""
+        statuses = [status] if isinstance(status, str) else list(status)
+        for value in statuses:
+            if value not in rules.FINISHED:
+                raise TaskError(f"status: {value!r} is not a finished status (one of "
+                                f"{', '.join(rules.FINISHED)})")
+        if isinstance(older_than, bool) or not isinstance(older_than, int | float) \
+                or not older_than >= 0:
+            raise TaskError(f"older_than: must be 0 or more seconds, not {older_than!r}")
+        if worker is not None:
+            _check_worker(worker)
+        now = utcnow()
+        found = [doc for doc in retention.finished(self.store, statuses, worker)
+                 if retention.older(doc, now, older_than)]
+        deleted = runs = 0
+        if not dry_run and found:
+            deleted, runs = retention.delete(self.store, found, self.runs_db)
+        return {"tasks": [doc["_id"] for doc in found], "deleted": deleted, "runs": runs}
+
     # -- worker names --------------------------------------------------------------------------
+
+    def unserved(self, worker: str) -> str | None:
+        """None when a live process serves the worker name ``worker``; else why its tasks
+        wait (no live process of that name, with a close live name when there is one, or
+        the name is paused). One read of ``<db>_workers``."""
+        _check_worker(worker)
+        try:
+            docs = self.store.prefixed("", db=config_module.workers_db(self.db))
+        except NotFound:  # no worker ever ran here
+            docs = []
+        paused = [doc["name"] for doc in docs if pausing.is_pause(doc)]
+        now = to_ms(utcnow())
+        return serving.message(worker, serving.serving(worker, docs, paused, now), docs, now)
+
+    def _warn_unserved(self, worker: str) -> None:
+        """Warn (:class:`UnservedWorker`) when no live process serves ``worker``. A name is
+        asked about once per :data:`SERVED_FOR` seconds (so many tasks for one name cost
+        one read, and one warning)."""
+        now = time.monotonic()
+        if now - self._served.get(worker, -SERVED_FOR) < SERVED_FOR:
+            return
+        self._served[worker] = now
+        try:
+            why = self.unserved(worker)
+        except StoreError:  # the task is written: a warning is not worth a failure
+            return
+        if why is not None:
+            warnings.warn(why, UnservedWorker, stacklevel=3)
 
     def pause_worker(self, name: str) -> dict:
         """Pause the worker name ``name`` on every machine (within about a second): its
@@ -832,6 +1040,52 @@ class Client:
         runs = [first if r == spec.date else occ.jittered(spec.id, r, rule.jitter)
                 for r in dates]
         return runs[:count]
+
+
+def reached(doc: dict, before: Any, run: bool) -> bool:
+    """Has the wait for ``doc`` ended: a run ended since (``last_run`` is no longer
+    ``before``), or, without ``run``, the task is finished?"""
+    if run:
+        return rules.info(doc).get("last_run") != before
+    return doc.get("status") in rules.FINISHED
+
+
+def still(doc: dict, timeout: float) -> TimeoutError:
+    return TimeoutError(f"task {doc.get('_id')} is still {doc.get('status')} after "
+                        f"{timeout:g} s")
+
+
+class _Watch:
+    """The ``_changes`` of one task, followed on a thread while a caller waits for it:
+    ``changed`` is set at each change (and at the feed's start)."""
+
+    def __init__(self, store: Store, id: str, notify=None):
+        self.changed = threading.Event()
+        self.notify = notify or self.changed.set
+        # from the sequence before the caller's first read: no change falls in between
+        self.follower = store.follow(lambda change: self.notify(), since=store.update_seq(),
+                                     selector={"_id": id}, heartbeat=5.0)
+
+    def __enter__(self) -> _Watch:
+        self.follower.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.follower.stop(timeout=1.0)
+
+
+def _registry(jobs: Any, config: config_module.Config | None) -> JobRegistry | None:
+    """The jobs a client checks tasks against (see :meth:`Client.__init__`), or None."""
+    if jobs is None:
+        if config is None or not (config.jobs.is_dir() or config.jobs_modules):
+            return None
+        return JobRegistry(config.jobs, config.jobs_modules)
+    if jobs is False:
+        return None
+    if jobs is True:
+        config = config or config_module.load()
+        return JobRegistry(config.jobs, config.jobs_modules)
+    return jobs if isinstance(jobs, JobRegistry) else JobRegistry(jobs)
 
 
 def describe_repeat(value: Any) -> str:

@@ -10,11 +10,14 @@ go). Every setting can be overridden by an environment variable:
                           of one cluster, comma separated, for failover
 ``AFTER_DB``              the tasks database
 ``AFTER_JOBS``            the jobs folder
+``AFTER_JOBS_MODULE``     installed modules of jobs (``pkg.jobs``), comma separated
 ``AFTER_HOME``            pid and log files
 ``AFTER_WORKER_<FIELD>``  a worker setting (``AFTER_WORKER_POOL=16``), see below
 ========================  ==========================================================
 
-Relative paths in the config file are relative to the file's folder.
+Relative paths in the config file (``jobs``, ``home``) are relative to the file's folder,
+wherever the command runs; those of the environment and of the command line are relative to
+the current directory.
 
 A worker process's settings (:class:`Settings`: ``horizon``, ``poll``, ``pool``, ``lease``,
 ``heartbeat``, ``grace``, ``keep_runs``...) come from, in this order: ``after start``'s options,
@@ -95,6 +98,12 @@ class Settings:
     # ``waiting`` to its end in one write): so ``after show`` and the dashboard see it, and
     # another process that takes its partition over leaves it to this one.
     visible: float = 1.0
+    # Retention (after.retention): seconds a finished one-off task, and a finished copy of
+    # an extra run (after run, after backfill), is kept; 0: for ever. Applied every
+    # retain_every seconds by the first live process of a name.
+    retain: float = 0.0
+    retain_extra: float = 30 * 24 * 3600.0
+    retain_every: float = 600.0
 
 
 #: The range of each setting a user is likely to set: (least, most); None is unbounded.
@@ -105,6 +114,7 @@ SETTING_RANGES: dict[str, tuple[float, float | None]] = {
     "write_concurrency": (1, 16), "visible": (0, None),
     "write_attempts": (1, None), "write_backoff": (0, None), "write_backoff_max": (0, None),
     "self_check": (0.1, None),
+    "retain": (0, None), "retain_extra": (0, None), "retain_every": (1, None),
 }
 
 
@@ -165,6 +175,7 @@ class Config:
     jobs: Path = field(default_factory=lambda: Path("jobs").resolve())
     home: Path = field(default_factory=lambda: Path("var").resolve())
     worker: Settings = field(default_factory=Settings)
+    jobs_modules: tuple[str, ...] = ()  # installed modules of jobs (after.jobmodules)
 
     def with_worker(self, **overrides) -> Config:
         """This configuration with some worker settings replaced (``after start``'s
@@ -274,10 +285,35 @@ def load(path: str | os.PathLike | None = None, environ: dict | None = None) -> 
     return Config(
         url=",".join(urls),
         db=env.get("AFTER_DB") or str(values["db"]),
-        jobs=(base / (env.get("AFTER_JOBS") or values["jobs"])).resolve(),
-        home=(base / (env.get("AFTER_HOME") or values["home"])).resolve(),
+        jobs=_path(env.get("AFTER_JOBS"), values["jobs"], base),
+        home=_path(env.get("AFTER_HOME"), values["home"], base),
         worker=settings_from(values.get("worker"), env, f"{config_path}: worker"),
+        jobs_modules=jobs_modules(env.get("AFTER_JOBS_MODULE") or values.get("jobs_module"),
+                                  "AFTER_JOBS_MODULE" if env.get("AFTER_JOBS_MODULE")
+                                  else f"{config_path}: jobs_module"),
     )
+
+
+def _path(given: str | None, in_file, base: Path) -> Path:
+    """A folder of the environment or the command line (relative to the current
+    directory), else the config file's (relative to the file's folder)."""
+    if given:
+        return Path(given).expanduser().resolve()
+    return (base / Path(str(in_file)).expanduser()).resolve()
+
+
+def jobs_modules(value, where: str) -> tuple[str, ...]:
+    """``"pkg.jobs"``, ``"a.jobs,b.jobs"`` or a list of module names, checked."""
+    if value is None or value == "":
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise ConfigError(f"{where}: expected a module name or a list of them")
+    names = tuple(i.strip() for i in items if i.strip())
+    for name in names:
+        if not all(part.isidentifier() for part in name.split(".")):
+            raise ConfigError(f"{where}: {name!r} is not a module name (like pkg.jobs)")
+    return names
 
 
 def check_url(url: str) -> None:

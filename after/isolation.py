@@ -122,7 +122,7 @@ def run(child: Child, registry: JobRegistry, func: Callable | Exception, context
     reader, writer = _context.Pipe(duplex=False)
     child.process = _context.Process(
         target=_child, name=f"{NAME_PREFIX}{context.job}", args=(
-            writer, str(registry.root), context.job, _module_of(func), dict(context.doc),
+            writer, registry.spec, context.job, _module_of(func), dict(context.doc),
             context.date, context.attempt, arguments, _logging(), context.occurrence))
     try:
         with _lock:
@@ -189,7 +189,7 @@ def _logging() -> tuple[int, list[str], bool]:
 # -- in the child ------------------------------------------------------------------------------
 
 
-def _child(answer: Connection, folder: str, name: str, module: str | None, doc: dict,
+def _child(answer: Connection, folder: tuple | str, name: str, module: str | None, doc: dict,
            date: datetime, attempt: int, arguments: Any, logs: tuple,
            occurrence: str | None = None) -> None:
     os.setsid()  # a session and process group of its own (see the module's docstring)
@@ -202,7 +202,7 @@ def _child(answer: Connection, folder: str, name: str, module: str | None, doc: 
     try:
         if module is not None:
             importlib.import_module(module)
-        func: Callable | Exception = JobRegistry(folder).resolve(name)
+        func: Callable | Exception = JobRegistry.of(folder).resolve(name)
     except Exception as exc:  # JobError: the module went away, or fails to import now
         func = exc
     reply = call(func, TaskContext(doc, date, attempt, occurrence), arguments)

@@ -7,7 +7,13 @@ A job ``X`` is, in this order of precedence:
    this way by ``after.builtin_jobs``. Registered jobs win: a jobs-folder module cannot
    shadow them (``list()`` shows such a module with an error saying so);
 2. the function ``X`` of the module ``X.py`` of the jobs folder;
-3. a function decorated with ``@job("X")`` in any module of the jobs folder.
+3. a function decorated with ``@job("X")`` in any module of the jobs folder;
+4. a job of the installed modules named with ``--jobs-module`` (:mod:`after.jobmodules`:
+   modules that can share code, imported normally).
+
+A folder that does not exist gives no job (the built-in ones still run). A module that
+defines no job, or fails to import, is named with the reason by :meth:`JobRegistry.notices`
+(``after jobs``, and the log of ``after start``).
 
 Security: a task document names a job, and a document must never make the worker import
 anything outside the jobs folder. So a name is checked against ``JOB_NAME`` before the
@@ -34,13 +40,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from after import builtin_jobs
+from after import builtin_jobs, jobmodules
+from after.jobmodules import Notice
 from after.jobnames import JOB_NAME, MAX_NAME_LENGTH, JobError, check_name
 from after.jsonsafe import MAX_DEPTH, problem
 from after.redact import redact, redact_text
 
-__all__ = ["JOB_NAME", "MAX_NAME_LENGTH", "JobError", "JobInfo", "JobRegistry", "check_name",
-           "job"]
+__all__ = ["JOB_NAME", "MAX_NAME_LENGTH", "JobError", "JobInfo", "JobRegistry", "Notice",
+           "check_name", "job"]
 
 #: Deepest result kept as is: it is stored under ``after.last_run.result`` of the task, which
 #: must stay within the depth a task document may have.
@@ -130,16 +137,31 @@ class _Loaded:
 
 
 class JobRegistry:
-    """Resolve job names to functions for one jobs folder. Safe to share between threads."""
+    """Resolve job names to functions for one jobs folder, and the installed jobs modules
+    named with ``--jobs-module`` (``modules``). Safe to share between threads."""
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, modules: tuple[str, ...] | list[str] = ()):
         self.folder = Path(folder)
+        self.modules = tuple(modules)
+        jobmodules.check_names(self.modules)
         self._lock = threading.RLock()
         self._modules: dict[str, _Loaded] = {}
         self._scanned = False
+        self._found: jobmodules.Found | None = None  # the jobs modules', once loaded
 
     def __repr__(self) -> str:
-        return f"JobRegistry({str(self.folder)!r})"
+        extra = f", modules={self.modules!r}" if self.modules else ""
+        return f"JobRegistry({str(self.folder)!r}{extra})"
+
+    @property
+    def spec(self) -> tuple[str, tuple[str, ...]]:
+        """What :meth:`of` builds this registry again from (in an isolated run's child)."""
+        return str(self.root), self.modules
+
+    @classmethod
+    def of(cls, spec: tuple[str, tuple[str, ...]] | str) -> JobRegistry:
+        folder, modules = (spec, ()) if isinstance(spec, str) else spec
+        return cls(folder, modules)
 
     @property
     def root(self) -> Path:
@@ -153,6 +175,9 @@ class JobRegistry:
                 sys.modules.pop(f"{MODULE_PREFIX}.{stem}", None)
             self._modules.clear()
             self._scanned = False
+            if self._found is not None:
+                jobmodules.forget(self.modules)
+                self._found = None
 
     def resolve(self, name: Any) -> Callable:
         """The function for job ``name``, or JobError saying why there is none."""
@@ -176,9 +201,22 @@ class JobRegistry:
             func = self._scan_registered().get(name)
             if func is not None:
                 return func
+            if self.modules:
+                found = self._load_modules()
+                with _registered_lock:
+                    func = _registered.get(name)
+                if func is None and name in found.jobs:
+                    func = found.jobs[name][0]
+                if func is not None:
+                    return func
         if path is None:
+            where = (f", nor in the jobs modules {', '.join(self.modules)}" if self.modules
+                     else "")
+            if not self.folder.is_dir():
+                raise JobError(f"job {name!r} is not a built-in job and the jobs folder "
+                               f"{self.root} does not exist{where}")
             raise JobError(f"job {name!r} not found in jobs folder {self.root} "
-                           f"(no {name}.py)")
+                           f"(no {name}.py){where}")
         raise JobError(f"{self._display(name)} defines no function {name!r}")
 
     def list(self) -> list[JobInfo]:
@@ -188,6 +226,7 @@ class JobRegistry:
         registered job shadows, is listed with ``error`` set.
         """
         _ensure_builtins()
+        from_modules = self._load_modules().jobs if self.modules else {}
         with _registered_lock:
             registered = dict(_registered)
         infos = {name: _info(name, func, _source(func)) for name, func in registered.items()}
@@ -218,7 +257,57 @@ class JobRegistry:
                         extra.append(info)
                     else:
                         infos[name] = info
+        for name, (func, source) in from_modules.items():
+            info = _info(name, func, source)
+            if name in infos:
+                info = JobInfo(name, source, info.signature, info.doc,
+                               f"ignored: {infos[name].source}: {name!r} takes precedence")
+                extra.append(info)
+            else:
+                infos[name] = info
         return sorted([*infos.values(), *extra], key=lambda i: (i.name, i.error is not None))
+
+    def check_call(self, name: Any, args: list | tuple = (), kwargs: dict | None = None) -> None:
+        """JobError unless job ``name`` exists and its function can take ``args`` and
+        ``kwargs`` after the task: what the worker would find out only at the run."""
+        func = self.resolve(name)
+        signature = _bound_signature(func)
+        if signature is None:
+            return  # some callables have none: the worker's call decides
+        try:
+            signature.bind(None, *args, **(kwargs or {}))  # None stands for the task
+        except TypeError as exc:
+            raise JobError(f"job {name!r} cannot take these arguments, {name}{signature}: "
+                           f"{exc}") from None
+
+    def notices(self) -> list[Notice]:
+        """What to tell whoever runs these jobs: no jobs folder (only the built-in jobs
+        and the jobs modules run), and each module that defines no job, or fails to import,
+        with the reason. Imports every module, as :meth:`list` does."""
+        found: list[Notice] = []
+        if not self.folder.is_dir():
+            found.append(Notice(str(self.folder), "no jobs folder here: only the built-in "
+                                "jobs (" + ", ".join(sorted(builtin_jobs.JOBS)) + ")"
+                                + (" and those of the jobs modules" if self.modules else "")
+                                + " can run (set AFTER_JOBS, --jobs or 'jobs' in "
+                                "config.json)"))
+        with self._lock:
+            for stem in self._stems():
+                display = self._display(stem)
+                try:
+                    path = self._path(stem)
+                    loaded = self._load(stem, path) if path is not None else None
+                except JobError as exc:
+                    found.append(Notice(display, str(exc).removeprefix(f"{display} ")))
+                    continue
+                if loaded is None or loaded.registered or stem.startswith("_"):
+                    continue
+                if not jobmodules.is_job_function(getattr(loaded.module, stem, None)):
+                    found.append(Notice(display, jobmodules.no_job_reason(loaded.module,
+                                                                          stem)))
+        if self.modules:
+            found.extend(self._load_modules().notices)
+        return found
 
     # --- internals ---
 
@@ -266,6 +355,19 @@ class JobRegistry:
             _collector.reset(token)
         loaded = self._modules[stem] = _Loaded(module, collected)
         return loaded
+
+    def _load_modules(self) -> jobmodules.Found:
+        """The jobs modules' jobs, imported once (until :meth:`reload`)."""
+        with self._lock:
+            if self._found is None:
+                _ensure_builtins()
+
+                def table() -> dict[str, Callable]:
+                    with _registered_lock:
+                        return dict(_registered)
+
+                self._found = jobmodules.load(self.modules, table)
+            return self._found
 
     def _scan_registered(self) -> dict[str, Callable]:
         """``@job`` registrations of every folder module, loading them all once."""

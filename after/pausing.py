@@ -2,15 +2,16 @@
 
 The pause is one document in ``<db>_workers``, ``NAME@paused``, beside the heartbeats of the
 name's processes (``NAME@host:pid:token``): each process reads it with its heartbeats, every
-``--heartbeat`` second (:meth:`after.peers.Peers.refresh`), so a pause or a resume takes
+``--heartbeat`` second (:meth:`after.worker.peers.Peers.refresh`), so a pause or a resume takes
 effect within about a second on every running process, on every machine, and holds across
 restarts (a process that starts while its name is paused claims nothing). Resuming deletes
 the document.
 
-While its name is paused, a process claims nothing and starts nothing (:func:`after.decide.
-paused_name`); the tasks it held on its timer are handed back, ``waiting``, and the runs going
-finish and are recorded. On resume, the tasks are claimed as after a worker restart: a task
-whose date passed meanwhile runs once (subject to ``max_delay``), not once per missed period.
+While its name is paused, a process starts nothing (the worker's loop drops what it held on
+its timer, with nothing to write: a held task was never claimed), and the runs going finish
+and are recorded. On resume, the tasks are found again by the poll, as after a worker
+restart: a task whose date passed meanwhile runs once (subject to ``max_delay``), not once per
+missed period.
 """
 
 from __future__ import annotations

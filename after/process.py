@@ -13,6 +13,7 @@ name append to one log, ``AFTER_HOME/NAME.log``.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import re
@@ -159,9 +160,52 @@ class LockedPidFile:
             self.handle.close()
 
 
-def setup_logging(logfile: Path | None, *, stderr: bool, level: int = logging.INFO) -> None:
-    formatter = logging.Formatter(LOG_FORMAT, DATE_FORMAT)
-    formatter.converter = time.gmtime  # UTC, never the machine's zone
+#: ``--log-level`` and ``--log-format``, read by every process of a worker (its daemon, its
+#: isolated runs' children) from the environment, where ``after start`` puts them.
+LEVELS = ("debug", "info", "warning", "error")
+FORMATS = ("text", "json")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: ``time`` (UTC, milliseconds), ``level``, ``pid``, ``logger``,
+    ``message``, and ``exception`` (the traceback) when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime(DATE_FORMAT, time.gmtime(record.created))
+        line = {"time": f"{stamp}.{int(record.msecs):03d}Z", "level": record.levelname,
+                "pid": record.process, "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def log_settings(environ=None) -> tuple[int, str]:
+    """(the logging level, the format) that ``AFTER_LOG_LEVEL`` and ``AFTER_LOG_FORMAT``
+    name; INFO and text when unset."""
+    env = os.environ if environ is None else environ
+    level = str(env.get("AFTER_LOG_LEVEL") or "info").lower()
+    fmt = str(env.get("AFTER_LOG_FORMAT") or "text").lower()
+    return getattr(logging, level.upper(), logging.INFO), fmt if fmt in FORMATS else "text"
+
+
+def under_systemd(environ=None) -> bool:
+    """True when systemd runs this process (it sets ``INVOCATION_ID`` for a service, and
+    ``JOURNAL_STREAM`` when stderr goes to the journal): stderr is logged already."""
+    env = os.environ if environ is None else environ
+    return bool(env.get("INVOCATION_ID") or env.get("JOURNAL_STREAM"))
+
+
+def setup_logging(logfile: Path | None, *, stderr: bool, level: int | None = None,
+                  fmt: str | None = None) -> None:
+    """Log to stderr and/or ``logfile``; ``level`` and ``fmt`` (``text``, ``json``) default
+    to :func:`log_settings`."""
+    env_level, env_fmt = log_settings()
+    level = env_level if level is None else level
+    if (fmt or env_fmt) == "json":
+        formatter: logging.Formatter = JsonFormatter()
+    else:
+        formatter = logging.Formatter(LOG_FORMAT, DATE_FORMAT)
+        formatter.converter = time.gmtime  # UTC, never the machine's zone
     root = logging.getLogger()
     root.handlers.clear()
     root.setLevel(level)

@@ -1,6 +1,6 @@
 """The embedded CouchDB-compatible server for development and tests: pouchdb-server.
 
-It is installed from the project's ``package-lock.json`` with ``npm ci`` (``make install``)
+It is installed from the project's ``package-lock.json`` with ``npm ci`` (``make install-run``)
 into ``node_modules/`` beside the package, and run here on 127.0.0.1 in a working folder of
 its own (it writes its ``config.json`` and ``log.txt`` into its current directory), either
 in memory or on disk in a data folder. A pid file records it; it is stopped by that pid.
@@ -27,18 +27,34 @@ class ServerError(Exception):
     """The embedded server cannot be started or stopped; the message says why."""
 
 
+#: The pouchdb-server this project is tested with (package.json).
+POUCHDB_SERVER = "pouchdb-server@4.2.0"
+
+
 def find_executable() -> Path:
-    """The pouchdb-server script installed by ``npm ci``; a clear error when it is missing."""
+    """The pouchdb-server to run: ``AFTER_POUCHDB_SERVER``, the one ``npm ci`` installed
+    beside a source checkout, or one on the PATH; else a one-line error saying how to get
+    one (from a checkout: ``make install-run``; from an installed package: npm)."""
     override = os.environ.get("AFTER_POUCHDB_SERVER")
     candidates = [Path(override)] if override else []
     candidates.append(PROJECT_ROOT / "node_modules" / ".bin" / "pouchdb-server")
+    on_path = shutil.which("pouchdb-server")
+    if on_path:
+        candidates.append(Path(on_path))
     for candidate in candidates:
         if candidate.exists():
             return candidate
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        raise ServerError("node and npm are needed for the embedded server: install Node.js 20")
-    raise ServerError(f"pouchdb-server is not installed: run `make install` (npm ci) in "
-                      f"{PROJECT_ROOT}")
+    if override:
+        raise ServerError(f"AFTER_POUCHDB_SERVER names {override}, which does not exist")
+    if (PROJECT_ROOT / "package.json").exists():  # a source checkout
+        if shutil.which("node") is None or shutil.which("npm") is None:
+            raise ServerError("node and npm are needed for the embedded server: install "
+                              "Node.js 20, then `make install-run`")
+        raise ServerError(f"pouchdb-server is not installed: run `make install-run` (npm ci) "
+                          f"in {PROJECT_ROOT}")
+    raise ServerError(f"the embedded server is pouchdb-server, a Node.js program: `npm install "
+                      f"-g {POUCHDB_SERVER}` (Node.js 20), or set AFTER_POUCHDB_SERVER to its "
+                      "path; in production, point AFTER_COUCHDB_URL at Apache CouchDB 3")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -97,6 +97,15 @@ class Unavailable(StoreError):
     """The server could not be reached, or answered with a 5xx, after the retries."""
 
 
+class NotCouchDB(StoreError):
+    """The server that answers is not CouchDB (nor a CouchDB-compatible server): a URL that
+    names another service. See :meth:`Store.check_couchdb`."""
+
+
+#: Keys of the welcome (``GET /``) of CouchDB and of pouchdb-server.
+WELCOME_KEYS = ("couchdb", "express-pouchdb")
+
+
 _BY_STATUS = {409: Conflict, 404: NotFound, 401: Unauthorized, 403: Forbidden, 400: BadRequest}
 _COUCHDB3_ERRORS = {
     couchdb3.exceptions.ConflictError: Conflict,
@@ -126,6 +135,17 @@ def error_for(status: int, body: str) -> StoreError:
     if status >= 500:
         return Unavailable(f"server error {status}: {message}", status)
     return _BY_STATUS.get(status, StoreError)(str(message), status)
+
+
+def _not_couchdb(node: Node, answer: str, body: str) -> str:
+    return (f"{node.safe_url} is not a CouchDB server (GET / answered {answer}: "
+            f"{_clip(body)}); check the URL and port (AFTER_COUCHDB_URL, --url, or host and "
+            "port in config.json)")
+
+
+def _clip(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return repr(text if len(text) <= width else text[: width - 3] + "...")
 
 
 def split_credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
@@ -335,6 +355,30 @@ class Store:
         response = self.request("GET", "")
         return sent, time.time(), response.headers.get("date")
 
+    def check_couchdb(self) -> None:
+        """Raise :class:`NotCouchDB` when the server's welcome (``GET /``) is not CouchDB's
+        (``{"couchdb": "Welcome", ...}``) nor pouchdb-server's: another service answers at
+        that URL, and its answers would make no sense to the rest of this module. A server
+        that asks for credentials even there (401) may be CouchDB: no error."""
+        node = self.node
+        try:
+            response = self.request("GET", "")
+        except (Unauthorized, Forbidden):
+            return
+        except Unavailable:
+            raise  # nothing answered, or a 5xx (a proxy before a CouchDB down): not ours
+        except StoreError as exc:
+            raise NotCouchDB(_not_couchdb(node, f"{exc.status or 'an error'}",
+                                          str(exc))) from None
+        try:
+            welcome = response.json()
+        except ValueError:
+            welcome = None
+        if isinstance(welcome, dict) and any(key in welcome for key in WELCOME_KEYS):
+            return
+        kind = response.headers.get("content-type", "no content type").split(";")[0]
+        raise NotCouchDB(_not_couchdb(node, f"{response.status_code} {kind}", response.text))
+
     def cluster_size(self) -> int:
         """How many nodes serve this database's server (1 for a single node, and for a
         server with no ``_membership``, such as pouchdb-server)."""
@@ -370,6 +414,24 @@ class Store:
             if exc.status == 412:
                 return False
             raise
+
+    def compact(self, db: str | None = None) -> None:
+        """Ask the server to compact the database (old revisions and deleted documents'
+        bodies go; CouchDB does it in the background) and to drop the index files of
+        design documents that no longer exist. Needs a server admin on CouchDB."""
+        name = quote(db or self.db, safe="")
+        self.request("POST", f"{name}/_compact", body={})
+        self.request("POST", f"{name}/_view_cleanup", body={})
+
+    def sizes(self, db: str | None = None) -> dict:
+        """``{"file", "active", "compacting"}``: the database's size on disk and of its live
+        data in bytes (CouchDB's ``sizes``; pouchdb-server gives the file only: ``active``
+        None), and whether a compaction runs."""
+        info = self.request("GET", quote(db or self.db, safe="")).json()
+        sizes = info.get("sizes") if isinstance(info.get("sizes"), dict) else {}
+        return {"file": sizes.get("file", info.get("disk_size")),
+                "active": sizes.get("active"),
+                "compacting": bool(info.get("compact_running"))}
 
     def delete_database(self, db: str | None = None) -> None:
         self.request("DELETE", quote(db or self.db, safe=""))

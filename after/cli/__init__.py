@@ -21,13 +21,22 @@ from __future__ import annotations
 
 import os
 import sys
+from urllib.parse import urlsplit
 
 import click
 
 from .. import config as config_module
 from ..process import ProcessError
 from ..server import ServerError
-from ..store import NotFound, StoreError, Unauthorized, Unavailable, split_credentials
+from ..store import (
+    NotCouchDB,
+    NotFound,
+    Store,
+    StoreError,
+    Unauthorized,
+    Unavailable,
+    split_credentials,
+)
 from . import audit, dashboard, server, tasks, workers
 from .common import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_USAGE, Failure
 
@@ -67,16 +76,31 @@ class Group(click.Group):
 
     def invoke(self, ctx):
         try:
+            return self.typed(ctx)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            # A server that is not CouchDB answers in ways nothing here expects (an HTML
+            # page where JSON was due): say so, rather than what went wrong because of it.
+            if not isinstance(exc, click.ClickException):
+                not_couchdb(ctx.obj)
+            raise
+
+    def typed(self, ctx):
+        """Invoke, with the package's typed errors as one-line failures."""
+        try:
             return super().invoke(ctx)
         except Unavailable as exc:
             obj = ctx.obj if isinstance(ctx.obj, config_module.Config) else None
             message = str(exc)
             if not message.startswith("cannot reach"):
                 message = f"{obj.safe_url if obj else 'the database'}: {message}"
-            raise Failure(f"{message}; is it running? (`after server start` runs the "
-                          "embedded one)", EXIT_UNAVAILABLE) from None
+            hint = " (`after server start` runs the embedded one)" if obj is not None and \
+                is_local(obj) else ""
+            raise Failure(f"{message}; is it running?{hint}", EXIT_UNAVAILABLE) from None
+        except NotCouchDB as exc:
+            raise Failure(str(exc), EXIT_UNAVAILABLE) from None
         except NotFound as exc:
             obj = ctx.obj if isinstance(ctx.obj, config_module.Config) else None
+            not_couchdb(obj)  # another service's 404 is no missing database
             message = str(exc)
             if obj is not None and message in ("Database does not exist.", "no_db_file"):
                 message = (f"the database {obj.db} does not exist at {obj.safe_url} "
@@ -86,12 +110,34 @@ class Group(click.Group):
             obj = ctx.obj if isinstance(ctx.obj, config_module.Config) else None
             raise Failure(unauthorized(obj, str(exc))) from None
         except (StoreError, ServerError, ProcessError, config_module.ConfigError) as exc:
+            if isinstance(exc, StoreError):
+                not_couchdb(ctx.obj)
             raise Failure(str(exc)) from None
         except BrokenPipeError:
             raise  # not a failure to report (see main)
         except OSError as exc:  # a folder, a file or a port of this machine
             where = f" ({exc.filename})" if exc.filename else ""
             raise Failure(f"{exc.strerror or exc}{where}") from None
+
+
+def is_local(cfg) -> bool:
+    """True when the configured URL is one the embedded server can serve (127.0.0.1 or
+    localhost): only then is it the server meant, perhaps."""
+    return len(cfg.urls) == 1 and urlsplit(cfg.urls[0]).hostname in server.EMBEDDED_HOSTS
+
+
+def not_couchdb(cfg) -> None:
+    """Raise Failure (exit 3) when the configured server is not CouchDB; else nothing (one
+    quick request, made only once a command has failed)."""
+    if not isinstance(cfg, config_module.Config):
+        return
+    try:
+        with Store(cfg.url, cfg.db, timeout=5.0, retries=0) as store:
+            store.check_couchdb()
+    except NotCouchDB as exc:
+        raise Failure(str(exc), EXIT_UNAVAILABLE) from None
+    except Exception:  # unreachable, or anything else: the first error is the one to show
+        return
 
 
 def unauthorized(cfg, reason: str) -> str:
@@ -137,15 +183,18 @@ def hide_credentials(args: list[str]) -> None:
 @click.option("--db", envvar="AFTER_DB", help="tasks database [env AFTER_DB]")
 @click.option("--jobs", envvar="AFTER_JOBS", metavar="DIR",
               help="jobs folder [env AFTER_JOBS]")
+@click.option("--jobs-module", "jobs_module", envvar="AFTER_JOBS_MODULE", metavar="MODULE",
+              help="installed modules of jobs (pkg.jobs), comma separated "
+                   "[env AFTER_JOBS_MODULE]")
 @click.option("--home", envvar="AFTER_HOME", metavar="DIR",
               help="where pid and log files go [env AFTER_HOME]")
 @click.version_option(package_name="after", prog_name="after")
 @click.pass_context
-def main(ctx, config_path, url, db, jobs, home):
+def main(ctx, config_path, url, db, jobs, jobs_module, home):
     """Schedule work for later, with CouchDB as the only server."""
     environ = dict(os.environ)
     for key, value in (("AFTER_COUCHDB_URL", url), ("AFTER_DB", db), ("AFTER_JOBS", jobs),
-                       ("AFTER_HOME", home)):
+                       ("AFTER_JOBS_MODULE", jobs_module), ("AFTER_HOME", home)):
         if value:
             environ[key] = value
     try:

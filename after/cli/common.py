@@ -9,13 +9,16 @@ The command modules (:mod:`~after.cli.workers`, :mod:`~after.cli.server`,
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import click
 
-from ..config import Config
+from ..config import Config, ConfigError, jobs_modules
 from ..dates import parse_date
+from ..jobs import JobRegistry
 from ..process import ProcessError, check_name
 from ..store import Store
 
@@ -45,11 +48,33 @@ def worker_name(value: str) -> str:
         raise click.BadParameter(str(exc)) from None
 
 
-def jobs_folder(cfg: Config):
-    if not cfg.jobs.is_dir():
-        raise Failure(f"the jobs folder {cfg.jobs} does not exist (set AFTER_JOBS or 'jobs' "
-                      "in config.json)")
-    return cfg.jobs
+def job_registry(cfg: Config) -> JobRegistry:
+    """The jobs of the configuration: its jobs folder (which may not exist: the built-in
+    jobs only) and its jobs modules."""
+    return JobRegistry(cfg.jobs, cfg.jobs_modules)
+
+
+def jobs_options(command):
+    """``--jobs`` and ``--jobs-module`` given after the command too (``after start billing
+    --jobs ./jobs``), where they override the group's options and the configuration."""
+    def apply(ctx, param, value):
+        if value:
+            cfg = ctx.find_object(Config)
+            if param.name == "jobs_dir":
+                changed = replace(cfg, jobs=Path(value).expanduser().resolve())
+            else:
+                try:
+                    changed = replace(cfg, jobs_modules=jobs_modules(value, "--jobs-module"))
+                except ConfigError as exc:
+                    raise click.BadParameter(str(exc).partition(": ")[2]) from None
+            ctx.obj = changed
+        return value
+
+    command = click.option("--jobs-module", "jobs_module", metavar="MODULE", expose_value=False,
+                           callback=apply, help="installed modules of jobs (pkg.jobs), comma "
+                           "separated [env AFTER_JOBS_MODULE]")(command)
+    return click.option("--jobs", "jobs_dir", metavar="DIR", expose_value=False,
+                        callback=apply, help="jobs folder [env AFTER_JOBS]")(command)
 
 
 def echo_json(value: Any) -> None:

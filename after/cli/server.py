@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import click
 
 from .. import dashboard, schema
-from ..config import Config
+from ..config import Config, databases
 from ..server import EmbeddedServer
 from .common import EXIT_FAILED, Failure, open_store
 
@@ -29,14 +29,57 @@ def setup(cfg: Config):
                f"{cfg.db} was already set up at {cfg.safe_url}")
 
 
+def size(count) -> str:
+    if not isinstance(count, int | float):
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1024 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return "?"
+
+
+@click.command()
+@click.option("--wait", "wait_for", type=click.FloatRange(0), default=0, metavar="SECONDS",
+              help="wait up to SECONDS for CouchDB's background compactions to end")
+@click.pass_obj
+def compact(cfg: Config, wait_for):
+    """Compact the tasks database and the two named after it (runs, workers), and drop
+    the index files no design document uses. The workers database grows with every
+    heartbeat (a revision a second per process) until it is compacted. Needs an admin."""
+    import time
+
+    with open_store(cfg) as store:
+        before = {db: store.sizes(db) for db in databases(cfg.db)}
+        for db in before:
+            store.compact(db)
+        deadline = time.monotonic() + wait_for
+        after = {db: store.sizes(db) for db in before}
+        while any(s["compacting"] for s in after.values()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            after = {db: store.sizes(db) for db in before}
+    for db, was in before.items():
+        now = after[db]
+        live = f", {size(now['active'])} of it live" if now["active"] is not None else ""
+        going = " (compacting in the background)" if now["compacting"] else ""
+        if was["file"] is None or now["file"] is None:  # pouchdb-server in memory
+            click.echo(f"{db}: compacted (the server tells no size){going}")
+            continue
+        click.echo(f"{db}: {size(was['file'])} -> {size(now['file'])}{live}{going}")
+
+
 @click.group()
 def server():
     """The embedded CouchDB-compatible server, for development (pouchdb-server)."""
 
 
+#: The hosts of a URL the embedded server can serve.
+EMBEDDED_HOSTS = ("127.0.0.1", "localhost")
+
+
 def embedded(cfg: Config, port: int | None, data: str | None, memory: bool) -> EmbeddedServer:
     parts = urlsplit(cfg.urls[0])
-    if len(cfg.urls) > 1 or parts.hostname not in ("127.0.0.1", "localhost"):
+    if len(cfg.urls) > 1 or parts.hostname not in EMBEDDED_HOSTS:
         raise Failure(f"the embedded server is one server on 127.0.0.1; the configured URL is "
                       f"{cfg.safe_url}")
     data_dir = None if memory else Path(data).resolve() if data else cfg.home / "data"
@@ -81,4 +124,4 @@ def server_status(cfg: Config):
     click.echo(f"embedded server running (pid {pid}), log {srv.logfile}")
 
 
-COMMANDS = (setup, server)
+COMMANDS = (setup, compact, server)

@@ -8,26 +8,44 @@ task's status does not allow exits 1.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import click
 
 from .. import task as rules
 from ..calendar import PREFIX as CALENDAR_PREFIX
-from ..client import Client, StateError, TaskError, describe_repeat
-from ..dates import format_date, utcnow
+from ..client import (
+    Client,
+    StateError,
+    TaskError,
+    UnservedWorker,
+    describe_repeat,
+    every_units,
+)
+from ..dates import DateError, format_date, utcnow
 from ..jobs import JobError, JobRegistry
 from ..jobs import check_name as check_job_name
 from ..process import ProcessError
 from ..process import check_name as check_worker_name
 from ..redact import redact
-from ..repeat import FOLDS, GAPS
-from .common import EXIT_FAILED, EXIT_USAGE, Failure, echo_json, echo_table, jobs_folder, short
+from ..repeat import FOLDS, GAPS, RepeatError, parse_repeat
+from ..serving import UNCLAIMED
+from .common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    Failure,
+    echo_json,
+    echo_table,
+    job_registry,
+    jobs_options,
+    short,
+)
 
 #: Which option a validation message is about, by the field it starts with.
 FIELD_OPTIONS = {
@@ -225,7 +243,7 @@ def concurrency_option(value: str | None) -> dict | None:
     return {"key": key, "limit": int(limit)}
 
 
-def check_job(folder: Path, name: str, args: list, kwargs: dict | None) -> None:
+def check_job(registry: JobRegistry, name: str, args: list, kwargs: dict | None) -> None:
     """Refuse (exit 2) a job the jobs folder does not define, or arguments its function
     cannot take, before anything is written: the worker would only mark the task ``error``.
 
@@ -239,21 +257,12 @@ def check_job(folder: Path, name: str, args: list, kwargs: dict | None) -> None:
         return
     hint = "; --no-check adds it anyway, for a job only the workers' machines have"
     try:
-        func = JobRegistry(folder).resolve(name)
+        registry.check_call(name, args, kwargs)
     except JobError as exc:
-        if not folder.is_dir():
-            raise Failure(f"job {name!r} is not a built-in job and the jobs folder {folder} "
-                          f"does not exist (set AFTER_JOBS){hint}", EXIT_USAGE) from None
-        raise Failure(f"{exc}{hint}", EXIT_USAGE) from None
-    try:
-        signature = inspect.signature(func)
-    except (TypeError, ValueError):
-        return  # some callables have none: the worker's call decides
-    try:
-        signature.bind(None, *args, **(kwargs or {}))  # None stands for the task
-    except TypeError as exc:
-        raise Failure(f"job {name!r} cannot take these arguments, {name}{signature}: {exc}",
-                      EXIT_USAGE) from None
+        text = str(exc)
+        if "cannot take" not in text:  # not found: it may exist on the workers' machines
+            text += (" (set AFTER_JOBS)" if not registry.folder.is_dir() else "") + hint
+        raise Failure(text, EXIT_USAGE) from None
 
 
 @click.command()
@@ -349,9 +358,11 @@ def add(cfg, job, args, worker, at, every, cron, tz, dst_gap, dst_fold, limit, u
                                  param_hint=f"'--dst-{next(iter(dst))}'")
     arguments = [json_or_text(a) for a in args]
     if not no_check:
-        check_job(cfg.jobs, job, arguments, kwargs_value)
+        check_job(job_registry(cfg), job, arguments, kwargs_value)
     with open_client(cfg) as client, refused(cron=cron is not None,
-                                            kwargs=kwargs is not None):
+                                            kwargs=kwargs is not None), \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnservedWorker)
         new_id = client.schedule(
             job, *arguments, worker=worker, at=at, every=every,
             cron=cron, tz=tz, limit=limit, until=until, jitter=seconds(jitter), retry=retry,
@@ -359,6 +370,9 @@ def add(cfg, job, args, worker, at, every, cron, tz, dst_gap, dst_fold, limit, u
             id=task_id, kwargs=kwargs_value, exclude=exclude_items(excludes),
             concurrency=concurrency_option(concurrency), overlap=overlap, priority=priority,
             dst=dst)
+        for warning in caught:
+            if issubclass(warning.category, UnservedWorker):
+                click.echo(f"warning: {warning.message}", err=True)
         if as_json:
             echo_json(masked(client.get(new_id)))
         else:
@@ -390,10 +404,19 @@ def show(cfg, task_id, count, as_json):
         runs = client.runs(task_id, count) if count else []
         calendars = client.calendars_of(doc)
         waiting = slot_wait(doc, client, utcnow())
-    upcoming = [format_date(d) for d in Client.next_runs(doc, 5, calendars)]
+        unserved = client.unserved(doc["worker"]) if doc.get("status") in UNCLAIMED \
+            and isinstance(doc.get("worker"), str) and worker_named(doc["worker"]) else None
+    instants = Client.next_runs(doc, 5, calendars)
+    upcoming = [format_date(d) for d in instants]
+    zone = task_zone(doc)
+    local = [local_time(d, zone) for d in instants] if zone else []
     if as_json:
         echo_json({"task": doc, "next_runs": upcoming, "runs": runs,
-                   "waiting_for_slot": waiting})
+                   "waiting_for_slot": waiting, "unserved": unserved,
+                   **({"tz": zone, "next_runs_local": [d.isoformat() for d in
+                                                        (i.astimezone(ZoneInfo(zone))
+                                                         for i in instants)]}
+                      if zone else {})})
         return
     info = rules.info(doc)
     rows: list[tuple] = [
@@ -425,6 +448,8 @@ def show(cfg, task_id, count, as_json):
         rows.append(("held by", info["owner"]))
     if waiting:
         rows.append(("waiting", waiting))
+    if unserved:
+        rows.append(("warning", unserved))
     if info.get("runs") or info.get("missed") or info.get("skipped"):
         skipped = f", {info['skipped']} skipped" if info.get("skipped") else ""
         rows.append(("runs", f"{info.get('runs', 0)} ({info.get('successes', 0)} done, "
@@ -433,11 +458,36 @@ def show(cfg, task_id, count, as_json):
     if info.get("error"):
         rows.append(("error", clip(info["error"], 200)))
     for index, when in enumerate(upcoming):
-        rows.append(("next runs" if index == 0 else "", when))
+        rows.append(("next runs" if index == 0 else "", f"{when}  {local[index]}" if local
+                     else when))
     echo_table(rows)
     if runs:
         click.echo("last runs:")
         runs_table(runs, indent="  ")
+
+
+def task_zone(doc: dict) -> str | None:
+    """The time zone a task's schedule is in (a cron rule's ``tz``), None for UTC."""
+    try:
+        rule = parse_repeat(doc.get("repeat"))
+    except (RepeatError, DateError):
+        return None
+    zone = rule.zone if rule is not None else "UTC"
+    return None if zone in ("UTC", "Etc/UTC") else zone
+
+
+def local_time(instant, zone: str) -> str:
+    """``2027-03-24 09:00:00 CET (Europe/Paris)``, beside a run's UTC instant."""
+    there = instant.astimezone(ZoneInfo(zone))
+    return f"{there:%Y-%m-%d %H:%M:%S} {there.tzname()} ({zone})"
+
+
+def worker_named(name: str) -> bool:
+    try:
+        check_worker_name(name)
+    except ProcessError:
+        return False
+    return True
 
 
 def slot_wait(doc: dict, client: Client, now) -> str | None:
@@ -611,24 +661,105 @@ def backfill(cfg, task_id, start, end, as_json):
                       if done["pending"] else ""))
 
 
+# -- purge ---------------------------------------------------------------------------------
+
+
+def age_seconds(value: str | None) -> float:
+    """``30d``, ``12h``, ``2w``, ``90m``, ``1d12h`` or seconds, as seconds."""
+    if value is None:
+        return 0.0
+    try:
+        number = float(value)
+    except ValueError:
+        pass
+    else:
+        if number >= 0 and math.isfinite(number):
+            return number
+    units = {"weeks": 604800, "days": 86400, "hours": 3600, "minutes": 60, "seconds": 1,
+             "milliseconds": 0.001}
+    try:
+        parts = every_units(value)
+    except TaskError:
+        parts = None
+    if not parts or any(unit not in units for unit in parts):
+        raise click.BadParameter(f"{value!r} is not an age like 30d, 12h, 2w, 90m or seconds",
+                                 param_hint="'--older-than'")
+    return float(sum(units[unit] * count for unit, count in parts.items()))
+
+
+@click.command()
+@click.option("-s", "--status", "statuses", multiple=True, type=click.Choice(rules.FINISHED),
+              help="only tasks in this status (repeatable) [default: done, error, canceled]")
+@click.option("--older-than", metavar="AGE",
+              help="only tasks finished at least AGE ago: 30d, 12h, 2w, 90m [default: any]")
+@click.option("-w", "--worker", help="only this worker name's tasks")
+@click.option("--yes", "really", is_flag=True, help="delete them (without it: a dry run)")
+@click.option("--json", "as_json", is_flag=True, help="what was (or would be) deleted, as JSON")
+@click.pass_obj
+def purge(cfg, statuses, older_than, worker, really, as_json):
+    """Delete finished tasks (done, error, canceled) by status, age and worker name, with
+    their run records. A dry run unless --yes: it says what would go."""
+    if worker is not None:
+        try:
+            check_worker_name(worker)
+        except ProcessError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--worker'") from None
+    age = age_seconds(older_than)
+    with open_client(cfg) as client, refused():
+        done = client.purge(list(statuses) or rules.FINISHED, age, worker, dry_run=not really)
+    if as_json:
+        echo_json({**done, "dry_run": not really})
+        return
+    ids = done["tasks"]
+    what = (f"finished {' or '.join(statuses) if statuses else 'done, error or canceled'}"
+            + (f" of {worker}" if worker else "")
+            + (f" at least {older_than} ago" if older_than else ""))
+    if not ids:
+        click.echo(f"no task {what}")
+        return
+    if not really:
+        for docid in ids[:20]:
+            click.echo(f"  {docid}")
+        if len(ids) > 20:
+            click.echo(f"  ... and {len(ids) - 20} more")
+        click.echo(f"would delete {len(ids)} task{'s' if len(ids) != 1 else ''} {what}, with "
+                   "their run records (a dry run: --yes deletes them)")
+        return
+    click.echo(f"deleted {done['deleted']} task{'s' if done['deleted'] != 1 else ''} {what} "
+               f"and {done['runs']} run record{'s' if done['runs'] != 1 else ''}"
+               + (f" ({len(ids) - done['deleted']} changed meanwhile, left)"
+                  if done["deleted"] < len(ids) else ""))
+
+
 # -- jobs ----------------------------------------------------------------------------------
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="one JSON list for scripts")
+@click.option("--json", "as_json", is_flag=True,
+              help="one JSON list for scripts (the notes go to stderr)")
+@jobs_options
 @click.pass_obj
 def jobs(cfg, as_json):
-    """List the jobs: built-in ones and those found in the jobs folder."""
-    infos = JobRegistry(jobs_folder(cfg)).list()
+    """List the jobs: built-in ones, those of the jobs folder and of the jobs modules; then
+    each module that defines no job (or cannot be imported), and why."""
+    registry = job_registry(cfg)
+    infos = registry.list()
+    notices = registry.notices()
     if as_json:
         echo_json([{"name": i.name, "source": i.source, "signature": i.signature,
                     "doc": i.doc, "error": i.error} for i in infos])
+        for notice in notices:
+            click.echo(f"note: {notice}", err=True)
         return
     rows = [("NAME", "SOURCE", "SIGNATURE", "DESCRIPTION")]
     for info in infos:
         rows.append((info.name, relative(info.source), info.signature,
                      f"error: {info.error}" if info.error else info.doc))
     echo_table(rows)
+    shown = {info.source for info in infos if info.error}  # a row says it already
+    for notice in notices:
+        if notice.source not in shown:
+            click.echo(f"note: {relative(notice.source)}: {notice.message}")
 
 
 def relative(source: str) -> str:
@@ -699,4 +830,5 @@ def caps(cfg, key, as_json):
     echo_table(rows)
 
 
-COMMANDS = (add, show, tasks, runs, cancel, reschedule, run_now, backfill, jobs, calendar, caps)
+COMMANDS = (add, show, tasks, runs, cancel, reschedule, run_now, backfill, purge, jobs, calendar,
+            caps)

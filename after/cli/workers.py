@@ -1,16 +1,17 @@
-"""After's five commands: ``start``, ``stop``, ``log``, ``list`` and ``clean``; and ``pause``
-and ``resume`` (a whole worker name, kept in the database, :mod:`after.pausing`; or one task
-with ``--task``).
+"""After's commands for processes: ``start``, ``stop``, ``log``, ``list`` and ``clean``; and
+``pause`` and ``resume`` (a whole worker name, kept in the database, :mod:`after.pausing`; or
+one task with ``--task``).
 
 ``start`` takes its settings from the configuration (:class:`after.config.Settings`: the
 ``worker`` section of config.json and the ``AFTER_WORKER_*`` variables); an option given here
 overrides them. Daemonizing is :func:`after.process.start_background`; the registry of
-processes is read and pruned by :mod:`after.peers`.
+processes is read and pruned by :mod:`after.registry`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import threading
@@ -32,13 +33,16 @@ from .common import (
     Failure,
     ago,
     echo_table,
-    jobs_folder,
+    job_registry,
+    jobs_options,
     open_store,
     plural,
     short,
     worker_name,
 )
 from .tasks import open_client, refused
+
+logger = logging.getLogger("after.start")
 
 #: ``after start``'s options: the settings a user is likely to set, with their help.
 START_OPTIONS = {
@@ -51,6 +55,9 @@ START_OPTIONS = {
     "keep_runs": "run records kept per task",
     "visible": "seconds a run goes on before its task is shown running (a shorter run is "
                "written once, when it ends)",
+    "retain": "seconds a finished one-off task of this name is kept (0: for ever)",
+    "retain_extra": "seconds a finished copy of `after run` or `after backfill` is kept (0: "
+                    "for ever)",
 }
 
 
@@ -63,7 +70,7 @@ def settings_options(command):
         default = getattr(Settings, name)
         command = click.option(
             f"--{name.replace('_', '-')}", name, type=kind, default=None,
-            help=f"{START_OPTIONS[name]} [default: {default:g}; config.json worker.{name}, "
+            help=f"{START_OPTIONS[name]} [default: {default:.15g}; config.json worker.{name}, "
                  f"env AFTER_WORKER_{name.upper()}]")(command)
     return command
 
@@ -73,57 +80,90 @@ def settings_options(command):
 @click.option("-b", "--background", is_flag=True, help="run as a daemon; log to the log file")
 @settings_options
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
-              help="serve Prometheus metrics and /health on 127.0.0.1:PORT")
+              envvar="AFTER_METRICS_PORT",
+              help="serve Prometheus metrics and /health on PORT [env AFTER_METRICS_PORT]")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, metavar="HOST",
+              envvar="AFTER_METRICS_HOST",
+              help="the address /metrics and /health listen on (0.0.0.0: every interface) "
+                   "[env AFTER_METRICS_HOST]")
+@click.option("--log-level", type=click.Choice(process.LEVELS, case_sensitive=False),
+              envvar="AFTER_LOG_LEVEL", default="info", show_default=True,
+              help="[env AFTER_LOG_LEVEL]")
+@click.option("--log-format", type=click.Choice(process.FORMATS, case_sensitive=False),
+              envvar="AFTER_LOG_FORMAT", default="text", show_default=True,
+              help="json: one JSON object a line [env AFTER_LOG_FORMAT]")
+@click.option("--log-file/--no-log-file", default=None,
+              help="in the foreground, also log to AFTER_HOME/NAME.log [default: yes, but "
+                   "under systemd (INVOCATION_ID or JOURNAL_STREAM set), whose journal has "
+                   "stderr already]")
+@jobs_options
 @click.pass_obj
-def start(cfg: Config, name, background, metrics_port, **options):
+def start(cfg: Config, name, background, metrics_port, metrics_host, log_level, log_format,
+          log_file, **options):
     """Start a worker process named NAME."""
     name = worker_name(name)
+    # the daemon and the isolated runs' processes log the same way: they read these
+    os.environ["AFTER_LOG_LEVEL"], os.environ["AFTER_LOG_FORMAT"] = log_level, log_format
+    metrics = None if metrics_port is None else (metrics_host, metrics_port)
     try:
         cfg = cfg.with_worker(**options)
     except ConfigError as exc:
         raise click.UsageError(str(exc).replace("option.", "--")) from None
-    jobs_folder(cfg)
+    registry = job_registry(cfg)
+    notices = registry.notices()  # imports the job modules: what defines no job, and why
+    for notice in notices:
+        if notice.source in cfg.jobs_modules:  # a module named on purpose: no start without
+            raise Failure(f"jobs module {notice.source} {notice.message}")
     with open_store(cfg) as store:
         if not schema.is_set_up(store):
             schema.setup(store)
     logfile = process.log_path(cfg.home, name)
     pidpath = process.new_pid_path(cfg.home, name)
     if background:
+        for notice in notices:  # the daemon logs them too, where nobody may look
+            click.echo(f"warning: {notice}", err=True)
+
         def run(ready):
-            return run_worker(cfg, name, metrics_port,
+            return run_worker(cfg, name, metrics, registry, notices,
                               on_ready=lambda worker: (worker.ready.wait(), ready()))
 
         pid = process.start_background(f"after-{name}", pidpath, logfile, run)
         click.echo(f"worker {name} started in the background (pid {pid}); log: {logfile}")
         return
-    process.setup_logging(logfile, stderr=True)
+    if log_file is None:
+        log_file = not process.under_systemd()
+    process.setup_logging(logfile if log_file else None, stderr=True)
     pidfile = process.LockedPidFile(pidpath)
     try:
-        code = run_worker(cfg, name, metrics_port)
+        code = run_worker(cfg, name, metrics, registry, notices)
     finally:
         pidfile.release()
     process.exit_now(code)
 
 
-def run_worker(cfg: Config, name: str, metrics_port: int | None, on_ready=None) -> int:
+def run_worker(cfg: Config, name: str, metrics: tuple[str, int] | None, registry: JobRegistry,
+               notices=(), on_ready=None) -> int:
     """Run a worker in this process until SIGTERM/SIGINT; returns the exit code."""
     from ..worker import Worker
 
+    for notice in notices:
+        logger.warning("%s", notice)
     store = Store(cfg.url, cfg.db)
-    worker = Worker(store, name, JobRegistry(cfg.jobs), cfg.worker)
+    worker = Worker(store, name, registry, cfg.worker)
 
     def on_signal(signum, frame):  # only sets flags; the loop does the work
         worker.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    if metrics_port is not None:
+    if metrics is not None:
         from ..metrics import serve_metrics
 
+        host, port = metrics
         try:
-            serve_metrics(worker, metrics_port)
+            serve_metrics(worker, port, host)
         except OSError as exc:
-            raise Failure(f"cannot serve metrics on 127.0.0.1:{metrics_port}: "
+            raise Failure(f"cannot serve metrics on {host}:{port}: "
                           f"{exc.strerror or exc}") from None
     if on_ready is not None:
         threading.Thread(target=lambda: on_ready(worker), daemon=True).start()
@@ -162,7 +202,8 @@ def log(cfg: Config, name, follow, lines):
     name = worker_name(name)
     path = process.log_path(cfg.home, name)
     if not path.exists():
-        raise Failure(f"no log for {name} at {path}", EXIT_NOT_FOUND)
+        raise Failure(f"no log for {name} at {path} (a worker run by systemd logs to the "
+                      "journal only: journalctl -u UNIT)", EXIT_NOT_FOUND)
     for line in process.tail(path, lines):
         click.echo(line)
     if not follow:
@@ -227,9 +268,12 @@ def list_workers(cfg: Config, as_json):
 
 @click.command()
 @click.argument("name")
+@click.option("--log", "remove_log", is_flag=True,
+              help="also remove its log (kept otherwise: what happened stays readable)")
 @click.pass_obj
-def clean(cfg: Config, name):
-    """Remove the log and stale pid files of NAME, and its dead registry entries."""
+def clean(cfg: Config, name, remove_log):
+    """Remove the stale pid files of NAME and its dead registry entries (and its log, with
+    --log, once no process of NAME runs here)."""
     name = worker_name(name)
     removed = 0
     for pidfile in process.pid_files(cfg.home, name):
@@ -239,11 +283,13 @@ def clean(cfg: Config, name):
     path = process.log_path(cfg.home, name)
     running = any(f.running for f in process.pid_files(cfg.home, name))
     log_note = ""
-    if path.exists() and not running:
+    if path.exists() and running and remove_log:
+        log_note = " (log kept: the worker runs)"
+    elif path.exists() and remove_log:
         path.unlink()
         log_note = ", its log"
-    elif running:
-        log_note = " (log kept: the worker runs)"
+    elif path.exists():
+        log_note = f" (log kept: {path}; --log removes it)"
     with open_store(cfg) as store:
         pruned = peers.prune(store, cfg.workers_db, name, to_ms(utcnow()))
     click.echo(f"cleaned {name}: {plural(removed, 'stale pid file')}{log_note}, "

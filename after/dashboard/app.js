@@ -37,6 +37,7 @@ const state = {
   busy: new Set(),
   allRuns: false,
   audit: { report: null, loading: false, error: '', all: false },
+  taskPage: 0, // the page of the tasks table shown (render.tasks clamps it)
 };
 
 const stops = [];
@@ -51,11 +52,26 @@ function redraw(...parts) {
   if (frame === null) frame = requestAnimationFrame(draw);
 }
 
+// The names served by a live process, and the paused ones: when they change, the tasks
+// are drawn again (a waiting task says whether a process serves its name).
+let servedKey = '';
+
+function served(now) {
+  const live = [...state.workers.values()].filter((doc) => model.workerState(doc, now) === 'live')
+    .map((doc) => doc.name);
+  return JSON.stringify([[...new Set(live)].sort(), model.pausedNames([...state.pauses.values()])]);
+}
+
 function draw() {
   frame = null;
   const now = Date.now();
   const parts = new Set(dirty);
   dirty.clear();
+  if (parts.has('workers')) {
+    const key = served(now);
+    if (key !== servedKey) parts.add('tasks');
+    servedKey = key;
+  }
   if (parts.has('workers')) render.workers(state, now, actOnWorker);
   if (parts.has('schedule')) render.schedule(state, now);
   if (parts.has('counts')) {
@@ -382,6 +398,12 @@ function setupDialogs() {
   $('#reschedule-date').addEventListener('input', (e) => e.target.setCustomValidity(''));
 
   $('#message-close').addEventListener('click', () => { $('#message').hidden = true; });
+  for (const [button, step] of [['#tasks-prev', -1], ['#tasks-next', 1]]) {
+    $(button).addEventListener('click', () => {
+      state.taskPage += step;
+      redraw('tasks');
+    });
+  }
   $('#runs-more').addEventListener('click', () => {
     state.allRuns = !state.allRuns;
     redraw('runs');
@@ -430,6 +452,7 @@ let searchTimer = null;
 
 function setFilters(changes) {
   Object.assign(state.filters, changes);
+  state.taskPage = 0;
   redraw('counts');
   loadTasks().catch(failed);
 }

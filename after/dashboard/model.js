@@ -262,7 +262,23 @@ export function workerState(doc, now) {
   return doc.stopping ? 'stopping' : 'live';
 }
 
-// -- concurrency caps: slot documents (slot:KEY#N in the workers database, after.gates) --------
+// Whether a live process serves a worker name (after.serving, the same cases in
+// tests/cases/serving.json): null when one does, 'paused' when the name is paused, 'none'
+// when no live process has that name.
+export function serving(name, workers, paused, now) {
+  if (paused.includes(name)) return 'paused';
+  return workers.some((doc) => isWorker(doc) && doc.name === name
+    && workerState(doc, now) === 'live') ? null : 'none';
+}
+
+// The same for a task that waits to be claimed (waiting, reschedule); null for any other.
+export function unserved(doc, workers, paused, now) {
+  if (!isTask(doc) || !['waiting', 'reschedule'].includes(doc.status)
+    || typeof doc.worker !== 'string') return null;
+  return serving(doc.worker, workers, paused, now);
+}
+
+// -- concurrency caps: slot documents (slot:KEY#N in the workers database, after.caps) --------
 
 export function isSlot(doc) {
   return !!doc && !doc._deleted && doc.type === 'slot' && typeof doc.key === 'string';
@@ -335,4 +351,16 @@ export function auditRows(report, all = false) {
     }
   }
   return rows;
+}
+
+// -- paging --------------------------------------------------------------------------------
+
+// One page of a list: the page's items and where it is (index clamped to the pages there
+// are; first and last are 1-based positions, 0 for an empty list).
+export function page(items, index, size) {
+  const pages = Math.max(1, Math.ceil(items.length / size));
+  const at = Math.min(Math.max(0, Math.trunc(index) || 0), pages - 1);
+  const rows = items.slice(at * size, (at + 1) * size);
+  return { rows, index: at, pages, total: items.length,
+    first: rows.length ? at * size + 1 : 0, last: at * size + rows.length };
 }

@@ -4,14 +4,14 @@
 import { $, h, replace } from './dom.js';
 import { runsChart, timeline } from './chart.js';
 import {
-  ACTION_LABELS, STATUSES, VERDICTS, VERDICT_LABELS, actionsFor, auditRows, capsInUse, dueOf, failed, formatDuration, formatUtc,
-  isolationOf, jobName, lateness, meta, parseDate, pausedNames, relative, repeatText, sortRuns,
-  sortTasks, sortWorkers, workerState,
+  ACTION_LABELS, STATUSES, VERDICTS, VERDICT_LABELS, actionsFor, auditRows, capsInUse, dueOf,
+  failed, formatDuration, formatUtc, isolationOf, jobName, lateness, meta, page, parseDate,
+  pausedNames, relative, repeatText, sortRuns, sortTasks, sortWorkers, unserved, workerState,
 } from './model.js';
 
 const HOUR = 3600000;
 const DAY = 24 * HOUR;
-const MAX_TASK_ROWS = 300;
+const TASK_PAGE = 50; // rows of the tasks table a page
 const MAX_RUN_ROWS = 25;
 
 function when(ms, now) {
@@ -169,19 +169,45 @@ function lastRun(doc, now) {
   return parts.length ? parts : h('span', { class: 'muted' }, 'never run');
 }
 
+// A waiting task whose worker name no live process serves says so beside the name.
+function unservedNote(doc, workers, paused, now) {
+  const kind = unserved(doc, workers, paused, now);
+  if (kind === null) return '';
+  const why = kind === 'paused'
+    ? `the worker name ${doc.worker} is paused: its processes claim nothing until resumed`
+    : `no live process serves the worker name ${doc.worker}: the task waits until one starts `
+      + `(after start ${doc.worker})`;
+  return h('span', { class: `unserved warn unserved-${kind}`, title: why },
+    kind === 'paused' ? ' · paused' : ' · no live process');
+}
+
+// The pager under a list: where the page is, and the buttons to the others.
+function pager(at, truncated) {
+  $('#tasks-pager').hidden = at.pages <= 1;
+  $('#tasks-page').textContent = `${at.first}–${at.last} of ${at.total}${truncated ? '+' : ''}`
+    + ` · page ${at.index + 1} of ${at.pages}`;
+  $('#tasks-prev').disabled = at.index === 0;
+  $('#tasks-next').disabled = at.index >= at.pages - 1;
+}
+
 export function tasks(state, now, onAction) {
+  const workers = [...state.workers.values()];
+  const paused = pausedNames([...state.pauses.values()]);
   const docs = sortTasks([...state.tasks.values()]);
-  const shown = docs.slice(0, MAX_TASK_ROWS);
+  const at = page(docs, state.taskPage, TASK_PAGE);
+  state.taskPage = at.index;
+  const shown = at.rows;
   $('#tasks-shown').textContent = docs.length > shown.length
-    ? `${shown.length} of ${docs.length}${state.tasksTruncated ? '+' : ''} shown`
+    ? `${at.first}–${at.last} of ${docs.length}${state.tasksTruncated ? '+' : ''} shown`
     : `${docs.length}${state.tasksTruncated ? '+' : ''} shown`;
+  pager(at, state.tasksTruncated);
   const rows = shown.map((doc) => {
     const busy = state.busy.has(doc._id);
     const info = meta(doc);
     return h('tr', { 'data-id': doc._id, class: `task status-${doc.status}` },
       h('td', { class: 'id' }, h('code', { title: doc._id }, doc._id)),
       h('td', {}, badge('status', doc.status)),
-      h('td', {}, doc.worker || '–'),
+      h('td', {}, doc.worker || '–', unservedNote(doc, workers, paused, now)),
       h('td', { class: 'job' }, jobName(doc) || '–', isolated(doc), repeated(doc)),
       h('td', {}, when(dueOf(doc), now)),
       h('td', { class: 'last' }, lastRun(doc, now)),

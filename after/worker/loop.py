@@ -33,10 +33,12 @@ import queue
 import threading
 from datetime import datetime
 
+from .. import oplog
 from .. import task as rules
 from ..config import Settings, runs_db, workers_db
 from ..dates import format_date, from_ms, to_ms
 from ..jobs import JobError, JobRegistry
+from ..retention import Retainer
 from ..store import Unavailable
 from . import decide as d
 from . import partitions as parts
@@ -92,6 +94,7 @@ class Worker:
         self.poller = Poller(store.with_timeout(POLL_TIMEOUT), name, settings, self.inbox.put,
                              self.stop_requested, idle=self._idle)
         self.reads = Reads(store.with_timeout(WRITE_TIMEOUT, retries=1), self.inbox.put)
+        self.retainer = Retainer.of(self, store)  # finished tasks kept no longer (a thread)
         self.gates = Gates(self.store, workers_db(store.db), self.me, settings.lease,
                            known_dead=lambda p: p in self.state.dead,
                            holder_of=self._holder_of)
@@ -164,6 +167,7 @@ class Worker:
         self.peers.start(self.settings.heartbeat, lambda: self.state.published,
                          self.inbox.put)
         self.poller.start()
+        self.retainer.start()
         self.follower = self.store.follow(
             self._on_change, since=since, selector={"worker": self.name},
             heartbeat=self.settings.feed_heartbeat,
@@ -178,6 +182,7 @@ class Worker:
                     log.exception("unexpected error in the worker loop; carrying on")
                     self.stop_requested.wait(1.0)
         finally:
+            self.retainer.stop()
             code = shutdown(self)
         return code
 
@@ -528,7 +533,6 @@ class Worker:
             log.warning("task %s: a run that had timed out or was taken over ended (%s)",
                         docid, outcome.outcome)
             return
-        self._log_end(run, outcome)
         self._end(run, (outcome, trace, response), now)
 
     def _end(self, run: Run, ended: tuple, now: datetime) -> None:
@@ -545,17 +549,17 @@ class Worker:
         else:
             write = r.end(run.doc, run.spec, outcome, self.me, now, run.token, trace=trace,
                           response=response)
+        self._log_end(run, outcome, write.doc, now)
         self.state.outbox.setdefault(run.docid, []).append(write)
 
-    def _log_end(self, run: Run, outcome: rules.Outcome) -> None:
+    def _log_end(self, run: Run, outcome: rules.Outcome, after: dict, now: datetime) -> None:
         if outcome.ok:
             log.info("done %s (job %s, attempt %d) in %.1f ms, started %.1f ms late",
                      run.docid, run.spec.job, max(1, rules.counter(run.doc.get(rules.NS),
                                                                    "attempt")),
                      outcome.duration_ms, run.lateness * 1000)
-        else:
-            log.warning("%s %s (job %s): %s", outcome.outcome, run.docid, run.spec.job,
-                        outcome.error)
+        else:  # what comes next: a retry at..., or none left (after.oplog)
+            log.warning("%s", oplog.run_ended(run.doc, after, run.spec, outcome, now))
 
     def _forget(self, run: Run) -> None:
         """A run is over here: nothing of it stays in memory; its slot (a cap) is free."""
@@ -613,7 +617,6 @@ class Worker:
             outcome = rules.Outcome(rules.TIMEOUT, run.started or now, now,
                                     error=rules.timeout_error(
                                         run.spec.timeout, run.token in self.runner.children))
-            self._log_end(run, outcome)
             self._end(run, (outcome, None, None), now)
 
     # -- writing -----------------------------------------------------------------------------

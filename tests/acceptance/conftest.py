@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from after import peers, schema
+from after import registry as peers
+from after import schema
 from after.config import workers_db
 from after.dates import format_date, parse_date, to_ms, utcnow
 from after.process import pid_files

@@ -10,8 +10,7 @@ import time
 from collections import Counter
 from datetime import timedelta
 
-from after.gates import in_use
-
+from after.caps import in_use
 from after.config import workers_db
 from after.dates import format_date, parse_date, utcnow
 

@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from datetime import timedelta
 
-from after import peers
+from after import registry as peers
 from after.config import workers_db
 from after.dates import format_date, parse_date, utcnow
 

@@ -20,7 +20,8 @@ from .conftest import one_line_error, recorded, task_doc, wait_for
 
 
 def test_the_original_after_example_runs_as_written(cli, tasks):
-    """README: a worker `manobi`, and the After task PUT with plain HTTP."""
+    """docs/reference.rst, The original After example: a worker `manobi`, and the After task
+    PUT with plain HTTP."""
     started = cli.run("start", "manobi", "-b", "--poll", "1")
     assert started.returncode == 0, started.stderr
     assert "started in the background" in started.stdout
@@ -63,9 +64,15 @@ def test_the_original_after_example_runs_as_written(cli, tasks):
 
     cleaned = cli.run("clean", "manobi")
     assert cleaned.returncode == 0
-    assert re.fullmatch(r"cleaned manobi: 0 stale pid files, its log, "
-                        r"(1 dead registry entry|\d+ dead registry entries)\n", cleaned.stdout)
-    assert not (cli.home / "manobi.log").exists()
+    log = cli.home / "manobi.log"
+    assert re.fullmatch(rf"cleaned manobi: 0 stale pid files \(log kept: {re.escape(str(log))}; "
+                        r"--log removes it\), (1 dead registry entry|\d+ dead registry "
+                        r"entries)\n", cleaned.stdout), cleaned.stdout
+    assert log.exists()  # what happened stays readable
+    cleaned = cli.run("clean", "manobi", "--log")
+    assert cleaned.stdout == "cleaned manobi: 0 stale pid files, its log, 0 dead registry " \
+                             "entries\n"
+    assert not log.exists()
     assert pid_files(cli.home, "manobi") == []
 
 

@@ -1,5 +1,5 @@
 """Edits to a task that is held or running take effect: never a second run alongside the
-first, never a task stranded (README, "Editing a task that is held or running")."""
+first, never a task stranded (docs/reference.rst, "Editing a task that is held or running")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Calendars and concurrency caps (after.gates) with a worker on the real servers."""
+"""Calendars and concurrency caps (after.worker.gates) with a worker on the real servers."""
 
 from __future__ import annotations
 

@@ -312,3 +312,10 @@ def test_validation_cheap_path_only_for_writes_that_keep_worker_date_and_job(sto
         with pytest.raises(Forbidden):
             store.put({**doc, **change})
     assert store.get("v")["_rev"] == doc["_rev"]
+
+
+def test_check_couchdb_passes_on_each_server_and_without_credentials(store, couch_url):
+    store.check_couchdb()  # the welcome of CouchDB 3 or of pouchdb-server
+    bare, _ = split_credentials(couch_url)
+    with Store(bare, store.db, retries=0) as anonymous:
+        anonymous.check_couchdb()  # CouchDB's welcome needs no credentials; never an error

@@ -173,3 +173,47 @@ def test_derived_database_names_have_one_home():
 
     assert databases("jobs") == ("jobs", runs_db("jobs"), workers_db("jobs"))
     assert databases("jobs") == ("jobs", "jobs_runs", "jobs_workers")
+
+
+def test_paths_of_the_file_are_relative_to_it_and_the_environment_to_the_directory(
+        tmp_path, monkeypatch):
+    """A config file read from elsewhere (AFTER_CONFIG) keeps its jobs folder and home beside
+    it; AFTER_JOBS and AFTER_HOME (and --jobs, --home) are relative to where the command
+    runs."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    path = write(etc, jobs="jobs", home="~/after-home")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    cfg = load(path, environ={})
+    assert cfg.jobs == etc / "jobs"
+    assert cfg.home == tmp_path / "user" / "after-home"
+    cfg = load(path, environ={"AFTER_JOBS": "myjobs", "AFTER_HOME": "var"})
+    assert cfg.jobs == elsewhere / "myjobs" and cfg.home == elsewhere / "var"
+
+
+def test_jobs_modules_from_the_file_or_the_environment(tmp_path):
+    path = write(tmp_path, jobs_module=["billing.jobs", "shared"])
+    assert load(path, environ={}).jobs_modules == ("billing.jobs", "shared")
+    assert load(path, environ={"AFTER_JOBS_MODULE": "a.jobs, b"}).jobs_modules == ("a.jobs",
+                                                                                   "b")
+    assert load(write(tmp_path, jobs_module="one.jobs"), environ={}).jobs_modules == (
+        "one.jobs",)
+    assert load(write(tmp_path), environ={}).jobs_modules == ()
+
+
+@pytest.mark.parametrize("value, message", [
+    ("../jobs", "'../jobs' is not a module name"),
+    (["a", 3], "expected a module name or a list of them"),
+    ("pkg..jobs", "'pkg..jobs' is not a module name"),
+    ({"a": 1}, "expected a module name or a list of them"),
+])
+def test_a_bad_jobs_module_is_refused_naming_where(tmp_path, value, message):
+    path = write(tmp_path, jobs_module=value)
+    with pytest.raises(ConfigError, match=f"jobs_module: {message}"):
+        load(path, environ={})
+    if isinstance(value, str):
+        with pytest.raises(ConfigError, match=f"^AFTER_JOBS_MODULE: {message}"):
+            load(write(tmp_path), environ={"AFTER_JOBS_MODULE": value})

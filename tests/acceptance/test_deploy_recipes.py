@@ -1,0 +1,302 @@
+"""docs/deploy.rst, run: the systemd unit and the Dockerfile (the same text as the files of
+the repository, their commands run against each test server as their supervisors would run
+them), metrics on another address, JSON logs and levels, rotation, upgrades with ``after
+setup``, compaction, backups, and a database of After 1.x documents taken over."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from after import schema
+from after.dates import utcnow
+from after.process import pid_files
+from after.server import free_port
+from after.store import Store
+
+from ..js import cases
+from .conftest import recorded, task_doc, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "deploy.rst"
+
+
+def block(marker: str) -> str:
+    """The code block that follows ``.. file: X`` or ``.. recipe: X`` in docs/deploy.rst."""
+    lines = DOC.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip() == f".. {marker}")
+    start = next(i for i in range(at, len(lines)) if lines[i].startswith(".. code-block::"))
+    body = []
+    for line in lines[start + 1:]:
+        if line.strip() and not line.startswith("    "):
+            break
+        body.append(line)
+    return textwrap.dedent("\n".join(body)).strip("\n") + "\n"
+
+
+def test_the_docs_show_the_files_of_the_repository():
+    assert block("file: deploy/after@.service") == (ROOT / "deploy" / "after@.service").read_text()
+    assert block("file: Dockerfile") == (ROOT / "Dockerfile").read_text()
+
+
+def unit() -> dict[str, str]:
+    values = {}
+    for line in (ROOT / "deploy" / "after@.service").read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values.setdefault(key.strip(), value.strip())
+    return values
+
+
+def test_the_systemd_unit_stops_after_its_grace_not_before():
+    service = unit()
+    args = shlex.split(service["ExecStart"])
+    grace = float(args[args.index("--grace") + 1])
+    assert float(service["TimeoutStopSec"]) >= grace + 10
+    assert "-b" not in args and "--background" not in args  # systemd keeps the process
+    assert service["KillSignal"] == "SIGTERM" and service["Type"] == "simple"
+
+
+def after_args(command: list[str]) -> list[str]:
+    """A recipe's ``after ...`` (or ``/path/bin/after ...``) as this interpreter runs it."""
+    assert Path(command[0]).name == "after", command
+    return [sys.executable, "-m", "after", *command[1:]]
+
+
+def test_the_systemd_units_command_runs_as_systemd_would_and_logs_once(cli, tasks, tmp_path):
+    args = shlex.split(unit()["ExecStart"].replace("%i", "billing"))
+    env = {**cli.env, "INVOCATION_ID": "0123456789abcdef", "JOURNAL_STREAM": "8:12345"}
+    journal = open(tmp_path / "journal", "w")
+    worker = subprocess.Popen(after_args(args), env=env, cwd=tmp_path, stdout=journal,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    cli.spawned.append(worker)
+    wait_for(lambda: "worker billing ready" in (tmp_path / "journal").read_text(),
+             what="the worker")
+    tasks.put(task_doc("t", "billing", tmp_path / "runs.jsonl"))
+    wait_for(lambda: tasks.get("t")["status"] == "done", what="the task")
+    worker.send_signal(signal.SIGTERM)  # systemctl stop
+    assert worker.wait(float(unit()["TimeoutStopSec"])) == 0
+    text = (tmp_path / "journal").read_text()
+    assert text.count("worker billing ready") == 1 and "worker billing stopped" in text
+    assert not (cli.home / "billing.log").exists()  # the journal has it: once
+    forced = cli.spawn("start", "filed", "--log-file", INVOCATION_ID="x")
+    wait_for(lambda: (cli.home / "filed.log").exists(), what="the log file asked for")
+    forced.terminate()
+    assert forced.wait(30) == 0
+
+
+def dockerfile() -> tuple[dict[str, str], list[str], list[str]]:
+    """The Dockerfile's ENV, CMD and HEALTHCHECK command."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    env: dict[str, str] = {}
+    cmd = health = None
+    for line in text.splitlines():
+        if line.startswith("ENV "):
+            for item in shlex.split(line[4:]):
+                key, _, value = item.partition("=")
+                env[key] = value
+        elif line.startswith("CMD "):
+            cmd = json.loads(line[4:])
+        elif line.startswith("HEALTHCHECK "):
+            health = json.loads(line[line.index(" CMD ") + 5:])
+    return env, cmd, health
+
+
+def test_the_dockerfiles_command_runs_a_worker_its_healthcheck_watches(cli, tasks, tmp_path):
+    env, cmd, health = dockerfile()
+    port = free_port()
+    image_env = {**cli.env, **env, "AFTER_METRICS_PORT": str(port),
+                 "AFTER_HOME": str(tmp_path / "container-home")}
+    image_env["AFTER_JOBS"] = cli.env["AFTER_JOBS"]  # /app/jobs in the image
+    out = open(tmp_path / "engine-log", "w")
+    worker = subprocess.Popen(after_args(cmd), env=image_env, cwd=tmp_path, stdout=out,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    cli.spawned.append(worker)
+    check = [*health[:-1], health[-1].replace(":9300", f":{port}")]
+    assert health[0] == "python"
+    check[0] = sys.executable
+
+    def healthy() -> bool:
+        return subprocess.run(check, capture_output=True, timeout=10).returncode == 0
+
+    wait_for(healthy, timeout=30, what="a healthy container")
+    # every interface: another loopback address reaches it (127.0.0.1 alone would refuse)
+    assert httpx.get(f"http://127.0.0.2:{port}/health").json()["feed"] == "connected"
+    tasks.put(task_doc("c", "default", tmp_path / "runs.jsonl"))
+    wait_for(lambda: tasks.get("c")["status"] == "done", what="the task")
+    worker.send_signal(signal.SIGTERM)  # docker stop
+    assert worker.wait(30) == 0
+    assert not healthy()
+    lines = (tmp_path / "engine-log").read_text().splitlines()
+    logged = [json.loads(line) for line in lines]  # JSON, every line
+    assert any(r["message"] == "worker default ready" and r["level"] == "INFO"
+               for r in logged)
+    assert all(r["time"].endswith("Z") and {"pid", "logger"} <= set(r) for r in logged)
+    assert not list((tmp_path / "container-home").glob("*.log"))  # stderr only
+
+
+def test_metrics_listen_on_127_0_0_1_unless_told(cli, tasks):
+    port = free_port()
+    started = cli.run("start", "metered", "-b", "--metrics-port", str(port))
+    assert started.returncode == 0, started.stderr
+    wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200,
+             what="health")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.2:{port}/health")
+    assert cli.run("stop", "metered").returncode == 0
+
+
+def test_log_level_leaves_out_what_is_below_it(cli, tasks, tmp_path):
+    worker = cli.spawn("start", "quiet", "--poll", "1", "--log-level", "warning")
+    wait_for(lambda: any(f.running for f in pid_files(cli.home, "quiet")), what="start")
+    doc = task_doc("f", "quiet", tmp_path / "x")
+    doc["job"] = {"name": "fail", "arguments": ["on purpose"]}
+    tasks.put(doc)
+    wait_for(lambda: tasks.get("f")["status"] == "error", what="the failure")
+    wait_for(lambda: "no retry left" in (cli.home / "quiet.log").read_text(), what="the line")
+    worker.terminate()
+    assert worker.wait(30) == 0
+    text = (cli.home / "quiet.log").read_text()
+    assert "INFO" not in text and "WARNING" in text
+
+
+def test_a_log_moved_away_by_logrotate_is_followed_by_a_new_one(cli, tasks, tmp_path):
+    recipe = block("recipe: logrotate")
+    assert "copytruncate" not in recipe and "postrotate" not in recipe  # nothing to signal
+    started = cli.run("start", "rotated", "-b", "--poll", "1")
+    assert started.returncode == 0, started.stderr
+    log = cli.home / "rotated.log"
+    os.rename(log, cli.home / "rotated.log.1")  # what logrotate does, without copytruncate
+    tasks.put(task_doc("r", "rotated", tmp_path / "runs.jsonl"))
+    wait_for(lambda: tasks.get("r")["status"] == "done", what="the task")
+    wait_for(lambda: log.exists() and "done r (job record" in log.read_text(),
+             what="a new log")
+    assert "done r" not in (cli.home / "rotated.log.1").read_text()
+    assert "worker rotated ready" in (cli.home / "rotated.log.1").read_text()
+    assert cli.run("stop", "rotated").returncode == 0
+
+
+def test_an_upgrade_brings_an_older_set_up_up_to_date(cli, tasks):
+    design = tasks.get(schema.DESIGN_ID)
+    tasks.put({**design, "validate_doc_update": "function (newDoc) { /* version 0 */ }"})
+    # the indexes of the tasks database, as if the older version had none
+    indexes = tasks.get("_design/after-indexes")
+    tasks.delete(indexes["_id"], indexes["_rev"])
+    done = cli.run("setup")
+    assert done.returncode == 0, done.stderr
+    assert f"updated {schema.DESIGN_ID}" in done.stdout
+    assert f"created index by-status-date on {tasks.db}" in done.stdout
+    assert tasks.get(schema.DESIGN_ID)["validate_doc_update"] != \
+        "function (newDoc) { /* version 0 */ }"
+    again = cli.run("setup")
+    assert again.stdout.startswith(f"{tasks.db} was already set up")
+
+
+def test_compact_reports_each_database(cli, tasks):
+    worker = cli.spawn("start", "beating", "--heartbeat", "0.2", "--lease", "1")
+    wait_for(lambda: any(f.running for f in pid_files(cli.home, "beating")), what="start")
+    done = cli.run("compact", "--wait", "30")
+    worker.terminate()
+    worker.wait(30)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == [tasks.db, f"{tasks.db}_runs",
+                                                      f"{tasks.db}_workers"]
+    for line in lines:
+        assert re.fullmatch(r"\S+: ([\d.]+ [KMG]?B -> [\d.]+ [KMG]?B(, [\d.]+ [KMG]?B of it "
+                            r"live)?|compacted \(the server tells no size\))"
+                            r"( \(compacting in the background\))?", line), line
+    if "couchdb" in cli.url or "@" in cli.url:  # CouchDB: its sizes, file and live data
+        assert "of it live" in lines[2]
+
+
+def test_the_backup_recipe_copies_the_three_databases(cli, tasks, couch_url, tmp_path):
+    for k in range(5):
+        tasks.put(task_doc(f"b{k}", "nobody", tmp_path / "x", delay=3600))
+    recipe = block("recipe: backup").replace(
+        "for db in tasks tasks_runs tasks_workers",
+        f"for db in {tasks.db} {tasks.db}_runs {tasks.db}_workers")
+    done = subprocess.run(["bash", "-ec", recipe], env={**os.environ, "COUCH": couch_url},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    try:
+        for db in (tasks.db, f"{tasks.db}_runs", f"{tasks.db}_workers"):
+            original = {d["_id"]: d["_rev"] for d in tasks.prefixed("", db=db)}
+            copy = {d["_id"]: d["_rev"] for d in tasks.prefixed("", db=f"backup_{db}")}
+            assert copy == original
+    finally:
+        for db in (tasks.db, f"{tasks.db}_runs", f"{tasks.db}_workers"):
+            tasks.delete_database(f"backup_{db}")
+
+
+class Hook(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        Hook.received.append(json.loads(body or b"null"))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_database_of_after_1x_documents_is_taken_over(cli, couch_url, db_name, tmp_path):
+    Hook.received.clear()  # one list for the class: this test's calls only
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    record = tmp_path / "runs.jsonl"
+    table = cases("after1x")["docs"]
+    old = f"{db_name}_1x"
+    env = {"AFTER_DB": old}
+    with Store(couch_url, old) as store:
+        store.create_database()  # as After 1.x left it, replicated here: no set-up at all
+        for case in table:
+            text = json.dumps(case["doc"]).replace('"RECORD"', json.dumps(str(record)))
+            store.put(json.loads(text.replace(
+                '"WEBHOOK"', json.dumps(f"http://127.0.0.1:{hook.server_address[1]}/hook"))))
+        try:
+            setup = cli.run("setup", **env)  # step 2
+            assert setup.returncode == 0, setup.stderr
+            worker = cli.spawn("start", "manobi", "--poll", "1", **env)  # step 4
+            expect = {case["doc"]["_id"]: case["expect"] for case in table}
+            wait_for(lambda: all(store.get(i)["status"] == "done" for i, what in
+                                 expect.items() if what == "done"), timeout=60,
+                     what="the waiting After 1.x tasks to run")
+            wait_for(lambda: store.get("billing")["after"].get("runs") == 1,
+                     what="the repeating one to run")
+            billing = store.get("billing")
+            assert billing["status"] in ("waiting", "scheduled")
+            assert billing["date"] > utcnow().isoformat()[:10]  # its next date: ahead
+            assert store.get("later")["status"] in ("waiting", "scheduled")
+            for docid in ("old-done", "old-canceled"):
+                assert "after" not in store.get(docid), docid  # left alone
+            err = store.get("old-err")  # After 1.x's first word for a failure
+            assert err["status"] == "error" and err["after"]["error"].startswith(
+                "status: 'err' is not one of waiting")
+            assert Hook.received == [{"a": 1}]
+            ran = sorted(r["id"] for r in recorded(record))
+            assert ran == ["billing", "left-scheduled"]  # never old-err nor the finished
+            listed = cli.run("tasks", "--status", "error", **env)
+            assert "old-err" in listed.stdout
+            worker.terminate()
+            assert worker.wait(30) == 0
+        finally:
+            hook.shutdown()
+            for db in (old, f"{old}_runs", f"{old}_workers"):
+                if store.database_exists(db):
+                    store.delete_database(db)
