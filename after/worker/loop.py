@@ -40,6 +40,7 @@ from ..dates import format_date, from_ms, to_ms
 from ..jobs import JobError, JobRegistry
 from ..retention import Retainer
 from ..store import Unavailable
+from . import check
 from . import decide as d
 from . import partitions as parts
 from . import runs as r
@@ -213,6 +214,9 @@ class Worker:
         self._each(events, now)
         self._deadlines(now)
         self._fill(now)
+        if self.peers.mono() >= self.state.next_check:
+            self.state.next_check = self.peers.mono() + self.settings.self_check
+            self._self_check()
         self._flush()
         if self.state.verify:  # made ready: read back first (a move leaves no trace in our feed)
             self.reads.check(self.state.verify)
@@ -780,6 +784,32 @@ class Worker:
         return owner if isinstance(owner, str) else None
 
     # -- keeping honest ----------------------------------------------------------------------
+
+    def _self_check(self) -> None:
+        """Held tasks with no timer entry, runs with no job thread (see after.worker.check):
+        forgotten, and decided again from the database."""
+        state = self.state
+        runs = {run.token: run.docid for run in self._runs() if run.ended is None}
+        held, lost, state.suspects = check.stuck(
+            state.held, runs, lambda docid: (RUN, docid) in self.timer,
+            set(state.line.waiting) | set(state.gated), self.runner.active,
+            set(state.inflight) | set(state.outbox), state.suspects)
+        for docid in held:
+            log.warning("self-check: task %s is held by this process with no timer entry: "
+                        "deciding again", docid)
+            self._drop(docid)
+            state.seen.pop(docid, None)
+        for token in lost:
+            run = self._run_of(token)
+            if run is not None:
+                log.warning("self-check: task %s is running under this process with no job "
+                            "thread: deciding again", run.docid)
+                self._let_go(run)
+                state.seen.pop(run.docid, None)
+        if held or lost:
+            state.counts["corrected"] += len(held) + len(lost)
+            self.emit("corrected", count=len(held) + len(lost))
+            self.poller.now.set()
 
     def _fault(self, kind: str, value, exc: Exception, now: datetime) -> None:
         """A failure of this code while handling one task is that task's alone."""

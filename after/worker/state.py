@@ -144,6 +144,8 @@ class State:
     lapses_seen: int = 0
     away_until: float = 0.0  # back from a lapse of its lease: takes nothing until then
     feed_lost: bool = False
+    next_check: float = 0.0  # monotonic: the next self-check (after.worker.check)
+    suspects: set = field(default_factory=set)  # what the last self-check found
     tokens: itertools.count = field(default_factory=itertools.count)
     counts: dict[str, int] = field(default_factory=lambda: {
         "runs": 0, "done": 0, "failed": 0, "missed": 0, "faults": 0, "corrected": 0,

@@ -138,7 +138,7 @@ class Writer:
         try:
             results = self.store.bulk_docs([w.doc for w, _ in batch])
         except Unavailable as exc:
-            self._later(batch, describe_error(exc), delayed)
+            self._later(batch, describe_error(exc), delayed, server=True)
             return
         except (StoreError, ValueError, RecursionError) as exc:
             if len(batch) > 1:  # the request itself refused (too large...): one at a time
@@ -178,16 +178,23 @@ class Writer:
             current = {}
         return [(w, Answer(conflict=True, fresh=current.get(w.docid))) for w in writes]
 
-    def _later(self, batch: list[tuple[Write, int]], why: str, delayed: list) -> None:
+    def _later(self, batch: list[tuple[Write, int]], why: str, delayed: list,
+               server: bool = False) -> None:
         """Failed for another reason than a conflict: tried again after a backoff, a few
-        times, then given up (the loop decides the task again from the database)."""
+        times, then given up. Given up because the server cannot be reached, the task is
+        decided again from the database (``failed``); because of the write itself (an error
+        of that one document), it is refused: the task ends ``error`` saying why."""
         retry, given_up = [], []
         for write, tries in batch:
             (retry if tries + 1 < self.attempts else given_up).append((write, tries + 1))
-        if given_up:
+        if given_up and server:
             log.error("giving up on %d task update(s) after %d failures (%s); they will be "
                       "decided again from the database", len(given_up), self.attempts, why)
             self._answer([(w, Answer(failed=why)) for w, _ in given_up])
+        elif given_up:
+            self._answer([(w, Answer(refused=redact_text(
+                f"the database failed this task's update {tries} times: {why}")[:500]))
+                for w, tries in given_up])
         if retry:
             tries = min(t for _, t in retry)
             log.warning("cannot write %d task update(s) yet: %s", len(retry), why)

@@ -153,18 +153,18 @@ def test_the_database_refuses_pathological_shapes_with_a_message(store):
     assert response.status_code == 201, response.text
 
 
-class LosesOneStartAnswer(Store):
-    """The real server applies the first write that starts a task, but its answer is lost
-    (past the HTTP timeout): the worker sees Unavailable, its documents unchanged."""
+class LosesOneEndAnswer(Store):
+    """The real server applies the write that ends a run, but its answer is lost (past the
+    HTTP timeout): the worker sees Unavailable, its documents unchanged."""
 
     lost = 0
 
     def bulk_docs(self, docs, *, db=None, new_edits=True):
         revs = [doc.get("_rev") for doc in docs]
         results = super().bulk_docs(docs, db=db, new_edits=new_edits)
-        if db is None and not LosesOneStartAnswer.lost \
-                and any(doc.get("status") == "running" for doc in docs):
-            LosesOneStartAnswer.lost += 1
+        if db is None and not LosesOneEndAnswer.lost \
+                and any(doc.get("status") == "done" for doc in docs):
+            LosesOneEndAnswer.lost += 1
             for doc, rev in zip(docs, revs, strict=True):
                 if rev is None:
                     doc.pop("_rev", None)
@@ -174,14 +174,18 @@ class LosesOneStartAnswer(Store):
         return results
 
 
-def test_a_lost_answer_to_a_start_is_found_and_the_task_runs_once(harness, store):
-    LosesOneStartAnswer.lost = 0
-    worker = harness.start(store_class=LosesOneStartAnswer, write_backoff=0.1)
+def test_a_lost_answer_to_a_runs_end_is_found_and_the_task_ran_once(harness, store):
+    """The end is sent again, conflicts with itself, and the task read back shows the run
+    counted: only its record is written, and nothing runs again."""
+    LosesOneEndAnswer.lost = 0
+    worker = harness.start(store_class=LosesOneEndAnswer, write_backoff=0.1)
     harness.put("lost")
     doc = harness.wait_status("lost", "done", timeout=20)
-    assert LosesOneStartAnswer.lost == 1
+    assert LosesOneEndAnswer.lost == 1
+    harness.settled(worker, "lost")
     assert [line["id"] for line in harness.recorded()] == ["lost"]
     assert doc["after"]["runs"] == 1 and worker.held == {}
+    assert len(harness.wait_runs("lost")) == 1
 
 
 class FailsOneTask(Store):
@@ -218,7 +222,10 @@ def test_a_write_that_keeps_failing_is_given_up_and_the_task_ends_in_error(harne
     time.sleep(1.5)  # three polls: nothing tries it again
     assert FailsOneTask.tries == tries
     harness.wait_status("fine", "done")
-    assert [line["id"] for line in harness.recorded()] == ["fine"]
+    # nothing is written before a job: "cursed" ran once; its end could not be written
+    assert sorted(line["id"] for line in harness.recorded()) == ["cursed", "fine"]
+    [run] = harness.wait_runs("cursed")
+    assert run["outcome"] == "done"
 
 
 def test_bad_values_under_after_do_not_stick_a_repeating_task(harness, store):
@@ -235,24 +242,24 @@ def test_the_self_check_finds_a_held_task_with_no_timer_entry(harness, store, wo
     worker = harness.start(self_check=0.5, poll=60)
     harness.put("untimed", delay=2.5)
     harness.wait(lambda: ("run", "untimed") in worker.timer, what="the task on the timer")
-    worker.timer.remove(("run", "untimed"))  # break the invariant: scheduled, never fires
+    worker.timer.remove(("run", "untimed"))  # break the invariant: held, never fires
     harness.wait(lambda: worker.counts["corrected"] >= 1, timeout=5, what="the self-check")
     harness.wait_status("untimed", "done", timeout=10)
     assert [line["id"] for line in harness.recorded()] == ["untimed"]
-    assert "self-check: task untimed is scheduled under this process with no timer entry" \
+    assert "self-check: task untimed is held by this process with no timer entry" \
         in worker_log.text
 
 
 def test_the_self_check_finds_a_running_task_with_no_job_thread(harness, store):
     worker = harness.start(self_check=0.5, poll=60)
     harness.put("orphan", job="sleep", arguments=[1.5])
-    harness.wait(lambda: worker.active, what="the job to start")
-    worker.active.clear()  # break the invariant: running, and nothing known to run it
+    harness.wait(lambda: worker.runner.active, what="the job to start")
+    worker.runner.active.clear()  # break the invariant: running, and nothing known to run it
     harness.wait(lambda: worker.counts["corrected"] >= 1, timeout=5, what="the self-check")
     doc = harness.wait_status("orphan", "done", timeout=15)
     assert doc["after"]["runs"] == 1  # the orphaned run's end is ignored; the rerun counts
     # (the worker forgets the task once the answer to its last write is in: a moment later)
-    harness.wait(lambda: worker.owned == {} and worker.held == {}, timeout=5,
+    harness.wait(lambda: worker.held == {} and not worker.pending, timeout=5,
                  what="the task forgotten")
 
 
