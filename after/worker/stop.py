@@ -69,9 +69,26 @@ def shutdown(worker) -> int:
         run.visible = run.visible or run.docid in state.inflight
         worker._let_go(run)  # shown running: back to waiting, for the next owner
     worker._flush()
-    worker.writer.stop(timeout=5)
+    settle_writes(worker, timeout=5.0)
+    worker.writer.stop(timeout=1)
     give_up_partitions(worker, now)
     return stopped(worker, 130 if worker.stop_now.is_set() else 0)
+
+
+def settle_writes(worker, timeout: float) -> None:
+    """Take in the answers to the writes still out (their runs' records go out with them),
+    for at most ``timeout`` seconds."""
+    deadline = worker.peers.mono() + timeout
+    state = worker.state
+    while (state.inflight or state.outbox) and worker.peers.mono() < deadline:
+        now = worker.peers.now()
+        for kind, value in worker._drain(0.2):
+            if kind in ("written", "change"):
+                try:
+                    worker._handle(kind, value, now)
+                except Exception as exc:
+                    worker._fault(kind, value, exc, now)
+        worker._flush()
 
 
 def give_up_partitions(worker, now: datetime) -> None:

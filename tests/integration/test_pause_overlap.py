@@ -52,6 +52,7 @@ def test_a_task_paused_while_it_runs_finishes_and_stays_paused(harness, store):
     harness.put("long", job="record_slowly", arguments=[str(harness.record_file), 1.5],
                 delay=0.2, repeat={"minutes": 1})
     harness.wait(lambda: dates_run(harness, "long"), what="the run to begin")
+    harness.wait_status("long", "running")  # shown running (past ``visible``)
     with client_of(harness) as client:
         doc = client.pause("long")
     assert doc["status"] == "paused" and doc["after"].get("started")
@@ -81,14 +82,14 @@ def test_a_one_off_task_whose_date_passed_in_the_pause_runs_on_resume(harness, s
 # -- a worker name --------------------------------------------------------------------------
 
 
-def test_a_paused_name_claims_nothing_hands_back_what_it_held_and_resumes(harness, store):
+def test_a_paused_name_starts_nothing_lets_go_what_it_held_and_resumes(harness, store):
     worker = harness.start()
     harness.put("held", delay=3)
     harness.wait(lambda: "held" in worker.held, what="the task held")
     with client_of(harness) as client:
         client.pause_worker("w")
         assert list(client.paused_workers()) == ["w"]
-        harness.wait(lambda: worker.peers.paused, timeout=3, what="the pause seen")
+        harness.wait(lambda: worker.status()["paused"], timeout=3, what="the pause seen")
         harness.wait_status("held", "waiting")
         assert "held" not in worker.held
         new = harness.put("new", delay=0)
@@ -105,10 +106,10 @@ def test_a_paused_name_claims_nothing_hands_back_what_it_held_and_resumes(harnes
     assert new["_id"] == "new"
 
 
-def test_a_process_started_while_its_name_is_paused_claims_nothing(harness, store):
+def test_a_process_started_while_its_name_is_paused_starts_nothing(harness, store):
     pausing.pause(store, f"{store.db}_workers", "w", utcnow())
     worker = harness.start()
-    assert worker.peers.paused
+    harness.wait(lambda: worker.status()["paused"], timeout=3, what="the pause seen")
     harness.put("early", delay=0)
     time.sleep(1.5)
     assert store.get("early")["status"] == "waiting"
@@ -125,7 +126,7 @@ def outcomes(harness, docid: str) -> list[tuple[str, str]]:
 
 
 def test_skip_records_the_occurrences_that_fell_during_a_run(harness, store):
-    harness.start(lead=0)
+    harness.start()
     first = parse_date(format_date(utcnow() + timedelta(seconds=0.5)))
     harness.put("slow", job="record_slowly", arguments=[str(harness.record_file), 2.4],
                 date=format_date(first), repeat={"seconds": 1, "limit": 2})
@@ -141,7 +142,7 @@ def test_skip_records_the_occurrences_that_fell_during_a_run(harness, store):
 
 
 def test_buffer_one_runs_one_of_them_right_after(harness, store):
-    harness.start(lead=0)
+    harness.start()
     first = parse_date(format_date(utcnow() + timedelta(seconds=0.5)))
     harness.put("buffered", job="record_slowly", arguments=[str(harness.record_file), 2.4],
                 date=format_date(first), repeat={"seconds": 1, "limit": 2},
@@ -160,7 +161,7 @@ def test_buffer_one_runs_one_of_them_right_after(harness, store):
 
 
 def test_higher_priorities_start_first_when_the_pool_is_full(harness):
-    harness.start(pool=1, lead=0)
+    harness.start(pool=1)
     path = str(harness.record_file)
     harness.put("blocker", job="record_slowly", arguments=[path, 1.5], delay=0.2)
     harness.wait(lambda: dates_run(harness, "blocker"), what="the blocker to start")
@@ -174,7 +175,7 @@ def test_higher_priorities_start_first_when_the_pool_is_full(harness):
 
 
 def test_allow_runs_the_occurrences_alongside_each_once(harness, store):
-    harness.start(lead=0)
+    harness.start()
     first = parse_date(format_date(utcnow() + timedelta(seconds=0.5)))
     harness.put("wide", job="record_slowly", arguments=[str(harness.record_file), 2.2],
                 date=format_date(first), repeat={"seconds": 1, "limit": 4}, overlap="allow")
@@ -197,10 +198,10 @@ def test_allow_runs_the_occurrences_alongside_each_once(harness, store):
 
 def test_allow_a_run_cut_by_a_stop_is_recorded_interrupted_and_taken_off_the_task(harness,
                                                                                   store):
-    worker = harness.start(lead=0, grace=0.5)
+    worker = harness.start(grace=0.5)
     harness.put("cut", job="record_slowly", arguments=[str(harness.record_file), 4],
                 delay=0.2, repeat={"hours": 1}, overlap="allow")
-    harness.wait(lambda: worker.detached, what="the run detached")
+    harness.wait(lambda: worker.state.detached and worker.runner.begun, what="the run detached")
     harness.stop(worker)
     doc = store.get("cut")
     assert doc["status"] == "waiting" and "going" not in doc["after"]
@@ -210,7 +211,7 @@ def test_allow_a_run_cut_by_a_stop_is_recorded_interrupted_and_taken_off_the_tas
 
 
 def test_allow_a_detached_run_past_its_timeout_is_recorded_timeout(harness, store):
-    harness.start(lead=0)
+    harness.start()
     harness.put("hung", job="record_slowly", arguments=[str(harness.record_file), 3],
                 delay=0.2, repeat={"hours": 1}, overlap="allow", timeout=0.5)
     [run] = harness.wait(lambda: harness.runs("hung"), what="the run record")
