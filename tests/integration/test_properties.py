@@ -195,5 +195,5 @@ def test_generated_documents_never_stick_nor_stop_the_worker(data, harness, stor
     assert worker in [w for w, _, _ in harness.workers]
     assert all(thread.is_alive() for _, thread, _ in harness.workers)
     assert "unexpected error in the worker loop" not in caplog.text
-    harness.wait(lambda: not worker.held and not worker.owned, timeout=5,
+    harness.wait(lambda: not worker.held and not worker.pending, timeout=5,
                  what="the worker to let go of every ended task")
