@@ -40,7 +40,13 @@ def test_a_missing_install_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("AFTER_POUCHDB_SERVER", str(tmp_path / "nothing-here"))
     monkeypatch.setattr("after.server.PROJECT_ROOT", tmp_path)
     server = EmbeddedServer(workdir=tmp_path / "srv", port=free_port())
-    with pytest.raises(ServerError, match="pouchdb-server is not installed: run `make install`"):
+    with pytest.raises(ServerError, match="^AFTER_POUCHDB_SERVER names .*nothing-here, which "
+                                          "does not exist$"):
+        server.start()
+    monkeypatch.delenv("AFTER_POUCHDB_SERVER")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no pouchdb-server, node or npm on it
+    (tmp_path / "package.json").write_text("{}")  # a source checkout with nothing installed
+    with pytest.raises(ServerError, match="^node and npm are needed for the embedded server"):
         server.start()
 
 
