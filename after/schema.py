@@ -774,6 +774,7 @@ def _setup_once(store: Store, changed: list[str]) -> None:
         (store.db, ["worker", "status", "date"], "by-worker-status-date"),
         (store.db, ["status", "date"], "by-status-date"),
         (runs_db(store.db), ["task", "number"], "by-task-number"),
+        (runs_db(store.db), ["process", "outcome"], "by-process-outcome"),
         (runs_db(store.db), ["parent", "started"], "by-parent-started"),
         (runs_db(store.db), ["worker", "scheduled"], "by-worker-scheduled"),
         (runs_db(store.db), ["task", "scheduled"], "by-task-scheduled"),

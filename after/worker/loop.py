@@ -40,7 +40,7 @@ from ..dates import format_date, from_ms, to_ms
 from ..jobs import JobError, JobRegistry
 from ..retention import Retainer
 from ..store import Unavailable
-from . import check
+from . import check, intents
 from . import decide as d
 from . import partitions as parts
 from . import runs as r
@@ -94,7 +94,12 @@ class Worker:
         self.stop_requested, self.stop_now = threading.Event(), threading.Event()
         self.poller = Poller(store.with_timeout(POLL_TIMEOUT), name, settings, self.inbox.put,
                              self.stop_requested, idle=self._idle)
-        self.reads = Reads(store.with_timeout(WRITE_TIMEOUT, retries=1), self.inbox.put)
+        self.reads = Reads(store.with_timeout(WRITE_TIMEOUT, retries=1), self.inbox.put,
+                           runs=runs_db(store.db))
+        self.intents = Writer(store.with_timeout(WRITE_TIMEOUT, retries=2), self.inbox.put,
+                              batch=settings.batch, attempts=settings.write_attempts,
+                              backoff=settings.write_backoff,
+                              backoff_max=settings.write_backoff_max, db=runs_db(store.db))
         self.retainer = Retainer.of(self, store)  # finished tasks kept no longer (a thread)
         self.gates = Gates(self.store, workers_db(store.db), self.me, settings.lease,
                            known_dead=lambda p: p in self.state.dead,
@@ -163,7 +168,7 @@ class Worker:
         if registry is not None:
             self.inbox.put(("registry", registry))
         since = self.store.update_seq()
-        for thread in (self.timer, self.recorder, self.writer, self.reads):
+        for thread in (self.timer, self.recorder, self.writer, self.intents, self.reads):
             thread.start()
         self.peers.start(self.settings.heartbeat, lambda: self.state.published,
                          self.inbox.put)
@@ -281,6 +286,8 @@ class Worker:
             self._registry(value, now)
         elif kind == "parts":
             self._parts_written(*value)
+        elif kind == "orphans":
+            self._orphans(*value, now=now)
         elif kind == "unbegun":
             self._unbegun(*value)
         elif kind == "peer":
@@ -369,6 +376,8 @@ class Worker:
 
     def _hold(self, hold: d.Hold, now: datetime) -> None:
         docid = hold.doc["_id"]
+        if docid in self.state.held:  # a newer version: its run is made ready anew
+            self._withdraw(self.state.held[docid])
         self.state.line.remove(docid)
         if self.state.gated.pop(docid, None) is not None:
             self.gates.forget(docid)
@@ -380,26 +389,40 @@ class Worker:
         else:
             self.timer.add((ARM, docid), arm_ms, None)
 
-    def _arm(self, held: Held, now: datetime) -> None:
+    def _arm(self, held: Held, now: datetime, gated: bool = False) -> None:
         """Make a held task's run ready ahead of its instant (the task as its run sees it,
-        the job's copy of it), so that the instant itself costs a hand-over to a thread."""
-        if r.gated(held.spec) or held.spec.overlap == rules.ALLOW and held.spec.repeat:
-            return  # decided when it falls due
+        the job's copy of it, its intent written: after.worker.intents), so that the instant
+        itself costs a hand-over to a thread. A gated one is made ready once its gates let
+        it through (``gated``); an overlap-allow run's start is written when it falls due."""
+        if held.armed is not None or held.spec.overlap == rules.ALLOW and held.spec.repeat \
+                or r.gated(held.spec) and not gated:
+            return
         docid = held.doc["_id"]
         due = from_ms(held.due_ms)
         started = r.begin(held.doc, held.spec, due, self.id, due)
-        held.armed = Run(docid, self._token(), started, held.spec, held.due_ms)
-        self.runner.prepare(held.armed)
+        run = held.armed = Run(docid, self._token(), started, held.spec, held.due_ms)
+        self.runner.prepare(run)
+        run.intent = intents.intent(started, held.spec, self.me, run.token, due)
+        self.state.intent_out.append(intents.write(run.intent, run.token))
         self.state.verify[docid] = held.doc.get("_rev")
+
+    def _withdraw(self, held: Held) -> None:
+        """A run made ready will not begin: its intent goes (once written)."""
+        run, held.armed = held.armed, None
+        if run is not None and run.intent is not None and run.intent.get("_rev") \
+                and run.docid not in self.state.runs:
+            self.state.intent_out.append(intents.withdraw(run.intent, run.token))
 
     def _token(self) -> str:
         return f"{self.id.rsplit(':', 1)[-1]}.{next(self.state.tokens)}"
 
     def _drop(self, docid: str) -> None:
         state = self.state
-        if state.held.pop(docid, None) is not None:
+        held = state.held.pop(docid, None)
+        if held is not None:
             self.timer.remove((RUN, docid))
             self.timer.remove((ARM, docid))
+            self._withdraw(held)
         state.line.remove(docid)
         if state.gated.pop(docid, None) is not None:
             self.gates.forget(docid)
@@ -445,7 +468,17 @@ class Worker:
                 self._drop(ident)
                 self._do(verdict, now)
                 return
-        self.state.line.add(ident, self._rank(ident))
+        self._arm(held, now, gated=True)
+        held.fired = True
+        if self._ready(held):
+            self.state.line.add(ident, self._rank(ident))
+
+    def _ready(self, held: Held) -> bool:
+        """May a held task that fell due go in line: its intent written (or none needed), its
+        partition not being checked for a dead process's runs (after.worker.intents)?"""
+        if parts.partition_of(held.doc["_id"]) in self.state.checking:
+            return False
+        return held.armed is None or held.armed.landed
 
     def room(self) -> int:
         """Runs that may be launched now: threads free, and a queue in front of them as deep
@@ -553,6 +586,10 @@ class Worker:
         else:
             write = r.end(run.doc, run.spec, outcome, self.me, now, run.token, trace=trace,
                           response=response)
+            if run.intent is not None and write.run is not None:
+                write.run["_id"] = run.intent["_id"]  # written over its intent
+                if run.intent.get("_rev"):
+                    write.run["_rev"] = run.intent["_rev"]
         self._log_end(run, outcome, write.doc, now)
         self.state.outbox.setdefault(run.docid, []).append(write)
 
@@ -638,11 +675,17 @@ class Worker:
             state.inflight[docid] = write
             batch.append(write)
         self.writer.send(batch)
+        if state.intent_out:
+            self.intents.send(state.intent_out)
+            state.intent_out = []
 
     def _written(self, answers: list, now: datetime) -> None:
         state = self.state
         view = self.view()
         for write, answer in answers:
+            if write.kind in (r.Kind.INTENT, r.Kind.UNINTENT):
+                self._intent_written(write, answer)
+                continue
             docid = write.docid
             if state.inflight.get(docid) is write:
                 del state.inflight[docid]
@@ -666,6 +709,53 @@ class Worker:
             if parked is not None:
                 self._changed(parked, False, now)
         self._give_when_shown(now)
+
+    def _intent_written(self, write: r.Write, answer) -> None:
+        """A run's intent landed (or not): the run may begin once its task falls due."""
+        if write.kind is not r.Kind.INTENT or write.token is None:
+            return
+        docid = write.doc.get("task")
+        held = self.state.held.get(docid)
+        run = held.armed if held is not None else None
+        if answer.conflict and answer.fresh is not None \
+                and answer.fresh.get("token") == write.token:
+            write.doc["_rev"] = answer.fresh["_rev"]  # ours: a lost answer, sent again
+        elif not answer.ok:
+            # Not written: the run goes on all the same (had its process died, it could have
+            # run again with no record of this one); said, so that it is seen.
+            log.warning("task %s: the intent of its run could not be written (%s): it runs "
+                        "without one", docid, answer.refused or answer.failed or "conflict")
+            write.doc.pop("_rev", None)
+        if run is None or run.token != write.token:  # made ready anew, or let go meanwhile
+            if write.doc.get("_rev"):
+                self.state.intent_out.append(intents.withdraw(write.doc, write.token))
+            return
+        run.landed = True
+        if held.fired and self._ready(held):
+            self.state.line.add(docid, self._rank(docid))
+
+    def _orphans(self, owners: list[str], found: list, now: datetime) -> None:
+        """The open intents of processes found dead (after.worker.intents): each decided."""
+        state = self.state
+        for intent_doc, task in found:
+            docid = intent_doc.get("task")
+            if not isinstance(docid, str) or parts.partition_of(docid) not in state.owned:
+                continue
+            for write in intents.orphan(intent_doc, task, self.me, now):
+                if write.kind in (r.Kind.INTENT, r.Kind.UNINTENT):
+                    state.intent_out.append(write)
+                else:
+                    log.warning("task %s: its run may have begun on %s, which stopped: "
+                                "recorded interrupted, run again", docid,
+                                intent_doc.get("process"))
+                    self._drop(docid)
+                    state.outbox.setdefault(write.docid, []).append(write)
+        for k, owner in list(state.checking.items()):
+            if owner in owners:
+                del state.checking[k]
+        for docid, held in list(state.held.items()):  # what fell due meanwhile
+            if held.fired and self._ready(held) and docid not in state.line:
+                state.line.add(docid, self._rank(docid))
 
     # -- partitions and leases ---------------------------------------------------------------
 
@@ -758,8 +848,10 @@ class Worker:
         state = self.state
         state.parts_pending = False
         took = []
+        dead = []
         for doc, answer in zip(docs, answers, strict=False):
             k = doc["partition"]
+            was = (state.parts.get(k) or {}).get("owner")
             if "error" in answer:
                 continue
             if answer.get("accepted"):  # a 202: not proof that no other process took it
@@ -770,6 +862,9 @@ class Worker:
             if doc.get("owner") == self.id and not self.away():
                 state.owned.add(k)
                 took.append(k)
+                if isinstance(was, str) and was != self.id:  # a dead process's: its runs?
+                    state.checking[k] = was
+                    dead.append(was)
             elif doc.get("owner") is None:
                 state.giving.discard(k)
         if took:
@@ -777,6 +872,8 @@ class Worker:
             log.info("worker %s took %d partition(s) (%d of %d owned)", self.name, len(took),
                      len(state.owned), parts.PARTITIONS)
             self.poller.now.set()  # their tasks: from the due view
+        if dead:
+            self.reads.orphans(sorted(set(dead)))
 
     def _holder_of(self, docid: str) -> str | None:
         """The process that holds ``docid``: the owner of its partition, as last read."""

@@ -5,7 +5,9 @@
 - ``check``: the tasks made ready to run in the next seconds, by id with the revision the
   loop holds; whatever changed since (an edit the feed did not show: a task moved to another
   worker name or deleted leaves this name's feed without a change) is posted back as
-  ``("recheck", doc)`` or ``("deleted", id)`` to be decided again before it runs.
+  ``("recheck", doc)`` or ``("deleted", id)`` to be decided again before it runs;
+- ``orphans``: the intents still open of processes found dead (after.worker.intents), each
+  with its task as it is now, posted back as ``("orphans", (owners, [(intent, task)...]))``.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ log = logging.getLogger("after.worker")
 
 
 class Reads:
-    def __init__(self, store, post: Callable[[tuple], None]):
-        self.store, self.post = store, post
+    def __init__(self, store, post: Callable[[tuple], None], runs: str | None = None):
+        self.store, self.post, self.runs = store, post, runs
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="after-reads", daemon=True)
 
@@ -38,15 +40,23 @@ class Reads:
         if held:
             self._queue.put(("check", held))
 
+    def orphans(self, owners: list[str]) -> None:
+        """Post back the open intents of ``owners`` (processes found dead), with their tasks."""
+        if owners:
+            self._queue.put(("orphans", owners))
+
     def _run(self) -> None:
         while (request := self._queue.get()) is not None:
             kind, value = request
             try:
                 if kind == "check":
                     self._check(value)
+                elif kind == "orphans":
+                    self.post(("orphans", (value, self.find_orphans(value))))
             except StoreError as exc:  # the next check, or the poll, will see it
-                log.warning("cannot read %d task(s) back before they run: %s", len(value),
-                            describe_error(exc))
+                log.warning("cannot read %s (%d): %s", kind, len(value), describe_error(exc))
+                if kind == "orphans":  # taken as none: the partitions are not held up
+                    self.post(("orphans", (value, [])))
             except Exception:
                 log.exception("unexpected error reading %s", kind)
 
@@ -59,3 +69,12 @@ class Reads:
         for docid in changed:
             doc = docs.get(docid)
             self.post(("recheck", doc) if doc is not None else ("deleted", docid))
+
+    def find_orphans(self, owners: list[str]) -> list[tuple[dict, dict | None]]:
+        """The open intents of ``owners`` in the runs database, each with its task now."""
+        found = []
+        for owner in owners:
+            found += list(self.store.find_all({"process": owner, "outcome": "running"},
+                                              db=self.runs))
+        tasks = self.store.bulk_get(sorted({doc["task"] for doc in found if "task" in doc}))
+        return [(doc, tasks.get(doc.get("task"))) for doc in found]

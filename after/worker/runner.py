@@ -229,7 +229,10 @@ class Recorder:
         runs, self._backlog = self._backlog, []
         try:
             for start in range(0, len(runs), self.batch):
-                self.store.bulk_docs(runs[start:start + self.batch], db=self.db)
+                chunk = runs[start:start + self.batch]
+                results = self.store.bulk_docs(chunk, db=self.db)
+                self._over_conflicts([doc for doc, result in zip(chunk, results, strict=False)
+                                      if result.get("error") == "conflict"])
         except Unavailable as exc:
             log.warning("cannot record %d run(s) yet: %s", len(runs), describe_error(exc))
             self._backlog = runs[-RUNS_KEPT:]  # bounded: the oldest go first
@@ -241,6 +244,16 @@ class Recorder:
         for run in runs:
             if run["number"] > self.keep and run["number"] % PRUNE_EVERY == 0:
                 self._prune(run["task"], run["number"] - self.keep)
+
+    def _over_conflicts(self, runs: list[dict]) -> None:
+        """Records written over their intents whose revision was not known (the intent's
+        answer came late, or was lost): written again over what is there."""
+        if not runs:
+            return
+        revs = self.store.revisions([doc["_id"] for doc in runs], db=self.db)
+        again = [{**doc, "_rev": revs[doc["_id"]]} if revs.get(doc["_id"]) else
+                 {k: v for k, v in doc.items() if k != "_rev"} for doc in runs]
+        self.store.bulk_docs(again, db=self.db)
 
     def _prune(self, docid: str, up_to: int) -> None:
         """Keep the newest ``keep`` run records of a task: delete those numbered up to

@@ -26,6 +26,8 @@ from ..dates import format_date, from_ms, parse_date
 class Kind(Enum):
     """Why a task document is written: what its answer means (:func:`~.decide.settle`)."""
 
+    INTENT = "intent"  # a run's intent, in ``<db>_runs`` (after.worker.intents)
+    UNINTENT = "unintent"  # an intent withdrawn: the run will not begin
     VISIBLE = "running"  # a run going for a while, shown ``running``
     DETACH = "detach"  # an overlap-allow run's start: the task moves to its next occurrence
     FINISH = "finish"  # a run ended (or was missed, skipped, or interrupted elsewhere)
@@ -130,7 +132,8 @@ def end(doc: dict, spec: rules.Spec, outcome: rules.Outcome, me: Identity, now: 
     record for each occurrence that fell due while it went (``overlap``)."""
     finished = rules.finish(doc, spec, outcome, now)
     return Write(Kind.FINISH, finished, outcome=outcome, token=token,
-                 run=run_record(doc, spec, outcome, me, trace=trace, response=response),
+                 run=run_record(doc, spec, outcome, me, trace=trace, response=response,
+                                token=token),
                  spec=spec, skipped=skipped_records(doc, finished, spec, outcome, me),
                  begun=doc)
 
@@ -160,9 +163,9 @@ def end_detached(doc: dict, spec: rules.Spec, token: str, outcome: rules.Outcome
 
 
 def take_over(doc: dict, spec: rules.Spec, owner: str | None, me: Identity,
-              now: datetime) -> Write:
+              now: datetime, intent: dict | None = None) -> Write:
     """The process running ``doc`` is gone: its run was interrupted; the task is run again
-    (at least once), here, now."""
+    (at least once), here, now. ``intent``: that run's intent, which its record replaces."""
     info = rules.info(doc)
     try:
         started = parse_date(info.get("started", format_date(now)), "after.started")
@@ -174,6 +177,8 @@ def take_over(doc: dict, spec: rules.Spec, owner: str | None, me: Identity,
     if finished["status"] == rules.SCHEDULED:  # run again, now
         finished[rules.NS].update(owner=me.process, due=format_date(now))
     run = run_record(doc, spec, outcome, me, owner=owner)
+    if intent is not None:
+        run.update(_id=intent["_id"], _rev=intent.get("_rev"))
     return Write(Kind.FINISH, finished, outcome=outcome, run=run, spec=spec, takeover=True)
 
 
@@ -272,23 +277,25 @@ def occurrence_fields(spec: rules.Spec | None) -> dict:
             "kind": spec.occurrence.kind, "parent": spec.occurrence.task}
 
 
-def record_id(docid: str, number: int, process: str, started: datetime) -> str:
+def record_id(docid: str, number: int, process: str, token: str) -> str:
     """A run record's id: the task, the run number, and a suffix of the process and the
-    start (two processes may both record a run numbered the same: the first interrupted)."""
-    suffix = hashlib.blake2b(f"{process}|{format_date(started)}".encode(),
-                             digest_size=3).hexdigest()
+    run's token, or of its start when it has none (two processes may both record a run
+    numbered the same: the first interrupted). Known before the run begins: its intent
+    (:mod:`after.worker.intents`) is written under it, and its record over it."""
+    suffix = hashlib.blake2b(f"{process}|{token}".encode(), digest_size=3).hexdigest()
     return f"{docid}#{number:08d}#{suffix}"
 
 
 def run_record(doc: dict, spec: rules.Spec | None, outcome: rules.Outcome, me: Identity, *,
                owner: str | None = None, trace: str | None = None,
-               response: dict | None = None) -> dict:
-    """The record of one run (``<db>_runs``), for ``after runs ID``."""
+               response: dict | None = None, token: str | None = None) -> dict:
+    """The record of one run (``<db>_runs``), for ``after runs ID``; ``token``: the run's,
+    whose intent it is written over."""
     info = rules.meta(dict(doc))
     number = rules.counter(info, "run") or rules.counter(info, "runs") + 1
     process = owner or me.process
     record = {
-        "_id": record_id(doc["_id"], number, process, outcome.started),
+        "_id": record_id(doc["_id"], number, process, token or format_date(outcome.started)),
         "type": "run",
         "task": doc["_id"],
         "number": number,

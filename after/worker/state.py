@@ -39,6 +39,8 @@ class Run:
     # the run ended while a write of its task was in flight: (outcome, trace, response)
     ended: tuple | None = None
     timed_out: bool = False
+    intent: dict | None = None  # its intent in <db>_runs (after.worker.intents)
+    landed: bool = False  # the intent is written: the run may begin
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Held:
     spec: rules.Spec
     due_ms: int
     armed: Run | None = None  # its run, made ready ahead of the instant (what the job sees)
+    fired: bool = False  # its instant came: it runs as soon as its intent is written
 
 
 class Seen(OrderedDict):
@@ -127,6 +130,8 @@ class State:
     inflight: dict[str, object] = field(default_factory=dict)  # id -> the write sent
     parked: dict[str, dict] = field(default_factory=dict)  # newest doc seen meanwhile
     outbox: dict[str, list] = field(default_factory=dict)  # writes decided, by task id
+    intent_out: list = field(default_factory=list)  # intents to write (after.worker.intents)
+    checking: dict[int, str] = field(default_factory=dict)  # partition -> its dead owner
     seen: Seen = field(default_factory=Seen)
     verify: dict[str, str] = field(default_factory=dict)  # made ready: id -> revision held
     asked: dict[str, list[dict]] = field(default_factory=dict)  # owner -> tasks to decide

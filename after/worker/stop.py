@@ -65,12 +65,16 @@ def shutdown(worker) -> int:
         if run.detached:  # overlap-allow runs: recorded, not run again
             worker._end(run, (outcome, None, None), now)
             continue
-        worker.recorder.record(r.run_record(run.doc, run.spec, outcome, worker.me))
+        record = r.run_record(run.doc, run.spec, outcome, worker.me)
+        if run.intent is not None:  # written over its intent
+            record.update(_id=run.intent["_id"], _rev=run.intent.get("_rev"))
+        worker.recorder.record(record)
         run.visible = run.visible or run.docid in state.inflight
         worker._let_go(run)  # shown running: back to waiting, for the next owner
     worker._flush()
     settle_writes(worker, timeout=5.0)
     worker.writer.stop(timeout=1)
+    worker.intents.stop(timeout=1)
     give_up_partitions(worker, now)
     return stopped(worker, 130 if worker.stop_now.is_set() else 0)
 
@@ -80,7 +84,8 @@ def settle_writes(worker, timeout: float) -> None:
     for at most ``timeout`` seconds."""
     deadline = worker.peers.mono() + timeout
     state = worker.state
-    while (state.inflight or state.outbox) and worker.peers.mono() < deadline:
+    while (state.inflight or state.outbox or state.intent_out or worker.intents.inflight) \
+            and worker.peers.mono() < deadline:
         now = worker.peers.now()
         for kind, value in worker._drain(0.2):
             if kind in ("written", "change"):

@@ -41,8 +41,9 @@ class Answer:
 class Writer:
     def __init__(self, store, post: Callable[[tuple], None], *, batch: int = 500,
                  concurrency: int = 1, attempts: int = 6, backoff: float = 0.5,
-                 backoff_max: float = 30.0):
+                 backoff_max: float = 30.0, db: str | None = None):
         self.store, self.post, self.batch = store, post, max(1, batch)
+        self.db = db  # the database written (None: the store's, the tasks')
         self.attempts, self.backoff, self.backoff_max = attempts, backoff, backoff_max
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -136,7 +137,7 @@ class Writer:
 
     def _send(self, batch: list[tuple[Write, int]], delayed: list) -> None:
         try:
-            results = self.store.bulk_docs([w.doc for w, _ in batch])
+            results = self.store.bulk_docs([w.doc for w, _ in batch], db=self.db)
         except Unavailable as exc:
             self._later(batch, describe_error(exc), delayed, server=True)
             return
@@ -171,7 +172,7 @@ class Writer:
     def _reread(self, writes: list[Write]) -> list[tuple[Write, Answer]]:
         """The tasks whose writes conflicted, as they are now (one request)."""
         try:
-            current = self.store.bulk_get([w.docid for w in writes])
+            current = self.store.bulk_get([w.docid for w in writes], db=self.db)
         except (StoreError, ValueError) as exc:
             log.warning("cannot re-read %d conflicting task(s) yet: %s", len(writes),
                         describe_error(exc))

@@ -80,16 +80,20 @@ class Loop:
         w.runner.mono = w.peers.mono
         w.runner.pool = Inline()
         w.writer.send = self._send  # answered at once, posted to the inbox as the writer does
+        w.intents.send = lambda writes: self._send(writes, w.intents)
+        w.reads.orphans = lambda owners: w.inbox.put(
+            ("orphans", (owners, w.reads.find_orphans(owners))))
         w.peers.ask = self._ask
         self.frozen = False
         self.feed = store.follow(w._on_change, since=store.update_seq(),
                                  selector={"worker": "w"})
         self.beat()
 
-    def _send(self, writes):
+    def _send(self, writes, writer=None):
+        writer = writer or self.worker.writer
         if writes:
-            self.worker.writer.inflight += len(writes)
-            self.worker.writer._send([(write, 0) for write in writes], [])
+            writer.inflight += len(writes)
+            writer._send([(write, 0) for write in writes], [])
 
     def _ask(self, request):
         kind, value = request
@@ -217,12 +221,15 @@ def test_a_future_task_is_held_with_nothing_written_and_fires_at_its_date(loop, 
 def test_nothing_is_held_before_the_process_owns_a_partition(tmp_path, now):
     store = MemStore("tasks")
     loop = Loop(store, tmp_path, now)
+    inbox, later_events = loop.worker.inbox, []
+    while not inbox.empty():  # the registry read, held back
+        later_events.append(inbox.get_nowait())
     loop.put("t", now)
     loop.feed.deliver()
-    loop.worker.inbox = type(loop.worker.inbox)()  # the registry not read yet
-    loop.worker.inbox.put(("change", store.get("t")))
     loop.worker.turn(wait=0, now=now)
     assert loop.ran() == [] and "t" not in loop.worker.held
+    for event in later_events:
+        inbox.put(event)
     loop.step()  # the registry read: partitions taken, the task found by the poll
     loop.poll()
     assert [r["id"] for r in loop.ran()] == ["t"]
@@ -419,3 +426,60 @@ def test_a_graceful_stop_gives_the_partitions_up_and_leaves_held_tasks_unwritten
     beats = [d for d in loop.store.prefixed("w@", db=workers_db(loop.store.db))
              if d.get("type") == "worker"]
     assert beats == []
+
+
+def test_a_run_begins_once_its_intent_is_written_and_its_record_is_written_over_it(loop, now):
+    loop.step()
+    delayed = []
+    send = loop.worker.intents.send
+    loop.worker.intents.send = delayed.extend  # the runs database slow to answer
+    loop.put("t", later(now, 1))
+    loop.step(later(now, 1.5))
+    assert loop.ran() == [] and len(delayed) == 1  # due, but its intent not written yet
+    intent = delayed[0].doc
+    assert intent["outcome"] == "running" and intent["task"] == "t"
+    send(delayed)
+    loop.worker.intents.send = send
+    loop.settle()
+    assert [r["id"] for r in loop.ran()] == ["t"]
+    [run] = loop.runs("t")
+    assert run["_id"] == intent["_id"] and run["outcome"] == "done"  # over the intent
+
+
+def test_an_intent_is_withdrawn_when_its_run_will_not_begin(loop, now):
+    loop.step()
+    loop.put("t", later(now, 1))
+    loop.step(later(now, 0.5))
+    [intent] = loop.store.find({"task": "t"}, db=runs_db(loop.store.db))[0]
+    loop.store.put({**loop.doc("t"), "status": "cancel"})
+    loop.step(later(now, 0.8))
+    assert loop.doc("t")["status"] == "canceled"
+    assert loop.store.find({"task": "t"}, db=runs_db(loop.store.db))[0] == []
+    assert intent["outcome"] == "running"
+
+
+def test_a_run_a_dead_process_may_have_begun_is_recorded_interrupted_and_run_again_isolated(
+        tmp_path, now):
+    """A runs a task, its intent written, and dies (a job that ended its process, say) before
+    anything else is written. B takes A's partitions, reads A's open intents: the run is
+    recorded interrupted (over its intent) and run again in a child process of its own."""
+    store = MemStore("tasks")
+    a = Loop(store, tmp_path, now)
+    a.worker.runner.pool = Manual()  # the job begins, and never ends: the process dies
+    a.step()
+    a.put("t", later(now, 1))
+    a.step(later(now, 1))
+    assert "t" in a.worker.state.runs
+    b = Loop(store, tmp_path, now)
+    b.worker.runner.pool = Inline()
+    a.frozen = True  # dead: no more heartbeats, nothing more written
+    for t in range(2, 10):
+        b.step(later(now, t))
+    b.poll()
+    b.step(later(now, 10))
+    doc = store.get("t")
+    assert doc["status"] == "done" and doc["after"]["isolated"], doc
+    runs = b.runs("t")
+    assert [(r["outcome"], r["process"]) for r in runs] == [
+        ("interrupted", a.worker.id), ("done", b.worker.id)]
+    assert runs[1]["isolation"] == "process"

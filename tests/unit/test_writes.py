@@ -21,7 +21,7 @@ class FakeStore:
         self.conflict, self.refuse_request = set(conflict), set(refuse_request)
         self.refuse_doc, self.down, self.delay = set(refuse_doc), down, delay
 
-    def bulk_docs(self, docs):
+    def bulk_docs(self, docs, db=None):
         with self.lock:
             self.requests.append([d["_id"] for d in docs])
             self.in_flight += 1
@@ -41,7 +41,7 @@ class FakeStore:
             with self.lock:
                 self.in_flight -= 1
 
-    def bulk_get(self, ids):
+    def bulk_get(self, ids, db=None):
         return {docid: {"_id": docid, "_rev": "3-theirs"} for docid in ids}
 
 

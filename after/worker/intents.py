@@ -1,0 +1,94 @@
+"""A run's intent: written in ``<db>_runs`` before the run begins, so that a process that dies
+leaves word of the runs it may have begun. Pure.
+
+Nothing is written to a task between the timer and its job, so the task itself cannot say
+that its run began. The intent does, in the runs database (no validation to run: several
+times cheaper than a task write on CouchDB), under the id the run's record will have
+(:func:`after.worker.runs.record_id`): written when the run is made ready, about two seconds
+ahead of its instant (:data:`after.worker.loop.ARM_AHEAD`), and the run begins only once it
+landed. Its record is written over it when the run ends; a run that will not begin after
+all (canceled, rescheduled, its partition given up) has its intent deleted.
+
+When a process takes over a partition whose owner died (:mod:`after.worker.partitions`), it
+reads the dead process's intents still open (``"outcome": "running"``) and decides each
+(:func:`orphan`): a run due before now, of an occurrence the task has not counted, may have
+begun: it was interrupted (recorded so, over its intent) and the task runs again, in a child
+process of its own (a job may be what ended the process: it takes down no second one), as
+:func:`after.worker.runs.take_over` does for a run shown ``running``. Intents of runs that
+were not due yet, or of tasks that moved on, are deleted; one whose run was counted (the
+process died between its task's write and its record's) becomes that record.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from .. import task as rules
+from ..dates import format_date, parse_date
+from .runs import Identity, Kind, Write, occurrence_fields, record_id, take_over
+
+RUNNING = "running"  # an intent's outcome until its run's record is written over it
+
+
+def intent(started: dict, spec: rules.Spec, me: Identity, token: str, due: datetime) -> dict:
+    """The intent of the run ``token`` of the task as that run sees it (``started``), due
+    at ``due``."""
+    info = rules.info(started)
+    number = rules.counter(info, "run") or rules.counter(info, "runs") + 1
+    return {
+        "_id": record_id(started["_id"], number, me.process, token),
+        "type": "run",
+        "task": started["_id"],
+        "number": number,
+        "attempt": rules.counter(info, "attempt") or 1,
+        "worker": me.name,
+        "process": me.process,
+        "host": me.host,
+        "pid": me.pid,
+        "job": spec.job,
+        "scheduled": format_date(due),
+        **occurrence_fields(spec),
+        "started": format_date(due),
+        "outcome": RUNNING,
+        "token": token,
+    }
+
+
+def write(doc: dict, token: str) -> Write:
+    return Write(Kind.INTENT, doc, token=token)
+
+
+def withdraw(doc: dict, token: str | None = None) -> Write:
+    """Delete an intent (its ``_id`` and ``_rev``): its run will not begin."""
+    return Write(Kind.UNINTENT, {"_id": doc["_id"], "_rev": doc["_rev"], "_deleted": True},
+                 token=token)
+
+
+def orphan(found: dict, task: dict | None, me: Identity, now: datetime) -> list[Write]:
+    """What to do about ``found``, an open intent of a process found dead, whose task is
+    ``task`` now (None: deleted): the writes that follow (the task's, the record's)."""
+    try:
+        due = parse_date(found.get("scheduled"), "scheduled")
+    except ValueError:
+        return [withdraw(found)]
+    number = found.get("number")
+    if task is None or task.get("worker") != me.name or not isinstance(number, int):
+        return [withdraw(found)]  # gone, or another name's now: nothing to do here
+    info = rules.info(task)
+    if rules.counter(info, "runs") >= number:  # its run was counted: only its record is due
+        last = info.get("last_run") if isinstance(info.get("last_run"), dict) else {}
+        if last.get("number") != number:
+            return [withdraw(found)]
+        record = {**found, **{k: v for k, v in last.items() if k != "number"},
+                  "outcome": last.get("outcome"), "recovered": True}
+        record.pop("token", None)
+        return [Write(Kind.INTENT, record)]
+    if due > now or task.get("status") not in rules.RUNNABLE:
+        return [withdraw(found)]  # not due yet, or canceled, paused, finished: not begun
+    try:
+        spec = rules.parse(task)
+    except rules.TaskError:
+        return [withdraw(found)]  # the worker marks it error when it decides it
+    owner = found.get("process")
+    began = rules.start(rules.claim(task, owner, due, now), owner, due, number)
+    return [take_over(began, spec, owner, me, now, intent=found)]

@@ -1,0 +1,70 @@
+"""after.worker.intents: what a takeover does about a dead process's open intents. Pure."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from after import task as rules
+from after.dates import format_date
+from after.worker import intents
+from after.worker import runs as r
+from after.worker.runs import Kind
+
+NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+ME = r.Identity("w", "w@here:1:aaaaaa", "here", 1)
+DEAD = "w@gone:2:bbbbbb"
+
+
+def task(in_s=-5.0, **fields):
+    return {"_id": "t", "_rev": "2-x", "worker": "w", "status": "waiting",
+            "date": format_date(NOW + timedelta(seconds=in_s)),
+            "job": {"name": "hello", "arguments": []}, **fields}
+
+
+def open_intent(doc, due_in=-5.0):
+    spec = rules.parse(doc)
+    due = NOW + timedelta(seconds=due_in)
+    started = r.begin(doc, spec, due, DEAD, due)
+    gone = r.Identity("w", DEAD, "gone", 2)
+    return {**intents.intent(started, spec, gone, "bbbbbb.7", due), "_rev": "1-i"}
+
+
+def test_an_intent_is_written_under_the_id_of_the_runs_record():
+    doc = task()
+    spec = rules.parse(doc)
+    started = r.begin(doc, spec, NOW, ME.process, NOW)
+    intent = intents.intent(started, spec, ME, "aaaaaa.1", NOW)
+    record = r.end(started, spec, rules.Outcome(rules.OK, NOW, NOW), ME, NOW, "aaaaaa.1").run
+    assert intent["_id"] == record["_id"] and intent["outcome"] == "running"
+    assert intent["number"] == record["number"] == 1
+
+
+def test_a_due_run_of_a_dead_process_was_interrupted_and_runs_again_isolated():
+    doc = task()
+    [write] = intents.orphan(open_intent(doc), doc, ME, NOW)
+    assert write.kind is Kind.FINISH and write.takeover
+    assert write.doc["status"] == "scheduled" and write.doc["after"]["isolated"]
+    assert write.run["outcome"] == "interrupted" and write.run["process"] == DEAD
+    assert write.run["_id"] == open_intent(doc)["_id"] and write.run["_rev"] == "1-i"
+
+
+def test_a_run_not_due_yet_or_of_a_task_that_moved_on_did_not_begin():
+    doc = task(in_s=30)
+    [withdraw] = intents.orphan(open_intent(doc, due_in=30), doc, ME, NOW)
+    assert withdraw.kind is Kind.UNINTENT and withdraw.doc["_deleted"]
+    for moved in ({**task(), "status": "canceled"}, {**task(), "worker": "v"}, None,
+                  {**task(), "status": "paused"}):
+        [write] = intents.orphan(open_intent(task()), moved, ME, NOW)
+        assert write.kind is Kind.UNINTENT
+
+
+def test_a_run_counted_before_its_process_died_becomes_its_record():
+    doc = task()
+    found = open_intent(doc)
+    counted = {**doc, "status": "done", "after": {"runs": 1, "last_run": {
+        "number": 1, "attempt": 1, "outcome": "done", "started": format_date(NOW),
+        "ended": format_date(NOW), "duration_ms": 3.0, "result": 7}}}
+    [write] = intents.orphan(found, counted, ME, NOW)
+    assert write.kind is Kind.INTENT and write.doc["_id"] == found["_id"]
+    assert write.doc["outcome"] == "done" and write.doc["result"] == 7
+    assert write.doc["recovered"] is True and "token" not in write.doc
