@@ -491,17 +491,21 @@ def worker_named(name: str) -> bool:
 
 
 def slot_wait(doc: dict, client: Client, now) -> str | None:
-    """What a due, held task with a ``concurrency`` cap waits for: ``waiting for a slot of
-    KEY (limit N: held by the runs of A, B)``; None when it does not wait."""
+    """What a due task with a ``concurrency`` cap waits for when every slot of its key is
+    held: ``waiting for a slot of KEY (limit N: held by the runs of A, B)``; None when it
+    does not wait."""
     try:
         spec = rules.parse(doc)
     except TaskError:
         return None
     due = rules.instant(rules.info(doc).get("due")) or spec.date
-    if spec.concurrency is None or doc.get("status") != rules.SCHEDULED or due > now:
+    if spec.concurrency is None or doc.get("status") not in (rules.WAITING, rules.SCHEDULED) \
+            or due > now:
         return None
     cap = spec.concurrency
     holders = [s["task"] for s in client.caps(cap.key) if s["holder"] and s["n"] < cap.limit]
+    if len(holders) < cap.limit:
+        return None  # a slot is free: not waiting for one
     return (f"waiting for a slot of {cap.key} (limit {cap.limit}: held by the runs of "
             f"{', '.join(map(str, holders)) or 'none'}), due since {format_date(due)}")
 

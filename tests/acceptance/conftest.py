@@ -144,3 +144,38 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     return lines[0]
+
+
+def beats(cli: Cli, name: str) -> dict[int, dict]:
+    """The heartbeats of ``name``'s processes, by pid (each says how many tasks its process
+    holds on its timer and runs, and how many partitions it owns)."""
+    with Store(cli.url, cli.db) as store:
+        return {d["pid"]: d for d in peers.registry(store, workers_db(cli.db), name)}
+
+
+def holding(cli: Cli, name: str, pid: int) -> int:
+    """Tasks the process ``pid`` of ``name`` holds on its timer or runs, as its last
+    heartbeat says (a task held is written nowhere: its partition is the process's)."""
+    beat = beats(cli, name).get(pid) or {}
+    return int(beat.get("held") or 0) + int(beat.get("running") or 0)
+
+
+def partition_owner(cli: Cli, name: str, docid: str) -> str | None:
+    """The process that owns the partition of ``docid`` (after.worker.partitions)."""
+    from after.worker.partitions import part_id, partition_of
+
+    with Store(cli.url, cli.db) as store:
+        doc = store.get_or_none(part_id(name, partition_of(docid)), db=workers_db(cli.db))
+    return (doc or {}).get("owner")
+
+
+def wait_for_partitions(cli: Cli, name: str, count: int, timeout: float = 30) -> None:
+    """Wait until ``count`` processes of ``name`` each own a share of its partitions."""
+    from after.worker.partitions import PARTITIONS
+
+    def shared() -> bool:
+        owned = [int(b.get("partitions") or 0) for b in beats(cli, name).values()]
+        live = [n for n in owned if n]
+        return len(live) >= count and sum(live) == PARTITIONS \
+            and max(live) - min(live) <= 1
+    wait_for(shared, timeout, f"{count} processes of {name} to share its partitions", 0.1)

@@ -69,7 +69,7 @@ def test_the_slot_of_a_killed_holder_comes_back_after_the_lease(cli, tasks):
     tasks.put(capped("next", "second", 0, 1, key="solo"))
     time.sleep(1.5)
     waiting = tasks.get("next")
-    assert waiting["status"] == "scheduled"  # the dead holder's slot is not free yet
+    assert waiting["status"] == "waiting"  # the dead holder's slot is not free yet
     shown = cli.run("show", "next")
     assert "waiting for a slot of solo (limit 1" in shown.stdout, shown.stdout + shown.stderr
     done = wait_for(lambda: (d := tasks.get("next"))["status"] == "done" and d, timeout=30,

@@ -19,7 +19,15 @@ from after.dates import format_date, parse_date, utcnow
 from after.process import pid_files
 from after.store import Store
 
-from .conftest import Cli, recorded, task_doc, wait_for, wait_for_peers
+from .conftest import (
+    Cli,
+    holding,
+    partition_owner,
+    recorded,
+    task_doc,
+    wait_for,
+    wait_for_peers,
+)
 
 POOL = ("--poll", "1", "--heartbeat", "0.5", "--lease", "3")
 
@@ -83,9 +91,8 @@ def test_tasks_held_by_a_killed_process_run_on_another(cli, tasks, tmp_path):
     due = utcnow() + timedelta(seconds=3)
     for i in range(20):
         tasks.put({**task_doc(f"h{i}", "crash", out), "date": format_date(due)})
-    wait_for(lambda: all(tasks.get(f"h{i}")["status"] == "scheduled" for i in range(20)),
-             what="all held")
-    owners = {tasks.get(f"h{i}")["after"]["owner"] for i in range(20)}
+    wait_for(lambda: holding(cli, "crash", holder.pid) >= 20, what="all held")
+    owners = {partition_owner(cli, "crash", f"h{i}") for i in range(20)}
     assert len(owners) == 1 and f":{holder.pid}:" in owners.pop()
     [survivor] = [cli.spawn("start", "crash", *POOL)]
     wait_for(lambda: sum(f.running for f in pid_files(cli.home, "crash")) == 2, what="two")
@@ -157,7 +164,7 @@ def test_workers_survive_a_server_restart_and_run_tasks_posted_after(disk_cli, d
         store.put(task_doc("before", "phoenix", out))
         store.put(task_doc("across", "phoenix", out, delay=6))
         wait_for(lambda: store.get("before")["status"] == "done", what="before")
-        wait_for(lambda: store.get("across")["status"] == "scheduled", what="across held")
+        wait_for(lambda: holding(cli, "phoenix", worker.pid) >= 1, what="across held")
     disk_server.stop()
     time.sleep(3)
     assert worker.poll() is None, "the worker died with the server"

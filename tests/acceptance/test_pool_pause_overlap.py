@@ -1,7 +1,7 @@
 """A pool of 3 processes of one worker name, started by the test with the CLI: ``after pause
-NAME`` stops all three claiming (what they held is handed back), ``after resume NAME`` starts
-them again, and an ``overlap: skip`` series runs each occurrence it does not skip exactly once
-across the three. Figures printed: run with ``-s`` to see them."""
+NAME`` stops all three starting anything (what they held is let go), ``after resume NAME``
+starts them again, and an ``overlap: skip`` series runs each occurrence it does not skip
+exactly once across the three. Figures printed: run with ``-s`` to see them."""
 
 from __future__ import annotations
 
@@ -14,22 +14,25 @@ from after import registry as peers
 from after.config import workers_db
 from after.dates import format_date, parse_date, utcnow
 
-from .conftest import recorded, task_doc, wait_for
+from .conftest import beats, recorded, task_doc, wait_for
 from .test_pool import start_pool
 
 
-def test_a_paused_name_claims_nothing_on_any_of_3_processes_until_resumed(cli, tasks, tmp_path):
+def held_count(cli) -> int:
+    return sum(int(b.get("held") or 0) for b in beats(cli, "paws").values())
+
+
+def test_a_paused_name_starts_nothing_on_any_of_3_processes_until_resumed(cli, tasks, tmp_path):
     out = tmp_path / "runs.jsonl"
     start_pool(cli, "paws", 3)
     held = [task_doc(f"h{i}", "paws", out, delay=5) for i in range(12)]
     tasks.bulk_docs(held)
-    wait_for(lambda: all(tasks.get(d["_id"])["status"] == "scheduled" for d in held),
-             what="all held")
+    wait_for(lambda: held_count(cli) >= 12, what="all held")
     paused = cli.run("pause", "paws")
     paused_at = utcnow()
     assert paused.returncode == 0 and "paws paused" in paused.stdout, paused.stderr
-    wait_for(lambda: all(tasks.get(d["_id"])["status"] == "waiting" for d in held),
-             timeout=10, what="everything handed back", interval=0.05)
+    wait_for(lambda: held_count(cli) == 0, timeout=10, what="everything let go",
+             interval=0.05)
     handed_back = (utcnow() - paused_at).total_seconds()
     # every process says so in its heartbeat, and `after list` shows it
     wait_for(lambda: [d.get("paused") for d in peers.registry(tasks, workers_db(cli.db),
@@ -57,7 +60,7 @@ def test_a_paused_name_claims_nothing_on_any_of_3_processes_until_resumed(cli, t
     per_task = Counter(r["id"] for r in runs)
     per_process = Counter(r["pid"] for r in runs)
     after = max((parse_date(r["at"]) - resumed_at).total_seconds() for r in runs)
-    print(f"\n[pause] 12 held tasks handed back {handed_back:.2f}s after `after pause` "
+    print(f"\n[pause] 12 held tasks let go {handed_back:.2f}s after `after pause` "
           f"returned; 24 tasks held back while paused, all run within {after:.2f}s of the "
           f"resume; per process {sorted(per_process.values())}")
     assert set(per_task.values()) == {1} and len(per_task) == 24
