@@ -59,7 +59,7 @@ def detach(started: dict, spec: rules.Spec, token: str, due: datetime,
     ns["runs"] = rules.counter(ns, "runs") + 1
     ns.update(anchor=format_date(anchor), occurrences=occurrences, attempt=0,
               next_run=format_date(following))
-    for key in rules.RESET + ("started", "run"):
+    for key in rules.RESET + ("started", "run", "token"):
         ns.pop(key, None)
     new["status"] = rules.WAITING
     new["date"] = format_date(following)

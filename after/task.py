@@ -558,7 +558,7 @@ def unfence(doc: dict) -> dict:
         info["attempt"] = attempt
     else:
         info.pop("attempt", None)
-    for key in ("started", "run"):
+    for key in ("started", "run", "token"):
         info.pop(key, None)
     return new
 
@@ -921,7 +921,7 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
                                                                        "failures")
     info[kind] = counter(info, kind) + 1
     info["last_run"] = last_run(outcome, counter(info, "run") or counter(info, "runs"), attempt)
-    for key in ("started", "run"):
+    for key in ("started", "run", "token"):
         info.pop(key, None)
 
     user_status = doc.get("status")

@@ -90,5 +90,10 @@ def orphan(found: dict, task: dict | None, me: Identity, now: datetime) -> list[
     except rules.TaskError:
         return [withdraw(found)]  # the worker marks it error when it decides it
     owner = found.get("process")
-    began = rules.start(rules.claim(task, owner, due, now), owner, due, number)
+    if task.get("status") == rules.RUNNING and info.get("owner") == owner \
+            and rules.counter(info, "run") == number:
+        began = task  # shown running: as its process wrote it (attempt counted once)
+    else:
+        began = rules.start(rules.claim(task, owner, due, now), owner, due, number)
+        began[rules.NS]["token"] = found.get("token")
     return [take_over(began, spec, owner, me, now, intent=found)]

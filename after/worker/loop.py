@@ -399,8 +399,9 @@ class Worker:
             return
         docid = held.doc["_id"]
         due = from_ms(held.due_ms)
-        started = r.begin(held.doc, held.spec, due, self.id, due)
-        run = held.armed = Run(docid, self._token(), started, held.spec, held.due_ms)
+        token = self._token()
+        started = r.begin(held.doc, held.spec, due, self.id, due, token)
+        run = held.armed = Run(docid, token, started, held.spec, held.due_ms)
         self.runner.prepare(run)
         run.intent = intents.intent(started, held.spec, self.me, run.token, due)
         self.state.intent_out.append(intents.write(run.intent, run.token))

@@ -77,12 +77,17 @@ def due_of(info: dict, spec: rules.Spec) -> datetime:
         return spec.due
 
 
-def begin(doc: dict, spec: rules.Spec, due: datetime, me: str, now: datetime) -> dict:
+def begin(doc: dict, spec: rules.Spec, due: datetime, me: str, now: datetime,
+          token: str | None = None) -> dict:
     """The task as a run that begins at ``now`` sees it and ends it: held and started by
-    ``me`` (the attempt counted, the run numbered). In memory only: the write of the run's
-    end is checked against ``doc``'s revision."""
+    ``me`` (the attempt counted, the run numbered, its ``token`` kept: the run's record id
+    is derived from it). In memory only: the write of the run's end is checked against
+    ``doc``'s revision."""
     number = rules.counter(rules.meta(dict(doc)), "runs") + 1
-    return rules.start(rules.claim(doc, me, due, now), me, now, number)
+    started = rules.start(rules.claim(doc, me, due, now), me, now, number)
+    if token is not None:
+        started[rules.NS]["token"] = token
+    return started
 
 
 def detach(started: dict, spec: rules.Spec, token: str, due: datetime, now: datetime
@@ -176,8 +181,9 @@ def take_over(doc: dict, spec: rules.Spec, owner: str | None, me: Identity,
     finished = rules.finish(doc, spec, outcome, now)
     if finished["status"] == rules.SCHEDULED:  # run again, now
         finished[rules.NS].update(owner=me.process, due=format_date(now))
-    run = run_record(doc, spec, outcome, me, owner=owner)
-    if intent is not None:
+    run = run_record(doc, spec, outcome, me, owner=owner, token=info.get("token")
+                     if isinstance(info.get("token"), str) else None)
+    if intent is not None:  # written over the run's intent (the same id, when it has a token)
         run.update(_id=intent["_id"], _rev=intent.get("_rev"))
     return Write(Kind.FINISH, finished, outcome=outcome, run=run, spec=spec, takeover=True)
 
@@ -333,7 +339,8 @@ def from_due_ms(due_ms: int) -> datetime:
 
 
 #: What a run writes under ``after`` when it is shown ``running`` (see :func:`carry`).
-RUN_FIELDS = ("owner", "attempt", "started", "run", "due", "claimed", "date", "next_run")
+RUN_FIELDS = ("owner", "attempt", "started", "run", "due", "claimed", "date", "next_run",
+              "token")
 
 
 def carry(newer: dict, started: dict, me: str) -> dict:
