@@ -172,7 +172,6 @@ class Worker:
             thread.start()
         self.peers.start(self.settings.heartbeat, lambda: self.state.published,
                          self.inbox.put)
-        self.poller.start()
         self.retainer.start()
         self.follower = self.store.follow(
             self._on_change, since=since, selector={"worker": self.name},
@@ -349,7 +348,10 @@ class Worker:
             if isinstance(action, r.Write):
                 state.outbox.setdefault(action.docid, []).append(action)
             elif isinstance(action, d.Hold):
-                self._hold(action, now)
+                if state.paused:  # the name is paused: nothing held (the resume polls)
+                    self._drop(action.doc["_id"])
+                else:
+                    self._hold(action, now)
             elif isinstance(action, d.Drop):
                 self._drop(action.docid)
             elif isinstance(action, d.Keep):  # (a poll's copy of the run's own version: no)
@@ -821,6 +823,8 @@ class Worker:
                         self._fire((SHOW, run.token), now)
         docs = [parts.part_doc(self.name, k, self.id, format_date(now), state.parts.get(k))
                 for k in plan.take]
+        if not docs:
+            self._start_polling()  # nothing to take: what it owns is what it gets
         docs += self._ready_to_give(now)
         if docs:
             state.parts_pending = True
@@ -868,6 +872,7 @@ class Worker:
                     dead.append(was)
             elif doc.get("owner") is None:
                 state.giving.discard(k)
+        self._start_polling()
         if took:
             state.counts["partitions"] = len(state.owned)
             log.info("worker %s took %d partition(s) (%d of %d owned)", self.name, len(took),
@@ -875,6 +880,13 @@ class Worker:
             self.poller.now.set()  # their tasks: from the due view
         if dead:
             self.reads.orphans(sorted(set(dead)))
+
+    def _start_polling(self) -> None:
+        """The poller's first round (a scan of the newest changes, then the due view) once
+        this process knows its partitions: what it finds is decided with them."""
+        if not self.state.polling:
+            self.state.polling = True
+            self.poller.start()
 
     def _holder_of(self, docid: str) -> str | None:
         """The process that holds ``docid``: the owner of its partition, as last read."""

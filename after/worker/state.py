@@ -149,6 +149,7 @@ class State:
     lapses_seen: int = 0
     away_until: float = 0.0  # back from a lapse of its lease: takes nothing until then
     feed_lost: bool = False
+    polling: bool = False  # the poller started (once the partitions were first taken)
     next_check: float = 0.0  # monotonic: the next self-check (after.worker.check)
     suspects: set = field(default_factory=set)  # what the last self-check found
     tokens: itertools.count = field(default_factory=itertools.count)
