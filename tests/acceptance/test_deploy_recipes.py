@@ -92,7 +92,9 @@ def test_the_systemd_units_command_runs_as_systemd_would_and_logs_once(cli, task
     assert text.count("worker billing ready") == 1 and "worker billing stopped" in text
     assert not (cli.home / "billing.log").exists()  # the journal has it: once
     forced = cli.spawn("start", "filed", "--log-file", INVOCATION_ID="x")
-    wait_for(lambda: (cli.home / "filed.log").exists(), what="the log file asked for")
+    wait_for(lambda: (cli.home / "filed.log").exists()
+             and "worker filed ready" in (cli.home / "filed.log").read_text(),
+             what="the log file asked for")  # (ready: its SIGTERM handler is in place)
     forced.terminate()
     assert forced.wait(30) == 0
 
