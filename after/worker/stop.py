@@ -1,4 +1,4 @@
-"""How a worker process stops, lets go after a lapse of its lease, and confines a fault.
+"""How a worker process stops, and confines a fault.
 
 - :func:`shutdown` (SIGTERM, ``after stop``; DESIGN: graceful stop): start nothing new, let
   the runs going finish within ``grace`` seconds while their ends are written, then record
@@ -6,10 +6,6 @@
   another process takes them at once) and leave the registry. A second signal stops at once:
   the partitions return to the pool when the lease runs out. Returns the exit code: 0 after
   a graceful stop, 130 after a hurried one.
-- :func:`lapse`: this process's lease may have lapsed (frozen, starved, cut off): another
-  process may have found it dead and be taking its partitions, so it lets go of every
-  partition, every task held, every run not begun, and holds off for a lease. Runs already
-  going carry on (at least once, as for a kill).
 - :func:`fault`: a failure of the worker's own code while handling one task is that task's
   alone: it is forgotten, and ends ``error`` with a one-line reason.
 """
@@ -24,6 +20,7 @@ from ..dates import format_date
 from ..redact import redact_text
 from . import decide as d
 from . import partitions as parts
+from . import running, writing
 from . import runs as r
 
 log = logging.getLogger("after.worker")
@@ -39,10 +36,10 @@ def shutdown(worker) -> int:
                                     f"the lease ({worker.settings.lease:g}s) runs out")
     state = worker.state
     for docid in list(state.held):
-        worker._drop(docid)
+        running.drop(worker, docid)
     state.line.clear()
     for run in [run for run in state.runs.values() if worker.runner.withdraw(run.token)]:
-        worker._let_go(run)  # not begun: nothing ran
+        running.let_go(worker, run)  # not begun: nothing ran
     deadline = worker.peers.clock() + worker.settings.grace
     while (state.runs or state.detached or state.inflight or state.outbox) \
             and not worker.stop_now.is_set():
@@ -55,23 +52,23 @@ def shutdown(worker) -> int:
                     worker._handle(kind, value, now)
                 except Exception as exc:
                     worker._fault(kind, value, exc, now)
-        worker._deadlines(now)
-        worker._flush()
+        running.deadlines(worker, now)
+        writing.flush(worker)
     now = worker.peers.now()
     for run in list(state.runs.values()) + list(state.detached.values()):
         outcome = rules.Outcome(rules.INTERRUPTED, run.started or now, now,
                                 error="interrupted: the worker stopped before the run ended "
                                       "(grace period over)")
         if run.detached:  # overlap-allow runs: recorded, not run again
-            worker._end(run, (outcome, None, None), now)
+            running.end(worker, run, (outcome, None, None), now)
             continue
         record = r.run_record(run.doc, run.spec, outcome, worker.me)
         if run.intent is not None:  # written over its intent
             record.update(_id=run.intent["_id"], _rev=run.intent.get("_rev"))
         worker.recorder.record(record)
         run.visible = run.visible or run.docid in state.inflight
-        worker._let_go(run)  # shown running: back to waiting, for the next owner
-    worker._flush()
+        running.let_go(worker, run)  # shown running: back to waiting, for the next owner
+    writing.flush(worker)
     settle_writes(worker, timeout=5.0)
     worker.writer.stop(timeout=1)
     worker.intents.stop(timeout=1)
@@ -93,7 +90,7 @@ def settle_writes(worker, timeout: float) -> None:
                     worker._handle(kind, value, now)
                 except Exception as exc:
                     worker._fault(kind, value, exc, now)
-        worker._flush()
+        writing.flush(worker)
 
 
 def give_up_partitions(worker, now: datetime) -> None:
@@ -125,23 +122,6 @@ def stopped(worker, code: int, why: str | None = None) -> int:
     return code
 
 
-def lapse(worker, mono: float) -> None:
-    state = worker.state
-    if not state.away_until:
-        log.warning("worker %s: this process's lease may have lapsed (frozen, starved, or "
-                    "cut off from the database): it lets go of its partitions and holds "
-                    "off for %g s, so that nothing runs twice", worker.name,
-                    worker.settings.lease)
-    state.away_until = mono + worker.settings.lease
-    worker.lease_until = float("-inf")
-    state.owned.clear()
-    state.giving.clear()
-    state.counts["partitions"] = 0
-    for docid in list(state.held):
-        worker._drop(docid)
-    state.line.clear()
-    for run in [run for run in state.runs.values() if worker.runner.withdraw(run.token)]:
-        worker._let_go(run)
 
 
 def fault(worker, kind: str, value, exc: Exception, now: datetime) -> None:
@@ -151,12 +131,12 @@ def fault(worker, kind: str, value, exc: Exception, now: datetime) -> None:
         return
     message = reason(exc, "process")
     log.error("task %s: %s", docid, message, exc_info=exc)
-    worker._drop(docid)
+    running.drop(worker, docid)
     worker.state.counts["faults"] += 1
     worker.emit("fault")
     if doc is None or doc.get("worker") != worker.name or doc.get("status") in rules.FINISHED:
         return
-    worker._do([d.Drop(docid), r.Write(r.Kind.ERROR, rules.mark_error(doc, message, now))],
+    running.do(worker, [d.Drop(docid), r.Write(r.Kind.ERROR, rules.mark_error(doc, message, now))],
                now)
 
 
