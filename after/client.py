@@ -781,15 +781,17 @@ class Client:
         """Run each occurrence of a repeating task from ``start`` to ``end`` (both
         inclusive; datetimes, ISO 8601 or ``now``, as for ``tasks``) once, its schedule
         kept. Returns ``{"task", "occurrences", "created", "existing", "pending"}`` (the
-        one-off tasks' ids; ``pending``: the task's own date when the window holds it).
+        one-off tasks' ids; ``pending``: the occurrences of the window the task runs
+        itself).
 
         Each occurrence is a one-off task ``<id>:backfill:<date>`` due at its date (so a
         past one runs at once, and the job's ``task.date`` is the occurrence's), run by
         exactly one process of the worker name, recorded with ``kind`` ``backfill`` and its
         occurrence date, and listed by ``runs(id)``. Idempotent by occurrence: an
         occurrence asked for before (its task exists, in any status) is not run again, nor
-        the one the task still runs itself (its overdue ``date``, or the one it is
-        running: :func:`after.task.own_occurrence`), which is left to it.
+        those the task still runs itself (its overdue ``date`` or what its catch-up runs,
+        or the one it is running: :func:`after.task.own_occurrences`), which are left to
+        it.
         The window must be in the past (the schedule runs the rest) and hold at most
         :data:`after.occurrence.MAX_BACKFILL` occurrences."""
         now = utcnow()
@@ -811,9 +813,9 @@ class Client:
                             f"holds more than {occ.MAX_BACKFILL} occurrences of task {id} "
                             "(backfill it in smaller windows)")
         calendars = self.calendars_of(parent) if spec.repeat.exclude is not None else {}
-        own = rules.own_occurrence(parent, spec, now, calendars)
+        own = set(rules.own_occurrences(parent, spec, now, calendars))
         created, existing = [], []
-        docs = [occ.extra_doc(parent, occ.BACKFILL, date) for date in dates if date != own]
+        docs = [occ.extra_doc(parent, occ.BACKFILL, date) for date in dates if date not in own]
         for first in range(0, len(docs), 200):
             for result in self.store.bulk_docs(docs[first:first + 200]):
                 if result.get("error") == "conflict":
@@ -825,7 +827,7 @@ class Client:
                     created.append(result["id"])
         return {"task": id, "occurrences": [format_date(d) for d in dates],
                 "created": created, "existing": existing,
-                "pending": [format_date(own)] if own in dates else []}
+                "pending": [format_date(date) for date in dates if date in own]}
 
     # -- calendars and caps --------------------------------------------------------------
 

@@ -644,7 +644,8 @@ def run_now(cfg, task_id, as_json):
 def backfill(cfg, task_id, start, end, as_json):
     """Run each occurrence of a repeating task from --from to --to once (recorded as
     backfill with its occurrence date; at most 1000). Asking again runs none twice, and
-    the task's own overdue date is left to the task, which runs it itself."""
+    the occurrences the task runs itself (its overdue date, or what its catch-up runs) are
+    left to it."""
     with open_client(cfg) as client, refused():
         done = client.backfill(task_id, start, end)
     if as_json:
@@ -657,8 +658,17 @@ def backfill(cfg, task_id, start, end, as_json):
         click.echo(f"{task_id}: {found} occurrence{'s' if found != 1 else ''} from "
                    f"{done['occurrences'][0]} to {done['occurrences'][-1]}: {new} to run"
                    + (f", {old} asked for before (not run again)" if old else "")
-                   + (f", {done['pending'][0]} left to the task (it runs that one itself)"
-                      if done["pending"] else ""))
+                   + pending_text(done["pending"]))
+
+
+def pending_text(pending: list[str]) -> str:
+    """The occurrences a backfill left to the task, which runs them itself."""
+    if len(pending) == 1:
+        return f", {pending[0]} left to the task (it runs that one itself)"
+    if pending:  # catch-up all: each one due
+        return (f", {len(pending)} left to the task, {pending[0]} to {pending[-1]} (it "
+                "runs them itself, catch-up all)")
+    return ""
 
 
 # -- purge ---------------------------------------------------------------------------------
