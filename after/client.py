@@ -168,6 +168,12 @@ def _with_exclude(repeat: Any, exclude: Any) -> Any:
     return {**repeat, "exclude": exclude}
 
 
+def catchup_field(value: Any) -> Any:
+    """``"all"`` (a policy alone) or ``{"policy", "window", "max"}`` as the ``catchup``
+    field (checked later by :func:`after.task.parse`)."""
+    return {"policy": value} if isinstance(value, str) else value
+
+
 def concurrency_field(value: Any) -> dict | None:
     """``"reports:2"``, ``("reports", 2)`` or ``{"key": "reports", "limit": 2}`` as the
     ``concurrency`` field (checked later by :func:`after.task.parse`)."""
@@ -232,7 +238,8 @@ def build(job: str, args: tuple | list = (), *, worker: str,
           max_delay: float | None = None, isolation: str | None = None,
           id: str | None = None, kwargs: dict | None = None, exclude: Any = None,
           concurrency: Any = None, overlap: str | None = None,
-          priority: int | None = None, dst: dict | None = None) -> tuple[dict, bool]:
+          priority: int | None = None, dst: dict | None = None,
+          catchup: str | dict | None = None) -> tuple[dict, bool]:
     """The task document :meth:`Client.schedule` writes (checked as the worker would), and
     whether ``at`` was given; raises TaskError naming the field."""
     now = utcnow()
@@ -260,7 +267,7 @@ def build(job: str, args: tuple | list = (), *, worker: str,
     optional = {"repeat": repeat, "retry": retry, "timeout": timeout,
                 "max_delay": max_delay, "isolation": isolation,
                 "concurrency": concurrency_field(concurrency), "overlap": overlap,
-                "priority": priority}
+                "priority": priority, "catchup": catchup_field(catchup)}
     doc.update({k: v for k, v in optional.items() if v is not None})
     doc["date"] = format_date(start or now)
     spec = check(doc)
@@ -325,7 +332,8 @@ class Client:
                  max_delay: float | None = None, isolation: str | None = None,
                  id: str | None = None, kwargs: dict | None = None, exclude: Any = None,
                  concurrency: Any = None, overlap: str | None = None,
-                 priority: int | None = None, dst: dict | None = None) -> str:
+                 priority: int | None = None, dst: dict | None = None,
+                 catchup: str | dict | None = None) -> str:
         """Schedule ``job(task, *args, **kwargs)`` on ``worker``; returns the task's id.
 
         ``at``: a datetime (naive means UTC), ``"now"``, ``"+15m"`` (``s m h d w ms``) or
@@ -349,16 +357,19 @@ class Client:
         ``overlap``: ``"skip"`` (default), ``"buffer_one"`` or ``"allow"``: what becomes of
         the occurrences of a repeating task that fall due while a run of it goes.
         ``priority``: an integer, default 0; when more tasks are due than a worker can
-        start, higher first.
+        start, higher first. ``catchup``: what runs of a repeating task's occurrences
+        missed while no worker ran it: ``"latest"`` (the default), ``"all"`` or ``"none"``,
+        or ``{"policy": ..., "window": SECONDS, "max": N}`` (:mod:`after.catchup`).
         Positional ``args`` or ``kwargs``, not both (a task passes a list or an object).
 
         With ``id`` it is an upsert, safe to run on every deploy:
 
         - no task has that id: it is created;
         - the task exists: its definition (``worker date job repeat retry timeout
-          max_delay isolation``) is replaced and everything else kept: other user fields and the
-          worker's ``after`` counters (runs, successes, failures, last run). When nothing in
-          the definition changes, nothing is written.
+          max_delay isolation concurrency overlap priority catchup``) is replaced and
+          everything else kept: other user fields and the worker's ``after`` counters
+          (runs, successes, failures, last run). When nothing in the definition changes,
+          nothing is written.
         - its ``date`` is kept when ``at`` is not given, and for a repeating task whose rule
           is unchanged when ``at`` is its series' first date (``after.anchor``): a deploy
           does not restart a series nor rerun a finished task. A new date or rule starts a
@@ -375,7 +386,8 @@ class Client:
             job, args, worker=worker, at=at, every=every, cron=cron, tz=tz, limit=limit,
             until=until, jitter=jitter, retry=retry, timeout=timeout, max_delay=max_delay,
             isolation=isolation, id=id, kwargs=kwargs, exclude=exclude,
-            concurrency=concurrency, overlap=overlap, priority=priority, dst=dst)
+            concurrency=concurrency, overlap=overlap, priority=priority, dst=dst,
+            catchup=catchup)
         self._check_job(doc)
         if id is None:
             self._write(doc)
