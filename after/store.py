@@ -415,6 +415,18 @@ class Store:
                 return False
             raise
 
+    def replicates(self) -> bool:
+        """Does the server run the replications of its ``_replicator`` database? Apache
+        CouchDB does (its scheduler answers); pouchdb-server stores such documents and never
+        runs them."""
+        try:
+            self.request("GET", "_scheduler/jobs", params={"limit": "0"})
+            return True
+        except StoreError as exc:
+            if isinstance(exc, NotFound) or exc.status in (400, 404, 405, 501):
+                return False
+            raise
+
     def replication_state(self, docid: str) -> dict | None:
         """What CouchDB's replication scheduler says of the ``_replicator`` document
         ``docid`` (``state``: running, pending, crashing, failed, completed; ``info``: its

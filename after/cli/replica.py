@@ -42,16 +42,7 @@ def replicate(cfg: Config, name, central, central_db, site, show_status, stop):
     results and run records flow back when it returns. Serve NAME from this side only."""
     if show_status and stop:
         raise click.UsageError("--status and --stop: one at a time")
-    with open_store(cfg) as store:
-        if stop:
-            removed = _stop(store, cfg.db, name)
-            click.echo(f"{name}: {removed} replication{'s' if removed != 1 else ''} with the "
-                       "centre removed; the site goes on alone" if removed else
-                       f"{name}: no replication with the centre to remove")
-            return
-        if show_status:
-            _status(store, cfg.db, name)
-            return
+    if not (show_status or stop):
         if not central:
             raise click.UsageError("Missing option '--central' (the central CouchDB's URL, "
                                    "or AFTER_CENTRAL_URL)")
@@ -60,6 +51,19 @@ def replicate(cfg: Config, name, central, central_db, site, show_status, stop):
                 replica.endpoint(url)
             except replica.ReplicaError as exc:
                 raise click.BadParameter(str(exc), param_hint=f"'{option}'") from None
+    with open_store(cfg) as store:
+        if stop:
+            removed = _stop(store, cfg.db, name)
+            click.echo(f"{name}: {removed} replication{'s' if removed != 1 else ''} with the "
+                       "centre removed; the site goes on alone" if removed else
+                       f"{name}: no replication with the centre to remove")
+            return
+        if not store.replicates():
+            raise Failure(f"{store.safe_url} runs no replications ({_server(store)}): the "
+                          "site's CouchDB must be Apache CouchDB")
+        if show_status:
+            _status(store, cfg.db, name)
+            return
         docs = replica.replications(name, cfg.db, site or cfg.url, central, central_db)
         far = replica.endpoint(central)
         _check_central(far, central_db or cfg.db)
@@ -71,6 +75,12 @@ def replicate(cfg: Config, name, central, central_db, site, show_status, stop):
                "records and heartbeats; serve it from this side only)")
     for what, done in rows:
         click.echo(f"  {what} ({done})")
+
+
+def _server(store: Store) -> str:
+    info = store.info()
+    vendor = (info.get("vendor") or {}).get("name") if isinstance(info, dict) else None
+    return f"{vendor or 'a server'} {info.get('version', '')}".strip()
 
 
 def _write(store: Store, doc: dict) -> str:
