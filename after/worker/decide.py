@@ -179,14 +179,7 @@ def decide(doc: dict, view: View, now: datetime) -> list[Action]:
         return [*losers, Drop(docid), Write(Kind.RESUME, rules.resume(doc, spec, now))]
     caught = r.catch_up(doc, spec, view.me, now) if status == rules.WAITING else None
     if caught is not None:  # its date passed while no worker ran it: its catch-up policy
-        missed = len(caught.skipped or ())
-        going = "runs " + caught.doc["date"] if caught.doc.get("status") == rules.WAITING \
-            and rules.instant(caught.doc["date"]) <= now else "goes on from its next " \
-            "occurrence"
-        return [*losers, Drop(docid), Note("warning", f"task {docid}: {missed} occurrence(s) "
-                                                      "missed while no worker ran it, recorded "
-                                                      f"(catch-up {spec.policy}); it {going}"),
-                caught]
+        return [*losers, Drop(docid), Note("warning", r.caught_up(caught, now)), caught]
     moved = status in (rules.WAITING, rules.RESCHEDULE) or rules.date_moved(doc)
     due = spec.due if moved else r.due_of(info, spec)
     if to_ms(due) > to_ms(now) + view.horizon_ms:

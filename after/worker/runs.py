@@ -156,6 +156,19 @@ def catch_up(doc: dict, spec: rules.Spec, me: Identity, now: datetime) -> Write 
                  skipped=missed_records(doc, spec, plan.missed, plan.why, me, now))
 
 
+def caught_up(write: Write, now: datetime) -> str:
+    """What the log says of a catch-up (:func:`catch_up`'s write)."""
+    doc = write.doc
+    if doc.get("status") != rules.WAITING:
+        going = "its series is over"
+    elif rules.instant(doc.get("date")) <= now:
+        going = f"it runs {doc['date']} now"
+    else:
+        going = f"it goes on at {doc['date']}"
+    return (f"task {doc['_id']}: {len(write.skipped or ())} occurrence(s) missed while no "
+            f"worker ran it, recorded (catch-up {write.spec.policy}); {going}")
+
+
 def missed_records(doc: dict, spec: rules.Spec, dates, why: dict, me: Identity,
                    now: datetime) -> list[dict]:
     """One ``missed`` run record per occurrence of ``dates`` (nominal), found so at ``now``:

@@ -191,7 +191,7 @@ def test_an_overdue_task_is_caught_up_before_it_is_held():
     assert [type(a) for a in actions] == [Drop, Note, Write]
     assert actions[1].message == ("task t: 10 occurrence(s) missed while no worker ran it, "
                                   "recorded (catch-up latest); it runs "
-                                  "2026-12-01T09:00:00.000Z")
+                                  "2026-12-01T09:00:00.000Z now")
     write = actions[2]
     assert write.kind is Kind.CATCHUP and write.doc["status"] == "waiting"
     assert write.doc["date"] == format_date(NOW)
@@ -233,9 +233,14 @@ def test_what_is_not_caught_up(fields):
 
 def test_a_series_with_nothing_left_ends_done():
     doc = task(repeat={"minutes": 1, "until": format_date(at(-5))}, max_delay=60)
-    write = d.decide(doc, VIEW, NOW)[-1]
+    actions = d.decide(doc, VIEW, NOW)
+    write = actions[-1]
     assert write.doc["status"] == "done" and "anchor" not in write.doc["after"]
     assert len(write.skipped) == 6
+    assert actions[1].message.endswith("(catch-up latest); its series is over")
+    ahead = d.decide(task(catchup={"policy": "none"}, date=at(-10),
+                          repeat={"minutes": 7}), VIEW, NOW)
+    assert ahead[1].message.endswith("it goes on at 2026-12-01T09:04:00.000Z")
 
 
 def test_under_all_a_run_goes_on_to_the_next_occurrence_even_due():
