@@ -31,7 +31,8 @@ that lack it, an overlap's skipped ones):
 ``twice``      it ran more than once: two runs of the same attempt (two processes, a backfill
                of an occurrence that had run, a record written twice). Retries and the rerun
                of a run cut short by the death of its process are attempts of their own
-``missed``     recorded ``missed``: the worker reached it past ``max_delay`` and did not run it
+``missed``     recorded ``missed``: the worker reached it past ``max_delay`` and did not run it,
+               or its catch-up policy ran another (``catchup``, :mod:`after.catchup`)
 ``skipped``    not run on purpose, and why: recorded ``skipped`` (an excluded day, an overlap),
                or, with no record, a day its calendar excludes or a pause that covers it (the
                task's, current or kept under ``after.pauses``, or its worker name's, current)

@@ -168,6 +168,12 @@ def _with_exclude(repeat: Any, exclude: Any) -> Any:
     return {**repeat, "exclude": exclude}
 
 
+def catchup_field(value: Any) -> Any:
+    """``"all"`` (a policy alone) or ``{"policy", "window", "max"}`` as the ``catchup``
+    field (checked later by :func:`after.task.parse`)."""
+    return {"policy": value} if isinstance(value, str) else value
+
+
 def concurrency_field(value: Any) -> dict | None:
     """``"reports:2"``, ``("reports", 2)`` or ``{"key": "reports", "limit": 2}`` as the
     ``concurrency`` field (checked later by :func:`after.task.parse`)."""
@@ -232,7 +238,8 @@ def build(job: str, args: tuple | list = (), *, worker: str,
           max_delay: float | None = None, isolation: str | None = None,
           id: str | None = None, kwargs: dict | None = None, exclude: Any = None,
           concurrency: Any = None, overlap: str | None = None,
-          priority: int | None = None, dst: dict | None = None) -> tuple[dict, bool]:
+          priority: int | None = None, dst: dict | None = None,
+          catchup: str | dict | None = None) -> tuple[dict, bool]:
     """The task document :meth:`Client.schedule` writes (checked as the worker would), and
     whether ``at`` was given; raises TaskError naming the field."""
     now = utcnow()
@@ -260,7 +267,7 @@ def build(job: str, args: tuple | list = (), *, worker: str,
     optional = {"repeat": repeat, "retry": retry, "timeout": timeout,
                 "max_delay": max_delay, "isolation": isolation,
                 "concurrency": concurrency_field(concurrency), "overlap": overlap,
-                "priority": priority}
+                "priority": priority, "catchup": catchup_field(catchup)}
     doc.update({k: v for k, v in optional.items() if v is not None})
     doc["date"] = format_date(start or now)
     spec = check(doc)
@@ -325,7 +332,8 @@ class Client:
                  max_delay: float | None = None, isolation: str | None = None,
                  id: str | None = None, kwargs: dict | None = None, exclude: Any = None,
                  concurrency: Any = None, overlap: str | None = None,
-                 priority: int | None = None, dst: dict | None = None) -> str:
+                 priority: int | None = None, dst: dict | None = None,
+                 catchup: str | dict | None = None) -> str:
         """Schedule ``job(task, *args, **kwargs)`` on ``worker``; returns the task's id.
 
         ``at``: a datetime (naive means UTC), ``"now"``, ``"+15m"`` (``s m h d w ms``) or
@@ -349,16 +357,19 @@ class Client:
         ``overlap``: ``"skip"`` (default), ``"buffer_one"`` or ``"allow"``: what becomes of
         the occurrences of a repeating task that fall due while a run of it goes.
         ``priority``: an integer, default 0; when more tasks are due than a worker can
-        start, higher first.
+        start, higher first. ``catchup``: what runs of a repeating task's occurrences
+        missed while no worker ran it: ``"latest"`` (the default), ``"all"`` or ``"none"``,
+        or ``{"policy": ..., "window": SECONDS, "max": N}`` (:mod:`after.catchup`).
         Positional ``args`` or ``kwargs``, not both (a task passes a list or an object).
 
         With ``id`` it is an upsert, safe to run on every deploy:
 
         - no task has that id: it is created;
         - the task exists: its definition (``worker date job repeat retry timeout
-          max_delay isolation``) is replaced and everything else kept: other user fields and the
-          worker's ``after`` counters (runs, successes, failures, last run). When nothing in
-          the definition changes, nothing is written.
+          max_delay isolation concurrency overlap priority catchup``) is replaced and
+          everything else kept: other user fields and the worker's ``after`` counters
+          (runs, successes, failures, last run). When nothing in the definition changes,
+          nothing is written.
         - its ``date`` is kept when ``at`` is not given, and for a repeating task whose rule
           is unchanged when ``at`` is its series' first date (``after.anchor``): a deploy
           does not restart a series nor rerun a finished task. A new date or rule starts a
@@ -375,7 +386,8 @@ class Client:
             job, args, worker=worker, at=at, every=every, cron=cron, tz=tz, limit=limit,
             until=until, jitter=jitter, retry=retry, timeout=timeout, max_delay=max_delay,
             isolation=isolation, id=id, kwargs=kwargs, exclude=exclude,
-            concurrency=concurrency, overlap=overlap, priority=priority, dst=dst)
+            concurrency=concurrency, overlap=overlap, priority=priority, dst=dst,
+            catchup=catchup)
         self._check_job(doc)
         if id is None:
             self._write(doc)
@@ -781,15 +793,17 @@ class Client:
         """Run each occurrence of a repeating task from ``start`` to ``end`` (both
         inclusive; datetimes, ISO 8601 or ``now``, as for ``tasks``) once, its schedule
         kept. Returns ``{"task", "occurrences", "created", "existing", "pending"}`` (the
-        one-off tasks' ids; ``pending``: the task's own date when the window holds it).
+        one-off tasks' ids; ``pending``: the occurrences of the window the task runs
+        itself).
 
         Each occurrence is a one-off task ``<id>:backfill:<date>`` due at its date (so a
         past one runs at once, and the job's ``task.date`` is the occurrence's), run by
         exactly one process of the worker name, recorded with ``kind`` ``backfill`` and its
         occurrence date, and listed by ``runs(id)``. Idempotent by occurrence: an
         occurrence asked for before (its task exists, in any status) is not run again, nor
-        the one the task still runs itself (its overdue ``date``, or the one it is
-        running: :func:`after.task.own_occurrence`), which is left to it.
+        those the task still runs itself (its overdue ``date`` or what its catch-up runs,
+        or the one it is running: :func:`after.task.own_occurrences`), which are left to
+        it.
         The window must be in the past (the schedule runs the rest) and hold at most
         :data:`after.occurrence.MAX_BACKFILL` occurrences."""
         now = utcnow()
@@ -811,9 +825,9 @@ class Client:
                             f"holds more than {occ.MAX_BACKFILL} occurrences of task {id} "
                             "(backfill it in smaller windows)")
         calendars = self.calendars_of(parent) if spec.repeat.exclude is not None else {}
-        own = rules.own_occurrence(parent, spec, now, calendars)
+        own = set(rules.own_occurrences(parent, spec, now, calendars))
         created, existing = [], []
-        docs = [occ.extra_doc(parent, occ.BACKFILL, date) for date in dates if date != own]
+        docs = [occ.extra_doc(parent, occ.BACKFILL, date) for date in dates if date not in own]
         for first in range(0, len(docs), 200):
             for result in self.store.bulk_docs(docs[first:first + 200]):
                 if result.get("error") == "conflict":
@@ -825,7 +839,7 @@ class Client:
                     created.append(result["id"])
         return {"task": id, "occurrences": [format_date(d) for d in dates],
                 "created": created, "existing": existing,
-                "pending": [format_date(own)] if own in dates else []}
+                "pending": [format_date(date) for date in dates if date in own]}
 
     # -- calendars and caps --------------------------------------------------------------
 

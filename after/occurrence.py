@@ -33,8 +33,9 @@ record that the occurrence was asked for. The cost: one small document per extra
 backfill is bounded to ``MAX_BACKFILL`` occurrences at a time), and its run record names
 the task as ``parent`` (``after runs`` lists both).
 
-The one occurrence a backfill does not copy is the one the task still runs itself, its
-overdue ``date`` or the run going (:func:`after.task.own_occurrence`): the backfill yields
+The occurrences a backfill does not copy are those the task still runs itself: its overdue
+``date`` (or the one its catch-up runs: the latest due, or under ``all`` each one due) or
+the run going (:func:`after.task.own_occurrences`): the backfill yields
 to the task, not the task to the copy, since the task's own run already is that
 occurrence's (with its retries, ``max_delay`` and run number), and the worker never has to
 look for copies before it starts a run (issue 24: a paused name, backfilled to now and

@@ -10,8 +10,9 @@ the document.
 While its name is paused, a process starts nothing (the worker's loop drops what it held on
 its timer, with nothing to write: a held task was never claimed), and the runs going finish
 and are recorded. On resume, the tasks are found again by the poll, as after a worker
-restart: a task whose date passed meanwhile runs once (subject to ``max_delay``), not once per
-missed period.
+restart: a task whose date passed meanwhile is caught up by its ``catchup`` policy
+(:mod:`after.catchup`: by default its latest occurrence due runs once, not once per missed
+period, and the others are recorded missed).
 """
 
 from __future__ import annotations

@@ -188,6 +188,43 @@ class Rule:
                  count: int) -> list[datetime]:
         raise NotImplementedError
 
+    def last(self, anchor: datetime, start: datetime, end: datetime,
+             most: int) -> list[datetime]:
+        """The last occurrences from ``start`` to ``end`` (both inclusive; ``until``
+        honoured, ``limit`` not), in order: at most ``most + 1`` of them, so that a caller
+        can tell a window holds more than ``most``. Searched back from ``end`` over spans
+        that double (and halve where one holds too many at once), so that a window of
+        years costs what its last occurrences cost: what a catch-up reads of a long
+        downtime (:mod:`after.catchup`)."""
+        start, end = _utc(start), _utc(end)
+        if self.until is not None:
+            end = min(end, self.until)
+        if start > end:
+            return []
+        want, cap = most + 1, 4 * (most + 1)
+        anchor, span, fewer = _utc(anchor), timedelta(seconds=1), end
+        while True:
+            try:
+                low = max(start, end - span)
+            except OverflowError:  # before year 1
+                low = start
+            found = self._between(anchor, low, end, cap + 1)
+            if len(found) > cap:  # too many to read at once: narrow down between the two
+                more = low
+                while fewer - more > timedelta(microseconds=1):
+                    middle = more + (fewer - more) / 2
+                    found = self._between(anchor, middle, end, cap + 1)
+                    if len(found) > cap:
+                        more = middle
+                    elif len(found) >= want:
+                        break
+                    else:
+                        fewer = middle
+                return found[-want:]  # (occurrences are instants apart: it converges)
+            if len(found) >= want or low == start:
+                return found[-want:]
+            fewer, span = low, span * 2
+
     def falling(self, anchor: datetime, after: datetime, end: datetime,
                 most: int) -> list[datetime]:
         """The occurrences strictly after ``after`` and at or before ``end`` (and ``until``),

@@ -6,7 +6,8 @@
     cannot: no
     ``worker``, no ``date`` or one that is not ISO 8601, no ``job.name`` or one that is not a
     job name, an unknown ``status``, a ``repeat``, ``retry``, ``timeout``, ``max_delay``,
-    ``isolation``, ``overlap`` or ``priority`` that :func:`after.task.parse` refuses (with its
+    ``isolation``, ``overlap``, ``priority`` or ``catchup`` that :func:`after.task.parse`
+    refuses (with its
     message; see ``JS_DEFINITION`` for what is left
     to the worker), or a shape no task needs and a worker cannot afford: nesting
     deeper than ``MAX_DEPTH`` levels, a string longer than ``MAX_STRING`` characters, a number
@@ -43,7 +44,7 @@ import random
 import re
 import time
 
-from . import calendar
+from . import calendar, catchup
 from .config import databases, runs_db
 from .dates import ISO_DATE_RE
 from .jobnames import JOB_NAME
@@ -152,6 +153,7 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
   var WS = /[\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+/;
   var MAX_SECONDS = TASK_MAX_SECONDS, MAX_RETRIES = TASK_MAX_RETRIES;
   var OVERLAPS = TASK_OVERLAPS, MAX_PRIORITY = TASK_MAX_PRIORITY;
+  var CATCHUP_POLICIES = TASK_CATCHUP_POLICIES, MAX_CATCHUP = TASK_MAX_CATCHUP;
   function has(o, k) { return Object.prototype.hasOwnProperty.call(o, k); }
   function isObject(v) { return v !== null && typeof v === 'object' && !Array.isArray(v); }
   function integral(v) { return typeof v === 'number' && isFinite(v) && Math.floor(v) === v; }
@@ -597,6 +599,37 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
       return 'priority: from -' + MAX_PRIORITY + ' to ' + MAX_PRIORITY + ', not ' + show(v);
     return null;
   }
+  function catchupProblem() {  // after.catchup.parse_catchup, after.task.parse_catchup
+    var v = doc.catchup;
+    if (v === null || v === undefined) return null;
+    if (!isObject(v)) return 'catchup: must be an object {"policy", "window", "max"}, not ' + show(v);
+    var extra = extraKey(v, ['max', 'policy', 'window']);
+    if (extra !== null) return 'catchup: unknown field ' + str(extra) + ' (use policy, window, max)';
+    var policy = has(v, 'policy') ? v.policy : 'latest';
+    if (CATCHUP_POLICIES.indexOf(policy) < 0)
+      return "catchup.policy: must be 'none', 'latest' or 'all', not " + show(policy);
+    var w = v.window, m = v.max;
+    if (w !== null && w !== undefined) {
+      if (typeof w !== 'number' || !(w > 0))
+        return 'catchup.window: must be a positive number of seconds, not ' + show(w);
+      if (!(w <= MAX_SECONDS))
+        return 'catchup.window: at most ' + MAX_SECONDS + ' seconds (ten years), not ' + show(w);
+      if (policy === 'none')
+        return "catchup.window: policy 'none' runs no missed occurrence, so it takes no window";
+    }
+    if (m !== null && m !== undefined) {
+      if (!pyint(m) || m < 1 || m > MAX_CATCHUP)
+        return 'catchup.max: must be a whole number from 1 to ' + MAX_CATCHUP + ', not ' + show(m);
+      if (policy !== 'all')
+        return "catchup.max: only with policy 'all' (how many of the missed occurrences run)";
+    }
+    if (doc.repeat === null || doc.repeat === undefined)
+      return 'catchup: only for a repeating task (how late a one-off task may run is max_delay)';
+    if (policy === 'all' && has(doc, 'overlap') && doc.overlap === 'allow')
+      return "catchup: policy 'all' runs the missed occurrences one after another, overlap "
+        + "'allow' alongside: not both";
+    return null;
+  }
   function first() {
     if (part === 'date') return dateProblem(doc.date, 'date');
     if (doc._id.indexOf(CALENDAR_PREFIX) === 0) return calendarProblem(doc);
@@ -604,7 +637,7 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
       || secondsProblem('timeout')
       || secondsProblem('max_delay') || isolationProblem(doc.isolation)
       || concurrencyProblem(doc.concurrency) || occurrenceProblem() || overlapProblem()
-      || priorityProblem();
+      || priorityProblem() || catchupProblem();
   }
   var wrong = first();
   if (!wrong) return null;
@@ -623,6 +656,8 @@ for _name, _value in (
         ("TASK_MAX_RETRIES", str(MAX_RETRIES)),
         ("TASK_OVERLAPS", json.dumps(list(OVERLAPS))),
         ("TASK_MAX_PRIORITY", str(MAX_PRIORITY)),
+        ("TASK_CATCHUP_POLICIES", json.dumps(list(catchup.POLICIES))),
+        ("TASK_MAX_CATCHUP", str(catchup.MAX_CATCHUP)),
         ("ISOLATIONS", json.dumps(list(ISOLATIONS))),
         ("MAX_CONCURRENCY", str(MAX_CONCURRENCY)),
         ("CAP_KEY_RE", CAP_KEY_RE.pattern),

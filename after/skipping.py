@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from . import catchup as cu
+from . import occurrence as occ
 from . import task as rules
 from .calendar import Exclusion, excluded, local_day
 from .dates import format_date
@@ -104,6 +106,10 @@ def leap(doc: dict, spec: rules.Spec, now: datetime,
     anchor = rules.instant(ns.get("anchor")) or spec.date
     runs = rules.counter(ns, "occurrences") + 1
     try:
+        if spec.policy == cu.ALL:  # while it catches up, each occurrence in turn
+            after = rule.next_date(anchor, spec.date, spec.date, runs)
+            if after is not None and occ.jittered(spec.id, after, rule.jitter) <= now:
+                return None
         at = rules.next_occurrence(spec, anchor, now, runs)
     except OverflowError:
         return None

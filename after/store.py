@@ -415,6 +415,30 @@ class Store:
                 return False
             raise
 
+    def replicates(self) -> bool:
+        """Does the server run the replications of its ``_replicator`` database? Apache
+        CouchDB does (its scheduler answers); pouchdb-server stores such documents and never
+        runs them."""
+        try:
+            self.request("GET", "_scheduler/jobs", params={"limit": "0"})
+            return True
+        except StoreError as exc:
+            if isinstance(exc, NotFound) or exc.status in (400, 404, 405, 501):
+                return False
+            raise
+
+    def replication_state(self, docid: str) -> dict | None:
+        """What CouchDB's replication scheduler says of the ``_replicator`` document
+        ``docid`` (``state``: running, pending, crashing, failed, completed; ``info``: its
+        counts or error), or None when it knows of none (a server without a scheduler,
+        pouchdb-server: read the document's ``_replication_state`` instead)."""
+        try:
+            return self.request("GET", f"_scheduler/docs/_replicator/{segment(docid)}").json()
+        except StoreError as exc:
+            if isinstance(exc, NotFound) or exc.status in (400, 404, 405, 501):
+                return None
+            raise
+
     def compact(self, db: str | None = None) -> None:
         """Ask the server to compact the database (old revisions and deleted documents'
         bodies go; CouchDB does it in the background) and to drop the index files of

@@ -38,6 +38,10 @@ with the user's fields:
 ``pauses``      the task's last pauses, ``[{"from", "to"}]`` (at most :data:`MAX_PAUSES`),
                 written when it resumes: what ``after audit`` reads to tell an occurrence
                 skipped by a pause from one that never ran
+
+A repeating task whose date has passed when a worker comes to it is caught up by its
+``catchup`` policy (:mod:`after.catchup`, :func:`catch_up`): the occurrences not run are
+recorded ``missed`` and counted in ``missed``.
 """
 
 # Longer than 500 lines on purpose: the whole state machine, the worker's transitions and the
@@ -51,6 +55,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from . import catchup as cu
 from . import occurrence as occ
 from .calendar import excluded
 from .dates import DateError, format_date, parse_date, to_ms
@@ -215,6 +220,12 @@ class Spec:
     overlap: str = SKIP
     priority: int = 0
     occurrence: Occurrence | None = None
+    catchup: cu.Catchup | None = None
+
+    @property
+    def policy(self) -> str:
+        """The catch-up policy (:mod:`after.catchup`): ``latest`` unless the task says."""
+        return self.catchup.policy if self.catchup is not None else cu.LATEST
 
     @property
     def due(self) -> datetime:
@@ -414,6 +425,7 @@ def _parse(doc: dict) -> Spec:
     if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
         raise TaskError(f"priority: from -{MAX_PRIORITY} to {MAX_PRIORITY}, not "
                         f"{_show(priority)}")
+    catchup = parse_catchup(doc.get("catchup"), repeat, overlap)
     return Spec(
         id=doc["_id"],
         worker=worker,
@@ -429,7 +441,25 @@ def _parse(doc: dict) -> Spec:
         occurrence=occurrence,
         overlap=overlap,
         priority=priority,
+        catchup=catchup,
     )
+
+
+def parse_catchup(value: Any, repeat: Rule | None, overlap: str) -> cu.Catchup | None:
+    """``catchup`` (:mod:`after.catchup`), for a repeating task only."""
+    try:
+        catchup = cu.parse_catchup(value, MAX_SECONDS)
+    except cu.CatchupError as exc:
+        raise TaskError(str(exc)) from None
+    if catchup is None:
+        return None
+    if repeat is None:
+        raise TaskError("catchup: only for a repeating task (how late a one-off task may "
+                        "run is max_delay)")
+    if catchup.policy == cu.ALL and overlap == ALLOW:
+        raise TaskError("catchup: policy 'all' runs the missed occurrences one after "
+                        "another, overlap 'allow' alongside: not both")
+    return catchup
 
 
 def priority_of(doc: dict) -> int:
@@ -590,7 +620,7 @@ def _drop(info: dict, keys: tuple[str, ...]) -> None:
 
 #: The top-level fields of a task's definition; ``Client.schedule`` owns them.
 DEFINITION = ("worker", "date", "job", "repeat", "retry", "timeout", "max_delay", "isolation",
-              "concurrency", "occurrence", "overlap", "priority")
+              "concurrency", "occurrence", "overlap", "priority", "catchup")
 
 
 def held(doc: dict) -> bool:
@@ -815,39 +845,91 @@ def ended_its_process(exitcode: int | None) -> str:
 
 
 def missed(spec: Spec, due: datetime, now: datetime) -> bool:
-    """True when the run would start later than ``date + max_delay``."""
-    if spec.max_delay is None:
+    """True when the run would start later than ``date + max_delay`` (for a repeating task,
+    later than its catch-up allows: :func:`after.catchup.bound`)."""
+    limit = late_bound(spec)
+    if limit is None:
         return False
     try:
-        return now > due + timedelta(seconds=spec.max_delay)
+        return now > due + timedelta(seconds=limit[0])
     except OverflowError:  # late past year 9999: never
         return False
 
 
-def own_occurrence(doc: dict, spec: Spec, now: datetime,
-                   calendars: dict | None = None) -> datetime | None:
-    """The occurrence the task itself still runs (or is running), which a backfill leaves
-    to it: its ``date`` while it is waiting, held or rescheduled, or while a run of it is
-    going (paused or being canceled too), unless its worker would record it ``missed``
-    (past ``max_delay``) or ``skipped`` (an excluded day; ``calendars``: the shared ones it
-    names, by name). None for a task that runs none of its past dates: paused (it resumes
-    from its next occurrence after now), being canceled, or finished.
+def late_bound(spec: Spec) -> tuple[float, str] | None:
+    """How late a run of ``spec`` may start, and what says so; None: unbounded."""
+    return cu.bound(spec.catchup if spec.repeat is not None else None, spec.max_delay)
+
+
+def own_occurrences(doc: dict, spec: Spec, now: datetime,
+                    calendars: dict | None = None) -> list[datetime]:
+    """The occurrences the task itself still runs (or is running), which a backfill leaves
+    to it: its ``date`` while it is held, rescheduled or waits for a retry, or while a run
+    of it is going (paused or being canceled too), unless its worker would record it
+    ``missed`` (past ``max_delay``); while it waits, those its catch-up runs
+    (:func:`catch_up`: its date, or the latest occurrence due, or under ``all`` each one
+    due); none on a day its calendar excludes (recorded ``skipped``: ``calendars``, the
+    shared ones it names, by name). Nothing for a task that runs none of its past dates:
+    paused (it resumes from its next occurrence after now), being canceled, or finished.
 
     Why the backfill yields, not the task (issue 24): the task's own run is already the
     one of that occurrence, with its retries, ``max_delay`` and run number, and a backfill
     never writes the task; the copy is the extra. If the task then does not run it after
-    all (paused past ``max_delay``, canceled, moved), asking again for the window runs it:
-    no copy of it was written."""
+    all (paused past ``max_delay``, canceled, moved; a later occurrence fell due first
+    under ``latest``), asking again for the window runs it: no copy of it was written."""
     status = doc.get("status")
     if status not in FINISHED and running(doc):
-        return spec.date  # its run is going: the occurrence is under way
-    if status not in RUNNABLE or missed(spec, spec.due, now):
-        return None
+        return [spec.date]  # its run is going: the occurrence is under way
+    if status not in RUNNABLE:
+        return []
+    found = [spec.date]
     rule = spec.repeat
-    if rule is not None and excluded(rule.exclude, spec.date, rule.zone,
-                                     calendars or {}) is not None:
+    if rule is not None and status == WAITING:
+        anchor = instant(info(doc).get("anchor")) or spec.date
+        plan = cu.plan(rule, spec.id, spec.date, anchor, spec.catchup, spec.max_delay, now)
+        if plan is not None:
+            found = list(plan.runs)
+    elif missed(spec, spec.due, now):
+        found = []
+    if rule is not None and rule.exclude is not None:
+        found = [at for at in found
+                 if excluded(rule.exclude, at, rule.zone, calendars or {}) is None]
+    return found
+
+
+def catch_up(doc: dict, spec: Spec, now: datetime) -> tuple[dict, cu.Plan] | None:
+    """A repeating task ``waiting`` at a date that has passed, caught up at ``now`` by its
+    ``catchup`` policy (:mod:`after.catchup`): the document that moves it to the occurrence
+    to run now (the latest due under ``latest``, the first of the latest ``max`` under
+    ``all``) or, when none is to run, to its next occurrence after now (``done`` when there
+    is none), the occurrences passed counted in ``after.missed``; and the plan, whose
+    ``missed`` are recorded. None when the task runs its date as it is (due later, or
+    the one to run)."""
+    if spec.repeat is None or doc.get("status") != WAITING:
         return None
-    return spec.date
+    anchor = instant(info(doc).get("anchor")) or spec.date
+    try:
+        plan = cu.plan(spec.repeat, spec.id, spec.date, anchor, spec.catchup,
+                       spec.max_delay, now)
+    except OverflowError:  # a window at the calendar's end: the date as it is
+        return None
+    if plan is None or plan.as_is:
+        return None
+    new, ns = _copy(doc)
+    ns["anchor"] = format_date(anchor)
+    ns["missed"] = counter(ns, "missed") + len(plan.missed)
+    following = plan.run
+    if following is None:
+        try:
+            following = next_occurrence(spec, anchor, now, counter(ns, "occurrences"))
+        except OverflowError:
+            following = None
+    if following is None:  # nothing left of the series
+        new["status"] = DONE
+        _drop(ns, ("next_run", "anchor", "occurrences"))
+        return new, plan
+    new["date"] = ns["next_run"] = format_date(following)
+    return new, plan
 
 
 @dataclass(frozen=True)
@@ -978,9 +1060,16 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
         info["occurrences"] = runs
         if skipped:
             info["skipped"] = counter(info, "skipped") + len(skipped)
+        fell = fell_missed(doc, spec, outcome) if following is None else []
+        if fell:
+            info["missed"] = counter(info, "missed") + len(fell)
         try:
-            next_date = following[0] if following is not None else \
-                buffered or next_occurrence(spec, anchor, now, runs)
+            if following is not None:
+                next_date = following[0]
+            elif caught_up_in_turn(spec, outcome):  # even if due: the catch-up takes it
+                next_date = spec.repeat.next_date(anchor, spec.date, spec.date, runs)
+            else:
+                next_date = buffered or next_occurrence(spec, anchor, now, runs)
         except OverflowError:  # the next occurrence would be past year 9999: none
             next_date = None
     if next_date is not None:
@@ -1000,6 +1089,30 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
     return new
 
 
+def caught_up_in_turn(spec: Spec, outcome: Outcome) -> bool:
+    """Does the task go on from the occurrence right after this one, even one already
+    due, for the catch-up (:func:`catch_up`) to decide on? Under ``all`` (each occurrence
+    runs in turn, an excluded one skipped in turn), and after an occurrence recorded missed
+    (the ones after it may still be in time), whatever the policy; else from its next
+    occurrence after now."""
+    return spec.policy == cu.ALL or outcome.outcome == MISSED
+
+
+def fell_missed(doc: dict, spec: Spec, outcome: Outcome) -> list[datetime]:
+    """The occurrences after the one just run that fell due before its run started (the run
+    waited for a job thread, a slot or its retries), under ``latest`` and ``none``: not run,
+    recorded missed (the latest :data:`after.catchup.MAX_MISSED`). None under ``all`` (they
+    run in turn), for an occurrence not run (missed, skipped) or an ``allow`` task."""
+    if spec.repeat is None or spec.policy == cu.ALL or spec.overlap == ALLOW \
+            or outcome.outcome in (MISSED, SKIPPED):
+        return []
+    anchor = instant(info(doc).get("anchor")) or spec.date
+    try:
+        return cu.fell_before(spec.repeat, spec.id, spec.date, anchor, outcome.started)
+    except OverflowError:
+        return []
+
+
 def overlapped(doc: dict, spec: Spec | None, outcome: Outcome) -> tuple[list[datetime],
                                                                         datetime | None]:
     """The occurrences of a repeating task that fell due while this run of ``doc`` went
@@ -1007,9 +1120,9 @@ def overlapped(doc: dict, spec: Spec | None, outcome: Outcome) -> tuple[list[dat
     recorded ``skipped``, and the one run right after (``buffer_one``: the latest), or None.
     Skipped occurrences count nothing toward ``limit`` (runs); after the series' last run
     none falls due. Nothing for ``allow`` (each ran alongside), a missed or interrupted run,
-    or a run that will be retried."""
+    a run that will be retried, or under catch-up ``all`` (they run in turn after it)."""
     if spec is None or spec.repeat is None or spec.overlap == ALLOW \
-            or outcome.outcome in (MISSED, INTERRUPTED, SKIPPED):
+            or outcome.outcome in (MISSED, INTERRUPTED, SKIPPED) or spec.policy == cu.ALL:
         return [], None
     ns = info(doc)
     limit = spec.repeat.limit

@@ -4,8 +4,8 @@ code.
 The commands live in modules of this package, each importing only
 :mod:`after.cli.common` (never this module): :mod:`~after.cli.workers` (After's five
 commands), :mod:`~after.cli.server` (``setup``, the embedded server), :mod:`~after.cli.tasks`
-(add, show, tasks, runs, cancel, reschedule, jobs), :mod:`~after.cli.audit` and
-:mod:`~after.cli.dashboard`. Every
+(add, show, tasks, runs, cancel, reschedule, jobs), :mod:`~after.cli.audit`,
+:mod:`~after.cli.dashboard` and :mod:`~after.cli.replica` (``replicate``). Every
 failure is one line on stderr and a meaningful exit code:
 
 ==  =====================================================
@@ -37,7 +37,7 @@ from ..store import (
     Unavailable,
     split_credentials,
 )
-from . import audit, dashboard, server, tasks, workers
+from . import audit, dashboard, replica, server, tasks, workers
 from .common import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_USAGE, Failure
 
 
@@ -205,6 +205,6 @@ def main(ctx, config_path, url, db, jobs, jobs_module, home):
         raise Failure(str(exc)) from None
 
 
-for module in (server, workers, tasks, audit, dashboard):
+for module in (server, workers, tasks, audit, dashboard, replica):
     for command in module.COMMANDS:
         main.add_command(command)

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
+from .. import catchup as catchup_rules
 from .. import task as rules
 from ..calendar import PREFIX as CALENDAR_PREFIX
 from ..client import (
@@ -58,7 +59,9 @@ FIELD_OPTIONS = {
     "status": "--status", "from": "--from", "to": "--to", "jitter": "--jitter",
     "concurrency": "--concurrency", "concurrency.key": "--concurrency",
     "concurrency.limit": "--concurrency", "exclude": "--exclude",
-    "overlap": "--overlap", "priority": "--priority",
+    "overlap": "--overlap", "priority": "--priority", "catchup": "--catchup",
+    "catchup.policy": "--catchup", "catchup.window": "--catchup-window",
+    "catchup.max": "--catchup-max",
 }
 
 
@@ -319,11 +322,19 @@ def check_job(registry: JobRegistry, name: str, args: list, kwargs: dict | None)
                    "buffer_one (run one right after) or allow (run them alongside)")
 @click.option("--priority", type=click.IntRange(-rules.MAX_PRIORITY, rules.MAX_PRIORITY),
               help="higher first when more tasks are due than a worker can start [default: 0]")
+@click.option("--catchup", type=click.Choice(catchup_rules.POLICIES),
+              help="a repeating task's occurrences missed while no worker ran it: run the "
+                   "latest (default), all of them in turn, or none")
+@click.option("--catchup-window", type=click.FloatRange(0, min_open=True), metavar="SECONDS",
+              help="how far back a catch-up reaches (occurrences older are not run)")
+@click.option("--catchup-max", type=click.IntRange(1, catchup_rules.MAX_CATCHUP),
+              metavar="N", help="with --catchup all: run at most the latest N "
+                                f"[default: {catchup_rules.DEFAULT_MAX}]")
 @click.option("--json", "as_json", is_flag=True, help="print the task document")
 @click.pass_obj
 def add(cfg, job, args, worker, at, every, cron, tz, dst_gap, dst_fold, limit, until, jitter,
         retry, timeout, max_delay, isolation, task_id, kwargs, excludes, concurrency, no_check,
-        overlap, priority, as_json):
+        overlap, priority, catchup, catchup_window, catchup_max, as_json):
     """Schedule JOB(task, ARGS...) on a worker; prints the task's id.
 
     Each ARG is JSON when it parses as JSON (42, true, null, '"42"', '[1, 2]'), else a
@@ -369,7 +380,7 @@ def add(cfg, job, args, worker, at, every, cron, tz, dst_gap, dst_fold, limit, u
             timeout=seconds(timeout), max_delay=seconds(max_delay), isolation=isolation,
             id=task_id, kwargs=kwargs_value, exclude=exclude_items(excludes),
             concurrency=concurrency_option(concurrency), overlap=overlap, priority=priority,
-            dst=dst)
+            dst=dst, catchup=catchup_option(catchup, catchup_window, catchup_max))
         for warning in caught:
             if issubclass(warning.category, UnservedWorker):
                 click.echo(f"warning: {warning.message}", err=True)
@@ -377,6 +388,20 @@ def add(cfg, job, args, worker, at, every, cron, tz, dst_gap, dst_fold, limit, u
             echo_json(masked(client.get(new_id)))
         else:
             click.echo(new_id)
+
+
+def catchup_text(value: Any) -> str:
+    """A task's ``catchup`` in words (as written when it cannot be read)."""
+    try:
+        return catchup_rules.describe(catchup_rules.parse_catchup(value, rules.MAX_SECONDS))
+    except catchup_rules.CatchupError:
+        return json.dumps(value)[:200]
+
+
+def catchup_option(policy: str | None, window: float | None, most: int | None) -> dict | None:
+    """``--catchup``, ``--catchup-window`` and ``--catchup-max`` as the ``catchup`` field."""
+    found = {"policy": policy, "window": seconds(window), "max": most}
+    return {k: v for k, v in found.items() if v is not None} or None
 
 
 # -- show, tasks, runs ---------------------------------------------------------------------
@@ -442,6 +467,8 @@ def show(cfg, task_id, count, as_json):
     for key in ("overlap", "priority"):
         if doc.get(key) is not None:
             rows.append((key, str(doc[key])))
+    if doc.get("catchup") is not None:
+        rows.append(("catch-up", catchup_text(doc["catchup"])))
     if doc.get("status") == rules.PAUSED and info.get("paused"):
         rows.append(("paused since", str(info["paused"])))
     if info.get("owner"):
@@ -648,7 +675,8 @@ def run_now(cfg, task_id, as_json):
 def backfill(cfg, task_id, start, end, as_json):
     """Run each occurrence of a repeating task from --from to --to once (recorded as
     backfill with its occurrence date; at most 1000). Asking again runs none twice, and
-    the task's own overdue date is left to the task, which runs it itself."""
+    the occurrences the task runs itself (its overdue date, or what its catch-up runs) are
+    left to it."""
     with open_client(cfg) as client, refused():
         done = client.backfill(task_id, start, end)
     if as_json:
@@ -661,8 +689,17 @@ def backfill(cfg, task_id, start, end, as_json):
         click.echo(f"{task_id}: {found} occurrence{'s' if found != 1 else ''} from "
                    f"{done['occurrences'][0]} to {done['occurrences'][-1]}: {new} to run"
                    + (f", {old} asked for before (not run again)" if old else "")
-                   + (f", {done['pending'][0]} left to the task (it runs that one itself)"
-                      if done["pending"] else ""))
+                   + pending_text(done["pending"]))
+
+
+def pending_text(pending: list[str]) -> str:
+    """The occurrences a backfill left to the task, which runs them itself."""
+    if len(pending) == 1:
+        return f", {pending[0]} left to the task (it runs that one itself)"
+    if pending:  # catch-up all: each one due
+        return (f", {len(pending)} left to the task, {pending[0]} to {pending[-1]} (it "
+                "runs them itself, catch-up all)")
+    return ""
 
 
 # -- purge ---------------------------------------------------------------------------------

@@ -316,7 +316,9 @@ async function update(id, kind, iso, body) {
     if (kind === 'backfill') {
       extra = `: ${answer.created.length} occurrence(s) to run`
         + (answer.existing.length ? `, ${answer.existing.length} asked for before` : '')
-        + (answer.pending.length ? `, ${answer.pending[0]} left to the task's own run` : '');
+        + (answer.pending.length === 1 ? `, ${answer.pending[0]} left to the task's own run`
+          : answer.pending.length ? `, ${answer.pending.length} left to the task's own runs`
+          : '');
     } else {
       putTask(answer);
     }

@@ -158,6 +158,20 @@ export function repeatText(doc) {
   return text;
 }
 
+// A repeating task's catch-up policy in words (after.catchup's describe, as `after show`
+// says it): '' when it has none written, or one that cannot be read.
+export function catchupText(doc) {
+  const c = doc.catchup;
+  if (c === null || typeof c !== 'object' || Array.isArray(c)) return '';
+  const policy = c.policy === undefined ? 'latest' : c.policy;
+  const most = typeof c.max === 'number' ? c.max : 100;
+  const words = { none: 'none: no missed occurrence runs',
+    latest: 'latest: one run of the latest missed occurrence',
+    all: `all: each missed occurrence in turn, ${most} at most` }[policy];
+  if (words === undefined) return '';
+  return typeof c.window === 'number' ? `${words}, within ${c.window}s` : words;
+}
+
 export function matches(doc, filters) {
   if (filters.status && doc.status !== filters.status) return false;
   if (filters.worker && doc.worker !== filters.worker) return false;

@@ -4,9 +4,10 @@
 import { $, h, replace } from './dom.js';
 import { runsChart, timeline } from './chart.js';
 import {
-  ACTION_LABELS, STATUSES, VERDICTS, VERDICT_LABELS, actionsFor, auditRows, capsInUse, dueOf,
-  failed, formatDuration, formatUtc, isolationOf, jobName, lateness, meta, page, parseDate,
-  pausedNames, relative, repeatText, sortRuns, sortTasks, sortWorkers, unserved, workerState,
+  ACTION_LABELS, STATUSES, VERDICTS, VERDICT_LABELS, actionsFor, auditRows, capsInUse,
+  catchupText, dueOf, failed, formatDuration, formatUtc, isolationOf, jobName, lateness, meta,
+  page, parseDate, pausedNames, relative, repeatText, sortRuns, sortTasks, sortWorkers,
+  unserved, workerState,
 } from './model.js';
 
 const HOUR = 3600000;
@@ -144,10 +145,14 @@ function isolated(doc) {
 }
 
 // A repeating task says its rule under its job (a cron rule's daylight saving time policy
-// with it: repeat.dst).
+// with it: repeat.dst), and its catch-up policy when it has one (the whole of it in the
+// title).
 function repeated(doc) {
   const text = repeatText(doc);
-  return text ? h('div', { class: 'muted repeat', title: text }, text) : '';
+  const catchup = catchupText(doc);
+  const title = catchup ? `${text}; catch-up ${catchup}` : text;
+  return text ? h('div', { class: 'muted repeat', title },
+    text + (catchup ? ` · catch-up ${catchup.split(':')[0]}` : '')) : '';
 }
 
 function lastRun(doc, now) {

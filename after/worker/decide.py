@@ -177,6 +177,9 @@ def decide(doc: dict, view: View, now: datetime) -> list[Action]:
                 r.take_over(doc, spec, owner, view.me, now)]
     if status == rules.WAITING and "paused" in info:  # resumed by a plain write
         return [*losers, Drop(docid), Write(Kind.RESUME, rules.resume(doc, spec, now))]
+    caught = r.catch_up(doc, spec, view.me, now) if status == rules.WAITING else None
+    if caught is not None:  # its date passed while no worker ran it: its catch-up policy
+        return [*losers, Drop(docid), Note("warning", r.caught_up(caught, now)), caught]
     moved = status in (rules.WAITING, rules.RESCHEDULE) or rules.date_moved(doc)
     due = spec.due if moved else r.due_of(info, spec)
     if to_ms(due) > to_ms(now) + view.horizon_ms:
@@ -206,6 +209,9 @@ def settle(write: Write, answer: Answer, view: View, now: datetime) -> list[Acti
     doc = write.doc
     if write.kind is Kind.VISIBLE:
         return [Shown(write.token, doc)]
+    if write.kind is Kind.CATCHUP:  # the occurrences passed are recorded; then on from there
+        return [Over(docid, None, write.skipped or [], write.outcome, write.spec.job),
+                *decide(doc, view, now)]
     if write.kind is Kind.DETACH:
         return [Begin(write.token, doc), *decide(doc, _without(view, docid), now)]
     if write.kind is Kind.FINISH:

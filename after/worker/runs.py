@@ -5,6 +5,7 @@
   the partition the task belongs to is this process's (see :mod:`after.worker.partitions`);
 - :func:`end`: the task after the run (its next date, a retry, ``done`` or ``error``) and
   the run's record; :func:`missed` and :func:`skip` for an occurrence not run;
+  :func:`catch_up` for a task whose date passed while no worker ran it (:mod:`after.catchup`);
 - :func:`take_over`: a run that was going in a process now dead, ``interrupted``;
 - :func:`refinish`: an end whose write conflicted, applied to the task as it is now;
 - :func:`run_record`: one run's record in ``<db>_runs``.
@@ -18,9 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
+from .. import occurrence as occ
 from .. import overlap, skipping
 from .. import task as rules
-from ..dates import format_date, from_ms, parse_date
+from ..dates import format_date, from_ms, parse_date, to_ms
 
 
 class Kind(Enum):
@@ -37,6 +39,7 @@ class Kind(Enum):
     PARK = "park"  # a reschedule beyond the horizon -> waiting
     RESUME = "resume"  # a paused task the user set waiting -> from its next occurrence
     RESOLVE = "resolve"  # delete a losing revision
+    CATCHUP = "catchup"  # a task whose date passed, moved by its catch-up policy
 
 
 @dataclass
@@ -48,7 +51,7 @@ class Write:
     spec: rules.Spec | None = None
     outcome: rules.Outcome | None = None
     run: dict | None = None  # the run's record, written once the task's write lands
-    skipped: list[dict] | None = None  # records of occurrences skipped (``overlap``)
+    skipped: list[dict] | None = None  # records of occurrences not run (skipped, missed)
     token: str | None = None  # the run a VISIBLE, DETACH or FINISH is about
     detached: bool = False  # about a run apart from its task (``overlap: allow``)
     takeover: bool = False  # a FINISH of another (dead) process's run
@@ -108,11 +111,13 @@ def gated(spec: rules.Spec) -> bool:
 
 
 def missed(doc: dict, spec: rules.Spec, due: datetime, me: Identity, now: datetime) -> Write:
-    """An occurrence past its ``max_delay``: recorded ``missed``, not run."""
+    """An occurrence past its ``max_delay`` (or its catch-up's bound): recorded ``missed``,
+    not run."""
     late = (now - due).total_seconds()
+    limit = rules.late_bound(spec)
     outcome = rules.Outcome(rules.MISSED, now, now,
                             error=f"missed: would have started {late:.1f}s late "
-                                  f"(max_delay {spec.max_delay:g}s)")
+                                  f"({limit[1] if limit else 'late'})")
     held = rules.claim(doc, me.process, due, now)  # (as a run sees it: the user's word taken)
     return Write(Kind.FINISH, rules.finish(held, spec, outcome, now), outcome=outcome,
                  run=run_record(held, spec, outcome, me), spec=spec)
@@ -133,14 +138,83 @@ def skip(doc: dict, spec: rules.Spec, reason: str, me: Identity, now: datetime,
 def end(doc: dict, spec: rules.Spec, outcome: rules.Outcome, me: Identity, now: datetime,
         token: str | None = None, *, trace: str | None = None,
         response: dict | None = None) -> Write:
-    """A run of ours ended (or timed out): its transition, its record, and one ``skipped``
-    record for each occurrence that fell due while it went (``overlap``)."""
+    """A run of ours ended (or timed out): its transition, its record, one ``skipped``
+    record for each occurrence that fell due while it went (``overlap``), and one ``missed``
+    record for each that fell due while it waited to start (:func:`after.task.fell_missed`)."""
     finished = rules.finish(doc, spec, outcome, now)
     return Write(Kind.FINISH, finished, outcome=outcome, token=token,
                  run=run_record(doc, spec, outcome, me, trace=trace, response=response,
                                 token=token),
-                 spec=spec, skipped=skipped_records(doc, finished, spec, outcome, me),
-                 begun=doc)
+                 spec=spec, skipped=skipped_records(doc, finished, spec, outcome, me)
+                 + fell_records(doc, finished, spec, outcome, me, now), begun=doc)
+
+
+def catch_up(doc: dict, spec: rules.Spec, me: Identity, now: datetime) -> Write | None:
+    """A task ``waiting`` at a date that passed, caught up by its policy
+    (:func:`after.task.catch_up`): the write that moves it to the occurrence to run now, or
+    past them all, and one ``missed`` record per occurrence passed; None when it simply
+    runs its date."""
+    caught = rules.catch_up(doc, spec, now)
+    if caught is None:
+        return None
+    new, plan = caught
+    outcome = rules.Outcome(rules.MISSED, now, now,
+                            error=plan.why.get(plan.missed[-1]) if plan.missed else None)
+    return Write(Kind.CATCHUP, new, spec=spec, outcome=outcome,
+                 skipped=missed_records(doc, spec, plan.missed, plan.why, me, now))
+
+
+def caught_up(write: Write, now: datetime) -> str:
+    """What the log says of a catch-up (:func:`catch_up`'s write)."""
+    doc = write.doc
+    if doc.get("status") != rules.WAITING:
+        going = "its series is over"
+    elif rules.instant(doc.get("date")) <= now:
+        going = f"it runs {doc['date']} now"
+    else:
+        going = f"it goes on at {doc['date']}"
+    return (f"task {doc['_id']}: {len(write.skipped or ())} occurrence(s) missed while no "
+            f"worker ran it, recorded (catch-up {write.spec.policy}); {going}")
+
+
+def missed_records(doc: dict, spec: rules.Spec, dates, why: dict, me: Identity,
+                   now: datetime) -> list[dict]:
+    """One ``missed`` run record per occurrence of ``dates`` (nominal), found so at ``now``:
+    numbered as the task's next run, with the occurrence's id and date (what ``after audit``
+    reads). Their ids are the task's, the number and the occurrence: one occurrence
+    recorded twice (two processes caught it up at once) is one record."""
+    info = rules.meta(dict(doc))
+    number = rules.counter(info, "run") or rules.counter(info, "runs") + 1
+    records = []
+    for when in dates:
+        due = occ.jittered(spec.id, when, spec.repeat.jitter if spec.repeat else 0)
+        records.append({
+            "_id": f"{doc['_id']}#{number:08d}#m{to_ms(when)}",
+            "type": "run", "task": doc["_id"], "number": number, "worker": me.name,
+            "process": me.process, "host": me.host, "pid": me.pid, "job": spec.job,
+            "scheduled": format_date(due), "occurrence": occ.key(spec.id, when),
+            "occurrence_date": format_date(when), "started": format_date(now),
+            "ended": format_date(now), "duration_ms": 0,
+            "lateness_ms": round((now - due).total_seconds() * 1000, 3),
+            "outcome": rules.MISSED,
+            "error": {"message": why.get(when) or "missed"}})
+    return records
+
+
+def fell_records(doc: dict, finished: dict, spec: rules.Spec, outcome: rules.Outcome,
+                 me: Identity, now: datetime) -> list[dict]:
+    """The ``missed`` records of the occurrences that fell due while a run waited to start
+    (:func:`after.task.fell_missed`), when ``finished`` counted them (not when the run is
+    retried, or the user's word won)."""
+    counted = rules.counter(rules.info(finished), "missed") - rules.counter(
+        rules.info(doc), "missed") - (outcome.outcome == rules.MISSED)
+    if counted <= 0:
+        return []
+    fell = rules.fell_missed(doc, spec, outcome)[-counted:]
+    why = {when: f"missed: it fell due while the run of {format_date(spec.date)} waited to "
+                 f"start (catch-up {spec.policy}: that one run stands for them)"
+           for when in fell}
+    return missed_records(doc, spec, fell, why, me, now)
 
 
 def end_detached(doc: dict, spec: rules.Spec, token: str, outcome: rules.Outcome,

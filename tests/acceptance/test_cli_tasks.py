@@ -78,6 +78,25 @@ def test_add_without_id_makes_one_and_json_prints_the_document(env, store):
     assert store.get(doc["_id"])["_rev"] == doc["_rev"]
 
 
+def test_add_catchup_options_write_the_catchup_field(env, store):
+    """Issue 25: --catchup, --catchup-window, --catchup-max as one ``catchup`` field, a
+    redeploy with another policy rewrites it, and a bad combination is one line, exit 2."""
+    after(env, "add", "noop", "-w", "x", "--every", "1h", "--catchup", "all",
+          "--catchup-window", "7200", "--catchup-max", "12", "--id", "t")
+    assert store.get("t")["catchup"] == {"policy": "all", "window": 7200, "max": 12}
+    after(env, "add", "noop", "-w", "x", "--every", "1h", "--catchup-window", "600",
+          "--id", "t")
+    assert store.get("t")["catchup"] == {"window": 600}  # latest, the default
+    after(env, "add", "noop", "-w", "x", "--every", "1h", "--id", "t")
+    assert "catchup" not in store.get("t")
+    bad = after(env, "add", "noop", "-w", "x", "--every", "1h", "--catchup", "latest",
+                "--catchup-max", "3", code=2)
+    assert "'--catchup-max': only with policy 'all'" in bad.stderr
+    assert "'--catchup-max'" in after(env, "add", "noop", "-w", "x", "--every", "1h",
+                                      "--catchup", "all", "--catchup-max", "0",
+                                      code=2).stderr
+
+
 @pytest.mark.parametrize("every, repeat", [
     ("P1M7D", "P1M7D"),
     ('{"w": 2}', {"w": 2}),

@@ -173,20 +173,22 @@ def test_backfill_asks_for_a_window_in_utc(store, open_page):
 
 
 def test_backfill_says_it_leaves_the_task_its_overdue_date(store, open_page):
-    """Issue 24 item 6: the task runs its own overdue date; the backfill does not copy it."""
+    """Issue 24 item 6: the task runs its own overdue occurrence (issue 25: the latest due,
+    the series' last here); the backfill does not copy it."""
     overdue = (utcnow() - timedelta(hours=2)).replace(second=0, microsecond=0)
-    store.put(task_doc("hourly", repeat={"hours": 1}, due=overdue - utcnow()))
+    last = overdue + timedelta(hours=1)
+    store.put(task_doc("hourly", repeat={"hours": 1, "until": format_date(last)},
+                       due=overdue - utcnow()))
     page = open_page().page
     row(page, "hourly").get_by_role("button", name="Backfill…").click()
     dialog = page.locator("#backfill-dialog")
     dialog.locator("#backfill-from").fill(format_date(overdue)[:16])
-    dialog.locator("#backfill-to").fill(format_date(overdue + timedelta(hours=1))[:16])
+    dialog.locator("#backfill-to").fill(format_date(last)[:16])
     dialog.get_by_role("button", name="Backfill").click()
     expect(page.locator("#message")).to_contain_text(
-        f"1 occurrence(s) to run, {format_date(overdue)} left to the task's own run")
+        f"1 occurrence(s) to run, {format_date(last)} left to the task's own run")
     made = store.prefixed("hourly:backfill:")
-    assert [d["occurrence"]["date"] for d in made] == [
-        format_date(overdue + timedelta(hours=1))]
+    assert [d["occurrence"]["date"] for d in made] == [format_date(overdue)]
 
 
 def test_rerun_a_failed_task(store, open_page):
@@ -438,6 +440,21 @@ def test_a_repeating_task_says_its_rule_and_its_dst_policy_under_its_job(store, 
         "cron 30 2 * * * (America/New_York), dst gap skip, fold both")
     expect(row(page, "weekly").locator(".repeat")).to_have_text("every 7 days, 3 runs at most")
     expect(row(page, "once").locator(".repeat")).to_have_count(0)
+
+
+def test_a_repeating_task_says_its_catch_up_policy(store, open_page):
+    """Issue 25: the policy after the rule, the whole of it in the title."""
+    store.put(task_doc("hourly-all", job="report", repeat={"hours": 1},
+                       catchup={"policy": "all", "window": 7200, "max": 24}))
+    store.put(task_doc("hourly", job="report", repeat={"hours": 1}))
+    page = open_page().page
+    expect(page.locator("#tasks-body tr")).to_have_count(2)
+    caught = row(page, "hourly-all").locator(".repeat")
+    expect(caught).to_have_text("every 1 hour · catch-up all")
+    expect(caught).to_have_attribute(
+        "title", "every 1 hour; catch-up all: each missed occurrence in turn, 24 at most, "
+                 "within 7200s")
+    expect(row(page, "hourly").locator(".repeat")).to_have_text("every 1 hour")
 
 
 def test_the_audit_view_says_what_should_have_run_and_what_did(store, open_page):

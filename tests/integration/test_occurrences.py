@@ -210,31 +210,37 @@ def test_an_isolated_run_gets_its_occurrence_id_too(harness):
 def test_backfill_leaves_the_task_its_own_pending_occurrence(harness, client, store):
     """Issue 24 item 6: a task every minute dated 10 minutes ago, its worker name paused,
     backfilled from its date to now, then resumed: each occurrence of the window runs once
-    (its own overdue date ran twice, as the task and as a backfill copy, with one id)."""
+    (its own overdue date ran twice, as the task and as a backfill copy, with one id). The
+    task's own is the one its catch-up runs (issue 25: the latest due, the series' last
+    here, so that it stays the latest however long the test takes)."""
     now = utcnow()
     first = now.replace(second=0, microsecond=0) - timedelta(minutes=10)
     window = [first + timedelta(minutes=k) for k in range(11)]
     client.pause_worker("w")
     harness.start()
-    harness.put("minutely", repeat={"minutes": 1}, date=format_date(first))
+    harness.put("minutely", repeat={"minutes": 1, "until": format_date(window[-1])},
+                date=format_date(first))
     done = client.backfill("minutely", first, now)  # --to now
     assert done["occurrences"] == [format_date(t) for t in window]
     client.resume_worker("w")
     for docid in done["created"]:
         harness.wait_status(docid, "done")
-    moved = harness.wait(lambda: (d := store.get("minutely"))["date"] != format_date(first)
-                         and d, what="the task's own run of its overdue date")
+    moved = harness.wait_status("minutely", "done")
     assert moved["after"]["last_run"]["outcome"] == "done"
     harness.settled(harness.workers[0][0], *done["created"])
     lines = harness.recorded()
-    assert [line["occurrence"] for line in lines].count(occ.key("minutely", first)) == 1
-    assert sorted(parse_date(line["date"]) for line in lines)[:len(window)] == window
+    assert [line["occurrence"] for line in lines].count(occ.key("minutely", window[-1])) == 1
+    assert sorted(parse_date(line["date"]) for line in lines) == window
     # the task ran its own pending occurrence; the backfill asked for the other ten
-    assert done["pending"] == [format_date(first)]
+    assert done["pending"] == [format_date(window[-1])]
     assert sorted(done["created"]) == [f"minutely:backfill:{format_date(t)}"
-                                       for t in window[1:]]
+                                       for t in window[:-1]]
+    # the ten the task did not run are recorded missed by its catch-up, and backfilled
+    missed = [r for r in harness.runs("minutely") if r["outcome"] == "missed"]
+    assert sorted(r["occurrence_date"] for r in missed) == [format_date(t)
+                                                           for t in window[:-1]]
     # asked again, the one the task ran is a past occurrence like the others: the ten
     # copies are there, and the eleventh is asked for now (a run again, by request)
     again = client.backfill("minutely", first, window[-1])
     assert again["pending"] == []
-    assert again["created"] == [f"minutely:backfill:{format_date(first)}"]
+    assert again["created"] == [f"minutely:backfill:{format_date(window[-1])}"]

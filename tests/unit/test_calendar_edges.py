@@ -96,7 +96,9 @@ def test_the_worker_takes_every_edge_document_the_validators_let_through(
     rules.finish(doc, spec, rules.Outcome(rules.MISSED, now, now), now)
     assert FIRST <= spec.due <= LAST
     rules.missed(spec, spec.due, now)
-    rules.own_occurrence(doc, spec, now)
+    rules.own_occurrences(doc, spec, now)
+    rules.catch_up(doc, spec, now)
+    r.catch_up(doc, spec, ME, now)
     rules.resume({**doc, "status": "paused"}, spec, now)
     Client.next_runs(doc)
     r.begin(doc, spec, spec.due, ME.process, now)

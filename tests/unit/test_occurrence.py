@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from after import occurrence as occ
 from after import task as rules
 from after.dashboard import UPCOMING_MAP
-from after.dates import format_date, from_ms, to_ms
+from after.dates import format_date, from_ms, parse_date, to_ms
 from after.repeat import parse_repeat
 from after.worker import decide as d
 from after.worker import runs as r
@@ -243,32 +243,53 @@ def test_a_window_holds_exactly_the_occurrences_within_it(hours, anchor, shift, 
 OWNER = {"owner": "billing@here:1:abc"}
 GOING = {**OWNER, "started": "2026-12-01T08:00:01.000Z", "run": 3}
 PAST = "2026-12-01T08:00:00.000Z"  # an hour before NOW: an overdue occurrence
+HOURS = "2026-12-01T08:00:00.000Z", "2026-12-01T08:30:00.000Z", "2026-12-01T09:00:00.000Z"
 
 
 @pytest.mark.parametrize(("fields", "own"), [
-    ({"status": "waiting"}, PAST),  # overdue: the task runs it as soon as a worker can
-    ({"status": "scheduled", "after": OWNER}, PAST),  # held, or a retry of it waiting
-    ({"status": "reschedule", "after": OWNER}, PAST),  # the date the user wrote
-    ({"status": "running", "after": GOING}, PAST),  # its run is going
-    ({"status": "paused", "after": GOING}, PAST),  # paused while it ran: still going
-    ({"status": "cancel", "after": GOING}, PAST),  # canceled while it ran: still going
-    ({"status": "paused"}, None),  # resumes from its next occurrence after now
-    ({"status": "cancel", "after": OWNER}, None),  # will not run it
-    ({"status": "done"}, None),
-    ({"status": "error"}, None),
-    ({"status": "canceled"}, None),
-    ({"status": "waiting", "max_delay": 60}, None),  # its worker records it missed
-    ({"status": "waiting", "max_delay": 7200}, PAST),
-    ({"status": "waiting", "repeat": {"hours": 1, "exclude": ["2026-12-01"]}}, None),
-    ({"status": "waiting", "repeat": {"hours": 1, "exclude": {"calendar": "off"}}}, None),
-    ({"status": "waiting", "repeat": {"hours": 1, "exclude": {"calendar": "on"}}}, PAST),
+    # overdue at 08:00 and 09:00: the task runs the latest as soon as a worker can
+    ({"status": "waiting"}, [HOURS[2]]),
+    ({"status": "scheduled", "after": OWNER}, [PAST]),  # held, or a retry of it waiting
+    ({"status": "reschedule", "after": OWNER}, [PAST]),  # the date the user wrote
+    ({"status": "running", "after": GOING}, [PAST]),  # its run is going
+    ({"status": "paused", "after": GOING}, [PAST]),  # paused while it ran: still going
+    ({"status": "cancel", "after": GOING}, [PAST]),  # canceled while it ran: still going
+    ({"status": "paused"}, []),  # resumes from its next occurrence after now
+    ({"status": "cancel", "after": OWNER}, []),  # will not run it
+    ({"status": "done"}, []),
+    ({"status": "error"}, []),
+    ({"status": "canceled"}, []),
+    ({"status": "waiting", "max_delay": 60}, [HOURS[2]]),  # 08:00 recorded missed
+    ({"status": "waiting", "max_delay": 7200}, [HOURS[2]]),
+    ({"status": "waiting", "repeat": {"hours": 1, "until": PAST}, "max_delay": 60}, []),
+    ({"status": "scheduled", "after": OWNER, "max_delay": 60}, []),
+    ({"status": "waiting", "repeat": {"hours": 1, "exclude": ["2026-12-01"]}}, []),
+    ({"status": "waiting", "repeat": {"hours": 1, "exclude": {"calendar": "off"}}}, []),
+    ({"status": "waiting", "repeat": {"hours": 1, "exclude": {"calendar": "on"}}},
+     [HOURS[2]]),
+    # issue 25: a catch-up runs the latest occurrence due (latest, the default), or none
+    # more than 60s late (none), or each of them (all)
+    ({"status": "waiting", "repeat": {"minutes": 30}}, [HOURS[2]]),
+    ({"status": "waiting", "repeat": {"minutes": 30}, "catchup": {"policy": "none"}},
+     [HOURS[2]]),
+    ({"status": "waiting", "repeat": {"minutes": 45}, "catchup": {"policy": "none"}}, []),
+    ({"status": "waiting", "repeat": {"minutes": 30}, "catchup": {"policy": "all"}},
+     list(HOURS)),
+    ({"status": "waiting", "repeat": {"minutes": 30},
+      "catchup": {"policy": "all", "max": 2}}, list(HOURS[1:])),
+    ({"status": "waiting", "repeat": {"minutes": 30},
+      "catchup": {"policy": "all", "window": 1800}}, list(HOURS[1:])),
+    ({"status": "waiting", "repeat": {"minutes": 30}, "catchup": {"policy": "all"},
+      "max_delay": 1800}, list(HOURS[1:])),
+    ({"status": "waiting", "repeat": {"minutes": 30, "exclude": {"calendar": "off"}},
+      "catchup": {"policy": "all"}}, []),
 ])
-def test_a_backfill_leaves_the_task_the_occurrence_it_runs_itself(fields, own):
+def test_a_backfill_leaves_the_task_the_occurrences_it_runs_itself(fields, own):
     doc = task(**{"date": PAST, "repeat": {"hours": 1}, **fields})
     calendars = {"off": parse_repeat({"d": 1, "exclude": ["2026-12-01"]}).exclude,
                  "on": parse_repeat({"d": 1, "exclude": ["2026-12-02"]}).exclude}
-    found = rules.own_occurrence(doc, rules.parse(doc), NOW, calendars)
-    assert found == (None if own is None else datetime(2026, 12, 1, 8, tzinfo=UTC))
+    found = rules.own_occurrences(doc, rules.parse(doc), NOW, calendars)
+    assert found == [parse_date(at) for at in own]
 
 
 def test_extra_run_ids_name_the_task_the_kind_and_the_date():

@@ -164,3 +164,22 @@ def test_the_dashboard_lists_an_audit_as_after_audit_does():
                   "'2026-12-01T09:30', to: '', late: ' 5 '}), m.auditParams({from: 'x'}), "
                   "m.auditParams({})]));")
     assert params == [{"worker": "w", "from": "2026-12-01T09:30:00Z", "late": "5"}, None, {}]
+
+
+def test_the_dashboard_says_a_catch_up_policy_as_after_show_does():
+    """model.js's catchupText is after.catchup's describe (issue 25); nothing for a task
+    without one or with one that cannot be read."""
+    from after import catchup
+    from after.task import MAX_SECONDS
+
+    policies = [{}, {"policy": "none"}, {"policy": "latest", "window": 90.5},
+                {"policy": "all"}, {"policy": "all", "max": 24, "window": 3600}]
+    docs = [{"_id": "t", "catchup": value} for value in policies]
+    got = node(f"import * as m from '{model_url()}';\n"
+               f"console.log(JSON.stringify({json.dumps(docs)}.map(m.catchupText)));")
+    assert got == [catchup.describe(catchup.parse_catchup(value, MAX_SECONDS))
+                   for value in policies]
+    odd = node(f"import * as m from '{model_url()}';\n"
+               "console.log(JSON.stringify([{}, {catchup: null}, {catchup: 'all'}, "
+               "{catchup: {policy: 'often'}}].map(m.catchupText)));")
+    assert odd == ["", "", "", ""]

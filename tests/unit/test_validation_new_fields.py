@@ -1,5 +1,5 @@
-"""``overlap``, ``priority`` and the ``paused`` status, generated: whatever JSON value a user
-writes there, the Client's validator (after.task.parse) and the design document's
+"""``overlap``, ``priority``, ``catchup`` and the ``paused`` status, generated: whatever JSON
+value a user writes there, the Client's validator (after.task.parse) and the design document's
 validate_doc_update (under Node.js) accept the same documents and refuse the others with the
 same one-line message."""
 
@@ -70,3 +70,33 @@ def test_both_validators_say_the_same_of_any_dst_policy(fields):
     said = vdu_says(docs)
     for doc, vdu in zip(docs, said, strict=True):
         assert python_says(doc) == vdu, doc
+
+
+CATCHUPS = VALUES | st.dictionaries(
+    st.sampled_from(["policy", "window", "max", "Policy", "limit"]),
+    st.sampled_from(["none", "latest", "all", "All", None, 0, 1, 60, 1000, 1001, -1,
+                     316224000, 316224001, 0.5]) | VALUES,
+    max_size=3)
+OVERLAPS = st.sampled_from([None, "skip", "allow"])
+CATCHUP_RULES = st.sampled_from([None, {"minutes": 1}, {"cron": "0 9 * * *"}])
+
+
+@settings(max_examples=4, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(st.lists(st.tuples(CATCHUPS, CATCHUP_RULES, OVERLAPS, STATUSES), min_size=60,
+                max_size=60))
+def test_both_validators_say_the_same_of_any_catchup(fields):
+    """Issue 25: ``catchup``, whatever a user writes there, with or without a repeat and
+    with each overlap."""
+    docs = []
+    for catchup, repeat, overlap, status in fields:
+        doc = {**BASE, "status": status, "catchup": catchup, "repeat": repeat}
+        if repeat is None:
+            del doc["repeat"]
+        if overlap is not None:
+            doc["overlap"] = overlap
+        docs.append(doc)
+    said = vdu_says(docs)
+    for doc, vdu in zip(docs, said, strict=True):
+        python = python_says(doc)
+        assert python == vdu, doc
+        assert python is None or "\n" not in python
