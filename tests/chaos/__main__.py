@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shlex
 import sys
 import tempfile
 import time
@@ -45,12 +46,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds of tasks and faults per seed (default 30)")
     parser.add_argument("--scenario", choices=sorted(scenarios.SCENARIOS),
                         help="play this hand-made scenario once instead of seeds")
+    parser.add_argument("--worker-args", default="",
+                        help="more options for each worker process (e.g. '--visible 0')")
     parser.add_argument("--out", type=Path,
                         default=Path(os.environ.get("AFTER_HOME", "var")) / "chaos",
                         help="where each seed's history and report go")
     args = parser.parse_args(argv)
     fixed = seeds_of(os.environ["AFTER_CHAOS_SEED"]) if os.environ.get(
         "AFTER_CHAOS_SEED") else None
+    extra = tuple(shlex.split(args.worker_args))
     began = time.monotonic()
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="after-chaos-") as tmp:
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             pending = list(fixed or [])
             if args.scenario:
                 outcomes.append(driver.play_plan(cluster, scenarios.SCENARIOS[args.scenario],
-                                                 args.out))
+                                                 args.out, worker_args=extra))
             while not args.scenario:
                 if fixed is not None:
                     if not pending:
@@ -72,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                     if left < args.window + OVERHEAD and outcomes:
                         break
                     seed = random.SystemRandom().randrange(2**31)
-                outcomes.append(driver.play(cluster, seed, args.window, args.out))
+                outcomes.append(driver.play(cluster, seed, args.window, args.out,
+                                            worker_args=extra))
                 print(flush=True)
         finally:
             cluster.stop()

@@ -43,7 +43,7 @@ NAME = "chaos"
 WORKER_ARGS = ("--heartbeat", "0.5", "--lease", "5", "--grace", str(schedule.GRACE),
                "--poll", "2", "--no-log-file")
 LEAD = 2.0  # seconds between posting the tasks and the schedule's start
-SETTLE = 60.0  # seconds the healed schedule gets to finish every task
+SETTLE = 40.0  # seconds the healed schedule gets to finish every task
 STOP_WAIT = schedule.GRACE + 20.0  # seconds a SIGTERMed process gets to exit
 
 
@@ -71,8 +71,9 @@ class Pool:
     """The worker processes of :data:`NAME`, one per slot (1-3); each incarnation logs to
     ``folder/worker-K.N.log``."""
 
-    def __init__(self, cluster, db: str, folder: Path, log: Log):
+    def __init__(self, cluster, db: str, folder: Path, log: Log, extra: tuple[str, ...] = ()):
         self.cluster, self.db, self.folder, self.log = cluster, db, folder, log
+        self.args = (*WORKER_ARGS, *extra)
         self.home = folder / "home"
         self.home.mkdir(parents=True, exist_ok=True)
         self.procs: dict[int, subprocess.Popen] = {}
@@ -91,7 +92,7 @@ class Pool:
     def start(self, k: int, **extra) -> int:
         n = sum(1 for p in self.folder.glob(f"worker-{k}.*.log"))
         out = open(self.folder / f"worker-{k}.{n}.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", "after", "start", NAME, *WORKER_ARGS],
+        proc = subprocess.Popen([sys.executable, "-m", "after", "start", NAME, *self.args],
                                 cwd=self.folder, env=self.env(k), stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         out.close()
@@ -216,13 +217,13 @@ class Outcome:
 
 class Driver:
     def __init__(self, cluster, plan: schedule.Plan, folder: Path,
-                 say: Callable[[str], None] = print):
+                 say: Callable[[str], None] = print, worker_args: tuple[str, ...] = ()):
         self.cluster, self.plan, self.folder, self.say = cluster, plan, folder, say
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / "history.jsonl"
         self.log = Log(self.path)
         self.db = f"chaos{plan.seed % 10**9}_{uuid.uuid4().hex[:6]}"
-        self.pool = Pool(cluster, self.db, folder, self.log)
+        self.pool = Pool(cluster, self.db, folder, self.log, worker_args)
         self.outcome = Outcome(plan, folder=folder)
         self.threads: list[threading.Thread] = []
         self.nodes_down: set[int] = set()
@@ -410,16 +411,19 @@ class Driver:
 
 
 def play(cluster, seed: int, window: float, folder: Path,
-         say: Callable[[str], None] = print) -> Outcome:
+         say: Callable[[str], None] = print, worker_args: tuple[str, ...] = ()) -> Outcome:
     """Play seed ``seed``'s schedule over ``window`` seconds on ``cluster``; the outcome
     (its text: the plan, what was applied, the checker's report) is said and returned."""
     say(f"AFTER_CHAOS_SEED={seed} (window {window:g} s)")
-    return play_plan(cluster, schedule.plan(seed, window), folder, say)
+    return play_plan(cluster, schedule.plan(seed, window), folder, say, worker_args)
 
 
 def play_plan(cluster, plan: schedule.Plan, folder: Path,
-              say: Callable[[str], None] = print) -> Outcome:
-    """Play ``plan`` (a seed's, or a scenario's) on ``cluster``."""
-    outcome = Driver(cluster, plan, folder / (plan.name or str(plan.seed)), say).run()
+              say: Callable[[str], None] = print, worker_args: tuple[str, ...] = ()
+              ) -> Outcome:
+    """Play ``plan`` (a seed's, or a scenario's) on ``cluster``; ``worker_args``: more
+    options for every ``after start`` of the pool."""
+    outcome = Driver(cluster, plan, folder / (plan.name or str(plan.seed)), say,
+                     worker_args).run()
     say(outcome.text())
     return outcome

@@ -20,4 +20,12 @@ SCENARIOS = {
         Step(1.0, "freeze", 1), Step(1.0, "freeze", 2), Step(1.2, "kill", 3),
         Step(7.5, "thaw", 1), Step(7.5, "thaw", 2), Step(9.0, "start", 3),
     ), name="lapse-rejoin"),
+    # 30 runs of 1.5 s due at once; two of the three processes killed 0.4 s into them,
+    # before the runs are shown running (--visible, 1 s by default). Found behind seeds
+    # 2026047303, 884871985, 1283925351 and 27: re-runs with no interrupted record.
+    "kill-before-shown": Plan(0, 12.0, tuple(
+        TaskPlan(f"at-once-{i:02}", 2.0, 1.5) for i in range(30)), (
+        Step(2.4, "kill", 1), Step(2.4, "kill", 2), Step(4.0, "start", 1),
+        Step(4.0, "start", 2),
+    ), name="kill-before-shown"),
 }
