@@ -140,11 +140,12 @@ def cut_between(history: History, a: Run, b: Run | None) -> Cut | None:
 
 
 def check(history: History, tasks: list[dict], records: list[dict], *,
-          leases: dict[int, dict] | None = None, live: set[str] | None = None) -> Report:
+          leases: dict[int, dict] | None = None, live: dict[str, dict] | None = None
+          ) -> Report:
     """Judge every occurrence the history, the tasks (as they were once the schedule ended
     and settled, every process healthy) and the run records name. ``leases`` (partition ->
-    its lease document) and ``live`` (the processes beating then), when given, say of a
-    stuck task who was to run it."""
+    its lease document) and ``live`` (the processes beating then: id -> heartbeat), when
+    given, say of a stuck task who was to run it."""
     report = Report(runs=len(history.runs), cuts=len(history.cuts))
     docs = {d["_id"]: d for d in tasks if not d.get("_id", "").startswith("_design/")}
     runs: dict[str, list[Run]] = defaultdict(list)
@@ -168,12 +169,7 @@ def check(history: History, tasks: list[dict], records: list[dict], *,
             evidence = [f"date {doc.get('date')}, owner {info.get('owner')}, due "
                         f"{info.get('due')}, revision {doc.get('_rev')}"]
             if leases is not None:
-                k = partition_of(docid)
-                holder = (leases.get(k) or {}).get("owner")
-                evidence.append(f"its partition {k}: lease owner {holder} ("
-                                + ("no lease" if k not in leases else "a live process"
-                                   if live is not None and holder in live else "not live")
-                                + f"); live: {sorted(live or ())}")
+                evidence.append(_holder(docid, leases, live or {}))
             report.verdicts.append(Verdict(STUCK, docid, None,
                                            f"left {status!r} once the schedule ended",
                                            tuple(evidence)))
@@ -198,6 +194,19 @@ def check(history: History, tasks: list[dict], records: list[dict], *,
     report.verdicts += _series(docs, history, records)
     report.notes += _after_cancel(history)
     return report
+
+
+def _holder(docid: str, leases: dict[int, dict], live: dict[str, dict]) -> str:
+    """Who holds the lease of a stuck task's partition, and whether it knows it."""
+    k = partition_of(docid)
+    holder = (leases.get(k) or {}).get("owner")
+    if k not in leases:
+        return f"its partition {k} has no lease document"
+    if holder not in live:
+        return f"its partition {k}: lease owner {holder} (not live); live: {sorted(live)}"
+    named = sum(1 for doc in leases.values() if doc.get("owner") == holder)
+    return (f"its partition {k}: lease owner {holder} (a live process, whose heartbeat says "
+            f"it owns {live[holder].get('partitions')} partitions; {named} leases name it)")
 
 
 def _judge(history: History, key: str, task: str, ran: list[Run], recs: list[dict],

@@ -248,7 +248,7 @@ class Driver:
             tasks = self.settle(store, [d["_id"] for d in docs])
             workers = list(store.find_all({"name": NAME}, db=workers_db(self.db)))
             now = to_ms(utcnow())
-            live = {b["_id"] for b in workers
+            live = {b["_id"]: b for b in workers
                     if b.get("type") == "worker" and peers.state(b, now) == "live"}
             leases = parts.parts_of(workers, NAME)
             (self.folder / "workers.json").write_text(json.dumps(workers, indent=1))
@@ -325,8 +325,8 @@ class Driver:
             self.log.write({"ev": "fault", "fault": step.action, "node": k, "at": at})
         elif step.action == "node-start":
             self.background(self.node_start, k)
-        elif step.action in schedule.OPS:
-            self.request(step, origin)
+        elif step.action in schedule.OPS:  # (not waited for: the node may die under it)
+            self.background(self.request, step, origin)
 
     def background(self, target, *args) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True)

@@ -15,8 +15,10 @@ Faults, at random times across the window, one every 0.8-3 s:
   process in its slot once it exited;
 - ``node-kill`` a CouchDB node (SIGKILL), started again 3-8 s later (``node-start``);
 - ``node-freeze`` a CouchDB node (SIGSTOP) for 2-8 s (``node-start`` sends SIGCONT);
-- just before most node faults, a ``cancel`` or a ``reschedule`` of a task due about then,
-  sent through the node about to die.
+- just before most node faults (0-0.15 s), a ``cancel`` or a ``reschedule`` of a task due
+  about then, sent through the node about to die: the driver does not wait for its answer
+  before the fault, so the node may die under the request (then the history says the
+  request failed, and the tasks as they ended say whether it was written).
 
 At most two worker slots are faulted at once and one node at a time (two nodes down of
 three: every write is a 202 and a frozen node blocks quorum reads for a minute, which this
@@ -196,7 +198,7 @@ def _op(rng: random.Random, tasks: list[TaskPlan], targeted: set[str], t: float,
         return []
     task = rng.choice(near)
     targeted.add(task.id)
-    at = max(0.0, t - rng.uniform(0.05, 0.3))
+    at = max(0.0, t - rng.uniform(0.0, 0.15))
     if task.every is None and rng.random() < 0.5:
         return [Step(at, "reschedule", node, task.id, round(at + rng.uniform(1.0, 5.0), 3))]
     return [Step(at, "cancel", node, task.id)]

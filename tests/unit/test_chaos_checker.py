@@ -213,12 +213,18 @@ def test_a_stuck_task_names_its_partition_and_who_holds_its_lease():
     from after.worker.partitions import partition_of
 
     k = partition_of("t1")
-    leases = {k: {"_id": f"chaos@part:{k:02d}", "owner": P1}}
+    leases = {k: {"_id": f"chaos@part:{k:02d}", "owner": P1},
+              (k + 1) % 64: {"owner": P1}, (k + 2) % 64: {"owner": P2}}
+    beats = {P1: {"_id": P1, "partitions": 1}, P2: {"_id": P2, "partitions": 1}}
     report = judge([], [done(status="waiting")], [])
-    held = checker.check(parse([]), [done(status="waiting")], [], leases=leases, live={P1, P2})
-    lost = checker.check(parse([]), [done(status="waiting")], [], leases=leases, live={P2})
-    assert f"its partition {k}: lease owner {P1} (a live process)" in held.text()
+    held = checker.check(parse([]), [done(status="waiting")], [], leases=leases, live=beats)
+    lost = checker.check(parse([]), [done(status="waiting")], [], leases=leases,
+                         live={P2: beats[P2]})
+    none = checker.check(parse([]), [done(status="waiting")], [], leases={}, live=beats)
+    assert (f"its partition {k}: lease owner {P1} (a live process, whose heartbeat says it "
+            "owns 1 partitions; 2 leases name it)") in held.text()
     assert f"its partition {k}: lease owner {P1} (not live)" in lost.text()
+    assert f"its partition {k} has no lease document" in none.text()
     assert "partition" not in report.text()
 
 

@@ -45,7 +45,7 @@ def test_schedules_stay_within_their_bounds(seed, window):
     for op in p.ops:  # through the node about to die, just before it does
         fault = next(s for s in p.steps if s.action in ("node-kill", "node-freeze")
                      and s.at >= op.at)
-        assert fault.target == op.target and fault.at - op.at <= 0.3 + 1e-9
+        assert fault.target == op.target and fault.at - op.at <= 0.15 + 1e-9
     ids = [t.id for t in p.tasks]
     assert len(ids) == len(set(ids))
     assert len({op.task for op in p.ops}) == len(p.ops)  # a task is asked at most once
