@@ -18,7 +18,8 @@ scheduler believes. The checker holds one against the other:
 ``twice``      it ran more than once without that excuse: a DUPLICATE
 ``never``      it should have run and did not: recorded done with no run in the history, the
                date a one-off task ended ``done`` at with no run, a run cut short never run
-               again, or a series ended with fewer occurrences than its ``limit``
+               again, a series ended with fewer occurrences than its ``limit``, or a task
+               ended ``canceled`` that no one canceled
 ``unfinished`` a run began and never ended although its process was never stopped
 ``extra``      a series ran more occurrences than its ``limit``
 ``stuck``      a task left ``waiting``, ``scheduled``, ``running``, ``cancel``... once the
@@ -159,6 +160,7 @@ def check(history: History, tasks: list[dict], records: list[dict], *,
             recs[rec["occurrence"]].append(rec)
             owner.setdefault(rec["occurrence"], rec.get("task"))
     rescheduled = {op.get("task") for op in history.ops if op.get("op") == "reschedule"}
+    canceled = {op.get("task") for op in history.ops if op.get("op") == "cancel"}
 
     expected: dict[str, str] = {}
     for docid, doc in docs.items():
@@ -174,6 +176,9 @@ def check(history: History, tasks: list[dict], records: list[dict], *,
                                            f"left {status!r} once the schedule ended",
                                            tuple(evidence)))
             continue
+        if status == "canceled" and docid not in canceled:
+            report.verdicts.append(Verdict(NEVER, docid, None, "ended canceled, yet no one "
+                                           "asked for a cancel"))
         if status == "error":
             message = str((doc.get("after") or {}).get("error") or "")
             if GIVE_UP_MARK not in message:

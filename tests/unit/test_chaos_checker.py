@@ -181,7 +181,8 @@ def test_a_run_cut_and_never_run_again_is_lost():
 
 def test_a_run_cut_then_canceled_or_given_up_is_allowed():
     lines = run("r1", 1, None) + [fault("kill", 101, 2)]
-    canceled = judge(lines, [done(status="canceled")], [record("interrupted")])
+    canceled = judge(lines + [{**CANCEL_C, "task": "t1"}], [done(status="canceled")],
+                     [record("interrupted")])
     assert verdicts(canceled) == [("cut", KEY)] and canceled.ok
     given_up = judge(lines, [done(status="error", after={
         "error": "interrupted 3 times in a row by the death of ..."})],
@@ -250,16 +251,25 @@ def test_a_series_runs_as_many_occurrences_as_its_limit():
     assert ("extra", None) in verdicts(long)
 
 
+CANCEL_C = {"ev": "op", "op": "cancel", "task": "c", "node": 1, "at": at(0), "ok": False}
+
+
 def test_design_documents_and_canceled_tasks_owe_nothing():
-    report = judge([], [{"_id": "_design/after", "status": None},
-                        done("c", status="canceled")], [])
+    report = judge([CANCEL_C], [{"_id": "_design/after", "status": None},
+                                done("c", status="canceled")], [])
     assert report.verdicts == [] and report.ok
+
+
+def test_a_task_canceled_by_no_one_is_lost():
+    report = judge([], [done("c", status="canceled")], [])
+    assert verdicts(report) == [("never", None)]
+    assert "no one asked for a cancel" in report.text()
 
 
 def test_a_run_long_after_its_cancel_was_acknowledged_is_noted():
     lines = [{"ev": "op", "op": "cancel", "task": "t1", "node": 1, "at": at(0), "ok": True}]
     report = judge(lines + run("r1", 3, 3.1), [done(status="canceled")], [])
-    assert report.notes and "3.0 s after its cancel" in report.notes[0]
+    assert report.ok and report.notes and "3.0 s after its cancel" in report.notes[0]
 
 
 def test_lines_of_text_are_read_and_bad_ones_named():
@@ -288,7 +298,7 @@ def test_without_faults_every_occurrence_run_twice_is_caught(plan):
         key = occ.key("g", T0 + timedelta(seconds=which))
         lines += run(f"g{n}", start, start + 0.1 if ended else None, pid=200 + proc,
                      process=f"chaos@h:{200 + proc}:x", task="g", key=key)
-    report = judge(lines, [done("g", status="canceled")], [])
+    report = judge(lines + [{**CANCEL_C, "task": "g"}], [done("g", status="canceled")], [])
     per = {}
     for which, _, _, ended in plan:
         per.setdefault(which, []).append(ended)
