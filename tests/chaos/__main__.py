@@ -18,6 +18,7 @@ import shlex
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 from bench.couchdb_cluster import Cluster, couchdb_home, free_port_range
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         "AFTER_CHAOS_SEED") else None
     extra = tuple(shlex.split(args.worker_args))
     began = time.monotonic()
-    outcomes = []
+    outcomes, broken = [], []
     with tempfile.TemporaryDirectory(prefix="after-chaos-") as tmp:
         cluster = Cluster(couchdb_home() / "couchdb.sh", Path(tmp) / "cluster",
                           free_port_range(2 * 3))
@@ -73,21 +74,27 @@ def main(argv: list[str] | None = None) -> int:
                     seed = pending.pop(0)
                 else:
                     left = args.seconds - (time.monotonic() - began)
-                    if left < args.window + OVERHEAD and outcomes:
+                    if left < args.window + OVERHEAD and (outcomes or broken):
                         break
                     seed = random.SystemRandom().randrange(2**31)
-                outcomes.append(driver.play(cluster, seed, args.window, args.out,
-                                            worker_args=extra))
+                try:
+                    outcomes.append(driver.play(cluster, seed, args.window, args.out,
+                                                worker_args=extra))
+                except Exception:  # the driver's own failure: said, and counted as failed
+                    traceback.print_exc()
+                    print(f"seed {seed}: the driver failed (not a verdict on the worker)")
+                    broken.append(seed)
                 print(flush=True)
         finally:
             cluster.stop()
-    failed = [o.plan.seed for o in outcomes if not o.ok]
+    failed = [o.plan.seed for o in outcomes if not o.ok] + broken
     faults = sum(o.faults for o in outcomes)
     requests = sum(len(o.ops) for o in outcomes)
     runs = sum(o.report.runs for o in outcomes if o.report)
-    print(f"chaos: {len(outcomes)} seeds in {time.monotonic() - began:.0f} s, "
-          f"{len(outcomes) - len(failed)} passed, {faults} faults and {requests} requests "
-          f"held, {runs} runs checked" + (f"; FAILED: {failed}" if failed else ""))
+    played = len(outcomes) + len(broken)
+    print(f"chaos: {played} seeds in {time.monotonic() - began:.0f} s, "
+          f"{played - len(failed)} passed, {faults} faults and {requests} requests held, "
+          f"{runs} runs checked" + (f"; FAILED: {failed}" if failed else ""))
     return 1 if failed else 0
 
 
