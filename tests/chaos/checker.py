@@ -223,19 +223,20 @@ def _judge(history: History, key: str, task: str, ran: list[Run], recs: list[dic
         if expected is None:
             return None  # nothing ran, nothing had to (interrupted before its first line)
         return Verdict(NEVER, task, key, f"no run in the history, yet {expected}", evidence)
-    excused = []
+    excused, unexcused = [], []
     for a, b in zip(ran, ran[1:]):
         cut = cut_between(history, a, b)
         interrupted = [rec for rec in recs if rec.get("outcome") == "interrupted"
                        and rec.get("process") == a.process]
         if cut is None or not interrupted:
-            why = (f"ran {len(ran)} times: run {a.run[:8]} by {a.process} was "
-                   + ("not cut by any fault of its process before the next began"
-                      if cut is None else
-                      f"cut ({cut.kind} {(cut.at - a.start).total_seconds():.2f} s after it "
-                      "began) but is not recorded interrupted under its process"))
-            return Verdict(TWICE, task, key, why, evidence)
+            unexcused.append(f"run {a.run[:8]} by {a.process} was " + (
+                "not cut by any fault of its process before the next began" if cut is None
+                else f"cut ({cut.kind} {(cut.at - a.start).total_seconds():.2f} s after it "
+                     "began) but is not recorded interrupted under its process"))
         excused.append(cut)
+    if unexcused:
+        return Verdict(TWICE, task, key, f"ran {len(ran)} times: " + "; ".join(unexcused),
+                       evidence)
     if any(run.end is not None for run in ran):
         if len(ran) == 1:
             return Verdict(ONCE, task, key, "ran once")

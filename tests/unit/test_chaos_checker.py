@@ -152,7 +152,12 @@ def test_three_runs_need_each_but_the_last_cut():
              + run("r3", 9, 9.5, pid=103, process="chaos@h:103:cccccc"))
     report = judge(lines, [done()], [record("interrupted"), record("done", P2)])
     assert verdicts(report) == [("twice", KEY)]
-    assert "ran 3 times: run r2" in report.text()
+    why = report.violations[0].why
+    assert why.startswith("ran 3 times: run r2 by") and "run r1" not in why
+    neither = judge(run("r1", 1, 1.2) + run("r2", 8, 8.5, pid=102, process=P2)
+                    + run("r3", 9, 9.5, pid=103), [done()], [])
+    why = neither.violations[0].why
+    assert why.startswith("ran 3 times: run r1 by") and "; run r2 by" in why
 
 
 def test_a_task_done_whose_occurrence_never_ran_is_lost():
