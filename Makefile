@@ -8,7 +8,7 @@ AFTER  := $(BIN)/after
 PORT   ?= 5984
 export AFTER_HOME ?= $(CURDIR)/var
 
-.PHONY: install install-run browser faketime test unit integration acceptance cluster server server-stop run stop lint bench bench-cluster clean
+.PHONY: install install-run browser faketime test unit integration acceptance cluster chaos server server-stop run stop lint bench bench-cluster clean
 
 # everything: what running needs, and the test tools
 install: install-run $(VENV)/.installed browser faketime
@@ -53,6 +53,15 @@ acceptance: install
 # a 3-node CouchDB 3 cluster from ../shared/couchdb (AFTER_TEST_COUCHDB_HOME), started and stopped by the tests
 cluster: install
 	$(BIN)/python -m pytest tests/cluster $(PYTEST_ARGS)
+
+# chaos on a 3-node CouchDB cluster of its own (tests/chaos): random seeds for CHAOS_SECONDS,
+# each checked; AFTER_CHAOS_SEED=N (or N,M,...) replays seeds, CHAOS_SCENARIO=NAME plays a
+# hand-made scenario. Histories and reports in $(AFTER_HOME)/chaos/SEED/.
+CHAOS_SECONDS ?= 600
+CHAOS_WINDOW  ?= 30
+chaos: install
+	$(BIN)/python -m tests.chaos --seconds $(CHAOS_SECONDS) --window $(CHAOS_WINDOW) \
+		$(if $(CHAOS_SCENARIO),--scenario $(CHAOS_SCENARIO)) $(CHAOS_ARGS)
 
 server: install-run
 	$(AFTER) server start --port $(PORT) --data $(AFTER_HOME)/data

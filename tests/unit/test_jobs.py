@@ -260,8 +260,8 @@ def test_list_of_a_missing_folder_has_only_builtins(tmp_path):
 def test_project_example_jobs():
     registry = JobRegistry(ROOT / "jobs")
     infos = {i.name: i for i in registry.list() if i.source != BUILTIN}
-    assert sorted(infos) == ["fail", "hello", "noop", "record", "record_slowly", "sleep",
-                             "start_replication"]
+    assert sorted(infos) == ["fail", "hello", "history", "noop", "record", "record_slowly",
+                             "sleep", "start_replication"]
     assert all(i.doc and i.error is None for i in infos.values())
     task = task_for("start_replication", [2, 3, "test"])
     result = run_job(registry.resolve("start_replication"), task, [2, 3, "test"])
@@ -284,6 +284,28 @@ def test_record_job_appends_one_line_per_run(tmp_path):
         ("task-record", "2026-12-01T09:00:00+00:00", 2, [], os.getpid()),
     ]
     assert all(datetime.fromisoformat(r["at"]).tzinfo is not None for r in lines)
+
+
+def test_history_job_appends_a_start_and_an_end_line_per_run(tmp_path):
+    registry = JobRegistry(ROOT / "jobs")
+    out = tmp_path / "history.jsonl"
+    job = registry.resolve("history")
+    ran = TaskContext({"_id": "t", "worker": "w", "date": "2026-12-01T09:00:00Z",
+                       "job": {"name": "history"},
+                       "after": {"owner": "w@host:1:abc", "run": 3}}, DATE, 2, "occ-1")
+    first = run_job(job, ran, [str(out)])
+    second = run_job(job, ran, [str(out), 0.01])
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["ev"], r["run"]) for r in lines] == [
+        ("start", first), ("end", first), ("start", second), ("end", second)]
+    assert first != second
+    assert {(r["task"], r["occurrence"], r["attempt"], r["number"], r["process"], r["pid"],
+             r["child"]) for r in lines} == {("t", "occ-1", 2, 3, "w@host:1:abc", os.getpid(),
+                                              None)}
+    start, end = lines[2], lines[3]
+    assert start["start"] == end["start"] and "end" not in start
+    assert (datetime.fromisoformat(end["end"]) - datetime.fromisoformat(end["start"])
+            ).total_seconds() >= 0.01
 
 
 def test_async_job(tree):
