@@ -17,33 +17,33 @@ log = logging.getLogger("after.worker")
 
 
 def view(w) -> d.View:
-        state = w.state
-        known_live = frozenset(p for p, alive in state.known.items() if alive)
-        known_dead = frozenset(p for p, alive in state.known.items() if not alive)
-        return d.View(me=w.me, horizon_ms=int(w.settings.horizon * 1000),
-                      owned=frozenset(state.owned), running=frozenset(state.runs),
-                      live=state.live | known_live, dead=state.dead | known_dead,
-                      job_errors=job_errors(w))
+    state = w.state
+    known_live = frozenset(p for p, alive in state.known.items() if alive)
+    known_dead = frozenset(p for p, alive in state.known.items() if not alive)
+    return d.View(me=w.me, horizon_ms=int(w.settings.horizon * 1000),
+                  owned=frozenset(state.owned), running=frozenset(state.runs),
+                  live=state.live | known_live, dead=state.dead | known_dead,
+                  job_errors=job_errors(w))
 
 
 def job_errors(w) -> dict[str, str]:
-        return {name: str(func) for name, func in w.jobs.items()
-                if isinstance(func, JobError)}
+    return {name: str(func) for name, func in w.jobs.items()
+            if isinstance(func, JobError)}
 
 
 
 
 def changed(w, doc: dict, recheck: bool, now: datetime) -> None:
-        docid = doc.get("_id")
-        if not isinstance(docid, str) or docid.startswith("_design/"):
-            return
-        if docid in w.state.inflight or docid in w.state.outbox:
-            w.state.parked[docid] = doc  # decided once the write's answer is in
-            return
-        if not doc.get("_deleted") and not w.state.seen.newer(doc, recheck):
-            return  # an echo of our own write, or older than what we know
-        job = (doc.get("job") or {}).get("name") if isinstance(doc.get("job"), dict) else None
-        if isinstance(job, str) and parts.partition_of(docid) in w.state.owned:
-            running.job(w, job)  # resolved before deciding: the decision is pure
-        running.do(w, d.decide(doc, view(w), now), now)
+    docid = doc.get("_id")
+    if not isinstance(docid, str) or docid.startswith("_design/"):
+        return
+    if docid in w.state.inflight or docid in w.state.outbox:
+        w.state.parked[docid] = doc  # decided once the write's answer is in
+        return
+    if not doc.get("_deleted") and not w.state.seen.newer(doc, recheck):
+        return  # an echo of our own write, or older than what we know
+    job = (doc.get("job") or {}).get("name") if isinstance(doc.get("job"), dict) else None
+    if isinstance(job, str) and parts.partition_of(docid) in w.state.owned:
+        running.job(w, job)  # resolved before deciding: the decision is pure
+    running.do(w, d.decide(doc, view(w), now), now)
 

@@ -24,192 +24,195 @@ log = logging.getLogger("after.worker")
 
 
 def lease(w, mono: float) -> None:
-        """Has this process's lease lapsed, or may it have, since the last turn (frozen by
-        SIGSTOP or a paused VM, starved, cut off from the database)? Then it lets go of its
-        partitions and the runs not begun, and holds off for a lease."""
-        state = w.state
-        if state.beat_sent is None:
-            w.lease_until = float("-inf")
-            return
-        sure = state.beat_sent + w.settings.lease - w.settings.heartbeat
-        if state.registry_read and (mono >= sure or state.lapses != state.lapses_seen):
-            state.lapses_seen = state.lapses
-            lapse(w, mono)
-            return
-        w.lease_until = sure if not state.away_until else float("-inf")
-        if state.away_until and mono >= state.away_until:
-            state.away_until = 0.0
-            log.warning("worker %s: back in the pool after a lapse of its lease", w.name)
-            plan(w, from_ms(int(w.peers.clock() * 1000)))
+    """Has this process's lease lapsed, or may it have, since the last turn (frozen by
+    SIGSTOP or a paused VM, starved, cut off from the database)? Then it lets go of its
+    partitions and the runs not begun, and holds off for a lease."""
+    state = w.state
+    if state.beat_sent is None:
+        w.lease_until = float("-inf")
+        return
+    sure = state.beat_sent + w.settings.lease - w.settings.heartbeat
+    if state.registry_read and (mono >= sure or state.lapses != state.lapses_seen):
+        state.lapses_seen = state.lapses
+        lapse(w, mono)
+        return
+    w.lease_until = sure if not state.away_until else float("-inf")
+    if state.away_until and mono >= state.away_until:
+        state.away_until = 0.0
+        log.warning("worker %s: back in the pool after a lapse of its lease", w.name)
+        plan(w, from_ms(int(w.peers.clock() * 1000)))
 
 
 def registry(w, registry: Registry, now: datetime) -> None:
-        state = w.state
-        was_paused = state.paused
-        state.registry_read = True
-        state.live, state.dead, state.paused = registry.live, registry.dead, registry.paused
-        state.parts = {k: doc for k, doc in registry.parts.items()}
-        if state.paused != was_paused:
-            log.warning("worker %s %s", w.name, "paused: starting nothing" if state.paused
-                        else "resumed")
-            if state.paused:
-                for docid in list(state.held):
-                    running.drop(w, docid)
-            else:
-                w.poller.now.set()
-        lease(w, w.peers.mono())
-        plan(w, now)
+    state = w.state
+    was_paused = state.paused
+    state.registry_read = True
+    state.live, state.dead, state.paused = registry.live, registry.dead, registry.paused
+    state.parts = {k: doc for k, doc in registry.parts.items()}
+    if state.paused != was_paused:
+        log.warning("worker %s %s", w.name, "paused: starting nothing" if state.paused
+                    else "resumed")
+        if state.paused:
+            for docid in list(state.held):
+                running.drop(w, docid)
+        else:
+            w.poller.now.set()
+    lease(w, w.peers.mono())
+    plan(w, now)
 
 
 def plan(w, now: datetime) -> None:
-        """Take the partitions this process should own and are free; give up the others."""
-        state = w.state
-        if state.parts_pending or w.away() or not state.registry_read:
-            return
-        plan = parts.plan(w.id, state.parts, state.live, state.dead,
-                          state.owned | state.giving)
-        for k in plan.give:
-            if k in state.owned:
-                state.owned.discard(k)
-                state.giving.add(k)
-                for docid in [i for i in state.held if parts.partition_of(i) == k]:
-                    running.drop(w, docid)
-                for run in state.runs.values():  # shown running: the next owner leaves it
-                    if parts.partition_of(run.docid) == k and not run.visible \
-                            and run.ended is None:
-                        running.fire(w, (SHOW, run.token), now)
-        docs = [parts.part_doc(w.name, k, w.id, format_date(now), state.parts.get(k))
-                for k in plan.take]
-        if not docs:
-            start_polling(w)  # nothing to take: what it owns is what it gets
-        docs += ready_to_give(w, now)
-        if docs:
-            state.parts_pending = True
-            w.peers.ask(("parts", docs))
+    """Take the partitions this process should own and are free; give up the others."""
+    state = w.state
+    if state.parts_pending or w.away() or not state.registry_read:
+        return
+    plan = parts.plan(w.id, state.parts, state.live, state.dead,
+                      state.owned | state.giving)
+    for k in plan.give:
+        if k not in state.giving:  # (owned, or named by its lease after a lapse)
+            state.owned.discard(k)
+            state.giving.add(k)
+            for docid in [i for i in state.held if parts.partition_of(i) == k]:
+                running.drop(w, docid)
+            for run in state.runs.values():  # shown running: the next owner leaves it
+                if parts.partition_of(run.docid) == k and not run.visible \
+                        and run.ended is None:
+                    running.fire(w, (SHOW, run.token), now)
+    docs = [parts.part_doc(w.name, k, w.id, format_date(now), state.parts.get(k))
+            for k in plan.take]
+    if not docs:
+        start_polling(w)  # nothing to take: what it owns is what it gets
+    docs += ready_to_give(w, now)
+    if docs:
+        state.parts_pending = True
+        w.peers.ask(("parts", docs))
 
 
 def ready_to_give(w, now: datetime) -> list[dict]:
-        """The lease documents, free, of the partitions given up whose runs are all shown."""
-        state = w.state
-        ready = [k for k in state.giving
-                 if not any(parts.partition_of(run.docid) == k and not run.visible
-                            for run in state.runs.values())]
-        return [parts.part_doc(w.name, k, None, format_date(now), state.parts.get(k))
-                for k in sorted(ready)]
+    """The lease documents, free, of the partitions given up whose runs are all shown."""
+    state = w.state
+    ready = [k for k in state.giving
+             if not any(parts.partition_of(run.docid) == k and not run.visible
+                        for run in state.runs.values())]
+    return [parts.part_doc(w.name, k, None, format_date(now), state.parts.get(k))
+            for k in sorted(ready)]
 
 
 def give_when_shown(w, now: datetime) -> None:
-        if w.state.giving and not w.state.parts_pending:
-            for run in list(w.state.runs.values()):
-                if parts.partition_of(run.docid) in w.state.giving and not run.visible:
-                    running.fire(w, (SHOW, run.token), now)
-            docs = ready_to_give(w, now)
-            if docs:
-                w.state.parts_pending = True
-                w.peers.ask(("parts", docs))
+    if w.state.giving and not w.state.parts_pending:
+        for run in list(w.state.runs.values()):
+            if parts.partition_of(run.docid) in w.state.giving and not run.visible:
+                running.fire(w, (SHOW, run.token), now)
+        docs = ready_to_give(w, now)
+        if docs:
+            w.state.parts_pending = True
+            w.peers.ask(("parts", docs))
 
 
 def parts_written(w, docs: list[dict], answers: list[dict]) -> None:
-        state = w.state
-        state.parts_pending = False
-        took = []
-        dead = []
-        for doc, answer in zip(docs, answers, strict=False):
-            k = doc["partition"]
-            was = (state.parts.get(k) or {}).get("owner")
-            if "error" in answer:
-                continue
-            if answer.get("accepted"):  # a 202: not proof that no other process took it
-                state.parts.pop(k, None)
-                continue
-            doc["_rev"] = answer.get("rev", doc.get("_rev"))
-            state.parts[k] = doc
-            if doc.get("owner") == w.id and not w.away():
-                state.owned.add(k)
-                took.append(k)
-                if isinstance(was, str) and was != w.id:  # a dead process's: its runs?
-                    state.checking[k] = was
-                    dead.append(was)
-            elif doc.get("owner") is None:
+    state = w.state
+    state.parts_pending = False
+    took = []
+    dead = []
+    for doc, answer in zip(docs, answers, strict=False):
+        k = doc["partition"]
+        was = (state.parts.get(k) or {}).get("owner")
+        if "error" in answer:
+            if doc.get("owner") is None:  # not given up (written meanwhile): read again
                 state.giving.discard(k)
-        start_polling(w)
-        if took:
-            state.counts["partitions"] = len(state.owned)
-            log.info("worker %s took %d partition(s) (%d of %d owned)", w.name, len(took),
-                     len(state.owned), parts.PARTITIONS)
-            w.poller.now.set()  # their tasks: from the due view
-        if dead:
-            w.reads.orphans(sorted(set(dead)))
+            continue
+        if answer.get("accepted"):  # a 202: not proof that no other process took it
+            state.parts.pop(k, None)
+            continue
+        doc["_rev"] = answer.get("rev", doc.get("_rev"))
+        state.parts[k] = doc
+        if doc.get("owner") == w.id and not w.away():
+            state.owned.add(k)
+            took.append(k)
+            if isinstance(was, str) and was != w.id:  # a dead process's: its runs?
+                state.checking[k] = was
+                dead.append(was)
+        elif doc.get("owner") is None:
+            state.giving.discard(k)
+    start_polling(w)
+    if took:
+        state.counts["partitions"] = len(state.owned)
+        log.info("worker %s took %d partition(s) (%d of %d owned)", w.name, len(took),
+                 len(state.owned), parts.PARTITIONS)
+        w.poller.now.set()  # their tasks: from the due view
+    if dead:
+        w.reads.orphans(sorted(set(dead)))
 
 
 def start_polling(w) -> None:
-        """The poller's first round (a scan of the newest changes, then the due view) once
-        this process knows its partitions: what it finds is decided with them."""
-        if not w.state.polling:
-            w.state.polling = True
-            w.poller.start()
+    """The poller's first round (a scan of the newest changes, then the due view) once
+    this process knows its partitions: what it finds is decided with them."""
+    if not w.state.polling:
+        w.state.polling = True
+        w.poller.start()
 
 
 def holder_of(w, docid: str) -> str | None:
-        """The process that holds ``docid``: the owner of its partition, as last read."""
-        owner = (w.state.parts.get(parts.partition_of(docid)) or {}).get("owner")
-        return owner if isinstance(owner, str) else None
+    """The process that holds ``docid``: the owner of its partition, as last read."""
+    owner = (w.state.parts.get(parts.partition_of(docid)) or {}).get("owner")
+    return owner if isinstance(owner, str) else None
 
 
 def intent_written(w, write: r.Write, answer) -> None:
-        """A run's intent landed (or not): the run may begin once its task falls due."""
-        if write.kind is not r.Kind.INTENT or write.token is None:
-            return
-        docid = write.doc.get("task")
-        held = w.state.held.get(docid)
-        run = held.armed if held is not None else None
-        if answer.conflict and answer.fresh is not None \
-                and answer.fresh.get("token") == write.token:
-            write.doc["_rev"] = answer.fresh["_rev"]  # ours: a lost answer, sent again
-        elif not answer.ok:
-            # Not written: the run goes on all the same (had its process died, it could have
-            # run again with no record of this one); said, so that it is seen.
-            log.warning("task %s: the intent of its run could not be written (%s): it runs "
-                        "without one", docid, answer.refused or answer.failed or "conflict")
-            write.doc.pop("_rev", None)
-        if run is None or run.token != write.token:  # made ready anew, or let go meanwhile
-            if write.doc.get("_rev"):
-                w.state.intent_out.append(intents.withdraw(write.doc, write.token))
-            return
-        run.landed = True
-        if held.fired and running.ready(w, held):
-            w.state.line.add(docid, running.rank_of(w, docid))
+    """A run's intent landed (or not): the run may begin once its task falls due."""
+    if write.kind is not r.Kind.INTENT or write.token is None:
+        return
+    docid = write.doc.get("task")
+    held = w.state.held.get(docid)
+    run = held.armed if held is not None else None
+    if answer.conflict and answer.fresh is not None \
+            and answer.fresh.get("token") == write.token:
+        write.doc["_rev"] = answer.fresh["_rev"]  # ours: a lost answer, sent again
+    elif not answer.ok:
+        # Not written: the run goes on all the same (had its process died, it could have
+        # run again with no record of this one); said, so that it is seen.
+        log.warning("task %s: the intent of its run could not be written (%s): it runs "
+                    "without one", docid, answer.refused or answer.failed or "conflict")
+        write.doc.pop("_rev", None)
+    if run is None or run.token != write.token:  # made ready anew, or let go meanwhile
+        if write.doc.get("_rev"):
+            w.state.intent_out.append(intents.withdraw(write.doc, write.token))
+        return
+    run.landed = True
+    if held.fired and running.ready(w, held):
+        w.state.line.add(docid, running.rank_of(w, docid))
 
 
 def orphans(w, owners: list[str], found: list, now: datetime) -> None:
-        """The open intents of processes found dead (after.worker.intents): each decided."""
-        state = w.state
-        for intent_doc, task in found:
-            docid = intent_doc.get("task")
-            if not isinstance(docid, str) or parts.partition_of(docid) not in state.owned:
-                continue
-            for write in intents.orphan(intent_doc, task, w.me, now):
-                if write.kind in (r.Kind.INTENT, r.Kind.UNINTENT):
-                    state.intent_out.append(write)
-                else:
-                    log.warning("task %s: its run may have begun on %s, which stopped: "
-                                "recorded interrupted, run again", docid,
-                                intent_doc.get("process"))
-                    running.drop(w, docid)
-                    state.outbox.setdefault(write.docid, []).append(write)
-        for k, owner in list(state.checking.items()):
-            if owner in owners:
-                del state.checking[k]
-        for docid, held in list(state.held.items()):  # what fell due meanwhile
-            if held.fired and running.ready(w, held) and docid not in state.line:
-                state.line.add(docid, running.rank_of(w, docid))
+    """The open intents of processes found dead (after.worker.intents): each decided."""
+    state = w.state
+    for intent_doc, task in found:
+        docid = intent_doc.get("task")
+        if not isinstance(docid, str) or parts.partition_of(docid) not in state.owned:
+            continue
+        for write in intents.orphan(intent_doc, task, w.me, now):
+            if write.kind in (r.Kind.INTENT, r.Kind.UNINTENT):
+                state.intent_out.append(write)
+            else:
+                log.warning("task %s: its run may have begun on %s, which stopped: "
+                            "recorded interrupted, run again", docid,
+                            intent_doc.get("process"))
+                running.drop(w, docid)
+                state.outbox.setdefault(write.docid, []).append(write)
+    for k, owner in list(state.checking.items()):
+        if owner in owners:
+            del state.checking[k]
+    for docid, held in list(state.held.items()):  # what fell due meanwhile
+        if held.fired and running.ready(w, held) and docid not in state.line:
+            state.line.add(docid, running.rank_of(w, docid))
 
 
 def lapse(worker, mono: float) -> None:
     """This process's lease may have lapsed (frozen, starved, cut off): another process may
     have found it dead and be taking its partitions, so it lets go of every partition, every
     task held, every run not begun, and holds off for a lease. Runs already going carry on
-    (at least once, as for a kill)."""
+    (at least once, as for a kill). The leases that still name it are given up once it is
+    back (:func:`plan`): another process may be the one to own them now."""
     state = worker.state
     if not state.away_until:
         log.warning("worker %s: this process's lease may have lapsed (frozen, starved, or "

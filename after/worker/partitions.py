@@ -115,13 +115,18 @@ def free_for(doc: Mapping | None, me: str, dead: Iterable[str]) -> bool:
 
 def plan(me: str, docs: Mapping[int, dict], live: Iterable[str], dead: Iterable[str],
          owned: Iterable[int], count: int = PARTITIONS) -> Plan:
-    """The partitions ``me`` should take (its own by :func:`assign`, free) and give up (its
-    own no longer, and the process that should have them alive)."""
+    """The partitions ``me`` should take (its own by :func:`assign`, free) and give up (those
+    it owns, or whose lease names it, that another live process should have)."""
     live = set(live) | {me}
     dead = set(dead) - {me}
     owned = set(owned)
     owners = assign(live, count)
     take = tuple(k for k, process in sorted(owners.items())
                  if process == me and k not in owned and free_for(docs.get(k), me, dead))
-    give = tuple(k for k in sorted(owned) if owners.get(k, me) != me)
+    # its own in memory, and those whose lease still names it (after a lapse of its lease
+    # it let go of them in memory only): the process that should own them cannot take them
+    # from a live owner
+    named = {k for k, doc in docs.items()
+             if doc is not None and not doc.get("_deleted") and doc.get("owner") == me}
+    give = tuple(k for k in sorted(owned | named) if owners.get(k, me) != me)
     return Plan(take, give)

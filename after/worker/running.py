@@ -36,382 +36,382 @@ QUEUE_FOR = 0.5  # seconds of work the job threads' queue may hold, at the runs'
 
 
 def hold(w, hold: d.Hold, now: datetime) -> None:
-        docid = hold.doc["_id"]
-        if docid in w.state.held:  # a newer version: its run is made ready anew
-            withdraw(w, w.state.held[docid])
-        w.state.line.remove(docid)
-        if w.state.gated.pop(docid, None) is not None:
-            w.gates.forget(docid)
-        held = w.state.held[docid] = Held(hold.doc, hold.spec, hold.due_ms)
-        w.timer.add((RUN, docid), hold.due_ms, None)
-        arm_ms = hold.due_ms - int(ARM_AHEAD * 1000)
-        if arm_ms <= to_ms(now):
-            arm(w, held, now)
-        else:
-            w.timer.add((ARM, docid), arm_ms, None)
+    docid = hold.doc["_id"]
+    if docid in w.state.held:  # a newer version: its run is made ready anew
+        withdraw(w, w.state.held[docid])
+    w.state.line.remove(docid)
+    if w.state.gated.pop(docid, None) is not None:
+        w.gates.forget(docid)
+    held = w.state.held[docid] = Held(hold.doc, hold.spec, hold.due_ms)
+    w.timer.add((RUN, docid), hold.due_ms, None)
+    arm_ms = hold.due_ms - int(ARM_AHEAD * 1000)
+    if arm_ms <= to_ms(now):
+        arm(w, held, now)
+    else:
+        w.timer.add((ARM, docid), arm_ms, None)
 
 
 def arm(w, held: Held, now: datetime, gated: bool = False) -> None:
-        """Make a held task's run ready ahead of its instant (the task as its run sees it,
-        the job's copy of it, its intent written: after.worker.intents), so that the instant
-        itself costs a hand-over to a thread. A gated one is made ready once its gates let
-        it through (``gated``); an overlap-allow run's start is written when it falls due."""
-        if held.armed is not None or held.spec.overlap == rules.ALLOW and held.spec.repeat \
-                or r.gated(held.spec) and not gated:
-            return
-        docid = held.doc["_id"]
-        due = from_ms(held.due_ms)
-        token = new_token(w)
-        started = r.begin(held.doc, held.spec, due, w.id, due, token)
-        run = held.armed = Run(docid, token, started, held.spec, held.due_ms)
-        w.runner.prepare(run)
-        run.intent = intents.intent(started, held.spec, w.me, run.token, due)
-        w.state.intent_out.append(intents.write(run.intent, run.token))
-        w.state.verify[docid] = held.doc.get("_rev")
+    """Make a held task's run ready ahead of its instant (the task as its run sees it,
+    the job's copy of it, its intent written: after.worker.intents), so that the instant
+    itself costs a hand-over to a thread. A gated one is made ready once its gates let
+    it through (``gated``); an overlap-allow run's start is written when it falls due."""
+    if held.armed is not None or held.spec.overlap == rules.ALLOW and held.spec.repeat \
+            or r.gated(held.spec) and not gated:
+        return
+    docid = held.doc["_id"]
+    due = from_ms(held.due_ms)
+    token = new_token(w)
+    started = r.begin(held.doc, held.spec, due, w.id, due, token)
+    run = held.armed = Run(docid, token, started, held.spec, held.due_ms)
+    w.runner.prepare(run)
+    run.intent = intents.intent(started, held.spec, w.me, run.token, due)
+    w.state.intent_out.append(intents.write(run.intent, run.token))
+    w.state.verify[docid] = held.doc.get("_rev")
 
 
 def withdraw(w, held: Held) -> None:
-        """A run made ready will not begin: its intent goes (once written)."""
-        run, held.armed = held.armed, None
-        if run is not None and run.intent is not None and run.intent.get("_rev") \
-                and run.docid not in w.state.runs:
-            w.state.intent_out.append(intents.withdraw(run.intent, run.token))
+    """A run made ready will not begin: its intent goes (once written)."""
+    run, held.armed = held.armed, None
+    if run is not None and run.intent is not None and run.intent.get("_rev") \
+            and run.docid not in w.state.runs:
+        w.state.intent_out.append(intents.withdraw(run.intent, run.token))
 
 
 def new_token(w) -> str:
-        return f"{w.id.rsplit(':', 1)[-1]}.{next(w.state.tokens)}"
+    return f"{w.id.rsplit(':', 1)[-1]}.{next(w.state.tokens)}"
 
 
 def drop(w, docid: str) -> None:
-        state = w.state
-        held = state.held.pop(docid, None)
-        if held is not None:
-            w.timer.remove((RUN, docid))
-            w.timer.remove((ARM, docid))
-            withdraw(w, held)
-        state.line.remove(docid)
-        if state.gated.pop(docid, None) is not None:
-            w.gates.forget(docid)
+    state = w.state
+    held = state.held.pop(docid, None)
+    if held is not None:
+        w.timer.remove((RUN, docid))
+        w.timer.remove((ARM, docid))
+        withdraw(w, held)
+    state.line.remove(docid)
+    if state.gated.pop(docid, None) is not None:
+        w.gates.forget(docid)
 
 
 def rank_of(w, docid: str) -> tuple[int, int]:
-        held = w.state.held.get(docid)
-        return (0, 0) if held is None else rank(held.doc, held.due_ms)
+    held = w.state.held.get(docid)
+    return (0, 0) if held is None else rank(held.doc, held.due_ms)
 
 
 def fire(w, key: tuple[str, str], now: datetime) -> None:
-        kind, ident = key
-        if kind == SHOW:  # (a detached run begins once its start is written: shown then)
-            run = run_of(w, ident)
-            if run is not None and not run.visible and not run.detached and run.ended is None \
-                    and run.docid not in w.state.inflight:
-                w.state.outbox.setdefault(run.docid, []).append(
-                    r.Write(r.Kind.VISIBLE, run.doc, spec=run.spec, token=run.token))
+    kind, ident = key
+    if kind == SHOW:  # (a detached run begins once its start is written: shown then)
+        run = run_of(w, ident)
+        if run is not None and not run.visible and not run.detached and run.ended is None \
+                and run.docid not in w.state.inflight:
+            w.state.outbox.setdefault(run.docid, []).append(
+                r.Write(r.Kind.VISIBLE, run.doc, spec=run.spec, token=run.token))
+        return
+    held = w.state.held.get(ident)
+    if held is None or ident in w.state.runs:
+        return
+    if kind == ARM:
+        arm(w, held, now)
+        return
+    if w.away() or parts.partition_of(ident) not in w.state.owned:
+        drop(w, ident)
+        return
+    due = from_ms(held.due_ms)
+    if rules.missed(held.spec, due, now):
+        drop(w, ident)
+        log.warning("task %s missed its run due %s", ident, format_date(due))
+        do(w, [r.missed(held.doc, held.spec, due, w.me, now)], now)
+        return
+    if r.gated(held.spec):
+        verdict = w.gates.ask(held, now)
+        if verdict == "wait":  # tried again as a slot frees, or every SLOT_RETRY
+            w.state.gated[ident] = held.due_ms
+            w.timer.add((GATE, ident), to_ms(now) + w.gates.retry_ms, None)
             return
-        held = w.state.held.get(ident)
-        if held is None or ident in w.state.runs:
-            return
-        if kind == ARM:
-            arm(w, held, now)
-            return
-        if w.away() or parts.partition_of(ident) not in w.state.owned:
+        w.state.gated.pop(ident, None)
+        if verdict is not None:  # skipped, or an error
             drop(w, ident)
+            do(w, verdict, now)
             return
-        due = from_ms(held.due_ms)
-        if rules.missed(held.spec, due, now):
-            drop(w, ident)
-            log.warning("task %s missed its run due %s", ident, format_date(due))
-            do(w, [r.missed(held.doc, held.spec, due, w.me, now)], now)
-            return
-        if r.gated(held.spec):
-            verdict = w.gates.ask(held, now)
-            if verdict == "wait":  # tried again as a slot frees, or every SLOT_RETRY
-                w.state.gated[ident] = held.due_ms
-                w.timer.add((GATE, ident), to_ms(now) + w.gates.retry_ms, None)
-                return
-            w.state.gated.pop(ident, None)
-            if verdict is not None:  # skipped, or an error
-                drop(w, ident)
-                do(w, verdict, now)
-                return
-        arm(w, held, now, gated=True)
-        held.fired = True
-        if ready(w, held):
-            w.state.line.add(ident, rank_of(w, ident))
+    arm(w, held, now, gated=True)
+    held.fired = True
+    if ready(w, held):
+        w.state.line.add(ident, rank_of(w, ident))
 
 
 def ready(w, held: Held) -> bool:
-        """May a held task that fell due go in line: its intent written (or none needed), its
-        partition not being checked for a dead process's runs (after.worker.intents)?"""
-        if parts.partition_of(held.doc["_id"]) in w.state.checking:
-            return False
-        return held.armed is None or held.armed.landed
+    """May a held task that fell due go in line: its intent written (or none needed), its
+    partition not being checked for a dead process's runs (after.worker.intents)?"""
+    if parts.partition_of(held.doc["_id"]) in w.state.checking:
+        return False
+    return held.armed is None or held.armed.landed
 
 
 def free_room(w) -> int:
-        """Runs that may be launched now: threads free, and a queue in front of them as deep
-        as the pool works through in :data:`QUEUE_FOR` seconds at the runs' mean length."""
-        pool = w.settings.pool
-        depth = 0
-        if w.mean_run is not None:
-            depth = min(w.settings.batch, int(pool * QUEUE_FOR / max(w.mean_run, 1e-4)))
-        return pool + depth - len(w.runner.active)
+    """Runs that may be launched now: threads free, and a queue in front of them as deep
+    as the pool works through in :data:`QUEUE_FOR` seconds at the runs' mean length."""
+    pool = w.settings.pool
+    depth = 0
+    if w.mean_run is not None:
+        depth = min(w.settings.batch, int(pool * QUEUE_FOR / max(w.mean_run, 1e-4)))
+    return pool + depth - len(w.runner.active)
 
 
 def fill(w, now: datetime) -> None:
-        """Launch the due tasks waiting in line, while there is room."""
-        state = w.state
-        room = free_room(w)
-        while room > 0 and len(state.line) and not w.away() and not state.paused:
-            docid = state.line.pop()
-            held = state.held.pop(docid, None)
-            if held is None:
-                continue
-            w.timer.remove((RUN, docid))
-            w.timer.remove((ARM, docid))
-            launch(w, held, now)
-            room -= 1
+    """Launch the due tasks waiting in line, while there is room."""
+    state = w.state
+    room = free_room(w)
+    while room > 0 and len(state.line) and not w.away() and not state.paused:
+        docid = state.line.pop()
+        held = state.held.pop(docid, None)
+        if held is None:
+            continue
+        w.timer.remove((RUN, docid))
+        w.timer.remove((ARM, docid))
+        launch(w, held, now)
+        room -= 1
 
 
 def launch(w, held: Held, now: datetime) -> None:
-        docid = held.doc["_id"]
-        if held.armed is not None:  # made ready ahead
-            run = w.state.runs[docid] = held.armed
-        else:
-            run = made(w, held, now)
-            if run is None:
-                return
-        go(w, run, now)
-        w.timer.add((SHOW, run.token), to_ms(now) + int(w.settings.visible * 1000), None)
+    docid = held.doc["_id"]
+    if held.armed is not None:  # made ready ahead
+        run = w.state.runs[docid] = held.armed
+    else:
+        run = made(w, held, now)
+        if run is None:
+            return
+    go(w, run, now)
+    w.timer.add((SHOW, run.token), to_ms(now) + int(w.settings.visible * 1000), None)
 
 
 def made(w, held: Held, now: datetime) -> Run | None:
-        """The run of a held task, made now (None: a detached run, begun once its start is
-        written)."""
-        docid, spec = held.doc["_id"], held.spec
-        token = new_token(w)
-        started = r.begin(held.doc, spec, from_ms(held.due_ms), w.id, now)
-        write = r.detach(started, spec, token, from_ms(held.due_ms), now) \
-            if spec.overlap == rules.ALLOW and spec.repeat is not None else None
-        if write is not None:  # begun once its start (the next occurrence) is written
-            w.state.detached[token] = Run(docid, token, write.doc, spec, held.due_ms,
-                                             detached=True)
-            w.state.outbox.setdefault(docid, []).append(write)
-            return None
-        run = w.state.runs[docid] = Run(docid, token, started, spec, held.due_ms)
-        return run
+    """The run of a held task, made now (None: a detached run, begun once its start is
+    written)."""
+    docid, spec = held.doc["_id"], held.spec
+    token = new_token(w)
+    started = r.begin(held.doc, spec, from_ms(held.due_ms), w.id, now)
+    write = r.detach(started, spec, token, from_ms(held.due_ms), now) \
+        if spec.overlap == rules.ALLOW and spec.repeat is not None else None
+    if write is not None:  # begun once its start (the next occurrence) is written
+        w.state.detached[token] = Run(docid, token, write.doc, spec, held.due_ms,
+                                         detached=True)
+        w.state.outbox.setdefault(docid, []).append(write)
+        return None
+    run = w.state.runs[docid] = Run(docid, token, started, spec, held.due_ms)
+    return run
 
 
 def begin_detached(w, run: Run, doc: dict, now: datetime) -> None:
-        from ..overlap import as_run
+    from ..overlap import as_run
 
-        run.doc = as_run(doc, run.token)
-        w.runner.prepare(run)  # what the job sees: its own run
-        run.doc = doc
-        go(w, run, now)
+    run.doc = as_run(doc, run.token)
+    w.runner.prepare(run)  # what the job sees: its own run
+    run.doc = doc
+    go(w, run, now)
 
 
 def go(w, run: Run, now: datetime) -> None:
-        w.state.tokens_of[run.token] = run.docid
-        if run.spec.timeout:
-            w.state.timed.add(run.token)
-        lateness = w.runner.launch(run, job(w, run.spec.job), now)
-        w.emit("start", job=run.spec.job, lateness=lateness)
+    w.state.tokens_of[run.token] = run.docid
+    if run.spec.timeout:
+        w.state.timed.add(run.token)
+    lateness = w.runner.launch(run, job(w, run.spec.job), now)
+    w.emit("start", job=run.spec.job, lateness=lateness)
 
 
 def all_runs(w) -> list[Run]:
-        return [*w.state.runs.values(), *w.state.detached.values()]
+    return [*w.state.runs.values(), *w.state.detached.values()]
 
 
 def timed(w) -> list[Run]:
-        """The runs with a ``timeout`` (most have none: a turn need not look at the rest)."""
-        return [run for token in w.state.timed if (run := run_of(w, token)) is not None]
+    """The runs with a ``timeout`` (most have none: a turn need not look at the rest)."""
+    return [run for token in w.state.timed if (run := run_of(w, token)) is not None]
 
 
 def run_of(w, token: str) -> Run | None:
-        docid = w.state.tokens_of.get(token)
-        run = w.state.runs.get(docid) if docid is not None else None
-        if run is not None and run.token == token:
-            return run
-        return w.state.detached.get(token)
+    docid = w.state.tokens_of.get(token)
+    run = w.state.runs.get(docid) if docid is not None else None
+    if run is not None and run.token == token:
+        return run
+    return w.state.detached.get(token)
 
 
 def finished(w, docid: str, token: str, outcome: rules.Outcome, trace, response,
-                  now: datetime) -> None:
-        w.runner.ended(token)
-        seconds = max(0.0, (outcome.ended - outcome.started).total_seconds())
-        w.mean_run = seconds if w.mean_run is None else \
-            (1 - SMOOTHING) * w.mean_run + SMOOTHING * seconds
-        run = w.state.detached.get(token) or w.state.runs.get(docid)
-        if run is None or run.token != token or run.timed_out:
-            log.warning("task %s: a run that had timed out or was taken over ended (%s)",
-                        docid, outcome.outcome)
-            return
-        end(w, run, (outcome, trace, response), now)
+              now: datetime) -> None:
+    w.runner.ended(token)
+    seconds = max(0.0, (outcome.ended - outcome.started).total_seconds())
+    w.mean_run = seconds if w.mean_run is None else \
+        (1 - SMOOTHING) * w.mean_run + SMOOTHING * seconds
+    run = w.state.detached.get(token) or w.state.runs.get(docid)
+    if run is None or run.token != token or run.timed_out:
+        log.warning("task %s: a run that had timed out or was taken over ended (%s)",
+                    docid, outcome.outcome)
+        return
+    end(w, run, (outcome, trace, response), now)
 
 
 def end(w, run: Run, ended: tuple, now: datetime) -> None:
-        """Write a run's end, once no other write of its task is in flight."""
-        if run.docid in w.state.inflight or run.docid in w.state.outbox:
-            run.ended = ended  # written once that write's answer is in (_written)
-            return
-        outcome, trace, response = ended
-        run.ended = None
-        if run.detached:
-            write = r.end_detached(run.doc, run.spec, run.token, outcome, w.me, now,
-                                   lambda owner: owner in w.state.dead, trace=trace,
-                                   response=response)
-        else:
-            write = r.end(run.doc, run.spec, outcome, w.me, now, run.token, trace=trace,
-                          response=response)
-            if run.intent is not None and write.run is not None:
-                write.run["_id"] = run.intent["_id"]  # written over its intent
-                if run.intent.get("_rev"):
-                    write.run["_rev"] = run.intent["_rev"]
-        log_end(w, run, outcome, write.doc, now)
-        w.state.outbox.setdefault(run.docid, []).append(write)
+    """Write a run's end, once no other write of its task is in flight."""
+    if run.docid in w.state.inflight or run.docid in w.state.outbox:
+        run.ended = ended  # written once that write's answer is in (_written)
+        return
+    outcome, trace, response = ended
+    run.ended = None
+    if run.detached:
+        write = r.end_detached(run.doc, run.spec, run.token, outcome, w.me, now,
+                               lambda owner: owner in w.state.dead, trace=trace,
+                               response=response)
+    else:
+        write = r.end(run.doc, run.spec, outcome, w.me, now, run.token, trace=trace,
+                      response=response)
+        if run.intent is not None and write.run is not None:
+            write.run["_id"] = run.intent["_id"]  # written over its intent
+            if run.intent.get("_rev"):
+                write.run["_rev"] = run.intent["_rev"]
+    log_end(w, run, outcome, write.doc, now)
+    w.state.outbox.setdefault(run.docid, []).append(write)
 
 
 def log_end(w, run: Run, outcome: rules.Outcome, after: dict, now: datetime) -> None:
-        if outcome.ok:
-            log.info("done %s (job %s, attempt %d) in %.1f ms, started %.1f ms late",
-                     run.docid, run.spec.job, max(1, rules.counter(run.doc.get(rules.NS),
-                                                                   "attempt")),
-                     outcome.duration_ms, run.lateness * 1000)
-        else:  # what comes next: a retry at..., or none left (after.oplog)
-            log.warning("%s", oplog.run_ended(run.doc, after, run.spec, outcome, now))
+    if outcome.ok:
+        log.info("done %s (job %s, attempt %d) in %.1f ms, started %.1f ms late",
+                 run.docid, run.spec.job, max(1, rules.counter(run.doc.get(rules.NS),
+                                                               "attempt")),
+                 outcome.duration_ms, run.lateness * 1000)
+    else:  # what comes next: a retry at..., or none left (after.oplog)
+        log.warning("%s", oplog.run_ended(run.doc, after, run.spec, outcome, now))
 
 
 def forget(w, run: Run) -> None:
-        """A run is over here: nothing of it stays in memory; its slot (a cap) is free."""
-        state = w.state
-        if state.runs.get(run.docid) is run:
-            del state.runs[run.docid]
-        state.detached.pop(run.token, None)
-        state.tokens_of.pop(run.token, None)
-        state.timed.discard(run.token)
-        w.timer.remove((SHOW, run.token))
-        if run.spec.concurrency is not None:
-            w.gates.release(run.docid)
-            for docid in w.gates.due(lambda t: t in state.gated):  # a slot may be free
-                w.timer.add((GATE, docid), 0, None)
+    """A run is over here: nothing of it stays in memory; its slot (a cap) is free."""
+    state = w.state
+    if state.runs.get(run.docid) is run:
+        del state.runs[run.docid]
+    state.detached.pop(run.token, None)
+    state.tokens_of.pop(run.token, None)
+    state.timed.discard(run.token)
+    w.timer.remove((SHOW, run.token))
+    if run.spec.concurrency is not None:
+        w.gates.release(run.docid)
+        for docid in w.gates.due(lambda t: t in state.gated):  # a slot may be free
+            w.timer.add((GATE, docid), 0, None)
 
 
 def over(w, over: d.Over) -> None:
-        state = w.state
-        run = run_of(w, over.token) if over.token is not None else None
-        if run is not None:
-            forget(w, run)
-        for record in over.records:
-            w.recorder.record(record)
-        if over.outcome is not None:
-            outcome = over.outcome.outcome
-            state.counts["runs"] += outcome != rules.MISSED
-            key = {rules.OK: "done", rules.MISSED: "missed"}.get(outcome, "failed")
-            state.counts[key] += 1
-            w.emit("finish", job=over.job, outcome=outcome,
-                      duration=over.outcome.duration_ms / 1000)
+    state = w.state
+    run = run_of(w, over.token) if over.token is not None else None
+    if run is not None:
+        forget(w, run)
+    for record in over.records:
+        w.recorder.record(record)
+    if over.outcome is not None:
+        outcome = over.outcome.outcome
+        state.counts["runs"] += outcome != rules.MISSED
+        key = {rules.OK: "done", rules.MISSED: "missed"}.get(outcome, "failed")
+        state.counts[key] += 1
+        w.emit("finish", job=over.job, outcome=outcome,
+                  duration=over.outcome.duration_ms / 1000)
 
 
 def unbegun(w, docid: str, token: str) -> None:
-        """A job thread came to a queued run once this process's lease may have lapsed: it
-        did not begin it. The task is left to whichever process owns its partition now."""
-        w.runner.ended(token)
-        run = w.state.runs.get(docid)
-        if run is None or run.token != token:
-            return
-        log.warning("task %s: its run was to begin after this process's lease may have run "
-                    "out (frozen or starved?): not begun", docid)
-        let_go(w, run)
+    """A job thread came to a queued run once this process's lease may have lapsed: it
+    did not begin it. The task is left to whichever process owns its partition now."""
+    w.runner.ended(token)
+    run = w.state.runs.get(docid)
+    if run is None or run.token != token:
+        return
+    log.warning("task %s: its run was to begin after this process's lease may have run "
+                "out (frozen or starved?): not begun", docid)
+    let_go(w, run)
 
 
 def let_go(w, run: Run) -> None:
-        """A run not begun (or cut short by a stop) will not go on here."""
-        state = w.state
-        forget(w, run)
-        state.counts["handed_back"] += 1
-        w.emit("handed_back")
-        if run.visible:  # shown running: back to waiting for the next owner
-            state.outbox.setdefault(run.docid, []).append(r.hand_back(run.doc))
+    """A run not begun (or cut short by a stop) will not go on here."""
+    state = w.state
+    forget(w, run)
+    state.counts["handed_back"] += 1
+    w.emit("handed_back")
+    if run.visible:  # shown running: back to waiting for the next owner
+        state.outbox.setdefault(run.docid, []).append(r.hand_back(run.doc))
 
 
 def deadlines(w, now: datetime) -> None:
-        for run in timed_out(timed(w), to_ms(now), w.runner.begun):
-            w.runner.kill(run.token, "timeout")  # an isolated run's child: its thread frees
-            run.timed_out = True
-            outcome = rules.Outcome(rules.TIMEOUT, run.started or now, now,
-                                    error=rules.timeout_error(
-                                        run.spec.timeout, run.token in w.runner.children))
-            end(w, run, (outcome, None, None), now)
+    for run in timed_out(timed(w), to_ms(now), w.runner.begun):
+        w.runner.kill(run.token, "timeout")  # an isolated run's child: its thread frees
+        run.timed_out = True
+        outcome = rules.Outcome(rules.TIMEOUT, run.started or now, now,
+                                error=rules.timeout_error(
+                                    run.spec.timeout, run.token in w.runner.children))
+        end(w, run, (outcome, None, None), now)
 
 
 def self_check(w) -> None:
-        """Held tasks with no timer entry, runs with no job thread (see after.worker.check):
-        forgotten, and decided again from the database."""
-        state = w.state
-        runs = {run.token: run.docid for run in all_runs(w) if run.ended is None}
-        held, lost, state.suspects = check.stuck(
-            state.held, runs, lambda docid: (RUN, docid) in w.timer,
-            set(state.line.waiting) | set(state.gated), w.runner.active,
-            set(state.inflight) | set(state.outbox), state.suspects)
-        for docid in held:
-            log.warning("self-check: task %s is held by this process with no timer entry: "
-                        "deciding again", docid)
-            drop(w, docid)
-            state.seen.pop(docid, None)
-        for token in lost:
-            run = run_of(w, token)
-            if run is not None:
-                log.warning("self-check: task %s is running under this process with no job "
-                            "thread: deciding again", run.docid)
-                let_go(w, run)
-                state.seen.pop(run.docid, None)
-        if held or lost:
-            state.counts["corrected"] += len(held) + len(lost)
-            w.emit("corrected", count=len(held) + len(lost))
-            w.poller.now.set()
+    """Held tasks with no timer entry, runs with no job thread (see after.worker.check):
+    forgotten, and decided again from the database."""
+    state = w.state
+    runs = {run.token: run.docid for run in all_runs(w) if run.ended is None}
+    held, lost, state.suspects = check.stuck(
+        state.held, runs, lambda docid: (RUN, docid) in w.timer,
+        set(state.line.waiting) | set(state.gated), w.runner.active,
+        set(state.inflight) | set(state.outbox), state.suspects)
+    for docid in held:
+        log.warning("self-check: task %s is held by this process with no timer entry: "
+                    "deciding again", docid)
+        drop(w, docid)
+        state.seen.pop(docid, None)
+    for token in lost:
+        run = run_of(w, token)
+        if run is not None:
+            log.warning("self-check: task %s is running under this process with no job "
+                        "thread: deciding again", run.docid)
+            let_go(w, run)
+            state.seen.pop(run.docid, None)
+    if held or lost:
+        state.counts["corrected"] += len(held) + len(lost)
+        w.emit("corrected", count=len(held) + len(lost))
+        w.poller.now.set()
 
 def job(w, name: str):
-        """The job's function (or the JobError resolving it raised), once per process."""
-        if name not in w.jobs:
-            try:
-                w.jobs[name] = w.registry.resolve(name)
-            except JobError as exc:
-                w.jobs[name] = exc
-        return w.jobs[name]
+    """The job's function (or the JobError resolving it raised), once per process."""
+    if name not in w.jobs:
+        try:
+            w.jobs[name] = w.registry.resolve(name)
+        except JobError as exc:
+            w.jobs[name] = exc
+    return w.jobs[name]
 
 def do(w, actions: list, now: datetime) -> None:
-        """Carry out what a decision returned."""
-        state = w.state
-        for action in actions:
-            if isinstance(action, r.Write):
-                state.outbox.setdefault(action.docid, []).append(action)
-            elif isinstance(action, d.Hold):
-                if state.paused:  # the name is paused: nothing held (the resume polls)
-                    drop(w, action.doc["_id"])
-                else:
-                    hold(w, action, now)
-            elif isinstance(action, d.Drop):
-                drop(w, action.docid)
-            elif isinstance(action, d.Keep):  # (a poll's copy of the run's own version: no)
-                run = state.runs.get(action.doc["_id"])
-                if run is not None and rules.rev_number(action.doc.get("_rev")) > \
-                        rules.rev_number(run.doc.get("_rev")):
-                    run.doc = r.carry(action.doc, run.doc, w.id)
-            elif isinstance(action, d.Ask):
-                if action.owner not in state.asked:
-                    w.peers.ask(("confirm", action.owner))
-                state.asked.setdefault(action.owner, []).append(action.doc)
-            elif isinstance(action, d.Shown):
-                run = run_of(w, action.token)
-                if run is not None:
-                    run.doc, run.visible = action.doc, True
-            elif isinstance(action, d.Begin):
-                run = state.detached.get(action.token)
-                if run is not None:
-                    begin_detached(w, run, action.doc, now)
-            elif isinstance(action, d.Over):
-                over(w, action)
-            elif isinstance(action, d.Note):
-                getattr(log, action.level)("%s", action.message)
+    """Carry out what a decision returned."""
+    state = w.state
+    for action in actions:
+        if isinstance(action, r.Write):
+            state.outbox.setdefault(action.docid, []).append(action)
+        elif isinstance(action, d.Hold):
+            if state.paused:  # the name is paused: nothing held (the resume polls)
+                drop(w, action.doc["_id"])
+            else:
+                hold(w, action, now)
+        elif isinstance(action, d.Drop):
+            drop(w, action.docid)
+        elif isinstance(action, d.Keep):  # (a poll's copy of the run's own version: no)
+            run = state.runs.get(action.doc["_id"])
+            if run is not None and rules.rev_number(action.doc.get("_rev")) > \
+                    rules.rev_number(run.doc.get("_rev")):
+                run.doc = r.carry(action.doc, run.doc, w.id)
+        elif isinstance(action, d.Ask):
+            if action.owner not in state.asked:
+                w.peers.ask(("confirm", action.owner))
+            state.asked.setdefault(action.owner, []).append(action.doc)
+        elif isinstance(action, d.Shown):
+            run = run_of(w, action.token)
+            if run is not None:
+                run.doc, run.visible = action.doc, True
+        elif isinstance(action, d.Begin):
+            run = state.detached.get(action.token)
+            if run is not None:
+                begin_detached(w, run, action.doc, now)
+        elif isinstance(action, d.Over):
+            over(w, action)
+        elif isinstance(action, d.Note):
+            getattr(log, action.level)("%s", action.message)
 

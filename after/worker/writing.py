@@ -14,50 +14,50 @@ from . import runs as r
 
 
 def flush(w) -> None:
-        """Hand the writes decided to the writer: one in flight per task at most."""
-        state, batch = w.state, []
-        for docid in list(state.outbox):
-            if docid in state.inflight:
-                continue
-            writes = state.outbox[docid]
-            write = writes.pop(0)
-            if not writes:
-                del state.outbox[docid]
-            state.inflight[docid] = write
-            batch.append(write)
-        w.writer.send(batch)
-        if state.intent_out:
-            w.intents.send(state.intent_out)
-            state.intent_out = []
+    """Hand the writes decided to the writer: one in flight per task at most."""
+    state, batch = w.state, []
+    for docid in list(state.outbox):
+        if docid in state.inflight:
+            continue
+        writes = state.outbox[docid]
+        write = writes.pop(0)
+        if not writes:
+            del state.outbox[docid]
+        state.inflight[docid] = write
+        batch.append(write)
+    w.writer.send(batch)
+    if state.intent_out:
+        w.intents.send(state.intent_out)
+        state.intent_out = []
 
 
 def written(w, answers: list, now: datetime) -> None:
-        state = w.state
+    state = w.state
+    view = carrying.view(w)
+    for write, answer in answers:
+        if write.kind in (r.Kind.INTENT, r.Kind.UNINTENT):
+            leases.intent_written(w, write, answer)
+            continue
+        docid = write.docid
+        if state.inflight.get(docid) is write:
+            del state.inflight[docid]
+        if answer.ok and write.kind is not r.Kind.RESOLVE:
+            state.seen.saw(docid, rules.rev_number(write.doc.get("_rev")))
+        if answer.failed is not None:
+            state.counts["faults"] += 1
+            w.emit("fault")
+            state.seen.pop(docid, None)
+            w.poller.now.set()
+        try:
+            running.do(w, d.settle(write, answer, view, now), now)
+        except Exception as exc:
+            w._fault("written", write.doc, exc, now)
         view = carrying.view(w)
-        for write, answer in answers:
-            if write.kind in (r.Kind.INTENT, r.Kind.UNINTENT):
-                leases.intent_written(w, write, answer)
-                continue
-            docid = write.docid
-            if state.inflight.get(docid) is write:
-                del state.inflight[docid]
-            if answer.ok and write.kind is not r.Kind.RESOLVE:
-                state.seen.saw(docid, rules.rev_number(write.doc.get("_rev")))
-            if answer.failed is not None:
-                state.counts["faults"] += 1
-                w.emit("fault")
-                state.seen.pop(docid, None)
-                w.poller.now.set()
-            try:
-                running.do(w, d.settle(write, answer, view, now), now)
-            except Exception as exc:
-                w._fault("written", write.doc, exc, now)
-            view = carrying.view(w)
-            run = state.detached.get(write.token) if write.detached else state.runs.get(docid)
-            if run is not None and run.ended is not None and docid not in state.inflight \
-                    and docid not in state.outbox:
-                running.end(w, run, run.ended, now)
-            parked = state.parked.pop(docid, None)
-            if parked is not None:
-                carrying.changed(w, parked, False, now)
-        leases.give_when_shown(w, now)
+        run = state.detached.get(write.token) if write.detached else state.runs.get(docid)
+        if run is not None and run.ended is not None and docid not in state.inflight \
+                and docid not in state.outbox:
+            running.end(w, run, run.ended, now)
+        parked = state.parked.pop(docid, None)
+        if parked is not None:
+            carrying.changed(w, parked, False, now)
+    leases.give_when_shown(w, now)

@@ -484,3 +484,27 @@ def test_a_run_a_dead_process_may_have_begun_is_recorded_interrupted_and_run_aga
     assert [(r["outcome"], r["process"]) for r in runs] == [
         ("interrupted", a.worker.id), ("done", b.worker.id)]
     assert runs[1]["isolation"] == "process"
+
+
+def test_a_process_back_from_a_short_lapse_gives_up_what_is_someone_elses_now(tmp_path, now):
+    """Found by the chaos checker (scenario lapse-rejoin): A's lease lapses for a moment (no
+    one finds it dead); C joins meanwhile; A, back, lets go of everything in memory, but
+    the leases still name it: it must give C its share, or C never gets it."""
+    store = MemStore("tasks")
+    a, b = Loop(store, tmp_path, now), Loop(store, tmp_path, now)
+    for t in range(1, 4):
+        a.step(later(now, t))
+        b.step(later(now, t))
+    assert len(a.worker.state.owned) == len(b.worker.state.owned) == 32
+    a.frozen = True
+    a.mono[0] += 5.5  # past its own lease's margin, short of the others' verdict (6 s)
+    a.step(later(now, 4))
+    assert a.worker.state.owned == set() and a.worker.state.away_until  # it let go
+    a.frozen = False
+    c = Loop(store, tmp_path, now)
+    for t in range(5, 20):
+        for loop in (a, b, c):
+            loop.step(later(now, t))
+    shares = sorted(len(loop.worker.state.owned) for loop in (a, b, c))
+    assert shares == [21, 21, 22], shares
+    assert set(owners(store).values()) == {a.worker.id, b.worker.id, c.worker.id}

@@ -79,3 +79,15 @@ def test_whatever_the_views_no_partition_is_taken_by_two_processes(count, rng: r
             assert free_for(docs.get(k), p, ())
             taken[k] += 1
     assert all(n == 1 for n in taken.values())
+
+
+def test_a_process_back_from_a_lapse_gives_up_the_leases_that_still_name_it():
+    """Found by the chaos checker (seed 2, scenario lapse-rejoin): after a lapse a process
+    owns nothing in memory, but the leases it held still name it; the process that should
+    own them cannot take them from a live owner, so it must give them up itself."""
+    docs = {k: part_doc("w", k, A, "x") for k in range(PARTITIONS)}  # A held everything
+    owners = assign([A, B])
+    theirs = sorted(k for k, p in owners.items() if p == B)
+    back = plan(A, docs, [A, B], [], ())  # A, back from a lapse: owned is empty
+    assert sorted(back.give) == theirs
+    assert sorted(back.take) == sorted(k for k, p in owners.items() if p == A)
