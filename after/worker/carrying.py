@@ -40,6 +40,11 @@ def changed(w, doc: dict, recheck: bool, now: datetime) -> None:
     if docid in w.state.inflight or docid in w.state.outbox:
         w.state.parked[docid] = doc  # decided once the write's answer is in
         return
+    if parts.partition_of(docid) in w.state.checking:
+        # its partition was a dead process's: decided once that process's open intents
+        # are read (one of its runs may have begun: after.worker.intents)
+        w.state.waiting_check[docid] = doc
+        return
     if not doc.get("_deleted") and not w.state.seen.newer(doc, recheck):
         return  # an echo of our own write, or older than what we know
     job = (doc.get("job") or {}).get("name") if isinstance(doc.get("job"), dict) else None

@@ -89,6 +89,15 @@ def orphan(found: dict, task: dict | None, me: Identity, now: datetime) -> list[
         spec = rules.parse(task)
     except rules.TaskError:
         return [withdraw(found)]  # the worker marks it error when it decides it
+    if found.get("occurrence") not in (None, spec.occurrence_id) \
+            and task.get("status") != rules.RUNNING:
+        # the task is at another occurrence now (moved by someone else's write): the run
+        # may have begun all the same; recorded so, and the task left to go on from there
+        return [Write(Kind.INTENT, {**found, "outcome": rules.INTERRUPTED,
+                                    "ended": format_date(now), "error": {
+                                        "message": f"interrupted: worker process "
+                                                   f"{found.get('process')} stopped (the "
+                                                   "task has moved on since)"}})]
     owner = found.get("process")
     if task.get("status") == rules.RUNNING and info.get("owner") == owner \
             and rules.counter(info, "run") == number:

@@ -14,7 +14,7 @@ import logging
 from datetime import datetime
 
 from ..dates import format_date, from_ms
-from . import intents, running
+from . import carrying, intents, running
 from . import partitions as parts
 from . import runs as r
 from .peers import Registry
@@ -202,6 +202,10 @@ def orphans(w, owners: list[str], found: list, now: datetime) -> None:
     for k, owner in list(state.checking.items()):
         if owner in owners:
             del state.checking[k]
+    for docid, doc in list(state.waiting_check.items()):  # decided now
+        if parts.partition_of(docid) not in state.checking:
+            del state.waiting_check[docid]
+            carrying.changed(w, doc, True, now)
     for docid, held in list(state.held.items()):  # what fell due meanwhile
         if held.fired and running.ready(w, held) and docid not in state.line:
             state.line.add(docid, running.rank_of(w, docid))

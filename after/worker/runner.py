@@ -246,13 +246,23 @@ class Recorder:
                 self._prune(run["task"], run["number"] - self.keep)
 
     def _over_conflicts(self, runs: list[dict]) -> None:
-        """Records written over their intents whose revision was not known (the intent's
-        answer came late, or was lost): written again over what is there."""
+        """Records whose write over their intent conflicted. Over an intent still open (its
+        answer came late, or was lost), written again. Over a record another process wrote
+        (it took the run over, this process being found dead: recorded ``interrupted``),
+        never: this one is kept beside it, marked ``late`` (the run did go on, and end)."""
         if not runs:
             return
-        revs = self.store.revisions([doc["_id"] for doc in runs], db=self.db)
-        again = [{**doc, "_rev": revs[doc["_id"]]} if revs.get(doc["_id"]) else
-                 {k: v for k, v in doc.items() if k != "_rev"} for doc in runs]
+        current = self.store.bulk_get([doc["_id"] for doc in runs], db=self.db)
+        again = []
+        for doc in runs:
+            found = current.get(doc["_id"])
+            if found is None:
+                again.append({k: v for k, v in doc.items() if k != "_rev"})
+            elif found.get("outcome") == "running":
+                again.append({**doc, "_rev": found["_rev"]})
+            else:
+                again.append({**{k: v for k, v in doc.items() if k != "_rev"},
+                              "_id": f"{doc['_id']}~late", "late": True})
         self.store.bulk_docs(again, db=self.db)
 
     def _prune(self, docid: str, up_to: int) -> None:

@@ -420,11 +420,13 @@ RUN_FIELDS = ("owner", "attempt", "started", "run", "due", "claimed", "date", "n
 def carry(newer: dict, started: dict, me: str) -> dict:
     """A newer version of a task whose run is going here, as the run's end must see it: the
     other writer's word (its status, its fields) with the run's own (owner, attempt,
-    start). A version shown ``running`` under another process (it took the run over) is
-    not carried: the end's write then conflicts, and only the run is recorded."""
+    start). A version shown ``running`` under another process, or one that counted a run
+    numbered as this one or later (another process took the run over) is not carried: the
+    end's write then conflicts, and only the run is recorded."""
     info = rules.info(newer)
-    if newer.get("status") == rules.RUNNING and info.get("owner") not in (None, me):
-        return started
+    if newer.get("status") == rules.RUNNING and info.get("owner") not in (None, me) \
+            or rules.counter(info, "runs") >= rules.counter(rules.info(started), "run") > 0:
+        return started  # taken over (and maybe run again): not this run's any more
     new = dict(newer)
     ns = new[rules.NS] = dict(info)
     ours = rules.info(started)

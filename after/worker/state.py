@@ -132,6 +132,7 @@ class State:
     outbox: dict[str, list] = field(default_factory=dict)  # writes decided, by task id
     intent_out: list = field(default_factory=list)  # intents to write (after.worker.intents)
     checking: dict[int, str] = field(default_factory=dict)  # partition -> its dead owner
+    waiting_check: dict[str, dict] = field(default_factory=dict)  # decided once checked
     seen: Seen = field(default_factory=Seen)
     verify: dict[str, str] = field(default_factory=dict)  # made ready: id -> revision held
     asked: dict[str, list[dict]] = field(default_factory=dict)  # owner -> tasks to decide

@@ -272,8 +272,12 @@ def _series(docs: dict, history: History, records: list[dict]) -> list[Verdict]:
         if doc.get("status") != "done" or not isinstance(limit, int):
             continue
         ran = {run.occurrence for run in history.runs if run.task == docid}
+        # a run recorded missed when it fell due counts toward the limit (it consumed its
+        # occurrence); those a catch-up passed over (ids ``TASK#NUMBER#mMS``,
+        # after.worker.runs.missed_records) do not: ``limit`` counts runs
         missed = {rec.get("occurrence") for rec in records
-                  if rec.get("task") == docid and rec.get("outcome") == "missed"}
+                  if rec.get("task") == docid and rec.get("outcome") == "missed"
+                  and not str(rec.get("_id", "")).rpartition("#")[2].startswith("m")}
         count = len(ran | missed)
         if count < limit:
             found.append(Verdict(NEVER, docid, None, f"a series of {limit} ended done after "

@@ -508,3 +508,44 @@ def test_a_process_back_from_a_short_lapse_gives_up_what_is_someone_elses_now(tm
     shares = sorted(len(loop.worker.state.owned) for loop in (a, b, c))
     assert shares == [21, 21, 22], shares
     assert set(owners(store).values()) == {a.worker.id, b.worker.id, c.worker.id}
+
+
+def test_a_run_that_goes_on_through_a_freeze_keeps_the_interrupted_record_of_the_takeover(
+        tmp_path, now):
+    """Found by the chaos checker (seed 13): A is frozen past its lease mid-run; B takes the
+    run over (recorded interrupted, over its intent) and runs it again. A thaws and its run
+    ends: its end is not written over B's takeover, and its record does not overwrite the
+    interrupted one (kept beside it, ``late``)."""
+    store = MemStore("tasks")
+    a = Loop(store, tmp_path, now)
+    pool = a.worker.runner.pool = Manual()
+    a.step()
+    a.put("t", later(now, 1))
+    a.step(later(now, 1))
+    [(job, args, future)] = pool.queued  # begun by a thread before the freeze
+    pool.queued = []
+    assert future.set_running_or_notify_cancel()
+    a.worker.runner.begun[args[1]] = to_ms(later(now, 1))
+    b = Loop(store, tmp_path, now)
+    a.frozen = True
+    for t in range(2, 10):
+        b.step(later(now, t))
+    b.poll()
+    b.step(later(now, 10))
+    assert store.get("t")["status"] == "done"
+    b.runs("t")  # (B's records written, as its recorder's thread would have by now)
+    a.frozen = False
+    a.mono[0] += 9
+    a.now = later(now, 10)
+    lease, a.worker.runner.lease = a.worker.runner.lease, lambda: float("inf")
+    job(*args)  # its job, begun before the freeze (its lease checked then), ends on thaw
+    a.worker.runner.lease = lease
+    a.step()
+    a.runs("t")
+    records = sorted(b.runs("t"), key=lambda r: (r["number"], r["_id"]))
+    outcomes = [(r["outcome"], r["process"] == a.worker.id, bool(r.get("late")))
+                for r in records]
+    assert outcomes == [("interrupted", True, False), ("done", True, True),
+                        ("done", False, False)], outcomes
+    doc = store.get("t")
+    assert doc["status"] == "done" and doc["after"]["runs"] == 2
