@@ -532,12 +532,17 @@ def run_job(func: Callable, task: Any, arguments: Any) -> Any:
         raise JobError(f"job.arguments: expected a list, an object or nothing, got "
                        f"{type(arguments).__name__}")
     signature = _bound_signature(func)
-    if signature is not None:
+    shape = (func, len(args), tuple(sorted(kwargs)))
+    if signature is not None and shape not in _BOUND:
         try:
             signature.bind(task, *args, **kwargs)
         except TypeError as exc:
             raise JobError(f"job {name!r} arguments do not match {name}{signature}: "
                            f"{exc}") from None
+        try:
+            _BOUND.add(shape)  # (binds by count and names: the same shape binds again)
+        except TypeError:
+            pass
     result = func(task, *args, **kwargs)
     if inspect.iscoroutine(result):
         result = asyncio.run(result)
@@ -545,6 +550,7 @@ def run_job(func: Callable, task: Any, arguments: Any) -> Any:
 
 
 _SIGNATURES: dict = {}  # job function -> its signature (read once: a run is on the clock)
+_BOUND: set = set()  # (job function, positional count, keyword names) known to bind
 
 
 def _bound_signature(func: Callable) -> inspect.Signature | None:

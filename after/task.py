@@ -48,6 +48,7 @@ recorded ``missed`` and counted in ``missed``.
 # user's, is here so that each rule has this one home (issue 15).
 from __future__ import annotations
 
+import functools
 import random
 import re
 import signal
@@ -234,7 +235,7 @@ class Spec:
             return self.date
         return occ.jittered(self.id, self.date, self.repeat.jitter)
 
-    @property
+    @functools.cached_property
     def occurrence_id(self) -> str:
         """The id of the occurrence at ``date`` (:func:`after.occurrence.key`): the parent's
         occurrence for a one-off ``manual`` or ``backfill`` task."""

@@ -17,11 +17,14 @@ log = logging.getLogger("after.worker")
 
 
 def view(w) -> d.View:
+    """What a decision may know of the state. The runs are a read-only view of the state's
+    own (no copy: thousands of them in a burst, and a decision per answer), read on the
+    loop's thread only, where nothing changes them while a decision is made."""
     state = w.state
     known_live = frozenset(p for p, alive in state.known.items() if alive)
     known_dead = frozenset(p for p, alive in state.known.items() if not alive)
     return d.View(me=w.me, horizon_ms=int(w.settings.horizon * 1000),
-                  owned=frozenset(state.owned), running=frozenset(state.runs),
+                  owned=frozenset(state.owned), running=state.runs.keys(),
                   live=state.live | known_live, dead=state.dead | known_dead,
                   job_errors=job_errors(w))
 

@@ -15,6 +15,7 @@ then it is held on the timer until its occurrence, and run then with no write in
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -34,7 +35,7 @@ class View:
     me: Identity
     horizon_ms: int  # hold what is due within this many milliseconds
     owned: frozenset[int] = frozenset()  # partitions this process owns
-    running: frozenset[str] = frozenset()  # tasks this process has a run of (in the task)
+    running: AbstractSet[str] = frozenset()  # tasks this process has a run of (in the task)
     live: frozenset[str] = frozenset()  # processes known alive
     dead: frozenset[str] = frozenset()  # processes known dead
     job_errors: Mapping[str, str] = field(default_factory=dict)  # job -> why it cannot run
@@ -254,5 +255,22 @@ def _over(write: Write) -> list[Action]:
                  write.spec.job if write.spec else None, write.detached)]
 
 
+class _Except(AbstractSet):
+    """``tasks`` but ``docid``: a view, not a copy."""
+
+    def __init__(self, tasks: AbstractSet[str], docid: str):
+        self.tasks, self.docid = tasks, docid
+
+    def __contains__(self, item) -> bool:
+        return item != self.docid and item in self.tasks
+
+    def __iter__(self):
+        return (item for item in self.tasks if item != self.docid)
+
+    def __len__(self) -> int:
+        return len(self.tasks) - (self.docid in self.tasks)
+
+
 def _without(view: View, docid: str) -> View:
-    return replace(view, running=view.running - {docid}) if docid in view.running else view
+    return replace(view, running=_Except(view.running, docid)) if docid in view.running \
+        else view

@@ -59,6 +59,7 @@ POLL_TIMEOUT = 60.0  # the poller's (its thread waits while the server builds th
 # timer keys: (RUN, id) a held task's instant, (ARM, id) its run made ready ARM_AHEAD
 # seconds before, (SHOW, token) a run to show running, (GATE, id) a capped task tried again
 RUN, ARM, SHOW, GATE = "run", "arm", "show", "gate"
+FIRE_BATCH = 64  # due tasks decided between two launches of what is in line
 ARM_AHEAD = 2.0
 SMOOTHING = 0.2  # weight of the newest run in the running mean of run durations
 QUEUE_FOR = 0.5  # seconds of work the job threads' queue may hold, at the runs' mean length
@@ -193,6 +194,8 @@ class Worker:
         if wait is None:
             wake = next_deadline(running.timed(self))
             wait = max(0.0, min(wake - self.peers.clock(), 1.0))
+            if self.state.to_show:  # a run to show running
+                wait = max(0.0, min(wait, self.state.to_show[0][0] - self.peers.mono()))
         events = self._drain(wait)
         clock = now
         now = clock or self.peers.now()
@@ -205,8 +208,9 @@ class Worker:
         while events and events[0][0] == "fire":
             fires = [e for e in events if e[0] == "fire"]
             events = [e for e in events if e[0] != "fire"]
-            self._each(fires, now)
-            running.fill(self, now)
+            for start in range(0, len(fires), FIRE_BATCH):  # the first jobs begin at once
+                self._each(fires[start:start + FIRE_BATCH], now)
+                running.fill(self, now)
             if self.fired.empty():
                 break
             events = self._fires() + events
@@ -214,6 +218,8 @@ class Worker:
         self._each(events, now)
         running.deadlines(self, now)
         running.fill(self, now)
+        running.ends(self, now)
+        running.show(self, now)
         if self.peers.mono() >= self.state.next_check:
             self.state.next_check = self.peers.mono() + self.settings.self_check
             running.self_check(self)

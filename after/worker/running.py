@@ -33,6 +33,7 @@ RUN, ARM, SHOW, GATE = "run", "arm", "show", "gate"
 ARM_AHEAD = 2.0
 SMOOTHING = 0.2  # weight of the newest run in the running mean of run durations
 QUEUE_FOR = 0.5  # seconds of work the job threads' queue may hold, at the runs' mean length
+ENDS_WAIT = 1.0  # seconds the ends of runs may wait while a burst is launched
 
 
 def hold(w, hold: d.Hold, now: datetime) -> None:
@@ -42,7 +43,8 @@ def hold(w, hold: d.Hold, now: datetime) -> None:
     w.state.line.remove(docid)
     if w.state.gated.pop(docid, None) is not None:
         w.gates.forget(docid)
-    held = w.state.held[docid] = Held(hold.doc, hold.spec, hold.due_ms)
+    held = w.state.held[docid] = Held(hold.doc, hold.spec, hold.due_ms,
+                                      rank=rank(hold.doc, hold.due_ms))
     w.timer.add((RUN, docid), hold.due_ms, None)
     arm_ms = hold.due_ms - int(ARM_AHEAD * 1000)
     if arm_ms <= to_ms(now):
@@ -96,7 +98,7 @@ def drop(w, docid: str) -> None:
 
 def rank_of(w, docid: str) -> tuple[int, int]:
     held = w.state.held.get(docid)
-    return (0, 0) if held is None else rank(held.doc, held.due_ms)
+    return (0, 0) if held is None else held.rank
 
 
 def fire(w, key: tuple[str, str], now: datetime) -> None:
@@ -182,7 +184,8 @@ def launch(w, held: Held, now: datetime) -> None:
         if run is None:
             return
     go(w, run, now)
-    w.timer.add((SHOW, run.token), to_ms(now) + int(w.settings.visible * 1000), None)
+    # shown running if it goes on: launches come in time order, so a queue suffices (show)
+    w.state.to_show.append((w.peers.mono() + w.settings.visible, run.token))
 
 
 def made(w, held: Held, now: datetime) -> Run | None:
@@ -247,7 +250,32 @@ def finished(w, docid: str, token: str, outcome: rules.Outcome, trace, response,
         log.warning("task %s: a run that had timed out or was taken over ended (%s)",
                     docid, outcome.outcome)
         return
-    end(w, run, (outcome, trace, response), now)
+    # In a burst, the ends wait until what is due is launched (their writes are not what
+    # is late): see ends()
+    w.state.ends.append((run, (outcome, trace, response), w.peers.mono()))
+
+
+def show(w, now: datetime) -> None:
+    """Show ``running`` the runs that have gone on for ``--visible`` seconds."""
+    queue, at = w.state.to_show, w.peers.mono()
+    while queue and queue[0][0] <= at:
+        _, token = queue.popleft()
+        fire(w, (SHOW, token), now)
+
+
+def ends(w, now: datetime, force: bool = False) -> None:
+    """Write the ends of the runs that ended: once nothing due waits to be launched or to
+    be begun by a job thread (a burst is begun first), or when the oldest has waited
+    ENDS_WAIT seconds."""
+    state = w.state
+    if not state.ends:
+        return
+    if not force and (len(state.line) or not w.fired.empty() or w.runner.queued()) \
+            and w.peers.mono() - state.ends[0][2] < ENDS_WAIT:
+        return
+    waiting, state.ends = state.ends, []
+    for run, ended, _since in waiting:
+        end(w, run, ended, now)
 
 
 def end(w, run: Run, ended: tuple, now: datetime) -> None:
@@ -290,7 +318,6 @@ def forget(w, run: Run) -> None:
     state.detached.pop(run.token, None)
     state.tokens_of.pop(run.token, None)
     state.timed.discard(run.token)
-    w.timer.remove((SHOW, run.token))
     if run.spec.concurrency is not None:
         w.gates.release(run.docid)
         for docid in w.gates.due(lambda t: t in state.gated):  # a slot may be free

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -52,6 +52,7 @@ class Held:
     due_ms: int
     armed: Run | None = None  # its run, made ready ahead of the instant (what the job sees)
     fired: bool = False  # its instant came: it runs as soon as its intent is written
+    rank: tuple = (0, 0)  # its place in line (see rank)
 
 
 class Seen(OrderedDict):
@@ -131,6 +132,8 @@ class State:
     parked: dict[str, dict] = field(default_factory=dict)  # newest doc seen meanwhile
     outbox: dict[str, list] = field(default_factory=dict)  # writes decided, by task id
     intent_out: list = field(default_factory=list)  # intents to write (after.worker.intents)
+    ends: list = field(default_factory=list)  # (run, (outcome, trace, response), since)
+    to_show: deque = field(default_factory=deque)  # (monotonic, token): to show running
     checking: dict[int, str] = field(default_factory=dict)  # partition -> its dead owner
     waiting_check: dict[str, dict] = field(default_factory=dict)  # decided once checked
     seen: Seen = field(default_factory=Seen)

@@ -53,6 +53,7 @@ def shutdown(worker) -> int:
                 except Exception as exc:
                     worker._fault(kind, value, exc, now)
         running.deadlines(worker, now)
+        running.ends(worker, now, force=True)
         writing.flush(worker)
     now = worker.peers.now()
     for run in list(state.runs.values()) + list(state.detached.values()):
