@@ -68,13 +68,19 @@ def read_records(path: Path) -> list[dict]:
 
 
 def log_counts(workers) -> dict[str, int]:
-    counts = Counter()
+    """What the workers' logs say that a healthy run should not: counts by kind, and the
+    commonest warning lines (task ids and numbers taken out)."""
+    counts, lines = Counter(), Counter()
     for worker in workers:
         text = worker.log()
         for name, pattern in WARNINGS.items():
             counts[name] += len(pattern.findall(text))
         counts["warnings"] += text.count(" WARNING ")
-    return dict(counts)
+        for line in text.splitlines():
+            if " WARNING " in line or " ERROR " in line:
+                shape = re.sub(r"\d+(\.\d+)?", "N", line.split(": ", 1)[-1])
+                lines[re.sub(r"task \S+", "task T", shape)[:160]] += 1
+    return {**counts, "said": dict(lines.most_common(5))}
 
 
 class Hog:

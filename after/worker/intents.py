@@ -4,9 +4,9 @@ leaves word of the runs it may have begun. Pure.
 Nothing is written to a task between the timer and its job, so the task itself cannot say
 that its run began. The intent does, in the runs database (no validation to run: several
 times cheaper than a task write on CouchDB), under the id the run's record will have
-(:func:`after.worker.runs.record_id`): written when the run is made ready, about two seconds
-ahead of its instant (:data:`after.worker.loop.ARM_AHEAD`), and the run begins only once it
-landed. Its record is written over it when the run ends; a run that will not begin after
+(:func:`after.worker.runs.record_id`): written when the task is held on the timer (within
+the horizon, so a burst's intents go out as its tasks come in, not all at its instant), and
+the run begins only once it landed. Its record is written over it when the run ends; a run that will not begin after
 all (canceled, rescheduled, its partition given up) has its intent deleted.
 
 When a process takes over a partition whose owner died (:mod:`after.worker.partitions`), it

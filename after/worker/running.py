@@ -1,8 +1,8 @@
 """Running: what the loop does with the tasks it holds, from the timer to the run's end.
 
-A task held on the timer (:func:`hold`) has its run made ready two seconds ahead
-(:func:`arm`: the task as the run sees it, the job's copy of it, its intent written in the
-runs database); when it falls due (:func:`fire`) it passes its gates and goes in line, and
+A task held on the timer (:func:`hold`) has its run made at once (:func:`arm`: the task
+as the run sees it, its intent written in the runs database), and what its job receives made
+two seconds ahead (:func:`ready_ahead`); when it falls due (:func:`fire`) it passes its gates and goes in line, and
 is launched as the job threads have room (:func:`fill`); its end (:func:`finished`) becomes
 the write of its task (:func:`end`), and once that write is answered the run is over
 (:func:`over`). Functions of the :class:`~after.worker.loop.Worker` ``w``, on its thread:
@@ -37,6 +37,9 @@ ENDS_WAIT = 1.0  # seconds the ends of runs may wait while a burst is launched
 
 
 def hold(w, hold: d.Hold, now: datetime) -> None:
+    """Hold a task on the timer; its run is made at once, its intent written (a burst's
+    intents go out as its tasks come in, not all at its instant); what its job receives is
+    made ARM_AHEAD seconds before its instant (a copy of the task, held that long only)."""
     docid = hold.doc["_id"]
     if docid in w.state.held:  # a newer version: its run is made ready anew
         withdraw(w, w.state.held[docid])
@@ -46,18 +49,19 @@ def hold(w, hold: d.Hold, now: datetime) -> None:
     held = w.state.held[docid] = Held(hold.doc, hold.spec, hold.due_ms,
                                       rank=rank(hold.doc, hold.due_ms))
     w.timer.add((RUN, docid), hold.due_ms, None)
+    arm(w, held, now)
     arm_ms = hold.due_ms - int(ARM_AHEAD * 1000)
     if arm_ms <= to_ms(now):
-        arm(w, held, now)
+        ready_ahead(w, held)
     else:
         w.timer.add((ARM, docid), arm_ms, None)
 
 
 def arm(w, held: Held, now: datetime, gated: bool = False) -> None:
-    """Make a held task's run ready ahead of its instant (the task as its run sees it,
-    the job's copy of it, its intent written: after.worker.intents), so that the instant
-    itself costs a hand-over to a thread. A gated one is made ready once its gates let
-    it through (``gated``); an overlap-allow run's start is written when it falls due."""
+    """Make a held task's run (the task as its run sees it) and write its intent
+    (after.worker.intents): the run may begin once the intent is written. A gated one is
+    made once its gates let it through (``gated``); an overlap-allow run's start is written
+    when it falls due."""
     if held.armed is not None or held.spec.overlap == rules.ALLOW and held.spec.repeat \
             or r.gated(held.spec) and not gated:
         return
@@ -66,10 +70,17 @@ def arm(w, held: Held, now: datetime, gated: bool = False) -> None:
     token = new_token(w)
     started = r.begin(held.doc, held.spec, due, w.id, due, token)
     run = held.armed = Run(docid, token, started, held.spec, held.due_ms)
-    w.runner.prepare(run)
     run.intent = intents.intent(started, held.spec, w.me, run.token, due)
     w.state.intent_out.append(intents.write(run.intent, run.token))
-    w.state.verify[docid] = held.doc.get("_rev")
+
+
+def ready_ahead(w, held: Held) -> None:
+    """ARM_AHEAD seconds before its instant: what the job receives is made (so that the
+    instant costs a hand-over to a thread), and the task read back (a move or a deletion
+    leaves no trace in this name's feed)."""
+    if held.armed is not None and held.armed.context is None:
+        w.runner.prepare(held.armed)
+    w.state.verify[held.doc["_id"]] = held.doc.get("_rev")
 
 
 def withdraw(w, held: Held) -> None:
@@ -114,7 +125,7 @@ def fire(w, key: tuple[str, str], now: datetime) -> None:
     if held is None or ident in w.state.runs:
         return
     if kind == ARM:
-        arm(w, held, now)
+        ready_ahead(w, held)
         return
     if w.away() or parts.partition_of(ident) not in w.state.owned:
         drop(w, ident)
@@ -379,7 +390,9 @@ def self_check(w) -> None:
     runs = {run.token: run.docid for run in all_runs(w) if run.ended is None}
     held, lost, state.suspects = check.stuck(
         state.held, runs, lambda docid: (RUN, docid) in w.timer,
-        set(state.line.waiting) | set(state.gated), w.runner.active,
+        set(state.line.waiting) | set(state.gated)
+        | {docid for docid, held in state.held.items() if held.fired},  # (for its intent)
+        w.runner.active,
         set(state.inflight) | set(state.outbox), state.suspects)
     for docid in held:
         log.warning("self-check: task %s is held by this process with no timer entry: "
