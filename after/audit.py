@@ -158,6 +158,8 @@ def audit_task(doc: dict, runs: list[dict], start: datetime, end: datetime, now:
         return TaskAudit(task_id, doc.get("worker"), error=str(exc))
     if spec.occurrence is not None:
         return TaskAudit(task_id, spec.worker)  # an extra run: audited under its parent
+    runs = [run for run in runs if run.get("outcome") != rules.INTENDED]  # not begun, or
+    # begun and not ended: the dead process's are decided by the worker that takes over
     own = [run for run in runs if not run.get("kind")]
     dates = implied(doc, spec, own, start, end, now)
     by_date: dict[datetime, list[dict]] = {}

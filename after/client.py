@@ -545,14 +545,19 @@ class Client:
 
     def runs(self, id: str, limit: int = 20) -> list[dict]:
         """The task's last ``limit`` run records, newest first: its own, and those of its
-        extra runs (``run_now``, ``backfill``), which carry ``kind`` and ``parent``."""
+        extra runs (``run_now``, ``backfill``), which carry ``kind`` and ``parent``. A run
+        going is shown by its task (``running``), not here."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise TaskError(f"limit: must be a positive integer, not {limit!r}")
         docs, _ = self.store.find({"task": id, "number": {"$gt": None}}, db=self.runs_db,
-                                  sort=[{"task": "desc"}, {"number": "desc"}], limit=limit)
+                                  sort=[{"task": "desc"}, {"number": "desc"}],
+                                  limit=limit + 1)
+        # a run's intent (written ahead of it, its record written over it) is not a run
+        docs = [doc for doc in docs if doc.get("outcome") != rules.INTENDED][:limit]
         extra, _ = self.store.find({"parent": id, "started": {"$gt": None}}, db=self.runs_db,
                                    sort=[{"parent": "desc"}, {"started": "desc"}],
                                    limit=limit)
+        extra = [doc for doc in extra if doc.get("outcome") != rules.INTENDED]
         if not extra:
             docs.sort(key=lambda r: (r.get("number", 0), r.get("started") or ""),
                       reverse=True)

@@ -214,7 +214,13 @@ class MemStore:
     def _replicate(self, store: dict[str, _Doc], doc: dict) -> dict:
         """``new_edits=False``: store the revision as given, beside the others (a branch)."""
         entry = store.setdefault(doc["_id"], _Doc())
-        entry.branches[doc["_rev"]] = copy.deepcopy(doc)
+        history = doc.get("_revisions") or {}
+        ids, start = history.get("ids") or [], history.get("start", 0)
+        if len(ids) > 1:  # a child of a leaf: that leaf is one no more
+            entry.branches.pop(f"{start - 1}-{ids[1]}", None)
+        body = copy.deepcopy(doc)
+        body.pop("_revisions", None)
+        entry.branches[doc["_rev"]] = body
         return {"ok": True, "id": doc["_id"], "rev": doc["_rev"]}
 
     def bulk_get(self, ids: Iterable[str], *, db: str | None = None) -> dict[str, dict]:
@@ -229,10 +235,11 @@ class MemStore:
             found = {docid: self._current(store, docid) for docid in ids}
         return {docid: doc["_rev"] if doc is not None else None for docid, doc in found.items()}
 
-    def prefixed(self, prefix: str, *, db: str | None = None) -> list[dict]:
+    def prefixed(self, prefix: str, *, db: str | None = None,
+                 conflicts: bool = False) -> list[dict]:
         with self._lock:
             store = self._db(db)
-            docs = [self._current(store, docid) for docid in sorted(store)
+            docs = [self._current(store, docid, conflicts) for docid in sorted(store)
                     if docid.startswith(prefix)]
         return [doc for doc in docs if doc is not None]
 

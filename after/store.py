@@ -581,12 +581,16 @@ class Store:
                 found[row["id"]] = value["rev"]
         return found
 
-    def prefixed(self, prefix: str, *, db: str | None = None) -> list[dict]:
-        """The documents whose id starts with ``prefix``, in id order."""
+    def prefixed(self, prefix: str, *, db: str | None = None,
+                 conflicts: bool = False) -> list[dict]:
+        """The documents whose id starts with ``prefix``, in id order (``conflicts``: with
+        their ``_conflicts``, as this node's copies know them)."""
+        params = {"startkey": json.dumps(prefix), "endkey": json.dumps(prefix + "\ufff0"),
+                  "include_docs": "true"}
+        if conflicts:
+            params["conflicts"] = "true"
         rows = self.request(
-            "GET", f"{quote(db or self.db, safe='')}/_all_docs",
-            params={"startkey": json.dumps(prefix), "endkey": json.dumps(prefix + "\ufff0"),
-                    "include_docs": "true"},
+            "GET", f"{quote(db or self.db, safe='')}/_all_docs", params=params,
         ).json()["rows"]
         return [row["doc"] for row in rows if row.get("doc")]
 

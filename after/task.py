@@ -86,6 +86,9 @@ OK, FAILED, TIMEOUT, MISSED, INTERRUPTED = "done", "error", "timeout", "missed",
 #: An occurrence not run: an excluded date (``repeat.exclude``), or one that fell due while a
 #: run of its task was going (``overlap``). Recorded, no run.
 SKIPPED = "skipped"
+#: Not an outcome: a run's intent (``after.worker.intents``), written before the run may
+#: begin and overwritten by its record when it ends. Readers of runs leave intents out.
+INTENDED = "intended"
 #: ``overlap``: what happens to the occurrences of a repeating task that fall due while a run
 #: of it is going: recorded ``skipped`` (``skip``), the latest of them run right after and
 #: the others skipped (``buffer_one``), or each run as it falls due, alongside (``allow``).

@@ -10,7 +10,7 @@ the run begins only once it landed. Its record is written over it when the run e
 all (canceled, rescheduled, its partition given up) has its intent deleted.
 
 When a process takes over a partition whose owner died (:mod:`after.worker.partitions`), it
-reads the dead process's intents still open (``"outcome": "running"``) and decides each
+reads the dead process's intents still open (``"outcome": "intended"``) and decides each
 (:func:`orphan`): a run due before now, of an occurrence the task has not counted, may have
 begun: it was interrupted (recorded so, over its intent) and the task runs again, in a child
 process of its own (a job may be what ended the process: it takes down no second one), as
@@ -27,7 +27,7 @@ from .. import task as rules
 from ..dates import format_date, parse_date
 from .runs import Identity, Kind, Write, occurrence_fields, record_id, take_over
 
-RUNNING = "running"  # an intent's outcome until its run's record is written over it
+INTENDED = rules.INTENDED  # an intent's outcome until its run's record is written over it
 
 
 def intent(started: dict, spec: rules.Spec, me: Identity, token: str, due: datetime) -> dict:
@@ -49,7 +49,7 @@ def intent(started: dict, spec: rules.Spec, me: Identity, token: str, due: datet
         "scheduled": format_date(due),
         **occurrence_fields(spec),
         "started": format_date(due),
-        "outcome": RUNNING,
+        "outcome": INTENDED,
         "token": token,
     }
 

@@ -109,8 +109,9 @@ def free_for(doc: Mapping | None, me: str, dead: Iterable[str]) -> bool:
     """May ``me`` take the partition whose lease document is ``doc``?"""
     if doc is None or doc.get("_deleted"):
         return True
-    owner = doc.get("owner")
-    return not owner or owner == me or owner in set(dead)
+    dead = set(dead)
+    owners = [doc.get("owner"), *doc.get("_contested", ())]
+    return all(not owner or owner == me or owner in dead for owner in owners)
 
 
 def plan(me: str, docs: Mapping[int, dict], live: Iterable[str], dead: Iterable[str],
@@ -130,3 +131,102 @@ def plan(me: str, docs: Mapping[int, dict], live: Iterable[str], dead: Iterable[
              if doc is not None and not doc.get("_deleted") and doc.get("owner") == me}
     give = tuple(k for k in sorted(owned | named) if owners.get(k, me) != me)
     return Plan(take, give)
+
+
+# -- conflicts on a cluster ------------------------------------------------------------------
+#
+# A CouchDB cluster may keep two versions of a lease document side by side: two processes
+# wrote it through two nodes, one answered 201 (a quorum of copies took it), the other 202
+# (fewer did; its version is stored all the same, as a conflicting branch). The rules:
+#
+# - a write answered 201 that names this process, read back from every copy, is its own if
+#   no other live version names a process that may be using the partition; otherwise it
+#   yields: two 201s need a quorum each, so of two processes each sees the other's, and at
+#   most one goes on (both yield when both see each other);
+# - a write answered 202 is never its writer's: it is buried at once (:func:`tombstone`);
+# - a version of the document no process may be using (no owner, a dead owner, or this
+#   process in a version it does not know as its own) is buried by whoever reads it beside
+#   another, so that the document comes back to one version; a partition is free only if
+#   every live version of its lease document is.
+
+
+def winner(leaves: Iterable[Mapping]) -> Mapping | None:
+    """CouchDB's winning revision among live ``leaves``: the longest history, then the
+    highest revision id (the same answer on every node)."""
+    live = [leaf for leaf in leaves if not leaf.get("_deleted")]
+    return max(live, key=lambda leaf: (_position(leaf["_rev"]), leaf["_rev"]), default=None)
+
+
+def _position(rev: str) -> int:
+    head, _, _ = rev.partition("-")
+    return int(head) if head.isdigit() else 0
+
+
+def tombstone(leaf: Mapping) -> dict:
+    """A deleted child of the revision ``leaf``, to be written with ``new_edits=false``: it
+    lands on every copy whatever that copy has (an interactive delete would be refused by a
+    copy the branch has not reached yet), and a write of the same branch still in flight
+    finds it no longer a leaf. Its revision id is derived from ``leaf``'s, so processes
+    burying the same version at once write the same revision."""
+    rev = leaf["_rev"]
+    position, _, parent = rev.partition("-")
+    child = hashlib.blake2b(f"{rev}:buried".encode(), digest_size=16).hexdigest()
+    return {"_id": leaf["_id"], "_rev": f"{int(position) + 1}-{child}", "_deleted": True,
+            "_revisions": {"start": int(position) + 1, "ids": [child, parent]}}
+
+
+def claims(leaf: Mapping, me: str, mine: Iterable[str], dead: Iterable[str]) -> bool:
+    """May the process a live version of a lease document names be using the partition?
+    Not with no owner, not a dead owner, not ``me`` in a revision not among ``mine`` (the
+    revisions of its own writes it confirmed)."""
+    owner = leaf.get("owner")
+    if leaf.get("_deleted") or not isinstance(owner, str) or not owner:
+        return False
+    if owner == me:
+        return leaf.get("_rev") in set(mine)
+    return owner not in set(dead)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A conflicted lease document, once its versions are weighed."""
+
+    doc: dict | None  # the version to go by (None: no live version left)
+    buried: tuple[dict, ...] = ()  # tombstones to write (new_edits=false)
+    owners: tuple[str, ...] = ()  # the owners of the live versions kept (two: contested)
+
+
+def settle(leaves: Iterable[Mapping], me: str, mine: Iterable[str],
+           dead: Iterable[str]) -> Settled:
+    """The versions of a lease document to keep (those whose owners may be using the
+    partition; when none does, CouchDB's winner) and those to bury. Kept with another, a
+    version is contested: the partition is free only if every owner kept is
+    (:func:`free_for` reads ``_contested``)."""
+    live = [dict(leaf) for leaf in leaves if not leaf.get("_deleted")]
+    mine, dead = set(mine), set(dead)
+    kept = [leaf for leaf in live if claims(leaf, me, mine, dead)]
+    if not kept and live:
+        kept = [dict(winner(live))]
+    kept_revs = {leaf["_rev"] for leaf in kept}
+    buried = tuple(tombstone(leaf) for leaf in live if leaf["_rev"] not in kept_revs)
+    if not kept:
+        return Settled(None, buried)
+    doc = dict(winner(kept))
+    owners = tuple(sorted({leaf.get("owner") for leaf in kept
+                           if isinstance(leaf.get("owner"), str)}))
+    doc.pop("_conflicts", None)
+    if len(kept) > 1:
+        doc["_contested"] = owners
+    return Settled(doc, buried, owners)
+
+
+def taken(doc: Mapping, leaves: Iterable[Mapping], me: str, dead: Iterable[str]
+          ) -> tuple[bool, tuple[dict, ...]]:
+    """After a write answered 201 took the partition (``doc``, with its new ``_rev``), and
+    its leaves were read back from every copy: is it this process's, and what to bury (the
+    others' versions no process may be using; or, when another may be, its own)."""
+    rev = doc["_rev"]
+    others = [leaf for leaf in leaves if not leaf.get("_deleted") and leaf.get("_rev") != rev]
+    if any(claims(leaf, me, (), dead) for leaf in others):
+        return False, (tombstone(doc),)
+    return True, tuple(tombstone(leaf) for leaf in others)

@@ -88,6 +88,9 @@ class Peers:
         self.rev: str | None = None
         self.beat_sent: float | None = None  # when the last heartbeat that landed was sent
         self.lapses = 0  # times a heartbeat landed after this process's lease may have lapsed
+        # partition -> the revision of its lease document this process wrote and confirmed
+        # its own (answered 201, read back from every copy with no other claim beside it)
+        self.mine: dict[int, str] = {}
         self.warned_offset = False
         self._asks: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -206,7 +209,7 @@ class Peers:
         """Re-read the name's registry: heartbeats, pause, partitions (None when it could
         not be read); removes the heartbeats gone for long."""
         try:
-            docs = self.store.prefixed(f"{self.name}@", db=self.db)
+            docs = self.store.prefixed(f"{self.name}@", db=self.db, conflicts=True)
         except StoreError as exc:
             log.warning("cannot read the worker registry: %s", describe_error(exc))
             return None
@@ -232,6 +235,15 @@ class Peers:
             if isinstance(owner, str) and owner != self.id and owner not in present \
                     and owner not in self.observed:
                 self.observe(None, owner, at)
+        for k, doc in list(found.items()):
+            if doc.get("_conflicts"):
+                settled = self.settle(doc)
+                if settled is None:
+                    continue
+                if settled.doc is None:
+                    del found[k]
+                else:
+                    found[k] = settled.doc
         if stale:  # processes long gone (killed, machine lost): drop them from the registry
             try:
                 self.store.bulk_docs(stale, db=self.db)
@@ -261,13 +273,72 @@ class Peers:
 
     def write_parts(self, docs: list[dict]) -> list[dict]:
         """Write partition lease documents (blocking: on the peers' thread); the answers,
-        in order (``error`` for each that failed: a conflict, or the server)."""
+        in order (``error`` for each that failed: a conflict, the server, or a take that
+        is not this process's after all: answered 202, or another claim beside it on a
+        cluster, see :mod:`after.worker.partitions`)."""
         try:
-            return self.store.bulk_docs(docs, db=self.db)
+            answers = self.store.bulk_docs(docs, db=self.db)
         except StoreError as exc:
             log.warning("cannot write %d partition lease(s): %s", len(docs),
                         describe_error(exc))
             return [{"id": doc["_id"], "error": "unavailable"} for doc in docs]
+        for i, (doc, answer) in enumerate(zip(docs, answers, strict=False)):
+            k = doc["partition"]
+            if "error" in answer:
+                continue
+            if doc.get("owner") != self.id:  # given up
+                self.mine.pop(k, None)
+            elif answer.get("accepted"):  # 202: not proof; buried, taken again later
+                self.bury([parts.tombstone(doc)])
+                answers[i] = {"id": doc["_id"], "error": "accepted"}
+            else:
+                answers[i] = self.confirm_take(k, doc, answer)
+        return answers
+
+    def confirm_take(self, k: int, doc: dict, answer: dict) -> dict:
+        """A take answered 201, read back from every copy: this process's, unless another
+        process may be using the partition in a version beside it."""
+        try:
+            leaves = self.store.leaves(doc["_id"], db=self.db)
+        except StoreError as exc:
+            log.warning("cannot read back the lease of partition %d: %s", k,
+                        describe_error(exc))
+            self.bury([parts.tombstone(doc)])
+            return {"id": doc["_id"], "error": "unconfirmed"}
+        ours, buried = parts.taken(doc, leaves, self.id, self.dead)
+        self.bury(list(buried))
+        if not ours:
+            log.warning("partition %d of %s: another process took it at the same time "
+                        "(a conflict between cluster nodes); left to it", k, self.name)
+            return {"id": doc["_id"], "error": "contested"}
+        self.mine[k] = doc["_rev"]
+        return answer
+
+    def settle(self, doc: dict) -> parts.Settled | None:
+        """A lease document read with conflicts: its versions weighed, those no process
+        may be using buried (None when its versions could not be read)."""
+        try:
+            leaves = self.store.leaves(doc["_id"], db=self.db)
+        except StoreError as exc:
+            log.warning("cannot read the versions of %s: %s", doc["_id"], describe_error(exc))
+            return None
+        settled = parts.settle(leaves, self.id, self.mine.values(), self.dead)
+        self.bury(list(settled.buried))
+        if settled.doc is not None and settled.doc.get("_contested"):
+            log.warning("%s names %s in versions side by side (a conflict between cluster "
+                        "nodes): free only once all but one let it go", doc["_id"],
+                        ", ".join(settled.owners))
+        return settled
+
+    def bury(self, tombstones: list[dict]) -> None:
+        """Write tombstones over versions of lease documents (``new_edits=false``)."""
+        if not tombstones:
+            return
+        try:
+            self.store.bulk_docs(tombstones, db=self.db, new_edits=False)
+        except StoreError as exc:
+            log.warning("cannot bury %d lease version(s): %s", len(tombstones),
+                        describe_error(exc))
 
     # -- the thread --------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 
 from ..store import StoreError, describe_error
+from . import intents
 
 log = logging.getLogger("after.worker")
 
@@ -74,7 +75,7 @@ class Reads:
         """The open intents of ``owners`` in the runs database, each with its task now."""
         found = []
         for owner in owners:
-            found += list(self.store.find_all({"process": owner, "outcome": "running"},
+            found += list(self.store.find_all({"process": owner, "outcome": intents.INTENDED},
                                               db=self.runs))
         tasks = self.store.bulk_get(sorted({doc["task"] for doc in found if "task" in doc}))
         return [(doc, tasks.get(doc.get("task"))) for doc in found]

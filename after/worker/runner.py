@@ -25,6 +25,7 @@ from .. import task as rules
 from ..dates import from_ms, to_ms, utcnow
 from ..jobs import JobRegistry, TaskContext, call
 from ..store import StoreError, Unavailable, describe_error
+from .intents import INTENDED
 
 log = logging.getLogger("after.worker")
 
@@ -258,7 +259,7 @@ class Recorder:
             found = current.get(doc["_id"])
             if found is None:
                 again.append({k: v for k, v in doc.items() if k != "_rev"})
-            elif found.get("outcome") == "running":
+            elif found.get("outcome") == INTENDED:
                 again.append({**doc, "_rev": found["_rev"]})
             else:
                 again.append({**{k: v for k, v in doc.items() if k != "_rev"},

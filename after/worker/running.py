@@ -41,8 +41,12 @@ def hold(w, hold: d.Hold, now: datetime) -> None:
     intents go out as its tasks come in, not all at its instant); what its job receives is
     made ARM_AHEAD seconds before its instant (a copy of the task, held that long only)."""
     docid = hold.doc["_id"]
-    if docid in w.state.held:  # a newer version: its run is made ready anew
-        withdraw(w, w.state.held[docid])
+    was = w.state.held.get(docid)
+    if was is not None and was.doc.get("_rev") == hold.doc.get("_rev") \
+            and was.due_ms == hold.due_ms:
+        return  # the same version again (a poll, a read back): held already
+    if was is not None:  # a newer version: its run is made ready anew
+        withdraw(w, was)
     w.state.line.remove(docid)
     if w.state.gated.pop(docid, None) is not None:
         w.gates.forget(docid)

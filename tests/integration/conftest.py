@@ -118,6 +118,7 @@ class Harness:
                 if attempt == 2:
                     raise
                 time.sleep(0.1)
+        docs = [d for d in docs if d.get("outcome") != "intended"]  # records, not intents
         return sorted(docs, key=lambda d: (d["number"], d["started"]))
 
     def wait_runs(self, docid: str, count: int = 1, timeout: float = 15) -> list[dict]:

@@ -35,7 +35,7 @@ def test_an_intent_is_written_under_the_id_of_the_runs_record():
     started = r.begin(doc, spec, NOW, ME.process, NOW)
     intent = intents.intent(started, spec, ME, "aaaaaa.1", NOW)
     record = r.end(started, spec, rules.Outcome(rules.OK, NOW, NOW), ME, NOW, "aaaaaa.1").run
-    assert intent["_id"] == record["_id"] and intent["outcome"] == "running"
+    assert intent["_id"] == record["_id"] and intent["outcome"] == "intended"
     assert intent["number"] == record["number"] == 1
 
 

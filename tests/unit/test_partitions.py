@@ -91,3 +91,77 @@ def test_a_process_back_from_a_lapse_gives_up_the_leases_that_still_name_it():
     back = plan(A, docs, [A, B], [], ())  # A, back from a lapse: owned is empty
     assert sorted(back.give) == theirs
     assert sorted(back.take) == sorted(k for k, p in owners.items() if p == A)
+
+
+# -- conflicts on a cluster ------------------------------------------------------------------
+
+def _leaf(rev: str, owner: str | None, deleted: bool = False) -> dict:
+    doc = {"_id": "w@part:07", "_rev": rev, "type": "part", "name": "w", "partition": 7,
+           "owner": owner}
+    if deleted:
+        doc["_deleted"] = True
+    return doc
+
+
+def test_a_tombstone_is_a_deleted_child_the_same_from_every_process():
+    stone = parts.tombstone(_leaf("3-abc", A))
+    assert stone["_deleted"] and stone["_rev"].startswith("4-")
+    assert stone["_revisions"] == {"start": 4, "ids": [stone["_rev"][2:], "abc"]}
+    assert parts.tombstone(_leaf("3-abc", B)) == stone  # by revision, not by content
+    assert parts.tombstone(_leaf("3-abd", A))["_rev"] != stone["_rev"]
+
+
+def test_the_winner_is_couchdbs_longest_history_then_highest_id():
+    assert parts.winner([_leaf("2-a", A), _leaf("3-0", B), _leaf("3-f", C, True)])["_rev"] \
+        == "3-0"
+    assert parts.winner([_leaf("2-a", A), _leaf("2-b", B)])["_rev"] == "2-b"
+    assert parts.winner([_leaf("2-a", A, True)]) is None
+
+
+def test_settling_keeps_the_versions_a_live_process_may_use_and_buries_the_rest():
+    leaves = [_leaf("2-a", A), _leaf("2-b", B), _leaf("2-c", None), _leaf("3-d", C, True)]
+    settled = parts.settle(leaves, me=D, mine=(), dead={B})
+    assert settled.doc["_rev"] == "2-a" and settled.owners == (A,)
+    assert "_contested" not in settled.doc
+    assert sorted(s["_revisions"]["ids"][1] for s in settled.buried) == ["b", "c"]
+    # nobody may use any: CouchDB's winner stays, the others are buried
+    settled = parts.settle([_leaf("2-a", None), _leaf("2-b", B)], me=D, mine=(), dead={B})
+    assert settled.doc["_rev"] == "2-b" and len(settled.buried) == 1
+    # a version naming this process that it never confirmed is buried; one it did, kept
+    assert parts.settle([_leaf("2-a", A), _leaf("2-b", D)], D, (), ()).doc["_rev"] == "2-a"
+    kept = parts.settle([_leaf("2-a", A), _leaf("2-b", D)], D, ("2-b",), ())
+    assert kept.doc["_contested"] == (A, D) and kept.buried == ()
+    assert not free_for(kept.doc, C, dead=()) and not free_for(kept.doc, D, dead=())
+    assert free_for(kept.doc, C, dead={A, D})
+    assert parts.settle([_leaf("2-a", A, True)], D, (), ()).doc is None
+
+
+def test_a_take_is_yielded_when_another_live_process_may_use_a_version_beside_it():
+    mine = _leaf("3-m", D)
+    ours, buried = parts.taken(mine, [mine, _leaf("2-x", A)], D, dead=())
+    assert not ours and buried == (parts.tombstone(mine),)
+    ours, buried = parts.taken(mine, [mine, _leaf("2-x", A), _leaf("2-y", None)], D, dead={A})
+    assert ours and sorted(s["_revisions"]["ids"][1] for s in buried) == ["x", "y"]
+    assert parts.taken(mine, [mine, _leaf("2-z", B, True)], D, dead=()) == (True, ())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 4), st.sampled_from("abcdef"),
+                          st.sampled_from([A, B, C, D, None]), st.booleans()),
+                min_size=1, max_size=6, unique_by=lambda t: (t[0], t[1])),
+       st.sets(st.sampled_from([A, B, C, D])), st.sets(st.sampled_from(["1-a", "2-b", "3-c"])))
+def test_settling_never_buries_a_claim_and_leaves_one_version_unless_two_claim(
+        versions, dead, mine):
+    leaves = [_leaf(f"{n}-{h}", owner, deleted) for n, h, owner, deleted in versions]
+    settled = parts.settle(leaves, D, mine, dead)
+    buried = {f'{s["_revisions"]["start"] - 1}-{s["_revisions"]["ids"][1]}'
+              for s in settled.buried}
+    live = [leaf for leaf in leaves if not leaf.get("_deleted")]
+    assert buried <= {leaf["_rev"] for leaf in live}
+    for leaf in live:
+        if parts.claims(leaf, D, mine, dead):
+            assert leaf["_rev"] not in buried
+    kept = len(live) - len(settled.buried)
+    assert kept == (0 if not live else max(1, sum(parts.claims(x, D, mine, dead)
+                                                   for x in live)))
+    assert (settled.doc is None) == (not live)

@@ -187,3 +187,105 @@ def test_the_registry_gives_the_partitions_and_finds_their_owners_that_never_bea
     assert registry.beat_sent == clock.t and registry.lapses == 0
     clock.t += 6.0  # the other stops beating: dead after a lease, on this process's clock
     assert peers.beat({}).dead == {"w@gone:1:a", other.id}
+
+
+def _two_versions(store, owners, rev="1-base"):
+    """The lease document of partition 5 with a version per owner, side by side (as two
+    nodes of a cluster can leave it), each a child of ``rev``."""
+    base = {**parts.part_doc("w", 5, None, "x"), "_rev": rev}
+    store.bulk_docs([base], db="t_workers", new_edits=False)
+    for i, owner in enumerate(owners):
+        child = f"{i}{'0' * 31}"
+        store.bulk_docs([{**parts.part_doc("w", 5, owner, "x"), "_rev": f"2-{child}",
+                          "_revisions": {"start": 2, "ids": [child, rev.split("-")[1]]}}],
+                        db="t_workers", new_edits=False)
+
+
+def test_a_lease_in_two_versions_keeps_the_live_owners_and_buries_the_dead_ones():
+    from after.memstore import MemStore
+
+    store = MemStore("t")
+    store.create_database("t_workers")
+    clock = Clock()
+    peers = Peers(store=store, name="w", lease=6.0, db="t_workers", monotonic=clock)
+    other = Peers(store=store, name="w", lease=6.0, db="t_workers", monotonic=clock)
+    other.beat({})
+    _two_versions(store, [other.id, "w@gone:1:a"])
+    assert len([v for v in store.leaves("w@part:05", db="t_workers")
+                if not v.get("_deleted")]) == 2
+    registry = peers.beat({})
+    assert registry.parts[5]["owner"] == other.id and "_contested" not in registry.parts[5]
+    live = [v for v in store.leaves("w@part:05", db="t_workers") if not v.get("_deleted")]
+    assert [v["owner"] for v in live] == [other.id]  # the dead one's version buried
+    assert not parts.free_for(registry.parts[5], peers.id, registry.dead)
+
+
+def test_two_live_owners_side_by_side_leave_the_partition_to_neither_third():
+    from after.memstore import MemStore
+
+    store = MemStore("t")
+    store.create_database("t_workers")
+    clock = Clock()
+    a, b, c = (Peers(store=store, name="w", lease=6.0, db="t_workers", monotonic=clock)
+               for _ in range(3))
+    a.beat({})
+    b.beat({})
+    _two_versions(store, [a.id, b.id])
+    a.mine[5] = "2-0" + "0" * 31  # a's take was confirmed; b's was not
+    seen = c.beat({}).parts[5]
+    assert seen["_contested"] == tuple(sorted([a.id, b.id]))
+    assert not parts.free_for(seen, c.id, dead=())
+    b.beat({})  # b finds a version naming it that it never confirmed: buried
+    assert [v["owner"] for v in store.leaves("w@part:05", db="t_workers")
+            if not v.get("_deleted")] == [a.id]
+    assert a.beat({}).parts[5]["owner"] == a.id
+
+
+class Accepting:
+    """A store whose writes are stored but answered 202, as a cluster with too few copies
+    up answers them (the rest of the store as is)."""
+
+    def __init__(self, store):
+        self._store = store
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def bulk_docs(self, docs, *, db=None, new_edits=True):
+        answers = self._store.bulk_docs(docs, db=db, new_edits=new_edits)
+        return [{**a, "accepted": True} if "error" not in a else a for a in answers]
+
+
+def test_a_take_answered_202_is_not_the_process_and_its_version_is_buried():
+    from after.memstore import MemStore
+
+    store = MemStore("t")
+    store.create_database("t_workers")
+    peers = Peers(store=Accepting(store), name="w", lease=6.0, db="t_workers",
+                  monotonic=Clock())
+    [answer] = peers.write_parts([parts.part_doc("w", 3, peers.id, "x")])
+    assert answer["error"] == "accepted" and 3 not in peers.mine
+    assert store.get_or_none("w@part:03", db="t_workers") is None  # buried: free again
+    [answer] = peers.write_parts([parts.part_doc("w", 4, None, "x")])  # a give-up: as is
+    assert answer.get("accepted") and "error" not in answer
+
+
+def test_a_take_answered_201_is_read_back_and_yielded_to_a_live_version_beside_it():
+    from after.memstore import MemStore
+
+    store = MemStore("t")
+    store.create_database("t_workers")
+    clock = Clock()
+    a, b = (Peers(store=store, name="w", lease=6.0, db="t_workers", monotonic=clock)
+            for _ in range(2))
+    a.beat({})
+    b.beat({})
+    _two_versions(store, [a.id, None])
+    current = {"_rev": "2-1" + "0" * 31}  # b read the free version only (a lagging copy)
+    [answer] = b.write_parts([parts.part_doc("w", 5, b.id, "x", current)])
+    assert answer["error"] == "contested" and 5 not in b.mine
+    assert [v["owner"] for v in store.leaves("w@part:05", db="t_workers")
+            if not v.get("_deleted")] == [a.id]
+    # and with nobody else's version beside it, the take is confirmed
+    [answer] = b.write_parts([parts.part_doc("w", 6, b.id, "x")])
+    assert answer.get("ok") and b.mine[6] == answer["rev"]
