@@ -6,8 +6,9 @@ that its run began. The intent does, in the runs database (no validation to run:
 times cheaper than a task write on CouchDB), under the id the run's record will have
 (:func:`after.worker.runs.record_id`): written when the task is held on the timer (within
 the horizon, so a burst's intents go out as its tasks come in, not all at its instant), and
-the run begins only once it landed. Its record is written over it when the run ends; a run that will not begin after
-all (canceled, rescheduled, its partition given up) has its intent deleted.
+the run begins only once it landed. Its record is written over it when the run ends; a run
+that will not begin after all (canceled, rescheduled, its partition given up) has its
+intent deleted. An intent's outcome is ``intended``: readers of runs leave it out.
 
 When a process takes over a partition whose owner died (:mod:`after.worker.partitions`), it
 reads the dead process's intents still open (``"outcome": "intended"``) and decides each

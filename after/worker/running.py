@@ -1,12 +1,13 @@
 """Running: what the loop does with the tasks it holds, from the timer to the run's end.
 
 A task held on the timer (:func:`hold`) has its run made at once (:func:`arm`: the task
-as the run sees it, its intent written in the runs database), and what its job receives made
-two seconds ahead (:func:`ready_ahead`); when it falls due (:func:`fire`) it passes its gates and goes in line, and
-is launched as the job threads have room (:func:`fill`); its end (:func:`finished`) becomes
-the write of its task (:func:`end`), and once that write is answered the run is over
-(:func:`over`). Functions of the :class:`~after.worker.loop.Worker` ``w``, on its thread:
-they read and change its state, and nothing else does.
+as the run sees it, its intent written in the runs database), and what its job receives
+made two seconds ahead (:func:`ready_ahead`); when it falls due (:func:`fire`) it passes its
+gates and goes in line, and is launched as the job threads have room (:func:`fill`); its
+end (:func:`finished`) becomes the write of its task (:func:`end`), and once that write is
+answered the run is over (:func:`over`). Functions of the
+:class:`~after.worker.loop.Worker` ``w``, on its thread: they read and change its state, and
+nothing else does.
 """
 
 from __future__ import annotations
