@@ -48,6 +48,15 @@ def registry(w, registry: Registry, now: datetime) -> None:
     was_paused = state.paused
     state.registry_read = True
     state.live, state.dead, state.paused = registry.live, registry.dead, registry.paused
+    if registry.degraded != state.degraded:
+        state.degraded = registry.degraded
+        if registry.degraded:
+            log.warning("worker %s: the database answers 202 (a cluster with too few copies "
+                        "up to confirm a write): no partition is taken or given up until it "
+                        "confirms writes again; the partitions owned are run as before",
+                        w.name)
+        else:
+            log.warning("worker %s: the database confirms writes again", w.name)
     state.parts = {k: doc for k, doc in registry.parts.items()}
     if state.paused != was_paused:
         log.warning("worker %s %s", w.name, "paused: starting nothing" if state.paused
@@ -65,6 +74,10 @@ def plan(w, now: datetime) -> None:
     """Take the partitions this process should own and are free; give up the others."""
     state = w.state
     if state.parts_pending or w.away() or not state.registry_read:
+        return
+    if state.degraded:  # a take would be buried (202), a partition given up left to no one
+        if state.owned:
+            start_polling(w)
         return
     plan = parts.plan(w.id, state.parts, state.live, state.dead,
                       state.owned | state.giving)

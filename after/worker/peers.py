@@ -64,6 +64,7 @@ class Registry:
     paused: bool = False
     beat_sent: float | None = None  # monotonic: when the last heartbeat that landed was sent
     lapses: int = 0  # heartbeats that landed after this process's lease may have lapsed
+    degraded: bool = False  # the last heartbeat was answered 202: a cluster without a quorum
 
 
 class Peers:
@@ -91,6 +92,7 @@ class Peers:
         # partition -> the revision of its lease document this process wrote and confirmed
         # its own (answered 201, read back from every copy with no other claim beside it)
         self.mine: dict[int, str] = {}
+        self.degraded = False  # the last heartbeat answered 202 (too few copies of a cluster)
         self.warned_offset = False
         self._asks: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -148,17 +150,18 @@ class Peers:
         sent = self.mono()
         try:
             try:
-                self.store.put(doc, db=self.db)
+                answer = self.store.put(doc, db=self.db)
             except Conflict:
                 current = self.store.get_or_none(self.id, db=self.db) or {}
                 doc["_rev"] = current.get("_rev")
-                self.store.put(doc, db=self.db)
+                answer = self.store.put(doc, db=self.db)
         except StoreError as exc:
             if force:
                 raise
             log.warning("heartbeat failed: %s", describe_error(exc))
             return self.refresh()
         self.rev = doc["_rev"]
+        self.degraded = answer.get("status") == 202
         if sent >= self.sure_until():  # (counted before beat_sent moves: see the loop's lapse)
             self.lapses += self.beat_sent is not None
         self.beat_sent = sent
@@ -258,7 +261,7 @@ class Peers:
             live=frozenset(p for p, until in self.live.items() if until > at) | {self.id},
             dead=frozenset(self.dead), parts=found,
             paused=any(pausing.is_pause(doc, self.name) for doc in docs),
-            beat_sent=self.beat_sent, lapses=self.lapses)
+            beat_sent=self.beat_sent, lapses=self.lapses, degraded=self.degraded)
 
     def confirm(self, owner: str) -> bool | None:
         """Is ``owner`` (a process of another name, most likely) alive? Reads its heartbeat
@@ -289,6 +292,8 @@ class Peers:
             if doc.get("owner") != self.id:  # given up
                 self.mine.pop(k, None)
             elif answer.get("accepted"):  # 202: not proof; buried, taken again later
+                log.warning("partition %d of %s: its take was answered 202 (not confirmed by "
+                            "a quorum of copies): not used", k, self.name)
                 self.bury([parts.tombstone(doc)])
                 answers[i] = {"id": doc["_id"], "error": "accepted"}
             else:

@@ -554,3 +554,51 @@ def test_a_run_that_goes_on_through_a_freeze_keeps_the_interrupted_record_of_the
                         ("done", False, False)], outcomes
     doc = store.get("t")
     assert doc["status"] == "done" and doc["after"]["runs"] == 2
+
+
+class Answers202:
+    """A cluster with too few copies up: every write lands, answered 202."""
+
+    def __init__(self, store):
+        self._store = store
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def put(self, doc, *, db=None):
+        return {**self._store.put(doc, db=db), "status": 202}
+
+    def bulk_docs(self, docs, *, db=None, new_edits=True):
+        answers = self._store.bulk_docs(docs, db=db, new_edits=new_edits)
+        return [{**a, "accepted": True} if "error" not in a else a for a in answers]
+
+
+def test_while_the_cluster_answers_202_no_partition_is_taken_or_given_up(tmp_path, now):
+    """A owns everything; the cluster loses its quorum. B, started then, takes nothing and
+    A gives nothing up (a give would be taken by no one); A keeps running its tasks. When
+    writes are confirmed again, B gets its share."""
+    store = MemStore("tasks")
+    a = Loop(store, tmp_path, now)
+    a.step()
+    assert len(a.worker.state.owned) == parts.PARTITIONS
+    a.worker.peers.store = Answers202(store)
+    b = Loop(store, tmp_path, now)
+    b.worker.peers.store = Answers202(store)
+    for t in range(1, 4):
+        a.step(later(now, t))
+        b.step(later(now, t))
+    assert a.worker.state.degraded and b.worker.state.degraded
+    assert len(a.worker.state.owned) == parts.PARTITIONS and not a.worker.state.giving
+    assert b.worker.state.owned == set()
+    a.put("t", later(now, 5))
+    for t in range(4, 7):
+        a.step(later(now, t))
+        b.step(later(now, t))
+    assert [r["id"] for r in a.ran()] == ["t"]
+    a.worker.peers.store = b.worker.peers.store = store
+    for t in range(7, 12):
+        a.step(later(now, t))
+        b.step(later(now, t))
+        a.step(later(now, t))
+    assert not b.worker.state.degraded
+    assert len(a.worker.state.owned) == len(b.worker.state.owned) == 32

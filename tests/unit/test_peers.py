@@ -255,6 +255,9 @@ class Accepting:
         answers = self._store.bulk_docs(docs, db=db, new_edits=new_edits)
         return [{**a, "accepted": True} if "error" not in a else a for a in answers]
 
+    def put(self, doc, *, db=None):
+        return {**self._store.put(doc, db=db), "status": 202}
+
 
 def test_a_take_answered_202_is_not_the_process_and_its_version_is_buried():
     from after.memstore import MemStore
@@ -289,3 +292,16 @@ def test_a_take_answered_201_is_read_back_and_yielded_to_a_live_version_beside_i
     # and with nobody else's version beside it, the take is confirmed
     [answer] = b.write_parts([parts.part_doc("w", 6, b.id, "x")])
     assert answer.get("ok") and b.mine[6] == answer["rev"]
+
+
+def test_a_heartbeat_answered_202_says_the_cluster_cannot_confirm_writes():
+    from after.memstore import MemStore
+
+    store = MemStore("t")
+    store.create_database("t_workers")
+    clock = Clock()
+    assert Peers(store=store, name="w", lease=6.0, db="t_workers",
+                 monotonic=clock).beat({}).degraded is False
+    degraded = Peers(store=Accepting(store), name="w", lease=6.0, db="t_workers",
+                     monotonic=clock)
+    assert degraded.beat({}).degraded is True
