@@ -729,7 +729,7 @@ class Client:
 
     def pause_worker(self, name: str) -> dict:
         """Pause the worker name ``name`` on every machine (within about a second): its
-        processes stay up but claim nothing; the tasks they held are handed back and runs
+        processes stay up but start nothing; the tasks they held are dropped and runs
         going finish. Kept in the database (``<db>_workers``): it holds across restarts.
         Returns the pause document."""
         _check_worker(name)

@@ -32,7 +32,7 @@ def live_names(docs: Iterable[dict], now_ms: int) -> set[str]:
 
 def serving(name: str, docs: Iterable[dict], paused: Iterable[str], now_ms: int) -> str | None:
     """``None`` when a live process serves ``name``; ``"paused"`` when the name is paused
-    (its processes claim nothing); ``"none"`` when no live process has that name."""
+    (its processes start nothing); ``"none"`` when no live process has that name."""
     if name in set(paused):
         return PAUSED
     return SERVED if name in live_names(docs, now_ms) else NONE
@@ -44,7 +44,7 @@ def message(name: str, kind: str | None, docs: Iterable[dict], now_ms: int) -> s
     if kind is SERVED:
         return None
     if kind == PAUSED:
-        return (f"the worker name {name} is paused: its processes claim nothing until "
+        return (f"the worker name {name} is paused: its processes start nothing until "
                 f"`after resume {name}`")
     names = sorted(live_names(docs, now_ms))
     close = difflib.get_close_matches(name, names, 1, 0.6)

@@ -247,7 +247,7 @@ def list_workers(cfg: Config, as_json):
             for name, doc in sorted(paused.items())], indent=2))
         return
     for name, doc in sorted(paused.items()):
-        click.echo(f"{name} is paused (since {short(doc.get('since'))}): its processes claim "
+        click.echo(f"{name} is paused (since {short(doc.get('since'))}): its processes start "
                    f"nothing; `after resume {name}` resumes it")
     if not entries:
         click.echo("no worker is running")
@@ -301,8 +301,8 @@ def clean(cfg: Config, name, remove_log):
 @click.option("--task", "task_id", metavar="ID", help="pause this one task instead")
 @click.pass_obj
 def pause(cfg: Config, name, task_id):
-    """Pause the worker name NAME on every machine: its processes stay up but claim
-    nothing (held tasks are handed back; running jobs finish). Kept in the database until
+    """Pause the worker name NAME on every machine: its processes stay up but start
+    nothing (held tasks are dropped; running jobs finish). Kept in the database until
     `after resume NAME`. With --task ID, pause that task (a run going finishes)."""
     with _one_of(name, task_id) as client:
         if task_id is not None:
@@ -311,7 +311,7 @@ def pause(cfg: Config, name, task_id):
                                                if rules.running(doc) else ""))
             return
         doc = client.pause_worker(name)
-        click.echo(f"{name} paused (since {short(doc.get('since'))}): its processes claim "
+        click.echo(f"{name} paused (since {short(doc.get('since'))}): its processes start "
                    "nothing new")
 
 

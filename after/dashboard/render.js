@@ -179,7 +179,7 @@ function unservedNote(doc, workers, paused, now) {
   const kind = unserved(doc, workers, paused, now);
   if (kind === null) return '';
   const why = kind === 'paused'
-    ? `the worker name ${doc.worker} is paused: its processes claim nothing until resumed`
+    ? `the worker name ${doc.worker} is paused: its processes start nothing until resumed`
     : `no live process serves the worker name ${doc.worker}: the task waits until one starts `
       + `(after start ${doc.worker})`;
   return h('span', { class: `unserved warn unserved-${kind}`, title: why },

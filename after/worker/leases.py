@@ -48,6 +48,7 @@ def registry(w, registry: Registry, now: datetime) -> None:
     was_paused = state.paused
     state.registry_read = True
     state.live, state.dead, state.paused = registry.live, registry.dead, registry.paused
+    state.leaving = registry.leaving
     if registry.degraded != state.degraded:
         state.degraded = registry.degraded
         if registry.degraded:
@@ -79,7 +80,9 @@ def plan(w, now: datetime) -> None:
         if state.owned:
             start_polling(w)
         return
-    plan = parts.plan(w.id, state.parts, state.live, state.dead,
+    # a process that is stopping gives its partitions up: they are shared among the others
+    # (each is taken once its lease document says it is free)
+    plan = parts.plan(w.id, state.parts, state.live - state.leaving, state.dead,
                       state.owned | state.giving)
     for k in plan.give:
         if k not in state.giving:  # (owned, or named by its lease after a lapse)

@@ -65,6 +65,7 @@ class Registry:
     beat_sent: float | None = None  # monotonic: when the last heartbeat that landed was sent
     lapses: int = 0  # heartbeats that landed after this process's lease may have lapsed
     degraded: bool = False  # the last heartbeat was answered 202: a cluster without a quorum
+    leaving: frozenset[str] = frozenset()  # live processes whose heartbeat says stopping
 
 
 class Peers:
@@ -217,11 +218,13 @@ class Peers:
             log.warning("cannot read the worker registry: %s", describe_error(exc))
             return None
         at = self.mono()
-        newly, stale, present = [], [], set()
+        newly, stale, present, leaving = [], [], set(), set()
         for doc in docs:
             if doc.get("type") != "worker":  # the name's pause and partition documents
                 continue
             present.add(doc["_id"])
+            if doc.get("stopping") and doc["_id"] != self.id:
+                leaving.add(doc["_id"])
             if self.observe(doc, doc["_id"], at):
                 newly.append(doc["_id"])
             seen = self.observed.get(doc["_id"])
@@ -261,7 +264,8 @@ class Peers:
             live=frozenset(p for p, until in self.live.items() if until > at) | {self.id},
             dead=frozenset(self.dead), parts=found,
             paused=any(pausing.is_pause(doc, self.name) for doc in docs),
-            beat_sent=self.beat_sent, lapses=self.lapses, degraded=self.degraded)
+            beat_sent=self.beat_sent, lapses=self.lapses, degraded=self.degraded,
+            leaving=frozenset(leaving))
 
     def confirm(self, owner: str) -> bool | None:
         """Is ``owner`` (a process of another name, most likely) alive? Reads its heartbeat

@@ -149,6 +149,7 @@ class State:
     paused: bool = False
     registry_read: bool = False  # a first read of the registry came
     degraded: bool = False  # the cluster answers 202: no partition taken or given up
+    leaving: frozenset = frozenset()  # live processes stopping: no partition is theirs
     beat_sent: float | None = None  # monotonic: the last heartbeat that landed was sent
     lapses: int = 0  # heartbeats that landed after this process's lease may have lapsed
     lapses_seen: int = 0

@@ -2,8 +2,9 @@
 
 - :func:`shutdown` (SIGTERM, ``after stop``; DESIGN: graceful stop): start nothing new, let
   the runs going finish within ``grace`` seconds while their ends are written, then record
-  what still runs ``interrupted`` and show it ``waiting`` again; give the partitions up (so
-  another process takes them at once) and leave the registry. A second signal stops at once:
+  what still runs ``interrupted`` and show it ``waiting`` again; the partitions are given up
+  at once (those with runs going once their runs are shown ``running``), so that another
+  process takes them while the runs finish; then leave the registry. A second signal stops at once:
   the partitions return to the pool when the lease runs out. Returns the exit code: 0 after
   a graceful stop, 130 after a hurried one.
 - :func:`fault`: a failure of the worker's own code while handling one task is that task's
@@ -19,8 +20,8 @@ from .. import task as rules
 from ..dates import format_date
 from ..redact import redact_text
 from . import decide as d
+from . import leases, running, writing
 from . import partitions as parts
-from . import running, writing
 from . import runs as r
 
 log = logging.getLogger("after.worker")
@@ -40,6 +41,13 @@ def shutdown(worker) -> int:
     state.line.clear()
     for run in [run for run in state.runs.values() if worker.runner.withdraw(run.token)]:
         running.let_go(worker, run)  # not begun: nothing ran
+    # Every partition given up now, not after the grace period: one with no run going is
+    # free at once, one with runs once they are shown running (the next owner leaves those
+    # to this process), so tasks due while the runs finish start elsewhere on time.
+    state.giving |= state.owned
+    state.owned.clear()
+    leases.give_when_shown(worker, worker.peers.now())
+    worker._publish()  # the next heartbeat says "stopping": the others share its partitions
     deadline = worker.peers.clock() + worker.settings.grace
     while (state.runs or state.detached or state.inflight or state.outbox) \
             and not worker.stop_now.is_set():
@@ -47,14 +55,17 @@ def shutdown(worker) -> int:
         if now.timestamp() >= deadline:
             break
         for kind, value in worker._drain(min(0.5, deadline - now.timestamp())):
-            if kind in ("finished", "written", "unbegun", "change", "parts", "registry"):
+            if kind in ("finished", "written", "unbegun", "change", "parts", "registry",
+                        "beat"):
                 try:
                     worker._handle(kind, value, now)
                 except Exception as exc:
                     worker._fault(kind, value, exc, now)
         running.deadlines(worker, now)
         running.ends(worker, now, force=True)
+        leases.give_when_shown(worker, now)
         writing.flush(worker)
+        worker._publish()
     now = worker.peers.now()
     for run in list(state.runs.values()) + list(state.detached.values()):
         outcome = rules.Outcome(rules.INTERRUPTED, run.started or now, now,
@@ -86,7 +97,7 @@ def settle_writes(worker, timeout: float) -> None:
             and worker.peers.mono() < deadline:
         now = worker.peers.now()
         for kind, value in worker._drain(0.2):
-            if kind in ("written", "change"):
+            if kind in ("written", "change", "beat"):
                 try:
                     worker._handle(kind, value, now)
                 except Exception as exc:

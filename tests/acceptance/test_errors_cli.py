@@ -114,6 +114,6 @@ def test_add_warns_and_show_says_when_no_live_process_serves_the_name(cli, tasks
     assert cli.run("pause", "billing").returncode == 0
     paused = cli.run("add", "hello", "-w", "billing", "--at", "+1h", "--id", "ok2")
     assert paused.stderr == ("warning: the worker name billing is paused: its processes "
-                             "claim nothing until `after resume billing`\n")
+                             "start nothing until `after resume billing`\n")
     worker.terminate()
     assert worker.wait(30) == 0

@@ -26,6 +26,7 @@ from .conftest import (
     recorded,
     task_doc,
     wait_for,
+    wait_for_partitions,
     wait_for_peers,
 )
 
@@ -51,8 +52,8 @@ def slow_record(task, path, seconds):
 '''
 
 
-def start_pool(cli, name, count, *extra):
-    processes = [cli.spawn("start", name, *POOL, *extra) for _ in range(count)]
+def start_pool(cli, name, count, *extra, **env):
+    processes = [cli.spawn("start", name, *POOL, *extra, **env) for _ in range(count)]
     wait_for(lambda: sum(f.running for f in pid_files(cli.home, name)) == count,
              what=f"{count} processes")
     wait_for(lambda: all(f"worker {name} ready" in p.read_text()
@@ -179,3 +180,43 @@ def test_workers_survive_a_server_restart_and_run_tasks_posted_after(disk_cli, d
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0
     assert os.path.exists(cli.home / "phoenix.log")
+
+
+def test_a_process_stopping_leaves_its_partitions_to_the_others_while_its_runs_finish(
+        cli, tasks, tmp_path):
+    """A graceful stop gives the partitions up at once, not after the grace period: tasks
+    due while the stopping process's last run goes on start on time elsewhere."""
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "slow_record.py").write_text(SLOW_RECORD)
+    out = tmp_path / "runs.jsonl"
+    stopping, staying = start_pool(cli, "handoff", 2, AFTER_JOBS=str(jobs))
+    wait_for_partitions(cli, "handoff", 2)
+    slow = task_doc("slow", "handoff", out)
+    slow["job"] = {"name": "slow_record", "arguments": [str(out), 8]}
+    ids = [f"s{i}" for i in range(40)]
+    theirs = [i for i in ids if f":{stopping.pid}:" in (partition_owner(cli, "handoff", i)
+                                                         or "")]
+    # the slow run on the process that stops: a task of a partition it owns
+    slow["_id"] = next(f"slow{i}" for i in range(1000) if f":{stopping.pid}:" in (
+        partition_owner(cli, "handoff", f"slow{i}") or ""))
+    tasks.put(slow)
+    wait_for(lambda: tasks.get(slow["_id"])["status"] == "running", what="the slow run")
+    stopping.send_signal(signal.SIGTERM)
+    due = utcnow() + timedelta(seconds=2)
+    for i in ids:
+        tasks.put({**task_doc(i, "handoff", out), "date": format_date(due),
+                   "job": {"name": "slow_record", "arguments": [str(out), 0]}})
+    wait_for(lambda: len([r for r in recorded(out) if r["id"] in ids]) >= 40, timeout=20,
+             what="40 runs")
+    runs = [r for r in recorded(out) if r["id"] in ids]
+    assert sorted(r["id"] for r in runs) == sorted(ids)
+    assert {r["pid"] for r in runs} == {staying.pid}
+    late = max((parse_date(r["at"]) - due).total_seconds() for r in runs)
+    print(f"\n[handoff] {len(theirs)} of 40 tasks in the stopping process's partitions, "
+          f"all run by the other at most {late:.2f}s after their date (its run: 8 s)")
+    assert late < 4, late  # not after the slow run's 8 s
+    assert stopping.wait(30) == 0
+    final = tasks.get(slow["_id"])
+    assert final["status"] == "done"
+    assert [r["pid"] for r in recorded(out) if r["id"] == slow["_id"]] == [stopping.pid]

@@ -48,7 +48,7 @@ def test_the_message_names_a_close_live_name_or_the_live_ones():
     assert "(live names: billing, reports)" in other and "gone" not in other
     assert "(no worker process is live at all)" in serving.message("x", serving.NONE, [], NOW)
     assert serving.message("billing", serving.PAUSED, docs, NOW) == (
-        "the worker name billing is paused: its processes claim nothing until "
+        "the worker name billing is paused: its processes start nothing until "
         "`after resume billing`")
     assert serving.message("billing", serving.SERVED, docs, NOW) is None
     task = {"_id": "t", "worker": "bilIing", "status": "waiting"}
