@@ -16,7 +16,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import feed, isolation, lateness, memory, raw, servers, startup, throughput
+from . import feed, isolation, lateness, memory, raw, scale, servers, startup, throughput
 from .harness import Bench, Measurement
 
 MEASUREMENTS = {
@@ -28,12 +28,13 @@ MEASUREMENTS = {
     "startup": startup.run,
     "memory": memory.run,
     "isolation": isolation.run,
+    "scale": scale.run,
 }
 # What each server runs: the cluster gives throughput and burst lateness (the rows).
 PLAN = {
     "pouchdb": list(MEASUREMENTS),
     "couchdb": list(MEASUREMENTS),
-    "cluster": ["raw", "burst", "drain"],
+    "cluster": ["raw", "burst", "drain", "scale"],
 }
 RESULTS = Path(__file__).resolve().parent / "results.json"
 

@@ -27,6 +27,7 @@ from after.dates import format_date, parse_date
 
 from .harness import (
     Bench,
+    Measurement,
     bulk_insert,
     cpu_seconds,
     in_seconds,
@@ -34,9 +35,11 @@ from .harness import (
     rss_mb,
     wait_until,
 )
+from .raw import write_rate
 
 AHEAD = 60.0  # a burst known ahead: posted this long before its instant
 SHORT = 5.0  # short notice
+PLOTS = Path(__file__).resolve().parent / "plots"
 WARNINGS = {
     "handed back": re.compile(r"handed back"),
     "lost answer": re.compile(r"lost answer|no run behind it"),
@@ -161,7 +164,7 @@ def burst(bench: Bench, total: int, processes: int = 3, ahead: float = AHEAD,
             "min": min(late), "max": max(late), "twice": sum(1 for n in runs.values() if n > 1),
             "never": total - len(runs), "peak_rss": rss,
             "per_process": sorted(per_process.values()), "logs": log_counts(workers),
-            "worker_cpu_s": cpu,
+            "worker_cpu_s": cpu, "late": late,
         }
     finally:
         if hogger is not None:
@@ -215,6 +218,119 @@ def liveness(bench: Bench, total: int = 20, seconds: float = 0.2) -> dict:
         path.unlink(missing_ok=True)
 
 
+def plot(bursts: list[dict], path: Path, title: str) -> Path:
+    """The lateness of each burst as a distribution (the job's own clock minus the date):
+    the share of tasks begun by each lateness, one line a burst."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for result in bursts:
+        late = sorted(result["late"])
+        share = [(i + 1) / len(late) for i in range(len(late))]
+        label = (f"{result['total']:,} due at once, {result['processes']} process"
+                 f"{'es' if result['processes'] > 1 else ''}, posted {result['ahead']:g} s "
+                 f"ahead{', CPU hog' if result['hog'] else ''}")
+        ax.plot(late, share, label=label)
+    ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlabel("lateness, ms (the job's own clock minus the task's date)")
+    ax.set_ylabel("share of the tasks begun")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def validated_rate(bench: Bench) -> float:
+    """The validated write rate of this run: ``_bulk_docs`` of 2,000 task documents into a
+    set-up tasks database (its ``validate_doc_update`` runs), 500 at a time; median of 3."""
+    rates = []
+    for _ in range(3):
+        db = bench.database("vrate")
+        try:
+            write_rate(db, 500, 500, "warm")
+            rates.append(write_rate(db, 2000, 500))
+        finally:
+            bench.drop(db)
+    return sorted(rates)[1]
+
+
+# The issue's goals (issue 21), by server: p99 of a burst known ahead, in ms.
+BURST_GOALS = {"couchdb": {3000: 100, 10_000: 500, 50_000: 3000},
+               "pouchdb": {3000: 200, 10_000: 1000, 50_000: 6000},
+               "cluster": {10_000: 1000}}
+SHORT_GOAL, LIVENESS_GOAL, RSS_GOAL = 100, 5.0, 150
+
+
+def _healthy(logs: dict) -> int:
+    return sum(logs.get(k, 0) for k in ("handed back", "lost answer", "timeouts", "lapses"))
+
+
+def run(bench: Bench) -> Measurement:
+    """``python -m bench --only scale``: the figures of issue 21 on this server."""
+    m = Measurement("scale")
+    sizes = sorted(BURST_GOALS[bench.kind])
+    if bench.quick:
+        sizes = sizes[:1]
+    unhealthy = 0
+    bursts = []
+    for size in sizes:
+        result = burst(bench, size, 3)
+        bursts.append(result)
+        goal = BURST_GOALS[bench.kind][size]
+        unhealthy += _healthy(result["logs"])
+        m.add(f"{size:,} due at one instant, posted {AHEAD:g} s ahead, 3 processes: p99",
+              result["p99"], "ms", goal=f"<= {goal:,}", met=result["p99"] <= goal
+              and not result["twice"] and not result["never"],
+              detail=f"p50 {result['p50']:.0f} ms, max {result['max']:.0f} ms; run twice "
+                     f"{result['twice']}, never {result['never']}; per process "
+                     f"{result['per_process']}; peak RSS {result['peak_rss']:.0f} MB; "
+                     f"warnings {result['logs']['warnings']}")
+        m.add(f"  peak worker RSS ({size:,})", result["peak_rss"], "MB",
+              goal=f"<= {RSS_GOAL}", met=result["peak_rss"] <= RSS_GOAL)
+    if bench.kind != "cluster":
+        for hog in (False, True):
+            result = burst(bench, 500, 1, SHORT, hog=hog)
+            bursts.append(result)
+            unhealthy += _healthy(result["logs"])
+            m.add(f"500 posted {SHORT:g} s ahead, 1 process{', a CPU hog beside' if hog else ''}"
+                  ": p99", result["p99"], "ms", goal=f"<= {50 if not hog else SHORT_GOAL}",
+                  met=result["p99"] <= (50 if not hog else SHORT_GOAL) and not result["twice"],
+                  detail=f"p50 {result['p50']:.0f} ms, max {result['max']:.0f} ms")
+    rate = validated_rate(bench)
+    m.add("validated _bulk_docs write rate (task documents, set-up db)", rate, "docs/s")
+    rates = {}
+    for processes in (1, 3):
+        result = drain(bench, 2000, processes)
+        unhealthy += _healthy(result["logs"])
+        rates[processes] = result["rate"]
+        m.add(f"drain 2,000 due, {processes} process{'es' if processes > 1 else ''}",
+              result["rate"], "tasks/s", detail=f"run twice {result['twice']}")
+    ratio = rates[1] / rate
+    m.add("  1 process / validated write rate", ratio, "x", goal=">= 0.5", met=ratio >= 0.5)
+    m.add("  3 processes / 1 process", rates[3] / rates[1], "x", goal=">= 1",
+          met=rates[3] >= rates[1])
+    result = liveness(bench)
+    unhealthy += _healthy(result["logs"])
+    m.add("--pool 1, 20 tasks of 0.2 s due at once: last done after their date",
+          result["last_done_s"], "s", goal=f"<= {LIVENESS_GOAL:g}",
+          met=result["last_done_s"] <= LIVENESS_GOAL)
+    m.add("hand-backs, lost-answer restarts, timeouts, lapses in the workers' logs",
+          unhealthy, "", goal="0", met=unhealthy == 0)
+    try:
+        path = plot(bursts, PLOTS / f"scale-{bench.kind}.png", f"after on {bench.label}")
+        m.notes.append(f"lateness plotted in {path.relative_to(PLOTS.parent.parent)}")
+    except ImportError:
+        m.notes.append("no plot: matplotlib is not installed (pip install -e '.[bench]')")
+    return m
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scale")
     parser.add_argument("--servers", nargs="+", default=["couchdb"])
@@ -225,14 +341,21 @@ def main(argv=None) -> int:
     parser.add_argument("--drain", nargs="*", type=int, help="processes for drains")
     parser.add_argument("--liveness", action="store_true")
     parser.add_argument("--no-burst", action="store_true")
+    parser.add_argument("--plot", type=Path, help="plot the bursts' lateness into this PNG")
     args = parser.parse_args(argv)
     for kind in args.servers:
         with Bench(kind) as bench:
             print(f"== {bench.label}", flush=True)
+            bursts = []
             if not args.no_burst:
                 for size in args.sizes:
                     result = burst(bench, size, args.processes, args.ahead, args.hog)
-                    print(json.dumps(result), flush=True)
+                    bursts.append(result)
+                    print(json.dumps({k: v for k, v in result.items() if k != "late"}),
+                          flush=True)
+            if args.plot and bursts:
+                path = args.plot.with_name(f"{args.plot.stem}-{kind}{args.plot.suffix}")
+                print(f"plotted: {plot(bursts, path, f'after on {bench.label}')}")
             for processes in args.drain or []:
                 print(json.dumps(drain(bench, 2000, processes)), flush=True)
             if args.liveness:
