@@ -624,7 +624,8 @@ class Client:
         """Cancel the task; returns the document written.
 
         ``waiting`` (no worker holds it): ``canceled`` at once. Held or running: ``cancel``,
-        which the worker holding it turns into ``canceled`` (a running job finishes first).
+        which the worker holding it turns into ``canceled`` (a running job is told
+        through ``task.canceled`` and its run ends ``canceled`` within 5 s).
         Already ``cancel``: unchanged. ``done``, ``error`` or ``canceled``: StateError.
         """
         for _ in range(MAX_CONFLICTS):

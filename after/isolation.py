@@ -101,6 +101,16 @@ class Child:
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
+    def terminate(self) -> None:
+        """SIGTERM the child (its job's ``task.canceled`` is set; see _child)."""
+        pid = self.pid
+        if pid is None or self.ended:
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+
     def kill(self, why: str) -> None:
         """SIGKILL the child, every process its job started (whatever their session: the
         child is their subreaper, :mod:`after.proctree`) and its process group."""
@@ -205,13 +215,23 @@ def _child(answer: Connection, folder: tuple | str, name: str, module: str | Non
         func: Callable | Exception = JobRegistry.of(folder).resolve(name)
     except Exception as exc:  # JobError: the module went away, or fails to import now
         func = exc
-    reply = call(func, TaskContext(doc, date, attempt, occurrence), arguments)
+    context = TaskContext(doc, date, attempt, occurrence)
+    # a cancel written while it runs: the worker sends SIGTERM, the job sees task.canceled
+    signal.signal(signal.SIGTERM, _canceler(context))
+    reply = call(func, context, arguments)
     try:
         answer.send(reply)
     except Exception as exc:  # what it returned cannot be sent (to_result made it JSON)
         answer.send(Reply(False, error=f"the job's answer could not be sent back: "
                                        f"{type(exc).__name__}: {exc}"))
     answer.close()
+
+
+def _canceler(context: TaskContext) -> Callable:
+    """The child's SIGTERM handler: sets the job's ``task.canceled``."""
+    def cancel(signum, frame) -> None:
+        context.canceled.set()
+    return cancel
 
 
 def _orphaned(parent) -> None:

@@ -432,10 +432,13 @@ class TaskContext:
     read anything, and nothing it does reaches the worker's copy. ``occurrence`` is the
     occurrence id (:func:`after.occurrence.key`): the same for every attempt, retry and
     re-run of this occurrence, another for every other one; an idempotency key (the ``http``
-    job sends it as ``Idempotency-Key``).
+    job sends it as ``Idempotency-Key``). ``canceled`` is a :class:`threading.Event`, set
+    when a ``cancel`` is written while the run goes: a long job checks it (or waits on it)
+    and returns early; the run is then recorded ``canceled``.
     """
 
-    __slots__ = ("id", "worker", "date", "job", "arguments", "attempt", "doc", "occurrence")
+    __slots__ = ("id", "worker", "date", "job", "arguments", "attempt", "doc", "occurrence",
+                 "canceled")
 
     id: str | None
     worker: str | None
@@ -445,6 +448,7 @@ class TaskContext:
     attempt: int
     doc: Mapping[str, Any]
     occurrence: str | None
+    canceled: threading.Event
 
     def __init__(self, doc: dict, date: datetime, attempt: int, occurrence: str | None = None):
         doc = _copy(dict(doc))
@@ -458,6 +462,7 @@ class TaskContext:
             "attempt": int(attempt),
             "doc": types.MappingProxyType(doc),
             "occurrence": occurrence,
+            "canceled": threading.Event(),
         }
         for key, value in values.items():
             object.__setattr__(self, key, value)

@@ -86,6 +86,12 @@ OK, FAILED, TIMEOUT, MISSED, INTERRUPTED = "done", "error", "timeout", "missed",
 #: An occurrence not run: an excluded date (``repeat.exclude``), or one that fell due while a
 #: run of its task was going (``overlap``). Recorded, no run.
 SKIPPED = "skipped"
+#: A run stopped by a ``cancel`` written while it went (its job told through
+#: ``task.canceled``; an isolated one's process killed after :data:`CANCEL_GRACE`).
+STOPPED = "canceled"
+#: Seconds a canceled run gets to stop by itself before it is ended ``canceled`` all the same
+#: (an isolated run's process killed then; a thread run's thread left to end).
+CANCEL_GRACE = 5.0
 #: Not an outcome: a run's intent (``after.worker.intents``), written before the run may
 #: begin and overwritten by its record when it ends. Readers of runs leave intents out.
 INTENDED = "intended"
@@ -644,7 +650,8 @@ def running(doc: dict) -> bool:
 
 def request_cancel(doc: dict, now: datetime) -> dict | None:
     """Cancel: ``canceled`` at once when no worker holds the task, else the ``cancel``
-    request its worker applies (a running job finishes first). None when already asked;
+    request its worker applies (a running job is told to stop: see
+    :data:`STOPPED`). None when already asked;
     StateError when the task is finished."""
     status = doc.get("status")
     if status in FINISHED:
@@ -1003,8 +1010,8 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
     attempt = counter(info, "attempt") or 1
     if outcome.outcome not in (MISSED, SKIPPED):
         info["runs"] = counter(info, "runs") + 1
-    kind = {OK: "successes", MISSED: "missed", SKIPPED: "skipped"}.get(outcome.outcome,
-                                                                       "failures")
+    kind = {OK: "successes", MISSED: "missed", SKIPPED: "skipped",
+            STOPPED: "canceled"}.get(outcome.outcome, "failures")
     info[kind] = counter(info, kind) + 1
     info["last_run"] = last_run(outcome, counter(info, "run") or counter(info, "runs"), attempt)
     for key in ("started", "run", "token"):

@@ -611,7 +611,8 @@ def runs(cfg, task_id, limit, as_json):
 @click.option("--json", "as_json", is_flag=True, help="print the task document")
 @click.pass_obj
 def cancel(cfg, task_id, as_json):
-    """Cancel a task (a worker holding it drops it; a running job finishes first)."""
+    """Cancel a task (a worker holding it drops it; a running job is told to stop, and its
+    run ends canceled within 5 s)."""
     with open_client(cfg) as client, refused():
         doc = client.cancel(task_id)
     if as_json:
@@ -619,7 +620,8 @@ def cancel(cfg, task_id, as_json):
     elif doc["status"] == rules.CANCELED:
         click.echo(f"{task_id} canceled")
     else:
-        click.echo(f"{task_id}: cancel requested (a worker holds it and will cancel it)")
+        click.echo(f"{task_id}: cancel requested (a worker holds it and will cancel it"
+                   + ("; its running job is told to stop)" if rules.running(doc) else ")"))
 
 
 @click.command()

@@ -56,6 +56,7 @@ class Runner:
         # (epoch ms).
         self.futures: dict[str, Future] = {}
         self.begun: dict[str, int] = {}
+        self.cancels: dict[str, threading.Event] = {}  # each run's task.canceled
 
     @staticmethod
     def prepare(run) -> None:
@@ -74,6 +75,7 @@ class Runner:
         if run.context is None:
             self.prepare(run)
         context, run.context = run.context, None
+        self.cancels[run.token] = context.canceled
         run.lateness = (now - from_ms(run.due_ms)).total_seconds()
         isolated = self.registry is not None and rules.isolated(run.doc, run.spec)
         self.active.add(run.token)
@@ -88,6 +90,7 @@ class Runner:
         return run.lateness
 
     def ended(self, token: str) -> None:
+        self.cancels.pop(token, None)
         self.active.discard(token)
         self.children.pop(token, None)
         self.futures.pop(token, None)
@@ -141,6 +144,16 @@ class Runner:
             outcome = rules.Outcome(rules.FAILED, started, ended, error=reply.error)
         trace, response = (reply.trace, reply.response) if reply is not None else (None, None)
         self.post(("finished", (docid, token, outcome, trace, response)))
+
+    def cancel(self, token: str) -> None:
+        """Tell a run its task was canceled: its ``task.canceled`` is set (an isolated run's
+        child gets SIGTERM, which sets its own)."""
+        event = self.cancels.get(token)
+        if event is not None:
+            event.set()
+        child = self.children.get(token)
+        if child is not None:
+            child.terminate()
 
     def kill(self, token: str | None, why: str) -> None:
         """Kill the child process of an isolated run (nothing for a thread run)."""

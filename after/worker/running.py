@@ -266,6 +266,8 @@ def finished(w, docid: str, token: str, outcome: rules.Outcome, trace, response,
         log.warning("task %s: a run that had timed out or was taken over ended (%s)",
                     docid, outcome.outcome)
         return
+    if run.cancel_ms is not None:  # it returned after a cancel: canceled
+        outcome = stopped(run, outcome)
     # In a burst, the ends wait until what is due is launched (their writes are not what
     # is late): see ends()
     w.state.ends.append((run, (outcome, trace, response), w.peers.mono()))
@@ -322,6 +324,9 @@ def log_end(w, run: Run, outcome: rules.Outcome, after: dict, now: datetime) -> 
                  run.docid, run.spec.job, max(1, rules.counter(run.doc.get(rules.NS),
                                                                "attempt")),
                  outcome.duration_ms, run.lateness * 1000)
+    elif outcome.outcome == rules.STOPPED:
+        log.info("canceled %s (job %s) while it ran, after %.1f ms", run.docid, run.spec.job,
+                 outcome.duration_ms)
     else:  # what comes next: a retry at..., or none left (after.oplog)
         log.warning("%s", oplog.run_ended(run.doc, after, run.spec, outcome, now))
 
@@ -350,7 +355,8 @@ def over(w, over: d.Over) -> None:
     if over.outcome is not None:
         outcome = over.outcome.outcome
         state.counts["runs"] += outcome != rules.MISSED
-        key = {rules.OK: "done", rules.MISSED: "missed"}.get(outcome, "failed")
+        key = {rules.OK: "done", rules.MISSED: "missed",
+               rules.STOPPED: "canceled"}.get(outcome, "failed")
         state.counts[key] += 1
         w.emit("finish", job=over.job, outcome=outcome,
                   duration=over.outcome.duration_ms / 1000)
@@ -378,7 +384,33 @@ def let_go(w, run: Run) -> None:
         state.outbox.setdefault(run.docid, []).append(r.hand_back(run.doc))
 
 
+def stop(w, run: Run, now: datetime) -> None:
+    """A ``cancel`` written while ``run`` goes: its job is told (``task.canceled``; an
+    isolated run's process gets SIGTERM) and the run ends ``canceled`` when the job returns,
+    or after :data:`after.task.CANCEL_GRACE` seconds at most (see deadlines)."""
+    if run.cancel_ms is not None or run.ended is not None or run.timed_out:
+        return
+    run.cancel_ms = to_ms(now) + int(rules.CANCEL_GRACE * 1000)
+    w.runner.cancel(run.token)
+    log.info("task %s: canceled while its job runs: the job is told (task.canceled) and its "
+             "run ends within %g s", run.docid, rules.CANCEL_GRACE)
+
+
+def stopped(run: Run, outcome: rules.Outcome) -> rules.Outcome:
+    """How a canceled run ended, as recorded: ``canceled``, with how long it ran."""
+    seconds = max(0.0, (outcome.ended - outcome.started).total_seconds())
+    return rules.Outcome(rules.STOPPED, outcome.started, outcome.ended,
+                         error=f"canceled while running, after {seconds:.1f} s")
+
+
 def deadlines(w, now: datetime) -> None:
+    for run in [run for run in w.state.runs.values() if run.cancel_ms is not None
+                and run.cancel_ms <= to_ms(now) and run.ended is None and not run.timed_out
+                and run.token in w.runner.active]:  # (not one whose end waits to be written)
+        w.runner.kill(run.token, "canceled")  # an isolated run's child: its thread frees
+        run.timed_out = True  # (what its thread reports later is not recorded)
+        end(w, run, (stopped(run, rules.Outcome(rules.STOPPED, run.started or now, now)),
+                     None, None), now)
     for run in timed_out(timed(w), to_ms(now), w.runner.begun):
         w.runner.kill(run.token, "timeout")  # an isolated run's child: its thread frees
         run.timed_out = True
@@ -443,6 +475,8 @@ def do(w, actions: list, now: datetime) -> None:
             if run is not None and rules.rev_number(action.doc.get("_rev")) > \
                     rules.rev_number(run.doc.get("_rev")):
                 run.doc = r.carry(action.doc, run.doc, w.id)
+                if run.doc.get("status") == rules.CANCEL:
+                    stop(w, run, now)
         elif isinstance(action, d.Ask):
             if action.owner not in state.asked:
                 w.peers.ask(("confirm", action.owner))

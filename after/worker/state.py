@@ -39,6 +39,7 @@ class Run:
     # the run ended while a write of its task was in flight: (outcome, trace, response)
     ended: tuple | None = None
     timed_out: bool = False
+    cancel_ms: int | None = None  # a cancel came while it ran: ended canceled by then at most
     intent: dict | None = None  # its intent in <db>_runs (after.worker.intents)
     landed: bool = False  # the intent is written: the run may begin
 
@@ -160,6 +161,7 @@ class State:
     suspects: set = field(default_factory=set)  # what the last self-check found
     tokens: itertools.count = field(default_factory=itertools.count)
     counts: dict[str, int] = field(default_factory=lambda: {
-        "runs": 0, "done": 0, "failed": 0, "missed": 0, "faults": 0, "corrected": 0,
+        "runs": 0, "done": 0, "failed": 0, "missed": 0, "canceled": 0, "faults": 0,
+        "corrected": 0,
         "handed_back": 0, "partitions": 0})
     published: dict = field(default_factory=dict)  # read by other threads; replaced whole

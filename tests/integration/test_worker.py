@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from after.dates import format_date, parse_date, utcnow
-from after.store import ChangesFollower
+from after.store import ChangesFollower, Conflict
 
 from .test_faults import without_validation
 
@@ -79,6 +79,61 @@ def test_cancel_a_held_task_never_runs_it(harness, store):
     assert "c" not in worker.held
     harness.past(put["date"])
     assert harness.recorded() == []
+
+
+def cancel(store, docid: str) -> None:
+    """What ``after cancel`` writes on a running task (plain HTTP: ``"status": "cancel"``)."""
+    while True:
+        doc = store.get(docid)
+        doc["status"] = "cancel"
+        try:
+            store.put(doc)
+            return
+        except Conflict:
+            continue
+
+
+def test_cancel_stops_a_running_job_that_waits_on_its_cancel(harness, store):
+    """The job (jobs/wait.py) waits on ``task.canceled``: it returns at once, and the run is
+    recorded ``canceled`` with how long it ran."""
+    harness.start()
+    harness.put("long", job="wait", arguments=[30])
+    harness.wait_status("long", "running")
+    cancel(store, "long")
+    asked = utcnow()
+    doc = harness.wait_status("long", "canceled", timeout=10)
+    assert (utcnow() - asked).total_seconds() < 3
+    last = doc["after"]["last_run"]
+    assert last["outcome"] == "canceled" and last["duration_ms"] < 10_000
+    assert last["error"].startswith("canceled while running, after ")
+    assert doc["after"]["canceled"] and doc["after"].get("successes", 0) == 0
+    [run] = harness.wait(lambda: harness.runs("long"), what="the run record")
+    assert run["outcome"] == "canceled"
+
+
+def test_cancel_ends_a_job_that_ignores_it_after_a_grace(harness, store):
+    """A thread job that does not look at ``task.canceled``: its run ends ``canceled`` after
+    the grace (5 s) all the same; its thread is left to end (as after a timeout), and what
+    it returns then is not recorded."""
+    harness.start()
+    harness.put("deaf", job="sleep", arguments=[8])
+    harness.wait_status("deaf", "running")
+    cancel(store, "deaf")
+    asked = utcnow()
+    doc = harness.wait_status("deaf", "canceled", timeout=15)
+    assert 4 <= (utcnow() - asked).total_seconds() < 8
+    assert doc["after"]["last_run"]["outcome"] == "canceled"
+
+
+def test_cancel_kills_an_isolated_run_that_ignores_it(harness, store):
+    """An isolated run (``"isolation": "process"``): its process gets SIGTERM (which sets
+    ``task.canceled``), and, still there after the grace, is killed with its group."""
+    harness.start()
+    harness.put("iso", job="sleep", arguments=[30], isolation="process")
+    harness.wait_status("iso", "running")
+    cancel(store, "iso")
+    doc = harness.wait_status("iso", "canceled", timeout=15)
+    assert doc["after"]["last_run"]["outcome"] == "canceled"
 
 
 def test_reschedule_takes_the_new_date(harness, store):

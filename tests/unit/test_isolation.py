@@ -30,6 +30,11 @@ ROOT = Path(__file__).resolve().parents[2]
 DATE = datetime(2026, 12, 1, 9, tzinfo=UTC)
 
 JOBS = {
+    "stoppable": '''
+def stoppable(task, seconds):
+    """Waits for its cancel, at most ``seconds``."""
+    return "stopped" if task.canceled.wait(seconds) else "not stopped"
+''',
     "seen": '''
 import os, signal
 
@@ -46,7 +51,7 @@ def seen(task, *args, **kwargs):
             "id": task.id, "worker": task.worker, "job": task.job, "attempt": task.attempt,
             "date": task.date.isoformat(), "arguments": [args, kwargs],
             "doc_keys": sorted(task.doc), "fds": sorted(fds.values()),
-            "sigterm": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL}
+            "sigterm": getattr(signal.getsignal(signal.SIGTERM), "__qualname__", None)}
 ''',
     "fails": '''
 def fails(task):
@@ -122,7 +127,17 @@ def test_the_job_runs_in_a_child_of_its_own_and_sees_its_task(registry, tmp_path
         "date": "2026-12-01T09:00:00+00:00", "arguments": [["1234", "x"], {}]}
     assert seen["doc_keys"] == ["_id", "job", "status", "worker"]
     assert str(tmp_path / "w.12345678.pid") not in seen["fds"]  # no pid-file lock
-    assert seen["sigterm"]  # the default SIGTERM, not the worker's handler
+    # not the worker's handler: the one that sets task.canceled
+    assert seen["sigterm"] == "_canceler.<locals>.cancel"
+
+
+def test_sigterm_tells_the_job_its_task_was_canceled(registry):
+    child = isolation.Child()
+    threading.Timer(1.0, child.terminate).start()
+    started = time.monotonic()
+    reply = run(registry, "stoppable", [20], child=child)
+    assert reply.ok, reply.error
+    assert reply.result == "stopped" and time.monotonic() - started < 10
 
 
 def test_keyword_arguments_pass_as_in_a_thread(registry):

@@ -261,7 +261,7 @@ def test_project_example_jobs():
     registry = JobRegistry(ROOT / "jobs")
     infos = {i.name: i for i in registry.list() if i.source != BUILTIN}
     assert sorted(infos) == ["fail", "hello", "history", "noop", "record", "record_slowly",
-                             "sleep", "stamp", "start_replication"]
+                             "sleep", "stamp", "start_replication", "wait"]
     assert all(i.doc and i.error is None for i in infos.values())
     task = task_for("start_replication", [2, 3, "test"])
     result = run_job(registry.resolve("start_replication"), task, [2, 3, "test"])

@@ -261,11 +261,33 @@ def test_a_long_run_is_shown_running_and_a_cancel_written_meanwhile_ends_it_canc
     assert shown["status"] == "running" and shown["after"]["owner"] == loop.worker.id
     loop.store.put({**shown, "status": "cancel"})
     loop.step()
-    assert pool.finish() == ["t"]
+    assert loop.worker.runner.cancels[loop.worker.state.runs["t"].token].is_set()
+    assert pool.finish() == ["t"]  # the job returned (told: task.canceled)
     loop.step()
     doc = loop.doc("t")
     assert doc["status"] == "canceled" and doc["after"]["runs"] == 1
-    assert [r["outcome"] for r in loop.runs("t")] == ["done"]
+    assert doc["after"]["last_run"]["outcome"] == "canceled"
+    assert [r["outcome"] for r in loop.runs("t")] == ["canceled"]
+
+
+def test_a_canceled_run_whose_job_goes_on_ends_canceled_after_the_grace(loop, now):
+    pool = loop.worker.runner.pool = Manual()
+    loop.step()
+    loop.put("t", later(now, 1))
+    loop.step(later(now, 1))
+    loop.step(later(now, 2.5))
+    loop.store.put({**loop.doc("t"), "status": "cancel"})
+    loop.step(later(now, 3))
+    loop.step(later(now, 7.5))  # within the grace (5 s): the run goes on
+    assert loop.doc("t")["status"] == "cancel"
+    loop.step(later(now, 8.1))
+    doc = loop.doc("t")
+    assert doc["status"] == "canceled"
+    assert doc["after"]["last_run"]["outcome"] == "canceled"
+    pool.finish()  # the job returns at last: nothing more is written
+    loop.step(later(now, 9))
+    assert [r["outcome"] for r in loop.runs("t")] == ["canceled"]
+    assert loop.doc("t")["_rev"] == doc["_rev"]
 
 
 def test_a_field_edited_while_a_short_run_goes_is_kept_and_the_run_ends_done(loop, now):

@@ -797,3 +797,19 @@ def test_a_reschedule_that_keeps_the_date_keeps_the_series_anchor():
     moved = held | {"status": "reschedule", "date": "2026-12-05T18:00:00Z"}
     assert "anchor" not in task.claim(moved, OWNER, DATE, NOW)[NS]
     assert "anchor" not in task.hand_back(moved)[NS]
+
+
+def test_a_run_stopped_by_a_cancel_ends_the_task_canceled_with_no_retry():
+    doc = {"_id": "t", "worker": "w", "date": "2026-12-01T09:00:00Z", "status": "cancel",
+           "job": {"name": "hello"}, "retry": {"limit": 3},
+           "after": {"started": "2026-12-01T09:00:00Z", "attempt": 1}}
+    spec = task.parse({**doc, "status": "running"})
+    began, now = datetime(2026, 12, 1, 9, tzinfo=UTC), datetime(2026, 12, 1, 9, 0, 7, tzinfo=UTC)
+    outcome = task.Outcome(task.STOPPED, began, now, error="canceled while running, after 7.0 s")
+    after = task.finish(doc, spec, outcome, now)
+    assert after["status"] == "canceled"
+    info = after["after"]
+    assert info["last_run"]["outcome"] == "canceled" and info["last_run"]["duration_ms"] == 7000
+    assert info["canceled"] and info["runs"] == 1
+    assert info.get("failures", 0) == 0 and info.get("successes", 0) == 0
+    assert "retry_at" not in info
