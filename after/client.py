@@ -728,13 +728,30 @@ class Client:
         if why is not None:
             warnings.warn(why, UnservedWorker, stacklevel=3)
 
-    def pause_worker(self, name: str) -> dict:
+    def pause_worker(self, name: str, wait: float = 0.0) -> dict:
         """Pause the worker name ``name`` on every machine (within about a second): its
         processes stay up but start nothing; the tasks they held are dropped and runs
         going finish. Kept in the database (``<db>_workers``): it holds across restarts.
-        Returns the pause document."""
+        Returns the pause document.
+
+        ``wait`` > 0: wait up to that many seconds for every live process of the name to
+        acknowledge it (a heartbeat saying it applied the pause: from then on it starts
+        nothing); the document returned then lists the processes that did under
+        ``"acknowledged"``, and those that did not under ``"unacknowledged"`` (empty: every
+        one did). These keys are not stored."""
         _check_worker(name)
-        return pausing.pause(self.store, config_module.workers_db(self.db), name, utcnow())
+        db = config_module.workers_db(self.db)
+        before = pausing.beats(self.store, db, name) if wait > 0 else {}
+        doc = pausing.pause(self.store, db, name, utcnow())
+        if wait <= 0:
+            return doc
+        deadline = time.monotonic() + wait
+        while True:
+            done, waiting = pausing.acknowledgements(self.store, db, name, before,
+                                                     to_ms(utcnow()))
+            if not waiting or time.monotonic() >= deadline:
+                return {**doc, "acknowledged": done, "unacknowledged": waiting}
+            time.sleep(0.1)
 
     def resume_worker(self, name: str) -> bool:
         """Resume the worker name ``name``; False when it was not paused."""

@@ -4,8 +4,9 @@ The pause is one document in ``<db>_workers``, ``NAME@paused``, beside the heart
 name's processes (``NAME@host:pid:token``): each process reads it with its heartbeats, every
 ``--heartbeat`` second (:meth:`after.worker.peers.Peers.refresh`), so a pause or a resume takes
 effect within about a second on every running process, on every machine, and holds across
-restarts (a process that starts while its name is paused claims nothing). Resuming deletes
-the document.
+restarts (a process that starts while its name is paused starts nothing). Resuming deletes
+the document. ``after pause`` returns once every live process of the name acknowledged the
+pause in its heartbeat (:func:`acknowledgements`), or says which did not.
 
 While its name is paused, a process starts nothing (the worker's loop drops what it held on
 its timer, with nothing to write: a held task was never claimed), and the runs going finish
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from . import registry
 from .dates import format_date
 from .store import Conflict, NotFound, Store
 
@@ -52,6 +54,30 @@ def pause(store: Store, db: str, name: str, now: datetime, by: str | None = None
         if is_pause(current, name):
             return current
         raise
+
+
+def beats(store: Store, db: str, name: str) -> dict[str, str]:
+    """The revision of each heartbeat of ``name`` now (read before a pause is written)."""
+    return {doc["_id"]: doc["_rev"] for doc in registry.registry(store, db, name)}
+
+
+def acknowledgements(store: Store, db: str, name: str, before: dict[str, str],
+                     now_ms: int) -> tuple[list[str], list[str]]:
+    """The live processes of ``name`` that acknowledged its pause, and those that have not
+    yet: a process
+    acknowledges with a heartbeat written since ``before`` (:func:`beats`) that says
+    ``paused``, which it publishes once its loop applied the pause (it starts nothing from
+    then on). A process whose heartbeat expired is not waited for (its partitions go to the
+    others, which are paused too)."""
+    done, waiting = [], []
+    for doc in registry.registry(store, db, name):
+        if registry.state(doc, now_ms) == "stale":
+            continue
+        if doc.get("paused") and doc.get("_rev") != before.get(doc["_id"]):
+            done.append(doc["_id"])
+        else:
+            waiting.append(doc["_id"])
+    return sorted(done), sorted(waiting)
 
 
 def resume(store: Store, db: str, name: str, attempts: int = 5) -> bool:

@@ -701,6 +701,14 @@ def request_pause(doc: dict, now: datetime) -> dict | None:
     return new
 
 
+def stamp_pause(doc: dict, now: datetime) -> dict:
+    """A pause written without ``after.paused`` (plain HTTP), stamped by the worker that
+    sees it: a ``waiting`` written later is then a resume, as for a pause by ``after``."""
+    new, ns = _copy(doc)
+    ns["paused"] = format_date(now)
+    return new
+
+
 def request_resume(doc: dict, now: datetime) -> dict | None:
     """Resume a paused task (:func:`resume`); a run still going keeps going (``running``
     again, as if never paused). None when it is not paused and not stamped; StateError when

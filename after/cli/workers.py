@@ -299,20 +299,32 @@ def clean(cfg: Config, name, remove_log):
 @click.command()
 @click.argument("name", required=False)
 @click.option("--task", "task_id", metavar="ID", help="pause this one task instead")
+@click.option("--wait", type=click.FloatRange(0, 3600), default=10.0, show_default=True,
+              metavar="SECONDS",
+              help="wait this long for every live process of NAME to acknowledge (0: not)")
 @click.pass_obj
-def pause(cfg: Config, name, task_id):
+def pause(cfg: Config, name, task_id, wait):
     """Pause the worker name NAME on every machine: its processes stay up but start
-    nothing (held tasks are dropped; running jobs finish). Kept in the database until
-    `after resume NAME`. With --task ID, pause that task (a run going finishes)."""
+    nothing (held tasks are dropped; running jobs finish). Returns once every live process
+    acknowledged it (exit 1, naming those that did not, after --wait). Kept in the
+    database until `after resume NAME`. With --task ID, pause that task (a run going
+    finishes)."""
     with _one_of(name, task_id) as client:
         if task_id is not None:
             doc = client.pause(task_id)
             click.echo(f"{task_id} paused" + (" (its run going finishes first)"
                                                if rules.running(doc) else ""))
             return
-        doc = client.pause_worker(name)
+        doc = client.pause_worker(name, wait=wait)
         click.echo(f"{name} paused (since {short(doc.get('since'))}): its processes start "
                    "nothing new")
+        waiting, done = doc.get("unacknowledged") or [], doc.get("acknowledged") or []
+        if done and not waiting:
+            click.echo(f"acknowledged by its {plural(len(done), 'live process', 'live processes')}")
+        if waiting:
+            raise Failure(f"not acknowledged within {wait:g} s by {', '.join(waiting)}: a "
+                          "process starts nothing once it reads the pause, at its next "
+                          "heartbeat (one frozen or cut off from the database later)")
 
 
 @click.command()

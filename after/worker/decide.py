@@ -159,6 +159,8 @@ def decide(doc: dict, view: View, now: datetime) -> list[Action]:
     if status == rules.CANCEL:
         return [*losers, Drop(docid), Write(Kind.CANCEL, rules.cancel(doc, now))]
     if status == rules.PAUSED:
+        if "paused" not in info:  # a plain pause: stamped, so that a plain resume is one
+            return [*losers, Drop(docid), Write(Kind.STAMP, rules.stamp_pause(doc, now))]
         return [*losers, Drop(docid)]
     try:
         spec = rules.parse(doc)

@@ -65,6 +65,10 @@ def registry(w, registry: Registry, now: datetime) -> None:
         if state.paused:
             for docid in list(state.held):
                 running.drop(w, docid)
+            # launched but not begun (every job thread busy): not begun either
+            for run in [run for run in state.runs.values() if w.runner.withdraw(run.token)]:
+                running.let_go(w, run)
+                state.seen.pop(run.docid, None)  # decided again on resume
         else:
             w.poller.now.set()
     lease(w, w.peers.mono())

@@ -40,6 +40,7 @@ class Kind(Enum):
     RESUME = "resume"  # a paused task the user set waiting -> from its next occurrence
     RESOLVE = "resolve"  # delete a losing revision
     CATCHUP = "catchup"  # a task whose date passed, moved by its catch-up policy
+    STAMP = "stamp"  # a pause written with plain HTTP, stamped with when (as after's are)
 
 
 @dataclass

@@ -6,6 +6,7 @@ exactly once across the three. Figures printed: run with ``-s`` to see them."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections import Counter
 from datetime import timedelta
@@ -31,13 +32,12 @@ def test_a_paused_name_starts_nothing_on_any_of_3_processes_until_resumed(cli, t
     paused = cli.run("pause", "paws")
     paused_at = utcnow()
     assert paused.returncode == 0 and "paws paused" in paused.stdout, paused.stderr
-    wait_for(lambda: held_count(cli) == 0, timeout=10, what="everything let go",
-             interval=0.05)
+    # it returned once every process acknowledged the pause: nothing is held any more
+    assert "acknowledged by its 3 live processes" in paused.stdout
+    assert [d.get("paused") for d in peers.registry(tasks, workers_db(cli.db), "paws")] \
+        == [True] * 3
+    assert held_count(cli) == 0
     handed_back = (utcnow() - paused_at).total_seconds()
-    # every process says so in its heartbeat, and `after list` shows it
-    wait_for(lambda: [d.get("paused") for d in peers.registry(tasks, workers_db(cli.db),
-                                                              "paws")] == [True] * 3,
-             what="3 paused heartbeats")
     listing = cli.run("list")
     assert "paws is paused" in listing.stdout
     assert json.loads(cli.run("list", "--json").stdout)[-1]["state"] == "paused"
@@ -130,3 +130,19 @@ def test_overlap_allow_runs_each_occurrence_once_alongside_across_3_processes(cl
     pids = Counter(r["pid"] for r in ran)
     print(f"\n[allow] 2 series of 5 runs of 2.5 s every second, 10 runs each once: per "
           f"process {sorted(pids.values())}")
+
+
+def test_a_pause_a_frozen_process_cannot_acknowledge_is_named_and_exits_1(cli, tasks):
+    frozen, awake = start_pool(cli, "numb", 2)
+    frozen.send_signal(signal.SIGSTOP)
+    try:
+        paused = cli.run("pause", "numb", "--wait", "1.5")
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+    assert paused.returncode == 1 and "numb paused" in paused.stdout
+    assert f":{frozen.pid}:" in paused.stderr and f":{awake.pid}:" not in paused.stderr
+    assert paused.stderr.startswith("after: error: not acknowledged within 1.5 s by ")
+    assert len(paused.stderr.strip().splitlines()) == 1
+    # thawed, it reads the pause: a second pause is acknowledged by both
+    again = cli.run("pause", "numb")
+    assert again.returncode == 0 and "acknowledged by its 2 live processes" in again.stdout

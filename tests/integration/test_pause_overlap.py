@@ -9,6 +9,7 @@ from datetime import timedelta
 from after import pausing
 from after.client import Client
 from after.dates import format_date, parse_date, utcnow
+from after.store import Conflict
 
 
 def client_of(harness) -> Client:
@@ -45,6 +46,36 @@ def test_a_paused_task_is_let_go_and_a_plain_resume_runs_no_catch_up(harness, st
     assert after_resume > resumed_at - timedelta(seconds=0.05), (after_resume, resumed_at)
     assert after_resume - resumed_at <= timedelta(seconds=1.05)
     assert "paused" not in store.get("tick")["after"]
+
+
+def test_a_pause_and_a_resume_written_with_plain_http_run_no_catch_up(harness, store):
+    """A pause written with curl (no ``after.paused``) is stamped by the worker that sees
+    it; the ``waiting`` written later is a resume: no catch-up run of what fell in it."""
+    worker = harness.start()
+    harness.put("curl", delay=0.3, repeat={"seconds": 1})
+    harness.wait(lambda: len(dates_run(harness, "curl")) >= 1, what="a first run")
+    while True:
+        doc = store.get("curl")
+        try:
+            store.put({**doc, "status": "paused"})  # the pause, with plain HTTP
+            break
+        except Conflict:
+            continue
+    stamped = harness.wait(lambda: (d := store.get("curl"))["after"].get("paused") and d,
+                           what="the pause stamped by the worker")
+    assert stamped["status"] == "paused" and "curl" not in worker.held
+    time.sleep(0.3)  # a run already going when the pause came may end
+    ran = len(dates_run(harness, "curl"))
+    time.sleep(2.5)  # occurrences fall in the pause
+    assert len(dates_run(harness, "curl")) == ran
+    paused = store.get("curl")
+    paused["status"] = "waiting"  # the resume, with plain HTTP
+    resumed_at = utcnow()
+    store.put(paused)
+    harness.wait(lambda: len(dates_run(harness, "curl")) > ran, what="a run after the resume")
+    after_resume = dates_run(harness, "curl")[ran]
+    assert after_resume > resumed_at - timedelta(seconds=0.05), (after_resume, resumed_at)
+    assert "paused" not in store.get("curl")["after"]
 
 
 def test_a_task_paused_while_it_runs_finishes_and_stays_paused(harness, store):
