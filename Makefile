@@ -8,7 +8,7 @@ AFTER  := $(BIN)/after
 PORT   ?= 5984
 export AFTER_HOME ?= $(CURDIR)/var
 
-.PHONY: install install-run browser faketime test unit integration acceptance cluster chaos server server-stop run stop lint bench bench-cluster clean
+.PHONY: install install-run browser faketime test unit integration acceptance cluster chaos sim server server-stop run stop lint bench bench-cluster clean
 
 # everything: what running needs, and the test tools
 install: install-run $(VENV)/.installed browser faketime
@@ -62,6 +62,12 @@ CHAOS_WINDOW  ?= 30
 chaos: install
 	$(BIN)/python -m tests.chaos --seconds $(CHAOS_SECONDS) --window $(CHAOS_WINDOW) \
 		$(if $(CHAOS_SCENARIO),--scenario $(CHAOS_SCENARIO)) $(CHAOS_ARGS)
+
+# the deterministic simulation of the worker's core (tests/sim): SIM_SEEDS seeds from SIM_FIRST
+SIM_SEEDS ?= 2000
+SIM_FIRST ?= 0
+sim: install
+	AFTER_SIM_SEEDS=$(SIM_SEEDS) AFTER_SIM_FIRST=$(SIM_FIRST) $(BIN)/python -m pytest tests/sim -q $(PYTEST_ARGS)
 
 server: install-run
 	$(AFTER) server start --port $(PORT) --data $(AFTER_HOME)/data

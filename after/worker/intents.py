@@ -22,7 +22,7 @@ process died between its task's write and its record's) becomes that record.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .. import task as rules
 from ..dates import format_date, parse_date
@@ -65,9 +65,20 @@ def withdraw(doc: dict, token: str | None = None) -> Write:
                  token=token)
 
 
-def orphan(found: dict, task: dict | None, me: Identity, now: datetime) -> list[Write]:
+#: Seconds allowed between two processes' clocks (each the server's, as each estimates it)
+#: when an intent's instant is weighed against the end of its dead process's lease.
+SKEW = 1.0
+
+
+def orphan(found: dict, task: dict | None, me: Identity, now: datetime,
+           expires: datetime | None = None) -> list[Write]:
     """What to do about ``found``, an open intent of a process found dead, whose task is
-    ``task`` now (None: deleted): the writes that follow (the task's, the record's)."""
+    ``task`` now (None: deleted): the writes that follow (the task's, the record's).
+    ``expires``: when the dead process's last heartbeat said its lease ends; it begins no
+    run after that (its job threads check the lease first), so an intent due later (by
+    :data:`SKEW` at least) was never begun: withdrawn, not recorded interrupted. An intent is
+    written when its task is held, long before its instant: a process killed while it held
+    thousands of tasks leaves that many intents, none of them a run."""
     try:
         due = parse_date(found.get("scheduled"), "scheduled")
     except ValueError:
@@ -86,6 +97,8 @@ def orphan(found: dict, task: dict | None, me: Identity, now: datetime) -> list[
         return [Write(Kind.INTENT, record)]
     if due > now or task.get("status") not in rules.RUNNABLE:
         return [withdraw(found)]  # not due yet, or canceled, paused, finished: not begun
+    if expires is not None and due > expires + timedelta(seconds=SKEW):
+        return [withdraw(found)]  # due after its process's lease ended: never begun
     try:
         spec = rules.parse(task)
     except rules.TaskError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
+from .. import task as rules
 from ..dates import format_date, from_ms
 from . import carrying, intents, running
 from . import partitions as parts
@@ -133,7 +134,11 @@ def parts_written(w, docs: list[dict], answers: list[dict]) -> None:
     state = w.state
     state.parts_pending = False
     took = []
-    dead = []
+    asked: set[str] = set()
+    # Whose open intents to read for a partition taken: its last owner's, and those of every
+    # process known dead (a partition may have passed through a process that died before it
+    # read its predecessor's intents, or been freed by one whose runs then died with it).
+    known_dead = set(state.dead) - {w.id}
     for doc, answer in zip(docs, answers, strict=False):
         k = doc["partition"]
         was = (state.parts.get(k) or {}).get("owner")
@@ -149,9 +154,10 @@ def parts_written(w, docs: list[dict], answers: list[dict]) -> None:
         if doc.get("owner") == w.id and not w.away():
             state.owned.add(k)
             took.append(k)
-            if isinstance(was, str) and was != w.id:  # a dead process's: its runs?
-                state.checking[k] = was
-                dead.append(was)
+            owners = known_dead | ({was} if isinstance(was, str) and was != w.id else set())
+            if owners:  # their runs in it: decided before anything of it is
+                state.checking[k] = tuple(sorted(owners))
+                asked |= owners
         elif doc.get("owner") is None:
             state.giving.discard(k)
     start_polling(w)
@@ -160,8 +166,8 @@ def parts_written(w, docs: list[dict], answers: list[dict]) -> None:
         log.info("worker %s took %d partition(s) (%d of %d owned)", w.name, len(took),
                  len(state.owned), parts.PARTITIONS)
         w.poller.now.set()  # their tasks: from the due view
-    if dead:
-        w.reads.orphans(sorted(set(dead)))
+    if asked:
+        w.reads.orphans(sorted(asked))
 
 
 def start_polling(w) -> None:
@@ -206,11 +212,11 @@ def intent_written(w, write: r.Write, answer) -> None:
 def orphans(w, owners: list[str], found: list, now: datetime) -> None:
     """The open intents of processes found dead (after.worker.intents): each decided."""
     state = w.state
-    for intent_doc, task in found:
+    for intent_doc, task, expires in found:
         docid = intent_doc.get("task")
         if not isinstance(docid, str) or parts.partition_of(docid) not in state.owned:
             continue
-        for write in intents.orphan(intent_doc, task, w.me, now):
+        for write in intents.orphan(intent_doc, task, w.me, now, rules.instant(expires)):
             if write.kind in (r.Kind.INTENT, r.Kind.UNINTENT):
                 state.intent_out.append(write)
             else:
@@ -219,8 +225,8 @@ def orphans(w, owners: list[str], found: list, now: datetime) -> None:
                             intent_doc.get("process"))
                 running.drop(w, docid)
                 state.outbox.setdefault(write.docid, []).append(write)
-    for k, owner in list(state.checking.items()):
-        if owner in owners:
+    for k, checked in list(state.checking.items()):
+        if set(checked) <= set(owners):
             del state.checking[k]
     for docid, doc in list(state.waiting_check.items()):  # decided now
         if parts.partition_of(docid) not in state.checking:

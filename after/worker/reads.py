@@ -7,7 +7,8 @@
   worker name or deleted leaves this name's feed without a change) is posted back as
   ``("recheck", doc)`` or ``("deleted", id)`` to be decided again before it runs;
 - ``orphans``: the intents still open of processes found dead (after.worker.intents), each
-  with its task as it is now, posted back as ``("orphans", (owners, [(intent, task)...]))``.
+  with its task as it is now and when its process's lease ended, posted back as
+  ``("orphans", (owners, [(intent, task, expires)...]))``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import queue
 import threading
 from collections.abc import Callable
 
+from ..config import workers_db
 from ..store import StoreError, describe_error
 from . import intents
 
@@ -71,11 +73,19 @@ class Reads:
             doc = docs.get(docid)
             self.post(("recheck", doc) if doc is not None else ("deleted", docid))
 
-    def find_orphans(self, owners: list[str]) -> list[tuple[dict, dict | None]]:
-        """The open intents of ``owners`` in the runs database, each with its task now."""
+    def find_orphans(self, owners: list[str]) -> list[tuple[dict, dict | None, str | None]]:
+        """The open intents of ``owners`` in the runs database, each with its task now and
+        the ``expires`` of its process's last heartbeat (None when it is gone): a process
+        begins no run past it (see :func:`after.worker.intents.orphan`)."""
         found = []
         for owner in owners:
             found += list(self.store.find_all({"process": owner, "outcome": intents.INTENDED},
                                               db=self.runs))
+        if not found:
+            return []
         tasks = self.store.bulk_get(sorted({doc["task"] for doc in found if "task" in doc}))
-        return [(doc, tasks.get(doc.get("task"))) for doc in found]
+        beats = self.store.bulk_get(sorted({doc.get("process") for doc in found
+                                            if isinstance(doc.get("process"), str)}),
+                                    db=workers_db(self.store.db))
+        return [(doc, tasks.get(doc.get("task")),
+                 (beats.get(doc.get("process")) or {}).get("expires")) for doc in found]

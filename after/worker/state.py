@@ -135,7 +135,8 @@ class State:
     intent_out: list = field(default_factory=list)  # intents to write (after.worker.intents)
     ends: list = field(default_factory=list)  # (run, (outcome, trace, response), since)
     to_show: deque = field(default_factory=deque)  # (monotonic, token): to show running
-    checking: dict[int, str] = field(default_factory=dict)  # partition -> its dead owner
+    # partition taken -> the dead processes whose open intents are being read for it
+    checking: dict[int, tuple] = field(default_factory=dict)
     waiting_check: dict[str, dict] = field(default_factory=dict)  # decided once checked
     seen: Seen = field(default_factory=Seen)
     verify: dict[str, str] = field(default_factory=dict)  # made ready: id -> revision held

@@ -76,8 +76,9 @@ def test_a_site_runs_its_tasks_while_the_link_is_down(nodes, tmp_path):
     assert link.stdout == documented(central_node, site_node)
     worker = at_site.spawn("start", "shop", **FAST)
     central, site = Store(central_node.url, DB), Store(site_node.url, DB)
+    # the runs recorded (an intent, written when a task is held, is not a run)
     runs_at = lambda store, docid: [r for r in store.find_all(  # noqa: E731
-        {"task": docid}, db=f"{DB}_runs")]
+        {"task": docid}, db=f"{DB}_runs") if r.get("outcome") != "intended"]
     try:
         # online: posted centrally, run at the site, its end and record back at the centre
         central.put(task("first", out, 1))

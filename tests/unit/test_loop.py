@@ -624,3 +624,34 @@ def test_while_the_cluster_answers_202_no_partition_is_taken_or_given_up(tmp_pat
         a.step(later(now, t))
     assert not b.worker.state.degraded
     assert len(a.worker.state.owned) == len(b.worker.state.owned) == 32
+
+
+def test_a_run_whose_process_died_is_found_by_the_second_successor_too(tmp_path, now):
+    """A runs t and dies before its end is written. B takes A's partitions and dies before
+    it reads A's open intents. C, taking them from B, reads the intents of every process it
+    knows dead, A's among them: t is recorded interrupted and run again, never run a second
+    time as if for the first. (Found by the simulation, tests/sim.)"""
+    store = MemStore("tasks")
+    a = Loop(store, tmp_path, now)
+    a.worker.runner.pool = Manual()
+    a.step()
+    a.put("t", later(now, 1))
+    a.step(later(now, 1))
+    a.worker.runner.pool.finish()  # the job ran; A dies before its end is written
+    assert [r["id"] for r in a.ran()] == ["t"]
+    b = Loop(store, tmp_path, later(now, 1))
+    b.worker.reads.orphans = lambda owners: None  # B dies before it reads A's intents
+    c = Loop(store, tmp_path, later(now, 1))
+    for t in range(2, 10):
+        b.step(later(now, t))
+        c.step(later(now, t))
+    assert b.worker.state.owned  # B took A's partitions (some of them)
+    for t in range(10, 20):  # B is gone too
+        c.step(later(now, t))
+    c.poll()
+    c.step(later(now, 20))
+    assert len(c.worker.state.owned) == parts.PARTITIONS
+    doc = c.doc("t")
+    assert doc["status"] == "done"
+    outcomes = sorted(r["outcome"] for r in c.runs("t"))
+    assert outcomes == ["done", "interrupted"], outcomes  # the first run recorded
