@@ -241,6 +241,8 @@ class Recorder:
 
     def _write(self) -> None:
         runs, self._backlog = self._backlog, []
+        # the same record twice (a run recorded again by a later end): the later one, once
+        runs = list({run.get("_id") or id(run): run for run in runs}.values())
         try:
             for start in range(0, len(runs), self.batch):
                 chunk = runs[start:start + self.batch]

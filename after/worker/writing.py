@@ -53,10 +53,14 @@ def written(w, answers: list, now: datetime) -> None:
         except Exception as exc:
             w._fault("written", write.doc, exc, now)
         view = carrying.view(w)
-        run = state.detached.get(write.token) if write.detached else state.runs.get(docid)
-        if run is not None and run.ended is not None and docid not in state.inflight \
-                and docid not in state.outbox:
-            running.end(w, run, run.ended, now)
+        # the ends that waited for this write (any run of the task: two overlap-allow runs
+        # may end while one write of it is out), one at a time
+        if docid not in state.inflight and docid not in state.outbox:
+            for run in [state.runs.get(docid), *state.detached.values()]:
+                if run is not None and run.docid == docid and run.ended is not None:
+                    running.end(w, run, run.ended, now)
+                    if docid in state.inflight or docid in state.outbox:
+                        break
         parked = state.parked.pop(docid, None)
         if parked is not None:
             carrying.changed(w, parked, False, now)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from concurrent.futures import Future
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -655,3 +656,41 @@ def test_a_run_whose_process_died_is_found_by_the_second_successor_too(tmp_path,
     assert doc["status"] == "done"
     outcomes = sorted(r["outcome"] for r in c.runs("t"))
     assert outcomes == ["done", "interrupted"], outcomes  # the first run recorded
+
+
+def test_overlap_allow_runs_of_a_killed_process_are_recorded_interrupted_once(tmp_path, now):
+    """Issue 24, item 7: a task every 2 s, overlap allow, limit 12, each run going on for a
+    while; the process running runs 3 and 4 dies. Each of the two is recorded interrupted
+    once (with its own occurrence), never once more per later run's end, and the task ends
+    done with nothing left under after.going."""
+    store = MemStore("tasks")
+    a = Loop(store, tmp_path, now)
+    a.worker.runner.pool = Manual()
+    a.step()
+    a.put("t", later(now, 2), repeat={"seconds": 2, "limit": 12}, overlap="allow")
+    for t in range(2, 8):  # runs 1 and 2 end; 3 (at +6) goes on, and 4 (at +8) begins
+        a.step(later(now, t))
+        if t < 6:
+            a.worker.runner.pool.finish()
+            a.step(later(now, t))
+    a.step(later(now, 8))
+    going = rules.info(a.doc("t")).get("going") or {}
+    assert len(going) >= 1, a.doc("t")
+    b = Loop(store, tmp_path, later(now, 8))  # A dies with its runs going
+    b.worker.runner.pool = Manual()
+    for t in range(9, 60):
+        b.step(later(now, t))
+        b.worker.runner.pool.finish()
+        b.step(later(now, t))
+        if t % 5 == 0:
+            b.poll()
+    doc = b.doc("t")
+    assert doc["status"] == "done", doc
+    assert not rules.info(doc).get("going"), rules.info(doc).get("going")
+    records = b.runs("t")
+    numbers = Counter(r["number"] for r in records
+                      if r["outcome"] not in ("intended", "missed", "skipped"))
+    assert sorted(numbers) == list(range(3, 13)) and set(numbers.values()) == {1}, numbers
+    interrupted = [r for r in records if r["outcome"] == "interrupted"]
+    assert len(interrupted) == len(going), [(r["number"], r.get("scheduled")) for r in records]
+    assert len({r["scheduled"] for r in interrupted}) == len(interrupted)
