@@ -281,14 +281,18 @@ def run(bench: Bench) -> Measurement:
     unhealthy = 0
     bursts = []
     for size in sizes:
-        result = burst(bench, size, 3)
+        # posted ahead by more than this machine takes to post them (about 700 task
+        # documents a second into a validated database while 3 workers follow its feed):
+        # a task written after its date would count its posting as lateness
+        result = burst(bench, size, 3, max(AHEAD, size / 250))
         bursts.append(result)
         goal = BURST_GOALS[bench.kind][size]
         unhealthy += _healthy(result["logs"])
-        m.add(f"{size:,} due at one instant, posted {AHEAD:g} s ahead, 3 processes: p99",
-              result["p99"], "ms", goal=f"<= {goal:,}", met=result["p99"] <= goal
+        m.add(f"{size:,} due at one instant, posted {result['ahead']:g} s ahead, 3 processes: "
+              "p99", result["p99"], "ms", goal=f"<= {goal:,}", met=result["p99"] <= goal
               and not result["twice"] and not result["never"],
-              detail=f"p50 {result['p50']:.0f} ms, max {result['max']:.0f} ms; run twice "
+              detail=f"posted in {result['post_s']:.1f} s; "
+                     f"p50 {result['p50']:.0f} ms, max {result['max']:.0f} ms; run twice "
                      f"{result['twice']}, never {result['never']}; per process "
                      f"{result['per_process']}; peak RSS {result['peak_rss']:.0f} MB; "
                      f"warnings {result['logs']['warnings']}")
