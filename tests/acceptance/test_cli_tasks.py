@@ -12,6 +12,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -21,7 +22,7 @@ import pytest
 
 from after.client import Client
 from after.dates import format_date, utcnow
-from after.store import Store, split_credentials
+from after.store import Store, StoreError, split_credentials
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "tasks.rst"
@@ -583,18 +584,39 @@ def test_docs_console_examples(env, store):
         store.put({"_id": f"{name}@docs-host:1:abc", "type": "worker", "name": name,
                    "host": "docs-host", "pid": 1, "last_seen": format_date(utcnow()),
                    "expires": expires}, db=f"{store.db}_workers")
+    stop = threading.Event()
+    threading.Thread(target=acknowledge_pauses, args=(store, stop), daemon=True).start()
     checker = doctest.OutputChecker()
     flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
-    for command, want, code in examples:
-        argv = shlex.split(command)
-        assert argv[0] == "after"
-        done = subprocess.run([sys.executable, "-m", "after", *argv[1:]], env=env, cwd=ROOT,
-                              capture_output=True, text=True, timeout=60)
-        got = done.stdout + done.stderr
-        assert "Traceback" not in got
-        assert done.returncode == code, (command, got)
-        assert checker.check_output(want, got, flags), \
-            f"$ {command}\nexpected:\n{want}got:\n{got}"
+    try:
+        for command, want, code in examples:
+            argv = shlex.split(command)
+            assert argv[0] == "after"
+            done = subprocess.run([sys.executable, "-m", "after", *argv[1:]], env=env,
+                                  cwd=ROOT, capture_output=True, text=True, timeout=60)
+            got = done.stdout + done.stderr
+            assert "Traceback" not in got
+            assert done.returncode == code, (command, got)
+            assert checker.check_output(want, got, flags), \
+                f"$ {command}\nexpected:\n{want}got:\n{got}"
+    finally:
+        stop.set()
+
+
+def acknowledge_pauses(store, stop: threading.Event) -> None:
+    """What the reader's processes of billing and reports do: their heartbeat says whether
+    their name is paused (as a worker's does once its loop applied it)."""
+    workers = f"{store.db}_workers"
+    while not stop.wait(0.2):
+        for name in ("billing", "reports"):
+            try:
+                beat = store.get(f"{name}@docs-host:1:abc", db=workers)
+                paused = store.get_or_none(f"{name}@paused", db=workers) is not None
+                if bool(beat.get("paused")) != paused:
+                    store.put({**beat, "paused": paused, "last_seen": format_date(utcnow())},
+                              db=workers)
+            except StoreError:
+                continue
 
 
 def test_docs_python_examples(env, monkeypatch):
