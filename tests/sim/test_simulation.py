@@ -20,8 +20,10 @@ task that was not canceled ran at least once.
 
 ``AFTER_SIM_SEEDS`` (default 12) seeds run in the suite, from ``AFTER_SIM_FIRST`` (0);
 ``make sim`` runs many more. A failure prints the seed that replays it:
-``AFTER_SIM_FIRST=N AFTER_SIM_SEEDS=1 pytest tests/sim -x``. Seeds that once failed are
-kept in REGRESSIONS.
+``AFTER_SIM_FIRST=N AFTER_SIM_SEEDS=1 pytest tests/sim -x``. A seed replays exactly on the
+tree it ran on (a change to the worker changes its writes, and so which of them fail): a
+bug a seed finds becomes a test of its own (tests/unit/test_loop.py has the two found so
+far), and a seed that fails on the tree of the day goes into REGRESSIONS until it passes.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from after.worker import peers
 
 from ..unit.test_loop import Loop, Manual
 
-#: Seeds that once failed: they run in every suite.
+#: Seeds that fail on this tree, kept until they pass: they run in every suite.
 REGRESSIONS: list[int] = []
 FIRST = int(os.environ.get("AFTER_SIM_FIRST", "0"))
 SEEDS = int(os.environ.get("AFTER_SIM_SEEDS", "12"))
