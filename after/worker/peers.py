@@ -39,7 +39,7 @@ from .. import pausing
 from ..clock import WARN_OFFSET, Offset, date_header
 from ..config import workers_db
 from ..dates import format_date
-from ..store import Conflict, Store, StoreError, describe_error
+from ..store import Conflict, NotFound, Store, StoreError, describe_error
 from . import partitions as parts
 
 log = logging.getLogger("after.peers")
@@ -87,6 +87,7 @@ class Peers:
         self.observed: dict[str, tuple[str, float]] = {}
         self.live: dict[str, float] = {}
         self.dead: dict[str, float] = {}
+        self.stopping: set[str] = set()  # seen saying it stops: gone when its heartbeat is
         self.rev: str | None = None
         self.beat_sent: float | None = None  # when the last heartbeat that landed was sent
         self.lapses = 0  # times a heartbeat landed after this process's lease may have lapsed
@@ -191,6 +192,7 @@ class Peers:
         if owner == self.id:
             return False
         if doc is None:
+            self.stopping.discard(owner)
             self.observed.pop(owner, None)
             self.live.pop(owner, None)
             newly = owner not in self.dead
@@ -230,8 +232,10 @@ class Peers:
             seen = self.observed.get(doc["_id"])
             if seen and at - seen[1] >= max(10 * self.lease, PRUNE_AFTER):
                 stale.append({"_id": doc["_id"], "_rev": doc["_rev"], "_deleted": True})
-        for gone in [p for p in self.observed if p not in present]:  # left gracefully
-            self.observe(None, gone, at)
+        for owner in leaving:
+            self.stopping.add(owner)
+        for gone in [p for p in self.observed if p not in present]:  # left gracefully?
+            self.observe(self.missing(gone), gone, at)
         for owner, since in list(self.dead.items()):  # forget the long dead
             if at - since > 3600:
                 del self.dead[owner]
@@ -239,8 +243,8 @@ class Peers:
         for doc in found.values():  # a partition's owner never seen beating: gone
             owner = doc.get("owner")
             if isinstance(owner, str) and owner != self.id and owner not in present \
-                    and owner not in self.observed:
-                self.observe(None, owner, at)
+                    and owner not in self.observed and owner not in self.dead:
+                self.observe(self.missing(owner), owner, at)
         for k, doc in list(found.items()):
             if doc.get("_conflicts"):
                 settled = self.settle(doc)
@@ -266,6 +270,25 @@ class Peers:
             paused=any(pausing.is_pause(doc, self.name) for doc in docs),
             beat_sent=self.beat_sent, lapses=self.lapses, degraded=self.degraded,
             leaving=frozenset(leaving))
+
+    def missing(self, owner: str) -> dict | None:
+        """``owner``'s heartbeat, missing from a read of the registry: gone (None) if it
+        said it was stopping, or if every copy says it is deleted or never was. On a
+        cluster a read of many documents takes each from one copy, and a copy that lags
+        (a node just restarted) may not have a heartbeat yet: read alone, from every copy,
+        it is there, and its process is alive. (Taken for dead, a live process's partitions
+        were taken from it, each a conflict between nodes to settle.)"""
+        if owner in self.stopping:
+            return None
+        try:
+            leaves = self.store.leaves(owner, db=self.db)
+        except NotFound:
+            return None
+        except StoreError as exc:  # as last seen, until a read says otherwise
+            log.warning("cannot read the heartbeat of %s: %s", owner, describe_error(exc))
+            seen = self.observed.get(owner)
+            return {"_id": owner, "_rev": seen[0]} if seen else None
+        return parts.winner(leaves)
 
     def confirm(self, owner: str) -> bool | None:
         """Is ``owner`` (a process of another name, most likely) alive? Reads its heartbeat

@@ -65,8 +65,8 @@ class ClusterCli(Cli):
         super().__init__(cluster.urls(), db, home, cwd)
         self.cluster = cluster
 
-    def spawn_on(self, k: int, *args: str, **env):
-        return self.spawn(*args, AFTER_COUCHDB_URL=self.cluster.urls(first=k), **env)
+    def spawn_on(self, k: int, *args: str, urls: str | None = None, **env):
+        return self.spawn(*args, AFTER_COUCHDB_URL=urls or self.cluster.urls(first=k), **env)
 
     def node_store(self, k: int) -> Store:
         """A store talking to node k only (no failover)."""

@@ -189,6 +189,53 @@ def test_the_registry_gives_the_partitions_and_finds_their_owners_that_never_bea
     assert peers.beat({}).dead == {"w@gone:1:a", other.id}
 
 
+class Lagging:
+    """A store whose reads of many documents leave some out, as a cluster's copy that lags
+    does (a node just restarted); a read of one document, from every copy, has them."""
+
+    def __init__(self, store, hidden: set[str]):
+        self.store, self.hidden = store, hidden
+
+    def prefixed(self, prefix, **kwargs):
+        return [d for d in self.store.prefixed(prefix, **kwargs) if d["_id"] not in self.hidden]
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_a_heartbeat_left_out_of_a_read_is_not_a_dead_process_but_one_deleted_is():
+    from after.memstore import MemStore
+
+    memory = MemStore("t")
+    memory.create_database("t_workers")
+    clock = Clock()
+    store = Lagging(memory, set())
+    peers = Peers(store=store, name="w", lease=6.0, db="t_workers", monotonic=clock)
+    other = Peers(store=memory, name="w", lease=6.0, db="t_workers", monotonic=clock)
+    other.beat({})
+    memory.bulk_docs([parts.part_doc("w", 0, other.id, "x")], db="t_workers")
+    assert other.id in peers.beat({}).live
+    store.hidden.add(other.id)  # left out of a read: read alone, it is there and beating
+    for _ in range(5):
+        clock.t += 2.0
+        other.beat({})
+        registry = peers.beat({})
+        assert other.id in registry.live and other.id not in registry.dead
+        assert not parts.free_for(registry.parts[0], peers.id, registry.dead)
+    clock.t += 6.0  # left out, and no longer beating: dead after a lease, as any other
+    assert other.id in peers.beat({}).dead
+    other.beat({})  # back
+    assert other.id in peers.beat({}).live
+    other.leave()  # a graceful stop, its "stopping" never read: deleted on every copy
+    assert other.id in peers.beat({}).dead
+    third = Peers(store=memory, name="w", lease=6.0, db="t_workers", monotonic=clock)
+    third.beat({"stopping": True})
+    assert third.id in peers.beat({}).live
+    memory.get = memory.leaves = None  # seen stopping: gone when its heartbeat is, no read
+    third.leave()
+    assert third.id in peers.beat({}).dead
+
+
 def _two_versions(store, owners, rev="1-base"):
     """The lease document of partition 5 with a version per owner, side by side (as two
     nodes of a cluster can leave it), each a child of ``rev``."""
