@@ -396,6 +396,22 @@ def stop(w, run: Run, now: datetime) -> None:
              "run ends within %g s", run.docid, rules.CANCEL_GRACE)
 
 
+def fence(w, run: Run, newer: dict, now: datetime) -> None:
+    """Another process took ``run`` over (this one was found dead: frozen or cut off past
+    its lease) and runs it again: this run stops as a canceled one does (the job told, an
+    isolated run's process group SIGTERMed, then killed after the grace), so that the two
+    overlap for as short a time as the job allows. Its record goes beside the
+    ``interrupted`` one the other process wrote (``late``); its end is not written."""
+    if run.cancel_ms is not None or run.ended is not None or run.timed_out:
+        return
+    run.cancel_ms = to_ms(now) + int(rules.CANCEL_GRACE * 1000)
+    w.runner.cancel(run.token)
+    log.warning("task %s: its run here was taken over by %s (this process's lease lapsed): "
+                "the job is told to stop (task.canceled; an isolated one is killed within "
+                "%g s)", run.docid, rules.info(newer).get("owner") or "another process",
+                rules.CANCEL_GRACE)
+
+
 def stopped(run: Run, outcome: rules.Outcome) -> rules.Outcome:
     """How a canceled run ended, as recorded: ``canceled``, with how long it ran."""
     seconds = max(0.0, (outcome.ended - outcome.started).total_seconds())
@@ -474,6 +490,8 @@ def do(w, actions: list, now: datetime) -> None:
             run = state.runs.get(action.doc["_id"])
             if run is not None and rules.rev_number(action.doc.get("_rev")) > \
                     rules.rev_number(run.doc.get("_rev")):
+                if r.taken_over(action.doc, run.doc, w.id):
+                    fence(w, run, action.doc, now)
                 run.doc = r.carry(action.doc, run.doc, w.id)
                 if run.doc.get("status") == rules.CANCEL:
                     stop(w, run, now)

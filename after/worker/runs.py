@@ -418,6 +418,17 @@ RUN_FIELDS = ("owner", "attempt", "started", "run", "due", "claimed", "date", "n
               "token")
 
 
+def taken_over(newer: dict, started: dict, me: str) -> bool:
+    """Does ``newer``, a version of a task whose run ``started`` goes in process ``me``,
+    show the run taken over by another process (this one having been found dead: frozen or
+    cut off past its lease)? Shown ``running`` under another process, or having counted a
+    run numbered as this one or later. (A partition passed on to a new owner is not that:
+    the new owner leaves a run going to its process, and writes nothing.)"""
+    info = rules.info(newer)
+    return newer.get("status") == rules.RUNNING and info.get("owner") not in (None, me) \
+        or rules.counter(info, "runs") >= rules.counter(rules.info(started), "run") > 0
+
+
 def carry(newer: dict, started: dict, me: str) -> dict:
     """A newer version of a task whose run is going here, as the run's end must see it: the
     other writer's word (its status, its fields) with the run's own (owner, attempt,
@@ -425,8 +436,7 @@ def carry(newer: dict, started: dict, me: str) -> dict:
     numbered as this one or later (another process took the run over) is not carried: the
     end's write then conflicts, and only the run is recorded."""
     info = rules.info(newer)
-    if newer.get("status") == rules.RUNNING and info.get("owner") not in (None, me) \
-            or rules.counter(info, "runs") >= rules.counter(rules.info(started), "run") > 0:
+    if taken_over(newer, started, me):
         return started  # taken over (and maybe run again): not this run's any more
     new = dict(newer)
     ns = new[rules.NS] = dict(info)

@@ -19,6 +19,7 @@ import pytest
 
 from after.dates import format_date, parse_date, utcnow
 from after.process import pid_files
+from after.task import CANCEL_GRACE
 
 from .conftest import holding, recorded, task_doc, wait_for
 
@@ -239,3 +240,52 @@ def test_a_job_that_ends_its_process_takes_down_one_process_of_three(cli, tasks,
             for p in processes]  # what each process said, shown when anything is amiss
     assert [r["outcome"] for r in records] == ["interrupted", "error"], (records, told)
     assert f":{dead[0].pid}:" in records[0]["process"]
+
+
+def test_a_run_taken_over_while_its_process_was_frozen_stops_when_it_thaws(cli, tasks,
+                                                                          tmp_path, jobs):
+    """Issue 24, item 8: the holder of a capped (limit 1), isolated 20 s run is SIGSTOPped
+    past its lease; the other process takes the run over (recorded ``interrupted``) and runs
+    it again, taking the cap's slot. On thaw, the takeover reaches the holder on its feed:
+    its job is stopped as a canceled one is (told, then its process killed after the grace),
+    not left to run beside the second run for its remaining 13 s. Its run is recorded
+    ``canceled`` beside the interrupted one."""
+    out = tmp_path / "runs.jsonl"
+    options = ("--poll", "30", "--heartbeat", "0.5", "--lease", "3")
+    processes = [cli.spawn("start", "fc", *options, AFTER_JOBS=str(jobs)) for _ in range(2)]
+    for process in processes:
+        ready(cli, process, "fc")
+    wait_for(lambda: all(holding(cli, "fc", p.pid) is not None for p in processes),
+             what="both beating")
+    time.sleep(2)  # both know each other: the partitions are shared
+    tasks.put({**slow("long", "fc", out, 20, 1), "isolation": "process",
+               "concurrency": {"key": "fc-cap", "limit": 1}})
+    [first] = wait_for(lambda: recorded(out), timeout=20, what="the run")
+    holder = next(p for p in processes if p.pid == first["pid"])
+    time.sleep(1)
+    holder.send_signal(signal.SIGSTOP)
+    try:
+        runs = wait_for(lambda: len(r := recorded(out)) >= 2 and r, timeout=30,
+                        what="the run taken over and run again")
+    finally:
+        holder.send_signal(signal.SIGCONT)
+    thawed = utcnow()
+    assert runs[1]["pid"] != holder.pid and runs[1]["attempt"] == 2
+
+    def records():
+        return {r["_id"]: r for r in tasks.find_all({"task": "long"}, db=f"{cli.db}_runs")}
+
+    late = wait_for(lambda: [r for i, r in records().items() if i.endswith("~late")],
+                    timeout=15, what="the first run's own record")
+    ended = parse_date(late[0]["ended"])
+    print(f"\n[frozen cap holder] first run stopped {(ended - thawed).total_seconds():.2f}s "
+          "after the thaw (its job had 13 s left)")
+    assert late[0]["outcome"] == "canceled"
+    # told (SIGTERM, task.canceled), then killed after the grace: not its 13 s left
+    assert (ended - thawed).total_seconds() < CANCEL_GRACE + 2
+    outcomes = sorted(r["outcome"] for i, r in records().items() if not i.endswith("~late"))
+    assert outcomes == ["intended", "interrupted"]  # (the second run: going)
+    log = (cli.home / f"spawn-{cli.spawned.index(holder)}.out").read_text()
+    assert "was taken over by" in log
+    doc = tasks.get("long")
+    assert doc["status"] == "running" and doc["after"]["owner"] != late[0]["process"]

@@ -416,7 +416,7 @@ def test_a_store_that_never_answers_holds_up_no_timer(tmp_path, now):
         for seconds in (1, 2, 3):
             loop.step(later(now, seconds))
         assert [r["id"] for r in loop.ran()] == ["t0", "t1", "t2"]  # each on time
-        deadline = time.monotonic() + 5  # (the writer's thread takes them up on its own)
+        deadline = time.monotonic() + 20  # (the writer's thread takes them up on its own)
         while writer.inflight < 3 and time.monotonic() < deadline:
             loop.step(later(now, 4))
             time.sleep(0.01)
@@ -574,6 +574,59 @@ def test_a_run_that_goes_on_through_a_freeze_keeps_the_interrupted_record_of_the
     outcomes = [(r["outcome"], r["process"] == a.worker.id, bool(r.get("late")))
                 for r in records]
     assert outcomes == [("interrupted", True, False), ("done", True, True),
+                        ("done", False, False)], outcomes
+    doc = store.get("t")
+    assert doc["status"] == "done" and doc["after"]["runs"] == 2
+
+
+def test_a_run_taken_over_while_its_process_was_frozen_is_told_to_stop_on_thaw(tmp_path, now):
+    """Issue 24, item 8: A is frozen past its lease mid-run; B takes the run over and runs it
+    again. A thaws with its job still going: B's takeover, on A's feed, tells A's job to
+    stop (task.canceled), so that two runs overlap no longer than the job takes to see it;
+    its record goes beside B's ``interrupted`` one, ``canceled``, and nothing of A's is
+    written over the task."""
+    store = MemStore("tasks")
+    a = Loop(store, tmp_path, now)
+    pool = a.worker.runner.pool = Manual()
+    a.step()
+    a.put("t", later(now, 1))
+    a.step(later(now, 1))
+    [(job, args, future)] = pool.queued  # begun by a thread before the freeze
+    pool.queued = []
+    assert future.set_running_or_notify_cancel()
+    token = args[1]
+    a.worker.runner.begun[token] = to_ms(later(now, 1))
+    b = Loop(store, tmp_path, now)
+    b_pool = b.worker.runner.pool = Manual()  # B's run again: going when A thaws
+    a.frozen = True
+    for t in range(2, 10):
+        b.step(later(now, t))
+    b.poll()
+    b.step(later(now, 10))
+    assert len(b_pool.queued) == 1  # run again by B
+    b.runs("t")  # (B's records written, as its recorder's thread would have by now)
+    taken = store.get("t")
+    assert taken["after"]["runs"] == 1 and taken["after"]["last_run"]["outcome"] == \
+        "interrupted"
+    a.frozen = False
+    assert not a.worker.runner.cancels[token].is_set()
+    a.mono[0] += 9  # A thaws at +10: its clock says 9 s went by without a heartbeat
+    a.now = later(now, 10)
+    a.step()  # B's takeover comes in on its feed
+    assert a.worker.runner.cancels[token].is_set()  # its job is told to stop
+    lease, a.worker.runner.lease = a.worker.runner.lease, lambda: float("inf")
+    job(*args)  # the job sees task.canceled and returns
+    a.worker.runner.lease = lease
+    for t in (10.5, 11):
+        a.step(later(now, t))
+        b.step(later(now, t))
+    b_pool.finish()
+    b.step()
+    a.runs("t")  # (A's records written, as its recorder's thread would have by now)
+    records = sorted(b.runs("t"), key=lambda r: (r["number"], r["_id"]))
+    outcomes = [(r["outcome"], r["process"] == a.worker.id, bool(r.get("late")))
+                for r in records]
+    assert outcomes == [("interrupted", True, False), ("canceled", True, True),
                         ("done", False, False)], outcomes
     doc = store.get("t")
     assert doc["status"] == "done" and doc["after"]["runs"] == 2
