@@ -217,6 +217,23 @@ def test_a_takeover_that_conflicts_leaves_a_run_another_process_took_over_first(
     assert again.doc["after"]["owner"] == ME.process
 
 
+def test_a_takeover_whose_run_ended_done_first_runs_nothing_again():
+    """Issue 24, item 8: the process found dead was only frozen; it thawed and wrote its
+    run's end (``done``) before the takeover's write. The takeover conflicts; the task it
+    re-reads has counted the run: no re-run starts, nothing is held."""
+    doc = task("running", -5, owner=GONE, started=True)
+    doc["after"]["run"] = 1
+    [_, _, write] = d.decide(doc, view(), NOW)
+    assert write.takeover
+    spec = rules.parse(doc)
+    ended = r.end(doc, spec, rules.Outcome(rules.OK, NOW, NOW, result=1),
+                  r.Identity(name="w", process=GONE, host="lost", pid=3), NOW, "tok")
+    done = dict(ended.doc, _rev="4-d")
+    assert done["status"] == "done" and done["after"]["runs"] == 1
+    assert r.refinish(write, done, ME, NOW) is None  # not the run taken over: decided again
+    assert shape(d.decide(done, view(), NOW)) == ["Drop"]
+
+
 def test_a_takeover_reruns_the_occurrence_in_a_child_process_whatever_its_isolation():
     doc = task("running", -5, owner=GONE, started=True, isolation="thread")
     [_, _, write] = d.decide(doc, view(), NOW)
