@@ -48,7 +48,7 @@ class TestDocuments:
         assert contract_store.get("x", db=runs)["_rev"] == doc["_rev"]
 
     def test_missing_documents(self, contract_store, runs):
-        with pytest.raises(NotFound):
+        with pytest.raises(NotFound, match="missing"):
             contract_store.get("nothing", db=runs)
         assert contract_store.get_or_none("nothing", db=runs) is None
         assert contract_store.bulk_get(["nothing"], db=runs) == {}
@@ -58,6 +58,12 @@ class TestDocuments:
         contract_store.put(doc, db=runs)
         contract_store.delete("d", doc["_rev"], db=runs)
         assert contract_store.get_or_none("d", db=runs) is None
+        # its versions, read alone, end in a tombstone; a document that never was has none
+        # (after.worker.reads tells them apart: a task just written may not be on the
+        # copies a cluster's read of many documents asks yet)
+        assert [leaf.get("_deleted") for leaf in contract_store.leaves("d", db=runs)] == [True]
+        with pytest.raises(NotFound):
+            contract_store.leaves("nothing", db=runs)
         again = {"_id": "d", "n": 2}
         contract_store.put(again, db=runs)
         assert contract_store.get("d", db=runs)["n"] == 2
