@@ -26,7 +26,6 @@ from __future__ import annotations
 import heapq
 import json
 import os
-import re
 import threading
 import time
 import uuid
@@ -44,7 +43,16 @@ from . import task as rules
 from .calendar import PREFIX as CALENDAR_PREFIX
 from .calendar import CalendarError, Exclusion, calendar_name, excluded, parse_calendar
 from .caps import in_use
-from .dates import DateError, format_date, parse_date, parse_when, to_ms, utcnow
+from .dates import (
+    SHORTHANDS,
+    DateError,
+    format_date,
+    parse_date,
+    parse_when,
+    shorthand,
+    to_ms,
+    utcnow,
+)
 from .jobs import JobError, JobRegistry, check_name
 from .process import ProcessError
 from .process import check_name as check_worker_name
@@ -59,14 +67,6 @@ MAX_CONFLICTS = 20
 #: Most tasks, and run records, one audit reads.
 MAX_AUDIT_TASKS = 10_000
 MAX_AUDIT_RUNS = 500_000
-
-_SHORTHAND_RE = re.compile(r"(?:[0-9]+(?:ms|[yMwdhms]))+")
-_SHORTHAND_PART_RE = re.compile(r"([0-9]+)(ms|[yMwdhms])")
-_SHORTHAND_UNITS = {
-    "y": "years", "M": "months", "w": "weeks", "d": "days",
-    "h": "hours", "m": "minutes", "s": "seconds", "ms": "milliseconds",
-}
-
 
 class TaskNotFound(NotFound):
     """No task has that id."""
@@ -87,15 +87,16 @@ def every_units(text: str) -> dict:
 
     Raises TaskError for anything else. A unit may appear once.
     """
-    if not isinstance(text, str) or not _SHORTHAND_RE.fullmatch(text):
+    parts = shorthand(text)
+    if parts is None:
         raise TaskError(f"every: {text!r} is not an interval like 30s, 15m, 6h, 7d, 1M, 1y, "
                         "1h30m or an ISO 8601 duration like P1D")
     units: dict[str, int] = {}
-    for number, unit in _SHORTHAND_PART_RE.findall(text):
-        name = _SHORTHAND_UNITS[unit]
+    for name, number in parts:
         if name in units:
-            raise TaskError(f"every: {text!r} gives {unit!r} twice")
-        units[name] = int(number)
+            short = next(k for k, v in SHORTHANDS.items() if v == name)
+            raise TaskError(f"every: {text!r} gives {short!r} twice")
+        units[name] = number
     return units
 
 

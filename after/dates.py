@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta, timezone
 
+from dateutil.relativedelta import relativedelta
+
 __all__ = [
     "ISO_DATE_RE",
     "DateError",
@@ -27,6 +29,7 @@ __all__ = [
     "from_ms",
     "parse_date",
     "parse_when",
+    "shorthand",
     "to_ms",
     "utcnow",
 ]
@@ -40,16 +43,25 @@ ISO_DATE_RE = re.compile(
     r"(Z|[+-][0-9]{2}(?::?[0-9]{2})?)?)?$"
 )
 
-_RELATIVE_RE = re.compile(r"\+(?:[0-9]+(?:ms|[wdhms]))+")
-_RELATIVE_PART_RE = re.compile(r"([0-9]+)(ms|[wdhms])")
-_RELATIVE_UNITS = {
-    "w": timedelta(weeks=1),
-    "d": timedelta(days=1),
-    "h": timedelta(hours=1),
-    "m": timedelta(minutes=1),
-    "s": timedelta(seconds=1),
-    "ms": timedelta(milliseconds=1),
+# The one duration shorthand of After: ``30s``, ``15m``, ``6h``, ``7d``, ``1w``, ``1M``
+# (months: ``m`` is minutes), ``1y``, ``500ms``, combined (``1h30m``). Relative times are
+# it after a ``+`` (``after add --at +1h30m``); ``every`` (the Client, ``after add --every``)
+# and the keys of a ``repeat`` object of units (after.repeat) use it as well.
+SHORTHANDS = {
+    "y": "years", "M": "months", "w": "weeks", "d": "days",
+    "h": "hours", "m": "minutes", "s": "seconds", "ms": "milliseconds",
 }
+SHORTHAND_RE = re.compile(r"(?:[0-9]+(?:ms|[yMwdhms]))+")
+_SHORTHAND_PART_RE = re.compile(r"([0-9]+)(ms|[yMwdhms])")
+
+
+def shorthand(text: object) -> list[tuple[str, int]] | None:
+    """``"1h30m"`` as ``[("hours", 1), ("minutes", 30)]``, in the order written; None when
+    ``text`` is not a duration shorthand."""
+    if not isinstance(text, str) or not SHORTHAND_RE.fullmatch(text):
+        return None
+    return [(SHORTHANDS[unit], int(n)) for n, unit in _SHORTHAND_PART_RE.findall(text)]
+
 
 
 class DateError(ValueError):
@@ -131,16 +143,20 @@ def parse_when(text: object, now: datetime, field: str = "when") -> datetime:
         stripped = text.strip()
         if stripped == "now":
             return _as_utc(now)
-        if _RELATIVE_RE.fullmatch(stripped):
-            parts = _RELATIVE_PART_RE.findall(stripped)
+        parts = shorthand(stripped[1:]) if stripped.startswith("+") else None
+        if parts is not None:
+            amounts: dict[str, int] = {}
+            for unit, n in parts:  # (a unit given twice adds up)
+                amounts[unit] = amounts.get(unit, 0) + n
             try:
-                total = sum((int(n) * _RELATIVE_UNITS[unit] for n, unit in parts), timedelta())
-                return _as_utc(now) + total
-            except OverflowError:
+                return _as_utc(now) + relativedelta(
+                    years=amounts.pop("years", 0), months=amounts.pop("months", 0),
+                    microseconds=1000 * amounts.pop("milliseconds", 0), **amounts)
+            except (OverflowError, ValueError):
                 raise DateError(f"{field}: {text!r} is too far in the future") from None
         if ISO_DATE_RE.fullmatch(stripped):
             return parse_date(stripped, field)
     raise DateError(
-        f"{field}: {text!r} is not 'now', a relative time (+30s, +15m, +6h, +2d, +1w, +500ms, "
-        "+1h30m) or an ISO 8601 date or date-time"
+        f"{field}: {text!r} is not 'now', a relative time (+30s, +15m, +6h, +2d, +1w, +1M, "
+        "+500ms, +1h30m) or an ISO 8601 date or date-time"
     )

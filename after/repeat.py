@@ -70,7 +70,7 @@ from croniter import CroniterBadDateError, CroniterError, croniter
 from dateutil.relativedelta import relativedelta
 
 from after.calendar import CalendarError, Exclusion, parse_exclude
-from after.dates import DateError, format_date, parse_date
+from after.dates import SHORTHANDS, DateError, format_date, parse_date
 from after.jsonsafe import show
 
 __all__ = [
@@ -80,10 +80,6 @@ __all__ = [
 
 
 UNITS = ("years", "months", "weeks", "days", "hours", "minutes", "seconds", "milliseconds")
-SHORTHANDS = {
-    "y": "years", "M": "months", "w": "weeks", "d": "days",
-    "h": "hours", "m": "minutes", "s": "seconds", "ms": "milliseconds",
-}
 #: The shortest interval a task may repeat at. Ten tasks at 1 ms ran 163 times a second and
 #: made every other task of their worker late; a second is what cron's seconds field allows.
 MIN_INTERVAL_US = 1_000_000

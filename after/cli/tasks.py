@@ -274,7 +274,7 @@ def check_job(registry: JobRegistry, name: str, args: list, kwargs: dict | None)
 @click.option("-w", "--worker", envvar="AFTER_WORKER", required=True,
               help="the worker name that runs it [env AFTER_WORKER]")
 @click.option("--at", metavar="WHEN",
-              help="now, +30s, +15m, +6h, +2d, +1w, +500ms, +1h30m, or ISO 8601 (UTC unless "
+              help="now, +30s, +15m, +6h, +2d, +1w, +1M, +500ms, +1h30m, or ISO 8601 (UTC unless "
                    "it has an offset) "
                    "[default: now; with --cron the first cron time]")
 @click.option("--every", metavar="INTERVAL",

@@ -6,6 +6,7 @@ import pytest
 
 from after.dates import (
     ISO_DATE_RE,
+    SHORTHANDS,
     DateError,
     format_date,
     from_ms,
@@ -199,15 +200,32 @@ def test_parse_when_out_of_range_date_keeps_the_precise_message() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "soon", "+", "+5", "+5x", "-5m", "+1.5h", "+5 m", "5m", "Now", "+1M", 5, None]
+    "text", ["", "soon", "+", "+5", "+5x", "-5m", "+1.5h", "+5 m", "5m", "Now", "+1mo", 5, None]
 )
 def test_parse_when_rejects(text: object) -> None:
     with pytest.raises(DateError) as caught:
         parse_when(text, NOW)
     assert str(caught.value) == (
-        f"when: {text!r} is not 'now', a relative time (+30s, +15m, +6h, +2d, +1w, +500ms, "
-        "+1h30m) or an ISO 8601 date or date-time"
+        f"when: {text!r} is not 'now', a relative time (+30s, +15m, +6h, +2d, +1w, +1M, "
+        "+500ms, +1h30m) or an ISO 8601 date or date-time"
     )
+
+
+def test_relative_times_and_every_share_one_grammar_with_calendar_months_and_years() -> None:
+    from after.client import every_units
+
+    assert parse_when("+1M", NOW) == NOW.replace(year=NOW.year + (NOW.month == 12),
+                                                 month=NOW.month % 12 + 1)
+    assert parse_when("+1y2d", NOW) == NOW.replace(year=NOW.year + 1) + timedelta(days=2)
+    assert parse_when("+1h1h", NOW) == NOW + timedelta(hours=2)  # a unit twice adds up
+    assert every_units("1y2d") == {"years": 1, "days": 2}
+    expected = {"1M": NOW.replace(month=1, year=NOW.year + 1) if NOW.month == 12
+                else NOW.replace(month=NOW.month + 1),
+                "1h30m": NOW + timedelta(minutes=90), "500ms": NOW + timedelta(seconds=0.5),
+                "2w": NOW + timedelta(days=14)}
+    for text, when in expected.items():
+        assert parse_when(f"+{text}", NOW) == when
+        assert set(every_units(text)) <= set(SHORTHANDS.values())
 
 
 def test_parse_when_too_far() -> None:
