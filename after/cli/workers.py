@@ -124,6 +124,7 @@ def start(cfg: Config, name, background, metrics_port, metrics_host, log_level, 
             click.echo(f"warning: {notice}", err=True)
 
         def run(ready):
+            catch_stop()
             return run_worker(cfg, name, metrics, registry, notices,
                               on_ready=lambda worker: (worker.ready.wait(), ready()))
 
@@ -133,12 +134,24 @@ def start(cfg: Config, name, background, metrics_port, metrics_host, log_level, 
     if log_file is None:
         log_file = not process.under_systemd()
     process.setup_logging(logfile if log_file else None, stderr=True)
+    catch_stop()  # from the moment its pid file says it runs, `after stop` may ask
     pidfile = process.LockedPidFile(pidpath)
     try:
         code = run_worker(cfg, name, metrics, registry, notices)
     finally:
         pidfile.release()
     process.exit_now(code)
+
+
+#: SIGTERM or SIGINT received before the worker was made (its pid file written, the store
+#: and the worker not yet made): the worker stops gracefully as soon as it is.
+_stop_asked = threading.Event()
+
+
+def catch_stop() -> None:
+    """Until the worker's own handlers are in place, a stop signal is kept, not fatal."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: _stop_asked.set())
 
 
 def run_worker(cfg: Config, name: str, metrics: tuple[str, int] | None, registry: JobRegistry,
@@ -156,6 +169,8 @@ def run_worker(cfg: Config, name: str, metrics: tuple[str, int] | None, registry
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if _stop_asked.is_set():  # asked while it was being made
+        worker.request_stop()
     if metrics is not None:
         from ..metrics import serve_metrics
 

@@ -96,6 +96,19 @@ def test_foreground_start_logs_to_stderr_and_file_and_stops_on_sigterm(cli, task
     assert [r["id"] for r in recorded(out)] == ["t1"]
 
 
+def test_sigterm_as_soon_as_the_pid_file_is_written_is_a_graceful_stop(cli, tasks):
+    """`after stop` finds a worker by its pid file, written before the worker is made: a
+    SIGTERM then (before the worker's own handlers) used to end the process with -15. It is
+    kept, and the worker stops gracefully as soon as it is made."""
+    worker = cli.spawn("start", "early")
+    wait_for(lambda: any(f.running for f in pid_files(cli.home, "early")), interval=0.002,
+             what="the pid file")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert "worker early stopped" in (cli.home / "early.log").read_text()
+    assert pid_files(cli.home, "early") == []
+
+
 def test_a_second_ctrl_c_stops_at_once(cli, tasks, tmp_path):
     worker = cli.spawn("start", "impatient", "--poll", "1", "--grace", "60")
     wait_for(lambda: any(f.running for f in pid_files(cli.home, "impatient")), what="start")
