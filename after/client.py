@@ -325,7 +325,8 @@ class Client:
     # -- creating and updating ---------------------------------------------------------------
 
     # Over 60 lines, half of them the docstring that documents every keyword and the upsert.
-    def schedule(self, job: str, *args: Any, worker: str, at: datetime | str | None = None,
+    def schedule(self, job: str | dict, *args: Any, worker: str | None = None,
+                 at: datetime | str | None = None,
                  every: Any = None, cron: str | None = None, tz: str | None = None,
                  limit: int | None = None, until: datetime | str | None = None,
                  jitter: float | None = None, retry: int | dict | None = None,
@@ -336,6 +337,12 @@ class Client:
                  priority: int | None = None, dst: dict | None = None,
                  catchup: str | dict | None = None) -> str:
         """Schedule ``job(task, *args, **kwargs)`` on ``worker``; returns the task's id.
+
+        Or give the task as a description, a dict of these arguments (``job``, ``args`` a
+        list, and the keywords), as :meth:`schedule_many` takes them::
+
+            client.schedule({"job": "report", "args": ["eu"], "worker": "billing",
+                             "cron": "0 9 * * 1", "tz": "Europe/Paris", "retry": 3})
 
         ``at``: a datetime (naive means UTC), ``"now"``, ``"+15m"`` (``s m h d w ms``) or
         ISO 8601; default now. With ``cron`` the first run is the first cron time at or
@@ -383,6 +390,24 @@ class Client:
         Raises TaskError (a ValueError naming the field) before writing anything when the
         task could not run.
         """
+        if isinstance(job, dict):
+            given = [name for name, value in locals().items()
+                     if name not in ("self", "job", "args") and value is not None]
+            if args or given:
+                raise TaskError(f"give the task as a description or as arguments, not both "
+                                f"(also given: {', '.join(given) or 'positional args'})")
+            options = dict(job)
+            if "job" not in options:
+                raise TaskError("job: the description names no job")
+            job, args = options.pop("job"), options.pop("args", ())
+            if isinstance(args, str | bytes) or not isinstance(args, list | tuple):
+                raise TaskError(f"args: a list of positional arguments, not {args!r}")
+            try:
+                return self.schedule(job, *args, **options)
+            except TypeError as exc:  # an unknown keyword
+                raise TaskError(str(exc)) from None
+        if worker is None:
+            raise TypeError("schedule() missing 1 required keyword-only argument: 'worker'")
         doc, date_given = build(
             job, args, worker=worker, at=at, every=every, cron=cron, tz=tz, limit=limit,
             until=until, jitter=jitter, retry=retry, timeout=timeout, max_delay=max_delay,

@@ -44,6 +44,29 @@ def test_schedule_writes_the_task_document(client, store):
     assert rules.parse(store.get("greet")).date == datetime(2027, 1, 4, 9, tzinfo=UTC)
 
 
+def test_schedule_takes_a_task_description(client, store):
+    """Issue 22: the task as one description (a dict of schedule()'s arguments, as
+    schedule_many takes them) writes what the keywords write."""
+    keywords = client.schedule("hello", "Ada", 3, worker="billing", id="kw",
+                               at=datetime(2027, 1, 4, 9, 0), cron="0 9 * * 1",
+                               tz="Europe/Paris", retry={"limit": 2, "delay": 5}, timeout=30)
+    described = client.schedule({"job": "hello", "args": ["Ada", 3], "worker": "billing",
+                                 "id": "desc", "at": datetime(2027, 1, 4, 9, 0),
+                                 "cron": "0 9 * * 1", "tz": "Europe/Paris",
+                                 "retry": {"limit": 2, "delay": 5}, "timeout": 30})
+    assert (keywords, described) == ("kw", "desc")
+    assert {**body(store.get("desc")), "_id": "kw"} == body(store.get("kw"))
+    with pytest.raises(TaskError, match="not both .*worker"):
+        client.schedule({"job": "hello", "worker": "w"}, worker="w")
+    with pytest.raises(TaskError, match="schedule.. got an unexpected keyword .*colour"):
+        client.schedule({"job": "hello", "worker": "w", "colour": "red"})
+    with pytest.raises(TaskError, match="job: the description names no job"):
+        client.schedule({"worker": "w"})
+    with pytest.raises(TypeError, match="worker"):
+        client.schedule("hello")
+    assert task_ids(store) == ["desc", "kw"]
+
+
 def test_schedule_defaults_to_now_with_a_generated_id(client, store):
     before = utcnow()
     task_id = client.schedule("noop", worker="w", kwargs={"a": 1})
