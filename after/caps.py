@@ -9,10 +9,18 @@ from __future__ import annotations
 from .store import NotFound
 
 SLOT_PREFIX = "slot:"
+#: Rate limits (``"rate": {"key": K, "limit": N, "per": S}``): N token documents,
+#: ``rate:K#0`` .. ``rate:K#<N-1>``, each usable again ``per`` seconds after the run that
+#: took it began (:class:`after.worker.gates.Rates`).
+RATE_PREFIX = "rate:"
 
 
 def slot_id(key: str, n: int) -> str:
     return f"{SLOT_PREFIX}{key}#{n}"
+
+
+def token_id(key: str, n: int) -> str:
+    return f"{RATE_PREFIX}{key}#{n}"
 
 
 def in_use(store, db: str) -> list[dict]:

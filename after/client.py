@@ -191,6 +191,40 @@ def concurrency_field(value: Any) -> dict | None:
                     '{"key": ..., "limit": ...}')
 
 
+#: Seconds in each fixed unit of the duration shorthand (months and years vary).
+_UNIT_SECONDS = {"weeks": 604800, "days": 86400, "hours": 3600, "minutes": 60, "seconds": 1,
+                 "milliseconds": 0.001}
+
+
+def rate_field(value: Any) -> dict | None:
+    """``"mail:100/1h"`` (KEY:LIMIT/PER, PER in seconds or a shorthand of fixed units:
+    ``30s``, ``1m``, ``1h30m``, ``1d``), ``("mail", 100, 3600)`` or ``{"key": "mail",
+    "limit": 100, "per": 3600}`` as the ``rate`` field (checked later by
+    :func:`after.task.parse`)."""
+    if value is None or isinstance(value, dict):
+        return value
+    if isinstance(value, tuple) and len(value) == 3:
+        return {"key": value[0], "limit": value[1], "per": value[2]}
+    wrong = TaskError(f"rate: {value!r} is not KEY:LIMIT/PER (like mail:100/1h, or "
+                      "mail:100/3600 in seconds)")
+    if not isinstance(value, str):
+        raise wrong
+    key, colon, rest = value.rpartition(":")
+    limit, slash, per = rest.partition("/")
+    if not colon or not slash or not limit.isdigit() or not per:
+        raise wrong
+    try:
+        seconds: float = float(per) if per.replace(".", "", 1).isdigit() else sum(
+            n * _UNIT_SECONDS[unit] for unit, n in shorthand(per) or [("", 0)])
+    except KeyError:  # a month or a year: no fixed length
+        raise TaskError(f"rate: the period {per!r} has no fixed length (use s, m, h, d or "
+                        "w)") from None
+    if not seconds:
+        raise wrong
+    return {"key": key, "limit": int(limit),
+            "per": int(seconds) if float(seconds).is_integer() else seconds}
+
+
 def _order(doc: dict) -> tuple:
     instant = rules.instant(doc.get("date"))
     return (instant is None, instant or datetime.min, doc.get("_id", ""))
@@ -240,7 +274,7 @@ def build(job: str, args: tuple | list = (), *, worker: str,
           id: str | None = None, kwargs: dict | None = None, exclude: Any = None,
           concurrency: Any = None, overlap: str | None = None,
           priority: int | None = None, dst: dict | None = None,
-          catchup: str | dict | None = None) -> tuple[dict, bool]:
+          catchup: str | dict | None = None, rate: Any = None) -> tuple[dict, bool]:
     """The task document :meth:`Client.schedule` writes (checked as the worker would), and
     whether ``at`` was given; raises TaskError naming the field."""
     now = utcnow()
@@ -267,8 +301,8 @@ def build(job: str, args: tuple | list = (), *, worker: str,
     }
     optional = {"repeat": repeat, "retry": retry, "timeout": timeout,
                 "max_delay": max_delay, "isolation": isolation,
-                "concurrency": concurrency_field(concurrency), "overlap": overlap,
-                "priority": priority, "catchup": catchup_field(catchup)}
+                "concurrency": concurrency_field(concurrency), "rate": rate_field(rate),
+                "overlap": overlap, "priority": priority, "catchup": catchup_field(catchup)}
     doc.update({k: v for k, v in optional.items() if v is not None})
     doc["date"] = format_date(start or now)
     spec = check(doc)
@@ -335,7 +369,7 @@ class Client:
                  id: str | None = None, kwargs: dict | None = None, exclude: Any = None,
                  concurrency: Any = None, overlap: str | None = None,
                  priority: int | None = None, dst: dict | None = None,
-                 catchup: str | dict | None = None) -> str:
+                 catchup: str | dict | None = None, rate: Any = None) -> str:
         """Schedule ``job(task, *args, **kwargs)`` on ``worker``; returns the task's id.
 
         Or give the task as a description, a dict of these arguments (``job``, ``args`` a
@@ -362,6 +396,9 @@ class Client:
         (``"2026-12-25"``) and ranges (``{"from": ..., "to": ...}``), or a shared calendar's
         name (see :meth:`set_calendar`). ``concurrency``: ``"reports:2"`` (at most 2 runs
         with the key ``reports`` at once, everywhere), or ``{"key": ..., "limit": ...}``.
+        ``rate``: ``"mail:100/1h"`` (at most 100 runs with the key ``mail`` begin in any
+        hour, everywhere; the period in seconds or ``s m h d w``), or ``{"key": ...,
+        "limit": ..., "per": SECONDS}``.
         ``overlap``: ``"skip"`` (default), ``"buffer_one"`` or ``"allow"``: what becomes of
         the occurrences of a repeating task that fall due while a run of it goes.
         ``priority``: an integer, default 0; when more tasks are due than a worker can
@@ -374,7 +411,7 @@ class Client:
 
         - no task has that id: it is created;
         - the task exists: its definition (``worker date job repeat retry timeout
-          max_delay isolation concurrency overlap priority catchup``) is replaced and
+          max_delay isolation concurrency rate overlap priority catchup``) is replaced and
           everything else kept: other user fields and the worker's ``after`` counters
           (runs, successes, failures, last run). When nothing in the definition changes,
           nothing is written.
@@ -413,7 +450,7 @@ class Client:
             until=until, jitter=jitter, retry=retry, timeout=timeout, max_delay=max_delay,
             isolation=isolation, id=id, kwargs=kwargs, exclude=exclude,
             concurrency=concurrency, overlap=overlap, priority=priority, dst=dst,
-            catchup=catchup)
+            catchup=catchup, rate=rate)
         self._check_job(doc)
         if id is None:
             self._write(doc)

@@ -367,6 +367,19 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
       return 'concurrency.limit: must be a whole number from 1 to ' + MAX_CONCURRENCY + ', not ' + show(v.limit);
     return null;
   }
+  function rateProblem(v) {  // after.task.parse_rate
+    if (v === null || v === undefined) return null;
+    if (!isObject(v)) return 'rate: must be {"key": NAME, "limit": N, "per": SECONDS}, not ' + show(v);
+    var extra = extraKey(v, ['key', 'limit', 'per']);
+    if (extra !== null) return 'rate: unknown field ' + str(extra) + ' (use key, limit, per)';
+    if (typeof v.key !== 'string' || !/^CAP_KEY_RE$/.test(v.key))
+      return 'rate.key: ' + show(v.key) + ' is not a key (CAP_KEY_HELP)';
+    if (!pyint(v.limit) || v.limit < 1 || v.limit > MAX_CONCURRENCY)
+      return 'rate.limit: must be a whole number from 1 to ' + MAX_CONCURRENCY + ', not ' + show(v.limit);
+    if (typeof v.per !== 'number' || !(v.per > 0) || !(v.per <= MAX_SECONDS))
+      return 'rate.per: must be a number of seconds above 0 and at most ' + MAX_SECONDS + ', not ' + show(v.per);
+    return null;
+  }
   function describe(f) {
     var names = UNITS.slice(0, 7), parts = [], i, n, unit;
     var amounts = [];
@@ -636,7 +649,8 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
     return repeatProblem(doc.repeat) || untilProblem() || retryProblem(doc.retry)
       || secondsProblem('timeout')
       || secondsProblem('max_delay') || isolationProblem(doc.isolation)
-      || concurrencyProblem(doc.concurrency) || occurrenceProblem() || overlapProblem()
+      || concurrencyProblem(doc.concurrency) || rateProblem(doc.rate) || occurrenceProblem()
+      || overlapProblem()
       || priorityProblem() || catchupProblem();
   }
   var wrong = first();

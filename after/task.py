@@ -213,6 +213,16 @@ class Cap:
 
 
 @dataclass(frozen=True)
+class Rate:
+    """``rate``: at most ``limit`` runs with ``key`` begin in any ``per`` seconds,
+    everywhere (see :mod:`after.worker.gates`)."""
+
+    key: str
+    limit: int
+    per: float
+
+
+@dataclass(frozen=True)
 class Spec:
     """A task document, checked and parsed."""
 
@@ -227,6 +237,7 @@ class Spec:
     max_delay: float | None = None
     isolation: str = THREAD
     concurrency: Cap | None = None
+    rate: Rate | None = None
     overlap: str = SKIP
     priority: int = 0
     occurrence: Occurrence | None = None
@@ -351,6 +362,45 @@ def parse_retry(value: Any) -> Retry:
     return Retry(limit=limit, delay=float(delay), backoff=backoff, jitter=float(jitter))
 
 
+RATE_SHAPE = '{"key": NAME, "limit": N, "per": SECONDS}'
+
+
+def parse_rate(value: Any) -> Rate | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TaskError(f"rate: must be {RATE_SHAPE}, not {_show(value)}")
+    unknown = sorted(set(value) - {"key", "limit", "per"})
+    if unknown:
+        raise TaskError(f"rate: unknown field {unknown[0]!r} (use key, limit, per)")
+    key = value.get("key")
+    if not isinstance(key, str) or not CAP_KEY_RE.fullmatch(key):
+        raise TaskError(f"rate.key: {_show(key)} is not a key ({CAP_KEY_HELP})")
+    limit = value.get("limit")
+    if isinstance(limit, bool) or not isinstance(limit, int) \
+            or not 1 <= limit <= MAX_CONCURRENCY:
+        raise TaskError(f"rate.limit: must be a whole number from 1 to {MAX_CONCURRENCY}, "
+                        f"not {_show(limit)}")
+    per = value.get("per")
+    if isinstance(per, bool) or not isinstance(per, int | float) or not 0 < per <= MAX_SECONDS:
+        raise TaskError(f"rate.per: must be a number of seconds above 0 and at most "
+                        f"{MAX_SECONDS}, not {_show(per)}")
+    return Rate(key, limit, float(per))
+
+
+def describe_rate(value: Any) -> str:
+    """``after show``'s words for a ``rate`` field ('' for one that cannot be read); the
+    dashboard's ``model.js`` has its twin, ``rateText``."""
+    try:
+        rate = parse_rate(value)
+    except TaskError:
+        return ""
+    if rate is None:
+        return ""
+    per = int(rate.per) if rate.per.is_integer() else rate.per
+    return f"at most {rate.limit} begin in any {per}s with key {rate.key}"
+
+
 def parse_concurrency(value: Any) -> Cap | None:
     if value is None:
         return None
@@ -422,6 +472,7 @@ def _parse(doc: dict) -> Spec:
     timeout, max_delay = _number(doc, "timeout"), _number(doc, "max_delay")
     isolation = parse_isolation(doc.get("isolation"))
     concurrency = parse_concurrency(doc.get("concurrency"))
+    rate = parse_rate(doc.get("rate"))
     occurrence = parse_occurrence(doc, repeat)
     overlap = doc.get("overlap", SKIP)
     if overlap not in OVERLAPS:
@@ -448,6 +499,7 @@ def _parse(doc: dict) -> Spec:
         max_delay=max_delay,
         isolation=isolation,
         concurrency=concurrency,
+        rate=rate,
         occurrence=occurrence,
         overlap=overlap,
         priority=priority,
@@ -630,7 +682,7 @@ def _drop(info: dict, keys: tuple[str, ...]) -> None:
 
 #: The top-level fields of a task's definition; ``Client.schedule`` owns them.
 DEFINITION = ("worker", "date", "job", "repeat", "retry", "timeout", "max_delay", "isolation",
-              "concurrency", "occurrence", "overlap", "priority", "catchup")
+              "concurrency", "rate", "occurrence", "overlap", "priority", "catchup")
 
 
 def held(doc: dict) -> bool:

@@ -28,6 +28,7 @@ from ..client import (
     UnservedWorker,
     describe_repeat,
     every_units,
+    rate_field,
 )
 from ..dates import DateError, format_date, utcnow
 from ..jobs import JobError, JobRegistry
@@ -58,7 +59,8 @@ FIELD_OPTIONS = {
     "id": "--id", "job.name": "JOB", "before": "--before", "after": "--after",
     "status": "--status", "from": "--from", "to": "--to", "jitter": "--jitter",
     "concurrency": "--concurrency", "concurrency.key": "--concurrency",
-    "concurrency.limit": "--concurrency", "exclude": "--exclude",
+    "concurrency.limit": "--concurrency", "exclude": "--exclude", "rate": "--rate",
+    "rate.key": "--rate", "rate.limit": "--rate", "rate.per": "--rate",
     "overlap": "--overlap", "priority": "--priority", "catchup": "--catchup",
     "catchup.policy": "--catchup", "catchup.window": "--catchup-window",
     "catchup.max": "--catchup-max",
@@ -246,6 +248,16 @@ def concurrency_option(value: str | None) -> dict | None:
     return {"key": key, "limit": int(limit)}
 
 
+def rate_option(value: str | None) -> dict | None:
+    if value is None:
+        return None
+    try:
+        return rate_field(value)
+    except TaskError as exc:
+        raise click.BadParameter(str(exc).removeprefix("rate: "),
+                                 param_hint="'--rate'") from None
+
+
 def check_job(registry: JobRegistry, name: str, args: list, kwargs: dict | None) -> None:
     """Refuse (exit 2) a job the jobs folder does not define, or arguments its function
     cannot take, before anything is written: the worker would only mark the task ``error``.
@@ -314,6 +326,9 @@ def check_job(registry: JobRegistry, name: str, args: list, kwargs: dict | None)
                    "calendar`); repeat the option for more")
 @click.option("--concurrency", metavar="KEY:LIMIT",
               help="at most LIMIT runs with KEY at once, across every process (reports:2)")
+@click.option("--rate", metavar="KEY:LIMIT/PER",
+              help="at most LIMIT runs with KEY begin in any PER (seconds, or 30s, 1m, 1h, "
+                   "1d), across every process (mail:100/1h)")
 @click.option("--no-check", "no_check", is_flag=True,
               help="do not check JOB and its arguments against the jobs folder (a job only "
                    "the workers' machines have)")
@@ -333,8 +348,8 @@ def check_job(registry: JobRegistry, name: str, args: list, kwargs: dict | None)
 @click.option("--json", "as_json", is_flag=True, help="print the task document")
 @click.pass_obj
 def add(cfg, job, args, worker, at, every, cron, tz, dst_gap, dst_fold, limit, until, jitter,
-        retry, timeout, max_delay, isolation, task_id, kwargs, excludes, concurrency, no_check,
-        overlap, priority, catchup, catchup_window, catchup_max, as_json):
+        retry, timeout, max_delay, isolation, task_id, kwargs, excludes, concurrency, rate,
+        no_check, overlap, priority, catchup, catchup_window, catchup_max, as_json):
     """Schedule JOB(task, ARGS...) on a worker; prints the task's id.
 
     Each ARG is JSON when it parses as JSON (42, true, null, '"42"', '[1, 2]'), else a
@@ -380,7 +395,8 @@ def add(cfg, job, args, worker, at, every, cron, tz, dst_gap, dst_fold, limit, u
             timeout=seconds(timeout), max_delay=seconds(max_delay), isolation=isolation,
             id=task_id, kwargs=kwargs_value, exclude=exclude_items(excludes),
             concurrency=concurrency_option(concurrency), overlap=overlap, priority=priority,
-            dst=dst, catchup=catchup_option(catchup, catchup_window, catchup_max))
+            dst=dst, catchup=catchup_option(catchup, catchup_window, catchup_max),
+            rate=rate_option(rate))
         for warning in caught:
             if issubclass(warning.category, UnservedWorker):
                 click.echo(f"warning: {warning.message}", err=True)
@@ -464,6 +480,8 @@ def show(cfg, task_id, count, as_json):
         cap = doc["concurrency"]
         rows.append(("concurrency", f"at most {cap.get('limit')} at once with key "
                                     f"{cap.get('key')}"))
+    if rules.describe_rate(doc.get("rate")):
+        rows.append(("rate", rules.describe_rate(doc.get("rate"))))
     for key in ("overlap", "priority"):
         if doc.get(key) is not None:
             rows.append((key, str(doc[key])))

@@ -172,6 +172,18 @@ export function catchupText(doc) {
   return typeof c.window === 'number' ? `${words}, within ${c.window}s` : words;
 }
 
+// after.task.describe_rate: "at most N begin in any PERs with key K" ('' when unreadable).
+export function rateText(doc) {
+  const r = doc.rate;
+  if (r === null || typeof r !== 'object' || Array.isArray(r)) return '';
+  const keyOk = typeof r.key === 'string' && /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$/.test(r.key);
+  const limitOk = Number.isInteger(r.limit) && r.limit >= 1 && r.limit <= 1000;
+  const perOk = typeof r.per === 'number' && r.per > 0 && r.per <= 316224000;
+  const known = Object.keys(r).every((k) => ['key', 'limit', 'per'].includes(k));
+  if (!keyOk || !limitOk || !perOk || !known) return '';
+  return `at most ${r.limit} begin in any ${r.per}s with key ${r.key}`;
+}
+
 export function matches(doc, filters) {
   if (filters.status && doc.status !== filters.status) return false;
   if (filters.worker && doc.worker !== filters.worker) return false;

@@ -6,6 +6,7 @@ import { runsChart, timeline } from './chart.js';
 import {
   ACTION_LABELS, STATUSES, VERDICTS, VERDICT_LABELS, actionsFor, auditRows, capsInUse,
   catchupText, dueOf, failed, formatDuration, formatUtc, isolationOf, jobName, lateness, meta,
+  rateText,
   page, parseDate, pausedNames, relative, repeatText, sortRuns, sortTasks, sortWorkers,
   unserved, workerState,
 } from './model.js';
@@ -144,6 +145,13 @@ function isolated(doc) {
   return h('span', { class: 'muted isolation', title: why }, ' · process');
 }
 
+// A rate-limited task says so beside its job (the whole limit in the title).
+function limited(doc) {
+  const text = rateText(doc);
+  return text ? h('span', { class: 'muted rate', title: `rate: ${text}` },
+    ` · rate ${doc.rate.limit}/${doc.rate.per}s`) : '';
+}
+
 // A repeating task says its rule under its job (a cron rule's daylight saving time policy
 // with it: repeat.dst), and its catch-up policy when it has one (the whole of it in the
 // title).
@@ -213,7 +221,8 @@ export function tasks(state, now, onAction) {
       h('td', { class: 'id' }, h('code', { title: doc._id }, doc._id)),
       h('td', {}, badge('status', doc.status)),
       h('td', {}, doc.worker || '–', unservedNote(doc, workers, paused, now)),
-      h('td', { class: 'job' }, jobName(doc) || '–', isolated(doc), repeated(doc)),
+      h('td', { class: 'job' }, jobName(doc) || '–', isolated(doc), limited(doc),
+        repeated(doc)),
       h('td', {}, when(dueOf(doc), now)),
       h('td', { class: 'last' }, lastRun(doc, now)),
       h('td', { class: 'num' }, info.runs ?? 0),

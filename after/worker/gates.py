@@ -41,8 +41,8 @@ from datetime import UTC, datetime
 
 from .. import calendar as cal
 from .. import task as rules
-from ..caps import SLOT_PREFIX, slot_id
-from ..dates import format_date, from_ms
+from ..caps import RATE_PREFIX, SLOT_PREFIX, slot_id, token_id
+from ..dates import format_date, from_ms, to_ms
 from ..store import Conflict, NotFound, StoreError, describe_error
 from . import runs as r
 
@@ -318,9 +318,119 @@ class Caps:
         self.waiting.clear()
 
 
+class Rates:
+    """Rate limits: ``"rate": {"key": K, "limit": N, "per": S}`` lets at most N runs with the
+    key K begin in any S seconds, across every process of every machine and every worker
+    name. The key has N token documents, ``rate:K#0`` .. ``rate:K#<N-1>`` in
+    ``<db>_workers``; a run begins once it took one, by writing the token's ``next`` (when
+    it may be taken again: ``per`` seconds on) with the ``_rev`` it read (or creating it),
+    so of two processes taking the same token one gets a conflict. A token is never given
+    back: a run that then does not begin (a cancel, a stop) spends it all the same, which
+    keeps the limit. No holder to outlive: a token frees itself with time, whoever took it.
+    A 202 on a cluster is confirmed as a slot's is (:meth:`Caps._confirmed`).
+
+    The instants are the worker's (the server's clock as each process estimates it,
+    :mod:`after.clock`): processes whose estimates differ by d may together begin N runs
+    in ``per - d`` seconds. A capped and rate-limited occurrence takes its slot first, then
+    its token, so that a token is taken only by a run that begins at once."""
+
+    def __init__(self, store, db: str, me: str,
+                 monotonic: Callable[[], float] = time.monotonic):
+        self.store, self.db, self.me, self.mono = store, db, me, monotonic
+        self.taken: dict[str, dict] = {}  # task id -> the token its run took
+        self.waiting: dict[str, tuple[int, str]] = {}  # task id -> (due ms, key)
+        self.next_try: dict[str, float] = {}  # key -> when (monotonic) a token may be free
+
+    def take(self, docid: str, rate: rules.Rate, due_ms: int, now: datetime) -> bool:
+        """A token of ``rate.key`` for the run of ``docid``: True when it has one (taken
+        now, or before and not spent); otherwise the occurrence waits (:meth:`due`)."""
+        if docid in self.taken:
+            return True
+        key = rate.key
+        earlier = any(k == key and (due, t) < (due_ms, docid)
+                      for t, (due, k) in self.waiting.items())
+        if not earlier and self.mono() >= self.next_try.get(key, 0.0):
+            wait = self._acquire(docid, rate, now)
+            if wait is None:
+                self.waiting.pop(docid, None)
+                return True
+            self.next_try[key] = self.mono() + max(SLOT_RETRY, wait)
+        self.waiting.setdefault(docid, (due_ms, key))
+        return False
+
+    def _acquire(self, docid: str, rate: rules.Rate, now: datetime) -> float | None:
+        """Take a free token: None when taken; else seconds until one may be free."""
+        key, now_ms = rate.key, to_ms(now)
+        try:
+            tokens = {doc["_id"]: doc for doc in
+                      self.store.prefixed(f"{RATE_PREFIX}{key}#", db=self.db)}
+        except StoreError as exc:
+            log.warning("cannot read the rate tokens of %s: %s", key, describe_error(exc))
+            return SLOT_RETRY
+        soonest = None
+        for n in range(rate.limit):
+            current = tokens.get(token_id(key, n))
+            free_at = _next_ms(current)
+            if free_at > now_ms:
+                soonest = free_at if soonest is None else min(soonest, free_at)
+                continue
+            doc = {"_id": token_id(key, n), "type": "rate", "key": key, "task": docid,
+                   "by": self.me, "taken": format_date(now),
+                   "next": format_date(from_ms(now_ms + int(rate.per * 1000)))}
+            if current is not None:
+                doc["_rev"] = current["_rev"]
+            try:
+                answer = self.store.put(doc, db=self.db)
+            except Conflict:
+                continue  # another process took it first
+            except StoreError as exc:
+                log.warning("cannot take rate token %s: %s", doc["_id"], describe_error(exc))
+                return SLOT_RETRY
+            if answer.get("status") == 202 and not confirmed(self.store, self.db, doc):
+                continue
+            self.taken[docid] = doc
+            return None
+        return SLOT_RETRY if soonest is None else max(0.0, (soonest - now_ms) / 1000)
+
+    def spent(self, docid: str) -> None:
+        """The run of ``docid`` began (or will not): its token is spent."""
+        self.taken.pop(docid, None)
+        self.waiting.pop(docid, None)
+
+    def due(self, held: Callable[[str], bool]) -> list[str]:
+        for docid in [t for t in self.waiting if not held(t)]:
+            del self.waiting[docid]
+        at = self.mono()
+        return [t for t, (_, key) in self.waiting.items() if at >= self.next_try.get(key, 0.0)]
+
+
+def _next_ms(token: dict | None) -> int:
+    """When a token document may be taken again, epoch ms (0: now; never read: free)."""
+    when = rules.instant((token or {}).get("next"))
+    return 0 if when is None else to_ms(when)
+
+
+def confirmed(store, db: str, doc: dict) -> bool:
+    """A token written with a 202, read back (every leaf): ours only if our revision is
+    its one live leaf; a branch of ours beside another is given up (as a slot's)."""
+    try:
+        leaves = [leaf for leaf in store.leaves(doc["_id"], db=db) if not leaf.get("_deleted")]
+    except StoreError as exc:
+        log.warning("cannot confirm %s yet: %s", doc["_id"], describe_error(exc))
+        return False
+    if [leaf["_rev"] for leaf in leaves] == [doc["_rev"]]:
+        return True
+    if any(leaf["_rev"] == doc["_rev"] for leaf in leaves):
+        try:
+            store.bulk_docs([{"_id": doc["_id"], "_rev": doc["_rev"], "_deleted": True}], db=db)
+        except StoreError as exc:
+            log.warning("cannot give %s up: %s", doc["_id"], describe_error(exc))
+    return False
+
+
 class Gates:
-    """The calendars and the caps, as the loop asks them (on its thread, for now: a few
-    small requests per gated occurrence, none for other tasks)."""
+    """The calendars, the caps and the rate limits, as the loop asks them (on its thread,
+    for now: a few small requests per gated occurrence, none for other tasks)."""
 
     retry_ms = int(SLOT_RETRY * 1000)
 
@@ -331,6 +441,7 @@ class Gates:
         self.calendars = Calendars(store)
         self.caps = Caps(store, db, me.process, lease, known_dead=known_dead,
                          holder_of=holder_of)
+        self.rates = Rates(store, db, me.process)
 
     def ask(self, held, now: datetime) -> str | list | None:
         """A held occurrence fell due: None when it may run; ``"wait"`` for a concurrency
@@ -343,16 +454,23 @@ class Gates:
                            now, from_ms(held.due_ms))
             if write is not None:
                 return write
-        cap = spec.concurrency
-        if cap is None or rules.missed(spec, from_ms(held.due_ms), now):
-            return None  # no cap, or it is recorded missed: no run, no slot
-        if self.caps.take(held.doc["_id"], cap.key, cap.limit, held.due_ms, now):
-            return None
-        return "wait"
+        cap, rate, docid = spec.concurrency, spec.rate, held.doc["_id"]
+        if rules.missed(spec, from_ms(held.due_ms), now):
+            return None  # recorded missed: no run, no slot, no token
+        if cap is not None and not self.caps.take(docid, cap.key, cap.limit, held.due_ms,
+                                                  now):
+            return "wait"
+        if rate is not None and not self.rates.take(docid, rate, held.due_ms, now):
+            return "wait"  # (its slot, if it took one, kept: it begins once it has both)
+        self.rates.spent(docid)
+        return None
 
     def due(self, held: Callable[[str], bool]) -> list[str]:
-        """The occurrences waiting for a slot that may try again now, earliest first."""
-        return self.caps.due(held)
+        """The occurrences waiting for a slot or a token that may try again now, earliest
+        due first."""
+        ready = set(self.caps.due(held)) | set(self.rates.due(held))
+        waiting = {**self.rates.waiting, **self.caps.waiting}
+        return sorted(ready, key=lambda t: waiting.get(t, (0, "")))
 
     def release(self, docid: str) -> None:
         self.caps.release(docid)
@@ -360,6 +478,7 @@ class Gates:
     def forget(self, docid: str) -> None:
         self.caps.waiting.pop(docid, None)
         self.caps.yielding.pop(docid, None)
+        self.rates.waiting.pop(docid, None)
 
     def release_all(self) -> None:
         self.caps.release_all()

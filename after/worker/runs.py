@@ -106,9 +106,9 @@ def detach(started: dict, spec: rules.Spec, token: str, due: datetime, now: date
 
 def gated(spec: rules.Spec) -> bool:
     """Whether an occurrence must pass :mod:`after.worker.gates` before it starts (a
-    calendar, a concurrency cap): they are asked when it falls due."""
-    return spec.concurrency is not None or (spec.repeat is not None
-                                            and spec.repeat.exclude is not None)
+    calendar, a concurrency cap, a rate limit): they are asked when it falls due."""
+    return spec.concurrency is not None or spec.rate is not None \
+        or (spec.repeat is not None and spec.repeat.exclude is not None)
 
 
 def missed(doc: dict, spec: rules.Spec, due: datetime, me: Identity, now: datetime) -> Write:

@@ -10,9 +10,9 @@ import pytest
 
 from after import task as rules
 from after.caps import in_use, slot_id
-from after.client import concurrency_field
+from after.client import concurrency_field, rate_field
 from after.memstore import MemStore
-from after.worker.gates import SLOT_RETRY, Calendars, Caps
+from after.worker.gates import SLOT_RETRY, Calendars, Caps, Rates
 
 from ..js import model_url, node
 
@@ -232,3 +232,71 @@ def test_an_earlier_occurrence_of_this_process_goes_first():
     a.release("running")
     assert not a.take("second", "k", 1, 20, NOW)  # its timer fired as the slot freed
     assert a.take("first", "k", 1, 10, NOW)
+
+
+# -- rate limits (issue 25, item 5) ---------------------------------------------------------
+
+def test_at_most_limit_runs_begin_in_any_period_across_processes():
+    """Two processes share a rate of 2 runs per 10 s: two begin, the others wait, each
+    told when a token frees (no read before); a token frees 10 s after its run began."""
+    from datetime import timedelta
+
+    store, clock = MemStore(), Clock()
+    rate = rules.Rate("mail", 2, 10.0)
+    a, b = Rates(store, WORKERS, "a@h:1:x", clock), Rates(store, WORKERS, "b@h:2:y", clock)
+    assert a.take("t1", rate, 1, NOW)
+    a.spent("t1")
+    later = NOW + timedelta(seconds=3)
+    assert b.take("t2", rate, 2, later)
+    b.spent("t2")
+    assert not a.take("t3", rate, 3, later) and not b.take("t4", rate, 4, later)
+    assert a.next_try["mail"] == clock.at + 7.0  # the first token frees at NOW + 10 s
+    assert b.waiting == {"t4": (4, "mail")}
+    tokens = {d["_id"]: d for d in store.prefixed("rate:mail#", db=WORKERS)}
+    assert sorted(d["task"] for d in tokens.values()) == ["t1", "t2"]
+    clock.at += 7.0
+    at_ten = NOW + timedelta(seconds=10)
+    assert a.due(lambda t: True) == ["t3"]
+    assert a.take("t3", rate, 3, at_ten)  # t1's token, free again
+    assert not b.take("t4", rate, 4, at_ten)  # t2's frees at +13
+    clock.at += 3.0
+    assert b.take("t4", rate, 4, NOW + timedelta(seconds=13))
+    starts = sorted(d["taken"] for d in store.prefixed("rate:mail#", db=WORKERS))
+    assert starts == ["2026-12-01T09:00:10.000Z", "2026-12-01T09:00:13.000Z"]
+
+
+def test_an_earlier_waiting_occurrence_takes_the_next_token_first():
+    from datetime import timedelta
+
+    store, clock = MemStore(), Clock()
+    rate = rules.Rate("api", 1, 5.0)
+    a = Rates(store, WORKERS, "a@h:1:x", clock)
+    assert a.take("first", rate, 1, NOW)
+    a.spent("first")
+    assert not a.take("early", rate, 2, NOW) and not a.take("late", rate, 3, NOW)
+    clock.at += 5.0
+    then = NOW + timedelta(seconds=5)
+    assert not a.take("late", rate, 3, then)  # "early" waits for the same key: it goes first
+    assert a.take("early", rate, 2, then)
+
+
+@pytest.mark.parametrize("value, wanted", [
+    ("mail:100/1h", {"key": "mail", "limit": 100, "per": 3600}),
+    ("mail:5/60", {"key": "mail", "limit": 5, "per": 60}),
+    ("a.b:1/0.5", {"key": "a.b", "limit": 1, "per": 0.5}),
+    ("x:2/1h30m", {"key": "x", "limit": 2, "per": 5400}),
+    (("k", 3, 9), {"key": "k", "limit": 3, "per": 9}),
+    ({"key": "k", "limit": 1, "per": 1}, {"key": "k", "limit": 1, "per": 1}),
+])
+def test_the_clients_rate_shorthands(value, wanted):
+    assert rate_field(value) == wanted
+    rules.parse_rate(wanted)  # and the field they make is one the worker takes
+
+
+@pytest.mark.parametrize("value, message", [
+    ("mail:5/1M", "has no fixed length"), ("mail:5/", "is not KEY:LIMIT/PER"),
+    ("mail/5", "is not KEY:LIMIT/PER"), (5, "is not KEY:LIMIT/PER"),
+])
+def test_the_clients_rate_shorthands_refused(value, message):
+    with pytest.raises(rules.TaskError, match=message):
+        rate_field(value)

@@ -183,3 +183,25 @@ def test_the_dashboard_says_a_catch_up_policy_as_after_show_does():
                "console.log(JSON.stringify([{}, {catchup: null}, {catchup: 'all'}, "
                "{catchup: {policy: 'often'}}].map(m.catchupText)));")
     assert odd == ["", "", "", ""]
+
+
+def test_the_dashboard_says_a_rate_limit_as_after_show_does():
+    """model.js's rateText is after.task.describe_rate (issue 25, item 5); nothing for a
+    task without one or with one that cannot be read."""
+    from after.task import describe_rate
+
+    values = [{"key": "mail", "limit": 100, "per": 3600}, {"key": "api", "limit": 1,
+                                                         "per": 0.25},
+              {"key": "a.b:c-d", "limit": 1000, "per": 316224000}, None, "5/60", [],
+              {"key": "mail", "limit": 0, "per": 60}, {"key": "mail", "limit": 5},
+              {"key": "my key", "limit": 5, "per": 60}, {"key": "k", "limit": 5, "per": 0},
+              {"key": "k", "limit": True, "per": 1}, {"key": "k", "limit": 5, "per": 60,
+                                                      "burst": 1}]
+    docs = [{"_id": "t", "rate": value} for value in values]
+    got = node(f"import * as m from '{model_url()}';\n"
+               f"console.log(JSON.stringify({json.dumps(docs)}.map(m.rateText)));")
+    expected = [describe_rate(value) for value in values]
+    assert got == expected
+    assert expected[:2] == ["at most 100 begin in any 3600s with key mail",
+                            "at most 1 begin in any 0.25s with key api"]
+    assert expected[3:] == [""] * 9
