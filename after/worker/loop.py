@@ -100,7 +100,8 @@ class Worker:
         self.retainer = Retainer.of(self, store)  # finished tasks kept no longer (a thread)
         self.gates = Gates(self.store, workers_db(store.db), self.me, settings.lease,
                            known_dead=lambda p: p in self.state.dead,
-                           holder_of=lambda docid: leases.holder_of(self, docid))
+                           holder_of=lambda docid: leases.holder_of(self, docid),
+                           clock=lambda: self.peers.now())
         self.follower = None
         self.jobs: dict[str, object] = {}  # resolved job functions (or their JobError)
         self.mean_run: float | None = None  # seconds a run lasts, as measured

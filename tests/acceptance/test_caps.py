@@ -124,3 +124,36 @@ def test_a_run_taken_over_from_a_killed_process_gets_its_slot_with_the_takeover(
     # the peers found the process dead: its slot is not waited for a second lease
     assert rerun < 2 * LEASE
     assert second.poll() is None
+
+
+def test_three_processes_begin_no_more_runs_than_the_rate_allows(cli, tasks):
+    """Issue 25, item 5: 12 tasks due at once, shared by 3 processes (``after add --rate``
+    through the CLI for one of them), ``mail:3/2s``: 3 begin every 2 s, everywhere."""
+    from ..integration.test_gates import most_in_any
+
+    start_pool(cli, "rated", 3)
+    due = utcnow() + timedelta(seconds=2)
+    docs = [{**task_doc(f"m{i:02}", "rated", "unused", rate={"key": "mail", "limit": 3,
+                                                           "per": 2}),
+             "job": {"name": "noop", "arguments": []}, "date": format_date(due)}
+            for i in range(11)]
+    tasks.bulk_docs(docs)
+    added = cli.run("add", "noop", "--worker", "rated", "--id", "m11", "--rate", "mail:3/2s",
+                    "--at", format_date(due))
+    assert added.returncode == 0, added.stderr
+    assert tasks.get("m11")["rate"] == {"key": "mail", "limit": 3, "per": 2}
+    wait_for(lambda: len(list(tasks.find_all({"status": "done"}))) == 12, timeout=60,
+             what="12 done")
+    runs = wait_for(lambda: len(r := list(tasks.find_all({"type": "run"},
+                                                         db=f"{cli.db}_runs"))) >= 12 and r,
+                    what="12 run records")
+    assert sorted(r["task"] for r in runs) == [f"m{i:02}" for i in range(12)]
+    starts = [parse_date(r["started"]) for r in runs]
+    took = (max(starts) - min(starts)).total_seconds()
+    print(f"\n[rate] 12 tasks, mail:3/2s, 3 processes: at most {most_in_any(starts, 2)} "
+          f"began in any 2 s; the last {took:.1f}s after the first (6 s at best), per "
+          f"process {sorted(Counter(r['pid'] for r in runs).values())}")
+    assert most_in_any(starts, 2) == 3, sorted((r["started"], r["pid"], r["task"]) for r in runs)
+    assert 6 - 0.1 <= took < 9
+    shown = cli.run("show", "m11")
+    assert "at most 3 begin in any 2s with key mail" in shown.stdout

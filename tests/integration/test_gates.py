@@ -176,3 +176,57 @@ def test_an_excluded_span_is_skipped_in_one_step(harness, store):
     assert moved["date"].startswith(f"{tomorrow}T00:00:0")  # the first second of tomorrow
     assert moved["status"] == "waiting"
     assert harness.recorded() == []  # the job never ran
+
+
+# -- rate limits (issue 25, item 5) ---------------------------------------------------------
+
+def most_in_any(starts: list, seconds: float, slack: float = 0.05) -> int:
+    """The most starts within any window of ``seconds`` less ``slack`` (a job thread begins
+    a run a few milliseconds after the worker let it: the limit holds on the latter)."""
+    starts = sorted(starts)
+    return max(sum(1 for b in starts if a <= b < a + timedelta(seconds=seconds - slack))
+               for a in starts)
+
+
+def test_a_rate_lets_limit_runs_begin_in_any_period_the_rest_in_date_order(harness, store):
+    """Six tasks due at once, ``"rate": {"key": "mail", "limit": 2, "per": 1.5}``: two begin
+    at their date, two 1.5 s later, two 3 s later; every run, none twice; each token
+    document says when it may be taken again."""
+    harness.start(pool=4)
+    base = utcnow() + timedelta(seconds=1)
+    for i in range(6):
+        harness.put(f"rate{i}", date=format_date(base + timedelta(milliseconds=10 * i)),
+                    rate={"key": "mail", "limit": 2, "per": 1.5})
+    for i in range(6):
+        harness.wait_status(f"rate{i}", "done", timeout=20)
+    runs = [harness.wait(lambda i=i: harness.runs(f"rate{i}"), what="its run record")[0]
+            for i in range(6)]
+    starts = [parse_date(r["started"]) for r in runs]
+    assert most_in_any(starts, 1.5) == 2, sorted(starts)
+    order = [r["task"] for r in sorted(runs, key=lambda r: r["started"])]
+    assert order[:2] == ["rate0", "rate1"] and order[4:] == ["rate4", "rate5"]
+    span = (max(starts) - min(starts)).total_seconds()
+    assert 3.0 <= span < 4.5, span  # two periods, and little more
+    assert sorted(r["id"] for r in harness.recorded()) == [f"rate{i}" for i in range(6)]
+    tokens = store.prefixed("rate:mail#", db=workers_db(store.db))
+    assert sorted(t["_id"] for t in tokens) == ["rate:mail#0", "rate:mail#1"]
+    assert {t["task"] for t in tokens} == {"rate4", "rate5"}
+    assert all(parse_date(t["next"]) > parse_date(t["taken"]) for t in tokens)
+
+
+def test_a_rate_and_a_cap_together_begin_a_run_only_with_both(harness, store):
+    """A cap of 1 and a rate of 1 per second on four 0.2 s runs: one at a time, one a
+    second (the slot is taken first, so a token goes only to a run that begins)."""
+    harness.start(pool=4)
+    base = utcnow() + timedelta(seconds=1)
+    for i in range(4):
+        harness.put(f"both{i}", job="sleep", arguments=[0.2],
+                    date=format_date(base + timedelta(milliseconds=10 * i)),
+                    concurrency={"key": "both", "limit": 1},
+                    rate={"key": "both", "limit": 1, "per": 1})
+    for i in range(4):
+        harness.wait_status(f"both{i}", "done", timeout=20)
+    runs = [harness.wait(lambda i=i: harness.runs(f"both{i}"), what="its run record")[0]
+            for i in range(4)]
+    assert overlap(runs) == 1
+    assert most_in_any([parse_date(r["started"]) for r in runs], 1) == 1
