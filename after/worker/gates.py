@@ -399,8 +399,28 @@ class Rates:
             return None
         return SLOT_RETRY if soonest is None else max(0.0, (soonest - now_ms) / 1000)
 
-    def spent(self, docid: str) -> None:
-        """The run of ``docid`` began (or will not): its token is spent."""
+    def begun(self, docid: str, rate: rules.Rate, now: datetime) -> None:
+        """The run of ``docid`` is launched: its token's ``next`` is moved to a period from
+        now, if later (its intent was written between the take and now: on a cluster, tens
+        to hundreds of milliseconds, enough to let N + 1 runs begin in a period; measured,
+        4 of 3 in 2 s). The token is spent."""
+        doc = self.taken.pop(docid, None)
+        self.waiting.pop(docid, None)
+        if doc is None:
+            return
+        if self.clock is not None:
+            now = max(now, self.clock())
+        later = to_ms(now) + int(rate.per * 1000)
+        if later <= _next_ms(doc):
+            return
+        moved = {**doc, "next": format_date(from_ms(later)), "began": format_date(now)}
+        try:
+            self.store.put(moved, db=self.db)
+        except StoreError as exc:  # taken again already (a period went by), or unreachable
+            log.debug("token %s not moved: %s", doc["_id"], describe_error(exc))
+
+    def forget(self, docid: str) -> None:
+        """The occurrence of ``docid`` will not run here: a token it took stays spent."""
         self.taken.pop(docid, None)
         self.waiting.pop(docid, None)
 
@@ -470,8 +490,12 @@ class Gates:
             return "wait"
         if rate is not None and not self.rates.take(docid, rate, held.due_ms, now):
             return "wait"  # (its slot, if it took one, kept: it begins once it has both)
-        self.rates.spent(docid)
         return None
+
+    def begun(self, docid: str, spec: rules.Spec, now: datetime) -> None:
+        """A gated run is launched (its rate token's period counts from now)."""
+        if spec.rate is not None:
+            self.rates.begun(docid, spec.rate, now)
 
     def due(self, held: Callable[[str], bool]) -> list[str]:
         """The occurrences waiting for a slot or a token that may try again now, earliest
@@ -486,7 +510,7 @@ class Gates:
     def forget(self, docid: str) -> None:
         self.caps.waiting.pop(docid, None)
         self.caps.yielding.pop(docid, None)
-        self.rates.waiting.pop(docid, None)
+        self.rates.forget(docid)
 
     def release_all(self) -> None:
         self.caps.release_all()

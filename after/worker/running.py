@@ -107,6 +107,8 @@ def drop(w, docid: str) -> None:
         w.timer.remove((RUN, docid))
         w.timer.remove((ARM, docid))
         withdraw(w, held)
+        if held.spec.rate is not None:
+            w.gates.rates.forget(docid)  # a token it took stays spent
     state.line.remove(docid)
     if state.gated.pop(docid, None) is not None:
         w.gates.forget(docid)
@@ -200,6 +202,8 @@ def launch(w, held: Held, now: datetime) -> None:
         if run is None:
             return
     go(w, run, now)
+    if held.spec.rate is not None:  # its token's period counts from now
+        w.gates.begun(docid, held.spec, now)
     # shown running if it goes on: launches come in time order, so a queue suffices (show)
     w.state.to_show.append((w.peers.mono() + w.settings.visible, run.token))
 

@@ -35,3 +35,32 @@ def test_a_cap_holds_across_three_nodes(ccli):
     with ccli.node_store(1) as store:
         slots = store.prefixed("slot:reports#", db=workers_db(ccli.db))
     assert [s["holder"] for s in slots] == [None, None]
+
+
+def test_a_rate_holds_across_three_nodes(ccli):
+    """Issue 25, item 5: 12 tasks due at once, ``"rate": {"key": "api", "limit": 3,
+    "per": 2}``, three processes each on its own node taking the tokens through it."""
+    from after.dates import parse_date
+
+    from ..acceptance.conftest import task_doc
+    from ..integration.test_gates import most_in_any
+
+    start_pool(ccli, "rated")
+    due = format_date(utcnow() + timedelta(seconds=3))
+    docs = [{**task_doc(f"a{i:02}", "rated", "unused",
+                        rate={"key": "api", "limit": 3, "per": 2}),
+             "job": {"name": "noop", "arguments": []}, "date": due} for i in range(12)]
+    post(ccli, docs)
+    ids = [d["_id"] for d in docs]
+    wait_until(lambda: all(d["status"] == "done" for d in all_docs(ccli, ids).values())
+               and len(all_docs(ccli, ids)) == 12, 90, "12 done")
+    runs = wait_until(lambda: len(r := [x for x in run_records(ccli) if x["task"] in ids])
+                      >= 12 and r, 30, "12 run records")
+    starts = [parse_date(r["started"]) for r in runs]
+    most = most_in_any(starts, 2)
+    print(f"\n[cluster rate] 12 tasks, api:3/2s, 3 processes on 3 nodes: at most {most} began "
+          f"in any 2 s, the last {(max(starts) - min(starts)).total_seconds():.1f}s after the "
+          f"first, per process {sorted(Counter(r['pid'] for r in runs).values())}")
+    assert sorted(r["task"] for r in runs) == ids
+    assert most == 3
+    no_conflicts_left(ccli, ids)

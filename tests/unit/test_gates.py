@@ -245,10 +245,10 @@ def test_at_most_limit_runs_begin_in_any_period_across_processes():
     rate = rules.Rate("mail", 2, 10.0)
     a, b = Rates(store, WORKERS, "a@h:1:x", clock), Rates(store, WORKERS, "b@h:2:y", clock)
     assert a.take("t1", rate, 1, NOW)
-    a.spent("t1")
+    a.begun("t1", rate, NOW)
     later = NOW + timedelta(seconds=3)
     assert b.take("t2", rate, 2, later)
-    b.spent("t2")
+    b.begun("t2", rate, later)
     assert not a.take("t3", rate, 3, later) and not b.take("t4", rate, 4, later)
     assert a.next_try["mail"] == clock.at + 7.0  # the first token frees at NOW + 10 s
     assert b.waiting == {"t4": (4, "mail")}
@@ -265,6 +265,26 @@ def test_at_most_limit_runs_begin_in_any_period_across_processes():
     assert starts == ["2026-12-01T09:00:10.000Z", "2026-12-01T09:00:13.000Z"]
 
 
+def test_a_tokens_period_counts_from_the_launch_when_that_is_later():
+    """Between the take and the launch the run's intent is written (on a cluster, up to
+    hundreds of milliseconds): the token's next free instant moves to a period from the
+    launch, so that no N + 1 runs begin in a period."""
+    from datetime import timedelta
+
+    store, clock = MemStore(), Clock()
+    rate = rules.Rate("api", 1, 2.0)
+    a, b = Rates(store, WORKERS, "a@h:1:x", clock), Rates(store, WORKERS, "b@h:2:y", clock)
+    assert a.take("t1", rate, 1, NOW)
+    a.begun("t1", rate, NOW + timedelta(seconds=0.3))  # launched 0.3 s after the take
+    [token] = store.prefixed("rate:api#", db=WORKERS)
+    assert token["next"] == "2026-12-01T09:00:02.300Z" and token["task"] == "t1"
+    assert not b.take("t2", rate, 2, NOW + timedelta(seconds=2.1))
+    assert b.next_try["api"] == clock.at + SLOT_RETRY  # (0.2 s to go: tried in 0.25)
+    clock.at += SLOT_RETRY
+    assert b.take("t2", rate, 2, NOW + timedelta(seconds=2.35))
+    assert a.taken == {} and b.taken == {"t2": b.taken["t2"]}
+
+
 def test_an_earlier_waiting_occurrence_takes_the_next_token_first():
     from datetime import timedelta
 
@@ -272,7 +292,7 @@ def test_an_earlier_waiting_occurrence_takes_the_next_token_first():
     rate = rules.Rate("api", 1, 5.0)
     a = Rates(store, WORKERS, "a@h:1:x", clock)
     assert a.take("first", rate, 1, NOW)
-    a.spent("first")
+    a.begun("first", rate, NOW)
     assert not a.take("early", rate, 2, NOW) and not a.take("late", rate, 3, NOW)
     clock.at += 5.0
     then = NOW + timedelta(seconds=5)
