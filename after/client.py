@@ -274,7 +274,8 @@ def build(job: str, args: tuple | list = (), *, worker: str,
           id: str | None = None, kwargs: dict | None = None, exclude: Any = None,
           concurrency: Any = None, overlap: str | None = None,
           priority: int | None = None, dst: dict | None = None,
-          catchup: str | dict | None = None, rate: Any = None) -> tuple[dict, bool]:
+          catchup: str | dict | None = None, rate: Any = None,
+          debounce: float | None = None) -> tuple[dict, bool]:
     """The task document :meth:`Client.schedule` writes (checked as the worker would), and
     whether ``at`` was given; raises TaskError naming the field."""
     now = utcnow()
@@ -302,6 +303,7 @@ def build(job: str, args: tuple | list = (), *, worker: str,
     optional = {"repeat": repeat, "retry": retry, "timeout": timeout,
                 "max_delay": max_delay, "isolation": isolation,
                 "concurrency": concurrency_field(concurrency), "rate": rate_field(rate),
+                "debounce": debounce,
                 "overlap": overlap, "priority": priority, "catchup": catchup_field(catchup)}
     doc.update({k: v for k, v in optional.items() if v is not None})
     doc["date"] = format_date(start or now)
@@ -369,7 +371,8 @@ class Client:
                  id: str | None = None, kwargs: dict | None = None, exclude: Any = None,
                  concurrency: Any = None, overlap: str | None = None,
                  priority: int | None = None, dst: dict | None = None,
-                 catchup: str | dict | None = None, rate: Any = None) -> str:
+                 catchup: str | dict | None = None, rate: Any = None,
+                 debounce: float | None = None) -> str:
         """Schedule ``job(task, *args, **kwargs)`` on ``worker``; returns the task's id.
 
         Or give the task as a description, a dict of these arguments (``job``, ``args`` a
@@ -398,7 +401,9 @@ class Client:
         with the key ``reports`` at once, everywhere), or ``{"key": ..., "limit": ...}``.
         ``rate``: ``"mail:100/1h"`` (at most 100 runs with the key ``mail`` begin in any
         hour, everywhere; the period in seconds or ``s m h d w``), or ``{"key": ...,
-        "limit": ..., "per": SECONDS}``.
+        "limit": ..., "per": SECONDS}``. ``debounce`` (seconds, a task that runs once): its
+        run waits until that long went by with no new version of it (with ``id``, schedule
+        it again on each event: it runs once, after the last).
         ``overlap``: ``"skip"`` (default), ``"buffer_one"`` or ``"allow"``: what becomes of
         the occurrences of a repeating task that fall due while a run of it goes.
         ``priority``: an integer, default 0; when more tasks are due than a worker can
@@ -411,7 +416,8 @@ class Client:
 
         - no task has that id: it is created;
         - the task exists: its definition (``worker date job repeat retry timeout
-          max_delay isolation concurrency rate overlap priority catchup``) is replaced and
+          max_delay isolation concurrency rate debounce overlap priority catchup``) is
+          replaced and
           everything else kept: other user fields and the worker's ``after`` counters
           (runs, successes, failures, last run). When nothing in the definition changes,
           nothing is written.
@@ -450,7 +456,7 @@ class Client:
             until=until, jitter=jitter, retry=retry, timeout=timeout, max_delay=max_delay,
             isolation=isolation, id=id, kwargs=kwargs, exclude=exclude,
             concurrency=concurrency, overlap=overlap, priority=priority, dst=dst,
-            catchup=catchup, rate=rate)
+            catchup=catchup, rate=rate, debounce=debounce)
         self._check_job(doc)
         if id is None:
             self._write(doc)

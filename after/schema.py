@@ -367,6 +367,14 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
       return 'concurrency.limit: must be a whole number from 1 to ' + MAX_CONCURRENCY + ', not ' + show(v.limit);
     return null;
   }
+  function debounceProblem() {  // after.task.parse: debounce
+    var wrong = secondsProblem('debounce');
+    if (wrong) return wrong;
+    if (has(doc, 'debounce') && doc.debounce !== null && doc.repeat !== null
+        && doc.repeat !== undefined)
+      return 'debounce: for a task that runs once (each rewrite moves its run), not one that repeats';
+    return null;
+  }
   function rateProblem(v) {  // after.task.parse_rate
     if (v === null || v === undefined) return null;
     if (!isObject(v)) return 'rate: must be {"key": NAME, "limit": N, "per": SECONDS}, not ' + show(v);
@@ -649,8 +657,8 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
     return repeatProblem(doc.repeat) || untilProblem() || retryProblem(doc.retry)
       || secondsProblem('timeout')
       || secondsProblem('max_delay') || isolationProblem(doc.isolation)
-      || concurrencyProblem(doc.concurrency) || rateProblem(doc.rate) || occurrenceProblem()
-      || overlapProblem()
+      || concurrencyProblem(doc.concurrency) || rateProblem(doc.rate) || debounceProblem()
+      || occurrenceProblem() || overlapProblem()
       || priorityProblem() || catchupProblem();
   }
   var wrong = first();

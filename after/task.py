@@ -238,6 +238,7 @@ class Spec:
     isolation: str = THREAD
     concurrency: Cap | None = None
     rate: Rate | None = None
+    debounce: float | None = None
     overlap: str = SKIP
     priority: int = 0
     occurrence: Occurrence | None = None
@@ -473,6 +474,10 @@ def _parse(doc: dict) -> Spec:
     isolation = parse_isolation(doc.get("isolation"))
     concurrency = parse_concurrency(doc.get("concurrency"))
     rate = parse_rate(doc.get("rate"))
+    debounce = _number(doc, "debounce")
+    if debounce is not None and repeat is not None:
+        raise TaskError("debounce: for a task that runs once (each rewrite moves its run), "
+                        "not one that repeats")
     occurrence = parse_occurrence(doc, repeat)
     overlap = doc.get("overlap", SKIP)
     if overlap not in OVERLAPS:
@@ -500,6 +505,7 @@ def _parse(doc: dict) -> Spec:
         isolation=isolation,
         concurrency=concurrency,
         rate=rate,
+        debounce=debounce,
         occurrence=occurrence,
         overlap=overlap,
         priority=priority,
@@ -682,7 +688,8 @@ def _drop(info: dict, keys: tuple[str, ...]) -> None:
 
 #: The top-level fields of a task's definition; ``Client.schedule`` owns them.
 DEFINITION = ("worker", "date", "job", "repeat", "retry", "timeout", "max_delay", "isolation",
-              "concurrency", "rate", "occurrence", "overlap", "priority", "catchup")
+              "concurrency", "rate", "debounce", "occurrence", "overlap", "priority",
+              "catchup")
 
 
 def held(doc: dict) -> bool:

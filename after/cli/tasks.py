@@ -61,6 +61,7 @@ FIELD_OPTIONS = {
     "concurrency": "--concurrency", "concurrency.key": "--concurrency",
     "concurrency.limit": "--concurrency", "exclude": "--exclude", "rate": "--rate",
     "rate.key": "--rate", "rate.limit": "--rate", "rate.per": "--rate",
+    "debounce": "--debounce",
     "overlap": "--overlap", "priority": "--priority", "catchup": "--catchup",
     "catchup.policy": "--catchup", "catchup.window": "--catchup-window",
     "catchup.max": "--catchup-max",
@@ -329,6 +330,9 @@ def check_job(registry: JobRegistry, name: str, args: list, kwargs: dict | None)
 @click.option("--rate", metavar="KEY:LIMIT/PER",
               help="at most LIMIT runs with KEY begin in any PER (seconds, or 30s, 1m, 1h, "
                    "1d), across every process (mail:100/1h)")
+@click.option("--debounce", type=click.FloatRange(0, min_open=True), metavar="SECONDS",
+              help="run once SECONDS went by with no new version of the task (add it again "
+                   "with the same --id on each event: it runs once, after the last)")
 @click.option("--no-check", "no_check", is_flag=True,
               help="do not check JOB and its arguments against the jobs folder (a job only "
                    "the workers' machines have)")
@@ -349,7 +353,7 @@ def check_job(registry: JobRegistry, name: str, args: list, kwargs: dict | None)
 @click.pass_obj
 def add(cfg, job, args, worker, at, every, cron, tz, dst_gap, dst_fold, limit, until, jitter,
         retry, timeout, max_delay, isolation, task_id, kwargs, excludes, concurrency, rate,
-        no_check, overlap, priority, catchup, catchup_window, catchup_max, as_json):
+        debounce, no_check, overlap, priority, catchup, catchup_window, catchup_max, as_json):
     """Schedule JOB(task, ARGS...) on a worker; prints the task's id.
 
     Each ARG is JSON when it parses as JSON (42, true, null, '"42"', '[1, 2]'), else a
@@ -396,7 +400,7 @@ def add(cfg, job, args, worker, at, every, cron, tz, dst_gap, dst_fold, limit, u
             id=task_id, kwargs=kwargs_value, exclude=exclude_items(excludes),
             concurrency=concurrency_option(concurrency), overlap=overlap, priority=priority,
             dst=dst, catchup=catchup_option(catchup, catchup_window, catchup_max),
-            rate=rate_option(rate))
+            rate=rate_option(rate), debounce=seconds(debounce))
         for warning in caught:
             if issubclass(warning.category, UnservedWorker):
                 click.echo(f"warning: {warning.message}", err=True)
@@ -471,7 +475,8 @@ def show(cfg, task_id, count, as_json):
         rows.append(("repeat", describe_repeat(doc["repeat"])))
     if doc.get("retry") is not None:
         rows.append(("retry", retry_text(doc["retry"])))
-    for key, label in (("timeout", "timeout"), ("max_delay", "max delay")):
+    for key, label in (("timeout", "timeout"), ("max_delay", "max delay"),
+                       ("debounce", "debounce")):
         if doc.get(key) is not None:
             rows.append((label, f"{doc[key]}s"))
     if doc.get("isolation") is not None or info.get("isolated"):

@@ -148,8 +148,13 @@ function isolated(doc) {
 // A rate-limited task says so beside its job (the whole limit in the title).
 function limited(doc) {
   const text = rateText(doc);
-  return text ? h('span', { class: 'muted rate', title: `rate: ${text}` },
+  const rate = text ? h('span', { class: 'muted rate', title: `rate: ${text}` },
     ` · rate ${doc.rate.limit}/${doc.rate.per}s`) : '';
+  const quiet = typeof doc.debounce === 'number' && doc.debounce > 0
+    ? h('span', { class: 'muted debounce',
+      title: `debounce: runs once ${doc.debounce}s went by with no new version` },
+    ` · debounce ${doc.debounce}s`) : '';
+  return [rate, quiet];
 }
 
 // A repeating task says its rule under its job (a cron rule's daylight saving time policy

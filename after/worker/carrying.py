@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
+from .. import task as rules
+from ..dates import to_ms
 from ..jobs import JobError
 from . import decide as d
 from . import partitions as parts
@@ -26,7 +28,7 @@ def view(w) -> d.View:
     return d.View(me=w.me, horizon_ms=int(w.settings.horizon * 1000),
                   owned=frozenset(state.owned), running=state.runs.keys(),
                   live=state.live | known_live, dead=state.dead | known_dead,
-                  job_errors=job_errors(w))
+                  job_errors=job_errors(w), versions=state.versions)
 
 
 def job_errors(w) -> dict[str, str]:
@@ -50,8 +52,21 @@ def changed(w, doc: dict, recheck: bool, now: datetime) -> None:
         return
     if not doc.get("_deleted") and not w.state.seen.newer(doc, recheck):
         return  # an echo of our own write, or older than what we know
+    if doc.get("debounce") is not None or docid in w.state.versions:
+        seen(w, doc, now)
     job = (doc.get("job") or {}).get("name") if isinstance(doc.get("job"), dict) else None
     if isinstance(job, str) and parts.partition_of(docid) in w.state.owned:
         running.job(w, job)  # resolved before deciding: the decision is pure
     running.do(w, d.decide(doc, view(w), now), now)
 
+
+
+def seen(w, doc: dict, now: datetime) -> None:
+    """When this process first saw the current version of a task with a ``debounce`` (its
+    run waits for a quiet window from then: after.worker.runs.debounced); forgotten once
+    the task no longer waits."""
+    docid, rev = doc["_id"], doc.get("_rev")
+    if doc.get("_deleted") or doc.get("debounce") is None or doc.get("status") != rules.WAITING:
+        w.state.versions.pop(docid, None)
+    elif (w.state.versions.get(docid) or (None,))[0] != rev:
+        w.state.versions[docid] = (rev, to_ms(now))

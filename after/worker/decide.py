@@ -39,6 +39,8 @@ class View:
     live: frozenset[str] = frozenset()  # processes known alive
     dead: frozenset[str] = frozenset()  # processes known dead
     job_errors: Mapping[str, str] = field(default_factory=dict)  # job -> why it cannot run
+    # debounced tasks: id -> (revision, when this process first saw it, epoch ms)
+    versions: Mapping[str, tuple[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -185,6 +187,8 @@ def decide(doc: dict, view: View, now: datetime) -> list[Action]:
         return [*losers, Drop(docid), Note("warning", r.caught_up(caught, now)), caught]
     moved = status in (rules.WAITING, rules.RESCHEDULE) or rules.date_moved(doc)
     due = spec.due if moved else r.due_of(info, spec)
+    if spec.debounce is not None and status == rules.WAITING:
+        due = r.debounced(due, spec.debounce, view.versions.get(docid), doc.get("_rev"), now)
     if to_ms(due) > to_ms(now) + view.horizon_ms:
         if status == rules.RESCHEDULE or status == rules.SCHEDULED and rules.date_moved(doc):
             return [*losers, Drop(docid), Write(Kind.PARK, rules.hand_back(doc))]

@@ -104,6 +104,16 @@ def detach(started: dict, spec: rules.Spec, token: str, due: datetime, now: date
     return Write(Kind.DETACH, doc, spec=spec, token=token, detached=True)
 
 
+def debounced(due: datetime, debounce: float, seen: tuple[str, int] | None, rev: str | None,
+              now: datetime) -> datetime:
+    """``debounce``: the run of a task waits until ``debounce`` seconds went by with no new
+    version of it, counted from when this process first saw the current one (``seen``:
+    (revision, epoch ms); none, or another revision: now). A rewrite within the window
+    moves the run; a process that takes the task over counts from when it reads it."""
+    first = seen[1] if seen is not None and seen[0] == rev else to_ms(now)
+    return max(due, from_ms(first + int(debounce * 1000)))
+
+
 def gated(spec: rules.Spec) -> bool:
     """Whether an occurrence must pass :mod:`after.worker.gates` before it starts (a
     calendar, a concurrency cap, a rate limit): they are asked when it falls due."""

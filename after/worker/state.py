@@ -139,6 +139,8 @@ class State:
     checking: dict[int, tuple] = field(default_factory=dict)
     waiting_check: dict[str, dict] = field(default_factory=dict)  # decided once checked
     seen: Seen = field(default_factory=Seen)
+    # tasks with a ``debounce``: id -> (revision, when first seen, epoch ms) (after.worker.runs)
+    versions: dict[str, tuple[str, int]] = field(default_factory=dict)
     verify: dict[str, str] = field(default_factory=dict)  # made ready: id -> revision held
     asked: dict[str, list[dict]] = field(default_factory=dict)  # owner -> tasks to decide
     owned: set[int] = field(default_factory=set)  # partitions this process owns

@@ -157,3 +157,27 @@ def test_three_processes_begin_no_more_runs_than_the_rate_allows(cli, tasks):
     assert 6 - 0.1 <= took < 9
     shown = cli.run("show", "m11")
     assert "at most 3 begin in any 2s with key mail" in shown.stdout
+
+
+def test_a_debounced_task_added_on_each_event_runs_once_in_a_pool(cli, tasks):
+    """Issue 25, item 5: ``after add ... --id digest --debounce 2 --at now``, once per
+    event, three events 0.5 s apart, three processes: one run, 2 s after the last."""
+    start_pool(cli, "quiet", 3)
+    for _ in range(3):  # an event
+        added = cli.run("add", "noop", "--worker", "quiet", "--id", "digest", "--debounce",
+                        "2", "--at", "now")
+        assert added.returncode == 0, added.stderr
+        last = utcnow()
+        time.sleep(0.5)
+    assert tasks.get("digest")["debounce"] == 2
+    done = wait_for(lambda: (d := tasks.get("digest"))["status"] == "done" and d, timeout=30,
+                    what="digest done")
+    time.sleep(1)
+    runs = list(tasks.find_all({"task": "digest", "type": "run"}, db=f"{cli.db}_runs"))
+    started = parse_date(done["after"]["last_run"]["started"])
+    print(f"\n[debounce] 3 adds 0.5 s apart, --debounce 2, 3 processes: {len(runs)} run, "
+          f"{(started - last).total_seconds():.2f}s after the last add")
+    assert len(runs) == 1 and done["after"]["runs"] == 1
+    assert 2 - 0.1 <= (started - last).total_seconds() < 4
+    shown = cli.run("show", "digest")
+    assert "debounce" in shown.stdout and "2s" in shown.stdout

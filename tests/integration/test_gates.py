@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 from after.caps import in_use
@@ -230,3 +231,27 @@ def test_a_rate_and_a_cap_together_begin_a_run_only_with_both(harness, store):
             for i in range(4)]
     assert overlap(runs) == 1
     assert most_in_any([parse_date(r["started"]) for r in runs], 1) == 1
+
+
+# -- debounce (issue 25, item 5) --------------------------------------------------------------
+
+def test_a_debounced_task_rewritten_twice_runs_once_after_the_last_write(harness, store):
+    """``"debounce": 1.5``: a task due now, rewritten twice within the window (as a writer
+    does on each event, with the same id), runs once, 1.5 s after the last rewrite, with
+    what the last one said."""
+    harness.start()
+    doc = harness.put("quiet", debounce=1.5, arguments=[str(harness.record_file), "first"])
+    for note in ("second", "third"):
+        time.sleep(0.5)
+        doc = {**store.get("quiet"), "date": format_date(utcnow()),
+               "job": {"name": "record", "arguments": [str(harness.record_file), note]}}
+        store.put(doc)
+    last = utcnow()
+    harness.wait_status("quiet", "done", timeout=20)
+    [run] = harness.recorded()
+    assert run["args"] == ["third"]
+    started = parse_date(harness.wait(lambda: harness.runs("quiet"), what="its record")[0][
+        "started"])
+    assert 1.5 - 0.1 <= (started - last).total_seconds() < 3.5
+    time.sleep(0.5)
+    assert len(harness.recorded()) == 1  # once

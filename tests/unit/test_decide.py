@@ -368,3 +368,22 @@ def test_a_detached_start_that_landed_begins_its_run_and_holds_the_next_occurren
     assert shape(d.settle(write, Answer(ok=True), view(), NOW)) == ["Begin", "Hold"]
     assert shape(d.settle(write, Answer(conflict=True, fresh=dict(series, _rev="9-u")),
                           view(), NOW)) == ["Over", "Hold"]  # not begun: decided anew
+
+
+def test_a_debounced_task_is_held_a_quiet_window_from_its_version_first_seen():
+    """Issue 25, item 5: due at its date or ``debounce`` seconds after this process first
+    saw its current version, whichever is later; a version not seen before counts from
+    now. Only a waiting task (a retry keeps its own due)."""
+    doc = task(in_s=-1, debounce=30)
+    [hold] = d.decide(doc, view(), NOW)
+    assert hold.due_ms == int((NOW + timedelta(seconds=30)).timestamp() * 1000)
+    seen_before = View(me=ME, horizon_ms=300_000, owned=ALL,
+                       versions={"t": (doc["_rev"], hold.due_ms - 40_000)})
+    [hold] = d.decide(doc, seen_before, NOW)  # first seen 10 s ago: 20 s to go
+    assert hold.due_ms == int((NOW + timedelta(seconds=20)).timestamp() * 1000)
+    [hold] = d.decide(task(in_s=100, debounce=30), view(), NOW)  # its date is later
+    assert hold.due_ms == int((NOW + timedelta(seconds=100)).timestamp() * 1000)
+    retry = task("scheduled", in_s=-60, owner=ME.process, debounce=30)
+    retry["after"]["due"] = iso(5)
+    [hold] = d.decide(retry, view(), NOW)
+    assert hold.due_ms == int((NOW + timedelta(seconds=5)).timestamp() * 1000)

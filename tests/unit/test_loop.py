@@ -632,6 +632,31 @@ def test_a_run_taken_over_while_its_process_was_frozen_is_told_to_stop_on_thaw(t
     assert doc["status"] == "done" and doc["after"]["runs"] == 2
 
 
+def test_a_debounced_task_runs_once_a_quiet_window_after_its_last_rewrite(loop, now):
+    """Issue 25, item 5: ``"debounce": 5``: written at 0, rewritten at 2 and at 4 (each
+    time due now, as an event's writer does), it runs once, at 9: five seconds after the
+    last rewrite; with the last version's arguments."""
+    loop.step()
+    doc = loop.put("t", now, debounce=5)
+    loop.step()
+    for t, note in ((2, "second"), (4, "third")):
+        loop.step(later(now, t))
+        assert loop.ran() == []
+        doc = {**loop.doc("t"), "date": format_date(later(now, t)),
+               "job": {"name": "record", "arguments": [str(loop.trace), note]}}
+        loop.store.put(doc)
+        loop.step()
+    loop.step(later(now, 8.9))
+    assert loop.ran() == [] and loop.doc("t")["status"] == "waiting"
+    loop.step(later(now, 9))
+    [run] = loop.ran()
+    assert run["args"] == ["third"]
+    [record] = loop.runs("t")
+    assert record["outcome"] == "done"
+    loop.step(later(now, 20))
+    assert len(loop.ran()) == 1 and loop.worker.state.versions == {}
+
+
 class Answers202:
     """A cluster with too few copies up: every write lands, answered 202."""
 
