@@ -417,7 +417,7 @@ def test_a_store_that_never_answers_holds_up_no_timer(tmp_path, now):
             loop.step(later(now, seconds))
         assert [r["id"] for r in loop.ran()] == ["t0", "t1", "t2"]  # each on time
         deadline = time.monotonic() + 20  # (the writer's thread takes them up on its own)
-        while writer.inflight < 3 and time.monotonic() < deadline:
+        while not (blocked and writer.inflight == 3) and time.monotonic() < deadline:
             loop.step(later(now, 4))
             time.sleep(0.01)
         assert blocked and writer.inflight == 3  # their ends: still waiting for the server
