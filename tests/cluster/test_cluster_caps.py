@@ -64,3 +64,35 @@ def test_a_rate_holds_across_three_nodes(ccli):
     assert sorted(r["task"] for r in runs) == ids
     assert most == 3
     no_conflicts_left(ccli, ids)
+
+
+def test_a_debounced_task_rewritten_through_three_nodes_runs_once(ccli, tmp_path):
+    """Issue 25, item 5: a task with ``"debounce": 2`` written through node 1, then
+    rewritten through node 2 and node 3 within the window: one run, after the last write,
+    with what it said."""
+    import time
+
+    from ..acceptance.conftest import recorded, task_doc
+
+    out = tmp_path / "runs.jsonl"
+    start_pool(ccli, "quiet")
+    doc = task_doc("digest", "quiet", out, debounce=2)
+    for k in (1, 2, 3):
+        with ccli.node_store(k) as store:
+            if k > 1:
+                time.sleep(0.5)
+                doc = {**wait_until(lambda store=store: store.get_or_none("digest"), 10,
+                                    "the task on this node"), "date": format_date(utcnow())}
+                doc["job"] = {"name": "record", "arguments": [str(out), f"node{k}"]}
+            store.put(doc)
+    last = utcnow()
+    wait_until(lambda: all_docs(ccli, ["digest"]).get("digest", {}).get("status") == "done",
+               30, "digest done")
+    time.sleep(1)
+    [run] = recorded(out)
+    from after.dates import parse_date
+    late = (parse_date(run["at"]) - last).total_seconds()
+    print(f"\n[cluster debounce] written through nodes 1, 2, 3, 0.5 s apart, debounce 2 s: "
+          f"1 run, {late:.2f}s after the last write, args {run['args']}")
+    assert run["args"] == ["node3"] and 2 - 0.2 <= late < 4
+    no_conflicts_left(ccli, ["digest"])
