@@ -363,6 +363,19 @@ def parse_retry(value: Any) -> Retry:
     return Retry(limit=limit, delay=float(delay), backoff=backoff, jitter=float(jitter))
 
 
+def _key_and_limit(value: dict, name: str) -> tuple[str, int]:
+    """The ``key`` and ``limit`` of a ``concurrency`` or a ``rate`` (``name``)."""
+    key = value.get("key")
+    if not isinstance(key, str) or not CAP_KEY_RE.fullmatch(key):
+        raise TaskError(f"{name}.key: {_show(key)} is not a key ({CAP_KEY_HELP})")
+    limit = value.get("limit")
+    if isinstance(limit, bool) or not isinstance(limit, int) \
+            or not 1 <= limit <= MAX_CONCURRENCY:
+        raise TaskError(f"{name}.limit: must be a whole number from 1 to {MAX_CONCURRENCY}, "
+                        f"not {_show(limit)}")
+    return key, limit
+
+
 RATE_SHAPE = '{"key": NAME, "limit": N, "per": SECONDS}'
 
 
@@ -374,14 +387,7 @@ def parse_rate(value: Any) -> Rate | None:
     unknown = sorted(set(value) - {"key", "limit", "per"})
     if unknown:
         raise TaskError(f"rate: unknown field {unknown[0]!r} (use key, limit, per)")
-    key = value.get("key")
-    if not isinstance(key, str) or not CAP_KEY_RE.fullmatch(key):
-        raise TaskError(f"rate.key: {_show(key)} is not a key ({CAP_KEY_HELP})")
-    limit = value.get("limit")
-    if isinstance(limit, bool) or not isinstance(limit, int) \
-            or not 1 <= limit <= MAX_CONCURRENCY:
-        raise TaskError(f"rate.limit: must be a whole number from 1 to {MAX_CONCURRENCY}, "
-                        f"not {_show(limit)}")
+    key, limit = _key_and_limit(value, "rate")
     per = value.get("per")
     if isinstance(per, bool) or not isinstance(per, int | float) or not 0 < per <= MAX_SECONDS:
         raise TaskError(f"rate.per: must be a number of seconds above 0 and at most "
@@ -410,14 +416,7 @@ def parse_concurrency(value: Any) -> Cap | None:
     unknown = sorted(set(value) - {"key", "limit"})
     if unknown:
         raise TaskError(f"concurrency: unknown field {unknown[0]!r} (use key, limit)")
-    key = value.get("key")
-    if not isinstance(key, str) or not CAP_KEY_RE.fullmatch(key):
-        raise TaskError(f"concurrency.key: {_show(key)} is not a key ({CAP_KEY_HELP})")
-    limit = value.get("limit")
-    if isinstance(limit, bool) or not isinstance(limit, int) \
-            or not 1 <= limit <= MAX_CONCURRENCY:
-        raise TaskError(f"concurrency.limit: must be a whole number from 1 to "
-                        f"{MAX_CONCURRENCY}, not {_show(limit)}")
+    key, limit = _key_and_limit(value, "concurrency")
     return Cap(key, limit)
 
 

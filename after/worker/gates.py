@@ -223,41 +223,12 @@ class Caps:
             except StoreError as exc:
                 log.warning("cannot take slot %s: %s", doc["_id"], describe_error(exc))
                 return False
-            if answer.get("status") == 202 and not self._confirmed(doc):
+            if answer.get("status") == 202 and not confirmed(self.store, self.db, doc):
                 continue
             self.held[docid] = doc
             return True
         if yielded is None:  # no slot was free: the next one that frees starts a new wait
             self.yielding.pop(docid, None)
-        return False
-
-    def _confirmed(self, doc: dict) -> bool:
-        """A slot written with a 202 (fewer copies than the quorum took it) is read back,
-        every leaf, and is ours only if our revision is its one live leaf. A 202 most often
-        means another process took the same slot through another node at the same time: the
-        copies that refused ours hold its revision, and it may have had a 201 and be running
-        its job. So a branch of ours beside another live one is given up (deleted), never the
-        other: whichever revision CouchDB serves, the slot stays with the other process.
-        Quorum reads see the other branch: it is on every copy that refused ours (measured:
-        deleting the other branch when ours won let 3 runs go at once under a cap of 2 on the
-        3-node cluster)."""
-        try:
-            leaves = [leaf for leaf in self.store.leaves(doc["_id"], db=self.db)
-                      if not leaf.get("_deleted")]
-        except StoreError as exc:
-            log.warning("cannot confirm slot %s yet: %s", doc["_id"], describe_error(exc))
-            leaves = []
-        if [leaf["_rev"] for leaf in leaves] == [doc["_rev"]]:
-            return True
-        if any(leaf["_rev"] == doc["_rev"] for leaf in leaves):
-            log.warning("slot %s was taken at the same time by another process (%d live "
-                        "revisions): leaving it to that one", doc["_id"], len(leaves))
-            try:
-                self.store.bulk_docs([{"_id": doc["_id"], "_rev": doc["_rev"],
-                                       "_deleted": True}], db=self.db)
-            except StoreError as exc:
-                log.warning("cannot give slot %s up (it comes back after this process's "
-                            "lease, if it stops): %s", doc["_id"], describe_error(exc))
         return False
 
     def release(self, docid: str) -> None:
@@ -327,7 +298,7 @@ class Rates:
     so of two processes taking the same token one gets a conflict. A token is never given
     back: a run that then does not begin (a cancel, a stop) spends it all the same, which
     keeps the limit. No holder to outlive: a token frees itself with time, whoever took it.
-    A 202 on a cluster is confirmed as a slot's is (:meth:`Caps._confirmed`).
+    A 202 on a cluster is confirmed as a slot's is (:func:`confirmed`).
 
     The instants are the worker's (the server's clock as each process estimates it,
     :mod:`after.clock`): processes whose estimates differ by d may together begin N runs
@@ -438,8 +409,15 @@ def _next_ms(token: dict | None) -> int:
 
 
 def confirmed(store, db: str, doc: dict) -> bool:
-    """A token written with a 202, read back (every leaf): ours only if our revision is
-    its one live leaf; a branch of ours beside another is given up (as a slot's)."""
+    """A slot or a rate token written with a 202 (fewer copies than the quorum took it) is
+    read back, every leaf, and is ours only if our revision is its one live leaf. A 202 most
+    often means another process took the same document through another node at the same
+    time: the copies that refused ours hold its revision, and it may have had a 201 and be
+    running its job. So a branch of ours beside another live one is given up (deleted),
+    never the other: whichever revision CouchDB serves, it stays with the other process.
+    Quorum reads see the other branch: it is on every copy that refused ours (measured:
+    deleting the other branch when ours won let 3 runs go at once under a cap of 2 on the
+    3-node cluster)."""
     try:
         leaves = [leaf for leaf in store.leaves(doc["_id"], db=db) if not leaf.get("_deleted")]
     except StoreError as exc:
@@ -448,10 +426,13 @@ def confirmed(store, db: str, doc: dict) -> bool:
     if [leaf["_rev"] for leaf in leaves] == [doc["_rev"]]:
         return True
     if any(leaf["_rev"] == doc["_rev"] for leaf in leaves):
+        log.warning("%s was taken at the same time by another process (%d live revisions): "
+                    "leaving it to that one", doc["_id"], len(leaves))
         try:
             store.bulk_docs([{"_id": doc["_id"], "_rev": doc["_rev"], "_deleted": True}], db=db)
         except StoreError as exc:
-            log.warning("cannot give %s up: %s", doc["_id"], describe_error(exc))
+            log.warning("cannot give %s up (it comes back after this process's lease, if "
+                        "it stops): %s", doc["_id"], describe_error(exc))
     return False
 
 
