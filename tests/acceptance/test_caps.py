@@ -164,10 +164,10 @@ def test_a_debounced_task_added_on_each_event_runs_once_in_a_pool(cli, tasks):
     event, three events 0.5 s apart, three processes: one run, 2 s after the last."""
     start_pool(cli, "quiet", 3)
     for _ in range(3):  # an event
+        last = utcnow()  # the write is after this, and the quiet window starts after the write
         added = cli.run("add", "noop", "--worker", "quiet", "--id", "digest", "--debounce",
                         "2", "--at", "now")
         assert added.returncode == 0, added.stderr
-        last = utcnow()
         time.sleep(0.5)
     assert tasks.get("digest")["debounce"] == 2
     done = wait_for(lambda: (d := tasks.get("digest"))["status"] == "done" and d, timeout=30,
@@ -178,6 +178,6 @@ def test_a_debounced_task_added_on_each_event_runs_once_in_a_pool(cli, tasks):
     print(f"\n[debounce] 3 adds 0.5 s apart, --debounce 2, 3 processes: {len(runs)} run, "
           f"{(started - last).total_seconds():.2f}s after the last add")
     assert len(runs) == 1 and done["after"]["runs"] == 1
-    assert 2 - 0.1 <= (started - last).total_seconds() < 4
+    assert 2 - 0.01 <= (started - last).total_seconds() < 5  # (ms rounding; the add itself)
     shown = cli.run("show", "digest")
     assert "debounce" in shown.stdout and "2s" in shown.stdout
