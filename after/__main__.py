@@ -1,3 +1,3 @@
-from .cli import main
+from after.cli import main
 
 main(prog_name="after")

@@ -24,8 +24,8 @@ import asyncio
 import time
 from typing import Any
 
-from . import task as rules
-from .client import Client, _Watch, reached, still
+from after.client import Client, _Watch, reached, still
+from after.rules import task as rules
 
 __all__ = ["AsyncClient"]
 

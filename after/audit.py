@@ -9,7 +9,7 @@ What the schedule implies, for one task, from ``start`` to ``end`` (both inclusi
 later than ``now``:
 
 - a one-off task: its ``date``;
-- a repeating task: each occurrence of its rule (:meth:`after.repeat.Rule.between`, which
+- a repeating task: each occurrence of its rule (:meth:`after.rules.repeat.Rule.between`, which
   honours ``until``, jitter moving only when each is due) from the start of its series to
   its end. The series starts at ``after.anchor``; when the worker dropped it (a finished
   series), at the earliest occurrence its run records name; else at its ``date`` (a task
@@ -32,7 +32,7 @@ that lack it, an overlap's skipped ones):
                of an occurrence that had run, a record written twice). Retries and the rerun
                of a run cut short by the death of its process are attempts of their own
 ``missed``     recorded ``missed``: the worker reached it past ``max_delay`` and did not run it,
-               or its catch-up policy ran another (``catchup``, :mod:`after.catchup`)
+               or its catch-up policy ran another (``catchup``, :mod:`after.rules.catchup`)
 ``skipped``    not run on purpose, and why: recorded ``skipped`` (an excluded day, an overlap),
                or, with no record, a day its calendar excludes or a pause that covers it (the
                task's, current or kept under ``after.pauses``, or its worker name's, current)
@@ -52,10 +52,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import calendar as cal
-from . import occurrence as occ
-from . import task as rules
-from .dates import format_date
+from after.rules import calendar as cal
+from after.rules import occurrence as occ
+from after.rules import task as rules
+from after.rules.dates import format_date
 
 ON_TIME, LATE, BACKFILLED, TWICE = "on_time", "late", "backfilled", "twice"
 MISSED, SKIPPED, NEVER, PENDING = "missed", "skipped", "never", "pending"

@@ -3,7 +3,7 @@
 Both return the response as a dict the worker records in the run record, and raise
 ``HttpJobFailed`` (carrying that same dict, or None when there was no response) when the
 call fails, so that the task's ``retry`` applies. Credentials never appear in what they
-return or raise: URLs, headers and JSON bodies go through ``after.redact``.
+return or raise: URLs, headers and JSON bodies go through ``after.rules.redact``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 
-from after.jobnames import JobError
-from after.redact import RedactingFilter, redact, redact_headers, redact_text, redact_url
+from after.rules.jobnames import JobError
+from after.rules.redact import RedactingFilter, redact, redact_headers, redact_text, redact_url
 
 #: The header that carries the occurrence id, so that an endpoint sees each occurrence once.
 IDEMPOTENCY_KEY = "Idempotency-Key"

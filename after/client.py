@@ -9,16 +9,16 @@
         client.get(task_id)["status"]          # 'waiting'
 
 A task is the JSON document of DESIGN.md; the client only builds it, checks it with
-:func:`after.task.parse` (the validator the worker uses, so a task the client accepts is one
+:func:`after.rules.task.parse` (the validator the worker uses, so a task the client accepts is one
 the worker can run and a bad one is refused before it is written, with the same message),
 and writes it with ``_rev``. A write that conflicts (409) is re-read and decided again,
 never forced.
 
-Errors: :class:`~after.task.TaskError` (a ``ValueError``) for a task or an argument that
+Errors: :class:`~after.rules.task.TaskError` (a ``ValueError``) for a task or an argument that
 cannot be used, the message naming the field; :class:`StateError` (a ``ValueError``) for an
 operation the task's status does not allow; :class:`TaskNotFound` (a
-:class:`~after.store.NotFound`) for an unknown id; the store's other typed errors
-(:class:`~after.store.Unavailable`, ...) as they come.
+:class:`~after.couch.store.NotFound`) for an unknown id; the store's other typed errors
+(:class:`~after.couch.store.Unavailable`, ...) as they come.
 """
 
 from __future__ import annotations
@@ -35,15 +35,19 @@ from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any
 
-from . import audit as audits
-from . import config as config_module
-from . import occurrence as occ
-from . import pausing, retention, serving
-from . import task as rules
-from .calendar import PREFIX as CALENDAR_PREFIX
-from .calendar import CalendarError, Exclusion, calendar_name, excluded, parse_calendar
-from .caps import in_use
-from .dates import (
+from after import audit as audits
+from after import config as config_module
+from after.couch import pausing, retention, serving
+from after.couch.caps import in_use
+from after.couch.store import Conflict, Forbidden, NotFound, Store, StoreError
+from after.jobs import JobError, JobRegistry, check_name
+from after.process import ProcessError
+from after.process import check_name as check_worker_name
+from after.rules import occurrence as occ
+from after.rules import task as rules
+from after.rules.calendar import PREFIX as CALENDAR_PREFIX
+from after.rules.calendar import CalendarError, Exclusion, calendar_name, excluded, parse_calendar
+from after.rules.dates import (
     SHORTHANDS,
     DateError,
     format_date,
@@ -53,12 +57,8 @@ from .dates import (
     to_ms,
     utcnow,
 )
-from .jobs import JobError, JobRegistry, check_name
-from .process import ProcessError
-from .process import check_name as check_worker_name
-from .repeat import CronRule, RepeatError, parse_repeat
-from .store import Conflict, Forbidden, NotFound, Store, StoreError
-from .task import StateError, TaskError
+from after.rules.repeat import CronRule, RepeatError, parse_repeat
+from after.rules.task import StateError, TaskError
 
 __all__ = ["Client", "StateError", "TaskError", "TaskNotFound", "UnservedWorker", "every_units"]
 
@@ -171,13 +171,13 @@ def _with_exclude(repeat: Any, exclude: Any) -> Any:
 
 def catchup_field(value: Any) -> Any:
     """``"all"`` (a policy alone) or ``{"policy", "window", "max"}`` as the ``catchup``
-    field (checked later by :func:`after.task.parse`)."""
+    field (checked later by :func:`after.rules.task.parse`)."""
     return {"policy": value} if isinstance(value, str) else value
 
 
 def concurrency_field(value: Any) -> dict | None:
     """``"reports:2"``, ``("reports", 2)`` or ``{"key": "reports", "limit": 2}`` as the
-    ``concurrency`` field (checked later by :func:`after.task.parse`)."""
+    ``concurrency`` field (checked later by :func:`after.rules.task.parse`)."""
     if value is None or isinstance(value, dict):
         return value
     if isinstance(value, str):
@@ -200,7 +200,7 @@ def rate_field(value: Any) -> dict | None:
     """``"mail:100/1h"`` (KEY:LIMIT/PER, PER in seconds or a shorthand of fixed units:
     ``30s``, ``1m``, ``1h30m``, ``1d``), ``("mail", 100, 3600)`` or ``{"key": "mail",
     "limit": 100, "per": 3600}`` as the ``rate`` field (checked later by
-    :func:`after.task.parse`)."""
+    :func:`after.rules.task.parse`)."""
     if value is None or isinstance(value, dict):
         return value
     if isinstance(value, tuple) and len(value) == 3:
@@ -388,7 +388,7 @@ class Client:
         seconds (int) or a timedelta. ``cron`` with ``tz`` (IANA, default UTC), and
         ``dst``, what a cron rule does with a local time that does not exist or occurs
         twice: ``{"gap": "shift" or "skip", "fold": "first", "last" or "both"}``
-        (``repeat.dst``, see :mod:`after.repeat`). ``limit``
+        (``repeat.dst``, see :mod:`after.rules.repeat`). ``limit``
         (runs) and ``until`` end a repeating task; ``jitter`` (seconds) runs each of its
         occurrences later by a deterministic amount in [0, jitter). ``retry``: attempts after
         the first, or
@@ -409,7 +409,7 @@ class Client:
         ``priority``: an integer, default 0; when more tasks are due than a worker can
         start, higher first. ``catchup``: what runs of a repeating task's occurrences
         missed while no worker ran it: ``"latest"`` (the default), ``"all"`` or ``"none"``,
-        or ``{"policy": ..., "window": SECONDS, "max": N}`` (:mod:`after.catchup`).
+        or ``{"policy": ..., "window": SECONDS, "max": N}`` (:mod:`after.rules.catchup`).
         Positional ``args`` or ``kwargs``, not both (a task passes a list or an object).
 
         With ``id`` it is an upsert, safe to run on every deploy:
@@ -562,7 +562,7 @@ class Client:
 
     def _upsert(self, current: dict, wanted: dict, *, date_given: bool) -> dict | None:
         """The document to write over ``current`` for ``schedule(id=...)``, or None when the
-        definition is unchanged (:func:`after.task.redefine`)."""
+        definition is unchanged (:func:`after.rules.task.redefine`)."""
         new = rules.redefine(current, wanted, date_given=date_given)
         if new is not None:
             check(new)
@@ -744,7 +744,7 @@ class Client:
         """Delete finished tasks (``done``, ``error``, ``canceled``, or those of
         ``status``) that finished ``older_than`` seconds ago or more, of ``worker`` or of
         every name, with their run records (not those of extra runs' copies, which are
-        their parent's history; see :mod:`after.retention`). A dry run unless
+        their parent's history; see :mod:`after.couch.retention`). A dry run unless
         ``dry_run=False``: nothing is deleted, the ids are listed.
 
         Returns ``{"tasks": [ids], "deleted": n, "runs": m}`` (``deleted`` and ``runs`` 0
@@ -867,7 +867,7 @@ class Client:
 
     def run_now(self, id: str) -> dict:
         """One extra run of the task as soon as possible, its schedule kept; returns the
-        one-off task written for it (:func:`after.occurrence.extra_doc`).
+        one-off task written for it (:func:`after.rules.occurrence.extra_doc`).
 
         That task, ``<id>:manual:<now>``, runs the task's job once on the same worker
         name (claimed through ``_rev``, so by exactly one process); its run is recorded
@@ -894,10 +894,10 @@ class Client:
         occurrence date, and listed by ``runs(id)``. Idempotent by occurrence: an
         occurrence asked for before (its task exists, in any status) is not run again, nor
         those the task still runs itself (its overdue ``date`` or what its catch-up runs,
-        or the one it is running: :func:`after.task.own_occurrences`), which are left to
+        or the one it is running: :func:`after.rules.task.own_occurrences`), which are left to
         it.
         The window must be in the past (the schedule runs the rest) and hold at most
-        :data:`after.occurrence.MAX_BACKFILL` occurrences."""
+        :data:`after.rules.occurrence.MAX_BACKFILL` occurrences."""
         now = utcnow()
         low, high = _when(start, "from", now), _when(end, "to", now)
         if low is None or high is None:

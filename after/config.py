@@ -30,7 +30,7 @@ The runs and workers databases are named after the tasks database (:func:`runs_d
 The URL (``AFTER_COUCHDB_URL``, ``--url``, or ``url`` in the file: a string, or a list of
 strings) may name several nodes of one CouchDB cluster, comma separated:
 ``http://admin:secret@db1:5984,http://db2:5984``. The store uses the first that answers and
-moves to the next when its node stops answering (see :mod:`after.store`). A URL without
+moves to the next when its node stops answering (see :mod:`after.couch.store`). A URL without
 credentials uses those of the first URL that has some.
 """
 
@@ -98,7 +98,7 @@ class Settings:
     # ``waiting`` to its end in one write): so ``after show`` and the dashboard see it, and
     # another process that takes its partition over leaves it to this one.
     visible: float = 1.0
-    # Retention (after.retention): seconds a finished one-off task, and a finished copy of
+    # Retention (after.couch.retention): seconds a finished one-off task, and a finished copy of
     # an extra run (after run, after backfill), is kept; 0: for ever. Applied every
     # retain_every seconds by the first live process of a name.
     retain: float = 0.0
@@ -207,7 +207,7 @@ class Config:
 def mask_url(url: str) -> str:
     """The URL (or comma-separated URLs) with passwords and secret query parameters
     masked, for output."""
-    from .redact import redact_url
+    from after.rules.redact import redact_url
 
     return redact_url(url)  # a list of nodes is masked URL by URL
 
@@ -363,6 +363,6 @@ def credentials_out_of_argv(args: list[str]) -> tuple[list[str], str | None]:
 def has_password(url: str) -> bool:
     """True when some part of ``url`` (one URL, or several comma separated) has userinfo
     with a password, or looks like it (a mistyped URL)."""
-    from .redact import redact_text
+    from after.rules.redact import redact_text
 
     return redact_text(url) != url

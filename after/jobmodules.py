@@ -31,8 +31,8 @@ import types
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .jobnames import JOB_NAME
-from .redact import redact_text
+from after.rules.jobnames import JOB_NAME
+from after.rules.redact import redact_text
 
 
 @dataclass(frozen=True)

@@ -42,9 +42,9 @@ from typing import Any
 
 from after import builtin_jobs, jobmodules
 from after.jobmodules import Notice
-from after.jobnames import JOB_NAME, MAX_NAME_LENGTH, JobError, check_name
-from after.jsonsafe import MAX_DEPTH, problem
-from after.redact import redact, redact_text
+from after.rules.jobnames import JOB_NAME, MAX_NAME_LENGTH, JobError, check_name
+from after.rules.jsonsafe import MAX_DEPTH, problem
+from after.rules.redact import redact, redact_text
 
 __all__ = ["JOB_NAME", "MAX_NAME_LENGTH", "JobError", "JobInfo", "JobRegistry", "Notice",
            "check_name", "job"]
@@ -430,7 +430,7 @@ class TaskContext:
 
     ``doc`` is a deep copy of the task document behind a read-only mapping: the job can
     read anything, and nothing it does reaches the worker's copy. ``occurrence`` is the
-    occurrence id (:func:`after.occurrence.key`): the same for every attempt, retry and
+    occurrence id (:func:`after.rules.occurrence.key`): the same for every attempt, retry and
     re-run of this occurrence, another for every other one; an idempotency key (the ``http``
     job sends it as ``Idempotency-Key``). ``canceled`` is a :class:`threading.Event`, set
     when a ``cancel`` is written while the run goes: a long job checks it (or waits on it)
@@ -581,7 +581,7 @@ def to_result(value: Any, limit: int = 10_000) -> Any:
     its JSON round trip (tuples become lists). Anything else becomes
     ``{"truncated": bool, "repr": str}``: the JSON text (or, for non-JSON values, the
     ``repr``) cut to ``limit`` characters, with ``"length"`` the full length.
-    Secrets are masked first (see ``after.redact``).
+    Secrets are masked first (see ``after.rules.redact``).
     """
     if value is None or isinstance(value, (bool, int)) and abs(value) < 2 ** 53:
         return value  # as its JSON round trip would give it, without the round trip

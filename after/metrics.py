@@ -23,8 +23,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
-from . import audit as audits
-from .dates import utcnow
+from after import audit as audits
+from after.rules.dates import utcnow
 
 log = logging.getLogger("after.metrics")
 
@@ -79,7 +79,7 @@ class AuditGauges:
 
 def audit_of(worker) -> Callable[[datetime, datetime, datetime], dict[str, int]]:
     """The audit of ``worker``'s name, on its store's connections (a longer timeout)."""
-    from .client import Client
+    from after.client import Client
 
     client = Client(store=worker.store.with_timeout(30.0))
 

@@ -45,10 +45,10 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from .calendar import PREFIX as CALENDAR_PREFIX
-from .config import runs_db, workers_db
-from .pausing import pause_id
-from .redact import redact_url
+from after.config import runs_db, workers_db
+from after.couch.pausing import pause_id
+from after.rules.calendar import PREFIX as CALENDAR_PREFIX
+from after.rules.redact import redact_url
 
 #: The database the replication documents go into, in the site's CouchDB.
 REPLICATOR = "_replicator"

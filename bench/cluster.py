@@ -22,10 +22,10 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from after import schema
 from after.config import workers_db
-from after.dates import parse_date, utcnow
-from after.store import ChangesFollower, Store
+from after.couch import schema
+from after.couch.store import ChangesFollower, Store
+from after.rules.dates import parse_date, utcnow
 from after.worker.partitions import partition_of
 
 from . import validation

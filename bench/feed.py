@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from after.store import ChangesFollower
+from after.couch.store import ChangesFollower
 
 from .harness import Bench, Measurement, in_seconds, percentile, task_doc
 

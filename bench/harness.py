@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from after import schema
-from after.dates import format_date, parse_date, utcnow
-from after.store import Store
+from after.couch import schema
+from after.couch.store import Store
+from after.rules.dates import format_date, parse_date, utcnow
 
 from . import servers
 

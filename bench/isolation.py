@@ -4,7 +4,7 @@ Two figures, each a median over runs of the ``noop`` job (so the run is all over
 
 - ``python -m bench.isolation [--runs N]``, no server: the time for a job thread to run the
   job (``after.jobs.call``) against the time to run it in a child process and have its reply
-  back (``after.isolation.run``: a fork of the fork server, the hand-over both ways, the
+  back (``after.worker.isolation.run``: a fork of the fork server, the hand-over both ways, the
   registry loading the job module in the child, the exit). Also the first isolated run of a
   process, which starts the fork server.
 - ``python -m bench --only isolation`` (a mode of the bench, on each server): a worker
@@ -19,8 +19,8 @@ import os
 import time
 from datetime import UTC, datetime
 
-from after import isolation
 from after.jobs import JobRegistry, TaskContext, call
+from after.worker import isolation
 
 from .harness import (
     JOBS,

@@ -11,7 +11,7 @@ import threading
 from collections import Counter
 from datetime import timedelta
 
-from after.store import Store
+from after.couch.store import Store
 
 from .harness import (
     Bench,

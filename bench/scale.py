@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from after.dates import format_date, parse_date
+from after.rules.dates import format_date, parse_date
 
 from . import validation
 from .harness import (

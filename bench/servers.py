@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 
-from after.server import EmbeddedServer, free_port, stop_pid
-from after.store import split_credentials
+from after.couch.server import EmbeddedServer, free_port, stop_pid
+from after.couch.store import split_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = ("admin", "secret")  # what couchdb.sh sets up

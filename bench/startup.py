@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from after.dates import parse_date
+from after.rules.dates import parse_date
 
 from .harness import (
     Bench,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from after.dates import parse_date
+from after.rules.dates import parse_date
 
 from .harness import (
     Bench,

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from after import schema
-from after.memstore import MemStore
-from after.store import Store
+from after.couch import schema
+from after.couch.memstore import MemStore
+from after.couch.store import Store
 
 from . import servers
 
@@ -101,7 +101,7 @@ def pytest_terminal_summary(terminalreporter):
         return
     terminalreporter.write_sep("-", "servers")
     if RAN["memory"]:
-        terminalreporter.write_line(f"memory: {RAN['memory']} tests (after.memstore)")
+        terminalreporter.write_line(f"memory: {RAN['memory']} tests (after.couch.memstore)")
     for kind in KINDS + (["cluster"] if CLUSTER else []):
         terminalreporter.write_line(
             f"{kind}: {RAN[kind]} tests ({DESCRIBED.get(kind, 'not started')})")

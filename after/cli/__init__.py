@@ -25,10 +25,11 @@ from urllib.parse import urlsplit
 
 import click
 
-from .. import config as config_module
-from ..process import ProcessError
-from ..server import ServerError
-from ..store import (
+from after import config as config_module
+from after.cli import audit, dashboard, replica, server, tasks, workers
+from after.cli.common import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_USAGE, Failure
+from after.couch.server import ServerError
+from after.couch.store import (
     NotCouchDB,
     NotFound,
     Store,
@@ -37,8 +38,7 @@ from ..store import (
     Unavailable,
     split_credentials,
 )
-from . import audit, dashboard, replica, server, tasks, workers
-from .common import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_USAGE, Failure
+from after.process import ProcessError
 
 
 class Group(click.Group):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import click
 
-from .. import audit as audits
-from ..client import Client, TaskError
-from .common import echo_json, echo_table, short, worker_name
+from after import audit as audits
+from after.cli.common import echo_json, echo_table, short, worker_name
+from after.client import Client, TaskError
 
 #: The option a message of :meth:`Client.audit` is about, by its field.
 OPTIONS = {"from": "'--from'", "to": "'--to'", "late": "'--late'", "worker": "NAME"}

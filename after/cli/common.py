@@ -16,11 +16,11 @@ from typing import Any
 
 import click
 
-from ..config import Config, ConfigError, jobs_modules
-from ..dates import parse_date
-from ..jobs import JobRegistry
-from ..process import ProcessError, check_name
-from ..store import Store
+from after.config import Config, ConfigError, jobs_modules
+from after.couch.store import Store
+from after.jobs import JobRegistry
+from after.process import ProcessError, check_name
+from after.rules.dates import parse_date
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 

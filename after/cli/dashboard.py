@@ -1,7 +1,7 @@
 """``after dashboard``: serve the web dashboard on 127.0.0.1 and open it in a browser.
 
 One command: it sets the database up when it is not (that takes a database admin), checks
-the dashboard's views, starts :class:`~after.dashboard_server.DashboardServer` (which says
+the dashboard's views, starts :class:`~after.dashboard.server.DashboardServer` (which says
 why the page is served here and not by CouchDB), prints the address and opens it, and
 serves until Ctrl+C or SIGTERM.
 """
@@ -15,10 +15,11 @@ import webbrowser
 
 import click
 
-from .. import dashboard, schema
-from ..dashboard_server import DashboardServer
-from ..store import Forbidden, Unauthorized
-from .common import Failure, open_store
+from after.cli.common import Failure, open_store
+from after.couch import schema
+from after.couch.store import Forbidden, Unauthorized
+from after.dashboard import design as dashboard
+from after.dashboard.server import DashboardServer
 
 
 @click.command("dashboard")

@@ -12,11 +12,12 @@ from urllib.parse import quote
 
 import click
 
-from .. import replica, schema
-from ..config import Config
-from ..redact import redact_text
-from ..store import Conflict, NotFound, Store, StoreError, Unavailable, describe_error
-from .common import Failure, echo_table, open_store, worker_name
+from after import replica
+from after.cli.common import Failure, echo_table, open_store, worker_name
+from after.config import Config
+from after.couch import schema
+from after.couch.store import Conflict, NotFound, Store, StoreError, Unavailable, describe_error
+from after.rules.redact import redact_text
 
 
 @click.command()

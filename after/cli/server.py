@@ -8,10 +8,11 @@ from urllib.parse import urlsplit
 
 import click
 
-from .. import dashboard, schema
-from ..config import Config, databases
-from ..server import EmbeddedServer
-from .common import EXIT_FAILED, Failure, open_store
+from after.cli.common import EXIT_FAILED, Failure, open_store
+from after.config import Config, databases
+from after.couch import schema
+from after.couch.server import EmbeddedServer
+from after.dashboard import design as dashboard
 
 
 @click.command()

@@ -18,27 +18,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from .. import catchup as catchup_rules
-from .. import task as rules
-from ..calendar import PREFIX as CALENDAR_PREFIX
-from ..client import (
-    Client,
-    StateError,
-    TaskError,
-    UnservedWorker,
-    describe_repeat,
-    every_units,
-    rate_field,
-)
-from ..dates import DateError, format_date, utcnow
-from ..jobs import JobError, JobRegistry
-from ..jobs import check_name as check_job_name
-from ..process import ProcessError
-from ..process import check_name as check_worker_name
-from ..redact import redact
-from ..repeat import FOLDS, GAPS, RepeatError, parse_repeat
-from ..serving import UNCLAIMED
-from .common import (
+from after.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
     Failure,
@@ -48,6 +28,26 @@ from .common import (
     jobs_options,
     short,
 )
+from after.client import (
+    Client,
+    StateError,
+    TaskError,
+    UnservedWorker,
+    describe_repeat,
+    every_units,
+    rate_field,
+)
+from after.couch.serving import UNCLAIMED
+from after.jobs import JobError, JobRegistry
+from after.jobs import check_name as check_job_name
+from after.process import ProcessError
+from after.process import check_name as check_worker_name
+from after.rules import catchup as catchup_rules
+from after.rules import task as rules
+from after.rules.calendar import PREFIX as CALENDAR_PREFIX
+from after.rules.dates import DateError, format_date, utcnow
+from after.rules.redact import redact
+from after.rules.repeat import FOLDS, GAPS, RepeatError, parse_repeat
 
 #: Which option a validation message is about, by the field it starts with.
 FIELD_OPTIONS = {
@@ -150,7 +150,7 @@ def json_option(value: str | None, option: str, kinds: tuple = (dict,)) -> Any:
 
 def masked(doc: dict) -> dict:
     """``doc`` as the commands print it: its job's arguments through the one redaction rule
-    (:func:`after.redact.redact`: secret-named keys and headers, URL passwords and secret
+    (:func:`after.rules.redact.redact`: secret-named keys and headers, URL passwords and secret
     query parameters), as run records and logs are. The stored document is unchanged."""
     if isinstance(doc, dict) and "job" in doc:
         return {**doc, "job": redact(doc["job"])}

@@ -1,11 +1,11 @@
 """After's commands for processes: ``start``, ``stop``, ``log``, ``list`` and ``clean``; and
-``pause`` and ``resume`` (a whole worker name, kept in the database, :mod:`after.pausing`; or
+``pause`` and ``resume`` (a whole worker name, kept in the database, :mod:`after.couch.pausing`; or
 one task with ``--task``).
 
 ``start`` takes its settings from the configuration (:class:`after.config.Settings`: the
 ``worker`` section of config.json and the ``AFTER_WORKER_*`` variables); an option given here
 overrides them. Daemonizing is :func:`after.process.start_background`; the registry of
-processes is read and pruned by :mod:`after.registry`.
+processes is read and pruned by :mod:`after.couch.registry`.
 """
 
 from __future__ import annotations
@@ -21,14 +21,8 @@ from dataclasses import fields
 
 import click
 
-from .. import pausing, process, schema
-from .. import registry as peers
-from .. import task as rules
-from ..config import SETTING_RANGES, Config, ConfigError, Settings
-from ..dates import to_ms, utcnow
-from ..jobs import JobRegistry
-from ..store import Store
-from .common import (
+from after import process
+from after.cli.common import (
     EXIT_NOT_FOUND,
     Failure,
     ago,
@@ -40,7 +34,14 @@ from .common import (
     short,
     worker_name,
 )
-from .tasks import open_client, refused
+from after.cli.tasks import open_client, refused
+from after.config import SETTING_RANGES, Config, ConfigError, Settings
+from after.couch import pausing, schema
+from after.couch import registry as peers
+from after.couch.store import Store
+from after.jobs import JobRegistry
+from after.rules import task as rules
+from after.rules.dates import to_ms, utcnow
 
 logger = logging.getLogger("after.start")
 
@@ -157,7 +158,7 @@ def catch_stop() -> None:
 def run_worker(cfg: Config, name: str, metrics: tuple[str, int] | None, registry: JobRegistry,
                notices=(), on_ready=None) -> int:
     """Run a worker in this process until SIGTERM/SIGINT; returns the exit code."""
-    from ..worker import Worker
+    from after.worker import Worker
 
     for notice in notices:
         logger.warning("%s", notice)
@@ -172,7 +173,7 @@ def run_worker(cfg: Config, name: str, metrics: tuple[str, int] | None, registry
     if _stop_asked.is_set():  # asked while it was being made
         worker.request_stop()
     if metrics is not None:
-        from ..metrics import serve_metrics
+        from after.metrics import serve_metrics
 
         host, port = metrics
         try:

@@ -58,7 +58,7 @@ export async function request(method, url, { body, params, signal } = {}) {
 }
 
 // Ask `after dashboard` to apply an action to a task (cancel, reschedule, run, rerun): it
-// decides and writes with after.task's rules; the answer is the document written.
+// decides and writes with after.rules.task's rules; the answer is the document written.
 // Pause or resume a worker name (POST /_after/workers/<name>/<pause|resume>).
 export function workerAction(root, name, action) {
   return request('POST', `${root}_after/workers/${encodeURIComponent(name)}/${action}`,

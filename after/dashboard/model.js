@@ -9,7 +9,7 @@ export const FAILED_OUTCOMES = ['error', 'timeout', 'interrupted', 'missed'];
 
 // -- dates ---------------------------------------------------------------------------------
 
-// The task date grammar (after.dates.ISO_DATE_RE): a date alone is midnight UTC, a date-time
+// The task date grammar (after.rules.dates.ISO_DATE_RE): a date alone is midnight UTC, a date-time
 // without an offset is UTC. Returns epoch milliseconds or null. Tested, with the Python
 // parser and the design document's, against the cases of tests/cases/dates.json.
 const ISO = /^([0-9]{4})-([0-9]{2})-([0-9]{2})(?:[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]+))?)?(Z|[+-][0-9]{2}(?::?[0-9]{2})?)?)?$/;
@@ -86,7 +86,7 @@ export function relative(ms, now) {
 
 // -- tasks ---------------------------------------------------------------------------------
 
-// A task: not a design document, nor a shared calendar (calendar:NAME, after.calendar).
+// A task: not a design document, nor a shared calendar (calendar:NAME, after.rules.calendar).
 export function isTask(doc) {
   return !!doc && typeof doc._id === 'string' && !doc._id.startsWith('_design/')
     && !doc._id.startsWith('calendar:') && !doc._deleted;
@@ -107,7 +107,7 @@ export function jobName(doc) {
   return doc.job && typeof doc.job.name === 'string' ? doc.job.name : '';
 }
 
-// How the task's runs are isolated (after.task.isolated): 'process' when the task asks for
+// How the task's runs are isolated (after.rules.task.isolated): 'process' when the task asks for
 // it, or once a run of it was cut short by the death of its process (after.isolated: a
 // value Python reads as true), else 'thread'.
 export function isolationOf(doc) {
@@ -117,7 +117,7 @@ export function isolationOf(doc) {
   return doc.isolation === 'process' || marked ? 'process' : 'thread';
 }
 
-// A task's repeat rule in words, as `after show` says it (after.repeat's describe): a cron
+// A task's repeat rule in words, as `after show` says it (after.rules.repeat's describe): a cron
 // rule with its zone and the daylight saving time policy written (repeat.dst), an object of
 // units; an ISO 8601 duration as written. '' for a task that does not repeat.
 const UNIT_NAMES = ['years', 'months', 'weeks', 'days', 'hours', 'minutes', 'seconds',
@@ -158,7 +158,7 @@ export function repeatText(doc) {
   return text;
 }
 
-// A repeating task's catch-up policy in words (after.catchup's describe, as `after show`
+// A repeating task's catch-up policy in words (after.rules.catchup's describe, as `after show`
 // says it): '' when it has none written, or one that cannot be read.
 export function catchupText(doc) {
   const c = doc.catchup;
@@ -172,7 +172,7 @@ export function catchupText(doc) {
   return typeof c.window === 'number' ? `${words}, within ${c.window}s` : words;
 }
 
-// after.task.describe_rate: "at most N begin in any PERs with key K" ('' when unreadable).
+// after.rules.task.describe_rate: "at most N begin in any PERs with key K" ('' when unreadable).
 export function rateText(doc) {
   const r = doc.rate;
   if (r === null || typeof r !== 'object' || Array.isArray(r)) return '';
@@ -214,9 +214,9 @@ export function sortTasks(docs) {
 }
 
 // -- actions: the page asks `after dashboard` to apply them (POST /_after/tasks/<id>/<action>),
-// which calls after.task's transitions through the Python Client: none is written here.
+// which calls after.rules.task's transitions through the Python Client: none is written here.
 
-// What the page offers for each status; the same table as after.task.ACTIONS (both are
+// What the page offers for each status; the same table as after.rules.task.ACTIONS (both are
 // tested against tests/cases/dashboard.json).
 export const ACTIONS = {
   waiting: ['run', 'backfill', 'reschedule', 'pause', 'cancel'],
@@ -272,7 +272,7 @@ export function isWorker(doc) {
   return !!doc && !doc._deleted && doc.type === 'worker';
 }
 
-// A worker name paused by `after pause NAME` (its document in <db>_workers, after.pausing).
+// A worker name paused by `after pause NAME` (its document in <db>_workers, after.couch.pausing).
 export function isPause(doc) {
   return !!doc && !doc._deleted && doc.type === 'pause' && typeof doc.name === 'string';
 }
@@ -288,7 +288,7 @@ export function workerState(doc, now) {
   return doc.stopping ? 'stopping' : 'live';
 }
 
-// Whether a live process serves a worker name (after.serving, the same cases in
+// Whether a live process serves a worker name (after.couch.serving, the same cases in
 // tests/cases/serving.json): null when one does, 'paused' when the name is paused, 'none'
 // when no live process has that name.
 export function serving(name, workers, paused, now) {
@@ -304,7 +304,7 @@ export function unserved(doc, workers, paused, now) {
   return serving(doc.worker, workers, paused, now);
 }
 
-// -- concurrency caps: slot documents (slot:KEY#N in the workers database, after.caps) --------
+// -- concurrency caps: slot documents (slot:KEY#N in the workers database, after.couch.caps) --------
 
 export function isSlot(doc) {
   return !!doc && !doc._deleted && doc.type === 'slot' && typeof doc.key === 'string';

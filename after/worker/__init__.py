@@ -12,8 +12,8 @@ Layers, each a module of this package:
 - :mod:`.gates` (calendars and concurrency caps) and :mod:`.stop` (stopping, lapses).
 """
 
-from ..config import Settings
-from ..store import Unavailable
-from .loop import Worker
+from after.config import Settings
+from after.couch.store import Unavailable
+from after.worker.loop import Worker
 
 __all__ = ["Settings", "Unavailable", "Worker"]

@@ -8,12 +8,12 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from .. import task as rules
-from ..dates import to_ms
-from ..jobs import JobError
-from . import decide as d
-from . import partitions as parts
-from . import running
+from after.jobs import JobError
+from after.rules import task as rules
+from after.rules.dates import to_ms
+from after.worker import decide as d
+from after.worker import partitions as parts
+from after.worker import running
 
 log = logging.getLogger("after.worker")
 

@@ -6,7 +6,7 @@ process knows (the partitions it owns, the runs it has going, which processes ar
 it and returns the same kind of actions. Data in, data out: nothing here does I/O, reads the
 clock, makes random ids or logs; what should be logged comes back as :class:`Note` s, and the
 loop (:mod:`after.worker.loop`) carries everything out. The transitions themselves are those
-of :mod:`after.task` and :mod:`after.worker.runs`.
+of :mod:`after.rules.task` and :mod:`after.worker.runs`.
 
 A task is this process's to run when its partition is (:mod:`after.worker.partitions`):
 then it is held on the timer until its occurrence, and run then with no write in between.
@@ -19,13 +19,13 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from .. import task as rules
-from ..dates import to_ms
-from ..redact import redact_text
-from . import runs as r
-from .partitions import partition_of
-from .runs import Identity, Kind, Write
-from .writer import Answer
+from after.rules import task as rules
+from after.rules.dates import to_ms
+from after.rules.redact import redact_text
+from after.worker import runs as r
+from after.worker.partitions import partition_of
+from after.worker.runs import Identity, Kind, Write
+from after.worker.writer import Answer
 
 
 @dataclass(frozen=True)

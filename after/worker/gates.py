@@ -2,7 +2,7 @@
 
 The worker asks its :class:`Gates` when a held occurrence falls due (``Worker._fire``):
 
-- **Calendars** (``repeat.exclude``, :mod:`after.calendar`): an occurrence on an excluded
+- **Calendars** (``repeat.exclude``, :mod:`after.rules.calendar`): an occurrence on an excluded
   day is not run but recorded ``skipped`` (:func:`after.worker.runs.skip`); a task naming a
   calendar document that does not exist ends ``error``. Shared calendars are read from the
   tasks database and kept :data:`CALENDAR_TTL` seconds, so an edit takes effect within that
@@ -39,12 +39,12 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from .. import calendar as cal
-from .. import task as rules
-from ..caps import RATE_PREFIX, SLOT_PREFIX, slot_id, token_id
-from ..dates import format_date, from_ms, to_ms
-from ..store import Conflict, NotFound, StoreError, describe_error
-from . import runs as r
+from after.couch.caps import RATE_PREFIX, SLOT_PREFIX, slot_id, token_id
+from after.couch.store import Conflict, NotFound, StoreError, describe_error
+from after.rules import calendar as cal
+from after.rules import task as rules
+from after.rules.dates import format_date, from_ms, to_ms
+from after.worker import runs as r
 
 log = logging.getLogger("after.worker")
 
@@ -301,7 +301,7 @@ class Rates:
     A 202 on a cluster is confirmed as a slot's is (:func:`confirmed`).
 
     The instants are the worker's (the server's clock as each process estimates it,
-    :mod:`after.clock`): processes whose estimates differ by d may together begin N runs
+    :mod:`after.couch.clock`): processes whose estimates differ by d may together begin N runs
     in ``per - d`` seconds. A capped and rate-limited occurrence takes its slot first, then
     its token, so that a token is taken only by a run that begins at once."""
 

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from .. import task as rules
-from ..dates import format_date, parse_date
-from .runs import Identity, Kind, Write, occurrence_fields, record_id, take_over
+from after.rules import task as rules
+from after.rules.dates import format_date, parse_date
+from after.worker.runs import Identity, Kind, Write, occurrence_fields, record_id, take_over
 
 INTENDED = rules.INTENDED  # an intent's outcome until its run's record is written over it
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from .. import task as rules
-from ..dates import format_date, from_ms
-from . import carrying, intents, running
-from . import partitions as parts
-from . import runs as r
-from .peers import Registry
-from .running import SHOW
+from after.rules import task as rules
+from after.rules.dates import format_date, from_ms
+from after.worker import carrying, intents, running
+from after.worker import partitions as parts
+from after.worker import runs as r
+from after.worker.peers import Registry
+from after.worker.running import SHOW
 
 log = logging.getLogger("after.worker")
 

@@ -33,21 +33,21 @@ import queue
 import threading
 from datetime import datetime
 
-from ..config import Settings, runs_db, workers_db
-from ..jobs import JobRegistry
-from ..retention import Retainer
-from ..store import Unavailable
-from . import carrying, leases, running, writing
-from . import decide as d
-from . import runs as r
-from .gates import Gates
-from .peers import Peers
-from .polling import Poller
-from .reads import Reads
-from .runner import Recorder, Runner, next_deadline
-from .state import State
-from .timer import Timer
-from .writer import Writer
+from after.config import Settings, runs_db, workers_db
+from after.couch.retention import Retainer
+from after.couch.store import Unavailable
+from after.jobs import JobRegistry
+from after.worker import carrying, leases, running, writing
+from after.worker import decide as d
+from after.worker import runs as r
+from after.worker.gates import Gates
+from after.worker.peers import Peers
+from after.worker.polling import Poller
+from after.worker.reads import Reads
+from after.worker.runner import Recorder, Runner, next_deadline
+from after.worker.state import State
+from after.worker.timer import Timer
+from after.worker.writer import Writer
 
 log = logging.getLogger("after.worker")
 
@@ -156,7 +156,7 @@ class Worker:
 
     def run(self) -> int:
         """Run until asked to stop; returns the exit code (0 after a graceful stop)."""
-        from .stop import shutdown
+        from after.worker.stop import shutdown
 
         log.info("worker %s starting (process %s, jobs in %s)", self.name, self.id,
                  self.registry.root)
@@ -327,7 +327,7 @@ class Worker:
 
     def _fault(self, kind: str, value, exc: Exception, now: datetime) -> None:
         """A failure of this code while handling one task is that task's alone."""
-        from .stop import fault
+        from after.worker.stop import fault
 
         fault(self, kind, value, exc, now)
 

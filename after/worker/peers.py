@@ -19,7 +19,7 @@ This process's own lease is judged on the heartbeat's own round trip, on a conne
 own (never behind the loop's writes): :meth:`Peers.sure_until` is the sending of the last
 heartbeat that landed, plus a lease, less a beat (another process counts a lease from when it
 *reads* the heartbeat changed, which is later). The same thread samples the server's clock
-(:mod:`after.clock`).
+(:mod:`after.couch.clock`).
 """
 
 from __future__ import annotations
@@ -35,12 +35,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from .. import pausing
-from ..clock import WARN_OFFSET, Offset, date_header
-from ..config import workers_db
-from ..dates import format_date
-from ..store import Conflict, NotFound, Store, StoreError, describe_error
-from . import partitions as parts
+from after.config import workers_db
+from after.couch import pausing
+from after.couch.clock import WARN_OFFSET, Offset, date_header
+from after.couch.store import Conflict, NotFound, Store, StoreError, describe_error
+from after.rules.dates import format_date
+from after.worker import partitions as parts
 
 log = logging.getLogger("after.peers")
 

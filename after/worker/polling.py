@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from .. import task as rules
-from ..dates import to_ms, utcnow
-from ..store import describe_error
+from after.couch.store import describe_error
+from after.rules import task as rules
+from after.rules.dates import to_ms, utcnow
 
 log = logging.getLogger("after.worker")
 

@@ -18,10 +18,10 @@ import queue
 import threading
 from collections.abc import Callable
 
-from ..config import workers_db
-from ..store import NotFound, StoreError, describe_error
-from . import intents
-from . import partitions as parts
+from after.config import workers_db
+from after.couch.store import NotFound, StoreError, describe_error
+from after.worker import intents
+from after.worker import partitions as parts
 
 log = logging.getLogger("after.worker")
 

@@ -2,7 +2,7 @@
 
 - :class:`Runner`: the pool of job threads. The loop launches a run; its thread calls the
   job (or, for an isolated run, waits on the child process that calls it: see
-  :mod:`after.isolation`) and posts ``("finished", (docid, token, outcome, trace,
+  :mod:`after.worker.isolation`) and posts ``("finished", (docid, token, outcome, trace,
   response))`` to the inbox; or, when the thread comes to a run after this process's lease
   may have run out (it was queued, and the process frozen), posts ``("unbegun", (docid,
   token))`` without calling the job: the loop lets the run go.
@@ -20,12 +20,12 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 
-from .. import isolation
-from .. import task as rules
-from ..dates import from_ms, to_ms, utcnow
-from ..jobs import JobRegistry, TaskContext, call
-from ..store import StoreError, Unavailable, describe_error
-from .intents import INTENDED
+from after.couch.store import StoreError, Unavailable, describe_error
+from after.jobs import JobRegistry, TaskContext, call
+from after.rules import task as rules
+from after.rules.dates import from_ms, to_ms, utcnow
+from after.worker import isolation
+from after.worker.intents import INTENDED
 
 log = logging.getLogger("after.worker")
 
@@ -66,7 +66,7 @@ class Runner:
 
     def launch(self, run, func, now: datetime) -> float:
         """Run ``run``'s job (``func``, or the JobError resolving it raised); returns how
-        late it starts, in seconds. In a child process when :func:`after.task.isolated`
+        late it starts, in seconds. In a child process when :func:`after.rules.task.isolated`
         says so. A thread that comes to it once this process's lease may have lapsed does
         not begin it (see _execute)."""
         run.started = now

@@ -15,16 +15,15 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from .. import oplog
-from .. import task as rules
-from ..dates import format_date, from_ms, to_ms
-from ..jobs import JobError
-from . import check, intents
-from . import decide as d
-from . import partitions as parts
-from . import runs as r
-from .runner import timed_out
-from .state import Held, Run, rank
+from after.jobs import JobError
+from after.rules import task as rules
+from after.rules.dates import format_date, from_ms, to_ms
+from after.worker import check, intents, oplog
+from after.worker import decide as d
+from after.worker import partitions as parts
+from after.worker import runs as r
+from after.worker.runner import timed_out
+from after.worker.state import Held, Run, rank
 
 log = logging.getLogger("after.worker")
 
@@ -227,7 +226,7 @@ def made(w, held: Held, now: datetime) -> Run | None:
 
 
 def begin_detached(w, run: Run, doc: dict, now: datetime) -> None:
-    from ..overlap import as_run
+    from after.rules.overlap import as_run
 
     run.doc = as_run(doc, run.token)
     w.runner.prepare(run)  # what the job sees: its own run
@@ -332,7 +331,7 @@ def log_end(w, run: Run, outcome: rules.Outcome, after: dict, now: datetime) -> 
     elif outcome.outcome == rules.STOPPED:
         log.info("canceled %s (job %s) while it ran, after %.1f ms", run.docid, run.spec.job,
                  outcome.duration_ms)
-    else:  # what comes next: a retry at..., or none left (after.oplog)
+    else:  # what comes next: a retry at..., or none left (after.worker.oplog)
         log.warning("%s", oplog.run_ended(run.doc, after, run.spec, outcome, now))
 
 
@@ -392,7 +391,7 @@ def let_go(w, run: Run) -> None:
 def stop(w, run: Run, now: datetime) -> None:
     """A ``cancel`` written while ``run`` goes: its job is told (``task.canceled``; an
     isolated run's process gets SIGTERM) and the run ends ``canceled`` when the job returns,
-    or after :data:`after.task.CANCEL_GRACE` seconds at most (see deadlines)."""
+    or after :data:`after.rules.task.CANCEL_GRACE` seconds at most (see deadlines)."""
     if run.cancel_ms is not None or run.ended is not None or run.timed_out:
         return
     run.cancel_ms = to_ms(now) + int(rules.CANCEL_GRACE * 1000)

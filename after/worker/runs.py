@@ -5,7 +5,7 @@
   the partition the task belongs to is this process's (see :mod:`after.worker.partitions`);
 - :func:`end`: the task after the run (its next date, a retry, ``done`` or ``error``) and
   the run's record; :func:`missed` and :func:`skip` for an occurrence not run;
-  :func:`catch_up` for a task whose date passed while no worker ran it (:mod:`after.catchup`);
+  :func:`catch_up` for a task whose date passed while no worker ran it (:mod:`after.rules.catchup`);
 - :func:`take_over`: a run that was going in a process now dead, ``interrupted``;
 - :func:`refinish`: an end whose write conflicted, applied to the task as it is now;
 - :func:`run_record`: one run's record in ``<db>_runs``.
@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
-from .. import occurrence as occ
-from .. import overlap, skipping
-from .. import task as rules
-from ..dates import format_date, from_ms, parse_date, to_ms
+from after.rules import occurrence as occ
+from after.rules import overlap, skipping
+from after.rules import task as rules
+from after.rules.dates import format_date, from_ms, parse_date, to_ms
 
 
 class Kind(Enum):
@@ -97,7 +97,7 @@ def begin(doc: dict, spec: rules.Spec, due: datetime, me: str, now: datetime,
 def detach(started: dict, spec: rules.Spec, token: str, due: datetime, now: datetime
            ) -> Write | None:
     """The start of an ``overlap: allow`` run, apart from its task (its next occurrence at
-    once, :func:`after.overlap.detach`); None when there is no next one (it runs in place)."""
+    once, :func:`after.rules.overlap.detach`); None when there is no next one (it runs in place)."""
     doc = overlap.detach(started, spec, token, due, now)
     if doc is None:
         return None
@@ -137,7 +137,7 @@ def missed(doc: dict, spec: rules.Spec, due: datetime, me: Identity, now: dateti
 def skip(doc: dict, spec: rules.Spec, reason: str, me: Identity, now: datetime,
          due: datetime | None = None, calendars: dict | None = None) -> Write:
     """An occurrence not run on purpose: its run record (``skipped``), and the next one;
-    past every excluded day in one step when ``calendars`` is given (after.skipping)."""
+    past every excluded day in one step when ``calendars`` is given (after.rules.skipping)."""
     held = rules.claim(doc, me.process, due or spec.due, now)
     leap = skipping.leap(held, spec, now, calendars) if calendars is not None else None
     outcome = rules.Outcome(rules.SKIPPED, now, now, error=reason + (leap.note if leap else ""))
@@ -151,7 +151,8 @@ def end(doc: dict, spec: rules.Spec, outcome: rules.Outcome, me: Identity, now: 
         response: dict | None = None) -> Write:
     """A run of ours ended (or timed out): its transition, its record, one ``skipped``
     record for each occurrence that fell due while it went (``overlap``), and one ``missed``
-    record for each that fell due while it waited to start (:func:`after.task.fell_missed`)."""
+    record for each that fell due while it waited to start
+    (:func:`after.rules.task.fell_missed`)."""
     finished = rules.finish(doc, spec, outcome, now)
     return Write(Kind.FINISH, finished, outcome=outcome, token=token,
                  run=run_record(doc, spec, outcome, me, trace=trace, response=response,
@@ -162,7 +163,7 @@ def end(doc: dict, spec: rules.Spec, outcome: rules.Outcome, me: Identity, now: 
 
 def catch_up(doc: dict, spec: rules.Spec, me: Identity, now: datetime) -> Write | None:
     """A task ``waiting`` at a date that passed, caught up by its policy
-    (:func:`after.task.catch_up`): the write that moves it to the occurrence to run now, or
+    (:func:`after.rules.task.catch_up`): the write that moves it to the occurrence to run now, or
     past them all, and one ``missed`` record per occurrence passed; None when it simply
     runs its date."""
     caught = rules.catch_up(doc, spec, now)
@@ -215,7 +216,7 @@ def missed_records(doc: dict, spec: rules.Spec, dates, why: dict, me: Identity,
 def fell_records(doc: dict, finished: dict, spec: rules.Spec, outcome: rules.Outcome,
                  me: Identity, now: datetime) -> list[dict]:
     """The ``missed`` records of the occurrences that fell due while a run waited to start
-    (:func:`after.task.fell_missed`), when ``finished`` counted them (not when the run is
+    (:func:`after.rules.task.fell_missed`), when ``finished`` counted them (not when the run is
     retried, or the user's word won)."""
     counted = rules.counter(rules.info(finished), "missed") - rules.counter(
         rules.info(doc), "missed") - (outcome.outcome == rules.MISSED)
@@ -335,7 +336,7 @@ def same_run(fresh: dict, write: Write) -> bool:
 
 def skipped_records(doc: dict, finished: dict, spec: rules.Spec, outcome: rules.Outcome,
                     me: Identity) -> list[dict]:
-    """The ``skipped`` run records of the occurrences :func:`after.task.overlapped` found,
+    """The ``skipped`` run records of the occurrences :func:`after.rules.task.overlapped` found,
     when ``finished`` counted them (not when the run is retried, or the user's word won)."""
     counted = rules.counter(rules.info(finished), "skipped") - rules.counter(
         rules.info(doc), "skipped")

@@ -15,8 +15,8 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .. import task as rules
-from ..jobs import TaskContext
+from after.jobs import TaskContext
+from after.rules import task as rules
 
 SEEN_LIMIT = 100_000  # task revisions remembered to ignore stale feed events
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from .. import task as rules
-from ..dates import format_date
-from ..redact import redact_text
-from . import decide as d
-from . import leases, running, writing
-from . import partitions as parts
-from . import runs as r
+from after.rules import task as rules
+from after.rules.dates import format_date
+from after.rules.redact import redact_text
+from after.worker import decide as d
+from after.worker import leases, running, writing
+from after.worker import partitions as parts
+from after.worker import runs as r
 
 log = logging.getLogger("after.worker")
 

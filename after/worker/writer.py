@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..redact import redact_text
-from ..store import StoreError, Unavailable, describe_error
-from .runs import Write
+from after.couch.store import StoreError, Unavailable, describe_error
+from after.rules.redact import redact_text
+from after.worker.runs import Write
 
 log = logging.getLogger("after.worker")
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from .. import task as rules
-from . import carrying, leases, running
-from . import decide as d
-from . import runs as r
+from after.rules import task as rules
+from after.worker import carrying, leases, running
+from after.worker import decide as d
+from after.worker import runs as r
 
 
 def flush(w) -> None:

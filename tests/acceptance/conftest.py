@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from after import registry as peers
-from after import schema
 from after.config import workers_db
-from after.dates import format_date, parse_date, to_ms, utcnow
+from after.couch import registry as peers
+from after.couch import schema
+from after.couch.store import Store
 from after.process import pid_files
-from after.store import Store
+from after.rules.dates import format_date, parse_date, to_ms, utcnow
 
 from ..conftest import drop_databases
 

@@ -10,9 +10,9 @@ import time
 from collections import Counter
 from datetime import timedelta
 
-from after.caps import in_use
 from after.config import workers_db
-from after.dates import format_date, parse_date, utcnow
+from after.couch.caps import in_use
+from after.rules.dates import format_date, parse_date, utcnow
 
 from ..integration.test_gates import overlap
 from .conftest import task_doc, wait_for

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from after import occurrence as occ
-from after.dates import format_date, parse_date, utcnow
+from after.rules import occurrence as occ
+from after.rules.dates import format_date, parse_date, utcnow
 
 from .test_cli_tasks import after, env  # noqa: F401 - the fixture
 

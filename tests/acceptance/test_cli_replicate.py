@@ -7,7 +7,7 @@ two CouchDB nodes is tests/cluster/test_replica.py's."""
 from __future__ import annotations
 
 from after import replica
-from after.store import Store
+from after.couch.store import Store
 
 from .conftest import one_line_error, wait_for
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from after.client import Client
-from after.dates import format_date, utcnow
-from after.store import Store, StoreError, split_credentials
+from after.couch.store import Store, StoreError, split_credentials
+from after.rules.dates import format_date, utcnow
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "tasks.rst"

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from after.store import Store, split_credentials
+from after.couch.store import Store, split_credentials
 
 from ..conftest import drop_databases
 from .conftest import one_line_error, wait_for

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from after.store import Store
+from after.couch.store import Store
 
 from ..conftest import drop_databases
 from .conftest import Cli, recorded, task_doc, wait_for

@@ -20,11 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from after import schema
-from after.dates import utcnow
+from after.couch import schema
+from after.couch.server import free_port
+from after.couch.store import Store
 from after.process import pid_files
-from after.server import free_port
-from after.store import Store
+from after.rules.dates import utcnow
 
 from ..js import cases
 from .conftest import recorded, task_doc, wait_for

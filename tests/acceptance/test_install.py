@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from after.server import free_port
+from after.couch.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

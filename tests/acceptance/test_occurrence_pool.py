@@ -9,9 +9,9 @@ import signal
 from collections import Counter
 from datetime import timedelta
 
-from after import occurrence as occ
-from after.dates import format_date, parse_date, utcnow
 from after.process import pid_files
+from after.rules import occurrence as occ
+from after.rules.dates import format_date, parse_date, utcnow
 
 from .conftest import recorded, task_doc, wait_for
 from .test_pool import SLOW_RECORD, start_pool

@@ -14,10 +14,10 @@ from datetime import timedelta
 
 import pytest
 
-from after import schema
-from after.dates import format_date, parse_date, utcnow
+from after.couch import schema
+from after.couch.store import Store
 from after.process import pid_files
-from after.store import Store
+from after.rules.dates import format_date, parse_date, utcnow
 
 from .conftest import (
     Cli,

@@ -11,9 +11,9 @@ import time
 from collections import Counter
 from datetime import timedelta
 
-from after import registry as peers
 from after.config import workers_db
-from after.dates import format_date, parse_date, utcnow
+from after.couch import registry as peers
+from after.rules.dates import format_date, parse_date, utcnow
 
 from .conftest import beats, recorded, task_doc, wait_for
 from .test_pool import start_pool

@@ -1,5 +1,5 @@
 """``after purge``: finished tasks by status, age and worker name, a dry run by default; and
-the workers' retention (after.retention) on each real server."""
+the workers' retention (after.couch.retention) on each real server."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import pytest
 
-from after.dates import format_date, utcnow
-from after.retention import Policy, Retainer
+from after.couch.retention import Policy, Retainer
+from after.rules.dates import format_date, utcnow
 
 from .conftest import one_line_error, wait_for
 

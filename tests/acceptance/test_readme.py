@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from after.couch.server import free_port
 from after.process import pid_files
-from after.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.rst"

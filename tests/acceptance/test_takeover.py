@@ -17,9 +17,9 @@ from datetime import timedelta
 
 import pytest
 
-from after.dates import format_date, parse_date, utcnow
 from after.process import pid_files
-from after.task import CANCEL_GRACE
+from after.rules.dates import format_date, parse_date, utcnow
+from after.rules.task import CANCEL_GRACE
 
 from .conftest import holding, recorded, task_doc, wait_for
 

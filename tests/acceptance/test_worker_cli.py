@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from after.config import mask_url
-from after.dates import format_date, parse_date, utcnow
 from after.process import pid_files
+from after.rules.dates import format_date, parse_date, utcnow
 
 from .conftest import holding, one_line_error, recorded, task_doc, wait_for
 
@@ -161,7 +161,7 @@ def test_setup_is_idempotent_from_the_cli(cli):
 
 
 def test_metrics_port_serves_metrics_and_health(cli, tasks, tmp_path):
-    from after.server import free_port
+    from after.couch.server import free_port
 
     port = free_port()
     started = cli.run("start", "metered", "-b", "--poll", "1", "--metrics-port", str(port))

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from after import dashboard
-from after.dashboard_server import DashboardServer
-from after.store import Store
+from after.couch.store import Store
+from after.dashboard import design as dashboard
+from after.dashboard.server import DashboardServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "tests" / "screenshots"  # git-ignored

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from after.dates import format_date
+from after.rules.dates import format_date
 
 
 def now() -> datetime:

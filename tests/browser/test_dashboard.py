@@ -10,9 +10,9 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from after.dashboard_server import DashboardServer
-from after.dates import format_date, parse_date, utcnow
-from after.store import Store, split_credentials
+from after.couch.store import Store, split_credentials
+from after.dashboard.server import DashboardServer
+from after.rules.dates import format_date, parse_date, utcnow
 
 from ..js import cases
 from .conftest import SCREENSHOTS
@@ -107,7 +107,7 @@ def test_cancel_a_waiting_task_cancels_it(store, open_page):
     expect(page.locator("#message")).to_contain_text("Cancel requested for cleanup")
     doc = store.get("cleanup")
     assert doc["status"] == "canceled"
-    assert "canceled" in doc["after"]  # stamped by after.task.cancel, like `after cancel`
+    assert "canceled" in doc["after"]  # stamped by after.rules.task.cancel, like `after cancel`
 
 
 def test_cancel_a_held_task_asks_its_worker(store, open_page):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from after import pausing
-from after.dates import utcnow
+from after.couch import pausing
+from after.rules.dates import utcnow
 
 from .factories import run_doc, task_doc, worker_doc
 
@@ -21,7 +21,7 @@ def test_pause_then_resume_a_task(store, open_page):
     row(page, "digest").get_by_role("button", name="Pause").click()
     expect(row(page, "digest").locator(".badge").first).to_have_text("paused")
     doc = store.get("digest")
-    assert doc["status"] == "paused" and "paused" in doc["after"]  # after.task's stamp
+    assert doc["status"] == "paused" and "paused" in doc["after"]  # after.rules.task's stamp
     row(page, "digest").get_by_role("button", name="Resume").click()
     expect(row(page, "digest").locator(".badge").first).to_have_text("waiting")
     assert "paused" not in store.get("digest")["after"]

@@ -39,8 +39,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from after import occurrence as occ
-from after.dates import parse_date
+from after.rules import occurrence as occ
+from after.rules.dates import parse_date
 from after.worker.partitions import partition_of
 
 from .history import Cut, History, Run
@@ -58,7 +58,7 @@ LAUNCH_SLACK = timedelta(seconds=0.5)
 END_GRACE = timedelta(seconds=5)
 
 TERMINAL = ("done", "canceled", "error")
-GIVE_UP_MARK = "times in a row"  # after.task.INTERRUPTED_TOO_OFTEN
+GIVE_UP_MARK = "times in a row"  # after.rules.task.INTERRUPTED_TOO_OFTEN
 
 
 @dataclass(frozen=True)

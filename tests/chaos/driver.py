@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from after import registry as peers
-from after import schema
 from after.client import Client
 from after.config import runs_db, workers_db
-from after.dates import parse_date, to_ms, utcnow
-from after.store import Store, StoreError, describe_error
+from after.couch import registry as peers
+from after.couch import schema
+from after.couch.store import Store, StoreError, describe_error
+from after.rules.dates import parse_date, to_ms, utcnow
 from after.worker import partitions as parts
 
 from . import checker, history, schedule

@@ -31,7 +31,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from after.dates import format_date
+from after.rules.dates import format_date
 
 __all__ = ["Plan", "Step", "TaskPlan", "plan"]
 

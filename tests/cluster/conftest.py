@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from after import schema
-from after.store import Store
+from after.couch import schema
+from after.couch.store import Store
 from bench.couchdb_cluster import Cluster, couchdb_home, free_port_range
 
 from ..acceptance.conftest import Cli

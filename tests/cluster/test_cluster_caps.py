@@ -7,7 +7,7 @@ from collections import Counter
 from datetime import timedelta
 
 from after.config import workers_db
-from after.dates import format_date, utcnow
+from after.rules.dates import format_date, utcnow
 
 from ..acceptance.test_caps import capped, overlap
 from .conftest import wait_until
@@ -40,7 +40,7 @@ def test_a_cap_holds_across_three_nodes(ccli):
 def test_a_rate_holds_across_three_nodes(ccli):
     """Issue 25, item 5: 12 tasks due at once, ``"rate": {"key": "api", "limit": 3,
     "per": 2}``, three processes each on its own node taking the tokens through it."""
-    from after.dates import parse_date
+    from after.rules.dates import parse_date
 
     from ..acceptance.conftest import task_doc
     from ..integration.test_gates import most_in_any
@@ -90,7 +90,7 @@ def test_a_debounced_task_rewritten_through_three_nodes_runs_once(ccli, tmp_path
                30, "digest done")
     time.sleep(1)
     [run] = recorded(out)
-    from after.dates import parse_date
+    from after.rules.dates import parse_date
     late = (parse_date(run["at"]) - last).total_seconds()
     print(f"\n[cluster debounce] written through nodes 1, 2, 3, 0.5 s apart, debounce 2 s: "
           f"1 run, {late:.2f}s after the last write, args {run['args']}")

@@ -14,11 +14,11 @@ from datetime import timedelta
 
 import pytest
 
-from after import registry as peers
 from after.config import workers_db
-from after.dates import format_date, parse_date, utcnow
+from after.couch import registry as peers
+from after.couch.store import NotFound, Store
 from after.process import pid_files
-from after.store import NotFound, Store
+from after.rules.dates import format_date, parse_date, utcnow
 from after.worker import partitions as parts
 
 from ..acceptance.conftest import recorded, task_doc, wait_for_peers

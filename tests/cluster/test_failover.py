@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from after.store import ChangesFollower, Conflict, Store, Unavailable
+from after.couch.store import ChangesFollower, Conflict, Store, Unavailable
 
 from .conftest import wait_until
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from after.client import Client
-from after.dates import format_date, parse_date, utcnow
-from after.store import Store
+from after.couch.store import Store
+from after.rules.dates import format_date, parse_date, utcnow
 
 from ..acceptance.conftest import Cli, recorded
 from ..servers import CouchDBNode

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from after.store import Store
+from after.couch.store import Store
 
 from ..acceptance.conftest import Cli, one_line_error
 from .conftest import wait_until

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from after.dates import format_date, parse_date, utcnow
+from after.couch.store import Store, StoreError
 from after.jobs import JobRegistry
-from after.store import Store, StoreError
+from after.rules.dates import format_date, parse_date, utcnow
 from after.worker import Settings, Worker
 
 # visible 0.3: a run that goes on for longer is shown running in its task

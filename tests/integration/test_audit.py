@@ -11,9 +11,9 @@ from datetime import timedelta
 import pytest
 
 from after import audit as a
-from after import occurrence as occ
 from after.client import Client, TaskError
-from after.dates import format_date, parse_date, utcnow
+from after.rules import occurrence as occ
+from after.rules.dates import format_date, parse_date, utcnow
 
 PERIOD = 2.0
 LATE = 2.0  # generous: a run on this shared machine starts within milliseconds of its date

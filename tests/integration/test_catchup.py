@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from after.client import Client
-from after.dates import format_date, parse_date, utcnow
+from after.rules.dates import format_date, parse_date, utcnow
 
 HOUR = timedelta(hours=1)
 

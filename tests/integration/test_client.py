@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from after import task as rules
 from after.client import Client, StateError, TaskError, TaskNotFound
-from after.dates import parse_date, utcnow
-from after.store import NotFound, Store
+from after.couch.store import NotFound, Store
+from after.rules import task as rules
+from after.rules.dates import parse_date, utcnow
 
 
 @pytest.fixture

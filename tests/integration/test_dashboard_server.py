@@ -14,12 +14,13 @@ from urllib.parse import quote, unquote, urlsplit
 import httpx
 import pytest
 
-from after import dashboard, schema
 from after.cli.common import Failure
 from after.cli.dashboard import prepare
 from after.config import Config
-from after.dashboard_server import DashboardServer
-from after.store import Store, StoreError, split_credentials
+from after.couch import schema
+from after.couch.store import Store, StoreError, split_credentials
+from after.dashboard import design as dashboard
+from after.dashboard.server import DashboardServer
 
 
 def requires_auth(couch_url: str) -> bool:

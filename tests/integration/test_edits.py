@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
-from after.dates import format_date, parse_date, utcnow
+from after.rules.dates import format_date, parse_date, utcnow
 
 
 def test_a_held_task_moved_to_another_name_runs_there(harness, store):

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from after.server import EmbeddedServer, ServerError, free_port, pid_alive
-from after.store import Store
+from after.couch.server import EmbeddedServer, ServerError, free_port, pid_alive
+from after.couch.store import Store
 
 
 def test_start_answers_then_stop_by_pid(tmp_path):
@@ -38,7 +38,7 @@ def test_a_taken_port_is_a_one_line_error(tmp_path):
 
 def test_a_missing_install_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("AFTER_POUCHDB_SERVER", str(tmp_path / "nothing-here"))
-    monkeypatch.setattr("after.server.PROJECT_ROOT", tmp_path)
+    monkeypatch.setattr("after.couch.server.PROJECT_ROOT", tmp_path)
     server = EmbeddedServer(workdir=tmp_path / "srv", port=free_port())
     with pytest.raises(ServerError, match="^AFTER_POUCHDB_SERVER names .*nothing-here, which "
                                           "does not exist$"):

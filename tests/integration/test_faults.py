@@ -16,9 +16,9 @@ from urllib.parse import quote
 
 import pytest
 
-from after import schema
-from after.dates import format_date, utcnow
-from after.store import ChangesFollower, Store, Unavailable
+from after.couch import schema
+from after.couch.store import ChangesFollower, Store, Unavailable
+from after.rules.dates import format_date, utcnow
 
 STUCK = ("waiting", "scheduled", "running", "reschedule")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
-from after.caps import in_use
 from after.config import workers_db
-from after.dates import format_date, parse_date, utcnow
+from after.couch.caps import in_use
+from after.rules.dates import format_date, parse_date, utcnow
 
 
 def today() -> str:
@@ -69,7 +69,7 @@ def test_a_missing_calendar_ends_the_task_in_error(harness):
 
 
 def test_a_bad_calendar_document_is_refused_by_the_database(store):
-    from after.store import Forbidden
+    from after.couch.store import Forbidden
 
     try:
         store.put({"_id": "calendar:bad", "dates": ["2026-02-30"]})

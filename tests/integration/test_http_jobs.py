@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
+from after.couch.server import free_port
 from after.metrics import serve_metrics
-from after.server import free_port
 
 
 class Endpoint:

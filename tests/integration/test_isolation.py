@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import pytest
 
-from after.dates import format_date, parse_date, utcnow
+from after.rules.dates import format_date, parse_date, utcnow
 
 from ..conftest import ROOT
 from ..escapes import ESCAPES, cleanup, pids_of

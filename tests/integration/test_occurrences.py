@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from after import occurrence as occ
-from after import task as rules
 from after.client import Client, StateError, TaskError
-from after.dates import format_date, parse_date, utcnow
-from after.store import Conflict, Forbidden
+from after.couch.store import Conflict, Forbidden
+from after.rules import occurrence as occ
+from after.rules import task as rules
+from after.rules.dates import format_date, parse_date, utcnow
 
 
 @pytest.fixture
@@ -180,8 +180,8 @@ def test_the_documented_plain_http_write_is_a_valid_extra_run(store):
 def test_the_views_key_a_jittered_task_by_its_jittered_instant(store):
     """The workers' ``due`` view (what a poll finds) and the dashboard's ``upcoming`` view
     (its timeline) run the jitter in the server's JavaScript and agree with Python."""
-    from after import dashboard
-    from after.dates import to_ms
+    from after.dashboard import design as dashboard
+    from after.rules.dates import to_ms
 
     dashboard.install(store)
     docs = [{"_id": f"j{n}", "worker": "views", "date": "2027-01-04T00:00:00.000Z",

@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
-from after import pausing
 from after.client import Client
-from after.dates import format_date, parse_date, utcnow
-from after.store import Conflict
+from after.couch import pausing
+from after.couch.store import Conflict
+from after.rules.dates import format_date, parse_date, utcnow
 
 
 def client_of(harness) -> Client:

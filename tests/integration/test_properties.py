@@ -26,7 +26,7 @@ from urllib.parse import quote
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from after.dates import format_date, utcnow
+from after.rules.dates import format_date, utcnow
 
 EXAMPLES = int(os.environ.get("AFTER_HYPOTHESIS_EXAMPLES", "6"))
 ENDED = ("done", "error")

@@ -1,5 +1,5 @@
 """The worker's log says what follows a failed run: the attempt and when the next one is, or
-that no retry is left (after.oplog), on each real server."""
+that no retry is left (after.worker.oplog), on each real server."""
 
 from __future__ import annotations
 

@@ -8,9 +8,8 @@ import time
 import httpx
 import pytest
 
-from after import schema
-from after import task as rules
-from after.store import (
+from after.couch import schema
+from after.couch.store import (
     ChangesFollower,
     Conflict,
     Forbidden,
@@ -20,6 +19,7 @@ from after.store import (
     split_credentials,
     winner,
 )
+from after.rules import task as rules
 
 
 def task(**fields):
@@ -299,7 +299,7 @@ def test_the_server_validates_the_corpus_as_the_vdu_does(store):
 def test_validation_cheap_path_only_for_writes_that_keep_worker_date_and_job(store):
     """A transition that keeps ``worker``, ``date`` and ``job`` passes at once; a write that
     changes one of them is validated in full, whoever writes it."""
-    from after.store import Forbidden
+    from after.couch.store import Forbidden
 
     doc = {"_id": "v", "worker": "w", "date": "2026-12-01T09:00:00Z",
            "job": {"name": "hello", "arguments": []}, "status": "waiting"}

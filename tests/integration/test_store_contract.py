@@ -1,5 +1,5 @@
 """The store contract: what the worker relies on from its database, held against the
-in-memory fake (:mod:`after.memstore`, ``[memory]``), pouchdb-server and CouchDB alike, in the
+in-memory fake (:mod:`after.couch.memstore`, ``[memory]``), pouchdb-server and CouchDB alike, in the
 way huey's storage tests run one suite against every backend. A behaviour the fake gets wrong
 shows here first, not as a worker test that passes on the fake and fails on a server."""
 
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from after.store import Conflict, NotFound
+from after.couch.store import Conflict, NotFound
 
 BRANCH_A, BRANCH_B = "1-" + "a" * 32, "1-" + "b" * 32
 

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from after.dates import format_date, parse_date, utcnow
-from after.store import ChangesFollower, Conflict
+from after.couch.store import ChangesFollower, Conflict
+from after.rules.dates import format_date, parse_date, utcnow
 
 from .test_faults import without_validation
 

@@ -35,10 +35,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from after import task as rules
 from after.config import runs_db
-from after.memstore import MemStore
-from after.store import Conflict, StoreError, Unavailable
+from after.couch.memstore import MemStore
+from after.couch.store import Conflict, StoreError, Unavailable
+from after.rules import task as rules
 from after.worker import peers
 
 from ..unit.test_loop import Loop, Manual

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from after import audit as a
-from after import occurrence as occ
-from after.calendar import parse_exclude
-from after.dates import format_date
+from after.rules import occurrence as occ
+from after.rules.calendar import parse_exclude
+from after.rules.dates import format_date
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)

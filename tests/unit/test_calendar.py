@@ -1,4 +1,4 @@
-"""Calendars and exclusions (after.calendar), the skip of an excluded occurrence
+"""Calendars and exclusions (after.rules.calendar), the skip of an excluded occurrence
 (after.worker.gates.screen) and next runs that honour exclusions: pure, at a fixed ``NOW``."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from after import calendar as cal
-from after import task as rules
 from after.client import Client
-from after.repeat import RepeatError, parse_repeat
+from after.rules import calendar as cal
+from after.rules import task as rules
+from after.rules.repeat import RepeatError, parse_repeat
 from after.worker import runs as r
 from after.worker.gates import screen
 from after.worker.runs import Kind

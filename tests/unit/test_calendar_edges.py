@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from after import task as rules
 from after.client import Client
-from after.dates import format_date
-from after.repeat import parse_repeat
+from after.rules import task as rules
+from after.rules.dates import format_date
+from after.rules.repeat import parse_repeat
 from after.worker import runs as r
 from after.worker.gates import screen as screened
 

@@ -1,4 +1,4 @@
-"""Catch-up policies (issue 25, after.catchup): what runs of the occurrences a repeating
+"""Catch-up policies (issue 25, after.rules.catchup): what runs of the occurrences a repeating
 task missed while no worker ran it. Pure: tables at a fixed ``NOW``, the worker's decisions
 driven by hand (after.worker.decide, after.worker.runs), and generated downtimes replayed
 against them with a clock of the test's own."""
@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from after import catchup as cu
-from after import skipping
-from after import task as rules
-from after.dates import format_date, from_ms, parse_date
-from after.repeat import parse_repeat
+from after.rules import catchup as cu
+from after.rules import skipping
+from after.rules import task as rules
+from after.rules.dates import format_date, from_ms, parse_date
+from after.rules.repeat import parse_repeat
 from after.worker import decide as d
 from after.worker import runs as r
 from after.worker.decide import Drop, Hold, Note, Over, View

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from after import occurrence as occ
-from after.dates import format_date
+from after.rules import occurrence as occ
+from after.rules.dates import format_date
 from tests.chaos import checker
 from tests.chaos.history import HistoryError, parse
 

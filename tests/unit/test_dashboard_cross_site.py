@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from after.dashboard_server import cross_site
+from after.dashboard.server import cross_site
 
 HOST = "127.0.0.1:8765"
 OURS = dict(origin=f"http://{HOST}", fetch_site="same-origin", content_type="application/json")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from after.dashboard_server import refusal
+from after.dashboard.server import refusal
 
 DBS = {"tasks", "tasks_runs", "tasks_workers"}
 

@@ -1,10 +1,10 @@
-"""after.dates: the accepted ISO 8601 grammar, UTC everywhere, epoch ms, CLI times."""
+"""after.rules.dates: the accepted ISO 8601 grammar, UTC everywhere, epoch ms, CLI times."""
 
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from after.dates import (
+from after.rules.dates import (
     ISO_DATE_RE,
     SHORTHANDS,
     DateError,

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from after import task as rules
-from after.dates import format_date
+from after.rules import task as rules
+from after.rules.dates import format_date
 from after.worker import decide as d
 from after.worker import runs as r
 from after.worker.decide import Ask, Drop, Hold, Over, View

@@ -18,9 +18,9 @@ from croniter import CroniterBadDateError, croniter
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from after import occurrence as occ
-from after import task as rules
-from after.repeat import BOTH, FIRST, LAST, SHIFT, SKIP, CronRule, RepeatError, parse_repeat
+from after.rules import occurrence as occ
+from after.rules import task as rules
+from after.rules.repeat import BOTH, FIRST, LAST, SHIFT, SKIP, CronRule, RepeatError, parse_repeat
 
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -387,7 +387,7 @@ def test_a_series_walked_by_the_worker_runs_each_occurrence_once(zone, fold, hou
 
 
 def test_gap_end_finds_each_transition_to_the_second():
-    from after.repeat import gap_end
+    from after.rules.repeat import gap_end
 
     for zone, when, before, after in GAPS:
         wall = when + before + (after - before) / 2  # a time in the gap, read both ways

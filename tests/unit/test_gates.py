@@ -1,5 +1,5 @@
 """Concurrency slots (after.worker.gates.Caps) on the in-memory store, with a monotonic clock
-passed in; the concurrency field (after.task.parse_concurrency); the dashboard's caps."""
+passed in; the concurrency field (after.rules.task.parse_concurrency); the dashboard's caps."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from after import task as rules
-from after.caps import in_use, slot_id
 from after.client import concurrency_field, rate_field
-from after.memstore import MemStore
+from after.couch.caps import in_use, slot_id
+from after.couch.memstore import MemStore
+from after.rules import task as rules
 from after.worker.gates import SLOT_RETRY, Calendars, Caps, Rates
 
 from ..js import model_url, node

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from after import task as rules
-from after.dates import format_date
+from after.rules import task as rules
+from after.rules.dates import format_date
 from after.worker import intents
 from after.worker import runs as r
 from after.worker.runs import Kind

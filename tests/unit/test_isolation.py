@@ -1,4 +1,4 @@
-"""after.isolation: a job run in a child process, without a server.
+"""after.worker.isolation: a job run in a child process, without a server.
 
 Real child processes (of the fork server this test process starts), real signals: what a
 job sees, what comes back, and what is killed. Pids are checked gone with ``os.kill(pid,
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from after import isolation
 from after.jobs import JobRegistry, TaskContext
 from after.process import LockedPidFile
+from after.worker import isolation
 
 from ..escapes import ESCAPES, cleanup, pids_of
 
@@ -219,7 +219,7 @@ def test_the_built_in_http_job_runs_isolated(registry):
 ORPHAN = '''
 import sys, time
 from datetime import UTC, datetime
-from after import isolation
+from after.worker import isolation
 from after.jobs import JobRegistry, TaskContext
 
 # No `if __name__ == "__main__"` guard: a child that ran this script again would say so.

@@ -176,7 +176,7 @@ def test_an_isolated_run_finds_a_job_of_a_jobs_module(tmp_path, package):
     assert JobRegistry.of(registry.spec).modules == (package,)
     script = textwrap.dedent(f"""
         from datetime import UTC, datetime
-        from after import isolation
+        from after.worker import isolation
         from after.jobs import JobRegistry, TaskContext
         registry = JobRegistry({str(tmp_path / "nowhere")!r}, [{package!r}])
         doc = {{"_id": "t", "worker": "w", "date": "2026-12-01T09:00:00Z",

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from after import task as rules
-from after.jsonsafe import MAX_DEPTH, Unreadable, loads, problem
+from after.rules import task as rules
+from after.rules.jsonsafe import MAX_DEPTH, Unreadable, loads, problem
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 GOOD = {"_id": "t", "worker": "w", "date": "2026-03-01T12:00:00Z",

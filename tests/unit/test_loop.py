@@ -1,4 +1,4 @@
-"""The worker's loop, driven by hand against the in-memory store (:mod:`after.memstore`).
+"""The worker's loop, driven by hand against the in-memory store (:mod:`after.couch.memstore`).
 
 No server, no sleeps: each step sets the instant, fires the timer entries due then
 (:meth:`Timer.fire_due`), delivers the feed's changes (:meth:`MemFollower.deliver`) and turns
@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from after import schema
-from after import task as rules
 from after.config import Settings, runs_db, workers_db
-from after.dates import format_date, parse_date, to_ms, utcnow
+from after.couch import schema
+from after.couch.memstore import MemStore
 from after.jobs import JobRegistry
-from after.memstore import MemStore
+from after.rules import task as rules
+from after.rules.dates import format_date, parse_date, to_ms, utcnow
 from after.worker import Worker
 from after.worker import partitions as parts
 from after.worker.loop import RUN
@@ -426,7 +426,7 @@ def test_a_store_that_never_answers_holds_up_no_timer(tmp_path, now):
 
 
 def test_a_paused_name_starts_nothing_and_resumes_from_what_is_due(loop, now):
-    from after import pausing
+    from after.couch import pausing
 
     loop.step()
     loop.put("t", later(now, 2))

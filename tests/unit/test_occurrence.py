@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from after import occurrence as occ
-from after import task as rules
-from after.dashboard import UPCOMING_MAP
-from after.dates import format_date, from_ms, parse_date, to_ms
-from after.repeat import parse_repeat
+from after.dashboard.design import UPCOMING_MAP
+from after.rules import occurrence as occ
+from after.rules import task as rules
+from after.rules.dates import format_date, from_ms, parse_date, to_ms
+from after.rules.repeat import parse_repeat
 from after.worker import decide as d
 from after.worker import runs as r
 
@@ -316,7 +316,7 @@ def test_an_extra_run_of_any_task_is_a_valid_task(task_id, date, kind):
 # -- the two validators agree on generated values --------------------------------------------
 
 # (integral floats left out: JavaScript reads 5.0 as 5, and the VDU shows it so, a limit
-# after/schema.py documents for every field; text of printable characters: how each repr
+# after/couch/schema.py documents for every field; text of printable characters: how each repr
 # escapes the others is the shared repr's business, tested with the corpus)
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 40, 2 ** 40),
                     fractional,

@@ -1,12 +1,12 @@
-"""The log line of a run that did not succeed says what comes next (after.oplog), from the
-documents the pure rules of after.task leave: at a fixed NOW, no clock patched."""
+"""The log line of a run that did not succeed says what comes next (after.worker.oplog), from the
+documents the pure rules of after.rules.task leave: at a fixed NOW, no clock patched."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from after import oplog
-from after import task as rules
+from after.rules import task as rules
+from after.worker import oplog
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""Pause and resume, overlap and priority: the pure rules (after.task, after.worker.decide,
+"""Pause and resume, overlap and priority: the pure rules (after.rules.task, after.worker.decide,
 after.worker.runs, the line of after.worker.state), at a fixed ``NOW``; no server, no
 clock."""
 
@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from after import task as rules
-from after.dates import format_date, parse_date, to_ms
-from after.task import Outcome, parse
+from after.rules import task as rules
+from after.rules.dates import format_date, parse_date, to_ms
+from after.rules.task import Outcome, parse
 from after.worker import decide as d
 from after.worker import runs as r
 from after.worker.decide import View
@@ -400,7 +400,7 @@ def test_allow_the_last_occurrence_runs_in_place():
 def test_allow_the_job_sees_its_own_occurrence():
     series = doc(repeat={"seconds": 10}, overlap="allow")
     written = allow_start(series, NOW).doc
-    from after import overlap
+    from after.rules import overlap
 
     seen = overlap.as_run(written, "tok1")
     assert seen["date"] == iso(NOW) and seen["status"] == "running"

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from after.clock import Offset
-from after.dates import to_ms
-from after.registry import expiry
+from after.couch.clock import Offset
+from after.couch.registry import expiry
+from after.rules.dates import to_ms
 from after.worker import partitions as parts
 from after.worker.peers import Peers
 
@@ -96,10 +96,10 @@ def test_a_clock_in_sync_is_not_corrected_and_a_step_starts_again():
 
 
 def test_a_paused_name_is_read_with_the_heartbeats_and_is_no_peer():
-    """after.pausing's NAME@paused lives among the name's heartbeats: read with them, never
+    """after.couch.pausing's NAME@paused lives among the name's heartbeats: read with them, never
     taken for a process (no liveness, never pruned), and gone once resumed."""
-    from after import pausing
-    from after.memstore import MemStore
+    from after.couch import pausing
+    from after.couch.memstore import MemStore
 
     store = MemStore()
     store.create_database("t_workers")
@@ -140,8 +140,8 @@ def test_a_process_trusts_its_own_lease_from_the_sending_of_its_last_heartbeat_t
     was sent (another process counts from when it reads it changed, later); none before
     the first; a heartbeat that fails extends nothing; one that lands past it counts a
     lapse (the loop's lease check)."""
-    from after.memstore import MemStore
-    from after.store import Unavailable
+    from after.couch.memstore import MemStore
+    from after.couch.store import Unavailable
 
     store = MemStore("t")
     store.create_database("t_workers")
@@ -169,7 +169,7 @@ def test_a_process_trusts_its_own_lease_from_the_sending_of_its_last_heartbeat_t
 
 
 def test_the_registry_gives_the_partitions_and_finds_their_owners_that_never_beat_dead():
-    from after.memstore import MemStore
+    from after.couch.memstore import MemStore
 
     store = MemStore("t")
     store.create_database("t_workers")
@@ -204,7 +204,7 @@ class Lagging:
 
 
 def test_a_heartbeat_left_out_of_a_read_is_not_a_dead_process_but_one_deleted_is():
-    from after.memstore import MemStore
+    from after.couch.memstore import MemStore
 
     memory = MemStore("t")
     memory.create_database("t_workers")
@@ -249,7 +249,7 @@ def _two_versions(store, owners, rev="1-base"):
 
 
 def test_a_lease_in_two_versions_keeps_the_live_owners_and_buries_the_dead_ones():
-    from after.memstore import MemStore
+    from after.couch.memstore import MemStore
 
     store = MemStore("t")
     store.create_database("t_workers")
@@ -268,7 +268,7 @@ def test_a_lease_in_two_versions_keeps_the_live_owners_and_buries_the_dead_ones(
 
 
 def test_two_live_owners_side_by_side_leave_the_partition_to_neither_third():
-    from after.memstore import MemStore
+    from after.couch.memstore import MemStore
 
     store = MemStore("t")
     store.create_database("t_workers")
@@ -307,7 +307,7 @@ class Accepting:
 
 
 def test_a_take_answered_202_is_not_the_process_and_its_version_is_buried():
-    from after.memstore import MemStore
+    from after.couch.memstore import MemStore
 
     store = MemStore("t")
     store.create_database("t_workers")
@@ -321,7 +321,7 @@ def test_a_take_answered_202_is_not_the_process_and_its_version_is_buried():
 
 
 def test_a_take_answered_201_is_read_back_and_yielded_to_a_live_version_beside_it():
-    from after.memstore import MemStore
+    from after.couch.memstore import MemStore
 
     store = MemStore("t")
     store.create_database("t_workers")
@@ -342,7 +342,7 @@ def test_a_take_answered_201_is_read_back_and_yielded_to_a_live_version_beside_i
 
 
 def test_a_heartbeat_answered_202_says_the_cluster_cannot_confirm_writes():
-    from after.memstore import MemStore
+    from after.couch.memstore import MemStore
 
     store = MemStore("t")
     store.create_database("t_workers")

@@ -1,4 +1,4 @@
-"""after.proctree: the processes under a run, read from /proc and killed (issue 24 item
+"""after.worker.proctree: the processes under a run, read from /proc and killed (issue 24 item
 10). The reading is pure and tested on made-up tables and generated trees; the kills on
 real processes this test starts."""
 
@@ -13,7 +13,7 @@ import time
 from hypothesis import given
 from hypothesis import strategies as st
 
-from after import proctree
+from after.worker import proctree
 
 STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
 
@@ -66,7 +66,7 @@ def test_kill_tree_kills_a_subreapers_whole_tree_whatever_the_sessions(tmp_path)
     pids = tmp_path / "pids"
     program = f"""
 import os, subprocess, sys, time
-from after import proctree
+from after.worker import proctree
 assert proctree.adopt_orphans()
 stubborn = subprocess.Popen([sys.executable, "-c", {STUBBORN!r}], start_new_session=True)
 middle = os.fork()

@@ -3,7 +3,7 @@ documents miss some (a cluster copy that lags; no server)."""
 
 from __future__ import annotations
 
-from after.memstore import MemStore
+from after.couch.memstore import MemStore
 from after.worker.reads import Reads
 
 

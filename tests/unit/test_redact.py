@@ -1,11 +1,11 @@
-"""after.redact: secrets never reach a record or a log."""
+"""after.rules.redact: secrets never reach a record or a log."""
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from after.config import mask_url
-from after.redact import (
+from after.rules.redact import (
     MASK,
     SECRET_NAME,
     is_secret_name,

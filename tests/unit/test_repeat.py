@@ -1,11 +1,11 @@
-"""after.repeat: parsing the repeat field and computing next occurrences, time passed in."""
+"""after.rules.repeat: parsing the repeat field and computing next occurrences, time passed in."""
 
 import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from after.repeat import CronRule, IntervalRule, RepeatError, Rule, parse_repeat
+from after.rules.repeat import CronRule, IntervalRule, RepeatError, Rule, parse_repeat
 
 
 def utc(*args: int) -> datetime:

@@ -1,4 +1,4 @@
-"""Retention's rules (after.retention), pure, at a fixed NOW: what finished when, which
+"""Retention's rules (after.couch.retention), pure, at a fixed NOW: what finished when, which
 tasks a policy deletes, and which process of a name applies it."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from after.dates import format_date, to_ms
-from after.retention import Policy, expired, finished_at, first_live, is_extra, older
+from after.couch.retention import Policy, expired, finished_at, first_live, is_extra, older
+from after.rules.dates import format_date, to_ms
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 DAY = 24 * 3600.0

@@ -1,11 +1,11 @@
-"""Whether a live process serves a worker name (after.serving), and its twin in the
+"""Whether a live process serves a worker name (after.couch.serving), and its twin in the
 dashboard's model.js: one table of cases, tests/cases/serving.json, checked in both."""
 
 from __future__ import annotations
 
 import json
 
-from after import serving
+from after.couch import serving
 
 from ..js import cases, model_url, node
 

@@ -1,9 +1,9 @@
 """The rules written in two languages, each tested against one table (``tests/cases/``):
 
-- the date grammar: :func:`after.dates.parse_date`, the design document's ``parseDate``
-  (built from the same regex, in :mod:`after.schema`) and ``parseDate`` of the dashboard's
+- the date grammar: :func:`after.rules.dates.parse_date`, the design document's ``parseDate``
+  (built from the same regex, in :mod:`after.couch.schema`) and ``parseDate`` of the dashboard's
   ``model.js``, against ``dates.json``;
-- what the dashboard offers for each status: :data:`after.task.ACTIONS` and ``ACTIONS`` of
+- what the dashboard offers for each status: :data:`after.rules.task.ACTIONS` and ``ACTIONS`` of
   ``model.js``, against ``actions.json``.
 
 The browser tests run ``model.js`` against the same tables in Chromium.
@@ -15,8 +15,9 @@ import json
 
 import pytest
 
-from after import schema, task
-from after.dates import ISO_DATE_RE, DateError, parse_date, to_ms
+from after.couch import schema
+from after.rules import task
+from after.rules.dates import ISO_DATE_RE, DateError, parse_date, to_ms
 
 from ..js import cases, model_url, node
 
@@ -68,7 +69,7 @@ def test_the_actions_of_each_status_are_the_tables():
 
 
 def test_the_dashboard_tells_an_isolated_task_as_the_worker_does():
-    """model.js's isolationOf is after.task.isolated, on what a user may write there."""
+    """model.js's isolationOf is after.rules.task.isolated, on what a user may write there."""
     base = {"_id": "t", "worker": "w", "date": "2026-12-01", "status": "waiting",
             "job": {"name": "j"}}
     marks = [None, "2026-12-01T09:00:00Z", "", 0, 1, False, True, [], [0], {}, {"a": 1}]
@@ -92,7 +93,7 @@ def model_url_path():
 
 
 def test_the_dashboard_says_a_repeat_rule_as_after_show_does():
-    """model.js's repeatText is after.repeat's describe, for cron rules (with their dst
+    """model.js's repeatText is after.rules.repeat's describe, for cron rules (with their dst
     policy) and objects of units, with limit, until and jitter."""
     from after.client import describe_repeat
 
@@ -124,7 +125,7 @@ def test_the_dashboard_lists_an_audit_as_after_audit_does():
     from datetime import UTC, datetime, timedelta
 
     from after import audit
-    from after.dates import format_date
+    from after.rules.dates import format_date
 
     now = datetime(2026, 12, 1, 12, tzinfo=UTC)
     start = now - timedelta(hours=3)
@@ -167,10 +168,10 @@ def test_the_dashboard_lists_an_audit_as_after_audit_does():
 
 
 def test_the_dashboard_says_a_catch_up_policy_as_after_show_does():
-    """model.js's catchupText is after.catchup's describe (issue 25); nothing for a task
+    """model.js's catchupText is after.rules.catchup's describe (issue 25); nothing for a task
     without one or with one that cannot be read."""
-    from after import catchup
-    from after.task import MAX_SECONDS
+    from after.rules import catchup
+    from after.rules.task import MAX_SECONDS
 
     policies = [{}, {"policy": "none"}, {"policy": "latest", "window": 90.5},
                 {"policy": "all"}, {"policy": "all", "max": 24, "window": 3600}]
@@ -186,9 +187,9 @@ def test_the_dashboard_says_a_catch_up_policy_as_after_show_does():
 
 
 def test_the_dashboard_says_a_rate_limit_as_after_show_does():
-    """model.js's rateText is after.task.describe_rate (issue 25, item 5); nothing for a
+    """model.js's rateText is after.rules.task.describe_rate (issue 25, item 5); nothing for a
     task without one or with one that cannot be read."""
-    from after.task import describe_rate
+    from after.rules.task import describe_rate
 
     values = [{"key": "mail", "limit": 100, "per": 3600}, {"key": "api", "limit": 1,
                                                          "per": 0.25},

@@ -1,4 +1,4 @@
-"""Excluded days skipped in one step (after.skipping, issue 24 item 11): what an exclusion
+"""Excluded days skipped in one step (after.rules.skipping, issue 24 item 11): what an exclusion
 makes the worker write is bounded. Pure, at a fixed ``NOW``; the worker's loop over a
 series is simulated on after.worker's decisions, against generated exclusions."""
 
@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from after import calendar as cal
-from after import skipping
-from after import task as rules
-from after.dates import format_date, parse_date
-from after.repeat import parse_repeat
+from after.rules import calendar as cal
+from after.rules import skipping
+from after.rules import task as rules
+from after.rules.dates import format_date, parse_date
+from after.rules.repeat import parse_repeat
 from after.worker import runs as r
 from after.worker.gates import screen as screened
 

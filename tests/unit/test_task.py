@@ -1,4 +1,4 @@
-"""after.task: validation of the task document and the pure rules of its state machine.
+"""after.rules.task: validation of the task document and the pure rules of its state machine.
 
 No server, no clock: every ``now`` is a fixed aware UTC datetime passed in.
 """
@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from after import task
-from after.repeat import CronRule, IntervalRule
-from after.task import (
+from after.rules import task
+from after.rules.repeat import CronRule, IntervalRule
+from after.rules.task import (
     INTERRUPTED_RERUNS,
     NS,
     Outcome,

@@ -1,5 +1,5 @@
 """One corpus of task documents (``tests/cases/documents.json``) fed to both validators:
-the Client's (:func:`after.client.check`, which is :func:`after.task.parse` plus the name
+the Client's (:func:`after.client.check`, which is :func:`after.rules.task.parse` plus the name
 checks) and the design document's ``validate_doc_update``, run here under Node.js (the
 integration tests PUT the same documents to pouchdb-server and CouchDB)."""
 
@@ -10,9 +10,9 @@ import re
 
 import pytest
 
-from after import schema
 from after.client import check
-from after.task import TaskError
+from after.couch import schema
+from after.rules.task import TaskError
 
 from ..js import cases, node
 from ..strategies import fractional
@@ -69,7 +69,7 @@ def test_where_both_refuse_they_name_the_same_field(case):
 def test_the_vdu_reads_durations_with_the_python_grammar():
     """The VDU's duration regex is repeat.py's ISO_DURATION_RE with its groups unnamed: each
     string matches, with the same groups, in both."""
-    from after.repeat import ISO_DURATION_RE
+    from after.rules.repeat import ISO_DURATION_RE
 
     assert f"/^{schema.DURATION_JS}$/.exec(text)" in schema.VALIDATE
     texts = ["P1D", "PT30M", "P1M7D", "PT0.5S", "PT0,5S", "P1W2D", "P1Y2M3W4DT5H6M7S", "P", "PT",
@@ -152,7 +152,7 @@ def test_generated_dates_at_the_calendars_edges_get_the_same_message_from_both()
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from after.dates import parse_date
+    from after.rules.dates import parse_date
 
     two = st.integers(0, 99).map("{:02d}".format)
     stamps = st.builds(

@@ -1,5 +1,5 @@
 """``overlap``, ``priority``, ``catchup`` and the ``paused`` status, generated: whatever JSON
-value a user writes there, the Client's validator (after.task.parse) and the design document's
+value a user writes there, the Client's validator (after.rules.task.parse) and the design document's
 validate_doc_update (under Node.js) accept the same documents and refuse the others with the
 same one-line message."""
 

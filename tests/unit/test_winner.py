@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from after.store import winner
+from after.couch.store import winner
 
 
 def test_the_longest_history_wins_then_the_highest_revision_id():

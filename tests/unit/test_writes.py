@@ -8,7 +8,7 @@ import queue
 import threading
 import time
 
-from after.store import BadRequest, Unavailable
+from after.couch.store import BadRequest, Unavailable
 from after.worker.runs import Kind, Write
 from after.worker.writer import Writer
 

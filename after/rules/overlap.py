@@ -11,7 +11,7 @@ the job and, when it ends, writes its outcome into whatever the document has bec
 
 Runs are numbered as they start (``after.runs`` counts them then), so runs going side by side
 have their own numbers. The series' last occurrence (no next one: ``limit``, ``until``) runs
-in place, as any run. No ``retry`` (refused by :func:`after.task.parse`): an occurrence runs
+in place, as any run. No ``retry`` (refused by :func:`after.rules.task.parse`): an occurrence runs
 once. A run cut short is not run again (the next occurrences are under way): by a graceful
 stop past its grace period, it is recorded ``interrupted`` as the process exits; by the death
 of its process, it stays listed until a run of the task ends in another process, which records
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from . import task as rules
-from .dates import format_date
+from after.rules import task as rules
+from after.rules.dates import format_date
 
 GOING = "going"
 
@@ -39,7 +39,7 @@ def going(doc: dict) -> dict:
 
 def detach(started: dict, spec: rules.Spec, token: str, due: datetime,
            now: datetime) -> dict | None:
-    """The start ``started`` (:func:`after.task.start`'s document) of an ``allow`` task,
+    """The start ``started`` (:func:`after.rules.task.start`'s document) of an ``allow`` task,
     detached: ``waiting`` at the next occurrence, the run under ``after.going[token]``. None
     when there is no next occurrence (the run stays in place)."""
     new = dict(started)

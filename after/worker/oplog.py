@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from . import task as rules
-from .dates import format_date
+from after.rules import task as rules
+from after.rules.dates import format_date
 
 #: How an outcome that is not a success reads in a line.
 VERBS = {rules.FAILED: "failed", rules.TIMEOUT: "timed out", rules.MISSED: "was missed",

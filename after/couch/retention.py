@@ -32,11 +32,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from . import task as rules
-from .config import runs_db, workers_db
-from .dates import to_ms, utcnow
-from .registry import registry, state
-from .store import Store, StoreError, describe_error
+from after.config import runs_db, workers_db
+from after.couch.registry import registry, state
+from after.couch.store import Store, StoreError, describe_error
+from after.rules import task as rules
+from after.rules.dates import to_ms, utcnow
 
 log = logging.getLogger("after.retention")
 

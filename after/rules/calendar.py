@@ -24,7 +24,7 @@ Decisions:
 - A skipped occurrence is recorded as a run record with the outcome ``skipped``; it counts
   toward ``repeat.limit`` as a run would (it is an occurrence of the series). The excluded
   occurrences that follow it are skipped with it in one step, one record for them all
-  (:mod:`after.skipping`): what an exclusion makes a worker write is bounded.
+  (:mod:`after.rules.skipping`): what an exclusion makes a worker write is bounded.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .jsonsafe import problem
-from .jsonsafe import show as _show
+from after.rules.jsonsafe import problem
+from after.rules.jsonsafe import show as _show
 
 #: Most items of one ``exclude`` list or calendar document.
 MAX_ITEMS = 1000

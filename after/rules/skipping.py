@@ -2,7 +2,7 @@
 
 Pure: nothing here does I/O or reads the clock (``now`` is passed in).
 
-An occurrence on an excluded day (``repeat.exclude``, :mod:`after.calendar`) is recorded
+An occurrence on an excluded day (``repeat.exclude``, :mod:`after.rules.calendar`) is recorded
 ``skipped`` and the task moves to its next occurrence. One record per excluded occurrence
 was unbounded (issue 24): a task every second whose exclusion covered the whole calendar
 (``0001-01-01..9999-12-31``) wrote a skipped run record every few seconds for ever, and one
@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from . import catchup as cu
-from . import occurrence as occ
-from . import task as rules
-from .calendar import Exclusion, excluded, local_day
-from .dates import format_date
+from after.rules import catchup as cu
+from after.rules import occurrence as occ
+from after.rules import task as rules
+from after.rules.calendar import Exclusion, excluded, local_day
+from after.rules.dates import format_date
 
 #: Most occurrences counted toward ``limit`` in one leap.
 MAX_PASSED = 10_000
@@ -53,7 +53,7 @@ class Leap:
 
     @property
     def following(self) -> tuple[datetime | None, int]:
-        """What :func:`after.task.finish` takes as ``following``."""
+        """What :func:`after.rules.task.finish` takes as ``following``."""
         return self.date, self.passed
 
 
@@ -97,7 +97,7 @@ def _past(rule, anchor: datetime, at: datetime, merged: Exclusion) -> datetime |
 def leap(doc: dict, spec: rules.Spec, now: datetime,
          calendars: dict[str, Exclusion]) -> Leap | None:
     """Where the task of ``doc``, whose occurrence at ``spec.date`` is being skipped, goes
-    next when its next occurrence (as :func:`after.task.finish` finds it) is excluded too;
+    next when its next occurrence (as :func:`after.rules.task.finish` finds it) is excluded too;
     None when it is not (or there is none): the usual next occurrence."""
     rule = spec.repeat
     if rule is None or rule.exclude is None:

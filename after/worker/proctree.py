@@ -1,6 +1,6 @@
 """The processes an isolated run started: kept in its tree, and killed with it (Linux).
 
-A job in a child process of its own (:mod:`after.isolation`) may start processes, and they
+A job in a child process of its own (:mod:`after.worker.isolation`) may start processes, and they
 may leave its process group and session (``start_new_session=True``, a daemon's double
 fork) and ignore SIGTERM: a ``killpg`` of the run's group misses them, and they outlived a
 timeout and a ``kill -9`` of the worker (issue 24). So:

@@ -1,11 +1,11 @@
-"""An in-memory :class:`~after.store.Store`, for tests of the worker without a server.
+"""An in-memory :class:`~after.couch.store.Store`, for tests of the worker without a server.
 
 It keeps the contract the worker relies on, the one ``tests/integration/test_store_contract.py``
 holds against CouchDB and pouchdb-server as well: revisions checked on every write (a stale
-``_rev`` is a :class:`~after.store.Conflict`, or a ``conflict`` result in ``_bulk_docs``), the
+``_rev`` is a :class:`~after.couch.store.Conflict`, or a ``conflict`` result in ``_bulk_docs``), the
 same document twice in one ``_bulk_docs`` refused, conflicting branches (written with
 ``new_edits=False``) reported by ``conflicts=True`` with CouchDB's winner, the ``due`` view of
-:mod:`after.schema`, simple Mango selectors, and a changes feed (:meth:`MemStore.follow`) that
+:mod:`after.couch.schema`, simple Mango selectors, and a changes feed (:meth:`MemStore.follow`) that
 delivers every change after ``since`` with its document.
 
 What it leaves out: validation functions (the fake takes any document), attachments, design
@@ -20,9 +20,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 
-from .config import databases
-from .dates import DateError, parse_date, to_ms
-from .store import BadRequest, Conflict, NotFound
+from after.config import databases
+from after.couch.store import BadRequest, Conflict, NotFound
+from after.rules.dates import DateError, parse_date, to_ms
 
 __all__ = ["MemStore", "MemFollower", "matches"]
 
@@ -352,7 +352,7 @@ class MemStore:
 
 class MemFollower:
     """Delivers a :class:`MemStore`'s changes on a thread of its own, in order, like
-    :class:`~after.store.ChangesFollower` (``start``, ``stop``, ``connected``)."""
+    :class:`~after.couch.store.ChangesFollower` (``start``, ``stop``, ``connected``)."""
 
     def __init__(self, store: MemStore, on_change, *, since, selector, db, on_state=None):
         self.store = store
@@ -409,7 +409,7 @@ class MemFollower:
 
 
 def due_key(doc: dict) -> list | None:
-    """The key of :mod:`after.schema`'s ``due`` view for ``doc`` (None: not in the view)."""
+    """The key of :mod:`after.couch.schema`'s ``due`` view for ``doc`` (None: not in the view)."""
     if doc["_id"].startswith("_design/"):
         return None
     if not isinstance(doc.get("worker"), str) or not isinstance(doc.get("status"), str):

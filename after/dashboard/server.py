@@ -2,7 +2,7 @@
 
 The server listens on 127.0.0.1 only. It serves the static files of ``after/dashboard/`` and
 relays the page's requests for the tasks database and its ``_runs`` and ``_workers``
-siblings to CouchDB through :meth:`Store.passthrough <after.store.Store.passthrough>`, with
+siblings to CouchDB through :meth:`Store.passthrough <after.couch.store.Store.passthrough>`, with
 the configured credentials. The browser never sees them: it talks to this server only.
 
 Why a local server, not a page CouchDB serves from ``_design/dashboard`` attachments (what
@@ -19,10 +19,10 @@ The page changes a task only through this server's actions, ``POST
 /_after/tasks/<id>/<action>`` (``cancel``, ``reschedule`` with ``{"date": ...}``, ``run``,
 ``rerun``, ``run`` (one extra run, the schedule kept), ``backfill`` with ``{"from": ...,
 "to": ...}``, ``pause``, ``resume``), which call :class:`after.client.Client`: the rules of
-each transition live once, in :mod:`after.task`, and a write that conflicts is re-read and
-decided again there. An action the task's status does not offer (:data:`after.task.ACTIONS`)
+each transition live once, in :mod:`after.rules.task`, and a write that conflicts is re-read and
+decided again there. An action the task's status does not offer (:data:`after.rules.task.ACTIONS`)
 is refused with a 409. A worker name is paused or resumed with ``POST
-/_after/workers/<name>/pause`` or ``.../resume`` (:mod:`after.pausing`). ``GET
+/_after/workers/<name>/pause`` or ``.../resume`` (:mod:`after.couch.pausing`). ``GET
 /_after/audit?worker=&task=&from=&to=&late=`` answers the report of
 :meth:`after.client.Client.audit` as JSON (:meth:`after.audit.Report.as_json`): the page's
 Audit view.
@@ -68,11 +68,11 @@ from urllib.parse import parse_qs, unquote
 
 import httpx
 
-from . import task as rules
-from .client import Client, TaskNotFound
-from .config import databases
-from .dashboard import CONTENT_TYPES, INDEX, STATIC, static_files
-from .store import Store, StoreError, Unavailable
+from after.client import Client, TaskNotFound
+from after.config import databases
+from after.couch.store import Store, StoreError, Unavailable
+from after.dashboard.design import CONTENT_TYPES, INDEX, STATIC, static_files
+from after.rules import task as rules
 
 log = logging.getLogger("after.dashboard")
 

@@ -1,7 +1,7 @@
 """The web dashboard's parts in the database and in the package.
 
 The page itself is static files in ``after/dashboard/`` that ``after dashboard`` serves on
-127.0.0.1, proxying the database requests the page makes (:mod:`after.dashboard_server`,
+127.0.0.1, proxying the database requests the page makes (:mod:`after.dashboard.server`,
 which says why it is not served by CouchDB). What the page needs in the database is two
 views, which ``install(store)`` puts in ``_design/dashboard`` of the tasks database
 (``after setup`` and ``after dashboard`` call it).
@@ -19,7 +19,7 @@ Views (for the page; the workers never query them):
 - ``upcoming``: the instant a task that is to run (``waiting``, ``scheduled``,
   ``reschedule``; not ``running``) is due, in epoch milliseconds (the held occurrence's
   ``after.due`` when a worker holds it, else ``date`` moved by the repeat's ``jitter``, as
-  the workers move it: :data:`after.occurrence.JS_JITTER`), with ``_count``: the timeline
+  the workers move it: :data:`after.rules.occurrence.JS_JITTER`), with ``_count``: the timeline
   and the number of overdue tasks.
 """
 
@@ -29,12 +29,12 @@ import hashlib
 import json
 from pathlib import Path
 
-from .occurrence import JS_JITTER
-from .schema import JS_PARSE_DATE  # one date grammar for every view
-from .store import Conflict, Store
+from after.couch.schema import JS_PARSE_DATE  # one date grammar for every view
+from after.couch.store import Conflict, Store
+from after.rules.occurrence import JS_JITTER
 
 DESIGN_ID = "_design/dashboard"
-STATIC = Path(__file__).resolve().parent / "dashboard"
+STATIC = Path(__file__).resolve().parent  # the page: the static files beside this module
 INDEX = "index.html"
 
 CONTENT_TYPES = {

@@ -4,8 +4,8 @@ see it: one heartbeat document per live process (``NAME@host:pid:token``, writte
 
 from __future__ import annotations
 
-from .dates import parse_date, to_ms
-from .store import NotFound, Store
+from after.couch.store import NotFound, Store
+from after.rules.dates import parse_date, to_ms
 
 
 def expiry(doc: dict) -> int:

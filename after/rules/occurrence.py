@@ -35,7 +35,7 @@ the task as ``parent`` (``after runs`` lists both).
 
 The occurrences a backfill does not copy are those the task still runs itself: its overdue
 ``date`` (or the one its catch-up runs: the latest due, or under ``all`` each one due) or
-the run going (:func:`after.task.own_occurrences`): the backfill yields
+the run going (:func:`after.rules.task.own_occurrences`): the backfill yields
 to the task, not the task to the copy, since the task's own run already is that
 occurrence's (with its retries, ``max_delay`` and run number), and the worker never has to
 look for copies before it starts a run (issue 24: a paused name, backfilled to now and
@@ -47,7 +47,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from .dates import format_date, to_ms
+from after.rules.dates import format_date, to_ms
 
 #: The kinds of extra runs: one asked for now, and a past occurrence run again.
 MANUAL, BACKFILL = "manual", "backfill"

@@ -44,8 +44,8 @@ import couchdb3
 import couchdb3.exceptions
 import httpx
 
-from .config import mask_url, split_urls
-from .jsonsafe import loads
+from after.config import mask_url, split_urls
+from after.rules.jsonsafe import loads
 
 log = logging.getLogger("after.store")
 #: View parameters CouchDB reads as plain strings, not JSON.
@@ -350,7 +350,7 @@ class Store:
 
     def clock_sample(self) -> tuple[float, float, str | None]:
         """(local epoch seconds when sent, when answered, the answer's ``Date`` header): a
-        sample of the server's clock for :class:`after.clock.Offset`."""
+        sample of the server's clock for :class:`after.couch.clock.Offset`."""
         sent = time.time()
         response = self.request("GET", "")
         return sent, time.time(), response.headers.get("date")
@@ -655,7 +655,7 @@ class Store:
                     ) -> httpx.Response:
         """Send one request as given and return the response unread, for relaying.
 
-        For the dashboard's proxy (:mod:`after.dashboard_server`), which decides what may
+        For the dashboard's proxy (:mod:`after.dashboard.server`), which decides what may
         pass: ``path`` is relative to the server and already percent-encoded (it may carry
         a query string), and is sent as it is. The store's credentials are added; the
         caller must ``close()`` the response, and reads it as it arrives

@@ -6,7 +6,7 @@
     cannot: no
     ``worker``, no ``date`` or one that is not ISO 8601, no ``job.name`` or one that is not a
     job name, an unknown ``status``, a ``repeat``, ``retry``, ``timeout``, ``max_delay``,
-    ``isolation``, ``overlap``, ``priority`` or ``catchup`` that :func:`after.task.parse`
+    ``isolation``, ``overlap``, ``priority`` or ``catchup`` that :func:`after.rules.task.parse`
     refuses (with its
     message; see ``JS_DEFINITION`` for what is left
     to the worker), or a shape no task needs and a worker cannot afford: nesting
@@ -15,7 +15,7 @@
     ``cancel`` requests are let through, so a worker can always record an error on a task that
     was broken before the database was set up. A write that moves a runnable task to another
     runnable status and keeps its definition (``worker``, ``date``, ``job``, ``repeat``,
-    ``retry``, ``timeout``, ``max_delay``, ``isolation``: :data:`after.task.DEFINITION`) as it was (the
+    ``retry``, ``timeout``, ``max_delay``, ``isolation``: :data:`after.rules.task.DEFINITION`) as it was (the
     worker's claims and starts) is let through at once: that was validated when it was
     written, so only a write that changes it (a user's) is checked in full.
   - the view ``due``, keyed ``[worker, status, due_ms]``: the date normalised to epoch
@@ -44,14 +44,15 @@ import random
 import re
 import time
 
-from . import calendar, catchup
-from .config import databases, runs_db
-from .dates import ISO_DATE_RE
-from .jobnames import JOB_NAME
-from .jsonsafe import MAX_DEPTH, MAX_STRING
-from .occurrence import JS_JITTER
-from .repeat import _UNIT_HELP as UNIT_HELP
-from .repeat import (
+from after.config import databases, runs_db
+from after.couch.store import Conflict, Store
+from after.rules import calendar, catchup
+from after.rules.dates import ISO_DATE_RE
+from after.rules.jobnames import JOB_NAME
+from after.rules.jsonsafe import MAX_DEPTH, MAX_STRING
+from after.rules.occurrence import JS_JITTER
+from after.rules.repeat import _UNIT_HELP as UNIT_HELP
+from after.rules.repeat import (
     DST_HELP,
     FOLDS,
     GAPS,
@@ -61,8 +62,7 @@ from .repeat import (
     SHORTHANDS,
     UNITS,
 )
-from .store import Conflict, Store
-from .task import (
+from after.rules.task import (
     CAP_KEY_HELP,
     CAP_KEY_RE,
     CHECKED,
@@ -82,7 +82,7 @@ DESIGN_ID = "_design/after"
 #: repeat.py's ISO 8601 duration grammar as a JavaScript regex: its named groups unnamed.
 DURATION_JS = re.sub(r"\?P<[a-z]+>", "", ISO_DURATION_RE.pattern)
 
-# The grammar of after.dates, from its very regex (written to be valid JavaScript too);
+# The grammar of after.rules.dates, from its very regex (written to be valid JavaScript too);
 # tested with the Python parser and the dashboard's against tests/cases/dates.json.
 JS_PARSE_DATE = r"""
 function parseDate(value) {
@@ -139,8 +139,8 @@ function shape(doc) {
 }
 """.replace("MAX_DEPTH", str(MAX_DEPTH)).replace("MAX_STRING", str(MAX_STRING))
 
-# The definition of a task a user writes, checked as after.task.parse checks it and with its
-# messages: ``repeat`` (after.repeat.parse_repeat), ``retry`` (after.task.parse_retry),
+# The definition of a task a user writes, checked as after.rules.task.parse checks it and with its
+# messages: ``repeat`` (after.rules.repeat.parse_repeat), ``retry`` (after.rules.task.parse_retry),
 # ``timeout`` and ``max_delay``, in parse's order. Values are shown as Python's repr shows them
 # (pyrepr, iterative and cut short); JavaScript cannot tell 5.0 from 5, so an integral float
 # is taken as the integer it equals. Left to the worker: a cron expression's fields and
@@ -239,7 +239,7 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
     if (typeof v === 'string') return 'str';
     return Array.isArray(v) ? 'list' : 'dict';
   }
-  function show(v) {  // after.task._show
+  function show(v) {  // after.rules.task._show
     var n = 0, k;
     if (Array.isArray(v) && v.length > 10) return 'a list of ' + v.length + ' items';
     if (isObject(v)) {
@@ -256,7 +256,7 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
     return extra.length ? extra[0] : null;
   }
 
-  // -- after.dates.parse_date's messages, for repeat.until
+  // -- after.rules.dates.parse_date's messages, for repeat.until
   function dateProblem(value, field) {
     if (typeof value !== 'string')
       return field + ': expected an ISO 8601 date or date-time string, got ' + pytype(value)
@@ -283,8 +283,8 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
     return why ? head + ' (' + why + ')' : null;
   }
 
-  // -- after.repeat
-  function wholeProblem(field, v, min) {  // after.repeat._whole
+  // -- after.rules.repeat
+  function wholeProblem(field, v, min) {  // after.rules.repeat._whole
     // any integral limit: Python takes an int of any size
     if ((pyint(v) || (integral(v) && field === 'limit')) && v >= min) return null;
     var shown = pyrepr(v, 80, false);
@@ -302,8 +302,8 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
         + pyrepr(r.jitter, 80, false).substr(0, 60);
     return null;
   }
-  // -- after.calendar
-  function dayProblem(v, where) {  // after.calendar._day
+  // -- after.rules.calendar
+  function dayProblem(v, where) {  // after.rules.calendar._day
     var m = typeof v === 'string' ? /^([0-9]{4})-([0-9]{2})-([0-9]{2})$/.exec(v) : null;
     if (m) {
       var y = +m[1], mo = +m[2], d = +m[3], last = new Date(0);
@@ -312,7 +312,7 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
     }
     return where + ': ' + show(v) + ' is not a date (YYYY-MM-DD)';
   }
-  function nameProblem(item, where) {  // after.calendar._name
+  function nameProblem(item, where) {  // after.rules.calendar._name
     var extra = extraKey(item, ['calendar']);
     if (extra !== null)
       return where + ': unknown key ' + str(extra) + ' (a calendar is {"calendar": NAME})';
@@ -320,7 +320,7 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
       return where + '.calendar: ' + show(item.calendar) + ' is not a calendar name (CALENDAR_NAME_HELP)';
     return null;
   }
-  function itemsProblem(v, where, shared) {  // after.calendar._items
+  function itemsProblem(v, where, shared) {  // after.rules.calendar._items
     if (!Array.isArray(v)) return where + ': must be a list of dates and ranges, not ' + show(v);
     if (v.length > CALENDAR_MAX_ITEMS)
       return where + ': at most ' + CALENDAR_MAX_ITEMS + ' items, not ' + v.length;
@@ -340,14 +340,14 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
     }
     return null;
   }
-  function excludeProblem(v) {  // after.calendar.parse_exclude
+  function excludeProblem(v) {  // after.rules.calendar.parse_exclude
     if (v === null || v === undefined) return null;
     if (isObject(v) && has(v, 'calendar')) return nameProblem(v, 'repeat.exclude');
     if (!Array.isArray(v))
       return 'repeat.exclude: must be a list of dates and ranges, or {"calendar": NAME}, not ' + show(v);
     return itemsProblem(v, 'repeat.exclude', true);
   }
-  function calendarProblem(c) {  // after.calendar.parse_calendar
+  function calendarProblem(c) {  // after.rules.calendar.parse_calendar
     var name = c._id.substr(CALENDAR_PREFIX.length);
     if (!/^CALENDAR_NAME_RE$/.test(name))
       return '_id: ' + show(c._id) + ' is not a calendar id (calendar:NAME, the name CALENDAR_NAME_HELP)';
@@ -356,7 +356,7 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
     if (!has(c, 'dates')) return 'dates: required (a list of dates and ranges)';
     return itemsProblem(c.dates, 'dates', false);
   }
-  function concurrencyProblem(v) {  // after.task.parse_concurrency
+  function concurrencyProblem(v) {  // after.rules.task.parse_concurrency
     if (v === null || v === undefined) return null;
     if (!isObject(v)) return 'concurrency: must be {"key": NAME, "limit": N}, not ' + show(v);
     var extra = extraKey(v, ['key', 'limit']);
@@ -367,7 +367,7 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
       return 'concurrency.limit: must be a whole number from 1 to ' + MAX_CONCURRENCY + ', not ' + show(v.limit);
     return null;
   }
-  function debounceProblem() {  // after.task.parse: debounce
+  function debounceProblem() {  // after.rules.task.parse: debounce
     var wrong = secondsProblem('debounce');
     if (wrong) return wrong;
     if (has(doc, 'debounce') && doc.debounce !== null && doc.repeat !== null
@@ -375,7 +375,7 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
       return 'debounce: for a task that runs once (each rewrite moves its run), not one that repeats';
     return null;
   }
-  function rateProblem(v) {  // after.task.parse_rate
+  function rateProblem(v) {  // after.rules.task.parse_rate
     if (v === null || v === undefined) return null;
     if (!isObject(v)) return 'rate: must be {"key": NAME, "limit": N, "per": SECONDS}, not ' + show(v);
     var extra = extraKey(v, ['key', 'limit', 'per']);
@@ -401,7 +401,7 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
     return 'every ' + (parts.length === 1 ? parts[0]
       : parts.slice(0, -1).join(', ') + ' and ' + parts[parts.length - 1]);
   }
-  function checkedProblem(f) {  // after.repeat._checked
+  function checkedProblem(f) {  // after.rules.repeat._checked
     var fixed = f.weeks * 604800 + f.days * 86400 + f.hours * 3600 + f.minutes * 60 + f.seconds;
     if (!(f.years || f.months || fixed || f.microseconds))
       return 'repeat: the interval is zero; at least one unit must be above 0';
@@ -421,7 +421,7 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
     return {years: 0, months: 0, weeks: 0, days: 0, hours: 0, minutes: 0, seconds: 0,
             microseconds: 0};
   }
-  function durationProblem(text) {  // after.repeat.parse_duration
+  function durationProblem(text) {  // after.rules.repeat.parse_duration
     var m = /^ISO_DURATION_RE$/.exec(text), names = UNITS.slice(0, 7), last = -1, i;
     if (m) for (i = 0; i < 7; i++) if (m[i + 1]) last = i;
     if (last < 0)
@@ -456,7 +456,7 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
     }
     return checkedProblem(f);
   }
-  function unitsProblem(r) {  // after.repeat._parse_units
+  function unitsProblem(r) {  // after.rules.repeat._parse_units
     var f = zero(), givenAs = {}, given = 0, k, unit, bad;
     for (k in r) {
       if (!has(r, k) || k === 'limit' || k === 'until' || k === 'exclude' || k === 'jitter') continue;
@@ -473,7 +473,7 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
       return 'repeat: no units given (e.g. {"days": 1}, {"every": "P1D"} or {"cron": "0 9 * * *"})';
     return limitsProblem(r) || checkedProblem(f);
   }
-  function dstProblem(r) {  // after.repeat._parse_dst
+  function dstProblem(r) {  // after.rules.repeat._parse_dst
     if (!has(r, 'dst')) return null;
     var v = r.dst;
     if (!isObject(v)) return 'repeat: dst must be an object DST_HELP, not ' + show(v);
@@ -487,7 +487,7 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
       return "repeat: dst.fold must be 'first', 'last' or 'both', not " + show(v.fold);
     return null;
   }
-  function cronProblem(r) {  // after.repeat._parse_cron, its shape only
+  function cronProblem(r) {  // after.rules.repeat._parse_cron, its shape only
     var extra = extraKey(r, ['cron', 'dst', 'exclude', 'jitter', 'limit', 'tz', 'until']);
     if (extra !== null)
       return 'repeat: unknown key ' + str(extra) + ' in a cron rule (allowed: cron, dst, exclude, jitter, limit, tz, until)';
@@ -502,7 +502,7 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
       return 'repeat: tz must be an IANA time zone name, got ' + rep(r.tz);
     return dstProblem(r) || limitsProblem(r);
   }
-  function repeatProblem(r) {  // after.repeat.parse_repeat
+  function repeatProblem(r) {  // after.rules.repeat.parse_repeat
     if (r === null || r === undefined) return null;
     if (typeof r === 'string') return durationProblem(r);
     if (!isObject(r))
@@ -520,8 +520,8 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
     return limitsProblem(r) || durationProblem(r.every);
   }
 
-  // -- after.task
-  function untilProblem() {  // after.task._parse: a series that ends before its date
+  // -- after.rules.task
+  function untilProblem() {  // after.rules.task._parse: a series that ends before its date
     var r = doc.repeat, until, date;
     if (!isObject(r) || !has(r, 'until')) return null;
     until = parseDate(r.until);
@@ -530,7 +530,7 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
     return 'repeat.until: ' + new Date(until).toISOString() + " is before the task's date ("
       + new Date(date).toISOString() + '): no occurrence would be in time';
   }
-  function retryProblem(v) {  // after.task.parse_retry
+  function retryProblem(v) {  // after.rules.task.parse_retry
     if (v === null || v === undefined) return null;
     if (typeof v === 'boolean')
       return 'retry: must be a number of attempts or an object, not ' + (v ? 'True' : 'False');
@@ -560,7 +560,7 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
       return 'retry.jitter: must be a fraction from 0 to 1, not ' + show(jitter);
     return null;
   }
-  function secondsProblem(name) {  // after.task._number
+  function secondsProblem(name) {  // after.rules.task._number
     var v = doc[name];
     if (v === null || v === undefined) return null;
     if (typeof v !== 'number' || !(v > 0))
@@ -570,7 +570,7 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
     return null;
   }
 
-  function occurrenceProblem() {  // after.task.parse_occurrence
+  function occurrenceProblem() {  // after.rules.task.parse_occurrence
     var o = doc.occurrence, bad;
     if (o === null || o === undefined) return null;
     if (!isObject(o)) return 'occurrence: must be an object {"task", "kind", "date"}, not ' + show(o);
@@ -587,20 +587,20 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
     if (doc._id !== id) return 'occurrence: the id must be ' + str(id) + ' (task:kind:date), not ' + rep(doc._id);
     return null;
   }
-  function isolationProblem(v) {  // after.task.parse_isolation
+  function isolationProblem(v) {  // after.rules.task.parse_isolation
     if (v === null || v === undefined) return null;
     if (ISOLATIONS.indexOf(v) < 0)
       return "isolation: must be 'thread' or 'process', not " + show(v);
     return null;
   }
 
-  // after.task.parse gives a message of at most 300 characters as written, or, past that,
+  // after.rules.task.parse gives a message of at most 300 characters as written, or, past that,
   // with its whitespace collapsed, cut at 297 characters and '...'. Values are first shown
   // collapsed and cut (cheap, whatever their size), then in full if the message is short.
   var squeeze = true, budget = 400;
   function rep(v) { return pyrepr(v, budget, squeeze); }
   function str(s) { return pystr(s, budget, squeeze); }
-  function overlapProblem() {  // after.task._parse
+  function overlapProblem() {  // after.rules.task._parse
     var v = has(doc, 'overlap') ? doc.overlap : 'skip';
     if (OVERLAPS.indexOf(v) < 0)
       return "overlap: must be 'skip', 'buffer_one' or 'allow', not " + show(v);
@@ -620,7 +620,7 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
       return 'priority: from -' + MAX_PRIORITY + ' to ' + MAX_PRIORITY + ', not ' + show(v);
     return null;
   }
-  function catchupProblem() {  // after.catchup.parse_catchup, after.task.parse_catchup
+  function catchupProblem() {  // after.rules.catchup.parse_catchup, after.rules.task.parse_catchup
     var v = doc.catchup;
     if (v === null || v === undefined) return null;
     if (!isObject(v)) return 'catchup: must be an object {"policy", "window", "max"}, not ' + show(v);
@@ -750,7 +750,7 @@ VALIDATE = (
   if (typeof newDoc.worker !== 'string' || !newDoc.worker)
     refuse('worker: required (the name of the worker that runs the task)');
   if (newDoc.date === undefined) refuse('date: required (ISO 8601, e.g. 2026-12-01T09:00:00Z)');
-  var badDate = definitionProblem(newDoc, 'date');  // after.dates.parse_date's message
+  var badDate = definitionProblem(newDoc, 'date');  // after.rules.dates.parse_date's message
   if (badDate) refuse(badDate);
   if (!newDoc.job || typeof newDoc.job !== 'object') refuse('job: required ({"name": ..., "arguments": [...]})');
   if (typeof newDoc.job.name !== 'string' || !newDoc.job.name) refuse('job.name: required');
@@ -765,7 +765,7 @@ VALIDATE = (
 }"""
 )
 
-# The statuses and the job-name grammar come from after.task and after.jobs: one source.
+# The statuses and the job-name grammar come from after.rules.task and after.jobs: one source.
 VALIDATE = (VALIDATE.replace("TASK_RUNNABLE", json.dumps(list(RUNNABLE)))
             .replace("TASK_CHECKED", json.dumps(list(CHECKED)))
             .replace("TASK_DEFINITION", json.dumps(list(DEFINITION)))

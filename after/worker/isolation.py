@@ -4,9 +4,9 @@ The job thread that launches an isolated run starts a child process, hands it wh
 needs, and waits for its :class:`~after.jobs.Reply`, for the child's death, or for the run's
 ``timeout``. A child past its timeout is killed with every process its job started (the
 child is their subreaper, so they stay under it whatever their session:
-:mod:`after.proctree`) and its process group, and the job thread is free at once. A child
+:mod:`after.worker.proctree`) and its process group, and the job thread is free at once. A child
 that dies without answering (``os._exit``, a signal, a crash in C code) fails the run with
-:func:`after.task.ended_its_process`; the worker process carries on.
+:func:`after.rules.task.ended_its_process`; the worker process carries on.
 
 Start method: ``forkserver``. The worker is multi-threaded (the loop, the feed, the timer,
 the peers, the job threads, the recorder), so ``fork`` would copy it mid-flight: locks
@@ -50,10 +50,10 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from . import proctree
-from . import task as rules
-from .jobs import MODULE_PREFIX, JobRegistry, Reply, TaskContext, call
-from .process import setup_logging  # loaded in the fork server, not in each child
+from after.jobs import MODULE_PREFIX, JobRegistry, Reply, TaskContext, call
+from after.process import setup_logging  # loaded in the fork server, not in each child
+from after.rules import task as rules
+from after.worker import proctree
 
 log = logging.getLogger("after.worker")
 
@@ -61,7 +61,7 @@ log = logging.getLogger("after.worker")
 #: before it is killed.
 EXIT_GRACE = 1.0
 #: What the fork server imports once, so that a child starts with it loaded.
-PRELOAD = ["after.isolation"]
+PRELOAD = ["after.worker.isolation"]
 
 #: The name of every child process of an isolated run begins with this.
 NAME_PREFIX = "after-job-"
@@ -113,7 +113,7 @@ class Child:
 
     def kill(self, why: str) -> None:
         """SIGKILL the child, every process its job started (whatever their session: the
-        child is their subreaper, :mod:`after.proctree`) and its process group."""
+        child is their subreaper, :mod:`after.worker.proctree`) and its process group."""
         self.killed = self.killed or why
         pid = self.pid
         if pid is None or self.ended:

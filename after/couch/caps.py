@@ -6,7 +6,7 @@ command line and the dashboard read of them."""
 
 from __future__ import annotations
 
-from .store import NotFound
+from after.couch.store import NotFound
 
 SLOT_PREFIX = "slot:"
 #: Rate limits (``"rate": {"key": K, "limit": N, "per": S}``): N token documents,

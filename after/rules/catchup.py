@@ -46,8 +46,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import occurrence as occ
-from .jsonsafe import show as _show
+from after.rules import occurrence as occ
+from after.rules.jsonsafe import show as _show
 
 NONE, LATEST, ALL = "none", "latest", "all"
 POLICIES = (NONE, LATEST, ALL)

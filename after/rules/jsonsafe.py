@@ -9,7 +9,7 @@ so the worker can parse the task, refuse it with a clear message and move on.
 
 :func:`problem` walks a value with an explicit stack (never recursion) and names the first
 thing a task document must not hold. The same limits are enforced by the database's
-``validate_doc_update`` (see :mod:`after.schema`).
+``validate_doc_update`` (see :mod:`after.couch.schema`).
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ ISO_DATE_RE = re.compile(
 # The one duration shorthand of After: ``30s``, ``15m``, ``6h``, ``7d``, ``1w``, ``1M``
 # (months: ``m`` is minutes), ``1y``, ``500ms``, combined (``1h30m``). Relative times are
 # it after a ``+`` (``after add --at +1h30m``); ``every`` (the Client, ``after add --every``)
-# and the keys of a ``repeat`` object of units (after.repeat) use it as well.
+# and the keys of a ``repeat`` object of units (after.rules.repeat) use it as well.
 SHORTHANDS = {
     "y": "years", "M": "months", "w": "weeks", "d": "days",
     "h": "hours", "m": "minutes", "s": "seconds", "ms": "milliseconds",

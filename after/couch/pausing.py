@@ -12,7 +12,7 @@ While its name is paused, a process starts nothing (the worker's loop drops what
 its timer, with nothing to write: a held task was never claimed), and the runs going finish
 and are recorded. On resume, the tasks are found again by the poll, as after a worker
 restart: a task whose date passed meanwhile is caught up by its ``catchup`` policy
-(:mod:`after.catchup`: by default its latest occurrence due runs once, not once per missed
+(:mod:`after.rules.catchup`: by default its latest occurrence due runs once, not once per missed
 period, and the others are recorded missed).
 """
 
@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from . import registry
-from .dates import format_date
-from .store import Conflict, NotFound, Store
+from after.couch import registry
+from after.couch.store import Conflict, NotFound, Store
+from after.rules.dates import format_date
 
 PAUSE = "pause"  # the document's type
 SUFFIX = "@paused"

@@ -53,8 +53,8 @@ Decisions:
 - Every datetime returned is aware UTC.
 - ``jitter`` (object forms only, with ``limit`` and ``until``): seconds, 0 to ``MAX_JITTER``
   (a year). The rule's occurrences stay where they are; each is *run* later by a
-  deterministic amount in [0, jitter) (:mod:`after.occurrence`), so ``next_date`` and
-  ``upcoming`` return nominal dates and :mod:`after.task` moves them.
+  deterministic amount in [0, jitter) (:mod:`after.rules.occurrence`), so ``next_date`` and
+  ``upcoming`` return nominal dates and :mod:`after.rules.task` moves them.
 """
 
 from __future__ import annotations
@@ -69,9 +69,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadDateError, CroniterError, croniter
 from dateutil.relativedelta import relativedelta
 
-from after.calendar import CalendarError, Exclusion, parse_exclude
-from after.dates import SHORTHANDS, DateError, format_date, parse_date
-from after.jsonsafe import show
+from after.rules.calendar import CalendarError, Exclusion, parse_exclude
+from after.rules.dates import SHORTHANDS, DateError, format_date, parse_date
+from after.rules.jsonsafe import show
 
 __all__ = [
     "ISO_DURATION_RE", "CronRule", "Dst", "IntervalRule", "RepeatError", "Rule",
@@ -126,7 +126,7 @@ def _utc(dt: datetime) -> datetime:
 @dataclass(frozen=True, kw_only=True)
 class Rule:
     """What every rule has: ``limit`` (total runs), ``until`` (inclusive, aware UTC) and
-    ``exclude`` (days skipped, :mod:`after.calendar`)."""
+    ``exclude`` (days skipped, :mod:`after.rules.calendar`)."""
 
     limit: int | None = None
     until: datetime | None = None
@@ -191,7 +191,7 @@ class Rule:
         can tell a window holds more than ``most``. Searched back from ``end`` over spans
         that double (and halve where one holds too many at once), so that a window of
         years costs what its last occurrences cost: what a catch-up reads of a long
-        downtime (:mod:`after.catchup`)."""
+        downtime (:mod:`after.rules.catchup`)."""
         start, end = _utc(start), _utc(end)
         if self.until is not None:
             end = min(end, self.until)

@@ -32,7 +32,7 @@ with the user's fields:
                 every run of it is in a child process of its own (see :func:`isolated`)
 ``skipped``     occurrences recorded ``skipped`` (an excluded date; ``overlap``: they fell due
                 while a run went)
-``going``       runs of an ``overlap: allow`` task going apart from it (:mod:`after.overlap`)
+``going``       runs of an ``overlap: allow`` task going apart from it (:mod:`after.rules.overlap`)
 ``paused``      when the task was paused (by :func:`request_pause`): a plain ``waiting``
                 written over it later is a resume (:func:`resume`)
 ``pauses``      the task's last pauses, ``[{"from", "to"}]`` (at most :data:`MAX_PAUSES`),
@@ -40,7 +40,7 @@ with the user's fields:
                 skipped by a pause from one that never ran
 
 A repeating task whose date has passed when a worker comes to it is caught up by its
-``catchup`` policy (:mod:`after.catchup`, :func:`catch_up`): the occurrences not run are
+``catchup`` policy (:mod:`after.rules.catchup`, :func:`catch_up`): the occurrences not run are
 recorded ``missed`` and counted in ``missed``.
 """
 
@@ -56,13 +56,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import catchup as cu
-from . import occurrence as occ
-from .calendar import excluded
-from .dates import DateError, format_date, parse_date, to_ms
-from .jsonsafe import problem
-from .jsonsafe import show as _show
-from .repeat import RepeatError, Rule, parse_repeat
+from after.rules import catchup as cu
+from after.rules import occurrence as occ
+from after.rules.calendar import excluded
+from after.rules.dates import DateError, format_date, parse_date, to_ms
+from after.rules.jsonsafe import problem
+from after.rules.jsonsafe import show as _show
+from after.rules.repeat import RepeatError, Rule, parse_repeat
 
 NS = "after"
 
@@ -128,7 +128,7 @@ MAX_SECONDS = 10 * 366 * 86400
 #: Most retries of one occurrence.
 MAX_RETRIES = 1000
 #: Highest ``concurrency.limit``, and the grammar of ``concurrency.key`` (a slot document's id
-#: is ``slot:<key>#<n>``, see :mod:`after.caps`).
+#: is ``slot:<key>#<n>``, see :mod:`after.couch.caps`).
 MAX_CONCURRENCY = 1000
 CAP_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
 CAP_KEY_HELP = "letters, digits, _ . : - and at most 100 characters"
@@ -144,7 +144,7 @@ HOLD = ("owner", "claimed", "due", "date", "interrupted")
 RESET = HOLD + ("error", "canceled", "retry_at", "paused")
 
 #: What the dashboard offers for a task in each status (its relay refuses the rest): ``run``
-#: now (one extra run, the schedule kept: :func:`after.occurrence.extra_doc`), ``backfill``
+#: now (one extra run, the schedule kept: :func:`after.rules.occurrence.extra_doc`), ``backfill``
 #: a window of a repeating task's past occurrences (the relay refuses it for a task that
 #: does not repeat), ``reschedule`` to a date, ``cancel``, ``rerun`` a failed task. A
 #: ``cancel`` request waits for its worker.
@@ -246,7 +246,7 @@ class Spec:
 
     @property
     def policy(self) -> str:
-        """The catch-up policy (:mod:`after.catchup`): ``latest`` unless the task says."""
+        """The catch-up policy (:mod:`after.rules.catchup`): ``latest`` unless the task says."""
         return self.catchup.policy if self.catchup is not None else cu.LATEST
 
     @property
@@ -258,7 +258,7 @@ class Spec:
 
     @functools.cached_property
     def occurrence_id(self) -> str:
-        """The id of the occurrence at ``date`` (:func:`after.occurrence.key`): the parent's
+        """The id of the occurrence at ``date`` (:func:`after.rules.occurrence.key`): the parent's
         occurrence for a one-off ``manual`` or ``backfill`` task."""
         if self.occurrence is not None:
             return occ.key(self.occurrence.task, self.occurrence.date, self.occurrence.kind)
@@ -513,7 +513,7 @@ def _parse(doc: dict) -> Spec:
 
 
 def parse_catchup(value: Any, repeat: Rule | None, overlap: str) -> cu.Catchup | None:
-    """``catchup`` (:mod:`after.catchup`), for a repeating task only."""
+    """``catchup`` (:mod:`after.rules.catchup`), for a repeating task only."""
     try:
         catchup = cu.parse_catchup(value, MAX_SECONDS)
     except cu.CatchupError as exc:
@@ -881,7 +881,7 @@ def next_occurrence(spec: Spec, anchor: datetime, now: datetime, runs: int) -> d
     """The date after ``spec.date`` of a repeating task: the first occurrence that runs after
     ``now`` (its jittered instant: :attr:`Spec.due`), so an occurrence whose nominal date
     passed while the one before it ran late in its jitter still runs; past ones are skipped
-    as without jitter (:meth:`after.repeat.Rule.next_date`)."""
+    as without jitter (:meth:`after.rules.repeat.Rule.next_date`)."""
     rule = spec.repeat
     if not rule.jitter:
         return rule.next_date(anchor, spec.date, now, runs)
@@ -923,7 +923,7 @@ def ended_its_process(exitcode: int | None) -> str:
 
 def missed(spec: Spec, due: datetime, now: datetime) -> bool:
     """True when the run would start later than ``date + max_delay`` (for a repeating task,
-    later than its catch-up allows: :func:`after.catchup.bound`)."""
+    later than its catch-up allows: :func:`after.rules.catchup.bound`)."""
     limit = late_bound(spec)
     if limit is None:
         return False
@@ -976,7 +976,7 @@ def own_occurrences(doc: dict, spec: Spec, now: datetime,
 
 def catch_up(doc: dict, spec: Spec, now: datetime) -> tuple[dict, cu.Plan] | None:
     """A repeating task ``waiting`` at a date that has passed, caught up at ``now`` by its
-    ``catchup`` policy (:mod:`after.catchup`): the document that moves it to the occurrence
+    ``catchup`` policy (:mod:`after.rules.catchup`): the document that moves it to the occurrence
     to run now (the latest due under ``latest``, the first of the latest ``max`` under
     ``all``) or, when none is to run, to its next occurrence after now (``done`` when there
     is none), the occurrences passed counted in ``after.missed``; and the plan, whose
@@ -1061,7 +1061,7 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
     written meanwhile is honoured (its ``date`` is kept and it is ``waiting`` again).
     ``following``: the next date of a repeating task decided by the caller (None: the series
     ends) and the occurrences passed on the way (toward ``limit``): excluded days skipped in
-    one step (:func:`after.skipping.leap`).
+    one step (:func:`after.rules.skipping.leap`).
     """
     if doc.get("status") == PAUSED:
         # paused while it ran: the run is recorded, the task stays paused (its next date, if
@@ -1178,7 +1178,7 @@ def caught_up_in_turn(spec: Spec, outcome: Outcome) -> bool:
 def fell_missed(doc: dict, spec: Spec, outcome: Outcome) -> list[datetime]:
     """The occurrences after the one just run that fell due before its run started (the run
     waited for a job thread, a slot or its retries), under ``latest`` and ``none``: not run,
-    recorded missed (the latest :data:`after.catchup.MAX_MISSED`). None under ``all`` (they
+    recorded missed (the latest :data:`after.rules.catchup.MAX_MISSED`). None under ``all`` (they
     run in turn), for an occurrence not run (missed, skipped) or an ``allow`` task."""
     if spec.repeat is None or spec.policy == cu.ALL or spec.overlap == ALLOW \
             or outcome.outcome in (MISSED, SKIPPED):

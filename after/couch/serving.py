@@ -3,8 +3,8 @@
 :meth:`after.client.Client.schedule` warn when they write one; ``after show`` and the
 dashboard say so of a waiting task.
 
-Pure: the heartbeat documents of ``<db>_workers`` (:mod:`after.registry`) and the paused names
-(:mod:`after.pausing`) in, ``now`` in milliseconds. The dashboard's ``model.js`` has the
+Pure: the heartbeat documents of ``<db>_workers`` (:mod:`after.couch.registry`) and the paused names
+(:mod:`after.couch.pausing`) in, ``now`` in milliseconds. The dashboard's ``model.js`` has the
 twin of :func:`serving`, kept equal by ``tests/cases/serving.json``.
 """
 
@@ -13,9 +13,9 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-from . import task as rules
-from .calendar import calendar_name
-from .registry import state
+from after.couch.registry import state
+from after.rules import task as rules
+from after.rules.calendar import calendar_name
 
 SERVED, PAUSED, NONE = None, "paused", "none"
 
