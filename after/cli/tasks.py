@@ -49,7 +49,7 @@ from after.rules.dates import DateError, format_date, utcnow
 from after.rules.redact import redact
 from after.rules.repeat import FOLDS, GAPS, RepeatError, parse_repeat
 
-#: Which option a validation message is about, by the field it starts with.
+#: Which option set a field a validation error is about (``TaskError.field``).
 FIELD_OPTIONS = {
     "worker": "--worker", "at": "--at", "date": "--at", "every": "--every", "cron": "--cron",
     "tz": "--tz", "limit": "--limit", "until": "--until", "retry": "--retry",
@@ -64,36 +64,28 @@ FIELD_OPTIONS = {
     "debounce": "--debounce",
     "overlap": "--overlap", "priority": "--priority", "catchup": "--catchup",
     "catchup.policy": "--catchup", "catchup.window": "--catchup-window",
-    "catchup.max": "--catchup-max",
+    "catchup.max": "--catchup-max", "repeat.until": "--until", "repeat.tz": "--tz",
+    "repeat.dst": "--dst-gap", "repeat.dst.gap": "--dst-gap", "repeat.dst.fold": "--dst-fold",
+    "repeat.limit": "--limit", "repeat.jitter": "--jitter",
 }
 
 
-def option_for(message: str, *, cron: bool = False, kwargs: bool = False) -> tuple[str, str]:
-    """(the option a validation message is about, the message without its field prefix)."""
-    field, _, rest = message.partition(": ")
+def option_for(error: TaskError, *, cron: bool = False,
+               kwargs: bool = False) -> tuple[str, str]:
+    """(the option the field of a validation error is about, the message without its field
+    prefix); ("", the message) when no option set that field."""
+    field, problem = error.field, error.problem
     if field == "job.arguments":
-        return ("--kwargs" if kwargs else "ARGS"), rest
+        return ("--kwargs" if kwargs else "ARGS"), problem
     if field.startswith(("job.arguments[", "job.arguments.")):  # one of them: say which
-        return ("--kwargs" if kwargs else "ARGS"), message
+        return ("--kwargs" if kwargs else "ARGS"), str(error)
     if field.startswith("repeat.exclude"):
-        return "--exclude", rest
-    if field in ("repeat", "repeat.until"):
-        if field == "repeat.until":
-            return "--until", rest
-        if "time zone" in rest or rest.startswith(("tz", "dst needs a tz")):
-            return "--tz", rest
-        if rest.startswith("dst.fold"):
-            return "--dst-fold", rest
-        if rest.startswith("dst"):
-            return "--dst-gap", rest
-        if rest.startswith("limit"):
-            return "--limit", rest
-        if rest.startswith("jitter"):
-            return "--jitter", rest
-        return ("--cron" if cron else "--every"), rest
+        return "--exclude", problem
     if field in FIELD_OPTIONS:
-        return FIELD_OPTIONS[field], rest
-    return "", message
+        return FIELD_OPTIONS[field], problem
+    if field == "repeat" or field.startswith("repeat."):  # the rule itself
+        return ("--cron" if cron else "--every"), problem
+    return "", str(error)
 
 
 @contextmanager
@@ -104,7 +96,7 @@ def refused(*, cron: bool = False, kwargs: bool = False):
     except StateError as exc:
         raise Failure(str(exc), EXIT_FAILED) from None
     except TaskError as exc:
-        option, message = option_for(str(exc), cron=cron, kwargs=kwargs)
+        option, message = option_for(exc, cron=cron, kwargs=kwargs)
         if not option:
             raise Failure(message, EXIT_FAILED) from None
         raise click.BadParameter(message, param_hint=f"'{option}'") from None

@@ -71,6 +71,7 @@ from dateutil.relativedelta import relativedelta
 
 from after.rules.calendar import CalendarError, Exclusion, parse_exclude
 from after.rules.dates import SHORTHANDS, DateError, format_date, parse_date
+from after.rules.fields import FieldError
 from after.rules.jsonsafe import show
 
 __all__ = [
@@ -115,8 +116,9 @@ DST_HELP = '{"gap": "shift" or "skip", "fold": "first", "last" or "both"}'
 _CRON_RANDOM_RE = re.compile(r"(?<![A-Za-z])[HR](?![A-Za-z])", re.IGNORECASE)
 
 
-class RepeatError(ValueError):
-    """A ``repeat`` value After cannot use; the message names the field and says why."""
+class RepeatError(FieldError):
+    """A ``repeat`` value After cannot use; the message names the field and says why, and
+    ``field`` names it on its own (``repeat.tz`` for ``repeat: tz must be ...``)."""
 
 
 def _utc(dt: datetime) -> datetime:
@@ -454,7 +456,8 @@ def _whole(field: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         shown = repr(value) if not isinstance(value, int) or abs(value) < 10 ** 40 \
             else "a number that large"
-        raise RepeatError(f"repeat: {field} must be {kind} integer, got {shown[:60]}")
+        raise RepeatError(f"repeat: {field} must be {kind} integer, got {shown[:60]}",
+                          field=f"repeat.{field}")
     return value
 
 
@@ -480,7 +483,7 @@ def _limits(raw: dict) -> dict:
             shown = repr(value) if not isinstance(value, int) or abs(value) < 10 ** 40 \
                 else "a number that large"
             raise RepeatError(f"repeat: jitter must be a number of seconds from 0 to "
-                              f"{MAX_JITTER}, got {shown[:60]}")
+                              f"{MAX_JITTER}, got {shown[:60]}", field="repeat.jitter")
         out["jitter"] = float(value)
     return out
 
@@ -563,19 +566,22 @@ def _parse_dst(raw: dict) -> Dst:
         return Dst()
     value = raw["dst"]
     if not isinstance(value, dict):
-        raise RepeatError(f"repeat: dst must be an object {DST_HELP}, not {show(value)}")
+        raise RepeatError(f"repeat: dst must be an object {DST_HELP}, not {show(value)}",
+                          field="repeat.dst")
     extra = sorted(set(value) - {"gap", "fold"})
     if extra:
-        raise RepeatError(f"repeat: unknown key {extra[0]!r} in dst (allowed: fold, gap)")
+        raise RepeatError(f"repeat: unknown key {extra[0]!r} in dst (allowed: fold, gap)",
+                          field="repeat.dst")
     if "tz" not in raw:
         raise RepeatError("repeat: dst needs a tz (a cron rule without one is in UTC, which "
-                          "has no daylight saving time)")
+                          "has no daylight saving time)", field="repeat.tz")
     gap, fold = value.get("gap"), value.get("fold")
     if "gap" in value and gap not in GAPS:
-        raise RepeatError(f"repeat: dst.gap must be 'shift' or 'skip', not {show(gap)}")
+        raise RepeatError(f"repeat: dst.gap must be 'shift' or 'skip', not {show(gap)}",
+                          field="repeat.dst.gap")
     if "fold" in value and fold not in FOLDS:
         raise RepeatError(f"repeat: dst.fold must be 'first', 'last' or 'both', not "
-                          f"{show(fold)}")
+                          f"{show(fold)}", field="repeat.dst.fold")
     return Dst(gap, fold)
 
 
@@ -593,13 +599,14 @@ def _parse_cron(raw: dict) -> CronRule:
     if _CRON_RANDOM_RE.search(expr):
         raise RepeatError(f"repeat: cron {expr!r} uses H or R (hashed or random), not supported")
     if not isinstance(tz, str) or not tz:
-        raise RepeatError(f"repeat: tz must be an IANA time zone name, got {tz!r}")
+        raise RepeatError(f"repeat: tz must be an IANA time zone name, got {tz!r}",
+                          field="repeat.tz")
     try:
         zone = ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
         raise RepeatError(
-            f"repeat: unknown time zone {tz!r} (use an IANA name like Europe/Paris or UTC)"
-        ) from None
+            f"repeat: unknown time zone {tz!r} (use an IANA name like Europe/Paris or UTC)",
+            field="repeat.tz") from None
     try:
         croniter(expr, datetime(2000, 1, 1, tzinfo=zone)).get_next(datetime)
     except CroniterBadDateError:
@@ -622,7 +629,7 @@ def parse_repeat(value: object) -> Rule | None:
         )
     if "cron" not in value and "dst" in value:
         raise RepeatError("repeat: dst applies to a cron rule with a tz (an interval repeats "
-                          "in UTC)")
+                          "in UTC)", field="repeat.dst")
     if "cron" in value:
         return _parse_cron(value)
     if "every" in value:

@@ -60,6 +60,7 @@ from after.rules import catchup as cu
 from after.rules import occurrence as occ
 from after.rules.calendar import excluded
 from after.rules.dates import DateError, format_date, parse_date, to_ms
+from after.rules.fields import FieldError
 from after.rules.jsonsafe import problem
 from after.rules.jsonsafe import show as _show
 from after.rules.repeat import RepeatError, Rule, parse_repeat
@@ -161,8 +162,9 @@ ACTIONS = {
 }
 
 
-class TaskError(ValueError):
-    """The document cannot run; the message says exactly what is wrong."""
+class TaskError(FieldError):
+    """The document cannot run; the message says exactly what is wrong, and ``field`` which
+    field it is about (:class:`after.rules.fields.FieldError`)."""
 
 
 class StateError(ValueError):
@@ -461,8 +463,8 @@ def _parse(doc: dict) -> Spec:
         repeat = parse_repeat(doc.get("repeat"))
     except (RepeatError, DateError) as exc:
         message = str(exc)
-        raise TaskError(message if message.startswith("repeat") else f"repeat: {message}") \
-            from None
+        raise TaskError(message if message.startswith("repeat") else f"repeat: {message}",
+                        field=getattr(exc, "field", "") or "repeat") from None
     if doc.get("status") in CHECKED and repeat is not None and repeat.until is not None \
             and to_ms(repeat.until) < to_ms(date):
         # to the millisecond, as the validate_doc_update compares them

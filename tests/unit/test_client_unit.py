@@ -8,6 +8,7 @@ import pytest
 
 from after.cli.tasks import call_text, duration, json_or_text, option_for, retry_text
 from after.client import Client, TaskError, _every, describe_repeat, every_units
+from after.rules import task as rules
 
 NOW = datetime(2027, 1, 1, tzinfo=UTC)
 
@@ -87,27 +88,51 @@ def test_cron_next_runs_across_the_new_york_dst_change():
         "03-12 14:00", "03-15 13:00", "03-16 13:00", "03-17 13:00", "03-18 13:00"]
 
 
-@pytest.mark.parametrize("message, cron, option, rest", [
-    ("worker: 'a b' is bad", False, "--worker", "'a b' is bad"),
-    ("date: x", False, "--at", "x"),
-    ("repeat: unknown time zone 'X'", True, "--tz", "unknown time zone 'X'"),
-    ("repeat: limit must be a positive integer, got 0", False, "--limit",
+def refusal(**fields) -> TaskError:
+    """The error task.parse gives for a document with these fields."""
+    with pytest.raises(TaskError) as caught:
+        rules.parse(doc(**fields))
+    return caught.value
+
+
+@pytest.mark.parametrize("fields, cron, option, problem", [
+    ({"worker": None}, False, "--worker", "required"),
+    ({"date": "x"}, False, "--at", "'x' is not"),
+    ({"repeat": {"cron": "0 9 * * *", "tz": "X/Y"}}, True, "--tz", "unknown time zone 'X/Y'"),
+    ({"repeat": {"cron": "0 9 * * *", "dst": {"gap": "skip"}}}, True, "--tz",
+     "dst needs a tz"),
+    ({"repeat": {"cron": "0 9 * * *", "tz": "UTC", "dst": {"fold": "x"}}}, True,
+     "--dst-fold", "dst.fold must be"),
+    ({"repeat": {"cron": "0 9 * * *", "tz": "UTC", "dst": {"gap": "x"}}}, True,
+     "--dst-gap", "dst.gap must be"),
+    ({"repeat": {"hours": 1, "limit": 0}}, False, "--limit",
      "limit must be a positive integer, got 0"),
-    ("repeat: cron 'x' must have 5 fields", True, "--cron", "cron 'x' must have 5 fields"),
-    ("repeat: the interval is zero", False, "--every", "the interval is zero"),
-    ("repeat.until: 'x' is not", False, "--until", "'x' is not"),
-    ("retry.backoff: must be", False, "--retry", "must be"),
-    ("max_delay: must be", False, "--max-delay", "must be"),
-    ("job.name: 'a-b' is not a job name", False, "JOB", "'a-b' is not a job name"),
-    ("something else", False, "", "something else"),
+    ({"repeat": {"hours": 1, "jitter": -1}}, False, "--jitter", "jitter must be"),
+    ({"repeat": {"cron": "x", "tz": "UTC"}}, True, "--cron", "cron 'x' must have 5 fields"),
+    ({"repeat": {"hours": 0}}, False, "--every", "the interval is zero"),
+    ({"repeat": {"hours": 1, "until": "x"}}, False, "--until", "'x' is not"),
+    ({"retry": {"backoff": "x"}}, False, "--retry", "must be 'fixed' or 'exponential'"),
+    ({"max_delay": -1}, False, "--max-delay", "must be"),
+    ({"job": {"arguments": []}}, False, "JOB", "required"),
 ])
-def test_option_for(message, cron, option, rest):
-    assert option_for(message, cron=cron) == (option, rest)
+def test_option_for(fields, cron, option, problem):
+    """The option to blame comes from the field the error names, not from its text."""
+    error = refusal(**fields)
+    named, shown = option_for(error, cron=cron)
+    assert (named, shown[:len(problem)]) == (option, problem), str(error)
+    assert str(error).endswith(shown)
+
+
+def test_option_for_an_error_of_no_field():
+    assert option_for(TaskError("something else")) == ("", "something else")
+    assert TaskError("something else").field == ""
 
 
 def test_option_for_arguments():
-    assert option_for("job.arguments: not JSON") == ("ARGS", "not JSON")
-    assert option_for("job.arguments: not JSON", kwargs=True) == ("--kwargs", "not JSON")
+    error = TaskError("job.arguments: not JSON")
+    assert (error.field, error.problem) == ("job.arguments", "not JSON")
+    assert option_for(error) == ("ARGS", "not JSON")
+    assert option_for(error, kwargs=True) == ("--kwargs", "not JSON")
 
 
 def test_display_helpers():

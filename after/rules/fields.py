@@ -1,0 +1,27 @@
+"""The error of a value a task cannot use: what is wrong, and which field it is about."""
+
+from __future__ import annotations
+
+import re
+
+#: a field as messages name it: ``retry.limit``, ``job.arguments[0]``, ``repeat.exclude[2]``
+FIELD_PATH = re.compile(r"[A-Za-z_][\w-]*(?:\.[\w-]+|\[\d+\])*")
+
+
+class FieldError(ValueError):
+    """A value a task cannot use. The message says exactly what is wrong and begins with the
+    field it is about (``retry.limit: must be 0 or more attempts``): the database's
+    validation gives the same text, and the command line and the Client show it as is.
+
+    ``field`` names that field on its own, for a caller that names it its own way (the
+    command line names the option that set it). A rule that knows the field more precisely
+    than its message's prefix says it (``repeat: tz must be ...`` is about ``repeat.tz``);
+    else it is the prefix, or "" for a message about no one field. ``problem`` is the message
+    without that prefix."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        head, sep, rest = message.partition(": ")
+        prefixed = bool(sep) and FIELD_PATH.fullmatch(head) is not None
+        self.field = (head if prefixed else "") if field is None else field
+        self.problem = rest if prefixed else message
