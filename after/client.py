@@ -21,6 +21,11 @@ operation the task's status does not allow; :class:`TaskNotFound` (a
 (:class:`~after.couch.store.Unavailable`, ...) as they come.
 """
 
+# Longer than 500 lines on purpose: the Client is one class with one method per operation a user has
+# (schedule, wait, runs, tasks, cancel, pause, reschedule, run now, backfill, calendars, audit,
+# caps), beside the functions that build a task document from its keywords, which the command
+# line shares; each method is short and reads the rules of after.rules.task.
+
 from __future__ import annotations
 
 import heapq

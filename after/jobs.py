@@ -22,6 +22,10 @@ folder, and it is loaded from that file under a private module name (``after_job
 never through ``sys.path``. Modules are loaded once and cached; ``reload()`` forgets them.
 """
 
+# Longer than 500 lines on purpose: the jobs folder's one contract, in its order of precedence:
+# finding a job, loading its module (bounded, never outside the folder), describing it
+# (``after jobs``) and calling it with the arguments a document gave.
+
 from __future__ import annotations
 
 import asyncio

@@ -6,6 +6,10 @@ exit code 2 and a message naming the option; an unknown task exits 4; an operati
 task's status does not allow exits 1.
 """
 
+# Longer than 500 lines on purpose: one command per operation on tasks (add, show, tasks, cancel,
+# pause, resume, reschedule, run, backfill, calendars, purge...), each thin, sharing the options
+# and the one translation of the Client's errors into the option to blame.
+
 from __future__ import annotations
 
 import json

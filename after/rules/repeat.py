@@ -57,6 +57,10 @@ Decisions:
   ``upcoming`` return nominal dates and :mod:`after.rules.task` moves them.
 """
 
+# Longer than 500 lines on purpose: the three forms of ``repeat`` (units, ISO 8601, cron with its
+# DST policy) share the parsing of limit, until, exclude and jitter, and each has its
+# next-occurrence arithmetic beside its parsing.
+
 from __future__ import annotations
 
 import re

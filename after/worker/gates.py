@@ -32,6 +32,9 @@ Slot I/O is done on the worker's loop, with its short timeout: a few small reque
 capped run (read the key's slots, write one, write it free), none for tasks without a cap.
 """
 
+# Longer than 500 lines on purpose: the gates an occurrence passes before it starts (calendars,
+# concurrency slots, rate tokens) share the 202 read-back that confirms a taken slot or token.
+
 from __future__ import annotations
 
 import logging

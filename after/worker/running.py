@@ -10,6 +10,9 @@ answered the run is over (:func:`over`). Functions of the
 nothing else does.
 """
 
+# Longer than 500 lines on purpose: the life of a run on the loop, from the timer to its
+# end, in the order it happens; split, a reader would follow one run across files.
+
 from __future__ import annotations
 
 import logging

@@ -80,3 +80,17 @@ def test_a_breach_of_the_layers_is_seen():
                         ("after.jobs", "after.cli.common")):
         bad = {**edges, module: edges[module] | {dep}}
         assert breaches(bad) == [(module, dep)]
+
+
+def test_a_module_over_500_lines_says_why():
+    """Issue 22: no module over 500 lines without a reason written at its top, after its
+    docstring (``# Longer than 500 lines on purpose: ...``)."""
+    package = SCRIPT.parents[1] / "after"
+    silent = []
+    for path in sorted(package.rglob("*.py")):
+        text = path.read_text()
+        if text.count("\n") > 500:
+            head = text[:text.find("from __future__")] if "from __future__" in text else text
+            if "# Longer than 500 lines on purpose: " not in head:
+                silent.append(f"{path.relative_to(package.parent)} ({text.count(chr(10))})")
+    assert not silent, f"over 500 lines, with no reason at the top: {silent}"
