@@ -61,6 +61,23 @@ def changed(w, doc: dict, recheck: bool, now: datetime) -> None:
 
 
 
+def peer(w, owner: str, alive: bool | None, now: datetime) -> None:
+    """The peers' thread told whether ``owner`` lives: the tasks that waited on it are
+    decided again."""
+    if alive is not None:
+        w.state.known[owner] = alive
+    for doc in w.state.asked.pop(owner, []):
+        changed(w, doc, True, now)
+
+
+def feed(w, up: bool) -> None:
+    """The feed came up or went down: after it comes back, everything is checked again."""
+    w.emit("feed", connected=up)
+    w.state.feed_lost = w.state.feed_lost or not up
+    if up and w.state.feed_lost:
+        w.poller.now.set()
+
+
 def seen(w, doc: dict, now: datetime) -> None:
     """When this process first saw the current version of a task with a ``debounce`` (its
     run waits for a quiet window from then: after.worker.runs.debounced); forgotten once

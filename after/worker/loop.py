@@ -46,6 +46,7 @@ from after.worker.polling import Poller
 from after.worker.reads import Reads
 from after.worker.runner import Recorder, Runner, next_deadline
 from after.worker.state import State
+from after.worker.stop import fault, shutdown
 from after.worker.timer import Timer
 from after.worker.writer import Writer
 
@@ -156,8 +157,6 @@ class Worker:
 
     def run(self) -> int:
         """Run until asked to stop; returns the exit code (0 after a graceful stop)."""
-        from after.worker.stop import shutdown
-
         log.info("worker %s starting (process %s, jobs in %s)", self.name, self.id,
                  self.registry.root)
         registry = self.peers.beat(self._publish(), force=True,
@@ -234,8 +233,8 @@ class Worker:
         for kind, value in events:
             try:
                 self._handle(kind, value, now)
-            except Exception as exc:  # never crash on a document
-                self._fault(kind, value, exc, now)
+            except Exception as exc:  # never crash on a document: that task's failure alone
+                fault(self, kind, value, exc, now)
 
     def _fires(self, most: int = 2000) -> list:
         """What the timer posted, the higher priority then the earlier first."""
@@ -293,43 +292,15 @@ class Worker:
         elif kind == "unbegun":
             running.unbegun(self, *value)
         elif kind == "peer":
-            owner, alive = value
-            if alive is not None:
-                self.state.known[owner] = alive
-            for doc in self.state.asked.pop(owner, []):
-                carrying.changed(self, doc, True, now)
+            carrying.peer(self, *value, now=now)
         elif kind == "deleted":
             running.do(self, [d.Drop(value)], now)
         elif kind == "feed":
-            self.emit("feed", connected=value)
-            self.state.feed_lost = self.state.feed_lost or not value
-            if value and self.state.feed_lost:
-                self.poller.now.set()  # re-check everything after a reconnect
-
-    # -- deciding ----------------------------------------------------------------------------
-
-
-    # -- running -----------------------------------------------------------------------------
-
-
-    # -- writing -----------------------------------------------------------------------------
-
-
-    # -- partitions and leases ---------------------------------------------------------------
+            carrying.feed(self, value)
 
     def away(self) -> bool:
         """Starts nothing: back from a lapse of its lease, or stopping."""
         return bool(self.state.away_until) or self.stop_requested.is_set()
-
-
-    # -- keeping honest ----------------------------------------------------------------------
-
-
-    def _fault(self, kind: str, value, exc: Exception, now: datetime) -> None:
-        """A failure of this code while handling one task is that task's alone."""
-        from after.worker.stop import fault
-
-        fault(self, kind, value, exc, now)
 
     def _publish(self) -> dict:
         """What other threads may read of the state: replaced whole, once a turn."""
