@@ -28,8 +28,9 @@ owns its partition). Without that, the process that freed a slot took
 it again for its own next occurrence (measured: 9 occurrences over 3 processes ran as
 o0 o2 o4 o3 o5 o6 o1 o7 o8).
 
-Slot I/O is done on the worker's loop, with its short timeout: a few small requests per
-capped run (read the key's slots, write one, write it free), none for tasks without a cap.
+The gates' I/O (a few small requests per gated run: read the key's slots, write one, write
+it free; a token; a calendar) is done on a thread of their own, :class:`GateKeeper`: the
+loop asks and goes on, and the answer comes back on its inbox; none for tasks without a gate.
 """
 
 # Longer than 500 lines on purpose: the gates an occurrence passes before it starts (calendars,
@@ -38,16 +39,20 @@ capped run (read the key's slots, write one, write it free), none for tasks with
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from after.config import workers_db
 from after.couch.caps import RATE_PREFIX, SLOT_PREFIX, slot_id, token_id
 from after.couch.store import Conflict, NotFound, StoreError, describe_error
 from after.rules import calendar as cal
 from after.rules import task as rules
 from after.rules.dates import format_date, from_ms, to_ms
 from after.worker import runs as r
+from after.worker.partitions import partition_of
 
 log = logging.getLogger("after.worker")
 
@@ -440,8 +445,8 @@ def confirmed(store, db: str, doc: dict) -> bool:
 
 
 class Gates:
-    """The calendars, the caps and the rate limits, as the loop asks them (on its thread,
-    for now: a few small requests per gated occurrence, none for other tasks)."""
+    """The calendars, the caps and the rate limits, asked synchronously (their I/O done by
+    the caller: the worker's :class:`GateKeeper` thread)."""
 
     retry_ms = int(SLOT_RETRY * 1000)
 
@@ -498,6 +503,123 @@ class Gates:
 
     def release_all(self) -> None:
         self.caps.release_all()
+
+
+#: what the GateKeeper answers while the gates' thread works on a question
+ASKED = "asked"
+
+
+class GateKeeper:
+    """The loop's face of the gates (issue 22: no blocking I/O on the loop). The gates and
+    their state belong to a thread of their own; the loop asks (:meth:`ask` returns
+    :data:`ASKED`) and goes on, and the answer comes back on its inbox as ``("gated",
+    (docid, verdict))``: kept here (:meth:`answered`) until the occurrence fires again and
+    takes it. What the loop tells the gates (a run begun, a slot to free, an occurrence
+    forgotten) goes on the same queue, so the thread sees it in order; when freeing a slot
+    lets waiting occurrences try again, the thread posts ``("gate_retry", docids)``."""
+
+    retry_ms = Gates.retry_ms
+
+    @classmethod
+    def of(cls, worker, store) -> GateKeeper:
+        """A worker's: the gates' thread knows who is dead and who holds a task from what
+        the loop publishes once a turn (``State.published``), never from its live state."""
+        def published() -> dict:
+            return worker.state.published
+
+        gates = Gates(store, workers_db(store.db), worker.me, worker.settings.lease,
+                      known_dead=lambda holder: holder in published().get("dead", ()),
+                      holder_of=lambda docid: published().get("owners", {}).get(
+                          partition_of(docid)),
+                      clock=worker.peers.now)
+        return cls(gates, worker.inbox.put, clock=worker.peers.now)
+
+    def __init__(self, gates: Gates, post: Callable[[tuple], None],
+                 clock: Callable[[], datetime]):
+        self.gates, self.post, self.clock = gates, post, clock
+        self.requests: queue.SimpleQueue = queue.SimpleQueue()
+        self.asked: set[str] = set()  # the loop's: questions on the thread
+        self.answers: dict[str, str | list | None] = {}  # the loop's: answers not yet taken
+        self.thread: threading.Thread | None = None
+
+    # -- the loop's side ---------------------------------------------------------------------
+
+    def ask(self, held, now: datetime) -> str | list | None:
+        """As :meth:`Gates.ask`, or :data:`ASKED` while the thread works on it."""
+        docid = held.doc["_id"]
+        if docid in self.answers:
+            return self.answers.pop(docid)
+        if docid not in self.asked:
+            self.asked.add(docid)
+            self._put(("ask", held))
+        return ASKED
+
+    def answered(self, docid: str, verdict: str | list | None) -> bool:
+        """The thread's answer is in: kept for the occurrence's next fire (True), or, when
+        no question of it is out any more (forgotten meanwhile), dropped (False)."""
+        if docid not in self.asked:
+            return False
+        self.asked.discard(docid)
+        self.answers[docid] = verdict
+        return True
+
+    def begun(self, docid: str, spec: rules.Spec, now: datetime) -> None:
+        if spec.rate is not None:
+            self._put(("begun", docid, spec, now))
+
+    def release(self, docid: str) -> None:
+        self._put(("release", docid))
+
+    def forget(self, docid: str) -> None:
+        self.asked.discard(docid)
+        self.answers.pop(docid, None)
+        self._put(("forget", docid))
+
+    def forget_rate(self, docid: str) -> None:
+        self._put(("forget_rate", docid))
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Free every slot this process holds (its runs are over or handed back) and end the
+        thread, waiting ``timeout`` seconds at most."""
+        if self.thread is None:
+            return  # never asked: nothing taken
+        self.requests.put(("release_all",))
+        self.requests.put(None)
+        self.thread.join(timeout)
+
+    def _put(self, request: tuple) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._serve, name="after-gates", daemon=True)
+            self.thread.start()
+        self.requests.put(request)
+
+    # -- the gates' thread -------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        gates = self.gates
+        while (request := self.requests.get()) is not None:
+            kind, *args = request
+            try:
+                if kind == "ask":
+                    held = args[0]
+                    self.post(("gated", (held.doc["_id"], gates.ask(held, self.clock()))))
+                elif kind == "begun":
+                    gates.begun(*args)
+                elif kind == "release":
+                    gates.release(args[0])
+                    ready = gates.due(lambda docid: True)
+                    if ready:
+                        self.post(("gate_retry", ready))
+                elif kind == "forget":
+                    gates.forget(args[0])
+                elif kind == "forget_rate":
+                    gates.rates.forget(args[0])
+                elif kind == "release_all":
+                    gates.release_all()
+            except Exception:  # a bug must not leave an occurrence waiting for ever
+                log.exception("the gates failed on %s", kind)
+                if kind == "ask":
+                    self.post(("gated", (args[0].doc["_id"], "wait")))
 
 
 def screen(doc: dict, spec: rules.Spec, calendars: dict[str, cal.Exclusion], me: r.Identity,

@@ -33,14 +33,14 @@ import queue
 import threading
 from datetime import datetime
 
-from after.config import Settings, runs_db, workers_db
+from after.config import Settings, runs_db
 from after.couch.retention import Retainer
 from after.couch.store import Unavailable
 from after.jobs import JobRegistry
 from after.worker import carrying, leases, running, writing
 from after.worker import decide as d
 from after.worker import runs as r
-from after.worker.gates import Gates
+from after.worker.gates import GateKeeper
 from after.worker.peers import Peers
 from after.worker.polling import Poller
 from after.worker.reads import Reads
@@ -99,10 +99,7 @@ class Worker:
                               backoff=settings.write_backoff,
                               backoff_max=settings.write_backoff_max, db=runs_db(store.db))
         self.retainer = Retainer.of(self, store)  # finished tasks kept no longer (a thread)
-        self.gates = Gates(self.store, workers_db(store.db), self.me, settings.lease,
-                           known_dead=lambda p: p in self.state.dead,
-                           holder_of=lambda docid: leases.holder_of(self, docid),
-                           clock=lambda: self.peers.now())
+        self.gates = GateKeeper.of(self, store.with_timeout(LOOP_TIMEOUT))  # (a thread)
         self.follower = None
         self.jobs: dict[str, object] = {}  # resolved job functions (or their JobError)
         self.mean_run: float | None = None  # seconds a run lasts, as measured
@@ -293,6 +290,10 @@ class Worker:
             running.unbegun(self, *value)
         elif kind == "peer":
             carrying.peer(self, *value, now=now)
+        elif kind == "gated":
+            running.gate_answer(self, *value, now=now)
+        elif kind == "gate_retry":
+            running.gate_retry(self, value)
         elif kind == "deleted":
             running.do(self, [d.Drop(value)], now)
         elif kind == "feed":
@@ -309,5 +310,6 @@ class Worker:
         state.published = {
             "held": len(state.held), "running": running, "counts": dict(state.counts),
             "stopping": self.stop_requested.is_set(), "paused": state.paused,
-            "partitions": len(state.owned)}
+            "partitions": len(state.owned), "dead": frozenset(state.dead),
+            "owners": {k: doc.get("owner") for k, doc in state.parts.items()}}
         return state.published

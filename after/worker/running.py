@@ -25,6 +25,7 @@ from after.worker import check, intents, oplog
 from after.worker import decide as d
 from after.worker import partitions as parts
 from after.worker import runs as r
+from after.worker.gates import ASKED
 from after.worker.runner import timed_out
 from after.worker.state import Held, Run, rank
 
@@ -110,7 +111,7 @@ def drop(w, docid: str) -> None:
         w.timer.remove((ARM, docid))
         withdraw(w, held)
         if held.spec.rate is not None:
-            w.gates.rates.forget(docid)  # a token it took stays spent
+            w.gates.forget_rate(docid)  # a token it took stays spent
     state.line.remove(docid)
     if state.gated.pop(docid, None) is not None:
         w.gates.forget(docid)
@@ -147,6 +148,9 @@ def fire(w, key: tuple[str, str], now: datetime) -> None:
         return
     if r.gated(held.spec):
         verdict = w.gates.ask(held, now)
+        if verdict == ASKED:  # the gates' thread answers on the inbox (gate_answer)
+            w.state.gated[ident] = held.due_ms
+            return
         if verdict == "wait":  # tried again as a slot frees, or every SLOT_RETRY
             w.state.gated[ident] = held.due_ms
             w.timer.add((GATE, ident), to_ms(now) + w.gates.retry_ms, None)
@@ -346,9 +350,25 @@ def forget(w, run: Run) -> None:
     state.detached.pop(run.token, None)
     state.tokens_of.pop(run.token, None)
     state.timed.discard(run.token)
-    if run.spec.concurrency is not None:
+    if run.spec.concurrency is not None:  # (the occurrences it lets try are posted back)
         w.gates.release(run.docid)
-        for docid in w.gates.due(lambda t: t in state.gated):  # a slot may be free
+
+
+def gate_answer(w, docid: str, verdict, now: datetime) -> None:
+    """The gates' thread answered for a held occurrence: it fires again to take the answer.
+    One no longer held that took a slot frees it."""
+    if not w.gates.answered(docid, verdict):
+        if verdict is None:
+            w.gates.release(docid)
+        return
+    if docid in w.state.gated:
+        w.timer.add((GATE, docid), 0, None)
+
+
+def gate_retry(w, docids: list[str]) -> None:
+    """A slot is free: the occurrences that wait for one try again, earliest first."""
+    for docid in docids:
+        if docid in w.state.gated:
             w.timer.add((GATE, docid), 0, None)
 
 

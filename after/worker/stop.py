@@ -120,7 +120,7 @@ def give_up_partitions(worker, now: datetime) -> None:
 def stopped(worker, code: int, why: str | None = None) -> int:
     worker.runner.shutdown()
     worker.reads.stop()
-    worker.gates.release_all()  # its runs are over or handed back: their slots are free
+    worker.gates.close()  # its runs are over or handed back: their slots are free
     worker.peers.stop(timeout=2)
     if why:
         log.warning("%s", why)

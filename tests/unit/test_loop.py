@@ -425,6 +425,40 @@ def test_a_store_that_never_answers_holds_up_no_timer(tmp_path, now):
         stuck.set()
 
 
+def test_a_gate_whose_server_never_answers_holds_up_no_other_task(loop, now):
+    """The gates' I/O is on a thread of their own (issue 22: no blocking I/O on the loop):
+    a capped task whose slots cannot be read holds up neither the loop nor a task due at the
+    same instant; once the server answers, it runs."""
+    answer = threading.Event()
+    caps = loop.worker.gates.gates.caps
+    real = caps.store
+
+    class Hung:
+        def __getattr__(self, name):
+            def call(*args, **kwargs):
+                answer.wait(30)  # never answers (until the test lets it)
+                return getattr(real, name)(*args, **kwargs)
+            return call
+
+    caps.store = Hung()
+    loop.step()
+    try:
+        loop.put("capped", later(now, 1), concurrency={"key": "k", "limit": 1})
+        loop.put("t", later(now, 1))
+        loop.step()
+        loop.step(later(now, 1))
+        assert [r["id"] for r in loop.ran()] == ["t"]  # on time; the other waits for its slot
+        assert "capped" in loop.worker.state.gated
+        loop.step(later(now, 2))  # and the loop goes on turning
+    finally:
+        answer.set()
+    deadline = time.monotonic() + 10
+    while len(loop.ran()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+        loop.settle()
+    assert [r["id"] for r in loop.ran()] == ["t", "capped"]
+
+
 def test_a_paused_name_starts_nothing_and_resumes_from_what_is_due(loop, now):
     from after.couch import pausing
 
