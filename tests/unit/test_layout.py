@@ -94,3 +94,14 @@ def test_a_module_over_500_lines_says_why():
             if "# Longer than 500 lines on purpose: " not in head:
                 silent.append(f"{path.relative_to(package.parent)} ({text.count(chr(10))})")
     assert not silent, f"over 500 lines, with no reason at the top: {silent}"
+
+
+def test_the_hops_from_the_feed_to_a_job_are_counted(capsys):
+    """scripts/hops.py (the figure issue 22 asks for) follows a task from the feed to its job."""
+    spec = importlib.util.spec_from_file_location("hops_script", SCRIPT.with_name("hops.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main() == 0
+    said = capsys.readouterr().out
+    assert "calls into after's functions from the feed to the job" in said
+    assert "after.worker.decide" in said and "after.worker.running" in said
