@@ -523,14 +523,11 @@ class GateKeeper:
     @classmethod
     def of(cls, worker, store) -> GateKeeper:
         """A worker's: the gates' thread knows who is dead and who holds a task from what
-        the loop publishes once a turn (``State.published``), never from its live state."""
-        def published() -> dict:
-            return worker.state.published
-
+        the loop publishes once a turn (``State.peers``), never from its live state."""
+        state = worker.state
         gates = Gates(store, workers_db(store.db), worker.me, worker.settings.lease,
-                      known_dead=lambda holder: holder in published().get("dead", ()),
-                      holder_of=lambda docid: published().get("owners", {}).get(
-                          partition_of(docid)),
+                      known_dead=lambda holder: holder in state.peers[0],
+                      holder_of=lambda docid: state.peers[1].get(partition_of(docid)),
                       clock=worker.peers.now)
         return cls(gates, worker.inbox.put, clock=worker.peers.now)
 

@@ -4,7 +4,8 @@
 runs going, the line of due tasks waiting for room, the writes in flight, the partitions owned,
 what the last read of the registry said. No other thread reads or writes it: the others
 post to the loop's inbox, and read only :attr:`State.published` (a dict replaced whole at
-the end of each turn: the heartbeat's status, the dashboard's, the metrics').
+the end of each turn: the heartbeat's status, the dashboard's, the metrics') and
+:attr:`State.peers` (the gates' thread: who is dead, who owns each partition).
 """
 
 from __future__ import annotations
@@ -168,3 +169,6 @@ class State:
         "corrected": 0,
         "handed_back": 0, "partitions": 0})
     published: dict = field(default_factory=dict)  # read by other threads; replaced whole
+    # (the heartbeat's status); and what the gates' thread reads: who is dead, and the owner
+    # of each partition (after.worker.gates.GateKeeper.of), also replaced whole each turn
+    peers: tuple[frozenset, dict] = (frozenset(), {})
