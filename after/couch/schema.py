@@ -1,30 +1,30 @@
 """``after setup``: the databases, indexes and design document the scheduler relies on.
 
 - ``<db>``: the tasks. Its design document ``_design/after`` holds
-  - ``validate_doc_update``, which refuses with a 403 naming the field a task that is meant to
-    run (status ``waiting``, ``scheduled``, ``running``, ``reschedule`` or ``paused``) but
-    cannot: no
-    ``worker``, no ``date`` or one that is not ISO 8601, no ``job.name`` or one that is not a
-    job name, an unknown ``status``, a ``repeat``, ``retry``, ``timeout``, ``max_delay``,
-    ``isolation``, ``overlap``, ``priority`` or ``catchup`` that :func:`after.rules.task.parse`
-    refuses (with its
-    message; see ``JS_DEFINITION`` for what is left
-    to the worker), or a shape no task needs and a worker cannot afford: nesting
-    deeper than ``MAX_DEPTH`` levels, a string longer than ``MAX_STRING`` characters, a number
-    that is not finite (``1e400``, an integer of hundreds of digits). Finished tasks (``done``, ``error``, ``canceled``) and
-    ``cancel`` requests are let through, so a worker can always record an error on a task that
-    was broken before the database was set up. A write that moves a runnable task to another
-    runnable status and keeps its definition (``worker``, ``date``, ``job``, ``repeat``,
-    ``retry``, ``timeout``, ``max_delay``, ``isolation``: :data:`after.rules.task.DEFINITION`) as it was (the
-    worker's claims and starts) is let through at once: that was validated when it was
-    written, so only a write that changes it (a user's) is checked in full.
+
+  - ``validate_doc_update``, which refuses with a 403 naming the field a task that is meant
+    to run (status ``waiting``, ``scheduled``, ``running``, ``reschedule`` or ``paused``)
+    but cannot: no ``worker``, no ``date`` or one that is not ISO 8601, no ``job.name`` or
+    one that is not a job name, an unknown ``status``, a ``repeat``, ``retry``,
+    ``timeout``, ``max_delay``, ``isolation``, ``overlap``, ``priority`` or ``catchup`` that
+    :func:`after.rules.task.parse` refuses (with its message; see ``JS_DEFINITION`` for what
+    is left to the worker), or a shape no task needs and a worker cannot afford: nesting
+    deeper than ``MAX_DEPTH`` levels, a string longer than ``MAX_STRING`` characters, a
+    number that is not finite (``1e400``, an integer of hundreds of digits). Finished tasks
+    (``done``, ``error``, ``canceled``) and ``cancel`` requests are let through, so a worker
+    can always record an error on a task that was broken before the database was set up. A
+    write that moves a runnable task to another runnable status and keeps its definition
+    (:data:`after.rules.task.DEFINITION`) as it was (the worker's writes) is let through at
+    once: that was validated when it was written, so only a write that changes it (a
+    user's) is checked in full.
   - the view ``due``, keyed ``[worker, status, due_ms]``: the date normalised to epoch
-    milliseconds at index time (and moved by ``repeat.jitter`` as the workers move it, so
-    a task whose date has passed but whose jittered instant has not stays out of a poll), so a worker asks for exactly "my waiting tasks due before T"
-    whatever offset or precision each document wrote its date with. (A Mango index on the raw
-    ``date`` string cannot do that: ``+02:00`` offsets and fractions do not sort as instants.)
-    A date the view cannot read is keyed 0, so the worker sees it at once and marks it
-    ``error``.
+    milliseconds at index time (and moved by ``repeat.jitter`` as the workers move it, so a
+    task whose date has passed but whose jittered instant has not stays out of a poll), so
+    a worker asks for exactly "my waiting tasks due before T" whatever offset or precision
+    each document wrote its date with. (A Mango index on the raw ``date`` string cannot do
+    that: ``+02:00`` offsets and fractions do not sort as instants.) A date the view cannot
+    read is keyed 0, so the worker sees it at once and marks it ``error``.
+
 - Mango indexes on ``[worker, status, date]`` and ``[status, date]`` for listing tasks.
 - ``<db>_runs``: one record per run (history), indexed by ``[task, number]``, and the runs
   of extra occurrences (manual, backfill) by ``[parent, started]``; by ``[worker,
@@ -32,11 +32,20 @@
 - ``<db>_workers``: one heartbeat document per worker process.
 
 Running it again changes nothing that is already right (idempotent).
+
+Why the rules are written twice, in Python and in JavaScript: CouchDB runs a
+validate_doc_update in its own JavaScript engine, with no way to call Python, and a task
+written with plain HTTP must be refused by the database itself, with the message the Client
+gives. A table of fields from which both were generated was tried in thought and left: the
+rules are not a table (a cron with a ``dst`` needs a ``tz``, a ``debounce`` excludes a
+``repeat``, a ``catchup`` depends on ``overlap``), and a generator for them would be a third
+program to trust. So the two stay hand-written, take every constant (statuses, units,
+limits, the date and duration grammars, the job-name pattern) from the Python rules, below,
+and are kept equal by the shared corpus (``tests/cases/documents.json``, run against
+``parse`` and the validation: tests/unit/test_validation_corpus.py, and on both servers
+tests/integration/test_store.py) and by hypothesis (tests/unit/test_validation_*.py).
 """
 
-# The validate_doc_update is JavaScript built here (and in definition.js) from the same
-# constants as task.parse (statuses, job names, units, limits, the date and duration
-# grammars), so that its rules and messages have this one home beside them.
 from __future__ import annotations
 
 import json
