@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 
-#: a field as messages name it: ``retry.limit``, ``job.arguments[0]``, ``repeat.exclude[2]``
-FIELD_PATH = re.compile(r"[A-Za-z_][\w-]*(?:\.[\w-]+|\[\d+\])*")
+#: a field as messages name it: ``retry.limit``, ``job.arguments[0]``, ``repeat.exclude[2]``,
+#: a key of the arguments (``job.arguments.to``), a deep path cut short
+#: (``job.arguments[0][0][0]...``): a name, then anything but spaces
+FIELD_PATH = re.compile(r"[A-Za-z_][^\s]*")
 
 
 class FieldError(ValueError):

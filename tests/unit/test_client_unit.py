@@ -152,3 +152,15 @@ def test_display_helpers():
     assert describe_repeat({"days": 7, "limit": 2}) == "every 7 days, 2 runs at most"
     assert describe_repeat(None) == ""
     assert describe_repeat({"days": "x"}).startswith("invalid (repeat: days must be")
+
+
+@pytest.mark.parametrize("message, field", [
+    ("retry.limit: must be 0 or more attempts", "retry.limit"),
+    ("job.arguments[0][0][0]...: nested deeper than 64 levels", "job.arguments[0][0][0]..."),
+    ("job.arguments.to: not JSON", "job.arguments.to"),
+    ("the database said no: 403", ""),
+])
+def test_a_task_error_names_its_field(message, field):
+    error = TaskError(message)
+    assert error.field == field
+    assert error.problem == (message[len(field) + 2:] if field else message)
