@@ -15,13 +15,14 @@ documents other than as plain documents, and clusters (every write is confirmed,
 from __future__ import annotations
 
 import copy
+import json
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
 
 from after.config import databases
-from after.couch.store import BadRequest, Conflict, NotFound
+from after.couch.store import BadRequest, Conflict, NotFound, encode
 from after.rules.dates import DateError, parse_date, to_ms
 
 __all__ = ["MemStore", "MemFollower", "matches"]
@@ -48,6 +49,13 @@ class _Doc:
             return live[0]
         return max(self.branches, key=_rev_key) if self.branches else None
 
+
+
+def as_sent(doc: dict) -> dict:
+    """A document as a server keeps it: through JSON, as :class:`~after.couch.store.Store`
+    sends it, so that a value no server takes (a set, ``inf``) fails here as it fails there,
+    and tuples come back lists."""
+    return json.loads(encode(doc))
 
 class MemStore:
     """Databases in a dict, behind one lock; the same method surface the worker uses."""
@@ -169,6 +177,7 @@ class MemStore:
         ids = [doc["_id"] for doc in docs if "_id" in doc]
         if new_edits and len(ids) != len(set(ids)):
             raise ValueError("bulk_docs: the same document twice in one request")
+        encode(docs)  # a request JSON cannot carry fails whole, before anything is written
         results, changed = [], []
         with self._lock:
             store = self._db(db)
@@ -203,7 +212,7 @@ class MemStore:
             parent = rev
         number = _rev_key(parent)[0] + 1 if parent else 1
         new_rev = f"{number}-{uuid.uuid4().hex}"
-        body = copy.deepcopy({k: v for k, v in doc.items() if k != "_conflicts"})
+        body = as_sent({k: v for k, v in doc.items() if k != "_conflicts"})
         body["_rev"] = new_rev
         entry = store.setdefault(docid, _Doc())
         entry.branches.pop(parent, None)
@@ -218,7 +227,7 @@ class MemStore:
         ids, start = history.get("ids") or [], history.get("start", 0)
         if len(ids) > 1:  # a child of a leaf: that leaf is one no more
             entry.branches.pop(f"{start - 1}-{ids[1]}", None)
-        body = copy.deepcopy(doc)
+        body = as_sent(doc)
         body.pop("_revisions", None)
         entry.branches[doc["_rev"]] = body
         return {"ok": True, "id": doc["_id"], "rev": doc["_rev"]}

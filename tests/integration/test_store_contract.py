@@ -35,6 +35,18 @@ class TestDocuments:
         assert answer["status"] in (201, 202)
         assert contract_store.get("a/b?c", db=runs) == doc
 
+    def test_a_document_is_kept_as_json_and_a_value_json_cannot_carry_is_refused(
+            self, contract_store, runs):
+        """What a server keeps is what JSON carries: a tuple comes back a list, and a set
+        (say, one put in a heartbeat's status by mistake) is refused before anything is
+        written, on the fake as on a server."""
+        contract_store.put({"_id": "shape", "pair": (1, 2)}, db=runs)
+        assert contract_store.get("shape", db=runs)["pair"] == [1, 2]
+        with pytest.raises(TypeError):
+            contract_store.put({"_id": "set", "dead": frozenset({"p"})}, db=runs)
+        with pytest.raises(NotFound):
+            contract_store.get("set", db=runs)
+
     def test_a_stale_or_missing_revision_is_a_conflict(self, contract_store, runs):
         doc = {"_id": "x", "n": 1}
         contract_store.put(doc, db=runs)
