@@ -523,7 +523,7 @@ class GateKeeper:
     @classmethod
     def of(cls, worker, store) -> GateKeeper:
         """A worker's: the gates' thread knows who is dead and who holds a task from what
-        the loop publishes once a turn (``State.peers``), never from its live state."""
+        the loop publishes (``State.peers``, replaced whole), never from its live state."""
         state = worker.state
         gates = Gates(store, workers_db(store.db), worker.me, worker.settings.lease,
                       known_dead=lambda holder: holder in state.peers[0],

@@ -44,6 +44,13 @@ def lease(w, mono: float) -> None:
         plan(w, from_ms(int(w.peers.clock() * 1000)))
 
 
+def share(state) -> None:
+    """What the gates' thread reads of the peers (who is dead, who owns each partition),
+    replaced whole as the registry's read or a lease write changes it."""
+    state.peers = (frozenset(state.dead),
+                   {k: doc.get("owner") for k, doc in state.parts.items()})
+
+
 def registry(w, registry: Registry, now: datetime) -> None:
     state = w.state
     was_paused = state.paused
@@ -60,6 +67,7 @@ def registry(w, registry: Registry, now: datetime) -> None:
         else:
             log.warning("worker %s: the database confirms writes again", w.name)
     state.parts = {k: doc for k, doc in registry.parts.items()}
+    share(state)
     if state.paused != was_paused:
         log.warning("worker %s %s", w.name, "paused: starting nothing" if state.paused
                     else "resumed")
@@ -151,6 +159,7 @@ def parts_written(w, docs: list[dict], answers: list[dict]) -> None:
             continue
         doc["_rev"] = answer.get("rev", doc.get("_rev"))
         state.parts[k] = doc
+        share(state)
         if doc.get("owner") == w.id and not w.away():
             state.owned.add(k)
             took.append(k)

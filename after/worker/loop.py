@@ -311,6 +311,4 @@ class Worker:
             "held": len(state.held), "running": running, "counts": dict(state.counts),
             "stopping": self.stop_requested.is_set(), "paused": state.paused,
             "partitions": len(state.owned)}
-        state.peers = (frozenset(state.dead),
-                       {k: doc.get("owner") for k, doc in state.parts.items()})
         return state.published

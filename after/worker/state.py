@@ -170,5 +170,6 @@ class State:
         "handed_back": 0, "partitions": 0})
     published: dict = field(default_factory=dict)  # read by other threads; replaced whole
     # (the heartbeat's status); and what the gates' thread reads: who is dead, and the owner
-    # of each partition (after.worker.gates.GateKeeper.of), also replaced whole each turn
+    # of each partition (after.worker.gates.GateKeeper.of), replaced whole as they change
+    # (after.worker.leases.share)
     peers: tuple[frozenset, dict] = (frozenset(), {})
