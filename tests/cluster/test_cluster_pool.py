@@ -226,6 +226,12 @@ def failover_scenario(ccli, out, processes, fault: Fault, down_for: float) -> No
         base + timedelta(milliseconds=40 * i))} for i in range(300)]
     post(ccli, docs)
     ids = [d["_id"] for d in docs]
+    # Each held before the fault (its intent, or its record, in the runs database): the
+    # subject is what a process holds when its node is lost. On a loaded machine a feed can
+    # still be delivering when the fault comes, and a change a node's feed has not sent yet
+    # waits for a frozen copy (CI saw 4 of 300 tasks run 22 s late that way).
+    wait_until(lambda: {r["task"] for r in run_records(ccli)} >= set(ids), 30,
+               "every task held by its process")
     while utcnow() < base + timedelta(seconds=1):  # a twelfth of them have run
         time.sleep(0.05)
     with ccli.node_store(1) as store:  # the partitions the process on node 2 owns
