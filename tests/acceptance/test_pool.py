@@ -37,8 +37,8 @@ import json, multiprocessing, os, time
 from datetime import UTC, datetime
 
 
-def slow_record(task, path, seconds):
-    """Record the run, then take a while."""
+def slow_record(task, path, seconds, first=None):
+    """Record the run, then take a while (``first``: so long for the first attempt)."""
     parent = multiprocessing.parent_process()  # the worker, for a run in a child process
     line = json.dumps({"id": task.id, "attempt": task.attempt,
                        "pid": parent.pid if parent else os.getpid(),
@@ -47,7 +47,7 @@ def slow_record(task, path, seconds):
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.write(fd, line.encode())
     os.close(fd)
-    time.sleep(seconds)
+    time.sleep(first if first is not None and task.attempt == 1 else seconds)
     return "slept"
 '''
 
@@ -119,7 +119,9 @@ def test_a_process_killed_mid_job_has_the_task_run_again(cli, tasks, tmp_path):
     first = cli.spawn("start", "mid", *POOL, AFTER_JOBS=str(jobs))
     wait_for(lambda: any(f.running for f in pid_files(cli.home, "mid")), what="start")
     doc = task_doc("m", "mid", out)
-    doc["job"] = {"name": "slow_record", "arguments": [str(out), 2]}
+    # the first attempt goes on until it is killed, however late (a loaded machine) the
+    # second process starts; the re-run takes 2 s
+    doc["job"] = {"name": "slow_record", "arguments": [str(out), 2, 60]}
     tasks.put(doc)
     wait_for(lambda: tasks.get("m")["status"] == "running", what="running")
     second = cli.spawn("start", "mid", *POOL, AFTER_JOBS=str(jobs))
