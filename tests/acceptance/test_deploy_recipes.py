@@ -160,6 +160,48 @@ def test_metrics_listen_on_127_0_0_1_unless_told(cli, tasks):
     assert cli.run("stop", "metered").returncode == 0
 
 
+SHOUT = """
+import logging
+
+def shout(task):
+    logging.getLogger("jobs.shout").info("isolated run of %s", task.id)
+    raise ValueError("on purpose")
+"""
+
+
+def test_a_daemon_logs_json_its_isolated_runs_too_and_serves_metrics_on_its_host(
+        cli, tasks, tmp_path):
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "shout.py").write_text(SHOUT)
+    port = free_port()
+    started = cli.run("start", "jsonlog", "-b", "--poll", "1", "--log-format", "json",
+                      "--metrics-host", "127.0.0.2", "--metrics-port", str(port),
+                      AFTER_JOBS=str(jobs))
+    assert started.returncode == 0, started.stderr
+    [daemon] = pid_files(cli.home, "jsonlog")
+    doc = task_doc("loud", "jsonlog", tmp_path / "x", isolation="process")
+    doc["job"] = {"name": "shout", "arguments": []}
+    tasks.put(doc)
+    wait_for(lambda: tasks.get("loud")["status"] == "error", what="the isolated failure")
+    metrics = f"http://127.0.0.2:{port}/metrics"
+    wait_for(lambda: 'job="shout"' in httpx.get(metrics).text, what="the run in /metrics")
+    with pytest.raises(httpx.ConnectError):  # on the host it was given, not on 127.0.0.1
+        httpx.get(f"http://127.0.0.1:{port}/metrics")
+    log = cli.home / "jsonlog.log"
+    wait_for(lambda: "no retry left" in log.read_text(), what="the failure's line")
+    assert cli.run("stop", "jsonlog").returncode == 0
+    logged = [json.loads(line) for line in log.read_text().splitlines()]  # JSON, every line
+    assert any(r["message"] == "worker jsonlog ready" and r["pid"] == daemon.pid
+               for r in logged)
+    [child] = [r for r in logged if r["logger"] == "jobs.shout"]  # the isolated run's process
+    assert child["message"] == "isolated run of loud" and child["pid"] != daemon.pid
+    [failed] = [r for r in logged if "no retry left" in r["message"]]
+    assert failed["level"] == "WARNING" and "ValueError: on purpose" in failed["message"]
+    assert failed["exception"].startswith("Traceback") and \
+        failed["exception"].endswith("ValueError: on purpose")
+
+
 def test_log_level_leaves_out_what_is_below_it(cli, tasks, tmp_path):
     worker = cli.spawn("start", "quiet", "--poll", "1", "--log-level", "warning")
     wait_for(lambda: any(f.running for f in pid_files(cli.home, "quiet")), what="start")
