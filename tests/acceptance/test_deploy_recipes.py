@@ -1,8 +1,9 @@
 """docs/deploy.rst, run: the systemd unit and the Dockerfile (the same text as the files of
 the repository, their commands run against each test server as their supervisors would run
 them), the Kubernetes block (checked against the Dockerfile, its readiness probe seen to
-answer 503 while the server is down), metrics on another address, JSON logs and levels, rotation, upgrades with ``after
-setup``, compaction, backups, and a database of After 1.x documents taken over."""
+answer 503 while the server is down), metrics on another address, JSON logs and levels,
+rotation, upgrades with ``after setup``, compaction, backups, and a database of After 1.x
+documents taken over."""
 
 from __future__ import annotations
 
