@@ -168,7 +168,8 @@ FORMATS = ("text", "json")
 
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: ``time`` (UTC, milliseconds), ``level``, ``pid``, ``logger``,
-    ``message``, and ``exception`` (the traceback) when there is one."""
+    ``message``, and ``exception`` (the traceback) when there is one: the exception being
+    logged, or a job's, carried from the process that ran it as the record's ``traceback``."""
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime(DATE_FORMAT, time.gmtime(record.created))
@@ -176,6 +177,8 @@ class JsonFormatter(logging.Formatter):
                 "pid": record.process, "logger": record.name, "message": record.getMessage()}
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
+        elif getattr(record, "traceback", None):
+            line["exception"] = str(record.traceback).rstrip("\n")
         return json.dumps(line, ensure_ascii=False)
 
 

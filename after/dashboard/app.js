@@ -35,9 +35,11 @@ const state = {
   live: { tasks: false, runs: false, workers: false },
   everLive: false, // every feed has been connected once: a loss now is a reconnection
   busy: new Set(),
-  allRuns: false,
   audit: { report: null, loading: false, error: '', all: false },
-  taskPage: 0, // the page of the tasks table shown (render.tasks clamps it)
+  // the page of each paged list asked for (render clamps it to the pages there are)
+  taskPage: 0,
+  runPage: 0,
+  workerPage: 0,
 };
 
 const stops = [];
@@ -400,16 +402,15 @@ function setupDialogs() {
   $('#reschedule-date').addEventListener('input', (e) => e.target.setCustomValidity(''));
 
   $('#message-close').addEventListener('click', () => { $('#message').hidden = true; });
-  for (const [button, step] of [['#tasks-prev', -1], ['#tasks-next', 1]]) {
-    $(button).addEventListener('click', () => {
-      state.taskPage += step;
-      redraw('tasks');
-    });
+  for (const [name, key] of [['tasks', 'taskPage'], ['runs', 'runPage'],
+    ['workers', 'workerPage']]) {
+    for (const [button, step] of [['prev', -1], ['next', 1]]) {
+      $(`#${name}-${button}`).addEventListener('click', () => {
+        state[key] = Number($(`#${name}-pager`).dataset.index || 0) + step;
+        redraw(name);
+      });
+    }
   }
-  $('#runs-more').addEventListener('click', () => {
-    state.allRuns = !state.allRuns;
-    redraw('runs');
-  });
 }
 
 // -- the audit -----------------------------------------------------------------------------

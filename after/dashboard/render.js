@@ -13,8 +13,7 @@ import {
 
 const HOUR = 3600000;
 const DAY = 24 * HOUR;
-const TASK_PAGE = 50; // rows of the tasks table a page
-const MAX_RUN_ROWS = 25;
+const PAGE = 50; // rows a page, in each paged list (tasks, runs, worker processes)
 
 function when(ms, now) {
   if (ms === null || ms === undefined) return '–';
@@ -64,7 +63,9 @@ export function workers(state, now, onAction = () => {}) {
         h('td', { colspan: 4, title: doc.since || '' },
           `claims nothing since ${relative(parseDate(doc.since), now) || doc.since || '?'}`),
         h('td', {}, nameButton(doc.name, 'resume', onAction))));
-  const rows = docs.map((doc) => {
+  const at = page(docs, state.workerPage, PAGE); // the paused names above every page
+  pager('workers', at);
+  const rows = at.rows.map((doc) => {
     const st = workerState(doc, now);
     const counts = doc.counts || {};
     const first = !named.has(doc.name);
@@ -199,26 +200,29 @@ function unservedNote(doc, workers, paused, now) {
     kind === 'paused' ? ' · paused' : ' · no live process');
 }
 
-// The pager under a list: where the page is, and the buttons to the others.
-function pager(at, truncated) {
-  $('#tasks-pager').hidden = at.pages <= 1;
-  $('#tasks-page').textContent = `${at.first}–${at.last} of ${at.total}${truncated ? '+' : ''}`
-    + ` · page ${at.index + 1} of ${at.pages}`;
-  $('#tasks-prev').disabled = at.index === 0;
-  $('#tasks-next').disabled = at.index >= at.pages - 1;
+// The pager under a list (``#NAME-pager``): where the page is, and the buttons to the
+// others. The page shown is kept on the pager (data-index), so that Previous and Next step
+// from it even when the list has shrunk under the page asked for.
+function pager(name, at, truncated = false) {
+  const bar = $(`#${name}-pager`);
+  bar.hidden = at.pages <= 1;
+  bar.dataset.index = String(at.index);
+  $(`#${name}-page`).textContent = `${at.first}–${at.last} of ${at.total}`
+    + `${truncated ? '+' : ''} · page ${at.index + 1} of ${at.pages}`;
+  $(`#${name}-prev`).disabled = at.index === 0;
+  $(`#${name}-next`).disabled = at.index >= at.pages - 1;
 }
 
 export function tasks(state, now, onAction) {
   const workers = [...state.workers.values()];
   const paused = pausedNames([...state.pauses.values()]);
   const docs = sortTasks([...state.tasks.values()]);
-  const at = page(docs, state.taskPage, TASK_PAGE);
-  state.taskPage = at.index;
+  const at = page(docs, state.taskPage, PAGE);
   const shown = at.rows;
   $('#tasks-shown').textContent = docs.length > shown.length
     ? `${at.first}–${at.last} of ${docs.length}${state.tasksTruncated ? '+' : ''} shown`
     : `${docs.length}${state.tasksTruncated ? '+' : ''} shown`;
-  pager(at, state.tasksTruncated);
+  pager('tasks', at, state.tasksTruncated);
   const rows = shown.map((doc) => {
     const busy = state.busy.has(doc._id);
     const info = meta(doc);
@@ -252,9 +256,9 @@ export function runs(state, now, onTask) {
   const width = $('#runs-chart').clientWidth || 1000;
   replace($('#runs-chart'), all.length ? runsChart(all, now, width)
     : h('p', { class: 'empty' }, 'No run yet.'));
-  const sorted = sortRuns(all);
-  const limit = state.allRuns ? sorted.length : MAX_RUN_ROWS;
-  const rows = sorted.slice(0, limit).map((run) => {
+  const at = page(sortRuns(all), state.runPage, PAGE);
+  pager('runs', at);
+  const rows = at.rows.map((run) => {
     const message = run.error && (run.error.message || String(run.error));
     return h('tr', { class: `run outcome-${run.outcome}`, 'data-id': run._id },
       h('td', { class: 'id' }, h('button', { type: 'button', class: 'link',
@@ -271,9 +275,6 @@ export function runs(state, now, onTask) {
   });
   fill($('#runs-body'), rows.length ? rows
     : h('tr', {}, h('td', { colspan: 8, class: 'empty' }, 'No run recorded yet.')));
-  const more = $('#runs-more');
-  more.hidden = sorted.length <= MAX_RUN_ROWS;
-  more.textContent = state.allRuns ? `Show the first ${MAX_RUN_ROWS}` : `Show all ${sorted.length}`;
 }
 
 // The audit's report: its counts by verdict, and a row per occurrence not on time (all of

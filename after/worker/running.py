@@ -325,11 +325,14 @@ def end(w, run: Run, ended: tuple, now: datetime) -> None:
             write.run["_id"] = run.intent["_id"]  # written over its intent
             if run.intent.get("_rev"):
                 write.run["_rev"] = run.intent["_rev"]
-    log_end(w, run, outcome, write.doc, now)
+    log_end(w, run, outcome, write.doc, now, trace)
     w.state.outbox.setdefault(run.docid, []).append(write)
 
 
-def log_end(w, run: Run, outcome: rules.Outcome, after: dict, now: datetime) -> None:
+def log_end(w, run: Run, outcome: rules.Outcome, after: dict, now: datetime,
+            trace: str | None = None) -> None:
+    """One line of a run's end; a failure's traceback goes with it as ``traceback`` (a JSON
+    log line's ``exception``; the text format keeps one line, the run record has it)."""
     if outcome.ok:
         log.info("done %s (job %s, attempt %d) in %.1f ms, started %.1f ms late",
                  run.docid, run.spec.job, max(1, rules.counter(run.doc.get(rules.NS),
@@ -339,7 +342,8 @@ def log_end(w, run: Run, outcome: rules.Outcome, after: dict, now: datetime) -> 
         log.info("canceled %s (job %s) while it ran, after %.1f ms", run.docid, run.spec.job,
                  outcome.duration_ms)
     else:  # what comes next: a retry at..., or none left (after.worker.oplog)
-        log.warning("%s", oplog.run_ended(run.doc, after, run.spec, outcome, now))
+        log.warning("%s", oplog.run_ended(run.doc, after, run.spec, outcome, now),
+                    extra={"traceback": trace} if trace else None)
 
 
 def forget(w, run: Run) -> None:

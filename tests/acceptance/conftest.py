@@ -86,6 +86,19 @@ def cli(couch_url, db_name, tmp_path):
 
 
 @pytest.fixture
+def disk_cli(disk_server, db_name, tmp_path):
+    """The CLI against a server of the test's own (``disk_server``), which it may stop and
+    start again."""
+    home = tmp_path / "home-disk"
+    home.mkdir()
+    c = Cli(disk_server.url, db_name, home, tmp_path)
+    with Store(disk_server.url, db_name) as store:
+        schema.setup(store)
+    yield c
+    c.kill_all()
+
+
+@pytest.fixture
 def tasks(couch_url, db_name, cli):
     with Store(couch_url, db_name) as store:
         yield store

@@ -1,7 +1,9 @@
 """docs/deploy.rst, run: the systemd unit and the Dockerfile (the same text as the files of
 the repository, their commands run against each test server as their supervisors would run
-them), metrics on another address, JSON logs and levels, rotation, upgrades with ``after
-setup``, compaction, backups, and a database of After 1.x documents taken over."""
+them), the Kubernetes block (checked against the Dockerfile, its readiness probe seen to
+answer 503 while the server is down), metrics on another address, JSON logs and levels,
+rotation, upgrades with ``after setup``, compaction, backups, and a database of After 1.x
+documents taken over."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -149,6 +152,83 @@ def test_the_dockerfiles_command_runs_a_worker_its_healthcheck_watches(cli, task
     assert not list((tmp_path / "container-home").glob("*.log"))  # stderr only
 
 
+def kubernetes() -> dict:
+    """The Kubernetes block of docs/deploy.rst, read as text (no YAML parser in the
+    dependencies): key -> the values written after it, in order; flow mappings (``{a: b}``)
+    as dicts, flow lists as lists."""
+    values: dict = {}
+    key = ""
+    for line in block("recipe: kubernetes").splitlines():
+        text = line.split("#")[0].strip().removeprefix("- ")
+        if text.startswith("{"):  # an item of a list of mappings: under the key above it
+            value = text
+        else:
+            key, _, value = text.partition(":")
+            value = value.strip()
+        if value.startswith("{") and not value.startswith("{secretKeyRef"):
+            value = dict(item.split(": ") for item in value.strip("{}").split(", "))
+        elif value.startswith("["):
+            value = json.loads(value)
+        values.setdefault(key, [])
+        if value:  # (a key that opens a block has none on its line)
+            values[key].append(value)
+    return values
+
+
+def test_the_kubernetes_recipe_runs_the_image_with_its_port_and_probes():
+    k8s = kubernetes()
+    env, cmd, _ = dockerfile()
+    [args] = k8s["args"]
+    assert args == [*cmd[:2], "billing", *cmd[3:]]  # the image's command, another name
+    grace = float(args[args.index("--grace") + 1])
+    assert float(k8s["terminationGracePeriodSeconds"][0]) >= grace + 10
+    [port] = k8s["ports"]
+    assert port["containerPort"] == env["AFTER_METRICS_PORT"] == "9300"
+    assert "EXPOSE 9300" in (ROOT / "Dockerfile").read_text()
+    assert env["AFTER_METRICS_HOST"] == "0.0.0.0"  # the kubelet probes from outside the pod
+    assert k8s["readinessProbe"] == k8s["livenessProbe"] == []  # blocks: what follows
+    assert k8s["httpGet"] == [{"path": "/health", "port": port["name"]}]
+    assert k8s["tcpSocket"] == [{"port": port["name"]}]
+    assert k8s["name"][1] == "AFTER_COUCHDB_URL"
+
+
+def test_the_readiness_probe_answers_503_while_the_feed_is_down(disk_cli, disk_server,
+                                                                tmp_path):
+    """The Kubernetes recipe's probes against its command, with the image's ENV, on a
+    server of the test's own that it stops and starts again."""
+    k8s = kubernetes()
+    env, _, _ = dockerfile()
+    port = free_port()
+    image_env = {**disk_cli.env, **env, "AFTER_METRICS_PORT": str(port),
+                 "AFTER_HOME": str(tmp_path / "pod-home"),
+                 "AFTER_JOBS": disk_cli.env["AFTER_JOBS"]}
+    out = open(tmp_path / "pod-log", "w")
+    worker = subprocess.Popen(after_args(k8s["args"][0]), env=image_env, cwd=tmp_path,
+                              stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    disk_cli.spawned.append(worker)
+    [probe] = k8s["httpGet"]
+
+    def readiness() -> int:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}{probe['path']}", timeout=2).status_code
+        except httpx.TransportError:
+            return 0
+
+    def liveness() -> bool:  # tcpSocket: the port answers
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+
+    wait_for(lambda: readiness() == 200, what="ready")
+    disk_server.stop()
+    wait_for(lambda: readiness() == 503, what="not ready while the server is down")
+    assert liveness() and worker.poll() is None
+    assert httpx.get(f"http://127.0.0.1:{port}/health").json()["feed"] == "disconnected"
+    disk_server.start()
+    wait_for(lambda: readiness() == 200, what="ready again once the server is back")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+
+
 def test_metrics_listen_on_127_0_0_1_unless_told(cli, tasks):
     port = free_port()
     started = cli.run("start", "metered", "-b", "--metrics-port", str(port))
@@ -158,6 +238,48 @@ def test_metrics_listen_on_127_0_0_1_unless_told(cli, tasks):
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.2:{port}/health")
     assert cli.run("stop", "metered").returncode == 0
+
+
+SHOUT = """
+import logging
+
+def shout(task):
+    logging.getLogger("jobs.shout").info("isolated run of %s", task.id)
+    raise ValueError("on purpose")
+"""
+
+
+def test_a_daemon_logs_json_its_isolated_runs_too_and_serves_metrics_on_its_host(
+        cli, tasks, tmp_path):
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "shout.py").write_text(SHOUT)
+    port = free_port()
+    started = cli.run("start", "jsonlog", "-b", "--poll", "1", "--log-format", "json",
+                      "--metrics-host", "127.0.0.2", "--metrics-port", str(port),
+                      AFTER_JOBS=str(jobs))
+    assert started.returncode == 0, started.stderr
+    [daemon] = pid_files(cli.home, "jsonlog")
+    doc = task_doc("loud", "jsonlog", tmp_path / "x", isolation="process")
+    doc["job"] = {"name": "shout", "arguments": []}
+    tasks.put(doc)
+    wait_for(lambda: tasks.get("loud")["status"] == "error", what="the isolated failure")
+    metrics = f"http://127.0.0.2:{port}/metrics"
+    wait_for(lambda: 'job="shout"' in httpx.get(metrics).text, what="the run in /metrics")
+    with pytest.raises(httpx.ConnectError):  # on the host it was given, not on 127.0.0.1
+        httpx.get(f"http://127.0.0.1:{port}/metrics")
+    log = cli.home / "jsonlog.log"
+    wait_for(lambda: "no retry left" in log.read_text(), what="the failure's line")
+    assert cli.run("stop", "jsonlog").returncode == 0
+    logged = [json.loads(line) for line in log.read_text().splitlines()]  # JSON, every line
+    assert any(r["message"] == "worker jsonlog ready" and r["pid"] == daemon.pid
+               for r in logged)
+    [child] = [r for r in logged if r["logger"] == "jobs.shout"]  # the isolated run's process
+    assert child["message"] == "isolated run of loud" and child["pid"] != daemon.pid
+    [failed] = [r for r in logged if "no retry left" in r["message"]]
+    assert failed["level"] == "WARNING" and "ValueError: on purpose" in failed["message"]
+    assert failed["exception"].startswith("Traceback") and \
+        failed["exception"].endswith("ValueError: on purpose")
 
 
 def test_log_level_leaves_out_what_is_below_it(cli, tasks, tmp_path):

@@ -2,7 +2,7 @@
 test`` everything (read from ``make -n``: the suite must not install anything itself); and a
 wheel built here, installed with pip into a fresh environment, gives a working ``after``
 and Client, ships ``py.typed``, and its ``after server`` says in one line how to get the
-embedded server, or runs it."""
+embedded server, or runs it (as docs/deploy.rst, "Installing with pip", says)."""
 
 from __future__ import annotations
 
@@ -117,6 +117,10 @@ def test_after_server_says_in_one_line_how_to_get_it_or_runs_it(installed):
     assert missing.stderr.startswith("after: error: the embedded server is pouchdb-server, "
                                      "a Node.js program: `npm install -g pouchdb-server@4.2.0`")
     assert "make" not in missing.stderr  # no checkout here to run make in
+    # docs/deploy.rst, "Installing with pip", shows the wheel's name and this line as they are
+    shown = [line.strip() for line in (ROOT / "docs" / "deploy.rst").read_text().splitlines()]
+    assert missing.stderr.strip() in shown
+    assert f"/srv/after/.venv/bin/pip install ./{installed['wheel'].name}" in shown
     port = free_port()
     pouchdb = ROOT / "node_modules" / ".bin" / "pouchdb-server"
     env = {"AFTER_POUCHDB_SERVER": str(pouchdb), "AFTER_COUCHDB_URL": f"http://127.0.0.1:{port}"}

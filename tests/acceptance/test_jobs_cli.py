@@ -52,6 +52,27 @@ def test_jobs_names_a_module_that_defines_no_job(cli, tmp_path):
     assert listed.stderr.startswith(f"note: {folder / 'billing.py'}: defines no job")
 
 
+def test_start_names_a_module_that_defines_no_job(cli, tasks, tmp_path):
+    folder = tmp_path / "myjobs"
+    write(folder / "billing.py", BILLING)
+    write(folder / "greet.py", "def greet(task):\n    return 'hi'\n")
+    worker = cli.spawn("start", "billing", "--poll", "1", "--jobs", str(folder))
+    wait_for(lambda: any(f.running for f in pid_files(cli.home, "billing")), what="start")
+    tasks.put({"_id": "g", "worker": "billing", "date": "2026-01-01T00:00:00Z",
+               "status": "waiting", "job": {"name": "greet", "arguments": []}})
+    wait_for(lambda: tasks.get("g")["status"] == "done", what="the other module's job")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    notice = (f"{folder / 'billing.py'}: defines no job: a job is the function named like "
+              "its module (billing) or a function decorated with @after.jobs.job; it defines "
+              "generate_billing(), tick() (rename the module or the function, or decorate "
+              "them with @job)")
+    logged = (cli.home / "billing.log").read_text()
+    assert logged.count(notice) == 1
+    assert "WARNING" in next(line for line in logged.splitlines() if notice in line)
+    assert "greet.py" not in logged  # a module with its job is not named
+
+
 def test_a_worker_without_a_jobs_folder_runs_the_built_in_jobs_and_says_so(cli, tasks,
                                                                           tmp_path):
     nowhere = tmp_path / "no-jobs-here"

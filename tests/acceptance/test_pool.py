@@ -12,15 +12,11 @@ import time
 from collections import Counter
 from datetime import timedelta
 
-import pytest
-
-from after.couch import schema
 from after.couch.store import Store
 from after.process import pid_files
 from after.rules.dates import format_date, parse_date, utcnow
 
 from .conftest import (
-    Cli,
     holding,
     partition_owner,
     recorded,
@@ -144,17 +140,6 @@ def test_a_process_killed_mid_job_has_the_task_run_again(cli, tasks, tmp_path):
     assert sorted(r["outcome"] for r in history) == ["done", "interrupted"]
     rerun = (parse_date(runs[1]["at"]) - killed_at).total_seconds()
     print(f"\n[mid-job] re-run {rerun:.2f}s after SIGKILL (lease 3s)")
-
-
-@pytest.fixture
-def disk_cli(disk_server, db_name, tmp_path):
-    home = tmp_path / "home-disk"
-    home.mkdir()
-    c = Cli(disk_server.url, db_name, home, tmp_path)
-    with Store(disk_server.url, db_name) as store:
-        schema.setup(store)
-    yield c
-    c.kill_all()
 
 
 def test_workers_survive_a_server_restart_and_run_tasks_posted_after(disk_cli, disk_server,

@@ -1,8 +1,10 @@
-"""Pid files (locked while their process runs), log tails, worker names."""
+"""Pid files (locked while their process runs), log tails, worker names, JSON log lines."""
 
 from __future__ import annotations
 
 import fcntl
+import json
+import logging
 import os
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import time
 import pytest
 
 from after.process import (
+    JsonFormatter,
     LockedPidFile,
     ProcessError,
     check_name,
@@ -104,3 +107,25 @@ def test_the_pid_line_names_this_process():
     pid, start = pid_line(os.getpid()).split()
     assert int(pid) == os.getpid() and start == process_start(os.getpid()) != "?"
     assert process_start(2**22 + 12345) is None
+
+
+def json_line(**extra) -> dict:
+    record = logging.LogRecord("after.worker", logging.WARNING, __file__, 1, "task %s failed",
+                               ("t1",), None)
+    record.created, record.msecs = 1796115600.0025, 2.5  # 2026-12-01T09:00:00.002Z
+    record.__dict__.update(extra)
+    return json.loads(JsonFormatter().format(record))
+
+
+def test_a_json_line_carries_a_jobs_traceback_as_its_exception():
+    plain = json_line()
+    assert plain == {"time": "2026-12-01T09:00:00.002Z", "level": "WARNING",
+                     "pid": plain["pid"], "logger": "after.worker",
+                     "message": "task t1 failed"}
+    trace = "Traceback (most recent call last):\n  ...\nValueError: no\n"
+    assert json_line(traceback=trace)["exception"] == trace.rstrip("\n")
+    try:
+        raise KeyError("here")
+    except KeyError:
+        raised = json_line(exc_info=sys.exc_info())["exception"]
+    assert raised.startswith("Traceback") and raised.endswith("KeyError: 'here'")
