@@ -271,6 +271,25 @@ def test_an_action_from_another_origin_is_refused(served, client, store):
     assert resumed.status_code == 200, resumed.text
 
 
+def test_cancel_stops_a_job_that_runs(client, store, harness):
+    """Issue 25 item 1: the dashboard's Cancel on a running task (jobs/wait.py, which waits
+    on its cancel) stops the job; the run is recorded ``canceled`` with how long it ran."""
+    harness.start()
+    harness.put("long", job="wait", arguments=[30])
+    harness.wait_status("long", "running")
+    time.sleep(0.3)
+    answer = client.post("/_after/tasks/long/cancel", json={})
+    asked = time.monotonic()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "cancel"  # the worker that runs it writes canceled
+    doc = harness.wait_status("long", "canceled", timeout=10)
+    assert time.monotonic() - asked < 3  # the job saw it: not the grace, nor its 30 s
+    last = doc["after"]["last_run"]
+    assert last["outcome"] == "canceled" and 300 <= last["duration_ms"] < 5000
+    [run] = harness.wait_runs("long")
+    assert run["outcome"] == "canceled" and run["duration_ms"] == last["duration_ms"]
+
+
 def test_a_pause_answers_once_the_live_processes_acknowledged_it(served, client, store,
                                                                   harness):
     """Issue 25 item 2: the dashboard's pause waits, as ``after pause NAME`` does, for every
