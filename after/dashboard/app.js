@@ -284,11 +284,15 @@ const DONE_WORDS = { cancel: 'Cancel requested for', run: 'One extra run asked f
   rerun: 'Will run again:', reschedule: 'Rescheduled', backfill: 'Backfill of',
   pause: 'Paused', resume: 'Resumed' };
 
-// Pause or resume a worker name: its pause document comes back through the workers feed.
+// Pause or resume a worker name: its pause document comes back through the workers feed;
+// a pause answers once the name's live processes acknowledged it (or names those that did not).
 async function actOnWorker(name, kind) {
   try {
-    await workerAction(where.root, name, kind);
-    render.message(`${kind === 'pause' ? 'Paused' : 'Resumed'} the worker name ${name}.`, 'ok');
+    const answer = await workerAction(where.root, name, kind);
+    if (kind === 'pause') {
+      const said = model.pauseMessage(name, answer);
+      render.message(said.text, said.kind);
+    } else render.message(`Resumed the worker name ${name}.`, 'ok');
   } catch (error) {
     if (error.status === 401) failed(error);
     else render.message(`Could not ${kind} ${name}: ${error.message}`, 'error');

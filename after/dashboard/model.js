@@ -288,6 +288,31 @@ export function workerState(doc, now) {
   return doc.stopping ? 'stopping' : 'live';
 }
 
+// The state a process's row shows: 'paused' once its own heartbeat says it applied its
+// name's pause (it starts nothing from then on), 'pausing' while its name is paused but its
+// heartbeat does not say so yet, else its state (live, stopping, stale).
+export function processState(doc, pausedName, now) {
+  const st = workerState(doc, now);
+  if (st === 'stale') return st;
+  if (doc.paused) return 'paused';
+  return pausedName ? 'pausing' : st;
+}
+
+// What the page says once `POST /_after/workers/NAME/pause` answered: the live processes
+// that acknowledged the pause, or those that did not within the server's wait.
+export function pauseMessage(name, answer) {
+  const waiting = (answer && answer.unacknowledged) || [];
+  const done = (answer && answer.acknowledged) || [];
+  if (waiting.length) {
+    return { kind: 'error', text: `Paused the worker name ${name}, but not acknowledged by `
+      + `${waiting.join(', ')}: a process starts nothing once it reads the pause (one `
+      + 'frozen or cut off from the database later).' };
+  }
+  const count = done.length === 1 ? '1 live process' : `${done.length} live processes`;
+  return { kind: 'ok', text: `Paused the worker name ${name}`
+    + (done.length ? `: acknowledged by its ${count}.` : ' (no live process).') };
+}
+
 // Whether a live process serves a worker name (after.couch.serving, the same cases in
 // tests/cases/serving.json): null when one does, 'paused' when the name is paused, 'none'
 // when no live process has that name.

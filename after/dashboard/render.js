@@ -7,8 +7,8 @@ import {
   ACTION_LABELS, STATUSES, VERDICTS, VERDICT_LABELS, actionsFor, auditRows, capsInUse,
   catchupText, dueOf, failed, formatDuration, formatUtc, isolationOf, jobName, lateness, meta,
   rateText,
-  page, parseDate, pausedNames, relative, repeatText, sortRuns, sortTasks, sortWorkers,
-  unserved, workerState,
+  page, parseDate, pausedNames, processState, relative, repeatText, sortRuns, sortTasks,
+  sortWorkers, unserved, workerState,
 } from './model.js';
 
 const HOUR = 3600000;
@@ -76,7 +76,7 @@ export function workers(state, now, onAction = () => {}) {
           ? [' ', nameButton(doc.name, 'pause', onAction)] : ''),
       h('td', {}, doc.host),
       h('td', {}, doc.pid),
-      h('td', {}, badge('worker', paused.has(doc.name) ? 'paused' : st)),
+      h('td', {}, badge('worker', processState(doc, paused.has(doc.name), now))),
       h('td', { title: doc.last_seen || '' }, relative(parseDate(doc.last_seen), now) || '–'),
       h('td', { class: 'num' }, doc.held ?? 0),
       h('td', { class: 'num' }, doc.running ?? 0),

@@ -22,7 +22,9 @@ The page changes a task only through this server's actions, ``POST
 each transition live once, in :mod:`after.rules.task`, and a write that conflicts is re-read and
 decided again there. An action the task's status does not offer (:data:`after.rules.task.ACTIONS`)
 is refused with a 409. A worker name is paused or resumed with ``POST
-/_after/workers/<name>/pause`` or ``.../resume`` (:mod:`after.couch.pausing`). ``GET
+/_after/workers/<name>/pause`` or ``.../resume`` (:mod:`after.couch.pausing`); a pause
+answers once every live process of the name acknowledged it, or after :data:`PAUSE_WAIT`
+seconds naming those that did not, as ``after pause NAME`` does. ``GET
 /_after/audit?worker=&task=&from=&to=&late=`` answers the report of
 :meth:`after.client.Client.audit` as JSON (:meth:`after.audit.Report.as_json`): the page's
 Audit view.
@@ -78,6 +80,7 @@ log = logging.getLogger("after.dashboard")
 
 MAX_BODY = 8 * 1024 * 1024  # a task document is far smaller
 FEED_READ_TIMEOUT = 120.0  # seconds without a byte (not even a heartbeat) on a feed
+PAUSE_WAIT = 10.0  # seconds a pause waits for its acknowledgements, as `after pause`'s --wait
 DB_META = '<meta name="after-db" content="">'
 
 SECURITY_HEADERS = {
@@ -170,7 +173,8 @@ class DashboardServer:
     """
 
     def __init__(self, store: Store, *, port: int = 0, host: str = "127.0.0.1",
-                 folder: Path = STATIC, token: str | None = None):
+                 folder: Path = STATIC, token: str | None = None,
+                 pause_wait: float = PAUSE_WAIT):
         self.store = store
         self.databases = set(databases(store.db))
         self.files = static_files(folder)
@@ -190,6 +194,7 @@ class DashboardServer:
         self.hosts = {f"{name}:{self.port}" for name in (host, "127.0.0.1", "localhost")}
         self._thread: threading.Thread | None = None
         self.client = Client(store=store)
+        self.pause_wait = pause_wait
 
     def act(self, task_id: str, action: str, date: str | None = None,
             window: tuple | None = None) -> dict:
@@ -236,11 +241,15 @@ class DashboardServer:
                                  **({"late": late} if late is not None else {})).as_json()
 
     def act_on_worker(self, name: str, action: str) -> dict:
-        """Pause or resume a worker name; returns ``{"name", "paused"}``. Raises TaskError
-        for a name that is not a worker name."""
+        """Pause or resume a worker name; returns ``{"name", "paused"}``, and for a pause
+        the live processes of the name that acknowledged it (``"acknowledged"``) and those
+        that did not within :attr:`pause_wait` seconds (``"unacknowledged"``), as ``after
+        pause NAME`` waits for them. Raises TaskError for a name that is not a worker
+        name."""
         if action == "pause":
-            self.client.pause_worker(name)
-            return {"name": name, "paused": True}
+            doc = self.client.pause_worker(name, wait=self.pause_wait)
+            return {"name": name, "paused": True, "acknowledged": doc["acknowledged"],
+                    "unacknowledged": doc["unacknowledged"]}
         self.client.resume_worker(name)
         return {"name": name, "paused": False}
 

@@ -4,6 +4,7 @@ option; and the examples of docs/tasks.rst, run as written."""
 
 from __future__ import annotations
 
+import ast
 import doctest
 import json
 import os
@@ -12,6 +13,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +24,7 @@ import pytest
 
 from after.client import Client
 from after.couch.store import Store, StoreError, split_credentials
+from after.jobs import TaskContext
 from after.rules.dates import format_date, utcnow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -575,9 +578,20 @@ def console_examples(text: str) -> list[tuple[str, str, int]]:
     return examples
 
 
-def test_docs_console_examples(env, store):
+#: What the docs' reader waits for before a command (the task's run began, its record is
+#: written): the examples of a running task.
+WAIT_BEFORE = {
+    "after cancel long-export": lambda store: store.get("long-export")["status"] == "running",
+    "after runs long-export": lambda store: any(
+        r.get("outcome") == "canceled"
+        for r in store.find_all({"task": "long-export"}, db=f"{store.db}_runs")),
+}
+
+
+def test_docs_console_examples(env, store, tmp_path):
     examples = console_examples(DOCS.read_text())
     assert len(examples) >= 15
+    assert {command for command, _, _ in examples} >= set(WAIT_BEFORE)
     # the docs' reader has processes of billing and reports running: their heartbeats
     expires = format_date(utcnow() + timedelta(hours=1))
     for name in ("billing", "reports"):
@@ -586,12 +600,27 @@ def test_docs_console_examples(env, store):
                    "expires": expires}, db=f"{store.db}_workers")
     stop = threading.Event()
     threading.Thread(target=acknowledge_pauses, args=(store, stop), daemon=True).start()
+    # and a real one of exports, which runs the example of a running task's cancel
+    log = tmp_path / "exports.out"
+    with open(log, "w") as out:
+        exports = subprocess.Popen([sys.executable, "-m", "after", "start", "exports",
+                                    "--poll", "1"], env=env, cwd=ROOT, stdout=out,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     checker = doctest.OutputChecker()
     flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
     try:
+        deadline = time.monotonic() + 30
+        while "worker exports ready" not in log.read_text():
+            assert exports.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
         for command, want, code in examples:
             argv = shlex.split(command)
             assert argv[0] == "after"
+            if command in WAIT_BEFORE:
+                deadline = time.monotonic() + 15
+                while not WAIT_BEFORE[command](store):
+                    assert time.monotonic() < deadline, f"waiting to run {command}"
+                    time.sleep(0.05)
             done = subprocess.run([sys.executable, "-m", "after", *argv[1:]], env=env,
                                   cwd=ROOT, capture_output=True, text=True, timeout=60)
             got = done.stdout + done.stderr
@@ -599,8 +628,13 @@ def test_docs_console_examples(env, store):
             assert done.returncode == code, (command, got)
             assert checker.check_output(want, got, flags), \
                 f"$ {command}\nexpected:\n{want}got:\n{got}"
+            if command == "after runs long-export":  # exports is no longer the reader's
+                exports.terminate()
+                assert exports.wait(15) == 0
     finally:
         stop.set()
+        exports.kill()
+        exports.wait(10)
 
 
 def acknowledge_pauses(store, stop: threading.Event) -> None:
@@ -629,3 +663,30 @@ def test_docs_python_examples(env, monkeypatch):
     runner.run(test)
     result = runner.summarize(verbose=False)
     assert (result.failed, result.attempted) == (0, len(test.examples))
+
+
+def test_docs_job_examples_are_the_jobs_folders_and_run():
+    """The job a ``.. code-block:: python`` shows (``# jobs/NAME.py: ...`` on its first
+    line) is the function of that module, so the worker tests run what the page shows; run
+    here too, as a job thread would, with its cancel set and not."""
+    blocks = re.findall(r"\.\. code-block:: python\n\n((?:   .*\n|\n)+)", DOCS.read_text())
+    jobs = [textwrap.dedent(block) for block in blocks if block.lstrip().startswith("# jobs/")]
+    assert jobs
+    for source in jobs:
+        path = source.split(":", 1)[0].removeprefix("# ")
+        name = Path(path).stem
+        shown = source.split("\n", 1)[1].strip()
+        module = ast.parse((ROOT / path).read_text())
+        [func] = [node for node in module.body
+                  if isinstance(node, ast.FunctionDef) and node.name == name]
+        func.body = [node for node in func.body  # its docstring is not shown
+                     if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))]
+        assert ast.dump(ast.parse(shown)) == ast.dump(ast.Module([func], [])), path
+        namespace: dict = {}
+        exec(compile(shown, f"tasks.rst ({path})", "exec"), namespace)
+        task = TaskContext({"_id": "t", "worker": "w", "job": {"name": name}}, utcnow(), 1)
+        assert namespace[name](task, 0.05) == 0.05
+        threading.Timer(0.2, task.canceled.set).start()
+        started = time.monotonic()
+        assert namespace[name](task, 30) == "canceled"
+        assert time.monotonic() - started < 5

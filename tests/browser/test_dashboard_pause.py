@@ -27,9 +27,15 @@ def test_pause_then_resume_a_task(store, open_page):
     assert "paused" not in store.get("digest")["after"]
 
 
-def test_a_paused_worker_name_is_shown_and_resumed_and_paused_again(store, open_page):
+def test_a_paused_worker_name_is_shown_and_resumed_and_paused_again(store, open_page,
+                                                                     dashboard_server):
+    """The pause waits for the name's live processes to acknowledge it (no process keeps
+    these heartbeats: the answer comes after the server's wait, naming them), and each
+    process shows ``paused`` once its own heartbeat says so (issue 25 item 2)."""
     workers_db = f"{store.db}_workers"
+    dashboard_server.pause_wait = 1.0
     store.put(worker_doc("billing", "host-a", 101), db=workers_db)
+    store.put(worker_doc("billing", "host-b", 102), db=workers_db)
     page = open_page().page
     body = page.locator("#workers-body")
     body.get_by_role("button", name="Pause").click()
@@ -37,8 +43,15 @@ def test_a_paused_worker_name_is_shown_and_resumed_and_paused_again(store, open_
     expect(paused).to_contain_text("paused")
     expect(page.locator("#workers-count")).to_contain_text("1 paused")
     assert pausing.is_pause(store.get_or_none("billing@paused", db=workers_db), "billing")
-    expect(page.locator('#workers-body tr[data-id="billing@host-a:101:abc"]')).to_contain_text(
-        "paused")
+    expect(page.locator("#message")).to_contain_text(
+        "not acknowledged by billing@host-a:101:abc, billing@host-b:102:abc")
+    a = page.locator('#workers-body tr[data-id="billing@host-a:101:abc"] .badge')
+    b = page.locator('#workers-body tr[data-id="billing@host-b:102:abc"] .badge')
+    expect(a).to_have_text("pausing")
+    beat = store.get("billing@host-a:101:abc", db=workers_db)
+    store.put({**beat, "paused": True}, db=workers_db)  # host-a's process applied it
+    expect(a).to_have_text("paused")
+    expect(b).to_have_text("pausing")
     paused.get_by_role("button", name="Resume").click()
     expect(paused).to_have_count(0)
     assert store.get_or_none("billing@paused", db=workers_db) is None

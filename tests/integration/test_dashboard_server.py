@@ -9,6 +9,7 @@ import json
 import threading
 import time
 import uuid
+from datetime import timedelta
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
@@ -21,6 +22,7 @@ from after.couch import schema
 from after.couch.store import Store, StoreError, split_credentials
 from after.dashboard import design as dashboard
 from after.dashboard.server import DashboardServer
+from after.rules.dates import format_date, utcnow
 
 
 def requires_auth(couch_url: str) -> bool:
@@ -267,6 +269,53 @@ def test_an_action_from_another_origin_is_refused(served, client, store):
     assert store.get("victim")["status"] == "paused"
     resumed = client.post("/_after/tasks/victim/resume", json={})  # a script: no Origin
     assert resumed.status_code == 200, resumed.text
+
+
+def test_cancel_stops_a_job_that_runs(client, store, harness):
+    """Issue 25 item 1: the dashboard's Cancel on a running task (jobs/wait.py, which waits
+    on its cancel) stops the job; the run is recorded ``canceled`` with how long it ran."""
+    harness.start()
+    harness.put("long", job="wait", arguments=[30])
+    harness.wait_status("long", "running")
+    time.sleep(0.3)
+    answer = client.post("/_after/tasks/long/cancel", json={})
+    asked = time.monotonic()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "cancel"  # the worker that runs it writes canceled
+    doc = harness.wait_status("long", "canceled", timeout=10)
+    assert time.monotonic() - asked < 3  # the job saw it: not the grace, nor its 30 s
+    last = doc["after"]["last_run"]
+    assert last["outcome"] == "canceled" and 300 <= last["duration_ms"] < 5000
+    [run] = harness.wait_runs("long")
+    assert run["outcome"] == "canceled" and run["duration_ms"] == last["duration_ms"]
+
+
+def test_a_pause_answers_once_the_live_processes_acknowledged_it(served, client, store,
+                                                                  harness):
+    """Issue 25 item 2: the dashboard's pause waits, as ``after pause NAME`` does, for every
+    live process of the name to say in its heartbeat that it applied the pause, and names
+    those that did not within its wait."""
+    workers = f"{store.db}_workers"
+    harness.start()
+    answer = client.post("/_after/workers/w/pause", json={})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    [process] = body["acknowledged"]
+    assert (body["name"], body["paused"], body["unacknowledged"]) == ("w", True, [])
+    assert process.startswith("w@") and store.get(process, db=workers)["paused"] is True
+    # a live heartbeat no process keeps (one frozen): named once the wait is over
+    ghost = {"_id": "w@ghost:1:abc", "type": "worker", "name": "w", "host": "ghost", "pid": 1,
+             "last_seen": format_date(utcnow()),
+             "expires": format_date(utcnow() + timedelta(hours=1))}
+    store.put(ghost, db=workers)
+    served.pause_wait = 1.0
+    asked = time.monotonic()
+    again = client.post("/_after/workers/w/pause", json={}).json()
+    assert 1.0 <= time.monotonic() - asked < 5
+    assert (again["acknowledged"], again["unacknowledged"]) == ([process], [ghost["_id"]])
+    resumed = client.post("/_after/workers/w/resume", json={})
+    assert resumed.json() == {"name": "w", "paused": False}
+    assert store.get_or_none("w@paused", db=workers) is None
 
 
 def test_other_databases_and_server_endpoints_are_refused(client, store, couch_url):

@@ -10,6 +10,7 @@ import os
 import shutil
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ from after.rules.dates import format_date, parse_date, utcnow
 from ..conftest import ROOT
 from ..escapes import ESCAPES, cleanup, pids_of
 from .test_http_jobs import Endpoint
+from .test_worker import cancel
 
 JOBS = {
     "whoami": '''
@@ -175,12 +177,26 @@ def test_past_the_grace_an_isolated_run_is_killed_and_its_task_handed_back(harne
     assert run["outcome"] == "interrupted"
 
 
-@pytest.mark.parametrize("how", ["timeout", "grace"])
-def test_every_process_an_isolated_job_started_is_killed_with_its_run(harness, tmp_path,
-                                                                      how):
-    """Issue 24 item 10: past its timeout, and past the grace of a stop, the processes the
+def group_of(pgid: int) -> list[int]:
+    """The live processes of the process group ``pgid`` (from /proc)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended while this read
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+@pytest.mark.parametrize("how", ["timeout", "grace", "cancel"])
+def test_every_process_an_isolated_job_started_is_killed_with_its_run(harness, store,
+                                                                      tmp_path, how):
+    """Issue 24 item 10: past its timeout, past the grace of a stop, and past the grace of
+    a cancel (issue 25 item 1: the job never looks at ``task.canceled``), the processes the
     job started in sessions of their own (one ignoring SIGTERM, one double-forked) are
-    killed with the run's process."""
+    killed with the run's process, and its process group is gone."""
     pidfile = tmp_path / "pids"
     worker = harness.start(grace=1)
     fields = {"timeout": 6.0} if how == "timeout" else {}
@@ -189,12 +205,23 @@ def test_every_process_an_isolated_job_started_is_killed_with_its_run(harness, t
     try:
         started = pids_of(pidfile)
         assert all(alive(pid) for pid in started)
+        assert started[0] in group_of(started[0])  # the run leads a group of its own
         if how == "timeout":
             doc = harness.wait_status("escapes", "error", timeout=15)
             assert doc["after"]["last_run"]["outcome"] == "timeout"
+        elif how == "cancel":
+            cancel(store, "escapes")
+            asked = time.monotonic()
+            doc = harness.wait_status("escapes", "canceled", timeout=15)
+            assert 4 <= time.monotonic() - asked < 8  # the grace: 5 s
+            last = doc["after"]["last_run"]
+            assert last["outcome"] == "canceled" and 4000 <= last["duration_ms"] < 30_000
+            [run] = harness.wait_runs("escapes")
+            assert run["outcome"] == "canceled" and run["isolation"] == "process"
         else:
             harness.stop(worker)
         harness.wait(lambda: not any(alive(pid) for pid in started), timeout=5,
                      what="every process of the run killed")
+        assert group_of(started[0]) == []
     finally:
         cleanup(pidfile)

@@ -98,6 +98,28 @@ def test_a_task_paused_while_it_runs_finishes_and_stays_paused(harness, store):
     assert resumed["status"] == "waiting" and parse_date(resumed["date"]) > utcnow()
 
 
+def test_a_task_paused_just_before_its_date_does_not_run(harness, store):
+    """Issue 25 item 2, as found: a task paused 0.97 s before its date still ran. Held on
+    the timer (its run fenced for its date), paused 0.97, 0.5 and 0.2 s before: none runs,
+    and each stays paused with nothing written by the worker."""
+    worker = harness.start()
+    puts = {f"p{int(margin * 100)}": (margin, harness.put(f"p{int(margin * 100)}",
+                                                          delay=1.5 + i * 1.2))
+            for i, margin in enumerate((0.97, 0.5, 0.2))}
+    harness.wait(lambda: all(docid in worker.held for docid in puts), what="all held")
+    with client_of(harness) as client:
+        for docid, (margin, put) in puts.items():
+            harness.past(put["date"], margin=-margin)
+            assert client.pause(docid)["status"] == "paused"
+    last = max(put["date"] for _, put in puts.values())
+    harness.past(last, margin=0.5)
+    harness.settled(worker, *puts)
+    assert harness.recorded() == []
+    for docid in puts:
+        doc = store.get(docid)
+        assert doc["status"] == "paused" and not doc["after"].get("runs"), doc
+
+
 def test_a_one_off_task_whose_date_passed_in_the_pause_runs_on_resume(harness, store):
     harness.start()
     harness.put("once", delay=1.0)

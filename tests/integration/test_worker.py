@@ -125,17 +125,6 @@ def test_cancel_ends_a_job_that_ignores_it_after_a_grace(harness, store):
     assert doc["after"]["last_run"]["outcome"] == "canceled"
 
 
-def test_cancel_kills_an_isolated_run_that_ignores_it(harness, store):
-    """An isolated run (``"isolation": "process"``): its process gets SIGTERM (which sets
-    ``task.canceled``), and, still there after the grace, is killed with its group."""
-    harness.start()
-    harness.put("iso", job="sleep", arguments=[30], isolation="process")
-    harness.wait_status("iso", "running")
-    cancel(store, "iso")
-    doc = harness.wait_status("iso", "canceled", timeout=15)
-    assert doc["after"]["last_run"]["outcome"] == "canceled"
-
-
 def test_reschedule_takes_the_new_date(harness, store):
     worker = harness.start()
     old = harness.put("r", delay=1)

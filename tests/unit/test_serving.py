@@ -55,3 +55,31 @@ def test_the_message_names_a_close_live_name_or_the_live_ones():
     assert serving.waits_unserved(task, docs, [], NOW) == typo
     assert serving.waits_unserved({**task, "status": "running"}, docs, [], NOW) is None
 
+
+
+def test_a_process_row_shows_its_own_acknowledgement_and_the_pause_answer_is_said():
+    """The dashboard's workers list: a process shows ``paused`` from its own heartbeat (it
+    applied its name's pause), ``pausing`` while it has not yet; the answer of a pause
+    names the processes that did not acknowledge it (issue 25 item 2)."""
+    live = worker("billing")
+    got = node(f"import * as m from '{model_url()}';\n"
+               f"const live = {json.dumps(live)}, now = {json.dumps(NOW)};\n"
+               "const stale = {...live, expires: '2026-12-01T08:00:00.000Z'};\n"
+               "console.log(JSON.stringify({\n"
+               "  states: [m.processState(live, false, now),\n"
+               "    m.processState(live, true, now),\n"
+               "    m.processState({...live, paused: true}, true, now),\n"
+               "    m.processState({...stale, paused: true}, true, now)],\n"
+               "  all: m.pauseMessage('billing', {acknowledged: ['a', 'b'],\n"
+               "    unacknowledged: []}),\n"
+               "  some: m.pauseMessage('billing', {acknowledged: ['a'],\n"
+               "    unacknowledged: ['billing@h:1:x']}),\n"
+               "  none: m.pauseMessage('billing', {acknowledged: [], unacknowledged: []}),\n"
+               "}));")
+    assert got["states"] == ["live", "pausing", "paused", "stale"]
+    assert got["all"] == {"kind": "ok", "text": "Paused the worker name billing: "
+                          "acknowledged by its 2 live processes."}
+    assert got["some"]["kind"] == "error"
+    assert got["some"]["text"].startswith(
+        "Paused the worker name billing, but not acknowledged by billing@h:1:x: ")
+    assert got["none"]["text"] == "Paused the worker name billing (no live process)."
