@@ -93,3 +93,23 @@ def test_the_documented_replication_is_the_one_built():
              for doc in replica.replications("shop", "tasks", SITE, CENTRAL)]
     for line in lines:
         assert f"\n     {line}\n" in text, line
+
+
+def test_the_status_of_a_replication_says_its_state_without_credentials():
+    doc = replica.replications("shop", "tasks", SITE, CENTRAL)[0]
+    assert replica.status("tasks-pull", None, None) == {
+        "role": "tasks-pull", "state": None, "written": None, "source": None, "target": None,
+        "error": None}
+    crashing = {"state": "crashing", "info": {
+        "error": "unauthorized: https://admin:PASSWORD@central.example.com:6984/tasks"}}
+    assert replica.status("tasks-pull", doc, crashing) == {
+        "role": "tasks-pull", "state": "crashing", "written": None,
+        "source": "https://central.example.com:6984/tasks",
+        "target": "http://127.0.0.1:5984/tasks",
+        "error": "unauthorized: https://admin:***@central.example.com:6984/tasks"}
+    running = {"state": "running", "info": {"docs_written": 7}}
+    assert replica.status("tasks-pull", doc, running)["written"] == 7
+    # no scheduler (or it does not know it yet): the document's own state, else pending
+    assert replica.status("tasks-pull", {**doc, "_replication_state": "triggered"},
+                          None)["state"] == "triggered"
+    assert replica.status("tasks-pull", doc, None)["state"] == "pending"
