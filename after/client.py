@@ -1164,6 +1164,16 @@ class Client:
             found.append(replica.status(role, doc, state))
         return found
 
+    def replicated(self) -> dict[str, list[dict]]:
+        """Every worker name this database replicates with a centre (the site's side: the
+        documents are in its ``_replicator``), each with :meth:`replication`'s answer; {}
+        on a server that runs no replications. What the dashboard shows."""
+        if not self.store.replicates() or not self.store.database_exists(replica.REPLICATOR):
+            return {}
+        names = {replica.name_of(doc["_id"], self.db) for doc in self.store.prefixed(
+            replica.id_prefix(self.db), db=replica.REPLICATOR)}
+        return {name: self.replication(name) for name in sorted(names - {None})}
+
     def stop_replication(self, name: str) -> int:
         """Remove the replications of the worker name ``name``: the site goes on alone (set
         up again, they resume from their checkpoints). Returns how many were removed."""

@@ -106,7 +106,12 @@ def endpoint(url: str) -> Endpoint:
 def doc_id(db: str, name: str, role: str) -> str:
     """The id of one replication document: deterministic, so that setting it up again
     finds it (and changes nothing when it is right)."""
-    return f"after:{db}:{name}:{role}"
+    return f"{id_prefix(db)}{name}:{role}"
+
+
+def id_prefix(db: str) -> str:
+    """What the ids of database ``db``'s replication documents begin with."""
+    return f"after:{db}:"
 
 
 def tasks_selector(name: str) -> dict:
@@ -163,6 +168,14 @@ def same(stored: dict, wanted: dict) -> bool:
     included: a new password is written)?"""
     return {k: v for k, v in stored.items() if k not in STATE_FIELDS} == \
         {k: v for k, v in wanted.items() if k not in STATE_FIELDS}
+
+
+def name_of(docid: str, db: str) -> str | None:
+    """The worker name of a replication document of database ``db`` (its id made by
+    :func:`doc_id`), or None for another document."""
+    if not docid.startswith(prefix := id_prefix(db)) or docid.rsplit(":", 1)[-1] not in ROLES:
+        return None
+    return docid[len(prefix):].rsplit(":", 1)[0] or None
 
 
 def role_of(doc: dict) -> str:

@@ -25,7 +25,10 @@ is refused with a 409. A worker name is paused or resumed with ``POST
 /_after/workers/<name>/pause`` or ``.../resume`` (:mod:`after.couch.pausing`). ``GET
 /_after/audit?worker=&task=&from=&to=&late=`` answers the report of
 :meth:`after.client.Client.audit` as JSON (:meth:`after.audit.Report.as_json`): the page's
-Audit view.
+Audit view. ``GET /_after/replication`` answers the state of the replications of the worker
+names served here, at a site whose CouchDB replicates with a central one
+(:meth:`after.client.Client.replicated`, what ``after replicate NAME --status`` says): the
+Workers view's "Replicated with the centre" line.
 
 What passes to CouchDB (everything else gets a 403 from here and never reaches it), see
 :func:`refusal`:
@@ -105,6 +108,7 @@ ACTION_RE = re.compile(
     r"/_after/tasks/([^/]+)/(cancel|reschedule|run|rerun|backfill|pause|resume)")
 WORKER_ACTION_RE = re.compile(r"/_after/workers/([^/]+)/(pause|resume)")
 AUDIT_PATH = "/_after/audit"
+REPLICATION_PATH = "/_after/replication"
 AUDIT_PARAMS = ("worker", "task", "from", "to", "late")
 MAX_ACTION_BODY = 4096
 VIEW_METHODS = {"GET", "HEAD"}
@@ -235,6 +239,12 @@ class DashboardServer:
                                  start=params.get("from") or None, end=params.get("to") or None,
                                  **({"late": late} if late is not None else {})).as_json()
 
+    def replication(self) -> dict:
+        """The worker names this database replicates with a centre, as ``{"names": {NAME:
+        [each replication's status]}}`` (:meth:`Client.replicated`; empty on the centre's
+        side, and on a server that runs no replications)."""
+        return {"names": self.client.replicated()}
+
     def act_on_worker(self, name: str, action: str) -> dict:
         """Pause or resume a worker name; returns ``{"name", "paused"}``. Raises TaskError
         for a name that is not a worker name."""
@@ -321,6 +331,8 @@ class Handler(BaseHTTPRequestHandler):
         first = unquote(path.split("/")[1])
         if path == AUDIT_PATH:
             self.audit(query)
+        elif path == REPLICATION_PATH:
+            self.replication()
         elif first == "_after":
             self.action(path)
         elif first in dashboard.databases:
@@ -370,6 +382,15 @@ class Handler(BaseHTTPRequestHandler):
             self.refuse(404, "not_found", str(exc))
         except rules.TaskError as exc:
             self.refuse(400, "bad_request", str(exc))
+        except StoreError as exc:
+            self.refuse(502, "unavailable", str(exc))
+
+    def replication(self) -> None:
+        if self.command != "GET":
+            self.refuse(405, "method_not_allowed", f"expected GET {REPLICATION_PATH}")
+            return
+        try:
+            self.send_json(200, self.dashboard.replication())
         except StoreError as exc:
             self.refuse(502, "unavailable", str(exc))
 

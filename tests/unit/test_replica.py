@@ -113,3 +113,13 @@ def test_the_status_of_a_replication_says_its_state_without_credentials():
     assert replica.status("tasks-pull", {**doc, "_replication_state": "triggered"},
                           None)["state"] == "triggered"
     assert replica.status("tasks-pull", doc, None)["state"] == "pending"
+
+
+def test_the_name_of_a_replication_document():
+    for name in ("shop", "ship-2", "a.b"):
+        for role in replica.ROLES:
+            assert replica.name_of(replica.doc_id("tasks", name, role), "tasks") == name
+    assert replica.name_of(replica.doc_id("other", "shop", "tasks-pull"), "tasks") is None
+    assert replica.name_of("after:tasks:shop:elsewhere", "tasks") is None
+    assert replica.name_of("after:tasks-2:shop:tasks-pull", "tasks") is None
+    assert replica.name_of("after:tasks::tasks-pull", "tasks") is None
