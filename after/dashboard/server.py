@@ -25,10 +25,8 @@ is refused with a 409. A worker name is paused or resumed with ``POST
 /_after/workers/<name>/pause`` or ``.../resume`` (:mod:`after.couch.pausing`). ``GET
 /_after/audit?worker=&task=&from=&to=&late=`` answers the report of
 :meth:`after.client.Client.audit` as JSON (:meth:`after.audit.Report.as_json`): the page's
-Audit view. ``GET /_after/replication`` answers the state of the replications of the worker
-names served here, at a site whose CouchDB replicates with a central one
-(:meth:`after.client.Client.replicated`, what ``after replicate NAME --status`` says): the
-Workers view's "Replicated with the centre" line.
+Audit view. ``GET /_after/replication``: :meth:`after.client.Client.replicated` (a site's
+replications with the centre, as ``after replicate --status`` reads them), for the Workers view.
 
 What passes to CouchDB (everything else gets a 403 from here and never reaches it), see
 :func:`refusal`:
@@ -240,9 +238,7 @@ class DashboardServer:
                                  **({"late": late} if late is not None else {})).as_json()
 
     def replication(self) -> dict:
-        """The worker names this database replicates with a centre, as ``{"names": {NAME:
-        [each replication's status]}}`` (:meth:`Client.replicated`; empty on the centre's
-        side, and on a server that runs no replications)."""
+        """``{"names": {NAME: [each replication's status]}}``: :meth:`Client.replicated`."""
         return {"names": self.client.replicated()}
 
     def act_on_worker(self, name: str, action: str) -> dict:
