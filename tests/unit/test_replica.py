@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from after import replica
 
+from ..js import model_url, node
+
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "replicas.rst"
 SITE = "http://admin:PASSWORD@127.0.0.1:5984"
 CENTRAL = "https://admin:PASSWORD@central.example.com:6984"
@@ -123,3 +125,17 @@ def test_the_name_of_a_replication_document():
     assert replica.name_of("after:tasks:shop:elsewhere", "tasks") is None
     assert replica.name_of("after:tasks-2:shop:tasks-pull", "tasks") is None
     assert replica.name_of("after:tasks::tasks-pull", "tasks") is None
+
+
+def test_the_dashboard_says_each_replicated_name_and_whether_every_replication_runs():
+    """model.js's replicationLines, from what GET /_after/replication answers."""
+    running = [{"role": role, "state": "running", "error": None} for role in replica.ROLES]
+    names = {"ship": [{**running[0], "state": "crashing", "error": "timeout"},
+                      *running[1:4], {"role": "pause-pull", "state": None, "error": None}],
+             "shop": running}
+    got = node(f"import * as m from '{model_url()}';\n"
+               f"console.log(JSON.stringify(m.replicationLines({json.dumps(names)})));")
+    assert [(line["name"], line["ok"]) for line in got] == [("ship", False), ("shop", True)]
+    assert got[0]["roles"][0] == {"role": "tasks-pull", "state": "crashing", "error": "timeout"}
+    assert got[0]["roles"][4] == {"role": "pause-pull", "state": "not set up", "error": ""}
+    assert [r["role"] for r in got[1]["roles"]] == list(replica.ROLES)
