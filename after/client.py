@@ -17,14 +17,15 @@ never forced.
 Errors: :class:`~after.rules.task.TaskError` (a ``ValueError``) for a task or an argument that
 cannot be used, the message naming the field; :class:`StateError` (a ``ValueError``) for an
 operation the task's status does not allow; :class:`TaskNotFound` (a
-:class:`~after.couch.store.NotFound`) for an unknown id; the store's other typed errors
-(:class:`~after.couch.store.Unavailable`, ...) as they come.
+:class:`~after.couch.store.NotFound`) for an unknown id; :class:`ReplicaError` (a
+``ValueError``) for a replication that cannot be set up as asked; the store's other typed
+errors (:class:`~after.couch.store.Unavailable`, ...) as they come.
 """
 
 # Longer than 500 lines on purpose: the Client is one class with one method per operation a user has
 # (schedule, wait, runs, tasks, cancel, pause, reschedule, run now, backfill, calendars, audit,
-# caps), beside the functions that build a task document from its keywords, which the command
-# line shares; each method is short and reads the rules of after.rules.task.
+# caps, replication), beside the functions that build a task document from its keywords,
+# which the command line shares; each method is short and reads the rules of after.rules.task.
 
 from __future__ import annotations
 
@@ -39,15 +40,26 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any
+from urllib.parse import quote
 
 from after import audit as audits
 from after import config as config_module
-from after.couch import pausing, retention, serving
+from after import replica
+from after.couch import pausing, retention, schema, serving
 from after.couch.caps import in_use
-from after.couch.store import Conflict, Forbidden, NotFound, Store, StoreError
+from after.couch.store import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    Store,
+    StoreError,
+    Unavailable,
+    describe_error,
+)
 from after.jobs import JobError, JobRegistry, check_name
 from after.process import ProcessError
 from after.process import check_name as check_worker_name
+from after.replica import ReplicaError
 from after.rules import occurrence as occ
 from after.rules import task as rules
 from after.rules.calendar import PREFIX as CALENDAR_PREFIX
@@ -65,7 +77,8 @@ from after.rules.dates import (
 from after.rules.repeat import CronRule, RepeatError, parse_repeat
 from after.rules.task import StateError, TaskError
 
-__all__ = ["Client", "StateError", "TaskError", "TaskNotFound", "UnservedWorker", "every_units"]
+__all__ = ["Client", "ReplicaError", "StateError", "TaskError", "TaskNotFound", "UnservedWorker",
+           "every_units"]
 
 #: How many times a write that conflicts is re-read and retried before giving up.
 MAX_CONFLICTS = 20
@@ -1106,6 +1119,108 @@ class Client:
         slots = in_use(self.store, config_module.workers_db(self.db))
         return [s for s in slots if key is None or s["key"] == key]
 
+    # -- a worker on a replica (docs/replicas.rst) ---------------------------------------------
+
+    def replicate(self, name: str, central: str, *, central_db: str | None = None,
+                  site: str | None = None) -> dict:
+        """Serve the worker name ``name`` at a site: this client's CouchDB (the site's, where
+        the name's processes run) replicates with the CouchDB at ``central`` (a URL,
+        credentials allowed), continuously and filtered to the name's tasks, run records,
+        heartbeats and pause (:mod:`after.replica`). Sets this database up, checks that
+        the central one (``central_db``, by default this one's name) is, and writes the
+        five ``_replicator`` documents, or only those that changed. ``site``: this CouchDB
+        as that server reaches itself, when not this client's URL.
+
+        Returns ``{"central": its URL and database without credentials, "replications":
+        [{"role", "source", "target", "done": "written", "updated" or "unchanged"}],
+        "warning": why the centre does not answer now, or None}`` (the replications start
+        when it does). Raises :class:`~after.replica.ReplicaError` (a ``ValueError``) for a
+        URL that is not an http(s) one, a server that runs no replications
+        (pouchdb-server), a central database missing or not set up."""
+        _check_worker(name)
+        far = replica.endpoint(central)
+        docs = replica.replications(name, self.db, site or self.url, central, central_db)
+        self._check_replicates()
+        warning = _check_central(far, central_db or self.db)
+        schema.setup(self.store)
+        if not self.store.database_exists(replica.REPLICATOR):
+            self.store.create_database(replica.REPLICATOR)
+        rows = [{**replica.summary(doc), "done": self._write_replication(doc)} for doc in docs]
+        return {"central": f"{far.safe}/{central_db or self.db}", "replications": rows,
+                "warning": warning}
+
+    def replication(self, name: str) -> list[dict]:
+        """How the replications of the worker name ``name`` are doing, one dict per role
+        (:func:`after.replica.status`: ``state`` None when it is not set up). Raises
+        :class:`~after.replica.ReplicaError` on a server that runs no replications."""
+        _check_worker(name)
+        self._check_replicates()
+        there = self.store.database_exists(replica.REPLICATOR)
+        found = []
+        for role in replica.ROLES:
+            docid = replica.doc_id(self.db, name, role)
+            doc = self.store.get_or_none(docid, db=replica.REPLICATOR) if there else None
+            state = self.store.replication_state(docid) if doc is not None else None
+            found.append(replica.status(role, doc, state))
+        return found
+
+    def replicated(self) -> dict[str, list[dict]]:
+        """Every worker name this database replicates with a centre (the site's side: the
+        documents are in its ``_replicator``), each with :meth:`replication`'s answer; {}
+        on a server that runs no replications. What the dashboard shows."""
+        if not self.store.replicates() or not self.store.database_exists(replica.REPLICATOR):
+            return {}
+        names = {replica.name_of(doc["_id"], self.db) for doc in self.store.prefixed(
+            replica.id_prefix(self.db), db=replica.REPLICATOR)}
+        return {name: self.replication(name) for name in sorted(names - {None})}
+
+    def stop_replication(self, name: str) -> int:
+        """Remove the replications of the worker name ``name``: the site goes on alone (set
+        up again, they resume from their checkpoints). Returns how many were removed."""
+        _check_worker(name)
+        if not self.store.database_exists(replica.REPLICATOR):
+            return 0
+        removed = 0
+        for role in replica.ROLES:
+            docid = replica.doc_id(self.db, name, role)
+            for _ in range(MAX_CONFLICTS):
+                current = self.store.get_or_none(docid, db=replica.REPLICATOR)
+                if current is None:
+                    break
+                try:
+                    self.store.delete(docid, current["_rev"], db=replica.REPLICATOR)
+                    removed += 1
+                    break
+                except Conflict:  # the replicator wrote its state meanwhile: read it again
+                    continue
+        return removed
+
+    def _check_replicates(self) -> None:
+        if not self.store.replicates():
+            info = self.store.info()
+            vendor = (info.get("vendor") or {}).get("name") if isinstance(info, dict) else None
+            server = f"{vendor or 'a server'} {info.get('version', '')}".strip()
+            raise replica.ReplicaError(
+                f"{self.store.safe_url} runs no replications ({server}): the site's CouchDB "
+                "must be Apache CouchDB")
+
+    def _write_replication(self, doc: dict) -> str:
+        """Write one replication document unless it is there as wanted; what was done."""
+        for _ in range(MAX_CONFLICTS):
+            current = self.store.get_or_none(doc["_id"], db=replica.REPLICATOR)
+            if current is not None and replica.same(current, doc):
+                return "unchanged"
+            wanted = dict(doc)
+            if current is not None:
+                wanted["_rev"] = current["_rev"]
+            try:
+                self.store.put(wanted, db=replica.REPLICATOR)
+                return "written" if current is None else "updated"
+            except Conflict:  # the replicator wrote its state meanwhile: read it again
+                continue
+        raise replica.ReplicaError(f"replication {doc['_id']}: gave up after "
+                                   f"{MAX_CONFLICTS} conflicting writes")
+
     # -- helpers for display ----------------------------------------------------------------
 
     @staticmethod
@@ -1151,6 +1266,28 @@ class Client:
         runs = [first if r == spec.date else occ.jittered(spec.id, r, rule.jitter)
                 for r in dates]
         return runs[:count]
+
+
+def _check_central(far: replica.Endpoint, db: str) -> str | None:
+    """The central database must exist and be set up (its validator, views and indexes);
+    a centre that does not answer now is no error: the replications start when it does
+    (the warning returned says so)."""
+    url = far.url if far.user is None else far.url.replace(
+        "://", f"://{quote(far.user, safe='')}:{quote(far.password or '', safe='')}@", 1)
+    try:
+        with Store(url, db, timeout=10.0, retries=0) as central:
+            if not schema.is_set_up(central):
+                raise replica.ReplicaError(f"the central database {db} at {far.safe} is not "
+                                           "set up: run `after setup` against it first")
+    except Unavailable as exc:
+        return (f"the centre does not answer now ({describe_error(exc)}): the replications "
+                "start when it does")
+    except NotFound:
+        raise replica.ReplicaError(f"the central database {db} at {far.safe} does not "
+                                   "exist: run `after setup` against it first") from None
+    except StoreError as exc:
+        raise replica.ReplicaError(f"the centre {far.safe}: {describe_error(exc)}") from None
+    return None
 
 
 def reached(doc: dict, before: Any, run: bool) -> bool:

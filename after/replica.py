@@ -36,7 +36,8 @@ Exactly once holds for a name served from one side only (here: the site). Two pr
 the name on the two sides would each own the name's partitions on their own side's leases
 and run the same occurrences twice: never start the name centrally too.
 
-Pure: nothing here does I/O (the command line writes the documents through the store).
+Pure: nothing here does I/O (:meth:`after.client.Client.replicate` writes the documents
+through the store, and the command line and the dashboard call the Client).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from after.config import runs_db, workers_db
 from after.couch.pausing import pause_id
 from after.rules.calendar import PREFIX as CALENDAR_PREFIX
-from after.rules.redact import redact_url
+from after.rules.redact import redact_text, redact_url
 
 #: The database the replication documents go into, in the site's CouchDB.
 REPLICATOR = "_replicator"
@@ -105,7 +106,12 @@ def endpoint(url: str) -> Endpoint:
 def doc_id(db: str, name: str, role: str) -> str:
     """The id of one replication document: deterministic, so that setting it up again
     finds it (and changes nothing when it is right)."""
-    return f"after:{db}:{name}:{role}"
+    return f"{id_prefix(db)}{name}:{role}"
+
+
+def id_prefix(db: str) -> str:
+    """What the ids of database ``db``'s replication documents begin with."""
+    return f"after:{db}:"
 
 
 def tasks_selector(name: str) -> dict:
@@ -164,7 +170,43 @@ def same(stored: dict, wanted: dict) -> bool:
         {k: v for k, v in wanted.items() if k not in STATE_FIELDS}
 
 
+def name_of(docid: str, db: str) -> str | None:
+    """The worker name of a replication document of database ``db`` (its id made by
+    :func:`doc_id`), or None for another document."""
+    if not docid.startswith(prefix := id_prefix(db)) or docid.rsplit(":", 1)[-1] not in ROLES:
+        return None
+    return docid[len(prefix):].rsplit(":", 1)[0] or None
+
+
+def role_of(doc: dict) -> str:
+    """The role of a replication document, from its id (``after:<db>:<name>:<role>``)."""
+    return doc["_id"].rsplit(":", 1)[-1]
+
+
+def summary(doc: dict) -> dict:
+    """A replication document's ``role``, ``source`` and ``target`` (without credentials)."""
+    return {"role": role_of(doc), "source": redact_url(doc["source"]["url"]),
+            "target": redact_url(doc["target"]["url"])}
+
+
 def describe(doc: dict) -> str:
     """One replication, in words, without credentials: ``role: source -> target``."""
-    role = doc["_id"].rsplit(":", 1)[-1]
-    return f"{role}: {redact_url(doc['source']['url'])} -> {redact_url(doc['target']['url'])}"
+    return "{role}: {source} -> {target}".format(**summary(doc))
+
+
+def status(role: str, doc: dict | None, state: dict | None) -> dict:
+    """One replication as ``Client.replication`` answers it: ``role``, ``state`` (CouchDB's
+    scheduler's: ``running``, ``pending``, ``crashing``, ...; the document's own
+    ``_replication_state`` when the scheduler knows of none; None: not set up),
+    ``written`` (documents written by it, when known), ``source`` and ``target`` (URLs
+    without credentials) and ``error`` (why it crashes, without credentials, or None)."""
+    if doc is None:
+        return {"role": role, "state": None, "written": None, "source": None,
+                "target": None, "error": None}
+    info = (state or {}).get("info")
+    info = info if isinstance(info, dict) else {}
+    error = info.get("error")
+    return {**summary(doc),
+            "state": (state or {}).get("state") or doc.get("_replication_state") or "pending",
+            "written": info.get("docs_written"),
+            "error": redact_text(str(error)) if error else None}

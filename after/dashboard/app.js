@@ -1,7 +1,9 @@
 // app.js: the dashboard's state, how it is loaded and kept live from the _changes feeds, and
 // the actions (each a normal document update with _rev).
 
-import { auditReport, database, follow, locate, taskAction, workerAction } from './couch.js';
+import {
+  auditReport, database, follow, locate, replicationStatus, taskAction, workerAction,
+} from './couch.js';
 import { $ } from './dom.js';
 import * as model from './model.js';
 import * as render from './render.js';
@@ -24,6 +26,7 @@ const state = {
   workers: new Map(),
   pauses: new Map(), // paused worker names: id NAME@paused -> its document
   slots: new Map(), // concurrency slots, from the workers database
+  replication: {}, // worker name -> its replications with a central CouchDB (a site's)
   counts: {},
   facets: { workers: [], jobs: [] },
   upcoming: [],
@@ -169,6 +172,12 @@ function putRun(doc) {
     const oldest = [...state.runs.values()].sort((a, b) => model.runTime(a) - model.runTime(b));
     oldest.slice(0, state.runs.size - RUN_LIMIT).forEach((run) => state.runs.delete(run._id));
   }
+}
+
+// No feed says how a replication is doing: asked on start and every 10 s.
+async function loadReplication() {
+  state.replication = (await replicationStatus(where.root)).names || {};
+  redraw('workers');
 }
 
 async function loadWorkers() {
@@ -506,6 +515,8 @@ function main() {
   setInterval(() => redraw('tasks', 'runs', 'schedule'), 15000);
   window.addEventListener('resize', () => redraw('schedule', 'runs'));
   setInterval(() => loadSummary().catch(() => {}), 30000);
+  loadReplication().catch(() => {});
+  setInterval(() => loadReplication().catch(() => {}), 10000);
   start().catch(failed);
 }
 

@@ -70,6 +70,12 @@ export function auditReport(root, params) {
   return request('GET', `${root}_after/audit`, { params });
 }
 
+// The replications of the worker names served here with a central CouchDB
+// (GET /_after/replication: {"names": {NAME: [{role, state, written, source, target, error}]}}).
+export function replicationStatus(root) {
+  return request('GET', `${root}_after/replication`);
+}
+
 export function taskAction(root, id, action, body) {
   return request('POST', `${root}_after/tasks/${encodeURIComponent(id)}/${action}`,
     { body: body || {} });

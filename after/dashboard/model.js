@@ -350,6 +350,18 @@ export function capsInUse(slots) {
   return [...byKey.values()].sort((a, b) => a.key.localeCompare(b.key));
 }
 
+// The replications of the worker names served here, at a site whose CouchDB replicates with a
+// central one (GET /_after/replication, Client.replicated): one line per name, its roles in
+// order with their states ("not set up" for a missing one), and whether every one runs.
+export function replicationLines(names) {
+  return Object.entries(names || {}).sort(([a], [b]) => a.localeCompare(b))
+    .map(([name, rows]) => {
+      const roles = rows.map((row) => ({ role: row.role, state: row.state || 'not set up',
+        error: row.error || '' }));
+      return { name, roles, ok: roles.every((r) => r.state === 'running') };
+    });
+}
+
 export function sortWorkers(docs) {
   return [...docs].sort((a, b) => String(a.name).localeCompare(String(b.name))
     || String(a.host).localeCompare(String(b.host)) || (a.pid || 0) - (b.pid || 0));

@@ -7,8 +7,8 @@ import {
   ACTION_LABELS, STATUSES, VERDICTS, VERDICT_LABELS, actionsFor, auditRows, capsInUse,
   catchupText, dueOf, failed, formatDuration, formatUtc, isolationOf, jobName, lateness, meta,
   rateText,
-  page, parseDate, pausedNames, processState, relative, repeatText, sortRuns, sortTasks,
-  sortWorkers, unserved, workerState,
+  page, parseDate, pausedNames, processState, relative, repeatText, replicationLines, sortRuns,
+  sortTasks, sortWorkers, unserved, workerState,
 } from './model.js';
 
 const HOUR = 3600000;
@@ -86,6 +86,14 @@ export function workers(state, now, onAction = () => {}) {
   fill($('#workers-body'), rows.length || pauseRows.length ? [...pauseRows, ...rows]
     : h('tr', {}, h('td', { colspan: 9, class: 'empty' },
       'No worker process has a heartbeat here. Start one with `after start NAME`.')));
+  const sites = replicationLines(state.replication);
+  const replicated = $('#replication');
+  replicated.hidden = !sites.length;
+  replace(replicated, 'Replicated with the centre: ', ...sites.flatMap((site, i) => [i ? '; ' : '',
+    h('span', { class: `replica${site.ok ? '' : ' warn'}`, 'data-name': site.name },
+      h('strong', {}, site.name), ' ', site.roles.map((r, k) => h('span', {
+        class: 'role', 'data-role': r.role, 'data-state': r.state, title: r.error,
+      }, `${k ? ', ' : ''}${r.role} ${r.state}`)))]));
   const caps = capsInUse([...state.slots.values()]);
   const line = $('#caps');
   line.hidden = !caps.length;

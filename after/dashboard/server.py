@@ -27,7 +27,8 @@ answers once every live process of the name acknowledged it, or after :data:`PAU
 seconds naming those that did not, as ``after pause NAME`` does. ``GET
 /_after/audit?worker=&task=&from=&to=&late=`` answers the report of
 :meth:`after.client.Client.audit` as JSON (:meth:`after.audit.Report.as_json`): the page's
-Audit view.
+Audit view. ``GET /_after/replication``: :meth:`after.client.Client.replicated` (a site's
+replications with the centre, as ``after replicate --status`` reads them), for the Workers view.
 
 What passes to CouchDB (everything else gets a 403 from here and never reaches it), see
 :func:`refusal`:
@@ -108,6 +109,7 @@ ACTION_RE = re.compile(
     r"/_after/tasks/([^/]+)/(cancel|reschedule|run|rerun|backfill|pause|resume)")
 WORKER_ACTION_RE = re.compile(r"/_after/workers/([^/]+)/(pause|resume)")
 AUDIT_PATH = "/_after/audit"
+REPLICATION_PATH = "/_after/replication"
 AUDIT_PARAMS = ("worker", "task", "from", "to", "late")
 MAX_ACTION_BODY = 4096
 VIEW_METHODS = {"GET", "HEAD"}
@@ -240,6 +242,10 @@ class DashboardServer:
                                  start=params.get("from") or None, end=params.get("to") or None,
                                  **({"late": late} if late is not None else {})).as_json()
 
+    def replication(self) -> dict:
+        """``{"names": {NAME: [each replication's status]}}``: :meth:`Client.replicated`."""
+        return {"names": self.client.replicated()}
+
     def act_on_worker(self, name: str, action: str) -> dict:
         """Pause or resume a worker name; returns ``{"name", "paused"}``, and for a pause
         the live processes of the name that acknowledged it (``"acknowledged"``) and those
@@ -330,6 +336,8 @@ class Handler(BaseHTTPRequestHandler):
         first = unquote(path.split("/")[1])
         if path == AUDIT_PATH:
             self.audit(query)
+        elif path == REPLICATION_PATH:
+            self.replication()
         elif first == "_after":
             self.action(path)
         elif first in dashboard.databases:
@@ -379,6 +387,15 @@ class Handler(BaseHTTPRequestHandler):
             self.refuse(404, "not_found", str(exc))
         except rules.TaskError as exc:
             self.refuse(400, "bad_request", str(exc))
+        except StoreError as exc:
+            self.refuse(502, "unavailable", str(exc))
+
+    def replication(self) -> None:
+        if self.command != "GET":
+            self.refuse(405, "method_not_allowed", f"expected GET {REPLICATION_PATH}")
+            return
+        try:
+            self.send_json(200, self.dashboard.replication())
         except StoreError as exc:
             self.refuse(502, "unavailable", str(exc))
 

@@ -22,10 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from after.client import Client
+from after.client import Client, ReplicaError
+from after.couch import schema
 from after.couch.store import Store, StoreError, split_credentials
 from after.jobs import TaskContext
 from after.rules.dates import format_date, utcnow
+
+from ..conftest import drop_databases
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "tasks.rst"
@@ -653,12 +656,23 @@ def acknowledge_pauses(store, stop: threading.Event) -> None:
                 continue
 
 
-def test_docs_python_examples(env, monkeypatch):
-    for key in ("AFTER_COUCHDB_URL", "AFTER_DB", "AFTER_CONFIG"):
-        monkeypatch.setenv(key, env[key])
-    parser = doctest.DocTestParser()
-    test = parser.get_doctest(DOCS.read_text(), {}, "tasks.rst", str(DOCS), 0)
-    assert len(test.examples) >= 15
+#: The section of docs/tasks.rst whose examples need a server that runs replications.
+REPLICA_SECTION = "A worker on a replica: ``after replicate``\n"
+
+
+def docs_sections() -> tuple[str, str]:
+    """docs/tasks.rst without its replica section, and that section (to its next title)."""
+    text = DOCS.read_text()
+    start = text.index(REPLICA_SECTION)
+    body = start + len(REPLICA_SECTION) + len(REPLICA_SECTION)  # the title and its underline
+    following = re.search(r"\n\n[^\n]+\n-{4,}\n", text[body:])
+    end = body + following.start() + 2 if following else len(text)
+    return text[:start] + text[end:], text[start:end]
+
+
+def run_doctests(text: str, least: int) -> None:
+    test = doctest.DocTestParser().get_doctest(text, {}, "tasks.rst", str(DOCS), 0)
+    assert len(test.examples) >= least
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     runner.run(test)
     result = runner.summarize(verbose=False)
@@ -690,3 +704,32 @@ def test_docs_job_examples_are_the_jobs_folders_and_run():
         started = time.monotonic()
         assert namespace[name](task, 30) == "canceled"
         assert time.monotonic() - started < 5
+
+
+def test_docs_python_examples(env, monkeypatch):
+    for key in ("AFTER_COUCHDB_URL", "AFTER_DB", "AFTER_CONFIG"):
+        monkeypatch.setenv(key, env[key])
+    run_doctests(docs_sections()[0], 15)
+
+
+def test_docs_replica_examples(env, monkeypatch, couch_url, server_kind):
+    """The Client's replica examples, as written, on CouchDB (the centre: a database named
+    tasks on the same server); on pouchdb-server, the refusal the section quotes."""
+    for key in ("AFTER_COUCHDB_URL", "AFTER_DB", "AFTER_CONFIG"):
+        monkeypatch.setenv(key, env[key])
+    monkeypatch.setenv("AFTER_CENTRAL_URL", couch_url)
+    section = docs_sections()[1]
+    if server_kind == "pouchdb":
+        refusal = re.search(r'"\.\.\.\n(runs no replications \(.*?\): .*?)",', section, re.S)
+        with Client() as site, pytest.raises(ReplicaError) as raised:
+            site.replicate("shop", couch_url, central_db="tasks")
+        assert str(raised.value).endswith(" ".join(refusal[1].split()))
+        return
+    with Store(couch_url, "tasks") as central:
+        schema.setup(central)
+        try:
+            run_doctests(section, 8)
+        finally:
+            with Client() as site:
+                site.stop_replication("shop")
+            drop_databases(central, "tasks")

@@ -4,16 +4,20 @@ the page's requests to the test's real server (pouchdb-server or CouchDB 3)."""
 from __future__ import annotations
 
 import re
+import time
 from datetime import timedelta
 
 import httpx
 import pytest
 from playwright.sync_api import expect
 
+from after.client import Client
+from after.couch import schema
 from after.couch.store import Store, split_credentials
 from after.dashboard.server import DashboardServer
 from after.rules.dates import format_date, parse_date, utcnow
 
+from ..conftest import drop_databases
 from ..js import cases
 from .conftest import SCREENSHOTS
 from .factories import run_doc, task_doc, worker_doc
@@ -410,6 +414,39 @@ def test_caps_in_use_and_skipped_runs_show_and_a_calendar_is_no_task(store, open
     store.put({**store.get("slot:reports#1", db=workers), "holder": None, "task": None},
               db=workers)
     expect(page.locator("#caps")).to_have_text("Caps in use: mail 0/1, reports 1/2")
+
+
+def test_a_site_says_how_its_replications_with_the_centre_are_doing(store, open_page, couch_url,
+                                                                   server_kind):
+    """Issue 25 item 7: the Workers view's line of GET /_after/replication, each worker name
+    this database replicates with a centre (here another database of the same server), its
+    roles and their states; no line on pouchdb-server, which runs no replications."""
+    store.put(worker_doc("shop", "host-a", 101), db=f"{store.db}_workers")
+    if server_kind == "pouchdb":
+        watched = open_page()
+        expect(watched.page.locator("#workers-body tr")).to_contain_text("shop")
+        expect(watched.page.locator("#replication")).to_be_hidden()
+        assert watched.errors == []
+        return
+    centre = f"{store.db}-centre"
+    with Store(couch_url, centre) as central, Client(couch_url, store.db) as site:
+        schema.setup(central)
+        try:
+            site.replicate("shop", couch_url, central_db=centre)
+            deadline = time.monotonic() + 30  # CouchDB starts each within a few seconds
+            while {r["state"] for r in site.replication("shop")} != {"running"}:
+                assert time.monotonic() < deadline, site.replication("shop")
+                time.sleep(0.3)
+            watched = open_page()
+            line = watched.page.locator('#replication .replica[data-name="shop"]')
+            expect(line).to_contain_text("shop tasks-pull running, tasks-push running")
+            expect(line.locator('.role[data-state="running"]')).to_have_count(5)
+            expect(watched.page.locator("#replication")).to_contain_text(
+                "Replicated with the centre: shop")
+            assert watched.errors == []
+        finally:
+            site.stop_replication("shop")
+            drop_databases(central, centre)
 
 
 def test_a_task_whose_runs_are_isolated_says_so_beside_its_job(store, open_page):

@@ -3,7 +3,8 @@ and a site's. ``after replicate shop`` at the site sets up the continuous, filte
 replications; the site's worker runs the tasks posted centrally, also while the link is down
 (the test removes the replications and writes them again); the results and run records flow
 back when it returns; a task edited on both sides meanwhile is resolved to CouchDB's winner
-on both; and each occurrence ran once (the name is served from the site only).
+on both; and each occurrence ran once across the site's pool of 3 processes (the name is
+served from the site only).
 
 In tests/cluster beside the cluster's tests: it needs CouchDB nodes of its own (started here,
 on free ports, stopped by pid), so it is collected where the CouchDB release is, never
@@ -23,12 +24,14 @@ from after.client import Client
 from after.couch.store import Store
 from after.rules.dates import format_date, parse_date, utcnow
 
-from ..acceptance.conftest import Cli, recorded
+from ..acceptance.conftest import Cli, recorded, wait_for_peers
 from ..servers import CouchDBNode
 from .conftest import wait_until
 
 DB = "tasks"
 FAST = {"AFTER_WORKER_POLL": "1", "AFTER_WORKER_HEARTBEAT": "0.5", "AFTER_WORKER_LEASE": "3"}
+POOL = 3  # processes of the name at the site
+SPREAD = 9  # one-off tasks run while the link is down, spread over the pool
 
 
 @pytest.fixture
@@ -74,7 +77,8 @@ def test_a_site_runs_its_tasks_while_the_link_is_down(nodes, tmp_path):
     assert link.returncode == 0, link.stderr
     assert "secret" not in link.stdout + link.stderr  # never a password
     assert link.stdout == documented(central_node, site_node)
-    worker = at_site.spawn("start", "shop", **FAST)
+    workers = [at_site.spawn("start", "shop", **FAST) for _ in range(POOL)]
+    wait_for_peers(at_site, "shop", POOL)  # they agree who claims which partition
     central, site = Store(central_node.url, DB), Store(site_node.url, DB)
     # the runs recorded (an intent, written when a task is held, is not a run)
     runs_at = lambda store, docid: [r for r in store.find_all(  # noqa: E731
@@ -86,16 +90,18 @@ def test_a_site_runs_its_tasks_while_the_link_is_down(nodes, tmp_path):
         wait_until(lambda: runs_at(central, "first"), 10, "its run record at the centre")
         # the site's processes are seen at the centre (their heartbeats, never a lease; a
         # replication starts within CouchDB's startup jitter, 5 s at most)
-        workers = wait_until(lambda: list(central.find_all({"name": "shop"},
-                                                           db=f"{DB}_workers")), 15,
-                             "the site's heartbeats at the centre")
-        assert {d["type"] for d in workers} == {"worker"}
+        beats = wait_until(lambda: len(seen := list(central.find_all(
+            {"name": "shop"}, db=f"{DB}_workers"))) == POOL and seen, 15,
+            "the heartbeats of the site's 3 processes at the centre")
+        assert {d["type"] for d in beats} == {"worker"}
 
         # tasks due later, and one the centre will edit while the site runs it
         central.put(task("later-once", out, 10))
         central.put(task("later-every", out, 8, repeat={"seconds": 1, "limit": 4}))
+        spread = [f"later-{k}" for k in range(SPREAD)]
+        central.bulk_docs([task(docid, out, 9) for docid in spread])
         central.put(task("edited", out, 1, repeat={"seconds": 1}))
-        for docid in ("later-once", "later-every", "edited"):
+        for docid in ("later-once", "later-every", "edited", *spread):
             wait_until(lambda d=docid: site.get_or_none(d), 15, f"{docid} at the site")
         wait_until(lambda: site.get("edited").get("after", {}).get("runs"), 15, "edited runs")
 
@@ -105,11 +111,14 @@ def test_a_site_runs_its_tasks_while_the_link_is_down(nodes, tmp_path):
         time.sleep(1)
         with Client(central_node.url, DB, jobs=False) as client:
             client.cancel("edited")  # centrally, while apart: a conflicting edit
-        wait_until(lambda: site.get("later-every")["status"] == "done"
-                   and site.get("later-once")["status"] == "done", 30, "the runs while down")
-        # ...which ran on time at the site, while the centre knew nothing of them
+        later = ("later-every", "later-once", *spread)
+        wait_until(lambda: all(site.get(d)["status"] == "done" for d in later), 30,
+                   "the runs while down")
+        # ...which ran on time at the site, while the centre knew nothing of them, shared
+        # by the site's processes
         lines = [line for line in recorded(out) if line["id"].startswith("later")]
-        assert len(lines) == 5
+        assert len(lines) == 5 + SPREAD
+        assert len({line["pid"] for line in lines}) >= 2, lines
         for line in lines:
             assert parse_date(line["at"]) - parse_date(line["date"]) < timedelta(seconds=1.5)
         assert central.get("later-once")["status"] == "waiting"
@@ -119,10 +128,11 @@ def test_a_site_runs_its_tasks_while_the_link_is_down(nodes, tmp_path):
         # the link returns: results and run records flow back, conflicts are resolved
         back = at_site.run("replicate", "shop", AFTER_CENTRAL_URL=central_node.url)
         assert back.returncode == 0 and back.stdout.count("(written)") == 5, back.stdout
-        wait_until(lambda: central.get("later-once")["status"] == "done"
-                   and central.get("later-every")["status"] == "done", 30, "results back")
+        wait_until(lambda: all(central.get(d)["status"] == "done" for d in later), 30,
+                   "results back")
         wait_until(lambda: len(runs_at(central, "later-every")) == 4
-                   and len(runs_at(central, "later-once")) == 1, 30, "run records back")
+                   and all(len(runs_at(central, d)) == 1 for d in later[1:]), 30,
+                   "run records back")
 
         def resolved():  # one live revision left, the same on both sides
             here = site.get("edited", conflicts=True)
@@ -136,10 +146,12 @@ def test_a_site_runs_its_tasks_while_the_link_is_down(nodes, tmp_path):
         leaves = site.leaves("edited")
         assert sum(not leaf.get("_deleted") for leaf in leaves) == 1
     finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(30)
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            worker.wait(30)
         central.close()
         site.close()
-    # exactly once: the name is served from the site only
+    # exactly once across the pool: the name is served from the site only
     occurrences = Counter((line["id"], line["occurrence"]) for line in recorded(out))
     assert occurrences and max(occurrences.values()) == 1

@@ -7,10 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from after.client import Client, StateError, TaskError, TaskNotFound
+from after import replica
+from after.client import Client, ReplicaError, StateError, TaskError, TaskNotFound
+from after.couch import schema
 from after.couch.store import NotFound, Store
 from after.rules import task as rules
 from after.rules.dates import parse_date, utcnow
+
+from ..conftest import drop_databases
 
 
 @pytest.fixture
@@ -371,3 +375,49 @@ def test_client_defaults_come_from_the_configuration(store, couch_url, monkeypat
         assert (client.url, client.db, client.runs_db) == (couch_url, store.db,
                                                            f"{store.db}_runs")
         assert client.get(client.schedule("noop", worker="w"))["worker"] == "w"
+
+
+# -- a worker on a replica (issue 25 item 7; what they do between two nodes: tests/cluster) --
+
+
+def test_a_site_replicates_with_the_centre_and_stops(client, store, couch_url, server_kind):
+    """replicate / replication / stop_replication, the methods ``after replicate`` calls: the
+    centre is another database of the same server here (what the replications then do
+    between two CouchDB nodes is tests/cluster/test_replica.py's)."""
+    centre = f"{store.db}-centre"
+    with pytest.raises(ReplicaError, match="^'ftp://x' is not an http"):
+        client.replicate("shop", "ftp://x")
+    if server_kind == "pouchdb":  # it stores _replicator documents but never runs them
+        for call in (lambda: client.replicate("shop", couch_url, central_db=centre),
+                     lambda: client.replication("shop")):
+            with pytest.raises(ReplicaError, match="runs no replications .*: the site's "
+                                                   "CouchDB must be Apache CouchDB$"):
+                call()
+        assert client.stop_replication("shop") == 0
+        return
+    with pytest.raises(ReplicaError, match=f"the central database {centre} at .* is not set "
+                                           "up: run `after setup` against it first$"):
+        client.replicate("shop", couch_url, central_db=centre)
+    with Store(couch_url, centre) as central:
+        schema.setup(central)
+        try:
+            done = client.replicate("shop", couch_url, central_db=centre)
+            assert done["warning"] is None and "@" not in done["central"]
+            assert done["central"].endswith(f"/{centre}")
+            assert [(r["role"], r["done"]) for r in done["replications"]] == [
+                (role, "written") for role in replica.ROLES]
+            bare = replica.endpoint(couch_url).url  # no credentials
+            assert [r["target"] for r in done["replications"]][:2] == [
+                f"{bare}/{store.db}", f"{bare}/{centre}"]
+            again = client.replicate("shop", couch_url, central_db=centre)
+            assert {r["done"] for r in again["replications"]} == {"unchanged"}
+            states = client.replication("shop")
+            assert [s["role"] for s in states] == list(replica.ROLES)
+            assert all(s["state"] is not None and s["error"] is None for s in states)
+            assert "@" not in repr(states)  # never a credential
+            assert [s["state"] for s in client.replication("till")] == [None] * 5
+        finally:
+            assert client.stop_replication("shop") == 5
+            drop_databases(central, centre)
+    assert [s["state"] for s in client.replication("shop")] == [None] * 5
+    assert client.stop_replication("shop") == 0

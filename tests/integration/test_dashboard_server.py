@@ -15,14 +15,18 @@ from urllib.parse import quote, unquote, urlsplit
 import httpx
 import pytest
 
+from after import replica
 from after.cli.common import Failure
 from after.cli.dashboard import prepare
+from after.client import Client
 from after.config import Config
 from after.couch import schema
 from after.couch.store import Store, StoreError, split_credentials
 from after.dashboard import design as dashboard
 from after.dashboard.server import DashboardServer
 from after.rules.dates import format_date, utcnow
+
+from ..conftest import drop_databases
 
 
 def requires_auth(couch_url: str) -> bool:
@@ -192,6 +196,34 @@ def test_the_audit_answers_the_report_of_the_client(served, client, store):
         assert refused.status_code == status and refused.json()["reason"].startswith(reason)
     assert client.post("/_after/audit", json={}).status_code == 405
     assert httpx.get(f"{served.base_url}/_after/audit").status_code == 403
+
+
+def test_the_replication_of_a_site_is_answered(served, client, store, couch_url, server_kind):
+    """``GET /_after/replication``: each worker name this database replicates with a centre
+    (here another database of the same server), each replication's state as ``after
+    replicate --status`` reads it, never a credential; none on pouchdb-server (it runs no
+    replications), nor once they are stopped; anything but GET a 405, no token a 403."""
+    assert client.get("/_after/replication").json() == {"names": {}}
+    assert client.post("/_after/replication", json={}).status_code == 405
+    assert httpx.get(f"{served.base_url}/_after/replication").status_code == 403
+    if server_kind == "pouchdb":
+        return
+    centre = f"{store.db}-centre"
+    with Store(couch_url, centre) as central, Client(couch_url, store.db) as site:
+        schema.setup(central)
+        try:
+            site.replicate("shop", couch_url, central_db=centre)
+            answer = client.get("/_after/replication")
+            assert answer.status_code == 200, answer.text
+            [(name, rows)] = answer.json()["names"].items()
+            assert name == "shop" and [r["role"] for r in rows] == list(replica.ROLES)
+            assert all(r["state"] in ("pending", "initializing", "running") for r in rows)
+            assert rows[0]["target"] == f"{replica.endpoint(couch_url).url}/{store.db}"
+            assert "@" not in answer.text
+        finally:
+            site.stop_replication("shop")
+            drop_databases(central, centre)
+    assert client.get("/_after/replication").json() == {"names": {}}
 
 
 def test_run_now_and_backfill_actions_keep_the_schedule(client, store):

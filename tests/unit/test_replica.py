@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from after import replica
 
+from ..js import model_url, node
+
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "replicas.rst"
 SITE = "http://admin:PASSWORD@127.0.0.1:5984"
 CENTRAL = "https://admin:PASSWORD@central.example.com:6984"
@@ -93,3 +95,47 @@ def test_the_documented_replication_is_the_one_built():
              for doc in replica.replications("shop", "tasks", SITE, CENTRAL)]
     for line in lines:
         assert f"\n     {line}\n" in text, line
+
+
+def test_the_status_of_a_replication_says_its_state_without_credentials():
+    doc = replica.replications("shop", "tasks", SITE, CENTRAL)[0]
+    assert replica.status("tasks-pull", None, None) == {
+        "role": "tasks-pull", "state": None, "written": None, "source": None, "target": None,
+        "error": None}
+    crashing = {"state": "crashing", "info": {
+        "error": "unauthorized: https://admin:PASSWORD@central.example.com:6984/tasks"}}
+    assert replica.status("tasks-pull", doc, crashing) == {
+        "role": "tasks-pull", "state": "crashing", "written": None,
+        "source": "https://central.example.com:6984/tasks",
+        "target": "http://127.0.0.1:5984/tasks",
+        "error": "unauthorized: https://admin:***@central.example.com:6984/tasks"}
+    running = {"state": "running", "info": {"docs_written": 7}}
+    assert replica.status("tasks-pull", doc, running)["written"] == 7
+    # no scheduler (or it does not know it yet): the document's own state, else pending
+    assert replica.status("tasks-pull", {**doc, "_replication_state": "triggered"},
+                          None)["state"] == "triggered"
+    assert replica.status("tasks-pull", doc, None)["state"] == "pending"
+
+
+def test_the_name_of_a_replication_document():
+    for name in ("shop", "ship-2", "a.b"):
+        for role in replica.ROLES:
+            assert replica.name_of(replica.doc_id("tasks", name, role), "tasks") == name
+    assert replica.name_of(replica.doc_id("other", "shop", "tasks-pull"), "tasks") is None
+    assert replica.name_of("after:tasks:shop:elsewhere", "tasks") is None
+    assert replica.name_of("after:tasks-2:shop:tasks-pull", "tasks") is None
+    assert replica.name_of("after:tasks::tasks-pull", "tasks") is None
+
+
+def test_the_dashboard_says_each_replicated_name_and_whether_every_replication_runs():
+    """model.js's replicationLines, from what GET /_after/replication answers."""
+    running = [{"role": role, "state": "running", "error": None} for role in replica.ROLES]
+    names = {"ship": [{**running[0], "state": "crashing", "error": "timeout"},
+                      *running[1:4], {"role": "pause-pull", "state": None, "error": None}],
+             "shop": running}
+    got = node(f"import * as m from '{model_url()}';\n"
+               f"console.log(JSON.stringify(m.replicationLines({json.dumps(names)})));")
+    assert [(line["name"], line["ok"]) for line in got] == [("ship", False), ("shop", True)]
+    assert got[0]["roles"][0] == {"role": "tasks-pull", "state": "crashing", "error": "timeout"}
+    assert got[0]["roles"][4] == {"role": "pause-pull", "state": "not set up", "error": ""}
+    assert [r["role"] for r in got[1]["roles"]] == list(replica.ROLES)
