@@ -6,29 +6,20 @@ siblings to CouchDB through :meth:`Store.passthrough <after.couch.store.Store.pa
 the configured credentials. The browser never sees them: it talks to this server only.
 
 Why a local server, not a page CouchDB serves from ``_design/dashboard`` attachments (what
-earlier versions did): on a default CouchDB 3, attachments are served with
-``Content-Security-Policy: sandbox``, so a browser runs none of their scripts, and the
-databases are admin-only, so the page would need a sign-in of its own. Turning the sandbox
-off is a server-wide setting (every attachment of every database, server admins only), and
-a sign-in means the user's password in a browser form and a session cookie on CouchDB's
-origin. Serving the page here changes nothing on the server, works the same for a server
-admin, for a mere member of the databases and on pouchdb-server and clusters, and keeps the
-credentials in this process.
+earlier versions did): a default CouchDB 3 serves attachments with ``Content-Security-Policy:
+sandbox`` (no script runs) and its databases are admin-only (the page would need a sign-in,
+a password in a browser form). Serving the page here changes nothing on the server, works
+the same for an admin, a member of the databases, pouchdb-server and clusters, and keeps
+the credentials in this process.
 
 The page changes a task only through this server's actions, ``POST
-/_after/tasks/<id>/<action>`` (``cancel``, ``reschedule`` with ``{"date": ...}``, ``run``,
-``rerun``, ``run`` (one extra run, the schedule kept), ``backfill`` with ``{"from": ...,
-"to": ...}``, ``pause``, ``resume``), which call :class:`after.client.Client`: the rules of
-each transition live once, in :mod:`after.rules.task`, and a write that conflicts is re-read and
-decided again there. An action the task's status does not offer (:data:`after.rules.task.ACTIONS`)
-is refused with a 409. A worker name is paused or resumed with ``POST
-/_after/workers/<name>/pause`` or ``.../resume`` (:mod:`after.couch.pausing`); a pause
-answers once every live process of the name acknowledged it, or after :data:`PAUSE_WAIT`
-seconds naming those that did not, as ``after pause NAME`` does. ``GET
-/_after/audit?worker=&task=&from=&to=&late=`` answers the report of
-:meth:`after.client.Client.audit` as JSON (:meth:`after.audit.Report.as_json`): the page's
-Audit view. ``GET /_after/replication``: :meth:`after.client.Client.replicated` (a site's
-replications with the centre, as ``after replicate --status`` reads them), for the Workers view.
+/_after/tasks/<id>/<action>`` (cancel, reschedule, run, rerun, backfill, pause, resume),
+which call :class:`after.client.Client`, so each transition's rules live once
+(:mod:`after.rules.task`); one the task's status does not offer is refused with a 409.
+``POST /_after/workers/<name>/pause`` (or ``resume``) answers once every live process of
+the name acknowledged it, or after :data:`PAUSE_WAIT` seconds naming those that did not.
+``GET /_after/audit`` answers :meth:`after.client.Client.audit`'s report as JSON (the Audit
+view); ``GET /_after/replication`` a site's replications (the Workers view).
 
 What passes to CouchDB (everything else gets a 403 from here and never reaches it), see
 :func:`refusal`:
