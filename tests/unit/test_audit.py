@@ -313,3 +313,17 @@ def test_a_worker_name_paused_then_resumed_is_read_from_the_catch_ups_records(po
     assert [((e.date - NOW) / HOUR, e.verdict) for e in audit.entries] == expected
     missed = [e for e in audit.entries if e.verdict == "missed"]
     assert all(e.reason.startswith("missed: ") for e in missed)
+
+
+def test_a_runs_record_kept_beside_another_of_the_same_run_is_one_run():
+    """A process whose record of a run conflicted with one another process wrote (it took
+    the run over, believing the first dead: ``interrupted``) keeps its own beside it, as
+    ``ID~late`` (after.worker.runner): one run, not twice. Seen in the cluster failover test."""
+    taken = run(at(-2), outcome="interrupted")
+    beside = {**run(at(-2), late=0.7), "_id": taken["_id"] + "~late", "late": True}
+    audit = a.audit_task(hourly(), [taken, beside], at(-2), at(-2), NOW)
+    [entry] = audit.entries
+    assert (entry.verdict, entry.outcome) == ("on_time", "done")
+    assert entry.runs == (taken["_id"], beside["_id"])  # both named
+    again = run(at(-2), late=2)  # a second record of attempt 1 that is no such pair
+    assert verdicts(hourly(), [taken, beside, again], -2, -2) == [(-2, "twice")]
