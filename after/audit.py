@@ -30,7 +30,8 @@ that lack it, an overlap's skipped ones):
 ``backfilled`` it did not run on schedule, but a backfill (``after backfill``) ran it
 ``twice``      it ran more than once: two runs of the same attempt (two processes, a backfill
                of an occurrence that had run, a record written twice). Retries and the rerun
-               of a run cut short by the death of its process are attempts of their own
+               of a run cut short by the death of its process are attempts of their own; a
+               run's record kept beside another of the same run (``late``) is one run
 ``missed``     recorded ``missed``: the worker reached it past ``max_delay`` and did not run it,
                or its catch-up policy ran another (``catchup``, :mod:`after.rules.catchup`)
 ``skipped``    not run on purpose, and why: recorded ``skipped`` (an excluded day, an overlap),
@@ -67,6 +68,8 @@ WRONG = (TWICE, MISSED, NEVER)
 DEFAULT_LATE = 60.0
 #: Most occurrences of one task in one audit.
 MAX_OCCURRENCES = 10_000
+#: The end of the id of a run's record kept beside another record of that run.
+LATE_SUFFIX = "~late"
 
 
 class AuditError(ValueError):
@@ -238,7 +241,8 @@ def judge(doc: dict, spec: rules.Spec, date: datetime, due: datetime, records: l
     """The verdict on the occurrence at ``date`` (due at ``due``) from its ``records``."""
     ids = tuple(str(run.get("_id")) for run in records)
     entry = {"task": spec.id, "date": date, "due": due, "runs": ids}
-    ran = [run for run in records if run.get("outcome") not in (rules.MISSED, rules.SKIPPED)]
+    ran = one_per_run([run for run in records
+                       if run.get("outcome") not in (rules.MISSED, rules.SKIPPED)])
     if ran:
         scheduled = [run for run in ran if run.get("kind") != occ.BACKFILL]
         first = (scheduled or ran)[0]
@@ -281,6 +285,16 @@ def judge(doc: dict, spec: rules.Spec, date: datetime, due: datetime, records: l
         return Entry(**entry, verdict=NEVER, reason=f"still {status}: no process of worker "
                                                     f"{spec.worker} took it")
     return Entry(**entry, verdict=NEVER)
+
+
+def one_per_run(records: list[dict]) -> list[dict]:
+    """``records`` with one record per run: a record marked ``late`` (``ID~late``, written
+    beside the record ``ID`` of the same run that another process wrote first, as when it
+    took the run over believing its process dead: :mod:`after.worker.runner`) stands for
+    that run, which it says went on and ended; the record beside it is left out."""
+    beside = {str(run.get("_id")).removesuffix(LATE_SUFFIX) for run in records
+              if run.get("late") and str(run.get("_id")).endswith(LATE_SUFFIX)}
+    return [run for run in records if str(run.get("_id")) not in beside]
 
 
 def _attempt(run: dict) -> int:

@@ -28,7 +28,8 @@ def view(w) -> d.View:
     return d.View(me=w.me, horizon_ms=int(w.settings.horizon * 1000),
                   owned=frozenset(state.owned), running=state.runs.keys(),
                   live=state.live | known_live, dead=state.dead | known_dead,
-                  job_errors=job_errors(w), versions=state.versions)
+                  job_errors=job_errors(w), versions=state.versions,
+                  paused=state.paused)
 
 
 def job_errors(w) -> dict[str, str]:

@@ -41,6 +41,8 @@ class View:
     job_errors: Mapping[str, str] = field(default_factory=dict)  # job -> why it cannot run
     # debounced tasks: id -> (revision, when this process first saw it, epoch ms)
     versions: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    paused: bool = False  # this process's worker name is paused: as if down, it writes no
+    # catch-up (its tasks are caught up once, by their policy, when the name resumes)
 
 
 @dataclass
@@ -182,7 +184,8 @@ def decide(doc: dict, view: View, now: datetime) -> list[Action]:
                 r.take_over(doc, spec, owner, view.me, now)]
     if status == rules.WAITING and "paused" in info:  # resumed by a plain write
         return [*losers, Drop(docid), Write(Kind.RESUME, rules.resume(doc, spec, now))]
-    caught = r.catch_up(doc, spec, view.me, now) if status == rules.WAITING else None
+    caught = (r.catch_up(doc, spec, view.me, now)
+              if status == rules.WAITING and not view.paused else None)
     if caught is not None:  # its date passed while no worker ran it: its catch-up policy
         return [*losers, Drop(docid), Note("warning", r.caught_up(caught, now)), caught]
     moved = status in (rules.WAITING, rules.RESCHEDULE) or rules.date_moved(doc)

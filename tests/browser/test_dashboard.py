@@ -466,6 +466,30 @@ def test_a_task_whose_runs_are_isolated_says_so_beside_its_job(store, open_page)
                  "interrupted by the death of its process")
 
 
+def test_a_rate_limited_or_debounced_task_says_so_beside_its_job(store, open_page):
+    """Issue 25, item 5: the rate badge (the whole limit in its title) and the debounce
+    badge; none for a task with neither, nor for a rate the rules refuse."""
+    store.put(task_doc("limited", job="send_mail", rate={"key": "mail", "limit": 3,
+                                                         "per": 2}))
+    store.put(task_doc("digest", job="report", debounce=30))
+    store.put(task_doc("both", job="report", rate={"key": "api", "limit": 100, "per": 3600},
+                       debounce=2.5))
+    store.put(task_doc("plain", job="report"))
+    page = open_page().page
+    expect(page.locator("#tasks-body tr")).to_have_count(4)
+    expect(row(page, "limited").locator("td.job")).to_have_text("send_mail · rate 3/2s")
+    expect(row(page, "limited").locator(".rate")).to_have_attribute(
+        "title", "rate: at most 3 begin in any 2s with key mail")
+    expect(row(page, "limited").locator(".debounce")).to_have_count(0)
+    expect(row(page, "digest").locator("td.job")).to_have_text("report · debounce 30s")
+    expect(row(page, "digest").locator(".debounce")).to_have_attribute(
+        "title", "debounce: runs once 30s went by with no new version")
+    expect(row(page, "digest").locator(".rate")).to_have_count(0)
+    expect(row(page, "both").locator("td.job")).to_have_text(
+        "report · rate 100/3600s · debounce 2.5s")
+    expect(row(page, "plain").locator("td.job")).to_have_text("report")
+
+
 def test_a_repeating_task_says_its_rule_and_its_dst_policy_under_its_job(store, open_page):
     store.put(task_doc("ny-nights", job="report", repeat={
         "cron": "30 2 * * *", "tz": "America/New_York", "dst": {"gap": "skip", "fold": "both"}}))

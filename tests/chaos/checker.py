@@ -25,9 +25,13 @@ scheduler believes. The checker holds one against the other:
 ``stuck``      a task left ``waiting``, ``scheduled``, ``running``, ``cancel``... once the
                schedule ended and every process was healthy and idle
 ``error``      a task ended ``error`` for another reason than giving up (the job never fails)
+``audit``      the audit (``after audit``, :mod:`after.audit`, over the scenario's window)
+               disagrees: it says ``twice`` of an occurrence the checker did not find run
+               twice, or ``never`` or ``missed`` of one the checker found run (once, or
+               re-run after a fault)
 =============  ===============================================================================
 
-The last six are violations. Two allowances, both of measurement, are written here as
+The last seven are violations. Two allowances, both of measurement, are written here as
 constants: a run's start line is written by the job a moment after the worker launched it
 (in a child process, for a run isolated after an interruption), and its end reaches the
 database a moment after its end line.
@@ -39,6 +43,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from after import audit as audits
 from after.rules import occurrence as occ
 from after.rules.dates import parse_date
 from after.worker.partitions import partition_of
@@ -46,10 +51,10 @@ from after.worker.partitions import partition_of
 from .history import Cut, History, Run
 
 ONCE, RERUN, GAVE_UP, CUT = "once", "rerun", "gave up", "cut"
-TWICE, NEVER, UNFINISHED, EXTRA, STUCK, ERROR = (
-    "twice", "never", "unfinished", "extra", "stuck", "error")
-VERDICTS = (ONCE, RERUN, GAVE_UP, CUT, TWICE, NEVER, UNFINISHED, EXTRA, STUCK, ERROR)
-VIOLATIONS = (TWICE, NEVER, UNFINISHED, EXTRA, STUCK, ERROR)
+TWICE, NEVER, UNFINISHED, EXTRA, STUCK, ERROR, AUDIT = (
+    "twice", "never", "unfinished", "extra", "stuck", "error", "audit")
+VERDICTS = (ONCE, RERUN, GAVE_UP, CUT, TWICE, NEVER, UNFINISHED, EXTRA, STUCK, ERROR, AUDIT)
+VIOLATIONS = (TWICE, NEVER, UNFINISHED, EXTRA, STUCK, ERROR, AUDIT)
 
 #: A run's start line may come this long after a fault of its process: the job writes it
 #: once launched, and the child process of an isolated run starts on its own.
@@ -285,6 +290,30 @@ def _series(docs: dict, history: History, records: list[dict]) -> list[Verdict]:
         elif count > limit:
             found.append(Verdict(EXTRA, docid, None, f"a series of {limit} ran {count} "
                                  "occurrences"))
+    return found
+
+
+def against_audit(report: Report, audit: audits.Report) -> list[Verdict]:
+    """Where the audit of the scenario's window (:meth:`after.client.Client.audit`, what a
+    user would ask) disagrees with the checker's verdicts (``report``): an occurrence the
+    audit says ran twice that the checker did not find run twice, or one it says never ran
+    or was missed that the checker found run. The audit's counts go to the report's notes."""
+    mine = {v.occurrence: v.verdict for v in report.verdicts if v.occurrence}
+    found = []
+    for entry in (e for task in audit.tasks for e in task.entries):
+        key = occ.key(entry.task, entry.date)
+        said = f"the audit says {entry.verdict}" + (f" ({entry.reason})" if entry.reason
+                                                    else "")
+        if entry.verdict == audits.TWICE and mine.get(key) != TWICE:
+            found.append(Verdict(AUDIT, entry.task, key, f"{said}, the checker "
+                                 f"{mine.get(key) or 'found no run in the history'}",
+                                 entry.runs))
+        elif entry.verdict in (audits.NEVER, audits.MISSED) and mine.get(key) in (ONCE, RERUN):
+            found.append(Verdict(AUDIT, entry.task, key, f"{said}, the checker found it ran "
+                                 f"({mine[key]})", entry.runs))
+    counts = ", ".join(f"{verdict} {n}" for verdict, n in audit.counts.items() if n)
+    report.notes.append(f"audit of the window: {counts or 'nothing'}; "
+                        + (f"{len(found)} disagreement(s)" if found else "agrees"))
     return found
 
 

@@ -7,7 +7,9 @@ to worker processes by pid, to nodes through ``couchdb.sh``, cancels and resched
 through one node's URL), each written to the history as it is applied; then everything
 healed (frozen processes thawed, dead slots started, nodes started), the schedule left to
 settle (every task finished, every process idle), the tasks read, the pool stopped with
-SIGTERM (its run records flushed), the run records read, and the checker run.
+SIGTERM (its run records flushed), the run records read, and the checker run; then the
+audit of the window (``after audit``), whose verdicts must agree with the checker's
+(:func:`checker.against_audit`).
 
 Everything started here is stopped here, by pid, whatever happens.
 """
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from after import audit as audits
 from after.client import Client
 from after.config import runs_db, workers_db
 from after.couch import registry as peers
@@ -262,6 +265,9 @@ class Driver:
             self.outcome.ops = lines.ops
             self.outcome.report = checker.check(lines, tasks, records, leases=leases,
                                                 live=live)
+            audit = self.audit(start)
+            self.outcome.report.verdicts += checker.against_audit(self.outcome.report, audit)
+            (self.folder / "audit.json").write_text(json.dumps(audit.as_json(), indent=1))
             (self.folder / "tasks.json").write_text(json.dumps(tasks, indent=1))
             (self.folder / "runs.json").write_text(json.dumps(records, indent=1))
         finally:
@@ -278,6 +284,12 @@ class Driver:
             self.outcome.seconds = time.monotonic() - began
         (self.folder / "report.txt").write_text(self.outcome.text() + "\n")
         return self.outcome
+
+    def audit(self, start: datetime) -> audits.Report:
+        """``after audit chaos`` from the posting of the tasks to now, as a user would ask
+        it (:meth:`after.client.Client.audit`): the checker's second opinion."""
+        with Client(store=Store(self.cluster.urls(), self.db), jobs=False) as client:
+            return client.audit(NAME, start=start, end=utcnow())
 
     def wait_ready(self, store: Store, timeout: float = 60.0) -> None:
         """Every process has said it is ready, and each has beaten since all were live (each

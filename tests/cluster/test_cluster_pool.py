@@ -14,6 +14,8 @@ from datetime import timedelta
 
 import pytest
 
+from after import audit as audits
+from after.client import Client
 from after.config import workers_db
 from after.couch import registry as peers
 from after.couch.store import NotFound, Store
@@ -265,6 +267,13 @@ def failover_scenario(ccli, out, processes, fault: Fault, down_for: float) -> No
             outcomes = sorted(r["outcome"] for r in records if r["task"] == docid)
             assert "interrupted" in outcomes, (docid, outcomes)
     no_conflicts_left(ccli, ids)
+    # the audit (after audit) says the same from the run records: each occurrence ran, once
+    with Client(ccli.url, ccli.db, jobs=False) as client:
+        audit = client.audit("crash", start=base, end=utcnow())
+    assert sum(len(task.entries) for task in audit.tasks) == 300
+    wrong = [e for task in audit.tasks for e in task.entries if e.verdict in audits.WRONG]
+    assert not wrong, [(e, [r for r in run_records(ccli) if r["_id"] in e.runs])
+                       for e in wrong]
     log = spawn_log(1, ccli)
     third = fault.proxies[3].port if fault.proxies else ccli.cluster.port(3)
     assert "does not answer" in log and f"127.0.0.1:{third}" in log

@@ -146,3 +146,30 @@ def test_a_task_paused_then_resumed_runs_none_of_its_pause_whatever_its_policy(h
     harness.wait(lambda: harness.store.get("held-back")["after"].get("runs"), what="a run")
     assert all(parse_date(line["date"]) >= parse_date(resumed["date"])
                for line in harness.recorded())
+
+
+def test_the_audit_of_a_worker_name_paused_then_resumed(harness, client):
+    """After a pause of the name is over, the audit reads the records of the one catch-up
+    made on resume: with the default policy each occurrence of the pause but the latest is
+    ``missed`` (and why), the latest ran late, on resume; none is ``never``."""
+    client.pause_worker("w")
+    worker = harness.start()
+    start = parse_date(format_date(utcnow() + timedelta(seconds=0.5)))
+    harness.put("audited", date=format_date(start), repeat={"seconds": 1})
+    time.sleep(3)
+    client.resume_worker("w")
+    resumed = utcnow()
+    harness.wait(lambda: harness.store.get("audited").get("after", {}).get("runs"),
+                 timeout=20, what="audited caught up")
+    harness.stop(worker)
+    ran = min(parse_date(r["occurrence_date"]) for r in harness.runs("audited")
+              if r["outcome"] == "done")
+    assert ran >= resumed - timedelta(seconds=1)
+    report = client.audit(task="audited", start=start, end=ran, late=0)
+    [audit] = report.tasks
+    verdicts = [entry.verdict for entry in audit.entries]
+    assert len(verdicts) >= 3 and set(verdicts[:-1]) == {"missed"}, verdicts
+    assert verdicts[-1] == "late", verdicts
+    assert audit.entries[0].date == start
+    assert "catch-up latest runs the latest occurrence due instead" in audit.entries[0].reason
+    assert report.counts["never"] == 0

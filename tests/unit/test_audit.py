@@ -282,3 +282,48 @@ def test_generated_histories_get_the_verdicts_that_made_them(history, rand):
     audit = a.audit_task(doc, runs, start, end, NOW)
     assert [e.verdict for e in audit.entries] == wanted
     assert sum(len(e.runs) for e in audit.entries) == len(runs) and audit.extra == ()
+
+
+@pytest.mark.parametrize("policy, expected", [
+    (None, [*[(h, "missed") for h in range(-6, 0)], (0, "late")]),
+    ("all", [(h, "late") for h in range(-6, 1)]),
+    ("none", [(h, "missed") for h in range(-6, 1)]),
+])
+def test_a_worker_name_paused_then_resumed_is_read_from_the_catch_ups_records(policy,
+                                                                              expected):
+    """Issue 25, item 6: once a name's pause is over nothing says it was paused, but the
+    catch-up made on resume recorded each occurrence it did not run (``missed``, and why):
+    none of them is ``never``. Here the name was paused 6.5 h and resumed at NOW; the
+    records are the worker's own (:func:`after.worker.runs.catch_up`)."""
+    from after.rules import task as rules
+    from after.worker import runs as r
+
+    me = r.Identity(name="w", process="w@here:1:aaaaaa", host="here", pid=1)
+    doc = hourly(**({"catchup": {"policy": policy}} if policy else {}))
+    resumed = NOW + timedelta(seconds=90)
+    caught = r.catch_up(doc, rules.parse(doc), me, resumed)
+    if policy == "all":  # nothing to move: each occurrence runs, in turn, from its date
+        assert caught is None
+        doc, records = doc, [run(at(h), late=-3600 * h + 91 + h + 6) for h in range(-6, 1)]
+    else:  # the latest runs, or none: the others are recorded missed
+        doc, records = caught.doc, list(caught.skipped)
+        if policy is None:
+            records.append(run(rules.instant(doc["date"]), late=91))
+    audit = a.audit_task(doc, records, at(-6), at(0), resumed + HOUR, late=30)
+    assert [((e.date - NOW) / HOUR, e.verdict) for e in audit.entries] == expected
+    missed = [e for e in audit.entries if e.verdict == "missed"]
+    assert all(e.reason.startswith("missed: ") for e in missed)
+
+
+def test_a_runs_record_kept_beside_another_of_the_same_run_is_one_run():
+    """A process whose record of a run conflicted with one another process wrote (it took
+    the run over, believing the first dead: ``interrupted``) keeps its own beside it, as
+    ``ID~late`` (after.worker.runner): one run, not twice. Seen in the cluster failover test."""
+    taken = run(at(-2), outcome="interrupted")
+    beside = {**run(at(-2), late=0.7), "_id": taken["_id"] + "~late", "late": True}
+    audit = a.audit_task(hourly(), [taken, beside], at(-2), at(-2), NOW)
+    [entry] = audit.entries
+    assert (entry.verdict, entry.outcome) == ("on_time", "done")
+    assert entry.runs == (taken["_id"], beside["_id"])  # both named
+    again = run(at(-2), late=2)  # a second record of attempt 1 that is no such pair
+    assert verdicts(hourly(), [taken, beside, again], -2, -2) == [(-2, "twice")]

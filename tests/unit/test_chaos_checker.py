@@ -311,3 +311,33 @@ def test_without_faults_every_occurrence_run_twice_is_caught(plan):
     assert report.ok == clean
     assert sum(v.verdict == "twice" for v in report.verdicts) == sum(
         len(ends) > 1 for ends in per.values())
+
+
+def test_the_audit_of_the_window_must_agree_with_the_checker():
+    """Issue 25, item 6: the audit (after.audit, over the same records) is a second
+    opinion. It agrees on an occurrence run once; run twice with no excuse, both say so;
+    it disagrees (a violation naming the audit) when it says twice or never of an
+    occurrence the history shows run once."""
+    from after import audit as audits
+
+    def audit_of(records):
+        rec = [{**r, "attempt": 1, "occurrence_date": DATE} for r in records]
+        one = audits.audit_task(done(), rec, T0, T0 + timedelta(minutes=1),
+                                T0 + timedelta(minutes=5))
+        return audits.report(T0, T0 + timedelta(minutes=1), T0 + timedelta(minutes=5), 60.0,
+                             [one])
+
+    report = judge(run("r1", 1, 1.2), [done()], [record("done")])
+    assert checker.against_audit(report, audit_of([record("done")])) == []
+    assert report.notes[-1] == "audit of the window: on_time 1; agrees"
+    twice = run("r1", 1, 1.2) + run("r2", 1.1, 1.3, pid=102, process=P2)
+    both = [record("done"), record("done", P2)]
+    assert checker.against_audit(judge(twice, [done()], both), audit_of(both)) == []
+    # the run records say twice (a record written twice) where the history says once
+    [wrong] = checker.against_audit(report, audit_of(both))
+    assert (wrong.verdict, wrong.occurrence, wrong.wrong) == ("audit", KEY, True)
+    assert wrong.why.startswith("the audit says twice (ran 2 runs of attempt 1), the checker "
+                                "once")
+    # no record of a run the history shows: the audit says never
+    [lost] = checker.against_audit(report, audit_of([]))
+    assert lost.why == "the audit says never, the checker found it ran (once)"

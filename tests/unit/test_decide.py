@@ -387,3 +387,15 @@ def test_a_debounced_task_is_held_a_quiet_window_from_its_version_first_seen():
     retry["after"]["due"] = iso(5)
     [hold] = d.decide(retry, view(), NOW)
     assert hold.due_ms == int((NOW + timedelta(seconds=5)).timestamp() * 1000)
+
+
+def test_a_process_whose_name_is_paused_writes_no_catch_up():
+    """Issue 25, items 3 and 6: a name paused is a worker down. An overdue repeating task is
+    not caught up while it lasts (no missed records whose reason would be the policy's,
+    nothing moved): it is held, which the paused loop drops, and caught up once, by its
+    policy, when the name resumes."""
+    doc = task(in_s=-3600 * 5.5, repeat={"hours": 1})
+    paused = View(me=ME, horizon_ms=300_000, owned=ALL, paused=True)
+    assert shape(d.decide(doc, paused, NOW)) == ["Hold"]
+    [*_, caught] = d.decide(doc, view(), NOW)  # resumed: the policy's catch-up
+    assert caught.kind is Kind.CATCHUP and len(caught.skipped) == 5
