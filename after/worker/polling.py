@@ -64,9 +64,11 @@ def query_due(store, name: str, settings, now: datetime, cursor: dict | None = N
 
 
 def scan_recent(store, name: str, settings) -> list[dict]:
-    """``name``'s unfinished tasks among the documents of the newest ``4 * batch`` changes
-    (raises StoreError). Decided like a poll's: what is not due soon is left alone."""
-    return [doc for doc in store.recent(settings.batch * 4)
+    """``name``'s unfinished tasks among the documents of the newest ``8 * batch`` changes
+    (raises StoreError): twice a page of the view, so that a backlog of a page and what was
+    written beside it are all found. Decided like a poll's: what is not due soon is left
+    alone."""
+    return [doc for doc in store.recent(settings.batch * 8)
             if doc.get("worker") == name and doc.get("status") not in rules.FINISHED]
 
 
