@@ -352,6 +352,8 @@ def main(argv=None) -> int:
             if args.plot and bursts:
                 path = args.plot.with_name(f"{args.plot.stem}-{kind}{args.plot.suffix}")
                 print(f"plotted: {plot(bursts, path, f'after on {bench.label}')}")
+            if args.drain:  # the unit of a drain's goal, measured in the same run
+                print(json.dumps({"validated_write_rate": validated_rate(bench)}), flush=True)
             for processes in args.drain or []:
                 print(json.dumps(drain(bench, 2000, processes)), flush=True)
             if args.liveness:
