@@ -70,6 +70,16 @@ def withdraw(doc: dict, token: str | None = None) -> Write:
 SKEW = 1.0
 
 
+def begun_after(last: dict, expires: datetime | None) -> bool:
+    """Did the run ``last`` (a task's ``last_run``) begin after ``expires`` (by more than
+    :data:`SKEW`), when the process whose lease ended then could not have begun it?"""
+    try:
+        started = parse_date(last.get("started"), "started")
+    except ValueError:
+        return False
+    return expires is not None and started > expires + timedelta(seconds=SKEW)
+
+
 def orphan(found: dict, task: dict | None, me: Identity, now: datetime,
            expires: datetime | None = None) -> list[Write]:
     """What to do about ``found``, an open intent of a process found dead, whose task is
@@ -89,7 +99,9 @@ def orphan(found: dict, task: dict | None, me: Identity, now: datetime,
     info = rules.info(task)
     if rules.counter(info, "runs") >= number:  # its run was counted: only its record is due
         last = info.get("last_run") if isinstance(info.get("last_run"), dict) else {}
-        if last.get("number") != number:
+        if last.get("number") != number or begun_after(last, expires):
+            # another process's run of that number (it took the task over when this one's
+            # lease ran out): this process never began it
             return [withdraw(found)]
         record = {**found, **{k: v for k, v in last.items() if k != "number"},
                   "outcome": last.get("outcome"), "recovered": True}

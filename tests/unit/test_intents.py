@@ -68,3 +68,20 @@ def test_a_run_counted_before_its_process_died_becomes_its_record():
     assert write.kind is Kind.INTENT and write.doc["_id"] == found["_id"]
     assert write.doc["outcome"] == "done" and write.doc["result"] == 7
     assert write.doc["recovered"] is True and "token" not in write.doc
+
+
+def test_a_run_of_that_number_begun_past_the_dead_process_lease_is_not_made_its_record():
+    """The process died holding the task (its intent written); another took the task over
+    past the dead one's lease and ran it as run 1. The intent is no run of the dead process:
+    withdrawn, not made a second record of run 1 (chaos seed 6 on the cluster: the audit
+    said twice of an occurrence the job's history showed run once)."""
+    doc = task()
+    found = open_intent(doc)
+    expires = NOW - timedelta(seconds=4)
+    counted = {**doc, "status": "done", "after": {"runs": 1, "last_run": {
+        "number": 1, "attempt": 1, "outcome": "done", "started": format_date(NOW),
+        "ended": format_date(NOW), "duration_ms": 3.0, "result": 7}}}
+    [write] = intents.orphan(found, counted, ME, NOW, expires)
+    assert write.kind is Kind.UNINTENT and write.doc["_id"] == found["_id"]
+    [write] = intents.orphan(found, counted, ME, NOW, NOW - timedelta(seconds=0.5))
+    assert write.kind is Kind.INTENT and write.doc["recovered"] is True  # within its lease
