@@ -121,26 +121,46 @@ class Child:
         proctree.kill_tree(pid)
 
 
+class NotBegun(Exception):
+    """The child came to the job at or past the run's ``not_after``: it did not call it."""
+
+
+#: What a child answers instead of a Reply when it does not begin the job.
+NOT_BEGUN = "not begun"
+
+
 def run(child: Child, registry: JobRegistry, func: Callable | Exception, context: TaskContext,
-        arguments: Any, deadline: float | None = None) -> Reply | None:
+        arguments: Any, deadline: float | None = None,
+        not_after: float | None = None) -> Reply | None:
     """Run the job of ``context`` in a child process; its Reply, or a failed one when the
     child ended without answering. None: it was still running at ``deadline`` (a
     ``time.monotonic()`` instant) and was killed. ``func`` is what the worker resolved
-    (an exception: the job cannot run, and no child is started)."""
+    (an exception: the job cannot run, and no child is started).
+
+    ``not_after`` (a ``time.monotonic()`` instant, the same clock in every process of the
+    machine): the child calls the job only before it, and raises :class:`NotBegun`
+    otherwise. The worker checks its lease before it starts a child, but a worker frozen
+    (SIGSTOP) between that check and the child's start would otherwise begin, after the thaw,
+    a run another process may have taken over and run meanwhile; the child is not frozen
+    with it, and checks last."""
     if isinstance(func, Exception):
         return call(func, context, arguments)
     reader, writer = _context.Pipe(duplex=False)
     child.process = _context.Process(
         target=_child, name=f"{NAME_PREFIX}{context.job}", args=(
             writer, registry.spec, context.job, _module_of(func), dict(context.doc),
-            context.date, context.attempt, arguments, _logging(), context.occurrence))
+            context.date, context.attempt, arguments, _logging(), context.occurrence,
+            not_after))
     try:
         with _lock:
             child.process.start()
     finally:
         writer.close()
     try:
-        return _await(child, reader, deadline)
+        reply = _await(child, reader, deadline)
+        if reply == NOT_BEGUN:
+            raise NotBegun(context.id)
+        return reply
     finally:
         reader.close()
         child.ended = True
@@ -201,7 +221,7 @@ def _logging() -> tuple[int, list[str], bool]:
 
 def _child(answer: Connection, folder: tuple | str, name: str, module: str | None, doc: dict,
            date: datetime, attempt: int, arguments: Any, logs: tuple,
-           occurrence: str | None = None) -> None:
+           occurrence: str | None = None, not_after: float | None = None) -> None:
     os.setsid()  # a session and process group of its own (see the module's docstring)
     proctree.adopt_orphans()  # every process its job starts stays under it, to be killed
     parent = multiprocessing.parent_process()
@@ -218,6 +238,10 @@ def _child(answer: Connection, folder: tuple | str, name: str, module: str | Non
     context = TaskContext(doc, date, attempt, occurrence)
     # a cancel written while it runs: the worker sends SIGTERM, the job sees task.canceled
     signal.signal(signal.SIGTERM, _canceler(context))
+    if not_after is not None and time.monotonic() >= not_after:
+        answer.send(NOT_BEGUN)  # the worker was held up past its lease (see run)
+        answer.close()
+        return
     reply = call(func, context, arguments)
     try:
         answer.send(reply)

@@ -49,7 +49,9 @@ class Runner:
         self.registry = registry  # where an isolated run's child finds its job
         self.clock = clock  # epoch seconds, the worker's (the server's time as it knows it)
         self.mono = mono
-        self.lease = lease  # until when (mono) this process surely holds its lease, now
+        # until when this process surely holds its lease, now: on ``mono``'s clock, which is
+        # time.monotonic's wherever runs are isolated (their child process checks it too)
+        self.lease = lease
         self.active: set[str] = set()
         self.children: dict[str, isolation.Child] = {}
         # A run is queued until a job thread begins it: its future, and once begun, when
@@ -119,8 +121,10 @@ class Runner:
         timeout counts from here, not from the launch (it may have been queued). A run
         queued past this process's lease (the process was frozen or starved while it
         waited) may have been taken over meanwhile: it is not begun (an overlap-allow run,
-        apart from its task, is begun all the same)."""
-        if not detached and self.mono() >= self.lease():
+        apart from its task, is begun all the same). An isolated run's child checks the
+        lease again as it comes to the job (:func:`after.worker.isolation.run`)."""
+        until = float("inf") if detached else self.lease()
+        if self.mono() >= until:
             self.post(("unbegun", (docid, token)))
             return
         self.begun[token] = int(self.clock() * 1000)
@@ -129,9 +133,15 @@ class Runner:
         if child is None:
             reply = call(func, context, spec.arguments)
         else:
+            # the child checks the lease last: this thread may be held up (the process
+            # frozen) between the check above and the child's start
+            not_after = until if until != float("inf") else None
             try:
                 reply = isolation.run(child, self.registry, func, context, spec.arguments,
-                                      deadline)
+                                      deadline, not_after)
+            except isolation.NotBegun:
+                self.post(("unbegun", (docid, token)))
+                return
             except Exception as exc:  # no child process could be started
                 reply = call(exc, context, spec.arguments)
         ended = utcnow()

@@ -76,6 +76,12 @@ def hangs(task, path):
     time.sleep(60)
 ''',
     "escapes": ESCAPES,
+    "touches": '''
+from pathlib import Path
+
+def touches(task, path):
+    Path(path).write_text("ran")
+''',
 }
 
 
@@ -208,6 +214,51 @@ def test_kill_from_another_thread_frees_the_waiting_thread_at_once(registry, tmp
 def test_a_job_that_cannot_be_resolved_starts_no_child(registry):
     reply = run(registry, "missing")
     assert not reply.ok and reply.error.startswith("JobError: job 'missing' not found")
+
+
+def test_a_child_that_comes_to_its_job_past_not_after_does_not_call_it(registry, tmp_path):
+    mark = tmp_path / "ran"
+    doc = {"_id": "inv-1", "worker": "billing", "job": {"name": "touches"}}
+    context = TaskContext(doc, DATE, 1)
+    func = registry.resolve("touches")
+    with pytest.raises(isolation.NotBegun):
+        isolation.run(isolation.Child(), registry, func, context, [str(mark)],
+                      not_after=time.monotonic())
+    assert not mark.exists()
+    reply = isolation.run(isolation.Child(), registry, func, context, [str(mark)],
+                          not_after=time.monotonic() + 30)
+    assert reply.ok, reply.error
+    assert mark.read_text() == "ran"
+
+
+def test_a_worker_frozen_between_its_lease_check_and_the_child_does_not_begin_the_run(
+        registry, tmp_path):
+    """Chaos seed 27 on the cluster: a worker SIGSTOPped just after its job thread checked
+    the lease, thawed past it, started the child, and the job ran although another process
+    had taken the task over and run it. The freeze is modelled by a clock whose reading
+    takes 0.3 s and reads 0.05 s before the lease ends: the child sees it has lapsed."""
+    from after.rules import task as rules
+    from after.worker.runner import Runner
+
+    mark = tmp_path / "ran"
+    doc = {"_id": "inv-1", "worker": "billing", "job": {"name": "touches"}}
+    posted = []
+    lease_until = time.monotonic() + 0.1
+
+    def frozen_after_reading() -> float:
+        time.sleep(0.3)
+        return lease_until - 0.05
+
+    runner = Runner(1, posted.append, registry, mono=frozen_after_reading,
+                    lease=lambda: lease_until)
+    try:
+        spec = rules.Spec("inv-1", "billing", DATE, "touches", [str(mark)])
+        runner._execute("inv-1", "t1", spec, TaskContext(doc, DATE, 1),
+                        registry.resolve("touches"), isolation.Child())
+    finally:
+        runner.shutdown()
+    assert posted == [("unbegun", ("inv-1", "t1"))]
+    assert not mark.exists()
 
 
 def test_the_built_in_http_job_runs_isolated(registry):
