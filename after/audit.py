@@ -68,8 +68,6 @@ WRONG = (TWICE, MISSED, NEVER)
 DEFAULT_LATE = 60.0
 #: Most occurrences of one task in one audit.
 MAX_OCCURRENCES = 10_000
-#: The end of the id of a run's record kept beside another record of that run.
-LATE_SUFFIX = "~late"
 
 
 class AuditError(ValueError):
@@ -292,8 +290,8 @@ def one_per_run(records: list[dict]) -> list[dict]:
     beside the record ``ID`` of the same run that another process wrote first, as when it
     took the run over believing its process dead: :mod:`after.worker.runner`) stands for
     that run, which it says went on and ended; the record beside it is left out."""
-    beside = {str(run.get("_id")).removesuffix(LATE_SUFFIX) for run in records
-              if run.get("late") and str(run.get("_id")).endswith(LATE_SUFFIX)}
+    beside = {str(run.get("_id")).removesuffix(rules.LATE_SUFFIX) for run in records
+              if run.get("late") and str(run.get("_id")).endswith(rules.LATE_SUFFIX)}
     return [run for run in records if str(run.get("_id")) not in beside]
 
 

@@ -96,6 +96,10 @@ CANCEL_GRACE = 5.0
 #: Not an outcome: a run's intent (``after.worker.intents``), written before the run may
 #: begin and overwritten by its record when it ends. Readers of runs leave intents out.
 INTENDED = "intended"
+#: The end of the id of a run's record kept beside another record of that run: a process that
+#: ran it, finding the record written over its intent by another (that took the run over,
+#: believing it dead), writes its own as ``<id>~late`` (``after.worker.runner``).
+LATE_SUFFIX = "~late"
 #: ``overlap``: what happens to the occurrences of a repeating task that fall due while a run
 #: of it is going: recorded ``skipped`` (``skip``), the latest of them run right after and
 #: the others skipped (``buffer_one``), or each run as it falls due, alongside (``allow``).
