@@ -68,8 +68,6 @@ WRONG = (TWICE, MISSED, NEVER)
 DEFAULT_LATE = 60.0
 #: Most occurrences of one task in one audit.
 MAX_OCCURRENCES = 10_000
-#: The end of the id of a run's record kept beside another record of that run.
-LATE_SUFFIX = "~late"
 
 
 class AuditError(ValueError):
@@ -288,12 +286,14 @@ def judge(doc: dict, spec: rules.Spec, date: datetime, due: datetime, records: l
 
 
 def one_per_run(records: list[dict]) -> list[dict]:
-    """``records`` with one record per run: a record marked ``late`` (``ID~late``, written
-    beside the record ``ID`` of the same run that another process wrote first, as when it
-    took the run over believing its process dead: :mod:`after.worker.runner`) stands for
-    that run, which it says went on and ended; the record beside it is left out."""
-    beside = {str(run.get("_id")).removesuffix(LATE_SUFFIX) for run in records
-              if run.get("late") and str(run.get("_id")).endswith(LATE_SUFFIX)}
+    """``records`` with one record per run: a record ``ID~late`` (written beside the record
+    ``ID`` of the same run that another process wrote first, as when it took the run over
+    believing its process dead: :mod:`after.worker.runner`) stands for that run, which it
+    says went on and ended; the record beside it is left out. The id alone says so: the
+    runner also marks such a record ``"late": true``, but no other run record's id ends so
+    (theirs end ``#<number>#<suffix>``: :func:`after.worker.runs.record_id`)."""
+    beside = {str(run.get("_id")).removesuffix(rules.LATE_SUFFIX) for run in records
+              if str(run.get("_id")).endswith(rules.LATE_SUFFIX)}
     return [run for run in records if str(run.get("_id")) not in beside]
 
 

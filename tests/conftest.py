@@ -14,10 +14,12 @@ from __future__ import annotations
 import os
 import uuid
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from after.client import Client
 from after.couch import schema
 from after.couch.memstore import MemStore
 from after.couch.store import Store
@@ -140,6 +142,22 @@ def drop_databases(store: Store, db_name: str) -> None:
             store.delete_database(db)
         except Exception:  # already gone, or the server is: nothing left to clean
             pass
+
+
+@contextmanager
+def replicating(couch_url: str, db_name: str, name: str):
+    """A site replicating worker name ``name`` with a centre, on CouchDB: the centre is
+    another database of the same server (``<db_name>-centre``), set up; yields the site's
+    Client, then stops the replications and drops the centre."""
+    centre = f"{db_name}-centre"
+    with Store(couch_url, centre) as central, Client(couch_url, db_name) as site:
+        schema.setup(central)
+        try:
+            site.replicate(name, couch_url, central_db=centre)
+            yield site
+        finally:
+            site.stop_replication(name)
+            drop_databases(central, centre)
 
 
 @pytest.fixture

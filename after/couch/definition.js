@@ -215,9 +215,9 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
   }
   function concurrencyProblem(v) {  // after.rules.task.parse_concurrency
     if (v === null || v === undefined) return null;
-    if (!isObject(v)) return 'concurrency: must be {"key": NAME, "limit": N}, not ' + show(v);
-    var extra = extraKey(v, ['key', 'limit']);
-    if (extra !== null) return 'concurrency: unknown field ' + str(extra) + ' (use key, limit)';
+    if (!isObject(v)) return notAnObject('concurrency', '{"key": NAME, "limit": N}', v);
+    var extra = unknownField('concurrency', v, ['key', 'limit']);
+    if (extra !== null) return extra;
     if (typeof v.key !== 'string' || !/^CAP_KEY_RE$/.test(v.key))
       return 'concurrency.key: ' + show(v.key) + ' is not a key (CAP_KEY_HELP)';
     if (!pyint(v.limit) || v.limit < 1 || v.limit > MAX_CONCURRENCY)
@@ -234,9 +234,9 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
   }
   function rateProblem(v) {  // after.rules.task.parse_rate
     if (v === null || v === undefined) return null;
-    if (!isObject(v)) return 'rate: must be {"key": NAME, "limit": N, "per": SECONDS}, not ' + show(v);
-    var extra = extraKey(v, ['key', 'limit', 'per']);
-    if (extra !== null) return 'rate: unknown field ' + str(extra) + ' (use key, limit, per)';
+    if (!isObject(v)) return notAnObject('rate', '{"key": NAME, "limit": N, "per": SECONDS}', v);
+    var extra = unknownField('rate', v, ['key', 'limit', 'per']);
+    if (extra !== null) return extra;
     if (typeof v.key !== 'string' || !/^CAP_KEY_RE$/.test(v.key))
       return 'rate.key: ' + show(v.key) + ' is not a key (CAP_KEY_HELP)';
     if (!pyint(v.limit) || v.limit < 1 || v.limit > MAX_CONCURRENCY)
@@ -396,9 +396,9 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
       if (v > MAX_RETRIES) return 'retry: at most ' + MAX_RETRIES + ' attempts, not ' + show(v);
       return null;
     }
-    if (!isObject(v)) return 'retry: must be a number of attempts or an object, not ' + show(v);
-    var extra = extraKey(v, ['limit', 'delay', 'backoff', 'jitter']);
-    if (extra !== null) return 'retry: unknown field ' + str(extra) + ' (use limit, delay, backoff)';
+    if (!isObject(v)) return notAnObject('retry', 'a number of attempts or an object', v);
+    var extra = unknownField('retry', v, ['limit', 'delay', 'backoff'], ['jitter']);
+    if (extra !== null) return extra;
     var limit = has(v, 'limit') ? v.limit : 1;
     if (!pyint(limit) || limit < 0)
       return 'retry.limit: must be 0 or more attempts, not ' + show(limit);
@@ -430,9 +430,9 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
   function occurrenceProblem() {  // after.rules.task.parse_occurrence
     var o = doc.occurrence, bad;
     if (o === null || o === undefined) return null;
-    if (!isObject(o)) return 'occurrence: must be an object {"task", "kind", "date"}, not ' + show(o);
-    var extra = extraKey(o, ['date', 'kind', 'task']);
-    if (extra !== null) return 'occurrence: unknown field ' + str(extra) + ' (use task, kind, date)';
+    if (!isObject(o)) return notAnObject('occurrence', 'an object {"task", "kind", "date"}', o);
+    var extra = unknownField('occurrence', o, ['task', 'kind', 'date']);
+    if (extra !== null) return extra;
     if (typeof o.task !== 'string' || !o.task)
       return 'occurrence.task: required (the id of the task this runs an occurrence of)';
     if (o.kind !== 'manual' && o.kind !== 'backfill')
@@ -457,6 +457,12 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
   var squeeze = true, budget = 400;
   function rep(v) { return pyrepr(v, budget, squeeze); }
   function str(s) { return pystr(s, budget, squeeze); }
+  // after.rules.fields.not_an_object and unknown_field: the messages of an object field
+  function notAnObject(name, shape, v) { return name + ': must be ' + shape + ', not ' + show(v); }
+  function unknownField(name, o, use, also) {  // also: keys taken but not named
+    var extra = extraKey(o, use.concat(also || []));
+    return extra === null ? null : name + ': unknown field ' + str(extra) + ' (use ' + use.join(', ') + ')';
+  }
   function overlapProblem() {  // after.rules.task._parse
     var v = has(doc, 'overlap') ? doc.overlap : 'skip';
     if (OVERLAPS.indexOf(v) < 0)
@@ -480,9 +486,9 @@ function definitionProblem(doc, part) {  // part 'date': the date alone, checked
   function catchupProblem() {  // after.rules.catchup.parse_catchup, after.rules.task.parse_catchup
     var v = doc.catchup;
     if (v === null || v === undefined) return null;
-    if (!isObject(v)) return 'catchup: must be an object {"policy", "window", "max"}, not ' + show(v);
-    var extra = extraKey(v, ['max', 'policy', 'window']);
-    if (extra !== null) return 'catchup: unknown field ' + str(extra) + ' (use policy, window, max)';
+    if (!isObject(v)) return notAnObject('catchup', 'an object {"policy", "window", "max"}', v);
+    var extra = unknownField('catchup', v, ['policy', 'window', 'max']);
+    if (extra !== null) return extra;
     var policy = has(v, 'policy') ? v.policy : 'latest';
     if (CATCHUP_POLICIES.indexOf(policy) < 0)
       return "catchup.policy: must be 'none', 'latest' or 'all', not " + show(policy);

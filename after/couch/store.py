@@ -488,6 +488,7 @@ class Store:
         return [doc for doc in leaves if doc.get("_rev") not in ancestors]
 
     def get_or_none(self, docid: str, *, db: str | None = None) -> dict | None:
+        """The document, or None where there is none (the MemStore has this same method)."""
         try:
             return self.get(docid, db=db)
         except NotFound:

@@ -47,6 +47,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from after.rules import occurrence as occ
+from after.rules.fields import not_an_object, unknown_field
 from after.rules.jsonsafe import show as _show
 
 NONE, LATEST, ALL = "none", "latest", "all"
@@ -87,11 +88,10 @@ def parse_catchup(value: Any, max_seconds: float) -> Catchup | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise CatchupError('catchup: must be an object {"policy", "window", "max"}, not '
-                           f"{_show(value)}")
-    unknown = sorted(set(value) - {"policy", "window", "max"})
-    if unknown:
-        raise CatchupError(f"catchup: unknown field {unknown[0]!r} (use policy, window, max)")
+        raise CatchupError(not_an_object("catchup", 'an object {"policy", "window", "max"}',
+                                         value))
+    if wrong := unknown_field("catchup", value, ("policy", "window", "max")):
+        raise CatchupError(wrong)
     policy = value.get("policy", LATEST)
     if policy not in POLICIES:
         raise CatchupError(f"catchup.policy: must be 'none', 'latest' or 'all', not "

@@ -60,7 +60,7 @@ from after.rules import catchup as cu
 from after.rules import occurrence as occ
 from after.rules.calendar import excluded
 from after.rules.dates import DateError, format_date, parse_date, to_ms
-from after.rules.fields import FieldError
+from after.rules.fields import FieldError, not_an_object, unknown_field
 from after.rules.jsonsafe import problem
 from after.rules.jsonsafe import show as _show
 from after.rules.repeat import RepeatError, Rule, parse_repeat
@@ -96,6 +96,10 @@ CANCEL_GRACE = 5.0
 #: Not an outcome: a run's intent (``after.worker.intents``), written before the run may
 #: begin and overwritten by its record when it ends. Readers of runs leave intents out.
 INTENDED = "intended"
+#: The end of the id of a run's record kept beside another record of that run: a process that
+#: ran it, finding the record written over its intent by another (that took the run over,
+#: believing it dead), writes its own as ``<id>~late`` (``after.worker.runner``).
+LATE_SUFFIX = "~late"
 #: ``overlap``: what happens to the occurrences of a repeating task that fall due while a run
 #: of it is going: recorded ``skipped`` (``skip``), the latest of them run right after and
 #: the others skipped (``buffer_one``), or each run as it falls due, alongside (``allow``).
@@ -293,11 +297,9 @@ def parse_occurrence(doc: dict, repeat: Rule | None) -> Occurrence | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise TaskError('occurrence: must be an object {"task", "kind", "date"}, not '
-                        f"{_show(value)}")
-    unknown = sorted(set(value) - {"task", "kind", "date"})
-    if unknown:
-        raise TaskError(f"occurrence: unknown field {unknown[0]!r} (use task, kind, date)")
+        raise TaskError(not_an_object("occurrence", 'an object {"task", "kind", "date"}', value))
+    if wrong := unknown_field("occurrence", value, ("task", "kind", "date")):
+        raise TaskError(wrong)
     task = value.get("task")
     if not isinstance(task, str) or not task:
         raise TaskError("occurrence.task: required (the id of the task this runs an "
@@ -339,11 +341,9 @@ def parse_retry(value: Any) -> Retry:
             raise TaskError(f"retry: at most {MAX_RETRIES} attempts, not {_show(value)}")
         return Retry(limit=value)
     if not isinstance(value, dict):
-        raise TaskError(f"retry: must be a number of attempts or an object, not "
-                        f"{_show(value)}")
-    unknown = sorted(set(value) - {"limit", "delay", "backoff", "jitter"})
-    if unknown:
-        raise TaskError(f"retry: unknown field {unknown[0]!r} (use limit, delay, backoff)")
+        raise TaskError(not_an_object("retry", "a number of attempts or an object", value))
+    if wrong := unknown_field("retry", value, ("limit", "delay", "backoff"), also=("jitter",)):
+        raise TaskError(wrong)
     limit = value.get("limit", 1)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise TaskError(f"retry.limit: must be 0 or more attempts, not {_show(limit)}")
@@ -385,10 +385,9 @@ def parse_rate(value: Any) -> Rate | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise TaskError(f"rate: must be {RATE_SHAPE}, not {_show(value)}")
-    unknown = sorted(set(value) - {"key", "limit", "per"})
-    if unknown:
-        raise TaskError(f"rate: unknown field {unknown[0]!r} (use key, limit, per)")
+        raise TaskError(not_an_object("rate", RATE_SHAPE, value))
+    if wrong := unknown_field("rate", value, ("key", "limit", "per")):
+        raise TaskError(wrong)
     key, limit = _key_and_limit(value, "rate")
     per = value.get("per")
     if isinstance(per, bool) or not isinstance(per, int | float) or not 0 < per <= MAX_SECONDS:
@@ -414,10 +413,9 @@ def parse_concurrency(value: Any) -> Cap | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise TaskError(f'concurrency: must be {{"key": NAME, "limit": N}}, not {_show(value)}')
-    unknown = sorted(set(value) - {"key", "limit"})
-    if unknown:
-        raise TaskError(f"concurrency: unknown field {unknown[0]!r} (use key, limit)")
+        raise TaskError(not_an_object("concurrency", '{"key": NAME, "limit": N}', value))
+    if wrong := unknown_field("concurrency", value, ("key", "limit")):
+        raise TaskError(wrong)
     key, limit = _key_and_limit(value, "concurrency")
     return Cap(key, limit)
 

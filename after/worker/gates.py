@@ -481,11 +481,6 @@ class Gates:
             return "wait"  # (its slot, if it took one, kept: it begins once it has both)
         return None
 
-    def begun(self, docid: str, spec: rules.Spec, now: datetime) -> None:
-        """A gated run is launched (its rate token's period counts from now)."""
-        if spec.rate is not None:
-            self.rates.begun(docid, spec.rate, now)
-
     def due(self, held: Callable[[str], bool]) -> list[str]:
         """The occurrences waiting for a slot or a token that may try again now, earliest
         due first."""
@@ -561,8 +556,9 @@ class GateKeeper:
         return True
 
     def begun(self, docid: str, spec: rules.Spec, now: datetime) -> None:
+        """A run is launched: a rate-limited one's token period counts from now."""
         if spec.rate is not None:
-            self._put(("begun", docid, spec, now))
+            self._put(("begun", docid, spec.rate, now))
 
     def release(self, docid: str) -> None:
         self._put(("release", docid))
@@ -601,7 +597,7 @@ class GateKeeper:
                     held = args[0]
                     self.post(("gated", (held.doc["_id"], gates.ask(held, self.clock()))))
                 elif kind == "begun":
-                    gates.begun(*args)
+                    gates.rates.begun(*args)
                 elif kind == "release":
                     gates.release(args[0])
                     ready = gates.due(lambda docid: True)

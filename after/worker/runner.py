@@ -288,7 +288,7 @@ class Recorder:
                 again.append({**doc, "_rev": found["_rev"]})
             else:
                 again.append({**{k: v for k, v in doc.items() if k != "_rev"},
-                              "_id": f"{doc['_id']}~late", "late": True})
+                              "_id": doc["_id"] + rules.LATE_SUFFIX, "late": True})
         self.store.bulk_docs(again, db=self.db)
 
     def _prune(self, docid: str, up_to: int) -> None:

@@ -208,8 +208,7 @@ def launch(w, held: Held, now: datetime) -> None:
         if run is None:
             return
     go(w, run, now)
-    if held.spec.rate is not None:  # its token's period counts from now
-        w.gates.begun(docid, held.spec, now)
+    w.gates.begun(docid, held.spec, now)
     w.state.versions.pop(docid, None)  # (a debounced task's wait is over)
     # shown running if it goes on: launches come in time order, so a queue suffices (show)
     w.state.to_show.append((w.peers.mono() + w.settings.visible, run.token))

@@ -11,13 +11,11 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from after.client import Client
-from after.couch import schema
 from after.couch.store import Store, split_credentials
 from after.dashboard.server import DashboardServer
 from after.rules.dates import format_date, parse_date, utcnow
 
-from ..conftest import drop_databases
+from ..conftest import replicating
 from ..js import cases
 from .conftest import SCREENSHOTS
 from .factories import run_doc, task_doc, worker_doc
@@ -428,25 +426,18 @@ def test_a_site_says_how_its_replications_with_the_centre_are_doing(store, open_
         expect(watched.page.locator("#replication")).to_be_hidden()
         assert watched.errors == []
         return
-    centre = f"{store.db}-centre"
-    with Store(couch_url, centre) as central, Client(couch_url, store.db) as site:
-        schema.setup(central)
-        try:
-            site.replicate("shop", couch_url, central_db=centre)
-            deadline = time.monotonic() + 30  # CouchDB starts each within a few seconds
-            while {r["state"] for r in site.replication("shop")} != {"running"}:
-                assert time.monotonic() < deadline, site.replication("shop")
-                time.sleep(0.3)
-            watched = open_page()
-            line = watched.page.locator('#replication .replica[data-name="shop"]')
-            expect(line).to_contain_text("shop tasks-pull running, tasks-push running")
-            expect(line.locator('.role[data-state="running"]')).to_have_count(5)
-            expect(watched.page.locator("#replication")).to_contain_text(
-                "Replicated with the centre: shop")
-            assert watched.errors == []
-        finally:
-            site.stop_replication("shop")
-            drop_databases(central, centre)
+    with replicating(couch_url, store.db, "shop") as site:
+        deadline = time.monotonic() + 30  # CouchDB starts each within a few seconds
+        while {r["state"] for r in site.replication("shop")} != {"running"}:
+            assert time.monotonic() < deadline, site.replication("shop")
+            time.sleep(0.3)
+        watched = open_page()
+        line = watched.page.locator('#replication .replica[data-name="shop"]')
+        expect(line).to_contain_text("shop tasks-pull running, tasks-push running")
+        expect(line.locator('.role[data-state="running"]')).to_have_count(5)
+        expect(watched.page.locator("#replication")).to_contain_text(
+            "Replicated with the centre: shop")
+        assert watched.errors == []
 
 
 def test_a_task_whose_runs_are_isolated_says_so_beside_its_job(store, open_page):

@@ -18,7 +18,6 @@ import pytest
 from after import replica
 from after.cli.common import Failure
 from after.cli.dashboard import prepare
-from after.client import Client
 from after.config import Config
 from after.couch import schema
 from after.couch.store import Store, StoreError, split_credentials
@@ -26,7 +25,7 @@ from after.dashboard import design as dashboard
 from after.dashboard.server import DashboardServer
 from after.rules.dates import format_date, utcnow
 
-from ..conftest import drop_databases
+from ..conftest import replicating
 
 
 def requires_auth(couch_url: str) -> bool:
@@ -208,21 +207,14 @@ def test_the_replication_of_a_site_is_answered(served, client, store, couch_url,
     assert httpx.get(f"{served.base_url}/_after/replication").status_code == 403
     if server_kind == "pouchdb":
         return
-    centre = f"{store.db}-centre"
-    with Store(couch_url, centre) as central, Client(couch_url, store.db) as site:
-        schema.setup(central)
-        try:
-            site.replicate("shop", couch_url, central_db=centre)
-            answer = client.get("/_after/replication")
-            assert answer.status_code == 200, answer.text
-            [(name, rows)] = answer.json()["names"].items()
-            assert name == "shop" and [r["role"] for r in rows] == list(replica.ROLES)
-            assert all(r["state"] in ("pending", "initializing", "running") for r in rows)
-            assert rows[0]["target"] == f"{replica.endpoint(couch_url).url}/{store.db}"
-            assert "@" not in answer.text
-        finally:
-            site.stop_replication("shop")
-            drop_databases(central, centre)
+    with replicating(couch_url, store.db, "shop"):
+        answer = client.get("/_after/replication")
+        assert answer.status_code == 200, answer.text
+        [(name, rows)] = answer.json()["names"].items()
+        assert name == "shop" and [r["role"] for r in rows] == list(replica.ROLES)
+        assert all(r["state"] in ("pending", "initializing", "running") for r in rows)
+        assert rows[0]["target"] == f"{replica.endpoint(couch_url).url}/{store.db}"
+        assert "@" not in answer.text
     assert client.get("/_after/replication").json() == {"names": {}}
 
 

@@ -325,5 +325,7 @@ def test_a_runs_record_kept_beside_another_of_the_same_run_is_one_run():
     [entry] = audit.entries
     assert (entry.verdict, entry.outcome) == ("on_time", "done")
     assert entry.runs == (taken["_id"], beside["_id"])  # both named
+    unmarked = {k: v for k, v in beside.items() if k != "late"}  # the id alone says so
+    assert verdicts(hourly(), [taken, unmarked], -2, -2) == [(-2, "on_time")]
     again = run(at(-2), late=2)  # a second record of attempt 1 that is no such pair
     assert verdicts(hourly(), [taken, beside, again], -2, -2) == [(-2, "twice")]
