@@ -36,6 +36,7 @@ another process is not run twice at once.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import multiprocessing
@@ -238,8 +239,13 @@ def _child(answer: Connection, folder: tuple | str, name: str, module: str | Non
     context = TaskContext(doc, date, attempt, occurrence)
     # a cancel written while it runs: the worker sends SIGTERM, the job sees task.canceled
     signal.signal(signal.SIGTERM, _canceler(context))
-    if not_after is not None and time.monotonic() >= not_after:
-        answer.send(NOT_BEGUN)  # the worker was held up past its lease (see run)
+    if (not_after is not None and time.monotonic() >= not_after) \
+            or (parent is not None and not parent.is_alive()):
+        # the worker was held up past its lease (see run), or killed while this child
+        # started (on a loaded machine, before the watch on it could end this one): the
+        # run is another process's now
+        with contextlib.suppress(OSError):
+            answer.send(NOT_BEGUN)
         answer.close()
         return
     reply = call(func, context, arguments)

@@ -306,6 +306,63 @@ def test_a_child_whose_worker_is_killed_kills_itself_and_its_children(registry, 
             worker.kill()
 
 
+SLOW_IMPORT = '''
+import os, sys
+from pathlib import Path
+
+MARK = Path(os.environ["AFTER_TEST_MARK"])
+MARK.write_text(str(os.getpid()))
+sum(range(100_000_000))  # C code that holds the GIL: the child's watch on its worker waits
+
+def slow(task, path):
+    Path(path).write_text("ran")
+'''
+
+WORKER = '''
+import sys
+from datetime import UTC, datetime
+from after.worker import isolation
+from after.jobs import JobRegistry, TaskContext
+
+def slow(task, path):
+    """Stands for the folder's job, which this process does not import (the child does)."""
+
+
+registry = JobRegistry(sys.argv[1])
+doc = {"_id": "t", "worker": "w", "job": {"name": "slow", "arguments": [sys.argv[2]]}}
+isolation.run(isolation.Child(), registry, slow, TaskContext(doc, datetime.now(UTC), 1),
+              [sys.argv[2]])
+'''
+
+
+def test_a_child_whose_worker_died_while_it_started_does_not_begin_the_job(tmp_path):
+    """Chaos, on a loaded machine: a worker was killed while its isolated run's child
+    started, and the job began a second later, before the child's watch on its worker ran:
+    after the next owner had taken the run over. Here the job's module holds the GIL while
+    the worker is killed; the child then finds its worker gone and does not call the job."""
+    folder, ran, mark = tmp_path / "jobs", tmp_path / "ran", tmp_path / "importing"
+    folder.mkdir()
+    (folder / "slow.py").write_text(SLOW_IMPORT)
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    worker = subprocess.Popen([sys.executable, str(script), str(folder), str(ran)], cwd=ROOT,
+                              env={**os.environ, "AFTER_TEST_MARK": str(mark)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while not (mark.exists() and mark.read_text()) and time.monotonic() < deadline:
+            assert worker.poll() is None, worker.stdout.read()
+            time.sleep(0.01)
+        child = int(mark.read_text())
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        assert gone(child, within=20)
+        assert not ran.exists()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+
 def test_a_worker_killed_takes_every_process_its_run_started(registry, tmp_path):
     """Issue 24 item 10: kill -9 of the worker; the processes its isolated run started in
     sessions of their own (one ignoring SIGTERM, one double-forked) outlived it."""
