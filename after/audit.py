@@ -31,6 +31,8 @@ that lack it, an overlap's skipped ones):
 ``twice``      it ran more than once: two runs of the same attempt (two processes, a backfill
                of an occurrence that had run, a record written twice). Retries and the rerun
                of a run cut short by the death of its process are attempts of their own; a
+               run cut short by a stop past its grace (recorded ``interrupted``, and handed
+               back as the same attempt) and begun again once it had ended is one run; a
                run's record kept beside another of the same run (``late``) is one run
 ``missed``     recorded ``missed``: the worker reached it past ``max_delay`` and did not run it,
                or its catch-up policy ran another (``catchup``, :mod:`after.rules.catchup`)
@@ -247,7 +249,7 @@ def judge(doc: dict, spec: rules.Spec, date: datetime, due: datetime, records: l
         started = rules.instant(first.get("started"))
         lateness = (started - due).total_seconds() if started is not None else None
         entry.update(lateness=lateness, outcome=ran[-1].get("outcome"))
-        attempts = Counter(_attempt(run) for run in ran)
+        attempts = Counter(_attempt(run) for run in ran if not rerun_after(run, ran))
         doubled = [n for n, count in attempts.items() if count > 1]
         if doubled:
             kinds = {run.get("kind") or "schedule" for run in ran}
@@ -295,6 +297,24 @@ def one_per_run(records: list[dict]) -> list[dict]:
     beside = {str(run.get("_id")).removesuffix(rules.LATE_SUFFIX) for run in records
               if str(run.get("_id")).endswith(rules.LATE_SUFFIX)}
     return [run for run in records if str(run.get("_id")) not in beside]
+
+
+def rerun_after(run: dict, ran: list[dict]) -> bool:
+    """Whether ``run`` was cut short (``interrupted``) and another run of its attempt began
+    once it had ended: a stop past its grace hands the task back as the same attempt
+    (:func:`after.worker.stop.shutdown`), and the next owner runs it again. Two runs of one
+    attempt that overlap in time stay two."""
+    if run.get("outcome") != rules.INTERRUPTED:
+        return False
+    ended = rules.instant(run.get("ended"))
+    if ended is None:
+        return False
+    for other in ran:
+        began = rules.instant(other.get("started"))
+        if other is not run and _attempt(other) == _attempt(run) and began is not None \
+                and began >= ended:
+            return True
+    return False
 
 
 def _attempt(run: dict) -> int:

@@ -90,6 +90,22 @@ def test_retries_and_a_rerun_after_a_dead_process_are_attempts_not_twice():
     assert audit.entries[0].lateness == 0.5  # the first attempt's start
 
 
+def test_a_run_cut_by_a_stop_and_begun_again_after_is_one_run_not_twice():
+    """Chaos (a SIGTERM past the grace): the stopping process records the run
+    ``interrupted`` and hands the task back as the same attempt; the next owner runs it
+    again once it ended. Two runs of that attempt overlapping in time stay twice."""
+    cut = run(at(-6), late=1, outcome="interrupted",
+              error="interrupted: the worker stopped before the run ended (grace period over)")
+    cut["ended"] = format_date(at(-6) + timedelta(seconds=5))
+    again = run(at(-6), late=5.4)
+    overlapping = run(at(-5), late=1, outcome="interrupted", error="interrupted: ...")
+    overlapping["ended"] = format_date(at(-5) + timedelta(seconds=5))
+    during = run(at(-5), late=3)
+    audit = a.audit_task(hourly(), [cut, again, overlapping, during], at(-6), at(-5), NOW)
+    assert [(e.verdict, e.outcome, len(e.runs)) for e in audit.entries] == [
+        ("on_time", "done", 2), ("twice", "done", 2)]
+
+
 def test_the_late_threshold():
     runs = [run(at(-2), late=10), run(at(-1), late=11)]
     assert verdicts(hourly(), runs, -2, -1, late=10) == [(-2, "on_time"), (-1, "late")]
