@@ -26,10 +26,10 @@ def client(store, couch_url):
 
 
 def test_the_audit_says_what_a_worker_did(harness, client, store):
+    harness.start()  # ready first: a slow start would miss the second occurrence too
     first = parse_date(format_date(utcnow() - timedelta(seconds=1.5)))  # past max_delay
     harness.put("every2", repeat={"seconds": int(PERIOD)}, max_delay=1,
                 date=format_date(first))
-    harness.start()
     runs = harness.wait_runs("every2", count=4, timeout=30)  # the missed one, then 3 runs
     harness.stop()
     assert runs[0]["outcome"] == "missed"
@@ -112,10 +112,10 @@ def test_the_metrics_count_missed_and_doubled_occurrences(harness, store):
 
     from after.metrics import serve_metrics
 
+    worker = harness.start()  # ready first, as above
     first = parse_date(format_date(utcnow() - timedelta(seconds=1.5)))
     harness.put("every2", repeat={"seconds": int(PERIOD)}, max_delay=1,
                 date=format_date(first))
-    worker = harness.start()
     runs = harness.wait_runs("every2", count=2, timeout=30)  # the missed one, then a run
     done = next(r for r in runs if r["outcome"] == "done")
     store.put({**{k: v for k, v in done.items() if k != "_rev"}, "_id": done["_id"] + "-2"},
