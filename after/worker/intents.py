@@ -80,6 +80,14 @@ def begun_after(last: dict, expires: datetime | None) -> bool:
     return expires is not None and started > expires + timedelta(seconds=SKEW)
 
 
+def was_due(found: dict, now: datetime) -> bool:
+    """Was the run of intent ``found`` due by ``now`` (so that it may have begun)?"""
+    try:
+        return parse_date(found.get("scheduled"), "scheduled") <= now
+    except ValueError:
+        return False
+
+
 def orphan(found: dict, task: dict | None, me: Identity, now: datetime,
            expires: datetime | None = None) -> list[Write]:
     """What to do about ``found``, an open intent of a process found dead, whose task is

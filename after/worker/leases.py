@@ -218,15 +218,30 @@ def intent_written(w, write: r.Write, answer) -> None:
         w.state.line.add(docid, running.rank_of(w, docid))
 
 
+def _as_read(task: dict | None) -> str:
+    if task is None:
+        return "none"
+    info = rules.info(task)
+    return f"{task.get('status')} at {task.get('_rev')}, {rules.counter(info, 'runs')} run(s)"
+
+
 def orphans(w, owners: list[str], found: list, now: datetime) -> None:
     """The open intents of processes found dead (after.worker.intents): each decided."""
     state = w.state
+    if found:
+        due = sum(intents.was_due(doc, now) for doc, _, _ in found)
+        log.info("open intents of %s: %d, %d of them due", ", ".join(owners), len(found), due)
     for intent_doc, task, expires in found:
         docid = intent_doc.get("task")
         if not isinstance(docid, str) or parts.partition_of(docid) not in state.owned:
             continue
         for write in intents.orphan(intent_doc, task, w.me, now, rules.instant(expires)):
             if write.kind in (r.Kind.INTENT, r.Kind.UNINTENT):
+                if write.kind is r.Kind.UNINTENT and intents.was_due(intent_doc, now):
+                    log.info("task %s: the intent of run %s of %s, due %s, withdrawn: not "
+                             "begun (the task as read: %s; that process's lease until %s)",
+                             docid, intent_doc.get("number"), intent_doc.get("process"),
+                             intent_doc.get("scheduled"), _as_read(task), expires)
                 state.intent_out.append(write)
             else:
                 log.warning("task %s: its run may have begun on %s, which stopped: "

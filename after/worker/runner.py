@@ -49,9 +49,7 @@ class Runner:
         self.registry = registry  # where an isolated run's child finds its job
         self.clock = clock  # epoch seconds, the worker's (the server's time as it knows it)
         self.mono = mono
-        # until when this process surely holds its lease, now: on ``mono``'s clock, which is
-        # time.monotonic's wherever runs are isolated (their child process checks it too)
-        self.lease = lease
+        self.lease = lease  # until when (mono) this process surely holds its lease, now
         self.active: set[str] = set()
         self.children: dict[str, isolation.Child] = {}
         # A run is queued until a job thread begins it: its future, and once begun, when
@@ -123,8 +121,10 @@ class Runner:
         waited) may have been taken over meanwhile: it is not begun (an overlap-allow run,
         apart from its task, is begun all the same). An isolated run's child checks the
         lease again as it comes to the job (:func:`after.worker.isolation.run`)."""
+        real = time.monotonic()  # the machine's clock, which the child process reads too
         until = float("inf") if detached else self.lease()
-        if self.mono() >= until:
+        left = until - self.mono()
+        if left <= 0:
             self.post(("unbegun", (docid, token)))
             return
         self.begun[token] = int(self.clock() * 1000)
@@ -135,7 +135,7 @@ class Runner:
         else:
             # the child checks the lease last: this thread may be held up (the process
             # frozen) between the check above and the child's start
-            not_after = until if until != float("inf") else None
+            not_after = real + left if left != float("inf") else None
             try:
                 reply = isolation.run(child, self.registry, func, context, spec.arguments,
                                       deadline, not_after)
