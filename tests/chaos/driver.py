@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -435,7 +436,9 @@ def play_plan(cluster, plan: schedule.Plan, folder: Path,
               ) -> Outcome:
     """Play ``plan`` (a seed's, or a scenario's) on ``cluster``; ``worker_args``: more
     options for every ``after start`` of the pool."""
-    outcome = Driver(cluster, plan, folder / (plan.name or str(plan.seed)), say,
-                     worker_args).run()
+    where = folder / (plan.name or str(plan.seed))
+    if where.exists():  # a seed played again: its history is this play's alone
+        shutil.rmtree(where)
+    outcome = Driver(cluster, plan, where, say, worker_args).run()
     say(outcome.text())
     return outcome
