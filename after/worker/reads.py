@@ -17,11 +17,15 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from after.config import workers_db
 from after.couch.store import NotFound, StoreError, describe_error
+from after.rules import task as rules
 from after.worker import intents
 from after.worker import partitions as parts
+
+EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 log = logging.getLogger("after.worker")
 
@@ -96,8 +100,20 @@ class Reads:
         if not found:
             return []
         tasks = self.store.bulk_get(sorted({doc["task"] for doc in found if "task" in doc}))
-        beats = self.store.bulk_get(sorted({doc.get("process") for doc in found
-                                            if isinstance(doc.get("process"), str)}),
-                                    db=workers_db(self.store.db))
-        return [(doc, tasks.get(doc.get("task")),
-                 (beats.get(doc.get("process")) or {}).get("expires")) for doc in found]
+        expires = {process: self.last_expires(process) for process in
+                   {doc.get("process") for doc in found if isinstance(doc.get("process"), str)}}
+        return [(doc, tasks.get(doc.get("task")), expires.get(doc.get("process")))
+                for doc in found]
+
+    def last_expires(self, process: str) -> str | None:
+        """The ``expires`` of the last heartbeat of ``process`` that landed, read from every
+        copy on a cluster: a copy that lags would say an earlier end of its lease, and an
+        intent of a run it began before that end would be withdrawn as never begun (None:
+        no heartbeat left, or only its deletion)."""
+        try:
+            leaves = self.store.leaves(process, db=workers_db(self.store.db))
+        except NotFound:
+            return None
+        found = [doc.get("expires") for doc in leaves
+                 if not doc.get("_deleted") and isinstance(doc.get("expires"), str)]
+        return max(found, key=lambda value: rules.instant(value) or EARLIEST, default=None)

@@ -44,3 +44,38 @@ def test_a_task_missing_from_a_lagging_read_is_not_taken_for_deleted():
             for kind, value in posted] == [
         ("recheck", ("written", held["written"])), ("deleted", "deleted"),
         ("recheck", ("edited", memory.get("edited")["_rev"]))]
+
+
+class StaleBeats(Lagging):
+    """Reads of many documents answer from a copy that has an older heartbeat (``old``)."""
+
+    def __init__(self, store: MemStore, old: dict):
+        super().__init__(store, set())
+        self.old = old
+
+    def bulk_get(self, ids, **kw):
+        found = self.store.bulk_get(ids, **kw)
+        return {**found, self.old["_id"]: self.old} if self.old["_id"] in found else found
+
+
+def test_a_dead_process_lease_is_read_from_every_copy_not_from_one_that_lags():
+    """A taker withdraws a dead process's intent whose run was due after that process's
+    lease ended (it never began it). Read from a copy that lags, the lease ends earlier,
+    and the intent of a run it did begin would go as never begun: a second run with no
+    record of the first (a chaos seed, once, on a loaded cluster)."""
+    memory = MemStore("t")
+    for db in ("t", "t_runs", "t_workers"):
+        memory.create_database(db)
+    beat = {"_id": "w@h:1:a", "type": "worker", "expires": "2026-12-06T07:30:35.000Z"}
+    memory.put(beat, db="t_workers")
+    old = dict(beat)
+    memory.put({**beat, "expires": "2026-12-06T07:30:39.000Z"}, db="t_workers")
+    memory.put({"_id": "short-035", "worker": "w", "status": "waiting"})
+    memory.put({"_id": "short-035#00000001#x", "task": "short-035", "process": "w@h:1:a",
+                "outcome": "intended", "scheduled": "2026-12-06T07:30:37.228Z"}, db="t_runs")
+    reads = Reads(StaleBeats(memory, old), [].append, runs="t_runs")
+    [(intent, task, expires)] = reads.find_orphans(["w@h:1:a"])
+    assert intent["_id"] == "short-035#00000001#x" and task["_id"] == "short-035"
+    assert expires == "2026-12-06T07:30:39.000Z"  # the last heartbeat that landed
+    memory.delete("w@h:1:a", memory.get("w@h:1:a", db="t_workers")["_rev"], db="t_workers")
+    assert reads.find_orphans(["w@h:1:a"])[0][2] is None  # it left: no lease to weigh
