@@ -28,10 +28,10 @@ from after.couch.memstore import MemStore
 from after.jobs import JobRegistry
 from after.rules import task as rules
 from after.rules.dates import format_date, parse_date, to_ms, utcnow
-from after.worker import Worker
+from after.worker import Worker, leases
 from after.worker import partitions as parts
 from after.worker.loop import RUN
-from after.worker.polling import query_due
+from after.worker.polling import query_due, scan_recent
 
 JOBS = Path(__file__).resolve().parents[2] / "jobs"
 
@@ -85,12 +85,16 @@ class Loop:
         w.intents.send = lambda writes: self._send(writes, w.intents)
         w.reads.orphans = lambda owners: w.inbox.put(
             ("orphans", (owners, w.reads.find_orphans(owners))))
+        w.reads.scan = lambda name, settings: [
+            w.inbox.put(("recheck", doc)) for doc in scan_recent(store, name, settings)]
         w.peers.ask = self._ask
         w.poller.start = lambda: None  # the test polls (poll())
         self.frozen = False
         self.feed = store.follow(w._on_change, since=store.update_seq(),
                                  selector={"worker": "w"})
         self.beat()
+        self.settle()  # its first read of the registry: it takes partitions a moment later
+        self.mono[0] += 2 * leases.JOIN
 
     def _send(self, writes, writer=None):
         writer = writer or self.worker.writer
@@ -341,6 +345,44 @@ def test_a_process_that_joins_gets_its_share_from_the_one_that_had_everything(tm
         b.step()
     assert len(a.worker.state.owned) == len(b.worker.state.owned) == 32
     assert not a.worker.state.giving
+
+
+def test_processes_started_together_split_the_partitions_with_no_hand_over(tmp_path, now):
+    """A pool started at once (a restart): each process reads the registry again before it
+    takes anything, sees the others, and takes its own share; no lease is written twice."""
+    store = MemStore("tasks")
+    pool = [Loop(store, tmp_path, now) for _ in range(3)]
+    for loop in pool:
+        loop.step()
+    assert sorted(len(loop.worker.state.owned) for loop in pool) == [21, 21, 22]
+    assert all(not loop.worker.state.giving for loop in pool)
+    leases = store.prefixed("w@part:", db=workers_db(store.db))
+    assert {doc["_rev"].split("-")[0] for doc in leases} == {"1"}
+
+
+def test_a_process_given_partitions_finds_their_due_tasks_without_the_view(tmp_path, now):
+    """B joins A, which had everything and holds tasks due in a moment: A gives B its share
+    and drops those tasks; B finds them among the newest changes (a server may take seconds
+    to index a backlog for the due view) and runs them at their dates, with no poll."""
+    store = MemStore("tasks")
+    a = Loop(store, tmp_path, now)
+    a.step()
+    for i in range(20):
+        a.put(f"t{i:02}", later(now, 3))
+    a.step()
+    assert len(a.worker.held) == 20
+    b = Loop(store, tmp_path, now)
+    for _ in range(3):
+        b.step()
+        a.step()
+        b.step()
+    assert len(b.worker.state.owned) == 32
+    mine = {f"t{i:02}" for i in range(20)
+            if parts.partition_of(f"t{i:02}") in b.worker.state.owned}
+    assert mine and set(b.worker.held) == mine  # (no b.poll())
+    for loop in (a, b):
+        loop.step(later(now, 3))
+    assert sorted(r["id"] for r in a.ran()) == [f"t{i:02}" for i in range(20)]
 
 
 def test_a_frozen_process_runs_nothing_on_thaw_that_another_took_over(tmp_path, now):
