@@ -146,8 +146,16 @@ def await_handover(w, waiting: tuple[int, ...]) -> None:
 
 
 def ready_to_give(w, now: datetime) -> list[dict]:
-    """The lease documents, free, of the partitions given up whose runs are all shown."""
+    """The lease documents, free, of the partitions given up whose runs are all shown.
+
+    Only a lease that names this process, as last read, is written free. One that does not
+    is no longer being given up: it is free already, or another process took it (a give
+    answered 202 lands on a copy that lags, and the next read shows the taker's version;
+    written free over it, the lease would say no one runs what the taker runs, and a third
+    process could take it)."""
     state = w.state
+    for k in [k for k in state.giving if (state.parts.get(k) or {}).get("owner") != w.id]:
+        state.giving.discard(k)
     ready = [k for k in state.giving
              if not any(parts.partition_of(run.docid) == k and not run.visible
                         for run in state.runs.values())]

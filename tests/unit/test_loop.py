@@ -781,6 +781,44 @@ def test_while_the_cluster_answers_202_no_partition_is_taken_or_given_up(tmp_pat
     assert len(a.worker.state.owned) == len(b.worker.state.owned) == 32
 
 
+class GivesAnswered202:
+    """A cluster whose nodes are just back: a write of leases given up lands on a copy
+    that lags and is answered 202 (once); the others are confirmed."""
+
+    def __init__(self, store):
+        self._store, self.answered = store, 0
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def bulk_docs(self, docs, *, db=None, new_edits=True):
+        answers = self._store.bulk_docs(docs, db=db, new_edits=new_edits)
+        if self.answered or not new_edits or any(doc.get("owner") for doc in docs):
+            return answers
+        self.answered += 1
+        return [{**a, "accepted": True} if "error" not in a else a for a in answers]
+
+
+def test_a_give_answered_202_never_frees_the_lease_of_the_process_that_took_it(tmp_path,
+                                                                              now):
+    """Found on the cluster (the 202 test, after the nodes came back): A gave up B's share,
+    answered 202; B took it. A, reading the leases again, must not write them free over
+    B's versions: B would run their tasks under leases that say no one does, and another
+    process could take them."""
+    store = MemStore("tasks")
+    a = Loop(store, tmp_path, now)
+    a.step()
+    b = Loop(store, tmp_path, now)
+    a.worker.peers.store = GivesAnswered202(store)
+    a.step(later(now, 1))
+    assert a.worker.peers.store.answered and len(a.worker.state.owned) == 32
+    for t in range(2, 5):
+        b.step(later(now, t))
+        a.step(later(now, t))
+    assert len(b.worker.state.owned) == 32 and not a.worker.state.giving
+    assert Counter(owners(store).values()) == {a.worker.id: 32, b.worker.id: 32}
+
+
 def test_a_run_whose_process_died_is_found_by_the_second_successor_too(tmp_path, now):
     """A runs t and dies before its end is written. B takes A's partitions and dies before
     it reads A's open intents. C, taking them from B, reads the intents of every process it
