@@ -23,6 +23,11 @@ from after.worker.running import SHOW
 
 log = logging.getLogger("after.worker")
 
+# A process takes no partition before this long after its first read of the registry (it
+# reads it again meanwhile, peers.REREAD): processes started at the same moment take their
+# shares at once instead of the first taking all and handing most over.
+JOIN = 0.15
+
 
 def lease(w, mono: float) -> None:
     """Has this process's lease lapsed, or may it have, since the last turn (frozen by
@@ -55,6 +60,11 @@ def registry(w, registry: Registry, now: datetime) -> None:
     state = w.state
     was_paused = state.paused
     state.registry_read = True
+    mono = w.peers.mono()
+    if state.joined is None:
+        state.joined = mono
+    if mono - state.joined < w.settings.lease:  # joining: processes started together (a
+        w.peers.ask(("read", None))  # pool restarted) see each other within REREAD
     state.live, state.dead, state.paused = registry.live, registry.dead, registry.paused
     state.leaving = registry.leaving
     if registry.degraded != state.degraded:
@@ -89,6 +99,8 @@ def plan(w, now: datetime) -> None:
     state = w.state
     if state.parts_pending or w.away() or not state.registry_read:
         return
+    if w.peers.mono() - state.joined < JOIN:  # what it sees first may be alone: a pool
+        return  # started together splits its partitions once, with no hand-over
     if state.degraded:  # a take would be buried (202), a partition given up left to no one
         if state.owned:
             start_polling(w)
@@ -97,6 +109,7 @@ def plan(w, now: datetime) -> None:
     # (each is taken once its lease document says it is free)
     plan = parts.plan(w.id, state.parts, state.live - state.leaving, state.dead,
                       state.owned | state.giving)
+    await_handover(w, plan.wait)
     for k in plan.give:
         if k not in state.giving:  # (owned, or named by its lease after a lapse)
             state.owned.discard(k)
@@ -117,9 +130,32 @@ def plan(w, now: datetime) -> None:
         w.peers.ask(("parts", docs))
 
 
-def ready_to_give(w, now: datetime) -> list[dict]:
-    """The lease documents, free, of the partitions given up whose runs are all shown."""
+def await_handover(w, waiting: tuple[int, ...]) -> None:
+    """Partitions of its own still held by a live process, which gives them up as soon as
+    their runs are shown (a process joining its name): the registry is read again within
+    ``REREAD`` seconds rather than at the next beat, for a lease at most."""
     state = w.state
+    if not waiting:
+        state.awaiting = None
+        return
+    mono = w.peers.mono()
+    if state.awaiting is None:
+        state.awaiting = mono
+    if mono - state.awaiting < w.settings.lease:
+        w.peers.ask(("read", None))
+
+
+def ready_to_give(w, now: datetime) -> list[dict]:
+    """The lease documents, free, of the partitions given up whose runs are all shown.
+
+    Only a lease that names this process, as last read, is written free. One that does not
+    is no longer being given up: it is free already, or another process took it (a give
+    answered 202 lands on a copy that lags, and the next read shows the taker's version;
+    written free over it, the lease would say no one runs what the taker runs, and a third
+    process could take it)."""
+    state = w.state
+    for k in [k for k in state.giving if (state.parts.get(k) or {}).get("owner") != w.id]:
+        state.giving.discard(k)
     ready = [k for k in state.giving
              if not any(parts.partition_of(run.docid) == k and not run.visible
                         for run in state.runs.values())]
@@ -169,12 +205,15 @@ def parts_written(w, docs: list[dict], answers: list[dict]) -> None:
                 asked |= owners
         elif doc.get("owner") is None:
             state.giving.discard(k)
-    start_polling(w)
+    polling = state.polling
+    start_polling(w)  # (its first round scans the newest changes)
     if took:
         state.counts["partitions"] = len(state.owned)
         log.info("worker %s took %d partition(s) (%d of %d owned)", w.name, len(took),
                  len(state.owned), parts.PARTITIONS)
-        w.poller.now.set()  # their tasks: from the due view
+        if polling:  # their tasks: among the newest changes at once (a view may be
+            w.reads.scan(w.name, w.settings)  # indexing), and from the due view
+        w.poller.now.set()
     if asked:
         w.reads.orphans(sorted(asked))
 

@@ -99,10 +99,12 @@ def assign(live: Iterable[str], count: int = PARTITIONS) -> dict[int, str]:
 
 @dataclass(frozen=True)
 class Plan:
-    """What a process does about the partitions: take some, give some up."""
+    """What a process does about the partitions: take some, give some up, and wait for some
+    (its own by :func:`assign`, still held by another live process, which is to give them up)."""
 
     take: tuple[int, ...] = ()
     give: tuple[int, ...] = ()
+    wait: tuple[int, ...] = ()
 
 
 def free_for(doc: Mapping | None, me: str, dead: Iterable[str]) -> bool:
@@ -122,15 +124,15 @@ def plan(me: str, docs: Mapping[int, dict], live: Iterable[str], dead: Iterable[
     dead = set(dead) - {me}
     owned = set(owned)
     owners = assign(live, count)
-    take = tuple(k for k, process in sorted(owners.items())
-                 if process == me and k not in owned and free_for(docs.get(k), me, dead))
+    mine = [k for k, process in sorted(owners.items()) if process == me and k not in owned]
+    take = tuple(k for k in mine if free_for(docs.get(k), me, dead))
     # its own in memory, and those whose lease still names it (after a lapse of its lease
     # it let go of them in memory only): the process that should own them cannot take them
     # from a live owner
     named = {k for k, doc in docs.items()
              if doc is not None and not doc.get("_deleted") and doc.get("owner") == me}
     give = tuple(k for k in sorted(owned | named) if owners.get(k, me) != me)
-    return Plan(take, give)
+    return Plan(take, give, tuple(k for k in mine if k not in take))
 
 
 # -- conflicts on a cluster ------------------------------------------------------------------

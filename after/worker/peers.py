@@ -47,6 +47,7 @@ log = logging.getLogger("after.peers")
 CALIBRATION = 16  # samples of the server's clock taken at start...
 CALIBRATION_GAP = 0.07  # ... this many seconds apart (phases across the server's second)
 SAMPLE_EVERY = 10.0  # then one every this many seconds
+REREAD = 0.2  # seconds between reads of the registry asked for between beats
 PRUNE_AFTER = 300.0  # heartbeats unchanged this long (and 10 leases) are removed
 
 
@@ -375,8 +376,9 @@ class Peers:
     # -- the thread --------------------------------------------------------------------------
 
     def ask(self, request: tuple) -> None:
-        """Have the peers' thread do ``request``: ``("confirm", owner)`` or ``("parts",
-        docs)``; its answer is posted to the loop."""
+        """Have the peers' thread do ``request``: ``("confirm", owner)``, ``("parts", docs)``
+        or ``("read", None)`` (read the registry again before the next beat: partitions
+        are being handed over); its answer is posted to the loop."""
         self._asks.put(request)
 
     def start(self, every: float, status: Callable[[], dict],
@@ -397,10 +399,20 @@ class Peers:
 
     def _run(self, every: float, status, post) -> None:
         next_beat = next_sample = 0.0
+        next_read = float("inf")  # a read of the registry asked for between beats
+        last_read = float("-inf")
         while not self._stop.is_set():
             now = self.mono()
+            if now >= next_read:  # (no beat: only what the others wrote is read)
+                next_read = float("inf")
+                last_read = now
+                registry = self.refresh()
+                if registry is not None:
+                    post(("registry", registry))
+                continue
             if now >= next_beat:
                 next_beat = now + every
+                last_read = now
                 try:
                     registry = self.beat(
                         status(), landed=lambda sent, lapses: post(("beat", (sent, lapses))))
@@ -418,14 +430,19 @@ class Peers:
                     log.exception("unexpected error sampling the server's clock")
                 continue
             try:
-                request = self._asks.get(timeout=max(0.0, min(next_beat, next_sample) - now))
+                request = self._asks.get(
+                    timeout=max(0.0, min(next_beat, next_sample, next_read) - now))
             except queue.Empty:
                 continue
             if request is None:
                 continue
             try:
                 kind, value = request
-                if kind == "confirm":
+                if kind == "read":  # soon, not more often than every REREAD seconds (a
+                    at = max(now, last_read + REREAD)  # beat reads it too)
+                    if at < next_beat:
+                        next_read = min(next_read, at)
+                elif kind == "confirm":
                     post(("peer", (value, self.confirm(value))))
                 elif kind == "parts":
                     post(("parts", (value, self.write_parts(value))))

@@ -6,6 +6,10 @@
   loop holds; whatever changed since (an edit the feed did not show: a task moved to another
   worker name or deleted leaves this name's feed without a change) is posted back as
   ``("recheck", doc)`` or ``("deleted", id)`` to be decided again before it runs;
+- ``scan``: the worker name's unfinished tasks among the newest changes
+  (:func:`after.worker.polling.scan_recent`), each posted as ``("recheck", doc)``: the tasks
+  of partitions just taken, found without the due view, which a server may still be
+  indexing after a bulk write;
 - ``orphans``: the intents still open of processes found dead (after.worker.intents), each
   with its task as it is now and when its process's lease ended, posted back as
   ``("orphans", (owners, [(intent, task, expires)...]))``.
@@ -22,7 +26,7 @@ from datetime import UTC, datetime
 from after.config import workers_db
 from after.couch.store import NotFound, StoreError, describe_error
 from after.rules import task as rules
-from after.worker import intents
+from after.worker import intents, polling
 from after.worker import partitions as parts
 
 EARLIEST = datetime.min.replace(tzinfo=UTC)
@@ -48,6 +52,10 @@ class Reads:
         if held:
             self._queue.put(("check", held))
 
+    def scan(self, name: str, settings) -> None:
+        """Post back ``name``'s unfinished tasks among the newest changes."""
+        self._queue.put(("scan", (name, settings)))
+
     def orphans(self, owners: list[str]) -> None:
         """Post back the open intents of ``owners`` (processes found dead), with their tasks."""
         if owners:
@@ -59,6 +67,9 @@ class Reads:
             try:
                 if kind == "check":
                     self._check(value)
+                elif kind == "scan":
+                    for doc in polling.scan_recent(self.store, *value):
+                        self.post(("recheck", doc))
                 elif kind == "orphans":
                     self.post(("orphans", (value, self.find_orphans(value))))
             except StoreError as exc:  # the next check, or the poll, will see it

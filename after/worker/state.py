@@ -147,6 +147,10 @@ class State:
     owned: set[int] = field(default_factory=set)  # partitions this process owns
     giving: set[int] = field(default_factory=set)  # partitions being given up
     parts_pending: bool = False  # a write of partition leases is out
+    # since when (monotonic) it waits for partitions of its own that a live process is to
+    # give up (None: it waits for none): the registry is read again until then
+    awaiting: float | None = None
+    joined: float | None = None  # when (monotonic) it first read the registry
     parts: dict[int, dict] = field(default_factory=dict)  # lease documents, as last read
     live: frozenset[str] = frozenset()
     dead: frozenset[str] = frozenset()

@@ -28,10 +28,10 @@ from after.couch.memstore import MemStore
 from after.jobs import JobRegistry
 from after.rules import task as rules
 from after.rules.dates import format_date, parse_date, to_ms, utcnow
-from after.worker import Worker
+from after.worker import Worker, leases
 from after.worker import partitions as parts
 from after.worker.loop import RUN
-from after.worker.polling import query_due
+from after.worker.polling import query_due, scan_recent
 
 JOBS = Path(__file__).resolve().parents[2] / "jobs"
 
@@ -85,12 +85,16 @@ class Loop:
         w.intents.send = lambda writes: self._send(writes, w.intents)
         w.reads.orphans = lambda owners: w.inbox.put(
             ("orphans", (owners, w.reads.find_orphans(owners))))
+        w.reads.scan = lambda name, settings: [
+            w.inbox.put(("recheck", doc)) for doc in scan_recent(store, name, settings)]
         w.peers.ask = self._ask
         w.poller.start = lambda: None  # the test polls (poll())
         self.frozen = False
         self.feed = store.follow(w._on_change, since=store.update_seq(),
                                  selector={"worker": "w"})
         self.beat()
+        self.settle()  # its first read of the registry: it takes partitions a moment later
+        self.mono[0] += 2 * leases.JOIN
 
     def _send(self, writes, writer=None):
         writer = writer or self.worker.writer
@@ -318,9 +322,9 @@ def test_two_processes_share_the_partitions_and_each_task_runs_once(tmp_path, no
     assert set(owners(store).values()) == set(mine)
     for i in range(100):
         a.put(f"t{i}", later(now, 5))
-    for _ in range(2):
-        a.step(later(now, 6))
-        b.step(later(now, 6))
+    for t in range(1, 7):  # side by side, a second at a time: both beat, neither is dead
+        a.step(later(now, t))
+        b.step(later(now, t))
     ran = [r["id"] for r in a.ran()]
     assert sorted(ran) == sorted(f"t{i}" for i in range(100))  # each once, by one of them
     by = {r["pid"] for r in a.ran()}
@@ -343,6 +347,44 @@ def test_a_process_that_joins_gets_its_share_from_the_one_that_had_everything(tm
     assert not a.worker.state.giving
 
 
+def test_processes_started_together_split_the_partitions_with_no_hand_over(tmp_path, now):
+    """A pool started at once (a restart): each process reads the registry again before it
+    takes anything, sees the others, and takes its own share; no lease is written twice."""
+    store = MemStore("tasks")
+    pool = [Loop(store, tmp_path, now) for _ in range(3)]
+    for loop in pool:
+        loop.step()
+    assert sorted(len(loop.worker.state.owned) for loop in pool) == [21, 21, 22]
+    assert all(not loop.worker.state.giving for loop in pool)
+    leases = store.prefixed("w@part:", db=workers_db(store.db))
+    assert {doc["_rev"].split("-")[0] for doc in leases} == {"1"}
+
+
+def test_a_process_given_partitions_finds_their_due_tasks_without_the_view(tmp_path, now):
+    """B joins A, which had everything and holds tasks due in a moment: A gives B its share
+    and drops those tasks; B finds them among the newest changes (a server may take seconds
+    to index a backlog for the due view) and runs them at their dates, with no poll."""
+    store = MemStore("tasks")
+    a = Loop(store, tmp_path, now)
+    a.step()
+    for i in range(20):
+        a.put(f"t{i:02}", later(now, 3))
+    a.step()
+    assert len(a.worker.held) == 20
+    b = Loop(store, tmp_path, now)
+    for _ in range(3):
+        b.step()
+        a.step()
+        b.step()
+    assert len(b.worker.state.owned) == 32
+    mine = {f"t{i:02}" for i in range(20)
+            if parts.partition_of(f"t{i:02}") in b.worker.state.owned}
+    assert mine and set(b.worker.held) == mine  # (no b.poll())
+    for loop in (a, b):
+        loop.step(later(now, 3))
+    assert sorted(r["id"] for r in a.ran()) == [f"t{i:02}" for i in range(20)]
+
+
 def test_a_frozen_process_runs_nothing_on_thaw_that_another_took_over(tmp_path, now):
     """A holds every partition and a task due at +10 s, then is frozen (SIGSTOP) for 9 s;
     B finds it dead after a lease, takes its partitions and runs the task at its date. A,
@@ -360,8 +402,8 @@ def test_a_frozen_process_runs_nothing_on_thaw_that_another_took_over(tmp_path, 
     a.frozen = True
     for t in range(1, 10):
         b.step(later(now, t))  # A's heartbeat unchanged: dead after a lease (6 s)
-    assert len(b.worker.state.owned) == parts.PARTITIONS and "t" not in b.worker.held
-    b.poll()
+    # B found the task among the newest changes as it took the partitions (no poll needed)
+    assert len(b.worker.state.owned) == parts.PARTITIONS and "t" in b.worker.held
     b.step(later(now, 10))
     assert [r["id"] for r in a.ran()] == ["t"] and b.worker.counts["done"] == 1
     a.frozen = False
@@ -737,6 +779,44 @@ def test_while_the_cluster_answers_202_no_partition_is_taken_or_given_up(tmp_pat
         a.step(later(now, t))
     assert not b.worker.state.degraded
     assert len(a.worker.state.owned) == len(b.worker.state.owned) == 32
+
+
+class GivesAnswered202:
+    """A cluster whose nodes are just back: a write of leases given up lands on a copy
+    that lags and is answered 202 (once); the others are confirmed."""
+
+    def __init__(self, store):
+        self._store, self.answered = store, 0
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def bulk_docs(self, docs, *, db=None, new_edits=True):
+        answers = self._store.bulk_docs(docs, db=db, new_edits=new_edits)
+        if self.answered or not new_edits or any(doc.get("owner") for doc in docs):
+            return answers
+        self.answered += 1
+        return [{**a, "accepted": True} if "error" not in a else a for a in answers]
+
+
+def test_a_give_answered_202_never_frees_the_lease_of_the_process_that_took_it(tmp_path,
+                                                                              now):
+    """Found on the cluster (the 202 test, after the nodes came back): A gave up B's share,
+    answered 202; B took it. A, reading the leases again, must not write them free over
+    B's versions: B would run their tasks under leases that say no one does, and another
+    process could take them."""
+    store = MemStore("tasks")
+    a = Loop(store, tmp_path, now)
+    a.step()
+    b = Loop(store, tmp_path, now)
+    a.worker.peers.store = GivesAnswered202(store)
+    a.step(later(now, 1))
+    assert a.worker.peers.store.answered and len(a.worker.state.owned) == 32
+    for t in range(2, 5):
+        b.step(later(now, t))
+        a.step(later(now, t))
+    assert len(b.worker.state.owned) == 32 and not a.worker.state.giving
+    assert Counter(owners(store).values()) == {a.worker.id: 32, b.worker.id: 32}
 
 
 def test_a_run_whose_process_died_is_found_by_the_second_successor_too(tmp_path, now):

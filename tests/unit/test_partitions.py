@@ -57,11 +57,13 @@ def test_a_process_takes_its_free_partitions_and_gives_up_those_of_another_live_
     owners = assign([A, B])
     mine = sorted(k for k, p in owners.items() if p == A)
     assert plan(A, docs, [A, B], [], ()).take == ()  # B is alive: it gives them up first
+    assert sorted(plan(A, docs, [A, B], [], ()).wait) == mine  # (A reads them again soon)
     assert plan(A, docs, [A], [B], ()).take == tuple(range(PARTITIONS))  # B is dead
     given = plan(B, docs, [A, B], [], range(PARTITIONS)).give
     assert sorted(given) == mine
     free = {k: part_doc("w", k, None, "x") for k in range(PARTITIONS)}
     assert sorted(plan(A, free, [A, B], [], ()).take) == mine
+    assert plan(A, free, [A, B], [], ()).wait == ()
 
 
 @settings(max_examples=100, deadline=None)

@@ -4,13 +4,16 @@ server's clock."""
 
 from __future__ import annotations
 
+import queue
 from datetime import UTC, datetime
+
+import pytest
 
 from after.couch.clock import Offset
 from after.couch.registry import expiry
 from after.rules.dates import to_ms
 from after.worker import partitions as parts
-from after.worker.peers import Peers
+from after.worker.peers import REREAD, Peers
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 ALIVE = to_ms(NOW) + 30_000
@@ -352,3 +355,29 @@ def test_a_heartbeat_answered_202_says_the_cluster_cannot_confirm_writes():
     degraded = Peers(store=Accepting(store), name="w", lease=6.0, db="t_workers",
                      monotonic=clock)
     assert degraded.beat({}).degraded is True
+
+
+def test_a_read_asked_between_beats_comes_within_reread_and_never_more_often():
+    """A process waiting for partitions handed over (or joining) asks for the registry
+    between beats: it comes REREAD after the last read, with no heartbeat written, and asks
+    made meanwhile are one read."""
+    from after.couch.memstore import MemStore
+
+    store = MemStore("t")
+    store.create_database("t_workers")
+    peers = Peers(store=store, name="w", lease=6.0, db="t_workers")
+    posted: queue.SimpleQueue = queue.SimpleQueue()
+    peers.start(30.0, lambda: {}, lambda event: posted.put((peers.mono(), event)))
+    try:
+        first = next(at for at, (kind, _) in iter(posted.get, None) if kind == "registry")
+        rev = store.get(peers.id, db="t_workers")["_rev"]
+        for _ in range(5):
+            peers.ask(("read", None))
+        at, (kind, registry) = posted.get(timeout=2)
+        assert kind == "registry" and peers.id in registry.live
+        assert REREAD - 0.05 <= at - first < REREAD + 0.5
+        with pytest.raises(queue.Empty):  # the five asks were one read
+            posted.get(timeout=REREAD + 0.2)
+        assert store.get(peers.id, db="t_workers")["_rev"] == rev  # no beat
+    finally:
+        peers.stop()
