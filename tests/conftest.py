@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from after.client import Client
 from after.couch import schema
@@ -25,6 +26,11 @@ from after.couch.memstore import MemStore
 from after.couch.store import Store
 
 from . import servers
+
+# Generated examples are timed by nothing: on a loaded 2-core machine hypothesis's default
+# 200 ms deadline per example failed pure tests that pass (speed is measured in bench/).
+settings.register_profile("after", deadline=None)
+settings.load_profile("after")
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
