@@ -113,6 +113,8 @@ def orphan(found: dict, task: dict | None, me: Identity, now: datetime,
             return [withdraw(found)]
         record = {**found, **{k: v for k, v in last.items() if k != "number"},
                   "outcome": last.get("outcome"), "recovered": True}
+        if isinstance(record.get("error"), str):  # a record's error, as the runner writes it
+            record["error"] = {"message": record["error"]}
         record.pop("token", None)
         return [Write(Kind.INTENT, record)]
     if due > now or task.get("status") not in rules.RUNNABLE:

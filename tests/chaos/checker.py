@@ -122,7 +122,8 @@ def _date(value) -> datetime | None:
 
 
 def _record(rec: dict) -> str:
-    error = (rec.get("error") or {}).get("message")
+    error = rec.get("error")
+    error = error.get("message") if isinstance(error, dict) else error
     return (f"record {rec.get('_id')}: {rec.get('outcome')} by {rec.get('process')} "
             f"{rec.get('started')} -> {rec.get('ended')}" + (f" ({error})" if error else ""))
 

@@ -68,6 +68,10 @@ def test_a_run_counted_before_its_process_died_becomes_its_record():
     assert write.kind is Kind.INTENT and write.doc["_id"] == found["_id"]
     assert write.doc["outcome"] == "done" and write.doc["result"] == 7
     assert write.doc["recovered"] is True and "token" not in write.doc
+    failed = {**counted, "after": {"runs": 1, "last_run": {
+        **counted["after"]["last_run"], "outcome": "error", "error": "ValueError: boom"}}}
+    [write] = intents.orphan(found, failed, ME, NOW)
+    assert write.doc["error"] == {"message": "ValueError: boom"}  # a run record's shape
 
 
 def test_a_run_of_that_number_begun_past_the_dead_process_lease_is_not_made_its_record():
