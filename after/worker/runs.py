@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
 
@@ -267,6 +267,10 @@ def take_over(doc: dict, spec: rules.Spec, owner: str | None, me: Identity,
     finished = rules.finish(doc, spec, outcome, now)
     if finished["status"] == rules.SCHEDULED:  # run again, now
         finished[rules.NS].update(owner=me.process, due=format_date(now))
+    last = rules.info(finished).get("last_run") or {}
+    if isinstance(last.get("error"), str) and last["error"] != outcome.error:
+        # not run again (interrupted too often): the record says why, as the task does
+        outcome = replace(outcome, error=last["error"])
     run = run_record(doc, spec, outcome, me, owner=owner, token=info.get("token")
                      if isinstance(info.get("token"), str) else None)
     if intent is not None:  # written over the run's intent (the same id, when it has a token)

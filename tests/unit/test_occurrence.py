@@ -61,6 +61,23 @@ def test_different_occurrences_have_different_ids(a, b, one, two):
         assert occ.key(a, one) != occ.key(b, two)
 
 
+def test_a_takeover_that_gives_the_occurrence_up_says_why_in_its_record():
+    """Interrupted too often in a row (rules.INTERRUPTED_RERUNS): the task ends error, and
+    the run's record says so too, not only "interrupted" (the chaos checker read the record
+    and called the occurrence never run)."""
+    doc = task()
+    spec = rules.parse(doc)
+    current = doc
+    for number in range(1, rules.INTERRUPTED_RERUNS + 2):
+        write = r.take_over(rules.start(rules.claim(current, "other@x:2:y", spec.date, NOW),
+                                        "other@x:2:y", NOW, number), spec, "other@x:2:y",
+                            ME, NOW)
+        current = write.doc
+    assert current["status"] == rules.ERROR
+    assert write.run["error"]["message"] == rules.info(current)["error"]
+    assert "times in a row" in write.run["error"]["message"]
+
+
 def test_every_attempt_retry_and_rerun_of_an_occurrence_has_its_id():
     doc = task(retry={"limit": 2}, repeat={"days": 1})
     spec = rules.parse(doc)
