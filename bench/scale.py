@@ -99,18 +99,21 @@ class Hog:
 
 
 class Peak:
-    """Samples the peak RSS of the workers every 50 ms."""
+    """Samples the peak RSS of the workers every 50 ms: the highest of any (``peak``) and
+    each worker's own (``each``, in the workers' order)."""
 
     def __init__(self, workers):
         self.workers, self.peak, self._stop = workers, 0.0, threading.Event()
+        self.each = [0.0] * len(workers)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for worker in self.workers:
+            for k, worker in enumerate(self.workers):
                 try:
-                    self.peak = max(self.peak, rss_mb(worker.pid))
+                    self.each[k] = max(self.each[k], rss_mb(worker.pid))
+                    self.peak = max(self.peak, self.each[k])
                 except (OSError, RuntimeError):
                     pass
             self._stop.wait(0.05)
@@ -163,6 +166,7 @@ def burst(bench: Bench, total: int, processes: int = 3, ahead: float = AHEAD,
             "post_s": post_s, "p50": percentile(late, 50), "p99": percentile(late, 99),
             "min": min(late), "max": max(late), "twice": sum(1 for n in runs.values() if n > 1),
             "never": total - len(runs), "peak_rss": rss,
+            "peak_rss_each": [round(x, 1) for x in peak.each],
             "per_process": sorted(per_process.values()), "logs": log_counts(workers),
             "worker_cpu_s": cpu, "late": late,
         }
