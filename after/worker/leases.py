@@ -111,6 +111,8 @@ def plan(w, now: datetime) -> None:
                       state.owned | state.giving)
     await_handover(w, plan.wait)
     for k in plan.give:
+        if k in state.checking:  # a dead process's runs in it are decided here first: its
+            continue  # next owner, taking it from a live process, would not read them
         if k not in state.giving:  # (owned, or named by its lease after a lapse)
             state.owned.discard(k)
             state.giving.add(k)

@@ -850,6 +850,42 @@ def test_a_run_whose_process_died_is_found_by_the_second_successor_too(tmp_path,
     assert outcomes == ["done", "interrupted"], outcomes  # the first run recorded
 
 
+def test_a_partition_is_not_handed_over_before_its_dead_owner_runs_are_decided(tmp_path,
+                                                                               now):
+    """Chaos seed 1890512489: A ran t and froze before its end was written; B took A's
+    partitions and, before it had read A's open intents, handed half of them to C, which
+    joined. C took them from a live process and read no intents: t ran again as run 1, with
+    no interrupted record. B now gives a partition up only once A's runs in it are decided."""
+    store = MemStore("tasks")
+    a = Loop(store, tmp_path, now)
+    a.worker.runner.pool = Manual()
+    a.step()
+    a.put("t", later(now, 1))
+    a.step(later(now, 1))
+    a.worker.runner.pool.finish()  # the job ran; A is gone before its end is written
+    b = Loop(store, tmp_path, later(now, 1))
+    asked = []
+    b.worker.reads.orphans = asked.append  # B's read of A's intents is slow
+    for t in range(2, 10):
+        b.step(later(now, t))
+    assert len(b.worker.state.owned) == parts.PARTITIONS and b.worker.state.checking
+    c = Loop(store, tmp_path, later(now, 9))
+    for t in range(10, 14):
+        b.step(later(now, t))
+        c.step(later(now, t))
+    checking = set(b.worker.state.checking)
+    assert checking <= b.worker.state.owned and not checking & c.worker.state.owned
+    for owners in asked:  # the read answers
+        b.worker.inbox.put(("orphans", (owners, b.worker.reads.find_orphans(owners))))
+    for t in range(14, 20):
+        b.step(later(now, t))
+        c.step(later(now, t))
+    assert sorted([len(b.worker.state.owned), len(c.worker.state.owned)]) == [32, 32]
+    assert b.doc("t")["status"] == "done"
+    outcomes = sorted(r["outcome"] for r in b.runs("t"))
+    assert outcomes == ["done", "interrupted"], outcomes  # the first run recorded
+
+
 def test_overlap_allow_runs_of_a_killed_process_are_recorded_interrupted_once(tmp_path, now):
     """Issue 24, item 7: a task every 2 s, overlap allow, limit 12, each run going on for a
     while; the process running runs 3 and 4 dies. Each of the two is recorded interrupted
