@@ -275,7 +275,10 @@ class Recorder:
         """Records whose write over their intent conflicted. Over an intent still open (its
         answer came late, or was lost), written again. Over a record another process wrote
         (it took the run over, this process being found dead: recorded ``interrupted``),
-        never: this one is kept beside it, marked ``late`` (the run did go on, and end)."""
+        never: this one is kept beside it, marked ``late`` (the run did go on, and end).
+        A record ``interrupted`` over another record is dropped: it is a verdict on a run
+        that is recorded already (as a successor that read the run's intent twice records
+        it twice: once taking the task over, once from the task's ``last_run``)."""
         if not runs:
             return
         current = self.store.bulk_get([doc["_id"] for doc in runs], db=self.db)
@@ -286,6 +289,8 @@ class Recorder:
                 again.append({k: v for k, v in doc.items() if k != "_rev"})
             elif found.get("outcome") == INTENDED:
                 again.append({**doc, "_rev": found["_rev"]})
+            elif doc.get("outcome") == rules.INTERRUPTED:
+                continue
             else:
                 again.append({**{k: v for k, v in doc.items() if k != "_rev"},
                               "_id": doc["_id"] + rules.LATE_SUFFIX, "late": True})

@@ -882,8 +882,9 @@ def test_a_partition_is_not_handed_over_before_its_dead_owner_runs_are_decided(t
         c.step(later(now, t))
     assert sorted([len(b.worker.state.owned), len(c.worker.state.owned)]) == [32, 32]
     assert b.doc("t")["status"] == "done"
+    c.worker.recorder.stop()  # t's partition may be C's by now: C ran it and holds its record
     outcomes = sorted(r["outcome"] for r in b.runs("t"))
-    assert outcomes == ["done", "interrupted"], outcomes  # the first run recorded
+    assert outcomes == ["done", "interrupted"], outcomes  # the first run recorded, once
 
 
 def test_overlap_allow_runs_of_a_killed_process_are_recorded_interrupted_once(tmp_path, now):
