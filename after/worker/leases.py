@@ -244,9 +244,18 @@ def intent_written(w, write: r.Write, answer) -> None:
     if answer.conflict and answer.fresh is not None \
             and answer.fresh.get("token") == write.token:
         write.doc["_rev"] = answer.fresh["_rev"]  # ours: a lost answer, sent again
+    elif answer.failed is not None and run is not None and run.token == write.token \
+            and not w.stop_requested.is_set():
+        # The database could not be reached (the writer tried, with backoff): the run
+        # waits for its intent, sent again, rather than begin with none (had its process
+        # died then, it would have run again with no record of this one).
+        log.warning("task %s: the intent of its run could not be written yet (%s): sent "
+                    "again, the run waits for it", docid, answer.failed)
+        w.state.intent_out.append(write)
+        return
     elif not answer.ok:
-        # Not written: the run goes on all the same (had its process died, it could have
-        # run again with no record of this one); said, so that it is seen.
+        # Refused by the database (it will not take it again): the run goes on all the
+        # same, with no intent behind it; said, so that it is seen.
         log.warning("task %s: the intent of its run could not be written (%s): it runs "
                     "without one", docid, answer.refused or answer.failed or "conflict")
         write.doc.pop("_rev", None)

@@ -32,6 +32,7 @@ from after.worker import Worker, leases
 from after.worker import partitions as parts
 from after.worker.loop import RUN
 from after.worker.polling import query_due, scan_recent
+from after.worker.writer import Answer
 
 JOBS = Path(__file__).resolve().parents[2] / "jobs"
 
@@ -551,6 +552,39 @@ def test_a_run_begins_once_its_intent_is_written_and_its_record_is_written_over_
     assert run["_id"] == intent["_id"] and run["outcome"] == "done"  # over the intent
 
 
+def test_a_run_whose_intent_cannot_be_written_waits_for_it_and_begins_once_it_lands(loop,
+                                                                                     now):
+    """The runs database unreachable (the writer gave the intent up after its retries): the
+    run does not begin with no intent behind it (had its process died then, it would have
+    run again with no record of this one); the intent is sent again, and the run begins
+    once it lands, once."""
+    loop.step()
+    sent, given_up = [], []
+    send, intents = loop.worker.intents.send, loop.worker.intents
+
+    def unreachable(writes):  # answered by the test: the writer's retries take a while
+        sent.extend(writes)
+        intents.inflight += len(writes)
+
+    intents.send = unreachable
+    loop.put("t", later(now, 1))
+    for t in (1, 2, 3):
+        loop.step(later(now, t))
+        given_up += sent
+        intents._answer([(write, Answer(failed="simulated: unreachable")) for write in sent])
+        sent.clear()
+    loop.settle()
+    assert loop.ran() == [] and len(given_up) == 3  # due, its intent sent again each time
+    assert len(sent) == 1 and {write.token for write in given_up + sent} == {sent[0].token}
+    intents.send = send  # the database is back: the intent sent again lands
+    intents.inflight -= len(sent)
+    send(sent)
+    loop.step(later(now, 4))
+    assert [r["id"] for r in loop.ran()] == ["t"]
+    [run] = loop.runs("t")
+    assert run["_id"] == given_up[0].doc["_id"] and run["outcome"] == "done"
+
+
 def test_an_intent_is_withdrawn_when_its_run_will_not_begin(loop, now):
     loop.step()
     loop.put("t", later(now, 1))
@@ -819,19 +853,26 @@ def test_a_give_answered_202_never_frees_the_lease_of_the_process_that_took_it(t
     assert Counter(owners(store).values()) == {a.worker.id: 32, b.worker.id: 32}
 
 
-def test_a_run_whose_process_died_is_found_by_the_second_successor_too(tmp_path, now):
-    """A runs t and dies before its end is written. B takes A's partitions and dies before
-    it reads A's open intents. C, taking them from B, reads the intents of every process it
-    knows dead, A's among them: t is recorded interrupted and run again, never run a second
-    time as if for the first. (Found by the simulation, tests/sim.)"""
+def ran_and_died(tmp_path, now) -> MemStore:
+    """A store where process A ran task t (due a second after ``now``) and died, or froze
+    for good, before its end was written: t's open intent names A."""
     store = MemStore("tasks")
     a = Loop(store, tmp_path, now)
     a.worker.runner.pool = Manual()
     a.step()
     a.put("t", later(now, 1))
     a.step(later(now, 1))
-    a.worker.runner.pool.finish()  # the job ran; A dies before its end is written
+    a.worker.runner.pool.finish()
     assert [r["id"] for r in a.ran()] == ["t"]
+    return store
+
+
+def test_a_run_whose_process_died_is_found_by_the_second_successor_too(tmp_path, now):
+    """A runs t and dies before its end is written. B takes A's partitions and dies before
+    it reads A's open intents. C, taking them from B, reads the intents of every process it
+    knows dead, A's among them: t is recorded interrupted and run again, never run a second
+    time as if for the first. (Found by the simulation, tests/sim.)"""
+    store = ran_and_died(tmp_path, now)
     b = Loop(store, tmp_path, later(now, 1))
     b.worker.reads.orphans = lambda owners: None  # B dies before it reads A's intents
     c = Loop(store, tmp_path, later(now, 1))
@@ -856,13 +897,7 @@ def test_a_partition_is_not_handed_over_before_its_dead_owner_runs_are_decided(t
     partitions and, before it had read A's open intents, handed half of them to C, which
     joined. C took them from a live process and read no intents: t ran again as run 1, with
     no interrupted record. B now gives a partition up only once A's runs in it are decided."""
-    store = MemStore("tasks")
-    a = Loop(store, tmp_path, now)
-    a.worker.runner.pool = Manual()
-    a.step()
-    a.put("t", later(now, 1))
-    a.step(later(now, 1))
-    a.worker.runner.pool.finish()  # the job ran; A is gone before its end is written
+    store = ran_and_died(tmp_path, now)
     b = Loop(store, tmp_path, later(now, 1))
     asked = []
     b.worker.reads.orphans = asked.append  # B's read of A's intents is slow
