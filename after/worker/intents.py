@@ -80,12 +80,18 @@ def begun_after(last: dict, expires: datetime | None) -> bool:
     return expires is not None and started > expires + timedelta(seconds=SKEW)
 
 
+def scheduled(found: dict) -> datetime | None:
+    """The instant the run of intent ``found`` was due (None: unreadable)."""
+    try:
+        return parse_date(found.get("scheduled"), "scheduled")
+    except ValueError:
+        return None
+
+
 def was_due(found: dict, now: datetime) -> bool:
     """Was the run of intent ``found`` due by ``now`` (so that it may have begun)?"""
-    try:
-        return parse_date(found.get("scheduled"), "scheduled") <= now
-    except ValueError:
-        return False
+    due = scheduled(found)
+    return due is not None and due <= now
 
 
 def orphan(found: dict, task: dict | None, me: Identity, now: datetime,
@@ -97,9 +103,8 @@ def orphan(found: dict, task: dict | None, me: Identity, now: datetime,
     :data:`SKEW` at least) was never begun: withdrawn, not recorded interrupted. An intent is
     written when its task is held, long before its instant: a process killed while it held
     thousands of tasks leaves that many intents, none of them a run."""
-    try:
-        due = parse_date(found.get("scheduled"), "scheduled")
-    except ValueError:
+    due = scheduled(found)
+    if due is None:
         return [withdraw(found)]
     number = found.get("number")
     if task is None or task.get("worker") != me.name or not isinstance(number, int):
