@@ -264,6 +264,9 @@ def intent_written(w, write: r.Write, answer) -> None:
             w.state.intent_out.append(intents.withdraw(write.doc, write.token))
         return
     run.landed = True
+    # what is kept of it: where the record goes (a burst held long ahead holds thousands)
+    run.intent = {"_id": write.doc["_id"], **({"_rev": write.doc["_rev"]}
+                                             if write.doc.get("_rev") else {})}
     if held.fired and running.ready(w, held):
         w.state.line.add(docid, running.rank_of(w, docid))
 
