@@ -288,6 +288,8 @@ class Worker:
             leases.orphans(self, *value, now=now)
         elif kind == "unbegun":
             running.unbegun(self, *value)
+        elif kind == "confirmed":
+            running.confirmed(self, *value)
         elif kind == "peer":
             carrying.peer(self, *value, now=now)
         elif kind == "gated":

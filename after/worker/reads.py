@@ -48,7 +48,9 @@ class Reads:
         self._queue.put(None)
 
     def check(self, held: dict[str, str]) -> None:
-        """Post back the tasks of ``held`` (id -> revision held) that changed since."""
+        """Post back the tasks of ``held`` (id -> revision held) that changed since, and
+        ``("confirmed", (found current, to read again))``: a run begins only on a version
+        read back so (by id: a quorum read on a cluster)."""
         if held:
             self._queue.put(("check", held))
 
@@ -76,15 +78,19 @@ class Reads:
                 log.warning("cannot read %s (%d): %s", kind, len(value), describe_error(exc))
                 if kind == "orphans":  # taken as none: the partitions are not held up
                     self.post(("orphans", (value, [])))
+                elif kind == "check":  # read again: their runs wait for it
+                    self.post(("confirmed", ({}, list(value))))
             except Exception:
                 log.exception("unexpected error reading %s", kind)
+                if kind == "check":
+                    self.post(("confirmed", ({}, list(value))))
 
     def _check(self, held: dict[str, str]) -> None:
         now = self.store.revisions(list(held))
-        changed = [docid for docid, rev in now.items() if rev != held[docid]]
-        if not changed:
-            return
-        docs = self.store.bulk_get(changed)
+        current = {docid: rev for docid, rev in held.items() if now.get(docid) == rev}
+        changed = [docid for docid in held if docid not in current]
+        again = []
+        docs = self.store.bulk_get(changed) if changed else {}
         for docid in changed:
             doc = docs.get(docid)
             if doc is None:
@@ -93,12 +99,21 @@ class Reads:
                 # and a read that follows at once may find no copy with it (measured: 5 of
                 # 300 tasks posted at once, dropped as deleted and run 24 s late by the
                 # poll). Read alone from every copy, only a tombstone is a deletion; a task
-                # on no copy that answered yet stays held.
+                # on no copy that answered yet stays held, and is read again.
                 try:
                     doc = parts.winner(self.store.leaves(docid))  # (None: all deleted)
                 except NotFound:
+                    again.append(docid)
                     continue
-            self.post(("recheck", doc) if doc is not None else ("deleted", docid))
+            if doc is not None and doc.get("_rev") == held[docid]:
+                current[docid] = held[docid]  # found as held after all
+            elif doc is not None \
+                    and rules.rev_number(doc.get("_rev")) < rules.rev_number(held[docid]):
+                again.append(docid)  # older than held (a write of ours answered 202, that
+                # most copies have not got yet): read again until they have
+            else:
+                self.post(("recheck", doc) if doc is not None else ("deleted", docid))
+        self.post(("confirmed", (current, again)))
 
     def find_orphans(self, owners: list[str]) -> list[tuple[dict, dict | None, str | None]]:
         """The open intents of ``owners`` in the runs database, each with its task now and

@@ -167,11 +167,28 @@ def fire(w, key: tuple[str, str], now: datetime) -> None:
 
 
 def ready(w, held: Held) -> bool:
-    """May a held task that fell due go in line: its intent written (or none needed), its
-    partition not being checked for a dead process's runs (after.worker.intents)?"""
-    if parts.partition_of(held.doc["_id"]) in w.state.checking:
+    """May a held task that fell due go in line: its version read back and found current
+    (:func:`confirmed`), its intent written (or none needed), its partition not being
+    checked for a dead process's runs (after.worker.intents)?"""
+    if parts.partition_of(held.doc["_id"]) in w.state.checking or not held.confirmed:
         return False
     return held.armed is None or held.armed.landed
+
+
+def confirmed(w, current: dict[str, str], again: list[str]) -> None:
+    """The read back of held tasks answered: those whose held version it found current may
+    run (a changed one comes back as a recheck); those it could not read are read again."""
+    for docid, rev in current.items():
+        held = w.state.held.get(docid)
+        if held is None or held.doc.get("_rev") != rev or held.confirmed:
+            continue
+        held.confirmed = True
+        if held.fired and ready(w, held):
+            w.state.line.add(docid, rank_of(w, docid))
+    for docid in again:
+        held = w.state.held.get(docid)
+        if held is not None and not held.confirmed:
+            w.state.verify[docid] = held.doc.get("_rev")
 
 
 def free_room(w) -> int:

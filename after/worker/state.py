@@ -55,6 +55,10 @@ class Held:
     armed: Run | None = None  # its run, made ready ahead of the instant (what the job sees)
     fired: bool = False  # its instant came: it runs as soon as its intent is written
     rank: tuple = (0, 0)  # its place in line (see rank)
+    # read back by id (a quorum read on a cluster) and found current: the version held is
+    # not a lagging copy's (a copy whose node just came back may show a task done since as
+    # still waiting)
+    confirmed: bool = False
 
 
 class Seen(OrderedDict):

@@ -84,6 +84,7 @@ class Loop:
         w.runner.pool = Inline()
         w.writer.send = self._send  # answered at once, posted to the inbox as the writer does
         w.intents.send = lambda writes: self._send(writes, w.intents)
+        w.reads.check = lambda held: held and w.reads._check(held)  # answered at once
         w.reads.orphans = lambda owners: w.inbox.put(
             ("orphans", (owners, w.reads.find_orphans(owners))))
         w.reads.scan = lambda name, settings: [
@@ -583,6 +584,50 @@ def test_a_run_whose_intent_cannot_be_written_waits_for_it_and_begins_once_it_la
     assert [r["id"] for r in loop.ran()] == ["t"]
     [run] = loop.runs("t")
     assert run["_id"] == given_up[0].doc["_id"] and run["outcome"] == "done"
+
+
+def test_a_task_read_from_a_copy_that_lags_is_read_back_and_not_run(tmp_path, now):
+    """Chaos seed 204211593: a process started right after a CouchDB node came back found
+    four tasks due on that node's copies, which lagged: they had been run and ended done
+    seconds before, through the other nodes. It ran them again. A run now begins only on a
+    version read back by id (a quorum read on a cluster) and found current."""
+    store = MemStore("tasks")
+    schema.setup(store)
+    job = {"name": "record", "arguments": [str(tmp_path / "runs.jsonl")]}  # (Loop.trace)
+    stale = {"_id": "t", "worker": "w", "date": format_date(later(now, -5)),
+             "status": "waiting", "job": job}
+    store.put(stale)
+    store.put({**stale, "status": "done"})  # run and ended through the other nodes
+    loop = Loop(store, tmp_path, now)  # (its feed starts after both)
+    loop.step()
+    check, asked = loop.worker.reads.check, []
+    loop.worker.reads.check = asked.append  # the read back answers after the instant
+    loop.worker.inbox.put(("recheck", stale))  # the lagging copy's version, found due
+    loop.step(later(now, 1))
+    assert loop.ran() == [] and asked == [{"t": stale["_rev"]}]
+    check(asked.pop())
+    loop.step(later(now, 2))
+    assert loop.ran() == [] and "t" not in loop.worker.state.held
+    assert loop.doc("t")["status"] == "done" and loop.doc("t")["_rev"].startswith("2-")
+
+
+def test_a_read_back_that_fails_is_tried_again_and_the_run_waits_for_it(loop, now):
+    loop.step()
+    check, asked, failed = loop.worker.reads.check, [], 0
+    loop.worker.reads.check = asked.append  # the server slow to answer, then failing
+    loop.put("t", later(now, 1))
+    for t in (1, 2):
+        loop.step(later(now, t))
+        for held in asked:  # as the reads' thread posts a read that failed
+            loop.worker.inbox.put(("confirmed", ({}, list(held))))
+            failed += 1
+        asked.clear()
+    loop.settle()
+    assert loop.ran() == [] and failed == 2 and asked == [{"t": loop.doc("t")["_rev"]}]
+    loop.worker.reads.check = check
+    check(asked.pop())  # read again: it answers
+    loop.step(later(now, 3))
+    assert [r["id"] for r in loop.ran()] == ["t"] and loop.doc("t")["status"] == "done"
 
 
 def test_an_intent_is_withdrawn_when_its_run_will_not_begin(loop, now):

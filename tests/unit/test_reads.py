@@ -38,12 +38,13 @@ def test_a_task_missing_from_a_lagging_read_is_not_taken_for_deleted():
     posted = []
     reads = Reads(Lagging(memory, {"written", "deleted", "edited"}), posted.append)
     reads._check({**held, "never": "1-x"})
-    # the one written is read alone and found as held (not deleted); the deleted one ends
-    # in a tombstone; the edited one is decided again; one on no copy yet is left held
-    assert [(kind, value if kind == "deleted" else (value["_id"], value["_rev"]))
+    # the one written is read alone and found as held (not deleted: confirmed); the deleted
+    # one ends in a tombstone; the edited one is decided again; one on no copy yet is left
+    # held, to be read again
+    assert [(kind, value if kind in ("deleted", "confirmed") else (value["_id"], value["_rev"]))
             for kind, value in posted] == [
-        ("recheck", ("written", held["written"])), ("deleted", "deleted"),
-        ("recheck", ("edited", memory.get("edited")["_rev"]))]
+        ("deleted", "deleted"), ("recheck", ("edited", memory.get("edited")["_rev"])),
+        ("confirmed", ({"written": held["written"]}, ["never"]))]
 
 
 class StaleBeats(Lagging):
@@ -79,3 +80,30 @@ def test_a_dead_process_lease_is_read_from_every_copy_not_from_one_that_lags():
     assert expires == "2026-12-06T07:30:39.000Z"  # the last heartbeat that landed
     memory.delete("w@h:1:a", memory.get("w@h:1:a", db="t_workers")["_rev"], db="t_workers")
     assert reads.find_orphans(["w@h:1:a"])[0][2] is None  # it left: no lease to weigh
+
+
+def test_a_read_back_older_than_the_version_held_is_read_again_not_decided():
+    """A task held at a revision this process wrote (answered 202 on a cluster: one copy
+    has it): a read back that finds the older revision on the copies that answered asks to
+    be read again; it is neither confirmed nor decided again."""
+    memory = MemStore("t")
+    memory.create_database()
+    doc = {"_id": "t", "worker": "w"}
+    memory.put(doc)
+    older = doc["_rev"]
+    memory.put({**doc, "note": "ours"})
+    newer = memory.get("t")["_rev"]
+    posted = []
+
+    class Behind(Lagging):
+        def revisions(self, ids, **kw):
+            return {i: older for i in ids}
+
+        def bulk_get(self, ids, **kw):
+            return {i: {**doc, "_rev": older} for i in ids}
+
+    Reads(Behind(memory, set()), posted.append)._check({"t": newer})
+    assert posted == [("confirmed", ({}, ["t"]))]
+    posted.clear()
+    Reads(memory, posted.append)._check({"t": newer})
+    assert posted == [("confirmed", ({"t": newer}, []))]
