@@ -276,9 +276,11 @@ class Recorder:
         answer came late, or was lost), written again. Over a record another process wrote
         (it took the run over, this process being found dead: recorded ``interrupted``),
         never: this one is kept beside it, marked ``late`` (the run did go on, and end).
-        A record ``interrupted`` over another record is dropped: it is a verdict on a run
-        that is recorded already (as a successor that read the run's intent twice records
-        it twice: once taking the task over, once from the task's ``last_run``)."""
+        A record ``interrupted`` over a record ``interrupted`` is dropped: the same verdict
+        on the same run, twice (as a successor that read the run's intent twice records it:
+        once taking the task over, once from the task's ``last_run``). Over a record of the
+        run's own end (its process, thawed, ended it before the successor's verdict was
+        written), the verdict is kept beside: the run was taken over and run again."""
         if not runs:
             return
         current = self.store.bulk_get([doc["_id"] for doc in runs], db=self.db)
@@ -289,7 +291,7 @@ class Recorder:
                 again.append({k: v for k, v in doc.items() if k != "_rev"})
             elif found.get("outcome") == INTENDED:
                 again.append({**doc, "_rev": found["_rev"]})
-            elif doc.get("outcome") == rules.INTERRUPTED:
+            elif doc.get("outcome") == found.get("outcome") == rules.INTERRUPTED:
                 continue
             else:
                 again.append({**{k: v for k, v in doc.items() if k != "_rev"},

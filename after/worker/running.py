@@ -56,7 +56,8 @@ def hold(w, hold: d.Hold, now: datetime) -> None:
         w.gates.forget(docid)
     held = w.state.held[docid] = Held(hold.doc, hold.spec, hold.due_ms,
                                       rank=rank(hold.doc, hold.due_ms))
-    w.timer.add((RUN, docid), hold.due_ms, None)
+    w.state.verify[docid] = hold.doc.get("_rev")  # read back now: confirmed long before
+    w.timer.add((RUN, docid), hold.due_ms, None)  # its instant when it is known ahead
     arm(w, held, now)
     arm_ms = hold.due_ms - int(ARM_AHEAD * 1000)
     if arm_ms <= to_ms(now):

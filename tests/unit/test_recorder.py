@@ -50,8 +50,16 @@ def test_a_run_that_ended_after_it_was_recorded_interrupted_is_kept_beside_marke
     assert held == {ID: rules.INTERRUPTED, ID + rules.LATE_SUFFIX: rules.OK}
 
 
-@pytest.mark.parametrize("first", [rules.INTERRUPTED, rules.OK])
-def test_an_interrupted_verdict_on_a_run_recorded_already_is_dropped(store, first):
+def test_an_interrupted_verdict_on_a_run_recorded_interrupted_already_is_dropped(store):
     """A successor that read a dead process's intent twice records the run twice (taking
     the task over, then from its last_run): the second is the same run, not a late end."""
-    assert written(store, record(first), record(rules.INTERRUPTED)) == {ID: first}
+    held = written(store, record(rules.INTERRUPTED), record(rules.INTERRUPTED))
+    assert held == {ID: rules.INTERRUPTED}
+
+
+def test_an_interrupted_verdict_over_the_runs_own_end_is_kept_beside(store):
+    """Chaos seed 1520737144: the run's process, thawed, ended it done before the verdict of
+    the process that took it over (and ran it again) was written: the verdict is kept, and
+    stands for the run (after.audit.one_per_run)."""
+    held = written(store, record(rules.OK), record(rules.INTERRUPTED))
+    assert held == {ID: rules.OK, ID + rules.LATE_SUFFIX: rules.INTERRUPTED}
