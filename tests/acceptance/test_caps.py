@@ -105,7 +105,10 @@ def test_occurrences_waiting_in_three_processes_run_in_date_order(cli, tasks):
 
 def test_a_run_taken_over_from_a_killed_process_gets_its_slot_with_the_takeover(cli, tasks):
     [first] = start_pool(cli, "taken", 1)
-    tasks.put(capped("job", "taken", 2, 1, key="single"))
+    # a run long enough to be going still when the second process is ready and the first is
+    # killed: shown running a second after it began, it must outlast a process's start
+    # (with 2 s it ended first, now and then, and nothing was taken over)
+    tasks.put(capped("job", "taken", 6, 1, key="single"))
     wait_for(lambda: tasks.get("job")["status"] == "running", what="running")
     second = cli.spawn("start", "taken", *POOL)
     wait_for(lambda: "worker taken ready" in (cli.home / "spawn-1.out").read_text(),
