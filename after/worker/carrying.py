@@ -14,6 +14,7 @@ from after.rules.dates import to_ms
 from after.worker import decide as d
 from after.worker import partitions as parts
 from after.worker import running
+from after.worker import runs as r
 
 log = logging.getLogger("after.worker")
 
@@ -37,9 +38,13 @@ def job_errors(w) -> dict[str, str]:
             if isinstance(func, JobError)}
 
 
-
-
-def changed(w, doc: dict, recheck: bool, now: datetime) -> None:
+def changed(w, doc: dict, recheck: bool, now: datetime, confirmed: bool = False) -> None:
+    """Decide a task's version and carry the decision out. A decision that writes is made
+    on a version read back (``confirmed``): one that the feed, a poll or a scan showed is
+    read back by id first (a quorum read on a cluster), then decided again. A copy whose node
+    just came back may show a task ended since as still ``running`` on a process now dead:
+    taken over, it would run again (chaos seed 204211593, replayed); and a write made on a
+    copy's stale revision may still land on that copy, a conflict that can win."""
     docid = doc.get("_id")
     if not isinstance(docid, str) or docid.startswith("_design/"):
         return
@@ -53,13 +58,35 @@ def changed(w, doc: dict, recheck: bool, now: datetime) -> None:
         return
     if not doc.get("_deleted") and not w.state.seen.newer(doc, recheck):
         return  # an echo of our own write, or older than what we know
+    w.state.unconfirmed.pop(docid, None)  # this version decides, or waits in its place
     if doc.get("debounce") is not None or docid in w.state.versions:
         seen(w, doc, now)
     job = (doc.get("job") or {}).get("name") if isinstance(doc.get("job"), dict) else None
     if isinstance(job, str) and parts.partition_of(docid) in w.state.owned:
         running.job(w, job)  # resolved before deciding: the decision is pure
-    running.do(w, d.decide(doc, view(w), now), now)
+    actions = d.decide(doc, view(w), now)
+    if not confirmed and any(isinstance(action, r.Write) for action in actions):
+        running.do(w, [a for a in actions if not isinstance(a, (r.Write, d.Note))], now)
+        w.state.unconfirmed[docid] = doc
+        w.state.verify[docid] = doc.get("_rev")
+        return
+    running.do(w, actions, now)
 
+
+def confirmed(w, current: dict[str, str], again: list[str], now: datetime) -> None:
+    """The read back answered: a version that waited for it to write (:func:`changed`), found
+    current, is decided again and its writes made; one it could not read is read again (a
+    changed one came back as a recheck, decided in its place)."""
+    state = w.state
+    for docid, rev in current.items():
+        doc = state.unconfirmed.get(docid)
+        if doc is not None and doc.get("_rev") == rev:
+            del state.unconfirmed[docid]
+            changed(w, doc, True, now, confirmed=True)
+    for docid in again:
+        doc = state.unconfirmed.get(docid)
+        if doc is not None:
+            state.reread[docid] = doc.get("_rev")
 
 
 def peer(w, owner: str, alive: bool | None, now: datetime) -> None:

@@ -62,6 +62,7 @@ POLL_TIMEOUT = 60.0  # the poller's (its thread waits while the server builds th
 RUN, ARM, SHOW, GATE = "run", "arm", "show", "gate"
 FIRE_BATCH = 64  # due tasks decided between two launches of what is in line
 ARM_AHEAD = 2.0
+REREAD = 0.25  # seconds between two read backs of what one could not confirm
 SMOOTHING = 0.2  # weight of the newest run in the running mean of run durations
 QUEUE_FOR = 0.5  # seconds of work the job threads' queue may hold, at the runs' mean length
 
@@ -193,6 +194,8 @@ class Worker:
             wait = max(0.0, min(wake - self.peers.clock(), 1.0))
             if self.state.to_show:  # a run to show running
                 wait = max(0.0, min(wait, self.state.to_show[0][0] - self.peers.mono()))
+            if self.state.reread_at is not None:
+                wait = max(0.0, min(wait, self.state.reread_at - self.peers.mono()))
         events = self._drain(wait)
         clock = now
         now = clock or self.peers.now()
@@ -221,6 +224,12 @@ class Worker:
             self.state.next_check = self.peers.mono() + self.settings.self_check
             running.self_check(self)
         writing.flush(self)
+        if self.state.reread:  # (what a read back could not confirm) read again a bit later
+            if self.state.reread_at is None:
+                self.state.reread_at = self.peers.mono() + REREAD
+            elif self.peers.mono() >= self.state.reread_at:
+                self.state.verify.update(self.state.reread)
+                self.state.reread, self.state.reread_at = {}, None
         if self.state.verify:  # made ready: read back first (a move leaves no trace in our feed)
             self.reads.check(self.state.verify)
             self.state.verify = {}
@@ -290,6 +299,7 @@ class Worker:
             running.unbegun(self, *value)
         elif kind == "confirmed":
             running.confirmed(self, *value)
+            carrying.confirmed(self, *value, now=now)
         elif kind == "peer":
             carrying.peer(self, *value, now=now)
         elif kind == "gated":
@@ -297,6 +307,7 @@ class Worker:
         elif kind == "gate_retry":
             running.gate_retry(self, value)
         elif kind == "deleted":
+            self.state.unconfirmed.pop(value, None)
             running.do(self, [d.Drop(value)], now)
         elif kind == "feed":
             carrying.feed(self, value)

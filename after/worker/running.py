@@ -189,7 +189,7 @@ def confirmed(w, current: dict[str, str], again: list[str]) -> None:
     for docid in again:
         held = w.state.held.get(docid)
         if held is not None and not held.confirmed:
-            w.state.verify[docid] = held.doc.get("_rev")
+            w.state.reread[docid] = held.doc.get("_rev")
 
 
 def free_room(w) -> int:

@@ -146,7 +146,14 @@ class State:
     seen: Seen = field(default_factory=Seen)
     # tasks with a ``debounce``: id -> (revision, when first seen, epoch ms) (after.worker.runs)
     versions: dict[str, tuple[str, int]] = field(default_factory=dict)
-    verify: dict[str, str] = field(default_factory=dict)  # made ready: id -> revision held
+    verify: dict[str, str] = field(default_factory=dict)  # to read back: id -> revision
+    # a decision that writes, on a version not read back yet: id -> that version, decided
+    # again once read back and found current (after.worker.carrying.changed)
+    unconfirmed: dict[str, dict] = field(default_factory=dict)
+    # a read back that could not confirm (a read that failed, a copy not there yet): read
+    # again at ``reread_at`` (monotonic), not at once: a struggling server is not pressed
+    reread: dict[str, str] = field(default_factory=dict)
+    reread_at: float | None = None
     asked: dict[str, list[dict]] = field(default_factory=dict)  # owner -> tasks to decide
     owned: set[int] = field(default_factory=set)  # partitions this process owns
     giving: set[int] = field(default_factory=set)  # partitions being given up
