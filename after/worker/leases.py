@@ -267,8 +267,7 @@ def intent_written(w, write: r.Write, answer) -> None:
     # what is kept of it: where the record goes (a burst held long ahead holds thousands)
     run.intent = {"_id": write.doc["_id"], **({"_rev": write.doc["_rev"]}
                                              if write.doc.get("_rev") else {})}
-    if held.fired and running.ready(w, held):
-        w.state.line.add(docid, running.rank_of(w, docid))
+    running.line_up(w, held)
 
 
 def _as_read(task: dict | None) -> str:
@@ -309,9 +308,8 @@ def orphans(w, owners: list[str], found: list, now: datetime) -> None:
         if parts.partition_of(docid) not in state.checking:
             del state.waiting_check[docid]
             carrying.changed(w, doc, True, now)
-    for docid, held in list(state.held.items()):  # what fell due meanwhile
-        if held.fired and running.ready(w, held) and docid not in state.line:
-            state.line.add(docid, running.rank_of(w, docid))
+    for held in list(state.held.values()):  # what fell due meanwhile
+        running.line_up(w, held)
 
 
 def lapse(worker, mono: float) -> None:

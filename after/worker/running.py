@@ -163,8 +163,7 @@ def fire(w, key: tuple[str, str], now: datetime) -> None:
             return
     arm(w, held, now, gated=True)
     held.fired = True
-    if ready(w, held):
-        w.state.line.add(ident, rank_of(w, ident))
+    line_up(w, held)
 
 
 def ready(w, held: Held) -> bool:
@@ -176,6 +175,14 @@ def ready(w, held: Held) -> bool:
     return held.armed is None or held.armed.landed
 
 
+def line_up(w, held: Held) -> None:
+    """A held task goes in line once it fell due and is :func:`ready` (whichever of its
+    instant, its read back, its intent's answer or its partition's check comes last)."""
+    docid = held.doc["_id"]
+    if held.fired and ready(w, held) and docid not in w.state.line:
+        w.state.line.add(docid, rank_of(w, docid))
+
+
 def confirmed(w, current: dict[str, str], again: list[str]) -> None:
     """The read back of held tasks answered: those whose held version it found current may
     run (a changed one comes back as a recheck); those it could not read are read again."""
@@ -184,8 +191,7 @@ def confirmed(w, current: dict[str, str], again: list[str]) -> None:
         if held is None or held.doc.get("_rev") != rev or held.confirmed:
             continue
         held.confirmed = True
-        if held.fired and ready(w, held):
-            w.state.line.add(docid, rank_of(w, docid))
+        line_up(w, held)
     for docid in again:
         held = w.state.held.get(docid)
         if held is not None and not held.confirmed:
