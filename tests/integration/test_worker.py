@@ -303,7 +303,8 @@ def test_a_run_later_than_max_delay_is_recorded_as_missed(harness):
     doc = harness.wait_status("late", "error")
     assert doc["after"]["last_run"]["outcome"] == "missed"
     assert doc["after"]["missed"] == 1
-    rep = harness.wait(lambda: (d := harness.store.get("late-rep"))["after"].get("missed") and d,
+    rep = harness.wait(lambda: (d := harness.store.get("late-rep")).get("after", {}).get("missed")
+                       and d,
                        what="the missed repeating run")
     assert rep["status"] in ("waiting", "scheduled")
     assert parse_date(rep["date"]) > utcnow()
