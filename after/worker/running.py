@@ -225,8 +225,13 @@ def fill(w, now: datetime) -> None:
 
 def launch(w, held: Held, now: datetime) -> None:
     docid = held.doc["_id"]
-    if held.armed is not None:  # made ready ahead
+    if held.armed is not None:  # made ready ahead, as begun at its instant
         run = w.state.runs[docid] = held.armed
+        # it begins now (later when it waited, in line or for its read back): the task shown
+        # running says so, and a takeover's record of it (a run cut by a stop past its grace,
+        # begun again by the next owner as the same attempt, is one run only if it began
+        # after the first ended: after.audit.rerun_after)
+        run.doc[rules.NS]["started"] = format_date(now)
     else:
         run = made(w, held, now)
         if run is None:

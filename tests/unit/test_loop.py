@@ -660,6 +660,26 @@ def test_a_task_shown_running_on_a_dead_process_is_taken_over_once_read_back(loo
     assert [run["outcome"] for run in loop.runs("t")] == ["interrupted", "done"]
 
 
+def test_a_run_made_ready_ahead_and_begun_late_is_shown_running_from_when_it_began(loop, now):
+    """Chaos seed 1845147512: a run cut by a stop past its grace was begun again by the next
+    owner 3 s late, as the same attempt; shown running (then taken over) with the instant
+    it was due as its start, the audit found two runs of one attempt at once."""
+    loop.step()
+    loop.worker.runner.pool = Manual()  # the job begins and goes on
+    check, asked = loop.worker.reads.check, []
+    loop.worker.reads.check = asked.append  # the read back answers 2 s after its instant
+    loop.put("t", later(now, 1))
+    loop.step(later(now, 3))
+    assert "t" not in loop.worker.state.runs
+    check(asked.pop())
+    loop.worker.reads.check = check
+    loop.settle()  # begun now, 2 s after its instant
+    loop.step(later(now, 5))  # shown running a second later
+    doc = loop.doc("t")
+    assert doc["status"] == "running"
+    assert parse_date(doc[rules.NS]["started"]) == later(now, 3)
+
+
 def test_a_read_back_that_fails_is_tried_again_and_the_run_waits_for_it(loop, now):
     loop.step()
     check, asked, failed = loop.worker.reads.check, [], 0
