@@ -63,8 +63,28 @@ class Reads:
         if owners:
             self._queue.put(("orphans", owners))
 
+    def _next(self, waiting: list) -> tuple | None:
+        """The next request; the checks queued one after another are one read (each turn
+        of the loop asks for what it made ready: one request each, read one at a time on
+        a busy cluster, fell behind a burst's posting: 10,000 held, p99 17-30 s)."""
+        request = waiting.pop() if waiting else self._queue.get()
+        if request is None or request[0] != "check":
+            return request
+        held = dict(request[1])
+        while True:
+            try:
+                following = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if following is None or following[0] != "check":
+                waiting.append(following)
+                break
+            held.update(following[1])
+        return ("check", held)
+
     def _run(self) -> None:
-        while (request := self._queue.get()) is not None:
+        waiting: list = []
+        while (request := self._next(waiting)) is not None:
             kind, value = request
             try:
                 if kind == "check":

@@ -10,7 +10,10 @@ simulated clock, while a seeded schedule of faults plays out:
 - a process frozen past its lease (no heartbeat, no turn; thawed with its clock jumped);
 - a process killed: before its queued jobs begin, or after a job ran but before its end
   was written; and processes started;
-- a user canceling a task at any moment (a conflict with the worker's writes).
+- a user canceling a task at any moment (a conflict with the worker's writes);
+- a copy that lags: a process is shown an older version of a task, as the feed or a poll of
+  a CouchDB node that just came back may show one (a task ended since as still due, or
+  still ``running`` on a process now dead).
 
 Then the faults stop, every process thaws, and the pool runs until it is idle. The same
 properties as the chaos checker hold for every seed: every task ends (``done``, or
@@ -28,6 +31,7 @@ far), and a seed that fails on the tree of the day goes into REGRESSIONS until i
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 from collections import Counter
@@ -145,6 +149,7 @@ def _simulate(seed: int, rng: random.Random, tmp) -> dict:
     for _ in range(rng.randint(1, 3)):
         start()
     posted, canceled, events = [], set(), Counter()
+    versions: dict[str, list[dict]] = {}
     for tick in range(int(40 / 0.5)):  # 40 simulated seconds of faults
         now += timedelta(seconds=0.5)
         if rng.random() < 0.3:
@@ -165,6 +170,16 @@ def _simulate(seed: int, rng: random.Random, tmp) -> dict:
                     events["cancels"] += 1
                 except Conflict:
                     pass
+        for docid in posted:  # every version of each task, for the copies that lag
+            doc = store.get(docid)
+            if not versions.setdefault(docid, []) or versions[docid][-1]["_rev"] != doc["_rev"]:
+                versions[docid].append(copy.deepcopy(doc))
+        stale = [docid for docid in posted if len(versions[docid]) > 1]
+        if stale and live() and rng.random() < 0.15:  # an older version, from a lagging copy
+            docid = rng.choice(stale)
+            old = copy.deepcopy(rng.choice(versions[docid][:-1]))
+            rng.choice(live()).worker.inbox.put((rng.choice(["change", "recheck"]), old))
+            events["stale reads"] += 1
         roll = rng.random()
         running = live()
         if roll < 0.02 and len(running) > 1:  # kill -9: its queued jobs never begin

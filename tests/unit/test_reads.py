@@ -107,3 +107,23 @@ def test_a_read_back_older_than_the_version_held_is_read_again_not_decided():
     posted.clear()
     Reads(memory, posted.append)._check({"t": newer})
     assert posted == [("confirmed", ({"t": newer}, []))]
+
+
+def test_checks_queued_one_after_another_are_read_at_once():
+    """Each turn of the loop asks for what it made ready; queued while a read is out, the
+    asks are one read (one at a time, they fell behind a burst on a busy cluster), in
+    their place among the other requests, the newest revision asked for each task."""
+    memory = MemStore("t")
+    memory.create_database()
+    reads = Reads(memory, [].append)
+    reads.check({"a": "1-x"})
+    reads.check({"b": "1-x", "a": "2-y"})
+    reads.orphans(["gone"])
+    reads.check({"c": "1-x"})
+    reads.stop()
+    waiting: list = []
+    requests = []
+    while (request := reads._next(waiting)) is not None:
+        requests.append(request)
+    assert requests == [("check", {"a": "2-y", "b": "1-x"}), ("orphans", ["gone"]),
+                        ("check", {"c": "1-x"})]
