@@ -37,6 +37,7 @@ from after.config import Settings, runs_db
 from after.couch.retention import Retainer
 from after.couch.store import Unavailable
 from after.jobs import JobRegistry
+from after.rules.dates import to_ms
 from after.worker import carrying, leases, running, writing
 from after.worker import decide as d
 from after.worker import runs as r
@@ -45,6 +46,7 @@ from after.worker.peers import Peers
 from after.worker.polling import Poller
 from after.worker.reads import Reads
 from after.worker.runner import Recorder, Runner, next_deadline
+from after.worker.running import AGAIN, REREAD, RUN
 from after.worker.state import State
 from after.worker.stop import fault, shutdown
 from after.worker.timer import Timer
@@ -57,14 +59,7 @@ __all__ = ["Settings", "Unavailable", "Worker"]
 LOOP_TIMEOUT = 5.0  # seconds the loop's own requests may take (a stop's last writes)
 WRITE_TIMEOUT = 30.0  # the writer's: a batch waits for a busy server rather than fail
 POLL_TIMEOUT = 60.0  # the poller's (its thread waits while the server builds the index)
-# timer keys: (RUN, id) a held task's instant, (ARM, id) its run made ready ARM_AHEAD
-# seconds before, (SHOW, token) a run to show running, (GATE, id) a capped task tried again
-RUN, ARM, SHOW, GATE = "run", "arm", "show", "gate"
 FIRE_BATCH = 64  # due tasks decided between two launches of what is in line
-ARM_AHEAD = 2.0
-REREAD = 0.25  # seconds between two read backs of what one could not confirm
-SMOOTHING = 0.2  # weight of the newest run in the running mean of run durations
-QUEUE_FOR = 0.5  # seconds of work the job threads' queue may hold, at the runs' mean length
 
 
 class Worker:
@@ -194,8 +189,6 @@ class Worker:
             wait = max(0.0, min(wake - self.peers.clock(), 1.0))
             if self.state.to_show:  # a run to show running
                 wait = max(0.0, min(wait, self.state.to_show[0][0] - self.peers.mono()))
-            if self.state.reread_at is not None:
-                wait = max(0.0, min(wait, self.state.reread_at - self.peers.mono()))
         events = self._drain(wait)
         clock = now
         now = clock or self.peers.now()
@@ -224,12 +217,9 @@ class Worker:
             self.state.next_check = self.peers.mono() + self.settings.self_check
             running.self_check(self)
         writing.flush(self)
-        if self.state.reread:  # (what a read back could not confirm) read again a bit later
-            if self.state.reread_at is None:
-                self.state.reread_at = self.peers.mono() + REREAD
-            elif self.peers.mono() >= self.state.reread_at:
-                self.state.verify.update(self.state.reread)
-                self.state.reread, self.state.reread_at = {}, None
+        if self.state.reread and AGAIN not in self.timer:  # (what a read back could not
+            # confirm) read again a bit later: a struggling server is not pressed
+            self.timer.add(AGAIN, to_ms(now) + int(REREAD * 1000), None)
         if self.state.verify:  # made ready: read back first (a move leaves no trace in our feed)
             self.reads.check(self.state.verify)
             self.state.verify = {}

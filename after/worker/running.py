@@ -32,9 +32,12 @@ from after.worker.state import Held, Run, rank
 log = logging.getLogger("after.worker")
 
 # timer keys: (RUN, id) a held task's instant, (ARM, id) its run made ready ARM_AHEAD
-# seconds before, (SHOW, token) a run to show running, (GATE, id) a capped task tried again
+# seconds before, (SHOW, token) a run to show running, (GATE, id) a capped task tried again,
+# AGAIN: what a read back could not confirm is read again (REREAD seconds later)
 RUN, ARM, SHOW, GATE = "run", "arm", "show", "gate"
+AGAIN = ("reread", "")
 ARM_AHEAD = 2.0
+REREAD = 0.25  # seconds between two read backs of what one could not confirm
 SMOOTHING = 0.2  # weight of the newest run in the running mean of run durations
 QUEUE_FOR = 0.5  # seconds of work the job threads' queue may hold, at the runs' mean length
 ENDS_WAIT = 1.0  # seconds the ends of runs may wait while a burst is launched
@@ -81,6 +84,20 @@ def arm(w, held: Held, now: datetime, gated: bool = False) -> None:
     run = held.armed = Run(docid, token, started, held.spec, held.due_ms)
     run.intent = intents.intent(started, held.spec, w.me, run.token, due)
     w.state.intent_out.append(intents.write(run.intent, run.token))
+    if held.due_ms - int(ARM_AHEAD * 1000) > to_ms(now):
+        # the task as its run sees it is made again ARM_AHEAD before its instant: a burst
+        # held a minute ahead would keep thousands of copies (1 KB each, measured)
+        run.doc = None
+
+
+def begun(w, held: Held) -> Run:
+    """The run made ready of ``held``, with the task as it sees it (made again if it was
+    let go: the same as :func:`arm` made, from the same version)."""
+    run = held.armed
+    if run.doc is None:
+        due = from_ms(held.due_ms)
+        run.doc = r.begin(held.doc, held.spec, due, w.id, due, run.token)
+    return run
 
 
 def ready_ahead(w, held: Held) -> None:
@@ -88,7 +105,7 @@ def ready_ahead(w, held: Held) -> None:
     instant costs a hand-over to a thread), and the task read back (a move or a deletion
     leaves no trace in this name's feed)."""
     if held.armed is not None and held.armed.context is None:
-        w.runner.prepare(held.armed)
+        w.runner.prepare(begun(w, held))
     w.state.verify[held.doc["_id"]] = held.doc.get("_rev")
 
 
@@ -124,6 +141,10 @@ def rank_of(w, docid: str) -> tuple[int, int]:
 
 
 def fire(w, key: tuple[str, str], now: datetime) -> None:
+    if key == AGAIN:
+        w.state.verify.update(w.state.reread)
+        w.state.reread = {}
+        return
     kind, ident = key
     if kind == SHOW:  # (a detached run begins once its start is written: shown then)
         run = run_of(w, ident)
@@ -226,7 +247,7 @@ def fill(w, now: datetime) -> None:
 def launch(w, held: Held, now: datetime) -> None:
     docid = held.doc["_id"]
     if held.armed is not None:  # made ready ahead, as begun at its instant
-        run = w.state.runs[docid] = held.armed
+        run = w.state.runs[docid] = begun(w, held)
         # it begins now (later when it waited, in line or for its read back): the task shown
         # running says so, and a takeover's record of it (a run cut by a stop past its grace,
         # begun again by the next owner as the same attempt, is one run only if it began

@@ -28,7 +28,9 @@ class Run:
 
     docid: str
     token: str
-    doc: dict  # the task as the run sees it (``running``), at the revision its end is written on
+    # the task as the run sees it (``running``), at the revision its end is written on (None
+    # until ARM_AHEAD before the instant of a run made ready ahead: after.worker.running.arm)
+    doc: dict | None
     spec: rules.Spec
     due_ms: int
     detached: bool = False  # an ``overlap: allow`` run, apart from its task
@@ -151,9 +153,8 @@ class State:
     # again once read back and found current (after.worker.carrying.changed)
     unconfirmed: dict[str, dict] = field(default_factory=dict)
     # a read back that could not confirm (a read that failed, a copy not there yet): read
-    # again at ``reread_at`` (monotonic), not at once: a struggling server is not pressed
+    # again REREAD seconds later (the timer's AGAIN), not at once
     reread: dict[str, str] = field(default_factory=dict)
-    reread_at: float | None = None
     asked: dict[str, list[dict]] = field(default_factory=dict)  # owner -> tasks to decide
     owned: set[int] = field(default_factory=set)  # partitions this process owns
     giving: set[int] = field(default_factory=set)  # partitions being given up

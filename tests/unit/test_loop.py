@@ -30,8 +30,8 @@ from after.rules import task as rules
 from after.rules.dates import format_date, parse_date, to_ms, utcnow
 from after.worker import Worker, leases
 from after.worker import partitions as parts
-from after.worker.loop import REREAD, RUN
 from after.worker.polling import query_due, scan_recent
+from after.worker.running import REREAD, RUN
 from after.worker.writer import Answer
 
 JOBS = Path(__file__).resolve().parents[2] / "jobs"
@@ -698,6 +698,23 @@ def test_a_read_back_that_fails_is_tried_again_and_the_run_waits_for_it(loop, no
     loop.worker.reads.check = check
     check(asked.pop())  # read again: it answers
     loop.step(later(now, 3))
+    assert [r["id"] for r in loop.ran()] == ["t"] and loop.doc("t")["status"] == "done"
+
+
+def test_a_run_held_long_ahead_keeps_no_copy_of_its_task_until_just_before_its_instant(
+        loop, now):
+    """Its intent goes out at once; the task as its run sees it is made ARM_AHEAD before its
+    instant (a burst held a minute ahead is thousands of them), the same as made at first."""
+    loop.step()
+    loop.put("t", later(now, 60))
+    loop.step(later(now, 1))
+    run = loop.worker.state.held["t"].armed
+    assert run.doc is None and run.intent.get("_rev")
+    [intent] = loop.store.find({"task": "t"}, db=runs_db(loop.store.db))[0]
+    loop.step(later(now, 58.5))
+    assert run.doc[rules.NS]["token"] == run.token == intent["token"]
+    assert run.doc[rules.NS]["run"] == intent["number"] == 1 and run.context is not None
+    loop.step(later(now, 61))
     assert [r["id"] for r in loop.ran()] == ["t"] and loop.doc("t")["status"] == "done"
 
 
