@@ -64,11 +64,11 @@ def changed(w, doc: dict, recheck: bool, now: datetime, confirmed: bool = False)
     job = (doc.get("job") or {}).get("name") if isinstance(doc.get("job"), dict) else None
     if isinstance(job, str) and parts.partition_of(docid) in w.state.owned:
         running.job(w, job)  # resolved before deciding: the decision is pure
-    version = dict(doc)  # (decide takes the conflicts off the doc)
+    conflicts = doc.get("_conflicts")  # (decide takes them off the doc: after.worker.runs)
     actions = d.decide(doc, view(w), now)
     if not confirmed and any(isinstance(action, r.Write) for action in actions):
         running.do(w, [a for a in actions if not isinstance(a, (r.Write, d.Note))], now)
-        w.state.unconfirmed[docid] = version
+        w.state.unconfirmed[docid] = {**doc, "_conflicts": conflicts} if conflicts else doc
         w.state.verify[docid] = doc.get("_rev")
         return
     running.do(w, actions, now)
