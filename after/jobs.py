@@ -442,7 +442,7 @@ class TaskContext:
     """
 
     __slots__ = ("id", "worker", "date", "job", "arguments", "attempt", "doc", "occurrence",
-                 "canceled")
+                 "_canceled")
 
     id: str | None
     worker: str | None
@@ -452,7 +452,7 @@ class TaskContext:
     attempt: int
     doc: Mapping[str, Any]
     occurrence: str | None
-    canceled: threading.Event
+    _made = threading.Lock()  # (a context made ahead has no event until it is asked for)
 
     def __init__(self, doc: dict, date: datetime, attempt: int, occurrence: str | None = None):
         doc = _copy(dict(doc))
@@ -466,10 +466,21 @@ class TaskContext:
             "attempt": int(attempt),
             "doc": types.MappingProxyType(doc),
             "occurrence": occurrence,
-            "canceled": threading.Event(),
+            "_canceled": None,
         }
         for key, value in values.items():
             object.__setattr__(self, key, value)
+
+    @property
+    def canceled(self) -> threading.Event:
+        """Set when the task is canceled while its run goes. Made when first asked for (by
+        the worker when the run begins): a burst's contexts, made seconds ahead of their
+        instant, are thousands, and an event is 1.2 kB."""
+        if self._canceled is None:
+            with TaskContext._made:
+                if self._canceled is None:
+                    object.__setattr__(self, "_canceled", threading.Event())
+        return self._canceled
 
     def __setattr__(self, key: str, value: Any) -> None:
         raise AttributeError(f"TaskContext is read-only (cannot set {key!r})")

@@ -399,6 +399,30 @@ def test_task_context_is_read_only_and_a_copy():
                          "attempt=2)"
 
 
+def test_a_task_contexts_cancel_event_is_made_once_when_first_asked_for():
+    """A burst's contexts are made seconds ahead, thousands at once: the event (1.2 kB) is
+    made when the run begins and asks for it, once, whichever thread asks first."""
+    task = TaskContext({"_id": "t1", "job": {"name": "greet"}}, DATE, 1)
+    assert task._canceled is None
+    seen, barrier = [], threading.Barrier(8)
+
+    def ask():
+        barrier.wait()
+        seen.append(task.canceled)
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(event) for event in seen}) == 1 and seen[0] is task.canceled
+    assert not task.canceled.is_set()
+    task.canceled.set()  # the worker's cancel reaches the job's view of it
+    assert task.canceled.is_set()
+    with pytest.raises(AttributeError):
+        task.canceled = threading.Event()
+
+
 def test_task_context_of_a_document_without_job():
     task = TaskContext({"_id": "x"}, DATE, 1)
     assert (task.job, task.arguments, task.worker) == (None, None, None)
