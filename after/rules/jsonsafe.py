@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from json.decoder import scanstring
 from typing import Any
 
@@ -195,3 +196,28 @@ def show(value: Any) -> str:
     except (RecursionError, ValueError):  # deeply nested, or an integer too long to print
         return f"a {type(value).__name__}"
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+#: Fields whose values repeat from one task to the next (the worker's name, the status, a
+#: burst's date, a job's name): held once for all the tasks that share them.
+SHARED_VALUES = frozenset({"worker", "status", "type", "date", "name"})
+
+
+def _share(key: str, value: Any) -> Any:
+    if type(value) is str and key in SHARED_VALUES and len(value) <= 64:
+        return sys.intern(value)
+    return value
+
+
+def shared(doc: dict) -> dict:
+    """``doc`` with its keys, those of the objects in it, and the values of
+    :data:`SHARED_VALUES` held once for every document (``sys.intern``): each line of a
+    continuous feed is decoded alone, with keys of its own, and a worker holds thousands of
+    such documents ahead of a burst (about 500 bytes of each, measured). Two levels only;
+    deeper objects are kept as they are."""
+    out = {}
+    for key, value in doc.items():
+        if type(value) is dict:
+            value = {sys.intern(k): _share(k, v) for k, v in value.items()}
+        out[sys.intern(key)] = _share(key, value)
+    return out

@@ -38,6 +38,7 @@ from after.couch.retention import Retainer
 from after.couch.store import Unavailable
 from after.jobs import JobRegistry
 from after.rules.dates import to_ms
+from after.rules.jsonsafe import shared
 from after.worker import carrying, leases, running, writing
 from after.worker import decide as d
 from after.worker import runs as r
@@ -264,7 +265,8 @@ class Worker:
 
     def _on_change(self, change: dict) -> None:
         if change.get("doc") is not None:
-            self.inbox.put(("change", change["doc"]))
+            # (the feed's own thread: the document is made to share its keys with the others)
+            self.inbox.put(("change", shared(change["doc"])))
         elif change.get("deleted"):
             self.inbox.put(("deleted", change["id"]))
 

@@ -43,7 +43,7 @@ class Kind(Enum):
     STAMP = "stamp"  # a pause written with plain HTTP, stamped with when (as after's are)
 
 
-@dataclass
+@dataclass(slots=True)
 class Write:
     """A task document to write, and why."""
 

@@ -22,7 +22,7 @@ from after.rules import task as rules
 SEEN_LIMIT = 100_000  # task revisions remembered to ignore stale feed events
 
 
-@dataclass
+@dataclass(slots=True)
 class Run:
     """A run this process launched: queued for a job thread, or going."""
 
@@ -47,7 +47,7 @@ class Run:
     landed: bool = False  # the intent is written: the run may begin
 
 
-@dataclass
+@dataclass(slots=True)
 class Held:
     """A task of one of this process's partitions, on the timer until its occurrence."""
 

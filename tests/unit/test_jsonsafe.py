@@ -7,9 +7,11 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from after.rules import task as rules
-from after.rules.jsonsafe import MAX_DEPTH, Unreadable, loads, problem
+from after.rules.jsonsafe import MAX_DEPTH, Unreadable, loads, problem, shared
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 GOOD = {"_id": "t", "worker": "w", "date": "2026-03-01T12:00:00Z",
@@ -153,3 +155,35 @@ def test_the_longest_retry_backoff_stays_a_date():
     retry = rules.parse_retry({"limit": 1000, "delay": rules.MAX_SECONDS,
                                "backoff": "exponential"})
     assert retry.delay_for(1000) <= rules.MAX_SECONDS * 1.1
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False,
+                    allow_infinity=False) | st.text(max_size=80),
+                    lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["_id", "worker", "date", "status", "type", "job",
+                                        "after", "name"]) | st.text(max_size=8), JSON,
+                       max_size=8))
+def test_a_shared_document_is_the_same_document(doc):
+    again = loads(json.dumps(doc))
+    assert shared(again) == again == doc
+
+
+def test_documents_read_apart_share_their_keys_and_their_repeated_values():
+    first, second = (shared(loads(json.dumps({**GOOD, "_id": name, "after": {"runs": 2},
+                                               "x": {"y": {"deeper": "deep"}}})))
+                     for name in ("a", "b"))
+    assert first == {**GOOD, "_id": "a", "after": {"runs": 2}, "x": {"y": {"deeper": "deep"}}}
+    pairs = list(zip(first, second, strict=True))
+    assert all(one is other for one, other in pairs)  # every key, held once
+    for field in ("worker", "date", "status"):
+        assert first[field] is second[field]
+    assert first["job"]["name"] is second["job"]["name"]
+    assert next(iter(first["after"])) is next(iter(second["after"]))
+    # deeper than two levels, and values that do not repeat, are left as they were read
+    assert next(iter(first["x"]["y"])) is not next(iter(second["x"]["y"]))
+    odd = shared(loads('{"worker": 1e400, "status": "%s"}' % ("s" * 100)))  # noqa: UP031
+    assert isinstance(odd["worker"], Unreadable) and odd["status"] == "s" * 100
