@@ -55,6 +55,26 @@ def intent(started: dict, spec: rules.Spec, me: Identity, token: str, due: datet
     }
 
 
+#: Times a run may be made ready anew (a newer version of its task came while it was held)
+#: and still have its intent found by id (:func:`expected`); one made ready more often than
+#: that is found by the query of open intents alone.
+REARMS = 4
+
+
+def number_of(task: dict) -> int:
+    """The number of the run a process holding ``task`` as it is makes ready."""
+    return rules.counter(rules.info(task), "runs") + 1
+
+
+def expected(docid: str, number: int, process: str) -> list[str]:
+    """The ids the intent of run ``number`` of ``docid`` has if ``process`` wrote it (the
+    run's token says how many times the run was made ready before, up to :data:`REARMS`; the
+    id is derived from that count: :func:`after.worker.runs.record_id`). Read by id, each is
+    a quorum read on a cluster, where a query (``_find``) reads one copy of each range, which
+    may be one that lags (its node just came back)."""
+    return [record_id(docid, number, process, f"/{k}") for k in range(REARMS)]
+
+
 def write(doc: dict, token: str) -> Write:
     return Write(Kind.INTENT, doc, token=token)
 

@@ -14,7 +14,7 @@ import logging
 from datetime import datetime
 
 from after.rules import task as rules
-from after.rules.dates import format_date, from_ms
+from after.rules.dates import format_date, from_ms, to_ms
 from after.worker import carrying, intents, running
 from after.worker import partitions as parts
 from after.worker import runs as r
@@ -176,7 +176,8 @@ def give_when_shown(w, now: datetime) -> None:
             w.peers.ask(("parts", docs))
 
 
-def parts_written(w, docs: list[dict], answers: list[dict]) -> None:
+def parts_written(w, docs: list[dict], answers: list[dict],
+                  now: datetime | None = None) -> None:
     state = w.state
     state.parts_pending = False
     took = []
@@ -205,6 +206,8 @@ def parts_written(w, docs: list[dict], answers: list[dict]) -> None:
             if owners:  # their runs in it: decided before anything of it is
                 state.checking[k] = tuple(sorted(owners))
                 asked |= owners
+                if now is not None:  # and their intents of its due tasks read by id (probes)
+                    state.inherited[k] = (state.checking[k], to_ms(now))
         elif doc.get("owner") is None:
             state.giving.discard(k)
     polling = state.polling
@@ -234,7 +237,7 @@ def holder_of(w, docid: str) -> str | None:
     return owner if isinstance(owner, str) else None
 
 
-def intent_written(w, write: r.Write, answer) -> None:
+def intent_written(w, write: r.Write, answer, now: datetime) -> None:
     """A run's intent landed (or not): the run may begin once its task falls due."""
     if write.kind is not r.Kind.INTENT or write.token is None:
         return
@@ -244,6 +247,14 @@ def intent_written(w, write: r.Write, answer) -> None:
     if answer.conflict and answer.fresh is not None \
             and answer.fresh.get("token") == write.token:
         write.doc["_rev"] = answer.fresh["_rev"]  # ours: a lost answer, sent again
+    elif answer.conflict and run is not None and run.token == write.token:
+        # Its id is another intent's: one this process wrote for that run before, not
+        # withdrawn yet (the task let go and held again: its count of times made ready
+        # began again). Made ready anew, under the next id.
+        held.armed = None
+        held.rearms += 1
+        running.arm(w, held, now, gated=True)  # (a gated run is made once let through)
+        return
     elif answer.failed is not None and run is not None and run.token == write.token \
             and not w.stop_requested.is_set():
         # The database could not be reached (the writer tried, with backoff): the run
@@ -270,6 +281,32 @@ def intent_written(w, write: r.Write, answer) -> None:
     running.line_up(w, held)
 
 
+DECIDED_LIMIT = 100_000  # intents decided, remembered so that each is decided once
+
+#: Milliseconds past the take of a partition within which a task's run may be one its dead
+#: owner began (its lease had run out by the take; ARM_AHEAD and the skew allowed for).
+PROBE_MS = int((running.ARM_AHEAD + 2 * intents.SKEW) * 1000)
+
+
+def probes(w, verify: dict[str, str]) -> dict[str, tuple[int, tuple]]:
+    """Of the held tasks to read back (``verify``), those of a partition taken from dead
+    processes that were due by its take (by :data:`PROBE_MS`): the run each would make
+    ready, with those processes, so that their intents of it are read by id with the task
+    (``_find``, which found their open intents when the partition was taken, reads one copy
+    of each range on a cluster: a copy that lags can miss one). Task id -> (run number,
+    the processes)."""
+    state, found = w.state, {}
+    if not state.inherited:
+        return found
+    for docid in verify:
+        inherited = state.inherited.get(parts.partition_of(docid))
+        held = state.held.get(docid)
+        if inherited is not None and held is not None \
+                and held.due_ms <= inherited[1] + PROBE_MS:
+            found[docid] = (intents.number_of(held.doc), inherited[0])
+    return found
+
+
 def _as_read(task: dict | None) -> str:
     if task is None:
         return "none"
@@ -277,16 +314,27 @@ def _as_read(task: dict | None) -> str:
     return f"{task.get('status')} at {task.get('_rev')}, {rules.counter(info, 'runs')} run(s)"
 
 
-def orphans(w, owners: list[str], found: list, now: datetime) -> None:
-    """The open intents of processes found dead (after.worker.intents): each decided."""
+def orphans(w, owners: list[str], found: list, now: datetime, probed: bool = False) -> None:
+    """The open intents of processes found dead (after.worker.intents): each decided once.
+    ``probed``: found by id as their tasks were read back (see :func:`probes`), not by the
+    query for ``owners``."""
     state = w.state
-    if found:
+    found = [item for item in found if (item[0].get("_id"), item[0].get("_rev"))
+             not in state.decided]
+    if found and probed:
+        log.info("open intents of %s found by id that the query of open intents did not "
+                 "return (a copy that lagged): %d", ", ".join(sorted(
+                     {str(doc.get("process")) for doc, _, _ in found})), len(found))
+    elif found:
         due = sum(intents.was_due(doc, now) for doc, _, _ in found)
         log.info("open intents of %s: %d, %d of them due", ", ".join(owners), len(found), due)
     for intent_doc, task, expires in found:
         docid = intent_doc.get("task")
         if not isinstance(docid, str) or parts.partition_of(docid) not in state.owned:
             continue
+        if len(state.decided) >= DECIDED_LIMIT:
+            state.decided.clear()
+        state.decided.add((intent_doc.get("_id"), intent_doc.get("_rev")))
         for write in intents.orphan(intent_doc, task, w.me, now, rules.instant(expires)):
             if write.kind in (r.Kind.INTENT, r.Kind.UNINTENT):
                 if write.kind is r.Kind.UNINTENT and intents.was_due(intent_doc, now):
@@ -302,7 +350,7 @@ def orphans(w, owners: list[str], found: list, now: datetime) -> None:
                 running.drop(w, docid)
                 state.outbox.setdefault(write.docid, []).append(write)
     for k, checked in list(state.checking.items()):
-        if set(checked) <= set(owners):
+        if not probed and set(checked) <= set(owners):
             del state.checking[k]
     for docid, doc in list(state.waiting_check.items()):  # decided now
         if parts.partition_of(docid) not in state.checking:

@@ -222,7 +222,7 @@ class Worker:
             # confirm) read again a bit later: a struggling server is not pressed
             self.timer.add(AGAIN, to_ms(now) + int(REREAD * 1000), None)
         if self.state.verify:  # made ready: read back first (a move leaves no trace in our feed)
-            self.reads.check(self.state.verify)
+            self.reads.check(self.state.verify, leases.probes(self, self.state.verify))
             self.state.verify = {}
         self._publish()
 
@@ -284,9 +284,11 @@ class Worker:
         elif kind == "registry":
             leases.registry(self, value, now)
         elif kind == "parts":
-            leases.parts_written(self, *value)
+            leases.parts_written(self, *value, now=now)
         elif kind == "orphans":
             leases.orphans(self, *value, now=now)
+        elif kind == "probed":
+            leases.orphans(self, [], value, now=now, probed=True)
         elif kind == "unbegun":
             running.unbegun(self, *value)
         elif kind == "confirmed":

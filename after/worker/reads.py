@@ -12,7 +12,8 @@
   indexing after a bulk write;
 - ``orphans``: the intents still open of processes found dead (after.worker.intents), each
   with its task as it is now and when its process's lease ended, posted back as
-  ``("orphans", (owners, [(intent, task, expires)...]))``.
+  ``("orphans", (owners, [(intent, task, expires)...]))``; with a ``check``, the intents of
+  the dead read by id for the tasks of partitions taken from them (``("probed", [...])``).
 """
 
 from __future__ import annotations
@@ -47,12 +48,15 @@ class Reads:
     def stop(self) -> None:
         self._queue.put(None)
 
-    def check(self, held: dict[str, str]) -> None:
+    def check(self, held: dict[str, str], probes: dict | None = None) -> None:
         """Post back the tasks of ``held`` (id -> revision held) that changed since, and
         ``("confirmed", (found current, to read again))``: a run begins only on a version
-        read back so (by id: a quorum read on a cluster)."""
+        read back so (by id: a quorum read on a cluster). ``probes`` (task id -> (run
+        number, dead processes): after.worker.leases.probes): those processes' intents of
+        those runs are read by id first, and the open ones posted back before, as
+        ``("probed", [(intent, task, expires)...])``."""
         if held:
-            self._queue.put(("check", held))
+            self._queue.put(("check", (held, probes or {})))
 
     def scan(self, name: str, settings) -> None:
         """Post back ``name``'s unfinished tasks among the newest changes."""
@@ -70,7 +74,7 @@ class Reads:
         request = waiting.pop() if waiting else self._queue.get()
         if request is None or request[0] != "check":
             return request
-        held = dict(request[1])
+        held, probes = dict(request[1][0]), dict(request[1][1])
         while True:
             try:
                 following = self._queue.get_nowait()
@@ -79,8 +83,9 @@ class Reads:
             if following is None or following[0] != "check":
                 waiting.append(following)
                 break
-            held.update(following[1])
-        return ("check", held)
+            held.update(following[1][0])
+            probes.update(following[1][1])
+        return ("check", (held, probes))
 
     def _run(self) -> None:
         waiting: list = []
@@ -88,24 +93,29 @@ class Reads:
             kind, value = request
             try:
                 if kind == "check":
-                    self._check(value)
+                    self._check(*value)
                 elif kind == "scan":
                     for doc in polling.scan_recent(self.store, *value):
                         self.post(("recheck", doc))
                 elif kind == "orphans":
                     self.post(("orphans", (value, self.find_orphans(value))))
             except StoreError as exc:  # the next check, or the poll, will see it
-                log.warning("cannot read %s (%d): %s", kind, len(value), describe_error(exc))
+                log.warning("cannot read %s (%d): %s", kind,
+                            len(value[0] if kind == "check" else value), describe_error(exc))
                 if kind == "orphans":  # taken as none: the partitions are not held up
                     self.post(("orphans", (value, [])))
                 elif kind == "check":  # read again: their runs wait for it
-                    self.post(("confirmed", ({}, list(value))))
+                    self.post(("confirmed", ({}, list(value[0]))))
             except Exception:
                 log.exception("unexpected error reading %s", kind)
                 if kind == "check":
-                    self.post(("confirmed", ({}, list(value))))
+                    self.post(("confirmed", ({}, list(value[0]))))
 
-    def _check(self, held: dict[str, str]) -> None:
+    def _check(self, held: dict[str, str], probes: dict | None = None) -> None:
+        if probes:  # (before the tasks are confirmed: what it finds is decided first)
+            found = self.probe(probes)
+            if found:
+                self.post(("probed", found))
         now = self.store.revisions(list(held))
         current = {docid: rev for docid, rev in held.items() if now.get(docid) == rev}
         changed = [docid for docid in held if docid not in current]
@@ -143,9 +153,26 @@ class Reads:
         for owner in owners:
             found += list(self.store.find_all({"process": owner, "outcome": intents.INTENDED},
                                               db=self.runs))
+        return self._with_tasks(found)
+
+    def probe(self, probes: dict[str, tuple[int, tuple]],
+              page: int = 1000) -> list[tuple[dict, dict | None, str | None]]:
+        """The open intents, read by id (a quorum read each on a cluster), that the
+        processes of ``probes`` (task id -> (run number, processes)) wrote for those runs,
+        each with its task and its process's ``expires`` (as :meth:`find_orphans`)."""
+        ids = [docid for task, (number, owners) in probes.items() for owner in owners
+               for docid in intents.expected(task, number, owner)]
+        found = []
+        for start in range(0, len(ids), page):
+            docs = self.store.bulk_get(ids[start:start + page], db=self.runs)
+            found += [doc for doc in docs.values() if doc.get("outcome") == intents.INTENDED]
+        return self._with_tasks(found)
+
+    def _with_tasks(self, found: list[dict]) -> list[tuple[dict, dict | None, str | None]]:
         if not found:
             return []
-        tasks = self.store.bulk_get(sorted({doc["task"] for doc in found if "task" in doc}))
+        tasks = self.store.bulk_get(sorted({doc["task"] for doc in found
+                                            if isinstance(doc.get("task"), str)}))
         expires = {process: self.last_expires(process) for process in
                    {doc.get("process") for doc in found if isinstance(doc.get("process"), str)}}
         return [(doc, tasks.get(doc.get("task")), expires.get(doc.get("process")))

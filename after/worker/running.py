@@ -41,6 +41,7 @@ REREAD = 0.25  # seconds between two read backs of what one could not confirm
 SMOOTHING = 0.2  # weight of the newest run in the running mean of run durations
 QUEUE_FOR = 0.5  # seconds of work the job threads' queue may hold, at the runs' mean length
 ENDS_WAIT = 1.0  # seconds the ends of runs may wait while a burst is launched
+WRITES_AHEAD = 4  # batches of task writes made ahead of the writer's answers (see ends)
 
 
 def hold(w, hold: d.Hold, now: datetime) -> None:
@@ -52,13 +53,16 @@ def hold(w, hold: d.Hold, now: datetime) -> None:
     if was is not None and was.doc.get("_rev") == hold.doc.get("_rev") \
             and was.due_ms == hold.due_ms:
         return  # the same version again (a poll, a read back): held already
-    if was is not None:  # a newer version: its run is made ready anew
+    # a newer version: its run is made ready anew, its intent under an id of its own
+    rearms = was.rearms + 1 if was is not None and was.armed is not None else 0
+    if was is not None:
         withdraw(w, was)
     w.state.line.remove(docid)
     if w.state.gated.pop(docid, None) is not None:
         w.gates.forget(docid)
     held = w.state.held[docid] = Held(hold.doc, hold.spec, hold.due_ms,
                                       rank=rank(hold.doc, hold.due_ms))
+    held.rearms = rearms
     w.state.verify[docid] = hold.doc.get("_rev")  # read back now: confirmed long before
     w.timer.add((RUN, docid), hold.due_ms, None)  # its instant when it is known ahead
     arm(w, held, now)
@@ -79,7 +83,7 @@ def arm(w, held: Held, now: datetime, gated: bool = False) -> None:
         return
     docid = held.doc["_id"]
     due = from_ms(held.due_ms)
-    token = new_token(w)
+    token = new_token(w, held.rearms)
     started = r.begin(held.doc, held.spec, due, w.id, due, token)
     run = held.armed = Run(docid, token, started, held.spec, held.due_ms)
     run.intent = intents.intent(started, held.spec, w.me, run.token, due)
@@ -117,8 +121,13 @@ def withdraw(w, held: Held) -> None:
         w.state.intent_out.append(intents.withdraw(run.intent, run.token))
 
 
-def new_token(w) -> str:
-    return f"{w.id.rsplit(':', 1)[-1]}.{next(w.state.tokens)}"
+def new_token(w, rearms: int | None = None) -> str:
+    """A run's token, unique in this process; a run made ready ahead says how many times
+    its task was made ready before for that run (``/K``): its intent's id is derived from
+    that count, not from the token, so that a successor can compute it
+    (:func:`after.worker.intents.expected`)."""
+    token = f"{w.id.rsplit(':', 1)[-1]}.{next(w.state.tokens)}"
+    return token if rearms is None else f"{token}/{rearms}"
 
 
 def drop(w, docid: str) -> None:
@@ -329,8 +338,9 @@ def finished(w, docid: str, token: str, outcome: rules.Outcome, trace, response,
     if run.cancel_ms is not None:  # it returned after a cancel: canceled
         outcome = stopped(run, outcome)
     # In a burst, the ends wait until what is due is launched (their writes are not what
-    # is late): see ends()
-    w.state.ends.append((run, (outcome, trace, response), w.peers.mono()))
+    # is late), and for room in the writer: see ends()
+    run.ended = (outcome, trace, response)
+    w.state.ends.append((run, w.peers.mono()))
 
 
 def show(w, now: datetime) -> None:
@@ -344,16 +354,26 @@ def show(w, now: datetime) -> None:
 def ends(w, now: datetime, force: bool = False) -> None:
     """Write the ends of the runs that ended: once nothing due waits to be launched or to
     be begun by a job thread (a burst is begun first), or when the oldest has waited
-    ENDS_WAIT seconds."""
+    ENDS_WAIT seconds; as many as the writer has room for (all of them when ``force``: the
+    process stops)."""
     state = w.state
     if not state.ends:
         return
     if not force and (len(state.line) or not w.fired.empty() or w.runner.queued()) \
-            and w.peers.mono() - state.ends[0][2] < ENDS_WAIT:
+            and w.peers.mono() - state.ends[0][1] < ENDS_WAIT:
         return
-    waiting, state.ends = state.ends, []
-    for run, ended, _since in waiting:
-        end(w, run, ended, now)
+    # No more ahead of the writer than it can send in the next turns: an end waiting here is
+    # its run and outcome, a write made of it is two documents (the task, the run's record),
+    # 3 KB; thousands that end at once in a burst would hold them all while the server
+    # catches up (the peak of a process's memory in a burst of 50,000)
+    room = len(state.ends) if force else \
+        WRITES_AHEAD * w.writer.batch - w.writer.inflight - len(state.outbox)
+    if room <= 0:
+        return
+    waiting, state.ends = state.ends[:room], state.ends[room:]
+    for run, _since in waiting:
+        if run.ended is not None and run_of(w, run.token) is run:  # (not written meanwhile)
+            end(w, run, run.ended, now)
 
 
 def end(w, run: Run, ended: tuple, now: datetime) -> None:

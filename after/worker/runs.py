@@ -377,8 +377,13 @@ def record_id(docid: str, number: int, process: str, token: str) -> str:
     """A run record's id: the task, the run number, and a suffix of the process and the
     run's token, or of its start when it has none (two processes may both record a run
     numbered the same: the first interrupted). Known before the run begins: its intent
-    (:mod:`after.worker.intents`) is written under it, and its record over it."""
-    suffix = hashlib.blake2b(f"{process}|{token}".encode(), digest_size=3).hexdigest()
+    (:mod:`after.worker.intents`) is written under it, and its record over it. A token that
+    ends ``/K`` (a run made ready ahead, its task made ready K times before for that run)
+    gives the suffix of the process and K alone: a successor computes the ids of a dead
+    process's intents without knowing its tokens (:func:`after.worker.intents.expected`)."""
+    _, slash, rearms = token.rpartition("/")
+    seed = f"{process}|#{rearms}" if slash else f"{process}|{token}"
+    suffix = hashlib.blake2b(seed.encode(), digest_size=3).hexdigest()
     return f"{docid}#{number:08d}#{suffix}"
 
 

@@ -39,7 +39,8 @@ class Run:
     deadline_ms: int | None = None
     lateness: float = 0.0  # seconds from the due instant to the launch
     context: TaskContext | None = None
-    # the run ended while a write of its task was in flight: (outcome, trace, response)
+    # the run ended, its end not written yet (waiting in State.ends, or for a write of its
+    # task in flight): (outcome, trace, response)
     ended: tuple | None = None
     timed_out: bool = False
     cancel_ms: int | None = None  # a cancel came while it ran: ended canceled by then at most
@@ -61,6 +62,7 @@ class Held:
     # not a lagging copy's (a copy whose node just came back may show a task done since as
     # still waiting)
     confirmed: bool = False
+    rearms: int = 0  # times its run was made ready before, by this process (a newer version)
 
 
 class Seen(OrderedDict):
@@ -140,11 +142,15 @@ class State:
     parked: dict[str, dict] = field(default_factory=dict)  # newest doc seen meanwhile
     outbox: dict[str, list] = field(default_factory=dict)  # writes decided, by task id
     intent_out: list = field(default_factory=list)  # intents to write (after.worker.intents)
-    ends: list = field(default_factory=list)  # (run, (outcome, trace, response), since)
+    ends: list = field(default_factory=list)  # (run, since): ended, its end to write
     to_show: deque = field(default_factory=deque)  # (monotonic, token): to show running
     # partition taken -> the dead processes whose open intents are being read for it
     checking: dict[int, tuple] = field(default_factory=dict)
     waiting_check: dict[str, dict] = field(default_factory=dict)  # decided once checked
+    # partition taken from dead processes -> (those processes, when taken, epoch ms): their
+    # intents of its tasks then due are read by id too (after.worker.leases.probes)
+    inherited: dict[int, tuple[tuple, int]] = field(default_factory=dict)
+    decided: set = field(default_factory=set)  # (id, rev) of the dead's intents decided
     seen: Seen = field(default_factory=Seen)
     # tasks with a ``debounce``: id -> (revision, when first seen, epoch ms) (after.worker.runs)
     versions: dict[str, tuple[str, int]] = field(default_factory=dict)

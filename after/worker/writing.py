@@ -36,7 +36,7 @@ def written(w, answers: list, now: datetime) -> None:
     view = carrying.view(w)
     for write, answer in answers:
         if write.kind in (r.Kind.INTENT, r.Kind.UNINTENT):
-            leases.intent_written(w, write, answer)
+            leases.intent_written(w, write, answer, now)
             continue
         docid = write.docid
         if state.inflight.get(docid) is write:

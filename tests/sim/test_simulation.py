@@ -15,7 +15,10 @@ simulated clock, while a seeded schedule of faults plays out:
   a CouchDB node that just came back may show one (a task ended since as still due, or
   still ``running`` on a process now dead). The in-memory store refuses a write on an old
   revision, where a lagging copy may take it (a conflict that can win): what that does is
-  tested in tests/unit/test_loop.py (``-k "lags or shown_running"``), and by chaos.
+  tested in tests/unit/test_loop.py (``-k "lags or shown_running"``), and by chaos;
+- a query of a dead process's open intents (``_find``) that reads a copy that lags, and
+  misses some of them (a cluster reads one copy of each range): found by id all the same,
+  as the tasks they are of are read back (after.worker.leases.probes).
 
 Then the faults stop, every process thaws, and the pool runs until it is idle. The same
 properties as the chaos checker hold for every seed: every task ends (``done``, or
@@ -58,8 +61,10 @@ SEEDS = int(os.environ.get("AFTER_SIM_SEEDS", "12"))
 class Faulty:
     """The store as one process sees it: writes that fail, or land with their answer lost."""
 
-    def __init__(self, store: MemStore, rng: random.Random, fail: float, lose: float):
+    def __init__(self, store: MemStore, rng: random.Random, fail: float, lose: float,
+                 miss: float = 0.0, lag: random.Random | None = None):
         self._store, self.rng, self.fail, self.lose = store, rng, fail, lose
+        self.miss, self.lag = miss, lag or random.Random(0)  # (the copy that lags: its own)
         self.armed = False
         self.faults = Counter()
 
@@ -84,6 +89,14 @@ class Faulty:
 
     def put(self, doc, *, db=None):
         return self._write(lambda: self._store.put(doc, db=db))
+
+    def find_all(self, selector: dict, *, db=None, **options):
+        found = list(self._store.find_all(selector, db=db, **options))
+        if not self.armed or selector.get("outcome") != rules.INTENDED:
+            return found
+        kept = [doc for doc in found if self.lag.random() >= self.miss]
+        self.faults["intents missed"] += len(found) - len(kept)
+        return kept
 
     def bulk_docs(self, docs, *, db=None, new_edits=True):
         return self._write(lambda: self._store.bulk_docs(docs, db=db, new_edits=new_edits))
@@ -140,7 +153,9 @@ def _simulate(seed: int, rng: random.Random, tmp) -> dict:
     def start() -> Process:
         faults = random.Random(f"{seed}:faults:{len(faulty)}")  # its own stream
         view = Faulty(store, faults, fail=faults.choice([0.0, 0.03, 0.08]),
-                      lose=faults.choice([0.0, 0.03, 0.08]))
+                      lose=faults.choice([0.0, 0.03, 0.08]),
+                      miss=faults.choice([0.0, 0.5]),
+                      lag=random.Random(f"{seed}:lag:{len(faulty)}"))
         process = Process(view, tmp, now)
         view.armed = True
         faulty.append(view)

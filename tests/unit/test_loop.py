@@ -28,10 +28,11 @@ from after.couch.memstore import MemStore
 from after.jobs import JobRegistry
 from after.rules import task as rules
 from after.rules.dates import format_date, parse_date, to_ms, utcnow
-from after.worker import Worker, leases
+from after.worker import Worker, intents, leases, running
 from after.worker import partitions as parts
 from after.worker.polling import query_due, scan_recent
-from after.worker.running import REREAD, RUN
+from after.worker.running import REREAD, RUN, WRITES_AHEAD
+from after.worker.runs import Kind
 from after.worker.writer import Answer
 
 JOBS = Path(__file__).resolve().parents[2] / "jobs"
@@ -84,7 +85,7 @@ class Loop:
         w.runner.pool = Inline()
         w.writer.send = self._send  # answered at once, posted to the inbox as the writer does
         w.intents.send = lambda writes: self._send(writes, w.intents)
-        w.reads.check = lambda held: held and w.reads._check(held)  # answered at once
+        w.reads.check = lambda held, probes=None: held and w.reads._check(held, probes)  # at once
         w.reads.orphans = lambda owners: w.inbox.put(
             ("orphans", (owners, w.reads.find_orphans(owners))))
         w.reads.scan = lambda name, settings: [
@@ -601,7 +602,8 @@ def test_a_task_read_from_a_copy_that_lags_is_read_back_and_not_run(tmp_path, no
     loop = Loop(store, tmp_path, now)  # (its feed starts after both)
     loop.step()
     check, asked = loop.worker.reads.check, []
-    loop.worker.reads.check = asked.append  # the read back answers after the instant
+    # the read back answers after the instant
+    loop.worker.reads.check = lambda held, probes=None: asked.append(held)
     loop.worker.inbox.put(("recheck", stale))  # the lagging copy's version, found due
     loop.step(later(now, 1))
     assert loop.ran() == [] and asked == [{"t": stale["_rev"]}]
@@ -630,7 +632,8 @@ def test_a_task_shown_running_on_a_copy_that_lags_is_read_back_and_not_taken_ove
     loop = Loop(store, tmp_path, now)
     loop.step()
     check, asked, sent = loop.worker.reads.check, [], []
-    loop.worker.reads.check = asked.append  # the read back answers later
+    # the read back answers later
+    loop.worker.reads.check = lambda held, probes=None: asked.append(held)
     send = loop.worker.writer.send
     loop.worker.writer.send = lambda writes: (sent.extend(writes), send(writes))
     loop.worker.inbox.put(("recheck", stale))  # the lagging copy's version
@@ -667,7 +670,8 @@ def test_a_run_made_ready_ahead_and_begun_late_is_shown_running_from_when_it_beg
     loop.step()
     loop.worker.runner.pool = Manual()  # the job begins and goes on
     check, asked = loop.worker.reads.check, []
-    loop.worker.reads.check = asked.append  # the read back answers 2 s after its instant
+    # the read back answers 2 s after its instant
+    loop.worker.reads.check = lambda held, probes=None: asked.append(held)
     loop.put("t", later(now, 1))
     loop.step(later(now, 3))
     assert "t" not in loop.worker.state.runs
@@ -683,7 +687,8 @@ def test_a_run_made_ready_ahead_and_begun_late_is_shown_running_from_when_it_beg
 def test_a_read_back_that_fails_is_tried_again_and_the_run_waits_for_it(loop, now):
     loop.step()
     check, asked, failed = loop.worker.reads.check, [], 0
-    loop.worker.reads.check = asked.append  # the server slow to answer, then failing
+    # the server slow to answer, then failing
+    loop.worker.reads.check = lambda held, probes=None: asked.append(held)
     loop.put("t", later(now, 1))
     for t in (1, 2):
         loop.step(later(now, t))
@@ -718,6 +723,41 @@ def test_a_run_held_long_ahead_keeps_no_copy_of_its_task_until_just_before_its_i
     assert [r["id"] for r in loop.ran()] == ["t"] and loop.doc("t")["status"] == "done"
 
 
+def test_ends_wait_for_room_in_the_writer_and_are_not_taken_for_lost_meanwhile(tmp_path,
+                                                                                now):
+    """Runs that end at once in a burst are turned into writes (the task and its record,
+    3 KB) only as the writer has room: the rest wait as runs that ended, and the self-check
+    does not take them for runs with no thread behind them."""
+    loop = Loop(MemStore(), tmp_path, now, batch=1, pool=4)
+    writer, held = loop.worker.writer, []
+    loop.step()
+
+    def slow(writes):  # the server is slow: nothing is answered until the test says
+        writer.inflight += len(writes)
+        held.extend(writes)
+
+    writer.send = slow
+    for n in range(10):
+        loop.put(f"t{n}", later(now, 1))
+    loop.step(later(now, 1))
+    assert len(loop.ran()) == 10  # every job ran
+    assert len(held) == WRITES_AHEAD and len(loop.worker.state.ends) == 10 - WRITES_AHEAD
+    for t in range(2, 12):  # self-checks, two in a row and more, while nothing is answered
+        loop.step(later(now, t))
+    assert loop.worker.state.counts["corrected"] == 0 and len(loop.worker.state.runs) == 10
+    writer.send = lambda writes: loop._send(writes)
+    while held:  # the server answers
+        answered, held[:] = list(held), []
+        writer._send([(write, 0) for write in answered], [])
+        loop.settle()
+    loop.step(later(now, 13))
+    assert all(loop.doc(f"t{n}")["status"] == "done" for n in range(10))
+    assert Counter(r["id"] for r in loop.ran()) == {f"t{n}": 1 for n in range(10)}
+    assert all(len(loop.runs(f"t{n}")) == 1 for n in range(10))
+    # an end that waited was not shown running meanwhile: its end is the task's one write
+    assert all(loop.doc(f"t{n}")["_rev"].startswith("2-") for n in range(10))
+
+
 def test_an_intent_is_withdrawn_when_its_run_will_not_begin(loop, now):
     loop.step()
     loop.put("t", later(now, 1))
@@ -728,6 +768,34 @@ def test_an_intent_is_withdrawn_when_its_run_will_not_begin(loop, now):
     assert loop.doc("t")["status"] == "canceled"
     assert loop.store.find({"task": "t"}, db=runs_db(loop.store.db))[0] == []
     assert intent["outcome"] == "intended"
+
+
+def test_a_task_let_go_and_held_again_before_its_intent_is_withdrawn_gets_the_next_id(loop,
+                                                                                      now):
+    """An intent's id counts the times its run was made ready (a successor computes it);
+    a task let go (its partition given up, say) and held again starts that count again, and
+    its new intent can meet the old one, whose withdrawal is not written yet: made ready
+    anew under the next id, it runs once, and no intent is left open."""
+    loop.step()
+    w, held_back = loop.worker, []
+    loop.put("t", later(now, 5))
+    loop.step(later(now, 1))
+    [first] = loop.store.find({"task": "t"}, db=runs_db(loop.store.db))[0]
+    send = w.intents.send
+    w.intents.send = lambda writes: (
+        held_back.extend(x for x in writes if x.kind is Kind.UNINTENT),
+        send([x for x in writes if x.kind is not Kind.UNINTENT]))
+    running.drop(w, "t")  # let go: its intent's withdrawal is slow to be written
+    w.inbox.put(("recheck", loop.doc("t")))  # and held again
+    loop.step(later(now, 2))
+    assert held_back and w.state.held["t"].rearms == 1
+    w.intents.send = send
+    send(held_back)  # the withdrawal lands, after the new intent
+    loop.step(later(now, 6))
+    assert [r["id"] for r in loop.ran()] == ["t"] and loop.doc("t")["status"] == "done"
+    [record] = loop.runs("t")
+    assert record["_id"] == intents.expected("t", 1, w.id)[1] != first["_id"]
+    assert loop.store.find({"outcome": "intended"}, db=runs_db(loop.store.db))[0] == []
 
 
 def test_a_run_a_dead_process_may_have_begun_is_recorded_interrupted_and_run_again_isolated(
@@ -755,6 +823,40 @@ def test_a_run_a_dead_process_may_have_begun_is_recorded_interrupted_and_run_aga
     assert [(r["outcome"], r["process"]) for r in runs] == [
         ("interrupted", a.worker.id), ("done", b.worker.id)]
     assert runs[1]["isolation"] == "process"
+
+
+@pytest.mark.parametrize("rearms", [0, 2])
+def test_a_dead_process_intent_the_query_missed_is_found_by_id_as_its_task_is_read_back(
+        tmp_path, now, rearms):
+    """On a cluster, the query of a dead process's open intents (``_find``) reads one copy
+    of each range, and a copy that lags (its node just came back) can miss one. A made its
+    run ready (again, ``rearms`` times: a newer version of the task each time), began it and
+    died; B's query finds nothing: reading A's intent of that run by id as B reads the task
+    back, B records it interrupted and runs it again, once."""
+    store = MemStore("tasks")
+    a = Loop(store, tmp_path, now)
+    a.worker.runner.pool = Manual()  # the job begins, and never ends: the process dies
+    a.step()
+    a.put("t", later(now, 3))
+    for n in range(rearms):  # a newer version each time: its run made ready anew
+        a.step(later(now, 0.5 + n / 10))
+        store.put({**store.get("t"), "note": n})
+    a.step(later(now, 3))
+    assert "t" in a.worker.state.runs
+    [intent] = a.store.find({"task": "t"}, db=runs_db(a.store.db))[0]
+    assert intent["_id"] == intents.expected("t", 1, a.worker.id)[rearms]
+    b = Loop(store, tmp_path, now)
+    b.worker.runner.pool = Inline()
+    b.worker.reads.find_orphans = lambda owners: []  # the query read a copy that lags
+    a.frozen = True  # dead: no more heartbeats, nothing more written
+    for t in range(4, 12):
+        b.step(later(now, t))
+    b.poll()
+    b.step(later(now, 12))
+    assert b.doc("t")["status"] == "done"
+    assert [(r["outcome"], r["process"]) for r in b.runs("t")] == [
+        ("interrupted", a.worker.id), ("done", b.worker.id)]
+    assert len(b.ran()) == 1  # (A's run never ended: its job was a Manual one)
 
 
 def test_a_process_back_from_a_short_lapse_gives_up_what_is_someone_elses_now(tmp_path, now):

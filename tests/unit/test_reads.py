@@ -125,5 +125,5 @@ def test_checks_queued_one_after_another_are_read_at_once():
     requests = []
     while (request := reads._next(waiting)) is not None:
         requests.append(request)
-    assert requests == [("check", {"a": "2-y", "b": "1-x"}), ("orphans", ["gone"]),
-                        ("check", {"c": "1-x"})]
+    assert requests == [("check", ({"a": "2-y", "b": "1-x"}, {})), ("orphans", ["gone"]),
+                        ("check", ({"c": "1-x"}, {}))]
