@@ -10,8 +10,12 @@ the run begins only once it landed. Its record is written over it when the run e
 that will not begin after all (canceled, rescheduled, its partition given up) has its
 intent deleted. An intent's outcome is ``intended``: readers of runs leave it out.
 
+An intent's id is derived from its task, its run number, its process and the times that
+process made the run ready before (:func:`expected`): a successor computes it.
+
 When a process takes over a partition whose owner died (:mod:`after.worker.partitions`), it
-reads the dead process's intents still open (``"outcome": "intended"``) and decides each
+reads the dead process's intents still open (``"outcome": "intended"``: a query, and by id
+for each task then due, see :func:`after.worker.leases.probes`) and decides each
 (:func:`orphan`): a run due before now, of an occurrence the task has not counted, may have
 begun: it was interrupted (recorded so, over its intent) and the task runs again, in a child
 process of its own (a job may be what ended the process: it takes down no second one), as
