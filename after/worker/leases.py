@@ -332,6 +332,14 @@ def orphans(w, owners: list[str], found: list, now: datetime, probed: bool = Fal
         docid = intent_doc.get("task")
         if not isinstance(docid, str) or parts.partition_of(docid) not in state.owned:
             continue
+        if probed and (docid in state.runs
+                       or any(run.docid == docid for run in state.detached.values())):
+            # run here already (read back before this intent was found): not taken over
+            # under its own run; the intent stays open
+            log.info("task %s: an open intent of run %s of %s found by id as it runs here: "
+                     "left as it is", docid, intent_doc.get("number"),
+                     intent_doc.get("process"))
+            continue
         if len(state.decided) >= DECIDED_LIMIT:
             state.decided.clear()
         state.decided.add((intent_doc.get("_id"), intent_doc.get("_rev")))

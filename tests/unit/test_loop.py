@@ -770,6 +770,26 @@ def test_an_intent_is_withdrawn_when_its_run_will_not_begin(loop, now):
     assert intent["outcome"] == "intended"
 
 
+def test_an_intent_found_by_id_of_a_task_that_runs_here_already_is_left_as_it_is(loop, now):
+    """Found by id only after this process's own run of the task began (an intent that
+    landed late): the task is not taken over under its own run."""
+    loop.worker.runner.pool = Manual()
+    loop.step()
+    loop.put("t", now)
+    loop.step(later(now, 0.5))
+    assert "t" in loop.worker.state.runs
+    task = loop.doc("t")
+    intent = {"_id": intents.expected("t", 1, "w@gone:1:x")[0], "_rev": "1-x", "task": "t",
+              "number": 1, "process": "w@gone:1:x", "scheduled": format_date(now),
+              "outcome": "intended"}
+    leases.orphans(loop.worker, [], [(intent, task, None)], later(now, 0.5), probed=True)
+    assert loop.worker.state.outbox == {} and "t" in loop.worker.state.runs
+    loop.worker.runner.pool.finish()
+    loop.step(later(now, 2))
+    assert [r["id"] for r in loop.ran()] == ["t"] and loop.doc("t")["status"] == "done"
+    assert [r["outcome"] for r in loop.runs("t")] == ["done"]
+
+
 def test_a_task_let_go_and_held_again_before_its_intent_is_withdrawn_gets_the_next_id(loop,
                                                                                       now):
     """An intent's id counts the times its run was made ready (a successor computes it);
