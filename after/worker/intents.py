@@ -35,9 +35,12 @@ from after.worker.runs import Identity, Kind, Write, occurrence_fields, record_i
 INTENDED = rules.INTENDED  # an intent's outcome until its run's record is written over it
 
 
-def intent(started: dict, spec: rules.Spec, me: Identity, token: str, due: datetime) -> dict:
+def intent(started: dict, spec: rules.Spec, me: Identity, token: str, due: datetime,
+           now: datetime | None = None) -> dict:
     """The intent of the run ``token`` of the task as that run sees it (``started``), due
-    at ``due``."""
+    at ``due``, made ready at ``now``: its ``started`` is the earliest the run may begin (its
+    instant, or when it was made ready if that is later: a task held overdue, say handed
+    back by a stop that cut its run past the grace). A successor records the run from it."""
     info = rules.info(started)
     number = rules.counter(info, "run") or rules.counter(info, "runs") + 1
     return {
@@ -53,7 +56,7 @@ def intent(started: dict, spec: rules.Spec, me: Identity, token: str, due: datet
         "job": spec.job,
         "scheduled": format_date(due),
         **occurrence_fields(spec),
-        "started": format_date(due),
+        "started": format_date(max(due, now) if now is not None else due),
         "outcome": INTENDED,
         "token": token,
     }
@@ -167,7 +170,11 @@ def orphan(found: dict, task: dict | None, me: Identity, now: datetime,
     if task.get("status") == rules.RUNNING and info.get("owner") == owner \
             and rules.counter(info, "run") == number:
         began = task  # shown running: as its process wrote it (attempt counted once)
-    else:
-        began = rules.start(rules.claim(task, owner, due, now), owner, due, number)
+    else:  # begun, if at all, no earlier than it was made ready (the intent says when)
+        try:
+            earliest = max(due, parse_date(found.get("started"), "started"))
+        except ValueError:
+            earliest = due
+        began = rules.start(rules.claim(task, owner, due, now), owner, earliest, number)
         began[rules.NS]["token"] = found.get("token")
     return [take_over(began, spec, owner, me, now, intent=found)]

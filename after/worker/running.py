@@ -86,7 +86,7 @@ def arm(w, held: Held, now: datetime, gated: bool = False) -> None:
     token = new_token(w, held.rearms)
     started = r.begin(held.doc, held.spec, due, w.id, due, token)
     run = held.armed = Run(docid, token, started, held.spec, held.due_ms)
-    run.intent = intents.intent(started, held.spec, w.me, run.token, due)
+    run.intent = intents.intent(started, held.spec, w.me, run.token, due, now)
     w.state.intent_out.append(intents.write(run.intent, run.token))
     if held.due_ms - int(ARM_AHEAD * 1000) > to_ms(now):
         # the task as its run sees it is made again ARM_AHEAD before its instant: a burst

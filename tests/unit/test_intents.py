@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from after import audit
 from after.rules import task as rules
 from after.rules.dates import format_date
 from after.worker import intents
@@ -89,3 +90,25 @@ def test_a_run_of_that_number_begun_past_the_dead_process_lease_is_not_made_its_
     assert write.kind is Kind.UNINTENT and write.doc["_id"] == found["_id"]
     [write] = intents.orphan(found, counted, ME, NOW, NOW - timedelta(seconds=0.5))
     assert write.kind is Kind.INTENT and write.doc["recovered"] is True  # within its lease
+
+
+def test_a_run_made_ready_after_its_instant_is_recorded_as_begun_no_earlier_than_that():
+    """Chaos seed 565746910: a run cut by a stop past its grace (recorded interrupted, the
+    task handed back as the same attempt) was run again by another process, which died; its
+    successor recorded that run from its intent as begun at the instant, before the first
+    ended, and the audit counted the attempt's two runs as two runs at once. The intent
+    says when the run was made ready: the record begins no earlier."""
+    doc = task(in_s=-20.0)
+    spec, due, made = rules.parse(doc), NOW - timedelta(seconds=20), NOW - timedelta(seconds=8)
+    gone = r.Identity("w", DEAD, "gone", 2)
+    started = r.begin(doc, spec, due, DEAD, due)
+    intent = {**intents.intent(started, spec, gone, "bbbbbb.7/0", due, made), "_rev": "1-i"}
+    assert intent["started"] == format_date(made)
+    [write] = intents.orphan(intent, doc, ME, NOW)
+    assert write.run["started"] == format_date(made) and write.run["outcome"] == "interrupted"
+    cut = {"_id": "t#00000001#cccccc", "task": "t", "number": 1, "attempt": 1,
+           "outcome": "interrupted", "started": format_date(due + timedelta(seconds=1)),
+           "ended": format_date(made - timedelta(seconds=1))}
+    assert audit.rerun_after(cut, [cut, write.run])  # one run of the attempt, then another
+    ahead = intents.intent(started, spec, gone, "bbbbbb.8/0", due, due - timedelta(seconds=60))
+    assert ahead["started"] == format_date(due)  # made ready ahead: its instant
