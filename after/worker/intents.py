@@ -167,6 +167,15 @@ def orphan(found: dict, task: dict | None, me: Identity, now: datetime,
                                                    f"{found.get('process')} stopped (the "
                                                    "task has moved on since)"}})]
     owner = found.get("process")
+    if task.get("status") == rules.RUNNING and info.get("owner") != owner:
+        # another process runs it now (it took the task over, or began it as its own): the
+        # run of this intent may have begun; recorded so, and the task left to that process
+        # (chaos seed 565746910: taken over under a live run, it ran twice)
+        return [Write(Kind.INTENT, {**found, "outcome": rules.INTERRUPTED,
+                                    "ended": format_date(now), "error": {
+                                        "message": f"interrupted: worker process {owner} "
+                                                   "stopped (another process runs the task "
+                                                   "now)"}})]
     if task.get("status") == rules.RUNNING and info.get("owner") == owner \
             and rules.counter(info, "run") == number:
         began = task  # shown running: as its process wrote it (attempt counted once)

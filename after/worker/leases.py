@@ -332,13 +332,13 @@ def orphans(w, owners: list[str], found: list, now: datetime, probed: bool = Fal
         docid = intent_doc.get("task")
         if not isinstance(docid, str) or parts.partition_of(docid) not in state.owned:
             continue
-        if probed and (docid in state.runs
-                       or any(run.docid == docid for run in state.detached.values())):
-            # run here already (read back before this intent was found): not taken over
-            # under its own run; the intent stays open
-            log.info("task %s: an open intent of run %s of %s found by id as it runs here: "
-                     "left as it is", docid, intent_doc.get("number"),
-                     intent_doc.get("process"))
+        if docid in state.runs or any(run.docid == docid for run in state.detached.values()):
+            # run here already (read back before this intent was found, or begun before a
+            # lapse and still going as the partition is taken again): not taken over under
+            # its own run; the intent stays open (withdrawn later: that run of its number
+            # began past the dead process's lease, see intents.begun_after)
+            log.info("task %s: an open intent of run %s of %s found as it runs here: left "
+                     "as it is", docid, intent_doc.get("number"), intent_doc.get("process"))
             continue
         if len(state.decided) >= DECIDED_LIMIT:
             state.decided.clear()

@@ -112,3 +112,15 @@ def test_a_run_made_ready_after_its_instant_is_recorded_as_begun_no_earlier_than
     assert audit.rerun_after(cut, [cut, write.run])  # one run of the attempt, then another
     ahead = intents.intent(started, spec, gone, "bbbbbb.8/0", due, due - timedelta(seconds=60))
     assert ahead["started"] == format_date(due)  # made ready ahead: its instant
+
+
+def test_a_run_of_a_task_another_process_runs_now_is_recorded_and_the_task_left_alone():
+    """Chaos seed 565746910 (a replay): the intent of a dead process's run was decided while
+    the task ran under a live process (the decider itself): taken over, it ran twice."""
+    doc = task()
+    running = {**r.begin(doc, rules.parse(doc), NOW, ME.process, NOW, "aaaaaa.3/0"),
+               "status": "running"}
+    running["after"]["owner"] = ME.process
+    [write] = intents.orphan(open_intent(doc), running, ME, NOW)
+    assert write.kind is Kind.INTENT and write.doc["outcome"] == "interrupted"
+    assert write.doc["_id"] == open_intent(doc)["_id"] and write.doc["_rev"] == "1-i"

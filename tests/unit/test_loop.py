@@ -770,9 +770,11 @@ def test_an_intent_is_withdrawn_when_its_run_will_not_begin(loop, now):
     assert intent["outcome"] == "intended"
 
 
-def test_an_intent_found_by_id_of_a_task_that_runs_here_already_is_left_as_it_is(loop, now):
-    """Found by id only after this process's own run of the task began (an intent that
-    landed late): the task is not taken over under its own run."""
+@pytest.mark.parametrize("probed", [True, False])
+def test_an_intent_found_for_a_task_that_runs_here_already_is_left_as_it_is(loop, now,
+                                                                            probed):
+    """Found (by id, or by the query of a partition taken again after a lapse) after this
+    process's own run of the task began: the task is not taken over under its own run."""
     loop.worker.runner.pool = Manual()
     loop.step()
     loop.put("t", now)
@@ -782,7 +784,7 @@ def test_an_intent_found_by_id_of_a_task_that_runs_here_already_is_left_as_it_is
     intent = {"_id": intents.expected("t", 1, "w@gone:1:x")[0], "_rev": "1-x", "task": "t",
               "number": 1, "process": "w@gone:1:x", "scheduled": format_date(now),
               "outcome": "intended"}
-    leases.orphans(loop.worker, [], [(intent, task, None)], later(now, 0.5), probed=True)
+    leases.orphans(loop.worker, [], [(intent, task, None)], later(now, 0.5), probed=probed)
     assert loop.worker.state.outbox == {} and "t" in loop.worker.state.runs
     loop.worker.runner.pool.finish()
     loop.step(later(now, 2))
