@@ -68,11 +68,6 @@ def intent(started: dict, spec: rules.Spec, me: Identity, token: str, due: datet
 REARMS = 4
 
 
-def number_of(task: dict) -> int:
-    """The number of the run a process holding ``task`` as it is makes ready."""
-    return rules.counter(rules.info(task), "runs") + 1
-
-
 def expected(docid: str, number: int, process: str) -> list[str]:
     """The ids the intent of run ``number`` of ``docid`` has if ``process`` wrote it (the
     run's token says how many times the run was made ready before, up to :data:`REARMS`; the
@@ -121,6 +116,14 @@ def was_due(found: dict, now: datetime) -> bool:
     return due is not None and due <= now
 
 
+def interrupted(found: dict, now: datetime, why: str) -> Write:
+    """The record, over intent ``found``, of a run that may have begun: ``interrupted``,
+    the task left as it is (``why``)."""
+    return Write(Kind.INTENT, {**found, "outcome": rules.INTERRUPTED, "ended": format_date(now),
+                               "error": {"message": f"interrupted: worker process "
+                                                    f"{found.get('process')} stopped ({why})"}})
+
+
 def orphan(found: dict, task: dict | None, me: Identity, now: datetime,
            expires: datetime | None = None) -> list[Write]:
     """What to do about ``found``, an open intent of a process found dead, whose task is
@@ -161,21 +164,13 @@ def orphan(found: dict, task: dict | None, me: Identity, now: datetime,
             and task.get("status") != rules.RUNNING:
         # the task is at another occurrence now (moved by someone else's write): the run
         # may have begun all the same; recorded so, and the task left to go on from there
-        return [Write(Kind.INTENT, {**found, "outcome": rules.INTERRUPTED,
-                                    "ended": format_date(now), "error": {
-                                        "message": f"interrupted: worker process "
-                                                   f"{found.get('process')} stopped (the "
-                                                   "task has moved on since)"}})]
+        return [interrupted(found, now, "the task has moved on since")]
     owner = found.get("process")
     if task.get("status") == rules.RUNNING and info.get("owner") != owner:
         # another process runs it now (it took the task over, or began it as its own): the
         # run of this intent may have begun; recorded so, and the task left to that process
         # (chaos seed 565746910: taken over under a live run, it ran twice)
-        return [Write(Kind.INTENT, {**found, "outcome": rules.INTERRUPTED,
-                                    "ended": format_date(now), "error": {
-                                        "message": f"interrupted: worker process {owner} "
-                                                   "stopped (another process runs the task "
-                                                   "now)"}})]
+        return [interrupted(found, now, "another process runs the task now")]
     if task.get("status") == rules.RUNNING and info.get("owner") == owner \
             and rules.counter(info, "run") == number:
         began = task  # shown running: as its process wrote it (attempt counted once)

@@ -176,8 +176,7 @@ def give_when_shown(w, now: datetime) -> None:
             w.peers.ask(("parts", docs))
 
 
-def parts_written(w, docs: list[dict], answers: list[dict],
-                  now: datetime | None = None) -> None:
+def parts_written(w, docs: list[dict], answers: list[dict], now: datetime) -> None:
     state = w.state
     state.parts_pending = False
     took = []
@@ -206,8 +205,8 @@ def parts_written(w, docs: list[dict], answers: list[dict],
             if owners:  # their runs in it: decided before anything of it is
                 state.checking[k] = tuple(sorted(owners))
                 asked |= owners
-                if now is not None:  # and their intents of its due tasks read by id (probes)
-                    state.inherited[k] = (state.checking[k], to_ms(now))
+                # and their intents of its due tasks read by id (probes)
+                state.inherited[k] = (state.checking[k], to_ms(now))
         elif doc.get("owner") is None:
             state.giving.discard(k)
     polling = state.polling
@@ -303,7 +302,7 @@ def probes(w, verify: dict[str, str]) -> dict[str, tuple[int, tuple]]:
         held = state.held.get(docid)
         if inherited is not None and held is not None \
                 and held.due_ms <= inherited[1] + PROBE_MS:
-            found[docid] = (intents.number_of(held.doc), inherited[0])
+            found[docid] = (r.next_number(held.doc), inherited[0])
     return found
 
 

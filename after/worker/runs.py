@@ -81,13 +81,18 @@ def due_of(info: dict, spec: rules.Spec) -> datetime:
         return spec.due
 
 
+def next_number(doc: dict) -> int:
+    """The number of the run a process holding ``doc`` as it is makes ready."""
+    return rules.counter(rules.info(doc), "runs") + 1
+
+
 def begin(doc: dict, spec: rules.Spec, due: datetime, me: str, now: datetime,
           token: str | None = None) -> dict:
     """The task as a run that begins at ``now`` sees it and ends it: held and started by
     ``me`` (the attempt counted, the run numbered, its ``token`` kept: the run's record id
     is derived from it). In memory only: the write of the run's end is checked against
     ``doc``'s revision."""
-    number = rules.counter(rules.meta(dict(doc)), "runs") + 1
+    number = next_number(doc)
     started = rules.start(rules.claim(doc, me, due, now), me, now, number)
     if token is not None:
         started[rules.NS]["token"] = token
