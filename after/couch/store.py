@@ -610,27 +610,32 @@ class Store:
         use_index: str | list[str] | None = None,
     ) -> tuple[list[dict], str | None]:
         """One page of a Mango query: (documents, bookmark for the next page or None)."""
+        docs, bookmark, _ = self._find(selector, db=db, limit=limit, sort=sort, fields=fields,
+                                       bookmark=bookmark, skip=skip, use_index=use_index)
+        return docs, bookmark
+
+    def _find(self, selector: dict, *, db: str | None, limit: int, skip: int = 0,
+              **options) -> tuple[list[dict], str | None, int]:
+        """A page of a Mango query, and how many rows the server sent (for paging):
+        pouchdb-server sends ``null`` for a document deleted between its index and its read
+        (an intent withdrawn as a successor queries the open ones), which is left out."""
         answer = self._couchdb3(
-            lambda database: database.find(
-                selector, limit=limit, skip=skip, sort=sort, fields=fields,
-                bookmark=bookmark, use_index=use_index,
-            ),
-            db,
-        )
-        return answer["docs"], answer.get("bookmark")
+            lambda database: database.find(selector, limit=limit, skip=skip, **options), db)
+        rows = answer["docs"]
+        return [doc for doc in rows if isinstance(doc, dict)], answer.get("bookmark"), len(rows)
 
     def find_all(self, selector: dict, *, db: str | None = None, page: int = 500,
                  sort: list | None = None) -> Iterator[dict]:
         """Every document matching ``selector``, a page at a time (memory stays bounded)."""
         bookmark, skip = None, 0
         while True:
-            docs, bookmark = self.find(selector, db=db, limit=page, sort=sort,
-                                       bookmark=bookmark, skip=0 if bookmark else skip)
+            docs, bookmark, rows = self._find(selector, db=db, limit=page, sort=sort,
+                                              bookmark=bookmark, skip=0 if bookmark else skip)
             yield from docs
-            if len(docs) < page:
+            if rows < page:
                 return
             # CouchDB pages with bookmarks; pouchdb-server returns none, so page with skip.
-            skip += len(docs)
+            skip += rows
 
     def view(self, ddoc: str, view: str, *, db: str | None = None, **params) -> list[dict]:
         """Rows of a map/reduce view; ``params`` are JSON-encoded as CouchDB expects, but

@@ -99,16 +99,15 @@ class Reads:
                         self.post(("recheck", doc))
                 elif kind == "orphans":
                     self.post(("orphans", (value, self.find_orphans(value))))
-            except StoreError as exc:  # the next check, or the poll, will see it
-                log.warning("cannot read %s (%d): %s", kind,
-                            len(value[0] if kind == "check" else value), describe_error(exc))
-                if kind == "orphans":  # taken as none: the partitions are not held up
-                    self.post(("orphans", (value, [])))
+            except Exception as exc:  # the next check, or the poll, will see it
+                if isinstance(exc, StoreError):
+                    log.warning("cannot read %s (%d): %s", kind, len(
+                        value[0] if kind == "check" else value), describe_error(exc))
+                else:  # (a bug: the loop must hear back all the same, or it waits for ever)
+                    log.exception("unexpected error reading %s", kind)
+                if kind == "orphans":  # taken as none: the partitions are not held up (each
+                    self.post(("orphans", (value, [])))  # due task's are read by id: probes)
                 elif kind == "check":  # read again: their runs wait for it
-                    self.post(("confirmed", ({}, list(value[0]))))
-            except Exception:
-                log.exception("unexpected error reading %s", kind)
-                if kind == "check":
                     self.post(("confirmed", ({}, list(value[0]))))
 
     def _check(self, held: dict[str, str], probes: dict | None = None) -> None:

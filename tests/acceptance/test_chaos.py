@@ -74,8 +74,15 @@ def test_random_freezes_and_kills_run_every_task_and_none_twice_but_runs_they_cu
             processes[processes.index(victim)] = spawn()
             actions.append(f"killed {victim.pid}")
 
-    wait_for(lambda: len(list(tasks.find_all({"status": "done"}))) == TASKS, timeout=90,
-             what=f"{TASKS} done")
+    try:
+        wait_for(lambda: len(list(tasks.find_all({"status": "done"}))) == TASKS, timeout=90,
+                 what=f"{TASKS} done")
+    except AssertionError:
+        left = {d["_id"]: (d.get("status"), d.get("date"), d.get("after"))
+                for d in tasks.find_all({"worker": "cz"}) if d.get("status") != "done"}
+        raise AssertionError(f"[chaos seed {seed}] {len(left)} of {TASKS} not done 90 s "
+                             f"after the faults ({'; '.join(actions)}): "
+                             f"{dict(list(left.items())[:5])}") from None
     time.sleep(2)  # a thawed process that wrongly ran something would have by now
     runs = recorded(out)
     per_task = defaultdict(list)

@@ -127,3 +127,28 @@ def test_checks_queued_one_after_another_are_read_at_once():
         requests.append(request)
     assert requests == [("check", ({"a": "2-y", "b": "1-x"}, {})), ("orphans", ["gone"]),
                         ("check", ({"c": "1-x"}, {}))]
+
+
+class Broken(Lagging):
+    """A query of open intents that fails with what no store should raise (a bug)."""
+
+    def find_all(self, selector, **kw):
+        raise AttributeError("'NoneType' object has no attribute 'get'")
+
+
+def test_a_read_of_orphans_that_fails_unexpectedly_still_answers_the_loop():
+    """Found by the pouchdb chaos test in CI (seed 180023): pouchdb-server's ``_find`` sent
+    ``null`` for an intent deleted as it was read, the reads thread failed on it and never
+    answered, and the partitions taken from the frozen process waited for that answer for
+    ever (40 of 200 tasks never ran). Whatever the failure, the loop hears back."""
+    import queue
+
+    memory = MemStore("t")
+    memory.create_database()
+    posted: queue.SimpleQueue = queue.SimpleQueue()
+    reads = Reads(Broken(memory, set()), posted.put).start()
+    try:
+        reads.orphans(["dead"])
+        assert posted.get(timeout=5) == ("orphans", (["dead"], []))
+    finally:
+        reads.stop()
