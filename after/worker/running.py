@@ -335,7 +335,7 @@ def finished(w, docid: str, token: str, outcome: rules.Outcome, trace, response,
         log.warning("task %s: a run that had timed out or was taken over ended (%s)",
                     docid, outcome.outcome)
         return
-    if run.cancel_ms is not None:  # it returned after a cancel: canceled
+    if run.cancel_ms is not None:  # it returned after a cancel (or a takeover)
         outcome = stopped(run, outcome)
     # In a burst, the ends wait until what is due is launched (their writes are not what
     # is late), and for room in the writer: see ends()
@@ -500,9 +500,14 @@ def fence(w, run: Run, newer: dict, now: datetime) -> None:
     """Another process took ``run`` over (this one was found dead: frozen or cut off past
     its lease) and runs it again: this run stops as a canceled one does (the job told, an
     isolated run's process group SIGTERMed, then killed after the grace), so that the two
-    overlap for as short a time as the job allows. Its record goes beside the
-    ``interrupted`` one the other process wrote (``late``); its end is not written."""
-    if run.cancel_ms is not None or run.ended is not None or run.timed_out:
+    overlap for as short a time as the job allows. It is recorded ``interrupted``, as the
+    other process records it (whichever lands first stands: the same verdict twice is
+    written once), so that the record says so even when the other process died before
+    writing its own; the task itself is the other process's now (its end is not written)."""
+    if run.ended is not None or run.timed_out:
+        return
+    run.fenced = True
+    if run.cancel_ms is not None:  # already told to stop (a cancel)
         return
     run.cancel_ms = to_ms(now) + int(rules.CANCEL_GRACE * 1000)
     w.runner.cancel(run.token)
@@ -513,8 +518,13 @@ def fence(w, run: Run, newer: dict, now: datetime) -> None:
 
 
 def stopped(run: Run, outcome: rules.Outcome) -> rules.Outcome:
-    """How a canceled run ended, as recorded: ``canceled``, with how long it ran."""
+    """How a run told to stop ended, as recorded, with how long it ran: ``canceled``, or
+    ``interrupted`` when it was taken over (:func:`fence`)."""
     seconds = max(0.0, (outcome.ended - outcome.started).total_seconds())
+    if run.fenced:
+        return rules.Outcome(rules.INTERRUPTED, outcome.started, outcome.ended,
+                             error=f"interrupted: taken over by another process while it ran "
+                                   f"(this process's lease had lapsed), after {seconds:.1f} s")
     return rules.Outcome(rules.STOPPED, outcome.started, outcome.ended,
                          error=f"canceled while running, after {seconds:.1f} s")
 

@@ -44,6 +44,9 @@ class Run:
     ended: tuple | None = None
     timed_out: bool = False
     cancel_ms: int | None = None  # a cancel came while it ran: ended canceled by then at most
+    # another process took it over (this one was found dead): told to stop like a canceled
+    # run, and recorded ``interrupted`` (running.fence)
+    fenced: bool = False
     intent: dict | None = None  # its intent in <db>_runs (after.worker.intents)
     landed: bool = False  # the intent is written: the run may begin
 
