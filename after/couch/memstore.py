@@ -78,7 +78,7 @@ class MemStore:
     def close(self) -> None:
         pass
 
-    def with_timeout(self, timeout: float, retries: int = 1) -> MemStore:
+    def with_timeout(self, timeout: float, retries: int = 1, hedge: bool = False) -> MemStore:
         return self
 
     def clock_sample(self) -> tuple[float, float, str | None]:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import queue
 import random
 import threading
 import time
@@ -115,6 +116,8 @@ _COUCHDB3_ERRORS = {
     couchdb3.exceptions.BadRequestError: BadRequest,
 }
 _RETRYABLE = (httpx.TransportError,)
+#: Seconds between looks, while a hedged request waits, at the node the store uses now.
+HEDGE_CHECK = 0.1
 
 
 def encode(body) -> str:
@@ -224,6 +227,7 @@ class Store:
         self.retries = retries
         self.timeout = timeout
         self._failover = _Failover()  # shared with the copies with_timeout makes
+        self.hedge = False  # bulk writes hedged (see _hedged; with_timeout(hedge=True))
 
     @property
     def node(self) -> Node:
@@ -264,11 +268,12 @@ class Store:
         for node in self.nodes:
             node.client.close()
 
-    def with_timeout(self, timeout: float, retries: int = 1) -> Store:
+    def with_timeout(self, timeout: float, retries: int = 1, hedge: bool = False) -> Store:
         """This store, on the same connections, with a shorter ``timeout`` and fewer
-        ``retries`` per request: for the worker's loop, which must never wait long."""
+        ``retries`` per request: for the worker's loop, which must never wait long.
+        ``hedge``: its bulk writes are hedged (:meth:`_hedged`): for the worker's writers."""
         quick = copy.copy(self)
-        quick.timeout, quick.retries = timeout, retries
+        quick.timeout, quick.retries, quick.hedge = timeout, retries, hedge
         return quick
 
     def __enter__(self) -> Store:
@@ -301,8 +306,46 @@ class Store:
             raise failure
         raise Unavailable(f"cannot reach {self.safe_url}: {type(failure).__name__}") from None
 
-    def request(self, method: str, path: str, *, body=None, params=None) -> httpx.Response:
-        """One HTTP request, retried while the server is unreachable; raises typed errors."""
+    def _hedged(self, call: Callable[[Node], object]) -> object:
+        """:meth:`_retrying`, sent again on the node used now if the store moves away from
+        the node it is in flight to (another request, a heartbeat, found that node not
+        answering); the first answer of the two is taken. A frozen node keeps a request
+        until its timeout (a sync client cannot abort it), and the worker's writes must
+        land before then: a run's end stuck 30 s on a SIGSTOPped node is a run that a kill
+        meanwhile would have run again. Only for requests that may land twice: writes of
+        documents that carry their ids, which a second landing answers as a conflict (read
+        as the task now, as after a lost answer)."""
+        if len(self.nodes) < 2:
+            return self._retrying(call)
+        answers: queue.SimpleQueue = queue.SimpleQueue()
+
+        def send() -> None:
+            try:
+                answers.put((True, self._retrying(call)))
+            except BaseException as exc:  # (given to the caller, raised there)
+                answers.put((False, exc))
+
+        sent_to, copies, failure = self._failover.current, 1, None
+        threading.Thread(target=send, name="after-request", daemon=True).start()
+        while copies:
+            try:
+                ok, value = answers.get(timeout=HEDGE_CHECK)
+            except queue.Empty:
+                if copies == 1 and failure is None and self._failover.current != sent_to:
+                    log.info("a request in flight to %s, which does not answer: sent again "
+                             "to %s", self.nodes[sent_to].safe_url, self.node.safe_url)
+                    copies = 2
+                    threading.Thread(target=send, name="after-request", daemon=True).start()
+                continue
+            if ok:
+                return value
+            copies, failure = copies - 1, value
+        raise failure
+
+    def request(self, method: str, path: str, *, body=None, params=None,
+                hedge: bool = False) -> httpx.Response:
+        """One HTTP request, retried while the server is unreachable; raises typed errors.
+        ``hedge``: see :meth:`_hedged` (only for requests that may land twice)."""
         content = None if body is None else encode(body)
 
         def call(node: Node) -> httpx.Response:
@@ -312,7 +355,7 @@ class Store:
                 raise error_for(response.status_code, response.text)
             return response
 
-        return self._retrying(call)
+        return self._hedged(call) if hedge else self._retrying(call)
 
     def _couchdb3(self, call: Callable[[couchdb3.Database], object],
                   db: str | None) -> object:
@@ -527,7 +570,9 @@ class Store:
         the server answered 202 (a CouchDB cluster that could not confirm the writes with a
         quorum), successful results carry ``"accepted": True``: such a write may still lose
         to a concurrent one, so check it before acting on it. (couchdb3's ``bulk_docs``
-        hides that status, so this goes through the session directly.)
+        hides that status, so this goes through the session directly.) From a store made
+        with ``hedge`` (:meth:`with_timeout`), sent again to the next node if the store moves
+        away from the one it waits on (:meth:`_hedged`), when every document carries its id.
         """
         if not docs:
             return []
@@ -540,7 +585,7 @@ class Store:
         if not new_edits:
             body["new_edits"] = False
         response = self.request("POST", f"{quote(db or self.db, safe='')}/_bulk_docs",
-                                body=body)
+                                body=body, hedge=self.hedge and new_edits and len(ids) == len(docs))
         results = response.json()
         if all("_id" in doc for doc in docs) and new_edits:
             # CouchDB answers in request order; pouchdb-server puts failures first. Match by id.

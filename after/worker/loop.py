@@ -82,7 +82,9 @@ class Worker:
                              mono=self.peers.mono, lease=lambda: self.lease_until)
         self.recorder = Recorder(store, runs_db(store.db), keep=settings.keep_runs,
                                  batch=settings.batch)
-        self.writer = Writer(store.with_timeout(WRITE_TIMEOUT, retries=2), self.inbox.put,
+        # (the writers' batches: sent again to the next node if a node they wait on freezes)
+        writes = store.with_timeout(WRITE_TIMEOUT, retries=2, hedge=True)
+        self.writer = Writer(writes, self.inbox.put,
                              batch=settings.batch, concurrency=settings.write_concurrency,
                              attempts=settings.write_attempts, backoff=settings.write_backoff,
                              backoff_max=settings.write_backoff_max)
@@ -91,7 +93,7 @@ class Worker:
                              self.stop_requested, idle=self._idle)
         self.reads = Reads(store.with_timeout(WRITE_TIMEOUT, retries=1), self.inbox.put,
                            runs=runs_db(store.db))
-        self.intents = Writer(store.with_timeout(WRITE_TIMEOUT, retries=2), self.inbox.put,
+        self.intents = Writer(writes, self.inbox.put,
                               batch=settings.batch, attempts=settings.write_attempts,
                               backoff=settings.write_backoff,
                               backoff_max=settings.write_backoff_max, db=runs_db(store.db))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 
 import pytest
 
@@ -129,3 +130,36 @@ def test_a_write_accepted_twice_is_seen_by_reading_the_leaves_back(cluster, node
           f"alone by open_revs: {wrongly_alone}/{twice}, by a plain GET: {plain_missed}/{twice}")
     assert twice, "no race was accepted twice: the test proves nothing"
     assert wrongly_alone == 0
+
+
+def test_a_write_waiting_on_a_frozen_node_is_sent_again_once_the_store_moves(cluster, node_db):
+    """Issue 24 (chaos seed 523825): a worker's write in flight to a node that freezes
+    (SIGSTOP: the connection stays open, nothing answers) waited for its 30 s timeout, and a
+    process killed meanwhile had its ended run run again. Its writers' store is hedged: once
+    the store moves away from the frozen node (the heartbeat's short request timed out
+    there), the write is sent to the next node and answered; the copy still waiting on the
+    frozen node lands later as a conflict, or not at all."""
+    base = Store(cluster.urls(first=2), node_db)
+    writes = base.with_timeout(30.0, retries=2, hedge=True)
+    beat = base.with_timeout(1.0, retries=0)  # the heartbeat's copy: a short timeout
+    docs = [{"_id": f"h{i:03}", "status": "done"} for i in range(20)]
+    answered: dict = {}
+    cluster.kill(2, "STOP")
+    try:
+        began = time.monotonic()
+        thread = threading.Thread(target=lambda: answered.setdefault(
+            "results", writes.bulk_docs(docs)), daemon=True)
+        thread.start()
+        time.sleep(0.5)
+        assert thread.is_alive()  # waiting on the frozen node
+        beat.info()  # times out on node 2: the store moves to node 3 (and answers there)
+        assert base.node.index == 1 and writes.node.index == 1
+        thread.join(10)
+        took = time.monotonic() - began
+        assert [r.get("ok") for r in answered["results"]] == [True] * 20, answered
+        assert took < 5, took  # not the 30 s of the request waiting on the frozen node
+        with Store(cluster.url(1), node_db) as reader:
+            assert len(reader.bulk_get([d["_id"] for d in docs])) == 20
+    finally:
+        cluster.revive(2)
+        base.close()

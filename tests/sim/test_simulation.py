@@ -71,7 +71,7 @@ class Faulty:
     def __getattr__(self, name):
         return getattr(self._store, name)
 
-    def with_timeout(self, timeout: float, retries: int = 1) -> Faulty:
+    def with_timeout(self, timeout: float, retries: int = 1, hedge: bool = False) -> Faulty:
         return self  # (the writers' copies of the store fail as this one does)
 
     def _write(self, call):
