@@ -238,6 +238,13 @@ def holder_of(w, docid: str) -> str | None:
 
 def intent_written(w, write: r.Write, answer, now: datetime) -> None:
     """A run's intent landed (or not): the run may begin once its task falls due."""
+    if write.kind is r.Kind.UNINTENT and answer.failed is not None \
+            and not w.stop_requested.is_set():
+        # A withdrawal the database could not take (the writer tried, with backoff): sent
+        # again. An intent left open is decided, once its process is found dead, as a run
+        # that may have begun: recorded from the task's next run of that number, or run.
+        w.state.intent_out.append(write)
+        return
     if write.kind is not r.Kind.INTENT or write.token is None:
         return
     docid = write.doc.get("task")

@@ -770,6 +770,34 @@ def test_an_intent_is_withdrawn_when_its_run_will_not_begin(loop, now):
     assert intent["outcome"] == "intended"
 
 
+def test_a_withdrawal_the_database_could_not_take_is_sent_again(loop, now):
+    """An intent withdrawn (its run will not begin) whose withdrawal the writer gave up on
+    (the runs database unreachable) is withdrawn again, not left open: left open, it would
+    be decided as a run that may have begun once its process is found dead."""
+    loop.step()
+    loop.put("t", later(now, 1))
+    loop.step(later(now, 0.5))
+    send, intents, sent = loop.worker.intents.send, loop.worker.intents, []
+
+    def unreachable(writes):
+        sent.extend(writes)
+        intents.inflight += len(writes)
+
+    intents.send = unreachable
+    loop.store.put({**loop.doc("t"), "status": "cancel"})
+    loop.step(later(now, 0.8))
+    [withdrawal] = sent
+    sent.clear()
+    intents._answer([(withdrawal, Answer(failed="simulated: unreachable"))])
+    loop.settle()
+    assert [write.doc for write in sent] == [withdrawal.doc]  # sent again
+    intents.send = send
+    intents.inflight -= 1
+    send(sent)
+    loop.settle()
+    assert loop.store.find({"task": "t"}, db=runs_db(loop.store.db))[0] == []
+
+
 @pytest.mark.parametrize("probed", [True, False])
 def test_an_intent_found_for_a_task_that_runs_here_already_is_left_as_it_is(loop, now,
                                                                             probed):

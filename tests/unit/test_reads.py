@@ -152,3 +152,39 @@ def test_a_read_of_orphans_that_fails_unexpectedly_still_answers_the_loop():
         assert posted.get(timeout=5) == ("orphans", (["dead"], []))
     finally:
         reads.stop()
+
+
+class StaleQuery(Lagging):
+    """The query of open intents answers from a copy that lags: it still shows ``stale``
+    (withdrawn, or recorded, since); a read by id has the current versions."""
+
+    def __init__(self, store: MemStore, stale: list[dict]):
+        super().__init__(store, set())
+        self.stale = stale
+
+    def find_all(self, selector, **kw):
+        return iter(self.stale)
+
+
+def test_open_intents_found_by_the_query_are_read_back_by_id_and_decided_as_they_are_now():
+    """Chaos seed 1934192822: a successor's query read a lagging copy that still showed a
+    live process's intent open, withdrawn since on the other copies; it recorded the run of
+    that number (run later by its process) over it there, beside the withdrawal: the run
+    was recorded twice. The intents the query finds are read back by id first."""
+    memory = MemStore("t")
+    memory.create_database()
+    runs = "t_runs"
+    memory.create_database(runs)
+    base = {"type": "run", "task": "t", "number": 1, "process": "p", "outcome": "intended",
+            "scheduled": "2026-12-06T10:00:00.000Z"}
+    withdrawn, recorded, still = ({**base, "_id": f"t#{n}"} for n in (1, 2, 3))
+    for doc in (withdrawn, recorded, still):
+        memory.put(doc, db=runs)
+    stale = [dict(withdrawn), dict(recorded), dict(still)]
+    memory.delete(withdrawn["_id"], withdrawn["_rev"], db=runs)
+    memory.put({**recorded, "outcome": "done"}, db=runs)
+    posted = []
+    reads = Reads(StaleQuery(memory, stale), posted.append, runs=runs)
+    found = reads.find_orphans(["p"])
+    assert [(doc["_id"], doc["outcome"]) for doc, _task, _expires in found] == \
+        [("t#3", "intended")]
