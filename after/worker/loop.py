@@ -81,7 +81,7 @@ class Worker:
         self.runner = Runner(settings.pool, self.inbox.put, registry, clock=self.peers.clock,
                              mono=self.peers.mono, lease=lambda: self.lease_until)
         self.recorder = Recorder(store, runs_db(store.db), keep=settings.keep_runs,
-                                 batch=settings.batch)
+                                 batch=settings.batch, process=self.id)
         # (the writers' batches: sent again to the next node if a node they wait on freezes)
         writes = store.with_timeout(WRITE_TIMEOUT, retries=2, hedge=True)
         self.writer = Writer(writes, self.inbox.put,

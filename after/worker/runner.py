@@ -208,8 +208,9 @@ def next_deadline(runs) -> float:
 class Recorder:
     """Writes run records and prunes each task's old ones, on its own thread."""
 
-    def __init__(self, store, db: str, *, keep: int, batch: int):
+    def __init__(self, store, db: str, *, keep: int, batch: int, process: str | None = None):
         self.store, self.db, self.keep, self.batch = store, db, keep, batch
+        self.process = process  # the process whose records these are (see _over_conflicts)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._backlog: list[dict] = []
         self._thread = threading.Thread(target=self._run, name="after-runs", daemon=True)
@@ -275,12 +276,15 @@ class Recorder:
         """Records whose write over their intent conflicted. Over an intent still open (its
         answer came late, or was lost), written again. Over a record another process wrote
         (it took the run over, this process being found dead: recorded ``interrupted``),
-        never: this one is kept beside it, marked ``late`` (the run did go on, and end).
-        A record ``interrupted`` over a record ``interrupted`` is dropped: the same verdict
-        on the same run, twice (as a successor that read the run's intent twice records it:
-        once taking the task over, once from the task's ``last_run``). Over a record of the
-        run's own end (its process, thawed, ended it before the successor's verdict was
-        written), the verdict is kept beside: the run was taken over and run again."""
+        never: this one is kept beside it, marked ``late`` (the run did go on, and end:
+        a run taken over ends ``interrupted``, and says when). A successor's verdict
+        ``interrupted`` (on another process's run) over a record ``interrupted`` is dropped:
+        the same verdict on the same run, twice (as a successor that read the run's intent
+        twice records it: once taking the task over, once from the task's ``last_run``; or
+        over the run's own record, its process thawed and told it was taken over). Over a
+        record of the run's own end (its process, thawed, ended it before the successor's
+        verdict was written), the verdict is kept beside: the run was taken over and run
+        again."""
         if not runs:
             return
         current = self.store.bulk_get([doc["_id"] for doc in runs], db=self.db)
@@ -291,7 +295,8 @@ class Recorder:
                 again.append({k: v for k, v in doc.items() if k != "_rev"})
             elif found.get("outcome") == INTENDED:
                 again.append({**doc, "_rev": found["_rev"]})
-            elif doc.get("outcome") == found.get("outcome") == rules.INTERRUPTED:
+            elif doc.get("outcome") == found.get("outcome") == rules.INTERRUPTED \
+                    and doc.get("process") != self.process:
                 continue
             else:
                 again.append({**{k: v for k, v in doc.items() if k != "_rev"},

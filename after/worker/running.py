@@ -501,9 +501,10 @@ def fence(w, run: Run, newer: dict, now: datetime) -> None:
     its lease) and runs it again: this run stops as a canceled one does (the job told, an
     isolated run's process group SIGTERMed, then killed after the grace), so that the two
     overlap for as short a time as the job allows. It is recorded ``interrupted``, as the
-    other process records it (whichever lands first stands: the same verdict twice is
-    written once), so that the record says so even when the other process died before
-    writing its own; the task itself is the other process's now (its end is not written)."""
+    other process records it, so that the record says so even when the other process died
+    before writing its own (over its intent then; else beside the other's, ``late``, which
+    says when it ended); the task itself is the other process's now (its end is not
+    written)."""
     if run.ended is not None or run.timed_out:
         return
     run.fenced = True

@@ -249,7 +249,8 @@ def test_a_run_taken_over_while_its_process_was_frozen_stops_when_it_thaws(cli, 
     it again, taking the cap's slot. On thaw, the takeover reaches the holder on its feed:
     its job is stopped as a canceled one is (told, then its process killed after the grace),
     not left to run beside the second run for its remaining 13 s. Its run is recorded
-    ``canceled`` beside the interrupted one."""
+    ``interrupted`` by its own process too, beside the other's record (``late``: when it
+    really ended)."""
     out = tmp_path / "runs.jsonl"
     options = ("--poll", "30", "--heartbeat", "0.5", "--lease", "3")
     processes = [cli.spawn("start", "fc", *options, AFTER_JOBS=str(jobs)) for _ in range(2)]
@@ -280,7 +281,8 @@ def test_a_run_taken_over_while_its_process_was_frozen_stops_when_it_thaws(cli, 
     ended = parse_date(late[0]["ended"])
     print(f"\n[frozen cap holder] first run stopped {(ended - thawed).total_seconds():.2f}s "
           "after the thaw (its job had 13 s left)")
-    assert late[0]["outcome"] == "canceled"
+    assert late[0]["outcome"] == "interrupted"
+    assert "taken over by another process" in late[0]["error"]["message"]
     # told (SIGTERM, task.canceled), then killed after the grace: not its 13 s left
     assert (ended - thawed).total_seconds() < CANCEL_GRACE + 2
     outcomes = sorted(r["outcome"] for i, r in records().items() if not i.endswith("~late"))
