@@ -152,29 +152,30 @@ class Reads:
         for owner in owners:
             found += list(self.store.find_all({"process": owner, "outcome": intents.INTENDED},
                                               db=self.runs))
-        if found:
-            # On a cluster the query reads each range of its index from one copy: one that
-            # lags (its node just came back) shows an intent withdrawn or recorded since as
-            # still open, and a record written over it there would stand beside the
-            # withdrawal (chaos seed 1934192822: a run recorded twice). Each is read back by
-            # id (a quorum read) and decided as it is now.
-            now = self.store.bulk_get([doc["_id"] for doc in found], db=self.runs)
-            found = [now[doc["_id"]] for doc in found
-                     if (now.get(doc["_id"]) or {}).get("outcome") == intents.INTENDED]
-        return self._with_tasks(found)
+        # On a cluster the query reads each range of its index from one copy: one that lags
+        # (its node just came back) shows an intent withdrawn or recorded since as still
+        # open, and a record written over it there would stand beside the withdrawal (chaos
+        # seed 1934192822: a run recorded twice). Each is read back by id and decided as it
+        # is now.
+        return self._with_tasks(self._open_by_id([doc["_id"] for doc in found]))
 
-    def probe(self, probes: dict[str, tuple[int, tuple]],
-              page: int = 1000) -> list[tuple[dict, dict | None, str | None]]:
+    def probe(self, probes: dict[str, tuple[int, tuple]]
+              ) -> list[tuple[dict, dict | None, str | None]]:
         """The open intents, read by id (a quorum read each on a cluster), that the
         processes of ``probes`` (task id -> (run number, processes)) wrote for those runs,
         each with its task and its process's ``expires`` (as :meth:`find_orphans`)."""
-        ids = [docid for task, (number, owners) in probes.items() for owner in owners
-               for docid in intents.expected(task, number, owner)]
+        return self._with_tasks(self._open_by_id(
+            [docid for task, (number, owners) in probes.items() for owner in owners
+             for docid in intents.expected(task, number, owner)]))
+
+    def _open_by_id(self, ids: list[str], page: int = 1000) -> list[dict]:
+        """Of the intents ``ids``, those open now, read by id (``_all_docs?keys=``: a quorum
+        read each on a cluster), ``page`` at a time."""
         found = []
         for start in range(0, len(ids), page):
             docs = self.store.bulk_get(ids[start:start + page], db=self.runs)
             found += [doc for doc in docs.values() if doc.get("outcome") == intents.INTENDED]
-        return self._with_tasks(found)
+        return found
 
     def _with_tasks(self, found: list[dict]) -> list[tuple[dict, dict | None, str | None]]:
         if not found:
