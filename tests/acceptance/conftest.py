@@ -131,6 +131,18 @@ def wait_for(predicate, timeout: float = 30, what: str = "condition", interval=0
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def wait_records(cli, tasks, count: int, selector: dict | None = None,
+                 timeout: float = 30) -> list[dict]:
+    """The run records (``selector`` in the runs database) once there are ``count`` and no
+    intent is among them: a task is written done before its run's record goes over its
+    intent (an intent left for ever fails here)."""
+    def records():
+        found = list(tasks.find_all({"type": "run", **(selector or {})}, db=f"{cli.db}_runs"))
+        return len(found) >= count and all(r["outcome"] != "intended" for r in found) \
+            and found
+    return wait_for(records, timeout, f"{count} run records, no intent")
+
+
 def wait_for_peers(cli: Cli, name: str, count: int, timeout: float = 30) -> None:
     """Wait until ``count`` processes of ``name`` are in the registry and each has beaten
     since they all were: each has then read the registry with every other one in it (a

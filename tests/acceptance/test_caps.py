@@ -15,7 +15,7 @@ from after.couch.caps import in_use
 from after.rules.dates import format_date, parse_date, utcnow
 
 from ..integration.test_gates import overlap
-from .conftest import task_doc, wait_for
+from .conftest import task_doc, wait_for, wait_records
 from .test_pool import POOL, start_pool
 
 LEASE = 3.0  # POOL's --lease
@@ -37,9 +37,7 @@ def test_three_processes_never_run_more_than_the_cap(cli, tasks):
     tasks.bulk_docs(docs)
     wait_for(lambda: len(list(tasks.find_all({"status": "done"}))) == 30, timeout=90,
              what="30 done")
-    runs = wait_for(lambda: len(r := list(tasks.find_all({"type": "run"},
-                                                         db=f"{cli.db}_runs"))) >= 30 and r,
-                    what="30 run records")  # written by each process's recorder thread
+    runs = wait_records(cli, tasks, 30)  # written by each process's recorder thread
     assert Counter(r["outcome"] for r in runs) == {"done": 30}
     assert sorted(r["task"] for r in runs) == [f"r{i:02}" for i in range(30)]
     most = overlap(runs)
@@ -92,9 +90,7 @@ def test_occurrences_waiting_in_three_processes_run_in_date_order(cli, tasks):
     tasks.bulk_docs(docs)
     wait_for(lambda: len(list(tasks.find_all({"status": "done"}))) == 9, timeout=60,
              what="9 done")
-    runs = sorted(wait_for(lambda: len(r := list(tasks.find_all(
-        {"type": "run"}, db=f"{cli.db}_runs"))) >= 9 and r, what="9 run records"),
-        key=lambda r: r["started"])
+    runs = sorted(wait_records(cli, tasks, 9), key=lambda r: r["started"])
     order = [r["task"] for r in runs]
     print(f"\n[caps] 9 tasks of 0.4 s 0.15 s apart, limit 1, 3 processes: run in order "
           f"{' '.join(order)}, by {len({r['pid'] for r in runs})} processes")
@@ -150,9 +146,7 @@ def test_three_processes_begin_no_more_runs_than_the_rate_allows(cli, tasks):
     assert tasks.get("m11")["rate"] == {"key": "mail", "limit": 3, "per": 2}
     wait_for(lambda: len(list(tasks.find_all({"status": "done"}))) == 12, timeout=60,
              what="12 done")
-    runs = wait_for(lambda: len(r := list(tasks.find_all({"type": "run"},
-                                                         db=f"{cli.db}_runs"))) >= 12 and r,
-                    what="12 run records")
+    runs = wait_records(cli, tasks, 12)
     assert sorted(r["task"] for r in runs) == [f"m{i:02}" for i in range(12)]
     starts = [parse_date(r["started"]) for r in runs]
     took = (max(starts) - min(starts)).total_seconds()
@@ -178,8 +172,8 @@ def test_a_debounced_task_added_on_each_event_runs_once_in_a_pool(cli, tasks):
     assert tasks.get("digest")["debounce"] == 2
     done = wait_for(lambda: (d := tasks.get("digest"))["status"] == "done" and d, timeout=30,
                     what="digest done")
-    time.sleep(1)
-    runs = list(tasks.find_all({"task": "digest", "type": "run"}, db=f"{cli.db}_runs"))
+    time.sleep(1)  # (a second run would be recorded by now)
+    runs = wait_records(cli, tasks, 1, {"task": "digest"})
     started = parse_date(done["after"]["last_run"]["started"])
     print(f"\n[debounce] 3 adds 0.5 s apart, --debounce 2, 3 processes: {len(runs)} run, "
           f"{(started - last).total_seconds():.2f}s after the last add")
