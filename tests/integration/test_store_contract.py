@@ -99,6 +99,36 @@ class TestBulk:
         found = contract_store.bulk_get(["new", "old", "gone"], db=runs)
         assert sorted(found) == ["new", "old"] and found["new"]["_rev"] == fresh["_rev"]
 
+    def test_reads_by_id_give_the_winner_of_branches_and_leave_deleted_ones_out(
+            self, contract_store, runs):
+        """What the worker's read back relies on (``revisions``, ``bulk_get``): the revision
+        every reader by id is served, a live branch before a deleted one, deleted and missing
+        documents alike left out, an id asked twice read once, and more ids than a page."""
+        contract_store.bulk_docs([{"_id": "split", "_rev": rev, "branch": rev[2]}
+                                  for rev in (BRANCH_A, BRANCH_B)], db=runs, new_edits=False)
+        # the winning branch deleted: the other, live, is what a read by id is served
+        contract_store.bulk_docs([{"_id": "half", "_rev": rev, "branch": rev[2]}
+                                  for rev in (BRANCH_A, BRANCH_B)], db=runs, new_edits=False)
+        contract_store.bulk_docs([{"_id": "half", "_rev": BRANCH_B, "_deleted": True}],
+                                 db=runs)
+        gone = {"_id": "gone"}
+        contract_store.put(gone, db=runs)
+        contract_store.delete("gone", gone["_rev"], db=runs)
+        many = [{"_id": f"m{i:04d}", "n": i} for i in range(2100)]
+        contract_store.bulk_docs(many, db=runs)
+        ids = ["split", "half", "gone", "never", "split"] + [d["_id"] for d in many]
+        found = contract_store.bulk_get(ids, db=runs)
+        assert found["split"]["_rev"] == BRANCH_B and found["split"]["branch"] == "b"
+        assert found["half"]["_rev"] == BRANCH_A and found["half"]["branch"] == "a"
+        assert "gone" not in found and "never" not in found
+        assert all("_conflicts" not in doc and "_revisions" not in doc
+                   for doc in found.values())
+        assert [found[d["_id"]]["n"] for d in many] == list(range(2100))
+        revisions = contract_store.revisions(ids, db=runs)
+        assert revisions["split"] == BRANCH_B and revisions["half"] == BRANCH_A
+        assert revisions["gone"] is None and revisions["never"] is None
+        assert [revisions[d["_id"]] for d in many] == [d["_rev"] for d in many]
+
     def test_the_same_document_twice_in_one_request_is_refused(self, contract_store, runs):
         with pytest.raises(ValueError, match="the same document twice"):
             contract_store.bulk_docs([{"_id": "x"}, {"_id": "x"}], db=runs)
