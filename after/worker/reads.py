@@ -169,7 +169,7 @@ class Reads:
              for docid in intents.expected(task, number, owner)]))
 
     def _open_by_id(self, ids: list[str], page: int = 1000) -> list[dict]:
-        """Of the intents ``ids``, those open now, read by id (``_all_docs?keys=``: a quorum
+        """Of the intents ``ids``, those open now, read by id (``_bulk_get``: a quorum
         read each on a cluster), ``page`` at a time."""
         found = []
         for start in range(0, len(ids), page):
