@@ -521,14 +521,7 @@ class Store:
         the other branch about one time in five (measured), ``open_revs=all`` did not."""
         response = self.request("GET", doc_path(db or self.db, docid),
                                 params={"open_revs": "all", "revs": "true", "r": str(r)})
-        leaves = [row["ok"] for row in response.json() if "ok" in row]
-        # Copies that lag may answer with an ancestor of another leaf: not a branch.
-        ancestors = set()
-        for doc in leaves:
-            history = doc.pop("_revisions", None) or {}
-            start, ids = history.get("start", 0), history.get("ids", [])
-            ancestors.update(f"{start - n}-{rev}" for n, rev in enumerate(ids) if n)
-        return [doc for doc in leaves if doc.get("_rev") not in ancestors]
+        return tips([row["ok"] for row in response.json() if "ok" in row])
 
     def get_or_none(self, docid: str, *, db: str | None = None) -> dict | None:
         """The document, or None where there is none (the MemStore has this same method)."""
@@ -657,15 +650,7 @@ class Store:
                     raise StoreError(f"cannot read {result.get('id')!r} in {db}: "
                                      f"{entry['error'].get('error')}: "
                                      f"{entry['error'].get('reason')}")
-        if revs:
-            for docid, docs in leaves.items():
-                ancestors = set()
-                for doc in docs:
-                    history = doc.pop("_revisions", None) or {}
-                    first, hashes = history.get("start", 0), history.get("ids", [])
-                    ancestors.update(f"{first - n}-{rev}" for n, rev in enumerate(hashes) if n)
-                leaves[docid] = [doc for doc in docs if doc.get("_rev") not in ancestors]
-        return leaves
+        return {docid: tips(docs) for docid, docs in leaves.items()} if revs else leaves
 
     def prefixed(self, prefix: str, *, db: str | None = None,
                  conflicts: bool = False) -> list[dict]:
@@ -794,6 +779,18 @@ class Store:
             params={"since": "now", "limit": "0"},
         ).json()
         return answer["last_seq"]
+
+
+def tips(leaves: list[dict]) -> list[dict]:
+    """Of ``leaves`` read with their histories (``_revisions``, taken off), those that are
+    no ancestor of another: a copy that lags may answer with an ancestor of another leaf,
+    which is not a branch."""
+    ancestors = set()
+    for doc in leaves:
+        history = doc.pop("_revisions", None) or {}
+        start, hashes = history.get("start", 0), history.get("ids", [])
+        ancestors.update(f"{start - n}-{rev}" for n, rev in enumerate(hashes) if n)
+    return [doc for doc in leaves if doc.get("_rev") not in ancestors]
 
 
 def winner(leaves: list[dict]) -> dict | None:
