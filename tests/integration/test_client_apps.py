@@ -68,7 +68,7 @@ def test_schedule_many_writes_in_one_bulk_request(client, store):
     assert len(ids) == 51 and ids[-1] == "fixed"
     posts = [path for method, path in counting.calls if method == "POST"]
     # the task given an id read first (one request), then every task in one write
-    assert posts == [f"{store.db}/_all_docs", f"{store.db}/_bulk_docs"]
+    assert posts == [f"{store.db}/_bulk_get", f"{store.db}/_bulk_docs"]
     assert store.get(ids[7])["job"] == {"name": "hello", "arguments": ["n7"]}
     assert store.get("fixed")["repeat"] == {"days": 1}
     # the same again: an upsert for the task with an id, unchanged so not written
