@@ -168,14 +168,11 @@ class Reads:
             [docid for task, (number, owners) in probes.items() for owner in owners
              for docid in intents.expected(task, number, owner)]))
 
-    def _open_by_id(self, ids: list[str], page: int = 1000) -> list[dict]:
-        """Of the intents ``ids``, those open now, read by id (``_bulk_get``: a quorum
-        read each on a cluster), ``page`` at a time."""
-        found = []
-        for start in range(0, len(ids), page):
-            docs = self.store.bulk_get(ids[start:start + page], db=self.runs)
-            found += [doc for doc in docs.values() if doc.get("outcome") == intents.INTENDED]
-        return found
+    def _open_by_id(self, ids: list[str]) -> list[dict]:
+        """Of the intents ``ids``, those open now, read by id (``_bulk_get``, a page at a
+        time: a quorum read each on a cluster)."""
+        return [doc for doc in self.store.bulk_get(ids, db=self.runs).values()
+                if doc.get("outcome") == intents.INTENDED]
 
     def _with_tasks(self, found: list[dict]) -> list[tuple[dict, dict | None, str | None]]:
         if not found:

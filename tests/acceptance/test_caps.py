@@ -114,11 +114,7 @@ def test_a_run_taken_over_from_a_killed_process_gets_its_slot_with_the_takeover(
     killed = utcnow()
     done = wait_for(lambda: (d := tasks.get("job"))["status"] == "done" and d, timeout=30,
                     what="done")
-    # the task is written done before its run's record goes over its intent: wait for the
-    # intents to be replaced by records (an intent left for ever fails here)
-    outcomes = wait_for(lambda: len(o := sorted(r["outcome"] for r in tasks.find_all(
-        {"task": "job"}, db=f"{cli.db}_runs"))) >= 2 and "intended" not in o and o,
-        what="two run records, no intent")
+    outcomes = sorted(r["outcome"] for r in wait_records(cli, tasks, 2, {"task": "job"}))
     rerun = (parse_date(done["after"]["last_run"]["started"]) - killed).total_seconds()
     print(f"\n[caps] a capped run taken over {rerun:.2f}s after SIGKILL (lease {LEASE:g}s): "
           "the dead holder's slot came with it")
