@@ -61,6 +61,7 @@ LOOP_TIMEOUT = 5.0  # seconds the loop's own requests may take (a stop's last wr
 WRITE_TIMEOUT = 30.0  # the writer's: a batch waits for a busy server rather than fail
 POLL_TIMEOUT = 60.0  # the poller's (its thread waits while the server builds the index)
 FIRE_BATCH = 64  # due tasks decided between two launches of what is in line
+DECIDE_BATCH = 250  # other events decided between two hand-overs of their writes and reads
 
 
 class Worker:
@@ -161,6 +162,7 @@ class Worker:
         if registry is not None:
             self.inbox.put(("registry", registry))
         since = self.store.update_seq()
+        self.poller.scan_early()  # (what is due among the newest writes: read meanwhile)
         for thread in (self.timer, self.recorder, self.writer, self.intents, self.reads):
             thread.start()
         self.peers.start(self.settings.heartbeat, lambda: self.state.published,
@@ -211,7 +213,12 @@ class Worker:
                 break
             events = self._fires() + events
             now = clock or self.peers.now()
-        self._each(events, now)
+        # A backlog found at once (a scan, a page of the due view): its writes and reads
+        # back go out a chunk at a time, so the server works while the rest is decided
+        for start in range(0, len(events), DECIDE_BATCH):
+            if start:
+                self._send_out()
+            self._each(events[start:start + DECIDE_BATCH], now)
         running.deadlines(self, now)
         running.fill(self, now)
         running.ends(self, now)
@@ -219,14 +226,19 @@ class Worker:
         if self.peers.mono() >= self.state.next_check:
             self.state.next_check = self.peers.mono() + self.settings.self_check
             running.self_check(self)
-        writing.flush(self)
+        self._send_out()
         if self.state.reread and AGAIN not in self.timer:  # (what a read back could not
             # confirm) read again a bit later: a struggling server is not pressed
             self.timer.add(AGAIN, to_ms(now) + int(REREAD * 1000), None)
+        self._publish()
+
+    def _send_out(self) -> None:
+        """Hand what was decided to the writers, and the versions to read back to the
+        reads' thread."""
+        writing.flush(self)
         if self.state.verify:  # made ready: read back first (a move leaves no trace in our feed)
             self.reads.check(self.state.verify, leases.probes(self, self.state.verify))
             self.state.verify = {}
-        self._publish()
 
     def _each(self, events: list, now: datetime) -> None:
         for kind, value in events:

@@ -32,6 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -47,6 +48,7 @@ log = logging.getLogger("after.peers")
 CALIBRATION = 16  # samples of the server's clock taken at start...
 CALIBRATION_GAP = 0.07  # ... this many seconds apart (phases across the server's second)
 SAMPLE_EVERY = 10.0  # then one every this many seconds
+CONFIRMS = 8  # partition takes read back at once
 REREAD = 0.2  # seconds between reads of the registry asked for between beats
 PRUNE_AFTER = 300.0  # heartbeats unchanged this long (and 10 leases) are removed
 
@@ -313,6 +315,7 @@ class Peers:
             log.warning("cannot write %d partition lease(s): %s", len(docs),
                         describe_error(exc))
             return [{"id": doc["_id"], "error": "unavailable"} for doc in docs]
+        taken = []
         for i, (doc, answer) in enumerate(zip(docs, answers, strict=False)):
             k = doc["partition"]
             if "error" in answer:
@@ -325,7 +328,14 @@ class Peers:
                 self.bury([parts.tombstone(doc)])
                 answers[i] = {"id": doc["_id"], "error": "accepted"}
             else:
-                answers[i] = self.confirm_take(k, doc, answer)
+                taken.append(i)
+        # each take read back, CONFIRMS at once: one after another, behind a busy server's
+        # queue (another process's backlog), 21 reads held a process's start up by 1-1.5 s
+        with ThreadPoolExecutor(min(CONFIRMS, len(taken)) or 1) as pool:
+            confirmed = pool.map(lambda i: self.confirm_take(docs[i]["partition"], docs[i],
+                                                             answers[i]), taken)
+            for i, answer in zip(taken, list(confirmed), strict=True):
+                answers[i] = answer
         return answers
 
     def confirm_take(self, k: int, doc: dict, answer: dict) -> dict:

@@ -81,6 +81,31 @@ class Poller:
         self.store, self.name, self.settings = store, name, settings
         self.post, self.stopping, self.idle = post, stopping, idle
         self.now = threading.Event()  # set: poll at once
+        self._early: list = []  # (the scan read ahead: its thread, what it found)
+
+    def scan_early(self) -> None:
+        """Scan the newest changes now, on a thread of its own, for the first round to
+        decide once the process knows its partitions: the read overlaps the taking of them.
+        (A version read here and changed since is older than what the feed brings.)"""
+        def scan():
+            try:
+                found.extend(scan_recent(self.store, self.name, self.settings))
+            except Exception as exc:  # the first round scans again
+                found.append(exc)
+        found: list = []
+        thread = threading.Thread(target=scan, name="after-scan", daemon=True)
+        self._early = [thread, found]
+        thread.start()
+
+    def _scan(self) -> list[dict]:
+        """The first round's scan: the one read ahead if there was one."""
+        if self._early:
+            thread, found = self._early
+            self._early = []
+            thread.join()
+            if not (found and isinstance(found[-1], Exception)):
+                return found
+        return scan_recent(self.store, self.name, self.settings)
 
     def start(self) -> None:
         self.now.set()
@@ -97,7 +122,7 @@ class Poller:
             if first:  # what is due among the newest writes, before the view is indexed
                 first = False
                 try:
-                    found = scan_recent(self.store, self.name, self.settings)
+                    found = self._scan()
                 except Exception as exc:  # the view query below still runs
                     if self.stopping.is_set():  # the store was closed under it: not a fault
                         return
