@@ -228,10 +228,11 @@ class MemStore:
         entry.branches[doc["_rev"]] = body
         return {"ok": True, "id": doc["_id"], "rev": doc["_rev"]}
 
-    def bulk_get(self, ids: Iterable[str], *, db: str | None = None) -> dict[str, dict]:
+    def bulk_get(self, ids: Iterable[str], *, db: str | None = None,
+                 conflicts: bool = False) -> dict[str, dict]:
         with self._lock:
             store = self._db(db)
-            found = {docid: self._current(store, docid) for docid in ids}
+            found = {docid: self._current(store, docid, conflicts) for docid in ids}
         return {docid: doc for docid, doc in found.items() if doc is not None}
 
     def revisions(self, ids: Iterable[str], *, db: str | None = None) -> dict[str, str | None]:
@@ -329,6 +330,9 @@ class MemStore:
             order = sorted(self._seqs[db or self.db].items(), key=lambda item: -item[1])
             docs = (self._current(self._db(db), docid, True) for docid, _ in order[:limit])
             return [doc for doc in docs if doc is not None]
+
+    def recent_ids(self, limit: int, *, db: str | None = None) -> list[str]:
+        return [doc["_id"] for doc in self.recent(limit, db=db)]
 
     def changes(self, db: str | None = None, since: int = 0) -> list[dict]:
         """The changes after sequence ``since``, each with its document (the newest change

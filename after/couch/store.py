@@ -593,9 +593,12 @@ class Store:
                     result["accepted"] = True
         return results
 
-    def bulk_get(self, ids: Iterable[str], *, db: str | None = None) -> dict[str, dict]:
-        """The current documents for ``ids`` (deleted and missing ones left out), by id."""
-        return {docid: doc for docid, doc in self._current(ids, db or self.db)
+    def bulk_get(self, ids: Iterable[str], *, db: str | None = None,
+                 conflicts: bool = False) -> dict[str, dict]:
+        """The current documents for ``ids`` (deleted and missing ones left out), by id
+        (``conflicts``: with their ``_conflicts``, the other live leaves the copies read
+        have; pouchdb-server answers the winner only, without them)."""
+        return {docid: doc for docid, doc in self._current(ids, db or self.db, conflicts)
                 if doc is not None and not doc.get("_deleted")}
 
     def revisions(self, ids: Iterable[str], *, db: str | None = None) -> dict[str, str | None]:
@@ -603,7 +606,7 @@ class Store:
         return {docid: None if doc is None or doc.get("_deleted") else doc["_rev"]
                 for docid, doc in self._current(ids, db or self.db)}
 
-    def _current(self, ids: Iterable[str], db: str,
+    def _current(self, ids: Iterable[str], db: str, conflicts: bool = False,
                  page: int = 2000) -> Iterator[tuple[str, dict | None]]:
         """The winning revision of each of ``ids`` (None: missing), a deleted one included,
         read with ``_bulk_get``, ``page`` ids a request (a page's documents at a time in
@@ -627,7 +630,7 @@ class Store:
                 leaves.update(self._leaves_of(branched, db, revs=True))
             for docid in chunk:
                 best = winner(leaves.get(docid) or [])
-                if best is not None:
+                if best is not None and not conflicts:
                     best.pop("_conflicts", None)  # (as a read by id has them: not asked)
                 yield docid, best
 
@@ -771,6 +774,15 @@ class Store:
                               params=params).json()
         return [row["doc"] for row in answer.get("results", [])
                 if row.get("doc") and not row.get("deleted")]
+
+    def recent_ids(self, limit: int, *, db: str | None = None) -> list[str]:
+        """The ids of the documents of the newest ``limit`` changes, newest first (deleted
+        ones left out), as :meth:`recent` without the documents: read by id after
+        (:meth:`bulk_get`), a few of them, in one batch (CouchDB reads a change's document
+        one at a time)."""
+        answer = self.request("GET", f"{quote(db or self.db, safe='')}/_changes",
+                              params={"descending": "true", "limit": str(limit)}).json()
+        return [row["id"] for row in answer.get("results", []) if not row.get("deleted")]
 
     def update_seq(self, db: str | None = None) -> str:
         """The database's current sequence (opaque): follow ``_changes`` from here."""

@@ -216,7 +216,7 @@ def parts_written(w, docs: list[dict], answers: list[dict], now: datetime) -> No
         log.info("worker %s took %d partition(s) (%d of %d owned)", w.name, len(took),
                  len(state.owned), parts.PARTITIONS)
         if polling:  # their tasks: among the newest changes at once (a view may be
-            w.reads.scan(w.name, w.settings)  # indexing), and from the due view
+            w.reads.scan(w.name, w.settings, frozenset(took))  # indexing), and the due view
         w.poller.now.set()
     if asked:
         w.reads.orphans(sorted(asked))
@@ -227,7 +227,7 @@ def start_polling(w) -> None:
     this process knows its partitions: what it finds is decided with them."""
     if not w.state.polling:
         w.state.polling = True
-        w.poller.start()
+        w.poller.start(frozenset(w.state.owned))
 
 
 def holder_of(w, docid: str) -> str | None:

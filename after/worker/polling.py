@@ -21,6 +21,7 @@ from datetime import datetime
 from after.couch.store import describe_error
 from after.rules import task as rules
 from after.rules.dates import to_ms, utcnow
+from after.worker import partitions as parts
 
 log = logging.getLogger("after.worker")
 
@@ -63,13 +64,25 @@ def query_due(store, name: str, settings, now: datetime, cursor: dict | None = N
     return docs, more
 
 
-def scan_recent(store, name: str, settings) -> list[dict]:
+def scan_recent(store, name: str, settings, owned=None, ids: list[str] | None = None
+                ) -> list[dict]:
     """``name``'s unfinished tasks among the documents of the newest ``8 * batch`` changes
     (raises StoreError): twice a page of the view, so that a backlog of a page and what was
     written beside it are all found. Decided like a poll's: what is not due soon is left
-    alone."""
-    return [doc for doc in store.recent(settings.batch * 8)
-            if doc.get("worker") == name and doc.get("status") not in rules.FINISHED]
+    alone.
+
+    The changes are read without their documents (``ids``: read so already), then the
+    documents of the partitions ``owned`` (all, if None) by id in one batch: the processes
+    of a name read a share each (a drain by 3 processes on the cluster, each reading every
+    document with the changes: scans of 2-4.4 s, against 0.3-0.7 s idle)."""
+    if ids is None:
+        ids = store.recent_ids(settings.batch * 8)
+    ids = [docid for docid in ids if not docid.startswith("_design/")
+           and (owned is None or parts.partition_of(docid) in owned)]
+    docs = store.bulk_get(ids, conflicts=True) if ids else {}
+    return [doc for doc in (docs.get(docid) for docid in ids)
+            if doc is not None and doc.get("worker") == name
+            and doc.get("status") not in rules.FINISHED]
 
 
 class Poller:
@@ -84,34 +97,38 @@ class Poller:
         self._early: list = []  # (the scan read ahead: its thread, what it found)
 
     def scan_early(self) -> None:
-        """Scan the newest changes now, on a thread of its own, for the first round to
-        decide once the process knows its partitions: the read overlaps the taking of them.
-        (A version read here and changed since is older than what the feed brings.)"""
-        def scan():
+        """Read the ids of the newest changes now, on a thread of its own, for the first
+        round's scan (:func:`scan_recent`) once the process knows its partitions: the read
+        overlaps the taking of them. (A task changed since comes by the feed, newer.)"""
+        def read():
             try:
-                found.extend(scan_recent(self.store, self.name, self.settings))
-            except Exception as exc:  # the first round scans again
+                found.extend(self.store.recent_ids(self.settings.batch * 8))
+            except Exception as exc:  # the first round reads them again
                 found.append(exc)
         found: list = []
-        thread = threading.Thread(target=scan, name="after-scan", daemon=True)
+        thread = threading.Thread(target=read, name="after-scan", daemon=True)
         self._early = [thread, found]
         thread.start()
 
-    def _scan(self) -> list[dict]:
-        """The first round's scan: the one read ahead if there was one."""
+    def _scan(self, owned) -> list[dict]:
+        """The first round's scan, of the ids read ahead if they were."""
+        ids = None
         if self._early:
             thread, found = self._early
             self._early = []
             thread.join()
             if not (found and isinstance(found[-1], Exception)):
-                return found
-        return scan_recent(self.store, self.name, self.settings)
+                ids = found
+        return scan_recent(self.store, self.name, self.settings, owned, ids)
 
-    def start(self) -> None:
+    def start(self, owned=None) -> None:
+        """The first round, then one each ``poll`` seconds; ``owned``: the partitions whose
+        tasks the first round's scan reads (all, if None)."""
         self.now.set()
-        threading.Thread(target=self._run, name="after-poll", daemon=True).start()
+        threading.Thread(target=self._run, args=(owned,), name="after-poll",
+                         daemon=True).start()
 
-    def _run(self) -> None:
+    def _run(self, owned=None) -> None:
         interval = self.settings.poll
         first, cursor = True, {}
         while not self.stopping.is_set():
@@ -122,7 +139,7 @@ class Poller:
             if first:  # what is due among the newest writes, before the view is indexed
                 first = False
                 try:
-                    found = self._scan()
+                    found = self._scan(owned)
                 except Exception as exc:  # the view query below still runs
                     if self.stopping.is_set():  # the store was closed under it: not a fault
                         return

@@ -58,9 +58,10 @@ class Reads:
         if held:
             self._queue.put(("check", (held, probes or {})))
 
-    def scan(self, name: str, settings) -> None:
-        """Post back ``name``'s unfinished tasks among the newest changes."""
-        self._queue.put(("scan", (name, settings)))
+    def scan(self, name: str, settings, owned=None) -> None:
+        """Post back ``name``'s unfinished tasks among the newest changes (of the partitions
+        ``owned``; all, if None)."""
+        self._queue.put(("scan", (name, settings, owned)))
 
     def orphans(self, owners: list[str]) -> None:
         """Post back the open intents of ``owners`` (processes found dead), with their tasks."""

@@ -353,13 +353,15 @@ def show(w, now: datetime) -> None:
 
 def ends(w, now: datetime, force: bool = False) -> None:
     """Write the ends of the runs that ended: once nothing due waits to be launched or to
-    be begun by a job thread (a burst is begun first), or when the oldest has waited
-    ENDS_WAIT seconds; as many as the writer has room for (all of them when ``force``: the
-    process stops)."""
+    be begun by a job thread (a burst is begun first), nor for the intents and reads back
+    its runs begin on (a backlog's next runs: on a cluster, the ends' writes slowed them,
+    3 processes' drains 25% slower), or when the oldest has waited ENDS_WAIT seconds; as
+    many as the writer has room for (all of them when ``force``: the process stops)."""
     state = w.state
     if not state.ends:
         return
-    if not force and (len(state.line) or not w.fired.empty() or w.runner.queued()) \
+    if not force and (len(state.line) or not w.fired.empty() or w.runner.queued()
+                      or w.intents.inflight or state.unconfirmed) \
             and w.peers.mono() - state.ends[0][1] < ENDS_WAIT:
         return
     # No more ahead of the writer than it can send in the next turns: an end waiting here is

@@ -100,7 +100,7 @@ class TestBulk:
         assert sorted(found) == ["new", "old"] and found["new"]["_rev"] == fresh["_rev"]
 
     def test_reads_by_id_give_the_winner_of_branches_and_leave_deleted_ones_out(
-            self, contract_store, runs):
+            self, contract_store, runs, server_kind):
         """What the worker's read back relies on (``revisions``, ``bulk_get``): the revision
         every reader by id is served, a live branch before a deleted one, deleted and missing
         documents alike left out, an id asked twice read once, and more ids than a page."""
@@ -124,6 +124,13 @@ class TestBulk:
         assert all("_conflicts" not in doc and "_revisions" not in doc
                    for doc in found.values())
         assert [found[d["_id"]]["n"] for d in many] == list(range(2100))
+        with_conflicts = contract_store.bulk_get(["split", "half", "m0000"], db=runs,
+                                                 conflicts=True)
+        assert with_conflicts["split"]["_rev"] == BRANCH_B
+        assert "_conflicts" not in with_conflicts["half"]  # (its other leaf is deleted)
+        assert "_conflicts" not in with_conflicts["m0000"]
+        if server_kind != "pouchdb":  # (its _bulk_get answers the winner alone)
+            assert with_conflicts["split"]["_conflicts"] == [BRANCH_A]
         revisions = contract_store.revisions(ids, db=runs)
         assert revisions["split"] == BRANCH_B and revisions["half"] == BRANCH_A
         assert revisions["gone"] is None and revisions["never"] is None
@@ -194,6 +201,12 @@ class TestQueries:
         if not sharded:  # one sequence: strictly the newest first (CouchDB merges its
             assert ids == ["old-0", "new"]  # shards' feeds, q=2: the newest per shard)
         ids = {d["_id"] for d in contract_store.recent(100) if d["_id"][0] != "_"}
+        assert ids == {"old-0", "old-1", "old-2", "new"}
+        newest = contract_store.recent_ids(3)  # the same changes, without their documents
+        assert "gone" not in newest and 1 <= len(newest) <= 3
+        if not sharded:
+            assert newest == ["old-0", "new"]
+        ids = {docid for docid in contract_store.recent_ids(100) if docid[0] != "_"}
         assert ids == {"old-0", "old-1", "old-2", "new"}
 
     def test_find_with_a_range_fields_and_a_limit(self, contract_store, runs):

@@ -88,10 +88,10 @@ class Loop:
         w.reads.check = lambda held, probes=None: held and w.reads._check(held, probes)  # at once
         w.reads.orphans = lambda owners: w.inbox.put(
             ("orphans", (owners, w.reads.find_orphans(owners))))
-        w.reads.scan = lambda name, settings: [
-            w.inbox.put(("recheck", doc)) for doc in scan_recent(store, name, settings)]
+        w.reads.scan = lambda name, settings, owned=None: [
+            w.inbox.put(("recheck", doc)) for doc in scan_recent(store, name, settings, owned)]
         w.peers.ask = self._ask
-        w.poller.start = lambda: None  # the test polls (poll())
+        w.poller.start = lambda owned=None: None  # the test polls (poll())
         self.frozen = False
         self.feed = store.follow(w._on_change, since=store.update_seq(),
                                  selector={"worker": "w"})

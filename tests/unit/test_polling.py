@@ -21,7 +21,7 @@ class ClosedUnderIt:
             self.stopping.set()
         raise RuntimeError("Cannot send a request, as the client has been closed.")
 
-    recent = view = _closed
+    recent_ids = bulk_get = view = _closed
 
 
 def run_poller(stop: bool, caplog) -> ClosedUnderIt:
