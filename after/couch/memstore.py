@@ -324,15 +324,12 @@ class MemStore:
         return MemFollower(self, on_change, since=since, selector=selector, db=db or self.db,
                            on_state=on_state)
 
-    def recent(self, limit: int, *, db: str | None = None) -> list[dict]:
-        """The documents of the newest ``limit`` changes, newest first (deleted left out)."""
+    def recent_ids(self, limit: int, *, db: str | None = None) -> list[str]:
+        """The ids of the newest ``limit`` changes, newest first (deleted left out)."""
         with self._lock:
             order = sorted(self._seqs[db or self.db].items(), key=lambda item: -item[1])
-            docs = (self._current(self._db(db), docid, True) for docid, _ in order[:limit])
-            return [doc for doc in docs if doc is not None]
-
-    def recent_ids(self, limit: int, *, db: str | None = None) -> list[str]:
-        return [doc["_id"] for doc in self.recent(limit, db=db)]
+            return [docid for docid, _ in order[:limit]
+                    if self._current(self._db(db), docid) is not None]
 
     def changes(self, db: str | None = None, since: int = 0) -> list[dict]:
         """The changes after sequence ``since``, each with its document (the newest change

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 
 from after.couch.store import describe_error
@@ -94,31 +95,23 @@ class Poller:
         self.store, self.name, self.settings = store, name, settings
         self.post, self.stopping, self.idle = post, stopping, idle
         self.now = threading.Event()  # set: poll at once
-        self._early: list = []  # (the scan read ahead: its thread, what it found)
+        self._early: Future | None = None  # (the ids of the first scan, read ahead)
 
     def scan_early(self) -> None:
         """Read the ids of the newest changes now, on a thread of its own, for the first
         round's scan (:func:`scan_recent`) once the process knows its partitions: the read
         overlaps the taking of them. (A task changed since comes by the feed, newer.)"""
-        def read():
-            try:
-                found.extend(self.store.recent_ids(self.settings.batch * 8))
-            except Exception as exc:  # the first round reads them again
-                found.append(exc)
-        found: list = []
-        thread = threading.Thread(target=read, name="after-scan", daemon=True)
-        self._early = [thread, found]
-        thread.start()
+        pool = ThreadPoolExecutor(1, thread_name_prefix="after-scan")
+        self._early = pool.submit(self.store.recent_ids, self.settings.batch * 8)
+        pool.shutdown(wait=False)  # (its thread ends with the read)
 
     def _scan(self, owned) -> list[dict]:
-        """The first round's scan, of the ids read ahead if they were."""
-        ids = None
-        if self._early:
-            thread, found = self._early
-            self._early = []
-            thread.join()
-            if not (found and isinstance(found[-1], Exception)):
-                ids = found
+        """The first round's scan, of the ids read ahead if they were (read again if not)."""
+        early, self._early = self._early, None
+        try:
+            ids = early.result() if early is not None else None
+        except Exception:
+            ids = None
         return scan_recent(self.store, self.name, self.settings, owned, ids)
 
     def start(self, owned=None) -> None:
