@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -130,13 +131,16 @@ def test_a_member_with_a_clock_5s_ahead_never_runs_early_nor_takes_over(cli, tas
     time.sleep(2.5)  # each has read the other's heartbeat, and sampled the server's clock
     listing = json.loads(cli.run("list", "--json").stdout)
     offsets = {e["pid"]: e["clock_offset"] for e in listing if e["name"] == "sk"}
-    # CouchDB's Date header counts whole seconds: an estimate is good to about a second
-    assert abs(offsets[healthy.pid]) <= 1.5 and 4.0 < offsets[ahead.pid] < 6.1, offsets
+    # A Date header counts whole seconds and may lag its server's clock by up to one more
+    # (after/couch/clock.py): the estimate of a clock 5 s ahead is in [5, 7), never under 5
+    assert abs(offsets[healthy.pid]) <= 1.5 and 4.9 < offsets[ahead.pid] < 7.0, offsets
     flags = {e["pid"]: e["clock_off"] for e in listing if e["name"] == "sk"}
     assert flags == {healthy.pid: False, ahead.pid: True}
     warnings = [line for line in cli.run("list").stdout.splitlines()
                 if line.startswith("warning:")]  # for the member ahead only
-    assert len(warnings) == 1 and f"(pid {ahead.pid}) is +5" in warnings[0], warnings
+    assert len(warnings) == 1 and f"(pid {ahead.pid}) is +" in warnings[0], warnings
+    shown = float(re.search(r"is \+([0-9.]+) s off", warnings[0]).group(1))
+    assert 4.9 < shown < 7.0, warnings  # the estimate of the listing, read again
     # the test's wall clock against the monotonic one, which every process shares
     base_wall, base_mono = utcnow(), time.monotonic()
     count = 40
