@@ -13,6 +13,14 @@ to within the round trip (plus the cache's lag) when samples fall at different p
 server's second: the first few are taken 70 ms apart. :class:`Offset` is that intersection,
 pure, with the samples passed in.
 
+One thread adds samples (the peers'); every thread reads the clock (the loop, the timer, the
+job threads): the interval is computed as a sample is added and kept as one tuple, which a
+reader reads whole. (Computed on read, from the samples, a reader's pass over them while a
+sample was added raised "deque mutated during iteration": on a job thread, about to begin
+a run, the run never began nor was reported, and its task stayed held for ever: one task in
+about 65 drains of 2,000 by three processes, the first second of each being when the samples
+are taken 70 ms apart.)
+
 The correction applied is the smallest one consistent with every sample, and never one that
 makes the corrected clock run ahead of the server's: 0 while the interval holds 0 (a clock
 in sync, as far as the samples can tell), else its lower bound: a clock 5 s ahead is held
@@ -34,22 +42,26 @@ class Offset:
 
     def __init__(self, window: int = 64):
         self.samples: deque[tuple[float, float]] = deque(maxlen=window)
+        self._bounds: tuple[float, float] | None = None  # (replaced whole: see above)
 
     def add(self, sent: float, received: float, server_second: float) -> None:
         """One answer dated ``server_second`` (whole epoch seconds), to a request sent at
-        local ``sent`` and read at local ``received`` (epoch seconds)."""
+        local ``sent`` and read at local ``received`` (epoch seconds). One thread adds."""
         sample = (server_second - received, server_second + 2 - sent)
         self.samples.append(sample)
         lo, hi = self._intersection()
         if lo > hi:  # a clock was stepped (or the server's): start again from this sample
             self.samples.clear()
             self.samples.append(sample)
+            lo, hi = sample
+        self._bounds = (lo, hi)
 
     def _intersection(self) -> tuple[float, float]:
         return (max(lo for lo, _ in self.samples), min(hi for _, hi in self.samples))
 
     def bounds(self) -> tuple[float, float] | None:
-        return self._intersection() if self.samples else None
+        """The interval the samples allow (None before any): safe from any thread."""
+        return self._bounds
 
     def estimate(self) -> float | None:
         """The lower bound (the tight one: the server's clock is at least this far ahead),

@@ -5,6 +5,9 @@ server's clock."""
 from __future__ import annotations
 
 import queue
+import threading
+import time
+from collections import deque
 from datetime import UTC, datetime
 
 import pytest
@@ -81,6 +84,53 @@ def test_the_offset_narrows_to_the_round_trip_and_never_corrects_a_clock_ahead()
     assert lo <= server_minus_local <= hi and server_minus_local - lo < 0.08
     assert offset.correction() == lo <= server_minus_local  # never ahead of the server
     assert abs(offset.estimate() - server_minus_local) < 0.08
+
+
+class _Unreadable(deque):
+    """Samples that may not be walked: a reader's pass over them, on another thread than
+    the one that adds, may meet a sample being added."""
+
+    def __iter__(self):
+        raise RuntimeError("deque mutated during iteration")
+
+
+def test_the_clock_is_read_without_walking_the_samples_being_added():
+    """The peers' thread adds samples while the loop, the timer and the job threads read
+    the clock: a reader that walked them raised "deque mutated during iteration" (on a job
+    thread: a run never begun nor reported, its task held for ever)."""
+    offset = Offset()
+    for i in range(3):
+        sent = 2_000_000.0 + i * 0.07
+        offset.add(sent, sent + 0.004, float(int(sent + 0.002 - 5.2)))
+    expected = (offset.bounds(), offset.correction(), offset.estimate(), offset.beyond(1.0))
+    offset.samples = _Unreadable(offset.samples)
+    assert (offset.bounds(), offset.correction(), offset.estimate(),
+            offset.beyond(1.0)) == expected
+    assert expected[1] < -5  # (a clock ahead: a correction, read from the bounds)
+
+
+def test_the_clock_read_on_other_threads_while_samples_come_never_raises():
+    offset, errors, stop = Offset(), [], threading.Event()
+
+    def sample():
+        i = 0
+        while not stop.is_set():
+            offset.add(1000.0 + i, 1000.01 + i, 1000.0 + i)
+            i += 1
+
+    thread = threading.Thread(target=sample)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 0.3
+        while time.monotonic() < deadline:
+            try:
+                offset.correction()
+            except RuntimeError as exc:
+                errors.append(exc)
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors, errors[:1]
 
 
 def test_a_clock_in_sync_is_not_corrected_and_a_step_starts_again():
