@@ -210,7 +210,12 @@ class Timer(Generic[T]):
                 while True:
                     if self._stopping:
                         return
-                    now_ms = self._clock() * 1000
+                    try:
+                        now_ms = self._clock() * 1000
+                    except Exception:  # (a bug) the thread must live: every entry waits on it
+                        log.exception("the timer could not read its clock; trying again")
+                        self._cond.wait(0.05)
+                        continue
                     due = self._queue.pop_due(int(now_ms))  # all that are due: one lock
                     if due:
                         break

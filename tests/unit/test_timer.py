@@ -367,3 +367,19 @@ def test_fire_due_fires_what_is_due_on_the_calling_thread() -> None:
     assert [(k, d, i) for k, d, i, _ in fired] == [("a", 100, "A"), ("b", 200, "B")]
     assert {t for *_, t in fired} == {threading.current_thread()}
     assert "c" in timer and "a" not in timer and not timer.is_alive()
+
+
+def test_a_clock_that_fails_once_does_not_end_the_timer(make_timer) -> None:
+    """Every entry waits on the timer's thread: a clock read that raised (a bug) must not
+    end it."""
+    rec = Recorder(expect=1)
+    failures = [RuntimeError("deque mutated during iteration")]
+
+    def clock() -> float:
+        if failures:
+            raise failures.pop()
+        return time.time()
+
+    timer = make_timer(rec, clock=clock)
+    timer.add("task-1", now_ms() + 20, None)
+    assert rec.done.wait(2) and rec.keys() == ["task-1"] and not failures
