@@ -17,7 +17,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 
 from after.couch.store import StoreError, Unavailable, describe_error
@@ -36,6 +35,73 @@ PRUNE_EVERY = 10
 RUNS_KEPT = 10_000  # run records kept in memory while the database cannot be reached
 
 
+class Queued:
+    """A job handed to :class:`JobThreads`, not begun yet: :meth:`cancel` takes it back."""
+
+    __slots__ = ("fn", "args", "_pool")
+
+    def __init__(self, pool: JobThreads, fn: Callable, args: tuple):
+        self.fn, self.args, self._pool = fn, args, pool
+
+    def cancel(self) -> bool:
+        """True when no thread will begin it (taken back before one did)."""
+        return self._pool._claim(self)
+
+
+class JobThreads:
+    """``size`` job threads taking jobs from one queue, in order: what a
+    :class:`~concurrent.futures.ThreadPoolExecutor` does here, without a Future (a condition
+    and its locks) for each job. The runner needs no result back (a job thread posts its
+    run's end to the loop) and one thing more: a job still queued can be taken back. A job
+    is claimed once, by a thread that begins it or by :meth:`Queued.cancel`, whichever
+    comes first (a ``dict.pop``: one of them gets it). Measured on a burst of 1,000 runs in
+    one process: launches a quarter cheaper."""
+
+    def __init__(self, size: int, name: str = "after-job"):
+        self.size, self.name = max(1, size), name
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queued: dict[int, Queued] = {}  # not claimed yet, by id
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+
+    def submit(self, fn: Callable, *args) -> Queued | None:
+        if self._closed:
+            return None
+        if not self._threads:  # (started with the first job)
+            self._threads = [threading.Thread(target=self._run, name=f"{self.name}_{n}",
+                                              daemon=True) for n in range(self.size)]
+            for thread in self._threads:
+                thread.start()
+        item = Queued(self, fn, args)
+        self._queued[id(item)] = item
+        self._queue.put(item)
+        return item
+
+    def _claim(self, item: Queued) -> bool:
+        return self._queued.pop(id(item), None) is not None
+
+    def shutdown(self, wait: bool = False, cancel_futures: bool = True) -> None:
+        """No new jobs; those not begun are dropped (``cancel_futures``)."""
+        self._closed = True
+        if cancel_futures:
+            self._queued.clear()
+        for _ in self._threads:
+            self._queue.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if not self._claim(item):
+                continue  # taken back
+            try:
+                item.fn(*item.args)
+            except BaseException:  # (the runner's own guard says more; this thread lives on)
+                log.exception("unexpected error on a job thread")
+            del item
+
+
 class Runner:
     """Job threads; ``active`` holds the tokens of the runs they are on or have queued,
     ``children`` the child processes of the isolated ones."""
@@ -44,7 +110,7 @@ class Runner:
                  registry: JobRegistry | None = None, clock: Callable[[], float] = time.time,
                  mono: Callable[[], float] = time.monotonic,
                  lease: Callable[[], float] = lambda: float("inf")):
-        self.pool = ThreadPoolExecutor(size, thread_name_prefix="after-job")
+        self.pool = JobThreads(size)
         self.size = size
         self.post = post
         self.registry = registry  # where an isolated run's child finds its job
@@ -55,9 +121,12 @@ class Runner:
         self.children: dict[str, isolation.Child] = {}
         # A run is queued until a job thread begins it: its future, and once begun, when
         # (epoch ms).
-        self.futures: dict[str, Future] = {}
+        self.futures: dict[str, Queued] = {}
         self.begun: dict[str, int] = {}
-        self.cancels: dict[str, threading.Event] = {}  # each run's task.canceled
+        # each run's context, whose ``task.canceled`` a cancel sets (the event is made then,
+        # or when the job asks for it: most runs never need one, and a burst's launches made
+        # one each, a quarter of the cost of a launch)
+        self.cancels: dict[str, TaskContext] = {}
 
     @staticmethod
     def prepare(run) -> None:
@@ -76,7 +145,7 @@ class Runner:
         if run.context is None:
             self.prepare(run)
         context, run.context = run.context, None
-        self.cancels[run.token] = context.canceled
+        self.cancels[run.token] = context
         run.lateness = (now - from_ms(run.due_ms)).total_seconds()
         isolated = self.registry is not None and rules.isolated(run.doc, run.spec)
         self.active.add(run.token)
@@ -176,9 +245,9 @@ class Runner:
     def cancel(self, token: str) -> None:
         """Tell a run its task was canceled: its ``task.canceled`` is set (an isolated run's
         child gets SIGTERM, which sets its own)."""
-        event = self.cancels.get(token)
-        if event is not None:
-            event.set()
+        context = self.cancels.get(token)
+        if context is not None:
+            context.canceled.set()
         child = self.children.get(token)
         if child is not None:
             child.terminate()

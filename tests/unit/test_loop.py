@@ -269,7 +269,7 @@ def test_a_long_run_is_shown_running_and_a_cancel_written_meanwhile_ends_it_canc
     assert shown["status"] == "running" and shown["after"]["owner"] == loop.worker.id
     loop.store.put({**shown, "status": "cancel"})
     loop.step()
-    assert loop.worker.runner.cancels[loop.worker.state.runs["t"].token].is_set()
+    assert loop.worker.runner.cancels[loop.worker.state.runs["t"].token].canceled.is_set()
     assert pool.finish() == ["t"]  # the job returned (told: task.canceled)
     loop.step()
     doc = loop.doc("t")
@@ -1009,11 +1009,11 @@ def test_a_run_taken_over_while_its_process_was_frozen_is_told_to_stop_on_thaw(t
     assert taken["after"]["runs"] == 1 and taken["after"]["last_run"]["outcome"] == \
         "interrupted"
     a.frozen = False
-    assert not a.worker.runner.cancels[token].is_set()
+    assert not a.worker.runner.cancels[token].canceled.is_set()
     a.mono[0] += 9  # A thaws at +10: its clock says 9 s went by without a heartbeat
     a.now = later(now, 10)
     a.step()  # B's takeover comes in on its feed
-    assert a.worker.runner.cancels[token].is_set()  # its job is told to stop
+    assert a.worker.runner.cancels[token].canceled.is_set()  # its job is told to stop
     lease, a.worker.runner.lease = a.worker.runner.lease, lambda: float("inf")
     job(*args)  # the job sees task.canceled and returns
     a.worker.runner.lease = lease

@@ -55,3 +55,58 @@ def test_a_job_that_raises_is_a_failed_run_as_before():
     assert (kind, docid, outcome.outcome, outcome.error) == ("finished", "t2", rules.FAILED,
                                                             "ValueError: no")
     assert "raise ValueError" in trace
+
+
+def test_the_job_threads_run_jobs_in_order_and_a_job_taken_back_never_begins():
+    import threading
+
+    from after.worker.runner import JobThreads
+
+    pool, ran, gate, first = JobThreads(1), [], threading.Event(), threading.Event()
+
+    def job(n):
+        ran.append(n)
+        if n == 0:
+            first.set()
+            gate.wait(2)
+
+    try:
+        held = pool.submit(job, 0)  # the one thread is on it
+        assert first.wait(2)
+        queued = [pool.submit(job, n) for n in (1, 2, 3)]
+        assert not held.cancel()  # begun: too late to take back
+        assert queued[1].cancel() and not queued[1].cancel()  # taken back, once
+        gate.set()
+        done = pool.submit(lambda: None)
+        for _ in range(200):
+            if ran == [0, 1, 3] and not pool._queued:
+                break
+            threading.Event().wait(0.01)
+        assert ran == [0, 1, 3] and not done.cancel()
+    finally:
+        pool.shutdown()
+
+
+def test_a_job_that_raises_leaves_its_thread_to_the_next_and_shutdown_drops_the_queued():
+    import threading
+
+    from after.worker.runner import JobThreads
+
+    pool, ran, gate, begun = JobThreads(1), [], threading.Event(), threading.Event()
+
+    def boom():
+        raise RuntimeError("a bug")
+
+    def slow():
+        begun.set()
+        gate.wait(2)
+
+    pool.submit(boom)
+    pool.submit(ran.append, "after the error")
+    pool.submit(slow)
+    assert begun.wait(2) and ran == ["after the error"]
+    pool.submit(ran.append, "never")
+    pool.shutdown()
+    gate.set()
+    pool._threads[0].join(2)
+    assert ran == ["after the error"] and pool.submit(ran.append, "closed") is None
