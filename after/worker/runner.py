@@ -66,9 +66,9 @@ class JobThreads:
         self._threads: list[threading.Thread] = []
         self._closed = False
 
-    def submit(self, fn: Callable, *args) -> Queued | None:
-        if self._closed:
-            return None
+    def submit(self, fn: Callable, *args) -> Queued:
+        if self._closed:  # (as the executor: a run launched then would wait for ever)
+            raise RuntimeError("the job threads are shut down")
         if not self._threads:  # (started with the first job)
             self._threads = [threading.Thread(target=self._run, name=f"{self.name}_{n}",
                                               daemon=True) for n in range(self.size)]

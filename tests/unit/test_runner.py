@@ -6,6 +6,8 @@ from __future__ import annotations
 import queue
 from datetime import UTC, datetime
 
+import pytest
+
 from after.jobs import TaskContext
 from after.rules import task as rules
 from after.worker.runner import Runner
@@ -109,4 +111,6 @@ def test_a_job_that_raises_leaves_its_thread_to_the_next_and_shutdown_drops_the_
     pool.shutdown()
     gate.set()
     pool._threads[0].join(2)
-    assert ran == ["after the error"] and pool.submit(ran.append, "closed") is None
+    assert ran == ["after the error"]
+    with pytest.raises(RuntimeError, match="shut down"):
+        pool.submit(ran.append, "closed")
