@@ -1030,8 +1030,11 @@ class Outcome:
 
 # Over 60 lines: the end of a run is one decision (counters, retry, repeat, done or error)
 # read top to bottom; split, its order of precedence would be harder to follow.
-def last_run(outcome: Outcome, number: int | None, attempt: int) -> dict:
-    """What ``after.last_run`` says of a run that ended."""
+def last_run(outcome: Outcome, number: int | None, attempt: int,
+             token: str | None = None) -> dict:
+    """What ``after.last_run`` says of a run that ended; ``token``: the run's (whose run it
+    was: a dead process's open intent of that number is recovered as its record only when
+    the run counted was that intent's, see after.worker.intents.orphan)."""
     last = {
         "number": number,
         "attempt": attempt,
@@ -1040,6 +1043,8 @@ def last_run(outcome: Outcome, number: int | None, attempt: int) -> dict:
         "ended": format_date(outcome.ended),
         "duration_ms": outcome.duration_ms,
     }
+    if isinstance(token, str):
+        last["token"] = token
     if outcome.ok:
         last["result"] = outcome.result
     elif outcome.error is not None:
@@ -1079,7 +1084,8 @@ def finish(doc: dict, spec: Spec | None, outcome: Outcome, now: datetime,
     kind = {OK: "successes", MISSED: "missed", SKIPPED: "skipped",
             STOPPED: "canceled"}.get(outcome.outcome, "failures")
     info[kind] = counter(info, kind) + 1
-    info["last_run"] = last_run(outcome, counter(info, "run") or counter(info, "runs"), attempt)
+    info["last_run"] = last_run(outcome, counter(info, "run") or counter(info, "runs"), attempt,
+                                info.get("token"))
     for key in ("started", "run", "token"):
         info.pop(key, None)
 

@@ -142,9 +142,14 @@ def orphan(found: dict, task: dict | None, me: Identity, now: datetime,
     info = rules.info(task)
     if rules.counter(info, "runs") >= number:  # its run was counted: only its record is due
         last = info.get("last_run") if isinstance(info.get("last_run"), dict) else {}
-        if last.get("number") != number or begun_after(last, expires):
-            # another process's run of that number (it took the task over when this one's
-            # lease ran out): this process never began it
+        other = isinstance(last.get("token"), str) and last["token"] != found.get("token")
+        if last.get("number") != number or other or begun_after(last, expires):
+            # another run of that number (another process's: it took the task over when
+            # this one's lease ran out, or was given its partition while this one lived and
+            # then froze before its intent's withdrawal; or this process's own, made ready
+            # anew under another token): this intent's run never began (chaos seed 27 on
+            # the cluster, 2026-12-07: a second record of a run the job's history showed
+            # once)
             return [withdraw(found)]
         record = {**found, **{k: v for k, v in last.items() if k != "number"},
                   "outcome": last.get("outcome"), "recovered": True}

@@ -92,6 +92,38 @@ def test_a_run_of_that_number_begun_past_the_dead_process_lease_is_not_made_its_
     assert write.kind is Kind.INTENT and write.doc["recovered"] is True  # within its lease
 
 
+def test_a_run_of_that_number_by_another_token_is_not_made_the_intent_s_record():
+    """Chaos seed 27 on the cluster (2026-12-07): a process gave a partition up while it
+    lived (another joined), its intent of a task held there not withdrawn yet, and froze;
+    the taker ran the task as run 1 within the frozen one's lease. Found dead later, its
+    open intent of run 1 was made a second record of that run ("recovered"), and the audit
+    said twice of an occurrence the job ran once. The run counted says whose it was (its
+    token): another token's run is no run of this intent."""
+    doc = task()
+    found = open_intent(doc)
+    within = NOW - timedelta(seconds=0.5)  # the dead one's lease had not ended then
+    last = {"number": 1, "attempt": 1, "outcome": "done", "started": format_date(NOW),
+            "ended": format_date(NOW), "duration_ms": 3.0, "result": 7}
+    theirs = {**doc, "status": "done", "after": {"runs": 1, "last_run": {
+        **last, "token": "cccccc.3"}}}
+    [write] = intents.orphan(found, theirs, ME, NOW, within)
+    assert write.kind is Kind.UNINTENT and write.doc["_id"] == found["_id"]
+    its_own = {**doc, "status": "done", "after": {"runs": 1, "last_run": {
+        **last, "token": found["token"]}}}
+    [write] = intents.orphan(found, its_own, ME, NOW, within)
+    assert write.kind is Kind.INTENT and write.doc["recovered"] is True
+    assert "token" not in write.doc
+
+
+def test_the_run_counted_keeps_its_token():
+    doc = task()
+    spec = rules.parse(doc)
+    started = r.begin(doc, spec, NOW, ME.process, NOW, "aaaaaa.1")
+    ended = r.end(started, spec, rules.Outcome(rules.OK, NOW, NOW), ME, NOW, "aaaaaa.1")
+    assert ended.doc["after"]["last_run"]["token"] == "aaaaaa.1"
+    assert "token" not in ended.doc["after"]  # (the run's own, gone with it)
+
+
 def test_a_run_made_ready_after_its_instant_is_recorded_as_begun_no_earlier_than_that():
     """Chaos seed 565746910: a run cut by a stop past its grace (recorded interrupted, the
     task handed back as the same attempt) was run again by another process, which died; its
