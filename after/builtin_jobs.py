@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from after import tls
 from after.rules.jobnames import JobError
 from after.rules.redact import RedactingFilter, redact, redact_headers, redact_text, redact_url
 
@@ -121,7 +122,8 @@ def http(task, url, method="GET", headers=None, body=None, json=None, expected_s
         send_headers[IDEMPOTENCY_KEY] = str(occurrence)
     started = time.perf_counter()
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=bool(follow_redirects)) as client:
+        with httpx.Client(timeout=timeout, follow_redirects=bool(follow_redirects),
+                          verify=tls.context()) as client:
             try:
                 request = client.build_request(method_name, url, headers=send_headers,
                                                content=body, json=json)

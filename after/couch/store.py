@@ -45,6 +45,7 @@ import couchdb3
 import couchdb3.exceptions
 import httpx
 
+from after import tls
 from after.config import mask_url, split_urls
 from after.rules.jsonsafe import loads
 
@@ -192,6 +193,7 @@ class Node:
             auth=self.auth,
             headers=HEADERS,
             timeout=timeout,
+            verify=tls.context(),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
         )
         self.databases: dict[str, couchdb3.Database] = {}
@@ -882,6 +884,7 @@ class ChangesFollower:
                 auth=node.auth,
                 headers=HEADERS,
                 timeout=httpx.Timeout(10.0, read=self.idle),
+                verify=tls.context(),
             )
             self._node = node
         return self._client
