@@ -8,13 +8,20 @@ AFTER  := $(BIN)/after
 PORT   ?= 5984
 export AFTER_HOME ?= $(CURDIR)/var
 
-.PHONY: install install-run browser faketime test unit integration acceptance cluster chaos sim server server-stop run stop lint bench bench-cluster clean
+.PHONY: install install-run bytecode browser faketime test unit integration acceptance cluster chaos sim server server-stop run stop lint bench bench-cluster clean
 
 # everything: what running needs, and the test tools
 install: install-run $(VENV)/.installed browser faketime
 
 # what running needs, and nothing more (no apt-get: macOS too)
-install-run: $(VENV)/.run-installed node_modules/.installed
+install-run: $(VENV)/.run-installed node_modules/.installed bytecode
+
+# the bytecode of our own modules, written ahead (only what changed is compiled again): where
+# PYTHONDONTWRITEBYTECODE is set, as on CI machines, every `after` process would otherwise
+# compile them all again from source, 0.13 s of CPU before it does anything (pip writes the
+# bytecode of what it installs, the dependencies, itself)
+bytecode: $(VENV)/.run-installed
+	@$(BIN)/python -m compileall -q after jobs bench tests scripts
 
 # Debian's chromium, for the dashboard's browser tests (installed only where missing)
 browser:
