@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from after import tls
+from after.couch import tls
 from after.rules.jobnames import JobError
 from after.rules.redact import RedactingFilter, redact, redact_headers, redact_text, redact_url
 

@@ -45,8 +45,8 @@ import couchdb3
 import couchdb3.exceptions
 import httpx
 
-from after import tls
 from after.config import mask_url, split_urls
+from after.couch import tls
 from after.rules.jsonsafe import loads
 
 log = logging.getLogger("after.store")
