@@ -424,7 +424,7 @@ def due_key(doc: dict) -> list | None:
         due = to_ms(parse_date(doc.get("date"), "date"))
     except (DateError, ValueError, TypeError):
         due = 0
-    return [doc["worker"], doc["status"], due]
+    return [doc["worker"], doc["status"], due, doc["_id"]]
 
 
 def _collate(value):

@@ -272,7 +272,7 @@ DUE_MAP = (
   var jitter = doc.repeat && typeof doc.repeat === 'object' ? doc.repeat.jitter : 0;
   if (due !== null && typeof jitter === 'number' && jitter > 0 && jitter <= MAX_JITTER)
     due += jitterMs(doc._id, due, jitter);
-  emit([doc.worker, doc.status, due === null ? 0 : due], null);
+  emit([doc.worker, doc.status, due === null ? 0 : due, doc._id], null);
 }"""
 ).replace("MAX_JITTER", str(MAX_JITTER))
 
