@@ -339,6 +339,8 @@ def main(argv=None) -> int:
     parser.add_argument("--ahead", type=float, default=AHEAD)
     parser.add_argument("--hog", action="store_true")
     parser.add_argument("--drain", nargs="*", type=int, help="processes for drains")
+    parser.add_argument("--drain-size", type=int, default=2000,
+                        help="tasks due before the drain's start (default 2,000)")
     parser.add_argument("--liveness", action="store_true")
     parser.add_argument("--no-burst", action="store_true")
     parser.add_argument("--plot", type=Path, help="plot the bursts' lateness into this PNG")
@@ -359,7 +361,7 @@ def main(argv=None) -> int:
             if args.drain:  # the unit of a drain's goal, measured in the same run
                 print(json.dumps({"validated_write_rate": validated_rate(bench)}), flush=True)
             for processes in args.drain or []:
-                print(json.dumps(drain(bench, 2000, processes)), flush=True)
+                print(json.dumps(drain(bench, args.drain_size, processes)), flush=True)
             if args.liveness:
                 print(json.dumps(liveness(bench)), flush=True)
     return 0
