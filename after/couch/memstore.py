@@ -324,12 +324,13 @@ class MemStore:
         return MemFollower(self, on_change, since=since, selector=selector, db=db or self.db,
                            on_state=on_state)
 
-    def recent_ids(self, limit: int, *, db: str | None = None) -> list[str]:
-        """The ids of the newest ``limit`` changes, newest first (deleted left out)."""
+    def recent_ids(self, limit: int, *, db: str | None = None) -> tuple[list[str], bool]:
+        """The ids of the newest ``limit`` changes, newest first (deleted left out), and
+        whether that was every change."""
         with self._lock:
             order = sorted(self._seqs[db or self.db].items(), key=lambda item: -item[1])
             return [docid for docid, _ in order[:limit]
-                    if self._current(self._db(db), docid) is not None]
+                    if self._current(self._db(db), docid) is not None], len(order) < limit
 
     def changes(self, db: str | None = None, since: int = 0) -> list[dict]:
         """The changes after sequence ``since``, each with its document (the newest change

@@ -762,19 +762,21 @@ class Store:
         here rather than naming the class."""
         return ChangesFollower(self, on_change, **options)
 
-    def recent_ids(self, limit: int, *, db: str | None = None) -> list[str]:
+    def recent_ids(self, limit: int, *, db: str | None = None) -> tuple[list[str], bool]:
         """The ids of the documents of the newest ``limit`` changes, newest first (deleted
-        ones left out): a bounded ``_changes`` scan backwards, which needs no index, so it
-        answers at once on a database whose views were never queried. Without their
-        documents: CouchDB reads a change's document one at a time; those wanted are read
-        by id after (:meth:`bulk_get`, one batch). (Not filtered on the server: a
-        ``_selector`` filter makes the server walk every change until ``limit`` match,
-        measured 3.6 to 9.7 s on CouchDB 3 for 52,000 changes and no match.) On a sharded
-        CouchDB database the shards' feeds are merged, so these are the newest per shard:
-        nearly, not strictly, the newest of all."""
+        ones left out), and whether that was every change of the database (fewer than
+        ``limit``: then every document was seen): a bounded ``_changes`` scan backwards,
+        which needs no index, so it answers at once on a database whose views were never
+        queried. Without their documents: CouchDB reads a change's document one at a time;
+        those wanted are read by id after (:meth:`bulk_get`, one batch). (Not filtered on
+        the server: a ``_selector`` filter makes the server walk every change until
+        ``limit`` match, measured 3.6 to 9.7 s on CouchDB 3 for 52,000 changes and no
+        match.) On a sharded CouchDB database the shards' feeds are merged, so these are
+        the newest per shard: nearly, not strictly, the newest of all."""
         answer = self.request("GET", f"{quote(db or self.db, safe='')}/_changes",
                               params={"descending": "true", "limit": str(limit)}).json()
-        return [row["id"] for row in answer.get("results", []) if not row.get("deleted")]
+        rows = answer.get("results", [])
+        return [row["id"] for row in rows if not row.get("deleted")], len(rows) < limit
 
     def update_seq(self, db: str | None = None) -> str:
         """The database's current sequence (opaque): follow ``_changes`` from here."""

@@ -78,7 +78,7 @@ def scan_recent(store, name: str, settings, owned=None, ids: list[str] | None = 
     of a name read a share each (a drain by 3 processes on the cluster, each reading every
     document with the changes: scans of 2-4.4 s, against 0.3-0.7 s idle)."""
     if ids is None:
-        ids = store.recent_ids(settings.batch * 8)
+        ids, _ = store.recent_ids(settings.batch * 8)
     ids = [docid for docid in ids if not docid.startswith("_design/")
            and (owned is None or parts.partition_of(docid) in owned)]
     docs = store.bulk_get(ids, conflicts=True) if ids else {}
@@ -106,14 +106,18 @@ class Poller:
         self._early = pool.submit(self.store.recent_ids, self.settings.batch * 8)
         pool.shutdown(wait=False)  # (its thread ends with the read)
 
-    def _scan(self, owned) -> list[dict]:
-        """The first round's scan, of the ids read ahead if they were (read again if not)."""
+    def _scan(self, owned) -> tuple[list[dict], bool]:
+        """The first round's scan, of the ids read ahead if they were (read again if not),
+        and whether it read every change of the database."""
         early, self._early = self._early, None
         try:
-            ids = early.result() if early is not None else None
+            recent = early.result() if early is not None else None
         except Exception:
-            ids = None
-        return scan_recent(self.store, self.name, self.settings, owned, ids)
+            recent = None
+        if recent is None:
+            recent = self.store.recent_ids(self.settings.batch * 8)
+        ids, complete = recent
+        return scan_recent(self.store, self.name, self.settings, owned, ids), complete
 
     def start(self, owned=None) -> None:
         """The first round, then one each ``poll`` seconds; ``owned``: the partitions whose
@@ -132,8 +136,9 @@ class Poller:
                 return
             if first:  # what is due among the newest writes, before the view is indexed
                 first = False
+                complete = False
                 try:
-                    found = self._scan(owned)
+                    found, complete = self._scan(owned)
                 except Exception as exc:  # the view query below still runs
                     if self.stopping.is_set():  # the store was closed under it: not a fault
                         return
@@ -141,6 +146,12 @@ class Poller:
                     found = []
                 for doc in found:
                     self.post(("recheck", doc))
+                if complete:  # every document was read: the view has nothing to add now,
+                    # and its first query waits for the next poll, off a drain's path (the
+                    # index built meanwhile held up the other processes' drains by 2 s on
+                    # pouchdb-server, which indexes on query, one request at a time)
+                    interval = self.settings.poll
+                    continue
                 if found:  # let their writes go first: on a server that indexes on query
                     self._settle()  # (pouchdb-server), the view query holds it up
             if cursor:  # the next page of a backlog once the last one is handled: a

@@ -1,4 +1,5 @@
-"""The poller's thread: a store closed under it by a stop is not a fault to report."""
+"""The poller's thread: a store closed under it by a stop is not a fault to report; a first
+scan that read every change leaves the view's first query to the next poll."""
 
 from __future__ import annotations
 
@@ -48,3 +49,43 @@ def test_a_failure_while_running_is_logged_with_the_type_alone(caplog):
     run_poller(False, caplog)
     messages = [r.getMessage() for r in caplog.records]
     assert "cannot scan recent tasks: RuntimeError" in messages
+
+
+class Scanned:
+    """A store of one task, whose newest changes are every change or not (``complete``)."""
+
+    def __init__(self, complete: bool):
+        self.complete, self.views = complete, []
+
+    def recent_ids(self, limit):
+        return ["t1"], self.complete
+
+    def bulk_get(self, ids, conflicts=False):
+        return {"t1": {"_id": "t1", "worker": "w", "status": "waiting",
+                       "date": "2026-12-01T09:00:00Z", "job": {"name": "hello"}}}
+
+    def view(self, ddoc, view, **params):
+        self.views.append(params["startkey"][1])
+        return []
+
+
+def first_round(complete: bool) -> tuple[list, list]:
+    """The poller's first round (its next poll 60 s away): what it posted, what it queried."""
+    stopping, posted, store = threading.Event(), [], Scanned(complete)
+    poller = Poller(store, "w", Settings(poll=60), posted.append, stopping)
+    poller.now.set()
+    threading.Timer(0.3, lambda: (stopping.set(), poller.now.set())).start()
+    poller._run()
+    return posted, store.views
+
+
+def test_a_first_scan_of_every_change_leaves_the_view_to_the_next_poll():
+    posted, views = first_round(complete=True)
+    assert [(kind, doc["_id"]) for kind, doc in posted] == [("recheck", "t1")]
+    assert views == []
+
+
+def test_a_first_scan_of_the_newest_changes_only_is_followed_by_the_view():
+    posted, views = first_round(complete=False)
+    assert [(kind, doc["_id"]) for kind, doc in posted] == [("recheck", "t1")]
+    assert views == ["waiting", "reschedule", "cancel", "scheduled", "running"]
