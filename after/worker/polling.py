@@ -147,9 +147,9 @@ class Poller:
                 for doc in found:
                     self.post(("recheck", doc))
                 if complete:  # every document was read: the view has nothing to add now,
-                    # and its first query waits for the next poll, off a drain's path (the
-                    # index built meanwhile held up the other processes' drains by 2 s on
-                    # pouchdb-server, which indexes on query, one request at a time)
+                    # and its first query waits for the next poll, off a drain's path (its
+                    # index is built meanwhile: on pouchdb-server, which indexes on query and
+                    # answers one request at a time, in front of the other processes' drains)
                     interval = self.settings.poll
                     continue
                 if found:  # let their writes go first: on a server that indexes on query
