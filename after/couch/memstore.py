@@ -89,6 +89,10 @@ class MemStore:
     def cluster_size(self) -> int:
         return 1
 
+    def one_copy(self) -> bool:
+        """False: the fake plays a cluster's branches (its takes are read back as there)."""
+        return False
+
     def __enter__(self) -> MemStore:
         return self
 

@@ -424,6 +424,19 @@ class Store:
         kind = response.headers.get("content-type", "no content type").split(";")[0]
         raise NotCouchDB(_not_couchdb(node, f"{response.status_code} {kind}", response.text))
 
+    def one_copy(self) -> bool:
+        """True when the server keeps one copy of each document, so that a write it answered
+        201 has no concurrent branch beside it: pouchdb-server, as its welcome says (no
+        shards, no cluster). CouchDB is False, a single node too: a cluster may answer
+        behind one address, and ``_membership`` is not every user's to read. False when the
+        welcome cannot be read."""
+        try:
+            welcome = self.request("GET", "").json()
+        except (StoreError, ValueError):
+            return False
+        return isinstance(welcome, dict) and "express-pouchdb" in welcome \
+            and "couchdb" not in welcome
+
     def cluster_size(self) -> int:
         """How many nodes serve this database's server (1 for a single node, and for a
         server with no ``_membership``, such as pouchdb-server)."""

@@ -319,3 +319,9 @@ def test_check_couchdb_passes_on_each_server_and_without_credentials(store, couc
     bare, _ = split_credentials(couch_url)
     with Store(bare, store.db, retries=0) as anonymous:
         anonymous.check_couchdb()  # CouchDB's welcome needs no credentials; never an error
+
+
+def test_a_server_says_whether_it_keeps_one_copy(store, server_kind):
+    """pouchdb-server keeps one copy of each document (a take it answers 201 needs no read
+    back); CouchDB, a single node too, is not taken for one."""
+    assert store.one_copy() is (server_kind == "pouchdb")

@@ -394,6 +394,34 @@ def test_a_take_answered_201_is_read_back_and_yielded_to_a_live_version_beside_i
     assert answer.get("ok") and b.mine[6] == answer["rev"]
 
 
+class OneCopy(Accepting):
+    """A server of one copy (pouchdb-server): its writes answered as they are, and a read of
+    a document's versions a failure of the test."""
+
+    def bulk_docs(self, docs, *, db=None, new_edits=True):
+        return self._store.bulk_docs(docs, db=db, new_edits=new_edits)
+
+    def one_copy(self):
+        return True
+
+    def leaves(self, docid, *, db=None, r=3):
+        raise AssertionError(f"{docid} read back on a server of one copy")
+
+
+def test_a_take_answered_201_by_a_server_of_one_copy_is_the_process_without_a_read_back():
+    from after.couch.memstore import MemStore
+
+    store = MemStore("t")
+    store.create_database("t_workers")
+    peers = Peers(store=OneCopy(store), name="w", lease=6.0, db="t_workers", monotonic=Clock())
+    answers = peers.write_parts([parts.part_doc("w", k, peers.id, "x") for k in (1, 2)])
+    assert all(answer.get("ok") for answer in answers)
+    assert peers.mine == {1: answers[0]["rev"], 2: answers[1]["rev"]}
+    stale = parts.part_doc("w", 1, peers.id, "x")  # written over a version it did not read
+    [answer] = peers.write_parts([stale])
+    assert answer["error"] == "conflict" and peers.mine[1] == answers[0]["rev"]
+
+
 def test_a_heartbeat_answered_202_says_the_cluster_cannot_confirm_writes():
     from after.couch.memstore import MemStore
 
