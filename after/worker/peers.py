@@ -95,7 +95,8 @@ class Peers:
         self.beat_sent: float | None = None  # when the last heartbeat that landed was sent
         self.lapses = 0  # times a heartbeat landed after this process's lease may have lapsed
         # partition -> the revision of its lease document this process wrote and confirmed
-        # its own (answered 201, read back from every copy with no other claim beside it)
+        # its own (answered 201, and read back from every copy with no other claim beside it
+        # unless the server keeps one copy: one_copy)
         self.mine: dict[int, str] = {}
         self.one_copy: bool | None = None  # the server keeps one copy (asked at the first take)
         self.degraded = False  # the last heartbeat answered 202 (too few copies of a cluster)

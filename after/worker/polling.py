@@ -39,7 +39,7 @@ def query_due(store, name: str, settings, now: datetime, cursor: dict | None = N
     A key ends with the task's id, so no two are alike and a page starts at the last key read,
     never at a count of rows: CouchDB 3 indexes in the background (ken), and a backlog's first
     page, run meanwhile, leaves the index; counted rows then skipped tasks never read (a drain
-    of 10,000 due at one instant: 2,000 of them left to the next poll, 30 s later)."""
+    of 10,000 due at one instant: those skipped left to the next poll, 30 s later)."""
     horizon_ms = to_ms(now) + int(settings.horizon * 1000)
     ranges = [
         (rules.WAITING, 0, horizon_ms),
